@@ -1,0 +1,279 @@
+// reduce.wgsl: deterministic, compensated block reduction of partitioned f32 data.
+//
+// What it computes
+//   One `Partial` per *work unit*. A work unit is a fixed-size slice of one
+//   partition (a segment): BLOCK = 8192 input floats in the element pass,
+//   GROUP = 2048 partials in the partial pass. Units are numbered globally
+//   (segment after segment); the segment table tells each workgroup which
+//   segment and which slice of it it owns. Running the element pass once and
+//   then the partial pass until every segment has a single partial yields one
+//   partial per non-empty segment. The host turns that into the final value.
+//
+//   OP = 0 (sum): two-sum (Neumaier) accumulation per invocation, then a
+//            compensated pairwise combine (double-single arithmetic). NaN and
+//            +/-inf never enter the arithmetic: they are counted in flags,
+//            detected by their bits (compilers may assume finite floats).
+//   OP = 1 (max) / OP = 2 (min): comparisons on a monotonic integer key of the
+//            float bits, so -0.0 < +0.0 and NaN never reaches a comparison.
+//   Every partial also carries the count of non-NaN inputs (64-bit).
+//
+// How it is dispatched
+//   @workgroup_size(256), one workgroup per unit, on a 2-D grid
+//   (unit = workgroup_id.x + workgroup_id.y * num_workgroups.x) so that more
+//   than 65535 units fit in one dispatch; surplus workgroups return at once.
+//   Each invocation folds its inputs in a fixed order (elements 4*(t + k*256)
+//   .. +3 of the block, k = 0..7, or partials t + k*256), then the workgroup
+//   combines the 256 per-invocation partials with a sequential-addressing tree
+//   (stride 128, 64, ..., 1). The fold order and the tree depend only on the
+//   unit's position inside its segment, never on how the host chunked the
+//   input into dispatches, so results are bitwise reproducible.
+//
+// This file is composed with one of tree_workgroup.wgsl / tree_subgroup.wgsl,
+// which define `tree_reduce` and the entry points.
+
+override OP: u32 = 0u;
+
+const OP_SUM: u32 = 0u;
+const OP_MAX: u32 = 1u;
+
+const WG: u32 = 256u;
+const VEC4_PER_THREAD: u32 = 8u;
+const BLOCK: u32 = 8192u; // WG * VEC4_PER_THREAD * 4
+const PARTIALS_PER_THREAD: u32 = 8u;
+const GROUP: u32 = 2048u; // WG * PARTIALS_PER_THREAD
+
+const FLAG_NAN: u32 = 1u;
+const FLAG_POS_INF: u32 = 2u;
+const FLAG_NEG_INF: u32 = 4u;
+const FLAG_MASK: u32 = 0xffu;
+const COUNT_HI_SHIFT: u32 = 8u;
+
+// a: running sum (sum) or extremum (max/min); b: compensation term (sum only);
+// count_lo + (hi_flags >> 8) << 32: non-NaN inputs; hi_flags & 0xff: FLAG_*.
+struct Partial {
+    a: f32,
+    b: f32,
+    count_lo: u32,
+    hi_flags: u32,
+}
+
+// One entry per segment, plus a sentinel whose first_unit is the unit total.
+struct Segment {
+    first_unit: u32, // global index of the segment's first unit
+    offset_lo: u32,  // low 32 bits of the segment's first input item index
+    last_len: u32,   // items in the segment's last unit (1..=unit size)
+    _pad: u32,
+}
+
+struct Params {
+    unit_base: u32,     // global index of this dispatch's first unit
+    unit_count: u32,    // units in this dispatch
+    input_base_lo: u32, // low 32 bits of the item index at the input binding's start
+    out_base: u32,      // global unit index at the output binding's start
+    segment_count: u32, // segments in the table (the sentinel not counted)
+    one: f32,           // 1.0, read at run time: see `opaque`
+    _p1: u32,
+    _p2: u32,
+}
+
+struct Lane {
+    t: u32,       // local_invocation_index
+    sg_size: u32, // subgroup size (0 in the workgroup-memory variant)
+    sg_id: u32,   // subgroup_invocation_id
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> segments: array<Segment>;
+@group(0) @binding(2) var<storage, read> in_vec4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> in_scalar: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out_partials: array<Partial>;
+@group(0) @binding(5) var<storage, read> in_partials: array<Partial>;
+
+var<workgroup> scratch: array<Partial, WG>;
+
+// Shader compilers treat float arithmetic as reassociable unless told
+// otherwise (SPIR-V NoContraction, which WGSL cannot express), and would fold
+// the error terms of two-sum to zero ((a + x) - a -> x). Multiplying by a 1.0
+// that only exists at run time is exact and hides the algebra from them.
+fn opaque(x: f32) -> f32 {
+    return x * params.one;
+}
+
+// Two-sum (Knuth): returns (s, e) with s + e == a + b exactly.
+fn two_sum(a: f32, b: f32) -> vec2<f32> {
+    let s = opaque(a + b);
+    let bb = opaque(s - a);
+    let e = (a - opaque(s - bb)) + (b - bb);
+    return vec2<f32>(s, e);
+}
+
+fn identity() -> Partial {
+    // -0.0 is the additive identity: -0 + x == x for every x, +0 included.
+    return Partial(bitcast<f32>(0x80000000u), 0.0, 0u, 0u);
+}
+
+// Monotonic key: a < b (as floats, -0 < +0) iff key(a) < key(b) (as u32).
+fn order_key(x: f32) -> u32 {
+    let bits = bitcast<u32>(x);
+    return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
+}
+
+fn add_count(p: Partial, lo: u32, hi: u32) -> Partial {
+    var r = p;
+    let sum_lo = p.count_lo + lo;
+    let carry = select(0u, 1u, sum_lo < lo);
+    let sum_hi = (p.hi_flags >> COUNT_HI_SHIFT) + hi + carry;
+    r.count_lo = sum_lo;
+    r.hi_flags = (sum_hi << COUNT_HI_SHIFT) | (p.hi_flags & FLAG_MASK);
+    return r;
+}
+
+fn is_empty(p: Partial) -> bool {
+    return p.count_lo == 0u && (p.hi_flags >> COUNT_HI_SHIFT) == 0u;
+}
+
+// Folds one input element into an invocation's running partial.
+fn fold_element(p: Partial, x: f32) -> Partial {
+    let bits = bitcast<u32>(x);
+    let mag = bits & 0x7fffffffu;
+    var r = p;
+    if mag > 0x7f800000u {
+        r.hi_flags = r.hi_flags | FLAG_NAN;
+        return r;
+    }
+    r = add_count(r, 1u, 0u);
+    if OP == OP_SUM {
+        if mag == 0x7f800000u {
+            r.hi_flags = r.hi_flags | select(FLAG_POS_INF, FLAG_NEG_INF, bits != mag);
+        } else {
+            let se = two_sum(r.a, x);
+            r.a = se.x;
+            r.b = r.b + se.y;
+        }
+    } else if is_empty(p) {
+        r.a = x;
+    } else {
+        let take = select(order_key(x) < order_key(p.a), order_key(x) > order_key(p.a), OP == OP_MAX);
+        r.a = select(p.a, x, take);
+    }
+    return r;
+}
+
+// Combines two partials; `p` comes first in the canonical order.
+fn combine(p: Partial, q: Partial) -> Partial {
+    var r = add_count(p, q.count_lo, q.hi_flags >> COUNT_HI_SHIFT);
+    r.hi_flags = r.hi_flags | (q.hi_flags & FLAG_MASK);
+    if OP == OP_SUM {
+        let se = two_sum(p.a, q.a);
+        let s = se.x;
+        var c = (p.b + q.b) + se.y;
+        var hi = s;
+        // Renormalise (fast two-sum) only when there is something to move,
+        // which also keeps the sign of a zero sum (-0 + -0 stays -0).
+        if c != 0.0 {
+            hi = opaque(s + c);
+            c = c - opaque(hi - s);
+        }
+        r.a = hi;
+        r.b = c;
+    } else if is_empty(p) {
+        r.a = q.a;
+    } else if !is_empty(q) {
+        let take = select(order_key(q.a) < order_key(p.a), order_key(q.a) > order_key(p.a), OP == OP_MAX);
+        r.a = select(p.a, q.a, take);
+    }
+    return r;
+}
+
+// Index of the segment that owns global unit `unit`: the last segment whose
+// first_unit <= unit (empty segments own no unit and are skipped naturally).
+fn find_segment(unit: u32) -> u32 {
+    var lo = 0u;
+    var hi = params.segment_count - 1u;
+    while lo < hi {
+        let mid = (lo + hi + 1u) / 2u;
+        if segments[mid].first_unit <= unit {
+            lo = mid;
+        } else {
+            hi = mid - 1u;
+        }
+    }
+    return lo;
+}
+
+struct UnitRange {
+    start: u32, // first item, relative to the input binding
+    len: u32,   // items in this unit
+}
+
+fn unit_range(unit: u32, unit_size: u32) -> UnitRange {
+    let seg = find_segment(unit);
+    let s = segments[seg];
+    let j = unit - s.first_unit;
+    let is_last = unit + 1u == segments[seg + 1u].first_unit;
+    let len = select(unit_size, s.last_len, is_last);
+    // Wrapping arithmetic on the low 32 bits: exact because the true
+    // difference is below 2^32 (a binding holds fewer than 2^32 items).
+    let start = s.offset_lo + j * unit_size - params.input_base_lo;
+    return UnitRange(start, len);
+}
+
+// Element pass: one unit = one block of up to BLOCK floats.
+fn elements_pass(lane: Lane, unit_linear: u32) {
+    if unit_linear >= params.unit_count {
+        return;
+    }
+    let unit = params.unit_base + unit_linear;
+    let range = unit_range(unit, BLOCK);
+    let t = lane.t;
+    var acc = identity();
+    if range.len == BLOCK && (range.start & 3u) == 0u {
+        // Full, 16-byte aligned block: issue all loads first, then fold.
+        let base = range.start / 4u + t;
+        var v: array<vec4<f32>, VEC4_PER_THREAD>;
+        for (var k = 0u; k < VEC4_PER_THREAD; k++) {
+            v[k] = in_vec4[base + k * WG];
+        }
+        for (var k = 0u; k < VEC4_PER_THREAD; k++) {
+            acc = fold_element(acc, v[k].x);
+            acc = fold_element(acc, v[k].y);
+            acc = fold_element(acc, v[k].z);
+            acc = fold_element(acc, v[k].w);
+        }
+    } else {
+        // Short or unaligned block: same order, scalar loads, masked.
+        for (var k = 0u; k < VEC4_PER_THREAD; k++) {
+            let i = 4u * (t + k * WG);
+            for (var j = 0u; j < 4u; j++) {
+                if i + j < range.len {
+                    acc = fold_element(acc, in_scalar[range.start + i + j]);
+                }
+            }
+        }
+    }
+    let r = tree_reduce(lane, acc);
+    if t == 0u {
+        out_partials[unit - params.out_base] = r;
+    }
+}
+
+// Partial pass: one unit = one group of up to GROUP partials.
+fn partials_pass(lane: Lane, unit_linear: u32) {
+    if unit_linear >= params.unit_count {
+        return;
+    }
+    let unit = params.unit_base + unit_linear;
+    let range = unit_range(unit, GROUP);
+    let t = lane.t;
+    var acc = identity();
+    for (var k = 0u; k < PARTIALS_PER_THREAD; k++) {
+        let i = t + k * WG;
+        if i < range.len {
+            acc = combine(acc, in_partials[range.start + i]);
+        }
+    }
+    let r = tree_reduce(lane, acc);
+    if t == 0u {
+        out_partials[unit - params.out_base] = r;
+    }
+}

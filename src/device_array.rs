@@ -1,0 +1,135 @@
+//! Device-resident f32 arrays: upload once, reduce many times. An array
+//! larger than one GPU buffer is held as several buffers that overlap by one
+//! block, so every block of every partition lies wholly inside one buffer.
+
+use crate::engine::Context;
+use crate::error::{Error, Result};
+use crate::kernels::BLOCK;
+use crate::plan::Span;
+
+/// One buffer of a device array.
+pub(crate) struct Piece {
+    pub buffer: wgpu::Buffer,
+    pub span: Span,
+}
+
+/// An f32 array that lives in GPU memory.
+pub struct DeviceArray {
+    pub(crate) pieces: Vec<Piece>,
+    len: u64,
+    owner: u64,
+}
+
+impl DeviceArray {
+    /// Number of elements.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of GPU memory held (overlaps and padding included).
+    pub fn device_bytes(&self) -> u64 {
+        self.pieces.iter().map(|p| p.buffer.size()).sum()
+    }
+
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    pub(crate) fn spans(&self) -> Vec<Span> {
+        self.pieces.iter().map(|p| p.span).collect()
+    }
+
+    pub(crate) fn upload(ctx: &Context, data: &[f32]) -> Result<Self> {
+        let len = data.len() as u64;
+        let spans = split_into_spans(len, ctx.max_buffer_items());
+        let _scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let mut pieces = Vec::with_capacity(spans.len());
+        for span in spans {
+            let bytes = (span.items * 4).next_multiple_of(16).max(16);
+            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("gpulanes device array"),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let slice = &data[span.base_item as usize..(span.base_item + span.items) as usize];
+            write_padded(&ctx.queue, &buffer, slice);
+            pieces.push(Piece { buffer, span });
+        }
+        if let Some(err) = pollster::block_on(_scope.pop()) {
+            return Err(Error::Gpu(format!(
+                "could not allocate {len} floats on the device: {err}"
+            )));
+        }
+        Ok(DeviceArray {
+            pieces,
+            len,
+            owner: ctx.id,
+        })
+    }
+}
+
+/// Writes `data` at the start of `buffer`, padding the last write to a
+/// multiple of 4 bytes as `write_buffer` requires (floats always are).
+pub(crate) fn write_padded(queue: &wgpu::Queue, buffer: &wgpu::Buffer, data: &[f32]) {
+    if !data.is_empty() {
+        queue.write_buffer(buffer, 0, bytemuck::cast_slice(data));
+    }
+}
+
+/// Spans for an array of `len` items in buffers of at most `max_items`
+/// (a multiple of 64). Consecutive spans overlap by one block.
+pub(crate) fn split_into_spans(len: u64, max_items: u64) -> Vec<Span> {
+    if len <= max_items {
+        return vec![Span {
+            base_item: 0,
+            items: len,
+        }];
+    }
+    let stride = (max_items - BLOCK) / 64 * 64;
+    let mut spans = Vec::new();
+    let mut base = 0;
+    loop {
+        let items = (len - base).min(stride + BLOCK);
+        spans.push(Span {
+            base_item: base,
+            items,
+        });
+        if base + items >= len {
+            return spans;
+        }
+        base += stride;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_overlap_by_a_block_and_cover_everything() {
+        let max = 4 * BLOCK;
+        let spans = split_into_spans(10 * BLOCK + 7, max);
+        assert_eq!(spans[0].base_item, 0);
+        for w in spans.windows(2) {
+            assert_eq!(w[0].base_item + w[0].items, w[1].base_item + BLOCK);
+            assert!(w[0].items <= max);
+        }
+        let last = spans.last().unwrap();
+        assert_eq!(last.base_item + last.items, 10 * BLOCK + 7);
+        assert_eq!(
+            split_into_spans(5, max),
+            vec![Span {
+                base_item: 0,
+                items: 5
+            }]
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! The engine facade: opens (or adopts) a wgpu device, builds the kernels
+//! once, and offers blocking reductions over slices, `ndarray` views and
+//! device-resident arrays.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+
+use ndarray::{ArrayView1, ArrayView2, Axis};
+
+use crate::adapter::{self, AdapterSummary};
+use crate::device_array::{DeviceArray, split_into_spans, write_padded};
+use crate::error::{Error, Result};
+use crate::exec::{self, Recorded};
+use crate::kernels::{BLOCK, Kernels};
+use crate::op::{NanPolicy, Op, Reduction};
+use crate::partition::Partitions;
+use crate::plan::{DispatchLimits, Plan};
+use crate::pool::BufferPool;
+
+/// Knobs for tests and special deployments; the defaults use the device's
+/// own limits and its subgroup support.
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// Use the subgroup tree (`Some(true)` fails where unsupported);
+    /// `None` picks it when the adapter has `Features::SUBGROUP`.
+    pub subgroups: Option<bool>,
+    /// Cap on one storage binding, in bytes (at least 64 KiB).
+    pub max_binding_bytes: Option<u64>,
+    /// Cap on one buffer, in bytes (at least 64 KiB).
+    pub max_buffer_bytes: Option<u64>,
+    /// Cap on workgroups per grid dimension (at least 1).
+    pub max_workgroups_per_dim: Option<u32>,
+    /// Cap on workgroups (units) per dispatch.
+    pub max_units_per_dispatch: Option<u64>,
+}
+
+/// The limits the engine works within (device limits, possibly capped).
+#[derive(Clone, Copy, Debug)]
+pub struct EffectiveLimits {
+    pub max_binding_bytes: u64,
+    pub max_buffer_bytes: u64,
+    pub offset_alignment: u64,
+    pub uniform_alignment: u64,
+    pub max_workgroups_per_dim: u32,
+    pub max_units_per_dispatch: u64,
+}
+
+/// Everything shared by the users of one device.
+pub struct Context {
+    pub(crate) id: u64,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub(crate) kernels: Kernels,
+    pub(crate) pool: BufferPool,
+    pub adapter: AdapterSummary,
+    pub limits: EffectiveLimits,
+}
+
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
+const MIN_CAP_BYTES: u64 = 64 << 10;
+
+impl Context {
+    fn new(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: &wgpu::AdapterInfo,
+        options: &EngineOptions,
+    ) -> Result<Self> {
+        let features = device.features();
+        let dl = device.limits();
+        let has_subgroups = features.contains(wgpu::Features::SUBGROUP);
+        let subgroups = match options.subgroups {
+            Some(true) if !has_subgroups => {
+                return Err(Error::InvalidInput(
+                    "subgroups requested but the device lacks Features::SUBGROUP".into(),
+                ));
+            }
+            Some(s) => s,
+            None => has_subgroups,
+        };
+        for (name, cap) in [
+            ("max_binding_bytes", options.max_binding_bytes),
+            ("max_buffer_bytes", options.max_buffer_bytes),
+        ] {
+            if cap.is_some_and(|c| c < MIN_CAP_BYTES) {
+                return Err(Error::InvalidInput(format!(
+                    "{name} must be at least {MIN_CAP_BYTES}"
+                )));
+            }
+        }
+        let cap = |device: u64, opt: Option<u64>| opt.map_or(device, |o| o.min(device));
+        let max_buffer_bytes = cap(dl.max_buffer_size, options.max_buffer_bytes) & !255;
+        let max_binding_bytes = cap(
+            dl.max_storage_buffer_binding_size as u64,
+            options.max_binding_bytes,
+        )
+        .min(max_buffer_bytes)
+            & !255;
+        let max_wg = options
+            .max_workgroups_per_dim
+            .unwrap_or(u32::MAX)
+            .clamp(1, dl.max_compute_workgroups_per_dimension);
+        let grid = max_wg as u64 * max_wg as u64;
+        let limits = EffectiveLimits {
+            max_binding_bytes,
+            max_buffer_bytes,
+            offset_alignment: dl.min_storage_buffer_offset_alignment as u64,
+            uniform_alignment: dl.min_uniform_buffer_offset_alignment as u64,
+            max_workgroups_per_dim: max_wg,
+            max_units_per_dispatch: options
+                .max_units_per_dispatch
+                .unwrap_or(grid)
+                .clamp(1, grid),
+        };
+        device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
+        let kernels = Kernels::new(&device, subgroups);
+        let mut adapter = AdapterSummary::new(info, features, &dl);
+        adapter.subgroups = subgroups;
+        Ok(Context {
+            id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
+            device,
+            queue,
+            kernels,
+            pool: BufferPool::default(),
+            adapter,
+            limits,
+        })
+    }
+
+    pub(crate) fn dispatch_limits(&self) -> DispatchLimits {
+        DispatchLimits {
+            max_binding_bytes: self.limits.max_binding_bytes,
+            offset_alignment: self.limits.offset_alignment,
+            max_units_per_dispatch: self.limits.max_units_per_dispatch,
+        }
+    }
+
+    /// Items one input buffer may hold (a multiple of 64, over one block).
+    pub(crate) fn max_buffer_items(&self) -> u64 {
+        (self.limits.max_buffer_bytes / 4 / 64 * 64).max(2 * BLOCK)
+    }
+
+    /// Submits the encoder, waits for the GPU, maps the readback and
+    /// finishes the reduction. GPU errors become [`Error::Gpu`].
+    pub(crate) fn run(
+        &self,
+        scope: ErrorScopes,
+        encoder: wgpu::CommandEncoder,
+        recorded: Recorded,
+    ) -> Result<Reduction> {
+        let index = self.queue.submit([encoder.finish()]);
+        scope.check()?;
+        let Some((buffer, bytes)) = recorded.readback() else {
+            return Ok(recorded.finish(&[]));
+        };
+        let (tx, rx) = mpsc::channel();
+        buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping the results failed: {e}")))?;
+        let result = {
+            let view = buffer
+                .get_mapped_range(0..bytes)
+                .map_err(|e| Error::Gpu(format!("reading the results failed: {e}")))?;
+            recorded.finish(&view)
+        };
+        buffer.unmap();
+        Ok(result)
+    }
+}
+
+/// The GPU reduction engine. Cheap to clone; clones share the device.
+#[derive(Clone)]
+pub struct Engine {
+    ctx: Arc<Context>,
+}
+
+impl Engine {
+    /// Opens the adapter chosen by the environment (see [`crate::adapter`]).
+    pub fn new() -> Result<Self> {
+        Self::with_options(EngineOptions::default())
+    }
+
+    /// Like [`Engine::new`], with options.
+    pub fn with_options(options: EngineOptions) -> Result<Self> {
+        let backends = adapter::backends_from_env()?;
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapter = adapter::select_adapter(&instance, backends)?;
+        let info = adapter.get_info();
+        let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("gpulanes"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
+        log::info!(
+            "gpulanes on {} ({:?}, {:?})",
+            info.name,
+            info.backend,
+            info.device_type
+        );
+        Ok(Engine {
+            ctx: Arc::new(Context::new(device, queue, &info, &options)?),
+        })
+    }
+
+    /// Adopts a device and queue the application already has. Subgroups are
+    /// used only if the device was created with `Features::SUBGROUP`.
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: &wgpu::AdapterInfo,
+        options: EngineOptions,
+    ) -> Result<Self> {
+        Ok(Engine {
+            ctx: Arc::new(Context::new(device, queue, info, &options)?),
+        })
+    }
+
+    /// The adapter and the limits that matter.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.ctx.adapter
+    }
+
+    /// The limits the engine works within.
+    pub fn limits(&self) -> EffectiveLimits {
+        self.ctx.limits
+    }
+
+    /// The wgpu device (for apps that share it).
+    pub fn device(&self) -> &wgpu::Device {
+        &self.ctx.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.ctx.queue
+    }
+
+    /// Sum of `data` (compensated, deterministic; 0 for empty input).
+    pub fn sum(&self, data: &[f32]) -> Result<f32> {
+        Ok(self.reduce(data, Op::Sum)?.unwrap_or(0.0))
+    }
+
+    /// Mean of `data` (`None` for empty input).
+    pub fn mean(&self, data: &[f32]) -> Result<Option<f32>> {
+        self.reduce(data, Op::Mean)
+    }
+
+    /// Largest value of `data`, NaN if any is NaN (`None` for empty input).
+    pub fn max(&self, data: &[f32]) -> Result<Option<f32>> {
+        self.reduce(data, Op::Max)
+    }
+
+    /// Smallest value of `data`, NaN if any is NaN (`None` for empty input).
+    pub fn min(&self, data: &[f32]) -> Result<Option<f32>> {
+        self.reduce(data, Op::Min)
+    }
+
+    /// `op` over the whole of `data`, NaN propagated.
+    pub fn reduce(&self, data: &[f32], op: Op) -> Result<Option<f32>> {
+        Ok(self
+            .reduce_partitions(data, op, &Partitions::Whole, NanPolicy::Propagate)?
+            .value())
+    }
+
+    /// `op` over each partition of `data`.
+    pub fn reduce_partitions(
+        &self,
+        data: &[f32],
+        op: Op,
+        partitions: &Partitions,
+        nan: NanPolicy,
+    ) -> Result<Reduction> {
+        let plan = Plan::new(&partitions.offsets(data.len() as u64)?)?;
+        let ctx = &*self.ctx;
+        let spans = split_into_spans(data.len() as u64, ctx.max_buffer_items());
+        let scope = ErrorScopes::push(&ctx.device);
+        let buffers: Vec<_> = spans
+            .iter()
+            .map(|s| {
+                let bytes = (s.items * 4).next_multiple_of(16).max(16);
+                let b = ctx.pool.take(
+                    &ctx.device,
+                    bytes,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    "gpulanes input",
+                );
+                write_padded(
+                    &ctx.queue,
+                    &b,
+                    &data[s.base_item as usize..(s.base_item + s.items) as usize],
+                );
+                b
+            })
+            .collect();
+        let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
+        self.record_and_run(scope, op, nan, plan, &inputs, &spans)
+    }
+
+    /// Copies `data` to GPU memory once, for many reductions.
+    pub fn upload(&self, data: &[f32]) -> Result<DeviceArray> {
+        DeviceArray::upload(&self.ctx, data)
+    }
+
+    /// `op` over each partition of a device-resident array.
+    pub fn reduce_device(
+        &self,
+        array: &DeviceArray,
+        op: Op,
+        partitions: &Partitions,
+        nan: NanPolicy,
+    ) -> Result<Reduction> {
+        if array.owner() != self.ctx.id {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
+        }
+        let plan = Plan::new(&partitions.offsets(array.len())?)?;
+        let scope = ErrorScopes::push(&self.ctx.device);
+        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+        self.record_and_run(scope, op, nan, plan, &inputs, &array.spans())
+    }
+
+    /// `op` over a 1-D view (any stride).
+    pub fn reduce_view(&self, view: ArrayView1<f32>, op: Op, nan: NanPolicy) -> Result<Reduction> {
+        match view.as_slice() {
+            Some(s) => self.reduce_partitions(s, op, &Partitions::Whole, nan),
+            None => self.reduce_partitions(&view.to_vec(), op, &Partitions::Whole, nan),
+        }
+    }
+
+    /// `op` along `axis` of a 2-D view: `Axis(1)` reduces each row (one
+    /// result per row), `Axis(0)` each column (one result per column).
+    pub fn reduce_axis(
+        &self,
+        view: ArrayView2<f32>,
+        axis: Axis,
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<Reduction> {
+        let (rows, cols) = view.dim();
+        // Lay the reduced lanes out contiguously, then use equal partitions.
+        let (lanes, lane_len) = match axis.index() {
+            1 => (view.as_standard_layout().into_owned(), cols),
+            0 => (view.t().as_standard_layout().into_owned(), rows),
+            a => {
+                return Err(Error::InvalidInput(format!(
+                    "axis {a} out of range for a 2-D array (use 0 or 1)"
+                )));
+            }
+        };
+        let n_lanes = if axis.index() == 1 { rows } else { cols };
+        let data = lanes.as_slice().expect("standard layout is contiguous");
+        let offsets: Vec<u64> = (0..=n_lanes as u64).map(|i| i * lane_len as u64).collect();
+        self.reduce_partitions(data, op, &Partitions::Offsets(offsets), nan)
+    }
+
+    fn record_and_run(
+        &self,
+        scope: ErrorScopes,
+        op: Op,
+        nan: NanPolicy,
+        plan: Plan,
+        inputs: &[&wgpu::Buffer],
+        spans: &[crate::plan::Span],
+    ) -> Result<Reduction> {
+        let ctx = &*self.ctx;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("gpulanes"),
+            });
+        let recorded = exec::record(ctx, &mut encoder, op, nan, plan, inputs, spans)?;
+        ctx.run(scope, encoder, recorded)
+    }
+}
+
+/// Validation and out-of-memory error scopes around one reduction, so GPU
+/// errors come back as [`Error::Gpu`] instead of a panic.
+pub(crate) struct ErrorScopes {
+    validation: wgpu::ErrorScopeGuard,
+    oom: wgpu::ErrorScopeGuard,
+}
+
+impl ErrorScopes {
+    pub(crate) fn push(device: &wgpu::Device) -> Self {
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        ErrorScopes { validation, oom }
+    }
+
+    pub(crate) fn check(self) -> Result<()> {
+        let oom = pollster::block_on(self.oom.pop());
+        let validation = pollster::block_on(self.validation.pop());
+        match (oom, validation) {
+            (Some(e), _) => Err(Error::Gpu(format!("out of GPU memory: {e}"))),
+            (None, Some(e)) => Err(Error::Gpu(e.to_string())),
+            (None, None) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! The one error type of the crate. Every failure a user can cause (bad
+//! partitions, bad files, bad environment) has its own variant with a message
+//! that names the problem; nothing a user passes in makes the engine panic.
+
+use std::path::PathBuf;
+
+/// Errors returned by gpulanes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No adapter was found for the requested backends.
+    #[error("no GPU adapter found (backends: {backends}); {hint}")]
+    NoAdapter { backends: String, hint: String },
+    /// `WGPU_ADAPTER_NAME` matched none of the adapters.
+    #[error("no adapter name contains {wanted:?} (WGPU_ADAPTER_NAME); adapters found: {found}")]
+    AdapterNotFound { wanted: String, found: String },
+    /// An environment variable holds a value we do not understand.
+    #[error("invalid {var}={value:?}: expected {expected}")]
+    InvalidEnv {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// The adapter refused to create a device.
+    #[error("could not open a device on adapter {adapter:?}: {message}")]
+    RequestDevice { adapter: String, message: String },
+    /// The partitions do not describe the input.
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    /// The input itself is unusable (wrong shape, too large, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The GPU reported an error (validation, out of memory, lost device).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    /// A file could not be read or is malformed.
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

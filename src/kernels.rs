@@ -1,0 +1,134 @@
+//! The WGSL pipelines, built once per engine and reused for every reduction
+//! (like wgpu's `repeated_compute` example). `reduce.wgsl` is composed with
+//! one tree variant: subgroups where the adapter has them, workgroup memory
+//! otherwise. Both variants compute the same tree, so they give the same bits.
+
+use crate::op::KernelOp;
+
+/// Items (f32) one element-pass workgroup reduces: `BLOCK` in reduce.wgsl.
+pub const BLOCK: u64 = 8192;
+/// Partials one partial-pass workgroup reduces: `GROUP` in reduce.wgsl.
+pub const GROUP: u64 = 2048;
+/// Bytes of one `Partial`.
+pub const PARTIAL_BYTES: u64 = 16;
+/// Bytes of one `Segment` table entry.
+pub const SEGMENT_BYTES: u64 = 16;
+/// Bytes of one `Params` uniform.
+pub const PARAMS_BYTES: u64 = 32;
+
+pub const REDUCE_WGSL: &str = include_str!("../shaders/reduce.wgsl");
+pub const TREE_WORKGROUP_WGSL: &str = include_str!("../shaders/tree_workgroup.wgsl");
+pub const TREE_SUBGROUP_WGSL: &str = include_str!("../shaders/tree_subgroup.wgsl");
+
+/// The full WGSL source of one variant.
+pub fn shader_source(subgroups: bool) -> String {
+    if subgroups {
+        // naga 30 enables subgroup builtins through Features::SUBGROUP and
+        // rejects the `enable subgroups;` directive, so none is written.
+        format!("{REDUCE_WGSL}\n{TREE_SUBGROUP_WGSL}")
+    } else {
+        format!("{REDUCE_WGSL}\n{TREE_WORKGROUP_WGSL}")
+    }
+}
+
+/// Which pass a pipeline runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    Elements,
+    Partials,
+}
+
+/// All pipelines and layouts of one engine.
+pub(crate) struct Kernels {
+    pub elements_layout: wgpu::BindGroupLayout,
+    pub partials_layout: wgpu::BindGroupLayout,
+    elements: [wgpu::ComputePipeline; 3],
+    partials: [wgpu::ComputePipeline; 3],
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device, subgroups: bool) -> Self {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(if subgroups {
+                "reduce (subgroup tree)"
+            } else {
+                "reduce (workgroup tree)"
+            }),
+            source: wgpu::ShaderSource::Wgsl(shader_source(subgroups).into()),
+        });
+        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty,
+            count: None,
+        };
+        let storage = |read_only| wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        };
+        let uniform = wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: true,
+            min_binding_size: wgpu::BufferSize::new(PARAMS_BYTES),
+        };
+        let elements_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("reduce elements"),
+            entries: &[
+                entry(0, uniform),
+                entry(1, storage(true)),
+                entry(2, storage(true)),
+                entry(3, storage(true)),
+                entry(4, storage(false)),
+            ],
+        });
+        let partials_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("reduce partials"),
+            entries: &[
+                entry(0, uniform),
+                entry(1, storage(true)),
+                entry(4, storage(false)),
+                entry(5, storage(true)),
+            ],
+        });
+        let make = |layout: &wgpu::BindGroupLayout, entry_point: &str, op: KernelOp| {
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry_point),
+                bind_group_layouts: &[Some(layout)],
+                immediate_size: 0,
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry_point),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry_point),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("OP", op as u32 as f64)],
+                    zero_initialize_workgroup_memory: true,
+                },
+                cache: None,
+            })
+        };
+        let ops = [KernelOp::Sum, KernelOp::Max, KernelOp::Min];
+        Kernels {
+            elements: ops.map(|op| make(&elements_layout, "reduce_elements", op)),
+            partials: ops.map(|op| make(&partials_layout, "reduce_partials", op)),
+            elements_layout,
+            partials_layout,
+        }
+    }
+
+    pub fn pipeline(&self, pass: Pass, op: KernelOp) -> &wgpu::ComputePipeline {
+        match pass {
+            Pass::Elements => &self.elements[op as usize],
+            Pass::Partials => &self.partials[op as usize],
+        }
+    }
+
+    pub fn layout(&self, pass: Pass) -> &wgpu::BindGroupLayout {
+        match pass {
+            Pass::Elements => &self.elements_layout,
+            Pass::Partials => &self.partials_layout,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The host side of a `Partial` (reduce.wgsl): its layout, and how the final
+//! partial of a partition becomes the value the user sees, applying the NaN
+//! policy and IEEE rules for infinities.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::op::{NanPolicy, Op};
+
+const FLAG_NAN: u32 = 1;
+const FLAG_POS_INF: u32 = 2;
+const FLAG_NEG_INF: u32 = 4;
+
+/// `Partial` in reduce.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq)]
+pub struct Partial {
+    pub a: f32,
+    pub b: f32,
+    pub count_lo: u32,
+    pub hi_flags: u32,
+}
+
+impl Partial {
+    /// Non-NaN inputs seen.
+    pub fn count(&self) -> u64 {
+        self.count_lo as u64 | ((self.hi_flags >> 8) as u64) << 32
+    }
+
+    fn has(&self, flag: u32) -> bool {
+        self.hi_flags & flag != 0
+    }
+
+    /// The double-single sum `a + b`, rounded once to f32. `b` is zero when
+    /// there is nothing to add; then `a` keeps its sign (a sum of -0.0 is -0.0).
+    fn sum(&self) -> f32 {
+        if self.b == 0.0 {
+            self.a
+        } else {
+            (self.a as f64 + self.b as f64) as f32
+        }
+    }
+}
+
+/// The value and count of one partition of `len` items whose final partial
+/// is `p` (`None` when the partition is empty).
+pub fn finalize(op: Op, nan: NanPolicy, len: u64, p: Option<&Partial>) -> (Option<f32>, u64) {
+    let p = p.copied().unwrap_or_default();
+    let count = match nan {
+        NanPolicy::Propagate => len,
+        NanPolicy::Ignore => p.count(),
+    };
+    if op == Op::Count {
+        return (Some(count as f32), count);
+    }
+    if len > 0 && nan == NanPolicy::Propagate && p.has(FLAG_NAN) {
+        return (Some(f32::NAN), count);
+    }
+    let valid = p.count();
+    let value = match op {
+        Op::Sum | Op::Mean => {
+            let total = if p.has(FLAG_POS_INF) && p.has(FLAG_NEG_INF) {
+                f32::NAN
+            } else if p.has(FLAG_POS_INF) {
+                f32::INFINITY
+            } else if p.has(FLAG_NEG_INF) {
+                f32::NEG_INFINITY
+            } else if valid == 0 {
+                0.0
+            } else {
+                p.sum()
+            };
+            if op == Op::Sum {
+                Some(total)
+            } else if valid == 0 {
+                None
+            } else if !total.is_finite() {
+                Some(total)
+            } else {
+                Some(((p.a as f64 + p.b as f64) / valid as f64) as f32)
+            }
+        }
+        Op::Max | Op::Min => (valid > 0).then_some(p.a),
+        Op::Count => unreachable!("handled above"),
+    };
+    (value, count)
+}
