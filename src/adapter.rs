@@ -44,17 +44,17 @@ impl AdapterSummary {
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            max_storage_binding_bytes: limits.max_storage_buffer_binding_size as u64,
+            max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
             max_buffer_bytes: limits.max_buffer_size,
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
         }
     }
 }
 
-/// Backends from `WGPU_BACKEND`, or all of them.
-pub fn backends_from_env() -> Result<wgpu::Backends> {
+/// Backends from `WGPU_BACKEND`, or `None` when it is unset.
+pub fn backends_from_env() -> Result<Option<wgpu::Backends>> {
     let Ok(value) = std::env::var("WGPU_BACKEND") else {
-        return Ok(wgpu::Backends::all());
+        return Ok(None);
     };
     let mut backends = wgpu::Backends::empty();
     for name in value
@@ -85,7 +85,30 @@ pub fn backends_from_env() -> Result<wgpu::Backends> {
             expected: "a comma list of vulkan, metal, dx12, gl",
         });
     }
-    Ok(backends)
+    Ok(Some(backends))
+}
+
+/// Opens an instance and picks an adapter. Without `WGPU_BACKEND`, native
+/// backends (Vulkan, Metal, DX12) are tried first and GL only when none has
+/// an adapter, so machines without GL drivers print no EGL noise.
+pub fn open() -> Result<(wgpu::Instance, wgpu::Adapter)> {
+    let tries = match backends_from_env()? {
+        Some(b) => vec![b],
+        None => vec![wgpu::Backends::PRIMARY, wgpu::Backends::SECONDARY],
+    };
+    let mut last = None;
+    for backends in tries {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        match select_adapter(&instance, backends) {
+            Ok(adapter) => return Ok((instance, adapter)),
+            Err(e @ Error::NoAdapter { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("at least one backend set was tried"))
 }
 
 /// Power preference from `WGPU_POWER_PREF` (default: high performance).

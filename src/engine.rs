@@ -91,7 +91,7 @@ impl Context {
         let cap = |device: u64, opt: Option<u64>| opt.map_or(device, |o| o.min(device));
         let max_buffer_bytes = cap(dl.max_buffer_size, options.max_buffer_bytes) & !255;
         let max_binding_bytes = cap(
-            dl.max_storage_buffer_binding_size as u64,
+            dl.max_storage_buffer_binding_size,
             options.max_binding_bytes,
         )
         .min(max_buffer_bytes)
@@ -150,11 +150,17 @@ impl Context {
     ) -> Result<Reduction> {
         let index = self.queue.submit([encoder.finish()]);
         scope.check()?;
-        let Some((buffer, bytes)) = recorded.readback() else {
-            return Ok(recorded.finish(&[]));
-        };
+        self.wait_for(index, PendingReduction { recorded })
+    }
+
+    /// Blocks until `pending` (submitted as `index`) has its result.
+    fn wait_for(
+        &self,
+        index: wgpu::SubmissionIndex,
+        pending: PendingReduction,
+    ) -> Result<Reduction> {
         let (tx, rx) = mpsc::channel();
-        buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+        pending.recorded.read_async(move |r| {
             let _ = tx.send(r);
         });
         self.device
@@ -165,15 +171,26 @@ impl Context {
             .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
         rx.recv()
             .map_err(|_| Error::Gpu("readback callback never ran".into()))?
-            .map_err(|e| Error::Gpu(format!("mapping the results failed: {e}")))?;
-        let result = {
-            let view = buffer
-                .get_mapped_range(0..bytes)
-                .map_err(|e| Error::Gpu(format!("reading the results failed: {e}")))?;
-            recorded.finish(&view)
-        };
-        buffer.unmap();
-        Ok(result)
+    }
+}
+
+/// A reduction encoded into a caller's command encoder (see
+/// [`Engine::encode`]). Submit the encoder, then call [`PendingReduction::wait`]
+/// or [`PendingReduction::on_complete`].
+pub struct PendingReduction {
+    recorded: Recorded,
+}
+
+impl PendingReduction {
+    /// Blocks until the GPU has finished submission `index` and returns the result.
+    pub fn wait(self, engine: &Engine, index: wgpu::SubmissionIndex) -> Result<Reduction> {
+        engine.ctx.wait_for(index, self)
+    }
+
+    /// Calls `done` with the result once the GPU has finished; someone must
+    /// poll the device (`device.poll`) for the callback to run.
+    pub fn on_complete(self, done: impl FnOnce(Result<Reduction>) + Send + 'static) {
+        self.recorded.read_async(done)
     }
 }
 
@@ -191,12 +208,7 @@ impl Engine {
 
     /// Like [`Engine::new`], with options.
     pub fn with_options(options: EngineOptions) -> Result<Self> {
-        let backends = adapter::backends_from_env()?;
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
-        let adapter = adapter::select_adapter(&instance, backends)?;
+        let (_instance, adapter) = adapter::open()?;
         let info = adapter.get_info();
         let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
         let features = adapter.features() & wanted;
@@ -337,6 +349,29 @@ impl Engine {
         let scope = ErrorScopes::push(&self.ctx.device);
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
         self.record_and_run(scope, op, nan, plan, &inputs, &array.spans())
+    }
+
+    /// Encodes a reduction of a device-resident array into `encoder` without
+    /// submitting it, for apps that batch GPU work (and for timing with
+    /// timestamp queries around it). Submit the encoder, then wait on the
+    /// returned [`PendingReduction`].
+    pub fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        array: &DeviceArray,
+        op: Op,
+        partitions: &Partitions,
+        nan: NanPolicy,
+    ) -> Result<PendingReduction> {
+        if array.owner() != self.ctx.id {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
+        }
+        let plan = Plan::new(&partitions.offsets(array.len())?)?;
+        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+        let recorded = exec::record(&self.ctx, encoder, op, nan, plan, &inputs, &array.spans())?;
+        Ok(PendingReduction { recorded })
     }
 
     /// `op` over a 1-D view (any stride).

@@ -45,6 +45,31 @@ impl Recorded {
             .map(|b| (&**b, self.plan.final_units() * PARTIAL_BYTES))
     }
 
+    /// After the encoder holding this reduction was submitted: maps the
+    /// results and calls `done` with the reduction once the GPU has finished
+    /// (from inside a `device.poll`, on whichever thread polls). Cheap when
+    /// there was no GPU work: `done` runs at once.
+    pub fn read_async(self, done: impl FnOnce(Result<Reduction>) + Send + 'static) {
+        let Some((buffer, bytes)) = self.readback() else {
+            done(Ok(self.finish(&[])));
+            return;
+        };
+        let buffer = buffer.clone();
+        let mapped = buffer.clone();
+        buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let result = r
+                .map_err(|e| Error::Gpu(format!("mapping the results failed: {e}")))
+                .and_then(|()| {
+                    let view = mapped
+                        .get_mapped_range(0..bytes)
+                        .map_err(|e| Error::Gpu(format!("reading the results failed: {e}")))?;
+                    Ok(self.finish(&view))
+                });
+            mapped.unmap();
+            done(result);
+        });
+    }
+
     /// Builds the result from the final partials (`bytes`, empty when there
     /// was no GPU work).
     pub fn finish(&self, bytes: &[u8]) -> Reduction {

@@ -32,7 +32,7 @@ mod pool;
 
 pub use adapter::AdapterSummary;
 pub use device_array::DeviceArray;
-pub use engine::{EffectiveLimits, Engine, EngineOptions};
+pub use engine::{EffectiveLimits, Engine, EngineOptions, PendingReduction};
 pub use error::{Error, Result};
 pub use op::{NanPolicy, Op, Reduction};
 pub use partition::Partitions;

@@ -1,0 +1,121 @@
+//! The `gpulanes` command line: `info` shows the adapter, `reduce` reduces a
+//! `.npy` file. Bad input exits with code 2 and one line on stderr; other
+//! failures (no GPU, device errors) exit with code 1.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gpulanes::Error;
+
+mod info;
+mod reduce;
+
+#[derive(Parser)]
+#[command(
+    name = "gpulanes",
+    version,
+    about = "GPU reductions (sum, mean, max, min, count) over whole and partitioned f32 buffers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the adapter gpulanes picks and the limits that matter.
+    Info {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reduce a float32 .npy file (1-D, or 2-D with --axis).
+    Reduce {
+        /// sum, mean, max, min or count.
+        #[arg(long)]
+        op: String,
+        /// propagate (any NaN gives NaN) or ignore (skip NaN).
+        #[arg(long, default_value = "propagate")]
+        nan: String,
+        /// Equal partitions of N elements (the last may be short).
+        #[arg(long, value_name = "N")]
+        partition_size: Option<u64>,
+        /// Arrow-style offsets (int32 or int64 .npy): k+1 values, 0 .. length.
+        #[arg(long, value_name = "FILE.npy")]
+        offsets: Option<PathBuf>,
+        /// For 2-D input: 0 reduces each column, 1 reduces each row.
+        #[arg(long)]
+        axis: Option<usize>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Input file.
+        input: PathBuf,
+    },
+}
+
+/// Why the command failed: bad input (exit 2) or a runtime failure (exit 1).
+pub enum Failure {
+    Input(String),
+    Runtime(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidPartitions(_) | Error::InvalidInput(_) | Error::File { .. } => {
+                Failure::Input(e.to_string())
+            }
+            other => Failure::Runtime(other.to_string()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("gpulanes: {line} (see gpulanes --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Info { json } => info::run(json),
+        Command::Reduce {
+            op,
+            nan,
+            partition_size,
+            offsets,
+            axis,
+            json,
+            input,
+        } => reduce::run(&op, &nan, partition_size, offsets, axis, json, input),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(msg)) => {
+            eprintln!("gpulanes: {}", one_line(&msg));
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(msg)) => {
+            eprintln!("gpulanes: {}", one_line(&msg));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
