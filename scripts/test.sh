@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command (README and CI): makes sure a Vulkan driver exists
+# (installs Mesa's software driver on Debian/Ubuntu where none is found),
+# then checks formatting and lints and runs every test, the criterion
+# benches in test mode and the examples in their small default form.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/ensure-vulkan.sh
+export RUST_BACKTRACE=1
+echo "== cargo fmt --check"; cargo fmt --check
+echo "== cargo clippy"; cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test (release: lavapipe runs the shaders on the CPU)"
+cargo test --release --locked --all-targets
+echo "== doc tests"; cargo test --release --locked --doc
+echo "== examples (small defaults)"
+for ex in $(ls examples/*.rs | xargs -n1 basename | sed 's/\.rs$//'); do
+  echo "-- example $ex"; cargo run --release --locked --quiet --example "$ex" >/dev/null
+done
+echo "== all tests passed"
