@@ -1,15 +1,21 @@
-//! Recording a planned reduction into a command encoder, separate from
-//! submitting it (as vello separates recording from execution): `record`
-//! uploads the tables, encodes every dispatch of every level and the copy of
-//! the final partials into a mappable buffer; `Recorded::finish` turns the
-//! mapped bytes into a [`Reduction`].
+//! Recording planned reductions, separate from submitting them (as vello
+//! separates recording GPU commands from executing them).
+//!
+//! [`Job::prepare`] does everything that does not need an encoder: it splits
+//! the plan into dispatches, uploads the segment tables and parameters,
+//! allocates the partial buffers and builds every bind group. The job can
+//! then be encoded all at once ([`record`]) or a range of dispatches at a
+//! time ([`Job::encode`]), which is how the batch lane cuts a large job into
+//! quanta between real-time submissions without changing a single bit of
+//! the result: the dispatches, and so the reduction tree, are the same.
 
 use std::num::NonZeroU64;
+use std::ops::Range;
 
 use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{PARAMS_BYTES, PARTIAL_BYTES, Pass, SEGMENT_BYTES};
-use crate::op::{NanPolicy, Op, Reduction};
+use crate::op::{KernelOp, NanPolicy, Op, Reduction};
 use crate::partial::{Partial, finalize};
 use crate::plan::{Dispatch, Plan, Span, dispatches};
 use crate::pool::PooledBuffer;
@@ -27,190 +33,154 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// A reduction whose GPU work is encoded; holds every buffer it uses until
-/// the results are read.
-pub(crate) struct Recorded {
-    op: Op,
-    nan: NanPolicy,
+/// GPU work for one plan, ready to encode in one piece or in ranges.
+pub(crate) struct Job {
+    kernel: KernelOp,
     plan: Plan,
+    dispatches: Vec<Dispatch>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    param_stride: u64,
+    /// Index into `partials` of the buffer holding the final level's output.
+    final_buffer: usize,
+    partials: Vec<PooledBuffer>,
     readback: Option<PooledBuffer>,
     _keep: Vec<PooledBuffer>,
 }
 
-impl Recorded {
-    /// The mappable buffer with the final partials, if any GPU work exists.
-    pub fn readback(&self) -> Option<(&wgpu::Buffer, u64)> {
-        self.readback
-            .as_ref()
-            .map(|b| (&**b, self.plan.final_units() * PARTIAL_BYTES))
-    }
+/// The final partial of every partition (`None` for empty ones).
+pub(crate) struct FinalPartials {
+    pub partition_lens: Vec<u64>,
+    pub partials: Vec<Option<Partial>>,
+}
 
-    /// After the encoder holding this reduction was submitted: maps the
-    /// results and calls `done` with the reduction once the GPU has finished
-    /// (from inside a `device.poll`, on whichever thread polls). Cheap when
-    /// there was no GPU work: `done` runs at once.
-    pub fn read_async(self, done: impl FnOnce(Result<Reduction>) + Send + 'static) {
-        let Some((buffer, bytes)) = self.readback() else {
-            done(Ok(self.finish(&[])));
-            return;
-        };
-        let buffer = buffer.clone();
-        let mapped = buffer.clone();
-        buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            let result = r
-                .map_err(|e| Error::Gpu(format!("mapping the results failed: {e}")))
-                .and_then(|()| {
-                    let view = mapped
-                        .get_mapped_range(0..bytes)
-                        .map_err(|e| Error::Gpu(format!("reading the results failed: {e}")))?;
-                    Ok(self.finish(&view))
-                });
-            mapped.unmap();
-            done(result);
-        });
-    }
-
-    /// Builds the result from the final partials (`bytes`, empty when there
-    /// was no GPU work).
-    pub fn finish(&self, bytes: &[u8]) -> Reduction {
-        let partials: &[Partial] = if bytes.is_empty() {
-            &[]
-        } else {
-            bytemuck::cast_slice(bytes)
-        };
-        let (values, counts) = self
-            .plan
-            .partition_lens
+impl FinalPartials {
+    /// Values and counts of partitions `range` for `op` under `nan`.
+    pub fn finish(&self, op: Op, nan: NanPolicy, range: Range<usize>) -> Reduction {
+        let (values, counts) = self.partition_lens[range.clone()]
             .iter()
-            .zip(&self.plan.final_unit)
-            .map(|(&len, unit)| {
-                finalize(self.op, self.nan, len, unit.map(|u| &partials[u as usize]))
-            })
+            .zip(&self.partials[range])
+            .map(|(&len, p)| finalize(op, nan, len, p.as_ref()))
             .unzip();
-        Reduction {
-            op: self.op,
-            values,
-            counts,
-        }
+        Reduction { op, values, counts }
     }
 }
 
-/// Encodes the reduction of `inputs` (buffers holding the items of `spans`)
-/// described by `plan`.
-pub(crate) fn record(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    op: Op,
-    nan: NanPolicy,
-    plan: Plan,
-    inputs: &[&wgpu::Buffer],
-    spans: &[Span],
-) -> Result<Recorded> {
-    if plan.levels.is_empty() {
-        return Ok(Recorded {
-            op,
-            nan,
-            plan,
+impl Job {
+    /// Prepares `plan` over `inputs` (buffers holding the items of `spans`).
+    /// `max_units_per_dispatch` (if given) cuts dispatches smaller than the
+    /// device limits require, so the job can be submitted in quanta.
+    pub fn prepare(
+        ctx: &Context,
+        kernel: KernelOp,
+        plan: Plan,
+        inputs: &[&wgpu::Buffer],
+        spans: &[Span],
+        max_units_per_dispatch: Option<u64>,
+    ) -> Result<Job> {
+        let mut limits = ctx.dispatch_limits();
+        if let Some(cap) = max_units_per_dispatch {
+            limits.max_units_per_dispatch = limits.max_units_per_dispatch.min(cap.max(1));
+        }
+        let mut job = Job {
+            kernel,
+            dispatches: Vec::new(),
+            bind_groups: Vec::new(),
+            param_stride: ctx.limits.uniform_alignment.max(PARAMS_BYTES),
+            final_buffer: plan.levels.len().saturating_sub(1) % 2,
+            partials: Vec::new(),
             readback: None,
             _keep: Vec::new(),
-        });
-    }
-    let limits = ctx.dispatch_limits();
-    let align = ctx.limits.offset_alignment;
+            plan,
+        };
+        if job.plan.levels.is_empty() {
+            return Ok(job);
+        }
+        let plan = &job.plan;
+        let align = ctx.limits.offset_alignment;
+        let segment_limit = ctx.limits.max_binding_bytes / SEGMENT_BYTES;
+        if plan.levels[0].table.len() as u64 > segment_limit {
+            return Err(Error::InvalidPartitions(format!(
+                "{} partitions exceed this device's limit of {} per reduction",
+                plan.partition_lens.len(),
+                segment_limit - 1
+            )));
+        }
 
-    // Dispatches of every level and where each level's table sits.
-    let mut all: Vec<Dispatch> = Vec::new();
-    let mut table_offsets = Vec::with_capacity(plan.levels.len());
-    let mut table_bytes = 0u64;
-    for (i, level) in plan.levels.iter().enumerate() {
-        let ds = if i == 0 {
-            dispatches(0, level, spans, 4, &limits)
-        } else {
-            let prev = &plan.levels[i - 1];
-            dispatches(
-                i,
-                level,
-                &[Span {
+        // Dispatches of every level and where each level's table sits.
+        let mut all: Vec<Dispatch> = Vec::new();
+        let mut table_offsets = Vec::with_capacity(plan.levels.len());
+        let mut table_bytes = 0u64;
+        for (i, level) in plan.levels.iter().enumerate() {
+            let ds = if i == 0 {
+                dispatches(0, level, spans, 4, &limits)
+            } else {
+                let prev = Span {
                     base_item: 0,
-                    items: prev.units,
-                }],
-                PARTIAL_BYTES,
-                &limits,
-            )
-        };
-        all.extend(ds);
-        table_offsets.push(table_bytes);
-        table_bytes += (level.table.len() as u64 * SEGMENT_BYTES).next_multiple_of(align);
-    }
-    let segment_limit = ctx.limits.max_binding_bytes / SEGMENT_BYTES;
-    if plan.levels[0].table.len() as u64 > segment_limit {
-        return Err(Error::InvalidPartitions(format!(
-            "{} partitions exceed this device's limit of {} per reduction",
-            plan.partition_lens.len(),
-            segment_limit - 1
-        )));
-    }
+                    items: plan.levels[i - 1].units,
+                };
+                dispatches(i, level, &[prev], PARTIAL_BYTES, &limits)
+            };
+            all.extend(ds);
+            table_offsets.push(table_bytes);
+            table_bytes += (level.table.len() as u64 * SEGMENT_BYTES).next_multiple_of(align);
+        }
 
-    let device = &ctx.device;
-    let storage_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-    let tables = ctx
-        .pool
-        .take(device, table_bytes, storage_dst, "gpulanes segment tables");
-    for (level, &offset) in plan.levels.iter().zip(&table_offsets) {
-        ctx.queue
-            .write_buffer(&tables, offset, bytemuck::cast_slice(&level.table));
-    }
-    let param_stride = ctx.limits.uniform_alignment.max(PARAMS_BYTES);
-    let params = ctx.pool.take(
-        device,
-        all.len() as u64 * param_stride,
-        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        "gpulanes params",
-    );
-    let mut param_bytes = vec![0u8; (all.len() as u64 * param_stride) as usize];
-    for (i, d) in all.iter().enumerate() {
-        let p = Params {
-            unit_base: d.unit_base,
-            unit_count: d.unit_count,
-            input_base_lo: d.input.base_item as u32,
-            out_base: d.output.base_item as u32,
-            segment_count: plan.partition_lens.len() as u32,
-            one: 1.0,
-            _pad: [0; 2],
-        };
-        let at = i * param_stride as usize;
-        param_bytes[at..at + PARAMS_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&p));
-    }
-    ctx.queue.write_buffer(&params, 0, &param_bytes);
-
-    // Ping-pong partial buffers: level i writes buffer i % 2.
-    let mut partial_sizes = [PARTIAL_BYTES; 2];
-    for (i, level) in plan.levels.iter().enumerate() {
-        partial_sizes[i % 2] = partial_sizes[i % 2].max(level.units * PARTIAL_BYTES);
-    }
-    let partial_usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
-    let partials: Vec<PooledBuffer> = partial_sizes
-        .iter()
-        .take(plan.levels.len().min(2))
-        .map(|&size| {
-            ctx.pool
-                .take(device, size, partial_usage, "gpulanes partials")
-        })
-        .collect();
-
-    fn binding(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer,
-            offset,
-            size: NonZeroU64::new(size.max(16)),
-        })
-    }
-    {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("gpulanes reduce"),
-            timestamp_writes: None,
-        });
+        let device = &ctx.device;
+        let storage_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let tables = ctx
+            .pool
+            .take(device, table_bytes, storage_dst, "gpulanes segment tables");
+        for (level, &offset) in plan.levels.iter().zip(&table_offsets) {
+            ctx.queue
+                .write_buffer(&tables, offset, bytemuck::cast_slice(&level.table));
+        }
+        let stride = job.param_stride;
+        let params = ctx.pool.take(
+            device,
+            all.len() as u64 * stride,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            "gpulanes params",
+        );
+        let mut param_bytes = vec![0u8; (all.len() as u64 * stride) as usize];
         for (i, d) in all.iter().enumerate() {
+            let p = Params {
+                unit_base: d.unit_base,
+                unit_count: d.unit_count,
+                input_base_lo: d.input.base_item as u32,
+                out_base: d.output.base_item as u32,
+                segment_count: plan.partition_lens.len() as u32,
+                one: 1.0,
+                _pad: [0; 2],
+            };
+            let at = i * stride as usize;
+            param_bytes[at..at + PARAMS_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&p));
+        }
+        ctx.queue.write_buffer(&params, 0, &param_bytes);
+
+        // Ping-pong partial buffers: level i writes buffer i % 2.
+        let mut partial_sizes = [PARTIAL_BYTES; 2];
+        for (i, level) in plan.levels.iter().enumerate() {
+            partial_sizes[i % 2] = partial_sizes[i % 2].max(level.units * PARTIAL_BYTES);
+        }
+        let partial_usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        let partials: Vec<PooledBuffer> = partial_sizes
+            .iter()
+            .take(plan.levels.len().min(2))
+            .map(|&size| {
+                ctx.pool
+                    .take(device, size, partial_usage, "gpulanes partials")
+            })
+            .collect();
+
+        fn binding(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset,
+                size: NonZeroU64::new(size.max(16)),
+            })
+        }
+        let mut bind_groups = Vec::with_capacity(all.len());
+        for d in &all {
             let level = &plan.levels[d.level];
             let table = binding(
                 &tables,
@@ -222,14 +192,11 @@ pub(crate) fn record(
                 d.output.byte_offset,
                 d.output.byte_size,
             );
-            let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &params,
-                offset: 0,
-                size: NonZeroU64::new(PARAMS_BYTES),
-            });
+            let uniform = binding(&params, 0, PARAMS_BYTES);
             let entries: Vec<wgpu::BindGroupEntry> = match level.pass {
                 Pass::Elements => {
                     let input = inputs[d.input.buffer];
+                    let window = || binding(input, d.input.byte_offset, d.input.byte_size);
                     vec![
                         wgpu::BindGroupEntry {
                             binding: 0,
@@ -241,11 +208,11 @@ pub(crate) fn record(
                         },
                         wgpu::BindGroupEntry {
                             binding: 2,
-                            resource: binding(input, d.input.byte_offset, d.input.byte_size),
+                            resource: window(),
                         },
                         wgpu::BindGroupEntry {
                             binding: 3,
-                            resource: binding(input, d.input.byte_offset, d.input.byte_size),
+                            resource: window(),
                         },
                         wgpu::BindGroupEntry {
                             binding: 4,
@@ -275,40 +242,155 @@ pub(crate) fn record(
                     ]
                 }
             };
-            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            bind_groups.push(device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,
                 layout: ctx.kernels.layout(level.pass),
                 entries: &entries,
-            });
-            pass.set_pipeline(ctx.kernels.pipeline(level.pass, op.kernel()));
-            pass.set_bind_group(0, &bind_group, &[(i as u64 * param_stride) as u32]);
-            let x = (d.unit_count).min(ctx.limits.max_workgroups_per_dim);
-            let y = d.unit_count.div_ceil(x);
-            pass.dispatch_workgroups(x, y, 1);
+            }));
+        }
+        job.readback = Some(ctx.pool.take(
+            device,
+            plan.final_units() * PARTIAL_BYTES,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            "gpulanes readback",
+        ));
+        job.dispatches = all;
+        job.bind_groups = bind_groups;
+        job.partials = partials;
+        job._keep = vec![tables, params];
+        Ok(job)
+    }
+
+    /// Number of dispatches.
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    /// Workgroups (units) of dispatch `i`.
+    pub fn dispatch_units(&self, i: usize) -> u64 {
+        self.dispatches[i].unit_count as u64
+    }
+
+    /// For an element-pass dispatch: the input buffer index and the byte
+    /// range of it that the dispatch reads (for chunked uploads).
+    pub fn input_window(&self, i: usize) -> Option<(usize, Range<u64>)> {
+        let d = &self.dispatches[i];
+        (d.level == 0).then(|| {
+            (
+                d.input.buffer,
+                d.input.byte_offset..d.input.byte_offset + d.input.byte_size,
+            )
+        })
+    }
+
+    /// Encodes dispatches `range` into one compute pass.
+    pub fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, range: Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("gpulanes reduce"),
+            timestamp_writes: None,
+        });
+        for i in range {
+            let d = &self.dispatches[i];
+            let pass_kind = self.plan.levels[d.level].pass;
+            pass.set_pipeline(ctx.kernels.pipeline(pass_kind, self.kernel));
+            pass.set_bind_group(
+                0,
+                &self.bind_groups[i],
+                &[(i as u64 * self.param_stride) as u32],
+            );
+            let x = d.unit_count.min(ctx.limits.max_workgroups_per_dim);
+            pass.dispatch_workgroups(x, d.unit_count.div_ceil(x), 1);
         }
     }
-    let final_bytes = plan.final_units() * PARTIAL_BYTES;
-    let readback = ctx.pool.take(
-        device,
-        final_bytes,
-        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        "gpulanes readback",
-    );
-    encoder.copy_buffer_to_buffer(
-        &partials[(plan.levels.len() - 1) % 2],
-        0,
-        &readback,
-        0,
-        final_bytes,
-    );
-    let mut keep = partials;
-    keep.push(tables);
-    keep.push(params);
-    Ok(Recorded {
-        op,
-        nan,
-        plan,
-        readback: Some(readback),
-        _keep: keep,
-    })
+
+    /// Encodes the copy of the final partials into the mappable buffer; call
+    /// after the last dispatch.
+    pub fn encode_readback(&self, encoder: &mut wgpu::CommandEncoder) {
+        if let Some(readback) = &self.readback {
+            let bytes = self.plan.final_units() * PARTIAL_BYTES;
+            encoder.copy_buffer_to_buffer(&self.partials[self.final_buffer], 0, readback, 0, bytes);
+        }
+    }
+
+    fn final_partials(&self, bytes: &[u8]) -> FinalPartials {
+        let raw: &[Partial] = if bytes.is_empty() {
+            &[]
+        } else {
+            bytemuck::cast_slice(bytes)
+        };
+        FinalPartials {
+            partition_lens: self.plan.partition_lens.clone(),
+            partials: self
+                .plan
+                .final_unit
+                .iter()
+                .map(|u| u.map(|u| raw[u as usize]))
+                .collect(),
+        }
+    }
+
+    /// After the submission holding the readback: maps the results and calls
+    /// `done` once the GPU has finished (from inside a `device.poll`, on
+    /// whichever thread polls). When there was no GPU work, `done` runs at once.
+    pub fn read_async(self, done: impl FnOnce(Result<FinalPartials>) + Send + 'static) {
+        let Some(readback) = &self.readback else {
+            done(Ok(self.final_partials(&[])));
+            return;
+        };
+        let bytes = self.plan.final_units() * PARTIAL_BYTES;
+        let buffer: wgpu::Buffer = (**readback).clone();
+        let mapped = buffer.clone();
+        buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let result = r
+                .map_err(|e| Error::Gpu(format!("mapping the results failed: {e}")))
+                .and_then(|()| {
+                    let view = mapped
+                        .get_mapped_range(0..bytes)
+                        .map_err(|e| Error::Gpu(format!("reading the results failed: {e}")))?;
+                    Ok(self.final_partials(&view))
+                });
+            mapped.unmap();
+            done(result);
+        });
+    }
+}
+
+/// A whole reduction encoded into one encoder; finishes with one op/policy.
+pub(crate) struct Recorded {
+    op: Op,
+    nan: NanPolicy,
+    job: Job,
+}
+
+impl Recorded {
+    /// See [`Job::read_async`].
+    pub fn read_async(self, done: impl FnOnce(Result<Reduction>) + Send + 'static) {
+        let (op, nan) = (self.op, self.nan);
+        self.job.read_async(move |r| {
+            done(r.map(|f| {
+                let k = f.partition_lens.len();
+                f.finish(op, nan, 0..k)
+            }))
+        });
+    }
+}
+
+/// Prepares and encodes a whole reduction of `inputs` (buffers holding the
+/// items of `spans`) described by `plan`.
+pub(crate) fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    op: Op,
+    nan: NanPolicy,
+    plan: Plan,
+    inputs: &[&wgpu::Buffer],
+    spans: &[Span],
+) -> Result<Recorded> {
+    let job = Job::prepare(ctx, op.kernel(), plan, inputs, spans, None)?;
+    job.encode(ctx, encoder, 0..job.dispatch_count());
+    job.encode_readback(encoder);
+    Ok(Recorded { op, nan, job })
 }
