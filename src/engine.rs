@@ -256,6 +256,10 @@ impl Engine {
         self.ctx.limits
     }
 
+    pub(crate) fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
     /// The wgpu device (for apps that share it).
     pub fn device(&self) -> &wgpu::Device {
         &self.ctx.device

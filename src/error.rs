@@ -32,6 +32,18 @@ pub enum Error {
     /// The GPU reported an error (validation, out of memory, lost device).
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// The request was cancelled (by its handle, or the handle was dropped).
+    #[error("cancelled")]
+    Cancelled,
+    /// A real-time request's deadline passed before its result was ready.
+    #[error("deadline exceeded by {late_by:?}")]
+    DeadlineExceeded { late_by: std::time::Duration },
+    /// A lane's queue is full and the lane is configured to reject.
+    #[error("{lane} queue is full ({detail})")]
+    QueueFull { lane: &'static str, detail: String },
+    /// The scheduler is shutting down (or was dropped).
+    #[error("the scheduler is shut down")]
+    Shutdown,
     /// A file could not be read or is malformed.
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },

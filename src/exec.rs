@@ -266,11 +266,6 @@ impl Job {
         self.dispatches.len()
     }
 
-    /// Workgroups (units) of dispatch `i`.
-    pub fn dispatch_units(&self, i: usize) -> u64 {
-        self.dispatches[i].unit_count as u64
-    }
-
     /// For an element-pass dispatch: the input buffer index and the byte
     /// range of it that the dispatch reads (for chunked uploads).
     pub fn input_window(&self, i: usize) -> Option<(usize, Range<u64>)> {

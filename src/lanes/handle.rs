@@ -1,0 +1,160 @@
+//! Handles to submitted work: wait (blocking), `.await`, poll, cancel.
+//! A handle dropped before its result arrives cancels the work.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+enum State<T> {
+    Pending { waker: Option<Waker> },
+    Done(Result<T>),
+    Taken,
+}
+
+/// The shared slot between a handle and the scheduler that completes it.
+pub(crate) struct Slot<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+}
+
+impl<T> Slot<T> {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Slot {
+            state: Mutex::new(State::Pending { waker: None }),
+            ready: Condvar::new(),
+        })
+    }
+
+    /// Stores the result unless one is there already (a cancelled request
+    /// keeps its `Cancelled`). Returns whether this call completed it.
+    pub fn complete(&self, result: Result<T>) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let State::Pending { waker } = &mut *s else {
+            return false;
+        };
+        let waker = waker.take();
+        *s = State::Done(result);
+        drop(s);
+        self.ready.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// True once a result (or cancellation) is in.
+    pub fn is_settled(&self) -> bool {
+        !matches!(
+            *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            State::Pending { .. }
+        )
+    }
+}
+
+/// A submitted request or job. `wait()` blocks, `.await` suspends,
+/// `try_result()` polls, `cancel()` cancels; dropping it unfinished cancels.
+pub struct Handle<T> {
+    slot: Arc<Slot<T>>,
+    on_cancel: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl<T> Handle<T> {
+    pub(crate) fn new(slot: Arc<Slot<T>>, on_cancel: impl Fn() + Send + Sync + 'static) -> Self {
+        Handle {
+            slot,
+            on_cancel: Some(Box::new(on_cancel)),
+        }
+    }
+
+    /// Blocks until the result is ready.
+    pub fn wait(self) -> Result<T> {
+        let mut s = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match std::mem::replace(&mut *s, State::Taken) {
+                State::Done(r) => return r,
+                State::Taken => return Err(Error::Cancelled),
+                pending => *s = pending,
+            }
+            s = self.slot.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Blocks up to `timeout`; gives the handle back if the result is not ready.
+    pub fn wait_timeout(self, timeout: Duration) -> std::result::Result<Result<T>, Self> {
+        let guard = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut s, _) = self
+            .slot
+            .ready
+            .wait_timeout_while(guard, timeout, |s| matches!(s, State::Pending { .. }))
+            .unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *s, State::Taken) {
+            State::Done(r) => Ok(r),
+            State::Taken => Ok(Err(Error::Cancelled)),
+            pending => {
+                *s = pending;
+                drop(s);
+                Err(self)
+            }
+        }
+    }
+
+    /// The result if it is ready (taking it), `None` otherwise.
+    pub fn try_result(&mut self) -> Option<Result<T>> {
+        let mut s = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *s, State::Taken) {
+            State::Done(r) => Some(r),
+            State::Taken => None,
+            pending => {
+                *s = pending;
+                None
+            }
+        }
+    }
+
+    /// True once the result is ready (or the work was cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.slot.is_settled()
+    }
+
+    /// Cancels the work: queued work never runs, a batch job stops at its
+    /// next chunk, and the handle resolves to [`Error::Cancelled`] (unless
+    /// the result was already in).
+    pub fn cancel(&self) {
+        if self.slot.complete(Err(Error::Cancelled)) {
+            if let Some(f) = &self.on_cancel {
+                f();
+            }
+        }
+    }
+}
+
+impl<T> Drop for Handle<T> {
+    fn drop(&mut self) {
+        if !self.slot.is_settled() {
+            self.cancel();
+        }
+    }
+}
+
+impl<T> Future for Handle<T> {
+    type Output = Result<T>;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
+        let mut s = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *s, State::Taken) {
+            State::Done(r) => Poll::Ready(r),
+            State::Taken => Poll::Ready(Err(Error::Cancelled)),
+            State::Pending { .. } => {
+                *s = State::Pending {
+                    waker: Some(cx.waker().clone()),
+                };
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> Unpin for Handle<T> {}

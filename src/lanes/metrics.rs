@@ -1,0 +1,143 @@
+//! Per-lane metrics: queue depth, latency histogram (hdrhistogram),
+//! throughput, chunk sizes, deadline misses, and outcome counters.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+}
+
+/// A lane's metrics at one moment.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LaneSnapshot {
+    /// Requests (or jobs) waiting to be dispatched.
+    pub queue_depth: u64,
+    /// Submissions to the GPU queue made for this lane.
+    pub submits: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub deadline_misses: u64,
+    /// From submission by the user to the result being ready.
+    pub latency: LatencySummary,
+    /// Input bytes reduced.
+    pub bytes: u64,
+    /// Input bytes per second between the first dispatch and the last completion.
+    pub throughput_bytes_per_s: f64,
+    /// Input bytes per GPU submission (real-time: per coalesced batch;
+    /// batch: per chunk).
+    pub chunk_bytes_p50: u64,
+    pub chunk_bytes_max: u64,
+}
+
+/// Both lanes.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct MetricsSnapshot {
+    pub realtime: LaneSnapshot,
+    pub batch: LaneSnapshot,
+}
+
+/// The mutable counters behind a [`LaneSnapshot`].
+pub(crate) struct LaneMetrics {
+    latency_us: Histogram<u64>,
+    chunk_bytes: Histogram<u64>,
+    pub submits: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub deadline_misses: u64,
+    pub bytes: u64,
+    first_dispatch: Option<Instant>,
+    last_completion: Option<Instant>,
+}
+
+impl Default for LaneMetrics {
+    fn default() -> Self {
+        LaneMetrics {
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds"),
+            chunk_bytes: Histogram::new_with_bounds(1, 1 << 44, 2).expect("valid histogram bounds"),
+            submits: 0,
+            completed: 0,
+            failed: 0,
+            cancelled: 0,
+            deadline_misses: 0,
+            bytes: 0,
+            first_dispatch: None,
+            last_completion: None,
+        }
+    }
+}
+
+impl LaneMetrics {
+    pub fn on_submit(&mut self, bytes: u64, now: Instant) {
+        self.submits += 1;
+        self.first_dispatch.get_or_insert(now);
+        self.chunk_bytes.saturating_record(bytes.max(1));
+    }
+
+    pub fn on_done(&mut self, latency: Duration, bytes: u64, now: Instant) {
+        self.completed += 1;
+        self.bytes += bytes;
+        self.latency_us
+            .saturating_record((latency.as_micros() as u64).max(1));
+        self.last_completion = Some(now);
+    }
+
+    pub fn snapshot(&self, queue_depth: u64) -> LaneSnapshot {
+        let h = &self.latency_us;
+        let q = |p: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(p) as f64
+            }
+        };
+        let elapsed = match (self.first_dispatch, self.last_completion) {
+            (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
+            _ => 0.0,
+        };
+        LaneSnapshot {
+            queue_depth,
+            submits: self.submits,
+            completed: self.completed,
+            failed: self.failed,
+            cancelled: self.cancelled,
+            deadline_misses: self.deadline_misses,
+            latency: LatencySummary {
+                count: h.len(),
+                p50_us: q(0.5),
+                p99_us: q(0.99),
+                p999_us: q(0.999),
+                max_us: if h.is_empty() { 0.0 } else { h.max() as f64 },
+                mean_us: if h.is_empty() { 0.0 } else { h.mean() },
+            },
+            bytes: self.bytes,
+            throughput_bytes_per_s: if elapsed > 0.0 {
+                self.bytes as f64 / elapsed
+            } else {
+                0.0
+            },
+            chunk_bytes_p50: if self.chunk_bytes.is_empty() {
+                0
+            } else {
+                self.chunk_bytes.value_at_quantile(0.5)
+            },
+            chunk_bytes_max: if self.chunk_bytes.is_empty() {
+                0
+            } else {
+                self.chunk_bytes.max()
+            },
+        }
+    }
+}

@@ -1,0 +1,1009 @@
+//! The two lanes: a host scheduler that feeds small latency-first
+//! **real-time** requests and large throughput-first **batch** jobs into the
+//! one GPU queue wgpu gives a device.
+//!
+//! * Real-time requests that arrive together are coalesced: one upload, one
+//!   segmented dispatch per kernel, one submit, whatever their number. Each
+//!   request's partitions keep their own reduction tree (the tree depends
+//!   only on positions inside a partition), so a coalesced result has the
+//!   same bits as the request run alone.
+//! * Batch jobs are prepared once and submitted a chunk (one dispatch) at a
+//!   time. A chunk is sized by GPU time (the quantum) from the throughput
+//!   observed on this device, and at most `max_batch_in_flight` chunks are
+//!   queued on the GPU, so a real-time request waits behind at most about
+//!   that much batch work. Chunking never changes the dispatches a job runs,
+//!   so a job's result is bitwise the same as running it alone.
+//! * Real-time goes first, but the batch lane is guaranteed a share of GPU
+//!   time (`batch_min_share`) under a real-time flood.
+//! * Deadlines, cancellation, bounded queues (block or reject), and failure
+//!   isolation (a bad request is refused at submission and never enters a
+//!   coalesced batch). One dispatcher thread submits; one poller thread
+//!   completes handles, so submitting threads never block on readback.
+
+mod handle;
+mod metrics;
+mod quantum;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use handle::Handle;
+pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
+
+use self::handle::Slot;
+use self::metrics::LaneMetrics;
+use self::quantum::Throughput;
+use crate::device_array::{DeviceArray, split_into_spans, write_padded};
+use crate::engine::{Context, Engine};
+use crate::error::{Error, Result};
+use crate::exec::{FinalPartials, Job};
+use crate::op::{KernelOp, NanPolicy, Op, Reduction};
+use crate::partition::Partitions;
+use crate::plan::{Plan, Span};
+use crate::pool::PooledBuffer;
+
+/// Which lane a request goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Small requests, latency first.
+    RealTime,
+    /// Large jobs, throughput first.
+    Batch,
+}
+
+impl Lane {
+    fn name(self) -> &'static str {
+        match self {
+            Lane::RealTime => "real-time",
+            Lane::Batch => "batch",
+        }
+    }
+}
+
+/// What submission does when a lane's queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait for space.
+    Block,
+    /// Fail at once with [`Error::QueueFull`].
+    Reject,
+}
+
+/// Scheduler settings. The defaults suit a discrete GPU and still work on a
+/// software adapter.
+#[derive(Clone, Debug)]
+pub struct LanesConfig {
+    /// GPU time one batch chunk should take.
+    pub quantum: Duration,
+    /// Batch chunks queued on the GPU at once (2 keeps the GPU fed).
+    pub max_batch_in_flight: usize,
+    /// Coalesced real-time submissions queued on the GPU at once.
+    pub max_realtime_in_flight: usize,
+    /// How long the first waiting real-time request may wait for others to
+    /// coalesce with (dynamic batching delay).
+    pub coalesce_delay: Duration,
+    /// Most requests in one coalesced submission.
+    pub max_coalesced_requests: usize,
+    /// Most input bytes in one coalesced submission.
+    pub max_coalesced_bytes: u64,
+    /// Largest real-time request; bigger ones belong in the batch lane.
+    pub max_realtime_request_bytes: u64,
+    /// Real-time queue bound, in input bytes.
+    pub realtime_queue_bytes: u64,
+    /// Real-time queue bound, in requests.
+    pub realtime_queue_len: usize,
+    /// Batch queue bound, in jobs.
+    pub batch_queue_len: usize,
+    /// Behaviour of a full queue.
+    pub when_full: WhenFull,
+    /// Share of GPU time the batch lane keeps under a real-time flood (0..1).
+    pub batch_min_share: f64,
+    /// Fail requests whose result arrives after their deadline (instead of
+    /// delivering it late).
+    pub reject_late: bool,
+    /// Chunk size bounds, in units of 8192 floats.
+    pub min_chunk_units: u64,
+    pub max_chunk_units: u64,
+}
+
+impl Default for LanesConfig {
+    fn default() -> Self {
+        LanesConfig {
+            quantum: Duration::from_millis(1),
+            max_batch_in_flight: 2,
+            max_realtime_in_flight: 2,
+            coalesce_delay: Duration::from_micros(20),
+            max_coalesced_requests: 4096,
+            max_coalesced_bytes: 64 << 20,
+            max_realtime_request_bytes: 16 << 20,
+            realtime_queue_bytes: 256 << 20,
+            realtime_queue_len: 65536,
+            batch_queue_len: 64,
+            when_full: WhenFull::Block,
+            batch_min_share: 0.2,
+            reject_late: true,
+            min_chunk_units: 4,
+            max_chunk_units: 1 << 20,
+        }
+    }
+}
+
+/// Input of a request.
+#[derive(Clone)]
+pub enum Input {
+    /// Host memory (uploaded by the scheduler; in chunks for batch jobs).
+    Host(Arc<[f32]>),
+    /// Already on the device (batch lane only).
+    Device(Arc<DeviceArray>),
+}
+
+impl Input {
+    fn len(&self) -> u64 {
+        match self {
+            Input::Host(d) => d.len() as u64,
+            Input::Device(a) => a.len(),
+        }
+    }
+}
+
+/// A reduction to submit to a lane.
+#[derive(Clone)]
+pub struct Request {
+    input: Input,
+    op: Op,
+    partitions: Partitions,
+    nan: NanPolicy,
+    deadline: Option<Instant>,
+}
+
+impl Request {
+    /// `op` over host data (whole buffer, NaN propagated, no deadline).
+    pub fn host(data: impl Into<Arc<[f32]>>, op: Op) -> Self {
+        Request {
+            input: Input::Host(data.into()),
+            op,
+            partitions: Partitions::Whole,
+            nan: NanPolicy::Propagate,
+            deadline: None,
+        }
+    }
+
+    /// `op` over a device-resident array (batch lane).
+    pub fn device(array: Arc<DeviceArray>, op: Op) -> Self {
+        Request {
+            input: Input::Device(array),
+            op,
+            partitions: Partitions::Whole,
+            nan: NanPolicy::Propagate,
+            deadline: None,
+        }
+    }
+
+    pub fn partitions(mut self, partitions: Partitions) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    pub fn nan(mut self, nan: NanPolicy) -> Self {
+        self.nan = nan;
+        self
+    }
+
+    /// Real-time only: fail with [`Error::DeadlineExceeded`] after `deadline`.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Real-time only: a deadline `timeout` from now.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.deadline(Instant::now() + timeout)
+    }
+}
+
+struct RtEntry {
+    data: Arc<[f32]>,
+    offsets: Vec<u64>,
+    op: Op,
+    nan: NanPolicy,
+    deadline: Option<Instant>,
+    enqueued: Instant,
+    slot: Arc<Slot<Reduction>>,
+}
+
+struct BatchEntry {
+    input: Input,
+    offsets: Vec<u64>,
+    op: Op,
+    nan: NanPolicy,
+    enqueued: Instant,
+    slot: Arc<Slot<Reduction>>,
+    active: Option<ActiveJob>,
+}
+
+/// A batch job being submitted chunk by chunk.
+struct ActiveJob {
+    job: Job,
+    next: usize,
+    /// Device buffers for host input (kept until the job is done).
+    host_buffers: Vec<PooledBuffer>,
+    spans: Vec<Span>,
+}
+
+#[derive(Default)]
+struct State {
+    rt: VecDeque<RtEntry>,
+    rt_bytes: u64,
+    batch: VecDeque<BatchEntry>,
+    /// A batch entry taken out by the dispatcher for its next chunk.
+    batch_taken: bool,
+    rt_in_flight: usize,
+    batch_in_flight: usize,
+    shutdown: bool,
+    last_batch_submit: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Metrics {
+    rt: LaneMetrics,
+    batch: LaneMetrics,
+}
+
+struct Inflight {
+    queue: VecDeque<wgpu::SubmissionIndex>,
+    stop: bool,
+}
+
+struct Shared {
+    ctx: Arc<Context>,
+    cfg: LanesConfig,
+    state: Mutex<State>,
+    /// Wakes the dispatcher: new work, freed GPU slots, cancellation, shutdown.
+    work: Condvar,
+    /// Wakes submitters blocked on a full queue.
+    space: Condvar,
+    inflight: Mutex<Inflight>,
+    inflight_cv: Condvar,
+    metrics: Mutex<Metrics>,
+    throughput: Mutex<Throughput>,
+    /// When the GPU last finished something (for busy-time estimates).
+    last_done: Mutex<Instant>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The scheduler. Dropping it fails queued work with [`Error::Shutdown`],
+/// lets work already on the GPU finish, and joins its threads.
+pub struct Lanes {
+    shared: Arc<Shared>,
+    dispatcher: Option<JoinHandle<()>>,
+    poller: Option<JoinHandle<()>>,
+}
+
+impl Lanes {
+    /// Starts the scheduler on `engine`'s device. Runs one short calibration
+    /// reduction to seed the throughput estimate.
+    pub fn new(engine: &Engine, cfg: LanesConfig) -> Result<Self> {
+        if !(0.0..1.0).contains(&cfg.batch_min_share) {
+            return Err(Error::InvalidInput(format!(
+                "batch_min_share must be in [0, 1), got {}",
+                cfg.batch_min_share
+            )));
+        }
+        if cfg.max_batch_in_flight == 0 || cfg.max_realtime_in_flight == 0 {
+            return Err(Error::InvalidInput(
+                "in-flight bounds must be at least 1".into(),
+            ));
+        }
+        let seed = calibrate(engine)?;
+        let shared = Arc::new(Shared {
+            ctx: engine.context().clone(),
+            cfg,
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            space: Condvar::new(),
+            inflight: Mutex::new(Inflight {
+                queue: VecDeque::new(),
+                stop: false,
+            }),
+            inflight_cv: Condvar::new(),
+            metrics: Mutex::new(Metrics::default()),
+            throughput: Mutex::new(Throughput::new(seed)),
+            last_done: Mutex::new(Instant::now()),
+        });
+        let s = shared.clone();
+        let dispatcher = std::thread::Builder::new()
+            .name("gpulanes-dispatch".into())
+            .spawn(move || dispatcher_loop(&s))
+            .map_err(|e| Error::Gpu(format!("cannot start the dispatcher thread: {e}")))?;
+        let s = shared.clone();
+        let poller = std::thread::Builder::new()
+            .name("gpulanes-poll".into())
+            .spawn(move || poller_loop(&s))
+            .map_err(|e| Error::Gpu(format!("cannot start the poller thread: {e}")))?;
+        Ok(Lanes {
+            shared,
+            dispatcher: Some(dispatcher),
+            poller: Some(poller),
+        })
+    }
+
+    /// Submits a real-time request.
+    pub fn realtime(&self, request: Request) -> Result<Handle<Reduction>> {
+        self.submit(Lane::RealTime, request)
+    }
+
+    /// Submits a batch job.
+    pub fn batch(&self, request: Request) -> Result<Handle<Reduction>> {
+        self.submit(Lane::Batch, request)
+    }
+
+    /// Submits `request` to `lane`. Invalid requests fail here, alone.
+    pub fn submit(&self, lane: Lane, request: Request) -> Result<Handle<Reduction>> {
+        let sh = &self.shared;
+        let offsets = request.partitions.offsets(request.input.len())?;
+        let bytes = request.input.len() * 4;
+        if let Input::Device(a) = &request.input {
+            if a.owner() != sh.ctx.id {
+                return Err(Error::InvalidInput(
+                    "this DeviceArray was uploaded by another engine".into(),
+                ));
+            }
+        }
+        let slot = Slot::new();
+        match lane {
+            Lane::RealTime => {
+                let Input::Host(data) = request.input else {
+                    return Err(Error::InvalidInput(
+                        "real-time requests take host data; submit device arrays to the batch lane"
+                            .into(),
+                    ));
+                };
+                if bytes > sh.cfg.max_realtime_request_bytes {
+                    return Err(Error::InvalidInput(format!(
+                        "real-time request of {bytes} bytes exceeds max_realtime_request_bytes ({}); use the batch lane",
+                        sh.cfg.max_realtime_request_bytes
+                    )));
+                }
+                // Validate the plan now so a bad request never joins a batch.
+                Plan::new(&offsets)?;
+                let mut st = self.wait_for_space(lane, bytes)?;
+                st.rt_bytes += bytes;
+                st.rt.push_back(RtEntry {
+                    data,
+                    offsets,
+                    op: request.op,
+                    nan: request.nan,
+                    deadline: request.deadline,
+                    enqueued: Instant::now(),
+                    slot: slot.clone(),
+                });
+            }
+            Lane::Batch => {
+                if request.deadline.is_some() {
+                    return Err(Error::InvalidInput(
+                        "deadlines apply to real-time requests only".into(),
+                    ));
+                }
+                Plan::new(&offsets)?;
+                let mut st = self.wait_for_space(lane, bytes)?;
+                st.batch.push_back(BatchEntry {
+                    input: request.input,
+                    offsets,
+                    op: request.op,
+                    nan: request.nan,
+                    enqueued: Instant::now(),
+                    slot: slot.clone(),
+                    active: None,
+                });
+            }
+        }
+        sh.work.notify_all();
+        let weak: Weak<Shared> = Arc::downgrade(sh);
+        Ok(Handle::new(slot, move || {
+            if let Some(sh) = weak.upgrade() {
+                let mut m = lock(&sh.metrics);
+                match lane {
+                    Lane::RealTime => m.rt.cancelled += 1,
+                    Lane::Batch => m.batch.cancelled += 1,
+                }
+                drop(m);
+                sh.work.notify_all();
+            }
+        }))
+    }
+
+    fn wait_for_space(&self, lane: Lane, bytes: u64) -> Result<MutexGuard<'_, State>> {
+        let sh = &self.shared;
+        let cfg = &sh.cfg;
+        let mut st = lock(&sh.state);
+        loop {
+            if st.shutdown {
+                return Err(Error::Shutdown);
+            }
+            let full = match lane {
+                Lane::RealTime => {
+                    st.rt.len() >= cfg.realtime_queue_len
+                        || (!st.rt.is_empty() && st.rt_bytes + bytes > cfg.realtime_queue_bytes)
+                }
+                Lane::Batch => st.batch.len() + st.batch_taken as usize >= cfg.batch_queue_len,
+            };
+            if !full {
+                return Ok(st);
+            }
+            if cfg.when_full == WhenFull::Reject {
+                let detail = match lane {
+                    Lane::RealTime => {
+                        format!("{} requests, {} bytes queued", st.rt.len(), st.rt_bytes)
+                    }
+                    Lane::Batch => {
+                        format!("{} jobs queued", st.batch.len() + st.batch_taken as usize)
+                    }
+                };
+                return Err(Error::QueueFull {
+                    lane: lane.name(),
+                    detail,
+                });
+            }
+            st = sh.space.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Metrics of both lanes.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let (rt_depth, batch_depth) = {
+            let st = lock(&self.shared.state);
+            (
+                st.rt.len() as u64,
+                (st.batch.len() + st.batch_taken as usize) as u64,
+            )
+        };
+        let m = lock(&self.shared.metrics);
+        MetricsSnapshot {
+            realtime: m.rt.snapshot(rt_depth),
+            batch: m.batch.snapshot(batch_depth),
+        }
+    }
+
+    /// Clears the metrics (e.g. between benchmark phases).
+    pub fn reset_metrics(&self) {
+        *lock(&self.shared.metrics) = Metrics::default();
+    }
+
+    /// Current estimate of this device's reduction throughput (bytes/s).
+    pub fn throughput_estimate(&self) -> f64 {
+        lock(&self.shared.throughput).bytes_per_s()
+    }
+
+    /// Blocks until both queues are empty and nothing is on the GPU.
+    pub fn wait_idle(&self) {
+        let sh = &self.shared;
+        let mut st = lock(&sh.state);
+        while !(st.rt.is_empty()
+            && st.batch.is_empty()
+            && !st.batch_taken
+            && st.rt_in_flight == 0
+            && st.batch_in_flight == 0)
+        {
+            st = sh
+                .space
+                .wait_timeout(st, Duration::from_millis(5))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        lock(&self.shared.state).shutdown = true;
+        self.shared.work.notify_all();
+        self.shared.space.notify_all();
+        if let Some(d) = self.dispatcher.take() {
+            let _ = d.join();
+        }
+        lock(&self.shared.inflight).stop = true;
+        self.shared.inflight_cv.notify_all();
+        if let Some(p) = self.poller.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+/// Seeds the throughput estimate: times a 16 MiB device-resident reduction.
+fn calibrate(engine: &Engine) -> Result<f64> {
+    let n = 4 << 20;
+    let data: Vec<f32> = (0..n).map(|i| (i % 1024) as f32).collect();
+    let array = engine.upload(&data)?;
+    engine.reduce_device(&array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
+    let t = Instant::now();
+    engine.reduce_device(&array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
+    Ok((n * 4) as f64 / t.elapsed().as_secs_f64().max(1e-6))
+}
+
+enum Action {
+    Realtime(Vec<RtEntry>),
+    Batch(Box<BatchEntry>),
+    Exit,
+}
+
+fn dispatcher_loop(sh: &Arc<Shared>) {
+    loop {
+        match next_action(sh) {
+            Action::Exit => return,
+            Action::Realtime(reqs) => run_realtime(sh, reqs),
+            Action::Batch(entry) => {
+                let unfinished = run_batch_chunk(sh, *entry);
+                let mut st = lock(&sh.state);
+                st.batch_taken = false;
+                if let Some(e) = unfinished {
+                    st.batch.push_front(e);
+                }
+                drop(st);
+                sh.space.notify_all();
+            }
+        }
+    }
+}
+
+/// Waits for something to do, real-time first.
+fn next_action(sh: &Arc<Shared>) -> Action {
+    let cfg = &sh.cfg;
+    // With share s, a batch chunk (about one quantum) may wait at most
+    // quantum * (1 - s) / s behind real-time work.
+    let batch_max_wait = if cfg.batch_min_share > 0.0 {
+        cfg.quantum
+            .mul_f64((1.0 - cfg.batch_min_share) / cfg.batch_min_share)
+    } else {
+        Duration::MAX
+    };
+    let mut st = lock(&sh.state);
+    loop {
+        if st.shutdown {
+            fail_queued(sh, &mut st);
+            return Action::Exit;
+        }
+        // Drop cancelled work from the queues.
+        let before = st.rt.len();
+        st.rt.retain(|r| !r.slot.is_settled());
+        if st.rt.len() != before {
+            st.rt_bytes = st.rt.iter().map(|r| r.data.len() as u64 * 4).sum();
+            sh.space.notify_all();
+        }
+        let now = Instant::now();
+        let rt_ready = !st.rt.is_empty() && st.rt_in_flight < cfg.max_realtime_in_flight;
+        let batch_ready = !st.batch.is_empty() && st.batch_in_flight < cfg.max_batch_in_flight;
+        let batch_starved = batch_ready
+            && st
+                .last_batch_submit
+                .is_some_and(|t| now.duration_since(t) >= batch_max_wait);
+        if rt_ready && !batch_starved {
+            let age = now.duration_since(st.rt.front().expect("non-empty").enqueued);
+            let big =
+                st.rt.len() >= cfg.max_coalesced_requests || st.rt_bytes >= cfg.max_coalesced_bytes;
+            if age < cfg.coalesce_delay && !big {
+                st = sh
+                    .work
+                    .wait_timeout(st, cfg.coalesce_delay - age)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            let mut reqs = Vec::new();
+            let mut bytes = 0;
+            while let Some(r) = st.rt.front() {
+                let b = r.data.len() as u64 * 4;
+                if !reqs.is_empty()
+                    && (reqs.len() >= cfg.max_coalesced_requests
+                        || bytes + b > cfg.max_coalesced_bytes)
+                {
+                    break;
+                }
+                bytes += b;
+                reqs.push(st.rt.pop_front().expect("front exists"));
+            }
+            st.rt_bytes -= bytes;
+            st.rt_in_flight += 1;
+            drop(st);
+            sh.space.notify_all();
+            return Action::Realtime(reqs);
+        }
+        if batch_ready {
+            let entry = st.batch.pop_front().expect("non-empty");
+            st.batch_taken = true;
+            st.last_batch_submit = Some(now);
+            return Action::Batch(Box::new(entry));
+        }
+        if st.batch.is_empty() {
+            st.last_batch_submit = None;
+        } else if st.last_batch_submit.is_none() {
+            st.last_batch_submit = Some(now);
+        }
+        st = sh
+            .work
+            .wait_timeout(st, Duration::from_millis(50))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
+fn fail_queued(sh: &Shared, st: &mut State) {
+    for r in st.rt.drain(..) {
+        r.slot.complete(Err(Error::Shutdown));
+    }
+    st.rt_bytes = 0;
+    for b in st.batch.drain(..) {
+        b.slot.complete(Err(Error::Shutdown));
+    }
+    sh.space.notify_all();
+}
+
+/// Hands a submission to the poller, which completes its callbacks.
+fn track(sh: &Shared, index: wgpu::SubmissionIndex) {
+    lock(&sh.inflight).queue.push_back(index);
+    sh.inflight_cv.notify_all();
+}
+
+fn poller_loop(sh: &Arc<Shared>) {
+    loop {
+        let index = {
+            let mut inf = lock(&sh.inflight);
+            loop {
+                if let Some(i) = inf.queue.front() {
+                    break i.clone();
+                }
+                if inf.stop {
+                    return;
+                }
+                inf = sh.inflight_cv.wait(inf).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let waited = sh.ctx.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: Some(Duration::from_secs(1)),
+        });
+        match waited {
+            Ok(_) => {
+                lock(&sh.inflight).queue.pop_front();
+            }
+            Err(wgpu::PollError::Timeout) => {}
+            Err(e) => {
+                log::error!("device poll failed: {e}");
+                lock(&sh.inflight).queue.pop_front();
+            }
+        }
+    }
+}
+
+/// Records when the GPU finished something and returns how long the
+/// submission made at `submitted` kept it busy.
+fn mark_done(sh: &Shared, submitted: Instant) -> Duration {
+    let now = Instant::now();
+    let mut last = lock(&sh.last_done);
+    let start = (*last).max(submitted);
+    *last = now;
+    now.saturating_duration_since(start)
+}
+
+/// One coalesced submission for a group of real-time requests.
+fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
+    let now = Instant::now();
+    let (live, expired): (Vec<_>, Vec<_>) = reqs
+        .into_iter()
+        .partition(|r| r.deadline.is_none_or(|d| d > now));
+    if !expired.is_empty() {
+        let mut m = lock(&sh.metrics);
+        for r in expired {
+            m.rt.deadline_misses += 1;
+            m.rt.failed += 1;
+            r.slot.complete(Err(Error::DeadlineExceeded {
+                late_by: now - r.deadline.expect("expired has a deadline"),
+            }));
+        }
+    }
+    // One job per kernel family; requests keep their own partition ranges.
+    let mut groups: Vec<(KernelOp, Vec<RtEntry>)> = Vec::new();
+    for r in live {
+        match groups.iter_mut().find(|(k, _)| *k == r.op.kernel()) {
+            Some((_, g)) => g.push(r),
+            None => groups.push((r.op.kernel(), vec![r])),
+        }
+    }
+    if groups.is_empty() {
+        release_realtime_slot(sh);
+        return;
+    }
+    let ctx = &sh.ctx;
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes real-time"),
+        });
+    let scope = crate::engine::ErrorScopes::push(&ctx.device);
+    let mut prepared = Vec::new();
+    let mut total_bytes = 0u64;
+    for (kernel, group) in groups {
+        match prepare_group(ctx, kernel, &group) {
+            Ok((job, buffers)) => {
+                job.encode(ctx, &mut encoder, 0..job.dispatch_count());
+                job.encode_readback(&mut encoder);
+                total_bytes += group.iter().map(|r| r.data.len() as u64 * 4).sum::<u64>();
+                prepared.push((job, buffers, group));
+            }
+            Err(e) => fail_all(sh, group, &e),
+        }
+    }
+    if prepared.is_empty() {
+        let _ = scope.check();
+        release_realtime_slot(sh);
+        return;
+    }
+    let index = ctx.queue.submit([encoder.finish()]);
+    let submitted = Instant::now();
+    if let Err(e) = scope.check() {
+        for (_, _, group) in prepared {
+            fail_all(sh, group, &e);
+        }
+        release_realtime_slot(sh);
+        return;
+    }
+    lock(&sh.metrics).rt.on_submit(total_bytes, submitted);
+    let remaining = Arc::new(AtomicUsize::new(prepared.len()));
+    for (job, buffers, group) in prepared {
+        let sh2 = sh.clone();
+        let remaining = remaining.clone();
+        job.read_async(move |result| {
+            let _keep = buffers;
+            finish_group(&sh2, group, result);
+            if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                mark_done(&sh2, submitted);
+                release_realtime_slot(&sh2);
+            }
+        });
+    }
+    track(sh, index);
+}
+
+fn release_realtime_slot(sh: &Shared) {
+    lock(&sh.state).rt_in_flight -= 1;
+    sh.work.notify_all();
+    sh.space.notify_all();
+}
+
+fn fail_all(sh: &Shared, group: Vec<RtEntry>, e: &Error) {
+    let mut m = lock(&sh.metrics);
+    for r in group {
+        m.rt.failed += 1;
+        r.slot.complete(Err(Error::Gpu(e.to_string())));
+    }
+}
+
+/// Concatenates a group's data and partitions, uploads it and prepares one job.
+fn prepare_group(
+    ctx: &Context,
+    kernel: KernelOp,
+    group: &[RtEntry],
+) -> Result<(Job, Vec<PooledBuffer>)> {
+    let total: usize = group.iter().map(|r| r.data.len()).sum();
+    let mut data = Vec::with_capacity(total);
+    let mut offsets = vec![0u64];
+    for r in group {
+        let base = data.len() as u64;
+        offsets.extend(r.offsets[1..].iter().map(|o| o + base));
+        data.extend_from_slice(&r.data);
+    }
+    let plan = Plan::new(&offsets)?;
+    let spans = split_into_spans(data.len() as u64, ctx.max_buffer_items());
+    let buffers: Vec<PooledBuffer> = spans
+        .iter()
+        .map(|s| {
+            let bytes = (s.items * 4).next_multiple_of(16).max(16);
+            let b = ctx.pool.take(
+                &ctx.device,
+                bytes,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                "gpulanes real-time input",
+            );
+            write_padded(
+                &ctx.queue,
+                &b,
+                &data[s.base_item as usize..(s.base_item + s.items) as usize],
+            );
+            b
+        })
+        .collect();
+    let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
+    let job = Job::prepare(ctx, kernel, plan, &inputs, &spans, None)?;
+    Ok((job, buffers))
+}
+
+/// Splits a group's final partials back into per-request results.
+fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>) {
+    let now = Instant::now();
+    let mut m = lock(&sh.metrics);
+    let mut first = 0usize;
+    for r in group {
+        let k = r.offsets.len() - 1;
+        let outcome = match &result {
+            Err(e) => Err(Error::Gpu(e.to_string())),
+            Ok(f) => match r.deadline {
+                Some(d) if now > d && sh.cfg.reject_late => {
+                    m.rt.deadline_misses += 1;
+                    Err(Error::DeadlineExceeded { late_by: now - d })
+                }
+                _ => Ok(f.finish(r.op, r.nan, first..first + k)),
+            },
+        };
+        first += k;
+        match outcome {
+            Ok(v) => {
+                if r.slot.complete(Ok(v)) {
+                    m.rt.on_done(now - r.enqueued, r.data.len() as u64 * 4, now);
+                }
+            }
+            Err(e) => {
+                m.rt.failed += 1;
+                r.slot.complete(Err(e));
+            }
+        }
+    }
+}
+
+/// Submits the next chunk of a batch job; returns the entry if unfinished.
+fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry> {
+    if entry.slot.is_settled() {
+        return None; // cancelled: stop here, buffers are released
+    }
+    let ctx = &sh.ctx;
+    if entry.active.is_none() {
+        match activate(sh, &entry) {
+            Ok(a) => entry.active = Some(a),
+            Err(e) => {
+                lock(&sh.metrics).batch.failed += 1;
+                entry.slot.complete(Err(e));
+                return None;
+            }
+        }
+    }
+    let active = entry.active.as_mut().expect("activated");
+    let job = &active.job;
+    let total = job.dispatch_count();
+    // One element-pass dispatch per chunk; the small upper levels and the
+    // readback ride along with the last one.
+    let mut end = active.next + 1;
+    while end < total && job.input_window(end).is_none() {
+        end += 1;
+    }
+    let last = end >= total;
+    let scope = crate::engine::ErrorScopes::push(&ctx.device);
+    let mut chunk_bytes = 0u64;
+    for i in active.next..end {
+        if let Some((buffer, range)) = job.input_window(i) {
+            let span = active.spans[buffer];
+            chunk_bytes += range.end - range.start;
+            if let Input::Host(data) = &entry.input {
+                // Upload just this chunk's window, right before it runs.
+                let first = span.base_item + range.start / 4;
+                let end_item = (span.base_item + range.end / 4).min(span.base_item + span.items);
+                if end_item > first {
+                    ctx.queue.write_buffer(
+                        &active.host_buffers[buffer],
+                        range.start,
+                        bytemuck::cast_slice(&data[first as usize..end_item as usize]),
+                    );
+                }
+            }
+        }
+    }
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes batch chunk"),
+        });
+    job.encode(ctx, &mut encoder, active.next..end);
+    if last {
+        job.encode_readback(&mut encoder);
+    }
+    active.next = end;
+    let index = ctx.queue.submit([encoder.finish()]);
+    let submitted = Instant::now();
+    if let Err(e) = scope.check() {
+        lock(&sh.metrics).batch.failed += 1;
+        entry.slot.complete(Err(e));
+        return None;
+    }
+    lock(&sh.state).batch_in_flight += 1;
+    lock(&sh.metrics).batch.on_submit(chunk_bytes, submitted);
+    let sh2 = sh.clone();
+    ctx.queue.on_submitted_work_done(move || {
+        let busy = mark_done(&sh2, submitted);
+        lock(&sh2.throughput).observe(chunk_bytes, busy);
+        lock(&sh2.state).batch_in_flight -= 1;
+        sh2.work.notify_all();
+        sh2.space.notify_all();
+    });
+    let result = if last {
+        let active = entry.active.take().expect("active");
+        let (slot, op, nan, enqueued) = (entry.slot.clone(), entry.op, entry.nan, entry.enqueued);
+        let bytes = entry.input.len() * 4;
+        let sh2 = sh.clone();
+        let keep_input = entry.input.clone();
+        let host_buffers = active.host_buffers;
+        active.job.read_async(move |r| {
+            let _keep = (host_buffers, keep_input);
+            let now = Instant::now();
+            let mut m = lock(&sh2.metrics);
+            match r {
+                Ok(f) => {
+                    let k = f.partition_lens.len();
+                    if slot.complete(Ok(f.finish(op, nan, 0..k))) {
+                        m.batch.on_done(now - enqueued, bytes, now);
+                    }
+                }
+                Err(e) => {
+                    m.batch.failed += 1;
+                    slot.complete(Err(e));
+                }
+            }
+        });
+        None
+    } else {
+        Some(entry)
+    };
+    track(sh, index);
+    result
+}
+
+/// Prepares a batch job: device buffers for host input (filled chunk by
+/// chunk later), and all dispatches cut to the current quantum.
+fn activate(sh: &Shared, entry: &BatchEntry) -> Result<ActiveJob> {
+    let ctx = &sh.ctx;
+    let plan = Plan::new(&entry.offsets)?;
+    let units = lock(&sh.throughput).units_for(
+        sh.cfg.quantum,
+        sh.cfg.min_chunk_units,
+        sh.cfg.max_chunk_units,
+    );
+    let scope = crate::engine::ErrorScopes::push(&ctx.device);
+    let (job, host_buffers, spans) = match &entry.input {
+        Input::Device(array) => {
+            let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+            let spans = array.spans();
+            (
+                Job::prepare(ctx, entry.op.kernel(), plan, &inputs, &spans, Some(units))?,
+                Vec::new(),
+                spans,
+            )
+        }
+        Input::Host(data) => {
+            let spans = split_into_spans(data.len() as u64, ctx.max_buffer_items());
+            let buffers: Vec<PooledBuffer> = spans
+                .iter()
+                .map(|s| {
+                    let bytes = (s.items * 4).next_multiple_of(16).max(16);
+                    ctx.pool.take(
+                        &ctx.device,
+                        bytes,
+                        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                        "gpulanes batch input",
+                    )
+                })
+                .collect();
+            let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
+            let job = Job::prepare(ctx, entry.op.kernel(), plan, &inputs, &spans, Some(units))?;
+            (job, buffers, spans)
+        }
+    };
+    scope.check()?;
+    Ok(ActiveJob {
+        job,
+        next: 0,
+        host_buffers,
+        spans,
+    })
+}

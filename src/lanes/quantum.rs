@@ -1,0 +1,67 @@
+//! Sizing batch chunks by GPU time: an estimate of this device's reduction
+//! throughput (bytes/s), seeded by a calibration run and refined from every
+//! completed batch chunk, turns the configured time quantum into a number of
+//! level-0 units (8192 floats each) per chunk.
+
+use std::time::Duration;
+
+use crate::kernels::BLOCK;
+
+const UNIT_BYTES: f64 = (BLOCK * 4) as f64;
+/// Weight of the newest observation in the moving average.
+const ALPHA: f64 = 0.25;
+/// Observations shorter than this are dominated by timer and submit noise.
+const MIN_OBSERVED: Duration = Duration::from_micros(50);
+
+/// Moving estimate of reduction throughput.
+#[derive(Clone, Debug)]
+pub(crate) struct Throughput {
+    bytes_per_s: f64,
+}
+
+impl Throughput {
+    pub fn new(initial_bytes_per_s: f64) -> Self {
+        Throughput {
+            bytes_per_s: initial_bytes_per_s.max(1e6),
+        }
+    }
+
+    /// Adds one chunk of `bytes` that kept the GPU busy for `busy`.
+    pub fn observe(&mut self, bytes: u64, busy: Duration) {
+        if busy < MIN_OBSERVED || bytes == 0 {
+            return;
+        }
+        let rate = bytes as f64 / busy.as_secs_f64();
+        self.bytes_per_s = (1.0 - ALPHA) * self.bytes_per_s + ALPHA * rate;
+    }
+
+    pub fn bytes_per_s(&self) -> f64 {
+        self.bytes_per_s
+    }
+
+    /// Units per chunk so one chunk takes about `quantum` of GPU time.
+    pub fn units_for(&self, quantum: Duration, min_units: u64, max_units: u64) -> u64 {
+        let units = (quantum.as_secs_f64() * self.bytes_per_s / UNIT_BYTES) as u64;
+        units.clamp(min_units.max(1), max_units.max(min_units.max(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_size_follows_observed_throughput() {
+        let mut t = Throughput::new(1e9);
+        let q = Duration::from_millis(1);
+        assert_eq!(t.units_for(q, 1, u64::MAX), (1e6 / UNIT_BYTES) as u64);
+        for _ in 0..50 {
+            t.observe(4_000_000, Duration::from_millis(1)); // 4 GB/s
+        }
+        assert!((t.bytes_per_s() - 4e9).abs() < 1e8, "{}", t.bytes_per_s());
+        assert_eq!(t.units_for(q, 1, 10), 10);
+        assert_eq!(t.units_for(Duration::ZERO, 16, 100), 16);
+        t.observe(1, Duration::from_micros(1)); // ignored: too short
+        assert!((t.bytes_per_s() - 4e9).abs() < 1e8);
+    }
+}

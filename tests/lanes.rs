@@ -1,0 +1,440 @@
+//! The scheduler's contracts, asserted by order and counts, never by
+//! milliseconds (these run on a 2-core CPU under lavapipe).
+
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use gpulanes::lanes::WhenFull;
+use gpulanes::{Engine, Error, Lanes, LanesConfig, NanPolicy, Op, Partitions, Request};
+
+fn engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| Engine::new().expect("an adapter (run scripts/ensure-vulkan.sh)"))
+}
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 20001) as f32 * 1e-3 - 10.0
+        })
+        .collect()
+}
+
+fn solo(d: &[f32], op: Op, p: &Partitions) -> gpulanes::Reduction {
+    engine()
+        .reduce_partitions(d, op, p, NanPolicy::Propagate)
+        .unwrap()
+}
+
+fn bits(r: &gpulanes::Reduction) -> Vec<Option<u32>> {
+    r.values.iter().map(|v| v.map(f32::to_bits)).collect()
+}
+
+/// Small chunks so batch jobs take many submissions even on small inputs.
+fn small_chunks() -> LanesConfig {
+    LanesConfig {
+        quantum: Duration::ZERO,
+        min_chunk_units: 2,
+        max_chunk_units: 2,
+        ..LanesConfig::default()
+    }
+}
+
+#[test]
+fn batch_result_is_bitwise_the_same_as_running_alone() {
+    let lanes = Lanes::new(engine(), small_chunks()).unwrap();
+    let d = data(40 * 8192 + 123, 7);
+    for (op, parts) in [
+        (Op::Sum, Partitions::Whole),
+        (Op::Mean, Partitions::EqualSize(50_000)),
+        (
+            Op::Max,
+            Partitions::Offsets(vec![0, 3, 3, 100_000, d.len() as u64]),
+        ),
+        (Op::Min, Partitions::EqualSize(8191)),
+        (Op::Count, Partitions::Whole),
+    ] {
+        let got = lanes
+            .batch(Request::host(d.clone(), op).partitions(parts.clone()))
+            .unwrap()
+            .wait()
+            .unwrap();
+        let want = solo(&d, op, &parts);
+        assert_eq!(bits(&got), bits(&want), "{op} {parts:?}");
+        assert_eq!(got.counts, want.counts);
+    }
+    let array = Arc::new(engine().upload(&d).unwrap());
+    let got = lanes
+        .batch(Request::device(array, Op::Sum))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(bits(&got), bits(&solo(&d, Op::Sum, &Partitions::Whole)));
+    let m = lanes.metrics();
+    assert!(
+        m.batch.submits >= 40,
+        "a 40-block job cut in 2-unit chunks needs many submits: {}",
+        m.batch.submits
+    );
+    assert_eq!(m.batch.completed, 6);
+}
+
+#[test]
+fn coalesced_realtime_results_match_solo_and_use_few_submits() {
+    let lanes = Lanes::new(
+        engine(),
+        LanesConfig {
+            coalesce_delay: Duration::from_millis(20),
+            ..LanesConfig::default()
+        },
+    )
+    .unwrap();
+    let inputs: Vec<Vec<f32>> = (0..200)
+        .map(|i| data(1 + (i * 37) % 5000, i as u32))
+        .collect();
+    let ops = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
+    let handles: Vec<_> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            lanes
+                .realtime(
+                    Request::host(d.clone(), ops[i % 5]).partitions(Partitions::EqualSize(97)),
+                )
+                .unwrap()
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let got = h.wait().unwrap();
+        let want = solo(&inputs[i], ops[i % 5], &Partitions::EqualSize(97));
+        assert_eq!(bits(&got), bits(&want), "request {i}");
+        assert_eq!(got.counts, want.counts, "request {i}");
+    }
+    let m = lanes.metrics();
+    assert_eq!(m.realtime.completed, 200);
+    assert!(
+        m.realtime.submits < 200,
+        "200 requests arriving together must be coalesced, got {} submits",
+        m.realtime.submits
+    );
+}
+
+#[test]
+fn realtime_request_overtakes_queued_batch_work() {
+    let cfg = LanesConfig {
+        max_batch_in_flight: 1,
+        batch_min_share: 0.0,
+        ..small_chunks()
+    };
+    let lanes = Lanes::new(engine(), cfg).unwrap();
+    let big = Arc::<[f32]>::from(data(64 * 8192, 3));
+    let batch = lanes.batch(Request::host(big.clone(), Op::Sum)).unwrap();
+    let rt = lanes
+        .realtime(Request::host(data(4096, 9), Op::Sum))
+        .unwrap();
+    let rt_result = rt.wait().unwrap();
+    // The 64-block job is cut into 32 chunks of 2 blocks; the real-time
+    // request was queued behind it and must finish before the batch does.
+    assert!(
+        !batch.is_finished(),
+        "the batch job finished before the real-time request"
+    );
+    assert!(rt_result.value().is_some());
+    assert_eq!(
+        bits(&batch.wait().unwrap()),
+        bits(&solo(&big, Op::Sum, &Partitions::Whole))
+    );
+}
+
+#[test]
+fn batch_lane_is_not_starved_by_a_realtime_flood() {
+    let cfg = LanesConfig {
+        batch_min_share: 0.5,
+        coalesce_delay: Duration::ZERO,
+        max_coalesced_requests: 1,
+        ..small_chunks()
+    };
+    let lanes = Arc::new(Lanes::new(engine(), cfg).unwrap());
+    let batch = lanes
+        .batch(Request::host(data(16 * 8192, 5), Op::Max))
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2)
+        .map(|t| {
+            let (lanes, stop) = (lanes.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    lanes
+                        .realtime(Request::host(data(256, t), Op::Sum))
+                        .unwrap()
+                        .wait()
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let done = batch.wait();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rt_done: u64 = flooders.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(
+        done.is_ok(),
+        "the batch job must finish while real-time requests keep coming"
+    );
+    assert!(rt_done > 0);
+}
+
+#[test]
+fn cancelled_batch_stops_and_others_are_unaffected() {
+    let cfg = LanesConfig {
+        max_batch_in_flight: 1,
+        ..small_chunks()
+    };
+    let lanes = Lanes::new(engine(), cfg).unwrap();
+    let d = data(200 * 8192, 11);
+    let doomed = lanes.batch(Request::host(d.clone(), Op::Sum)).unwrap();
+    let survivor_data = data(10 * 8192, 12);
+    let survivor = lanes
+        .batch(Request::host(survivor_data.clone(), Op::Sum))
+        .unwrap();
+    let rt = lanes
+        .realtime(Request::host(data(1000, 13), Op::Min))
+        .unwrap();
+    doomed.cancel();
+    assert!(matches!(doomed.wait(), Err(Error::Cancelled)));
+    assert_eq!(
+        bits(&survivor.wait().unwrap()),
+        bits(&solo(&survivor_data, Op::Sum, &Partitions::Whole))
+    );
+    assert!(rt.wait().is_ok());
+    let m = lanes.metrics();
+    assert_eq!(m.batch.cancelled, 1);
+    assert_eq!(m.batch.completed, 1);
+    // The cancelled job stopped early: far fewer chunks than its 100 were sent.
+    assert!(
+        m.batch.submits < 100,
+        "cancelled job kept running: {} submits",
+        m.batch.submits
+    );
+}
+
+#[test]
+fn dropped_handle_cancels_queued_realtime_work() {
+    let lanes = Lanes::new(
+        engine(),
+        LanesConfig {
+            coalesce_delay: Duration::from_millis(200),
+            ..LanesConfig::default()
+        },
+    )
+    .unwrap();
+    let dropped = lanes
+        .realtime(Request::host(data(100, 1), Op::Sum))
+        .unwrap();
+    drop(dropped);
+    let kept = lanes
+        .realtime(Request::host(data(100, 2), Op::Sum))
+        .unwrap();
+    assert!(kept.wait().is_ok());
+    lanes.wait_idle();
+    let m = lanes.metrics();
+    assert_eq!(m.realtime.cancelled, 1);
+    assert_eq!(m.realtime.completed, 1);
+}
+
+#[test]
+fn past_deadline_fails_with_deadline_exceeded() {
+    let lanes = Lanes::new(engine(), LanesConfig::default()).unwrap();
+    let late = lanes
+        .realtime(Request::host(data(100, 1), Op::Sum).deadline(Instant::now()))
+        .unwrap();
+    assert!(matches!(late.wait(), Err(Error::DeadlineExceeded { .. })));
+    let fine = lanes
+        .realtime(Request::host(data(100, 1), Op::Sum).timeout(Duration::from_secs(60)))
+        .unwrap();
+    assert!(fine.wait().is_ok());
+    assert_eq!(lanes.metrics().realtime.deadline_misses, 1);
+    let err = lanes
+        .batch(Request::host(data(10, 1), Op::Sum).timeout(Duration::from_secs(1)))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("real-time"), "{err}");
+}
+
+#[test]
+fn full_queue_rejects_or_blocks_as_configured() {
+    let cfg = LanesConfig {
+        when_full: WhenFull::Reject,
+        realtime_queue_len: 2,
+        coalesce_delay: Duration::from_millis(300),
+        ..LanesConfig::default()
+    };
+    let lanes = Lanes::new(engine(), cfg).unwrap();
+    let a = lanes.realtime(Request::host(data(10, 1), Op::Sum)).unwrap();
+    let b = lanes.realtime(Request::host(data(10, 2), Op::Sum)).unwrap();
+    let err = lanes
+        .realtime(Request::host(data(10, 3), Op::Sum))
+        .err()
+        .expect("third request must be refused");
+    assert!(
+        matches!(
+            err,
+            Error::QueueFull {
+                lane: "real-time",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(a.wait().is_ok() && b.wait().is_ok());
+
+    let cfg = LanesConfig {
+        realtime_queue_len: 1,
+        coalesce_delay: Duration::from_millis(50),
+        ..LanesConfig::default()
+    };
+    let lanes = Arc::new(Lanes::new(engine(), cfg).unwrap());
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let lanes = lanes.clone();
+            std::thread::spawn(move || {
+                lanes
+                    .realtime(Request::host(data(10, i), Op::Sum))
+                    .unwrap()
+                    .wait()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert!(
+            h.join().unwrap().is_ok(),
+            "blocked submitters must get through once space frees"
+        );
+    }
+}
+
+#[test]
+fn bad_requests_fail_alone() {
+    let lanes = Lanes::new(engine(), LanesConfig::default()).unwrap();
+    let good = lanes
+        .realtime(Request::host(data(300, 1), Op::Sum))
+        .unwrap();
+    let bad = lanes.realtime(
+        Request::host(data(300, 1), Op::Sum).partitions(Partitions::Offsets(vec![0, 500])),
+    );
+    assert!(matches!(bad, Err(Error::InvalidPartitions(_))));
+    let too_big = lanes.realtime(Request::host(vec![0.0; (16 << 20) / 4 + 1], Op::Sum));
+    assert!(too_big.err().unwrap().to_string().contains("batch lane"));
+    let other = Engine::new().unwrap();
+    let foreign = Arc::new(other.upload(&[1.0, 2.0]).unwrap());
+    assert!(lanes.batch(Request::device(foreign, Op::Sum)).is_err());
+    assert_eq!(
+        bits(&good.wait().unwrap()),
+        bits(&solo(&data(300, 1), Op::Sum, &Partitions::Whole))
+    );
+}
+
+#[test]
+fn many_threads_many_requests_none_lost_none_mixed_up() {
+    let lanes = Arc::new(Lanes::new(engine(), small_chunks()).unwrap());
+    let threads = 8;
+    let per_thread = 1250; // 10 000 requests in all
+    let barrier = Arc::new(Barrier::new(threads));
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (lanes, barrier) = (lanes.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut handles = Vec::new();
+                for i in 0..per_thread {
+                    // Each request's answer identifies it: sum of (id, 1.0 x k).
+                    let id = (t * per_thread + i) as f32;
+                    let k = 1 + i % 50;
+                    let mut d = vec![1.0f32; k];
+                    d[0] = id;
+                    let want = id + (k - 1) as f32;
+                    let req = Request::host(d, Op::Sum);
+                    let h = if i % 100 == 0 {
+                        lanes.batch(req)
+                    } else {
+                        lanes.realtime(req)
+                    }
+                    .unwrap();
+                    handles.push((h, want));
+                }
+                handles
+                    .into_iter()
+                    .map(|(h, want)| h.wait().ok().and_then(|r| r.value()) == Some(want))
+                    .filter(|ok| *ok)
+                    .count()
+            })
+        })
+        .collect();
+    let correct: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(correct, threads * per_thread);
+    let m = lanes.metrics();
+    assert_eq!(
+        m.realtime.completed + m.batch.completed,
+        (threads * per_thread) as u64
+    );
+    assert_eq!(m.realtime.failed + m.batch.failed, 0);
+}
+
+#[test]
+fn async_handles_resolve() {
+    let lanes = Lanes::new(engine(), LanesConfig::default()).unwrap();
+    let h = lanes
+        .realtime(Request::host(vec![1.0, 2.0, 3.5], Op::Sum))
+        .unwrap();
+    assert_eq!(pollster::block_on(h).unwrap().value(), Some(6.5));
+    let mut h = lanes
+        .batch(Request::host(vec![4.0; 10_000], Op::Max))
+        .unwrap();
+    let r = loop {
+        if let Some(r) = h.try_result() {
+            break r;
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(r.unwrap().value(), Some(4.0));
+}
+
+#[test]
+fn shutdown_with_work_in_flight_neither_hangs_nor_loses_handles() {
+    let lanes = Lanes::new(
+        engine(),
+        LanesConfig {
+            max_batch_in_flight: 1,
+            ..small_chunks()
+        },
+    )
+    .unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            lanes
+                .batch(Request::host(data(30 * 8192, i), Op::Sum))
+                .unwrap()
+        })
+        .collect();
+    let rts: Vec<_> = (0..50)
+        .map(|i| {
+            lanes
+                .realtime(Request::host(data(100, i), Op::Sum))
+                .unwrap()
+        })
+        .collect();
+    drop(lanes);
+    // Every handle resolves: either with its result or with Shutdown.
+    for h in handles.into_iter().chain(rts) {
+        match h.wait() {
+            Ok(_) | Err(Error::Shutdown) => {}
+            Err(e) => panic!("unexpected error after shutdown: {e}"),
+        }
+    }
+}
