@@ -16,6 +16,7 @@
 //! so they stay within a few ulps of the exactly rounded sum.
 
 pub mod adapter;
+pub mod bench;
 pub mod cpu;
 mod device_array;
 mod engine;
@@ -24,6 +25,7 @@ pub mod exact;
 mod exec;
 pub mod kernels;
 pub mod lanes;
+pub mod mixed;
 pub mod npy;
 mod op;
 mod partial;

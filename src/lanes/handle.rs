@@ -124,10 +124,10 @@ impl<T> Handle<T> {
     /// next chunk, and the handle resolves to [`Error::Cancelled`] (unless
     /// the result was already in).
     pub fn cancel(&self) {
-        if self.slot.complete(Err(Error::Cancelled)) {
-            if let Some(f) = &self.on_cancel {
-                f();
-            }
+        if self.slot.complete(Err(Error::Cancelled))
+            && let Some(f) = &self.on_cancel
+        {
+            f();
         }
     }
 }

@@ -348,12 +348,12 @@ impl Lanes {
         let sh = &self.shared;
         let offsets = request.partitions.offsets(request.input.len())?;
         let bytes = request.input.len() * 4;
-        if let Input::Device(a) = &request.input {
-            if a.owner() != sh.ctx.id {
-                return Err(Error::InvalidInput(
-                    "this DeviceArray was uploaded by another engine".into(),
-                ));
-            }
+        if let Input::Device(a) = &request.input
+            && a.owner() != sh.ctx.id
+        {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
         }
         let slot = Slot::new();
         match lane {

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gpulanes::Error;
 
+mod bench;
 mod info;
+mod mixed;
 mod reduce;
 
 #[derive(Parser)]
@@ -26,6 +28,27 @@ struct Cli {
 enum Command {
     /// Show the adapter gpulanes picks and the limits that matter.
     Info {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Real-time lane alone, batch lane alone, then both: latency and throughput ratios.
+    Mixed {
+        /// Seconds per phase.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Real-time requests per second.
+        #[arg(long)]
+        rt_rate: Option<f64>,
+        /// Floats per real-time request.
+        #[arg(long)]
+        rt_size: Option<usize>,
+        /// Floats per batch job.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Batch chunk quantum in microseconds of GPU time.
+        #[arg(long)]
+        quantum_us: Option<u64>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -53,6 +76,8 @@ enum Command {
         /// Input file.
         input: PathBuf,
     },
+    /// Benchmark sum/mean/max against the copy, upload and round-trip floors and CPU baselines.
+    Bench(bench::BenchArgs),
 }
 
 /// Why the command failed: bad input (exit 2) or a runtime failure (exit 1).
@@ -93,6 +118,22 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Info { json } => info::run(json),
+        Command::Bench(args) => bench::run(args),
+        Command::Mixed {
+            duration,
+            rt_rate,
+            rt_size,
+            batch_size,
+            quantum_us,
+            json,
+        } => mixed::run(mixed::Args {
+            duration,
+            rt_rate,
+            rt_size,
+            batch_size,
+            quantum_us,
+            json,
+        }),
         Command::Reduce {
             op,
             nan,

@@ -1,0 +1,148 @@
+//! `gpulanes mixed`: real-time lane alone, batch lane alone, both together;
+//! one table (and JSON) with the latency and throughput ratios.
+
+use std::time::Duration;
+
+use gpulanes::Engine;
+use gpulanes::lanes::LaneSnapshot;
+use gpulanes::mixed::{self, MixedConfig, MixedReport};
+
+use crate::Failure;
+
+pub struct Args {
+    pub duration: Option<f64>,
+    pub rt_rate: Option<f64>,
+    pub rt_size: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub quantum_us: Option<u64>,
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let engine = Engine::new()?;
+    let mut cfg = MixedConfig::for_adapter(engine.adapter());
+    if let Some(d) = args.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            return Err(Failure::Input(format!(
+                "--duration must be a positive number of seconds, got {d}"
+            )));
+        }
+        cfg.duration = Duration::from_secs_f64(d);
+    }
+    if let Some(r) = args.rt_rate {
+        if !(r > 0.0 && r.is_finite()) {
+            return Err(Failure::Input(format!(
+                "--rt-rate must be positive, got {r}"
+            )));
+        }
+        cfg.rt_rate_hz = r;
+    }
+    for (flag, v) in [
+        ("--rt-size", args.rt_size),
+        ("--batch-size", args.batch_size),
+    ] {
+        if v == Some(0) {
+            return Err(Failure::Input(format!("{flag} must be at least 1")));
+        }
+    }
+    cfg.rt_size = args.rt_size.unwrap_or(cfg.rt_size);
+    cfg.batch_size = args.batch_size.unwrap_or(cfg.batch_size);
+    if let Some(q) = args.quantum_us {
+        cfg.lanes.quantum = Duration::from_micros(q);
+    }
+    let json = args.json;
+    let report = mixed::run(&engine, cfg, |phase| {
+        if !json {
+            eprintln!("gpulanes mixed: {phase} ...");
+        }
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serialises")
+        );
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn lat(s: &Option<LaneSnapshot>) -> (f64, f64, f64) {
+    s.as_ref().map_or((0.0, 0.0, 0.0), |s| {
+        (s.latency.p50_us, s.latency.p99_us, s.latency.p999_us)
+    })
+}
+
+fn print_table(r: &MixedReport) {
+    let a = &r.adapter;
+    println!(
+        "adapter: {} ({}, {}){}",
+        a.name,
+        a.backend,
+        a.device_type,
+        if a.software {
+            "  [software adapter: ratios only, not GPU speed]"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "real-time: {} floats at {} Hz; batch: {} floats ({} MiB) per job, device-resident; {:.1} s per phase",
+        r.config.rt_size,
+        r.config.rt_rate_hz,
+        r.config.batch_size,
+        r.config.batch_size * 4 >> 20,
+        r.config.duration.as_secs_f64()
+    );
+    println!();
+    println!(
+        "{:<28} {:>12} {:>12} {:>12} {:>14}",
+        "phase", "rt p50 (us)", "rt p99 (us)", "rt p99.9 (us)", "batch (GB/s)"
+    );
+    let row = |name: &str, p: &gpulanes::mixed::PhaseReport, rt: bool, batch: bool| {
+        let (p50, p99, p999) = lat(&p.realtime);
+        let f = |x: f64, on: bool| if on { format!("{x:.1}") } else { "-".into() };
+        println!(
+            "{:<28} {:>12} {:>12} {:>12} {:>14}",
+            name,
+            f(p50, rt),
+            f(p99, rt),
+            f(p999, rt),
+            if batch {
+                format!("{:.2}", p.batch_bytes_per_s / 1e9)
+            } else {
+                "-".into()
+            }
+        );
+    };
+    row("real-time alone", &r.realtime_alone, true, false);
+    row("batch alone", &r.batch_alone, false, true);
+    row("both together", &r.together, true, true);
+    println!();
+    println!(
+        "real-time p99 under load / alone:   {:.2}x  (target <= 1.5x on a GPU)",
+        r.rt_p99_ratio
+    );
+    println!(
+        "batch throughput with rt / alone:   {:.1}%  (target >= 95% on a GPU)",
+        r.batch_throughput_ratio * 100.0
+    );
+    let m = r.together.realtime.as_ref();
+    if let Some(m) = m {
+        println!(
+            "real-time under load: {} completed, {} submits (coalescing), {} deadline misses, {} failed",
+            m.completed, m.submits, m.deadline_misses, m.failed
+        );
+    }
+    if let Some(b) = r.together.batch.as_ref() {
+        println!(
+            "batch chunks: p50 {} KiB, max {} KiB",
+            b.chunk_bytes_p50 >> 10,
+            b.chunk_bytes_max >> 10
+        );
+    }
+    println!(
+        "batch results bitwise identical across all runs: {}",
+        r.batch_results_identical
+    );
+}

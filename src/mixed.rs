@@ -1,0 +1,241 @@
+//! The mixed-lanes experiment behind `gpulanes mixed` and the `mixed_lanes`
+//! example: real-time lane alone, batch lane alone, then both together, on
+//! one device, in one run, so the two ratios that matter are measured side
+//! by side:
+//!
+//! * real-time p99 under batch load / real-time p99 alone (target 1.5x on a
+//!   GPU), and
+//! * batch throughput under a real-time stream / batch throughput alone
+//!   (target 95%).
+//!
+//! The real-time stream is open-loop (a request every 1/rate seconds,
+//! whatever the latency), so queueing shows up in the latency. Batch jobs
+//! reduce a device-resident array, two jobs kept in flight, so the batch
+//! figure is GPU throughput rather than PCIe upload speed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::adapter::AdapterSummary;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::lanes::{LaneSnapshot, Lanes, LanesConfig, Request};
+use crate::op::Op;
+
+/// Parameters of the experiment.
+#[derive(Clone, Debug, Serialize)]
+pub struct MixedConfig {
+    /// Length of each of the three phases.
+    pub duration: Duration,
+    /// Real-time requests per second.
+    pub rt_rate_hz: f64,
+    /// Floats per real-time request.
+    pub rt_size: usize,
+    /// Floats per batch job.
+    pub batch_size: usize,
+    /// Scheduler settings used for all three phases.
+    #[serde(skip)]
+    pub lanes: LanesConfig,
+}
+
+impl MixedConfig {
+    /// Defaults for `adapter`: 1 GiB batch jobs on a GPU, 32 MiB on a
+    /// software adapter.
+    pub fn for_adapter(adapter: &AdapterSummary) -> Self {
+        MixedConfig {
+            duration: Duration::from_secs(3),
+            rt_rate_hz: 1000.0,
+            rt_size: 4096,
+            batch_size: if adapter.software { 8 << 20 } else { 256 << 20 },
+            lanes: LanesConfig::default(),
+        }
+    }
+}
+
+/// One phase's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseReport {
+    pub realtime: Option<LaneSnapshot>,
+    pub batch: Option<LaneSnapshot>,
+    /// Batch input bytes reduced per second of the phase.
+    pub batch_bytes_per_s: f64,
+    pub realtime_sent: u64,
+}
+
+/// The whole experiment.
+#[derive(Clone, Debug, Serialize)]
+pub struct MixedReport {
+    pub adapter: AdapterSummary,
+    pub config: MixedConfig,
+    pub realtime_alone: PhaseReport,
+    pub batch_alone: PhaseReport,
+    pub together: PhaseReport,
+    /// p99 under load / p99 alone.
+    pub rt_p99_ratio: f64,
+    /// Batch throughput with the real-time stream / alone.
+    pub batch_throughput_ratio: f64,
+    /// Every batch result equalled the first one bit for bit.
+    pub batch_results_identical: bool,
+}
+
+/// Runs the three phases; `progress` is told each phase's name as it starts.
+pub fn run(
+    engine: &Engine,
+    cfg: MixedConfig,
+    mut progress: impl FnMut(&str),
+) -> Result<MixedReport> {
+    let lanes = Arc::new(Lanes::new(engine, cfg.lanes.clone())?);
+    let batch_data: Vec<f32> = (0..cfg.batch_size)
+        .map(|i| ((i % 4099) as f32) * 0.25 - 512.0)
+        .collect();
+    let array = Arc::new(engine.upload(&batch_data)?);
+    drop(batch_data);
+    let rt_data: Arc<[f32]> = (0..cfg.rt_size)
+        .map(|i| (i % 97) as f32 * 0.5)
+        .collect::<Vec<_>>()
+        .into();
+    let reference = lanes
+        .batch(Request::device(array.clone(), Op::Sum))?
+        .wait()?;
+
+    // Warm-up: pipelines, pools and the throughput estimate.
+    for _ in 0..20 {
+        lanes
+            .realtime(Request::host(rt_data.clone(), Op::Sum))?
+            .wait()?;
+    }
+    lanes
+        .batch(Request::device(array.clone(), Op::Sum))?
+        .wait()?;
+
+    let mut identical = true;
+    progress("real-time alone");
+    let realtime_alone = phase(
+        &lanes,
+        &cfg,
+        Some(&rt_data),
+        None,
+        &mut identical,
+        &reference,
+    )?;
+    progress("batch alone");
+    let batch_alone = phase(&lanes, &cfg, None, Some(&array), &mut identical, &reference)?;
+    progress("both together");
+    let together = phase(
+        &lanes,
+        &cfg,
+        Some(&rt_data),
+        Some(&array),
+        &mut identical,
+        &reference,
+    )?;
+
+    let p99 = |p: &PhaseReport| p.realtime.as_ref().map_or(0.0, |s| s.latency.p99_us);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    Ok(MixedReport {
+        adapter: engine.adapter().clone(),
+        rt_p99_ratio: ratio(p99(&together), p99(&realtime_alone)),
+        batch_throughput_ratio: ratio(together.batch_bytes_per_s, batch_alone.batch_bytes_per_s),
+        batch_results_identical: identical,
+        config: cfg,
+        realtime_alone,
+        batch_alone,
+        together,
+    })
+}
+
+fn phase(
+    lanes: &Arc<Lanes>,
+    cfg: &MixedConfig,
+    rt: Option<&Arc<[f32]>>,
+    batch: Option<&Arc<crate::DeviceArray>>,
+    identical: &mut bool,
+    reference: &crate::Reduction,
+) -> Result<PhaseReport> {
+    lanes.wait_idle();
+    lanes.reset_metrics();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+
+    // Batch driver: two jobs in flight until the phase ends.
+    let batch_thread = batch.map(|array| {
+        let (lanes, array, stop, reference) = (
+            lanes.clone(),
+            array.clone(),
+            stop.clone(),
+            reference.clone(),
+        );
+        std::thread::spawn(move || -> Result<(u64, Duration, bool)> {
+            let mut pending = std::collections::VecDeque::new();
+            let mut bytes = 0u64;
+            let mut same = true;
+            let mut last = start;
+            while !stop.load(Ordering::Relaxed) || !pending.is_empty() {
+                if !stop.load(Ordering::Relaxed) && pending.len() < 2 {
+                    pending.push_back(lanes.batch(Request::device(array.clone(), Op::Sum))?);
+                    continue;
+                }
+                let h: crate::lanes::Handle<crate::Reduction> =
+                    pending.pop_front().expect("non-empty");
+                let r = h.wait()?;
+                same &= r
+                    .values
+                    .iter()
+                    .map(|v| v.map(f32::to_bits))
+                    .eq(reference.values.iter().map(|v| v.map(f32::to_bits)));
+                // Jobs finishing after the stop flag ran inside the phase too;
+                // the span ends at the last completion.
+                bytes += array.len() * 4;
+                last = Instant::now();
+            }
+            Ok((bytes, last.duration_since(start), same))
+        })
+    });
+
+    // Real-time generator: open loop at the configured rate.
+    let mut sent = 0u64;
+    let mut handles = Vec::new();
+    if let Some(data) = rt {
+        let period = Duration::from_secs_f64(1.0 / cfg.rt_rate_hz.max(1e-3));
+        let mut next = Instant::now();
+        while start.elapsed() < cfg.duration {
+            let now = Instant::now();
+            if now < next {
+                std::thread::sleep(next - now);
+            }
+            next += period;
+            handles.push(lanes.realtime(Request::host(data.clone(), Op::Sum))?);
+            sent += 1;
+            // Collect finished ones so memory stays flat on long runs.
+            if handles.len() > 4096 {
+                handles.retain(|h| !h.is_finished());
+            }
+        }
+    } else {
+        std::thread::sleep(cfg.duration);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.wait()?;
+    }
+    let mut report = PhaseReport {
+        realtime_sent: sent,
+        ..Default::default()
+    };
+    if let Some(t) = batch_thread {
+        let (bytes, span, same) = t.join().expect("batch driver thread")?;
+        *identical &= same;
+        report.batch_bytes_per_s = if span > Duration::ZERO {
+            bytes as f64 / span.as_secs_f64()
+        } else {
+            0.0
+        };
+    }
+    let m = lanes.metrics();
+    report.realtime = rt.map(|_| m.realtime.clone());
+    report.batch = batch.map(|_| m.batch.clone());
+    Ok(report)
+}
