@@ -435,8 +435,11 @@ impl Engine {
 /// Validation and out-of-memory error scopes around one reduction, so GPU
 /// errors come back as [`Error::Gpu`] instead of a panic.
 pub(crate) struct ErrorScopes {
-    validation: wgpu::ErrorScopeGuard,
+    // Fields drop in declaration order and wgpu panics unless scopes are
+    // popped in reverse push order, so `oom` (pushed last) is declared
+    // first: an early `?` return between push and `check` must not panic.
     oom: wgpu::ErrorScopeGuard,
+    validation: wgpu::ErrorScopeGuard,
 }
 
 impl ErrorScopes {
