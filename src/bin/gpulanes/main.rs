@@ -107,11 +107,17 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let text = e.to_string();
-            let line = text
+            // The first paragraph, on one line: for a missing argument clap
+            // puts the argument's name on the lines after the first.
+            let first: Vec<&str> = text
                 .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = match first.join(" ") {
+                l if l.is_empty() => "invalid arguments".to_string(),
+                l => l.trim_start_matches("error: ").to_string(),
+            };
             eprintln!("gpulanes: {line} (see gpulanes --help)");
             return ExitCode::from(2);
         }

@@ -42,22 +42,19 @@ pub fn run(
     let data = npy::read_f32(&input)?;
     let shape = data.shape().to_vec();
     let bad_shape = |msg: String| Failure::Input(format!("{}: {msg}", input.display()));
-    let engine = Engine::new()?;
-    let result = match (shape.len(), axis) {
+    // Check the shape, and the partitions against the length, before opening
+    // a device: bad input then exits 2 whether or not a GPU is present, and
+    // no driver chatter on stderr gets mixed into the one-line message.
+    match (shape.len(), axis) {
         (1, None) => {
-            let data = data.into_dimensionality::<Ix1>().expect("checked 1-D");
-            let slice = data.as_slice().expect("standard layout");
-            engine.reduce_partitions(slice, op, &partitions, nan)?
+            partitions.offsets(shape[0] as u64)?;
         }
         (1, Some(_)) => {
             return Err(bad_shape(
                 "--axis needs a 2-D array, this one is 1-D".into(),
             ));
         }
-        (2, Some(a)) => {
-            let data = data.into_dimensionality::<Ix2>().expect("checked 2-D");
-            engine.reduce_axis(data.view(), Axis(a), op, nan)?
-        }
+        (2, Some(_)) => {}
         (2, None) => {
             return Err(bad_shape(format!(
                 "2-D array of shape {shape:?} needs --axis 0 or 1"
@@ -67,6 +64,18 @@ pub fn run(
             return Err(bad_shape(format!(
                 "expected a 1-D or 2-D array, found {n}-D with shape {shape:?}"
             )));
+        }
+    }
+    let engine = Engine::new()?;
+    let result = match axis {
+        None => {
+            let data = data.into_dimensionality::<Ix1>().expect("checked 1-D");
+            let slice = data.as_slice().expect("standard layout");
+            engine.reduce_partitions(slice, op, &partitions, nan)?
+        }
+        Some(a) => {
+            let data = data.into_dimensionality::<Ix2>().expect("checked 2-D");
+            engine.reduce_axis(data.view(), Axis(a), op, nan)?
         }
     };
     if json {

@@ -1,0 +1,730 @@
+//! The `gpulanes` command line, run as a real process on real `.npy` files:
+//! the `--json` contract (one object; keys op, results, counts, adapter; one
+//! entry per partition; null for empty partitions except sum and count;
+//! NaN/inf/-inf as strings; floats that parse back to the library's exact
+//! f32 bits) and the bad-input contract (exit code 2, exactly one non-empty
+//! stderr line naming the problem, never a panic).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use gpulanes::{NanPolicy, Op, Partitions, Reduction};
+use ndarray::{Array1, Array2, Array3, Axis};
+use ndarray_npy::write_npy;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gpulanes");
+
+/// A fresh directory for one test under Cargo's scratch space.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run the gpulanes binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn op_arg(op: Op) -> &'static str {
+    op.name()
+}
+
+fn nan_arg(nan: NanPolicy) -> &'static str {
+    match nan {
+        NanPolicy::Propagate => "propagate",
+        NanPolicy::Ignore => "ignore",
+    }
+}
+
+/// Raw text of the entries of the top-level `"results": [...]` array
+/// (scalars only: numbers, strings, null), so floats are parsed straight to
+/// f32 without going through f64.
+fn raw_results(stdout: &str) -> Vec<String> {
+    let start = stdout.find("\"results\":[").expect("results array") + "\"results\":[".len();
+    let end = start + stdout[start..].find(']').expect("end of results");
+    let body = &stdout[start..end];
+    if body.trim().is_empty() {
+        return Vec::new();
+    }
+    body.split(',').map(|s| s.trim().to_string()).collect()
+}
+
+/// Runs `gpulanes reduce ... --json` and checks the output against the
+/// library's result `want`, entry by entry and bit by bit.
+fn check_json(args: &[&str], want: &Reduction, what: &str) {
+    let out = run(args);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{what}: {args:?} failed: {stderr}");
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    assert_eq!(
+        stdout.trim_end().lines().count(),
+        1,
+        "{what}: one line of JSON: {stdout}"
+    );
+    // Exactly one JSON object, nothing after it.
+    let v: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{what}: {e}: {stdout}"));
+    let obj = v.as_object().expect("a JSON object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["adapter", "counts", "op", "results"], "{what}");
+    assert_eq!(obj["op"], want.op.name(), "{what}");
+    assert!(obj["adapter"]["name"].is_string(), "{what}: adapter");
+    let counts: Vec<u64> = obj["counts"]
+        .as_array()
+        .expect("counts array")
+        .iter()
+        .map(|c| c.as_u64().expect("integer count"))
+        .collect();
+    assert_eq!(counts, want.counts, "{what}: counts");
+    let results = obj["results"].as_array().expect("results array");
+    assert_eq!(results.len(), want.len(), "{what}: one entry per partition");
+    let raw = raw_results(&stdout);
+    assert_eq!(raw.len(), want.len(), "{what}: raw results");
+    for (i, (r, w)) in results.iter().zip(&want.values).enumerate() {
+        let at = format!("{what}: entry {i}: {r} vs {w:?}");
+        if want.op == Op::Count {
+            assert_eq!(
+                r.as_u64(),
+                Some(want.counts[i]),
+                "{at}: count is an integer"
+            );
+            continue;
+        }
+        match w {
+            None => assert!(r.is_null(), "{at}: empty is null"),
+            Some(x) if x.is_nan() => assert_eq!(r, "NaN", "{at}"),
+            Some(x) if *x == f32::INFINITY => assert_eq!(r, "inf", "{at}"),
+            Some(x) if *x == f32::NEG_INFINITY => assert_eq!(r, "-inf", "{at}"),
+            Some(x) => {
+                assert!(r.is_number(), "{at}: a number");
+                let parsed: f32 = raw[i].parse().unwrap_or_else(|e| panic!("{at}: {e}"));
+                assert_eq!(parsed.to_bits(), x.to_bits(), "{at}: same f32 bits");
+            }
+        }
+    }
+}
+
+/// Data whose partitions hold everything the JSON must express: finite
+/// values of many magnitudes, -0.0, NaN, +inf, -inf, empty partitions.
+fn interesting_data() -> (Vec<f32>, Vec<u64>) {
+    let mut data = mixed_data(&mut SplitMix::new(31), 9000, 0);
+    data[10] = f32::NAN; // partition 1
+    data[20] = f32::INFINITY; // partition 2
+    data[30] = f32::NEG_INFINITY; // partition 3
+    data[40] = f32::INFINITY; // partition 4: +inf and -inf
+    data[41] = f32::NEG_INFINITY;
+    data[50] = -0.0; // partition 5: only -0.0
+    data[51] = -0.0;
+    data[60] = f32::NAN; // partition 6: only NaN
+    data[61] = f32::NAN;
+    let offsets = vec![
+        0, 0, 15, 25, 35, 45, 45, 50, 52, 60, 62, 62, 5000, 9000, 9000,
+    ];
+    (data, offsets)
+}
+
+#[test]
+fn json_matches_the_library_bit_for_bit() {
+    let dir = scratch("json");
+    let (data, offsets) = interesting_data();
+    let input = dir.join("data.npy");
+    write_npy(&input, &Array1::from(data.clone())).unwrap();
+    let off64 = dir.join("offsets64.npy");
+    write_npy(
+        &off64,
+        &Array1::from(offsets.iter().map(|&o| o as i64).collect::<Vec<_>>()),
+    )
+    .unwrap();
+    let off32 = dir.join("offsets32.npy");
+    write_npy(
+        &off32,
+        &Array1::from(offsets.iter().map(|&o| o as i32).collect::<Vec<_>>()),
+    )
+    .unwrap();
+    let input_s = input.to_str().unwrap();
+    let parts = Partitions::Offsets(offsets.clone());
+    for op in Op::ALL {
+        for nan in POLICIES {
+            let (o, n) = (op_arg(op), nan_arg(nan));
+            let lib = reduce(engine(), &data, op, &parts, nan);
+            // The library itself is checked against the exact reference.
+            assert_matches_reference(&lib, &data, op, &parts, nan, "library");
+            check_json(
+                &[
+                    "reduce",
+                    "--op",
+                    o,
+                    "--nan",
+                    n,
+                    "--offsets",
+                    off64.to_str().unwrap(),
+                    "--json",
+                    input_s,
+                ],
+                &lib,
+                &format!("{o} {n} int64 offsets"),
+            );
+            // int32 offsets give the same; whole and equal-size partitions.
+            check_json(
+                &[
+                    "reduce",
+                    "--op",
+                    o,
+                    "--nan",
+                    n,
+                    "--json",
+                    "--offsets",
+                    off32.to_str().unwrap(),
+                    input_s,
+                ],
+                &lib,
+                &format!("{o} {n} int32 offsets"),
+            );
+            let lib = reduce(engine(), &data, op, &Partitions::EqualSize(1000), nan);
+            check_json(
+                &[
+                    "reduce",
+                    "--op",
+                    o,
+                    "--nan",
+                    n,
+                    "--partition-size",
+                    "1000",
+                    "--json",
+                    input_s,
+                ],
+                &lib,
+                &format!("{o} {n} partition size"),
+            );
+            let lib = reduce(engine(), &data, op, &Partitions::Whole, nan);
+            check_json(
+                &["reduce", "--json", "--nan", n, "--op", o, input_s],
+                &lib,
+                &format!("{o} {n} whole"),
+            );
+        }
+        // Default policy is propagate.
+        let lib = reduce(
+            engine(),
+            &data,
+            op,
+            &Partitions::Whole,
+            NanPolicy::Propagate,
+        );
+        check_json(
+            &["reduce", "--op", op_arg(op), "--json", input_s],
+            &lib,
+            "default policy",
+        );
+    }
+}
+
+#[test]
+fn json_empty_partitions_and_special_values() {
+    let dir = scratch("empty");
+    let (data, offsets) = interesting_data();
+    let input = dir.join("data.npy");
+    write_npy(&input, &Array1::from(data.clone())).unwrap();
+    let off = dir.join("offsets.npy");
+    write_npy(
+        &off,
+        &Array1::from(offsets.iter().map(|&o| o as i64).collect::<Vec<_>>()),
+    )
+    .unwrap();
+    for op in Op::ALL {
+        for nan in POLICIES {
+            let out = run(&[
+                "reduce",
+                "--op",
+                op_arg(op),
+                "--nan",
+                nan_arg(nan),
+                "--offsets",
+                off.to_str().unwrap(),
+                "--json",
+                input.to_str().unwrap(),
+            ]);
+            assert!(out.status.success());
+            let v: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+            let r = v["results"].as_array().unwrap();
+            assert_eq!(r.len(), offsets.len() - 1);
+            // Partitions 0, 5, 10, 13 are empty.
+            for i in [0, 5, 10, 13] {
+                assert_eq!(v["counts"][i], 0);
+                match op {
+                    Op::Sum => assert_eq!(r[i].as_f64(), Some(0.0), "{op}: empty sum is 0"),
+                    Op::Count => assert_eq!(r[i].as_u64(), Some(0), "count is an integer"),
+                    _ => assert!(r[i].is_null(), "{op}: empty is null"),
+                }
+            }
+            if op == Op::Count {
+                continue;
+            }
+            match nan {
+                NanPolicy::Propagate => {
+                    assert_eq!(r[1], "NaN");
+                    assert_eq!(r[9], "NaN");
+                }
+                NanPolicy::Ignore => {
+                    // All-NaN partition: nothing left.
+                    let want = if op == Op::Sum {
+                        Value::from(0.0)
+                    } else {
+                        Value::Null
+                    };
+                    assert_eq!(r[9], want, "{op}: all-NaN partition under ignore");
+                }
+            }
+            match op {
+                Op::Sum | Op::Mean => {
+                    assert_eq!(r[2], "inf");
+                    assert_eq!(r[3], "-inf");
+                    assert_eq!(r[4], "NaN", "+inf + -inf");
+                }
+                Op::Max => assert_eq!(r[4], "inf"),
+                Op::Min => assert_eq!(r[4], "-inf"),
+                Op::Count => unreachable!(),
+            }
+            if op != Op::Mean {
+                // Only -0.0: sum, max and min are -0.0, printed so it parses back.
+                let raw = raw_results(&text(&out.stdout));
+                let x: f32 = raw[7].parse().unwrap();
+                assert_eq!(x.to_bits(), 0x8000_0000, "{op} of [-0.0, -0.0]: {}", raw[7]);
+            }
+        }
+    }
+    // An empty file: one (empty) partition for the whole buffer.
+    let empty = dir.join("empty.npy");
+    write_npy(&empty, &Array1::<f32>::zeros(0)).unwrap();
+    for op in Op::ALL {
+        let lib = reduce(engine(), &[], op, &Partitions::Whole, NanPolicy::Propagate);
+        check_json(
+            &[
+                "reduce",
+                "--op",
+                op_arg(op),
+                "--json",
+                empty.to_str().unwrap(),
+            ],
+            &lib,
+            "empty file",
+        );
+    }
+    // Equal partitions of an empty file: no partitions at all.
+    let lib = reduce(
+        engine(),
+        &[],
+        Op::Max,
+        &Partitions::EqualSize(4),
+        NanPolicy::Propagate,
+    );
+    assert!(lib.is_empty());
+    check_json(
+        &[
+            "reduce",
+            "--op",
+            "max",
+            "--partition-size",
+            "4",
+            "--json",
+            empty.to_str().unwrap(),
+        ],
+        &lib,
+        "empty file, partition size",
+    );
+}
+
+#[test]
+fn json_axis_reductions() {
+    let dir = scratch("axis");
+    let (rows, cols) = (7, 1300);
+    let data = mixed_data(&mut SplitMix::new(41), rows * cols, 5);
+    let a = Array2::from_shape_vec((rows, cols), data).unwrap();
+    let input = dir.join("m.npy");
+    write_npy(&input, &a).unwrap();
+    for op in Op::ALL {
+        for (axis, arg) in [(0, "0"), (1, "1")] {
+            let nan = if axis == 0 {
+                NanPolicy::Ignore
+            } else {
+                NanPolicy::Propagate
+            };
+            let lib = engine().reduce_axis(a.view(), Axis(axis), op, nan).unwrap();
+            assert_eq!(lib.len(), if axis == 0 { cols } else { rows });
+            check_json(
+                &[
+                    "reduce",
+                    "--op",
+                    op_arg(op),
+                    "--axis",
+                    arg,
+                    "--nan",
+                    nan_arg(nan),
+                    "--json",
+                    input.to_str().unwrap(),
+                ],
+                &lib,
+                &format!("{op} axis {axis}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn text_output_and_info() {
+    let dir = scratch("text");
+    let input = dir.join("d.npy");
+    write_npy(&input, &Array1::from(vec![1.0f32, 2.0, 3.0, 4.0, 5.0])).unwrap();
+    let out = run(&[
+        "reduce",
+        "--op",
+        "sum",
+        "--partition-size",
+        "2",
+        input.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // A header line and one line per partition.
+    assert_eq!(stdout.trim_end().lines().count(), 1 + 3, "{stdout}");
+    assert!(stdout.lines().nth(3).unwrap().contains('5'), "{stdout}");
+
+    let out = run(&["info", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_str(&text(&out.stdout)).expect("one JSON object");
+    assert_eq!(v["name"], engine().adapter().name.as_str());
+    assert!(v["backend"].is_string());
+    let out = run(&["info"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains(&engine().adapter().name));
+}
+
+/// Writes a `.npy` by hand: magic, version 1.0, the given header dict
+/// (padded to a 64-byte boundary) and `data` as raw bytes.
+fn raw_npy(path: &Path, dict: &str, data: &[u8]) {
+    let mut header = dict.to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_naming_the_problem() {
+    let dir = scratch("bad");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let good = p("good.npy");
+    write_npy(&good, &Array1::from(vec![1.0f32, 2.0, 3.0, 4.0, 5.0])).unwrap();
+    write_npy(p("f64.npy"), &Array1::from(vec![1.0f64, 2.0])).unwrap();
+    write_npy(p("i32.npy"), &Array1::from(vec![1i32, 2])).unwrap();
+    write_npy(p("3d.npy"), &Array3::<f32>::zeros((2, 2, 2))).unwrap();
+    write_npy(p("2d.npy"), &Array2::<f32>::zeros((2, 3))).unwrap();
+    write_npy(
+        p("fortran.npy"),
+        &Array2::<f32>::zeros((3, 2)).reversed_axes(),
+    )
+    .unwrap();
+    raw_npy(
+        Path::new(&p("truncated.npy")),
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (100,), }",
+        &[0u8; 40],
+    );
+    raw_npy(
+        Path::new(&p("corrupt_header.npy")),
+        "{'descr': '<f4', 'fortran_order': Fal",
+        &[0u8; 8],
+    );
+    raw_npy(
+        Path::new(&p("bad_shape.npy")),
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (-3,), }",
+        &[],
+    );
+    std::fs::write(
+        p("garbage.npy"),
+        b"this is not a numpy file at all, just text\n",
+    )
+    .unwrap();
+    std::fs::write(p("zero_bytes.npy"), b"").unwrap();
+    let offsets = |name: &str, v: Vec<i64>| write_npy(p(name), &Array1::from(v)).unwrap();
+    offsets("decreasing.npy", vec![0, 3, 2, 5]);
+    offsets("beyond.npy", vec![0, 3, 6]);
+    offsets("short.npy", vec![0, 3, 4]);
+    offsets("first.npy", vec![1, 3, 5]);
+    offsets("negative.npy", vec![0, -1, 5]);
+    offsets("empty_offsets.npy", vec![]);
+    write_npy(
+        p("float_offsets.npy"),
+        &Array1::from(vec![0.0f32, 2.0, 5.0]),
+    )
+    .unwrap();
+    write_npy(p("offsets_2d.npy"), &Array2::<i64>::zeros((2, 2))).unwrap();
+    let dir_s = dir.to_str().unwrap().to_string();
+
+    let cases: Vec<(&str, Vec<String>, &[&str])> = vec![
+        (
+            "missing file",
+            vec!["--op", "sum", &p("nope.npy")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            &["nope.npy"],
+        ),
+        // clap rejects an empty value before gpulanes sees it.
+        (
+            "empty path",
+            args(&["--op", "sum", ""]),
+            &["empty path|value is required for '<INPUT>'"],
+        ),
+        (
+            "empty offsets path",
+            args(&["--op", "sum", "--offsets", "", &good]),
+            &["empty path|--offsets"],
+        ),
+        ("directory", args(&["--op", "sum", &dir_s]), &["directory"]),
+        (
+            "float64 data",
+            args(&["--op", "sum", &p("f64.npy")]),
+            &["dtype", "f8"],
+        ),
+        (
+            "int32 data",
+            args(&["--op", "sum", &p("i32.npy")]),
+            &["dtype", "i4"],
+        ),
+        ("3-D array", args(&["--op", "sum", &p("3d.npy")]), &["3-D"]),
+        (
+            "2-D without --axis",
+            args(&["--op", "sum", &p("2d.npy")]),
+            &["--axis"],
+        ),
+        (
+            "--axis with 1-D",
+            args(&["--op", "sum", "--axis", "0", &good]),
+            &["1-D"],
+        ),
+        (
+            "--axis 2",
+            args(&["--op", "sum", "--axis", "2", &p("2d.npy")]),
+            &["axis", "2"],
+        ),
+        (
+            "Fortran order",
+            args(&["--op", "sum", "--axis", "0", &p("fortran.npy")]),
+            &["Fortran"],
+        ),
+        (
+            "truncated file",
+            args(&["--op", "sum", &p("truncated.npy")]),
+            &["truncated"],
+        ),
+        (
+            "corrupt header",
+            args(&["--op", "sum", &p("corrupt_header.npy")]),
+            &["corrupt_header.npy", "header"],
+        ),
+        (
+            "negative shape",
+            args(&["--op", "sum", &p("bad_shape.npy")]),
+            &["bad_shape.npy"],
+        ),
+        (
+            "garbage file",
+            args(&["--op", "sum", &p("garbage.npy")]),
+            &["garbage.npy"],
+        ),
+        (
+            "zero-byte file",
+            args(&["--op", "sum", &p("zero_bytes.npy")]),
+            &["zero_bytes.npy"],
+        ),
+        (
+            "offsets decreasing",
+            args(&["--op", "sum", "--offsets", &p("decreasing.npy"), &good]),
+            &["decrease"],
+        ),
+        (
+            "offsets beyond the end",
+            args(&["--op", "sum", "--offsets", &p("beyond.npy"), &good]),
+            &["last offset", "5"],
+        ),
+        (
+            "offsets short of the end",
+            args(&["--op", "sum", "--offsets", &p("short.npy"), &good]),
+            &["last offset"],
+        ),
+        (
+            "offsets first not 0",
+            args(&["--op", "sum", "--offsets", &p("first.npy"), &good]),
+            &["first offset"],
+        ),
+        (
+            "negative offsets",
+            args(&["--op", "sum", "--offsets", &p("negative.npy"), &good]),
+            &["negative"],
+        ),
+        (
+            "empty offsets",
+            args(&["--op", "sum", "--offsets", &p("empty_offsets.npy"), &good]),
+            &["empty"],
+        ),
+        (
+            "float offsets",
+            args(&["--op", "sum", "--offsets", &p("float_offsets.npy"), &good]),
+            &["dtype", "f4"],
+        ),
+        (
+            "2-D offsets",
+            args(&["--op", "sum", "--offsets", &p("offsets_2d.npy"), &good]),
+            &["offsets_2d.npy"],
+        ),
+        (
+            "missing offsets file",
+            args(&["--op", "sum", "--offsets", &p("none.npy"), &good]),
+            &["none.npy"],
+        ),
+        (
+            "unknown op",
+            args(&["--op", "median", &good]),
+            &["unknown op", "median"],
+        ),
+        (
+            "unknown --nan",
+            args(&["--op", "max", "--nan", "skip", &good]),
+            &["NaN policy", "skip"],
+        ),
+        (
+            "--partition-size 0",
+            args(&["--op", "sum", "--partition-size", "0", &good]),
+            &["--partition-size", "at least 1"],
+        ),
+        (
+            "--partition-size not a number",
+            args(&["--op", "sum", "--partition-size", "ten", &good]),
+            &["ten"],
+        ),
+        (
+            "--partition-size -1",
+            args(&["--op", "sum", "--partition-size", "-1", &good]),
+            &["-1"],
+        ),
+        (
+            "--partition-size with --offsets",
+            args(&[
+                "--op",
+                "sum",
+                "--partition-size",
+                "2",
+                "--offsets",
+                &p("short.npy"),
+                &good,
+            ]),
+            &["--partition-size", "--offsets"],
+        ),
+        (
+            "--axis with --partition-size",
+            args(&[
+                "--op",
+                "sum",
+                "--axis",
+                "1",
+                "--partition-size",
+                "2",
+                &p("2d.npy"),
+            ]),
+            &["--axis", "--partition-size"],
+        ),
+        (
+            "--axis with --offsets",
+            args(&[
+                "--op",
+                "sum",
+                "--axis",
+                "1",
+                "--offsets",
+                &p("short.npy"),
+                &p("2d.npy"),
+            ]),
+            &["--axis", "--offsets"],
+        ),
+        (
+            "unknown flag",
+            args(&["--op", "sum", "--bogus", &good]),
+            &["--bogus"],
+        ),
+        ("missing --op", args(&[&good]), &["--op"]),
+        ("missing input", args(&["--op", "sum"]), &["INPUT"]),
+    ];
+    for (what, rest, needles) in &cases {
+        let mut argv = vec!["reduce".to_string()];
+        argv.extend(rest.iter().cloned());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        assert_bad_input(&argv, what, needles);
+    }
+    assert_bad_input(&["frobnicate"], "unknown subcommand", &["frobnicate"]);
+    assert_bad_input(
+        &["info", "--verbose"],
+        "unknown flag to info",
+        &["--verbose"],
+    );
+    // The good file really is good (the failures above are about the flags).
+    let ok = run(&["reduce", "--op", "sum", "--json", &good]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn assert_bad_input(argv: &[&str], what: &str, needles: &[&str]) {
+    let out = run(argv);
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{what}: panicked: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{what}: exit code for {argv:?}; stderr: {stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: nothing on stdout, got {}",
+        text(&out.stdout)
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: exactly one stderr line, got {stderr:?}"
+    );
+    assert!(
+        lines[0].trim().len() > 10,
+        "{what}: a real message: {stderr:?}"
+    );
+    // Each needle must appear (case-insensitive); `a|b` accepts either.
+    for needle in needles {
+        let line = lines[0].to_lowercase();
+        assert!(
+            needle.split('|').any(|n| line.contains(&n.to_lowercase())),
+            "{what}: {:?} should name the problem ({needle:?})",
+            lines[0]
+        );
+    }
+}

@@ -1,0 +1,428 @@
+//! Shared helpers for the integration tests: one engine per configuration
+//! per test binary, the comparison rule against the exact CPU reference,
+//! bit-for-bit comparison for determinism, a small seeded PRNG and the
+//! proptest strategies for f32 data with NaN, infinities and signed zeros.
+//!
+//! # The comparison rule
+//!
+//! * `max`, `min`, `count` and every `counts` entry must equal the reference
+//!   bit for bit (two NaNs are equal whatever their payload; `-0.0 != +0.0`).
+//! * `None` must be `None` and `Some` must be `Some` (empty partitions, and
+//!   all-NaN partitions under `NanPolicy::Ignore`).
+//! * Non-finite sums and means (NaN, +inf, -inf) must be the same value.
+//! * Zero sums and means must carry the reference's sign.
+//! * Finite sums must satisfy `|gpu - ref| <= sum_tolerance(ref, sum|x|)`:
+//!
+//!   `2 ulp(ref) + SUM_ERROR_FACTOR * u^2 * sum|x|`, with `u = 2^-24`
+//!   (the unit roundoff of f32, `eps/2`) and `sum|x|` over the partition's
+//!   non-NaN finite values.
+//!
+//!   Why: the shader keeps every partial sum as an unevaluated pair `a + b`
+//!   of f32 (double-single). Two-sum is error-free, so the only errors are
+//!   the roundings of the low words `b`, each at most `u|b|` with
+//!   `|b| <~ u * (magnitudes summed so far)`, i.e. `O(u^2)` relative to the
+//!   absolute sum of the subtree. An invocation folds 32 elements in
+//!   sequence (at most `sum_{i<=32} i = 528` such terms), the workgroup tree
+//!   has 8 levels and each partial pass adds 8 sequential combines and 8
+//!   tree levels, each combine costing at most two roundings of a word of
+//!   size `<= 2u * (subtree sum|x|)`. Summed over the levels of an input of
+//!   up to 2^32 elements that is below `528 + 4 * (8 + 2 * 16) < 1024`
+//!   times `u^2 * sum|x|`. The host then rounds `a + b` (exact in f64) once
+//!   to f32, which together with the reference's own single rounding costs
+//!   at most one ulp either side; `2 ulp` covers both. Where the condition
+//!   number `sum|x| / |sum x|` is below about `2^24 / 1024 = 16384`, the
+//!   second term is at most one more ulp: "a few ulps". Where it is huge
+//!   (catastrophic cancellation) the bound is honest about what
+//!   double-single can promise.
+//! * Finite means: the host divides the f64 value `a + b` by the count and
+//!   rounds once; the reference divides the exact sum (rounded to f64) and
+//!   rounds once, so `2 ulp(ref) + SUM_ERROR_FACTOR * u^2 * sum|x| / n`.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use gpulanes::{Engine, EngineOptions, NanPolicy, Op, Partitions, Reduction, cpu};
+use proptest::prelude::*;
+
+/// f32 unit roundoff, 2^-24.
+pub const U: f64 = 1.0 / 16_777_216.0;
+/// The `O(u^2)` constant of the double-single error bound (see module doc).
+pub const SUM_ERROR_FACTOR: f64 = 1024.0;
+
+/// Both NaN policies.
+pub const POLICIES: [NanPolicy; 2] = [NanPolicy::Propagate, NanPolicy::Ignore];
+
+/// The default engine (device limits, subgroups where the adapter has them).
+pub fn engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| Engine::new().expect("default engine (is a Vulkan driver installed?)"))
+}
+
+/// Caps that force binding, buffer, grid and dispatch splitting on small
+/// inputs: 64 KiB bindings (16384 floats, 2 blocks), 256 KiB buffers
+/// (65536 floats), a 3x3 workgroup grid and 5 units per dispatch.
+pub fn tiny_options() -> EngineOptions {
+    EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        max_buffer_bytes: Some(256 << 10),
+        max_workgroups_per_dim: Some(3),
+        max_units_per_dispatch: Some(5),
+        ..Default::default()
+    }
+}
+
+/// An engine with [`tiny_options`].
+pub fn tiny_engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| Engine::with_options(tiny_options()).expect("engine with tiny caps"))
+}
+
+/// An engine with the workgroup-memory tree (subgroups off).
+pub fn no_subgroup_engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
+        Engine::with_options(EngineOptions {
+            subgroups: Some(false),
+            ..Default::default()
+        })
+        .expect("engine without subgroups")
+    })
+}
+
+/// An engine forced onto the subgroup tree, or `None` where the adapter
+/// lacks `Features::SUBGROUP` (then asking for it must be an error).
+pub fn subgroup_engine() -> Option<&'static Engine> {
+    static E: OnceLock<Option<Engine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let opts = EngineOptions {
+            subgroups: Some(true),
+            ..Default::default()
+        };
+        match Engine::with_options(opts) {
+            Ok(e) => {
+                assert!(e.adapter().subgroups, "subgroups: Some(true) must use them");
+                Some(e)
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                assert!(
+                    msg.contains("subgroup"),
+                    "subgroups unavailable must be a clear error, got {msg}"
+                );
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// `engine.reduce_partitions`, panicking with context on error.
+pub fn reduce(
+    engine: &Engine,
+    data: &[f32],
+    op: Op,
+    partitions: &Partitions,
+    nan: NanPolicy,
+) -> Reduction {
+    engine
+        .reduce_partitions(data, op, partitions, nan)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{op} {nan:?} {} on {} items: {e}",
+                describe(partitions),
+                data.len()
+            )
+        })
+}
+
+/// A short description of partitions (long offset lists abridged).
+pub fn describe(partitions: &Partitions) -> String {
+    match partitions {
+        Partitions::Offsets(o) if o.len() > 12 => format!(
+            "Offsets({} values: {:?} .. {:?})",
+            o.len(),
+            &o[..6],
+            &o[o.len() - 6..]
+        ),
+        p => format!("{p:?}"),
+    }
+}
+
+/// The exact reference.
+pub fn reference(data: &[f32], op: Op, partitions: &Partitions, nan: NanPolicy) -> Reduction {
+    cpu::reference(data, op, partitions, nan).expect("reference accepts valid partitions")
+}
+
+/// Spacing of f32 values at `|x|` (the ulp of x), for finite x.
+pub fn ulp(x: f32) -> f64 {
+    let e = ((x.to_bits() >> 23) & 0xff) as i32;
+    if e == 0 {
+        2f64.powi(-149)
+    } else {
+        2f64.powi(e - 150)
+    }
+}
+
+/// Tolerance for a finite sum whose reference is `reference` (see module doc).
+pub fn sum_tolerance(reference: f32, abs_sum: f64) -> f64 {
+    2.0 * ulp(reference) + SUM_ERROR_FACTOR * U * U * abs_sum
+}
+
+/// Tolerance for a finite mean of `n` values (see module doc).
+pub fn mean_tolerance(reference: f32, abs_sum: f64, n: u64) -> f64 {
+    2.0 * ulp(reference) + SUM_ERROR_FACTOR * U * U * abs_sum / n.max(1) as f64
+}
+
+/// Sum of |x| over the finite values of `part` (what the error bound scales with).
+pub fn abs_sum(part: &[f32]) -> f64 {
+    part.iter()
+        .filter(|x| x.is_finite())
+        .map(|&x| (x as f64).abs())
+        .sum()
+}
+
+/// Same f32 bits, or both NaN.
+pub fn same_value(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+fn show(v: Option<f32>) -> String {
+    match v {
+        Some(x) => format!("{x:e} ({:#010x})", x.to_bits()),
+        None => "None".into(),
+    }
+}
+
+/// Asserts that `got` matches the exact reference for `data` under the
+/// comparison rule of the module doc. `what` names the case in messages.
+pub fn assert_matches_reference(
+    got: &Reduction,
+    data: &[f32],
+    op: Op,
+    partitions: &Partitions,
+    nan: NanPolicy,
+    what: &str,
+) {
+    let want = reference(data, op, partitions, nan);
+    let offsets = partitions.offsets(data.len() as u64).expect("valid");
+    let ctx = format!("{what}: {op} {nan:?}");
+    assert_eq!(got.op, op, "{ctx}: op");
+    assert_eq!(
+        got.values.len(),
+        want.values.len(),
+        "{ctx}: partition count"
+    );
+    assert_eq!(got.counts, want.counts, "{ctx}: counts");
+    for (i, (g, w)) in got.values.iter().zip(&want.values).enumerate() {
+        let part = &data[offsets[i] as usize..offsets[i + 1] as usize];
+        let pctx = || {
+            format!(
+                "{ctx}, partition {i} ({} items at {}): got {}, want {}",
+                part.len(),
+                offsets[i],
+                show(*g),
+                show(*w)
+            )
+        };
+        match (g, w) {
+            (None, None) => {}
+            (Some(g), Some(w)) => match op {
+                Op::Max | Op::Min | Op::Count => {
+                    assert!(same_value(*g, *w), "{}", pctx());
+                }
+                Op::Sum | Op::Mean => {
+                    if !w.is_finite() || !g.is_finite() {
+                        assert!(same_value(*g, *w), "{}", pctx());
+                    } else if *w == 0.0 && *g == 0.0 {
+                        assert_eq!(g.to_bits(), w.to_bits(), "sign of zero: {}", pctx());
+                    } else {
+                        let abs = abs_sum(part);
+                        let tol = if op == Op::Sum {
+                            sum_tolerance(*w, abs)
+                        } else {
+                            mean_tolerance(*w, abs, want.counts[i])
+                        };
+                        let err = (*g as f64 - *w as f64).abs();
+                        assert!(
+                            err <= tol,
+                            "{}: error {err:e} > tolerance {tol:e} (sum|x| = {abs:e})",
+                            pctx()
+                        );
+                    }
+                }
+            },
+            _ => panic!("{}: emptiness differs", pctx()),
+        }
+    }
+}
+
+/// Reduces `data` with every op and both NaN policies on `engine` and checks
+/// each result against the reference.
+pub fn check_all_ops(engine: &Engine, data: &[f32], partitions: &Partitions, what: &str) {
+    for op in Op::ALL {
+        for nan in POLICIES {
+            let got = reduce(engine, data, op, partitions, nan);
+            assert_matches_reference(&got, data, op, partitions, nan, what);
+        }
+    }
+}
+
+/// Asserts two reductions are identical bit for bit (values and counts).
+pub fn assert_same_bits(a: &Reduction, b: &Reduction, what: &str) {
+    assert_eq!(a.op, b.op, "{what}: op");
+    assert_eq!(a.counts, b.counts, "{what}: counts");
+    assert_eq!(a.values.len(), b.values.len(), "{what}: partitions");
+    for (i, (x, y)) in a.values.iter().zip(&b.values).enumerate() {
+        let bits = |v: &Option<f32>| v.map(f32::to_bits);
+        assert_eq!(
+            bits(x),
+            bits(y),
+            "{what}: partition {i}: {} vs {}",
+            show(*x),
+            show(*y)
+        );
+    }
+}
+
+/// SplitMix64: a tiny seeded generator for large deterministic inputs.
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    /// Uniform integer in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// Fisher-Yates shuffle.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            v.swap(i, j);
+        }
+    }
+
+    /// A finite value of random sign with magnitude in 2^[lo_exp, hi_exp),
+    /// log-uniformly distributed.
+    pub fn log_uniform(&mut self, lo_exp: i32, hi_exp: i32) -> f32 {
+        let e = self.range(lo_exp as f64, hi_exp as f64);
+        let v = 2f64.powf(e) as f32;
+        if self.next_u64() & 1 == 0 { v } else { -v }
+    }
+}
+
+/// Random data of `n` items: mostly finite values of mixed magnitude, with
+/// NaN, infinities, signed zeros and subnormals each at about `per_mille`/1000.
+pub fn mixed_data(rng: &mut SplitMix, n: usize, per_mille: u64) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let sel = rng.below(1000);
+            if sel < per_mille {
+                special(rng.next_u64())
+            } else {
+                rng.log_uniform(-10, 20)
+            }
+        })
+        .collect()
+}
+
+/// The special values, picked by `sel`.
+pub fn special(sel: u64) -> f32 {
+    const SPECIALS: [u32; 10] = [
+        0x7fc0_0000, // NaN
+        0xffc0_0000, // -NaN
+        0x7f80_0001, // signalling NaN
+        0x7fc1_2345, // NaN with payload
+        0x7f80_0000, // +inf
+        0xff80_0000, // -inf
+        0x8000_0000, // -0.0
+        0x0000_0000, // +0.0
+        0x0000_0001, // smallest subnormal
+        0x807f_ffff, // largest negative subnormal
+    ];
+    f32::from_bits(SPECIALS[(sel % SPECIALS.len() as u64) as usize])
+}
+
+/// One f32: mostly finite values (uniform, integer-valued, scaled by
+/// 2^-40..2^40, subnormal, signed zero), else a special value, with the
+/// special share set by `per_mille`.
+pub fn element(per_mille: u32) -> impl Strategy<Value = f32> {
+    let finite = prop_oneof![
+        4 => -1.0f32..1.0,
+        2 => (-100i32..100).prop_map(|i| i as f32),
+        3 => (-1.0f32..1.0, -40i32..40).prop_map(|(m, e)| m * 2f32.powi(e)),
+        1 => (1u32..0x80_0000, any::<bool>())
+            .prop_map(|(b, neg)| f32::from_bits(b | if neg { 0x8000_0000 } else { 0 })),
+        1 => prop_oneof![Just(0.0f32), Just(-0.0f32)],
+    ];
+    (0u32..1000, finite, any::<u64>()).prop_map(
+        move |(sel, x, s)| {
+            if sel < per_mille { special(s) } else { x }
+        },
+    )
+}
+
+/// Random data: lengths mostly small (0..700), sometimes over two blocks
+/// (0..20000); per case the share of special values is none, low or high.
+pub fn data_strategy() -> impl Strategy<Value = Vec<f32>> {
+    let len = prop_oneof![3 => 0usize..700, 1 => 0usize..20_000];
+    let rate = prop_oneof![Just(0u32), Just(2u32), Just(40u32)];
+    (len, rate).prop_flat_map(|(n, r)| proptest::collection::vec(element(r), n))
+}
+
+/// Data with random Arrow offsets over it: up to 40 cuts, duplicates (empty
+/// partitions) likely, including at the start and the end.
+pub fn data_and_offsets() -> impl Strategy<Value = (Vec<f32>, Vec<u64>)> {
+    data_strategy().prop_flat_map(|data| {
+        let n = data.len() as u64;
+        let cut = prop_oneof![1 => Just(0u64), 1 => Just(n), 6 => 0..=n];
+        (Just(data), proptest::collection::vec(cut, 0..40)).prop_map(move |(data, mut cuts)| {
+            cuts.sort_unstable();
+            let mut offsets = Vec::with_capacity(cuts.len() + 2);
+            offsets.push(0);
+            offsets.extend(cuts);
+            offsets.push(n);
+            (data, offsets)
+        })
+    })
+}
+
+/// Data with an equal partition size giving at most about 80 partitions.
+pub fn data_and_size() -> impl Strategy<Value = (Vec<f32>, u64)> {
+    (data_strategy(), 1u64..=80, 0u64..=8).prop_map(|(data, k, extra)| {
+        let size = (data.len() as u64 / k).max(1) + extra;
+        (data, size)
+    })
+}
+
+/// Proptest config: few cases (lavapipe runs the shaders on the CPU), no
+/// regression files written into the source tree.
+pub fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 256,
+        ..ProptestConfig::default()
+    }
+}
