@@ -49,13 +49,23 @@ const FLAG_MASK: u32 = 0xffu;
 const COUNT_HI_SHIFT: u32 = 8u;
 
 // a: running sum (sum) or extremum (max/min); b: compensation term (sum only);
-// count_lo + (hi_flags >> 8) << 32: non-NaN inputs; hi_flags & 0xff: FLAG_*.
+// count_lo + (hi_flags >> 8) << 32: non-NaN inputs; hi_flags & 0xff: FLAG_*;
+// big_a + big_b: sum of the inputs of magnitude >= 2^100, scaled by 2^-64,
+// so sums that pass f32's range stay exact (the host adds the two in f64).
 struct Partial {
     a: f32,
     b: f32,
     count_lo: u32,
     hi_flags: u32,
+    big_a: f32,
+    big_b: f32,
+    _p0: u32,
+    _p1: u32,
 }
+
+// Inputs whose exponent field is at least this (|x| >= 2^100) go to the big sum.
+const BIG_EXP_BITS: u32 = 0x71800000u;
+const BIG_SCALE: f32 = 5.421010862427522e-20; // 2^-64, exact
 
 // One entry per segment, plus a sentinel whose first_unit is the unit total.
 struct Segment {
@@ -93,8 +103,10 @@ var<workgroup> scratch: array<Partial, WG>;
 
 // Shader compilers treat float arithmetic as reassociable unless told
 // otherwise (SPIR-V NoContraction, which WGSL cannot express), and would fold
-// the error terms of two-sum to zero ((a + x) - a -> x). Multiplying by a 1.0
-// that only exists at run time is exact and hides the algebra from them.
+// the error terms of two-sum to zero ((a + x) - a -> x) or regroup their sums.
+// Multiplying by a 1.0 that only exists at run time is exact and hides the
+// algebra from them; every intermediate of two-sum goes through it (found
+// necessary on lavapipe: with fewer, straight-line code lost compensation).
 fn opaque(x: f32) -> f32 {
     return x * params.one;
 }
@@ -103,13 +115,13 @@ fn opaque(x: f32) -> f32 {
 fn two_sum(a: f32, b: f32) -> vec2<f32> {
     let s = opaque(a + b);
     let bb = opaque(s - a);
-    let e = (a - opaque(s - bb)) + (b - bb);
+    let e = opaque(a - opaque(s - bb)) + opaque(b - bb);
     return vec2<f32>(s, e);
 }
 
 fn identity() -> Partial {
     // -0.0 is the additive identity: -0 + x == x for every x, +0 included.
-    return Partial(bitcast<f32>(0x80000000u), 0.0, 0u, 0u);
+    return Partial(bitcast<f32>(0x80000000u), 0.0, 0u, 0u, 0.0, 0.0, 0u, 0u);
 }
 
 // Monotonic key: a < b (as floats, -0 < +0) iff key(a) < key(b) (as u32).
@@ -132,31 +144,136 @@ fn is_empty(p: Partial) -> bool {
     return p.count_lo == 0u && (p.hi_flags >> COUNT_HI_SHIFT) == 0u;
 }
 
-// Folds one input element into an invocation's running partial.
-fn fold_element(p: Partial, x: f32) -> Partial {
+fn is_inf_or_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
+}
+
+// An invocation's running state in the element pass: cheaper per element
+// than a Partial (counts are derived once at the end: seen - nans).
+struct Acc {
+    s: f32,     // sum: high word
+    c: f32,     // sum: accumulated two-sum error terms
+    bs: f32,    // big sum (inputs >= 2^100, scaled by 2^-64): high word
+    bc: f32,    // big sum: error terms
+    key: u32,   // max/min: best order key so far
+    seen: u32,  // elements looked at
+    nans: u32,  // NaN elements among them
+    flags: u32, // FLAG_*
+}
+
+fn acc_new() -> Acc {
+    // Key 0 is below every non-NaN key and 0xffffffff above: the identities
+    // of max and min.
+    return Acc(bitcast<f32>(0x80000000u), 0.0, 0.0, 0.0, select(0xffffffffu, 0u, OP == OP_MAX), 0u, 0u, 0u);
+}
+
+// Adds a finite x to the double-single sum (Neumaier-style: errors collect
+// in c); inputs of magnitude >= 2^100 go, scaled, to the big sum.
+fn acc_two_sum(a: ptr<function, Acc>, x: f32) {
+    let se = two_sum((*a).s, x);
+    (*a).s = se.x;
+    (*a).c = (*a).c + se.y;
+}
+
+fn acc_sum_any(a: ptr<function, Acc>, x: f32) {
+    if (bitcast<u32>(x) & 0x7f800000u) >= BIG_EXP_BITS {
+        let se = two_sum((*a).bs, x * BIG_SCALE);
+        (*a).bs = se.x;
+        (*a).bc = (*a).bc + se.y;
+    } else {
+        acc_two_sum(a, x);
+    }
+}
+
+fn acc_key(a: ptr<function, Acc>, k: u32) {
+    (*a).key = select(min((*a).key, k), max((*a).key, k), OP == OP_MAX);
+}
+
+// Folds one element (any value).
+fn acc_add(a: ptr<function, Acc>, x: f32) {
     let bits = bitcast<u32>(x);
     let mag = bits & 0x7fffffffu;
-    var r = p;
+    (*a).seen = (*a).seen + 1u;
     if mag > 0x7f800000u {
-        r.hi_flags = r.hi_flags | FLAG_NAN;
-        return r;
+        (*a).nans = (*a).nans + 1u;
+        (*a).flags = (*a).flags | FLAG_NAN;
+        return;
     }
-    r = add_count(r, 1u, 0u);
     if OP == OP_SUM {
         if mag == 0x7f800000u {
-            r.hi_flags = r.hi_flags | select(FLAG_POS_INF, FLAG_NEG_INF, bits != mag);
+            (*a).flags = (*a).flags | select(FLAG_POS_INF, FLAG_NEG_INF, bits != mag);
         } else {
-            let se = two_sum(r.a, x);
-            r.a = se.x;
-            r.b = r.b + se.y;
+            acc_sum_any(a, x);
         }
-    } else if is_empty(p) {
-        r.a = x;
     } else {
-        let take = select(order_key(x) < order_key(p.a), order_key(x) > order_key(p.a), OP == OP_MAX);
-        r.a = select(p.a, x, take);
+        acc_key(a, order_key(x));
     }
-    return r;
+}
+
+// Folds four elements in order x, y, z, w; the common case (all finite and
+// below 2^100) skips the per-element tests.
+fn acc_add4(a: ptr<function, Acc>, v: vec4<f32>) {
+    let bits = bitcast<vec4<u32>>(v);
+    if any((bits & vec4<u32>(0x7f800000u)) >= vec4<u32>(BIG_EXP_BITS)) {
+        acc_add(a, v.x);
+        acc_add(a, v.y);
+        acc_add(a, v.z);
+        acc_add(a, v.w);
+        return;
+    }
+    (*a).seen = (*a).seen + 4u;
+    if OP == OP_SUM {
+        acc_two_sum(a, v.x);
+        acc_two_sum(a, v.y);
+        acc_two_sum(a, v.z);
+        acc_two_sum(a, v.w);
+    } else {
+        let neg = (bits & vec4<u32>(0x80000000u)) != vec4<u32>(0u);
+        let k = select(bits | vec4<u32>(0x80000000u), ~bits, neg);
+        let best = select(min(min(k.x, k.y), min(k.z, k.w)), max(max(k.x, k.y), max(k.z, k.w)), OP == OP_MAX);
+        acc_key(a, best);
+    }
+}
+
+fn key_to_float(k: u32) -> f32 {
+    return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
+}
+
+fn acc_finish(a: Acc) -> Partial {
+    let count = a.seen - a.nans;
+    var p = Partial(a.s, a.c, count, a.flags, a.bs, a.bc, 0u, 0u);
+    if OP == OP_SUM {
+        // After an overflow the high word is +/-inf and the error terms are
+        // NaN (inf - inf); the sum is the infinity.
+        if is_inf_or_nan(a.s) {
+            p.b = 0.0;
+        }
+        if is_inf_or_nan(a.bs) {
+            p.big_b = 0.0;
+        }
+    } else {
+        p.a = key_to_float(a.key);
+        p.b = 0.0;
+    }
+    return p;
+}
+
+// Adds two double-single numbers (ph + pl) + (qh + ql), renormalised.
+fn ds_combine(ph: f32, pl: f32, qh: f32, ql: f32) -> vec2<f32> {
+    let se = two_sum(ph, qh);
+    let s = se.x;
+    var c = (pl + ql) + se.y;
+    if is_inf_or_nan(s) {
+        c = 0.0; // overflow: the error terms are meaningless
+    }
+    var hi = s;
+    // Renormalise (fast two-sum) only when there is something to move,
+    // which also keeps the sign of a zero sum (-0 + -0 stays -0).
+    if c != 0.0 {
+        hi = opaque(s + c);
+        c = c - opaque(hi - s);
+    }
+    return vec2<f32>(hi, c);
 }
 
 // Combines two partials; `p` comes first in the canonical order.
@@ -164,18 +281,12 @@ fn combine(p: Partial, q: Partial) -> Partial {
     var r = add_count(p, q.count_lo, q.hi_flags >> COUNT_HI_SHIFT);
     r.hi_flags = r.hi_flags | (q.hi_flags & FLAG_MASK);
     if OP == OP_SUM {
-        let se = two_sum(p.a, q.a);
-        let s = se.x;
-        var c = (p.b + q.b) + se.y;
-        var hi = s;
-        // Renormalise (fast two-sum) only when there is something to move,
-        // which also keeps the sign of a zero sum (-0 + -0 stays -0).
-        if c != 0.0 {
-            hi = opaque(s + c);
-            c = c - opaque(hi - s);
-        }
-        r.a = hi;
-        r.b = c;
+        let lo = ds_combine(p.a, p.b, q.a, q.b);
+        let big = ds_combine(p.big_a, p.big_b, q.big_a, q.big_b);
+        r.a = lo.x;
+        r.b = lo.y;
+        r.big_a = big.x;
+        r.big_b = big.y;
     } else if is_empty(p) {
         r.a = q.a;
     } else if !is_empty(q) {
@@ -226,7 +337,7 @@ fn elements_pass(lane: Lane, unit_linear: u32) {
     let unit = params.unit_base + unit_linear;
     let range = unit_range(unit, BLOCK);
     let t = lane.t;
-    var acc = identity();
+    var acc = acc_new();
     if range.len == BLOCK && (range.start & 3u) == 0u {
         // Full, 16-byte aligned block: issue all loads first, then fold.
         let base = range.start / 4u + t;
@@ -235,10 +346,7 @@ fn elements_pass(lane: Lane, unit_linear: u32) {
             v[k] = in_vec4[base + k * WG];
         }
         for (var k = 0u; k < VEC4_PER_THREAD; k++) {
-            acc = fold_element(acc, v[k].x);
-            acc = fold_element(acc, v[k].y);
-            acc = fold_element(acc, v[k].z);
-            acc = fold_element(acc, v[k].w);
+            acc_add4(&acc, v[k]);
         }
     } else {
         // Short or unaligned block: same order, scalar loads, masked.
@@ -246,12 +354,12 @@ fn elements_pass(lane: Lane, unit_linear: u32) {
             let i = 4u * (t + k * WG);
             for (var j = 0u; j < 4u; j++) {
                 if i + j < range.len {
-                    acc = fold_element(acc, in_scalar[range.start + i + j]);
+                    acc_add(&acc, in_scalar[range.start + i + j]);
                 }
             }
         }
     }
-    let r = tree_reduce(lane, acc);
+    let r = tree_reduce(lane, acc_finish(acc));
     if t == 0u {
         out_partials[unit - params.out_base] = r;
     }

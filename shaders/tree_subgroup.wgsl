@@ -21,6 +21,10 @@ fn shuffle_down(p: Partial, delta: u32) -> Partial {
         subgroupShuffleDown(p.b, delta),
         subgroupShuffleDown(p.count_lo, delta),
         subgroupShuffleDown(p.hi_flags, delta),
+        subgroupShuffleDown(p.big_a, delta),
+        subgroupShuffleDown(p.big_b, delta),
+        0u,
+        0u,
     );
 }
 

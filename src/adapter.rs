@@ -22,6 +22,10 @@ pub struct AdapterSummary {
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
     pub timestamps: bool,
+    /// The device flushes subnormal floats to zero in arithmetic (WGSL
+    /// allows it; NVIDIA does): subnormal inputs and intermediate sums
+    /// then count as zero. Measured once when the engine starts.
+    pub flushes_subnormals: bool,
     pub max_storage_binding_bytes: u64,
     pub max_buffer_bytes: u64,
     pub max_workgroups_per_dimension: u32,
@@ -44,6 +48,7 @@ impl AdapterSummary {
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            flushes_subnormals: false,
             max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
             max_buffer_bytes: limits.max_buffer_size,
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,

@@ -228,9 +228,21 @@ impl Engine {
             info.backend,
             info.device_type
         );
-        Ok(Engine {
-            ctx: Arc::new(Context::new(device, queue, &info, &options)?),
-        })
+        Engine::start(Context::new(device, queue, &info, &options)?)
+    }
+
+    /// Wraps a context and measures what only running a kernel tells.
+    fn start(ctx: Context) -> Result<Self> {
+        let mut engine = Engine { ctx: Arc::new(ctx) };
+        let tiny = f32::from_bits(1); // 2^-149, the smallest subnormal
+        let flushed = engine.sum(&[tiny])? == 0.0;
+        if let Some(ctx) = Arc::get_mut(&mut engine.ctx) {
+            ctx.adapter.flushes_subnormals = flushed;
+        }
+        if flushed {
+            log::info!("{} flushes subnormals to zero", engine.ctx.adapter.name);
+        }
+        Ok(engine)
     }
 
     /// Adopts a device and queue the application already has. Subgroups are
@@ -241,9 +253,7 @@ impl Engine {
         info: &wgpu::AdapterInfo,
         options: EngineOptions,
     ) -> Result<Self> {
-        Ok(Engine {
-            ctx: Arc::new(Context::new(device, queue, info, &options)?),
-        })
+        Engine::start(Context::new(device, queue, info, &options)?)
     }
 
     /// The adapter and the limits that matter.

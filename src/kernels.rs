@@ -10,7 +10,7 @@ pub const BLOCK: u64 = 8192;
 /// Partials one partial-pass workgroup reduces: `GROUP` in reduce.wgsl.
 pub const GROUP: u64 = 2048;
 /// Bytes of one `Partial`.
-pub const PARTIAL_BYTES: u64 = 16;
+pub const PARTIAL_BYTES: u64 = 32;
 /// Bytes of one `Segment` table entry.
 pub const SEGMENT_BYTES: u64 = 16;
 /// Bytes of one `Params` uniform.

@@ -10,7 +10,18 @@
 //! | `count` | `Some(0.0)`     | counts NaN      | NaN not counted     | counted             |
 //!
 //! `max`/`min` order `-0.0` below `+0.0`. A `sum` of only `-0.0` values is
-//! `-0.0`, as IEEE addition gives.
+//! `-0.0`, as IEEE addition gives. Sums whose running total passes f32's range
+//! stay exact: inputs of magnitude >= 2^100 are summed apart, scaled by 2^-64,
+//! and the two sums are added in f64 on the host, so `[MAX, MAX, -MAX]` sums
+//! to `MAX` and the mean of `[MAX, MAX]` is `MAX`; only a result outside f32's
+//! range becomes ±inf.
+//!
+//! Subnormals: WGSL lets a device flush subnormal floats to zero in
+//! arithmetic, and NVIDIA GPUs do. There, subnormal inputs (and subnormal
+//! intermediate sums) count as zero in `sum`/`mean` (an absolute error below
+//! n × 2^-126); `max`/`min` compare bits and keep them.
+//! [`crate::AdapterSummary::flushes_subnormals`] says which kind of device
+//! you have (measured when the engine starts).
 
 use std::fmt;
 use std::str::FromStr;

@@ -18,6 +18,10 @@ pub struct Partial {
     pub b: f32,
     pub count_lo: u32,
     pub hi_flags: u32,
+    /// Sum of the inputs of magnitude >= 2^100, scaled by 2^-64.
+    pub big_a: f32,
+    pub big_b: f32,
+    pub _pad: [u32; 2],
 }
 
 impl Partial {
@@ -30,13 +34,21 @@ impl Partial {
         self.hi_flags & flag != 0
     }
 
-    /// The double-single sum `a + b`, rounded once to f32. `b` is zero when
-    /// there is nothing to add; then `a` keeps its sign (a sum of -0.0 is -0.0).
+    /// The sum in f64: the double-single small part plus the big part
+    /// scaled back by 2^64 (f64's range holds any f32 sum).
+    fn total(&self) -> f64 {
+        let small = self.a as f64 + self.b as f64;
+        let big = (self.big_a as f64 + self.big_b as f64) * 2f64.powi(64);
+        small + big
+    }
+
+    /// The sum rounded to f32. When there is nothing to add to `a`, `a`
+    /// keeps its sign (a sum of -0.0 is -0.0).
     fn sum(&self) -> f32 {
-        if self.b == 0.0 {
+        if self.b == 0.0 && self.big_a == 0.0 {
             self.a
         } else {
-            (self.a as f64 + self.b as f64) as f32
+            self.total() as f32
         }
     }
 }
@@ -73,10 +85,10 @@ pub fn finalize(op: Op, nan: NanPolicy, len: u64, p: Option<&Partial>) -> (Optio
                 Some(total)
             } else if valid == 0 {
                 None
-            } else if !total.is_finite() {
+            } else if total.is_nan() || p.has(FLAG_POS_INF) || p.has(FLAG_NEG_INF) {
                 Some(total)
             } else {
-                Some(((p.a as f64 + p.b as f64) / valid as f64) as f32)
+                Some((p.total() / valid as f64) as f32)
             }
         }
         Op::Max | Op::Min => (valid > 0).then_some(p.a),
