@@ -1,0 +1,394 @@
+//! GPU-side measurements: a timestamp-query timer that brackets work
+//! recorded into one encoder, the copy and upload bandwidth floors, the
+//! empty round trip, and one timed reduction (device-resident or from host
+//! memory).
+
+use std::sync::mpsc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::{DeviceArray, Engine, Error, NanPolicy, Op, Partitions, Reduction, Result};
+
+use super::stats::{Budget, Summary, gbps, summarize};
+
+/// How GPU work is timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// GPU timestamps written before and after the work (TIMESTAMP_QUERY).
+    Timestamps,
+    /// Host wall clock from submit to result (includes submit and readback).
+    Wall,
+}
+
+impl TimerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimerKind::Timestamps => "timestamps",
+            TimerKind::Wall => "wall",
+        }
+    }
+}
+
+/// Blocks until submission `index` has finished.
+pub fn wait(engine: &Engine, index: wgpu::SubmissionIndex) -> Result<()> {
+    engine
+        .device()
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        })
+        .map(|_| ())
+        .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))
+}
+
+/// Maps the first `bytes` of `buffer` (already written by finished work),
+/// copies them out and unmaps.
+pub fn read_mapped(engine: &Engine, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+        let _ = tx.send(r);
+    });
+    engine
+        .device()
+        .poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: None,
+        })
+        .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+    rx.recv()
+        .map_err(|_| Error::Gpu("map callback never ran".into()))?
+        .map_err(|e| Error::Gpu(format!("mapping failed: {e}")))?;
+    let out = {
+        let view = buffer
+            .get_mapped_range(0..bytes)
+            .map_err(|e| Error::Gpu(format!("reading a mapped buffer failed: {e}")))?;
+        view.to_vec()
+    };
+    buffer.unmap();
+    Ok(out)
+}
+
+/// Brackets work in an encoder with two timestamps: an empty compute pass
+/// writing one at its beginning before the work, and one writing at its end
+/// after it.
+pub struct GpuTimer {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    period_ns: f64,
+}
+
+impl GpuTimer {
+    /// `None` when the device has no `TIMESTAMP_QUERY`.
+    pub fn new(engine: &Engine) -> Option<Self> {
+        let device = engine.device();
+        if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return None;
+        }
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("gpulanes bench timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let buffer = |usage, label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        Some(GpuTimer {
+            queries,
+            resolve: buffer(
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                "gpulanes bench timestamp resolve",
+            ),
+            readback: buffer(
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                "gpulanes bench timestamp readback",
+            ),
+            period_ns: engine.queue().get_timestamp_period() as f64,
+        })
+    }
+
+    /// Nanoseconds per timestamp tick.
+    pub fn period_ns(&self) -> f64 {
+        self.period_ns
+    }
+
+    fn pass(&self, encoder: &mut wgpu::CommandEncoder, begin: bool) {
+        let _ = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(if begin {
+                "gpulanes bench t0"
+            } else {
+                "gpulanes bench t1"
+            }),
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: &self.queries,
+                beginning_of_pass_write_index: begin.then_some(0),
+                end_of_pass_write_index: (!begin).then_some(1),
+            }),
+        });
+    }
+
+    /// Records the first timestamp.
+    pub fn begin(&self, encoder: &mut wgpu::CommandEncoder) {
+        self.pass(encoder, true);
+    }
+
+    /// Records the second timestamp and the copy of both into the readback.
+    pub fn end(&self, encoder: &mut wgpu::CommandEncoder) {
+        self.pass(encoder, false);
+        encoder.resolve_query_set(&self.queries, 0..2, &self.resolve, 0);
+        encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, 16);
+    }
+
+    /// After the encoder has finished on the GPU: the time between the two
+    /// timestamps, `None` if the timestamps are not usable (not increasing).
+    pub fn read_ns(&self, engine: &Engine) -> Result<Option<f64>> {
+        let bytes = read_mapped(engine, &self.readback, 16)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        Ok((ticks[1] > ticks[0]).then(|| (ticks[1] - ticks[0]) as f64 * self.period_ns))
+    }
+}
+
+/// One timed run of a device-resident reduction.
+pub struct DeviceRun {
+    pub result: Reduction,
+    /// Submit to result on the host.
+    pub wall_ns: f64,
+    /// Between the timestamps, when a timer was given and its values are usable.
+    pub gpu_ns: Option<f64>,
+}
+
+/// Encodes `op` over `array` (between timestamps when `timer` is given),
+/// submits, waits for the result and reads the timestamps.
+pub fn run_device(
+    engine: &Engine,
+    timer: Option<&GpuTimer>,
+    array: &DeviceArray,
+    op: Op,
+    partitions: &Partitions,
+) -> Result<DeviceRun> {
+    let mut encoder = engine
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes bench"),
+        });
+    if let Some(t) = timer {
+        t.begin(&mut encoder);
+    }
+    let pending = engine.encode(&mut encoder, array, op, partitions, NanPolicy::Propagate)?;
+    if let Some(t) = timer {
+        t.end(&mut encoder);
+    }
+    let commands = encoder.finish();
+    let start = Instant::now();
+    let index = engine.queue().submit([commands]);
+    let result = pending.wait(engine, index)?;
+    let wall_ns = start.elapsed().as_nanos() as f64;
+    let gpu_ns = match timer {
+        Some(t) => t.read_ns(engine)?,
+        None => None,
+    };
+    Ok(DeviceRun {
+        result,
+        wall_ns,
+        gpu_ns,
+    })
+}
+
+/// One timed run from host memory: upload included (wall clock).
+pub fn run_host(
+    engine: &Engine,
+    data: &[f32],
+    op: Op,
+    partitions: &Partitions,
+) -> Result<(Reduction, f64)> {
+    let start = Instant::now();
+    let r = engine.reduce_partitions(data, op, partitions, NanPolicy::Propagate)?;
+    Ok((r, start.elapsed().as_nanos() as f64))
+}
+
+/// A bandwidth floor measured in this run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Bandwidth {
+    /// Size of the buffer moved.
+    pub bytes: u64,
+    /// Bytes counted per run (a copy counts bytes read + bytes written).
+    pub bytes_moved: u64,
+    pub timer: TimerKind,
+    pub time: Summary,
+    /// `bytes_moved` / median time, in GB/s (10^9 bytes/s).
+    pub gbps: f64,
+}
+
+/// Runs `budget` runs of `once`, which returns (wall ns, gpu ns): the
+/// timestamps are used when every run produced one.
+fn sample_pairs(
+    budget: &Budget,
+    mut once: impl FnMut(usize) -> Result<(f64, Option<f64>)>,
+) -> Result<(TimerKind, Vec<f64>)> {
+    let pairs = budget.sample(&mut once)?;
+    if !pairs.is_empty() && pairs.iter().all(|p| p.1.is_some()) {
+        Ok((
+            TimerKind::Timestamps,
+            pairs.iter().map(|p| p.1.unwrap_or(p.0)).collect(),
+        ))
+    } else {
+        Ok((TimerKind::Wall, pairs.iter().map(|p| p.0).collect()))
+    }
+}
+
+fn storage_buffer(engine: &Engine, bytes: u64, label: &str) -> wgpu::Buffer {
+    engine.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Host-to-device upload bandwidth: `queue.write_buffer` of `host` into a
+/// device buffer, then an empty submit and a wait (what the engine does with
+/// slices). Returns the filled device buffer too, for the copy floor.
+pub fn measure_upload(
+    engine: &Engine,
+    host: &[f32],
+    budget: &Budget,
+) -> Result<(Bandwidth, wgpu::Buffer)> {
+    let bytes = (host.len() * 4) as u64;
+    let dst = storage_buffer(engine, bytes, "gpulanes bench upload");
+    let scope = engine
+        .device()
+        .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let samples = budget.sample(|_| {
+        let start = Instant::now();
+        engine
+            .queue()
+            .write_buffer(&dst, 0, bytemuck::cast_slice(host));
+        let index = engine.queue().submit([]);
+        wait(engine, index)?;
+        Ok::<_, Error>(start.elapsed().as_nanos() as f64)
+    })?;
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("upload floor: {e}")));
+    }
+    let time = summarize(&samples);
+    Ok((
+        Bandwidth {
+            bytes,
+            bytes_moved: bytes,
+            timer: TimerKind::Wall,
+            gbps: gbps(bytes, time.median_ns),
+            time,
+        },
+        dst,
+    ))
+}
+
+/// Device copy bandwidth: `copy_buffer_to_buffer` of all of `src` into a
+/// fresh buffer, counting bytes read + bytes written.
+pub fn measure_copy(
+    engine: &Engine,
+    timer: Option<&GpuTimer>,
+    src: &wgpu::Buffer,
+    budget: &Budget,
+) -> Result<Bandwidth> {
+    let bytes = src.size();
+    let scope = engine
+        .device()
+        .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let dst = storage_buffer(engine, bytes, "gpulanes bench copy");
+    let (kind, samples) = sample_pairs(budget, |_| {
+        let mut encoder = engine
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("gpulanes bench copy"),
+            });
+        if let Some(t) = timer {
+            t.begin(&mut encoder);
+        }
+        encoder.copy_buffer_to_buffer(src, 0, &dst, 0, bytes);
+        if let Some(t) = timer {
+            t.end(&mut encoder);
+        }
+        let commands = encoder.finish();
+        let start = Instant::now();
+        let index = engine.queue().submit([commands]);
+        wait(engine, index)?;
+        let wall = start.elapsed().as_nanos() as f64;
+        let gpu = match timer {
+            Some(t) => t.read_ns(engine)?,
+            None => None,
+        };
+        Ok((wall, gpu))
+    })?;
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("copy floor: {e}")));
+    }
+    let time = summarize(&samples);
+    Ok(Bandwidth {
+        bytes,
+        bytes_moved: 2 * bytes,
+        timer: kind,
+        gbps: gbps(2 * bytes, time.median_ns),
+        time,
+    })
+}
+
+/// The latency floor: what any request pays at least.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoundTrip {
+    /// `queue.submit([])` and wait for it (wall clock).
+    pub empty_submit: Summary,
+    /// Copy 4 bytes into a mappable buffer, submit, wait, map, read (wall clock).
+    pub readback_4_bytes: Summary,
+}
+
+/// Measures both round trips, `runs` each after `warmup`.
+pub fn measure_round_trip(engine: &Engine, warmup: usize, runs: usize) -> Result<RoundTrip> {
+    let device = engine.device();
+    let queue = engine.queue();
+    let budget = Budget::new(warmup, runs, runs, 0);
+    let empty = budget.sample(|_| {
+        let start = Instant::now();
+        let index = queue.submit([]);
+        wait(engine, index)?;
+        Ok::<_, Error>(start.elapsed().as_nanos() as f64)
+    })?;
+    let src = storage_buffer(engine, 4, "gpulanes bench 4 bytes");
+    queue.write_buffer(&src, 0, &1.5f32.to_le_bytes());
+    let dst = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("gpulanes bench 4-byte readback"),
+        size: 4,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let readback = budget.sample(|_| {
+        let start = Instant::now();
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes bench readback"),
+        });
+        encoder.copy_buffer_to_buffer(&src, 0, &dst, 0, 4);
+        let index = queue.submit([encoder.finish()]);
+        wait(engine, index)?;
+        let bytes = read_mapped(engine, &dst, 4)?;
+        let ns = start.elapsed().as_nanos() as f64;
+        if bytes != 1.5f32.to_le_bytes() {
+            return Err(Error::Gpu(
+                "4-byte readback returned the wrong bytes".into(),
+            ));
+        }
+        Ok(ns)
+    })?;
+    Ok(RoundTrip {
+        empty_submit: summarize(&empty),
+        readback_4_bytes: summarize(&readback),
+    })
+}
