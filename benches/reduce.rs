@@ -1,0 +1,177 @@
+//! Criterion: throughput of sum / mean / max over f32 buffers, device
+//! resident (`sum/f32/16M`), from host memory with the upload included
+//! (`sum/f32-host/16M`) and in equal partitions of 4096 elements
+//! (`sum/f32-p4K/16M`). Sizes are bytes (16M = 16 MiB = 4 Mi floats);
+//! `Throughput::Bytes` counts input bytes. Inputs are random, rotated over
+//! several buffers, and every op is checked against the exact CPU reference
+//! before it is timed.
+//!
+//! `cargo bench --bench reduce` (set `GPULANES_BENCH_SIZES=64K,1M` to choose
+//! sizes); `cargo test --benches` runs each benchmark once on a small input.
+//! Criterion times with the wall clock (submit to result); `gpulanes bench`
+//! uses GPU timestamps and reports the bandwidth floors.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use gpulanes::bench::{check, data, size};
+use gpulanes::{DeviceArray, Engine, NanPolicy, Op, Partitions};
+
+const PARTITION: u64 = 4096;
+const SEED: u64 = 0x5EED_0F_BE7C;
+
+/// `cargo test --benches` (no `--bench` argument) or `-- --test`.
+fn test_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
+}
+
+fn sizes(software: bool) -> Vec<u64> {
+    if let Ok(list) = std::env::var("GPULANES_BENCH_SIZES") {
+        return size::parse_list(&list).expect("GPULANES_BENCH_SIZES: a list like 64K,1M,16M");
+    }
+    match (test_mode(), software) {
+        (true, _) => vec![64 << 10],
+        (false, true) => vec![64 << 10, 1 << 20, 16 << 20],
+        (false, false) => vec![1 << 20, 16 << 20, 256 << 20],
+    }
+}
+
+struct Inputs {
+    bytes: u64,
+    host: Vec<Vec<f32>>,
+    device: Vec<DeviceArray>,
+}
+
+/// Checks `op` over every input (whole, and in partitions) against the
+/// exact reference; a benchmark of wrong results is worthless.
+fn check_op(engine: &Engine, inputs: &Inputs, op: Op) {
+    for (i, (host, array)) in inputs.host.iter().zip(&inputs.device).enumerate() {
+        for parts in [Partitions::Whole, Partitions::EqualSize(PARTITION)] {
+            let want = gpulanes::cpu::reference(host, op, &parts, NanPolicy::Propagate).unwrap();
+            let got = engine
+                .reduce_device(array, op, &parts, NanPolicy::Propagate)
+                .unwrap();
+            let c = check::compare(&got, &want, check::tolerance_ulps(op));
+            assert!(
+                c.pass(),
+                "{op} {} {parts:?} input {i}: {}",
+                size::label(inputs.bytes),
+                c.first_bad.unwrap_or_default()
+            );
+        }
+        let got = engine
+            .reduce_partitions(host, op, &Partitions::Whole, NanPolicy::Propagate)
+            .unwrap();
+        let want =
+            gpulanes::cpu::reference(host, op, &Partitions::Whole, NanPolicy::Propagate).unwrap();
+        assert!(
+            check::compare(&got, &want, check::tolerance_ulps(op)).pass(),
+            "{op} {} from host, input {i}",
+            size::label(inputs.bytes)
+        );
+    }
+}
+
+fn reduce(c: &mut Criterion) {
+    let engine = Engine::new().expect("an adapter (run scripts/ensure-vulkan.sh)");
+    let software = engine.adapter().software;
+    if software {
+        eprintln!(
+            "reduce bench: software adapter {:?}: timings say nothing about GPU speed",
+            engine.adapter().name
+        );
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rotate_bytes: u64 = if software { 64 << 20 } else { 512 << 20 };
+    let all: Vec<Inputs> = sizes(software)
+        .into_iter()
+        .map(|bytes| {
+            let r = (rotate_bytes.div_ceil(bytes) as usize).clamp(2, 16);
+            let host: Vec<Vec<f32>> = (0..r)
+                .map(|i| {
+                    data::random_f32(
+                        (bytes / 4) as usize,
+                        SEED ^ bytes ^ ((i as u64) << 40),
+                        threads,
+                    )
+                })
+                .collect();
+            let device = host.iter().map(|h| engine.upload(h).unwrap()).collect();
+            Inputs {
+                bytes,
+                host,
+                device,
+            }
+        })
+        .collect();
+    for op in [Op::Sum, Op::Mean, Op::Max] {
+        let mut group = c.benchmark_group(op.name());
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(if software { 3 } else { 2 }));
+        for inputs in &all {
+            check_op(&engine, inputs, op);
+            let label = size::label(inputs.bytes);
+            let r = inputs.device.len();
+            group.throughput(Throughput::Bytes(inputs.bytes));
+            group.bench_function(BenchmarkId::new("f32", &label), |b| {
+                let mut k = 0;
+                b.iter(|| {
+                    k += 1;
+                    black_box(
+                        engine
+                            .reduce_device(
+                                &inputs.device[k % r],
+                                op,
+                                &Partitions::Whole,
+                                NanPolicy::Propagate,
+                            )
+                            .unwrap(),
+                    )
+                })
+            });
+            group.bench_function(BenchmarkId::new("f32-host", &label), |b| {
+                let mut k = 0;
+                b.iter(|| {
+                    k += 1;
+                    black_box(
+                        engine
+                            .reduce_partitions(
+                                &inputs.host[k % r],
+                                op,
+                                &Partitions::Whole,
+                                NanPolicy::Propagate,
+                            )
+                            .unwrap(),
+                    )
+                })
+            });
+            group.bench_function(
+                BenchmarkId::new(format!("f32-p{}", size::label(PARTITION)), &label),
+                |b| {
+                    let mut k = 0;
+                    b.iter(|| {
+                        k += 1;
+                        black_box(
+                            engine
+                                .reduce_device(
+                                    &inputs.device[k % r],
+                                    op,
+                                    &Partitions::EqualSize(PARTITION),
+                                    NanPolicy::Propagate,
+                                )
+                                .unwrap(),
+                        )
+                    })
+                },
+            );
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, reduce);
+criterion_main!(benches);
