@@ -19,7 +19,7 @@ use gpulanes::bench::{check, data, size};
 use gpulanes::{DeviceArray, Engine, NanPolicy, Op, Partitions};
 
 const PARTITION: u64 = 4096;
-const SEED: u64 = 0x5EED_0F_BE7C;
+const SEED: u64 = 0x005E_ED0F_BE7C;
 
 /// `cargo test --benches` (no `--bench` argument) or `-- --test`.
 fn test_mode() -> bool {
