@@ -44,33 +44,29 @@ struct Inputs {
     device: Vec<DeviceArray>,
 }
 
-/// Checks `op` over every input (whole, and in partitions) against the
-/// exact reference; a benchmark of wrong results is worthless.
+/// Checks `op` over every input (whole, in partitions, and from host
+/// memory) against the exact reference; a benchmark of wrong results is
+/// worthless.
 fn check_op(engine: &Engine, inputs: &Inputs, op: Op) {
     for (i, (host, array)) in inputs.host.iter().zip(&inputs.device).enumerate() {
         for parts in [Partitions::Whole, Partitions::EqualSize(PARTITION)] {
-            let want = gpulanes::cpu::reference(host, op, &parts, NanPolicy::Propagate).unwrap();
-            let got = engine
+            let want = check::reference(host, op, &parts).unwrap();
+            let from_device = engine
                 .reduce_device(array, op, &parts, NanPolicy::Propagate)
                 .unwrap();
-            let c = check::compare(&got, &want, check::tolerance_ulps(op));
-            assert!(
-                c.pass(),
-                "{op} {} {parts:?} input {i}: {}",
-                size::label(inputs.bytes),
-                c.first_bad.unwrap_or_default()
-            );
+            let from_host = engine
+                .reduce_partitions(host, op, &parts, NanPolicy::Propagate)
+                .unwrap();
+            for (source, got) in [("device", from_device), ("host", from_host)] {
+                let c = check::compare(&got, &want);
+                assert!(
+                    c.pass(),
+                    "{op} {} {parts:?} from {source}, input {i}: {}",
+                    size::label(inputs.bytes),
+                    c.first_bad.unwrap_or_default()
+                );
+            }
         }
-        let got = engine
-            .reduce_partitions(host, op, &Partitions::Whole, NanPolicy::Propagate)
-            .unwrap();
-        let want =
-            gpulanes::cpu::reference(host, op, &Partitions::Whole, NanPolicy::Propagate).unwrap();
-        assert!(
-            check::compare(&got, &want, check::tolerance_ulps(op)).pass(),
-            "{op} {} from host, input {i}",
-            size::label(inputs.bytes)
-        );
     }
 }
 

@@ -1,18 +1,52 @@
 //! Correctness checks run before anything is timed: each GPU result against
-//! the exact CPU reference ([`crate::cpu::reference`]).
+//! the exact CPU reference ([`crate::cpu::reference`]), with the same rule as
+//! the engine's tests (`tests/common/mod.rs`):
+//!
+//! - `max`, `min`, `count`: bit for bit (two NaNs are equal);
+//! - `sum`: `|gpu - ref| <= 2 ulp(ref) + 1024 u^2 sum|x|` with `u = 2^-24`
+//!   and `sum|x|` over the partition (what double-single compensated
+//!   arithmetic guarantees); `mean`: the same with `sum|x| / n`;
+//! - non-finite sums and means must be the same value; `None` must be `None`.
 
 use serde::Serialize;
 
-use crate::{Op, Reduction};
+use crate::{NanPolicy, Op, Partitions, Reduction, Result};
 
-/// Largest distance in units in the last place accepted for `op`: f32
-/// `sum`/`mean` are compensated and land within a few ulps of the exactly
-/// rounded result; `max`/`min`/`count` must be exact.
-pub fn tolerance_ulps(op: Op) -> u64 {
-    match op {
-        Op::Sum | Op::Mean => 4,
-        Op::Max | Op::Min | Op::Count => 0,
-    }
+/// The factor in front of `u^2 sum|x|` in the sum tolerance.
+pub const SUM_ERROR_FACTOR: f64 = 1024.0;
+/// The unit roundoff of f32.
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// The rule, as recorded in the JSON.
+pub const RULE: &str = "max/min exact; sum |gpu-ref| <= 2 ulp(ref) + 1024 u^2 sum|x| (u = 2^-24); mean the same with sum|x|/n";
+
+/// The exact reference of one input, with what the tolerance needs.
+#[derive(Clone, Debug)]
+pub struct Reference {
+    pub exact: Reduction,
+    /// `sum|x|` per partition (sum and mean only; empty otherwise).
+    pub abs_sums: Vec<f64>,
+}
+
+/// The exact reference of `op` over `data` (NaN propagated).
+pub fn reference(data: &[f32], op: Op, partitions: &Partitions) -> Result<Reference> {
+    let exact = crate::cpu::reference(data, op, partitions, NanPolicy::Propagate)?;
+    let abs_sums = if matches!(op, Op::Sum | Op::Mean) {
+        partitions
+            .offsets(data.len() as u64)?
+            .windows(2)
+            .map(|w| {
+                data[w[0] as usize..w[1] as usize]
+                    .iter()
+                    .filter(|x| x.is_finite())
+                    .map(|&x| (x as f64).abs())
+                    .sum()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Reference { exact, abs_sums })
 }
 
 /// Distance between two f32 values in units in the last place; 0 when both
@@ -35,6 +69,26 @@ pub fn ulps(a: f32, b: f32) -> u64 {
     (key(a) - key(b)).unsigned_abs()
 }
 
+/// The spacing of f32 values at `x` (one ulp).
+pub fn ulp(x: f32) -> f64 {
+    let a = x.abs();
+    if !a.is_finite() {
+        return f64::INFINITY;
+    }
+    let next = f32::from_bits(a.to_bits() + 1);
+    next as f64 - a as f64
+}
+
+/// The accepted absolute error of a finite `sum` / `mean` result.
+pub fn tolerance(op: Op, want: f32, abs_sum: f64, count: u64) -> f64 {
+    let scaled = SUM_ERROR_FACTOR * U * U * abs_sum;
+    match op {
+        Op::Sum => 2.0 * ulp(want) + scaled,
+        Op::Mean => 2.0 * ulp(want) + scaled / count.max(1) as f64,
+        Op::Max | Op::Min | Op::Count => 0.0,
+    }
+}
+
 /// How a result compares with its reference.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Comparison {
@@ -42,6 +96,8 @@ pub struct Comparison {
     pub partitions: u64,
     /// Largest distance in ulps over the partitions.
     pub max_ulps: u64,
+    /// Largest |gpu − ref| / tolerance (≤ 1 passes; 0 for exact matches).
+    pub max_err_over_tol: f64,
     /// ‖got − want‖₂ / ‖want‖₂ over the partitions (absolute when ‖want‖ = 0).
     pub rel_err: f64,
     /// The first partition out of tolerance, if any.
@@ -54,42 +110,67 @@ impl Comparison {
     }
 }
 
-/// Compares `got` with `want` partition by partition.
-pub fn compare(got: &Reduction, want: &Reduction, tol_ulps: u64) -> Comparison {
+fn same_value(a: f32, b: f32) -> bool {
+    (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
+}
+
+/// Compares `got` with the reference partition by partition.
+pub fn compare(got: &Reduction, want: &Reference) -> Comparison {
+    let exact = &want.exact;
     let mut c = Comparison {
-        partitions: want.values.len() as u64,
+        partitions: exact.values.len() as u64,
         ..Default::default()
     };
-    if got.values.len() != want.values.len() {
+    if got.values.len() != exact.values.len() {
         c.first_bad = Some(format!(
             "{} partitions, expected {}",
             got.values.len(),
-            want.values.len()
+            exact.values.len()
         ));
         c.max_ulps = u64::MAX;
+        c.max_err_over_tol = f64::INFINITY;
         c.rel_err = f64::INFINITY;
         return c;
     }
+    let op = exact.op;
     let (mut diff2, mut ref2) = (0f64, 0f64);
-    for (i, (g, w)) in got.values.iter().zip(&want.values).enumerate() {
-        let u = match (g, w) {
-            (None, None) => 0,
+    for (i, (g, w)) in got.values.iter().zip(&exact.values).enumerate() {
+        let (u, over) = match (g, w) {
+            (None, None) => (0, 0.0),
             (Some(g), Some(w)) => {
-                diff2 += ((*g as f64) - (*w as f64)).powi(2);
-                ref2 += (*w as f64).powi(2);
-                ulps(*g, *w)
+                let err = ((*g as f64) - (*w as f64)).abs();
+                if err.is_finite() {
+                    diff2 += err * err;
+                    ref2 += (*w as f64).powi(2);
+                }
+                let over = if same_value(*g, *w) {
+                    0.0
+                } else if !w.is_finite()
+                    || !g.is_finite()
+                    || matches!(op, Op::Max | Op::Min | Op::Count)
+                {
+                    f64::INFINITY
+                } else {
+                    let abs_sum = want.abs_sums.get(i).copied().unwrap_or(0.0);
+                    let count = exact.counts.get(i).copied().unwrap_or(1);
+                    let tol = tolerance(op, *w, abs_sum, count);
+                    if tol > 0.0 { err / tol } else { f64::INFINITY }
+                };
+                (ulps(*g, *w), over)
             }
-            _ => u64::MAX,
+            _ => (u64::MAX, f64::INFINITY),
         };
         c.max_ulps = c.max_ulps.max(u);
-        if u > tol_ulps && c.first_bad.is_none() {
+        c.max_err_over_tol = c.max_err_over_tol.max(over);
+        if over > 1.0 && c.first_bad.is_none() {
             c.first_bad = Some(format!(
-                "partition {i}: got {g:?}, expected {w:?} ({} ulps)",
+                "partition {i}: got {g:?}, expected {w:?} ({} ulps, {:.1}x the tolerance)",
                 if u == u64::MAX {
                     "inf".to_string()
                 } else {
                     u.to_string()
-                }
+                },
+                over
             ));
         }
     }
@@ -113,14 +194,14 @@ pub fn same_bits(a: &Reduction, b: &Reduction) -> bool {
 
 /// ‖got − want‖₂ / ‖want‖₂ for the CPU baselines (f64 results).
 pub fn rel_err_f64(got: &[f64], want: &Reduction) -> f64 {
+    if got.len() != want.values.len() {
+        return f64::INFINITY;
+    }
     let (mut d2, mut r2) = (0f64, 0f64);
     for (g, w) in got.iter().zip(&want.values) {
         let w = w.map_or(f64::NAN, |w| w as f64);
         d2 += (g - w).powi(2);
         r2 += w * w;
-    }
-    if got.len() != want.values.len() {
-        return f64::INFINITY;
     }
     if r2 > 0.0 {
         (d2 / r2).sqrt()
@@ -141,26 +222,70 @@ mod tests {
         assert_eq!(ulps(f32::from_bits(1), -f32::from_bits(1)), 2);
         assert_eq!(ulps(f32::NAN, f32::NAN), 0);
         assert_eq!(ulps(f32::NAN, 1.0), u64::MAX);
+        assert_eq!(ulp(1.0), f32::EPSILON as f64);
+    }
+
+    fn reference_of(op: Op, values: Vec<Option<f32>>, abs_sums: Vec<f64>) -> Reference {
+        let counts = vec![4; values.len()];
+        Reference {
+            exact: Reduction { op, values, counts },
+            abs_sums,
+        }
     }
 
     #[test]
-    fn compare_flags_the_first_bad_partition() {
-        let want = Reduction {
-            op: Op::Sum,
-            values: vec![Some(1.0), Some(2.0), None],
-            counts: vec![1, 1, 0],
-        };
-        let mut got = want.clone();
-        assert!(compare(&got, &want, 0).pass());
-        assert!(same_bits(&got, &want));
-        got.values[1] = Some(f32::from_bits(2.0f32.to_bits() + 5));
-        let c = compare(&got, &want, 4);
+    fn sums_get_the_compensated_tolerance() {
+        let want = reference_of(
+            Op::Sum,
+            vec![Some(1.0), Some(2.0), None],
+            vec![1.0, 2.0, 0.0],
+        );
+        let mut got = want.exact.clone();
+        assert!(compare(&got, &want).pass());
+        assert!(same_bits(&got, &want.exact));
+        // 2 ulps pass, 3 fail (the u^2 term is negligible here).
+        got.values[1] = Some(f32::from_bits(2.0f32.to_bits() + 2));
+        assert!(compare(&got, &want).pass());
+        got.values[1] = Some(f32::from_bits(2.0f32.to_bits() + 3));
+        let c = compare(&got, &want);
         assert!(!c.pass());
-        assert_eq!(c.max_ulps, 5);
+        assert_eq!(c.max_ulps, 3);
         assert!(c.first_bad.unwrap().starts_with("partition 1"));
-        assert!(compare(&got, &want, 5).pass());
+        // A huge sum|x| (cancellation) widens the tolerance.
+        let loose = reference_of(
+            Op::Sum,
+            vec![Some(1.0), Some(2.0), None],
+            vec![1.0, 1e12, 0.0],
+        );
+        assert!(compare(&got, &loose).pass());
         got.values[2] = Some(0.0);
-        assert!(!compare(&got, &want, 100).pass());
-        assert!(!same_bits(&got, &want));
+        assert!(!compare(&got, &want).pass());
+        assert!(!same_bits(&got, &want.exact));
+    }
+
+    #[test]
+    fn max_is_exact_and_nan_matches_nan() {
+        let want = reference_of(Op::Max, vec![Some(1.0), Some(f32::NAN)], vec![]);
+        let mut got = want.exact.clone();
+        assert!(compare(&got, &want).pass());
+        got.values[0] = Some(f32::from_bits(1.0f32.to_bits() + 1));
+        assert!(!compare(&got, &want).pass());
+        got.values[0] = Some(1.0);
+        got.values[1] = Some(1.0);
+        assert!(!compare(&got, &want).pass());
+    }
+
+    #[test]
+    fn reference_carries_abs_sums() {
+        let data = [1.0, -2.0, 3.0, -4.0, 5.0];
+        let r = reference(&data, Op::Sum, &Partitions::EqualSize(2)).unwrap();
+        assert_eq!(r.abs_sums, vec![3.0, 7.0, 5.0]);
+        assert_eq!(r.exact.values, vec![Some(-1.0), Some(-1.0), Some(5.0)]);
+        assert!(
+            reference(&data, Op::Max, &Partitions::Whole)
+                .unwrap()
+                .abs_sums
+                .is_empty()
+        );
     }
 }

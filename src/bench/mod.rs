@@ -36,9 +36,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
-use crate::{AdapterSummary, Engine, Error, NanPolicy, Op, Partitions, Reduction, Result};
+use crate::{AdapterSummary, Engine, Error, Op, Partitions, Reduction, Result};
 
-use check::{Comparison, compare, same_bits, tolerance_ulps};
+use check::{Comparison, Reference, compare, same_bits};
 use cpu::CpuImpl;
 use gpu::{Bandwidth, GpuTimer, RoundTrip, TimerKind};
 use stats::{Budget, Summary, gbps, summarize};
@@ -277,8 +277,11 @@ pub struct CheckReport {
     pub pass: bool,
     pub inputs_checked: usize,
     pub partitions_checked: u64,
-    pub tolerance_ulps: u64,
+    /// The acceptance rule ([`check::RULE`]).
+    pub rule: &'static str,
     pub max_ulps: u64,
+    /// Worst |gpu − reference| / tolerance (≤ 1 passes).
+    pub max_err_over_tol: f64,
     /// ‖gpu − reference‖₂ / ‖reference‖₂, worst over the inputs.
     pub max_rel_err: f64,
     /// Every timed run returned exactly the checked result.
@@ -451,7 +454,7 @@ fn references(
     op: Op,
     part: Option<u64>,
     threads: usize,
-) -> Result<Vec<Reduction>> {
+) -> Result<Vec<Reference>> {
     // Jobs: (input, element range); ranges of one input are consecutive.
     let mut jobs: Vec<(usize, usize, usize)> = Vec::new();
     for (i, data) in inputs.iter().enumerate() {
@@ -459,8 +462,7 @@ fn references(
         match part {
             Some(p) if n > 0 => {
                 let p = p as usize;
-                let parts = n.div_ceil(p);
-                let per_job = parts.div_ceil(threads.max(1)).max(1) * p;
+                let per_job = n.div_ceil(p).div_ceil(threads.max(1)).max(1) * p;
                 let mut start = 0;
                 while start < n {
                     let end = (start + per_job).min(n);
@@ -472,7 +474,7 @@ fn references(
         }
     }
     let next = AtomicUsize::new(0);
-    let mut done: Vec<(usize, Result<Reduction>)> = std::thread::scope(|s| {
+    let mut done: Vec<(usize, Result<Reference>)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads.clamp(1, jobs.len().max(1)))
             .map(|_| {
                 s.spawn(|| {
@@ -482,15 +484,9 @@ fn references(
                         let Some(&(i, a, b)) = jobs.get(j) else {
                             break;
                         };
-                        let parts = partitions_of(part);
                         out.push((
                             j,
-                            crate::cpu::reference(
-                                &inputs[i][a..b],
-                                op,
-                                &parts,
-                                NanPolicy::Propagate,
-                            ),
+                            check::reference(&inputs[i][a..b], op, &partitions_of(part)),
                         ));
                     }
                     out
@@ -503,34 +499,39 @@ fn references(
             .collect()
     });
     done.sort_by_key(|d| d.0);
-    let mut out: Vec<Reduction> = (0..inputs.len())
-        .map(|_| Reduction {
-            op,
-            values: Vec::new(),
-            counts: Vec::new(),
+    let mut out: Vec<Reference> = (0..inputs.len())
+        .map(|_| Reference {
+            exact: Reduction {
+                op,
+                values: Vec::new(),
+                counts: Vec::new(),
+            },
+            abs_sums: Vec::new(),
         })
         .collect();
     for (j, r) in done {
         let r = r?;
         let target = &mut out[jobs[j].0];
-        target.values.extend(r.values);
-        target.counts.extend(r.counts);
+        target.exact.values.extend(r.exact.values);
+        target.exact.counts.extend(r.exact.counts);
+        target.abs_sums.extend(r.abs_sums);
     }
     Ok(out)
 }
 
 /// Folds the comparisons of one row into its check report.
-fn fold_checks(op: Op, comparisons: &[Comparison]) -> CheckReport {
+fn fold_checks(comparisons: &[Comparison]) -> CheckReport {
     let mut c = CheckReport {
         pass: true,
         inputs_checked: comparisons.len(),
-        tolerance_ulps: tolerance_ulps(op),
+        rule: check::RULE,
         timed_runs_match: true,
         ..Default::default()
     };
     for (i, cmp) in comparisons.iter().enumerate() {
         c.partitions_checked += cmp.partitions;
         c.max_ulps = c.max_ulps.max(cmp.max_ulps);
+        c.max_err_over_tol = c.max_err_over_tol.max(cmp.max_err_over_tol);
         c.max_rel_err = c.max_rel_err.max(cmp.rel_err);
         if let (None, Some(bad)) = (&c.detail, &cmp.first_bad) {
             c.pass = false;
@@ -648,7 +649,6 @@ pub fn run(
                 step(&label);
                 let partitions = partitions_of(part);
                 let refs = references(&inputs, op, part, threads)?;
-                let tol = tolerance_ulps(op);
                 let case = Case {
                     engine,
                     timer,
@@ -657,7 +657,6 @@ pub fn run(
                     part,
                     partitions: &partitions,
                     refs: &refs,
-                    tol,
                     copy_gbps: copy.gbps,
                     upload_gbps: upload.gbps,
                 };
@@ -731,8 +730,7 @@ struct Case<'a> {
     bytes: u64,
     part: Option<u64>,
     partitions: &'a Partitions,
-    refs: &'a [Reduction],
-    tol: u64,
+    refs: &'a [Reference],
     copy_gbps: f64,
     upload_gbps: f64,
 }
@@ -758,7 +756,7 @@ impl Case<'_> {
             size: size::label(self.bytes),
             elements: self.elements(),
             partition_size: self.part,
-            partitions: self.refs.first().map_or(0, |r| r.values.len() as u64),
+            partitions: self.refs.first().map_or(0, |r| r.exact.values.len() as u64),
             inputs: self.refs.len(),
             timer,
             time,
@@ -787,14 +785,14 @@ impl Case<'_> {
             let k = i % n;
             if checked[k].is_none() {
                 let (r, _) = run(k)?;
-                comparisons.push(compare(&r, &self.refs[k], self.tol));
+                comparisons.push(compare(&r, &self.refs[k]));
                 checked[k] = Some(r);
             }
             let (r, t) = run(k)?;
             mismatch |= checked[k].as_ref().is_none_or(|c| !same_bits(&r, c));
             Ok::<_, Error>(t)
         })?;
-        let mut check = fold_checks(self.op, &comparisons);
+        let mut check = fold_checks(&comparisons);
         if mismatch {
             check.pass = false;
             check.timed_runs_match = false;
@@ -906,7 +904,7 @@ impl Case<'_> {
             time,
             gbps: g,
             ratio_to_copy: ratio(g, self.copy_gbps),
-            rel_err: check::rel_err_f64(&first, &self.refs[0]),
+            rel_err: check::rel_err_f64(&first, &self.refs[0].exact),
         }
     }
 }
@@ -935,10 +933,12 @@ mod tests {
             for op in [Op::Sum, Op::Max] {
                 let split = references(&inputs, op, part, 3).unwrap();
                 for (d, r) in inputs.iter().zip(&split) {
-                    let whole =
-                        crate::cpu::reference(d, op, &partitions_of(part), NanPolicy::Propagate)
-                            .unwrap();
-                    assert_eq!(&whole, r);
+                    let whole = check::reference(d, op, &partitions_of(part)).unwrap();
+                    assert_eq!(whole.exact, r.exact);
+                    assert_eq!(whole.abs_sums.len(), r.abs_sums.len());
+                    for (x, y) in whole.abs_sums.iter().zip(&r.abs_sums) {
+                        assert!((x - y).abs() <= 1e-9 * x.abs());
+                    }
                 }
             }
         }
