@@ -14,10 +14,12 @@ use crate::cpu::baseline;
 #[serde(rename_all = "snake_case")]
 pub enum CpuImpl {
     /// `gpulanes::cpu::baseline`, one thread.
+    #[serde(rename = "loop_1t")]
     Loop1t,
     /// The same loop, one contiguous chunk per thread.
     LoopThreads,
     /// `ndarray` `sum` / `mean` / `fold` (and `*_axis` for partitions), one thread.
+    #[serde(rename = "ndarray_1t")]
     Ndarray1t,
 }
 

@@ -1,0 +1,203 @@
+//! `gpulanes bench` run as a real process with tiny sizes: the JSON report
+//! holds every figure the benchmark promises (adapter, floors, device and
+//! host rows for every op, size and partitioning, CPU baselines, checks),
+//! the table goes to stdout, and bad arguments exit with code 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gpulanes");
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-cli-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run gpulanes")
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    let mut cur = v;
+    for key in path.split('.') {
+        cur = &cur[key];
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {cur}"))
+}
+
+fn positive(v: &Value, path: &str) {
+    let x = num(v, path);
+    assert!(x > 0.0 && x.is_finite(), "{path} = {x}");
+}
+
+#[test]
+fn quick_bench_json_has_every_field() {
+    let dir = scratch("quick");
+    let json = dir.join("out.json");
+    let out = run(&[
+        "bench",
+        "--quick",
+        "--sizes",
+        "4K,64K",
+        "--partitions",
+        "64",
+        "--seed",
+        "7",
+        "--no-progress",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+
+    // Exit code and checks agree.
+    let all_pass = r["all_checks_pass"].as_bool().expect("all_checks_pass");
+    let failures = r["failures"].as_array().expect("failures");
+    assert_eq!(all_pass, failures.is_empty());
+    assert_eq!(
+        out.status.code(),
+        Some(if all_pass { 0 } else { 1 }),
+        "{stderr}"
+    );
+
+    // Identity: what ran, where, when; software adapters are flagged.
+    assert_eq!(r["schema"], "gpulanes-bench/1");
+    for key in ["gpulanes_version", "date_utc", "note"] {
+        assert!(r[key].as_str().is_some_and(|s| !s.is_empty()), "{key}");
+    }
+    assert!(r["command"].as_array().is_some_and(|c| !c.is_empty()));
+    let software = r["software"].as_bool().expect("software");
+    assert_eq!(r["adapter"]["software"].as_bool(), Some(software));
+    for key in ["name", "backend", "device_type", "driver"] {
+        assert!(r["adapter"][key].is_string(), "adapter.{key}");
+    }
+    assert!(r["adapter"]["timestamps"].is_boolean());
+    assert_eq!(stdout.contains("SOFTWARE ADAPTER"), software, "{stdout}");
+    positive(&r, "host.threads");
+    assert!(["timestamps", "wall"].contains(&r["timer"].as_str().unwrap()));
+    assert_eq!(r["config"]["sizes"], serde_json::json!([4096, 65536]));
+    assert_eq!(
+        r["config"]["ops"],
+        serde_json::json!(["sum", "mean", "max"])
+    );
+    assert_eq!(r["config"]["seed"], 7);
+
+    // Floors.
+    for floor in ["copy", "upload"] {
+        positive(&r, &format!("floors.{floor}.gbps"));
+        positive(&r, &format!("floors.{floor}.bytes"));
+        positive(&r, &format!("floors.{floor}.time.median_ns"));
+    }
+    assert_eq!(
+        num(&r, "floors.copy.bytes_moved"),
+        2.0 * num(&r, "floors.copy.bytes"),
+        "a copy counts bytes read + written"
+    );
+    for rt in ["empty_submit", "readback_4_bytes"] {
+        positive(&r, &format!("floors.round_trip.{rt}.median_ns"));
+        positive(&r, &format!("floors.round_trip.{rt}.p99_ns"));
+    }
+
+    // One device and one host row per op, size and partitioning.
+    let rows = r["results"].as_array().expect("results");
+    for op in ["sum", "mean", "max"] {
+        for bytes in [4096u64, 65536] {
+            for part in [Value::Null, Value::from(64)] {
+                for source in ["device", "host"] {
+                    let row = rows
+                        .iter()
+                        .find(|x| {
+                            x["op"] == op
+                                && x["bytes"] == bytes
+                                && x["partition_size"] == part
+                                && x["source"] == source
+                        })
+                        .unwrap_or_else(|| panic!("no row {op} {bytes} {part} {source}"));
+                    let what = format!("{op} {bytes} {part} {source}");
+                    assert!(row["error"].is_null(), "{what}: {}", row["error"]);
+                    for f in [
+                        "gbps",
+                        "ratio_to_copy",
+                        "ratio_to_upload",
+                        "time.median_ns",
+                        "wall.median_ns",
+                    ] {
+                        positive(row, f);
+                    }
+                    assert!(num(row, "time.runs") >= 3.0, "{what}: runs");
+                    assert!(num(row, "inputs") >= 2.0, "{what}: rotated inputs");
+                    let expected_parts = if part.is_null() { 1 } else { bytes / 4 / 64 };
+                    assert_eq!(row["partitions"], expected_parts, "{what}");
+                    let c = &row["check"];
+                    assert!(
+                        c["pass"].is_boolean() && c["timed_runs_match"].is_boolean(),
+                        "{what}"
+                    );
+                    assert!(num(c, "inputs_checked") >= 1.0, "{what}");
+                    assert!(c["rule"].is_string() && c["max_ulps"].is_u64(), "{what}");
+                    assert!(c["max_err_over_tol"].is_number(), "{what}");
+                    if source == "host" {
+                        assert_eq!(row["timer"], "wall", "{what}: host rows include the upload");
+                    }
+                    if all_pass {
+                        assert_eq!(c["pass"], true, "{what}");
+                    }
+                }
+                // CPU baselines on the same data.
+                for implementation in ["loop_1t", "loop_threads", "ndarray_1t"] {
+                    let row = r["cpu"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|x| {
+                            x["op"] == op
+                                && x["bytes"] == bytes
+                                && x["partition_size"] == part
+                                && x["implementation"] == implementation
+                        })
+                        .unwrap_or_else(|| {
+                            panic!("no cpu row {op} {bytes} {part} {implementation}")
+                        });
+                    positive(row, "gbps");
+                    positive(row, "time.median_ns");
+                    positive(row, "threads");
+                    assert!(
+                        num(row, "rel_err") < 1e-3,
+                        "{op} {bytes} {part} {implementation}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(stdout.contains("dev GB/s"), "table on stdout:\n{stdout}");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_line() {
+    for args in [
+        &["bench", "--sizes", "3"][..],
+        &["bench", "--sizes", "4X"],
+        &["bench", "--ops", "median"],
+        &["bench", "--partitions", "0"],
+    ] {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("gpulanes:"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
