@@ -32,6 +32,7 @@ mod partial;
 mod partition;
 mod plan;
 mod pool;
+pub mod stream;
 
 pub use adapter::AdapterSummary;
 pub use device_array::DeviceArray;
@@ -40,3 +41,6 @@ pub use error::{Error, Result};
 pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request};
 pub use op::{NanPolicy, Op, Reduction};
 pub use partition::Partitions;
+pub use stream::{
+    FileFormat, InputFile, StreamOptions, StreamReducer, StreamStats, StreamThroughput,
+};

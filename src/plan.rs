@@ -41,7 +41,14 @@ pub struct Level {
 }
 
 impl Level {
-    fn new(pass: Pass, unit_size: u64, starts: Vec<u64>, lens: Vec<u64>) -> Result<Self> {
+    /// One level over partitions whose items start at `starts` (relative to
+    /// the level's input buffer) and hold `lens` items each.
+    pub(crate) fn new(
+        pass: Pass,
+        unit_size: u64,
+        starts: Vec<u64>,
+        lens: Vec<u64>,
+    ) -> Result<Self> {
         let mut table = Vec::with_capacity(starts.len() + 1);
         let mut units = 0u64;
         for (&start, &len) in starts.iter().zip(&lens) {
@@ -155,6 +162,23 @@ impl Plan {
     pub fn final_units(&self) -> u64 {
         self.levels.last().map_or(0, |l| l.units)
     }
+}
+
+/// Levels that [`Plan::new`] builds for a single partition of `len` items
+/// (0 for an empty one). A plan over several partitions has as many levels
+/// as its deepest partition; shallower partitions pass through the extra
+/// levels as units of one partial.
+pub(crate) fn depth_of(len: u64) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let mut units = len.div_ceil(BLOCK);
+    let mut levels = 1;
+    while units > 1 {
+        units = units.div_ceil(GROUP);
+        levels += 1;
+    }
+    levels
 }
 
 /// A contiguous run of items held by one buffer.
@@ -302,6 +326,22 @@ mod tests {
         let empty = Plan::new(&[0, 0, 0]).unwrap();
         assert!(empty.levels.is_empty());
         assert_eq!(empty.final_unit, vec![None, None]);
+    }
+
+    #[test]
+    fn depth_of_matches_the_plan() {
+        for len in [
+            0,
+            1,
+            BLOCK,
+            BLOCK + 1,
+            BLOCK * GROUP,
+            BLOCK * GROUP + 1,
+            BLOCK * GROUP * GROUP + 1,
+        ] {
+            let plan = Plan::new(&[0, len]).unwrap();
+            assert_eq!(depth_of(len), plan.levels.len(), "len {len}");
+        }
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! `.npy` file. Bad input exits with code 2 and one line on stderr; other
 //! failures (no GPU, device errors) exit with code 1.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -53,29 +52,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Reduce a float32 .npy file (1-D, or 2-D with --axis).
-    Reduce {
-        /// sum, mean, max, min or count.
-        #[arg(long)]
-        op: String,
-        /// propagate (any NaN gives NaN) or ignore (skip NaN).
-        #[arg(long, default_value = "propagate")]
-        nan: String,
-        /// Equal partitions of N elements (the last may be short).
-        #[arg(long, value_name = "N")]
-        partition_size: Option<u64>,
-        /// Arrow-style offsets (int32 or int64 .npy): k+1 values, 0 .. length.
-        #[arg(long, value_name = "FILE.npy")]
-        offsets: Option<PathBuf>,
-        /// For 2-D input: 0 reduces each column, 1 reduces each row.
-        #[arg(long)]
-        axis: Option<usize>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-        /// Input file.
-        input: PathBuf,
-    },
+    /// Reduce a float32 .npy (1-D, or 2-D with --axis) or raw (--raw) file of any size.
+    Reduce(reduce::ReduceArgs),
     /// Benchmark sum/mean/max against the copy, upload and round-trip floors and CPU baselines.
     Bench(bench::BenchArgs),
 }
@@ -140,15 +118,7 @@ fn main() -> ExitCode {
             quantum_us,
             json,
         }),
-        Command::Reduce {
-            op,
-            nan,
-            partition_size,
-            offsets,
-            axis,
-            json,
-            input,
-        } => reduce::run(&op, &nan, partition_size, offsets, axis, json, input),
+        Command::Reduce(args) => reduce::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,23 +1,88 @@
-//! `gpulanes reduce`: reduce a float32 `.npy` file, whole, in equal
-//! partitions, by offsets, or along an axis of a 2-D array.
+//! `gpulanes reduce`: reduce a float32 `.npy` file (or a raw little-endian
+//! float32 file with `--raw`), whole, in equal partitions, by offsets, or
+//! along an axis of a 2-D array. Inputs whose data does not fit the memory
+//! budget twice (a host copy and a device copy) are streamed in chunks
+//! within the budget, with a progress bar on stderr; the results are the
+//! same bits either way.
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
 
-use gpulanes::{Engine, NanPolicy, Op, Partitions, Reduction, npy};
+use clap::Args;
+use gpulanes::stream::DEFAULT_BUDGET_BYTES;
+use gpulanes::{
+    Engine, FileFormat, InputFile, NanPolicy, Op, Partitions, Reduction, StreamOptions, npy,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use ndarray::{Axis, Ix1, Ix2};
 use serde::Serialize;
 
 use crate::Failure;
 
-pub fn run(
-    op: &str,
-    nan: &str,
-    partition_size: Option<u64>,
-    offsets: Option<PathBuf>,
-    axis: Option<usize>,
-    json: bool,
-    input: PathBuf,
-) -> Result<(), Failure> {
+/// `gpulanes reduce` options.
+#[derive(Args, Debug)]
+pub struct ReduceArgs {
+    /// sum, mean, max, min or count.
+    #[arg(long)]
+    pub op: String,
+    /// propagate (any NaN gives NaN) or ignore (skip NaN).
+    #[arg(long, default_value = "propagate")]
+    pub nan: String,
+    /// Equal partitions of N elements (the last may be short).
+    #[arg(long, value_name = "N")]
+    pub partition_size: Option<u64>,
+    /// Arrow-style offsets (int32 or int64 .npy): k+1 values, 0 .. length.
+    #[arg(long, value_name = "FILE.npy")]
+    pub offsets: Option<PathBuf>,
+    /// For 2-D input: 0 reduces each column, 1 reduces each row.
+    #[arg(long)]
+    pub axis: Option<usize>,
+    /// The input is raw little-endian float32 values (1-D), not a .npy.
+    #[arg(long)]
+    pub raw: bool,
+    /// Memory budget in bytes (suffixes K, M, G = KiB, MiB, GiB). Inputs whose
+    /// data is over half of it are streamed in chunks within it.
+    #[arg(long, alias = "memory-budget", value_name = "BYTES", value_parser = parse_bytes)]
+    pub budget: Option<u64>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Input file (a pipe works too: it is streamed).
+    pub input: PathBuf,
+}
+
+/// `123`, `64K`, `512M`, `2G`, `1GiB`, ... (binary multiples).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{s:?} is not a byte count (e.g. 1048576, 64M, 2G)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a byte count (e.g. 1048576, 64M, 2G)"))
+}
+
+pub fn run(args: ReduceArgs) -> Result<(), Failure> {
+    let ReduceArgs {
+        op,
+        nan,
+        partition_size,
+        offsets,
+        axis,
+        raw,
+        budget,
+        json,
+        input,
+    } = args;
     let op: Op = op.parse()?;
     let nan: NanPolicy = nan.parse()?;
     if partition_size.is_some() && offsets.is_some() {
@@ -33,49 +98,85 @@ pub fn run(
     if let Some(a) = axis.filter(|&a| a > 1) {
         return Err(Failure::Input(format!("--axis must be 0 or 1, got {a}")));
     }
+    if raw && axis.is_some() {
+        return Err(Failure::Input(
+            "--axis needs a 2-D .npy; a --raw file is 1-D".into(),
+        ));
+    }
+    let budget = budget.unwrap_or(DEFAULT_BUDGET_BYTES);
     let partitions = match (partition_size, &offsets) {
         (Some(0), _) => return Err(Failure::Input("--partition-size must be at least 1".into())),
         (Some(n), _) => Partitions::EqualSize(n),
         (None, Some(path)) => Partitions::from_signed_offsets(&npy::read_offsets(path)?)?,
         (None, None) => Partitions::Whole,
     };
-    let data = npy::read_f32(&input)?;
-    let shape = data.shape().to_vec();
+    // Header (or size) only: the data is read later, in memory or streamed.
+    let format = if raw {
+        FileFormat::RawF32
+    } else {
+        FileFormat::Npy
+    };
+    let file = InputFile::open(&input, format)?;
     let bad_shape = |msg: String| Failure::Input(format!("{}: {msg}", input.display()));
     // Check the shape, and the partitions against the length, before opening
     // a device: bad input then exits 2 whether or not a GPU is present, and
     // no driver chatter on stderr gets mixed into the one-line message.
-    match (shape.len(), axis) {
-        (1, None) => {
-            partitions.offsets(shape[0] as u64)?;
+    let shape = file.shape.clone();
+    let partitions = match (shape.as_deref(), axis) {
+        (None, _) => partitions, // a raw pipe: checked as it streams
+        (Some(&[len]), None) => {
+            partitions.offsets(len)?;
+            partitions
         }
-        (1, Some(_)) => {
+        (Some(&[_]), Some(_)) => {
             return Err(bad_shape(
                 "--axis needs a 2-D array, this one is 1-D".into(),
             ));
         }
-        (2, Some(_)) => {}
-        (2, None) => {
+        // Per-row results: rows are contiguous, so they stream as partitions
+        // (the same offsets `reduce_axis` uses, so the same bits).
+        (Some(&[rows, cols]), Some(1)) => {
+            Partitions::Offsets((0..=rows).map(|r| r * cols).collect())
+        }
+        (Some(&[_, _]), Some(_)) => partitions,
+        (Some(shape @ &[_, _]), None) => {
             return Err(bad_shape(format!(
                 "2-D array of shape {shape:?} needs --axis 0 or 1"
             )));
         }
-        (n, _) => {
+        (Some(shape), _) => {
             return Err(bad_shape(format!(
-                "expected a 1-D or 2-D array, found {n}-D with shape {shape:?}"
+                "expected a 1-D or 2-D array, found {}-D with shape {shape:?}",
+                shape.len()
             )));
         }
-    }
+    };
+    // Columns (axis 0) need the whole array; everything else streams when
+    // the data (held twice in memory: host and device) exceeds the budget.
+    let stream = axis != Some(0)
+        && file
+            .data_bytes()
+            .is_none_or(|bytes| bytes.saturating_mul(2) > budget);
     let engine = Engine::new()?;
-    let result = match axis {
-        None => {
-            let data = data.into_dimensionality::<Ix1>().expect("checked 1-D");
-            let slice = data.as_slice().expect("standard layout");
-            engine.reduce_partitions(slice, op, &partitions, nan)?
-        }
-        Some(a) => {
-            let data = data.into_dimensionality::<Ix2>().expect("checked 2-D");
-            engine.reduce_axis(data.view(), Axis(a), op, nan)?
+    let result = if stream {
+        let options = StreamOptions::with_budget(budget);
+        stream_file(&engine, file, op, &partitions, nan, options)?
+    } else if raw {
+        let data = read_raw(file)?;
+        engine.reduce_partitions(&data, op, &partitions, nan)?
+    } else {
+        drop(file);
+        let data = npy::read_f32(&input)?;
+        match axis {
+            None => {
+                let data = data.into_dimensionality::<Ix1>().expect("checked 1-D");
+                let slice = data.as_slice().expect("standard layout");
+                engine.reduce_partitions(slice, op, &partitions, nan)?
+            }
+            Some(a) => {
+                let data = data.into_dimensionality::<Ix2>().expect("checked 2-D");
+                engine.reduce_axis(data.view(), Axis(a), op, nan)?
+            }
         }
     };
     if json {
@@ -84,6 +185,59 @@ pub fn run(
         print_table(&result);
     }
     Ok(())
+}
+
+/// Streams `file` with a progress bar (bytes, GB/s) on stderr when stderr
+/// is a terminal.
+fn stream_file(
+    engine: &Engine,
+    file: InputFile,
+    op: Op,
+    partitions: &Partitions,
+    nan: NanPolicy,
+    mut options: StreamOptions,
+) -> Result<Reduction, Failure> {
+    let bar = match file.data_bytes() {
+        Some(bytes) => ProgressBar::new(bytes),
+        None => ProgressBar::no_length(),
+    };
+    if std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {gbps}",
+        )
+        .expect("valid template")
+        .with_key("gbps", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let secs = s.elapsed().as_secs_f64().max(1e-9);
+            let _ = write!(w, "{:.2} GB/s", s.pos() as f64 / secs / 1e9);
+        });
+        bar.set_style(style);
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let progress = bar.clone();
+    options.progress = Some(std::sync::Arc::new(move |bytes| {
+        progress.set_position(bytes)
+    }));
+    let result = engine.reduce_input_file(file, op, partitions, nan, &options);
+    bar.finish_and_clear();
+    Ok(result?.0)
+}
+
+/// Reads a (small) raw float32 file whole.
+fn read_raw(mut file: InputFile) -> Result<Vec<f32>, Failure> {
+    let n = file.len().unwrap_or(0) as usize;
+    let mut data = vec![0f32; n];
+    let path: &Path = &file.path;
+    let failed = |e: std::io::Error| Failure::Input(format!("{}: read error: {e}", path.display()));
+    file.file
+        .read_exact(bytemuck::cast_slice_mut(&mut data))
+        .map_err(failed)?;
+    #[cfg(target_endian = "big")]
+    for x in &mut data {
+        *x = f32::from_bits(u32::from_le(x.to_bits()));
+    }
+    Ok(data)
 }
 
 /// A JSON result entry: a number, a string for NaN/inf, or null.
