@@ -435,12 +435,11 @@ mod tests {
 
     #[test]
     fn parses_what_numpy_writes() {
-        let h = parse(&header(
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }",
-        ))
-        .unwrap();
+        let bytes = header("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }");
+        let h = parse(&bytes).unwrap();
         assert_eq!(h.shape, vec![3, 4]);
-        assert_eq!(h.data_offset, 64);
+        assert_eq!(h.data_offset, bytes.len() as u64);
+        assert_eq!(h.data_offset % 64, 0);
         assert_eq!(h.len(), 12);
         let h = parse(&header(
             "{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }",
