@@ -102,13 +102,15 @@ struct Lane {
 var<workgroup> scratch: array<Partial, WG>;
 
 // Shader compilers treat float arithmetic as reassociable unless told
-// otherwise (SPIR-V NoContraction, which WGSL cannot express), and would fold
-// the error terms of two-sum to zero ((a + x) - a -> x) or regroup their sums.
-// Multiplying by a 1.0 that only exists at run time is exact and hides the
-// algebra from them; every intermediate of two-sum goes through it (found
-// necessary on lavapipe: with fewer, straight-line code lost compensation).
+// otherwise (SPIR-V NoContraction, which WGSL cannot express), and fold the
+// error terms of two-sum to zero ((a + x) - a -> x) or regroup them. A float
+// algebra cannot see through an integer XOR with a zero that exists only at
+// run time (derived from params.one = 1.0), so every intermediate of two-sum
+// passes through this barrier. (Multiplying by a run-time 1.0 was not enough:
+// lavapipe's LLVM still regrouped straight-line two-sums.)
 fn opaque(x: f32) -> f32 {
-    return x * params.one;
+    let zero = bitcast<u32>(params.one) ^ 0x3f800000u;
+    return bitcast<f32>(bitcast<u32>(x) ^ zero);
 }
 
 // Two-sum (Knuth): returns (s, e) with s + e == a + b exactly.
@@ -167,72 +169,70 @@ fn acc_new() -> Acc {
     return Acc(bitcast<f32>(0x80000000u), 0.0, 0.0, 0.0, select(0xffffffffu, 0u, OP == OP_MAX), 0u, 0u, 0u);
 }
 
-// Adds a finite x to the double-single sum (Neumaier-style: errors collect
-// in c); inputs of magnitude >= 2^100 go, scaled, to the big sum.
-fn acc_two_sum(a: ptr<function, Acc>, x: f32) {
-    let se = two_sum((*a).s, x);
-    (*a).s = se.x;
-    (*a).c = (*a).c + se.y;
+// Adds a finite x below 2^100 to the double-single sum (Neumaier-style:
+// error terms collect in c).
+fn acc_two_sum(a: Acc, x: f32) -> Acc {
+    var r = a;
+    let se = two_sum(a.s, x);
+    r.s = se.x;
+    r.c = a.c + se.y;
+    return r;
 }
 
-fn acc_sum_any(a: ptr<function, Acc>, x: f32) {
+// Adds any finite x: inputs of magnitude >= 2^100 go, scaled, to the big sum.
+fn acc_sum_any(a: Acc, x: f32) -> Acc {
     if (bitcast<u32>(x) & 0x7f800000u) >= BIG_EXP_BITS {
-        let se = two_sum((*a).bs, x * BIG_SCALE);
-        (*a).bs = se.x;
-        (*a).bc = (*a).bc + se.y;
-    } else {
-        acc_two_sum(a, x);
+        var r = a;
+        let se = two_sum(a.bs, x * BIG_SCALE);
+        r.bs = se.x;
+        r.bc = a.bc + se.y;
+        return r;
     }
+    return acc_two_sum(a, x);
 }
 
-fn acc_key(a: ptr<function, Acc>, k: u32) {
-    (*a).key = select(min((*a).key, k), max((*a).key, k), OP == OP_MAX);
+fn best_key(a: u32, b: u32) -> u32 {
+    return select(min(a, b), max(a, b), OP == OP_MAX);
 }
 
 // Folds one element (any value).
-fn acc_add(a: ptr<function, Acc>, x: f32) {
+fn acc_add(a: Acc, x: f32) -> Acc {
+    var r = a;
     let bits = bitcast<u32>(x);
     let mag = bits & 0x7fffffffu;
-    (*a).seen = (*a).seen + 1u;
+    r.seen = r.seen + 1u;
     if mag > 0x7f800000u {
-        (*a).nans = (*a).nans + 1u;
-        (*a).flags = (*a).flags | FLAG_NAN;
-        return;
+        r.nans = r.nans + 1u;
+        r.flags = r.flags | FLAG_NAN;
+        return r;
     }
     if OP == OP_SUM {
         if mag == 0x7f800000u {
-            (*a).flags = (*a).flags | select(FLAG_POS_INF, FLAG_NEG_INF, bits != mag);
-        } else {
-            acc_sum_any(a, x);
+            r.flags = r.flags | select(FLAG_POS_INF, FLAG_NEG_INF, bits != mag);
+            return r;
         }
-    } else {
-        acc_key(a, order_key(x));
+        return acc_sum_any(r, x);
     }
+    r.key = best_key(r.key, order_key(x));
+    return r;
 }
 
 // Folds four elements in order x, y, z, w; the common case (all finite and
 // below 2^100) skips the per-element tests.
-fn acc_add4(a: ptr<function, Acc>, v: vec4<f32>) {
+fn acc_add4(a: Acc, v: vec4<f32>) -> Acc {
     let bits = bitcast<vec4<u32>>(v);
     if any((bits & vec4<u32>(0x7f800000u)) >= vec4<u32>(BIG_EXP_BITS)) {
-        acc_add(a, v.x);
-        acc_add(a, v.y);
-        acc_add(a, v.z);
-        acc_add(a, v.w);
-        return;
+        return acc_add(acc_add(acc_add(acc_add(a, v.x), v.y), v.z), v.w);
     }
-    (*a).seen = (*a).seen + 4u;
+    var r = a;
+    r.seen = r.seen + 4u;
     if OP == OP_SUM {
-        acc_two_sum(a, v.x);
-        acc_two_sum(a, v.y);
-        acc_two_sum(a, v.z);
-        acc_two_sum(a, v.w);
-    } else {
-        let neg = (bits & vec4<u32>(0x80000000u)) != vec4<u32>(0u);
-        let k = select(bits | vec4<u32>(0x80000000u), ~bits, neg);
-        let best = select(min(min(k.x, k.y), min(k.z, k.w)), max(max(k.x, k.y), max(k.z, k.w)), OP == OP_MAX);
-        acc_key(a, best);
+        return acc_two_sum(acc_two_sum(acc_two_sum(acc_two_sum(r, v.x), v.y), v.z), v.w);
     }
+    let neg = (bits & vec4<u32>(0x80000000u)) != vec4<u32>(0u);
+    let k = select(bits | vec4<u32>(0x80000000u), ~bits, neg);
+    r.key = best_key(r.key, best_key(best_key(k.x, k.y), best_key(k.z, k.w)));
+    return r;
 }
 
 fn key_to_float(k: u32) -> f32 {
@@ -339,22 +339,32 @@ fn elements_pass(lane: Lane, unit_linear: u32) {
     let t = lane.t;
     var acc = acc_new();
     if range.len == BLOCK && (range.start & 3u) == 0u {
-        // Full, 16-byte aligned block: issue all loads first, then fold.
-        let base = range.start / 4u + t;
-        var v: array<vec4<f32>, VEC4_PER_THREAD>;
-        for (var k = 0u; k < VEC4_PER_THREAD; k++) {
-            v[k] = in_vec4[base + k * WG];
-        }
-        for (var k = 0u; k < VEC4_PER_THREAD; k++) {
-            acc_add4(&acc, v[k]);
-        }
+        // Full, 16-byte aligned block: all eight coalesced loads first (kept
+        // in registers: written out, not a local array), then the folds.
+        let b = range.start / 4u + t;
+        let v0 = in_vec4[b];
+        let v1 = in_vec4[b + WG];
+        let v2 = in_vec4[b + 2u * WG];
+        let v3 = in_vec4[b + 3u * WG];
+        let v4 = in_vec4[b + 4u * WG];
+        let v5 = in_vec4[b + 5u * WG];
+        let v6 = in_vec4[b + 6u * WG];
+        let v7 = in_vec4[b + 7u * WG];
+        acc = acc_add4(acc, v0);
+        acc = acc_add4(acc, v1);
+        acc = acc_add4(acc, v2);
+        acc = acc_add4(acc, v3);
+        acc = acc_add4(acc, v4);
+        acc = acc_add4(acc, v5);
+        acc = acc_add4(acc, v6);
+        acc = acc_add4(acc, v7);
     } else {
         // Short or unaligned block: same order, scalar loads, masked.
         for (var k = 0u; k < VEC4_PER_THREAD; k++) {
             let i = 4u * (t + k * WG);
             for (var j = 0u; j < 4u; j++) {
                 if i + j < range.len {
-                    acc_add(&acc, in_scalar[range.start + i + j]);
+                    acc = acc_add(acc, in_scalar[range.start + i + j]);
                 }
             }
         }
