@@ -417,7 +417,7 @@ fn text_output_and_info() {
 /// (padded to a 64-byte boundary) and `data` as raw bytes.
 fn raw_npy(path: &Path, dict: &str, data: &[u8]) {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
