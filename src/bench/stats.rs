@@ -11,7 +11,7 @@ pub struct Budget {
     pub warmup: usize,
     pub min_runs: usize,
     pub max_runs: usize,
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "secs", rename = "target_s")]
     pub target: Duration,
 }
 
