@@ -286,6 +286,9 @@ fn a_budget_much_smaller_than_the_file_is_respected_and_bitwise_equal() {
         (Op::Sum, Partitions::Whole),
         (Op::Max, Partitions::Whole),
         (Op::Mean, Partitions::EqualSize(3 * B + 1)),
+        // Small partitions beside a deep one pass single partials through
+        // levels 1 and 2, as the in-memory plan does.
+        (Op::Sum, Partitions::Offsets(vec![0, 5, n - 7, n])),
     ];
     for (op, p) in cases {
         let want = in_memory(&d, op, &p, NanPolicy::Propagate);
@@ -585,6 +588,39 @@ fn cli_streams_files_above_the_budget() {
         "57344",
         "--json",
         raw_s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let got: Vec<f32> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let want: Vec<f32> = want.values.iter().map(|v| v.unwrap()).collect();
+    assert_eq!(got, want);
+    // A 2-D .npy above the budget: per-row results stream, same bits as reduce_axis.
+    let (rows, cols) = (5u64, 40_000u64);
+    let m = dir.path("m.npy");
+    let md = &d[..(rows * cols) as usize];
+    write_file(
+        &m,
+        &[&npy_header(&[rows, cols], None), bytemuck::cast_slice(md)],
+    );
+    let view = ndarray::ArrayView2::from_shape((rows as usize, cols as usize), md).unwrap();
+    let want = engine()
+        .reduce_axis(view, ndarray::Axis(1), Op::Mean, NanPolicy::Propagate)
+        .unwrap();
+    let (code, out, err) = cli(&[
+        "reduce",
+        "--op",
+        "mean",
+        "--axis",
+        "1",
+        "--budget",
+        "1M",
+        "--json",
+        m.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use gpulanes::stream::DEFAULT_BUDGET_BYTES;
+use gpulanes::stream::{DEFAULT_BUDGET_BYTES, MIN_BUDGET_BYTES};
 use gpulanes::{
     Engine, FileFormat, InputFile, NanPolicy, Op, Partitions, Reduction, StreamOptions, npy,
 };
@@ -40,9 +40,10 @@ pub struct ReduceArgs {
     /// The input is raw little-endian float32 values (1-D), not a .npy.
     #[arg(long)]
     pub raw: bool,
-    /// Memory budget in bytes (suffixes K, M, G = KiB, MiB, GiB). Inputs whose
-    /// data is over half of it are streamed in chunks within it.
-    #[arg(long, alias = "memory-budget", value_name = "BYTES", value_parser = parse_bytes)]
+    /// Memory budget in bytes (suffixes K, M, G = KiB, MiB, GiB; default 512M,
+    /// at least 512K). Inputs whose data is over half of it are streamed in
+    /// chunks within it.
+    #[arg(long, visible_alias = "memory-budget", value_name = "BYTES", value_parser = parse_bytes)]
     pub budget: Option<u64>,
     /// Print one JSON object.
     #[arg(long)]
@@ -104,6 +105,11 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         ));
     }
     let budget = budget.unwrap_or(DEFAULT_BUDGET_BYTES);
+    if budget < MIN_BUDGET_BYTES {
+        return Err(Failure::Input(format!(
+            "--budget {budget} is too small: at least {MIN_BUDGET_BYTES} bytes (512K)"
+        )));
+    }
     let partitions = match (partition_size, &offsets) {
         (Some(0), _) => return Err(Failure::Input("--partition-size must be at least 1".into())),
         (Some(n), _) => Partitions::EqualSize(n),
