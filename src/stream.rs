@@ -27,10 +27,14 @@
 //! size: the budget is split into chunks (`budget / 16`, between 32 KiB and
 //! 64 MiB), and the stream holds at most a ring of 3 staging buffers and 3
 //! device input buffers of one chunk each, 3 host chunks (reader thread), one
-//! chunk of not-yet-uploaded items, and per open partition fewer than
-//! `GROUP` pending partials per level (32 KiB per level; 2 levels cover
-//! 2^35 items). The result itself (one value and one count per partition) is
-//! not counted. [`StreamStats::peak_bytes`] reports what the stream held.
+//! chunk of not-yet-uploaded items, per-submission tables and partials, and
+//! per open partition fewer than `GROUP` pending partials per level (32 KiB
+//! per level; two levels serve partitions of up to 2^35 items). Partitions
+//! are open only while their units are in flight or their last groups are
+//! being reduced, so few are open at once. The result itself (one value and
+//! one count per partition) is not counted. [`StreamStats::peak_bytes`]
+//! reports what the stream held; with a 1 MiB budget, streaming a 1 GiB file
+//! leaves the process's peak resident memory where it was.
 //!
 //! # Pipeline
 //! A reader thread fills host chunks and hands them over through a bounded
