@@ -79,6 +79,10 @@ pub struct MixedReport {
     pub batch_throughput_ratio: f64,
     /// Every batch result equalled the first one bit for bit.
     pub batch_results_identical: bool,
+    /// The batch quantum the scheduler used, in microseconds.
+    pub quantum_us: f64,
+    /// The scheduler's throughput estimate at the end, bytes/s.
+    pub throughput_estimate_bytes_per_s: f64,
 }
 
 /// Runs the three phases; `progress` is told each phase's name as it starts.
@@ -140,6 +144,8 @@ pub fn run(
         rt_p99_ratio: ratio(p99(&together), p99(&realtime_alone)),
         batch_throughput_ratio: ratio(together.batch_bytes_per_s, batch_alone.batch_bytes_per_s),
         batch_results_identical: identical,
+        quantum_us: lanes.quantum().as_secs_f64() * 1e6,
+        throughput_estimate_bytes_per_s: lanes.throughput_estimate(),
         config: cfg,
         realtime_alone,
         batch_alone,

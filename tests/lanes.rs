@@ -37,7 +37,7 @@ fn bits(r: &gpulanes::Reduction) -> Vec<Option<u32>> {
 /// Small chunks so batch jobs take many submissions even on small inputs.
 fn small_chunks() -> LanesConfig {
     LanesConfig {
-        quantum: Duration::ZERO,
+        quantum: Some(Duration::ZERO),
         min_chunk_units: 2,
         max_chunk_units: 2,
         ..LanesConfig::default()

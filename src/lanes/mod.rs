@@ -76,8 +76,11 @@ pub enum WhenFull {
 /// software adapter.
 #[derive(Clone, Debug)]
 pub struct LanesConfig {
-    /// GPU time one batch chunk should take.
-    pub quantum: Duration,
+    /// GPU time one batch chunk should take; `None` derives it from this
+    /// device's measured real-time round trip (4x, within 200 us ..= 4 ms),
+    /// so a real-time request waits behind about as much batch work as its
+    /// own round trip costs.
+    pub quantum: Option<Duration>,
     /// Batch chunks queued on the GPU at once (2 keeps the GPU fed).
     pub max_batch_in_flight: usize,
     /// Coalesced real-time submissions queued on the GPU at once.
@@ -112,7 +115,7 @@ pub struct LanesConfig {
 impl Default for LanesConfig {
     fn default() -> Self {
         LanesConfig {
-            quantum: Duration::from_millis(1),
+            quantum: None,
             max_batch_in_flight: 2,
             max_realtime_in_flight: 2,
             coalesce_delay: Duration::from_micros(20),
@@ -260,6 +263,8 @@ struct Inflight {
 struct Shared {
     ctx: Arc<Context>,
     cfg: LanesConfig,
+    /// The quantum in use (configured or derived at start).
+    quantum: Duration,
     state: Mutex<State>,
     /// Wakes the dispatcher: new work, freed GPU slots, cancellation, shutdown.
     work: Condvar,
@@ -300,9 +305,14 @@ impl Lanes {
                 "in-flight bounds must be at least 1".into(),
             ));
         }
-        let seed = calibrate(engine)?;
+        let calibration = calibrate(engine)?;
+        let quantum = cfg.quantum.unwrap_or_else(|| {
+            (calibration.round_trip * 4).clamp(Duration::from_micros(200), Duration::from_millis(4))
+        });
+        let seed = calibration.bytes_per_s;
         let shared = Arc::new(Shared {
             ctx: engine.context().clone(),
+            quantum,
             cfg,
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -475,6 +485,12 @@ impl Lanes {
         *lock(&self.shared.metrics) = Metrics::default();
     }
 
+    /// The batch quantum in use (configured, or derived from the measured
+    /// round trip).
+    pub fn quantum(&self) -> Duration {
+        self.shared.quantum
+    }
+
     /// Current estimate of this device's reduction throughput (bytes/s).
     pub fn throughput_estimate(&self) -> f64 {
         lock(&self.shared.throughput).bytes_per_s()
@@ -515,15 +531,40 @@ impl Drop for Lanes {
     }
 }
 
-/// Seeds the throughput estimate: times a 16 MiB device-resident reduction.
-fn calibrate(engine: &Engine) -> Result<f64> {
-    let n = 4 << 20;
-    let data: Vec<f32> = (0..n).map(|i| (i % 1024) as f32).collect();
-    let array = engine.upload(&data)?;
-    engine.reduce_device(&array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
-    let t = Instant::now();
-    engine.reduce_device(&array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
-    Ok((n * 4) as f64 / t.elapsed().as_secs_f64().max(1e-6))
+struct Calibration {
+    /// A whole reduction of one float: submit, dispatch, readback.
+    round_trip: Duration,
+    /// Marginal reduction throughput: extra bytes over extra time.
+    bytes_per_s: f64,
+}
+
+/// Measures the real-time round trip and the marginal throughput (a 16 MiB
+/// reduction's time minus a one-float reduction's, so fixed costs do not
+/// count as slowness). Medians of a few runs; a few milliseconds on a GPU.
+fn calibrate(engine: &Engine) -> Result<Calibration> {
+    let n = 4usize << 20;
+    let data: Vec<f32> = (0..n).map(|i| (i % 1024) as f32 * 0.5 - 7.0).collect();
+    let big = engine.upload(&data)?;
+    let one = engine.upload(&data[..1])?;
+    let time = |array: &DeviceArray| -> Result<Duration> {
+        let mut runs = Vec::with_capacity(5);
+        for _ in 0..5 {
+            let t = Instant::now();
+            engine.reduce_device(array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
+            runs.push(t.elapsed());
+        }
+        runs.sort();
+        Ok(runs[2])
+    };
+    let round_trip = time(&one)?;
+    let full = time(&big)?;
+    let extra = full
+        .saturating_sub(round_trip)
+        .max(Duration::from_micros(1));
+    Ok(Calibration {
+        round_trip,
+        bytes_per_s: (n * 4) as f64 / extra.as_secs_f64(),
+    })
 }
 
 enum Action {
@@ -557,7 +598,7 @@ fn next_action(sh: &Arc<Shared>) -> Action {
     // With share s, a batch chunk (about one quantum) may wait at most
     // quantum * (1 - s) / s behind real-time work.
     let batch_max_wait = if cfg.batch_min_share > 0.0 {
-        cfg.quantum
+        sh.quantum
             .mul_f64((1.0 - cfg.batch_min_share) / cfg.batch_min_share)
     } else {
         Duration::MAX
@@ -964,11 +1005,8 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
 fn activate(sh: &Shared, entry: &BatchEntry) -> Result<ActiveJob> {
     let ctx = &sh.ctx;
     let plan = Plan::new(&entry.offsets)?;
-    let units = lock(&sh.throughput).units_for(
-        sh.cfg.quantum,
-        sh.cfg.min_chunk_units,
-        sh.cfg.max_chunk_units,
-    );
+    let units =
+        lock(&sh.throughput).units_for(sh.quantum, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
     let scope = crate::engine::ErrorScopes::push(&ctx.device);
     let (job, host_buffers, spans) = match &entry.input {
         Input::Device(array) => {

@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     cfg.rt_size = args.rt_size.unwrap_or(cfg.rt_size);
     cfg.batch_size = args.batch_size.unwrap_or(cfg.batch_size);
     if let Some(q) = args.quantum_us {
-        cfg.lanes.quantum = Duration::from_micros(q);
+        cfg.lanes.quantum = Some(Duration::from_micros(q));
     }
     let json = args.json;
     let report = mixed::run(&engine, cfg, |phase| {
@@ -91,7 +91,7 @@ fn print_table(r: &MixedReport) {
         r.config.rt_size,
         r.config.rt_rate_hz,
         r.config.batch_size,
-        r.config.batch_size * 4 >> 20,
+        (r.config.batch_size * 4) >> 20,
         r.config.duration.as_secs_f64()
     );
     println!();
@@ -134,6 +134,10 @@ fn print_table(r: &MixedReport) {
             m.completed, m.submits, m.deadline_misses, m.failed
         );
     }
+    println!(
+        "batch quantum: {:.0} us of GPU time per chunk",
+        r.quantum_us
+    );
     if let Some(b) = r.together.batch.as_ref() {
         println!(
             "batch chunks: p50 {} KiB, max {} KiB",
