@@ -3,7 +3,8 @@
 in the same run and prints the ratio table:
 
   speed gl/torch = torch median time / gpulanes median time (>1: gpulanes faster)
-  gl of copy     = gpulanes GB/s / device copy GB/s measured by gpulanes (wgpu)
+  gl of copy     = gpulanes GB/s / gpulanes' bandwidth floor (the faster of its
+                   buffer-to-buffer copy and its WGSL shader copy)
   torch of copy  = PyTorch GB/s / device copy GB/s measured by PyTorch
 
 and the verdict on the DESIGN.md targets for large device-resident inputs
@@ -73,7 +74,10 @@ def main():
     if gl["software"] or pt.get("software"):
         print("*** a SOFTWARE adapter or a CPU device took part: these ratios say nothing about GPU speed ***")
     gf, pf = gl["floors"], pt["floors"]
-    print(f"copy floor:   wgpu {gf['copy']['gbps']:.1f} GB/s ({label(gf['copy']['bytes'])}, read+write) | torch {pf['copy']['gbps']:.1f} GB/s ({label(pf['copy']['bytes'])})")
+    sc = gf.get("shader_copy")
+    gl_floor = gf["bandwidth"]["gbps"] if "bandwidth" in gf else gf["copy"]["gbps"]
+    print(f"copy floor:   wgpu buffer copy {gf['copy']['gbps']:.1f} GB/s, wgpu shader copy {sc['gbps'] if sc else float('nan'):.1f} GB/s "
+          f"({label(gf['copy']['bytes'])}, read+write) | torch {pf['copy']['gbps']:.1f} GB/s ({label(pf['copy']['bytes'])})")
     up = f"upload:       wgpu write_buffer {gf['upload']['gbps']:.2f} GB/s | torch pageable {pf['upload_pageable']['gbps']:.2f} GB/s"
     if "upload_pinned" in pf:
         up += f" | torch pinned {pf['upload_pinned']['gbps']:.2f} GB/s"
@@ -93,7 +97,7 @@ def main():
         t_gl = r["time"]["median_ns"]
         t_pt = p["time"]["median_ns"] if p else None
         speed = t_pt / t_gl if (p and t_gl > 0) else None
-        gl_copy = r["gbps"] / gf["copy"]["gbps"] if gf["copy"]["gbps"] else None
+        gl_copy = r["gbps"] / gl_floor if gl_floor else None
         pt_copy = p["gbps"] / pf["copy"]["gbps"] if p and pf["copy"]["gbps"] else None
         ok = r["check"]["pass"] and (p is None or p["check"]["pass"])
         parts = "whole" if r["partition_size"] is None else f"{r['partitions']}x{label(r['partition_size'])}"

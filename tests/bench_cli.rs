@@ -103,6 +103,11 @@ fn quick_bench_json_has_every_field() {
         2.0 * num(&r, "floors.copy.bytes"),
         "a copy counts bytes read + written"
     );
+    positive(&r, "floors.shader_copy.gbps");
+    assert!(r["floors"]["shader_copy_error"].is_null());
+    positive(&r, "floors.bandwidth.gbps");
+    let best = num(&r, "floors.copy.gbps").max(num(&r, "floors.shader_copy.gbps"));
+    assert_eq!(num(&r, "floors.bandwidth.gbps"), best);
     for rt in ["empty_submit", "readback_4_bytes"] {
         positive(&r, &format!("floors.round_trip.{rt}.median_ns"));
         positive(&r, &format!("floors.round_trip.{rt}.p99_ns"));
@@ -136,6 +141,15 @@ fn quick_bench_json_has_every_field() {
                     }
                     assert!(num(row, "time.runs") >= 3.0, "{what}: runs");
                     assert!(num(row, "inputs") >= 2.0, "{what}: rotated inputs");
+                    positive(row, "ratio_to_buffer_copy");
+                    let per_input = row["per_input_median_ns"]
+                        .as_array()
+                        .expect("per_input_median_ns");
+                    assert_eq!(per_input.len() as f64, num(row, "inputs"), "{what}");
+                    assert!(
+                        per_input.iter().any(|t| t.as_f64().unwrap() > 0.0),
+                        "{what}"
+                    );
                     let expected_parts = if part.is_null() { 1 } else { bytes / 4 / 64 };
                     assert_eq!(row["partitions"], expected_parts, "{what}");
                     let c = &row["check"];

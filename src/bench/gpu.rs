@@ -298,6 +298,7 @@ pub fn measure_copy(
     engine: &Engine,
     timer: Option<&GpuTimer>,
     src: &wgpu::Buffer,
+    host: &[f32],
     budget: &Budget,
 ) -> Result<Bandwidth> {
     let bytes = src.size();
@@ -332,6 +333,7 @@ pub fn measure_copy(
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(Error::Gpu(format!("copy floor: {e}")));
     }
+    verify_copy(engine, &dst, host, bytes, "copy floor")?;
     let time = summarize(&samples);
     Ok(Bandwidth {
         bytes,
@@ -390,5 +392,160 @@ pub fn measure_round_trip(engine: &Engine, warmup: usize, runs: usize) -> Result
     Ok(RoundTrip {
         empty_submit: summarize(&empty),
         readback_4_bytes: summarize(&readback),
+    })
+}
+
+/// The WGSL copy kernel of the shader-copy floor.
+pub const COPY_SHADER: &str = include_str!("../../shaders/bench_copy.wgsl");
+
+/// Reads `len` bytes at `offset` of `buffer` (which needs `COPY_SRC`).
+fn read_back(engine: &Engine, buffer: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let staging = engine.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("gpulanes bench verify"),
+        size: len,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = engine
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes bench verify"),
+        });
+    encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, len);
+    let index = engine.queue().submit([encoder.finish()]);
+    wait(engine, index)?;
+    read_mapped(engine, &staging, len)
+}
+
+/// Checks that the first and last 4 KiB of `dst` hold `host`'s bytes.
+fn verify_copy(
+    engine: &Engine,
+    dst: &wgpu::Buffer,
+    host: &[f32],
+    bytes: u64,
+    what: &str,
+) -> Result<()> {
+    let host: &[u8] = bytemuck::cast_slice(host);
+    let len = bytes.min(4096) & !3;
+    for offset in [0, (bytes - len) & !3] {
+        let got = read_back(engine, dst, offset, len)?;
+        if got[..] != host[offset as usize..(offset + len) as usize] {
+            return Err(Error::Gpu(format!(
+                "{what}: the destination differs from the source at byte offset {offset}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Device copy bandwidth through a compute shader ([`COPY_SHADER`]): 16-byte
+/// loads and stores over all of `src` (rounded down to 16 bytes), one
+/// dispatch per binding-sized chunk, counting bytes read + bytes written.
+/// `host` holds `src`'s contents, to check the copy once before timing.
+pub fn measure_shader_copy(
+    engine: &Engine,
+    timer: Option<&GpuTimer>,
+    src: &wgpu::Buffer,
+    host: &[f32],
+    budget: &Budget,
+) -> Result<Bandwidth> {
+    let device = engine.device();
+    let bytes = src.size() & !15;
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let dst = storage_buffer(engine, bytes.max(16), "gpulanes bench shader copy");
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("gpulanes bench copy"),
+        source: wgpu::ShaderSource::Wgsl(COPY_SHADER.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("gpulanes bench copy"),
+        layout: None,
+        module: &module,
+        entry_point: Some("copy"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let layout = pipeline.get_bind_group_layout(0);
+    let limits = engine.limits();
+    let chunk = (limits.max_binding_bytes & !255).max(256);
+    let max_groups = limits.max_workgroups_per_dim.max(1) as u64;
+    let mut chunks = Vec::new();
+    let mut offset = 0;
+    while offset < bytes {
+        let size = chunk.min(bytes - offset);
+        let binding = |buffer| {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset,
+                size: std::num::NonZeroU64::new(size),
+            })
+        };
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("gpulanes bench copy"),
+            layout: &layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: binding(src),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: binding(&dst),
+                },
+            ],
+        });
+        let groups = (size / 16).div_ceil(256).clamp(1, max_groups) as u32;
+        chunks.push((group, groups));
+        offset += size;
+    }
+    let once = |_: usize| {
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes bench shader copy"),
+        });
+        if let Some(t) = timer {
+            t.begin(&mut encoder);
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("gpulanes bench shader copy"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            for (group, n) in &chunks {
+                pass.set_bind_group(0, group, &[]);
+                pass.dispatch_workgroups(*n, 1, 1);
+            }
+        }
+        if let Some(t) = timer {
+            t.end(&mut encoder);
+        }
+        let commands = encoder.finish();
+        let start = Instant::now();
+        let index = engine.queue().submit([commands]);
+        wait(engine, index)?;
+        let wall = start.elapsed().as_nanos() as f64;
+        let gpu = match timer {
+            Some(t) => t.read_ns(engine)?,
+            None => None,
+        };
+        Ok::<_, Error>((wall, gpu))
+    };
+    once(0)?;
+    if let Some(e) = pollster::block_on(oom.pop()) {
+        return Err(Error::Gpu(format!("shader copy floor: {e}")));
+    }
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("shader copy floor: {e}")));
+    }
+    verify_copy(engine, &dst, host, bytes, "shader copy floor")?;
+    let (kind, samples) = sample_pairs(budget, once)?;
+    let time = summarize(&samples);
+    Ok(Bandwidth {
+        bytes,
+        bytes_moved: 2 * bytes,
+        timer: kind,
+        gbps: gbps(2 * bytes, time.median_ns),
+        time,
     })
 }

@@ -241,7 +241,7 @@ impl BenchConfig {
 
     /// Progress steps of a run (for a progress bar).
     pub fn steps(&self) -> u64 {
-        3 + self
+        4 + self
             .sizes
             .iter()
             .map(|&b| (self.ops.len() * self.partitionings(b / 4).len()) as u64)
@@ -310,9 +310,15 @@ pub struct GpuRow {
     pub wall: Summary,
     /// Input bytes / median time, GB/s.
     pub gbps: f64,
-    /// `gbps` / copy-floor GB/s (read + write counted): 1.0 = a reduction
-    /// moving bytes as fast as the device copies them.
+    /// `gbps` / the bandwidth floor's GB/s (`floors.bandwidth`: the faster
+    /// of the buffer copy and the shader copy, read + write counted): 1.0 = a
+    /// reduction streaming input bytes as fast as the device copies bytes.
     pub ratio_to_copy: f64,
+    /// `gbps` / the buffer-to-buffer copy's GB/s alone.
+    pub ratio_to_buffer_copy: f64,
+    /// Median time per rotated input (index = input), to expose any
+    /// dependence on where a buffer was placed.
+    pub per_input_median_ns: Vec<f64>,
     /// `gbps` / upload-floor GB/s.
     pub ratio_to_upload: f64,
     pub check: CheckReport,
@@ -342,9 +348,24 @@ pub struct CpuRow {
 /// The floors measured in the same run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Floors {
+    /// `copy_buffer_to_buffer` (read + write counted).
     pub copy: Bandwidth,
+    /// The WGSL copy kernel (`shaders/bench_copy.wgsl`), read + write counted.
+    pub shader_copy: Option<Bandwidth>,
+    pub shader_copy_error: Option<String>,
+    /// The faster of the two copies: what `ratio_to_copy` divides by.
+    pub bandwidth: BandwidthFloor,
     pub upload: Bandwidth,
     pub round_trip: RoundTrip,
+}
+
+/// The device bandwidth a reduction is compared with.
+#[derive(Clone, Debug, Serialize)]
+pub struct BandwidthFloor {
+    /// Bytes read + written per second, 10^9.
+    pub gbps: f64,
+    /// `buffer_copy` or `shader_copy`.
+    pub source: &'static str,
 }
 
 /// The machine the CPU baselines (and, on lavapipe, the "GPU") ran on.
@@ -564,6 +585,8 @@ fn failed_row(
         wall: Summary::default(),
         gbps: 0.0,
         ratio_to_copy: 0.0,
+        ratio_to_buffer_copy: 0.0,
+        per_input_median_ns: Vec::new(),
         ratio_to_upload: 0.0,
         check: CheckReport {
             detail: Some(error.clone()),
@@ -611,10 +634,26 @@ pub fn run(
         threads,
     );
     let (upload, copy_src) = gpu::measure_upload(engine, &host, &config.copy_budget)?;
-    drop(host);
     step("copy floor");
-    let copy = gpu::measure_copy(engine, timer, &copy_src, &config.copy_budget)?;
+    let copy = gpu::measure_copy(engine, timer, &copy_src, &host, &config.copy_budget)?;
+    step("shader copy floor");
+    let (shader_copy, shader_copy_error) =
+        match gpu::measure_shader_copy(engine, timer, &copy_src, &host, &config.copy_budget) {
+            Ok(b) => (Some(b), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
     drop(copy_src);
+    drop(host);
+    let bandwidth = match &shader_copy {
+        Some(sc) if sc.gbps > copy.gbps => BandwidthFloor {
+            gbps: sc.gbps,
+            source: "shader_copy",
+        },
+        _ => BandwidthFloor {
+            gbps: copy.gbps,
+            source: "buffer_copy",
+        },
+    };
 
     let mut failures: Vec<String> = Vec::new();
     let mut results = Vec::new();
@@ -657,7 +696,8 @@ pub fn run(
                     part,
                     partitions: &partitions,
                     refs: &refs,
-                    copy_gbps: copy.gbps,
+                    copy_gbps: bandwidth.gbps,
+                    buffer_copy_gbps: copy.gbps,
                     upload_gbps: upload.gbps,
                 };
                 let row = case.device(&arrays, &config.device_budget);
@@ -710,6 +750,9 @@ pub fn run(
         timestamp_period_ns: timer.map(|t| t.period_ns()),
         floors: Floors {
             copy,
+            shader_copy,
+            shader_copy_error,
+            bandwidth,
             upload,
             round_trip,
         },
@@ -732,6 +775,7 @@ struct Case<'a> {
     partitions: &'a Partitions,
     refs: &'a [Reference],
     copy_gbps: f64,
+    buffer_copy_gbps: f64,
     upload_gbps: f64,
 }
 
@@ -746,6 +790,7 @@ impl Case<'_> {
         timer: TimerKind,
         time: Summary,
         wall: Summary,
+        per_input_median_ns: Vec<f64>,
         check: CheckReport,
     ) -> GpuRow {
         let g = gbps(self.bytes, time.median_ns);
@@ -763,6 +808,8 @@ impl Case<'_> {
             wall,
             gbps: g,
             ratio_to_copy: ratio(g, self.copy_gbps),
+            ratio_to_buffer_copy: ratio(g, self.buffer_copy_gbps),
+            per_input_median_ns,
             ratio_to_upload: ratio(g, self.upload_gbps),
             check,
             error: None,
@@ -776,7 +823,7 @@ impl Case<'_> {
         &self,
         budget: &Budget,
         mut run: impl FnMut(usize) -> Result<(Reduction, T)>,
-    ) -> Result<(Vec<T>, CheckReport)> {
+    ) -> Result<(Vec<(usize, T)>, CheckReport)> {
         let n = self.refs.len();
         let mut checked: Vec<Option<Reduction>> = vec![None; n];
         let mut comparisons = Vec::new();
@@ -790,7 +837,7 @@ impl Case<'_> {
             }
             let (r, t) = run(k)?;
             mismatch |= checked[k].as_ref().is_none_or(|c| !same_bits(&r, c));
-            Ok::<_, Error>(t)
+            Ok::<_, Error>((k, t))
         })?;
         let mut check = fold_checks(&comparisons);
         if mismatch {
@@ -825,14 +872,29 @@ impl Case<'_> {
             (Err(e), _) => return self.failed(Source::Device, e.to_string()),
             (Ok(_), Some(e)) => return self.failed(Source::Device, e.to_string()),
         };
-        let walls: Vec<f64> = runs.iter().map(|r| r.0).collect();
-        let (kind, time) = if self.timer.is_some() && runs.iter().all(|r| r.1.is_some()) {
-            let gpu: Vec<f64> = runs.iter().filter_map(|r| r.1).collect();
-            (TimerKind::Timestamps, summarize(&gpu))
-        } else {
-            (TimerKind::Wall, summarize(&walls))
-        };
-        self.row(Source::Device, kind, time, summarize(&walls), check)
+        let walls: Vec<f64> = runs.iter().map(|r| r.1.0).collect();
+        let (kind, chosen): (TimerKind, Vec<(usize, f64)>) =
+            if self.timer.is_some() && runs.iter().all(|r| r.1.1.is_some()) {
+                let gpu = runs
+                    .iter()
+                    .map(|&(k, (w, g))| (k, g.unwrap_or(w)))
+                    .collect();
+                (TimerKind::Timestamps, gpu)
+            } else {
+                (
+                    TimerKind::Wall,
+                    runs.iter().map(|&(k, (w, _))| (k, w)).collect(),
+                )
+            };
+        let times: Vec<f64> = chosen.iter().map(|r| r.1).collect();
+        self.row(
+            Source::Device,
+            kind,
+            summarize(&times),
+            summarize(&walls),
+            per_input_medians(self.refs.len(), &chosen),
+            check,
+        )
     }
 
     /// The same reduction from host slices (upload included), rotating over `inputs`.
@@ -842,8 +904,17 @@ impl Case<'_> {
         });
         match outcome {
             Ok((runs, check)) => {
-                let time = summarize(&runs);
-                self.row(Source::Host, TimerKind::Wall, time.clone(), time, check)
+                let times: Vec<f64> = runs.iter().map(|r| r.1).collect();
+                let time = summarize(&times);
+                let per_input = per_input_medians(self.refs.len(), &runs);
+                self.row(
+                    Source::Host,
+                    TimerKind::Wall,
+                    time.clone(),
+                    time,
+                    per_input,
+                    check,
+                )
             }
             Err(e) => self.failed(Source::Host, e.to_string()),
         }
@@ -907,6 +978,16 @@ impl Case<'_> {
             rel_err: check::rel_err_f64(&first, &self.refs[0].exact),
         }
     }
+}
+
+/// The median time of each of `n` inputs (0 for an input never timed).
+fn per_input_medians(n: usize, runs: &[(usize, f64)]) -> Vec<f64> {
+    (0..n)
+        .map(|k| {
+            let mine: Vec<f64> = runs.iter().filter(|r| r.0 == k).map(|r| r.1).collect();
+            summarize(&mine).median_ns
+        })
+        .collect()
 }
 
 fn ratio(a: f64, b: f64) -> f64 {

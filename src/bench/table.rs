@@ -80,8 +80,11 @@ pub fn render(r: &BenchReport) -> String {
     let f = &r.floors;
     let _ = writeln!(
         out,
-        "floors: device copy {} GB/s ({} buffer, read+write counted, {}) | upload {} GB/s ({}) | empty submit {} | 4-byte readback {} (p99 {})",
+        "floors: buffer copy {} GB/s, shader copy {} GB/s ({} buffer, read+write counted, {}) | upload {} GB/s ({}) | empty submit {} | 4-byte readback {} (p99 {})",
         fmt_gbps(f.copy.gbps),
+        f.shader_copy
+            .as_ref()
+            .map_or("-".into(), |s| fmt_gbps(s.gbps)),
         size::label(f.copy.bytes),
         f.copy.timer.name(),
         fmt_gbps(f.upload.gbps),
@@ -96,6 +99,7 @@ pub fn render(r: &BenchReport) -> String {
         "size",
         "parts",
         "dev time",
+        "dev min",
         "dev GB/s",
         "of copy",
         "host time",
@@ -146,6 +150,7 @@ pub fn render(r: &BenchReport) -> String {
                 format!("{}x{}", g.partitions, size::label(p))
             }),
             dev.map_or("-".into(), |d| fmt_ns(d.time.median_ns)),
+            dev.map_or("-".into(), |d| fmt_ns(d.time.min_ns)),
             dev.map_or("-".into(), |d| fmt_gbps(d.gbps)),
             dev.map_or("-".into(), |d| pct(d.ratio_to_copy)),
             host.map_or("-".into(), |h| fmt_ns(h.time.median_ns)),
@@ -177,8 +182,8 @@ pub fn render(r: &BenchReport) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "\"of copy\": device GB/s over the copy floor's GB/s; \"of upload\": host GB/s over the upload floor's; cpu columns: GB/s of the plain loop on 1 and {} threads and of ndarray",
-        r.config.threads
+        "\"dev min\": fastest device run; \"of copy\": median device GB/s over the faster copy floor ({}); \"of upload\": host GB/s over the upload floor's; cpu columns: GB/s of the plain loop on 1 and {} threads and of ndarray",
+        r.floors.bandwidth.source, r.config.threads
     );
     if !r.skipped.is_empty() {
         let _ = writeln!(

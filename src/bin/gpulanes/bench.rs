@@ -77,11 +77,14 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse::<Op>())
         .collect::<Result<_, _>>()?;
-    let partitions = if args.partitions.trim() == "none" {
-        Vec::new()
-    } else {
-        parse_sizes("partitions", &args.partitions)?
-    };
+    // "none" (alone or in the list) means whole buffers only.
+    let partition_list: Vec<&str> = args
+        .partitions
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "none")
+        .collect();
+    let partitions = parse_sizes("partitions", &partition_list.join(","))?;
     let sizes = match &args.sizes {
         Some(s) => Some(parse_sizes("sizes", s)?),
         None => None,
