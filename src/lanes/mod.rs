@@ -86,7 +86,12 @@ pub struct LanesConfig {
     /// Coalesced real-time submissions queued on the GPU at once.
     pub max_realtime_in_flight: usize,
     /// How long the first waiting real-time request may wait for others to
-    /// coalesce with (dynamic batching delay).
+    /// coalesce with (dynamic batching delay). The default, zero, still
+    /// coalesces: requests that arrive while `max_realtime_in_flight`
+    /// submissions are on the GPU all go in the next one. A timed wait costs
+    /// more than it saves at low rates (measured on lavapipe: 4096-float
+    /// requests, p50 142 us with no delay, 259 us with a 20 us delay, since
+    /// the OS sleeps longer than asked; the direct blocking path took 127 us).
     pub coalesce_delay: Duration,
     /// Most requests in one coalesced submission.
     pub max_coalesced_requests: usize,
@@ -118,7 +123,7 @@ impl Default for LanesConfig {
             quantum: None,
             max_batch_in_flight: 2,
             max_realtime_in_flight: 2,
-            coalesce_delay: Duration::from_micros(20),
+            coalesce_delay: Duration::ZERO,
             max_coalesced_requests: 4096,
             max_coalesced_bytes: 64 << 20,
             max_realtime_request_bytes: 16 << 20,
