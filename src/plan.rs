@@ -353,14 +353,9 @@ mod tests {
             offset_alignment: 256,
             max_units_per_dispatch: 3,
         };
-        let stride = 16_000;
-        let inputs: Vec<Span> = (0..)
-            .map(|i| Span {
-                base_item: i * stride,
-                items: (stride + BLOCK).min(300_000 - i * stride),
-            })
-            .take_while(|s| s.base_item < 300_000)
-            .collect();
+        // Buffers of 16000 + BLOCK items, overlapping by one block.
+        let inputs = crate::device_array::split_into_spans(300_000, 16_000 + BLOCK);
+        assert!(inputs.len() > 10);
         let ds = dispatches(0, &plan.levels[0], &inputs, 4, &limits);
         let mut next = 0u64;
         for d in &ds {
