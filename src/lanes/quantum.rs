@@ -31,7 +31,11 @@ impl Throughput {
         if busy < MIN_OBSERVED || bytes == 0 {
             return;
         }
-        let rate = bytes as f64 / busy.as_secs_f64();
+        // Completion times come from callbacks that fire in batches, so a
+        // single busy time can be far too short; one observation may move
+        // the estimate by at most 2x either way.
+        let rate = (bytes as f64 / busy.as_secs_f64())
+            .clamp(self.bytes_per_s / 2.0, self.bytes_per_s * 2.0);
         self.bytes_per_s = (1.0 - ALPHA) * self.bytes_per_s + ALPHA * rate;
     }
 
@@ -63,5 +67,7 @@ mod tests {
         assert_eq!(t.units_for(Duration::ZERO, 16, 100), 16);
         t.observe(1, Duration::from_micros(1)); // ignored: too short
         assert!((t.bytes_per_s() - 4e9).abs() < 1e8);
+        t.observe(1 << 30, Duration::from_micros(60)); // an outlier: at most 2x
+        assert!(t.bytes_per_s() <= 4e9 * 1.25 + 1e8, "{}", t.bytes_per_s());
     }
 }
