@@ -30,6 +30,7 @@ pub fn run(json: bool) -> Result<(), Failure> {
             a.subgroups, a.subgroup_min_size, a.subgroup_max_size
         );
         println!("timestamps:     {}", a.timestamps);
+        println!("flushes subnormals: {}", a.flushes_subnormals);
         println!("max binding:    {} MiB", a.max_storage_binding_bytes >> 20);
         println!("max buffer:     {} MiB", a.max_buffer_bytes >> 20);
         println!(
