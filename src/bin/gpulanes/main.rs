@@ -48,6 +48,9 @@ enum Command {
         /// Batch chunk quantum in microseconds of GPU time.
         #[arg(long)]
         quantum_us: Option<u64>,
+        /// Batch chunks queued on the GPU at once (default 2).
+        #[arg(long)]
+        batch_in_flight: Option<usize>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
             rt_size,
             batch_size,
             quantum_us,
+            batch_in_flight,
             json,
         } => mixed::run(mixed::Args {
             duration,
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             rt_size,
             batch_size,
             quantum_us,
+            batch_in_flight,
             json,
         }),
         Command::Reduce(args) => reduce::run(args),

@@ -15,6 +15,7 @@ pub struct Args {
     pub rt_size: Option<usize>,
     pub batch_size: Option<usize>,
     pub quantum_us: Option<u64>,
+    pub batch_in_flight: Option<usize>,
     pub json: bool,
 }
 
@@ -47,6 +48,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     cfg.rt_size = args.rt_size.unwrap_or(cfg.rt_size);
     cfg.batch_size = args.batch_size.unwrap_or(cfg.batch_size);
+    if let Some(n) = args.batch_in_flight {
+        if n == 0 {
+            return Err(Failure::Input(
+                "--batch-in-flight must be at least 1".into(),
+            ));
+        }
+        cfg.lanes.max_batch_in_flight = n;
+    }
     if let Some(q) = args.quantum_us {
         cfg.lanes.quantum = Some(Duration::from_micros(q));
     }
