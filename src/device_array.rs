@@ -76,6 +76,35 @@ impl DeviceArray {
     }
 }
 
+/// Pooled input buffers for `len` items, split into overlapping spans as
+/// [`split_into_spans`] does, each filled from `data` when it is given (the
+/// batch lane fills host jobs chunk by chunk later instead).
+pub(crate) fn pooled_input(
+    ctx: &Context,
+    len: u64,
+    data: Option<&[f32]>,
+    label: &str,
+) -> (Vec<crate::pool::PooledBuffer>, Vec<Span>) {
+    let spans = split_into_spans(len, ctx.max_buffer_items());
+    let buffers = spans
+        .iter()
+        .map(|s| {
+            let bytes = (s.items * 4).next_multiple_of(16).max(16);
+            let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+            let b = ctx.pool.take(&ctx.device, bytes, usage, label);
+            if let Some(data) = data {
+                write_padded(
+                    &ctx.queue,
+                    &b,
+                    &data[s.base_item as usize..(s.base_item + s.items) as usize],
+                );
+            }
+            b
+        })
+        .collect();
+    (buffers, spans)
+}
+
 /// Writes `data` at the start of `buffer`, padding the last write to a
 /// multiple of 4 bytes as `write_buffer` requires (floats always are).
 pub(crate) fn write_padded(queue: &wgpu::Queue, buffer: &wgpu::Buffer, data: &[f32]) {

@@ -8,7 +8,7 @@ use std::sync::{Arc, mpsc};
 use ndarray::{ArrayView1, ArrayView2, Axis};
 
 use crate::adapter::{self, AdapterSummary};
-use crate::device_array::{DeviceArray, split_into_spans, write_padded};
+use crate::device_array::{DeviceArray, pooled_input};
 use crate::error::{Error, Result};
 use crate::exec::{self, Recorded};
 use crate::kernels::{BLOCK, Kernels};
@@ -317,26 +317,8 @@ impl Engine {
     ) -> Result<Reduction> {
         let plan = Plan::new(&partitions.offsets(data.len() as u64)?)?;
         let ctx = &*self.ctx;
-        let spans = split_into_spans(data.len() as u64, ctx.max_buffer_items());
         let scope = ErrorScopes::push(&ctx.device);
-        let buffers: Vec<_> = spans
-            .iter()
-            .map(|s| {
-                let bytes = (s.items * 4).next_multiple_of(16).max(16);
-                let b = ctx.pool.take(
-                    &ctx.device,
-                    bytes,
-                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                    "gpulanes input",
-                );
-                write_padded(
-                    &ctx.queue,
-                    &b,
-                    &data[s.base_item as usize..(s.base_item + s.items) as usize],
-                );
-                b
-            })
-            .collect();
+        let (buffers, spans) = pooled_input(ctx, data.len() as u64, Some(data), "gpulanes input");
         let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
         self.record_and_run(scope, op, nan, plan, &inputs, &spans)
     }

@@ -36,7 +36,7 @@ pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 use self::handle::Slot;
 use self::metrics::LaneMetrics;
 use self::quantum::Throughput;
-use crate::device_array::{DeviceArray, split_into_spans, write_padded};
+use crate::device_array::{DeviceArray, pooled_input};
 use crate::engine::{Context, Engine};
 use crate::error::{Error, Result};
 use crate::exec::{FinalPartials, Job};
@@ -844,25 +844,12 @@ fn prepare_group(
         data.extend_from_slice(&r.data);
     }
     let plan = Plan::new(&offsets)?;
-    let spans = split_into_spans(data.len() as u64, ctx.max_buffer_items());
-    let buffers: Vec<PooledBuffer> = spans
-        .iter()
-        .map(|s| {
-            let bytes = (s.items * 4).next_multiple_of(16).max(16);
-            let b = ctx.pool.take(
-                &ctx.device,
-                bytes,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                "gpulanes real-time input",
-            );
-            write_padded(
-                &ctx.queue,
-                &b,
-                &data[s.base_item as usize..(s.base_item + s.items) as usize],
-            );
-            b
-        })
-        .collect();
+    let (buffers, spans) = pooled_input(
+        ctx,
+        data.len() as u64,
+        Some(&data),
+        "gpulanes real-time input",
+    );
     let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
     let job = Job::prepare(ctx, kernel, plan, &inputs, &spans, None)?;
     Ok((job, buffers))
@@ -1024,19 +1011,9 @@ fn activate(sh: &Shared, entry: &BatchEntry) -> Result<ActiveJob> {
             )
         }
         Input::Host(data) => {
-            let spans = split_into_spans(data.len() as u64, ctx.max_buffer_items());
-            let buffers: Vec<PooledBuffer> = spans
-                .iter()
-                .map(|s| {
-                    let bytes = (s.items * 4).next_multiple_of(16).max(16);
-                    ctx.pool.take(
-                        &ctx.device,
-                        bytes,
-                        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                        "gpulanes batch input",
-                    )
-                })
-                .collect();
+            // Filled chunk by chunk, right before each chunk runs.
+            let (buffers, spans) =
+                pooled_input(ctx, data.len() as u64, None, "gpulanes batch input");
             let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
             let job = Job::prepare(ctx, entry.op.kernel(), plan, &inputs, &spans, Some(units))?;
             (job, buffers, spans)
