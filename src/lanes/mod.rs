@@ -8,10 +8,10 @@
 //!   only on positions inside a partition), so a coalesced result has the
 //!   same bits as the request run alone.
 //! * Batch jobs are prepared once and submitted a chunk (one dispatch) at a
-//!   time. A chunk is sized by GPU time (the quantum) from the throughput
-//!   observed on this device, and at most `max_batch_in_flight` chunks are
-//!   queued on the GPU, so a real-time request waits behind at most about
-//!   that much batch work. Chunking never changes the dispatches a job runs,
+//!   time. At most `max_batch_in_flight` chunks are queued on the GPU, each
+//!   sized to its share of the quantum from the throughput observed on this
+//!   device (GPU timestamps around each chunk where the adapter has them),
+//!   so a real-time request waits behind about one quantum of batch work. Chunking never changes the dispatches a job runs,
 //!   so a job's result is bitwise the same as running it alone.
 //! * Real-time goes first, but the batch lane is guaranteed a share of GPU
 //!   time (`batch_min_share`) under a real-time flood.
@@ -20,6 +20,7 @@
 //!   coalesced batch). One dispatcher thread submits; one poller thread
 //!   completes handles, so submitting threads never block on readback.
 
+mod chunk_timer;
 mod handle;
 mod metrics;
 mod quantum;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 pub use handle::Handle;
 pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 
+use self::chunk_timer::ChunkTimer;
 use self::handle::Slot;
 use self::metrics::LaneMetrics;
 use self::quantum::Throughput;
@@ -76,12 +78,14 @@ pub enum WhenFull {
 /// software adapter.
 #[derive(Clone, Debug)]
 pub struct LanesConfig {
-    /// GPU time one batch chunk should take; `None` derives it from this
-    /// device's measured real-time round trip (4x, within 200 us ..= 4 ms),
-    /// so a real-time request waits behind about as much batch work as its
-    /// own round trip costs.
+    /// GPU time of all the batch work that may be queued ahead of a
+    /// real-time request: each of the `max_batch_in_flight` chunks is sized
+    /// to `quantum / max_batch_in_flight` of GPU time, measured with GPU
+    /// timestamps where the device has them. `None` derives it from this
+    /// device's measured real-time round trip (4x, within 200 us ..= 4 ms).
     pub quantum: Option<Duration>,
-    /// Batch chunks queued on the GPU at once (2 keeps the GPU fed).
+    /// Batch chunks queued on the GPU at once (2 keeps the GPU fed: the
+    /// next chunk is queued while one runs).
     pub max_batch_in_flight: usize,
     /// Coalesced real-time submissions queued on the GPU at once.
     pub max_realtime_in_flight: usize,
@@ -279,6 +283,8 @@ struct Shared {
     inflight_cv: Condvar,
     metrics: Mutex<Metrics>,
     throughput: Mutex<Throughput>,
+    /// GPU timestamps around batch chunks (`None` without TIMESTAMP_QUERY).
+    timer: Option<Arc<ChunkTimer>>,
     /// When the GPU last finished something (for busy-time estimates).
     last_done: Mutex<Instant>,
 }
@@ -329,6 +335,7 @@ impl Lanes {
             inflight_cv: Condvar::new(),
             metrics: Mutex::new(Metrics::default()),
             throughput: Mutex::new(Throughput::new(seed)),
+            timer: ChunkTimer::new(&engine.context().device, &engine.context().queue),
             last_done: Mutex::new(Instant::now()),
         });
         let s = shared.clone();
@@ -938,7 +945,14 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes batch chunk"),
         });
+    let timed = sh.timer.as_ref().and_then(|t| t.claim());
+    if let Some(t) = &timed {
+        t.begin(&mut encoder);
+    }
     job.encode(ctx, &mut encoder, active.next..end);
+    if let Some(t) = &timed {
+        t.end(&mut encoder);
+    }
     if last {
         job.encode_readback(&mut encoder);
     }
@@ -953,9 +967,23 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
     lock(&sh.state).batch_in_flight += 1;
     lock(&sh.metrics).batch.on_submit(chunk_bytes, submitted);
     let sh2 = sh.clone();
+    // The chunk's GPU time from its timestamps where the device has them;
+    // otherwise from when completions arrive (coarser: callbacks come in
+    // bursts, and real-time work runs between chunks).
+    let wall_clock_observation = timed.is_none();
+    if let Some(t) = timed {
+        let sh3 = sh.clone();
+        t.read(move |gpu_time| {
+            if let Some(d) = gpu_time {
+                lock(&sh3.throughput).observe(chunk_bytes, d);
+            }
+        });
+    }
     ctx.queue.on_submitted_work_done(move || {
         let busy = mark_done(&sh2, submitted);
-        lock(&sh2.throughput).observe(chunk_bytes, busy);
+        if wall_clock_observation {
+            lock(&sh2.throughput).observe(chunk_bytes, busy);
+        }
         lock(&sh2.state).batch_in_flight -= 1;
         sh2.work.notify_all();
         sh2.space.notify_all();
@@ -997,8 +1025,11 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
 fn activate(sh: &Shared, entry: &BatchEntry) -> Result<ActiveJob> {
     let ctx = &sh.ctx;
     let plan = Plan::new(&entry.offsets)?;
+    // The quantum bounds all batch work queued ahead of a real-time
+    // request, so each of the chunks in flight gets its share of it.
+    let chunk_time = sh.quantum / sh.cfg.max_batch_in_flight.max(1) as u32;
     let units =
-        lock(&sh.throughput).units_for(sh.quantum, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
+        lock(&sh.throughput).units_for(chunk_time, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
     let scope = crate::engine::ErrorScopes::push(&ctx.device);
     let (job, host_buffers, spans) = match &entry.input {
         Input::Device(array) => {

@@ -1,7 +1,8 @@
 //! Sizing batch chunks by GPU time: an estimate of this device's reduction
 //! throughput (bytes/s), seeded by a calibration run and refined from every
-//! completed batch chunk, turns the configured time quantum into a number of
-//! level-0 units (8192 floats each) per chunk.
+//! completed batch chunk (its GPU time from timestamp queries where the
+//! adapter has them, else from completion callbacks), turns a chunk's share
+//! of the time quantum into a number of level-0 units (8192 floats each).
 
 use std::time::Duration;
 
@@ -31,9 +32,9 @@ impl Throughput {
         if busy < MIN_OBSERVED || bytes == 0 {
             return;
         }
-        // Completion times come from callbacks that fire in batches, so a
-        // single busy time can be far too short; one observation may move
-        // the estimate by at most 2x either way.
+        // Without GPU timestamps, completion times come from callbacks that
+        // fire in bursts, so a single busy time can be far too short; one
+        // observation may move the estimate by at most 2x either way.
         let rate = (bytes as f64 / busy.as_secs_f64())
             .clamp(self.bytes_per_s / 2.0, self.bytes_per_s * 2.0);
         self.bytes_per_s = (1.0 - ALPHA) * self.bytes_per_s + ALPHA * rate;
