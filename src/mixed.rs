@@ -12,6 +12,11 @@
 //! whatever the latency), so queueing shows up in the latency. Batch jobs
 //! reduce a device-resident array, two jobs kept in flight, so the batch
 //! figure is GPU throughput rather than PCIe upload speed.
+//!
+//! The three phases run interleaved in `rounds` rounds (alone, alone,
+//! together, then again), each phase's figures merged over the rounds, so a
+//! slow drift of the machine (clocks, a noisy neighbour on a shared host)
+//! weighs on all three phases alike instead of on whichever ran last.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,14 +27,16 @@ use serde::Serialize;
 use crate::adapter::AdapterSummary;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::lanes::{LaneSnapshot, Lanes, LanesConfig, Request};
+use crate::lanes::{LaneMetrics, LaneSnapshot, Lanes, LanesConfig, Request};
 use crate::op::Op;
 
 /// Parameters of the experiment.
 #[derive(Clone, Debug, Serialize)]
 pub struct MixedConfig {
-    /// Length of each of the three phases.
+    /// Length of each of the three phases (over all rounds together).
     pub duration: Duration,
+    /// Rounds of the three phases, interleaved (at least 1).
+    pub rounds: usize,
     /// Real-time requests per second.
     pub rt_rate_hz: f64,
     /// Floats per real-time request.
@@ -47,6 +54,7 @@ impl MixedConfig {
     pub fn for_adapter(adapter: &AdapterSummary) -> Self {
         MixedConfig {
             duration: Duration::from_secs(3),
+            rounds: 3,
             rt_rate_hz: 1000.0,
             rt_size: 4096,
             batch_size: if adapter.software { 8 << 20 } else { 256 << 20 },
@@ -116,26 +124,27 @@ pub fn run(
         .wait()?;
 
     let mut identical = true;
-    progress("real-time alone");
-    let realtime_alone = phase(
-        &lanes,
-        &cfg,
-        Some(&rt_data),
-        None,
-        &mut identical,
-        &reference,
-    )?;
-    progress("batch alone");
-    let batch_alone = phase(&lanes, &cfg, None, Some(&array), &mut identical, &reference)?;
-    progress("both together");
-    let together = phase(
-        &lanes,
-        &cfg,
-        Some(&rt_data),
-        Some(&array),
-        &mut identical,
-        &reference,
-    )?;
+    let rounds = cfg.rounds.max(1);
+    let slice = cfg.duration / rounds as u32;
+    let mut merged: [PhaseRun; 3] = Default::default();
+    for round in 1..=rounds {
+        for (i, name) in ["real-time alone", "batch alone", "both together"]
+            .into_iter()
+            .enumerate()
+        {
+            progress(&if rounds > 1 {
+                format!("round {round}/{rounds}: {name}")
+            } else {
+                name.to_string()
+            });
+            let rt = (i != 1).then_some(&rt_data);
+            let batch = (i != 0).then_some(&array);
+            let run = phase(&lanes, &cfg, slice, rt, batch, &reference)?;
+            identical &= run.batch_identical;
+            merged[i].merge(run);
+        }
+    }
+    let [realtime_alone, batch_alone, together] = merged.map(PhaseRun::report);
 
     let p99 = |p: &PhaseReport| p.realtime.as_ref().map_or(0.0, |s| s.latency.p99_us);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
@@ -153,14 +162,55 @@ pub fn run(
     })
 }
 
+/// One phase's raw figures, mergeable over rounds.
+#[derive(Default)]
+struct PhaseRun {
+    realtime: Option<LaneMetrics>,
+    batch: Option<LaneMetrics>,
+    batch_bytes: u64,
+    batch_span: Duration,
+    realtime_sent: u64,
+    batch_identical: bool,
+}
+
+impl PhaseRun {
+    fn merge(&mut self, other: PhaseRun) {
+        fn add(into: &mut Option<LaneMetrics>, from: Option<LaneMetrics>) {
+            match (into.as_mut(), from) {
+                (Some(a), Some(b)) => a.merge(&b),
+                (None, b) => *into = b,
+                (Some(_), None) => {}
+            }
+        }
+        add(&mut self.realtime, other.realtime);
+        add(&mut self.batch, other.batch);
+        self.batch_bytes += other.batch_bytes;
+        self.batch_span += other.batch_span;
+        self.realtime_sent += other.realtime_sent;
+    }
+
+    fn report(self) -> PhaseReport {
+        PhaseReport {
+            realtime: self.realtime.map(|m| m.snapshot(0)),
+            batch: self.batch.map(|m| m.snapshot(0)),
+            batch_bytes_per_s: if self.batch_span > Duration::ZERO {
+                self.batch_bytes as f64 / self.batch_span.as_secs_f64()
+            } else {
+                0.0
+            },
+            realtime_sent: self.realtime_sent,
+        }
+    }
+}
+
 fn phase(
     lanes: &Arc<Lanes>,
     cfg: &MixedConfig,
+    duration: Duration,
     rt: Option<&Arc<[f32]>>,
     batch: Option<&Arc<crate::DeviceArray>>,
-    identical: &mut bool,
     reference: &crate::Reduction,
-) -> Result<PhaseReport> {
+) -> Result<PhaseRun> {
     lanes.wait_idle();
     lanes.reset_metrics();
     let stop = Arc::new(AtomicBool::new(false));
@@ -207,7 +257,7 @@ fn phase(
     if let Some(data) = rt {
         let period = Duration::from_secs_f64(1.0 / cfg.rt_rate_hz.max(1e-3));
         let mut next = Instant::now();
-        while start.elapsed() < cfg.duration {
+        while start.elapsed() < duration {
             let now = Instant::now();
             if now < next {
                 std::thread::sleep(next - now);
@@ -221,27 +271,25 @@ fn phase(
             }
         }
     } else {
-        std::thread::sleep(cfg.duration);
+        std::thread::sleep(duration);
     }
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         h.wait()?;
     }
-    let mut report = PhaseReport {
+    let mut run = PhaseRun {
         realtime_sent: sent,
+        batch_identical: true,
         ..Default::default()
     };
     if let Some(t) = batch_thread {
         let (bytes, span, same) = t.join().expect("batch driver thread")?;
-        *identical &= same;
-        report.batch_bytes_per_s = if span > Duration::ZERO {
-            bytes as f64 / span.as_secs_f64()
-        } else {
-            0.0
-        };
+        run.batch_identical = same;
+        run.batch_bytes = bytes;
+        run.batch_span = span;
     }
-    let m = lanes.metrics();
-    report.realtime = rt.map(|_| m.realtime.clone());
-    report.batch = batch.map(|_| m.batch.clone());
-    Ok(report)
+    let (rt_metrics, batch_metrics) = lanes.take_lane_metrics();
+    run.realtime = rt.map(|_| rt_metrics);
+    run.batch = batch.map(|_| batch_metrics);
+    Ok(run)
 }

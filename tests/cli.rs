@@ -728,3 +728,74 @@ fn assert_bad_input(argv: &[&str], what: &str, needles: &[&str]) {
         );
     }
 }
+
+/// `gpulanes mixed --json`: a short run in interleaved rounds completes every
+/// request it sent, fails none, and reports the two ratios and the merged
+/// per-phase figures; bad flags exit 2 naming the flag.
+#[test]
+fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
+    let out = run(&[
+        "mixed",
+        "--json",
+        "--duration",
+        "0.6",
+        "--rounds",
+        "2",
+        "--rt-rate",
+        "200",
+        "--rt-size",
+        "1000",
+        "--batch-size",
+        "300000",
+        "--rt-in-flight",
+        "1",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "mixed failed: {stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["config"]["rounds"], 2);
+    assert_eq!(r["batch_results_identical"], true);
+    for (phase, rt, batch) in [
+        ("realtime_alone", true, false),
+        ("batch_alone", false, true),
+        ("together", true, true),
+    ] {
+        let p = &r[phase];
+        if rt {
+            let lane = &p["realtime"];
+            let sent = p["realtime_sent"].as_u64().expect("realtime_sent");
+            // 0.3 s of each phase at 200 Hz, in two rounds.
+            assert!(sent >= 40, "{phase}: only {sent} requests sent");
+            assert_eq!(lane["completed"].as_u64(), Some(sent), "{phase}: {lane}");
+            assert_eq!(lane["failed"], 0, "{phase}");
+            assert!(lane["latency"]["count"].as_u64() == Some(sent), "{phase}");
+            assert!(lane["latency"]["p99_us"].as_f64().unwrap() > 0.0, "{phase}");
+            assert!(lane["submits"].as_u64().unwrap() <= sent, "{phase}");
+        } else {
+            assert!(p["realtime"].is_null(), "{phase}: {}", p["realtime"]);
+        }
+        if batch {
+            let lane = &p["batch"];
+            assert!(lane["completed"].as_u64().unwrap() >= 2, "{phase}: {lane}");
+            assert_eq!(lane["failed"], 0, "{phase}");
+            assert!(p["batch_bytes_per_s"].as_f64().unwrap() > 0.0, "{phase}");
+        } else {
+            assert!(p["batch"].is_null(), "{phase}");
+        }
+    }
+    for key in ["rt_p99_ratio", "batch_throughput_ratio", "quantum_us"] {
+        let v = r[key].as_f64().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && v > 0.0, "{key} = {}", r[key]);
+    }
+
+    for (flag, value) in [
+        ("--rounds", "0"),
+        ("--rt-in-flight", "0"),
+        ("--batch-in-flight", "0"),
+        ("--duration", "-1"),
+        ("--rt-rate", "0"),
+    ] {
+        let arg = format!("{flag}={value}");
+        assert_bad_input(&["mixed", &arg], "mixed", &[flag]);
+    }
+}

@@ -48,6 +48,7 @@ pub struct MetricsSnapshot {
 }
 
 /// The mutable counters behind a [`LaneSnapshot`].
+#[derive(Clone)]
 pub(crate) struct LaneMetrics {
     latency_us: Histogram<u64>,
     chunk_bytes: Histogram<u64>,
@@ -59,6 +60,9 @@ pub(crate) struct LaneMetrics {
     pub bytes: u64,
     first_dispatch: Option<Instant>,
     last_completion: Option<Instant>,
+    /// Time between first dispatch and last completion of metrics merged
+    /// in from other intervals (see [`LaneMetrics::merge`]).
+    merged_span: Duration,
 }
 
 impl Default for LaneMetrics {
@@ -75,6 +79,7 @@ impl Default for LaneMetrics {
             bytes: 0,
             first_dispatch: None,
             last_completion: None,
+            merged_span: Duration::ZERO,
         }
     }
 }
@@ -94,6 +99,32 @@ impl LaneMetrics {
         self.last_completion = Some(now);
     }
 
+    fn own_span(&self) -> Duration {
+        match (self.first_dispatch, self.last_completion) {
+            (Some(a), Some(b)) if b > a => b - a,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Adds the metrics of another, disjoint interval (e.g. one round of an
+    /// experiment): counts and histograms add up, and throughput becomes
+    /// all bytes over the sum of both intervals' spans.
+    pub fn merge(&mut self, other: &LaneMetrics) {
+        self.merged_span += other.merged_span + other.own_span();
+        self.latency_us
+            .add(&other.latency_us)
+            .expect("histograms with the same bounds add");
+        self.chunk_bytes
+            .add(&other.chunk_bytes)
+            .expect("histograms with the same bounds add");
+        self.submits += other.submits;
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.cancelled += other.cancelled;
+        self.deadline_misses += other.deadline_misses;
+        self.bytes += other.bytes;
+    }
+
     pub fn snapshot(&self, queue_depth: u64) -> LaneSnapshot {
         let h = &self.latency_us;
         let q = |p: f64| {
@@ -103,10 +134,7 @@ impl LaneMetrics {
                 h.value_at_quantile(p) as f64
             }
         };
-        let elapsed = match (self.first_dispatch, self.last_completion) {
-            (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
-            _ => 0.0,
-        };
+        let elapsed = (self.merged_span + self.own_span()).as_secs_f64();
         LaneSnapshot {
             queue_depth,
             submits: self.submits,

@@ -36,7 +36,7 @@ pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 
 use self::chunk_timer::ChunkTimer;
 use self::handle::Slot;
-use self::metrics::LaneMetrics;
+pub(crate) use self::metrics::LaneMetrics;
 use self::quantum::Throughput;
 use crate::device_array::{DeviceArray, pooled_input};
 use crate::engine::{Context, Engine};
@@ -495,6 +495,13 @@ impl Lanes {
     /// Clears the metrics (e.g. between benchmark phases).
     pub fn reset_metrics(&self) {
         *lock(&self.shared.metrics) = Metrics::default();
+    }
+
+    /// The real-time and batch metrics gathered since the last reset,
+    /// leaving them cleared (for experiments that merge several intervals).
+    pub(crate) fn take_lane_metrics(&self) -> (LaneMetrics, LaneMetrics) {
+        let m = std::mem::take(&mut *lock(&self.shared.metrics));
+        (m.rt, m.batch)
     }
 
     /// The batch quantum in use (configured, or derived from the measured

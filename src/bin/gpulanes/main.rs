@@ -33,9 +33,15 @@ enum Command {
     },
     /// Real-time lane alone, batch lane alone, then both: latency and throughput ratios.
     Mixed {
-        /// Seconds per phase.
+        /// Seconds per phase (over all rounds together; default 3).
         #[arg(long)]
         duration: Option<f64>,
+        /// Rounds of the three phases, interleaved, figures merged (default 3).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Coalesced real-time submissions queued on the GPU at once (default 2).
+        #[arg(long)]
+        rt_in_flight: Option<usize>,
         /// Real-time requests per second.
         #[arg(long)]
         rt_rate: Option<f64>,
@@ -108,6 +114,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Mixed {
             duration,
+            rounds,
+            rt_in_flight,
             rt_rate,
             rt_size,
             batch_size,
@@ -116,6 +124,8 @@ fn main() -> ExitCode {
             json,
         } => mixed::run(mixed::Args {
             duration,
+            rounds,
+            rt_in_flight,
             rt_rate,
             rt_size,
             batch_size,

@@ -11,6 +11,8 @@ use crate::Failure;
 
 pub struct Args {
     pub duration: Option<f64>,
+    pub rounds: Option<usize>,
+    pub rt_in_flight: Option<usize>,
     pub rt_rate: Option<f64>,
     pub rt_size: Option<usize>,
     pub batch_size: Option<usize>,
@@ -19,42 +21,49 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> Result<(), Failure> {
-    let engine = Engine::new()?;
-    let mut cfg = MixedConfig::for_adapter(engine.adapter());
-    if let Some(d) = args.duration {
-        if !(d > 0.0 && d.is_finite()) {
-            return Err(Failure::Input(format!(
-                "--duration must be a positive number of seconds, got {d}"
-            )));
+/// Checks the flags before a device is opened, so bad input fails fast
+/// with one line.
+fn validate(args: &Args) -> Result<(), Failure> {
+    for (flag, v, what) in [
+        ("--duration", args.duration, "a positive number of seconds"),
+        ("--rt-rate", args.rt_rate, "positive"),
+    ] {
+        if let Some(x) = v
+            && !(x > 0.0 && x.is_finite())
+        {
+            return Err(Failure::Input(format!("{flag} must be {what}, got {x}")));
         }
-        cfg.duration = Duration::from_secs_f64(d);
-    }
-    if let Some(r) = args.rt_rate {
-        if !(r > 0.0 && r.is_finite()) {
-            return Err(Failure::Input(format!(
-                "--rt-rate must be positive, got {r}"
-            )));
-        }
-        cfg.rt_rate_hz = r;
     }
     for (flag, v) in [
         ("--rt-size", args.rt_size),
         ("--batch-size", args.batch_size),
+        ("--rounds", args.rounds),
+        ("--batch-in-flight", args.batch_in_flight),
+        ("--rt-in-flight", args.rt_in_flight),
     ] {
         if v == Some(0) {
             return Err(Failure::Input(format!("{flag} must be at least 1")));
         }
     }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    validate(&args)?;
+    let engine = Engine::new()?;
+    let mut cfg = MixedConfig::for_adapter(engine.adapter());
+    if let Some(d) = args.duration {
+        cfg.duration = Duration::from_secs_f64(d);
+    }
+    cfg.rt_rate_hz = args.rt_rate.unwrap_or(cfg.rt_rate_hz);
     cfg.rt_size = args.rt_size.unwrap_or(cfg.rt_size);
     cfg.batch_size = args.batch_size.unwrap_or(cfg.batch_size);
+    cfg.rounds = args.rounds.unwrap_or(cfg.rounds);
     if let Some(n) = args.batch_in_flight {
-        if n == 0 {
-            return Err(Failure::Input(
-                "--batch-in-flight must be at least 1".into(),
-            ));
-        }
         cfg.lanes.max_batch_in_flight = n;
+    }
+    if let Some(n) = args.rt_in_flight {
+        cfg.lanes.max_realtime_in_flight = n;
     }
     if let Some(q) = args.quantum_us {
         cfg.lanes.quantum = Some(Duration::from_micros(q));
@@ -96,12 +105,13 @@ fn print_table(r: &MixedReport) {
         }
     );
     println!(
-        "real-time: {} floats at {} Hz; batch: {} floats ({} MiB) per job, device-resident; {:.1} s per phase",
+        "real-time: {} floats at {} Hz; batch: {} floats ({} MiB) per job, device-resident; {:.1} s per phase in {} interleaved rounds",
         r.config.rt_size,
         r.config.rt_rate_hz,
         r.config.batch_size,
         (r.config.batch_size * 4) >> 20,
-        r.config.duration.as_secs_f64()
+        r.config.duration.as_secs_f64(),
+        r.config.rounds
     );
     println!();
     println!(
