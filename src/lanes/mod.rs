@@ -11,8 +11,9 @@
 //!   time. At most `max_batch_in_flight` chunks are queued on the GPU, each
 //!   sized to its share of the quantum from the throughput observed on this
 //!   device (GPU timestamps around each chunk where the adapter has them),
-//!   so a real-time request waits behind about one quantum of batch work. Chunking never changes the dispatches a job runs,
-//!   so a job's result is bitwise the same as running it alone.
+//!   so a real-time request waits behind about one quantum of batch work.
+//!   Chunking never changes the dispatches a job runs, so a job's result is
+//!   bitwise the same as running it alone.
 //! * Real-time goes first, but the batch lane is guaranteed a share of GPU
 //!   time (`batch_min_share`) under a real-time flood.
 //! * Deadlines, cancellation, bounded queues (block or reject), and failure
@@ -1034,7 +1035,8 @@ fn activate(sh: &Shared, entry: &BatchEntry) -> Result<ActiveJob> {
     let plan = Plan::new(&entry.offsets)?;
     // The quantum bounds all batch work queued ahead of a real-time
     // request, so each of the chunks in flight gets its share of it.
-    let chunk_time = sh.quantum / sh.cfg.max_batch_in_flight.max(1) as u32;
+    let shares = u32::try_from(sh.cfg.max_batch_in_flight).unwrap_or(u32::MAX);
+    let chunk_time = sh.quantum / shares.max(1);
     let units =
         lock(&sh.throughput).units_for(chunk_time, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
     let scope = crate::engine::ErrorScopes::push(&ctx.device);
