@@ -438,3 +438,40 @@ fn shutdown_with_work_in_flight_neither_hangs_nor_loses_handles() {
         }
     }
 }
+
+/// Every chunk gets `quantum / max_batch_in_flight` of GPU time, so with a
+/// quantum of a few units and 8 chunks in flight the chunks are the minimum
+/// size; absurd in-flight bounds neither panic nor change the result.
+#[test]
+fn chunks_share_the_quantum_and_extreme_in_flight_bounds_are_safe() {
+    let d = data(24 * 8192 + 5, 11);
+    let want = bits(&solo(&d, Op::Sum, &Partitions::Whole));
+    // 2^32 once truncated a u32 share count to zero (a division by zero).
+    let two_pow_32 = usize::try_from(1u64 << 32).unwrap_or(usize::MAX);
+    for in_flight in [1usize, 8, two_pow_32, usize::MAX] {
+        let lanes = Lanes::new(
+            engine(),
+            LanesConfig {
+                quantum: Some(Duration::from_micros(1)),
+                max_batch_in_flight: in_flight,
+                min_chunk_units: 1,
+                ..LanesConfig::default()
+            },
+        )
+        .unwrap();
+        let got = lanes
+            .batch(Request::host(d.clone(), Op::Sum))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(bits(&got), want, "in flight {in_flight}");
+        let m = lanes.metrics();
+        assert_eq!(m.batch.completed, 1);
+        // 25 units, one per chunk at the minimum size.
+        assert!(
+            m.batch.submits >= 25,
+            "in flight {in_flight}: {} submits",
+            m.batch.submits
+        );
+    }
+}
