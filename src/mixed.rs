@@ -125,7 +125,7 @@ pub fn run(
 
     let mut identical = true;
     let rounds = cfg.rounds.max(1);
-    let slice = cfg.duration / rounds as u32;
+    let slice = cfg.duration / u32::try_from(rounds).unwrap_or(u32::MAX);
     let mut merged: [PhaseRun; 3] = Default::default();
     for round in 1..=rounds {
         for (i, name) in ["real-time alone", "batch alone", "both together"]
