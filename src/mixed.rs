@@ -89,6 +89,8 @@ pub struct MixedReport {
     pub batch_results_identical: bool,
     /// The batch quantum the scheduler used, in microseconds.
     pub quantum_us: f64,
+    /// The just-in-time submission lead the scheduler used, in microseconds.
+    pub submit_lead_us: f64,
     /// The scheduler's throughput estimate at the end, bytes/s.
     pub throughput_estimate_bytes_per_s: f64,
 }
@@ -154,6 +156,7 @@ pub fn run(
         batch_throughput_ratio: ratio(together.batch_bytes_per_s, batch_alone.batch_bytes_per_s),
         batch_results_identical: identical,
         quantum_us: lanes.quantum().as_secs_f64() * 1e6,
+        submit_lead_us: lanes.submit_lead().as_secs_f64() * 1e6,
         throughput_estimate_bytes_per_s: lanes.throughput_estimate(),
         config: cfg,
         realtime_alone,

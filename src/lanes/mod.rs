@@ -8,12 +8,18 @@
 //!   only on positions inside a partition), so a coalesced result has the
 //!   same bits as the request run alone.
 //! * Batch jobs are prepared once and submitted a chunk (one dispatch) at a
-//!   time. At most `max_batch_in_flight` chunks are queued on the GPU, each
-//!   sized to its share of the quantum from the throughput observed on this
-//!   device (GPU timestamps around each chunk where the adapter has them),
-//!   so a real-time request waits behind about one quantum of batch work.
-//!   Chunking never changes the dispatches a job runs, so a job's result is
-//!   bitwise the same as running it alone.
+//!   time, each chunk sized to the quantum (less the submit lead) from the
+//!   throughput observed on this device (GPU timestamps around each chunk
+//!   where the adapter has them). Chunking never changes the dispatches a
+//!   job runs, so a job's result is bitwise the same as running it alone.
+//! * Submission is just in time: the dispatcher predicts when the GPU will
+//!   finish what it has been given and submits the next batch chunk only
+//!   when that is within `submit_lead`. So the GPU never runs dry, yet a
+//!   real-time request finds at most about one chunk ahead of it. Real-time
+//!   requests that arrive while a chunk runs would only wait behind it, so
+//!   they are held and coalesced until that point, where they go first. The
+//!   prediction is pulled in whenever the GPU is seen idle, so a chunk that
+//!   runs faster than estimated never holds anything back.
 //! * Real-time goes first, but the batch lane is guaranteed a share of GPU
 //!   time (`batch_min_share`) under a real-time flood.
 //! * Deadlines, cancellation, bounded queues (block or reject), and failure
@@ -79,14 +85,23 @@ pub enum WhenFull {
 /// software adapter.
 #[derive(Clone, Debug)]
 pub struct LanesConfig {
-    /// GPU time of all the batch work that may be queued ahead of a
-    /// real-time request: each of the `max_batch_in_flight` chunks is sized
-    /// to `quantum / max_batch_in_flight` of GPU time, measured with GPU
-    /// timestamps where the device has them. `None` derives it from this
-    /// device's measured real-time round trip (4x, within 200 us ..= 4 ms).
+    /// GPU time of the batch work that may be queued ahead of a real-time
+    /// request. Batch chunks are sized to `quantum - submit_lead` of GPU time
+    /// (at least half the quantum), measured with GPU timestamps where the
+    /// device has them. `None` derives it from this device's measured
+    /// real-time round trip (4x, within 200 us ..= 4 ms).
     pub quantum: Option<Duration>,
-    /// Batch chunks queued on the GPU at once (2 keeps the GPU fed: the
-    /// next chunk is queued while one runs).
+    /// Just-in-time submission: the next batch chunk is submitted when the
+    /// work already queued on the GPU is predicted to end within this lead
+    /// (so the GPU never runs dry, yet a real-time request finds at most one
+    /// chunk ahead of it), and real-time requests that arrive while a chunk
+    /// runs are held and coalesced until that point, where they go first.
+    /// `None` derives it from the measured round trip (half of it, within
+    /// 50 us ..= 500 us).
+    pub submit_lead: Option<Duration>,
+    /// Hard bound on batch chunks queued on the GPU at once; pacing keeps
+    /// it at one except within the lead, or when a chunk overruns its
+    /// predicted time.
     pub max_batch_in_flight: usize,
     /// Coalesced real-time submissions queued on the GPU at once.
     pub max_realtime_in_flight: usize,
@@ -126,6 +141,7 @@ impl Default for LanesConfig {
     fn default() -> Self {
         LanesConfig {
             quantum: None,
+            submit_lead: None,
             max_batch_in_flight: 2,
             max_realtime_in_flight: 2,
             coalesce_delay: Duration::ZERO,
@@ -257,6 +273,40 @@ struct State {
     batch_in_flight: usize,
     shutdown: bool,
     last_batch_submit: Option<Instant>,
+    /// When the GPU is predicted to finish everything submitted so far
+    /// (host clock); pulled in whenever the GPU is seen idle.
+    gpu_free_at: Option<Instant>,
+    /// Moving average of the dispatcher's host time to prepare and submit a
+    /// real-time group: held requests are released this much earlier, so
+    /// their preparation overlaps the batch chunk they wait behind.
+    rt_prep: Duration,
+}
+
+impl State {
+    /// Adds `busy` of predicted GPU time behind the work already queued.
+    fn predict(&mut self, now: Instant, busy: Duration) {
+        let start = self.gpu_free_at.map_or(now, |t| t.max(now));
+        self.gpu_free_at = Some(start + busy);
+    }
+
+    /// Predicted GPU time still queued ahead of a submission made `now`.
+    fn queued_ahead(&self, now: Instant) -> Duration {
+        self.gpu_free_at
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+    }
+
+    /// Folds one real-time group's preparation time into the average.
+    fn observe_rt_prep(&mut self, took: Duration, cap: Duration) {
+        self.rt_prep = (self.rt_prep.mul_f64(0.75) + took.mul_f64(0.25)).min(cap);
+    }
+
+    /// Called after a completion: once nothing is in flight the GPU is idle,
+    /// whatever the prediction said.
+    fn note_completion(&mut self) {
+        if self.rt_in_flight == 0 && self.batch_in_flight == 0 {
+            self.gpu_free_at = None;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -275,6 +325,10 @@ struct Shared {
     cfg: LanesConfig,
     /// The quantum in use (configured or derived at start).
     quantum: Duration,
+    /// The just-in-time submission lead in use.
+    lead: Duration,
+    /// Predicted GPU time of a real-time submission besides its bytes.
+    rt_fixed: Duration,
     state: Mutex<State>,
     /// Wakes the dispatcher: new work, freed GPU slots, cancellation, shutdown.
     work: Condvar,
@@ -321,10 +375,17 @@ impl Lanes {
         let quantum = cfg.quantum.unwrap_or_else(|| {
             (calibration.round_trip * 4).clamp(Duration::from_micros(200), Duration::from_millis(4))
         });
+        let lead = cfg.submit_lead.unwrap_or_else(|| {
+            (calibration.round_trip / 2)
+                .clamp(Duration::from_micros(50), Duration::from_micros(500))
+        });
+        let rt_fixed = calibration.round_trip / 2;
         let seed = calibration.bytes_per_s;
         let shared = Arc::new(Shared {
             ctx: engine.context().clone(),
             quantum,
+            lead,
+            rt_fixed,
             cfg,
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -511,6 +572,12 @@ impl Lanes {
         self.shared.quantum
     }
 
+    /// The just-in-time submission lead in use (configured, or derived from
+    /// the measured round trip).
+    pub fn submit_lead(&self) -> Duration {
+        self.shared.lead
+    }
+
     /// Current estimate of this device's reduction throughput (bytes/s).
     pub fn throughput_estimate(&self) -> f64 {
         lock(&self.shared.throughput).bytes_per_s()
@@ -612,16 +679,78 @@ fn dispatcher_loop(sh: &Arc<Shared>) {
     }
 }
 
+/// The limits [`decide`] applies.
+struct Pacing {
+    lead: Duration,
+    max_realtime_in_flight: usize,
+    max_batch_in_flight: usize,
+    /// How long a waiting batch chunk may be passed over by real-time work.
+    batch_max_wait: Duration,
+}
+
+/// What the dispatcher may do now, from the queue state alone.
+#[derive(Debug, PartialEq)]
+enum Decision {
+    Realtime,
+    Batch,
+    /// Nothing yet; look again after this long (or when woken).
+    Wait(Duration),
+}
+
+/// Just-in-time submission, real-time first. While more than the lead of
+/// work is queued on the GPU and a batch chunk is part of it, new work
+/// would only wait behind it, so it is held (and real-time requests
+/// coalesce) until the GPU nears the end of that work; real-time requests
+/// are released early by their preparation time.
+fn decide(st: &State, now: Instant, p: &Pacing) -> Decision {
+    let ahead = st.queued_ahead(now);
+    let at_boundary = ahead <= p.lead;
+    let rt_release = p.lead + st.rt_prep;
+    let rt_waiting = !st.rt.is_empty();
+    let rt_ready = rt_waiting
+        && st.rt_in_flight < p.max_realtime_in_flight
+        && (ahead <= rt_release || st.batch_in_flight == 0);
+    let batch_ready =
+        !st.batch.is_empty() && st.batch_in_flight < p.max_batch_in_flight && at_boundary;
+    let batch_starved = batch_ready
+        && st
+            .last_batch_submit
+            .is_some_and(|t| now.duration_since(t) >= p.batch_max_wait);
+    if rt_ready && !batch_starved {
+        return Decision::Realtime;
+    }
+    // A batch chunk is not queued ahead of waiting real-time requests
+    // unless the batch lane is owed its share.
+    if batch_ready && (!rt_waiting || batch_starved) {
+        return Decision::Batch;
+    }
+    // Held work is reconsidered when the GPU nears the end of the queued
+    // work; completions, new work and shutdown wake the loop earlier.
+    let release = if rt_waiting { rt_release } else { p.lead };
+    Decision::Wait(match ahead.checked_sub(release) {
+        Some(d) if d > Duration::ZERO => d.min(IDLE_WAIT),
+        _ => IDLE_WAIT,
+    })
+}
+
+/// Longest sleep of the dispatcher between looks at its queues.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
 /// Waits for something to do, real-time first.
 fn next_action(sh: &Arc<Shared>) -> Action {
     let cfg = &sh.cfg;
     // With share s, a batch chunk (about one quantum) may wait at most
     // quantum * (1 - s) / s behind real-time work.
-    let batch_max_wait = if cfg.batch_min_share > 0.0 {
-        sh.quantum
-            .mul_f64((1.0 - cfg.batch_min_share) / cfg.batch_min_share)
-    } else {
-        Duration::MAX
+    let pacing = Pacing {
+        lead: sh.lead,
+        max_realtime_in_flight: cfg.max_realtime_in_flight,
+        max_batch_in_flight: cfg.max_batch_in_flight,
+        batch_max_wait: if cfg.batch_min_share > 0.0 {
+            sh.quantum
+                .mul_f64((1.0 - cfg.batch_min_share) / cfg.batch_min_share)
+        } else {
+            Duration::MAX
+        },
     };
     let mut st = lock(&sh.state);
     loop {
@@ -637,49 +766,46 @@ fn next_action(sh: &Arc<Shared>) -> Action {
             sh.space.notify_all();
         }
         let now = Instant::now();
-        let rt_ready = !st.rt.is_empty() && st.rt_in_flight < cfg.max_realtime_in_flight;
-        let batch_ready = !st.batch.is_empty() && st.batch_in_flight < cfg.max_batch_in_flight;
-        let batch_starved = batch_ready
-            && st
-                .last_batch_submit
-                .is_some_and(|t| now.duration_since(t) >= batch_max_wait);
-        if rt_ready && !batch_starved {
-            let age = now.duration_since(st.rt.front().expect("non-empty").enqueued);
-            let big =
-                st.rt.len() >= cfg.max_coalesced_requests || st.rt_bytes >= cfg.max_coalesced_bytes;
-            if age < cfg.coalesce_delay && !big {
-                st = sh
-                    .work
-                    .wait_timeout(st, cfg.coalesce_delay - age)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                continue;
-            }
-            let mut reqs = Vec::new();
-            let mut bytes = 0;
-            while let Some(r) = st.rt.front() {
-                let b = r.data.len() as u64 * 4;
-                if !reqs.is_empty()
-                    && (reqs.len() >= cfg.max_coalesced_requests
-                        || bytes + b > cfg.max_coalesced_bytes)
-                {
-                    break;
+        let wake = match decide(&st, now, &pacing) {
+            Decision::Realtime => {
+                let age = now.duration_since(st.rt.front().expect("non-empty").enqueued);
+                let big = st.rt.len() >= cfg.max_coalesced_requests
+                    || st.rt_bytes >= cfg.max_coalesced_bytes;
+                if age < cfg.coalesce_delay && !big {
+                    st = sh
+                        .work
+                        .wait_timeout(st, cfg.coalesce_delay - age)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
                 }
-                bytes += b;
-                reqs.push(st.rt.pop_front().expect("front exists"));
+                let mut reqs = Vec::new();
+                let mut bytes = 0;
+                while let Some(r) = st.rt.front() {
+                    let b = r.data.len() as u64 * 4;
+                    if !reqs.is_empty()
+                        && (reqs.len() >= cfg.max_coalesced_requests
+                            || bytes + b > cfg.max_coalesced_bytes)
+                    {
+                        break;
+                    }
+                    bytes += b;
+                    reqs.push(st.rt.pop_front().expect("front exists"));
+                }
+                st.rt_bytes -= bytes;
+                st.rt_in_flight += 1;
+                drop(st);
+                sh.space.notify_all();
+                return Action::Realtime(reqs);
             }
-            st.rt_bytes -= bytes;
-            st.rt_in_flight += 1;
-            drop(st);
-            sh.space.notify_all();
-            return Action::Realtime(reqs);
-        }
-        if batch_ready {
-            let entry = st.batch.pop_front().expect("non-empty");
-            st.batch_taken = true;
-            st.last_batch_submit = Some(now);
-            return Action::Batch(Box::new(entry));
-        }
+            Decision::Batch => {
+                let entry = st.batch.pop_front().expect("non-empty");
+                st.batch_taken = true;
+                st.last_batch_submit = Some(now);
+                return Action::Batch(Box::new(entry));
+            }
+            Decision::Wait(wake) => wake,
+        };
         if st.batch.is_empty() {
             st.last_batch_submit = None;
         } else if st.last_batch_submit.is_none() {
@@ -687,7 +813,7 @@ fn next_action(sh: &Arc<Shared>) -> Action {
         }
         st = sh
             .work
-            .wait_timeout(st, Duration::from_millis(50))
+            .wait_timeout(st, wake)
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
@@ -754,6 +880,7 @@ fn mark_done(sh: &Shared, submitted: Instant) -> Duration {
 /// One coalesced submission for a group of real-time requests.
 fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     let now = Instant::now();
+    let picked = now;
     let (live, expired): (Vec<_>, Vec<_>) = reqs
         .into_iter()
         .partition(|r| r.deadline.is_none_or(|d| d > now));
@@ -813,6 +940,12 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         release_realtime_slot(sh);
         return;
     }
+    let busy = sh.rt_fixed + busy_for(sh, total_bytes);
+    {
+        let mut st = lock(&sh.state);
+        st.predict(submitted, busy);
+        st.observe_rt_prep(submitted.saturating_duration_since(picked), sh.quantum);
+    }
     lock(&sh.metrics).rt.on_submit(total_bytes, submitted);
     let remaining = Arc::new(AtomicUsize::new(prepared.len()));
     for (job, buffers, group) in prepared {
@@ -830,8 +963,17 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     track(sh, index);
 }
 
+/// Predicted GPU time to reduce `bytes` at the observed throughput.
+fn busy_for(sh: &Shared, bytes: u64) -> Duration {
+    let rate = lock(&sh.throughput).bytes_per_s();
+    Duration::try_from_secs_f64(bytes as f64 / rate).unwrap_or(Duration::ZERO)
+}
+
 fn release_realtime_slot(sh: &Shared) {
-    lock(&sh.state).rt_in_flight -= 1;
+    let mut st = lock(&sh.state);
+    st.rt_in_flight -= 1;
+    st.note_completion();
+    drop(st);
     sh.work.notify_all();
     sh.space.notify_all();
 }
@@ -972,7 +1114,12 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
         entry.slot.complete(Err(e));
         return None;
     }
-    lock(&sh.state).batch_in_flight += 1;
+    let busy = busy_for(sh, chunk_bytes);
+    {
+        let mut st = lock(&sh.state);
+        st.batch_in_flight += 1;
+        st.predict(submitted, busy);
+    }
     lock(&sh.metrics).batch.on_submit(chunk_bytes, submitted);
     let sh2 = sh.clone();
     // The chunk's GPU time from its timestamps where the device has them;
@@ -992,7 +1139,10 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
         if wall_clock_observation {
             lock(&sh2.throughput).observe(chunk_bytes, busy);
         }
-        lock(&sh2.state).batch_in_flight -= 1;
+        let mut st = lock(&sh2.state);
+        st.batch_in_flight -= 1;
+        st.note_completion();
+        drop(st);
         sh2.work.notify_all();
         sh2.space.notify_all();
     });
@@ -1033,10 +1183,9 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
 fn activate(sh: &Shared, entry: &BatchEntry) -> Result<ActiveJob> {
     let ctx = &sh.ctx;
     let plan = Plan::new(&entry.offsets)?;
-    // The quantum bounds all batch work queued ahead of a real-time
-    // request, so each of the chunks in flight gets its share of it.
-    let shares = u32::try_from(sh.cfg.max_batch_in_flight).unwrap_or(u32::MAX);
-    let chunk_time = sh.quantum / shares.max(1);
+    // The quantum bounds the batch work queued ahead of a real-time
+    // request: one chunk, plus at most the lead of the next one.
+    let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
     let units =
         lock(&sh.throughput).units_for(chunk_time, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
     let scope = crate::engine::ErrorScopes::push(&ctx.device);
@@ -1066,4 +1215,145 @@ fn activate(sh: &Shared, entry: &BatchEntry) -> Result<ActiveJob> {
         host_buffers,
         spans,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    fn rt_entry(now: Instant) -> RtEntry {
+        RtEntry {
+            data: Arc::from(vec![1.0f32; 4]),
+            offsets: vec![0, 4],
+            op: Op::Sum,
+            nan: NanPolicy::Propagate,
+            deadline: None,
+            enqueued: now,
+            slot: Slot::new(),
+        }
+    }
+
+    fn batch_entry(now: Instant) -> BatchEntry {
+        BatchEntry {
+            input: Input::Host(Arc::from(vec![1.0f32; 4])),
+            offsets: vec![0, 4],
+            op: Op::Sum,
+            nan: NanPolicy::Propagate,
+            enqueued: now,
+            slot: Slot::new(),
+            active: None,
+        }
+    }
+
+    const PACING: Pacing = Pacing {
+        lead: Duration::from_micros(100),
+        max_realtime_in_flight: 2,
+        max_batch_in_flight: 2,
+        batch_max_wait: Duration::from_millis(20),
+    };
+
+    /// A chunk with 2 ms of predicted GPU time left is running; one more
+    /// chunk of the job and `rt` real-time requests are waiting.
+    fn chunk_running(now: Instant, rt: usize) -> State {
+        let mut st = State::default();
+        st.batch_in_flight = 1;
+        st.predict(now, ms(2));
+        st.batch.push_back(batch_entry(now));
+        st.last_batch_submit = Some(now);
+        for _ in 0..rt {
+            st.rt.push_back(rt_entry(now));
+        }
+        st
+    }
+
+    #[test]
+    fn work_waits_for_the_end_of_the_running_chunk_then_realtime_goes_first() {
+        let t0 = Instant::now();
+        let mut st = chunk_running(t0, 3);
+        // Mid-chunk: both lanes are held until the chunk is about to end.
+        assert_eq!(decide(&st, t0, &PACING), Decision::Wait(ms(2) - us(100)));
+        // Within the lead of its end, real-time goes first...
+        let near_end = t0 + ms(2) - us(50);
+        assert_eq!(decide(&st, near_end, &PACING), Decision::Realtime);
+        // ...and is released earlier by its measured preparation time.
+        st.rt_prep = us(400);
+        assert_eq!(decide(&st, t0 + ms(1), &PACING), Decision::Wait(us(500)));
+        assert_eq!(
+            decide(&st, t0 + ms(1) + us(600), &PACING),
+            Decision::Realtime
+        );
+        // With no real-time work waiting, the next chunk goes at the lead.
+        st.rt.clear();
+        assert_eq!(
+            decide(&st, t0 + ms(1), &PACING),
+            Decision::Wait(ms(1) - us(100))
+        );
+        assert_eq!(decide(&st, near_end, &PACING), Decision::Batch);
+    }
+
+    #[test]
+    fn realtime_goes_at_once_when_no_batch_chunk_is_queued() {
+        let t0 = Instant::now();
+        let mut st = State::default();
+        st.rt.push_back(rt_entry(t0));
+        // Even with real-time work predicted on the GPU: only batch work is
+        // worth holding back for.
+        st.rt_in_flight = 1;
+        st.predict(t0, ms(5));
+        assert_eq!(decide(&st, t0, &PACING), Decision::Realtime);
+        // The in-flight bound still applies.
+        st.rt_in_flight = 2;
+        assert_eq!(decide(&st, t0, &PACING), Decision::Wait(ms(5) - us(100)));
+    }
+
+    #[test]
+    fn a_starved_batch_lane_goes_ahead_of_realtime_work_but_not_before_the_boundary() {
+        let t0 = Instant::now();
+        let st = chunk_running(t0, 1);
+        let late = t0 + PACING.batch_max_wait;
+        // The running chunk's prediction has passed: at the boundary, and the
+        // batch lane has waited its longest.
+        assert_eq!(decide(&st, late, &PACING), Decision::Batch);
+        // Before its wait is up, real-time work goes first.
+        assert_eq!(decide(&st, t0 + ms(3), &PACING), Decision::Realtime);
+        // The hard in-flight bound holds even for a starved lane.
+        let mut full = chunk_running(t0, 0);
+        full.batch_in_flight = 2;
+        assert_eq!(decide(&full, late, &PACING), Decision::Wait(IDLE_WAIT));
+    }
+
+    #[test]
+    fn predicted_gpu_work_queues_up_and_clears_when_the_gpu_is_seen_idle() {
+        let mut st = State::default();
+        let t0 = Instant::now();
+        assert_eq!(st.queued_ahead(t0), Duration::ZERO);
+        st.batch_in_flight = 1;
+        st.predict(t0, ms(2));
+        assert_eq!(st.queued_ahead(t0), ms(2));
+        // A later submission queues behind the work already there.
+        st.rt_in_flight = 1;
+        st.predict(t0 + ms(1), ms(1));
+        assert_eq!(st.queued_ahead(t0 + ms(1)), ms(2));
+        // Past the prediction nothing is ahead, and new work starts at once.
+        assert_eq!(st.queued_ahead(t0 + ms(10)), Duration::ZERO);
+        st.predict(t0 + ms(10), ms(1));
+        assert_eq!(st.queued_ahead(t0 + ms(10)), ms(1));
+        // A completion with work still in flight keeps the prediction...
+        st.batch_in_flight = 0;
+        st.note_completion();
+        assert_eq!(st.queued_ahead(t0 + ms(10)), ms(1));
+        // ...and once nothing is in flight the GPU is idle, whatever the
+        // prediction said (a chunk that ran faster than estimated).
+        st.rt_in_flight = 0;
+        st.note_completion();
+        assert_eq!(st.queued_ahead(t0 + ms(10)), Duration::ZERO);
+    }
 }

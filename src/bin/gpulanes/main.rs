@@ -54,7 +54,11 @@ enum Command {
         /// Batch chunk quantum in microseconds of GPU time.
         #[arg(long)]
         quantum_us: Option<u64>,
-        /// Batch chunks queued on the GPU at once (default 2).
+        /// Just-in-time submission lead in microseconds (default: half the
+        /// measured round trip).
+        #[arg(long)]
+        lead_us: Option<u64>,
+        /// Hard bound on batch chunks queued on the GPU at once (default 2).
         #[arg(long)]
         batch_in_flight: Option<usize>,
         /// Print one JSON object.
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
             rt_size,
             batch_size,
             quantum_us,
+            lead_us,
             batch_in_flight,
             json,
         } => mixed::run(mixed::Args {
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
             rt_size,
             batch_size,
             quantum_us,
+            lead_us,
             batch_in_flight,
             json,
         }),

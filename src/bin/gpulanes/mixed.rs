@@ -17,6 +17,7 @@ pub struct Args {
     pub rt_size: Option<usize>,
     pub batch_size: Option<usize>,
     pub quantum_us: Option<u64>,
+    pub lead_us: Option<u64>,
     pub batch_in_flight: Option<usize>,
     pub json: bool,
 }
@@ -67,6 +68,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     if let Some(q) = args.quantum_us {
         cfg.lanes.quantum = Some(Duration::from_micros(q));
+    }
+    if let Some(l) = args.lead_us {
+        cfg.lanes.submit_lead = Some(Duration::from_micros(l));
     }
     let json = args.json;
     let report = mixed::run(&engine, cfg, |phase| {
@@ -154,8 +158,8 @@ fn print_table(r: &MixedReport) {
         );
     }
     println!(
-        "batch quantum: {:.0} us of GPU time per chunk",
-        r.quantum_us
+        "batch quantum: {:.0} us of GPU time queued ahead of real-time work at most; submit lead {:.0} us",
+        r.quantum_us, r.submit_lead_us
     );
     if let Some(b) = r.together.batch.as_ref() {
         println!(
