@@ -1263,11 +1263,13 @@ mod tests {
     /// A chunk with 2 ms of predicted GPU time left is running; one more
     /// chunk of the job and `rt` real-time requests are waiting.
     fn chunk_running(now: Instant, rt: usize) -> State {
-        let mut st = State::default();
-        st.batch_in_flight = 1;
+        let mut st = State {
+            batch_in_flight: 1,
+            last_batch_submit: Some(now),
+            ..State::default()
+        };
         st.predict(now, ms(2));
         st.batch.push_back(batch_entry(now));
-        st.last_batch_submit = Some(now);
         for _ in 0..rt {
             st.rt.push_back(rt_entry(now));
         }
