@@ -749,6 +749,8 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         "300000",
         "--rt-in-flight",
         "1",
+        "--lead-us",
+        "150",
     ]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "mixed failed: {stderr}");
@@ -787,6 +789,12 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         let v = r[key].as_f64().unwrap_or(f64::NAN);
         assert!(v.is_finite() && v > 0.0, "{key} = {}", r[key]);
     }
+    assert_eq!(r["submit_lead_us"].as_f64(), Some(150.0));
+    assert_bad_input(
+        &["mixed", "--quantum-us", "100", "--lead-us", "200"],
+        "mixed",
+        &["--lead-us", "--quantum-us"],
+    );
 
     for (flag, value) in [
         ("--rounds", "0"),

@@ -530,3 +530,35 @@ fn tiny_quantum_gives_minimum_chunks_and_extreme_in_flight_bounds_are_safe() {
         );
     }
 }
+
+#[test]
+fn a_submit_lead_above_the_quantum_is_refused_with_a_clear_error() {
+    let refused = Lanes::new(
+        engine(),
+        LanesConfig {
+            quantum: Some(Duration::from_millis(1)),
+            submit_lead: Some(Duration::from_millis(2)),
+            ..LanesConfig::default()
+        },
+    );
+    match refused {
+        Err(Error::InvalidInput(msg)) => {
+            assert!(
+                msg.contains("submit_lead") && msg.contains("quantum"),
+                "{msg}"
+            )
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a lead above the quantum was accepted"),
+    }
+    // Equal is fine.
+    Lanes::new(
+        engine(),
+        LanesConfig {
+            quantum: Some(Duration::from_millis(1)),
+            submit_lead: Some(Duration::from_millis(1)),
+            ..LanesConfig::default()
+        },
+    )
+    .expect("a lead equal to the quantum");
+}

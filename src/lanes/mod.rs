@@ -14,12 +14,14 @@
 //!   job runs, so a job's result is bitwise the same as running it alone.
 //! * Submission is just in time: the dispatcher predicts when the GPU will
 //!   finish what it has been given and submits the next batch chunk only
-//!   when that is within `submit_lead`. So the GPU never runs dry, yet a
-//!   real-time request finds at most about one chunk ahead of it. Real-time
-//!   requests that arrive while a chunk runs would only wait behind it, so
-//!   they are held and coalesced until that point, where they go first. The
-//!   prediction is pulled in whenever the GPU is seen idle, so a chunk that
-//!   runs faster than estimated never holds anything back.
+//!   when that is within `submit_lead`. So the GPU is kept fed while the
+//!   prediction holds, yet a real-time request finds at most about one
+//!   chunk ahead of it. Real-time requests that arrive while a chunk runs
+//!   would only wait behind it, so they are held and coalesced until that
+//!   point, where they go first. Every completion re-anchors the prediction
+//!   to what is still in flight, and clears it when nothing is; a chunk that
+//!   runs faster than estimated costs the GPU idle time until its
+//!   completion is seen, never a held request beyond that.
 //! * Real-time goes first, but the batch lane is guaranteed a share of GPU
 //!   time (`batch_min_share`) under a real-time flood.
 //! * Deadlines, cancellation, bounded queues (block or reject), and failure
@@ -93,11 +95,11 @@ pub struct LanesConfig {
     pub quantum: Option<Duration>,
     /// Just-in-time submission: the next batch chunk is submitted when the
     /// work already queued on the GPU is predicted to end within this lead
-    /// (so the GPU never runs dry, yet a real-time request finds at most one
+    /// (so the GPU stays fed, yet a real-time request finds at most one
     /// chunk ahead of it), and real-time requests that arrive while a chunk
     /// runs are held and coalesced until that point, where they go first.
-    /// `None` derives it from the measured round trip (half of it, within
-    /// 50 us ..= 500 us).
+    /// Must not exceed the quantum. `None` derives it from the measured
+    /// round trip (half of it, within 50 us ..= 500 us).
     pub submit_lead: Option<Duration>,
     /// Hard bound on batch chunks queued on the GPU at once; pacing keeps
     /// it at one except within the lead, or when a chunk overruns its
@@ -274,8 +276,10 @@ struct State {
     shutdown: bool,
     last_batch_submit: Option<Instant>,
     /// When the GPU is predicted to finish everything submitted so far
-    /// (host clock); pulled in whenever the GPU is seen idle.
+    /// (host clock); re-anchored at every completion.
     gpu_free_at: Option<Instant>,
+    /// Predicted GPU time of the submissions not yet completed.
+    in_flight_busy: Duration,
     /// Moving average of the dispatcher's host time to prepare and submit a
     /// real-time group: held requests are released this much earlier, so
     /// their preparation overlaps the batch chunk they wait behind.
@@ -284,9 +288,12 @@ struct State {
 
 impl State {
     /// Adds `busy` of predicted GPU time behind the work already queued.
+    /// Pass the same `busy` to [`State::note_completion`] when it completes.
     fn predict(&mut self, now: Instant, busy: Duration) {
+        let busy = busy.min(MAX_PREDICTION);
         let start = self.gpu_free_at.map_or(now, |t| t.max(now));
         self.gpu_free_at = Some(start + busy);
+        self.in_flight_busy = self.in_flight_busy.saturating_add(busy);
     }
 
     /// Predicted GPU time still queued ahead of a submission made `now`.
@@ -300,11 +307,20 @@ impl State {
         self.rt_prep = (self.rt_prep.mul_f64(0.75) + took.mul_f64(0.25)).min(cap);
     }
 
-    /// Called after a completion: once nothing is in flight the GPU is idle,
-    /// whatever the prediction said.
-    fn note_completion(&mut self) {
+    /// Called after a submission predicted at `busy` completed (and its
+    /// in-flight count was decremented). What is still in flight cannot end
+    /// later than its own predicted time from now, so the prediction is
+    /// re-anchored (work that ran faster than estimated, or real-time
+    /// groups whose fixed cost overlapped, hold nothing back); once nothing
+    /// is in flight the GPU is idle, whatever the prediction said.
+    fn note_completion(&mut self, now: Instant, busy: Duration) {
+        self.in_flight_busy = self.in_flight_busy.saturating_sub(busy.min(MAX_PREDICTION));
         if self.rt_in_flight == 0 && self.batch_in_flight == 0 {
             self.gpu_free_at = None;
+            self.in_flight_busy = Duration::ZERO;
+        } else {
+            let bound = now + self.in_flight_busy;
+            self.gpu_free_at = self.gpu_free_at.map(|t| t.min(bound));
         }
     }
 }
@@ -375,10 +391,18 @@ impl Lanes {
         let quantum = cfg.quantum.unwrap_or_else(|| {
             (calibration.round_trip * 4).clamp(Duration::from_micros(200), Duration::from_millis(4))
         });
-        let lead = cfg.submit_lead.unwrap_or_else(|| {
-            (calibration.round_trip / 2)
-                .clamp(Duration::from_micros(50), Duration::from_micros(500))
-        });
+        let lead = match cfg.submit_lead {
+            Some(lead) if lead > quantum => {
+                return Err(Error::InvalidInput(format!(
+                    "submit_lead ({} us) must not exceed the quantum ({} us)",
+                    lead.as_micros(),
+                    quantum.as_micros()
+                )));
+            }
+            Some(lead) => lead,
+            None => (calibration.round_trip / 2)
+                .clamp(Duration::from_micros(50), Duration::from_micros(500)),
+        };
         let rt_fixed = calibration.round_trip / 2;
         let seed = calibration.bytes_per_s;
         let shared = Arc::new(Shared {
@@ -627,24 +651,31 @@ struct Calibration {
 
 /// Measures the real-time round trip and the marginal throughput (a 16 MiB
 /// reduction's time minus a one-float reduction's, so fixed costs do not
-/// count as slowness). Medians of a few runs; a few milliseconds on a GPU.
+/// count as slowness). A few milliseconds on a GPU.
+///
+/// The round trip sets the quantum and the submit lead, so it should be the
+/// device's, not the host's noise: it is the lower quartile of 16 runs after
+/// 2 warm-up runs (noise only ever adds time; a median of 5 swung the
+/// quantum between 1.1 and 1.9 ms from run to run on lavapipe).
 fn calibrate(engine: &Engine) -> Result<Calibration> {
     let n = 4usize << 20;
     let data: Vec<f32> = (0..n).map(|i| (i % 1024) as f32 * 0.5 - 7.0).collect();
     let big = engine.upload(&data)?;
     let one = engine.upload(&data[..1])?;
-    let time = |array: &DeviceArray| -> Result<Duration> {
-        let mut runs = Vec::with_capacity(5);
-        for _ in 0..5 {
+    let time = |array: &DeviceArray, warm_up: usize, runs: usize, quantile: f64| {
+        let mut times = Vec::with_capacity(runs);
+        for i in 0..warm_up + runs {
             let t = Instant::now();
             engine.reduce_device(array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
-            runs.push(t.elapsed());
+            if i >= warm_up {
+                times.push(t.elapsed());
+            }
         }
-        runs.sort();
-        Ok(runs[2])
+        times.sort();
+        Ok::<_, Error>(times[((runs - 1) as f64 * quantile) as usize])
     };
-    let round_trip = time(&one)?;
-    let full = time(&big)?;
+    let round_trip = time(&one, 2, 16, 0.25)?;
+    let full = time(&big, 0, 5, 0.5)?;
     let extra = full
         .saturating_sub(round_trip)
         .max(Duration::from_micros(1));
@@ -705,22 +736,26 @@ enum Decision {
 fn decide(st: &State, now: Instant, p: &Pacing) -> Decision {
     let ahead = st.queued_ahead(now);
     let at_boundary = ahead <= p.lead;
-    let rt_release = p.lead + st.rt_prep;
+    let rt_release = p.lead.saturating_add(st.rt_prep);
     let rt_waiting = !st.rt.is_empty();
     let rt_ready = rt_waiting
         && st.rt_in_flight < p.max_realtime_in_flight
         && (ahead <= rt_release || st.batch_in_flight == 0);
-    let batch_ready =
-        !st.batch.is_empty() && st.batch_in_flight < p.max_batch_in_flight && at_boundary;
-    let batch_starved = batch_ready
+    let batch_can = !st.batch.is_empty() && st.batch_in_flight < p.max_batch_in_flight;
+    // A batch lane owed its share goes even if the prediction says the GPU
+    // is busy (under a real-time flood it may never say otherwise).
+    let batch_starved = batch_can
         && st
             .last_batch_submit
             .is_some_and(|t| now.duration_since(t) >= p.batch_max_wait);
+    let batch_ready = batch_can && (at_boundary || batch_starved);
     if rt_ready && !batch_starved {
         return Decision::Realtime;
     }
     // A batch chunk is not queued ahead of waiting real-time requests
-    // unless the batch lane is owed its share.
+    // unless the batch lane is owed its share, even when those requests
+    // wait for a real-time slot (the GPU then has real-time work, and the
+    // next group goes the moment a slot frees).
     if batch_ready && (!rt_waiting || batch_starved) {
         return Decision::Batch;
     }
@@ -732,6 +767,10 @@ fn decide(st: &State, now: Instant, p: &Pacing) -> Decision {
         _ => IDLE_WAIT,
     })
 }
+
+/// Longest GPU time one submission is predicted to take (keeps the
+/// host-clock arithmetic far from overflow whatever the estimate says).
+const MAX_PREDICTION: Duration = Duration::from_secs(3600);
 
 /// Longest sleep of the dispatcher between looks at its queues.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
@@ -746,8 +785,8 @@ fn next_action(sh: &Arc<Shared>) -> Action {
         max_realtime_in_flight: cfg.max_realtime_in_flight,
         max_batch_in_flight: cfg.max_batch_in_flight,
         batch_max_wait: if cfg.batch_min_share > 0.0 {
-            sh.quantum
-                .mul_f64((1.0 - cfg.batch_min_share) / cfg.batch_min_share)
+            let factor = (1.0 - cfg.batch_min_share) / cfg.batch_min_share;
+            Duration::try_from_secs_f64(sh.quantum.as_secs_f64() * factor).unwrap_or(Duration::MAX)
         } else {
             Duration::MAX
         },
@@ -903,7 +942,7 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         }
     }
     if groups.is_empty() {
-        release_realtime_slot(sh);
+        release_realtime_slot(sh, Duration::ZERO);
         return;
     }
     let ctx = &sh.ctx;
@@ -928,23 +967,28 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     }
     if prepared.is_empty() {
         let _ = scope.check();
-        release_realtime_slot(sh);
+        release_realtime_slot(sh, Duration::ZERO);
         return;
     }
-    let index = ctx.queue.submit([encoder.finish()]);
+    let command_buffer = encoder.finish();
+    // Preparation only: on drivers whose submit blocks while the queue
+    // executes (lavapipe), the submit call itself is waiting, not working.
+    let prepared_in = picked.elapsed();
+    let index = ctx.queue.submit([command_buffer]);
     let submitted = Instant::now();
     if let Err(e) = scope.check() {
         for (_, _, group) in prepared {
             fail_all(sh, group, &e);
         }
-        release_realtime_slot(sh);
+        release_realtime_slot(sh, Duration::ZERO);
         return;
     }
-    let busy = sh.rt_fixed + busy_for(sh, total_bytes);
+    let busy = sh.rt_fixed.saturating_add(busy_for(sh, total_bytes));
     {
         let mut st = lock(&sh.state);
         st.predict(submitted, busy);
-        st.observe_rt_prep(submitted.saturating_duration_since(picked), sh.quantum);
+        let cap = sh.quantum.saturating_sub(sh.lead) / 2;
+        st.observe_rt_prep(prepared_in, cap);
     }
     lock(&sh.metrics).rt.on_submit(total_bytes, submitted);
     let remaining = Arc::new(AtomicUsize::new(prepared.len()));
@@ -956,7 +1000,7 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
             finish_group(&sh2, group, result);
             if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 mark_done(&sh2, submitted);
-                release_realtime_slot(&sh2);
+                release_realtime_slot(&sh2, busy);
             }
         });
     }
@@ -966,13 +1010,15 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
 /// Predicted GPU time to reduce `bytes` at the observed throughput.
 fn busy_for(sh: &Shared, bytes: u64) -> Duration {
     let rate = lock(&sh.throughput).bytes_per_s();
-    Duration::try_from_secs_f64(bytes as f64 / rate).unwrap_or(Duration::ZERO)
+    Duration::try_from_secs_f64(bytes as f64 / rate).unwrap_or(MAX_PREDICTION)
 }
 
-fn release_realtime_slot(sh: &Shared) {
+/// Frees a real-time slot; `busy` is what its submission was predicted at
+/// (zero when nothing was submitted).
+fn release_realtime_slot(sh: &Shared, busy: Duration) {
     let mut st = lock(&sh.state);
     st.rt_in_flight -= 1;
-    st.note_completion();
+    st.note_completion(Instant::now(), busy);
     drop(st);
     sh.work.notify_all();
     sh.space.notify_all();
@@ -1141,7 +1187,7 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
         }
         let mut st = lock(&sh2.state);
         st.batch_in_flight -= 1;
-        st.note_completion();
+        st.note_completion(Instant::now(), busy);
         drop(st);
         sh2.work.notify_all();
         sh2.space.notify_all();
@@ -1184,7 +1230,9 @@ fn activate(sh: &Shared, entry: &BatchEntry) -> Result<ActiveJob> {
     let ctx = &sh.ctx;
     let plan = Plan::new(&entry.offsets)?;
     // The quantum bounds the batch work queued ahead of a real-time
-    // request: one chunk, plus at most the lead of the next one.
+    // request: one chunk plus at most the lead of the next one. (A chunk
+    // gets at least half the quantum, so a lead above half the quantum
+    // stretches that bound to chunk + lead.)
     let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
     let units =
         lock(&sh.throughput).units_for(chunk_time, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
@@ -1317,7 +1365,7 @@ mod tests {
     }
 
     #[test]
-    fn a_starved_batch_lane_goes_ahead_of_realtime_work_but_not_before_the_boundary() {
+    fn a_starved_batch_lane_goes_ahead_of_realtime_work_within_the_in_flight_bound() {
         let t0 = Instant::now();
         let st = chunk_running(t0, 1);
         let late = t0 + PACING.batch_max_wait;
@@ -1344,18 +1392,41 @@ mod tests {
         st.rt_in_flight = 1;
         st.predict(t0 + ms(1), ms(1));
         assert_eq!(st.queued_ahead(t0 + ms(1)), ms(2));
-        // Past the prediction nothing is ahead, and new work starts at once.
+        // Past the prediction nothing is ahead.
         assert_eq!(st.queued_ahead(t0 + ms(10)), Duration::ZERO);
-        st.predict(t0 + ms(10), ms(1));
-        assert_eq!(st.queued_ahead(t0 + ms(10)), ms(1));
-        // A completion with work still in flight keeps the prediction...
+        // The chunk completes early, at 0.5 ms: what is left in flight (the
+        // 1 ms group) cannot end later than 1 ms from now.
         st.batch_in_flight = 0;
-        st.note_completion();
-        assert_eq!(st.queued_ahead(t0 + ms(10)), ms(1));
-        // ...and once nothing is in flight the GPU is idle, whatever the
-        // prediction said (a chunk that ran faster than estimated).
+        st.note_completion(t0 + us(500), ms(2));
+        assert_eq!(st.queued_ahead(t0 + us(500)), ms(1));
+        // Once nothing is in flight the GPU is idle, whatever the
+        // prediction said.
         st.rt_in_flight = 0;
-        st.note_completion();
-        assert_eq!(st.queued_ahead(t0 + ms(10)), Duration::ZERO);
+        st.note_completion(t0 + us(600), ms(1));
+        assert_eq!(st.queued_ahead(t0 + us(600)), Duration::ZERO);
+        assert_eq!(st.in_flight_busy, Duration::ZERO);
+        // Absurd estimates are capped instead of overflowing the clock.
+        st.batch_in_flight = 1;
+        st.predict(t0, Duration::MAX);
+        st.predict(t0, Duration::MAX);
+        assert_eq!(st.queued_ahead(t0), MAX_PREDICTION * 2);
+    }
+
+    /// Pipelined real-time groups under a flood keep the prediction far in
+    /// the future; the batch lane still gets its share.
+    #[test]
+    fn a_starved_batch_lane_goes_even_when_a_realtime_flood_keeps_the_gpu_predicted_busy() {
+        let t0 = Instant::now();
+        let mut st = State {
+            rt_in_flight: 1,
+            last_batch_submit: Some(t0),
+            ..State::default()
+        };
+        st.predict(t0, Duration::from_secs(1));
+        st.batch.push_back(batch_entry(t0));
+        st.rt.push_back(rt_entry(t0));
+        assert_eq!(decide(&st, t0 + ms(1), &PACING), Decision::Realtime);
+        let late = t0 + PACING.batch_max_wait;
+        assert_eq!(decide(&st, late, &PACING), Decision::Batch);
     }
 }

@@ -54,8 +54,8 @@ enum Command {
         /// Batch chunk quantum in microseconds of GPU time.
         #[arg(long)]
         quantum_us: Option<u64>,
-        /// Just-in-time submission lead in microseconds (default: half the
-        /// measured round trip).
+        /// Just-in-time submission lead in microseconds, at most the quantum
+        /// (default: half the measured round trip, within 50..=500 us).
         #[arg(long)]
         lead_us: Option<u64>,
         /// Hard bound on batch chunks queued on the GPU at once (default 2).

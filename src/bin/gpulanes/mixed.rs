@@ -46,6 +46,13 @@ fn validate(args: &Args) -> Result<(), Failure> {
             return Err(Failure::Input(format!("{flag} must be at least 1")));
         }
     }
+    if let (Some(q), Some(l)) = (args.quantum_us, args.lead_us)
+        && l > q
+    {
+        return Err(Failure::Input(format!(
+            "--lead-us ({l}) must not exceed --quantum-us ({q})"
+        )));
+    }
     Ok(())
 }
 
