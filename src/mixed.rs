@@ -91,6 +91,9 @@ pub struct MixedReport {
     pub quantum_us: f64,
     /// The just-in-time submission lead the scheduler used, in microseconds.
     pub submit_lead_us: f64,
+    /// How late its timed waits ended at the end of the run (added to the
+    /// lead), in microseconds.
+    pub wake_lateness_us: f64,
     /// The scheduler's throughput estimate at the end, bytes/s.
     pub throughput_estimate_bytes_per_s: f64,
 }
@@ -157,6 +160,7 @@ pub fn run(
         batch_results_identical: identical,
         quantum_us: lanes.quantum().as_secs_f64() * 1e6,
         submit_lead_us: lanes.submit_lead().as_secs_f64() * 1e6,
+        wake_lateness_us: lanes.wake_lateness().as_secs_f64() * 1e6,
         throughput_estimate_bytes_per_s: lanes.throughput_estimate(),
         config: cfg,
         realtime_alone,

@@ -280,6 +280,9 @@ struct State {
     gpu_free_at: Option<Instant>,
     /// Predicted GPU time of the submissions not yet completed.
     in_flight_busy: Duration,
+    /// Moving average of how late the dispatcher's timed waits end; added
+    /// to the lead.
+    wake_late: Duration,
     /// Moving average of the dispatcher's host time to prepare and submit a
     /// real-time group: held requests are released this much earlier, so
     /// their preparation overlaps the batch chunk they wait behind.
@@ -300,6 +303,11 @@ impl State {
     fn queued_ahead(&self, now: Instant) -> Duration {
         self.gpu_free_at
             .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+    }
+
+    /// Folds one timed wait's lateness into the average.
+    fn observe_wake_late(&mut self, late: Duration, cap: Duration) {
+        self.wake_late = (self.wake_late.mul_f64(0.75) + late.mul_f64(0.25)).min(cap);
     }
 
     /// Folds one real-time group's preparation time into the average.
@@ -602,6 +610,12 @@ impl Lanes {
         self.shared.lead
     }
 
+    /// How late the dispatcher's timed waits have been ending (moving
+    /// average); the scheduler adds it to the submit lead.
+    pub fn wake_lateness(&self) -> Duration {
+        lock(&self.shared.state).wake_late
+    }
+
     /// Current estimate of this device's reduction throughput (bytes/s).
     pub fn throughput_estimate(&self) -> f64 {
         lock(&self.shared.throughput).bytes_per_s()
@@ -734,9 +748,12 @@ enum Decision {
 /// coalesce) until the GPU nears the end of that work; real-time requests
 /// are released early by their preparation time.
 fn decide(st: &State, now: Instant, p: &Pacing) -> Decision {
+    // The dispatcher's timed waits end late by the OS timer slack and
+    // scheduling; the lead covers that too, or the GPU would run dry.
+    let lead = p.lead.saturating_add(st.wake_late);
     let ahead = st.queued_ahead(now);
-    let at_boundary = ahead <= p.lead;
-    let rt_release = p.lead.saturating_add(st.rt_prep);
+    let at_boundary = ahead <= lead;
+    let rt_release = lead.saturating_add(st.rt_prep);
     let rt_waiting = !st.rt.is_empty();
     let rt_ready = rt_waiting
         && st.rt_in_flight < p.max_realtime_in_flight
@@ -761,7 +778,7 @@ fn decide(st: &State, now: Instant, p: &Pacing) -> Decision {
     }
     // Held work is reconsidered when the GPU nears the end of the queued
     // work; completions, new work and shutdown wake the loop earlier.
-    let release = if rt_waiting { rt_release } else { p.lead };
+    let release = if rt_waiting { rt_release } else { lead };
     Decision::Wait(match ahead.checked_sub(release) {
         Some(d) if d > Duration::ZERO => d.min(IDLE_WAIT),
         _ => IDLE_WAIT,
@@ -850,11 +867,16 @@ fn next_action(sh: &Arc<Shared>) -> Action {
         } else if st.last_batch_submit.is_none() {
             st.last_batch_submit = Some(now);
         }
-        st = sh
+        let (guard, waited) = sh
             .work
             .wait_timeout(st, wake)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+            .unwrap_or_else(|e| e.into_inner());
+        st = guard;
+        if waited.timed_out() && wake < IDLE_WAIT {
+            // A hold ended on its timer: learn how late such wake-ups are.
+            let late = Instant::now().saturating_duration_since(now + wake);
+            st.observe_wake_late(late, sh.quantum / 2);
+        }
     }
 }
 
@@ -1347,6 +1369,22 @@ mod tests {
             Decision::Wait(ms(1) - us(100))
         );
         assert_eq!(decide(&st, near_end, &PACING), Decision::Batch);
+    }
+
+    #[test]
+    fn late_timed_wake_ups_widen_the_lead() {
+        let t0 = Instant::now();
+        let mut st = chunk_running(t0, 0);
+        let early = t0 + ms(2) - us(250);
+        assert_eq!(decide(&st, early, &PACING), Decision::Wait(us(150)));
+        for _ in 0..40 {
+            st.observe_wake_late(us(200), ms(1));
+        }
+        assert!(st.wake_late > us(190) && st.wake_late <= us(200));
+        assert_eq!(decide(&st, early, &PACING), Decision::Batch);
+        // The lateness is capped (at half the quantum in the dispatcher).
+        st.observe_wake_late(Duration::from_secs(1), us(300));
+        assert_eq!(st.wake_late, us(300));
     }
 
     #[test]

@@ -165,8 +165,8 @@ fn print_table(r: &MixedReport) {
         );
     }
     println!(
-        "batch quantum: {:.0} us of GPU time queued ahead of real-time work at most; submit lead {:.0} us",
-        r.quantum_us, r.submit_lead_us
+        "batch quantum: {:.0} us of GPU time queued ahead of real-time work at most; submit lead {:.0} us (+{:.0} us timer lateness)",
+        r.quantum_us, r.submit_lead_us, r.wake_lateness_us
     );
     if let Some(b) = r.together.batch.as_ref() {
         println!(
