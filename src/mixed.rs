@@ -96,6 +96,16 @@ pub struct MixedReport {
     pub wake_lateness_us: f64,
     /// The scheduler's throughput estimate at the end, bytes/s.
     pub throughput_estimate_bytes_per_s: f64,
+    /// The two ratios within each round (the headline ratios above are over
+    /// all rounds merged), to show the spread on a noisy machine.
+    pub per_round: Vec<RoundRatios>,
+}
+
+/// The two ratios of one round.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoundRatios {
+    pub rt_p99_ratio: f64,
+    pub batch_throughput_ratio: f64,
 }
 
 /// Runs the three phases; `progress` is told each phase's name as it starts.
@@ -132,7 +142,10 @@ pub fn run(
     let rounds = cfg.rounds.max(1);
     let slice = cfg.duration / u32::try_from(rounds).unwrap_or(u32::MAX);
     let mut merged: [PhaseRun; 3] = Default::default();
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let mut per_round = Vec::new();
     for round in 1..=rounds {
+        let mut round_runs = Vec::with_capacity(3);
         for (i, name) in ["real-time alone", "batch alone", "both together"]
             .into_iter()
             .enumerate()
@@ -146,13 +159,19 @@ pub fn run(
             let batch = (i != 0).then_some(&array);
             let run = phase(&lanes, &cfg, slice, rt, batch, &reference)?;
             identical &= run.batch_identical;
+            round_runs.push(run.summary());
             merged[i].merge(run);
+        }
+        if let [alone, batch_alone, together] = round_runs[..] {
+            per_round.push(RoundRatios {
+                rt_p99_ratio: ratio(together.0, alone.0),
+                batch_throughput_ratio: ratio(together.1, batch_alone.1),
+            });
         }
     }
     let [realtime_alone, batch_alone, together] = merged.map(PhaseRun::report);
 
     let p99 = |p: &PhaseReport| p.realtime.as_ref().map_or(0.0, |s| s.latency.p99_us);
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     Ok(MixedReport {
         adapter: engine.adapter().clone(),
         rt_p99_ratio: ratio(p99(&together), p99(&realtime_alone)),
@@ -162,6 +181,7 @@ pub fn run(
         submit_lead_us: lanes.submit_lead().as_secs_f64() * 1e6,
         wake_lateness_us: lanes.wake_lateness().as_secs_f64() * 1e6,
         throughput_estimate_bytes_per_s: lanes.throughput_estimate(),
+        per_round,
         config: cfg,
         realtime_alone,
         batch_alone,
@@ -196,15 +216,29 @@ impl PhaseRun {
         self.realtime_sent += other.realtime_sent;
     }
 
+    /// Real-time p99 (us) and batch bytes/s of this run alone.
+    fn summary(&self) -> (f64, f64) {
+        let p99 = self
+            .realtime
+            .as_ref()
+            .map_or(0.0, |m| m.snapshot(0).latency.p99_us);
+        (p99, self.batch_bytes_per_s())
+    }
+
+    fn batch_bytes_per_s(&self) -> f64 {
+        if self.batch_span > Duration::ZERO {
+            self.batch_bytes as f64 / self.batch_span.as_secs_f64()
+        } else {
+            0.0
+        }
+    }
+
     fn report(self) -> PhaseReport {
+        let batch_bytes_per_s = self.batch_bytes_per_s();
         PhaseReport {
             realtime: self.realtime.map(|m| m.snapshot(0)),
             batch: self.batch.map(|m| m.snapshot(0)),
-            batch_bytes_per_s: if self.batch_span > Duration::ZERO {
-                self.batch_bytes as f64 / self.batch_span.as_secs_f64()
-            } else {
-                0.0
-            },
+            batch_bytes_per_s,
             realtime_sent: self.realtime_sent,
         }
     }

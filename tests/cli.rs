@@ -790,6 +790,14 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         assert!(v.is_finite() && v > 0.0, "{key} = {}", r[key]);
     }
     assert_eq!(r["submit_lead_us"].as_f64(), Some(150.0));
+    let rounds = r["per_round"].as_array().expect("per_round");
+    assert_eq!(rounds.len(), 2, "{}", r["per_round"]);
+    for round in rounds {
+        for key in ["rt_p99_ratio", "batch_throughput_ratio"] {
+            let v = round[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v > 0.0, "per round {key} = {}", round[key]);
+        }
+    }
     assert_bad_input(
         &["mixed", "--quantum-us", "100", "--lead-us", "200"],
         "mixed",

@@ -157,6 +157,20 @@ fn print_table(r: &MixedReport) {
         "batch throughput with rt / alone:   {:.1}%  (target >= 95% on a GPU)",
         r.batch_throughput_ratio * 100.0
     );
+    if r.per_round.len() > 1 {
+        let rounds: Vec<String> = r
+            .per_round
+            .iter()
+            .map(|x| {
+                format!(
+                    "{:.2}x / {:.1}%",
+                    x.rt_p99_ratio,
+                    x.batch_throughput_ratio * 100.0
+                )
+            })
+            .collect();
+        println!("the two ratios per round:            {}", rounds.join(", "));
+    }
     let m = r.together.realtime.as_ref();
     if let Some(m) = m {
         println!(
