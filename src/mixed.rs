@@ -94,6 +94,9 @@ pub struct MixedReport {
     /// How late its timed waits ended at the end of the run (added to the
     /// lead), in microseconds.
     pub wake_lateness_us: f64,
+    /// The device's submit blocks while its queue executes (batch chunks
+    /// then go only onto an idle queue).
+    pub submit_blocks: bool,
     /// The scheduler's throughput estimate at the end, bytes/s.
     pub throughput_estimate_bytes_per_s: f64,
     /// The two ratios within each round (the headline ratios above are over
@@ -180,6 +183,7 @@ pub fn run(
         quantum_us: lanes.quantum().as_secs_f64() * 1e6,
         submit_lead_us: lanes.submit_lead().as_secs_f64() * 1e6,
         wake_lateness_us: lanes.wake_lateness().as_secs_f64() * 1e6,
+        submit_blocks: lanes.submit_blocks(),
         throughput_estimate_bytes_per_s: lanes.throughput_estimate(),
         per_round,
         config: cfg,

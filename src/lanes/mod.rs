@@ -359,6 +359,9 @@ struct Shared {
     lead: Duration,
     /// Predicted GPU time of a real-time submission besides its bytes.
     rt_fixed: Duration,
+    /// The driver's submit waits while the queue executes (see
+    /// [`probe_blocking_submit`]).
+    submit_blocks: bool,
     state: Mutex<State>,
     /// Wakes the dispatcher: new work, freed GPU slots, cancellation, shutdown.
     work: Condvar,
@@ -426,6 +429,7 @@ impl Lanes {
             quantum,
             lead,
             rt_fixed,
+            submit_blocks: calibration.submit_blocks,
             cfg,
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -619,6 +623,13 @@ impl Lanes {
         self.shared.quantum
     }
 
+    /// Whether this device's submit was found to block while the queue
+    /// executes earlier work (lavapipe); batch chunks then go only onto an
+    /// idle queue.
+    pub fn submit_blocks(&self) -> bool {
+        self.shared.submit_blocks
+    }
+
     /// The just-in-time submission lead in use (configured, or derived from
     /// the measured round trip).
     pub fn submit_lead(&self) -> Duration {
@@ -676,6 +687,8 @@ struct Calibration {
     round_trip: Duration,
     /// Marginal reduction throughput: extra bytes over extra time.
     bytes_per_s: f64,
+    /// A submit made while the queue executes earlier work waits for it.
+    submit_blocks: bool,
 }
 
 /// Measures the real-time round trip and the marginal throughput (a 16 MiB
@@ -711,7 +724,42 @@ fn calibrate(engine: &Engine) -> Result<Calibration> {
     Ok(Calibration {
         round_trip,
         bytes_per_s: (n * 4) as f64 / extra.as_secs_f64(),
+        submit_blocks: probe_blocking_submit(engine, &big, full)?,
     })
+}
+
+/// Whether a submit made while the queue executes earlier work blocks until
+/// that work is done. Lavapipe's does: its queue runs one submission at a
+/// time and `vkQueueSubmit` waits for the running one (measured: a second
+/// submit during a 70 ms job returned after 69 ms, the first after 62 us).
+/// Probed by submitting an empty command buffer right behind the 16 MiB
+/// reduction; a reduction under 1 ms is too short to tell, and such a fast
+/// device is assumed to queue.
+fn probe_blocking_submit(engine: &Engine, big: &DeviceArray, full: Duration) -> Result<bool> {
+    if full < Duration::from_millis(1) {
+        return Ok(false);
+    }
+    let device = engine.device();
+    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("gpulanes submit probe"),
+    });
+    let pending = engine.encode(
+        &mut encoder,
+        big,
+        Op::Sum,
+        &Partitions::Whole,
+        NanPolicy::Propagate,
+    )?;
+    let queue = engine.queue();
+    let first = queue.submit([encoder.finish()]);
+    let empty = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("gpulanes submit probe (empty)"),
+    });
+    let t = Instant::now();
+    queue.submit([empty.finish()]);
+    let second_call = t.elapsed();
+    pending.wait(engine, first)?;
+    Ok(second_call > full / 2)
 }
 
 fn request_thread_slice(cfg: &LanesConfig, thread: &str) {
@@ -749,6 +797,8 @@ fn dispatcher_loop(sh: &Arc<Shared>) {
 /// The limits [`decide`] applies.
 struct Pacing {
     lead: Duration,
+    /// The driver's submit blocks while the queue executes.
+    submit_blocks: bool,
     max_realtime_in_flight: usize,
     max_batch_in_flight: usize,
     /// How long a waiting batch chunk may be passed over by real-time work.
@@ -787,7 +837,16 @@ fn decide(st: &State, now: Instant, p: &Pacing) -> Decision {
         && st
             .last_batch_submit
             .is_some_and(|t| now.duration_since(t) >= p.batch_max_wait);
-    let batch_ready = batch_can && (at_boundary || batch_starved);
+    // Where the driver's submit blocks while the queue is busy, a chunk
+    // submitted ahead would hold the dispatcher (and every real-time request
+    // arriving meanwhile) behind it as well as behind the running work, so
+    // chunks go only onto an idle queue there.
+    let boundary = if p.submit_blocks {
+        st.batch_in_flight == 0 && st.rt_in_flight == 0
+    } else {
+        at_boundary
+    };
+    let batch_ready = batch_can && (boundary || batch_starved);
     if rt_ready && !batch_starved {
         return Decision::Realtime;
     }
@@ -824,6 +883,7 @@ fn next_action(sh: &Arc<Shared>) -> Action {
     // quantum * (1 - s) / s behind real-time work.
     let pacing = Pacing {
         lead: sh.lead,
+        submit_blocks: sh.submit_blocks,
         max_realtime_in_flight: cfg.max_realtime_in_flight,
         max_batch_in_flight: cfg.max_batch_in_flight,
         batch_max_wait: if cfg.batch_min_share > 0.0 {
@@ -1358,6 +1418,7 @@ mod tests {
 
     const PACING: Pacing = Pacing {
         lead: Duration::from_micros(100),
+        submit_blocks: false,
         max_realtime_in_flight: 2,
         max_batch_in_flight: 2,
         batch_max_wait: Duration::from_millis(20),
@@ -1402,6 +1463,44 @@ mod tests {
             Decision::Wait(ms(1) - us(100))
         );
         assert_eq!(decide(&st, near_end, &PACING), Decision::Batch);
+    }
+
+    #[test]
+    fn where_submit_blocks_a_chunk_goes_only_onto_an_idle_queue() {
+        let blocking = Pacing {
+            submit_blocks: true,
+            ..PACING
+        };
+        let t0 = Instant::now();
+        let mut st = chunk_running(t0, 0);
+        // Within the lead, and even past the prediction: the running chunk
+        // has not been seen to complete.
+        assert_eq!(
+            decide(&st, t0 + ms(2) - us(50), &blocking),
+            Decision::Wait(IDLE_WAIT)
+        );
+        assert_eq!(
+            decide(&st, t0 + ms(3), &blocking),
+            Decision::Wait(IDLE_WAIT)
+        );
+        // Real-time work is still released early: its submit then waits
+        // for the running chunk, and it is first in line after it.
+        st.rt.push_back(rt_entry(t0));
+        assert_eq!(
+            decide(&st, t0 + ms(2) - us(50), &blocking),
+            Decision::Realtime
+        );
+        st.rt.clear();
+        st.batch_in_flight = 0;
+        st.note_completion(t0 + ms(2), ms(2));
+        assert_eq!(decide(&st, t0 + ms(2), &blocking), Decision::Batch);
+        // A starved batch lane still goes.
+        let mut busy = chunk_running(t0, 1);
+        busy.batch_in_flight = 1;
+        assert_eq!(
+            decide(&busy, t0 + PACING.batch_max_wait, &blocking),
+            Decision::Batch
+        );
     }
 
     #[test]

@@ -179,8 +179,15 @@ fn print_table(r: &MixedReport) {
         );
     }
     println!(
-        "batch quantum: {:.0} us of GPU time queued ahead of real-time work at most; submit lead {:.0} us (+{:.0} us timer lateness)",
-        r.quantum_us, r.submit_lead_us, r.wake_lateness_us
+        "batch quantum: {:.0} us of GPU time queued ahead of real-time work at most; submit lead {:.0} us (+{:.0} us timer lateness){}",
+        r.quantum_us,
+        r.submit_lead_us,
+        r.wake_lateness_us,
+        if r.submit_blocks {
+            "; this device's submit blocks while its queue is busy, so chunks go onto an idle queue"
+        } else {
+            ""
+        }
     );
     if let Some(b) = r.together.batch.as_ref() {
         println!(
