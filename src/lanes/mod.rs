@@ -32,6 +32,7 @@
 mod chunk_timer;
 mod handle;
 mod metrics;
+mod pacing;
 mod quantum;
 mod thread_slice;
 
@@ -47,6 +48,7 @@ pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 use self::chunk_timer::ChunkTimer;
 use self::handle::Slot;
 pub(crate) use self::metrics::LaneMetrics;
+use self::pacing::{Decision, IDLE_WAIT, MAX_PREDICTION, Pacing, Prediction, Queues, decide};
 use self::quantum::Throughput;
 use crate::device_array::{DeviceArray, pooled_input};
 use crate::engine::{Context, Engine};
@@ -286,61 +288,27 @@ struct State {
     batch_in_flight: usize,
     shutdown: bool,
     last_batch_submit: Option<Instant>,
-    /// When the GPU is predicted to finish everything submitted so far
-    /// (host clock); re-anchored at every completion.
-    gpu_free_at: Option<Instant>,
-    /// Predicted GPU time of the submissions not yet completed.
-    in_flight_busy: Duration,
-    /// Moving average of how late the dispatcher's timed waits end; added
-    /// to the lead.
-    wake_late: Duration,
-    /// Moving average of the dispatcher's host time to prepare and submit a
-    /// real-time group: held requests are released this much earlier, so
-    /// their preparation overlaps the batch chunk they wait behind.
-    rt_prep: Duration,
+    /// When the GPU will be done with what it has been given.
+    pred: Prediction,
 }
 
 impl State {
-    /// Adds `busy` of predicted GPU time behind the work already queued.
-    /// Pass the same `busy` to [`State::note_completion`] when it completes.
-    fn predict(&mut self, now: Instant, busy: Duration) {
-        let busy = busy.min(MAX_PREDICTION);
-        let start = self.gpu_free_at.map_or(now, |t| t.max(now));
-        self.gpu_free_at = Some(start + busy);
-        self.in_flight_busy = self.in_flight_busy.saturating_add(busy);
-    }
-
-    /// Predicted GPU time still queued ahead of a submission made `now`.
-    fn queued_ahead(&self, now: Instant) -> Duration {
-        self.gpu_free_at
-            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
-    }
-
-    /// Folds one timed wait's lateness into the average.
-    fn observe_wake_late(&mut self, late: Duration, cap: Duration) {
-        self.wake_late = (self.wake_late.mul_f64(0.75) + late.mul_f64(0.25)).min(cap);
-    }
-
-    /// Folds one real-time group's preparation time into the average.
-    fn observe_rt_prep(&mut self, took: Duration, cap: Duration) {
-        self.rt_prep = (self.rt_prep.mul_f64(0.75) + took.mul_f64(0.25)).min(cap);
-    }
-
-    /// Called after a submission predicted at `busy` completed (and its
-    /// in-flight count was decremented). What is still in flight cannot end
-    /// later than its own predicted time from now, so the prediction is
-    /// re-anchored (work that ran faster than estimated, or real-time
-    /// groups whose fixed cost overlapped, hold nothing back); once nothing
-    /// is in flight the GPU is idle, whatever the prediction said.
-    fn note_completion(&mut self, now: Instant, busy: Duration) {
-        self.in_flight_busy = self.in_flight_busy.saturating_sub(busy.min(MAX_PREDICTION));
-        if self.rt_in_flight == 0 && self.batch_in_flight == 0 {
-            self.gpu_free_at = None;
-            self.in_flight_busy = Duration::ZERO;
-        } else {
-            let bound = now + self.in_flight_busy;
-            self.gpu_free_at = self.gpu_free_at.map(|t| t.min(bound));
+    /// What [`decide`] needs to know of the queues.
+    fn queues(&self) -> Queues {
+        Queues {
+            rt_waiting: !self.rt.is_empty(),
+            rt_in_flight: self.rt_in_flight,
+            batch_waiting: !self.batch.is_empty(),
+            batch_in_flight: self.batch_in_flight,
+            last_batch_submit: self.last_batch_submit,
         }
+    }
+
+    /// After a submission predicted at `busy` completed (its in-flight count
+    /// already decremented).
+    fn note_completion(&mut self, now: Instant, busy: Duration) {
+        let idle = self.rt_in_flight == 0 && self.batch_in_flight == 0;
+        self.pred.note_completion(now, busy, idle);
     }
 }
 
@@ -644,7 +612,7 @@ impl Lanes {
     /// How late the dispatcher's timed waits have been ending (moving
     /// average); the scheduler adds it to the submit lead.
     pub fn wake_lateness(&self) -> Duration {
-        lock(&self.shared.state).wake_late
+        lock(&self.shared.state).pred.wake_late()
     }
 
     /// Current estimate of this device's reduction throughput (bytes/s).
@@ -814,89 +782,8 @@ fn dispatcher_loop(sh: &Arc<Shared>) {
     }
 }
 
-/// The limits [`decide`] applies.
-struct Pacing {
-    lead: Duration,
-    /// The driver's submit blocks while the queue executes.
-    submit_blocks: bool,
-    max_realtime_in_flight: usize,
-    max_batch_in_flight: usize,
-    /// How long a waiting batch chunk may be passed over by real-time work.
-    batch_max_wait: Duration,
-}
-
-/// What the dispatcher may do now, from the queue state alone.
-#[derive(Debug, PartialEq)]
-enum Decision {
-    Realtime,
-    Batch,
-    /// Nothing yet; look again after this long (or when woken).
-    Wait(Duration),
-}
-
-/// Just-in-time submission, real-time first. While more than the lead of
-/// work is queued on the GPU and a batch chunk is part of it, new work
-/// would only wait behind it, so it is held (and real-time requests
-/// coalesce) until the GPU nears the end of that work; real-time requests
-/// are released early by their preparation time. Where the driver's submit
-/// blocks while the queue executes, a batch chunk waits for an idle queue
-/// instead of the lead. A batch lane owed its share goes regardless.
-fn decide(st: &State, now: Instant, p: &Pacing) -> Decision {
-    // The dispatcher's timed waits end late by the OS timer slack and
-    // scheduling; the lead covers that too, or the GPU would run dry.
-    let lead = p.lead.saturating_add(st.wake_late);
-    let ahead = st.queued_ahead(now);
-    let at_boundary = ahead <= lead;
-    let rt_release = lead.saturating_add(st.rt_prep);
-    let rt_waiting = !st.rt.is_empty();
-    let rt_ready = rt_waiting
-        && st.rt_in_flight < p.max_realtime_in_flight
-        && (ahead <= rt_release || st.batch_in_flight == 0);
-    let batch_can = !st.batch.is_empty() && st.batch_in_flight < p.max_batch_in_flight;
-    // A batch lane owed its share goes even if the prediction says the GPU
-    // is busy (under a real-time flood it may never say otherwise).
-    let batch_starved = batch_can
-        && st
-            .last_batch_submit
-            .is_some_and(|t| now.duration_since(t) >= p.batch_max_wait);
-    // Where the driver's submit blocks while the queue is busy, a chunk
-    // submitted ahead would hold the dispatcher (and every real-time request
-    // arriving meanwhile) behind it as well as behind the running work, so
-    // chunks go only onto an idle queue there.
-    let boundary = if p.submit_blocks {
-        st.batch_in_flight == 0 && st.rt_in_flight == 0
-    } else {
-        at_boundary
-    };
-    let batch_ready = batch_can && (boundary || batch_starved);
-    if rt_ready && !batch_starved {
-        return Decision::Realtime;
-    }
-    // A batch chunk is not queued ahead of waiting real-time requests
-    // unless the batch lane is owed its share, even when those requests
-    // wait for a real-time slot (the GPU then has real-time work, and the
-    // next group goes the moment a slot frees).
-    if batch_ready && (!rt_waiting || batch_starved) {
-        return Decision::Batch;
-    }
-    // Held work is reconsidered when the GPU nears the end of the queued
-    // work; completions, new work and shutdown wake the loop earlier.
-    let release = if rt_waiting { rt_release } else { lead };
-    Decision::Wait(match ahead.checked_sub(release) {
-        Some(d) if d > Duration::ZERO => d.min(IDLE_WAIT),
-        _ => IDLE_WAIT,
-    })
-}
-
-/// Longest GPU time one submission is predicted to take (keeps the
-/// host-clock arithmetic far from overflow whatever the estimate says).
-const MAX_PREDICTION: Duration = Duration::from_secs(3600);
-
 /// Batch chunks per chunk timed with GPU timestamps.
 const TIMED_EVERY: u64 = 4;
-
-/// Longest sleep of the dispatcher between looks at its queues.
-const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// Waits for something to do, real-time first.
 fn next_action(sh: &Arc<Shared>) -> Action {
@@ -929,7 +816,7 @@ fn next_action(sh: &Arc<Shared>) -> Action {
             sh.space.notify_all();
         }
         let now = Instant::now();
-        let wake = match decide(&st, now, &pacing) {
+        let wake = match decide(&st.queues(), &st.pred, now, &pacing) {
             Decision::Realtime => {
                 let age = now.duration_since(st.rt.front().expect("non-empty").enqueued);
                 let big = st.rt.len() >= cfg.max_coalesced_requests
@@ -982,7 +869,7 @@ fn next_action(sh: &Arc<Shared>) -> Action {
         if waited.timed_out() && wake < IDLE_WAIT {
             // A hold ended on its timer: learn how late such wake-ups are.
             let late = Instant::now().saturating_duration_since(now + wake);
-            st.observe_wake_late(late, sh.quantum / 2);
+            st.pred.observe_wake_late(late, sh.quantum / 2);
         }
     }
 }
@@ -1115,9 +1002,9 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     let busy = sh.rt_fixed.saturating_add(busy_for(sh, total_bytes));
     {
         let mut st = lock(&sh.state);
-        st.predict(submitted, busy);
+        st.pred.predict(submitted, busy);
         let cap = sh.quantum.saturating_sub(sh.lead) / 2;
-        st.observe_rt_prep(prepared_in, cap);
+        st.pred.observe_rt_prep(prepared_in, cap);
     }
     lock(&sh.metrics).rt.on_submit(total_bytes, submitted);
     let remaining = Arc::new(AtomicUsize::new(prepared.len()));
@@ -1301,7 +1188,7 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
     {
         let mut st = lock(&sh.state);
         st.batch_in_flight += 1;
-        st.predict(submitted, predicted);
+        st.pred.predict(submitted, predicted);
     }
     lock(&sh.metrics).batch.on_submit(chunk_bytes, submitted);
     let sh2 = sh.clone();
@@ -1400,225 +1287,4 @@ fn activate(sh: &Shared, entry: &BatchEntry) -> Result<ActiveJob> {
         host_buffers,
         spans,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    fn us(n: u64) -> Duration {
-        Duration::from_micros(n)
-    }
-
-    fn rt_entry(now: Instant) -> RtEntry {
-        RtEntry {
-            data: Arc::from(vec![1.0f32; 4]),
-            offsets: vec![0, 4],
-            op: Op::Sum,
-            nan: NanPolicy::Propagate,
-            deadline: None,
-            enqueued: now,
-            slot: Slot::new(),
-        }
-    }
-
-    fn batch_entry(now: Instant) -> BatchEntry {
-        BatchEntry {
-            input: Input::Host(Arc::from(vec![1.0f32; 4])),
-            offsets: vec![0, 4],
-            op: Op::Sum,
-            nan: NanPolicy::Propagate,
-            enqueued: now,
-            slot: Slot::new(),
-            active: None,
-        }
-    }
-
-    const PACING: Pacing = Pacing {
-        lead: Duration::from_micros(100),
-        submit_blocks: false,
-        max_realtime_in_flight: 2,
-        max_batch_in_flight: 2,
-        batch_max_wait: Duration::from_millis(20),
-    };
-
-    /// A chunk with 2 ms of predicted GPU time left is running; one more
-    /// chunk of the job and `rt` real-time requests are waiting.
-    fn chunk_running(now: Instant, rt: usize) -> State {
-        let mut st = State {
-            batch_in_flight: 1,
-            last_batch_submit: Some(now),
-            ..State::default()
-        };
-        st.predict(now, ms(2));
-        st.batch.push_back(batch_entry(now));
-        for _ in 0..rt {
-            st.rt.push_back(rt_entry(now));
-        }
-        st
-    }
-
-    #[test]
-    fn work_waits_for_the_end_of_the_running_chunk_then_realtime_goes_first() {
-        let t0 = Instant::now();
-        let mut st = chunk_running(t0, 3);
-        // Mid-chunk: both lanes are held until the chunk is about to end.
-        assert_eq!(decide(&st, t0, &PACING), Decision::Wait(ms(2) - us(100)));
-        // Within the lead of its end, real-time goes first...
-        let near_end = t0 + ms(2) - us(50);
-        assert_eq!(decide(&st, near_end, &PACING), Decision::Realtime);
-        // ...and is released earlier by its measured preparation time.
-        st.rt_prep = us(400);
-        assert_eq!(decide(&st, t0 + ms(1), &PACING), Decision::Wait(us(500)));
-        assert_eq!(
-            decide(&st, t0 + ms(1) + us(600), &PACING),
-            Decision::Realtime
-        );
-        // With no real-time work waiting, the next chunk goes at the lead.
-        st.rt.clear();
-        assert_eq!(
-            decide(&st, t0 + ms(1), &PACING),
-            Decision::Wait(ms(1) - us(100))
-        );
-        assert_eq!(decide(&st, near_end, &PACING), Decision::Batch);
-    }
-
-    #[test]
-    fn where_submit_blocks_a_chunk_goes_only_onto_an_idle_queue() {
-        let blocking = Pacing {
-            submit_blocks: true,
-            ..PACING
-        };
-        let t0 = Instant::now();
-        let mut st = chunk_running(t0, 0);
-        // Within the lead, and even past the prediction: the running chunk
-        // has not been seen to complete.
-        assert_eq!(
-            decide(&st, t0 + ms(2) - us(50), &blocking),
-            Decision::Wait(IDLE_WAIT)
-        );
-        assert_eq!(
-            decide(&st, t0 + ms(3), &blocking),
-            Decision::Wait(IDLE_WAIT)
-        );
-        // Real-time work is still released early: its submit then waits
-        // for the running chunk, and it is first in line after it.
-        st.rt.push_back(rt_entry(t0));
-        assert_eq!(
-            decide(&st, t0 + ms(2) - us(50), &blocking),
-            Decision::Realtime
-        );
-        st.rt.clear();
-        st.batch_in_flight = 0;
-        st.note_completion(t0 + ms(2), ms(2));
-        assert_eq!(decide(&st, t0 + ms(2), &blocking), Decision::Batch);
-        // A starved batch lane still goes.
-        let mut busy = chunk_running(t0, 1);
-        busy.batch_in_flight = 1;
-        assert_eq!(
-            decide(&busy, t0 + PACING.batch_max_wait, &blocking),
-            Decision::Batch
-        );
-    }
-
-    #[test]
-    fn late_timed_wake_ups_widen_the_lead() {
-        let t0 = Instant::now();
-        let mut st = chunk_running(t0, 0);
-        let early = t0 + ms(2) - us(250);
-        assert_eq!(decide(&st, early, &PACING), Decision::Wait(us(150)));
-        for _ in 0..40 {
-            st.observe_wake_late(us(200), ms(1));
-        }
-        assert!(st.wake_late > us(190) && st.wake_late <= us(200));
-        assert_eq!(decide(&st, early, &PACING), Decision::Batch);
-        // The lateness is capped (at half the quantum in the dispatcher).
-        st.observe_wake_late(Duration::from_secs(1), us(300));
-        assert_eq!(st.wake_late, us(300));
-    }
-
-    #[test]
-    fn realtime_goes_at_once_when_no_batch_chunk_is_queued() {
-        let t0 = Instant::now();
-        let mut st = State::default();
-        st.rt.push_back(rt_entry(t0));
-        // Even with real-time work predicted on the GPU: only batch work is
-        // worth holding back for.
-        st.rt_in_flight = 1;
-        st.predict(t0, ms(5));
-        assert_eq!(decide(&st, t0, &PACING), Decision::Realtime);
-        // The in-flight bound still applies.
-        st.rt_in_flight = 2;
-        assert_eq!(decide(&st, t0, &PACING), Decision::Wait(ms(5) - us(100)));
-    }
-
-    #[test]
-    fn a_starved_batch_lane_goes_ahead_of_realtime_work_within_the_in_flight_bound() {
-        let t0 = Instant::now();
-        let st = chunk_running(t0, 1);
-        let late = t0 + PACING.batch_max_wait;
-        // The running chunk's prediction has passed: at the boundary, and the
-        // batch lane has waited its longest.
-        assert_eq!(decide(&st, late, &PACING), Decision::Batch);
-        // Before its wait is up, real-time work goes first.
-        assert_eq!(decide(&st, t0 + ms(3), &PACING), Decision::Realtime);
-        // The hard in-flight bound holds even for a starved lane.
-        let mut full = chunk_running(t0, 0);
-        full.batch_in_flight = 2;
-        assert_eq!(decide(&full, late, &PACING), Decision::Wait(IDLE_WAIT));
-    }
-
-    #[test]
-    fn predicted_gpu_work_queues_up_and_clears_when_the_gpu_is_seen_idle() {
-        let mut st = State::default();
-        let t0 = Instant::now();
-        assert_eq!(st.queued_ahead(t0), Duration::ZERO);
-        st.batch_in_flight = 1;
-        st.predict(t0, ms(2));
-        assert_eq!(st.queued_ahead(t0), ms(2));
-        // A later submission queues behind the work already there.
-        st.rt_in_flight = 1;
-        st.predict(t0 + ms(1), ms(1));
-        assert_eq!(st.queued_ahead(t0 + ms(1)), ms(2));
-        // Past the prediction nothing is ahead.
-        assert_eq!(st.queued_ahead(t0 + ms(10)), Duration::ZERO);
-        // The chunk completes early, at 0.5 ms: what is left in flight (the
-        // 1 ms group) cannot end later than 1 ms from now.
-        st.batch_in_flight = 0;
-        st.note_completion(t0 + us(500), ms(2));
-        assert_eq!(st.queued_ahead(t0 + us(500)), ms(1));
-        // Once nothing is in flight the GPU is idle, whatever the
-        // prediction said.
-        st.rt_in_flight = 0;
-        st.note_completion(t0 + us(600), ms(1));
-        assert_eq!(st.queued_ahead(t0 + us(600)), Duration::ZERO);
-        assert_eq!(st.in_flight_busy, Duration::ZERO);
-        // Absurd estimates are capped instead of overflowing the clock.
-        st.batch_in_flight = 1;
-        st.predict(t0, Duration::MAX);
-        st.predict(t0, Duration::MAX);
-        assert_eq!(st.queued_ahead(t0), MAX_PREDICTION * 2);
-    }
-
-    /// Pipelined real-time groups under a flood keep the prediction far in
-    /// the future; the batch lane still gets its share.
-    #[test]
-    fn a_starved_batch_lane_goes_even_when_a_realtime_flood_keeps_the_gpu_predicted_busy() {
-        let t0 = Instant::now();
-        let mut st = State {
-            rt_in_flight: 1,
-            last_batch_submit: Some(t0),
-            ..State::default()
-        };
-        st.predict(t0, Duration::from_secs(1));
-        st.batch.push_back(batch_entry(t0));
-        st.rt.push_back(rt_entry(t0));
-        assert_eq!(decide(&st, t0 + ms(1), &PACING), Decision::Realtime);
-        let late = t0 + PACING.batch_max_wait;
-        assert_eq!(decide(&st, late, &PACING), Decision::Batch);
-    }
 }
