@@ -348,7 +348,8 @@ struct Shared {
     timer: Option<Arc<ChunkTimer>>,
     /// Batch chunks submitted so far (picks the timed ones).
     chunks: AtomicU64,
-    /// When the GPU last finished something (for busy-time estimates).
+    /// When the GPU last finished something (busy-time estimates for
+    /// adapters without timestamps; unused where `timer` is set).
     last_done: Mutex<Instant>,
 }
 
@@ -935,7 +936,6 @@ fn mark_done(sh: &Shared, submitted: Instant) -> Duration {
 /// One coalesced submission for a group of real-time requests.
 fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     let now = Instant::now();
-    let picked = now;
     let (live, expired): (Vec<_>, Vec<_>) = reqs
         .into_iter()
         .partition(|r| r.deadline.is_none_or(|d| d > now));
@@ -989,7 +989,7 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     let command_buffer = encoder.finish();
     // Preparation only: on drivers whose submit blocks while the queue
     // executes (lavapipe), the submit call itself is waiting, not working.
-    let prepared_in = picked.elapsed();
+    let prepared_in = now.elapsed();
     let index = ctx.queue.submit([command_buffer]);
     let submitted = Instant::now();
     if let Err(e) = scope.check() {
@@ -1015,7 +1015,9 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
             let _keep = buffers;
             finish_group(&sh2, group, result);
             if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                mark_done(&sh2, submitted);
+                if sh2.timer.is_none() {
+                    mark_done(&sh2, submitted);
+                }
                 release_realtime_slot(&sh2, busy);
             }
         });
@@ -1205,8 +1207,8 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
         });
     }
     ctx.queue.on_submitted_work_done(move || {
-        let busy = mark_done(&sh2, submitted);
         if wall_clock_observation {
+            let busy = mark_done(&sh2, submitted);
             lock(&sh2.throughput).observe(chunk_bytes, busy);
         }
         let mut st = lock(&sh2.state);
