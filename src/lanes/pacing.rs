@@ -72,19 +72,24 @@ impl Prediction {
 
     /// Folds one timed wait's lateness into the average (at most `cap`).
     pub fn observe_wake_late(&mut self, late: Duration, cap: Duration) {
-        self.wake_late = (self.wake_late.mul_f64(0.75) + late.mul_f64(0.25)).min(cap);
+        self.wake_late = moving_average(self.wake_late, late, cap);
     }
 
     /// Folds one real-time group's preparation time into the average (at
     /// most `cap`).
     pub fn observe_rt_prep(&mut self, took: Duration, cap: Duration) {
-        self.rt_prep = (self.rt_prep.mul_f64(0.75) + took.mul_f64(0.25)).min(cap);
+        self.rt_prep = moving_average(self.rt_prep, took, cap);
     }
 
     /// How late the dispatcher's timed waits have been ending.
     pub fn wake_late(&self) -> Duration {
         self.wake_late
     }
+}
+
+/// One step of a moving average that weighs the newest sample 1/4, capped.
+fn moving_average(average: Duration, sample: Duration, cap: Duration) -> Duration {
+    (average.mul_f64(0.75) + sample.mul_f64(0.25)).min(cap)
 }
 
 /// The limits [`decide`] applies.
