@@ -111,6 +111,21 @@ pub struct RoundRatios {
     pub batch_throughput_ratio: f64,
 }
 
+impl RoundRatios {
+    /// The ratios of the three phases' runs (real-time alone, batch alone,
+    /// both together).
+    fn of([alone, batch_alone, together]: &[PhaseRun; 3]) -> Self {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        RoundRatios {
+            rt_p99_ratio: ratio(together.realtime_p99_us(), alone.realtime_p99_us()),
+            batch_throughput_ratio: ratio(
+                together.batch_bytes_per_s(),
+                batch_alone.batch_bytes_per_s(),
+            ),
+        }
+    }
+}
+
 /// Runs the three phases; `progress` is told each phase's name as it starts.
 pub fn run(
     engine: &Engine,
@@ -145,10 +160,9 @@ pub fn run(
     let rounds = cfg.rounds.max(1);
     let slice = cfg.duration / u32::try_from(rounds).unwrap_or(u32::MAX);
     let mut merged: [PhaseRun; 3] = Default::default();
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let mut per_round = Vec::new();
     for round in 1..=rounds {
-        let mut round_runs = Vec::with_capacity(3);
+        let mut round_runs: [PhaseRun; 3] = Default::default();
         for (i, name) in ["real-time alone", "batch alone", "both together"]
             .into_iter()
             .enumerate()
@@ -160,25 +174,21 @@ pub fn run(
             });
             let rt = (i != 1).then_some(&rt_data);
             let batch = (i != 0).then_some(&array);
-            let run = phase(&lanes, &cfg, slice, rt, batch, &reference)?;
-            identical &= run.batch_identical;
-            round_runs.push(run.summary());
-            merged[i].merge(run);
+            round_runs[i] = phase(&lanes, &cfg, slice, rt, batch, &reference)?;
+            identical &= round_runs[i].batch_identical;
         }
-        if let [alone, batch_alone, together] = round_runs[..] {
-            per_round.push(RoundRatios {
-                rt_p99_ratio: ratio(together.0, alone.0),
-                batch_throughput_ratio: ratio(together.1, batch_alone.1),
-            });
+        per_round.push(RoundRatios::of(&round_runs));
+        for (into, run) in merged.iter_mut().zip(round_runs) {
+            into.merge(run);
         }
     }
+    let headline = RoundRatios::of(&merged);
     let [realtime_alone, batch_alone, together] = merged.map(PhaseRun::report);
 
-    let p99 = |p: &PhaseReport| p.realtime.as_ref().map_or(0.0, |s| s.latency.p99_us);
     Ok(MixedReport {
         adapter: engine.adapter().clone(),
-        rt_p99_ratio: ratio(p99(&together), p99(&realtime_alone)),
-        batch_throughput_ratio: ratio(together.batch_bytes_per_s, batch_alone.batch_bytes_per_s),
+        rt_p99_ratio: headline.rt_p99_ratio,
+        batch_throughput_ratio: headline.batch_throughput_ratio,
         batch_results_identical: identical,
         quantum_us: lanes.quantum().as_secs_f64() * 1e6,
         submit_lead_us: lanes.submit_lead().as_secs_f64() * 1e6,
@@ -220,13 +230,11 @@ impl PhaseRun {
         self.realtime_sent += other.realtime_sent;
     }
 
-    /// Real-time p99 (us) and batch bytes/s of this run alone.
-    fn summary(&self) -> (f64, f64) {
-        let p99 = self
-            .realtime
+    /// Real-time p99 in microseconds (0 without a real-time stream).
+    fn realtime_p99_us(&self) -> f64 {
+        self.realtime
             .as_ref()
-            .map_or(0.0, |m| m.snapshot(0).latency.p99_us);
-        (p99, self.batch_bytes_per_s())
+            .map_or(0.0, |m| m.snapshot(0).latency.p99_us)
     }
 
     fn batch_bytes_per_s(&self) -> f64 {
