@@ -86,20 +86,12 @@ struct Params {
     _p2: u32,
 }
 
-struct Lane {
-    t: u32,       // local_invocation_index
-    sg_size: u32, // subgroup size (0 in the workgroup-memory variant)
-    sg_id: u32,   // subgroup_invocation_id
-}
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> segments: array<Segment>;
 @group(0) @binding(2) var<storage, read> in_vec4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> in_scalar: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out_partials: array<Partial>;
 @group(0) @binding(5) var<storage, read> in_partials: array<Partial>;
-
-var<workgroup> scratch: array<Partial, WG>;
 
 // Shader compilers treat float arithmetic as reassociable unless told
 // otherwise (SPIR-V NoContraction, which WGSL cannot express), and fold the
@@ -329,39 +321,52 @@ fn unit_range(unit: u32, unit_size: u32) -> UnitRange {
     return UnitRange(start, len);
 }
 
-// Element pass: one unit = one block of up to BLOCK floats.
-fn elements_pass(lane: Lane, unit_linear: u32) {
-    if unit_linear >= params.unit_count {
-        return;
-    }
-    let unit = params.unit_base + unit_linear;
-    let range = unit_range(unit, BLOCK);
-    let t = lane.t;
+// The per-invocation partials. A unit's result is a fixed tree over 256
+// per-invocation partials (numbered p = 0..255, as invocations of a
+// 256-wide workgroup); the wide kernels (wide.wgsl) compute partial p in
+// invocation p, the narrow ones (narrow.wgsl) compute 32 of them in each of
+// 8 invocations. Either way partial p is exactly the fold below.
+
+// Whether a unit's block is full and 16-byte aligned (the vector fold).
+fn is_full_block(range: UnitRange) -> bool {
+    return range.len == BLOCK && (range.start & 3u) == 0u;
+}
+
+// Element pass, partial p of a full, aligned block at `range`: the elements
+// 4*(p + k*256) .. +3, k = 0..7, folded in that order. All eight coalesced
+// loads first (kept in registers: written out, not a local array).
+fn fold_full_block(range: UnitRange, p: u32) -> Partial {
+    let b = range.start / 4u + p;
+    let v0 = in_vec4[b];
+    let v1 = in_vec4[b + WG];
+    let v2 = in_vec4[b + 2u * WG];
+    let v3 = in_vec4[b + 3u * WG];
+    let v4 = in_vec4[b + 4u * WG];
+    let v5 = in_vec4[b + 5u * WG];
+    let v6 = in_vec4[b + 6u * WG];
+    let v7 = in_vec4[b + 7u * WG];
+    var acc = acc_add4(acc_new(), v0);
+    acc = acc_add4(acc, v1);
+    acc = acc_add4(acc, v2);
+    acc = acc_add4(acc, v3);
+    acc = acc_add4(acc, v4);
+    acc = acc_add4(acc, v5);
+    acc = acc_add4(acc, v6);
+    acc = acc_add4(acc, v7);
+    return acc_finish(acc);
+}
+
+// The same fold for a short or unaligned block: whole, 16-byte aligned
+// vec4s (all of an aligned short block's but its tail) take the vector
+// fold, the rest scalar loads, masked.
+fn fold_short_block(range: UnitRange, p: u32) -> Partial {
     var acc = acc_new();
-    if range.len == BLOCK && (range.start & 3u) == 0u {
-        // Full, 16-byte aligned block: all eight coalesced loads first (kept
-        // in registers: written out, not a local array), then the folds.
-        let b = range.start / 4u + t;
-        let v0 = in_vec4[b];
-        let v1 = in_vec4[b + WG];
-        let v2 = in_vec4[b + 2u * WG];
-        let v3 = in_vec4[b + 3u * WG];
-        let v4 = in_vec4[b + 4u * WG];
-        let v5 = in_vec4[b + 5u * WG];
-        let v6 = in_vec4[b + 6u * WG];
-        let v7 = in_vec4[b + 7u * WG];
-        acc = acc_add4(acc, v0);
-        acc = acc_add4(acc, v1);
-        acc = acc_add4(acc, v2);
-        acc = acc_add4(acc, v3);
-        acc = acc_add4(acc, v4);
-        acc = acc_add4(acc, v5);
-        acc = acc_add4(acc, v6);
-        acc = acc_add4(acc, v7);
-    } else {
-        // Short or unaligned block: same order, scalar loads, masked.
-        for (var k = 0u; k < VEC4_PER_THREAD; k++) {
-            let i = 4u * (t + k * WG);
+    let aligned = (range.start & 3u) == 0u;
+    for (var k = 0u; k < VEC4_PER_THREAD; k++) {
+        let i = 4u * (p + k * WG);
+        if aligned && i + 4u <= range.len {
+            acc = acc_add4(acc, in_vec4[(range.start + i) / 4u]);
+        } else {
             for (var j = 0u; j < 4u; j++) {
                 if i + j < range.len {
                     acc = acc_add(acc, in_scalar[range.start + i + j]);
@@ -369,29 +374,18 @@ fn elements_pass(lane: Lane, unit_linear: u32) {
             }
         }
     }
-    let r = tree_reduce(lane, acc_finish(acc));
-    if t == 0u {
-        out_partials[unit - params.out_base] = r;
-    }
+    return acc_finish(acc);
 }
 
-// Partial pass: one unit = one group of up to GROUP partials.
-fn partials_pass(lane: Lane, unit_linear: u32) {
-    if unit_linear >= params.unit_count {
-        return;
-    }
-    let unit = params.unit_base + unit_linear;
-    let range = unit_range(unit, GROUP);
-    let t = lane.t;
+// Partial pass, partial p of a unit of up to GROUP partials at `range`: the
+// partials p + k*256, k = 0..7, combined in that order.
+fn fold_partials(range: UnitRange, p: u32) -> Partial {
     var acc = identity();
     for (var k = 0u; k < PARTIALS_PER_THREAD; k++) {
-        let i = t + k * WG;
+        let i = p + k * WG;
         if i < range.len {
             acc = combine(acc, in_partials[range.start + i]);
         }
     }
-    let r = tree_reduce(lane, acc);
-    if t == 0u {
-        out_partials[unit - params.out_base] = r;
-    }
+    return acc;
 }

@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::kernels::KernelShape;
 
 /// What a user (and the JSON output) needs to know about the adapter.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -18,7 +19,10 @@ pub struct AdapterSummary {
     /// True for CPU (software) adapters such as lavapipe: their timings say
     /// nothing about GPU speed.
     pub software: bool,
+    /// The engine's kernels use subgroup operations.
     pub subgroups: bool,
+    /// The engine's kernel shape (all shapes give the same bits).
+    pub kernels: KernelShape,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
     pub timestamps: bool,
@@ -45,6 +49,10 @@ impl AdapterSummary {
             driver_info: info.driver_info.clone(),
             software: info.device_type == wgpu::DeviceType::Cpu,
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            kernels: KernelShape::for_device(
+                info.device_type == wgpu::DeviceType::Cpu,
+                features.contains(wgpu::Features::SUBGROUP),
+            ),
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),

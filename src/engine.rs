@@ -11,19 +11,20 @@ use crate::adapter::{self, AdapterSummary};
 use crate::device_array::{DeviceArray, pooled_input};
 use crate::error::{Error, Result};
 use crate::exec::{self, Recorded};
-use crate::kernels::{BLOCK, Kernels};
+use crate::kernels::{BLOCK, KernelShape, Kernels};
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
 use crate::plan::{DispatchLimits, Plan};
 use crate::pool::BufferPool;
 
 /// Knobs for tests and special deployments; the defaults use the device's
-/// own limits and its subgroup support.
+/// own limits and the kernel shape that suits it.
 #[derive(Clone, Debug, Default)]
 pub struct EngineOptions {
-    /// Use the subgroup tree (`Some(true)` fails where unsupported);
-    /// `None` picks it when the adapter has `Features::SUBGROUP`.
-    pub subgroups: Option<bool>,
+    /// The kernel shape (`Some(KernelShape::Subgroup)` fails where the
+    /// device lacks `Features::SUBGROUP`); `None` picks
+    /// [`KernelShape::for_device`]. Every shape gives the same bits.
+    pub kernels: Option<KernelShape>,
     /// Cap on one storage binding, in bytes (at least 64 KiB).
     pub max_binding_bytes: Option<u64>,
     /// Cap on one buffer, in bytes (at least 64 KiB).
@@ -69,14 +70,16 @@ impl Context {
         let features = device.features();
         let dl = device.limits();
         let has_subgroups = features.contains(wgpu::Features::SUBGROUP);
-        let subgroups = match options.subgroups {
-            Some(true) if !has_subgroups => {
+        let shape = match options.kernels {
+            Some(KernelShape::Subgroup) if !has_subgroups => {
                 return Err(Error::InvalidInput(
-                    "subgroups requested but the device lacks Features::SUBGROUP".into(),
+                    "subgroup kernels requested but the device lacks Features::SUBGROUP".into(),
                 ));
             }
-            Some(s) => s,
-            None => has_subgroups,
+            Some(shape) => shape,
+            None => {
+                KernelShape::for_device(info.device_type == wgpu::DeviceType::Cpu, has_subgroups)
+            }
         };
         for (name, cap) in [
             ("max_binding_bytes", options.max_binding_bytes),
@@ -113,9 +116,10 @@ impl Context {
                 .clamp(1, grid),
         };
         device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
-        let kernels = Kernels::new(&device, subgroups);
+        let kernels = Kernels::new(&device, shape);
         let mut adapter = AdapterSummary::new(info, features, &dl);
-        adapter.subgroups = subgroups;
+        adapter.subgroups = shape == KernelShape::Subgroup;
+        adapter.kernels = shape;
         Ok(Context {
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             device,
@@ -245,8 +249,9 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Adopts a device and queue the application already has. Subgroups are
-    /// used only if the device was created with `Features::SUBGROUP`.
+    /// Adopts a device and queue the application already has. The subgroup
+    /// kernels are used only if the device was created with
+    /// `Features::SUBGROUP`.
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,

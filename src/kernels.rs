@@ -1,7 +1,12 @@
 //! The WGSL pipelines, built once per engine and reused for every reduction
-//! (like wgpu's `repeated_compute` example). `reduce.wgsl` is composed with
-//! one tree variant: subgroups where the adapter has them, workgroup memory
-//! otherwise. Both variants compute the same tree, so they give the same bits.
+//! (like wgpu's `repeated_compute` example). `reduce.wgsl` (the folds and the
+//! combine) is composed with one [`KernelShape`]: the wide kernels (256
+//! invocations per unit, `wide.wgsl` plus a tree through subgroups or
+//! workgroup memory) for GPUs, the narrow ones (`narrow.wgsl`, 8 invocations
+//! per unit) for CPU adapters. All three compute the same tree over the same
+//! per-invocation partials, so they give the same bits.
+
+use serde::Serialize;
 
 use crate::op::KernelOp;
 
@@ -17,17 +22,57 @@ pub const SEGMENT_BYTES: u64 = 16;
 pub const PARAMS_BYTES: u64 = 32;
 
 pub const REDUCE_WGSL: &str = include_str!("../shaders/reduce.wgsl");
+pub const WIDE_WGSL: &str = include_str!("../shaders/wide.wgsl");
+pub const NARROW_WGSL: &str = include_str!("../shaders/narrow.wgsl");
 pub const TREE_WORKGROUP_WGSL: &str = include_str!("../shaders/tree_workgroup.wgsl");
 pub const TREE_SUBGROUP_WGSL: &str = include_str!("../shaders/tree_subgroup.wgsl");
 
-/// The full WGSL source of one variant.
-pub fn shader_source(subgroups: bool) -> String {
-    if subgroups {
+/// How the kernels spread one unit's work over invocations. Every shape
+/// computes the same tree over the same 256 per-invocation partials, so the
+/// results are the same bits; only the speed differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelShape {
+    /// 256 invocations per unit, the tree in workgroup memory (any GPU).
+    Workgroup,
+    /// 256 invocations per unit, the tree's last levels through subgroup
+    /// shuffles (GPUs with `Features::SUBGROUP`).
+    Subgroup,
+    /// 8 invocations per unit, each computing 32 of the partials and most of
+    /// the tree in registers: for CPU adapters (lavapipe, SwiftShader), which
+    /// run every branch of a SIMD group masked, so the wide tree costs them
+    /// 8 combines in each of 32 groups. About 3x their batch throughput.
+    Narrow,
+}
+
+impl KernelShape {
+    /// The default for an adapter: narrow on CPU adapters, else the subgroup
+    /// tree where the device has subgroups.
+    pub fn for_device(cpu: bool, subgroups: bool) -> Self {
+        match (cpu, subgroups) {
+            (true, _) => KernelShape::Narrow,
+            (false, true) => KernelShape::Subgroup,
+            (false, false) => KernelShape::Workgroup,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelShape::Workgroup => "workgroup",
+            KernelShape::Subgroup => "subgroup",
+            KernelShape::Narrow => "narrow",
+        }
+    }
+}
+
+/// The full WGSL source of one shape.
+pub fn shader_source(shape: KernelShape) -> String {
+    match shape {
         // naga 30 enables subgroup builtins through Features::SUBGROUP and
         // rejects the `enable subgroups;` directive, so none is written.
-        format!("{REDUCE_WGSL}\n{TREE_SUBGROUP_WGSL}")
-    } else {
-        format!("{REDUCE_WGSL}\n{TREE_WORKGROUP_WGSL}")
+        KernelShape::Subgroup => format!("{REDUCE_WGSL}\n{WIDE_WGSL}\n{TREE_SUBGROUP_WGSL}"),
+        KernelShape::Workgroup => format!("{REDUCE_WGSL}\n{WIDE_WGSL}\n{TREE_WORKGROUP_WGSL}"),
+        KernelShape::Narrow => format!("{REDUCE_WGSL}\n{NARROW_WGSL}"),
     }
 }
 
@@ -47,14 +92,14 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device, subgroups: bool) -> Self {
+    pub fn new(device: &wgpu::Device, shape: KernelShape) -> Self {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(if subgroups {
-                "reduce (subgroup tree)"
-            } else {
-                "reduce (workgroup tree)"
+            label: Some(match shape {
+                KernelShape::Subgroup => "reduce (wide, subgroup tree)",
+                KernelShape::Workgroup => "reduce (wide, workgroup tree)",
+                KernelShape::Narrow => "reduce (narrow)",
             }),
-            source: wgpu::ShaderSource::Wgsl(shader_source(subgroups).into()),
+            source: wgpu::ShaderSource::Wgsl(shader_source(shape).into()),
         });
         let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
             binding,

@@ -38,6 +38,7 @@ pub use adapter::AdapterSummary;
 pub use device_array::DeviceArray;
 pub use engine::{EffectiveLimits, Engine, EngineOptions, PendingReduction};
 pub use error::{Error, Result};
+pub use kernels::KernelShape;
 pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request};
 pub use op::{NanPolicy, Op, Reduction};
 pub use partition::Partitions;

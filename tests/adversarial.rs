@@ -10,7 +10,7 @@ mod common;
 use std::sync::mpsc;
 
 use common::*;
-use gpulanes::{Engine, EngineOptions, Error, NanPolicy, Op, Partitions, Reduction};
+use gpulanes::{Engine, EngineOptions, Error, KernelShape, NanPolicy, Op, Partitions, Reduction};
 use ndarray::{Array2, Axis};
 
 const BLOCK: usize = gpulanes::kernels::BLOCK as usize;
@@ -303,7 +303,7 @@ fn subnormals() {
         flushed,
         "AdapterSummary::flushes_subnormals"
     );
-    for e in [tiny_engine(), no_subgroup_engine()] {
+    for e in [tiny_engine(), no_subgroup_engine(), narrow_engine()] {
         assert_eq!(e.adapter().flushes_subnormals, flushed);
     }
     // 20000 x 2^-149 is exactly representable: where subnormals are kept
@@ -536,6 +536,11 @@ fn boundary_lengths() {
             for (op, nan, r) in all_ops(engine(), &data, p, &what) {
                 let tiny = reduce(tiny_engine(), &data, op, p, nan);
                 assert_same_bits(&tiny, &r, &format!("{what}: tiny caps"));
+                // Short, full and unaligned blocks in every kernel shape.
+                let wide = reduce(no_subgroup_engine(), &data, op, p, nan);
+                assert_same_bits(&wide, &r, &format!("{what}: wide, workgroup tree"));
+                let narrow = reduce(narrow_engine(), &data, op, p, nan);
+                assert_same_bits(&narrow, &r, &format!("{what}: narrow"));
             }
         }
     }
@@ -648,6 +653,8 @@ fn two_pow_24_plus_one_ones_multi_level() {
                 assert_same_bits(&tiny, &got, &format!("{op} {nan:?}: tiny caps"));
                 let wg = reduce(no_subgroup_engine(), &data, op, &p, nan);
                 assert_same_bits(&wg, &got, &format!("{op} {nan:?}: subgroups off"));
+                let narrow = reduce(narrow_engine(), &data, op, &p, nan);
+                assert_same_bits(&narrow, &got, &format!("{op} {nan:?}: narrow kernels"));
             }
         }
     }
@@ -1099,4 +1106,13 @@ fn engine_options_are_checked() {
         None => assert!(!engine().adapter().subgroups),
     }
     assert!(!no_subgroup_engine().adapter().subgroups);
+    assert_eq!(
+        no_subgroup_engine().adapter().kernels,
+        KernelShape::Workgroup
+    );
+    assert_eq!(narrow_engine().adapter().kernels, KernelShape::Narrow);
+    assert!(!narrow_engine().adapter().subgroups);
+    // The default: narrow kernels exactly on CPU adapters.
+    let a = engine().adapter();
+    assert_eq!(a.kernels == KernelShape::Narrow, a.software, "{a:?}");
 }

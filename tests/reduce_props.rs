@@ -107,7 +107,8 @@ proptest! {
     #![proptest_config(config(24))]
 
     /// The same bits: twice on one engine, on an engine whose tiny caps
-    /// force binding/dispatch/grid splitting, with subgroups off and on,
+    /// force binding/dispatch/grid splitting, with each kernel shape (wide
+    /// with the workgroup tree, wide with subgroups, narrow),
     /// device-resident (default and tiny caps), and through `encode`.
     #[test]
     fn same_bits_everywhere((data, partitions) in partitions_strategy()) {
@@ -120,6 +121,7 @@ proptest! {
                 assert_same_bits(&reduce(engine(), &data, op, &partitions, nan), &base, &what("second run"));
                 assert_same_bits(&reduce(tiny_engine(), &data, op, &partitions, nan), &base, &what("tiny caps"));
                 assert_same_bits(&reduce(no_subgroup_engine(), &data, op, &partitions, nan), &base, &what("subgroups off"));
+                assert_same_bits(&reduce(narrow_engine(), &data, op, &partitions, nan), &base, &what("narrow kernels"));
                 if let Some(sg) = subgroup_engine() {
                     assert_same_bits(&reduce(sg, &data, op, &partitions, nan), &base, &what("subgroups on"));
                 }

@@ -1,6 +1,7 @@
 //! Every shader variant parses and validates with naga (the WGSL front end
 //! wgpu uses), with every override value the engine uses.
 
+use gpulanes::KernelShape;
 use gpulanes::kernels::shader_source;
 
 fn validate(source: &str, label: &str) {
@@ -35,19 +36,22 @@ fn validate(source: &str, label: &str) {
 }
 
 #[test]
-fn workgroup_tree_variant_validates() {
-    validate(&shader_source(false), "workgroup tree");
-}
-
-#[test]
-fn subgroup_tree_variant_validates() {
-    validate(&shader_source(true), "subgroup tree");
+fn every_kernel_shape_validates() {
+    for shape in [
+        KernelShape::Workgroup,
+        KernelShape::Subgroup,
+        KernelShape::Narrow,
+    ] {
+        validate(&shader_source(shape), shape.name());
+    }
 }
 
 #[test]
 fn every_shader_file_starts_with_a_description() {
     for (name, src) in [
         ("reduce.wgsl", gpulanes::kernels::REDUCE_WGSL),
+        ("wide.wgsl", gpulanes::kernels::WIDE_WGSL),
+        ("narrow.wgsl", gpulanes::kernels::NARROW_WGSL),
         (
             "tree_workgroup.wgsl",
             gpulanes::kernels::TREE_WORKGROUP_WGSL,

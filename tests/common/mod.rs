@@ -46,7 +46,7 @@
 
 use std::sync::OnceLock;
 
-use gpulanes::{Engine, EngineOptions, NanPolicy, Op, Partitions, Reduction, cpu};
+use gpulanes::{Engine, EngineOptions, KernelShape, NanPolicy, Op, Partitions, Reduction, cpu};
 use proptest::prelude::*;
 
 /// f32 unit roundoff, 2^-24.
@@ -82,15 +82,27 @@ pub fn tiny_engine() -> &'static Engine {
     E.get_or_init(|| Engine::with_options(tiny_options()).expect("engine with tiny caps"))
 }
 
-/// An engine with the workgroup-memory tree (subgroups off).
+/// An engine with the wide kernels and the workgroup-memory tree.
 pub fn no_subgroup_engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
         Engine::with_options(EngineOptions {
-            subgroups: Some(false),
+            kernels: Some(KernelShape::Workgroup),
             ..Default::default()
         })
-        .expect("engine without subgroups")
+        .expect("engine with the workgroup tree")
+    })
+}
+
+/// An engine with the narrow kernels (the default only on CPU adapters).
+pub fn narrow_engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
+        Engine::with_options(EngineOptions {
+            kernels: Some(KernelShape::Narrow),
+            ..Default::default()
+        })
+        .expect("engine with the narrow kernels")
     })
 }
 
@@ -100,12 +112,12 @@ pub fn subgroup_engine() -> Option<&'static Engine> {
     static E: OnceLock<Option<Engine>> = OnceLock::new();
     E.get_or_init(|| {
         let opts = EngineOptions {
-            subgroups: Some(true),
+            kernels: Some(KernelShape::Subgroup),
             ..Default::default()
         };
         match Engine::with_options(opts) {
             Ok(e) => {
-                assert!(e.adapter().subgroups, "subgroups: Some(true) must use them");
+                assert!(e.adapter().subgroups, "the subgroup shape must use them");
                 Some(e)
             }
             Err(err) => {

@@ -26,8 +26,10 @@ pub fn run(json: bool) -> Result<(), Failure> {
         );
         println!("driver:         {} {}", a.driver, a.driver_info);
         println!(
-            "subgroups:      {} (size {}..{})",
-            a.subgroups, a.subgroup_min_size, a.subgroup_max_size
+            "kernels:        {} (subgroup size {}..{})",
+            a.kernels.name(),
+            a.subgroup_min_size,
+            a.subgroup_max_size
         );
         println!("timestamps:     {}", a.timestamps);
         println!("flushes subnormals: {}", a.flushes_subnormals);
