@@ -94,7 +94,9 @@ pub struct LanesConfig {
     /// request. Batch chunks are sized to `quantum - submit_lead` of GPU time
     /// (at least half the quantum), measured with GPU timestamps where the
     /// device has them. `None` derives it from this device's measured
-    /// real-time round trip (4x, within 200 us ..= 4 ms).
+    /// real-time round trip RT (3x, within 200 us ..= 4 ms): a chunk is then
+    /// about 2.5 RT, so a request that arrives as one starts waits about
+    /// 3.5 RT in all, against the 1.5-2 RT of an idle p99.
     pub quantum: Option<Duration>,
     /// Just-in-time submission: the next batch chunk is submitted when the
     /// work already queued on the GPU is predicted to end within this lead
@@ -382,7 +384,7 @@ impl Lanes {
         }
         let calibration = calibrate(engine)?;
         let quantum = cfg.quantum.unwrap_or_else(|| {
-            (calibration.round_trip * 4).clamp(Duration::from_micros(200), Duration::from_millis(4))
+            (calibration.round_trip * 3).clamp(Duration::from_micros(200), Duration::from_millis(4))
         });
         let lead = match cfg.submit_lead {
             Some(lead) if lead > quantum => {
