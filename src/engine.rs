@@ -207,7 +207,10 @@ pub struct Engine {
 impl Engine {
     /// Opens the adapter chosen by the environment (see [`crate::adapter`]).
     pub fn new() -> Result<Self> {
-        Self::with_options(EngineOptions::default())
+        Self::with_options(EngineOptions {
+            kernels: KernelShape::from_env()?,
+            ..Default::default()
+        })
     }
 
     /// Like [`Engine::new`], with options.

@@ -56,6 +56,31 @@ impl KernelShape {
         }
     }
 
+    /// The shape named by `GPULANES_KERNELS` (`workgroup`, `subgroup` or
+    /// `narrow`; unset or empty: `None`, the device's default), which
+    /// [`Engine::new`](crate::Engine::new) honours.
+    pub fn from_env() -> crate::Result<Option<Self>> {
+        match std::env::var("GPULANES_KERNELS") {
+            Err(_) => Ok(None),
+            Ok(v) if v.trim().is_empty() => Ok(None),
+            Ok(v) => Self::parse(&v)
+                .map(Some)
+                .map_err(|e| crate::Error::InvalidInput(format!("GPULANES_KERNELS: {e}"))),
+        }
+    }
+
+    /// Parses a shape name (case-insensitive).
+    pub fn parse(name: &str) -> crate::Result<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "workgroup" => Ok(KernelShape::Workgroup),
+            "subgroup" => Ok(KernelShape::Subgroup),
+            "narrow" => Ok(KernelShape::Narrow),
+            other => Err(crate::Error::InvalidInput(format!(
+                "unknown kernel shape {other:?} (workgroup, subgroup or narrow)"
+            ))),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             KernelShape::Workgroup => "workgroup",
@@ -175,5 +200,38 @@ impl Kernels {
             Pass::Elements => &self.elements_layout,
             Pass::Partials => &self.partials_layout,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_names_parse_and_bad_ones_are_named() {
+        for shape in [
+            KernelShape::Workgroup,
+            KernelShape::Subgroup,
+            KernelShape::Narrow,
+        ] {
+            assert_eq!(KernelShape::parse(shape.name()).unwrap(), shape);
+            assert_eq!(
+                KernelShape::parse(&format!(" {} ", shape.name().to_uppercase())).unwrap(),
+                shape
+            );
+        }
+        let err = KernelShape::parse("wide").unwrap_err().to_string();
+        assert!(err.contains("\"wide\"") && err.contains("narrow"), "{err}");
+    }
+
+    #[test]
+    fn cpu_adapters_get_the_narrow_shape() {
+        assert_eq!(KernelShape::for_device(true, true), KernelShape::Narrow);
+        assert_eq!(KernelShape::for_device(true, false), KernelShape::Narrow);
+        assert_eq!(KernelShape::for_device(false, true), KernelShape::Subgroup);
+        assert_eq!(
+            KernelShape::for_device(false, false),
+            KernelShape::Workgroup
+        );
     }
 }

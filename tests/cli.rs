@@ -411,6 +411,27 @@ fn text_output_and_info() {
     let out = run(&["info"]);
     assert!(out.status.success());
     assert!(text(&out.stdout).contains(&engine().adapter().name));
+
+    // GPULANES_KERNELS picks the kernel shape; a bad name is a clear error.
+    let out = Command::new(BIN)
+        .args(["info", "--json"])
+        .env("GPULANES_KERNELS", "workgroup")
+        .output()
+        .expect("run gpulanes");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_str(&text(&out.stdout)).expect("one JSON object");
+    assert_eq!(v["kernels"], "workgroup");
+    let out = Command::new(BIN)
+        .args(["info"])
+        .env("GPULANES_KERNELS", "wide")
+        .output()
+        .expect("run gpulanes");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("GPULANES_KERNELS") && err.contains("\"wide\""),
+        "{err}"
+    );
 }
 
 /// Writes a `.npy` by hand: magic, version 1.0, the given header dict
