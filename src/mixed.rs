@@ -94,8 +94,8 @@ pub struct MixedReport {
     /// How late its timed waits ended at the end of the run (added to the
     /// lead), in microseconds.
     pub wake_lateness_us: f64,
-    /// The device's submit blocks while its queue executes (batch chunks
-    /// then go only onto an idle queue).
+    /// The device's submit blocks while its queue executes (a batch chunk
+    /// then never goes behind another chunk).
     pub submit_blocks: bool,
     /// The scheduler's throughput estimate at the end, bytes/s.
     pub throughput_estimate_bytes_per_s: f64,

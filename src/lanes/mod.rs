@@ -109,8 +109,9 @@ pub struct LanesConfig {
     /// Hard bound on batch chunks queued on the GPU at once; pacing keeps
     /// it at one except within the lead, or when a chunk overruns its
     /// predicted time. Where the driver's submit blocks while its queue
-    /// executes (probed at start; lavapipe), chunks go only onto an idle
-    /// queue, so one at a time.
+    /// executes (probed at start; lavapipe), a chunk never goes behind
+    /// another chunk (onto an idle queue, or just in time behind real-time
+    /// work), so one at a time.
     pub max_batch_in_flight: usize,
     /// Coalesced real-time submissions queued on the GPU at once.
     pub max_realtime_in_flight: usize,
@@ -138,8 +139,7 @@ pub struct LanesConfig {
     pub when_full: WhenFull,
     /// Share of GPU time the batch lane keeps under a real-time flood (0..1).
     /// With 0, steady real-time traffic may hold batch chunks back
-    /// indefinitely (more readily where submit blocks, since chunks then
-    /// wait for an idle queue).
+    /// indefinitely.
     pub batch_min_share: f64,
     /// Fail requests whose result arrives after their deadline (instead of
     /// delivering it late).
@@ -600,8 +600,8 @@ impl Lanes {
     }
 
     /// Whether this device's submit was found to block while the queue
-    /// executes earlier work (lavapipe); batch chunks then go only onto an
-    /// idle queue.
+    /// executes earlier work (lavapipe); a batch chunk then never goes
+    /// behind another chunk.
     pub fn submit_blocks(&self) -> bool {
         self.shared.submit_blocks
     }

@@ -184,7 +184,7 @@ fn print_table(r: &MixedReport) {
         r.submit_lead_us,
         r.wake_lateness_us,
         if r.submit_blocks {
-            "; this device's submit blocks while its queue is busy, so chunks go onto an idle queue"
+            "; this device's submit blocks while its queue is busy, so a chunk never goes behind another"
         } else {
             ""
         }
