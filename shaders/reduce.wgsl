@@ -213,10 +213,18 @@ fn acc_add(a: Acc, x: f32) -> Acc {
 // below 2^100) skips the per-element tests.
 fn acc_add4(a: Acc, v: vec4<f32>) -> Acc {
     let bits = bitcast<vec4<u32>>(v);
-    if any((bits & vec4<u32>(0x7f800000u)) >= vec4<u32>(BIG_EXP_BITS)) {
-        return acc_add(acc_add(acc_add(acc_add(a, v.x), v.y), v.z), v.w);
-    }
+    let special = any((bits & vec4<u32>(0x7f800000u)) >= vec4<u32>(BIG_EXP_BITS));
     var r = a;
+    // Rare (NaN, infinity or |x| >= 2^100): element by element. A loop of 0
+    // or 4 passes rather than a branch: a CPU rasteriser runs both sides of
+    // a branch, masked, but leaves a loop whose lanes are all done after
+    // one pass.
+    for (var i = 0u; i < select(0u, 4u, special); i++) {
+        r = acc_add(r, v[i]);
+    }
+    if special {
+        return r;
+    }
     r.seen = r.seen + 4u;
     if OP == OP_SUM {
         return acc_two_sum(acc_two_sum(acc_two_sum(acc_two_sum(r, v.x), v.y), v.z), v.w);
@@ -364,13 +372,14 @@ fn fold_short_block(range: UnitRange, p: u32) -> Partial {
     let aligned = (range.start & 3u) == 0u;
     for (var k = 0u; k < VEC4_PER_THREAD; k++) {
         let i = 4u * (p + k * WG);
-        if aligned && i + 4u <= range.len {
+        let whole = aligned && i + 4u <= range.len;
+        if whole {
             acc = acc_add4(acc, in_vec4[(range.start + i) / 4u]);
-        } else {
-            for (var j = 0u; j < 4u; j++) {
-                if i + j < range.len {
-                    acc = acc_add(acc, in_scalar[range.start + i + j]);
-                }
+        }
+        // A loop bound, not an else (see acc_add4).
+        for (var j = 0u; j < select(4u, 0u, whole); j++) {
+            if i + j < range.len {
+                acc = acc_add(acc, in_scalar[range.start + i + j]);
             }
         }
     }
