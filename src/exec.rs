@@ -261,6 +261,12 @@ impl Job {
         Ok(job)
     }
 
+    /// The job also keeps `buffers` alive until it is dropped.
+    pub fn keeping(mut self, buffers: Vec<PooledBuffer>) -> Job {
+        self._keep.extend(buffers);
+        self
+    }
+
     /// Number of dispatches.
     pub fn dispatch_count(&self) -> usize {
         self.dispatches.len()
@@ -331,8 +337,15 @@ impl Job {
     /// `done` once the GPU has finished (from inside a `device.poll`, on
     /// whichever thread polls). When there was no GPU work, `done` runs at once.
     pub fn read_async(self, done: impl FnOnce(Result<FinalPartials>) + Send + 'static) {
+        self.read_async_keep(move |result, _job| done(result));
+    }
+
+    /// Like [`Job::read_async`], and hands the job back (its readback
+    /// unmapped, its buffers idle) for reuse with new input data.
+    pub fn read_async_keep(self, done: impl FnOnce(Result<FinalPartials>, Job) + Send + 'static) {
         let Some(readback) = &self.readback else {
-            done(Ok(self.final_partials(&[])));
+            let result = Ok(self.final_partials(&[]));
+            done(result, self);
             return;
         };
         let bytes = self.plan.final_units() * PARTIAL_BYTES;
@@ -348,7 +361,7 @@ impl Job {
                     Ok(self.final_partials(&view))
                 });
             mapped.unmap();
-            done(result);
+            done(result, self);
         });
     }
 }

@@ -396,6 +396,37 @@ fn bad_requests_fail_alone() {
 }
 
 #[test]
+fn repeated_realtime_shapes_each_get_their_own_answer() {
+    // The lane keeps prepared jobs per group shape and reuses them with new
+    // data: every repeat must reduce its own data, for every op sharing a
+    // kernel, with partitions, and with a shape seen only now and then.
+    let lanes = Lanes::new(engine(), LanesConfig::default()).unwrap();
+    let parts = Partitions::Offsets(vec![0, 3, 3, 1000, 4096]);
+    for round in 0..12u32 {
+        for (i, op) in [Op::Sum, Op::Mean, Op::Max, Op::Min]
+            .into_iter()
+            .enumerate()
+        {
+            let d = data(4096, round * 8 + i as u32 + 1);
+            let p = if round % 3 == 2 {
+                Partitions::Whole
+            } else {
+                parts.clone()
+            };
+            let got = lanes
+                .realtime(Request::host(d.clone(), op).partitions(p.clone()))
+                .unwrap()
+                .wait()
+                .unwrap();
+            let want = solo(&d, op, &p);
+            assert_eq!(bits(&got), bits(&want), "round {round}, {op}");
+            assert_eq!(got.counts, want.counts, "round {round}, {op}");
+        }
+    }
+    assert_eq!(lanes.metrics().realtime.completed, 48);
+}
+
+#[test]
 fn many_threads_many_requests_none_lost_none_mixed_up() {
     let lanes = Arc::new(Lanes::new(engine(), small_chunks()).unwrap());
     let threads = 8;

@@ -31,6 +31,7 @@
 
 mod chunk_timer;
 mod handle;
+mod job_cache;
 mod metrics;
 mod pacing;
 mod quantum;
@@ -47,10 +48,11 @@ pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 
 use self::chunk_timer::ChunkTimer;
 use self::handle::Slot;
+use self::job_cache::{JobCache, JobShape, PreparedJob};
 pub(crate) use self::metrics::LaneMetrics;
 use self::pacing::{Decision, IDLE_WAIT, MAX_PREDICTION, Pacing, Prediction, Queues, decide};
 use self::quantum::Throughput;
-use crate::device_array::{DeviceArray, pooled_input};
+use crate::device_array::{DeviceArray, pooled_input, write_padded};
 use crate::engine::{Context, Engine};
 use crate::error::{Error, Result};
 use crate::exec::{FinalPartials, Job};
@@ -353,6 +355,8 @@ struct Shared {
     /// When the GPU last finished something (busy-time estimates for
     /// adapters without timestamps; unused where `timer` is set).
     last_done: Mutex<Instant>,
+    /// Real-time jobs kept for groups of the same shape.
+    jobs: JobCache,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -420,6 +424,7 @@ impl Lanes {
             timer: ChunkTimer::new(&engine.context().device, &engine.context().queue),
             chunks: AtomicU64::new(0),
             last_done: Mutex::new(Instant::now()),
+            jobs: JobCache::default(),
         });
         let s = shared.clone();
         let dispatcher = std::thread::Builder::new()
@@ -973,12 +978,13 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     let mut prepared = Vec::new();
     let mut total_bytes = 0u64;
     for (kernel, group) in groups {
-        match prepare_group(ctx, kernel, &group) {
-            Ok((job, buffers)) => {
+        match prepare_group(sh, kernel, &group) {
+            Ok((shape, prepared_job)) => {
+                let job = &prepared_job.job;
                 job.encode(ctx, &mut encoder, 0..job.dispatch_count());
                 job.encode_readback(&mut encoder);
                 total_bytes += group.iter().map(|r| r.data.len() as u64 * 4).sum::<u64>();
-                prepared.push((job, buffers, group));
+                prepared.push((shape, prepared_job, group));
             }
             Err(e) => fail_all(sh, group, &e),
         }
@@ -1010,12 +1016,29 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     }
     lock(&sh.metrics).rt.on_submit(total_bytes, submitted);
     let remaining = Arc::new(AtomicUsize::new(prepared.len()));
-    for (job, buffers, group) in prepared {
+    for (
+        shape,
+        PreparedJob {
+            job,
+            input,
+            single_buffer,
+        },
+        group,
+    ) in prepared
+    {
         let sh2 = sh.clone();
         let remaining = remaining.clone();
-        job.read_async(move |result| {
-            let _keep = buffers;
+        job.read_async_keep(move |result, job| {
+            let reusable = result.is_ok();
             finish_group(&sh2, group, result);
+            if reusable {
+                let kept = PreparedJob {
+                    job,
+                    input,
+                    single_buffer,
+                };
+                sh2.jobs.keep(shape, kept);
+            }
             if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 if sh2.timer.is_none() {
                     mark_done(&sh2, submitted);
@@ -1052,12 +1075,15 @@ fn fail_all(sh: &Shared, group: Vec<RtEntry>, e: &Error) {
     }
 }
 
-/// Concatenates a group's data and partitions, uploads it and prepares one job.
+/// Concatenates a group's data and partitions, uploads it and prepares one
+/// job, or takes one kept for a group of the same shape (then only the data
+/// is uploaded).
 fn prepare_group(
-    ctx: &Context,
+    sh: &Shared,
     kernel: KernelOp,
     group: &[RtEntry],
-) -> Result<(Job, Vec<PooledBuffer>)> {
+) -> Result<(JobShape, PreparedJob)> {
+    let ctx = &sh.ctx;
     let total: usize = group.iter().map(|r| r.data.len()).sum();
     let mut data = Vec::with_capacity(total);
     let mut offsets = vec![0u64];
@@ -1066,8 +1092,13 @@ fn prepare_group(
         offsets.extend(r.offsets[1..].iter().map(|o| o + base));
         data.extend_from_slice(&r.data);
     }
-    let plan = Plan::new(&offsets)?;
-    let (buffers, spans) = pooled_input(
+    let shape = JobShape { kernel, offsets };
+    if let Some(kept) = sh.jobs.take(&shape) {
+        write_padded(&ctx.queue, &kept.input, &data);
+        return Ok((shape, kept));
+    }
+    let plan = Plan::new(&shape.offsets)?;
+    let (mut buffers, spans) = pooled_input(
         ctx,
         data.len() as u64,
         Some(&data),
@@ -1075,7 +1106,19 @@ fn prepare_group(
     );
     let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
     let job = Job::prepare(ctx, kernel, plan, &inputs, &spans, None)?;
-    Ok((job, buffers))
+    // Inputs over one buffer (only under tiny buffer caps) keep the rest
+    // alive inside the job and are never reused.
+    let single_buffer = buffers.len() == 1;
+    let input = buffers.remove(0);
+    let job = job.keeping(buffers);
+    Ok((
+        shape,
+        PreparedJob {
+            job,
+            input,
+            single_buffer,
+        },
+    ))
 }
 
 /// Splits a group's final partials back into per-request results.
