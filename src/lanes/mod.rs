@@ -6,7 +6,9 @@
 //!   segmented dispatch per kernel, one submit, whatever their number. Each
 //!   request's partitions keep their own reduction tree (the tree depends
 //!   only on positions inside a partition), so a coalesced result has the
-//!   same bits as the request run alone.
+//!   same bits as the request run alone. A group shape seen before reuses
+//!   the job prepared for it (buffers, tables, bind groups; see
+//!   `job_cache`), so a repeat costs one upload.
 //! * Batch jobs are prepared once and submitted a chunk (one dispatch) at a
 //!   time, each chunk sized to the quantum (less the submit lead) from the
 //!   throughput observed on this device (GPU timestamps around one chunk in
