@@ -14,8 +14,9 @@
 //
 //   Why: a CPU rasteriser runs a workgroup as SIMD groups of 4-16 lanes and
 //   executes every branch of every group, masked. The wide tree's 8 levels
-//   then cost 8 combines in each of 32 groups; here the tree is 38 combines
-//   in one group, and there are no barriers but one.
+//   then cost 8 combines in each group (32 groups with llvmpipe's 8 lanes);
+//   here the tree is 38 combines in one or two groups, and there is one
+//   barrier.
 //
 // How it is dispatched
 //   @workgroup_size(8), one workgroup per unit, on the same 2-D grid as the

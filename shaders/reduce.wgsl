@@ -18,18 +18,22 @@
 //   Every partial also carries the count of non-NaN inputs (64-bit).
 //
 // How it is dispatched
-//   @workgroup_size(256), one workgroup per unit, on a 2-D grid
-//   (unit = workgroup_id.x + workgroup_id.y * num_workgroups.x) so that more
-//   than 65535 units fit in one dispatch; surplus workgroups return at once.
-//   Each invocation folds its inputs in a fixed order (elements 4*(t + k*256)
-//   .. +3 of the block, k = 0..7, or partials t + k*256), then the workgroup
-//   combines the 256 per-invocation partials with a sequential-addressing tree
-//   (stride 128, 64, ..., 1). The fold order and the tree depend only on the
-//   unit's position inside its segment, never on how the host chunked the
-//   input into dispatches, so results are bitwise reproducible.
+//   One workgroup per unit, on a 2-D grid (unit = workgroup_id.x +
+//   workgroup_id.y * num_workgroups.x) so that more than 65535 units fit in
+//   one dispatch; surplus workgroups return at once. A unit's result is a
+//   fixed tree over 256 per-invocation partials: partial p folds its inputs
+//   in a fixed order (elements 4*(p + k*256) .. +3 of the block, k = 0..7,
+//   or partials p + k*256), and the 256 are combined by a
+//   sequential-addressing tree (stride 128, 64, ..., 1). The fold order and
+//   the tree depend only on the unit's position inside its segment, never
+//   on how the host chunked the input into dispatches, so results are
+//   bitwise reproducible.
 //
-// This file is composed with one of tree_workgroup.wgsl / tree_subgroup.wgsl,
-// which define `tree_reduce` and the entry points.
+// This file holds the folds and the combine. It is composed with one kernel
+// shape (src/kernels.rs), which defines the entry points and how
+// invocations share the work: wide.wgsl plus tree_workgroup.wgsl or
+// tree_subgroup.wgsl (@workgroup_size(256), partial p in invocation p), or
+// narrow.wgsl (@workgroup_size(8), 32 partials per invocation).
 
 override OP: u32 = 0u;
 

@@ -1,7 +1,9 @@
 // tree_subgroup.wgsl: the subgroup tree and entry points (Features::SUBGROUP).
 //
-// Appended to reduce.wgsl when the device has Features::SUBGROUP (naga 30
-// enables the subgroup builtins through that feature, without a directive). It computes exactly the same tree as tree_workgroup.wgsl, so
+// Appended to reduce.wgsl and wide.wgsl for the wide kernels with the
+// subgroup tree (KernelShape::Subgroup: GPUs with Features::SUBGROUP; naga
+// 30 enables the subgroup builtins through that feature, without a
+// directive). It computes exactly the same tree as tree_workgroup.wgsl, so
 // both variants give the same bits: strides 128 .. W go through workgroup
 // memory, and strides W/2 .. 1 (inside subgroup 0) through
 // subgroupShuffleDown, because for a subgroup of width W laid out as

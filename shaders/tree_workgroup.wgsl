@@ -1,7 +1,8 @@
 // tree_workgroup.wgsl: the portable workgroup tree and entry points.
 //
-// Appended to reduce.wgsl when the adapter lacks Features::SUBGROUP (or
-// subgroups are disabled). `tree_reduce` combines the 256 per-invocation
+// Appended to reduce.wgsl and wide.wgsl for the wide kernels with the
+// workgroup tree (KernelShape::Workgroup: GPUs without Features::SUBGROUP,
+// or when asked for). `tree_reduce` combines the 256 per-invocation
 // partials in workgroup memory with sequential addressing: at stride s
 // (128, 64, ..., 1) invocation t < s combines partial t with partial t + s.
 // The result is valid in invocation 0.

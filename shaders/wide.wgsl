@@ -3,9 +3,9 @@
 // What it computes
 //   One output partial per unit (see reduce.wgsl): invocation t of the
 //   256-wide workgroup folds per-invocation partial t (fold_full_block,
-//   fold_short_block or fold_partials), then `tree_reduce` combines the 256 with the
-//   sequential-addressing tree (stride 128, 64, ..., 1) and invocation 0
-//   writes the result.
+//   fold_short_block or fold_partials), then `tree_reduce` combines the
+//   256 with the sequential-addressing tree (stride 128, 64, ..., 1) and
+//   invocation 0 writes the result.
 //
 // How it is dispatched
 //   @workgroup_size(256), one workgroup per unit on a 2-D grid, as described

@@ -41,7 +41,8 @@ pub enum KernelShape {
     /// 8 invocations per unit, each computing 32 of the partials and most of
     /// the tree in registers: for CPU adapters (lavapipe, SwiftShader), which
     /// run every branch of a SIMD group masked, so the wide tree costs them
-    /// 8 combines in each of 32 groups. About 3x their batch throughput.
+    /// 8 combines in each of its SIMD groups (32 of 8 lanes on lavapipe).
+    /// On lavapipe: sums 1.75x and maxima 1.3x as fast as the subgroup tree.
     Narrow,
 }
 
@@ -60,27 +61,36 @@ impl KernelShape {
     /// `narrow`; unset or empty: `None`, the device's default), which
     /// [`Engine::new`](crate::Engine::new) honours.
     pub fn from_env() -> crate::Result<Option<Self>> {
-        match std::env::var("GPULANES_KERNELS") {
-            Err(_) => Ok(None),
-            Ok(v) if v.trim().is_empty() => Ok(None),
-            Ok(v) => Self::parse(&v)
-                .map(Some)
-                .map_err(|e| crate::Error::InvalidInput(format!("GPULANES_KERNELS: {e}"))),
-        }
+        const VAR: &str = "GPULANES_KERNELS";
+        let value = match std::env::var(VAR) {
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(v)) => v.to_string_lossy().into_owned(),
+            Ok(v) if v.trim().is_empty() => return Ok(None),
+            Ok(v) => v,
+        };
+        Self::parse(&value)
+            .map(Some)
+            .ok_or(crate::Error::InvalidEnv {
+                var: VAR,
+                value,
+                expected: Self::NAMES,
+            })
     }
 
-    /// Parses a shape name (case-insensitive).
-    pub fn parse(name: &str) -> crate::Result<Self> {
+    /// What [`KernelShape::parse`] accepts.
+    pub const NAMES: &'static str = "workgroup, subgroup or narrow";
+
+    /// Parses a shape name (case-insensitive, surrounding spaces ignored).
+    pub fn parse(name: &str) -> Option<Self> {
         match name.trim().to_ascii_lowercase().as_str() {
-            "workgroup" => Ok(KernelShape::Workgroup),
-            "subgroup" => Ok(KernelShape::Subgroup),
-            "narrow" => Ok(KernelShape::Narrow),
-            other => Err(crate::Error::InvalidInput(format!(
-                "unknown kernel shape {other:?} (workgroup, subgroup or narrow)"
-            ))),
+            "workgroup" => Some(KernelShape::Workgroup),
+            "subgroup" => Some(KernelShape::Subgroup),
+            "narrow" => Some(KernelShape::Narrow),
+            _ => None,
         }
     }
 
+    /// The shape's name, as [`KernelShape::parse`] takes it.
     pub fn name(self) -> &'static str {
         match self {
             KernelShape::Workgroup => "workgroup",
@@ -214,14 +224,15 @@ mod tests {
             KernelShape::Subgroup,
             KernelShape::Narrow,
         ] {
-            assert_eq!(KernelShape::parse(shape.name()).unwrap(), shape);
+            assert_eq!(KernelShape::parse(shape.name()), Some(shape));
             assert_eq!(
-                KernelShape::parse(&format!(" {} ", shape.name().to_uppercase())).unwrap(),
-                shape
+                KernelShape::parse(&format!(" {} ", shape.name().to_uppercase())),
+                Some(shape)
             );
+            assert!(KernelShape::NAMES.contains(shape.name()));
         }
-        let err = KernelShape::parse("wide").unwrap_err().to_string();
-        assert!(err.contains("\"wide\"") && err.contains("narrow"), "{err}");
+        assert_eq!(KernelShape::parse("wide"), None);
+        assert_eq!(KernelShape::parse(""), None);
     }
 
     #[test]

@@ -291,6 +291,50 @@ fn large_random_cancelling_sets() {
     }
 }
 
+/// Every kernel shape gives the same bits on hard data: cancelling pairs
+/// up to 2^60 with small residues, inputs over 2^100 (the big sum),
+/// partitions with short, unaligned and empty blocks, several levels.
+/// (This cannot prove the shapes share one tree: the double-single sums
+/// are exact enough that a narrow kernel pairing its leaves in another
+/// order still gave these bits. The tree is the same by construction; see
+/// narrow.wgsl.)
+#[test]
+fn every_kernel_shape_gives_the_same_bits_on_hard_data() {
+    let mut data = cancelling_set(3, 40_000, 200, 60);
+    let mut rng = SplitMix::new(31);
+    for i in (0..data.len()).step_by(997) {
+        // A few big values (the big-sum path) and specials.
+        data[i] = match rng.below(4) {
+            0 => f32::from_bits(0x7200_0000 | rng.below(1 << 20) as u32),
+            1 => -1.5e30,
+            _ => data[i],
+        };
+    }
+    let n = data.len() as u64;
+    let forms = [
+        Partitions::Whole,
+        Partitions::EqualSize(BLOCK as u64 * 3 + 5),
+        Partitions::Offsets(vec![0, 1, 4099, 4099, 20_001, n]),
+    ];
+    let shapes: Vec<(&str, &Engine)> = [
+        ("default", engine()),
+        ("wide, workgroup tree", no_subgroup_engine()),
+        ("narrow", narrow_engine()),
+    ]
+    .into_iter()
+    .chain(subgroup_engine().map(|e| ("wide, subgroup tree", e)))
+    .collect();
+    for p in &forms {
+        for op in [Op::Sum, Op::Max] {
+            let base = reduce(shapes[0].1, &data, op, p, NanPolicy::Propagate);
+            for (name, e) in &shapes[1..] {
+                let got = reduce(e, &data, op, p, NanPolicy::Propagate);
+                assert_same_bits(&got, &base, &format!("{op} {p:?}: {name}"));
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- subnormals
 
 #[test]
@@ -1112,7 +1156,11 @@ fn engine_options_are_checked() {
     );
     assert_eq!(narrow_engine().adapter().kernels, KernelShape::Narrow);
     assert!(!narrow_engine().adapter().subgroups);
-    // The default: narrow kernels exactly on CPU adapters.
+    // The default: narrow kernels exactly on CPU adapters (unless
+    // GPULANES_KERNELS, which Engine::new honours, picks a shape).
     let a = engine().adapter();
-    assert_eq!(a.kernels == KernelShape::Narrow, a.software, "{a:?}");
+    match KernelShape::from_env().expect("GPULANES_KERNELS, if set, names a shape") {
+        Some(shape) => assert_eq!(a.kernels, shape),
+        None => assert_eq!(a.kernels == KernelShape::Narrow, a.software, "{a:?}"),
+    }
 }

@@ -429,7 +429,7 @@ fn text_output_and_info() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
-        err.contains("GPULANES_KERNELS") && err.contains("\"wide\""),
+        err.contains("GPULANES_KERNELS") && err.contains("\"wide\"") && err.contains("narrow"),
         "{err}"
     );
 }

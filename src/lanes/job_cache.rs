@@ -31,13 +31,18 @@ pub(crate) struct JobShape {
 }
 
 impl JobShape {
-    /// Groups up to this many input bytes are kept.
+    /// Groups up to this many input bytes are kept...
     pub const MAX_BYTES: u64 = 1 << 20;
+    /// ...and up to this many partitions (a kept job's tables, partials and
+    /// readback grow with its partitions, empty ones included).
+    pub const MAX_PARTITIONS: usize = 4096;
 
     pub fn cacheable(&self) -> bool {
-        self.offsets
-            .last()
-            .is_some_and(|&n| n * 4 <= Self::MAX_BYTES)
+        self.offsets.len() <= Self::MAX_PARTITIONS + 1
+            && self
+                .offsets
+                .last()
+                .is_some_and(|&n| n * 4 <= Self::MAX_BYTES)
     }
 }
 
@@ -49,7 +54,9 @@ pub(crate) struct JobCache {
 
 impl JobCache {
     /// Jobs kept at most (a few per shape for the real-time submissions in
-    /// flight, across a few shapes): at most 16 MiB of inputs.
+    /// flight, across a few shapes). With the shape limits above, a kept
+    /// job holds at most about 1.5 MiB of device memory (input, tables,
+    /// partials, readback), all kept jobs together about 24 MiB.
     pub const CAPACITY: usize = 16;
 
     /// An idle job made for `shape`, if any.

@@ -1031,9 +1031,9 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         let sh2 = sh.clone();
         let remaining = remaining.clone();
         job.read_async_keep(move |result, job| {
-            let reusable = result.is_ok();
-            finish_group(&sh2, group, result);
-            if reusable {
+            // Kept before the handles complete (the results are already
+            // read out), so a client that resubmits at once finds it.
+            if result.is_ok() {
                 let kept = PreparedJob {
                     job,
                     input,
@@ -1041,6 +1041,7 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
                 };
                 sh2.jobs.keep(shape, kept);
             }
+            finish_group(&sh2, group, result);
             if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 if sh2.timer.is_none() {
                     mark_done(&sh2, submitted);

@@ -283,6 +283,12 @@ mod tests {
             Decision::Wait(us(400) - PACING.lead)
         );
         assert_eq!(decide(&q, &pred, t1 + us(350), &blocking), Decision::Batch);
+        // Never behind a chunk, even within the lead of the work's end.
+        q.batch_in_flight = 1;
+        assert_eq!(
+            decide(&q, &pred, t1 + us(350), &blocking),
+            Decision::Wait(IDLE_WAIT)
+        );
         // A starved batch lane still goes onto a busy queue.
         let (busy, pred) = chunk_running(t0, true);
         let late = t0 + PACING.batch_max_wait;

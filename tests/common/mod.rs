@@ -57,7 +57,8 @@ pub const SUM_ERROR_FACTOR: f64 = 1024.0;
 /// Both NaN policies.
 pub const POLICIES: [NanPolicy; 2] = [NanPolicy::Propagate, NanPolicy::Ignore];
 
-/// The default engine (device limits, subgroups where the adapter has them).
+/// The default engine (device limits, the device's default kernel shape or
+/// the one `GPULANES_KERNELS` names).
 pub fn engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| Engine::new().expect("default engine (is a Vulkan driver installed?)"))
