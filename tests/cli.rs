@@ -426,7 +426,7 @@ fn text_output_and_info() {
         .env("GPULANES_KERNELS", "wide")
         .output()
         .expect("run gpulanes");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a bad environment is bad input");
     let err = text(&out.stderr);
     assert!(
         err.contains("GPULANES_KERNELS") && err.contains("\"wide\"") && err.contains("narrow"),

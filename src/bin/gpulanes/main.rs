@@ -80,9 +80,12 @@ pub enum Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         match e {
-            Error::InvalidPartitions(_) | Error::InvalidInput(_) | Error::File { .. } => {
-                Failure::Input(e.to_string())
-            }
+            // A misconfigured environment (GPULANES_KERNELS, WGPU_BACKEND,
+            // WGPU_POWER_PREF) is the user's input too.
+            Error::InvalidPartitions(_)
+            | Error::InvalidInput(_)
+            | Error::File { .. }
+            | Error::InvalidEnv { .. } => Failure::Input(e.to_string()),
             other => Failure::Runtime(other.to_string()),
         }
     }
