@@ -291,13 +291,64 @@ fn large_random_cancelling_sets() {
     }
 }
 
+/// The kernel shapes combine the 256 per-invocation partials of a unit in
+/// one tree (sequential addressing: 0 with 128 first, ...). Here partials
+/// 0 and 128 are +2^40 and -2^40, and 8, 24 and 40 are 1, 2^-24 and 2^-30;
+/// all others are zero. The tree cancels the big pair at its first level,
+/// so the small ones sum exactly to 1 + 2^-24 + 2^-30, which rounds up to
+/// 1 + 2^-23. Any tree that meets a small value with a big one first keeps
+/// the small ones in the double-single's low word, where 2^-30 and then
+/// the tie at 2^-24 round away: 1.0. The element pass sees this as one
+/// block (partial p's first element is 4p); the partial pass as 129
+/// blocks whose sums are those values (its partial p is block p).
+#[test]
+fn every_kernel_shape_combines_in_the_same_tree() {
+    let place = [
+        (0usize, 2f32.powi(40)),
+        (128, -(2f32.powi(40))),
+        (8, 1.0),
+        (24, 2f32.powi(-24)),
+        (40, 2f32.powi(-30)),
+    ];
+    let block = BLOCK as usize;
+    let mut one_block = vec![0.0f32; block];
+    let mut many_blocks = vec![0.0f32; 129 * block];
+    for (p, x) in place {
+        one_block[4 * p] = x;
+        many_blocks[p * block] = x;
+    }
+    let want = f32::from_bits(0x3f80_0001); // 1 + 2^-23
+    let shapes: Vec<(&str, &Engine)> = [
+        ("default", engine()),
+        ("wide, workgroup tree", no_subgroup_engine()),
+        ("narrow", narrow_engine()),
+        ("tiny caps", tiny_engine()),
+    ]
+    .into_iter()
+    .chain(subgroup_engine().map(|e| ("wide, subgroup tree", e)))
+    .collect();
+    for (what, data) in [("element pass", &one_block), ("partial pass", &many_blocks)] {
+        let exact = reference(data, Op::Sum, &Partitions::Whole, NanPolicy::Propagate);
+        assert_eq!(exact.value(), Some(want), "{what}: the exact sum");
+        for (name, e) in &shapes {
+            let got = reduce(e, data, Op::Sum, &Partitions::Whole, NanPolicy::Propagate);
+            assert_eq!(
+                bits(got.value()),
+                bits(Some(want)),
+                "{what}, {name}: got {:?}",
+                got.value()
+            );
+        }
+    }
+}
+
 /// Every kernel shape gives the same bits on hard data: cancelling pairs
 /// up to 2^60 with small residues, inputs over 2^100 (the big sum),
 /// partitions with short, unaligned and empty blocks, several levels.
-/// (This cannot prove the shapes share one tree: the double-single sums
+/// (Such data cannot show the shapes share one tree: the double-single sums
 /// are exact enough that a narrow kernel pairing its leaves in another
-/// order still gave these bits. The tree is the same by construction; see
-/// narrow.wgsl.)
+/// order still gave these bits. `every_kernel_shape_combines_in_the_same_tree`
+/// does.)
 #[test]
 fn every_kernel_shape_gives_the_same_bits_on_hard_data() {
     let mut data = cancelling_set(3, 40_000, 200, 60);
