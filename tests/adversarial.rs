@@ -310,7 +310,7 @@ fn every_kernel_shape_combines_in_the_same_tree() {
         (24, 2f32.powi(-24)),
         (40, 2f32.powi(-30)),
     ];
-    let block = BLOCK as usize;
+    let block = BLOCK;
     let mut one_block = vec![0.0f32; block];
     let mut many_blocks = vec![0.0f32; 129 * block];
     for (p, x) in place {
