@@ -318,15 +318,8 @@ fn every_kernel_shape_combines_in_the_same_tree() {
         many_blocks[p * block] = x;
     }
     let want = f32::from_bits(0x3f80_0001); // 1 + 2^-23
-    let shapes: Vec<(&str, &Engine)> = [
-        ("default", engine()),
-        ("wide, workgroup tree", no_subgroup_engine()),
-        ("narrow", narrow_engine()),
-        ("tiny caps", tiny_engine()),
-    ]
-    .into_iter()
-    .chain(subgroup_engine().map(|e| ("wide, subgroup tree", e)))
-    .collect();
+    let mut shapes = every_shape_engine();
+    shapes.push(("tiny caps", tiny_engine()));
     for (what, data) in [("element pass", &one_block), ("partial pass", &many_blocks)] {
         let exact = reference(data, Op::Sum, &Partitions::Whole, NanPolicy::Propagate);
         assert_eq!(exact.value(), Some(want), "{what}: the exact sum");
@@ -367,14 +360,7 @@ fn every_kernel_shape_gives_the_same_bits_on_hard_data() {
         Partitions::EqualSize(BLOCK as u64 * 3 + 5),
         Partitions::Offsets(vec![0, 1, 4099, 4099, 20_001, n]),
     ];
-    let shapes: Vec<(&str, &Engine)> = [
-        ("default", engine()),
-        ("wide, workgroup tree", no_subgroup_engine()),
-        ("narrow", narrow_engine()),
-    ]
-    .into_iter()
-    .chain(subgroup_engine().map(|e| ("wide, subgroup tree", e)))
-    .collect();
+    let shapes = every_shape_engine();
     for p in &forms {
         for op in [Op::Sum, Op::Max] {
             let base = reduce(shapes[0].1, &data, op, p, NanPolicy::Propagate);

@@ -134,6 +134,18 @@ pub fn subgroup_engine() -> Option<&'static Engine> {
     .as_ref()
 }
 
+/// The default engine and one engine per kernel shape (the subgroup shape
+/// where the adapter has it), named for messages.
+pub fn every_shape_engine() -> Vec<(&'static str, &'static Engine)> {
+    let mut engines = vec![
+        ("default", engine()),
+        ("wide, workgroup tree", no_subgroup_engine()),
+        ("narrow", narrow_engine()),
+    ];
+    engines.extend(subgroup_engine().map(|e| ("wide, subgroup tree", e)));
+    engines
+}
+
 /// True where the device flushes subnormal floats to zero in arithmetic
 /// (WGSL allows it; NVIDIA does; lavapipe does not), as the engine measured.
 pub fn flushes_subnormals() -> bool {
