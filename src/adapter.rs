@@ -36,10 +36,12 @@ pub struct AdapterSummary {
 }
 
 impl AdapterSummary {
+    /// The summary of a device whose engine runs `kernels`.
     pub(crate) fn new(
         info: &wgpu::AdapterInfo,
         features: wgpu::Features,
         limits: &wgpu::Limits,
+        kernels: KernelShape,
     ) -> Self {
         AdapterSummary {
             name: info.name.clone(),
@@ -48,11 +50,8 @@ impl AdapterSummary {
             driver: info.driver.clone(),
             driver_info: info.driver_info.clone(),
             software: info.device_type == wgpu::DeviceType::Cpu,
-            subgroups: features.contains(wgpu::Features::SUBGROUP),
-            kernels: KernelShape::for_device(
-                info.device_type == wgpu::DeviceType::Cpu,
-                features.contains(wgpu::Features::SUBGROUP),
-            ),
+            subgroups: kernels == KernelShape::Subgroup,
+            kernels,
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),

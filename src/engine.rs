@@ -117,9 +117,7 @@ impl Context {
         };
         device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
         let kernels = Kernels::new(&device, shape);
-        let mut adapter = AdapterSummary::new(info, features, &dl);
-        adapter.subgroups = shape == KernelShape::Subgroup;
-        adapter.kernels = shape;
+        let adapter = AdapterSummary::new(info, features, &dl, shape);
         Ok(Context {
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             device,

@@ -128,12 +128,9 @@ pub(crate) struct Kernels {
 
 impl Kernels {
     pub fn new(device: &wgpu::Device, shape: KernelShape) -> Self {
+        let label = format!("reduce ({})", shape.name());
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(match shape {
-                KernelShape::Subgroup => "reduce (wide, subgroup tree)",
-                KernelShape::Workgroup => "reduce (wide, workgroup tree)",
-                KernelShape::Narrow => "reduce (narrow)",
-            }),
+            label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(shader_source(shape).into()),
         });
         let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
