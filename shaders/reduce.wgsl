@@ -370,11 +370,15 @@ fn fold_full_block(range: UnitRange, p: u32) -> Partial {
 
 // The same fold for a short or unaligned block: whole, 16-byte aligned
 // vec4s (all of an aligned short block's but its tail) take the vector
-// fold, the rest scalar loads, masked.
+// fold, the rest scalar loads, masked. Steps k whose elements all lie past
+// the unit's end would add nothing, so the loop stops before them (a bound
+// uniform over the workgroup: a CPU rasteriser would otherwise run their
+// masked scalar folds, which cost a 4096-item block more than its data).
 fn fold_short_block(range: UnitRange, p: u32) -> Partial {
     var acc = acc_new();
     let aligned = (range.start & 3u) == 0u;
-    for (var k = 0u; k < VEC4_PER_THREAD; k++) {
+    let steps = min(VEC4_PER_THREAD, (range.len + 4u * WG - 1u) / (4u * WG));
+    for (var k = 0u; k < steps; k++) {
         let i = 4u * (p + k * WG);
         let whole = aligned && i + 4u <= range.len;
         if whole {

@@ -39,6 +39,7 @@ mod pacing;
 mod quantum;
 mod thread_slice;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -1087,14 +1088,22 @@ fn prepare_group(
     group: &[RtEntry],
 ) -> Result<(JobShape, PreparedJob)> {
     let ctx = &sh.ctx;
-    let total: usize = group.iter().map(|r| r.data.len()).sum();
-    let mut data = Vec::with_capacity(total);
-    let mut offsets = vec![0u64];
-    for r in group {
-        let base = data.len() as u64;
-        offsets.extend(r.offsets[1..].iter().map(|o| o + base));
-        data.extend_from_slice(&r.data);
-    }
+    // A group of one request (the common case at low rates) is uploaded
+    // from the request's own data, not a copy.
+    let (data, offsets): (Cow<'_, [f32]>, Vec<u64>) = match group {
+        [one] => (Cow::Borrowed(&one.data[..]), one.offsets.clone()),
+        _ => {
+            let total: usize = group.iter().map(|r| r.data.len()).sum();
+            let mut data = Vec::with_capacity(total);
+            let mut offsets = vec![0u64];
+            for r in group {
+                let base = data.len() as u64;
+                offsets.extend(r.offsets[1..].iter().map(|o| o + base));
+                data.extend_from_slice(&r.data);
+            }
+            (Cow::Owned(data), offsets)
+        }
+    };
     let shape = JobShape { kernel, offsets };
     if let Some(kept) = sh.jobs.take(&shape) {
         write_padded(&ctx.queue, &kept.input, &data);
