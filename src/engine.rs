@@ -123,7 +123,7 @@ impl Context {
             device,
             queue,
             kernels,
-            pool: BufferPool::default(),
+            pool: BufferPool::new(max_buffer_bytes),
             adapter,
             limits,
         })
