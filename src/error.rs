@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 /// Errors returned by gpulanes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// No adapter was found for the requested backends.
     #[error("no GPU adapter found (backends: {backends}); {hint}")]

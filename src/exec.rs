@@ -33,6 +33,24 @@ struct Params {
     _pad: [u32; 2],
 }
 
+/// Most partitions one reduction may have on this device: its segment
+/// table (one entry per partition, plus a sentinel) must fit one binding.
+pub(crate) fn max_partitions(ctx: &Context) -> u64 {
+    (ctx.limits.max_binding_bytes / SEGMENT_BYTES).saturating_sub(1)
+}
+
+/// Fails with [`Error::InvalidPartitions`] when `partitions` exceed
+/// [`max_partitions`].
+pub(crate) fn check_partition_count(ctx: &Context, partitions: u64) -> Result<()> {
+    let limit = max_partitions(ctx);
+    if partitions > limit {
+        return Err(Error::InvalidPartitions(format!(
+            "{partitions} partitions exceed this device's limit of {limit} per reduction"
+        )));
+    }
+    Ok(())
+}
+
 /// GPU work for one plan, ready to encode in one piece or in ranges.
 pub(crate) struct Job {
     kernel: KernelOp,
@@ -97,14 +115,7 @@ impl Job {
         }
         let plan = &job.plan;
         let align = ctx.limits.offset_alignment;
-        let segment_limit = ctx.limits.max_binding_bytes / SEGMENT_BYTES;
-        if plan.levels[0].table.len() as u64 > segment_limit {
-            return Err(Error::InvalidPartitions(format!(
-                "{} partitions exceed this device's limit of {} per reduction",
-                plan.partition_lens.len(),
-                segment_limit - 1
-            )));
-        }
+        check_partition_count(ctx, plan.partition_lens.len() as u64)?;
 
         // Dispatches of every level and where each level's table sits.
         let mut all: Vec<Dispatch> = Vec::new();

@@ -830,6 +830,7 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         ("--rt-in-flight", "0"),
         ("--batch-in-flight", "0"),
         ("--duration", "-1"),
+        ("--duration", "1e20"),
         ("--rt-rate", "0"),
     ] {
         let arg = format!("{flag}={value}");

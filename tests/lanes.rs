@@ -5,7 +5,9 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use gpulanes::lanes::WhenFull;
-use gpulanes::{Engine, Error, Lanes, LanesConfig, NanPolicy, Op, Partitions, Request};
+use gpulanes::{
+    Engine, EngineOptions, Error, Lanes, LanesConfig, NanPolicy, Op, Partitions, Request,
+};
 
 fn engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
@@ -592,4 +594,169 @@ fn a_submit_lead_above_the_quantum_is_refused_with_a_clear_error() {
         },
     )
     .expect("a lead equal to the quantum");
+}
+
+#[test]
+fn coalesced_groups_stay_within_the_partition_limit_so_no_request_fails_for_its_neighbours() {
+    // 64 KiB bindings: at most 4095 partitions in one reduction. Two
+    // requests of 3000 partitions each are fine alone; coalesced into one
+    // group they used to fail together, with the small request between them.
+    let engine = Engine::with_options(EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    })
+    .unwrap();
+    let lanes = Lanes::new(
+        &engine,
+        LanesConfig {
+            coalesce_delay: Duration::from_millis(100),
+            ..LanesConfig::default()
+        },
+    )
+    .unwrap();
+    let each = Partitions::EqualSize(1);
+    let (d1, d2, small) = (data(3000, 1), data(3000, 2), data(10, 3));
+    let a = lanes
+        .realtime(Request::host(d1.clone(), Op::Sum).partitions(each.clone()))
+        .unwrap();
+    let b = lanes
+        .realtime(Request::host(small.clone(), Op::Max))
+        .unwrap();
+    let c = lanes
+        .realtime(Request::host(d2.clone(), Op::Sum).partitions(each.clone()))
+        .unwrap();
+    let solo_on = |d: &[f32], op, p: &Partitions| {
+        engine
+            .reduce_partitions(d, op, p, NanPolicy::Propagate)
+            .unwrap()
+    };
+    assert_eq!(
+        bits(&a.wait().unwrap()),
+        bits(&solo_on(&d1, Op::Sum, &each))
+    );
+    assert_eq!(
+        bits(&b.wait().unwrap()),
+        bits(&solo_on(&small, Op::Max, &Partitions::Whole))
+    );
+    assert_eq!(
+        bits(&c.wait().unwrap()),
+        bits(&solo_on(&d2, Op::Sum, &each))
+    );
+    assert_eq!(lanes.metrics().realtime.failed, 0);
+
+    // One request over the limit is refused when submitted, in both lanes,
+    // with the limit named.
+    for lane in [gpulanes::Lane::RealTime, gpulanes::Lane::Batch] {
+        let err = lanes
+            .submit(
+                lane,
+                Request::host(data(5000, 4), Op::Sum).partitions(each.clone()),
+            )
+            .err()
+            .expect("5000 partitions exceed the 4095 of 64 KiB bindings");
+        match err {
+            Error::InvalidPartitions(msg) => assert!(msg.contains("4095"), "{msg}"),
+            e => panic!("{lane:?}: wrong error: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_queued_batch_job_frees_its_queue_slot_at_once() {
+    let lanes = Lanes::new(
+        engine(),
+        LanesConfig {
+            batch_queue_len: 2,
+            when_full: WhenFull::Reject,
+            max_batch_in_flight: 1,
+            ..small_chunks()
+        },
+    )
+    .unwrap();
+    // Hundreds of chunks: the dispatcher looks at its queue between them.
+    let long = lanes
+        .batch(Request::host(data(400 * 8192, 1), Op::Sum))
+        .unwrap();
+    let doomed = lanes.batch(Request::host(data(8192, 2), Op::Sum)).unwrap();
+    doomed.cancel();
+    let next_data = data(100, 3);
+    let next = loop {
+        match lanes.batch(Request::host(next_data.clone(), Op::Sum)) {
+            Ok(h) => break h,
+            Err(Error::QueueFull { .. }) => std::thread::yield_now(),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    };
+    // Accepted while the long job still had most of its 200 chunks to go
+    // (the slot used to stay taken until its last chunk was submitted).
+    let submitted = lanes.metrics().batch.submits;
+    assert!(
+        submitted < 100,
+        "the cancelled job held its queue slot for {submitted} chunks of the running job"
+    );
+    assert!(matches!(doomed.wait(), Err(Error::Cancelled)));
+    assert_eq!(
+        bits(&next.wait().unwrap()),
+        bits(&solo(&next_data, Op::Sum, &Partitions::Whole))
+    );
+    assert!(long.wait().is_ok());
+}
+
+#[test]
+fn every_request_is_counted_once_even_when_cancelled_in_flight() {
+    let lanes = Lanes::new(engine(), LanesConfig::default()).unwrap();
+    // Requests big enough to be on the GPU when cancelled, with deadlines
+    // they miss: a request cancelled in flight and then found late used to
+    // count as cancelled, failed and missed at once.
+    let big = data(4 << 20, 1);
+    let n = 6u64;
+    for i in 0..n {
+        let h = lanes
+            .realtime(Request::host(big.clone(), Op::Sum).timeout(Duration::from_millis(1)))
+            .unwrap();
+        if i % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        h.cancel();
+        assert!(h.wait().is_err());
+        lanes.wait_idle();
+    }
+    let m = lanes.metrics().realtime;
+    assert_eq!(
+        m.completed + m.failed + m.cancelled,
+        n,
+        "completed {} failed {} cancelled {}",
+        m.completed,
+        m.failed,
+        m.cancelled
+    );
+    assert!(m.deadline_misses <= m.failed);
+}
+
+#[test]
+fn zero_queue_bounds_are_refused_and_huge_timeouts_mean_no_deadline() {
+    for cfg in [
+        LanesConfig {
+            realtime_queue_len: 0,
+            ..LanesConfig::default()
+        },
+        LanesConfig {
+            batch_queue_len: 0,
+            ..LanesConfig::default()
+        },
+    ] {
+        match Lanes::new(engine(), cfg) {
+            Err(Error::InvalidInput(msg)) => assert!(msg.contains("queue_len"), "{msg}"),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a zero-length queue was accepted"),
+        }
+    }
+    let lanes = Lanes::new(engine(), LanesConfig::default()).unwrap();
+    let d = data(100, 5);
+    let got = lanes
+        .realtime(Request::host(d.clone(), Op::Sum).timeout(Duration::MAX))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(bits(&got), bits(&solo(&d, Op::Sum, &Partitions::Whole)));
 }

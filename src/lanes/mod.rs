@@ -58,7 +58,7 @@ use self::quantum::Throughput;
 use crate::device_array::{DeviceArray, pooled_input, write_padded};
 use crate::engine::{Context, Engine};
 use crate::error::{Error, Result};
-use crate::exec::{FinalPartials, Job};
+use crate::exec::{FinalPartials, Job, check_partition_count, max_partitions};
 use crate::op::{KernelOp, NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
 use crate::plan::{Plan, Span};
@@ -249,9 +249,13 @@ impl Request {
         self
     }
 
-    /// Real-time only: a deadline `timeout` from now.
+    /// Real-time only: a deadline `timeout` from now. A timeout too long
+    /// for the clock to represent means no deadline.
     pub fn timeout(self, timeout: Duration) -> Self {
-        self.deadline(Instant::now() + timeout)
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.deadline(deadline),
+            None => self,
+        }
     }
 }
 
@@ -389,6 +393,14 @@ impl Lanes {
                 "in-flight bounds must be at least 1".into(),
             ));
         }
+        // A zero-length queue could never take a request: submitters would
+        // block forever (or always be rejected).
+        if cfg.realtime_queue_len == 0 || cfg.batch_queue_len == 0 {
+            return Err(Error::InvalidInput(format!(
+                "queue bounds must be at least 1 (realtime_queue_len {}, batch_queue_len {})",
+                cfg.realtime_queue_len, cfg.batch_queue_len
+            )));
+        }
         let calibration = calibrate(engine)?;
         let quantum = cfg.quantum.unwrap_or_else(|| {
             (calibration.round_trip * 3).clamp(Duration::from_micros(200), Duration::from_millis(4))
@@ -489,8 +501,8 @@ impl Lanes {
                         sh.cfg.max_realtime_request_bytes
                     )));
                 }
-                // Validate the plan now so a bad request never joins a batch.
-                Plan::new(&offsets)?;
+                // Validate the plan now so a bad request never joins a group.
+                check_plan(sh, &offsets)?;
                 let mut st = self.wait_for_space(lane, bytes)?;
                 st.rt_bytes += bytes;
                 st.rt.push_back(RtEntry {
@@ -509,7 +521,7 @@ impl Lanes {
                         "deadlines apply to real-time requests only".into(),
                     ));
                 }
-                Plan::new(&offsets)?;
+                check_plan(sh, &offsets)?;
                 let mut st = self.wait_for_space(lane, bytes)?;
                 st.batch.push_back(BatchEntry {
                     input: request.input,
@@ -813,16 +825,18 @@ fn next_action(sh: &Arc<Shared>) -> Action {
             Duration::MAX
         },
     };
+    let max_group_partitions = max_partitions(&sh.ctx);
     let mut st = lock(&sh.state);
     loop {
         if st.shutdown {
             fail_queued(sh, &mut st);
             return Action::Exit;
         }
-        // Drop cancelled work from the queues.
-        let before = st.rt.len();
+        // Drop cancelled work from the queues (and free its queue space).
+        let before = (st.rt.len(), st.batch.len());
         st.rt.retain(|r| !r.slot.is_settled());
-        if st.rt.len() != before {
+        st.batch.retain(|b| !b.slot.is_settled());
+        if (st.rt.len(), st.batch.len()) != before {
             st.rt_bytes = st.rt.iter().map(|r| r.data.len() as u64 * 4).sum();
             sh.space.notify_all();
         }
@@ -842,15 +856,22 @@ fn next_action(sh: &Arc<Shared>) -> Action {
                 }
                 let mut reqs = Vec::new();
                 let mut bytes = 0;
+                // A group is one reduction: its partitions together must
+                // stay within the device's limit, or every request in it
+                // would fail for the size of the others.
+                let mut partitions = 0;
                 while let Some(r) = st.rt.front() {
                     let b = r.data.len() as u64 * 4;
+                    let k = r.offsets.len() as u64 - 1;
                     if !reqs.is_empty()
                         && (reqs.len() >= cfg.max_coalesced_requests
-                            || bytes + b > cfg.max_coalesced_bytes)
+                            || bytes + b > cfg.max_coalesced_bytes
+                            || partitions + k > max_group_partitions)
                     {
                         break;
                     }
                     bytes += b;
+                    partitions += k;
                     reqs.push(st.rt.pop_front().expect("front exists"));
                 }
                 st.rt_bytes -= bytes;
@@ -883,6 +904,17 @@ fn next_action(sh: &Arc<Shared>) -> Action {
             st.pred.observe_wake_late(late, sh.quantum / 2);
         }
     }
+}
+
+/// Checks a request's partitions before it is queued: a valid plan, and no
+/// more partitions than one reduction may have on this device (a request
+/// with no items needs no segment table).
+fn check_plan(sh: &Shared, offsets: &[u64]) -> Result<()> {
+    let plan = Plan::new(offsets)?;
+    if !plan.levels.is_empty() {
+        check_partition_count(&sh.ctx, offsets.len() as u64 - 1)?;
+    }
+    Ok(())
 }
 
 fn fail_queued(sh: &Shared, st: &mut State) {
@@ -952,11 +984,12 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     if !expired.is_empty() {
         let mut m = lock(&sh.metrics);
         for r in expired {
-            m.rt.deadline_misses += 1;
-            m.rt.failed += 1;
-            r.slot.complete(Err(Error::DeadlineExceeded {
-                late_by: now - r.deadline.expect("expired has a deadline"),
-            }));
+            let late_by = now - r.deadline.expect("expired has a deadline");
+            // A request cancelled meanwhile counts as cancelled only.
+            if r.slot.complete(Err(Error::DeadlineExceeded { late_by })) {
+                m.rt.deadline_misses += 1;
+                m.rt.failed += 1;
+            }
         }
     }
     // One job per kernel family; requests keep their own partition ranges.
@@ -1074,8 +1107,9 @@ fn release_realtime_slot(sh: &Shared, busy: Duration) {
 fn fail_all(sh: &Shared, group: Vec<RtEntry>, e: &Error) {
     let mut m = lock(&sh.metrics);
     for r in group {
-        m.rt.failed += 1;
-        r.slot.complete(Err(Error::Gpu(e.to_string())));
+        if r.slot.complete(Err(e.clone())) {
+            m.rt.failed += 1;
+        }
     }
 }
 
@@ -1141,16 +1175,17 @@ fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>)
     for r in group {
         let k = r.offsets.len() - 1;
         let outcome = match &result {
-            Err(e) => Err(Error::Gpu(e.to_string())),
+            Err(e) => Err(e.clone()),
             Ok(f) => match r.deadline {
                 Some(d) if now > d && sh.cfg.reject_late => {
-                    m.rt.deadline_misses += 1;
                     Err(Error::DeadlineExceeded { late_by: now - d })
                 }
                 _ => Ok(f.finish(r.op, r.nan, first..first + k)),
             },
         };
         first += k;
+        // Counted only when this completes the request: one cancelled
+        // meanwhile counts as cancelled alone.
         match outcome {
             Ok(v) => {
                 if r.slot.complete(Ok(v)) {
@@ -1158,8 +1193,11 @@ fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>)
                 }
             }
             Err(e) => {
-                m.rt.failed += 1;
-                r.slot.complete(Err(e));
+                let missed = matches!(e, Error::DeadlineExceeded { .. });
+                if r.slot.complete(Err(e)) {
+                    m.rt.failed += 1;
+                    m.rt.deadline_misses += u64::from(missed);
+                }
             }
         }
     }
@@ -1175,8 +1213,9 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
         match activate(sh, &entry) {
             Ok(a) => entry.active = Some(a),
             Err(e) => {
-                lock(&sh.metrics).batch.failed += 1;
-                entry.slot.complete(Err(e));
+                if entry.slot.complete(Err(e)) {
+                    lock(&sh.metrics).batch.failed += 1;
+                }
                 return None;
             }
         }
@@ -1239,8 +1278,9 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
     let index = ctx.queue.submit([encoder.finish()]);
     let submitted = Instant::now();
     if let Err(e) = scope.check() {
-        lock(&sh.metrics).batch.failed += 1;
-        entry.slot.complete(Err(e));
+        if entry.slot.complete(Err(e)) {
+            lock(&sh.metrics).batch.failed += 1;
+        }
         return None;
     }
     let predicted = busy_for(sh, chunk_bytes);
@@ -1294,8 +1334,9 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
                     }
                 }
                 Err(e) => {
-                    m.batch.failed += 1;
-                    slot.complete(Err(e));
+                    if slot.complete(Err(e)) {
+                        m.batch.failed += 1;
+                    }
                 }
             }
         });

@@ -35,6 +35,9 @@ fn validate(args: &Args) -> Result<(), Failure> {
             return Err(Failure::Input(format!("{flag} must be {what}, got {x}")));
         }
     }
+    if let Some(d) = args.duration {
+        duration_flag(d)?;
+    }
     for (flag, v) in [
         ("--rt-size", args.rt_size),
         ("--batch-size", args.batch_size),
@@ -56,12 +59,18 @@ fn validate(args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--duration` in seconds as a [`Duration`] (positive and finite already).
+fn duration_flag(seconds: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| Failure::Input(format!("--duration {seconds} is too long to be a duration")))
+}
+
 pub fn run(args: Args) -> Result<(), Failure> {
     validate(&args)?;
     let engine = Engine::new()?;
     let mut cfg = MixedConfig::for_adapter(engine.adapter());
     if let Some(d) = args.duration {
-        cfg.duration = Duration::from_secs_f64(d);
+        cfg.duration = duration_flag(d)?;
     }
     cfg.rt_rate_hz = args.rt_rate.unwrap_or(cfg.rt_rate_hz);
     cfg.rt_size = args.rt_size.unwrap_or(cfg.rt_size);
