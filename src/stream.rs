@@ -584,7 +584,10 @@ impl Layout {
             Some(c) => (c / 4).min(max_items),
             None => ((options.budget_bytes / BUDGET_SHARES / 4) & !63).clamp(BLOCK, max_items),
         };
-        let max_units = (chunk_items * 4 / 64).max(64) as usize;
+        // A submission's segment table (one entry per unit, plus a
+        // sentinel) must fit one binding, whatever the chunk size.
+        let table_units = (ctx.limits.max_binding_bytes / SEGMENT_BYTES).saturating_sub(1);
+        let max_units = (chunk_items * 4 / 64).max(64).min(table_units) as usize;
         Ok(Layout {
             chunk_items,
             max_units,

@@ -149,6 +149,37 @@ fn lengths_around_unit_and_chunk_edges_are_bitwise_equal() {
 }
 
 #[test]
+fn one_item_partitions_under_a_small_binding_limit_are_bitwise_equal() {
+    // 64 KiB bindings hold 4095 segments: a submission of the default chunk
+    // size has far more one-item units than that, so it must cut its units
+    // to what one segment table can hold (it used to fail with an internal
+    // error).
+    let small_bindings = gpulanes::Engine::with_options(gpulanes::EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    })
+    .unwrap();
+    let d = data(20_000, 31);
+    let p = Partitions::EqualSize(1);
+    for op in [Op::Sum, Op::Max] {
+        let got = small_bindings
+            .reduce_chunks(
+                pieces(&d, 5),
+                op,
+                &p,
+                NanPolicy::Propagate,
+                &StreamOptions::default(),
+            )
+            .unwrap_or_else(|e| panic!("{op}: {e}"));
+        assert_same(
+            &got,
+            &in_memory(&d, op, &p, NanPolicy::Propagate),
+            &format!("{op}, one-item partitions, 64 KiB bindings"),
+        );
+    }
+}
+
+#[test]
 fn every_op_and_nan_policy_with_special_values() {
     let n = 5 * B + 17;
     let mut d = data(n, 2);
