@@ -128,7 +128,10 @@ pub struct LanesConfig {
     /// requests, p50 142 us with no delay, 259 us with a 20 us delay, since
     /// the OS sleeps longer than asked; the direct blocking path took 127 us).
     pub coalesce_delay: Duration,
-    /// Most requests in one coalesced submission.
+    /// Most requests in one coalesced submission. (A group also stays
+    /// within the device's partition limit per reduction, so a request
+    /// never fails for the partitions of the others; one request over that
+    /// limit is refused when submitted.)
     pub max_coalesced_requests: usize,
     /// Most input bytes in one coalesced submission.
     pub max_coalesced_bytes: u64,
