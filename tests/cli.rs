@@ -432,6 +432,43 @@ fn text_output_and_info() {
         err.contains("GPULANES_KERNELS") && err.contains("\"wide\"") && err.contains("narrow"),
         "{err}"
     );
+    // So is an adapter name that matches no adapter.
+    let out = Command::new(BIN)
+        .args(["info"])
+        .env("WGPU_ADAPTER_NAME", "no such adapter, surely")
+        .output()
+        .expect("run gpulanes");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("WGPU_ADAPTER_NAME"));
+}
+
+#[test]
+fn output_into_a_pipe_closed_early_ends_quietly() {
+    use std::io::Read;
+    // 100000 one-item partitions: far more text than a pipe buffer holds,
+    // so the writer meets the closed pipe (`gpulanes reduce ... | head`).
+    let dir = scratch("pipe");
+    let path = dir.join("many.npy");
+    write_npy(&path, &Array1::from_vec(vec![1.5f32; 100_000])).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["reduce", "--op", "sum", "--partition-size", "1"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gpulanes");
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_exact(&mut first)
+        .expect("some output before the pipe closes");
+    // The read end is dropped here.
+    let out = child.wait_with_output().expect("gpulanes ends");
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
 }
 
 /// Writes a `.npy` by hand: magic, version 1.0, the given header dict

@@ -81,17 +81,33 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         match e {
             // A misconfigured environment (GPULANES_KERNELS, WGPU_BACKEND,
-            // WGPU_POWER_PREF) is the user's input too.
+            // WGPU_POWER_PREF, a WGPU_ADAPTER_NAME that matches no adapter)
+            // is the user's input too.
             Error::InvalidPartitions(_)
             | Error::InvalidInput(_)
             | Error::File { .. }
-            | Error::InvalidEnv { .. } => Failure::Input(e.to_string()),
+            | Error::InvalidEnv { .. }
+            | Error::AdapterNotFound { .. } => Failure::Input(e.to_string()),
             other => Failure::Runtime(other.to_string()),
         }
     }
 }
 
+/// Output piped into a reader that stops early (`gpulanes reduce ... | head`)
+/// should end the program quietly, as it does any Unix tool. Rust ignores
+/// SIGPIPE, which turns the closed pipe into a panic in `println!`; restore
+/// the default before any thread starts.
+fn die_quietly_on_closed_pipe() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setting a signal's disposition to the default is
+    // async-signal-safe and done before the process has other threads.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    die_quietly_on_closed_pipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
