@@ -309,8 +309,11 @@ fn phase(
     let mut handles = Vec::new();
     if let Some(data) = rt {
         let period = Duration::from_secs_f64(1.0 / cfg.rt_rate_hz.max(1e-3));
+        let end = start + duration;
         let mut next = Instant::now();
-        while start.elapsed() < duration {
+        // Requests due after the phase ends are not sent (nor waited for):
+        // at a low rate the phase would otherwise run a whole period long.
+        while next < end {
             let now = Instant::now();
             if now < next {
                 std::thread::sleep(next - now);
