@@ -60,15 +60,13 @@ fn quick_bench_json_has_every_field() {
     );
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
 
-    // Exit code and checks agree.
+    // Every row's results pass their check (the bench's own correctness
+    // check against the exact reference), and the exit code says so.
     let all_pass = r["all_checks_pass"].as_bool().expect("all_checks_pass");
     let failures = r["failures"].as_array().expect("failures");
-    assert_eq!(all_pass, failures.is_empty());
-    assert_eq!(
-        out.status.code(),
-        Some(if all_pass { 0 } else { 1 }),
-        "{stderr}"
-    );
+    assert!(all_pass, "bench checks failed: {}", r["failures"]);
+    assert!(failures.is_empty(), "{}", r["failures"]);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 
     // Identity: what ran, where, when; software adapters are flagged.
     assert_eq!(r["schema"], "gpulanes-bench/1");
@@ -163,9 +161,7 @@ fn quick_bench_json_has_every_field() {
                     if source == "host" {
                         assert_eq!(row["timer"], "wall", "{what}: host rows include the upload");
                     }
-                    if all_pass {
-                        assert_eq!(c["pass"], true, "{what}");
-                    }
+                    assert_eq!(c["pass"], true, "{what}");
                 }
                 // CPU baselines on the same data.
                 for implementation in ["loop_1t", "loop_threads", "ndarray_1t"] {
@@ -203,6 +199,8 @@ fn bad_arguments_exit_2_with_one_line() {
         &["bench", "--sizes", "4X"],
         &["bench", "--ops", "median"],
         &["bench", "--partitions", "0"],
+        // About an exabyte: larger than any adapter's buffer limit.
+        &["bench", "--copy-size", "1000000G"],
     ] {
         let out = run(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

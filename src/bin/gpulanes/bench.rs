@@ -119,6 +119,13 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         config.timer = TimerChoice::Wall;
     }
     if let Some(c) = copy_size {
+        // The copy floor needs two buffers of this size.
+        if c > adapter.max_buffer_bytes {
+            return Err(Failure::Input(format!(
+                "--copy-size {c} bytes exceeds this adapter's largest buffer ({} bytes)",
+                adapter.max_buffer_bytes
+            )));
+        }
         config.copy_bytes = c;
     }
     if let Some(m) = args.max_partitions {
