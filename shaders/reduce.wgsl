@@ -119,7 +119,10 @@ fn two_sum(a: f32, b: f32) -> vec2<f32> {
 
 fn identity() -> Partial {
     // -0.0 is the additive identity: -0 + x == x for every x, +0 included.
-    return Partial(bitcast<f32>(0x80000000u), 0.0, 0u, 0u, 0.0, 0.0, 0u, 0u);
+    // Both high words (small and big sums) start there, so a zero high word
+    // keeps IEEE's sign: -0.0 if only -0.0 (or nothing) was added to it,
+    // +0.0 once values were added that cancelled exactly.
+    return Partial(bitcast<f32>(0x80000000u), 0.0, 0u, 0u, bitcast<f32>(0x80000000u), 0.0, 0u, 0u);
 }
 
 // Monotonic key: a < b (as floats, -0 < +0) iff key(a) < key(b) (as u32).
@@ -162,7 +165,8 @@ struct Acc {
 fn acc_new() -> Acc {
     // Key 0 is below every non-NaN key and 0xffffffff above: the identities
     // of max and min.
-    return Acc(bitcast<f32>(0x80000000u), 0.0, 0.0, 0.0, select(0xffffffffu, 0u, OP == OP_MAX), 0u, 0u, 0u);
+    // Both sums start at -0.0, as in `identity`.
+    return Acc(bitcast<f32>(0x80000000u), 0.0, bitcast<f32>(0x80000000u), 0.0, select(0xffffffffu, 0u, OP == OP_MAX), 0u, 0u, 0u);
 }
 
 // Adds a finite x below 2^100 to the double-single sum (Neumaier-style:

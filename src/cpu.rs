@@ -44,16 +44,19 @@ fn reference_one(part: &[f32], op: Op, nan: NanPolicy) -> (Option<f32>, u64) {
         Op::Sum | Op::Mean => {
             let mut s = ExactSum::new();
             valid.for_each(|x| s.add(x));
+            // IEEE: a sum of only -0.0 values is -0.0 (and so is their mean);
+            // an exact cancellation is +0.0.
+            let all_neg_zero = count > 0
+                && part
+                    .iter()
+                    .filter(|x| !x.is_nan())
+                    .all(|x| x.to_bits() == 0x8000_0000);
             if op == Op::Sum {
-                // IEEE: a sum of only -0.0 values is -0.0.
-                let all_neg_zero = count > 0
-                    && part
-                        .iter()
-                        .filter(|x| !x.is_nan())
-                        .all(|x| x.to_bits() == 0x8000_0000);
                 Some(if all_neg_zero { -0.0 } else { s.round_f32() })
             } else if count == 0 {
                 None
+            } else if all_neg_zero {
+                Some(-0.0)
             } else {
                 Some((s.round_f64() / count as f64) as f32)
             }

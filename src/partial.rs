@@ -42,11 +42,14 @@ impl Partial {
         small + big
     }
 
-    /// The sum rounded to f32. When there is nothing to add to `a`, `a`
-    /// keeps its sign (a sum of -0.0 is -0.0).
+    /// The sum rounded to f32. Where both parts are zero apart from `a`,
+    /// the f32 sum `a + big_a` keeps IEEE's sign of zero: both high words
+    /// start at -0.0 in the shader, so the sum is -0.0 only when every
+    /// value added was -0.0, and +0.0 when values cancelled exactly (in
+    /// either part). (`total`, in f64, would turn -0.0 + 0.0 into +0.0.)
     fn sum(&self) -> f32 {
         if self.b == 0.0 && self.big_a == 0.0 {
-            self.a
+            self.a + self.big_a
         } else {
             self.total() as f32
         }
@@ -86,6 +89,10 @@ pub fn finalize(op: Op, nan: NanPolicy, len: u64, p: Option<&Partial>) -> (Optio
             } else if valid == 0 {
                 None
             } else if total.is_nan() || p.has(FLAG_POS_INF) || p.has(FLAG_NEG_INF) {
+                Some(total)
+            } else if total == 0.0 {
+                // Zero over the count, with the sum's sign: the mean of only
+                // -0.0 values is -0.0, as in NumPy.
                 Some(total)
             } else {
                 Some((p.total() / valid as f64) as f32)

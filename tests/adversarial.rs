@@ -157,6 +157,32 @@ fn infinities_follow_ieee() {
 
 // ---------------------------------------------------------------- signed zeros
 
+/// Values that cancel exactly sum to +0.0 (IEEE round to nearest), in the
+/// small part, in the big part (|x| >= 2^100, kept apart so sums past f32's
+/// range stay exact) or in both; -0.0 among them changes nothing.
+#[test]
+fn exact_cancellation_is_positive_zero() {
+    let big = 2f32.powi(101);
+    let cases: [&[f32]; 6] = [
+        &[1.0, -1.0],
+        &[big, -big],
+        &[-big, big, -0.0],
+        &[big, 1.0, -big, -1.0],
+        &[-0.0, big, -0.0, -big, -0.0],
+        &[f32::MAX, f32::MAX, -f32::MAX, -f32::MAX],
+    ];
+    for data in cases {
+        for op in [Op::Sum, Op::Mean] {
+            for nan in POLICIES {
+                let got = reduce(engine(), data, op, &Partitions::Whole, nan);
+                let want = reference(data, op, &Partitions::Whole, nan);
+                assert_eq!(bits(want.value()), Some(0), "{data:?} {op}: reference");
+                assert_eq!(bits(got.value()), Some(0), "{data:?} {op} {nan:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn negative_zero() {
     for n in [1usize, 2, 4, 5, 257, 8193, 20_000] {
@@ -164,7 +190,8 @@ fn negative_zero() {
         let what = format!("{n} x -0.0");
         for (op, _, r) in all_ops(engine(), &data, &Partitions::Whole, &what) {
             match op {
-                Op::Sum | Op::Max | Op::Min => {
+                // The mean of only -0.0 values is their sum over n: -0.0.
+                Op::Sum | Op::Mean | Op::Max | Op::Min => {
                     assert_eq!(bits(r.value()), Some(NEG_ZERO), "{what}: {op} is -0.0")
                 }
                 _ => {}
