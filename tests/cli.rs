@@ -64,7 +64,32 @@ fn raw_results(stdout: &str) -> Vec<String> {
 /// Runs `gpulanes reduce ... --json` and checks the output against the
 /// library's result `want`, entry by entry and bit by bit.
 fn check_json(args: &[&str], want: &Reduction, what: &str) {
-    let out = run(args);
+    check_json_output(&run(args), args, want, what);
+}
+
+/// Runs `gpulanes args...` with `input` written to its stdin.
+fn run_with_stdin(args: &[&str], input: Vec<u8>) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the gpulanes binary");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // A writer thread: the pipe is smaller than the input.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input); // an early exit closes the pipe
+    });
+    let out = child.wait_with_output().expect("gpulanes ends");
+    writer.join().unwrap();
+    out
+}
+
+/// [`check_json`] on the output of a run already made.
+fn check_json_output(out: &Output, args: &[&str], want: &Reduction, what: &str) {
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{what}: {args:?} failed: {stderr}");
@@ -382,6 +407,44 @@ fn json_axis_reductions() {
             );
         }
     }
+}
+
+#[test]
+fn npy_through_a_pipe_whole_and_per_column_and_truncated() {
+    // Small enough to be reduced in memory: read from the open pipe after
+    // its header (it used to reopen the pipe, whose header was gone).
+    let dir = scratch("npy-pipe");
+    let (rows, cols) = (5, 1000);
+    let data = mixed_data(&mut SplitMix::new(43), rows * cols, 5);
+    let flat = dir.join("v.npy");
+    write_npy(&flat, &Array1::from_vec(data.clone())).unwrap();
+    let matrix = dir.join("m.npy");
+    let a = Array2::from_shape_vec((rows, cols), data.clone()).unwrap();
+    write_npy(&matrix, &a).unwrap();
+    let stdin = "/dev/stdin";
+
+    let args = ["reduce", "--op", "sum", "--json", stdin];
+    let out = run_with_stdin(&args, std::fs::read(&flat).unwrap());
+    let want = engine()
+        .reduce_partitions(&data, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)
+        .unwrap();
+    check_json_output(&out, &args, &want, "1-D .npy through a pipe");
+
+    let args = ["reduce", "--op", "max", "--axis", "0", "--json", stdin];
+    let out = run_with_stdin(&args, std::fs::read(&matrix).unwrap());
+    let want = engine()
+        .reduce_axis(a.view(), Axis(0), Op::Max, NanPolicy::Propagate)
+        .unwrap();
+    check_json_output(&out, &args, &want, "2-D .npy through a pipe, per column");
+
+    // A pipe that ends before the announced data: bad input, one line.
+    let mut bytes = std::fs::read(&flat).unwrap();
+    bytes.truncate(bytes.len() - 100);
+    let out = run_with_stdin(&["reduce", "--op", "sum", stdin], bytes);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("ends early") && err.contains(stdin), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
 #[test]

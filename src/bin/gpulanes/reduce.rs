@@ -14,7 +14,7 @@ use gpulanes::{
     Engine, FileFormat, InputFile, NanPolicy, Op, Partitions, Reduction, StreamOptions, npy,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use ndarray::{Axis, Ix1, Ix2};
+use ndarray::{Array2, Axis};
 use serde::Serialize;
 
 use crate::Failure;
@@ -167,22 +167,16 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     let result = if stream {
         let options = StreamOptions::with_budget(budget);
         stream_file(&engine, file, op, &partitions, nan, options)?
-    } else if raw {
-        let data = read_raw(file)?;
-        engine.reduce_partitions(&data, op, &partitions, nan)?
     } else {
-        drop(file);
-        let data = npy::read_f32(&input)?;
-        match axis {
-            None => {
-                let data = data.into_dimensionality::<Ix1>().expect("checked 1-D");
-                let slice = data.as_slice().expect("standard layout");
-                engine.reduce_partitions(slice, op, &partitions, nan)?
+        // From the file already open (its header read), so a pipe works too.
+        let data = read_values(file)?;
+        match (axis, shape.as_deref()) {
+            (Some(a), Some(&[rows, cols])) => {
+                let matrix = Array2::from_shape_vec((rows as usize, cols as usize), data)
+                    .map_err(|e| bad_shape(format!("shape {rows} x {cols}: {e}")))?;
+                engine.reduce_axis(matrix.view(), Axis(a), op, nan)?
             }
-            Some(a) => {
-                let data = data.into_dimensionality::<Ix2>().expect("checked 2-D");
-                engine.reduce_axis(data.view(), Axis(a), op, nan)?
-            }
+            _ => engine.reduce_partitions(&data, op, &partitions, nan)?,
         }
     };
     if json {
@@ -231,11 +225,29 @@ fn stream_file(
 }
 
 /// Reads a (small) raw float32 file whole.
-fn read_raw(mut file: InputFile) -> Result<Vec<f32>, Failure> {
-    let n = file.len().unwrap_or(0) as usize;
-    let mut data = vec![0f32; n];
+/// Reads all the values of `file`, which stands at its first data byte
+/// (the `.npy` header already read), into memory; a pipe that ends before
+/// the announced length is an error naming the byte offset.
+fn read_values(mut file: InputFile) -> Result<Vec<f32>, Failure> {
+    let n = file.len().unwrap_or(0);
     let path: &Path = &file.path;
-    let failed = |e: std::io::Error| Failure::Input(format!("{}: read error: {e}", path.display()));
+    let too_big = || {
+        Failure::Input(format!(
+            "{}: {n} values do not fit in memory",
+            path.display()
+        ))
+    };
+    let mut data = vec![0f32; usize::try_from(n).map_err(|_| too_big())?];
+    let (start, bytes) = (file.data_offset, n * 4);
+    let failed = |e: std::io::Error| {
+        Failure::Input(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => format!(
+                "{}: the data ends early: {bytes} bytes announced from byte {start}",
+                path.display()
+            ),
+            _ => format!("{}: read error: {e}", path.display()),
+        })
+    };
     file.file
         .read_exact(bytemuck::cast_slice_mut(&mut data))
         .map_err(failed)?;
