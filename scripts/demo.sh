@@ -4,6 +4,7 @@
 # an ndarray, and the two lanes (real-time and batch) sharing one GPU queue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/ensure-cc.sh
 ./scripts/ensure-vulkan.sh
 cargo build --release --locked --quiet --bin gpulanes --examples
 ./target/release/gpulanes info

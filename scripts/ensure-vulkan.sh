@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Makes sure a Vulkan driver is present so wgpu can find an adapter.
 #
-# - If any Vulkan ICD manifest is already installed (a GPU driver or Mesa),
-#   it does nothing.
-# - On Debian/Ubuntu without one, it installs Mesa's software driver
-#   (`mesa-vulkan-drivers`, which provides lavapipe) with apt-get, as root or
-#   through sudo.
+# - If a Vulkan ICD manifest (a GPU driver or Mesa) and the Vulkan loader
+#   (libvulkan.so.1) are both installed, it does nothing.
+# - On Debian/Ubuntu without a driver, it installs Mesa's software driver
+#   (`mesa-vulkan-drivers`, which provides lavapipe) and the loader with
+#   apt-get, as root or through sudo; with a driver but no loader (as on
+#   some GPU containers), only the loader (`libvulkan1`).
 # - Elsewhere it prints what to install and exits 0, so macOS (Metal) and
 #   Windows (DX12) users are not blocked: wgpu does not need Vulkan there.
 set -euo pipefail
@@ -18,13 +19,20 @@ have_icd() {
   [ -n "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]
 }
 
+have_loader() {
+  if command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+    return 0
+  fi
+  compgen -G "/usr/lib/*/libvulkan.so.1" >/dev/null 2>&1 || compgen -G "/usr/lib*/libvulkan.so.1" >/dev/null 2>&1
+}
+
 case "$(uname -s)" in
   Darwin) echo "ensure-vulkan: macOS uses Metal; nothing to install."; exit 0 ;;
   MINGW*|MSYS*|CYGWIN*) echo "ensure-vulkan: Windows uses DX12/Vulkan from your GPU driver; nothing to install."; exit 0 ;;
 esac
 
-if have_icd; then
-  echo "ensure-vulkan: a Vulkan driver is installed."
+if have_icd && have_loader; then
+  echo "ensure-vulkan: a Vulkan driver and the Vulkan loader are installed."
   exit 0
 fi
 
@@ -36,12 +44,18 @@ if command -v apt-get >/dev/null 2>&1; then
       exit 1
     fi
   fi
-  echo "ensure-vulkan: no Vulkan driver found; installing mesa-vulkan-drivers (software lavapipe)."
+  if have_icd; then
+    echo "ensure-vulkan: a Vulkan driver is installed but not the Vulkan loader; installing libvulkan1."
+    packages=(libvulkan1)
+  else
+    echo "ensure-vulkan: no Vulkan driver found; installing mesa-vulkan-drivers (software lavapipe)."
+    packages=(mesa-vulkan-drivers libvulkan1)
+  fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null
-  have_icd && { echo "ensure-vulkan: installed."; exit 0; }
-  echo "ensure-vulkan: mesa-vulkan-drivers installed but no ICD manifest found" >&2
+  $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  have_icd && have_loader && { echo "ensure-vulkan: installed."; exit 0; }
+  echo "ensure-vulkan: ${packages[*]} installed but no ICD manifest or no libvulkan.so.1 found" >&2
   exit 1
 fi
 

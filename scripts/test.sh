@@ -5,6 +5,7 @@
 # benches in test mode and the examples in their small default form.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/ensure-cc.sh
 ./scripts/ensure-vulkan.sh
 export RUST_BACKTRACE=1
 echo "== cargo fmt --check"; cargo fmt --check
