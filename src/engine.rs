@@ -313,7 +313,18 @@ impl Engine {
             .value())
     }
 
-    /// `op` over each partition of `data`.
+    /// Most partitions one reduction of a device array (or one lane
+    /// request) may have on this device: its segment table must fit one
+    /// binding. [`Engine::reduce_partitions`] and the streaming paths take
+    /// any number, in groups of at most this many.
+    pub fn max_partitions(&self) -> u64 {
+        exec::max_partitions(&self.ctx)
+    }
+
+    /// `op` over each partition of `data`. Any number of partitions: over
+    /// [`Engine::max_partitions`], consecutive groups of partitions are
+    /// reduced one after another, with the same bits (a partition's tree
+    /// depends only on positions inside it).
     pub fn reduce_partitions(
         &self,
         data: &[f32],
@@ -321,7 +332,42 @@ impl Engine {
         partitions: &Partitions,
         nan: NanPolicy,
     ) -> Result<Reduction> {
-        let plan = Plan::new(&partitions.offsets(data.len() as u64)?)?;
+        let offsets = partitions.offsets(data.len() as u64)?;
+        let k = offsets.len() - 1;
+        let limit = usize::try_from(self.max_partitions())
+            .unwrap_or(usize::MAX)
+            .max(1);
+        if k <= limit {
+            return self.reduce_offsets(data, op, &offsets, nan);
+        }
+        let mut out = Reduction {
+            op,
+            values: Vec::with_capacity(k),
+            counts: Vec::with_capacity(k),
+        };
+        let mut first = 0;
+        while first < k {
+            let end = (first + limit).min(k);
+            let base = offsets[first];
+            let group: Vec<u64> = offsets[first..=end].iter().map(|o| o - base).collect();
+            let items = &data[base as usize..offsets[end] as usize];
+            let r = self.reduce_offsets(items, op, &group, nan)?;
+            out.values.extend(r.values);
+            out.counts.extend(r.counts);
+            first = end;
+        }
+        Ok(out)
+    }
+
+    /// One reduction of `data` over checked `offsets`.
+    fn reduce_offsets(
+        &self,
+        data: &[f32],
+        op: Op,
+        offsets: &[u64],
+        nan: NanPolicy,
+    ) -> Result<Reduction> {
+        let plan = Plan::new(offsets)?;
         let ctx = &*self.ctx;
         let scope = ErrorScopes::push(&ctx.device);
         let (buffers, spans) = pooled_input(ctx, data.len() as u64, Some(data), "gpulanes input");

@@ -606,6 +606,38 @@ fn single_element() {
     }
 }
 
+/// More partitions than one reduction's segment table holds (4095 under
+/// 64 KiB bindings): reduced in groups of consecutive partitions, with the
+/// same bits as one reduction on a device whose bindings hold them all,
+/// groups starting at unaligned offsets and empty partitions at the edges.
+#[test]
+fn more_partitions_than_one_reduction_holds_are_reduced_in_groups() {
+    let small = Engine::with_options(EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(small.max_partitions(), 4095);
+    let mut rng = SplitMix::new(77);
+    let data = mixed_data(&mut rng, 30_000, 5);
+    let mut offsets = vec![0u64];
+    while *offsets.last().unwrap() < data.len() as u64 {
+        let len = [0u64, 1, 2, 3, 5, 9000][rng.below(6) as usize];
+        offsets.push((offsets.last().unwrap() + len).min(data.len() as u64));
+    }
+    for p in [
+        Partitions::EqualSize(1),
+        Partitions::EqualSize(3),
+        Partitions::Offsets(offsets),
+    ] {
+        let what = format!("{} partitions", describe(&p));
+        for (op, nan, got) in all_ops(&small, &data, &p, &what) {
+            let want = reduce(engine(), &data, op, &p, nan);
+            assert_same_bits(&got, &want, &format!("{what}, {op} {nan:?}"));
+        }
+    }
+}
+
 /// Lengths around the vec4 width, the workgroup size (256), one
 /// invocation's span (1024) and the block size (8192).
 const BOUNDARY_LENGTHS: [usize; 20] = [
@@ -858,32 +890,31 @@ fn partial_pass_forced_over_one_binding() {
 
 #[test]
 fn more_partitions_than_one_segment_table_binding_never_panics() {
-    // The tiny engine's 64 KiB binding holds 4095 segment entries. More
-    // partitions must either work (and match the reference) or be a clean
-    // InvalidPartitions error; never a panic, and the engine stays usable.
+    // The tiny engine's 64 KiB binding holds 4095 segment entries. Host
+    // data with more partitions is reduced in groups (and matches the
+    // reference); a device array's one reduction refuses them with a clean
+    // InvalidPartitions error naming the limit; never a panic, and the
+    // engine stays usable.
     let data = mixed_data(&mut SplitMix::new(12), 5000, 0);
     let p = Partitions::EqualSize(1);
     let array = tiny_engine().upload(&data).unwrap();
     for op in [Op::Sum, Op::Max] {
-        let results = [
-            tiny_engine().reduce_partitions(&data, op, &p, NanPolicy::Propagate),
-            tiny_engine().reduce_device(&array, op, &p, NanPolicy::Propagate),
-        ];
-        for r in results {
-            match r {
-                Ok(r) => assert_matches_reference(
-                    &r,
-                    &data,
-                    op,
-                    &p,
-                    NanPolicy::Propagate,
-                    "5000 partitions",
-                ),
-                Err(Error::InvalidPartitions(msg)) => {
-                    assert!(msg.contains("partitions"), "{msg}")
-                }
-                Err(e) => panic!("unexpected error kind: {e:?}"),
+        let host = tiny_engine()
+            .reduce_partitions(&data, op, &p, NanPolicy::Propagate)
+            .unwrap();
+        assert_matches_reference(
+            &host,
+            &data,
+            op,
+            &p,
+            NanPolicy::Propagate,
+            "5000 partitions",
+        );
+        match tiny_engine().reduce_device(&array, op, &p, NanPolicy::Propagate) {
+            Err(Error::InvalidPartitions(msg)) => {
+                assert!(msg.contains("5000") && msg.contains("4095"), "{msg}")
             }
+            other => panic!("expected InvalidPartitions, got {other:?}"),
         }
     }
     let r = reduce(

@@ -42,7 +42,8 @@ pub struct ReduceArgs {
     pub raw: bool,
     /// Memory budget in bytes (suffixes K, M, G = KiB, MiB, GiB; default 512M,
     /// at least 512K). Inputs whose data is over half of it are streamed in
-    /// chunks within it.
+    /// chunks within it, except with --axis 0 (per column), which needs the
+    /// whole array in memory.
     #[arg(long, visible_alias = "memory-budget", value_name = "BYTES", value_parser = parse_bytes)]
     pub budget: Option<u64>,
     /// Print one JSON object.
