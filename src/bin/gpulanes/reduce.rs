@@ -164,13 +164,19 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         && file
             .data_bytes()
             .is_none_or(|bytes| bytes.saturating_mul(2) > budget);
+    // In memory: read from the file already open (its header read), so a
+    // pipe works too, and before the device opens, so a short file is bad
+    // input with nothing else on stderr.
+    let (file, data) = if stream {
+        (Some(file), Vec::new())
+    } else {
+        (None, read_values(file)?)
+    };
     let engine = Engine::new()?;
-    let result = if stream {
+    let result = if let Some(file) = file {
         let options = StreamOptions::with_budget(budget);
         stream_file(&engine, file, op, &partitions, nan, options)?
     } else {
-        // From the file already open (its header read), so a pipe works too.
-        let data = read_values(file)?;
         match (axis, shape.as_deref()) {
             (Some(a), Some(&[rows, cols])) => {
                 let matrix = Array2::from_shape_vec((rows as usize, cols as usize), data)
