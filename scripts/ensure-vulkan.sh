@@ -20,7 +20,9 @@ have_icd() {
 }
 
 have_loader() {
-  if command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+  # grep reads all of ldconfig's output (no -q): under pipefail an early
+  # exit would fail ldconfig with SIGPIPE, and the match with it.
+  if command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null; then
     return 0
   fi
   compgen -G "/usr/lib/*/libvulkan.so.1" >/dev/null 2>&1 || compgen -G "/usr/lib*/libvulkan.so.1" >/dev/null 2>&1
