@@ -1013,12 +1013,15 @@ impl StreamReducer {
             let level = Level::new(Pass::Elements, BLOCK, cut.starts, cut.lens)?;
             works.push(LevelWork::prepare(ctx, kernel, &level, &s.input, items)?);
         }
-        // Ready tasks, as many as one chunk's worth of partials.
+        // Ready tasks, as many as one chunk's worth of partials, and no more
+        // than one segment table holds (one segment per task).
         let budget = (self.layout.chunk_items * 4 / PARTIAL_BYTES).max(GROUP);
         let mut take = 0;
         let mut partials = 0u64;
         for t in &self.tasks {
-            if take > 0 && partials + t.partials.len() as u64 > budget {
+            if take > 0
+                && (partials + t.partials.len() as u64 > budget || take >= self.layout.max_units)
+            {
                 break;
             }
             partials += t.partials.len() as u64;

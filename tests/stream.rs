@@ -177,6 +177,27 @@ fn one_item_partitions_under_a_small_binding_limit_are_bitwise_equal() {
             &format!("{op}, one-item partitions, 64 KiB bindings"),
         );
     }
+    // A long partition makes the tree two levels deep, so each of the
+    // one-item partitions after it becomes a partial-pass task of one
+    // partial: those submissions must be capped to one table too.
+    let mut offsets = vec![0u64, 20_000];
+    offsets.extend((1..=10_000).map(|i| 20_000 + i));
+    let d = data(30_000, 32);
+    let p = Partitions::Offsets(offsets);
+    let got = small_bindings
+        .reduce_chunks(
+            pieces(&d, 6),
+            Op::Sum,
+            &p,
+            NanPolicy::Propagate,
+            &StreamOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("a long partition, then one-item ones: {e}"));
+    assert_same(
+        &got,
+        &in_memory(&d, Op::Sum, &p, NanPolicy::Propagate),
+        "a long partition, then 10000 one-item partitions, 64 KiB bindings",
+    );
 }
 
 #[test]
