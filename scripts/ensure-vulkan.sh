@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Makes sure a Vulkan driver is present so wgpu can find an adapter.
+# Makes sure a Vulkan driver and the Vulkan loader are present so wgpu can
+# find an adapter.
 #
 # - If a Vulkan ICD manifest (a GPU driver or Mesa) and the Vulkan loader
-#   (libvulkan.so.1) are both installed, it does nothing.
+#   (libvulkan.so.1 for this machine's architecture) are both found, it does
+#   nothing.
 # - On Debian/Ubuntu without a driver, it installs Mesa's software driver
 #   (`mesa-vulkan-drivers`, which provides lavapipe) and the loader with
 #   apt-get, as root or through sudo; with a driver but no loader (as on
 #   some GPU containers), only the loader (`libvulkan1`).
-# - Elsewhere it prints what to install and exits 0, so macOS (Metal) and
-#   Windows (DX12) users are not blocked: wgpu does not need Vulkan there.
+# - On other Linux distributions it says what to install: it exits 1 without
+#   a driver, and 0 with a warning when only the loader was not found (it may
+#   live where this script does not look).
+# - On macOS (Metal) and Windows (DX12) it exits 0: wgpu needs no Vulkan there.
 set -euo pipefail
 
 icd_dirs=(/usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/share/vulkan/icd.d)
@@ -19,13 +23,23 @@ have_icd() {
   [ -n "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]
 }
 
+# The loader for this architecture: ldconfig tags 64-bit libraries with
+# their ABI ("libc6,x86-64", "libc6,AArch64"), 32-bit x86 ones with "libc6"
+# alone. grep reads all of ldconfig's output (no -q): under pipefail an
+# early exit would fail ldconfig with SIGPIPE, and the match with it.
 have_loader() {
-  # grep reads all of ldconfig's output (no -q): under pipefail an early
-  # exit would fail ldconfig with SIGPIPE, and the match with it.
-  if command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null; then
+  local tag='.'
+  [ "$(getconf LONG_BIT 2>/dev/null || echo 64)" = 64 ] && tag='64'
+  if command -v ldconfig >/dev/null 2>&1 \
+    && ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1 ' | grep -- "$tag" >/dev/null; then
     return 0
   fi
-  compgen -G "/usr/lib/*/libvulkan.so.1" >/dev/null 2>&1 || compgen -G "/usr/lib*/libvulkan.so.1" >/dev/null 2>&1
+  local arch
+  arch="$(uname -m)"
+  for f in "/usr/lib/$arch-linux-gnu/libvulkan.so.1" /usr/lib64/libvulkan.so.1 /usr/lib/libvulkan.so.1; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
 }
 
 case "$(uname -s)" in
@@ -38,27 +52,35 @@ if have_icd && have_loader; then
   exit 0
 fi
 
+if have_icd; then
+  missing="the Vulkan loader (libvulkan.so.1)"
+  packages=(libvulkan1)
+else
+  missing="a Vulkan driver"
+  packages=(mesa-vulkan-drivers libvulkan1)
+fi
+
 if command -v apt-get >/dev/null 2>&1; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-      echo "ensure-vulkan: no Vulkan driver found; run as root: apt-get install -y mesa-vulkan-drivers" >&2
+      echo "ensure-vulkan: no $missing found; run as root: apt-get install -y ${packages[*]}" >&2
       exit 1
     fi
   fi
-  if have_icd; then
-    echo "ensure-vulkan: a Vulkan driver is installed but not the Vulkan loader; installing libvulkan1."
-    packages=(libvulkan1)
-  else
-    echo "ensure-vulkan: no Vulkan driver found; installing mesa-vulkan-drivers (software lavapipe)."
-    packages=(mesa-vulkan-drivers libvulkan1)
-  fi
+  echo "ensure-vulkan: no $missing found; installing ${packages[*]}."
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
   have_icd && have_loader && { echo "ensure-vulkan: installed."; exit 0; }
   echo "ensure-vulkan: ${packages[*]} installed but no ICD manifest or no libvulkan.so.1 found" >&2
   exit 1
+fi
+
+if have_icd; then
+  echo "ensure-vulkan: warning: a Vulkan driver is installed but $missing was not found;" >&2
+  echo "  if gpulanes finds no adapter, install your distribution's Vulkan loader (vulkan-loader)." >&2
+  exit 0
 fi
 
 echo "ensure-vulkan: no Vulkan driver found. Install your GPU's Vulkan driver, or Mesa's" >&2

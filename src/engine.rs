@@ -380,7 +380,9 @@ impl Engine {
         DeviceArray::upload(&self.ctx, data)
     }
 
-    /// `op` over each partition of a device-resident array.
+    /// `op` over each partition of a device-resident array, in one
+    /// reduction: at most [`Engine::max_partitions`] partitions (more are
+    /// refused with [`Error::InvalidPartitions`]).
     pub fn reduce_device(
         &self,
         array: &DeviceArray,
@@ -402,7 +404,8 @@ impl Engine {
     /// Encodes a reduction of a device-resident array into `encoder` without
     /// submitting it, for apps that batch GPU work (and for timing with
     /// timestamp queries around it). Submit the encoder, then wait on the
-    /// returned [`PendingReduction`].
+    /// returned [`PendingReduction`]. At most [`Engine::max_partitions`]
+    /// partitions, as for [`Engine::reduce_device`].
     pub fn encode(
         &self,
         encoder: &mut wgpu::CommandEncoder,

@@ -199,7 +199,7 @@ fn bad_arguments_exit_2_with_one_line() {
         &["bench", "--sizes", "4X"],
         &["bench", "--ops", "median"],
         &["bench", "--partitions", "0"],
-        // About an exabyte: larger than any adapter's buffer limit.
+        // About a petabyte: larger than any adapter's buffer limit.
         &["bench", "--copy-size", "1000000G"],
     ] {
         let out = run(args);

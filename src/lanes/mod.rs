@@ -547,6 +547,11 @@ impl Lanes {
                     Lane::Batch => m.batch.cancelled += 1,
                 }
                 drop(m);
+                // The slot is settled outside the state lock; taking it
+                // here orders this wake-up after any look the dispatcher
+                // is taking at the queues, so the wake-up is not lost
+                // between its look and its wait.
+                drop(lock(&sh.state));
                 sh.work.notify_all();
             }
         }))
