@@ -313,10 +313,11 @@ impl Engine {
             .value())
     }
 
-    /// Most partitions one reduction of a device array (or one lane
-    /// request) may have on this device: its segment table must fit one
-    /// binding. [`Engine::reduce_partitions`] and the streaming paths take
-    /// any number, in groups of at most this many.
+    /// Most partitions one reduction may have on this device: its segment
+    /// table must fit one binding. This bounds [`Engine::encode`] and one
+    /// request to the lanes; [`Engine::reduce_partitions`],
+    /// [`Engine::reduce_device`] and the streaming paths take any number,
+    /// in groups of at most this many.
     pub fn max_partitions(&self) -> u64 {
         exec::max_partitions(&self.ctx)
     }
@@ -333,12 +334,31 @@ impl Engine {
         nan: NanPolicy,
     ) -> Result<Reduction> {
         let offsets = partitions.offsets(data.len() as u64)?;
+        self.in_groups(op, &offsets, |group| {
+            // Only the group's items are uploaded, its offsets rebased.
+            let base = group[0];
+            let rebased: Vec<u64> = group.iter().map(|o| o - base).collect();
+            let items = &data[base as usize..group[group.len() - 1] as usize];
+            self.reduce_offsets(items, op, &rebased, nan)
+        })
+    }
+
+    /// Runs `reduce` over consecutive groups of at most
+    /// [`Engine::max_partitions`] partitions of `offsets` (each group given
+    /// as its k+1 offsets) and concatenates the results; one call when
+    /// they fit.
+    fn in_groups(
+        &self,
+        op: Op,
+        offsets: &[u64],
+        mut reduce: impl FnMut(&[u64]) -> Result<Reduction>,
+    ) -> Result<Reduction> {
         let k = offsets.len() - 1;
         let limit = usize::try_from(self.max_partitions())
             .unwrap_or(usize::MAX)
             .max(1);
         if k <= limit {
-            return self.reduce_offsets(data, op, &offsets, nan);
+            return reduce(offsets);
         }
         let mut out = Reduction {
             op,
@@ -348,10 +368,7 @@ impl Engine {
         let mut first = 0;
         while first < k {
             let end = (first + limit).min(k);
-            let base = offsets[first];
-            let group: Vec<u64> = offsets[first..=end].iter().map(|o| o - base).collect();
-            let items = &data[base as usize..offsets[end] as usize];
-            let r = self.reduce_offsets(items, op, &group, nan)?;
+            let r = reduce(&offsets[first..=end])?;
             out.values.extend(r.values);
             out.counts.extend(r.counts);
             first = end;
@@ -380,9 +397,9 @@ impl Engine {
         DeviceArray::upload(&self.ctx, data)
     }
 
-    /// `op` over each partition of a device-resident array, in one
-    /// reduction: at most [`Engine::max_partitions`] partitions (more are
-    /// refused with [`Error::InvalidPartitions`]).
+    /// `op` over each partition of a device-resident array. Any number of
+    /// partitions: over [`Engine::max_partitions`], consecutive groups are
+    /// reduced one after another, with the same bits.
     pub fn reduce_device(
         &self,
         array: &DeviceArray,
@@ -395,17 +412,25 @@ impl Engine {
                 "this DeviceArray was uploaded by another engine".into(),
             ));
         }
-        let plan = Plan::new(&partitions.offsets(array.len())?)?;
-        let scope = ErrorScopes::push(&self.ctx.device);
+        let offsets = partitions.offsets(array.len())?;
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
-        self.record_and_run(scope, op, nan, plan, &inputs, &array.spans())
+        let spans = array.spans();
+        self.in_groups(op, &offsets, |group| {
+            // A group's offsets stay absolute: its partitions are read where
+            // they lie in the array.
+            let plan = Plan::new(group)?;
+            let scope = ErrorScopes::push(&self.ctx.device);
+            self.record_and_run(scope, op, nan, plan, &inputs, &spans)
+        })
     }
 
     /// Encodes a reduction of a device-resident array into `encoder` without
     /// submitting it, for apps that batch GPU work (and for timing with
     /// timestamp queries around it). Submit the encoder, then wait on the
-    /// returned [`PendingReduction`]. At most [`Engine::max_partitions`]
-    /// partitions, as for [`Engine::reduce_device`].
+    /// returned [`PendingReduction`]. One reduction: at most
+    /// [`Engine::max_partitions`] partitions (more are refused with
+    /// [`Error::InvalidPartitions`]; [`Engine::reduce_device`] takes any
+    /// number).
     pub fn encode(
         &self,
         encoder: &mut wgpu::CommandEncoder,

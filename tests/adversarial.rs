@@ -631,9 +631,13 @@ fn more_partitions_than_one_reduction_holds_are_reduced_in_groups() {
         Partitions::Offsets(offsets),
     ] {
         let what = format!("{} partitions", describe(&p));
+        let array = small.upload(&data).unwrap();
         for (op, nan, got) in all_ops(&small, &data, &p, &what) {
             let want = reduce(engine(), &data, op, &p, nan);
             assert_same_bits(&got, &want, &format!("{what}, {op} {nan:?}"));
+            // Device arrays: groups read in place, at their absolute offsets.
+            let on_device = small.reduce_device(&array, op, &p, nan).unwrap();
+            assert_same_bits(&on_device, &want, &format!("{what}, {op} {nan:?}, device"));
         }
     }
 }
@@ -891,30 +895,31 @@ fn partial_pass_forced_over_one_binding() {
 #[test]
 fn more_partitions_than_one_segment_table_binding_never_panics() {
     // The tiny engine's 64 KiB binding holds 4095 segment entries. Host
-    // data with more partitions is reduced in groups (and matches the
-    // reference); a device array's one reduction refuses them with a clean
-    // InvalidPartitions error naming the limit; never a panic, and the
-    // engine stays usable.
+    // data and device arrays with more partitions are reduced in groups
+    // (and match the reference); one encoded reduction refuses them with a
+    // clean InvalidPartitions error naming the limit; never a panic, and
+    // the engine stays usable.
     let data = mixed_data(&mut SplitMix::new(12), 5000, 0);
     let p = Partitions::EqualSize(1);
     let array = tiny_engine().upload(&data).unwrap();
     for op in [Op::Sum, Op::Max] {
-        let host = tiny_engine()
-            .reduce_partitions(&data, op, &p, NanPolicy::Propagate)
-            .unwrap();
-        assert_matches_reference(
-            &host,
-            &data,
-            op,
-            &p,
-            NanPolicy::Propagate,
-            "5000 partitions",
-        );
-        match tiny_engine().reduce_device(&array, op, &p, NanPolicy::Propagate) {
+        let results = [
+            tiny_engine().reduce_partitions(&data, op, &p, NanPolicy::Propagate),
+            tiny_engine().reduce_device(&array, op, &p, NanPolicy::Propagate),
+        ];
+        for r in results {
+            let r = r.unwrap();
+            assert_matches_reference(&r, &data, op, &p, NanPolicy::Propagate, "5000 partitions");
+        }
+        let mut encoder = tiny_engine()
+            .device()
+            .create_command_encoder(&Default::default());
+        match tiny_engine().encode(&mut encoder, &array, op, &p, NanPolicy::Propagate) {
             Err(Error::InvalidPartitions(msg)) => {
                 assert!(msg.contains("5000") && msg.contains("4095"), "{msg}")
             }
-            other => panic!("expected InvalidPartitions, got {other:?}"),
+            Err(e) => panic!("expected InvalidPartitions, got {e:?}"),
+            Ok(_) => panic!("5000 partitions encoded in one reduction"),
         }
     }
     let r = reduce(
