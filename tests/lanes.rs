@@ -761,3 +761,110 @@ fn zero_queue_bounds_are_refused_and_huge_timeouts_mean_no_deadline() {
         .unwrap();
     assert_eq!(bits(&got), bits(&solo(&d, Op::Sum, &Partitions::Whole)));
 }
+
+#[test]
+fn empty_batch_jobs_complete_and_the_scheduler_lives_on() {
+    // No items at all: nothing to run, the result is ready at once (this
+    // used to panic the dispatcher thread, and every handle then waited
+    // forever).
+    let lanes = Lanes::new(engine(), small_chunks()).unwrap();
+    let empty: Vec<f32> = Vec::new();
+    let empty_array = Arc::new(engine().upload(&empty).unwrap());
+    let cases = [
+        (
+            Request::host(empty.clone(), Op::Sum),
+            Op::Sum,
+            Partitions::Whole,
+        ),
+        (
+            Request::host(empty.clone(), Op::Mean).partitions(Partitions::EqualSize(4)),
+            Op::Mean,
+            Partitions::EqualSize(4),
+        ),
+        (
+            Request::device(empty_array.clone(), Op::Max),
+            Op::Max,
+            Partitions::Whole,
+        ),
+    ];
+    for (request, op, p) in cases {
+        let got = match lanes
+            .batch(request)
+            .unwrap()
+            .wait_timeout(Duration::from_secs(60))
+        {
+            Ok(r) => r.unwrap(),
+            Err(_) => panic!("{op} {p:?}: an empty batch job never completed"),
+        };
+        assert_eq!(bits(&got), bits(&solo(&empty, op, &p)), "{op} {p:?}");
+    }
+    // Still alive: both lanes serve.
+    let d = data(20_000, 9);
+    let rt = lanes.realtime(Request::host(d.clone(), Op::Sum)).unwrap();
+    let batch = lanes.batch(Request::host(d.clone(), Op::Max)).unwrap();
+    assert_eq!(
+        bits(&rt.wait().unwrap()),
+        bits(&solo(&d, Op::Sum, &Partitions::Whole))
+    );
+    assert_eq!(
+        bits(&batch.wait().unwrap()),
+        bits(&solo(&d, Op::Max, &Partitions::Whole))
+    );
+    assert_eq!(lanes.metrics().batch.completed, 4);
+}
+
+#[test]
+fn a_waker_that_calls_back_into_the_lanes_is_woken_without_deadlock() {
+    use std::future::Future;
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    // An executor may run a woken task on the waking thread; that task may
+    // call the scheduler. Wakers used to be called with the metrics lock
+    // held, and this one then deadlocked the poller thread.
+    struct CallsBack {
+        lanes: Arc<Lanes>,
+        woken: Mutex<mpsc::Sender<u64>>,
+    }
+    impl Wake for CallsBack {
+        fn wake(self: Arc<Self>) {
+            let completed =
+                self.lanes.metrics().realtime.completed + self.lanes.metrics().batch.completed;
+            let _ = self.woken.lock().unwrap().send(completed);
+        }
+    }
+    let lanes = Arc::new(Lanes::new(engine(), small_chunks()).unwrap());
+    let (tx, rx) = mpsc::channel();
+    let waker = Waker::from(Arc::new(CallsBack {
+        lanes: lanes.clone(),
+        woken: Mutex::new(tx),
+    }));
+    let mut cx = Context::from_waker(&waker);
+    let d = data(50_000, 3);
+    for lane in [gpulanes::Lane::RealTime, gpulanes::Lane::Batch] {
+        let mut handle = lanes
+            .submit(lane, Request::host(d.clone(), Op::Sum))
+            .unwrap();
+        let result = match std::pin::Pin::new(&mut handle).poll(&mut cx) {
+            Poll::Ready(r) => r, // finished before the first poll
+            Poll::Pending => {
+                let completed = rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .unwrap_or_else(|_| panic!("{lane:?}: the waker never returned"));
+                assert!(
+                    completed >= 1,
+                    "{lane:?}: metrics counted before the wake-up"
+                );
+                match std::pin::Pin::new(&mut handle).poll(&mut cx) {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => panic!("{lane:?}: woken but not ready"),
+                }
+            }
+        };
+        assert_eq!(
+            bits(&result.unwrap()),
+            bits(&solo(&d, Op::Sum, &Partitions::Whole))
+        );
+    }
+}

@@ -32,18 +32,30 @@ impl<T> Slot<T> {
     /// Stores the result unless one is there already (a cancelled request
     /// keeps its `Cancelled`). Returns whether this call completed it.
     pub fn complete(&self, result: Result<T>) -> bool {
+        match self.settle(result) {
+            Some(wakeup) => {
+                wakeup.wake();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Like [`Slot::complete`], but the `.await`ing task's waker is handed
+    /// back instead of called: the caller wakes it once it has released its
+    /// own locks, since a waker may run the woken task on this very thread,
+    /// and that task may call back into the scheduler. Blocked `wait()`ers
+    /// (other threads) are notified at once. `None` if already settled.
+    pub fn settle(&self, result: Result<T>) -> Option<Wakeup> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let State::Pending { waker } = &mut *s else {
-            return false;
+            return None;
         };
         let waker = waker.take();
         *s = State::Done(result);
         drop(s);
         self.ready.notify_all();
-        if let Some(w) = waker {
-            w.wake();
-        }
-        true
+        Some(Wakeup(waker))
     }
 
     /// True once a result (or cancellation) is in.
@@ -52,6 +64,19 @@ impl<T> Slot<T> {
             *self.state.lock().unwrap_or_else(|e| e.into_inner()),
             State::Pending { .. }
         )
+    }
+}
+
+/// The wake-up of a settled slot's `.await`ing task, still to be delivered
+/// (see [`Slot::settle`]).
+#[must_use = "the awaiting task sleeps until woken"]
+pub(crate) struct Wakeup(Option<Waker>);
+
+impl Wakeup {
+    pub fn wake(self) {
+        if let Some(w) = self.0 {
+            w.wake();
+        }
     }
 }
 

@@ -50,7 +50,7 @@ pub use handle::Handle;
 pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 
 use self::chunk_timer::ChunkTimer;
-use self::handle::Slot;
+use self::handle::{Slot, Wakeup};
 use self::job_cache::{JobCache, JobShape, PreparedJob};
 pub(crate) use self::metrics::LaneMetrics;
 use self::pacing::{Decision, IDLE_WAIT, MAX_PREDICTION, Pacing, Prediction, Queues, decide};
@@ -449,22 +449,25 @@ impl Lanes {
             .name("gpulanes-dispatch".into())
             .spawn(move || {
                 request_thread_slice(&s.cfg, "dispatcher");
-                dispatcher_loop(&s)
+                survive_panic(&s, "dispatcher", || dispatcher_loop(&s));
             })
             .map_err(|e| Error::Gpu(format!("cannot start the dispatcher thread: {e}")))?;
-        let s = shared.clone();
+        // From here on, dropping `lanes` shuts the dispatcher down.
+        let mut lanes = Lanes {
+            shared: shared.clone(),
+            dispatcher: Some(dispatcher),
+            poller: None,
+        };
+        let s = shared;
         let poller = std::thread::Builder::new()
             .name("gpulanes-poll".into())
             .spawn(move || {
                 request_thread_slice(&s.cfg, "poller");
-                poller_loop(&s)
+                survive_panic(&s, "poller", || poller_loop(&s));
             })
             .map_err(|e| Error::Gpu(format!("cannot start the poller thread: {e}")))?;
-        Ok(Lanes {
-            shared,
-            dispatcher: Some(dispatcher),
-            poller: Some(poller),
-        })
+        lanes.poller = Some(poller);
+        Ok(lanes)
     }
 
     /// Submits a real-time request.
@@ -781,6 +784,25 @@ fn time_submit_behind(engine: &Engine, big: &DeviceArray) -> Result<Duration> {
     Ok(second_call)
 }
 
+/// Runs a scheduler thread's loop; should it panic (a bug in gpulanes),
+/// the scheduler shuts down instead of leaving every handle waiting:
+/// queued work fails with [`Error::Shutdown`], new submissions are refused
+/// and blocked submitters are released.
+fn survive_panic(sh: &Shared, thread: &str, run: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
+        log::error!(
+            "the gpulanes {thread} thread panicked (a bug in gpulanes); shutting the scheduler down"
+        );
+        let mut st = lock(&sh.state);
+        st.shutdown = true;
+        let wakeups = fail_queued(sh, &mut st);
+        drop(st);
+        wake_all(wakeups);
+        sh.work.notify_all();
+        sh.space.notify_all();
+    }
+}
+
 fn request_thread_slice(cfg: &LanesConfig, thread: &str) {
     if let Some(slice) = cfg.thread_slice {
         let granted = thread_slice::request_for_current_thread(slice);
@@ -837,7 +859,9 @@ fn next_action(sh: &Arc<Shared>) -> Action {
     let mut st = lock(&sh.state);
     loop {
         if st.shutdown {
-            fail_queued(sh, &mut st);
+            let wakeups = fail_queued(sh, &mut st);
+            drop(st);
+            wake_all(wakeups);
             return Action::Exit;
         }
         // Drop cancelled work from the queues (and free its queue space).
@@ -925,15 +949,29 @@ fn check_plan(sh: &Shared, offsets: &[u64]) -> Result<()> {
     Ok(())
 }
 
-fn fail_queued(sh: &Shared, st: &mut State) {
-    for r in st.rt.drain(..) {
-        r.slot.complete(Err(Error::Shutdown));
-    }
+/// Fails everything queued with [`Error::Shutdown`]; the wake-ups are for
+/// the caller to deliver once it has released the state lock.
+fn fail_queued(sh: &Shared, st: &mut State) -> Vec<Wakeup> {
+    let mut wakeups: Vec<Wakeup> = st
+        .rt
+        .drain(..)
+        .filter_map(|r| r.slot.settle(Err(Error::Shutdown)))
+        .collect();
     st.rt_bytes = 0;
-    for b in st.batch.drain(..) {
-        b.slot.complete(Err(Error::Shutdown));
-    }
+    wakeups.extend(
+        st.batch
+            .drain(..)
+            .filter_map(|b| b.slot.settle(Err(Error::Shutdown))),
+    );
     sh.space.notify_all();
+    wakeups
+}
+
+/// Delivers wake-ups held back while locks were held (see [`Slot::settle`]).
+fn wake_all(wakeups: Vec<Wakeup>) {
+    for w in wakeups {
+        w.wake();
+    }
 }
 
 /// Hands a submission to the poller, which completes its callbacks.
@@ -991,14 +1029,18 @@ fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         .partition(|r| r.deadline.is_none_or(|d| d > now));
     if !expired.is_empty() {
         let mut m = lock(&sh.metrics);
+        let mut wakeups = Vec::new();
         for r in expired {
             let late_by = now - r.deadline.expect("expired has a deadline");
             // A request cancelled meanwhile counts as cancelled only.
-            if r.slot.complete(Err(Error::DeadlineExceeded { late_by })) {
+            if let Some(w) = r.slot.settle(Err(Error::DeadlineExceeded { late_by })) {
                 m.rt.deadline_misses += 1;
                 m.rt.failed += 1;
+                wakeups.push(w);
             }
         }
+        drop(m);
+        wake_all(wakeups);
     }
     // One job per kernel family; requests keep their own partition ranges.
     let mut groups: Vec<(KernelOp, Vec<RtEntry>)> = Vec::new();
@@ -1114,11 +1156,15 @@ fn release_realtime_slot(sh: &Shared, busy: Duration) {
 
 fn fail_all(sh: &Shared, group: Vec<RtEntry>, e: &Error) {
     let mut m = lock(&sh.metrics);
+    let mut wakeups = Vec::new();
     for r in group {
-        if r.slot.complete(Err(e.clone())) {
+        if let Some(w) = r.slot.settle(Err(e.clone())) {
             m.rt.failed += 1;
+            wakeups.push(w);
         }
     }
+    drop(m);
+    wake_all(wakeups);
 }
 
 /// Concatenates a group's data and partitions, uploads it and prepares one
@@ -1179,6 +1225,7 @@ fn prepare_group(
 fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>) {
     let now = Instant::now();
     let mut m = lock(&sh.metrics);
+    let mut wakeups = Vec::new();
     let mut first = 0usize;
     for r in group {
         let k = r.offsets.len() - 1;
@@ -1193,22 +1240,27 @@ fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>)
         };
         first += k;
         // Counted only when this completes the request: one cancelled
-        // meanwhile counts as cancelled alone.
+        // meanwhile counts as cancelled alone. Metrics first, so a client
+        // woken by its result sees them; wake-ups after the lock is gone.
         match outcome {
             Ok(v) => {
-                if r.slot.complete(Ok(v)) {
+                if let Some(w) = r.slot.settle(Ok(v)) {
                     m.rt.on_done(now - r.enqueued, r.data.len() as u64 * 4, now);
+                    wakeups.push(w);
                 }
             }
             Err(e) => {
                 let missed = matches!(e, Error::DeadlineExceeded { .. });
-                if r.slot.complete(Err(e)) {
+                if let Some(w) = r.slot.settle(Err(e)) {
                     m.rt.failed += 1;
                     m.rt.deadline_misses += u64::from(missed);
+                    wakeups.push(w);
                 }
             }
         }
     }
+    drop(m);
+    wake_all(wakeups);
 }
 
 /// Submits the next chunk of a batch job; returns the entry if unfinished.
@@ -1227,6 +1279,17 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
                 return None;
             }
         }
+    }
+    if entry
+        .active
+        .as_ref()
+        .is_some_and(|a| a.job.dispatch_count() == 0)
+    {
+        // No items (an empty input, or only empty partitions): nothing to
+        // run, and the result is ready now.
+        let active = entry.active.take().expect("activated");
+        finish_batch(sh, entry, active);
+        return None;
     }
     let active = entry.active.as_mut().expect("activated");
     let job = &active.job;
@@ -1307,14 +1370,14 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
         let sh3 = sh.clone();
         t.read(move |gpu_time| {
             if let Some(d) = gpu_time {
-                lock(&sh3.throughput).observe(chunk_bytes, d);
+                lock(&sh3.throughput).observe(chunk_bytes, d, true);
             }
         });
     }
     ctx.queue.on_submitted_work_done(move || {
         if wall_clock_observation {
             let busy = mark_done(&sh2, submitted);
-            lock(&sh2.throughput).observe(chunk_bytes, busy);
+            lock(&sh2.throughput).observe(chunk_bytes, busy, false);
         }
         let mut st = lock(&sh2.state);
         st.batch_in_flight -= 1;
@@ -1325,35 +1388,49 @@ fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry
     });
     let result = if last {
         let active = entry.active.take().expect("active");
-        let (slot, op, nan, enqueued) = (entry.slot.clone(), entry.op, entry.nan, entry.enqueued);
-        let bytes = entry.input.len() * 4;
-        let sh2 = sh.clone();
-        let keep_input = entry.input.clone();
-        let host_buffers = active.host_buffers;
-        active.job.read_async(move |r| {
-            let _keep = (host_buffers, keep_input);
-            let now = Instant::now();
-            let mut m = lock(&sh2.metrics);
-            match r {
-                Ok(f) => {
-                    let k = f.partition_lens.len();
-                    if slot.complete(Ok(f.finish(op, nan, 0..k))) {
-                        m.batch.on_done(now - enqueued, bytes, now);
-                    }
-                }
-                Err(e) => {
-                    if slot.complete(Err(e)) {
-                        m.batch.failed += 1;
-                    }
-                }
-            }
-        });
+        finish_batch(sh, entry, active);
         None
     } else {
         Some(entry)
     };
     track(sh, index);
     result
+}
+
+/// Reads a batch job's result back once its last chunk is done (at once for
+/// a job with nothing to run) and completes its handle.
+fn finish_batch(sh: &Arc<Shared>, entry: BatchEntry, active: ActiveJob) {
+    let (slot, op, nan, enqueued) = (entry.slot, entry.op, entry.nan, entry.enqueued);
+    let bytes = entry.input.len() * 4;
+    let sh = sh.clone();
+    let keep_input = entry.input;
+    let host_buffers = active.host_buffers;
+    active.job.read_async(move |r| {
+        let _keep = (host_buffers, keep_input);
+        let now = Instant::now();
+        let mut m = lock(&sh.metrics);
+        let wakeup = match r {
+            Ok(f) => {
+                let k = f.partition_lens.len();
+                let w = slot.settle(Ok(f.finish(op, nan, 0..k)));
+                if w.is_some() {
+                    m.batch.on_done(now - enqueued, bytes, now);
+                }
+                w
+            }
+            Err(e) => {
+                let w = slot.settle(Err(e));
+                if w.is_some() {
+                    m.batch.failed += 1;
+                }
+                w
+            }
+        };
+        drop(m);
+        if let Some(w) = wakeup {
+            w.wake();
+        }
+    });
 }
 
 /// Prepares a batch job: device buffers for host input (filled chunk by

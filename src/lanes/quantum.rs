@@ -11,8 +11,14 @@ use crate::kernels::BLOCK;
 const UNIT_BYTES: f64 = (BLOCK * 4) as f64;
 /// Weight of the newest observation in the moving average.
 const ALPHA: f64 = 0.25;
-/// Observations shorter than this are dominated by timer and submit noise.
+/// Wall-clock observations shorter than this are dominated by timer and
+/// submit noise.
 const MIN_OBSERVED: Duration = Duration::from_micros(50);
+/// GPU-timestamp observations are exact to the timestamp period; shorter
+/// ones than this are left out all the same. (A fast GPU finishes a chunk
+/// sized from a low seed in well under 50 us, and its estimate must still
+/// be able to rise.)
+const MIN_TIMED: Duration = Duration::from_micros(2);
 
 /// Moving estimate of reduction throughput.
 #[derive(Clone, Debug)]
@@ -27,9 +33,11 @@ impl Throughput {
         }
     }
 
-    /// Adds one chunk of `bytes` that kept the GPU busy for `busy`.
-    pub fn observe(&mut self, bytes: u64, busy: Duration) {
-        if busy < MIN_OBSERVED || bytes == 0 {
+    /// Adds one chunk of `bytes` that kept the GPU busy for `busy`, measured
+    /// with GPU timestamps (`timed`) or by the wall clock.
+    pub fn observe(&mut self, bytes: u64, busy: Duration, timed: bool) {
+        let min = if timed { MIN_TIMED } else { MIN_OBSERVED };
+        if busy < min || bytes == 0 {
             return;
         }
         // Without GPU timestamps, completion times come from callbacks that
@@ -61,14 +69,33 @@ mod tests {
         let q = Duration::from_millis(1);
         assert_eq!(t.units_for(q, 1, u64::MAX), (1e6 / UNIT_BYTES) as u64);
         for _ in 0..50 {
-            t.observe(4_000_000, Duration::from_millis(1)); // 4 GB/s
+            t.observe(4_000_000, Duration::from_millis(1), false); // 4 GB/s
         }
         assert!((t.bytes_per_s() - 4e9).abs() < 1e8, "{}", t.bytes_per_s());
         assert_eq!(t.units_for(q, 1, 10), 10);
         assert_eq!(t.units_for(Duration::ZERO, 16, 100), 16);
-        t.observe(1, Duration::from_micros(1)); // ignored: too short
+        t.observe(1, Duration::from_micros(1), true); // ignored: too short
         assert!((t.bytes_per_s() - 4e9).abs() < 1e8);
-        t.observe(1 << 30, Duration::from_micros(60)); // an outlier: at most 2x
+        t.observe(1 << 30, Duration::from_micros(60), false); // an outlier: at most 2x
         assert!(t.bytes_per_s() <= 4e9 * 1.25 + 1e8, "{}", t.bytes_per_s());
+    }
+
+    #[test]
+    fn a_low_seed_rises_on_short_timed_chunks() {
+        // A fast GPU (4 TB/s) finishes a chunk sized from a 0.6 TB/s seed in
+        // about 20 us: by the wall clock that is noise, by its timestamps a
+        // measurement, and the estimate must climb to the real speed.
+        let mut wall = Throughput::new(0.6e12);
+        let mut timed = Throughput::new(0.6e12);
+        for _ in 0..40 {
+            wall.observe(80_000_000, Duration::from_micros(20), false);
+            timed.observe(80_000_000, Duration::from_micros(20), true);
+        }
+        assert_eq!(wall.bytes_per_s(), 0.6e12);
+        assert!(
+            (timed.bytes_per_s() - 4e12).abs() < 0.1e12,
+            "{}",
+            timed.bytes_per_s()
+        );
     }
 }
