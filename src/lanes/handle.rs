@@ -127,7 +127,10 @@ impl<T> Handle<T> {
         }
     }
 
-    /// The result if it is ready (taking it), `None` otherwise.
+    /// The result if it is ready (taking it), `None` otherwise. A result
+    /// is delivered once: after it was taken (here or by polling the handle
+    /// as a future), further `try_result`, `wait` or `.await` calls give
+    /// `Err(Error::Cancelled)`.
     pub fn try_result(&mut self) -> Option<Result<T>> {
         let mut s = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
         match std::mem::replace(&mut *s, State::Taken) {
