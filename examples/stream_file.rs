@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use gpulanes::exact::ExactSum;
@@ -136,6 +136,20 @@ fn cpu_pass(path: &std::path::Path, data_offset: u64) -> Result<(f32, f32), gpul
     }
 }
 
+/// Deletes the generated file when dropped, unless it is to be kept.
+struct RemoveOnDrop<'a> {
+    path: &'a Path,
+    keep: bool,
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
+}
+
 pub fn run(args: &Args) -> Result<(), gpulanes::Error> {
     let engine = Engine::new()?;
     let a = engine.adapter();
@@ -153,6 +167,11 @@ pub fn run(args: &Args) -> Result<(), gpulanes::Error> {
             std::process::id()
         ))
     });
+    // Removed on every way out (a failed write or reduction too), unless kept.
+    let _cleanup = RemoveOnDrop {
+        path: &path,
+        keep: args.keep,
+    };
     let t = Instant::now();
     write_npy(&path, n)?;
     println!(
@@ -196,9 +215,6 @@ pub fn run(args: &Args) -> Result<(), gpulanes::Error> {
         "cpu: exact sum {exact_sum:?}, max {cpu_max:?} ({:.2} GB/s)",
         n as f64 * 4.0 / t.elapsed().as_secs_f64() / 1e9
     );
-    if !args.keep {
-        let _ = std::fs::remove_file(&path);
-    }
     let sum = results[0].unwrap_or(0.0);
     let ulps = (sum.to_bits() as i64 - exact_sum.to_bits() as i64).unsigned_abs();
     println!(
