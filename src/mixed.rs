@@ -37,7 +37,7 @@ pub struct MixedConfig {
     pub duration: Duration,
     /// Rounds of the three phases, interleaved (at least 1).
     pub rounds: usize,
-    /// Real-time requests per second.
+    /// Real-time requests per second (rates below 0.001 count as 0.001).
     pub rt_rate_hz: f64,
     /// Floats per real-time request.
     pub rt_size: usize,

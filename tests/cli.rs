@@ -937,6 +937,7 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         ("--duration", "-1"),
         ("--duration", "1e20"),
         ("--rt-rate", "0"),
+        ("--rt-rate", "1e-6"),
     ] {
         let arg = format!("{flag}={value}");
         assert_bad_input(&["mixed", &arg], "mixed", &[flag]);

@@ -38,6 +38,13 @@ fn validate(args: &Args) -> Result<(), Failure> {
     if let Some(d) = args.duration {
         duration_flag(d)?;
     }
+    if let Some(r) = args.rt_rate
+        && r < 1e-3
+    {
+        return Err(Failure::Input(format!(
+            "--rt-rate must be at least 0.001 (one request per 1000 s), got {r}"
+        )));
+    }
     for (flag, v) in [
         ("--rt-size", args.rt_size),
         ("--batch-size", args.batch_size),
