@@ -30,6 +30,10 @@ use crate::error::Result;
 use crate::lanes::{LaneMetrics, LaneSnapshot, Lanes, LanesConfig, Request};
 use crate::op::Op;
 
+/// The lowest real-time rate: one request per 1000 s (a lower one would
+/// overflow the period's `Duration`).
+pub const MIN_RT_RATE_HZ: f64 = 1e-3;
+
 /// Parameters of the experiment.
 #[derive(Clone, Debug, Serialize)]
 pub struct MixedConfig {
@@ -37,7 +41,8 @@ pub struct MixedConfig {
     pub duration: Duration,
     /// Rounds of the three phases, interleaved (at least 1).
     pub rounds: usize,
-    /// Real-time requests per second (rates below 0.001 count as 0.001).
+    /// Real-time requests per second (rates below [`MIN_RT_RATE_HZ`] count
+    /// as that).
     pub rt_rate_hz: f64,
     /// Floats per real-time request.
     pub rt_size: usize,
@@ -308,7 +313,7 @@ fn phase(
     let mut sent = 0u64;
     let mut handles = Vec::new();
     if let Some(data) = rt {
-        let period = Duration::from_secs_f64(1.0 / cfg.rt_rate_hz.max(1e-3));
+        let period = Duration::from_secs_f64(1.0 / cfg.rt_rate_hz.max(MIN_RT_RATE_HZ));
         let end = start + duration;
         let mut next = Instant::now();
         // Requests due after the phase ends are not sent (nor waited for):

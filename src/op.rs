@@ -11,8 +11,8 @@
 //!
 //! `max`/`min` order `-0.0` below `+0.0`. A `sum` of only `-0.0` values is
 //! `-0.0`, as IEEE addition gives, and so is their `mean` (as in NumPy);
-//! values that cancel exactly sum to `+0.0`. Sums whose running total passes f32's range
-//! stay exact: inputs of magnitude >= 2^100 are summed apart, scaled by 2^-64,
+//! values that cancel exactly sum to `+0.0`. Sums whose running total passes
+//! f32's range stay exact: inputs of magnitude >= 2^100 are summed apart, scaled by 2^-64,
 //! and the two sums are added in f64 on the host, so `[MAX, MAX, -MAX]` sums
 //! to `MAX` and the mean of `[MAX, MAX]` is `MAX`; only a result outside f32's
 //! range becomes ±inf.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gpulanes::Engine;
 use gpulanes::lanes::LaneSnapshot;
-use gpulanes::mixed::{self, MixedConfig, MixedReport};
+use gpulanes::mixed::{self, MIN_RT_RATE_HZ, MixedConfig, MixedReport};
 
 use crate::Failure;
 
@@ -39,10 +39,10 @@ fn validate(args: &Args) -> Result<(), Failure> {
         duration_flag(d)?;
     }
     if let Some(r) = args.rt_rate
-        && r < 1e-3
+        && r < MIN_RT_RATE_HZ
     {
         return Err(Failure::Input(format!(
-            "--rt-rate must be at least 0.001 (one request per 1000 s), got {r}"
+            "--rt-rate must be at least {MIN_RT_RATE_HZ} (one request per 1000 s), got {r}"
         )));
     }
     for (flag, v) in [

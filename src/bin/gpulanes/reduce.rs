@@ -231,7 +231,6 @@ fn stream_file(
     Ok(result?.0)
 }
 
-/// Reads a (small) raw float32 file whole.
 /// Reads all the values of `file`, which stands at its first data byte
 /// (the `.npy` header already read), into memory; a pipe that ends before
 /// the announced length is an error naming the byte offset.
