@@ -795,9 +795,7 @@ fn survive_panic(sh: &Shared, thread: &str, run: impl FnOnce()) {
         );
         let mut st = lock(&sh.state);
         st.shutdown = true;
-        let wakeups = fail_queued(sh, &mut st);
-        drop(st);
-        wake_all(wakeups);
+        fail_queued(sh, st);
         sh.work.notify_all();
         sh.space.notify_all();
     }
@@ -859,9 +857,7 @@ fn next_action(sh: &Arc<Shared>) -> Action {
     let mut st = lock(&sh.state);
     loop {
         if st.shutdown {
-            let wakeups = fail_queued(sh, &mut st);
-            drop(st);
-            wake_all(wakeups);
+            fail_queued(sh, st);
             return Action::Exit;
         }
         // Drop cancelled work from the queues (and free its queue space).
@@ -949,9 +945,9 @@ fn check_plan(sh: &Shared, offsets: &[u64]) -> Result<()> {
     Ok(())
 }
 
-/// Fails everything queued with [`Error::Shutdown`]; the wake-ups are for
-/// the caller to deliver once it has released the state lock.
-fn fail_queued(sh: &Shared, st: &mut State) -> Vec<Wakeup> {
+/// Fails everything queued with [`Error::Shutdown`], then releases the
+/// state lock and wakes the awaiting tasks.
+fn fail_queued(sh: &Shared, mut st: MutexGuard<'_, State>) {
     let mut wakeups: Vec<Wakeup> = st
         .rt
         .drain(..)
@@ -963,8 +959,9 @@ fn fail_queued(sh: &Shared, st: &mut State) -> Vec<Wakeup> {
             .drain(..)
             .filter_map(|b| b.slot.settle(Err(Error::Shutdown))),
     );
+    drop(st);
     sh.space.notify_all();
-    wakeups
+    wake_all(wakeups);
 }
 
 /// Delivers wake-ups held back while locks were held (see [`Slot::settle`]).
