@@ -19,17 +19,8 @@ if command -v cc >/dev/null 2>&1; then
 fi
 
 if command -v apt-get >/dev/null 2>&1; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-      echo "ensure-cc: no C compiler (cc) found; run as root: apt-get install -y gcc libc6-dev" >&2
-      exit 1
-    fi
-  fi
-  echo "ensure-cc: no C compiler (cc) found; installing gcc and libc6-dev (Rust links with cc)."
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
+  . "$(dirname "$0")/apt-install.sh"
+  apt_install ensure-cc "no C compiler (cc) found (Rust links with cc)" gcc libc6-dev || exit 1
   command -v cc >/dev/null 2>&1 && { echo "ensure-cc: installed."; exit 0; }
   echo "ensure-cc: gcc installed but no cc on the PATH" >&2
   exit 1

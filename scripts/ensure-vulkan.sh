@@ -53,32 +53,23 @@ if have_icd && have_loader; then
 fi
 
 if have_icd; then
-  missing="the Vulkan loader (libvulkan.so.1)"
+  missing="Vulkan loader (libvulkan.so.1)"
   packages=(libvulkan1)
 else
-  missing="a Vulkan driver"
+  missing="Vulkan driver"
   packages=(mesa-vulkan-drivers libvulkan1)
 fi
 
 if command -v apt-get >/dev/null 2>&1; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-      echo "ensure-vulkan: no $missing found; run as root: apt-get install -y ${packages[*]}" >&2
-      exit 1
-    fi
-  fi
-  echo "ensure-vulkan: no $missing found; installing ${packages[*]}."
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  . "$(dirname "$0")/apt-install.sh"
+  apt_install ensure-vulkan "no $missing found" "${packages[@]}" || exit 1
   have_icd && have_loader && { echo "ensure-vulkan: installed."; exit 0; }
   echo "ensure-vulkan: ${packages[*]} installed but no ICD manifest or no libvulkan.so.1 found" >&2
   exit 1
 fi
 
 if have_icd; then
-  echo "ensure-vulkan: warning: a Vulkan driver is installed but $missing was not found;" >&2
+  echo "ensure-vulkan: warning: a Vulkan driver is installed but no $missing was found;" >&2
   echo "  if gpulanes finds no adapter, install your distribution's Vulkan loader (vulkan-loader)." >&2
   exit 0
 fi
