@@ -612,11 +612,7 @@ fn single_element() {
 /// groups starting at unaligned offsets and empty partitions at the edges.
 #[test]
 fn more_partitions_than_one_reduction_holds_are_reduced_in_groups() {
-    let small = Engine::with_options(EngineOptions {
-        max_binding_bytes: Some(64 << 10),
-        ..Default::default()
-    })
-    .unwrap();
+    let small = small_binding_engine();
     assert_eq!(small.max_partitions(), 4095);
     let mut rng = SplitMix::new(77);
     let data = mixed_data(&mut rng, 30_000, 5);
@@ -632,7 +628,7 @@ fn more_partitions_than_one_reduction_holds_are_reduced_in_groups() {
     ] {
         let what = format!("{} partitions", describe(&p));
         let array = small.upload(&data).unwrap();
-        for (op, nan, got) in all_ops(&small, &data, &p, &what) {
+        for (op, nan, got) in all_ops(small, &data, &p, &what) {
             let want = reduce(engine(), &data, op, &p, nan);
             assert_same_bits(&got, &want, &format!("{what}, {op} {nan:?}"));
             // Device arrays: groups read in place, at their absolute offsets.

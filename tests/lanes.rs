@@ -1,13 +1,13 @@
 //! The scheduler's contracts, asserted by order and counts, never by
 //! milliseconds (these run on a 2-core CPU under lavapipe).
 
+mod common;
+
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use gpulanes::lanes::WhenFull;
-use gpulanes::{
-    Engine, EngineOptions, Error, Lanes, LanesConfig, NanPolicy, Op, Partitions, Request,
-};
+use gpulanes::{Engine, Error, Lanes, LanesConfig, NanPolicy, Op, Partitions, Request};
 
 fn engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
@@ -601,13 +601,9 @@ fn coalesced_groups_stay_within_the_partition_limit_so_no_request_fails_for_its_
     // 64 KiB bindings: at most 4095 partitions in one reduction. Two
     // requests of 3000 partitions each are fine alone; coalesced into one
     // group they used to fail together, with the small request between them.
-    let engine = Engine::with_options(EngineOptions {
-        max_binding_bytes: Some(64 << 10),
-        ..Default::default()
-    })
-    .unwrap();
+    let engine = common::small_binding_engine();
     let lanes = Lanes::new(
-        &engine,
+        engine,
         LanesConfig {
             coalesce_delay: Duration::from_millis(100),
             ..LanesConfig::default()

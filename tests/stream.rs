@@ -154,50 +154,43 @@ fn one_item_partitions_under_a_small_binding_limit_are_bitwise_equal() {
     // size has far more one-item units than that, so it must cut its units
     // to what one segment table can hold (it used to fail with an internal
     // error).
-    let small_bindings = gpulanes::Engine::with_options(gpulanes::EngineOptions {
-        max_binding_bytes: Some(64 << 10),
-        ..Default::default()
-    })
-    .unwrap();
-    let d = data(20_000, 31);
-    let p = Partitions::EqualSize(1);
-    for op in [Op::Sum, Op::Max] {
-        let got = small_bindings
-            .reduce_chunks(
-                pieces(&d, 5),
-                op,
-                &p,
-                NanPolicy::Propagate,
-                &StreamOptions::default(),
-            )
-            .unwrap_or_else(|e| panic!("{op}: {e}"));
-        assert_same(
-            &got,
-            &in_memory(&d, op, &p, NanPolicy::Propagate),
-            &format!("{op}, one-item partitions, 64 KiB bindings"),
-        );
-    }
-    // A long partition makes the tree two levels deep, so each of the
+    //
+    // A long partition first makes the tree two levels deep, so each of the
     // one-item partitions after it becomes a partial-pass task of one
     // partial: those submissions must be capped to one table too.
-    let mut offsets = vec![0u64, 20_000];
-    offsets.extend((1..=10_000).map(|i| 20_000 + i));
-    let d = data(30_000, 32);
-    let p = Partitions::Offsets(offsets);
-    let got = small_bindings
-        .reduce_chunks(
-            pieces(&d, 6),
-            Op::Sum,
-            &p,
-            NanPolicy::Propagate,
-            &StreamOptions::default(),
-        )
-        .unwrap_or_else(|e| panic!("a long partition, then one-item ones: {e}"));
-    assert_same(
-        &got,
-        &in_memory(&d, Op::Sum, &p, NanPolicy::Propagate),
-        "a long partition, then 10000 one-item partitions, 64 KiB bindings",
-    );
+    let mut long_then_ones = vec![0u64, 20_000];
+    long_then_ones.extend((1..=10_000).map(|i| 20_000 + i));
+    let cases = [
+        (
+            data(20_000, 31),
+            5,
+            Partitions::EqualSize(1),
+            &[Op::Sum, Op::Max][..],
+            "one-item partitions",
+        ),
+        (
+            data(30_000, 32),
+            6,
+            Partitions::Offsets(long_then_ones),
+            &[Op::Sum][..],
+            "a long partition, then 10000 one-item partitions",
+        ),
+    ];
+    for (d, seed, p, ops, what) in cases {
+        for &op in ops {
+            let what = format!("{op}, {what}, 64 KiB bindings");
+            let got = common::small_binding_engine()
+                .reduce_chunks(
+                    pieces(&d, seed),
+                    op,
+                    &p,
+                    NanPolicy::Propagate,
+                    &StreamOptions::default(),
+                )
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_same(&got, &in_memory(&d, op, &p, NanPolicy::Propagate), &what);
+        }
+    }
 }
 
 #[test]

@@ -83,6 +83,20 @@ pub fn tiny_engine() -> &'static Engine {
     E.get_or_init(|| Engine::with_options(tiny_options()).expect("engine with tiny caps"))
 }
 
+/// An engine whose storage bindings are capped at 64 KiB (the least
+/// allowed) and nothing else: one reduction then holds at most 4095
+/// partitions (its segment table must fit a binding).
+pub fn small_binding_engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
+        Engine::with_options(EngineOptions {
+            max_binding_bytes: Some(64 << 10),
+            ..Default::default()
+        })
+        .expect("engine with 64 KiB bindings")
+    })
+}
+
 /// An engine with the wide kernels and the workgroup-memory tree.
 pub fn no_subgroup_engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
