@@ -315,9 +315,9 @@ impl Engine {
 
     /// Most partitions one reduction may have on this device: its segment
     /// table must fit one binding. This bounds [`Engine::encode`] and one
-    /// request to the lanes; [`Engine::reduce_partitions`],
-    /// [`Engine::reduce_device`] and the streaming paths take any number,
-    /// in groups of at most this many.
+    /// real-time request; [`Engine::reduce_partitions`],
+    /// [`Engine::reduce_device`], batch jobs and the streaming paths take
+    /// any number, in groups of at most this many.
     pub fn max_partitions(&self) -> u64 {
         exec::max_partitions(&self.ctx)
     }

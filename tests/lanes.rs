@@ -640,21 +640,131 @@ fn coalesced_groups_stay_within_the_partition_limit_so_no_request_fails_for_its_
     );
     assert_eq!(lanes.metrics().realtime.failed, 0);
 
-    // One request over the limit is refused when submitted, in both lanes,
-    // with the limit named.
-    for lane in [gpulanes::Lane::RealTime, gpulanes::Lane::Batch] {
-        let err = lanes
-            .submit(
-                lane,
-                Request::host(data(5000, 4), Op::Sum).partitions(each.clone()),
-            )
-            .err()
-            .expect("5000 partitions exceed the 4095 of 64 KiB bindings");
-        match err {
-            Error::InvalidPartitions(msg) => assert!(msg.contains("4095"), "{msg}"),
-            e => panic!("{lane:?}: wrong error: {e}"),
+    // A real-time request over the limit is refused when submitted, with
+    // the limit named and the batch lane pointed to.
+    let err = lanes
+        .realtime(Request::host(data(5000, 4), Op::Sum).partitions(each.clone()))
+        .err()
+        .expect("5000 partitions exceed the 4095 of 64 KiB bindings");
+    match err {
+        Error::InvalidPartitions(msg) => {
+            assert!(msg.contains("4095") && msg.contains("batch lane"), "{msg}")
         }
+        e => panic!("wrong error: {e}"),
     }
+}
+
+#[test]
+fn batch_jobs_over_the_partition_limit_run_in_groups_with_the_bits_of_running_alone() {
+    // 64 KiB bindings: at most 4095 partitions per reduction, so these jobs
+    // run as 2-4 groups, each cut into small chunks. The partitions hold
+    // NaN, infinities and signed zeros, straddle the groups' edges, and one
+    // whole group is nothing but empty partitions (a group with no work).
+    let engine = common::small_binding_engine();
+    let limit = engine.max_partitions() as usize;
+    assert_eq!(limit, 4095);
+    let lanes = Lanes::new(
+        engine,
+        LanesConfig {
+            min_chunk_units: 1000,
+            max_chunk_units: 1000,
+            ..small_chunks()
+        },
+    )
+    .unwrap();
+    let mut rng = common::SplitMix::new(31);
+    let d = common::mixed_data(&mut rng, 3 * 8192 + 77, 20);
+    let n = d.len() as u64;
+    // Ragged partitions: 5 items each, then empty ones (the whole second
+    // group), then 3 items each.
+    let mut ragged: Vec<u64> = (0..limit as u64).map(|i| i * 5).collect();
+    let end_of_fives = *ragged.last().unwrap();
+    ragged.extend(std::iter::repeat_n(end_of_fives, limit + 10));
+    ragged.extend((1..).map(|i| end_of_fives + i * 3).take_while(|&o| o < n));
+    ragged.push(n);
+    let cases = [
+        (Op::Sum, Partitions::EqualSize(3), NanPolicy::Propagate),
+        (Op::Mean, Partitions::EqualSize(5), NanPolicy::Ignore),
+        (
+            Op::Max,
+            Partitions::Offsets(ragged.clone()),
+            NanPolicy::Ignore,
+        ),
+        (Op::Min, Partitions::Offsets(ragged), NanPolicy::Propagate),
+        (Op::Count, Partitions::EqualSize(2), NanPolicy::Ignore),
+    ];
+    let array = Arc::new(engine.upload(&d).unwrap());
+    for (op, parts, nan) in cases {
+        let k = parts.offsets(n).unwrap().len() - 1;
+        assert!(k > limit, "{op} {k}: the case must need groups");
+        let host = lanes
+            .batch(
+                Request::host(d.clone(), op)
+                    .partitions(parts.clone())
+                    .nan(nan),
+            )
+            .unwrap();
+        let device = lanes
+            .batch(
+                Request::device(array.clone(), op)
+                    .partitions(parts.clone())
+                    .nan(nan),
+            )
+            .unwrap();
+        let (host, device) = (host.wait().unwrap(), device.wait().unwrap());
+        let alone = engine.reduce_partitions(&d, op, &parts, nan).unwrap();
+        let what = format!("{op} {} {nan:?}", common::describe(&parts));
+        assert_eq!(host.values.len(), k, "{what}");
+        common::assert_matches_reference(&host, &d, op, &parts, nan, &what);
+        common::assert_same_bits(&host, &alone, &format!("{what}: host input"));
+        common::assert_same_bits(&device, &alone, &format!("{what}: device input"));
+    }
+    let m = lanes.metrics();
+    assert_eq!((m.batch.completed, m.batch.failed), (10, 0));
+}
+
+#[test]
+fn cancelling_a_grouped_batch_job_stops_it_between_chunks_and_spares_the_next() {
+    let engine = common::small_binding_engine();
+    let lanes = Lanes::new(
+        engine,
+        LanesConfig {
+            min_chunk_units: 64,
+            max_chunk_units: 64,
+            ..small_chunks()
+        },
+    )
+    .unwrap();
+    // 5 groups of 4095 partitions of 64 items (one unit each): about 64
+    // chunks per group.
+    let d = data(5 * 4095 * 64, 5);
+    let parts = Partitions::EqualSize(64);
+    let doomed = lanes
+        .batch(Request::host(d.clone(), Op::Sum).partitions(parts.clone()))
+        .unwrap();
+    // Cancelled once it is into its second group.
+    while lanes.metrics().batch.submits < 100 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    doomed.cancel();
+    assert!(matches!(doomed.wait(), Err(Error::Cancelled)));
+    lanes.wait_idle();
+    let doomed_chunks = lanes.metrics().batch.submits;
+    let next = lanes
+        .batch(Request::host(d.clone(), Op::Max).partitions(parts.clone()))
+        .unwrap();
+    let got = next.wait().unwrap();
+    let whole_job_chunks = lanes.metrics().batch.submits - doomed_chunks;
+    assert!(
+        doomed_chunks < whole_job_chunks,
+        "the cancelled job ran {doomed_chunks} chunks, a whole one {whole_job_chunks}"
+    );
+    let alone = engine
+        .reduce_partitions(&d, Op::Max, &parts, NanPolicy::Propagate)
+        .unwrap();
+    common::assert_same_bits(&got, &alone, "the job after a cancelled one");
+    let m = lanes.metrics();
+    assert_eq!((m.batch.completed, m.batch.cancelled), (1, 1));
 }
 
 #[test]

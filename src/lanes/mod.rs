@@ -14,6 +14,9 @@
 //!   throughput observed on this device (GPU timestamps around one chunk in
 //!   four where the adapter has them). Chunking never changes the dispatches a
 //!   job runs, so a job's result is bitwise the same as running it alone.
+//!   A job with more partitions than one reduction may have on the device
+//!   runs as consecutive groups of partitions, with the same bits (see
+//!   `batch`).
 //! * Submission is just in time: the dispatcher predicts when the GPU will
 //!   finish what it has been given and submits the next batch chunk only
 //!   when that is within `submit_lead`. So the GPU is kept fed while the
@@ -31,6 +34,7 @@
 //!   coalesced batch). One dispatcher thread submits; one poller thread
 //!   completes handles, so submitting threads never block on readback.
 
+mod batch;
 mod chunk_timer;
 mod handle;
 mod job_cache;
@@ -49,6 +53,7 @@ use std::time::{Duration, Instant};
 pub use handle::Handle;
 pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 
+use self::batch::{BatchEntry, run_batch_chunk};
 use self::chunk_timer::ChunkTimer;
 use self::handle::{Slot, Wakeup};
 use self::job_cache::{JobCache, JobShape, PreparedJob};
@@ -58,11 +63,10 @@ use self::quantum::Throughput;
 use crate::device_array::{DeviceArray, pooled_input, write_padded};
 use crate::engine::{Context, Engine};
 use crate::error::{Error, Result};
-use crate::exec::{FinalPartials, Job, check_partition_count, max_partitions};
+use crate::exec::{FinalPartials, Job, max_partitions};
 use crate::op::{KernelOp, NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
-use crate::plan::{Plan, Span};
-use crate::pool::PooledBuffer;
+use crate::plan::Plan;
 
 /// Which lane a request goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -130,8 +134,9 @@ pub struct LanesConfig {
     pub coalesce_delay: Duration,
     /// Most requests in one coalesced submission. (A group also stays
     /// within the device's partition limit per reduction, so a request
-    /// never fails for the partitions of the others; one request over that
-    /// limit is refused when submitted.)
+    /// never fails for the partitions of the others; one real-time request
+    /// over that limit is refused when submitted; batch jobs take any
+    /// number.)
     pub max_coalesced_requests: usize,
     /// Most input bytes in one coalesced submission.
     pub max_coalesced_bytes: u64,
@@ -270,25 +275,6 @@ struct RtEntry {
     deadline: Option<Instant>,
     enqueued: Instant,
     slot: Arc<Slot<Reduction>>,
-}
-
-struct BatchEntry {
-    input: Input,
-    offsets: Vec<u64>,
-    op: Op,
-    nan: NanPolicy,
-    enqueued: Instant,
-    slot: Arc<Slot<Reduction>>,
-    active: Option<ActiveJob>,
-}
-
-/// A batch job being submitted chunk by chunk.
-struct ActiveJob {
-    job: Job,
-    next: usize,
-    /// Device buffers for host input (kept until the job is done).
-    host_buffers: Vec<PooledBuffer>,
-    spans: Vec<Span>,
 }
 
 #[derive(Default)]
@@ -508,7 +494,7 @@ impl Lanes {
                     )));
                 }
                 // Validate the plan now so a bad request never joins a group.
-                check_plan(sh, &offsets)?;
+                check_realtime_plan(sh, &offsets)?;
                 let mut st = self.wait_for_space(lane, bytes)?;
                 st.rt_bytes += bytes;
                 st.rt.push_back(RtEntry {
@@ -527,17 +513,19 @@ impl Lanes {
                         "deadlines apply to real-time requests only".into(),
                     ));
                 }
-                check_plan(sh, &offsets)?;
-                let mut st = self.wait_for_space(lane, bytes)?;
-                st.batch.push_back(BatchEntry {
-                    input: request.input,
+                // Any number of partitions: over the per-reduction limit the
+                // job runs in groups (see `batch`), each planned when it
+                // starts (the offsets are checked above).
+                let entry = BatchEntry::new(
+                    sh,
+                    request.input,
                     offsets,
-                    op: request.op,
-                    nan: request.nan,
-                    enqueued: Instant::now(),
-                    slot: slot.clone(),
-                    active: None,
-                });
+                    request.op,
+                    request.nan,
+                    slot.clone(),
+                );
+                let mut st = self.wait_for_space(lane, bytes)?;
+                st.batch.push_back(entry);
             }
         }
         sh.work.notify_all();
@@ -833,9 +821,6 @@ fn dispatcher_loop(sh: &Arc<Shared>) {
     }
 }
 
-/// Batch chunks per chunk timed with GPU timestamps.
-const TIMED_EVERY: u64 = 4;
-
 /// Waits for something to do, real-time first.
 fn next_action(sh: &Arc<Shared>) -> Action {
     let cfg = &sh.cfg;
@@ -934,13 +919,18 @@ fn next_action(sh: &Arc<Shared>) -> Action {
     }
 }
 
-/// Checks a request's partitions before it is queued: a valid plan, and no
-/// more partitions than one reduction may have on this device (a request
-/// with no items needs no segment table).
-fn check_plan(sh: &Shared, offsets: &[u64]) -> Result<()> {
+/// Checks a real-time request's partitions before it is queued: a valid
+/// plan, and no more partitions than one reduction may have on this device
+/// (a group is one reduction; a request with no items needs no segment
+/// table). The batch lane takes any number.
+fn check_realtime_plan(sh: &Shared, offsets: &[u64]) -> Result<()> {
     let plan = Plan::new(offsets)?;
-    if !plan.levels.is_empty() {
-        check_partition_count(&sh.ctx, offsets.len() as u64 - 1)?;
+    let partitions = offsets.len() as u64 - 1;
+    let limit = max_partitions(&sh.ctx);
+    if !plan.levels.is_empty() && partitions > limit {
+        return Err(Error::InvalidPartitions(format!(
+            "a real-time request of {partitions} partitions exceeds this device's limit of {limit} per reduction; the batch lane takes any number"
+        )));
     }
     Ok(())
 }
@@ -1258,215 +1248,4 @@ fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>)
     }
     drop(m);
     wake_all(wakeups);
-}
-
-/// Submits the next chunk of a batch job; returns the entry if unfinished.
-fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry> {
-    if entry.slot.is_settled() {
-        return None; // cancelled: stop here, buffers are released
-    }
-    let ctx = &sh.ctx;
-    if entry.active.is_none() {
-        match activate(sh, &entry) {
-            Ok(a) => entry.active = Some(a),
-            Err(e) => {
-                if entry.slot.complete(Err(e)) {
-                    lock(&sh.metrics).batch.failed += 1;
-                }
-                return None;
-            }
-        }
-    }
-    if entry
-        .active
-        .as_ref()
-        .is_some_and(|a| a.job.dispatch_count() == 0)
-    {
-        // No items (an empty input, or only empty partitions): nothing to
-        // run, and the result is ready now.
-        let active = entry.active.take().expect("activated");
-        finish_batch(sh, entry, active);
-        return None;
-    }
-    let active = entry.active.as_mut().expect("activated");
-    let job = &active.job;
-    let total = job.dispatch_count();
-    // One element-pass dispatch per chunk; the small upper levels and the
-    // readback ride along with the last one.
-    let mut end = active.next + 1;
-    while end < total && job.input_window(end).is_none() {
-        end += 1;
-    }
-    let last = end >= total;
-    let scope = crate::engine::ErrorScopes::push(&ctx.device);
-    let mut chunk_bytes = 0u64;
-    for i in active.next..end {
-        if let Some((buffer, range)) = job.input_window(i) {
-            let span = active.spans[buffer];
-            chunk_bytes += range.end - range.start;
-            if let Input::Host(data) = &entry.input {
-                // Upload just this chunk's window, right before it runs.
-                let first = span.base_item + range.start / 4;
-                let end_item = (span.base_item + range.end / 4).min(span.base_item + span.items);
-                if end_item > first {
-                    ctx.queue.write_buffer(
-                        &active.host_buffers[buffer],
-                        range.start,
-                        bytemuck::cast_slice(&data[first as usize..end_item as usize]),
-                    );
-                }
-            }
-        }
-    }
-    let mut encoder = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("gpulanes batch chunk"),
-        });
-    // One chunk in TIMED_EVERY carries timestamps: enough observations for
-    // the throughput average, and on lavapipe each timed chunk's extra
-    // passes, resolve and readback cost as much as a small chunk's work.
-    let chunk_no = sh.chunks.fetch_add(1, Ordering::Relaxed);
-    let timed = if chunk_no.is_multiple_of(TIMED_EVERY) {
-        sh.timer.as_ref().and_then(|t| t.claim())
-    } else {
-        None
-    };
-    if let Some(t) = &timed {
-        t.begin(&mut encoder);
-    }
-    job.encode(ctx, &mut encoder, active.next..end);
-    if let Some(t) = &timed {
-        t.end(&mut encoder);
-    }
-    if last {
-        job.encode_readback(&mut encoder);
-    }
-    active.next = end;
-    let index = ctx.queue.submit([encoder.finish()]);
-    let submitted = Instant::now();
-    if let Err(e) = scope.check() {
-        if entry.slot.complete(Err(e)) {
-            lock(&sh.metrics).batch.failed += 1;
-        }
-        return None;
-    }
-    let predicted = busy_for(sh, chunk_bytes);
-    {
-        let mut st = lock(&sh.state);
-        st.batch_in_flight += 1;
-        st.pred.predict(submitted, predicted);
-    }
-    lock(&sh.metrics).batch.on_submit(chunk_bytes, submitted);
-    let sh2 = sh.clone();
-    // The chunk's GPU time from its timestamps where the device has them;
-    // otherwise from when completions arrive (coarser: callbacks come in
-    // bursts, and real-time work runs between chunks).
-    let wall_clock_observation = sh.timer.is_none();
-    if let Some(t) = timed {
-        let sh3 = sh.clone();
-        t.read(move |gpu_time| {
-            if let Some(d) = gpu_time {
-                lock(&sh3.throughput).observe(chunk_bytes, d, true);
-            }
-        });
-    }
-    ctx.queue.on_submitted_work_done(move || {
-        if wall_clock_observation {
-            let busy = mark_done(&sh2, submitted);
-            lock(&sh2.throughput).observe(chunk_bytes, busy, false);
-        }
-        let mut st = lock(&sh2.state);
-        st.batch_in_flight -= 1;
-        st.note_completion(Instant::now(), predicted);
-        drop(st);
-        sh2.work.notify_all();
-        sh2.space.notify_all();
-    });
-    let result = if last {
-        let active = entry.active.take().expect("active");
-        finish_batch(sh, entry, active);
-        None
-    } else {
-        Some(entry)
-    };
-    track(sh, index);
-    result
-}
-
-/// Reads a batch job's result back once its last chunk is done (at once for
-/// a job with nothing to run) and completes its handle.
-fn finish_batch(sh: &Arc<Shared>, entry: BatchEntry, active: ActiveJob) {
-    let (slot, op, nan, enqueued) = (entry.slot, entry.op, entry.nan, entry.enqueued);
-    let bytes = entry.input.len() * 4;
-    let sh = sh.clone();
-    let keep_input = entry.input;
-    let host_buffers = active.host_buffers;
-    active.job.read_async(move |r| {
-        let _keep = (host_buffers, keep_input);
-        let now = Instant::now();
-        let mut m = lock(&sh.metrics);
-        let wakeup = match r {
-            Ok(f) => {
-                let k = f.partition_lens.len();
-                let w = slot.settle(Ok(f.finish(op, nan, 0..k)));
-                if w.is_some() {
-                    m.batch.on_done(now - enqueued, bytes, now);
-                }
-                w
-            }
-            Err(e) => {
-                let w = slot.settle(Err(e));
-                if w.is_some() {
-                    m.batch.failed += 1;
-                }
-                w
-            }
-        };
-        drop(m);
-        if let Some(w) = wakeup {
-            w.wake();
-        }
-    });
-}
-
-/// Prepares a batch job: device buffers for host input (filled chunk by
-/// chunk later), and all dispatches cut to the current quantum.
-fn activate(sh: &Shared, entry: &BatchEntry) -> Result<ActiveJob> {
-    let ctx = &sh.ctx;
-    let plan = Plan::new(&entry.offsets)?;
-    // The quantum bounds the batch work queued ahead of a real-time
-    // request: one chunk plus at most the lead of the next one. (A chunk
-    // gets at least half the quantum, so a lead above half the quantum
-    // stretches that bound to chunk + lead.)
-    let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
-    let units =
-        lock(&sh.throughput).units_for(chunk_time, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
-    let scope = crate::engine::ErrorScopes::push(&ctx.device);
-    let (job, host_buffers, spans) = match &entry.input {
-        Input::Device(array) => {
-            let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
-            let spans = array.spans();
-            (
-                Job::prepare(ctx, entry.op.kernel(), plan, &inputs, &spans, Some(units))?,
-                Vec::new(),
-                spans,
-            )
-        }
-        Input::Host(data) => {
-            // Filled chunk by chunk, right before each chunk runs.
-            let (buffers, spans) =
-                pooled_input(ctx, data.len() as u64, None, "gpulanes batch input");
-            let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
-            let job = Job::prepare(ctx, entry.op.kernel(), plan, &inputs, &spans, Some(units))?;
-            (job, buffers, spans)
-        }
-    };
-    scope.check()?;
-    Ok(ActiveJob {
-        job,
-        next: 0,
-        host_buffers,
-        spans,
-    })
 }
