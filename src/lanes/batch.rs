@@ -2,7 +2,7 @@
 //! (one element-pass dispatch, sized to the quantum) at a time.
 //!
 //! A job with more partitions than one reduction may have on this device
-//! ([`max_partitions`](crate::exec::max_partitions): its segment table must
+//! ([`max_partitions`]: its segment table must
 //! fit one binding) runs as consecutive groups of at most that many
 //! partitions, one job after the other, each chunked the same way. A
 //! partition's reduction tree depends only on positions inside it, so the

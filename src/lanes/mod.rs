@@ -35,17 +35,18 @@
 //!   completes handles, so submitting threads never block on readback.
 
 mod batch;
+mod calibration;
 mod chunk_timer;
 mod handle;
 mod job_cache;
 mod metrics;
 mod pacing;
 mod quantum;
+mod realtime;
 mod thread_slice;
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -54,19 +55,20 @@ pub use handle::Handle;
 pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 
 use self::batch::{BatchEntry, run_batch_chunk};
+use self::calibration::calibrate;
 use self::chunk_timer::ChunkTimer;
 use self::handle::{Slot, Wakeup};
-use self::job_cache::{JobCache, JobShape, PreparedJob};
+use self::job_cache::JobCache;
 pub(crate) use self::metrics::LaneMetrics;
 use self::pacing::{Decision, IDLE_WAIT, MAX_PREDICTION, Pacing, Prediction, Queues, decide};
 use self::quantum::Throughput;
-use crate::device_array::{DeviceArray, pooled_input, write_padded};
+use self::realtime::{RtEntry, check_realtime_plan, run_realtime};
+use crate::device_array::DeviceArray;
 use crate::engine::{Context, Engine};
 use crate::error::{Error, Result};
-use crate::exec::{FinalPartials, Job, max_partitions};
-use crate::op::{KernelOp, NanPolicy, Op, Reduction};
+use crate::exec::max_partitions;
+use crate::op::{NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
-use crate::plan::Plan;
 
 /// Which lane a request goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -267,16 +269,6 @@ impl Request {
     }
 }
 
-struct RtEntry {
-    data: Arc<[f32]>,
-    offsets: Vec<u64>,
-    op: Op,
-    nan: NanPolicy,
-    deadline: Option<Instant>,
-    enqueued: Instant,
-    slot: Arc<Slot<Reduction>>,
-}
-
 #[derive(Default)]
 struct State {
     rt: VecDeque<RtEntry>,
@@ -333,7 +325,7 @@ struct Shared {
     /// Predicted GPU time of a real-time submission besides its bytes.
     rt_fixed: Duration,
     /// The driver's submit waits while the queue executes (see
-    /// [`probe_blocking_submit`]).
+    /// `calibration::probe_blocking_submit`).
     submit_blocks: bool,
     state: Mutex<State>,
     /// Wakes the dispatcher: new work, freed GPU slots, cancellation, shutdown.
@@ -677,101 +669,6 @@ impl Drop for Lanes {
     }
 }
 
-struct Calibration {
-    /// A whole reduction of one float: submit, dispatch, readback.
-    round_trip: Duration,
-    /// Marginal reduction throughput: extra bytes over extra time.
-    bytes_per_s: f64,
-    /// A submit made while the queue executes earlier work waits for it.
-    submit_blocks: bool,
-}
-
-/// Measures the real-time round trip and the marginal throughput (a 16 MiB
-/// reduction's time minus a one-float reduction's, so fixed costs do not
-/// count as slowness). A few milliseconds on a GPU.
-///
-/// The round trip sets the quantum and the submit lead, so it should be the
-/// device's, not the host's noise: it is the lower quartile of 16 runs after
-/// 2 warm-up runs (noise only ever adds time; a median of 5 swung the
-/// quantum between 1.1 and 1.9 ms from run to run on lavapipe).
-fn calibrate(engine: &Engine) -> Result<Calibration> {
-    let n = 4usize << 20;
-    let data: Vec<f32> = (0..n).map(|i| (i % 1024) as f32 * 0.5 - 7.0).collect();
-    let big = engine.upload(&data)?;
-    let one = engine.upload(&data[..1])?;
-    let time = |array: &DeviceArray, warm_up: usize, runs: usize, quantile: f64| {
-        let mut times = Vec::with_capacity(runs);
-        for i in 0..warm_up + runs {
-            let t = Instant::now();
-            engine.reduce_device(array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
-            if i >= warm_up {
-                times.push(t.elapsed());
-            }
-        }
-        times.sort();
-        Ok::<_, Error>(times[((runs - 1) as f64 * quantile) as usize])
-    };
-    let round_trip = time(&one, 2, 16, 0.25)?;
-    let full = time(&big, 0, 5, 0.5)?;
-    let extra = full
-        .saturating_sub(round_trip)
-        .max(Duration::from_micros(1));
-    Ok(Calibration {
-        round_trip,
-        bytes_per_s: (n * 4) as f64 / extra.as_secs_f64(),
-        // A failed probe only loses an optimisation: assume a queueing driver.
-        submit_blocks: probe_blocking_submit(engine, &big, extra).unwrap_or(false),
-    })
-}
-
-/// Whether a submit made while the queue executes earlier work blocks until
-/// that work is done. Lavapipe's does: its queue runs one submission at a
-/// time and `vkQueueSubmit` waits for the running one (measured: a second
-/// submit during a 70 ms job returned after 69 ms, the first after 62 us).
-/// Probed by submitting an empty command buffer right behind the 16 MiB
-/// reduction, whose GPU work takes `work`; the fastest of three such submit
-/// calls must take over half of that (one slow call can be preemption on a
-/// busy host). A reduction under 1 ms is too short to tell, and such a fast
-/// device is assumed to queue.
-fn probe_blocking_submit(engine: &Engine, big: &DeviceArray, work: Duration) -> Result<bool> {
-    if work < Duration::from_millis(1) {
-        return Ok(false);
-    }
-    let mut fastest = Duration::MAX;
-    for _ in 0..3 {
-        fastest = fastest.min(time_submit_behind(engine, big)?);
-        if fastest <= work / 2 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// How long an empty submit takes right behind a reduction of `big`.
-fn time_submit_behind(engine: &Engine, big: &DeviceArray) -> Result<Duration> {
-    let device = engine.device();
-    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-        label: Some("gpulanes submit probe"),
-    });
-    let pending = engine.encode(
-        &mut encoder,
-        big,
-        Op::Sum,
-        &Partitions::Whole,
-        NanPolicy::Propagate,
-    )?;
-    let queue = engine.queue();
-    let first = queue.submit([encoder.finish()]);
-    let empty = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-        label: Some("gpulanes submit probe (empty)"),
-    });
-    let t = Instant::now();
-    queue.submit([empty.finish()]);
-    let second_call = t.elapsed();
-    pending.wait(engine, first)?;
-    Ok(second_call)
-}
-
 /// Runs a scheduler thread's loop; should it panic (a bug in gpulanes),
 /// the scheduler shuts down instead of leaving every handle waiting:
 /// queued work fails with [`Error::Shutdown`], new submissions are refused
@@ -919,22 +816,6 @@ fn next_action(sh: &Arc<Shared>) -> Action {
     }
 }
 
-/// Checks a real-time request's partitions before it is queued: a valid
-/// plan, and no more partitions than one reduction may have on this device
-/// (a group is one reduction; a request with no items needs no segment
-/// table). The batch lane takes any number.
-fn check_realtime_plan(sh: &Shared, offsets: &[u64]) -> Result<()> {
-    let plan = Plan::new(offsets)?;
-    let partitions = offsets.len() as u64 - 1;
-    let limit = max_partitions(&sh.ctx);
-    if !plan.levels.is_empty() && partitions > limit {
-        return Err(Error::InvalidPartitions(format!(
-            "a real-time request of {partitions} partitions exceeds this device's limit of {limit} per reduction; the batch lane takes any number"
-        )));
-    }
-    Ok(())
-}
-
 /// Fails everything queued with [`Error::Shutdown`], then releases the
 /// state lock and wakes the awaiting tasks.
 fn fail_queued(sh: &Shared, mut st: MutexGuard<'_, State>) {
@@ -1008,244 +889,8 @@ fn mark_done(sh: &Shared, submitted: Instant) -> Duration {
     now.saturating_duration_since(start)
 }
 
-/// One coalesced submission for a group of real-time requests.
-fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
-    let now = Instant::now();
-    let (live, expired): (Vec<_>, Vec<_>) = reqs
-        .into_iter()
-        .partition(|r| r.deadline.is_none_or(|d| d > now));
-    if !expired.is_empty() {
-        let mut m = lock(&sh.metrics);
-        let mut wakeups = Vec::new();
-        for r in expired {
-            let late_by = now - r.deadline.expect("expired has a deadline");
-            // A request cancelled meanwhile counts as cancelled only.
-            if let Some(w) = r.slot.settle(Err(Error::DeadlineExceeded { late_by })) {
-                m.rt.deadline_misses += 1;
-                m.rt.failed += 1;
-                wakeups.push(w);
-            }
-        }
-        drop(m);
-        wake_all(wakeups);
-    }
-    // One job per kernel family; requests keep their own partition ranges.
-    let mut groups: Vec<(KernelOp, Vec<RtEntry>)> = Vec::new();
-    for r in live {
-        match groups.iter_mut().find(|(k, _)| *k == r.op.kernel()) {
-            Some((_, g)) => g.push(r),
-            None => groups.push((r.op.kernel(), vec![r])),
-        }
-    }
-    if groups.is_empty() {
-        release_realtime_slot(sh, Duration::ZERO);
-        return;
-    }
-    let ctx = &sh.ctx;
-    let mut encoder = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("gpulanes real-time"),
-        });
-    let scope = crate::engine::ErrorScopes::push(&ctx.device);
-    let mut prepared = Vec::new();
-    let mut total_bytes = 0u64;
-    for (kernel, group) in groups {
-        match prepare_group(sh, kernel, &group) {
-            Ok((shape, prepared_job)) => {
-                let job = &prepared_job.job;
-                job.encode(ctx, &mut encoder, 0..job.dispatch_count());
-                job.encode_readback(&mut encoder);
-                total_bytes += group.iter().map(|r| r.data.len() as u64 * 4).sum::<u64>();
-                prepared.push((shape, prepared_job, group));
-            }
-            Err(e) => fail_all(sh, group, &e),
-        }
-    }
-    if prepared.is_empty() {
-        let _ = scope.check();
-        release_realtime_slot(sh, Duration::ZERO);
-        return;
-    }
-    let command_buffer = encoder.finish();
-    // Preparation only: on drivers whose submit blocks while the queue
-    // executes (lavapipe), the submit call itself is waiting, not working.
-    let prepared_in = now.elapsed();
-    let index = ctx.queue.submit([command_buffer]);
-    let submitted = Instant::now();
-    if let Err(e) = scope.check() {
-        for (_, _, group) in prepared {
-            fail_all(sh, group, &e);
-        }
-        release_realtime_slot(sh, Duration::ZERO);
-        return;
-    }
-    let busy = sh.rt_fixed.saturating_add(busy_for(sh, total_bytes));
-    {
-        let mut st = lock(&sh.state);
-        st.pred.predict(submitted, busy);
-        let cap = sh.quantum.saturating_sub(sh.lead) / 2;
-        st.pred.observe_rt_prep(prepared_in, cap);
-    }
-    lock(&sh.metrics).rt.on_submit(total_bytes, submitted);
-    let remaining = Arc::new(AtomicUsize::new(prepared.len()));
-    for (
-        shape,
-        PreparedJob {
-            job,
-            input,
-            single_buffer,
-        },
-        group,
-    ) in prepared
-    {
-        let sh2 = sh.clone();
-        let remaining = remaining.clone();
-        job.read_async_keep(move |result, job| {
-            // Kept before the handles complete (the results are already
-            // read out), so a client that resubmits at once finds it.
-            if result.is_ok() {
-                let kept = PreparedJob {
-                    job,
-                    input,
-                    single_buffer,
-                };
-                sh2.jobs.keep(shape, kept);
-            }
-            finish_group(&sh2, group, result);
-            if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                if sh2.timer.is_none() {
-                    mark_done(&sh2, submitted);
-                }
-                release_realtime_slot(&sh2, busy);
-            }
-        });
-    }
-    track(sh, index);
-}
-
 /// Predicted GPU time to reduce `bytes` at the observed throughput.
 fn busy_for(sh: &Shared, bytes: u64) -> Duration {
     let rate = lock(&sh.throughput).bytes_per_s();
     Duration::try_from_secs_f64(bytes as f64 / rate).unwrap_or(MAX_PREDICTION)
-}
-
-/// Frees a real-time slot; `busy` is what its submission was predicted at
-/// (zero when nothing was submitted).
-fn release_realtime_slot(sh: &Shared, busy: Duration) {
-    let mut st = lock(&sh.state);
-    st.rt_in_flight -= 1;
-    st.note_completion(Instant::now(), busy);
-    drop(st);
-    sh.work.notify_all();
-    sh.space.notify_all();
-}
-
-fn fail_all(sh: &Shared, group: Vec<RtEntry>, e: &Error) {
-    let mut m = lock(&sh.metrics);
-    let mut wakeups = Vec::new();
-    for r in group {
-        if let Some(w) = r.slot.settle(Err(e.clone())) {
-            m.rt.failed += 1;
-            wakeups.push(w);
-        }
-    }
-    drop(m);
-    wake_all(wakeups);
-}
-
-/// Concatenates a group's data and partitions, uploads it and prepares one
-/// job, or takes one kept for a group of the same shape (then only the data
-/// is uploaded).
-fn prepare_group(
-    sh: &Shared,
-    kernel: KernelOp,
-    group: &[RtEntry],
-) -> Result<(JobShape, PreparedJob)> {
-    let ctx = &sh.ctx;
-    // A group of one request (the common case at low rates) is uploaded
-    // from the request's own data, not a copy.
-    let (data, offsets): (Cow<'_, [f32]>, Vec<u64>) = match group {
-        [one] => (Cow::Borrowed(&one.data[..]), one.offsets.clone()),
-        _ => {
-            let total: usize = group.iter().map(|r| r.data.len()).sum();
-            let mut data = Vec::with_capacity(total);
-            let mut offsets = vec![0u64];
-            for r in group {
-                let base = data.len() as u64;
-                offsets.extend(r.offsets[1..].iter().map(|o| o + base));
-                data.extend_from_slice(&r.data);
-            }
-            (Cow::Owned(data), offsets)
-        }
-    };
-    let shape = JobShape { kernel, offsets };
-    if let Some(kept) = sh.jobs.take(&shape) {
-        write_padded(&ctx.queue, &kept.input, &data);
-        return Ok((shape, kept));
-    }
-    let plan = Plan::new(&shape.offsets)?;
-    let (mut buffers, spans) = pooled_input(
-        ctx,
-        data.len() as u64,
-        Some(&data),
-        "gpulanes real-time input",
-    );
-    let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
-    let job = Job::prepare(ctx, kernel, plan, &inputs, &spans, None)?;
-    // Inputs over one buffer (only under tiny buffer caps) keep the rest
-    // alive inside the job and are never reused.
-    let single_buffer = buffers.len() == 1;
-    let input = buffers.remove(0);
-    let job = job.keeping(buffers);
-    Ok((
-        shape,
-        PreparedJob {
-            job,
-            input,
-            single_buffer,
-        },
-    ))
-}
-
-/// Splits a group's final partials back into per-request results.
-fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>) {
-    let now = Instant::now();
-    let mut m = lock(&sh.metrics);
-    let mut wakeups = Vec::new();
-    let mut first = 0usize;
-    for r in group {
-        let k = r.offsets.len() - 1;
-        let outcome = match &result {
-            Err(e) => Err(e.clone()),
-            Ok(f) => match r.deadline {
-                Some(d) if now > d && sh.cfg.reject_late => {
-                    Err(Error::DeadlineExceeded { late_by: now - d })
-                }
-                _ => Ok(f.finish(r.op, r.nan, first..first + k)),
-            },
-        };
-        first += k;
-        // Counted only when this completes the request: one cancelled
-        // meanwhile counts as cancelled alone. Metrics first, so a client
-        // woken by its result sees them; wake-ups after the lock is gone.
-        match outcome {
-            Ok(v) => {
-                if let Some(w) = r.slot.settle(Ok(v)) {
-                    m.rt.on_done(now - r.enqueued, r.data.len() as u64 * 4, now);
-                    wakeups.push(w);
-                }
-            }
-            Err(e) => {
-                let missed = matches!(e, Error::DeadlineExceeded { .. });
-                if let Some(w) = r.slot.settle(Err(e)) {
-                    m.rt.failed += 1;
-                    m.rt.deadline_misses += u64::from(missed);
-                    wakeups.push(w);
-                }
-            }
-        }
-    }
-    drop(m);
-    wake_all(wakeups);
 }

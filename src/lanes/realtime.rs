@@ -1,0 +1,284 @@
+//! The real-time lane's side of the dispatcher: a group of queued
+//! requests becomes one coalesced submission (one upload, one segmented
+//! dispatch per kernel family, one readback), and its results are split
+//! back into each request's handle. Each request's partitions keep their
+//! own reduction tree, so a coalesced result has the same bits as the
+//! request run alone. A group shape seen before reuses the job prepared for
+//! it (see `job_cache`).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::handle::Slot;
+use super::job_cache::{JobShape, PreparedJob};
+use super::{Shared, busy_for, lock, mark_done, track, wake_all};
+use crate::device_array::{pooled_input, write_padded};
+use crate::error::{Error, Result};
+use crate::exec::{FinalPartials, Job, max_partitions};
+use crate::op::{KernelOp, NanPolicy, Op, Reduction};
+use crate::plan::Plan;
+
+/// A queued real-time request.
+pub(super) struct RtEntry {
+    pub data: Arc<[f32]>,
+    pub offsets: Vec<u64>,
+    pub op: Op,
+    pub nan: NanPolicy,
+    pub deadline: Option<Instant>,
+    pub enqueued: Instant,
+    pub slot: Arc<Slot<Reduction>>,
+}
+
+/// Checks a real-time request's partitions before it is queued: a valid
+/// plan, and no more partitions than one reduction may have on this device
+/// (a group is one reduction; a request with no items needs no segment
+/// table). The batch lane takes any number.
+pub(super) fn check_realtime_plan(sh: &Shared, offsets: &[u64]) -> Result<()> {
+    let plan = Plan::new(offsets)?;
+    let partitions = offsets.len() as u64 - 1;
+    let limit = max_partitions(&sh.ctx);
+    if !plan.levels.is_empty() && partitions > limit {
+        return Err(Error::InvalidPartitions(format!(
+            "a real-time request of {partitions} partitions exceeds this device's limit of {limit} per reduction; the batch lane takes any number"
+        )));
+    }
+    Ok(())
+}
+
+/// One coalesced submission for a group of real-time requests.
+pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
+    let now = Instant::now();
+    let (live, expired): (Vec<_>, Vec<_>) = reqs
+        .into_iter()
+        .partition(|r| r.deadline.is_none_or(|d| d > now));
+    if !expired.is_empty() {
+        let mut m = lock(&sh.metrics);
+        let mut wakeups = Vec::new();
+        for r in expired {
+            let late_by = now - r.deadline.expect("expired has a deadline");
+            // A request cancelled meanwhile counts as cancelled only.
+            if let Some(w) = r.slot.settle(Err(Error::DeadlineExceeded { late_by })) {
+                m.rt.deadline_misses += 1;
+                m.rt.failed += 1;
+                wakeups.push(w);
+            }
+        }
+        drop(m);
+        wake_all(wakeups);
+    }
+    // One job per kernel family; requests keep their own partition ranges.
+    let mut groups: Vec<(KernelOp, Vec<RtEntry>)> = Vec::new();
+    for r in live {
+        match groups.iter_mut().find(|(k, _)| *k == r.op.kernel()) {
+            Some((_, g)) => g.push(r),
+            None => groups.push((r.op.kernel(), vec![r])),
+        }
+    }
+    if groups.is_empty() {
+        release_realtime_slot(sh, Duration::ZERO);
+        return;
+    }
+    let ctx = &sh.ctx;
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes real-time"),
+        });
+    let scope = crate::engine::ErrorScopes::push(&ctx.device);
+    let mut prepared = Vec::new();
+    let mut total_bytes = 0u64;
+    for (kernel, group) in groups {
+        match prepare_group(sh, kernel, &group) {
+            Ok((shape, prepared_job)) => {
+                let job = &prepared_job.job;
+                job.encode(ctx, &mut encoder, 0..job.dispatch_count());
+                job.encode_readback(&mut encoder);
+                total_bytes += group.iter().map(|r| r.data.len() as u64 * 4).sum::<u64>();
+                prepared.push((shape, prepared_job, group));
+            }
+            Err(e) => fail_all(sh, group, &e),
+        }
+    }
+    if prepared.is_empty() {
+        let _ = scope.check();
+        release_realtime_slot(sh, Duration::ZERO);
+        return;
+    }
+    let command_buffer = encoder.finish();
+    // Preparation only: on drivers whose submit blocks while the queue
+    // executes (lavapipe), the submit call itself is waiting, not working.
+    let prepared_in = now.elapsed();
+    let index = ctx.queue.submit([command_buffer]);
+    let submitted = Instant::now();
+    if let Err(e) = scope.check() {
+        for (_, _, group) in prepared {
+            fail_all(sh, group, &e);
+        }
+        release_realtime_slot(sh, Duration::ZERO);
+        return;
+    }
+    let busy = sh.rt_fixed.saturating_add(busy_for(sh, total_bytes));
+    {
+        let mut st = lock(&sh.state);
+        st.pred.predict(submitted, busy);
+        let cap = sh.quantum.saturating_sub(sh.lead) / 2;
+        st.pred.observe_rt_prep(prepared_in, cap);
+    }
+    lock(&sh.metrics).rt.on_submit(total_bytes, submitted);
+    let remaining = Arc::new(AtomicUsize::new(prepared.len()));
+    for (
+        shape,
+        PreparedJob {
+            job,
+            input,
+            single_buffer,
+        },
+        group,
+    ) in prepared
+    {
+        let sh2 = sh.clone();
+        let remaining = remaining.clone();
+        job.read_async_keep(move |result, job| {
+            // Kept before the handles complete (the results are already
+            // read out), so a client that resubmits at once finds it.
+            if result.is_ok() {
+                let kept = PreparedJob {
+                    job,
+                    input,
+                    single_buffer,
+                };
+                sh2.jobs.keep(shape, kept);
+            }
+            finish_group(&sh2, group, result);
+            if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                if sh2.timer.is_none() {
+                    mark_done(&sh2, submitted);
+                }
+                release_realtime_slot(&sh2, busy);
+            }
+        });
+    }
+    track(sh, index);
+}
+
+/// Frees a real-time slot; `busy` is what its submission was predicted at
+/// (zero when nothing was submitted).
+fn release_realtime_slot(sh: &Shared, busy: Duration) {
+    let mut st = lock(&sh.state);
+    st.rt_in_flight -= 1;
+    st.note_completion(Instant::now(), busy);
+    drop(st);
+    sh.work.notify_all();
+    sh.space.notify_all();
+}
+
+fn fail_all(sh: &Shared, group: Vec<RtEntry>, e: &Error) {
+    let mut m = lock(&sh.metrics);
+    let mut wakeups = Vec::new();
+    for r in group {
+        if let Some(w) = r.slot.settle(Err(e.clone())) {
+            m.rt.failed += 1;
+            wakeups.push(w);
+        }
+    }
+    drop(m);
+    wake_all(wakeups);
+}
+
+/// Concatenates a group's data and partitions, uploads it and prepares one
+/// job, or takes one kept for a group of the same shape (then only the data
+/// is uploaded).
+fn prepare_group(
+    sh: &Shared,
+    kernel: KernelOp,
+    group: &[RtEntry],
+) -> Result<(JobShape, PreparedJob)> {
+    let ctx = &sh.ctx;
+    // A group of one request (the common case at low rates) is uploaded
+    // from the request's own data, not a copy.
+    let (data, offsets): (Cow<'_, [f32]>, Vec<u64>) = match group {
+        [one] => (Cow::Borrowed(&one.data[..]), one.offsets.clone()),
+        _ => {
+            let total: usize = group.iter().map(|r| r.data.len()).sum();
+            let mut data = Vec::with_capacity(total);
+            let mut offsets = vec![0u64];
+            for r in group {
+                let base = data.len() as u64;
+                offsets.extend(r.offsets[1..].iter().map(|o| o + base));
+                data.extend_from_slice(&r.data);
+            }
+            (Cow::Owned(data), offsets)
+        }
+    };
+    let shape = JobShape { kernel, offsets };
+    if let Some(kept) = sh.jobs.take(&shape) {
+        write_padded(&ctx.queue, &kept.input, &data);
+        return Ok((shape, kept));
+    }
+    let plan = Plan::new(&shape.offsets)?;
+    let (mut buffers, spans) = pooled_input(
+        ctx,
+        data.len() as u64,
+        Some(&data),
+        "gpulanes real-time input",
+    );
+    let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
+    let job = Job::prepare(ctx, kernel, plan, &inputs, &spans, None)?;
+    // Inputs over one buffer (only under tiny buffer caps) keep the rest
+    // alive inside the job and are never reused.
+    let single_buffer = buffers.len() == 1;
+    let input = buffers.remove(0);
+    let job = job.keeping(buffers);
+    Ok((
+        shape,
+        PreparedJob {
+            job,
+            input,
+            single_buffer,
+        },
+    ))
+}
+
+/// Splits a group's final partials back into per-request results.
+fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>) {
+    let now = Instant::now();
+    let mut m = lock(&sh.metrics);
+    let mut wakeups = Vec::new();
+    let mut first = 0usize;
+    for r in group {
+        let k = r.offsets.len() - 1;
+        let outcome = match &result {
+            Err(e) => Err(e.clone()),
+            Ok(f) => match r.deadline {
+                Some(d) if now > d && sh.cfg.reject_late => {
+                    Err(Error::DeadlineExceeded { late_by: now - d })
+                }
+                _ => Ok(f.finish(r.op, r.nan, first..first + k)),
+            },
+        };
+        first += k;
+        // Counted only when this completes the request: one cancelled
+        // meanwhile counts as cancelled alone. Metrics first, so a client
+        // woken by its result sees them; wake-ups after the lock is gone.
+        match outcome {
+            Ok(v) => {
+                if let Some(w) = r.slot.settle(Ok(v)) {
+                    m.rt.on_done(now - r.enqueued, r.data.len() as u64 * 4, now);
+                    wakeups.push(w);
+                }
+            }
+            Err(e) => {
+                let missed = matches!(e, Error::DeadlineExceeded { .. });
+                if let Some(w) = r.slot.settle(Err(e)) {
+                    m.rt.failed += 1;
+                    m.rt.deadline_misses += u64::from(missed);
+                    wakeups.push(w);
+                }
+            }
+        }
+    }
+    drop(m);
+    wake_all(wakeups);
+}
