@@ -11,7 +11,9 @@
 //! The real-time stream is open-loop (a request every 1/rate seconds,
 //! whatever the latency), so queueing shows up in the latency. Batch jobs
 //! reduce a device-resident array, two jobs kept in flight, so the batch
-//! figure is GPU throughput rather than PCIe upload speed.
+//! figure is GPU throughput rather than PCIe upload speed. Under load the
+//! stream goes on until the last batch job of the phase is done, so every
+//! batch byte counted there was reduced under the stream.
 //!
 //! The three phases run interleaved in `rounds` rounds (alone, alone,
 //! together, then again), each phase's figures merged over the rounds, so a
@@ -274,54 +276,50 @@ fn phase(
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
 
-    // Batch driver: two jobs in flight until the phase ends.
+    // Batch driver: two jobs in flight until the phase ends, then the jobs
+    // in flight finish. `batch_done` says the driver has returned.
+    let batch_done = Arc::new(AtomicBool::new(batch.is_none()));
     let batch_thread = batch.map(|array| {
-        let (lanes, array, stop, reference) = (
+        let (lanes, array, stop, done, reference) = (
             lanes.clone(),
             array.clone(),
             stop.clone(),
+            batch_done.clone(),
             reference.clone(),
         );
         std::thread::spawn(move || -> Result<(u64, Duration, bool)> {
-            let mut pending = std::collections::VecDeque::new();
-            let mut bytes = 0u64;
-            let mut same = true;
-            let mut last = start;
-            while !stop.load(Ordering::Relaxed) || !pending.is_empty() {
-                if !stop.load(Ordering::Relaxed) && pending.len() < 2 {
-                    pending.push_back(lanes.batch(Request::device(array.clone(), Op::Sum))?);
-                    continue;
-                }
-                let h: crate::lanes::Handle<crate::Reduction> =
-                    pending.pop_front().expect("non-empty");
-                let r = h.wait()?;
-                same &= r
-                    .values
-                    .iter()
-                    .map(|v| v.map(f32::to_bits))
-                    .eq(reference.values.iter().map(|v| v.map(f32::to_bits)));
-                // Jobs finishing after the stop flag ran inside the phase too;
-                // the span ends at the last completion.
-                bytes += array.len() * 4;
-                last = Instant::now();
-            }
-            Ok((bytes, last.duration_since(start), same))
+            let driven = drive_batch(&lanes, &array, &stop, &reference, start);
+            done.store(true, Ordering::Release);
+            driven
         })
     });
 
-    // Real-time generator: open loop at the configured rate.
+    // Real-time generator: open loop at the configured rate. With batch
+    // work, it runs on until the last batch job is done, so every batch
+    // byte of the phase is reduced under the real-time stream (the jobs in
+    // flight at the end of the phase would otherwise finish alone, and
+    // flatter the throughput under load).
     let mut sent = 0u64;
     let mut handles = Vec::new();
     if let Some(data) = rt {
         let period = Duration::from_secs_f64(1.0 / cfg.rt_rate_hz.max(MIN_RT_RATE_HZ));
         let end = start + duration;
         let mut next = Instant::now();
-        // Requests due after the phase ends are not sent (nor waited for):
-        // at a low rate the phase would otherwise run a whole period long.
-        while next < end {
+        loop {
+            // Requests due after the phase ends are sent only while batch
+            // jobs still run: at a low rate the phase would otherwise run a
+            // whole period long.
+            if next >= end {
+                stop.store(true, Ordering::Relaxed);
+                if batch_done.load(Ordering::Acquire) {
+                    break;
+                }
+            }
             let now = Instant::now();
             if now < next {
-                std::thread::sleep(next - now);
+                // In short steps, to see the batch driver finish.
+                std::thread::sleep((next - now).min(Duration::from_millis(5)));
+                continue;
             }
             next += period;
             handles.push(lanes.realtime(Request::host(data.clone(), Op::Sum))?);
@@ -353,4 +351,39 @@ fn phase(
     run.realtime = rt.map(|_| rt_metrics);
     run.batch = batch.map(|_| batch_metrics);
     Ok(run)
+}
+
+/// Keeps two batch jobs over `array` in flight until `stop`, then lets the
+/// last ones finish. Returns the bytes reduced, the span from `start` to
+/// the last completion, and whether every result had the bits of
+/// `reference`.
+fn drive_batch(
+    lanes: &Lanes,
+    array: &Arc<crate::DeviceArray>,
+    stop: &AtomicBool,
+    reference: &crate::Reduction,
+    start: Instant,
+) -> Result<(u64, Duration, bool)> {
+    let mut pending = std::collections::VecDeque::new();
+    let mut bytes = 0u64;
+    let mut same = true;
+    let mut last = start;
+    while !stop.load(Ordering::Relaxed) || !pending.is_empty() {
+        if !stop.load(Ordering::Relaxed) && pending.len() < 2 {
+            pending.push_back(lanes.batch(Request::device(array.clone(), Op::Sum))?);
+            continue;
+        }
+        let h: crate::lanes::Handle<crate::Reduction> = pending.pop_front().expect("non-empty");
+        let r = h.wait()?;
+        same &= r
+            .values
+            .iter()
+            .map(|v| v.map(f32::to_bits))
+            .eq(reference.values.iter().map(|v| v.map(f32::to_bits)));
+        // Jobs finishing after the stop flag ran inside the phase too; the
+        // span ends at the last completion.
+        bytes += array.len() * 4;
+        last = Instant::now();
+    }
+    Ok((bytes, last.duration_since(start), same))
 }

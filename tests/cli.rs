@@ -891,9 +891,12 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
             let sent = p["realtime_sent"].as_u64().expect("realtime_sent");
             // 0.6 s of each phase (two rounds of 0.3 s) at 200 Hz: 120
             // requests are due, none after a round's slice ends (a late
-            // sleeper may send fewer, never more).
+            // sleeper may send fewer, never more), except that under batch
+            // load the stream goes on until the last batch job is done.
             assert!(sent >= 40, "{phase}: only {sent} requests sent");
-            assert!(sent <= 120, "{phase}: {sent} requests sent, 120 were due");
+            if !batch {
+                assert!(sent <= 120, "{phase}: {sent} requests sent, 120 were due");
+            }
             assert_eq!(lane["completed"].as_u64(), Some(sent), "{phase}: {lane}");
             assert_eq!(lane["failed"], 0, "{phase}");
             assert!(lane["latency"]["count"].as_u64() == Some(sent), "{phase}");
