@@ -60,7 +60,7 @@ impl DeviceArray {
                 mapped_at_creation: false,
             });
             let slice = &data[span.base_item as usize..(span.base_item + span.items) as usize];
-            write_padded(&ctx.queue, &buffer, slice);
+            write_floats(&ctx.queue, &buffer, slice);
             pieces.push(Piece { buffer, span });
         }
         if let Some(err) = pollster::block_on(_scope.pop()) {
@@ -93,7 +93,7 @@ pub(crate) fn pooled_input(
             let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
             let b = ctx.pool.take(&ctx.device, bytes, usage, label);
             if let Some(data) = data {
-                write_padded(
+                write_floats(
                     &ctx.queue,
                     &b,
                     &data[s.base_item as usize..(s.base_item + s.items) as usize],
@@ -105,9 +105,10 @@ pub(crate) fn pooled_input(
     (buffers, spans)
 }
 
-/// Writes `data` at the start of `buffer`, padding the last write to a
-/// multiple of 4 bytes as `write_buffer` requires (floats always are).
-pub(crate) fn write_padded(queue: &wgpu::Queue, buffer: &wgpu::Buffer, data: &[f32]) {
+/// Writes `data` at the start of `buffer` (nothing for empty data, which
+/// `write_buffer` has no use for; floats are always the multiple of 4 bytes
+/// it requires).
+pub(crate) fn write_floats(queue: &wgpu::Queue, buffer: &wgpu::Buffer, data: &[f32]) {
     if !data.is_empty() {
         queue.write_buffer(buffer, 0, bytemuck::cast_slice(data));
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::handle::Slot;
 use super::job_cache::{JobShape, PreparedJob};
 use super::{Shared, busy_for, lock, mark_done, track, wake_all};
-use crate::device_array::{pooled_input, write_padded};
+use crate::device_array::{pooled_input, write_floats};
 use crate::error::{Error, Result};
 use crate::exec::{FinalPartials, Job, max_partitions};
 use crate::op::{KernelOp, NanPolicy, Op, Reduction};
@@ -214,7 +214,7 @@ fn prepare_group(
     };
     let shape = JobShape { kernel, offsets };
     if let Some(kept) = sh.jobs.take(&shape) {
-        write_padded(&ctx.queue, &kept.input, &data);
+        write_floats(&ctx.queue, &kept.input, &data);
         return Ok((shape, kept));
     }
     let plan = Plan::new(&shape.offsets)?;
