@@ -165,10 +165,6 @@ impl LevelWork {
         }
     }
 
-    pub(super) fn bytes(&self) -> u64 {
-        self.output.size() + self.tables.size() + self.params.size()
-    }
-
     pub(super) fn into_buffers(self) -> [PooledBuffer; 3] {
         [self.output, self.tables, self.params]
     }

@@ -114,11 +114,16 @@ pub(super) fn read_loop<R: Read>(
             }),
             None if !filled.is_multiple_of(4) => Some(ReadFailure::MidValue { offset }),
             Some(_) if at_end => {
-                // The announced data is all there: anything more is corrupt.
+                // The announced data is all there: anything more is corrupt,
+                // and a read that fails here is reported like any other.
                 let mut probe = [0u8; 1];
-                match reader.read(&mut probe) {
-                    Ok(0) | Err(_) => None,
-                    Ok(_) => Some(ReadFailure::Extra { offset }),
+                loop {
+                    match reader.read(&mut probe) {
+                        Ok(0) => break None,
+                        Ok(_) => break Some(ReadFailure::Extra { offset }),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(error) => break Some(ReadFailure::Io { offset, error }),
+                    }
                 }
             }
             _ => None,

@@ -590,12 +590,11 @@ impl StreamReducer {
             mapped.unmap();
             let _ = tx.send(result);
         });
-        let mut bytes = readback.size();
+        // Every buffer of the submission, each counted once.
         for w in works {
-            bytes += w.bytes();
             keep.extend(w.into_buffers());
         }
-        bytes += keep.iter().map(|b| b.size()).sum::<u64>();
+        let bytes = readback.size() + keep.iter().map(|b| b.size()).sum::<u64>();
         keep.push(readback);
         // In flight before the error check, so that on an error the buffers
         // still go back to the pool only once the GPU is done (see `Drop`).

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -69,10 +69,12 @@ pub fn measure_stream_throughput(
     let chunk_items = layout.chunk_items as usize;
     let items = bytes / 4;
     let bytes = items * 4;
+    // Unique per process and per call (measurements may run at once).
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let path = std::env::temp_dir().join(format!(
         "gpulanes-stream-throughput-{}-{}.f32",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        CALLS.fetch_add(1, Ordering::Relaxed)
     ));
     let file_error = |e: std::io::Error| Error::File {
         path: path.clone(),
