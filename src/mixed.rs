@@ -274,6 +274,8 @@ fn phase(
     lanes.wait_idle();
     lanes.reset_metrics();
     let stop = Arc::new(AtomicBool::new(false));
+    // However the phase ends (an error included), the batch driver stops.
+    let _stop_driver = SetOnDrop(stop.clone());
     let start = Instant::now();
 
     // Batch driver: two jobs in flight until the phase ends, then the jobs
@@ -288,9 +290,9 @@ fn phase(
             reference.clone(),
         );
         std::thread::spawn(move || -> Result<(u64, Duration, bool)> {
-            let driven = drive_batch(&lanes, &array, &stop, &reference, start);
-            done.store(true, Ordering::Release);
-            driven
+            // Set however the driver returns, a panic included.
+            let _done = SetOnDrop(done);
+            drive_batch(&lanes, &array, &stop, &reference, start)
         })
     });
 
@@ -306,16 +308,16 @@ fn phase(
         let end = start + duration;
         let mut next = Instant::now();
         loop {
-            // Requests due after the phase ends are sent only while batch
-            // jobs still run: at a low rate the phase would otherwise run a
-            // whole period long.
-            if next >= end {
+            // Once the phase is over, the batch driver stops queueing jobs,
+            // and requests go on only while its last jobs run (at a low
+            // rate the phase would otherwise run a whole period long).
+            let now = Instant::now();
+            if now >= end {
                 stop.store(true, Ordering::Relaxed);
                 if batch_done.load(Ordering::Acquire) {
                     break;
                 }
             }
-            let now = Instant::now();
             if now < next {
                 // In short steps, to see the batch driver finish.
                 std::thread::sleep((next - now).min(Duration::from_millis(5)));
@@ -386,4 +388,13 @@ fn drive_batch(
         last = Instant::now();
     }
     Ok((bytes, last.duration_since(start), same))
+}
+
+/// Sets its flag when dropped, on every way out of a scope.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }

@@ -927,6 +927,30 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
             assert!(v.is_finite() && v > 0.0, "per round {key} = {}", round[key]);
         }
     }
+    // At a rate far below one request per phase, batch work under load
+    // still runs the whole phase (it used to stop once the next request
+    // was due after the phase: at once, with no batch job done).
+    let out = run(&[
+        "mixed",
+        "--json",
+        "--duration",
+        "0.5",
+        "--rounds",
+        "1",
+        "--rt-rate",
+        "0.001",
+        "--rt-size",
+        "1000",
+        "--batch-size",
+        "300000",
+    ]);
+    assert!(out.status.success(), "mixed failed: {}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["together"]["realtime_sent"], 1);
+    let jobs = r["together"]["batch"]["completed"].as_u64().unwrap_or(0);
+    assert!(jobs > 2, "only {jobs} batch jobs under load in 0.5 s");
+    assert!(r["batch_throughput_ratio"].as_f64().unwrap_or(0.0) > 0.0);
+
     assert_bad_input(
         &["mixed", "--quantum-us", "100", "--lead-us", "200"],
         "mixed",

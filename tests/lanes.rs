@@ -735,9 +735,10 @@ fn cancelling_a_grouped_batch_job_stops_it_between_chunks_and_spares_the_next() 
         },
     )
     .unwrap();
-    // 5 groups of 4095 partitions of 64 items (one unit each): about 64
-    // chunks per group.
-    let d = data(5 * 4095 * 64, 5);
+    // 16 groups of 4095 partitions of 64 items (one unit each): about 64
+    // chunks per group, about 1000 in all, so the cancel lands long before
+    // the end even on a starved test thread.
+    let d = data(16 * 4095 * 64, 5);
     let parts = Partitions::EqualSize(64);
     let doomed = lanes
         .batch(Request::host(d.clone(), Op::Sum).partitions(parts.clone()))

@@ -508,16 +508,17 @@ impl Lanes {
                 // Any number of partitions: over the per-reduction limit the
                 // job runs in groups (see `batch`), each planned when it
                 // starts (the offsets are checked above).
-                let entry = BatchEntry::new(
+                let mut st = self.wait_for_space(lane, bytes)?;
+                // Made once there is space: its latency counts from here,
+                // as a real-time request's does.
+                st.batch.push_back(BatchEntry::new(
                     sh,
                     request.input,
                     offsets,
                     request.op,
                     request.nan,
                     slot.clone(),
-                );
-                let mut st = self.wait_for_space(lane, bytes)?;
-                st.batch.push_back(entry);
+                ));
             }
         }
         sh.work.notify_all();
