@@ -105,3 +105,31 @@ fn time_submit_behind(engine: &Engine, big: &DeviceArray) -> Result<Duration> {
     pending.wait(engine, first)?;
     Ok(second_call)
 }
+
+/// The quantum derived from the measured round trip (see
+/// [`LanesConfig::quantum`](super::LanesConfig::quantum)): 1 round trip
+/// where submissions queue, 3 where the driver's submit blocks, within
+/// 200 us ..= 4 ms.
+pub(super) fn default_quantum(round_trip: Duration, submit_blocks: bool) -> Duration {
+    let round_trips = if submit_blocks { 3 } else { 1 };
+    round_trip
+        .saturating_mul(round_trips)
+        .clamp(Duration::from_micros(200), Duration::from_millis(4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quantum_is_one_round_trip_where_submissions_queue_and_three_where_they_block() {
+        let us = Duration::from_micros;
+        assert_eq!(default_quantum(us(300), false), us(300));
+        assert_eq!(default_quantum(us(300), true), us(900));
+        // Within 200 us ..= 4 ms.
+        assert_eq!(default_quantum(us(50), false), us(200));
+        assert_eq!(default_quantum(us(50), true), us(200));
+        assert_eq!(default_quantum(us(2000), true), us(4000));
+        assert_eq!(default_quantum(Duration::MAX / 2, true), us(4000));
+    }
+}

@@ -55,7 +55,7 @@ pub use handle::Handle;
 pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 
 use self::batch::{BatchEntry, run_batch_chunk};
-use self::calibration::calibrate;
+use self::calibration::{calibrate, default_quantum};
 use self::chunk_timer::ChunkTimer;
 use self::handle::{Slot, Wakeup};
 use self::job_cache::JobCache;
@@ -105,9 +105,17 @@ pub struct LanesConfig {
     /// request. Batch chunks are sized to `quantum - submit_lead` of GPU time
     /// (at least half the quantum), measured with GPU timestamps where the
     /// device has them. `None` derives it from this device's measured
-    /// real-time round trip RT (3x, within 200 us ..= 4 ms): a chunk is then
-    /// about 2.5 RT, so a request that arrives as one starts waits about
-    /// 3.5 RT in all, against the 1.5-2 RT of an idle p99.
+    /// real-time round trip RT, within 200 us ..= 4 ms:
+    /// * where submissions queue (GPUs), chunks pipeline behind each other
+    ///   and cost little beyond their work, so the quantum follows the
+    ///   latency target alone: 1 RT, a chunk of about half a round trip,
+    ///   which a request arriving as a chunk starts waits for on top of
+    ///   its own round trip (the 1.5x-of-idle-p99 target);
+    /// * where the driver's submit blocks while its queue executes
+    ///   (lavapipe), each chunk also costs about one round trip of device
+    ///   time, so chunks are longer to keep the batch lane's throughput:
+    ///   3 RT, a chunk of about 2.5 RT (a request arriving as one starts
+    ///   waits about 3.5 RT in all, against the 1.5-2 RT of an idle p99).
     pub quantum: Option<Duration>,
     /// Just-in-time submission: the next batch chunk is submitted when the
     /// work already queued on the GPU is predicted to end within this lead
@@ -383,9 +391,9 @@ impl Lanes {
             )));
         }
         let calibration = calibrate(engine)?;
-        let quantum = cfg.quantum.unwrap_or_else(|| {
-            (calibration.round_trip * 3).clamp(Duration::from_micros(200), Duration::from_millis(4))
-        });
+        let quantum = cfg
+            .quantum
+            .unwrap_or_else(|| default_quantum(calibration.round_trip, calibration.submit_blocks));
         let lead = match cfg.submit_lead {
             Some(lead) if lead > quantum => {
                 return Err(Error::InvalidInput(format!(
