@@ -3,7 +3,7 @@
 //! device-resident arrays.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use ndarray::{ArrayView1, ArrayView2, Axis};
 
@@ -11,6 +11,7 @@ use crate::adapter::{self, AdapterSummary};
 use crate::device_array::{DeviceArray, pooled_input};
 use crate::error::{Error, Result};
 use crate::exec::{self, Recorded};
+use crate::groups::{self, Gather, PartitionGroups};
 use crate::kernels::{BLOCK, KernelShape, Kernels};
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
@@ -152,7 +153,7 @@ impl Context {
     ) -> Result<Reduction> {
         let index = self.queue.submit([encoder.finish()]);
         scope.check()?;
-        self.wait_for(index, PendingReduction { recorded })
+        self.wait_for(index, PendingReduction::one(recorded))
     }
 
     /// Blocks until `pending` (submitted as `index`) has its result.
@@ -162,7 +163,7 @@ impl Context {
         pending: PendingReduction,
     ) -> Result<Reduction> {
         let (tx, rx) = mpsc::channel();
-        pending.recorded.read_async(move |r| {
+        pending.on_complete(move |r| {
             let _ = tx.send(r);
         });
         self.device
@@ -180,19 +181,48 @@ impl Context {
 /// [`Engine::encode`]). Submit the encoder, then call [`PendingReduction::wait`]
 /// or [`PendingReduction::on_complete`].
 pub struct PendingReduction {
-    recorded: Recorded,
+    op: Op,
+    /// One per group of partitions (see `groups`), in order.
+    groups: Vec<Recorded>,
 }
 
 impl PendingReduction {
+    fn one(recorded: Recorded) -> Self {
+        PendingReduction {
+            op: recorded.op(),
+            groups: vec![recorded],
+        }
+    }
+
     /// Blocks until the GPU has finished submission `index` and returns the result.
     pub fn wait(self, engine: &Engine, index: wgpu::SubmissionIndex) -> Result<Reduction> {
         engine.ctx.wait_for(index, self)
     }
 
     /// Calls `done` with the result once the GPU has finished; someone must
-    /// poll the device (`device.poll`) for the callback to run.
+    /// poll the device (`device.poll`) for the callback to run. Call it only
+    /// after submitting the encoder: called before, the result buffers are
+    /// mapped at once and `done` gets whatever they held.
     pub fn on_complete(self, done: impl FnOnce(Result<Reduction>) + Send + 'static) {
-        self.recorded.read_async(done)
+        let mut groups = self.groups;
+        if groups.len() == 1 {
+            return groups.remove(0).read_async(done);
+        }
+        // Several groups read back one by one; the whole result (or the
+        // first error) goes to `done` once.
+        let gather = Arc::new(Mutex::new((Gather::new(self.op, groups.len()), Some(done))));
+        for (index, recorded) in groups.into_iter().enumerate() {
+            let gather = gather.clone();
+            recorded.read_async(move |r| {
+                let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(outcome) = g.0.put(index, r)
+                    && let Some(done) = g.1.take()
+                {
+                    drop(g);
+                    done(outcome);
+                }
+            });
+        }
     }
 }
 
@@ -314,10 +344,10 @@ impl Engine {
     }
 
     /// Most partitions one reduction may have on this device: its segment
-    /// table must fit one binding. This bounds [`Engine::encode`] and one
-    /// real-time request; [`Engine::reduce_partitions`],
-    /// [`Engine::reduce_device`], batch jobs and the streaming paths take
-    /// any number, in groups of at most this many.
+    /// table must fit one binding. This bounds one real-time request;
+    /// [`Engine::reduce_partitions`], [`Engine::reduce_device`],
+    /// [`Engine::encode`], batch jobs and the streaming paths take any
+    /// number, in groups of at most this many.
     pub fn max_partitions(&self) -> u64 {
         exec::max_partitions(&self.ctx)
     }
@@ -353,27 +383,11 @@ impl Engine {
         offsets: &[u64],
         mut reduce: impl FnMut(&[u64]) -> Result<Reduction>,
     ) -> Result<Reduction> {
-        let k = offsets.len() - 1;
-        let limit = usize::try_from(self.max_partitions())
-            .unwrap_or(usize::MAX)
-            .max(1);
-        if k <= limit {
-            return reduce(offsets);
-        }
-        let mut out = Reduction {
-            op,
-            values: Vec::with_capacity(k),
-            counts: Vec::with_capacity(k),
-        };
-        let mut first = 0;
-        while first < k {
-            let end = (first + limit).min(k);
-            let r = reduce(&offsets[first..=end])?;
-            out.values.extend(r.values);
-            out.counts.extend(r.counts);
-            first = end;
-        }
-        Ok(out)
+        let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
+        let parts = (0..groups.count())
+            .map(|i| reduce(groups.offsets(offsets, i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(groups::concat(op, parts))
     }
 
     /// One reduction of `data` over checked `offsets`.
@@ -427,10 +441,9 @@ impl Engine {
     /// Encodes a reduction of a device-resident array into `encoder` without
     /// submitting it, for apps that batch GPU work (and for timing with
     /// timestamp queries around it). Submit the encoder, then wait on the
-    /// returned [`PendingReduction`]. One reduction: at most
-    /// [`Engine::max_partitions`] partitions (more are refused with
-    /// [`Error::InvalidPartitions`]; [`Engine::reduce_device`] takes any
-    /// number).
+    /// returned [`PendingReduction`]. Any number of partitions: over
+    /// [`Engine::max_partitions`], consecutive groups are encoded one after
+    /// another, with the same bits.
     pub fn encode(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -444,10 +457,21 @@ impl Engine {
                 "this DeviceArray was uploaded by another engine".into(),
             ));
         }
-        let plan = Plan::new(&partitions.offsets(array.len())?)?;
+        let offsets = partitions.offsets(array.len())?;
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
-        let recorded = exec::record(&self.ctx, encoder, op, nan, plan, &inputs, &array.spans())?;
-        Ok(PendingReduction { recorded })
+        let spans = array.spans();
+        let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
+        let recorded = (0..groups.count())
+            .map(|i| {
+                // Offsets stay absolute, as in `reduce_device`.
+                let plan = Plan::new(groups.offsets(&offsets, i))?;
+                exec::record(&self.ctx, encoder, op, nan, plan, &inputs, &spans)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PendingReduction {
+            op,
+            groups: recorded,
+        })
     }
 
     /// `op` over a 1-D view (any stride).

@@ -385,6 +385,10 @@ pub(crate) struct Recorded {
 }
 
 impl Recorded {
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
     /// See [`Job::read_async`].
     pub fn read_async(self, done: impl FnOnce(Result<Reduction>) + Send + 'static) {
         let (op, nan) = (self.op, self.nan);

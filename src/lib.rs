@@ -25,6 +25,7 @@ mod engine;
 mod error;
 pub mod exact;
 mod exec;
+mod groups;
 pub mod kernels;
 pub mod lanes;
 pub mod mixed;

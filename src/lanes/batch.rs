@@ -2,15 +2,11 @@
 //! (one element-pass dispatch, sized to the quantum) at a time.
 //!
 //! A job with more partitions than one reduction may have on this device
-//! ([`max_partitions`]: its segment table must
-//! fit one binding) runs as consecutive groups of at most that many
-//! partitions, one job after the other, each chunked the same way. A
-//! partition's reduction tree depends only on positions inside it, so the
-//! groups' results, concatenated in order, have the same bits as the job
-//! run alone by [`Engine::reduce_partitions`](crate::Engine::reduce_partitions)
+//! runs as consecutive groups of partitions (see `groups`), one job after
+//! the other, each chunked the same way, with the same bits as the job run
+//! alone by [`Engine::reduce_partitions`](crate::Engine::reduce_partitions)
 //! or [`Engine::reduce_device`](crate::Engine::reduce_device).
 
-use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -20,6 +16,7 @@ use super::{Input, Shared, busy_for, lock, mark_done, track};
 use crate::device_array::pooled_input;
 use crate::error::Result;
 use crate::exec::{Job, max_partitions};
+use crate::groups::{Gather, PartitionGroups};
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::plan::{Plan, Span};
 use crate::pool::PooledBuffer;
@@ -35,15 +32,15 @@ pub(super) struct BatchEntry {
     nan: NanPolicy,
     enqueued: Instant,
     pub slot: Arc<Slot<Reduction>>,
-    /// Partitions per group (the device's per-reduction limit).
-    group_len: usize,
+    /// Groups of at most the device's per-reduction limit of partitions.
+    groups: PartitionGroups,
     /// The group to activate next.
     next_group: usize,
     /// Device buffers for host input, filled chunk by chunk and shared by
     /// every group's job (made when the first group starts).
     host: Option<Arc<HostInput>>,
-    /// Each group's result, in order, until the last one is in.
-    results: Arc<Mutex<GroupResults>>,
+    /// The groups' results until the last one is in.
+    results: Arc<Mutex<Gather>>,
     /// The group being submitted chunk by chunk.
     active: Option<ActiveGroup>,
 }
@@ -52,12 +49,6 @@ pub(super) struct BatchEntry {
 struct HostInput {
     buffers: Vec<PooledBuffer>,
     spans: Vec<Span>,
-}
-
-/// The results of a job's groups as their readbacks come in.
-struct GroupResults {
-    parts: Vec<Option<Reduction>>,
-    missing: usize,
 }
 
 /// One group of a batch job being submitted chunk by chunk.
@@ -80,12 +71,7 @@ impl BatchEntry {
         nan: NanPolicy,
         slot: Arc<Slot<Reduction>>,
     ) -> Self {
-        let partitions = offsets.len() - 1;
-        let group_len = usize::try_from(max_partitions(&sh.ctx))
-            .unwrap_or(usize::MAX)
-            .max(1);
-        // A job of no partitions is still one (empty) group.
-        let groups = partitions.div_ceil(group_len).max(1);
+        let groups = PartitionGroups::new(offsets.len() - 1, max_partitions(&sh.ctx));
         BatchEntry {
             input,
             offsets,
@@ -93,27 +79,12 @@ impl BatchEntry {
             nan,
             enqueued: Instant::now(),
             slot,
-            group_len,
+            groups,
             next_group: 0,
             host: None,
-            results: Arc::new(Mutex::new(GroupResults {
-                parts: (0..groups).map(|_| None).collect(),
-                missing: groups,
-            })),
+            results: Arc::new(Mutex::new(Gather::new(op, groups.count()))),
             active: None,
         }
-    }
-
-    /// How many groups the job runs as.
-    fn groups(&self) -> usize {
-        lock(&self.results).parts.len()
-    }
-
-    /// The partitions of group `index`.
-    fn group_partitions(&self, index: usize) -> Range<usize> {
-        let partitions = self.offsets.len() - 1;
-        let start = (index * self.group_len).min(partitions);
-        start..(start + self.group_len).min(partitions)
     }
 
     fn fail(&self, sh: &Shared, e: crate::error::Error) {
@@ -266,18 +237,12 @@ fn finish_group(sh: &Arc<Shared>, entry: BatchEntry, active: ActiveGroup) -> Opt
     let index = active.index;
     active.job.read_async(move |r| {
         let _keep = keep;
-        let outcome = match r {
-            Ok(f) => {
-                let k = f.partition_lens.len();
-                let mut res = lock(&results);
-                res.parts[index] = Some(f.finish(op, nan, 0..k));
-                res.missing -= 1;
-                if res.missing > 0 {
-                    return; // the last group's readback completes the job
-                }
-                Ok(concatenate(op, &mut res.parts))
-            }
-            Err(e) => Err(e),
+        let r = r.map(|f| {
+            let k = f.partition_lens.len();
+            f.finish(op, nan, 0..k)
+        });
+        let Some(outcome) = lock(&results).put(index, r) else {
+            return; // the last group's readback (or the first error) completes the job
         };
         let now = Instant::now();
         let mut m = lock(&sh2.metrics);
@@ -295,25 +260,7 @@ fn finish_group(sh: &Arc<Shared>, entry: BatchEntry, active: ActiveGroup) -> Opt
             w.wake();
         }
     });
-    (entry.next_group < entry.groups()).then_some(entry)
-}
-
-/// The groups' results as one, in order (the parts are taken out).
-fn concatenate(op: Op, parts: &mut [Option<Reduction>]) -> Reduction {
-    if let [one] = parts {
-        return one.take().expect("every group's result is in");
-    }
-    let mut out = Reduction {
-        op,
-        values: Vec::new(),
-        counts: Vec::new(),
-    };
-    for part in parts {
-        let r = part.take().expect("every group's result is in");
-        out.values.extend(r.values);
-        out.counts.extend(r.counts);
-    }
-    out
+    (entry.next_group < entry.groups.count()).then_some(entry)
 }
 
 /// Prepares the job's next group: device buffers for host input (made for
@@ -323,8 +270,7 @@ fn concatenate(op: Op, parts: &mut [Option<Reduction>]) -> Reduction {
 fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
     let ctx = &sh.ctx;
     let index = entry.next_group;
-    let partitions = entry.group_partitions(index);
-    let plan = Plan::new(&entry.offsets[partitions.start..=partitions.end])?;
+    let plan = Plan::new(entry.groups.offsets(&entry.offsets, index))?;
     // The quantum bounds the batch work queued ahead of a real-time
     // request: one chunk plus at most the lead of the next one. (A chunk
     // gets at least half the quantum, so a lead above half the quantum
