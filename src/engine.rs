@@ -202,7 +202,8 @@ impl PendingReduction {
     /// Calls `done` with the result once the GPU has finished; someone must
     /// poll the device (`device.poll`) for the callback to run. Call it only
     /// after submitting the encoder: called before, the result buffers are
-    /// mapped at once and `done` gets whatever they held.
+    /// mapped at once and `done` gets whatever they held. With no GPU work
+    /// (only empty partitions) `done` runs at once, inside this call.
     pub fn on_complete(self, done: impl FnOnce(Result<Reduction>) + Send + 'static) {
         let mut groups = self.groups;
         if groups.len() == 1 {
@@ -443,7 +444,8 @@ impl Engine {
     /// timestamp queries around it). Submit the encoder, then wait on the
     /// returned [`PendingReduction`]. Any number of partitions: over
     /// [`Engine::max_partitions`], consecutive groups are encoded one after
-    /// another, with the same bits.
+    /// another, with the same bits (every group's buffers are held until
+    /// the result is read). On an error nothing is encoded.
     pub fn encode(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -461,13 +463,9 @@ impl Engine {
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
         let spans = array.spans();
         let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
-        let recorded = (0..groups.count())
-            .map(|i| {
-                // Offsets stay absolute, as in `reduce_device`.
-                let plan = Plan::new(groups.offsets(&offsets, i))?;
-                exec::record(&self.ctx, encoder, op, nan, plan, &inputs, &spans)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // Offsets stay absolute, as in `reduce_device`.
+        let plans = (0..groups.count()).map(|i| Plan::new(groups.offsets(&offsets, i)));
+        let recorded = exec::record_all(&self.ctx, encoder, op, nan, plans, &inputs, &spans)?;
         Ok(PendingReduction {
             op,
             groups: recorded,

@@ -377,7 +377,8 @@ impl Job {
     }
 }
 
-/// A whole reduction encoded into one encoder; finishes with one op/policy.
+/// A reduction (or one group of a reduction's partitions) encoded into an
+/// encoder; finishes with one op/policy.
 pub(crate) struct Recorded {
     op: Op,
     nan: NanPolicy,
@@ -412,8 +413,32 @@ pub(crate) fn record(
     inputs: &[&wgpu::Buffer],
     spans: &[Span],
 ) -> Result<Recorded> {
-    let job = Job::prepare(ctx, op.kernel(), plan, inputs, spans, None)?;
-    job.encode(ctx, encoder, 0..job.dispatch_count());
-    job.encode_readback(encoder);
-    Ok(Recorded { op, nan, job })
+    let mut recorded = record_all(ctx, encoder, op, nan, [Ok(plan)], inputs, spans)?;
+    Ok(recorded.remove(0))
+}
+
+/// Like [`record`] for several plans (groups of one reduction's
+/// partitions), in order. Every job is prepared before any is encoded, so
+/// on an error nothing is left in `encoder`.
+pub(crate) fn record_all(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    op: Op,
+    nan: NanPolicy,
+    plans: impl IntoIterator<Item = Result<Plan>>,
+    inputs: &[&wgpu::Buffer],
+    spans: &[Span],
+) -> Result<Vec<Recorded>> {
+    let jobs = plans
+        .into_iter()
+        .map(|plan| Job::prepare(ctx, op.kernel(), plan?, inputs, spans, None))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(jobs
+        .into_iter()
+        .map(|job| {
+            job.encode(ctx, encoder, 0..job.dispatch_count());
+            job.encode_readback(encoder);
+            Recorded { op, nan, job }
+        })
+        .collect())
 }

@@ -53,7 +53,8 @@ pub(crate) struct Gather {
     op: Op,
     parts: Vec<Option<Reduction>>,
     missing: usize,
-    failed: bool,
+    /// The whole result or an error has been handed over.
+    delivered: bool,
 }
 
 impl Gather {
@@ -62,7 +63,7 @@ impl Gather {
             op,
             parts: (0..groups).map(|_| None).collect(),
             missing: groups,
-            failed: false,
+            delivered: false,
         }
     }
 
@@ -70,12 +71,12 @@ impl Gather {
     /// error at once, or every group's result concatenated in order once
     /// the last one is in; `None` until then, and after.
     pub fn put(&mut self, index: usize, result: Result<Reduction>) -> Option<Result<Reduction>> {
-        if self.failed {
+        if self.delivered {
             return None;
         }
         match result {
             Err(e) => {
-                self.failed = true;
+                self.delivered = true;
                 Some(Err(e))
             }
             Ok(r) => {
@@ -83,6 +84,7 @@ impl Gather {
                     self.missing -= 1;
                 }
                 (self.missing == 0).then(|| {
+                    self.delivered = true;
                     let parts = self.parts.iter_mut().map(|p| p.take().expect("all in"));
                     Ok(concat(self.op, parts))
                 })
@@ -152,6 +154,9 @@ mod tests {
             g.put(0, Err(Error::Gpu("lost".into()))),
             Some(Err(Error::Gpu(_)))
         ));
+        assert!(g.put(0, Ok(part(&[1.0]))).is_none(), "delivered once");
+        let mut g = Gather::new(Op::Sum, 1);
+        assert!(g.put(0, Ok(part(&[1.0]))).is_some());
         assert!(g.put(0, Ok(part(&[1.0]))).is_none(), "delivered once");
         assert_eq!(concat(Op::Max, []).op, Op::Max);
     }
