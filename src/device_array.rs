@@ -45,7 +45,15 @@ impl DeviceArray {
     }
 
     pub(crate) fn upload(ctx: &Context, data: &[f32]) -> Result<Self> {
-        let len = data.len() as u64;
+        Self::allocate(ctx, data.len() as u64, Some(data))
+    }
+
+    /// `len` zeros, made on the device (wgpu zero-initializes buffers).
+    pub(crate) fn zeroed(ctx: &Context, len: u64) -> Result<Self> {
+        Self::allocate(ctx, len, None)
+    }
+
+    fn allocate(ctx: &Context, len: u64, data: Option<&[f32]>) -> Result<Self> {
         let spans = split_into_spans(len, ctx.max_buffer_items());
         let _scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut pieces = Vec::with_capacity(spans.len());
@@ -59,8 +67,10 @@ impl DeviceArray {
                     | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            let slice = &data[span.base_item as usize..(span.base_item + span.items) as usize];
-            write_floats(&ctx.queue, &buffer, slice);
+            if let Some(data) = data {
+                let slice = &data[span.base_item as usize..(span.base_item + span.items) as usize];
+                write_floats(&ctx.queue, &buffer, slice);
+            }
             pieces.push(Piece { buffer, span });
         }
         if let Some(err) = pollster::block_on(_scope.pop()) {
@@ -161,5 +171,27 @@ mod tests {
                 items: 5
             }]
         );
+    }
+
+    #[test]
+    fn zeroed_arrays_hold_zeros_in_every_piece() {
+        // 64 KiB buffers: 100 000 floats take several pieces.
+        let engine = crate::Engine::with_options(crate::EngineOptions {
+            max_buffer_bytes: Some(64 << 10),
+            ..Default::default()
+        })
+        .expect("an adapter");
+        let zeros = DeviceArray::zeroed(engine.context(), 100_000).unwrap();
+        assert!(zeros.pieces.len() > 1);
+        let each = crate::Partitions::EqualSize(1000);
+        for op in [crate::Op::Sum, crate::Op::Max, crate::Op::Min] {
+            let r = engine
+                .reduce_device(&zeros, op, &each, crate::NanPolicy::Propagate)
+                .unwrap();
+            assert_eq!(r.values.len(), 100);
+            for v in r.values {
+                assert_eq!(v.map(f32::to_bits), Some(0), "{op}: +0.0 everywhere");
+            }
+        }
     }
 }

@@ -20,7 +20,13 @@ pub(super) struct Calibration {
     pub submit_blocks: bool,
 }
 
-/// Measures the real-time round trip and the marginal throughput (a 16 MiB
+/// Items of the first throughput calibration input (16 MiB).
+const FIRST_CALIBRATION_ITEMS: u64 = 4 << 20;
+/// Items of the largest (256 MiB), for devices so fast that smaller inputs'
+/// work hides in the round trip's fixed costs.
+const MAX_CALIBRATION_ITEMS: u64 = 64 << 20;
+
+/// Measures the real-time round trip and the marginal throughput (a big
 /// reduction's time minus a one-float reduction's, so fixed costs do not
 /// count as slowness). A few milliseconds on a GPU.
 ///
@@ -28,11 +34,17 @@ pub(super) struct Calibration {
 /// device's, not the host's noise: it is the lower quartile of 16 runs after
 /// 2 warm-up runs (noise only ever adds time; a median of 5 swung the
 /// quantum between 1.1 and 1.9 ms from run to run on lavapipe).
+///
+/// The big reduction starts at 16 MiB. Where its work does not stand out
+/// of the round trip (a fast GPU reduces 16 MiB in a few microseconds), the
+/// input grows 4x at a time, up to 256 MiB (zeros made on the device, no
+/// host copy), and the seed errs low (see [`seed_throughput`]).
 pub(super) fn calibrate(engine: &Engine) -> Result<Calibration> {
-    let n = 4usize << 20;
+    let n = FIRST_CALIBRATION_ITEMS as usize;
     let data: Vec<f32> = (0..n).map(|i| (i % 1024) as f32 * 0.5 - 7.0).collect();
-    let big = engine.upload(&data)?;
+    let mut big = engine.upload(&data)?;
     let one = engine.upload(&data[..1])?;
+    drop(data);
     let time = |array: &DeviceArray, warm_up: usize, runs: usize, quantile: f64| {
         let mut times = Vec::with_capacity(runs);
         for i in 0..warm_up + runs {
@@ -46,16 +58,42 @@ pub(super) fn calibrate(engine: &Engine) -> Result<Calibration> {
         Ok::<_, Error>(times[((runs - 1) as f64 * quantile) as usize])
     };
     let round_trip = time(&one, 2, 16, 0.25)?;
-    let full = time(&big, 0, 5, 0.5)?;
-    let extra = full
-        .saturating_sub(round_trip)
-        .max(Duration::from_micros(1));
+    let mut full = time(&big, 0, 5, 0.5)?;
+    while !work_stands_out(full, round_trip) && big.len() < MAX_CALIBRATION_ITEMS {
+        // A device that cannot hold the bigger input keeps the last figure.
+        let Ok(bigger) = DeviceArray::zeroed(engine.context(), big.len() * 4) else {
+            break;
+        };
+        big = bigger;
+        full = time(&big, 1, 5, 0.5)?;
+    }
+    let extra = full.saturating_sub(round_trip);
     Ok(Calibration {
         round_trip,
-        bytes_per_s: (n * 4) as f64 / extra.as_secs_f64(),
+        bytes_per_s: seed_throughput(big.len() * 4, full, round_trip),
         // A failed probe only loses an optimisation: assume a queueing driver.
         submit_blocks: probe_blocking_submit(engine, &big, extra).unwrap_or(false),
     })
+}
+
+/// Whether a reduction taking `full` has enough work beyond the fixed
+/// `round_trip` for its marginal throughput to mean something.
+fn work_stands_out(full: Duration, round_trip: Duration) -> bool {
+    full.saturating_sub(round_trip) >= round_trip.saturating_mul(2)
+}
+
+/// The throughput seed: `bytes` over the reduction's time beyond the round
+/// trip, that time counted as at least one round trip. Work hidden in the
+/// round trip's noise would otherwise make the seed absurdly high (16 MiB
+/// over a microsecond of difference is 16 TB/s), and a seed too high sizes
+/// the first chunks far over the quantum, while one too low only makes them
+/// small until GPU timestamps correct it.
+fn seed_throughput(bytes: u64, full: Duration, round_trip: Duration) -> f64 {
+    let extra = full
+        .saturating_sub(round_trip)
+        .max(round_trip)
+        .max(Duration::from_micros(1));
+    bytes as f64 / extra.as_secs_f64()
 }
 
 /// Whether a submit made while the queue executes earlier work blocks until
@@ -120,6 +158,27 @@ pub(super) fn default_quantum(round_trip: Duration, submit_blocks: bool) -> Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_seed_errs_low_where_the_work_hides_in_the_round_trip() {
+        let us = Duration::from_micros;
+        let mib16 = 16 << 20;
+        // Lavapipe-like: 12 ms of work beyond a 200 us round trip.
+        let lvp = seed_throughput(mib16, us(12_200), us(200));
+        assert!((lvp - mib16 as f64 / 12e-3).abs() < 1.0, "{lvp}");
+        assert!(work_stands_out(us(12_200), us(200)));
+        // A fast GPU: 16 MiB in 6 us, inside a 200 us round trip with 1 us
+        // of noise. The old formula gave 16 TB/s; the seed is now 84 GB/s
+        // (low, corrected by timestamps), and calibration grows the input.
+        let fast = seed_throughput(mib16, us(201), us(200));
+        assert!((fast - mib16 as f64 / 200e-6).abs() < 1.0, "{fast}");
+        assert!(!work_stands_out(us(201), us(200)));
+        assert!(
+            !work_stands_out(us(200), us(250)),
+            "faster than the round trip"
+        );
+        assert!(seed_throughput(mib16, Duration::ZERO, Duration::ZERO).is_finite());
+    }
 
     #[test]
     fn the_quantum_is_one_round_trip_where_submissions_queue_and_three_where_they_block() {
