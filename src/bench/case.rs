@@ -156,9 +156,11 @@ impl Case<'_> {
         timer: TimerKind,
         time: Summary,
         wall: Summary,
-        per_input_median_ns: Vec<f64>,
+        runs: &[(usize, f64)],
         check: CheckReport,
     ) -> GpuRow {
+        // The budget may end before the rotation reaches every input.
+        let inputs = inputs_timed(runs);
         let g = gbps(self.bytes, time.median_ns);
         GpuRow {
             op: self.op.name(),
@@ -168,14 +170,14 @@ impl Case<'_> {
             elements: self.elements(),
             partition_size: self.part,
             partitions: self.refs.first().map_or(0, |r| r.exact.values.len() as u64),
-            inputs: self.refs.len(),
+            inputs,
             timer,
             time,
             wall,
             gbps: g,
             ratio_to_copy: ratio(g, self.copy_gbps),
             ratio_to_buffer_copy: ratio(g, self.buffer_copy_gbps),
-            per_input_median_ns,
+            per_input_median_ns: per_input_medians(inputs, runs),
             ratio_to_upload: ratio(g, self.upload_gbps),
             check,
             error: None,
@@ -258,7 +260,7 @@ impl Case<'_> {
             kind,
             summarize(&times),
             summarize(&walls),
-            per_input_medians(self.refs.len(), &chosen),
+            &chosen,
             check,
         )
     }
@@ -272,13 +274,12 @@ impl Case<'_> {
             Ok((runs, check)) => {
                 let times: Vec<f64> = runs.iter().map(|r| r.1).collect();
                 let time = summarize(&times);
-                let per_input = per_input_medians(self.refs.len(), &runs);
                 self.row(
                     Source::Host,
                     TimerKind::Wall,
                     time.clone(),
                     time,
-                    per_input,
+                    &runs,
                     check,
                 )
             }
@@ -343,7 +344,8 @@ impl Case<'_> {
             elements: self.elements(),
             partition_size: self.part,
             partitions: first.len() as u64,
-            inputs: inputs.len(),
+            // The budget may end before the rotation reaches every input.
+            inputs: samples.len().clamp(1, inputs.len()),
             time,
             gbps: g,
             ratio_to_copy: ratio(g, self.copy_gbps),
@@ -352,7 +354,13 @@ impl Case<'_> {
     }
 }
 
-/// The median time of each of `n` inputs (0 for an input never timed).
+/// How many inputs the timed runs rotated over (runs go round the inputs
+/// in order, so those timed are the first ones).
+fn inputs_timed(runs: &[(usize, f64)]) -> usize {
+    runs.iter().map(|r| r.0 + 1).max().unwrap_or(0)
+}
+
+/// The median time of each of the first `n` inputs.
 fn per_input_medians(n: usize, runs: &[(usize, f64)]) -> Vec<f64> {
     (0..n)
         .map(|k| {
@@ -371,6 +379,18 @@ mod tests {
     use super::*;
 
     use crate::bench::data;
+
+    #[test]
+    fn rows_count_only_the_inputs_that_were_timed() {
+        // A budget of 5 runs over 64 inputs times inputs 0..5.
+        let runs: Vec<(usize, f64)> = (0..5).map(|i| (i % 64, 10.0 * (i + 1) as f64)).collect();
+        assert_eq!(inputs_timed(&runs), 5);
+        assert_eq!(per_input_medians(5, &runs), [10.0, 20.0, 30.0, 40.0, 50.0]);
+        // Two rotations over 3 inputs.
+        let runs: Vec<(usize, f64)> = (0..6).map(|i| (i % 3, 1.0)).collect();
+        assert_eq!(inputs_timed(&runs), 3);
+        assert_eq!(inputs_timed(&[]), 0);
+    }
 
     #[test]
     fn references_split_at_partition_boundaries() {

@@ -59,7 +59,8 @@ pub struct GpuRow {
     /// `None` for a whole-buffer reduction.
     pub partition_size: Option<u64>,
     pub partitions: u64,
-    /// Input buffers rotated over.
+    /// Input buffers rotated over (the timed ones: a short budget may end
+    /// before the rotation reaches all that were made).
     pub inputs: usize,
     /// The timer behind `time` and `gbps`.
     pub timer: TimerKind,

@@ -29,21 +29,20 @@ impl Budget {
         }
     }
 
-    /// Runs `f(i)` (i counts every call, warm-up included, so callers can
-    /// rotate inputs by it) and keeps what the timed calls return.
+    /// Runs `f(i)` and keeps what the timed calls return. Warm-up calls
+    /// count i = 0, 1, ..., then the timed calls count again from 0, so a
+    /// caller rotating inputs by i times the first ones in order (n timed
+    /// calls over m inputs time inputs 0..min(n, m)).
     pub fn sample<T, E>(&self, mut f: impl FnMut(usize) -> Result<T, E>) -> Result<Vec<T>, E> {
-        let mut i = 0;
-        for _ in 0..self.warmup {
+        for i in 0..self.warmup {
             f(i)?;
-            i += 1;
         }
         let start = Instant::now();
         let mut out = Vec::with_capacity(self.min_runs);
         while out.len() < self.max_runs.max(1)
             && (out.len() < self.min_runs || start.elapsed() < self.target)
         {
-            out.push(f(i)?);
-            i += 1;
+            out.push(f(out.len())?);
         }
         Ok(out)
     }
@@ -118,7 +117,8 @@ mod tests {
                 Ok::<_, ()>(i)
             })
             .unwrap();
-        assert_eq!(kept, vec![2, 3, 4]);
-        assert_eq!(calls, vec![0, 1, 2, 3, 4]);
+        // Timed calls count from 0 again: the first inputs are timed.
+        assert_eq!(kept, vec![0, 1, 2]);
+        assert_eq!(calls, vec![0, 1, 0, 1, 2]);
     }
 }
