@@ -33,6 +33,116 @@ struct Params {
     _pad: [u32; 2],
 }
 
+/// Bytes between consecutive dispatches' [`Params`] in their uniform
+/// buffer (each bound at its dynamic offset).
+pub(crate) fn param_stride(ctx: &Context) -> u64 {
+    ctx.limits.uniform_alignment.max(PARAMS_BYTES)
+}
+
+/// A uniform buffer holding one [`Params`] per dispatch of `ds`,
+/// [`param_stride`] apart, for a level (or levels) of `segment_count`
+/// segments.
+pub(crate) fn write_params(
+    ctx: &Context,
+    ds: &[Dispatch],
+    segment_count: u32,
+    label: &str,
+) -> PooledBuffer {
+    let stride = param_stride(ctx);
+    let params = ctx.pool.take(
+        &ctx.device,
+        ds.len() as u64 * stride,
+        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        label,
+    );
+    let mut param_bytes = vec![0u8; (ds.len() as u64 * stride) as usize];
+    for (i, d) in ds.iter().enumerate() {
+        let p = Params {
+            unit_base: d.unit_base,
+            unit_count: d.unit_count,
+            input_base_lo: d.input.base_item as u32,
+            out_base: d.output.base_item as u32,
+            segment_count,
+            one: 1.0,
+            _pad: [0; 2],
+        };
+        let at = i * stride as usize;
+        param_bytes[at..at + PARAMS_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&p));
+    }
+    ctx.queue.write_buffer(&params, 0, &param_bytes);
+    params
+}
+
+/// A byte range of a buffer, to bind as one storage or uniform binding.
+#[derive(Clone, Copy)]
+pub(crate) struct BindRange<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl BindRange<'_> {
+    fn resource(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer,
+            offset: self.offset,
+            size: NonZeroU64::new(self.size.max(16)),
+        })
+    }
+}
+
+/// The bind group of one dispatch of `pass` (the layout of reduce.wgsl):
+/// its [`Params`] (at a dynamic offset into `params`), the level's segment
+/// table, its input window and its output window.
+pub(crate) fn dispatch_bind_group(
+    ctx: &Context,
+    pass: Pass,
+    params: &wgpu::Buffer,
+    table: BindRange<'_>,
+    input: BindRange<'_>,
+    output: BindRange<'_>,
+) -> wgpu::BindGroup {
+    let uniform = BindRange {
+        buffer: params,
+        offset: 0,
+        size: PARAMS_BYTES,
+    };
+    let mut entries = vec![
+        wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.resource(),
+        },
+        wgpu::BindGroupEntry {
+            binding: 1,
+            resource: table.resource(),
+        },
+        wgpu::BindGroupEntry {
+            binding: 4,
+            resource: output.resource(),
+        },
+    ];
+    match pass {
+        // Elements are read through two views of the same window.
+        Pass::Elements => {
+            for binding in [2, 3] {
+                entries.push(wgpu::BindGroupEntry {
+                    binding,
+                    resource: input.resource(),
+                });
+            }
+        }
+        Pass::Partials => entries.push(wgpu::BindGroupEntry {
+            binding: 5,
+            resource: input.resource(),
+        }),
+    }
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: ctx.kernels.layout(pass),
+        entries: &entries,
+    })
+}
+
 /// Most partitions one reduction may have on this device: its segment
 /// table (one entry per partition, plus a sentinel) must fit one binding.
 pub(crate) fn max_partitions(ctx: &Context) -> u64 {
@@ -57,7 +167,6 @@ pub(crate) struct Job {
     plan: Plan,
     dispatches: Vec<Dispatch>,
     bind_groups: Vec<wgpu::BindGroup>,
-    param_stride: u64,
     /// Index into `partials` of the buffer holding the final level's output.
     final_buffer: usize,
     partials: Vec<PooledBuffer>,
@@ -103,7 +212,6 @@ impl Job {
             kernel,
             dispatches: Vec::new(),
             bind_groups: Vec::new(),
-            param_stride: ctx.limits.uniform_alignment.max(PARAMS_BYTES),
             final_buffer: plan.levels.len().saturating_sub(1) % 2,
             partials: Vec::new(),
             readback: None,
@@ -145,28 +253,12 @@ impl Job {
             ctx.queue
                 .write_buffer(&tables, offset, bytemuck::cast_slice(&level.table));
         }
-        let stride = job.param_stride;
-        let params = ctx.pool.take(
-            device,
-            all.len() as u64 * stride,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        let params = write_params(
+            ctx,
+            &all,
+            plan.partition_lens.len() as u32,
             "gpulanes params",
         );
-        let mut param_bytes = vec![0u8; (all.len() as u64 * stride) as usize];
-        for (i, d) in all.iter().enumerate() {
-            let p = Params {
-                unit_base: d.unit_base,
-                unit_count: d.unit_count,
-                input_base_lo: d.input.base_item as u32,
-                out_base: d.output.base_item as u32,
-                segment_count: plan.partition_lens.len() as u32,
-                one: 1.0,
-                _pad: [0; 2],
-            };
-            let at = i * stride as usize;
-            param_bytes[at..at + PARAMS_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&p));
-        }
-        ctx.queue.write_buffer(&params, 0, &param_bytes);
 
         // Ping-pong partial buffers: level i writes buffer i % 2.
         let mut partial_sizes = [PARTIAL_BYTES; 2];
@@ -183,82 +275,36 @@ impl Job {
             })
             .collect();
 
-        fn binding(buffer: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
-            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer,
-                offset,
-                size: NonZeroU64::new(size.max(16)),
+        let bind_groups = all
+            .iter()
+            .map(|d| {
+                let level = &plan.levels[d.level];
+                let input = match level.pass {
+                    Pass::Elements => inputs[d.input.buffer],
+                    Pass::Partials => &*partials[(d.level - 1) % 2],
+                };
+                dispatch_bind_group(
+                    ctx,
+                    level.pass,
+                    &params,
+                    BindRange {
+                        buffer: &tables,
+                        offset: table_offsets[d.level],
+                        size: level.table.len() as u64 * SEGMENT_BYTES,
+                    },
+                    BindRange {
+                        buffer: input,
+                        offset: d.input.byte_offset,
+                        size: d.input.byte_size,
+                    },
+                    BindRange {
+                        buffer: &partials[d.level % 2],
+                        offset: d.output.byte_offset,
+                        size: d.output.byte_size,
+                    },
+                )
             })
-        }
-        let mut bind_groups = Vec::with_capacity(all.len());
-        for d in &all {
-            let level = &plan.levels[d.level];
-            let table = binding(
-                &tables,
-                table_offsets[d.level],
-                level.table.len() as u64 * SEGMENT_BYTES,
-            );
-            let out = binding(
-                &partials[d.level % 2],
-                d.output.byte_offset,
-                d.output.byte_size,
-            );
-            let uniform = binding(&params, 0, PARAMS_BYTES);
-            let entries: Vec<wgpu::BindGroupEntry> = match level.pass {
-                Pass::Elements => {
-                    let input = inputs[d.input.buffer];
-                    let window = || binding(input, d.input.byte_offset, d.input.byte_size);
-                    vec![
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: uniform,
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: table,
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 2,
-                            resource: window(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 3,
-                            resource: window(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 4,
-                            resource: out,
-                        },
-                    ]
-                }
-                Pass::Partials => {
-                    let input = &partials[(d.level - 1) % 2];
-                    vec![
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: uniform,
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: table,
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 4,
-                            resource: out,
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 5,
-                            resource: binding(input, d.input.byte_offset, d.input.byte_size),
-                        },
-                    ]
-                }
-            };
-            bind_groups.push(device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: ctx.kernels.layout(level.pass),
-                entries: &entries,
-            }));
-        }
+            .collect();
         job.readback = Some(ctx.pool.take(
             device,
             plan.final_units() * PARTIAL_BYTES,
@@ -304,15 +350,12 @@ impl Job {
             label: Some("gpulanes reduce"),
             timestamp_writes: None,
         });
+        let stride = param_stride(ctx);
         for i in range {
             let d = &self.dispatches[i];
             let pass_kind = self.plan.levels[d.level].pass;
             pass.set_pipeline(ctx.kernels.pipeline(pass_kind, self.kernel));
-            pass.set_bind_group(
-                0,
-                &self.bind_groups[i],
-                &[(i as u64 * self.param_stride) as u32],
-            );
+            pass.set_bind_group(0, &self.bind_groups[i], &[(i as u64 * stride) as u32]);
             let x = d.unit_count.min(ctx.limits.max_workgroups_per_dim);
             pass.dispatch_workgroups(x, d.unit_count.div_ceil(x), 1);
         }
