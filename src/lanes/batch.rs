@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::handle::Slot;
-use super::{Input, Shared, busy_for, lock, mark_done, track};
+use super::{Input, Lane, Shared, busy_for, lock, mark_done, release_slot, track};
 use crate::device_array::pooled_input;
 use crate::error::Result;
 use crate::exec::{Job, max_partitions};
@@ -205,12 +205,7 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
             let busy = mark_done(&sh2, submitted);
             lock(&sh2.throughput).observe(chunk_bytes, busy, false);
         }
-        let mut st = lock(&sh2.state);
-        st.batch_in_flight -= 1;
-        st.note_completion(Instant::now(), predicted);
-        drop(st);
-        sh2.work.notify_all();
-        sh2.space.notify_all();
+        release_slot(&sh2, Lane::Batch, predicted);
     });
     let result = if last {
         let active = entry.active.take().expect("active");

@@ -851,6 +851,21 @@ fn wake_all(wakeups: Vec<Wakeup>) {
     }
 }
 
+/// A submission of `lane`, predicted at `busy` of GPU time (zero when
+/// nothing was submitted), is done: frees its in-flight slot, re-anchors
+/// the prediction and wakes the dispatcher and blocked submitters.
+fn release_slot(sh: &Shared, lane: Lane, busy: Duration) {
+    let mut st = lock(&sh.state);
+    match lane {
+        Lane::RealTime => st.rt_in_flight -= 1,
+        Lane::Batch => st.batch_in_flight -= 1,
+    }
+    st.note_completion(Instant::now(), busy);
+    drop(st);
+    sh.work.notify_all();
+    sh.space.notify_all();
+}
+
 /// Hands a submission to the poller, which completes its callbacks.
 fn track(sh: &Shared, index: wgpu::SubmissionIndex) {
     lock(&sh.inflight).queue.push_back(index);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::handle::Slot;
 use super::job_cache::{JobShape, PreparedJob};
-use super::{Shared, busy_for, lock, mark_done, track, wake_all};
+use super::{Lane, Shared, busy_for, lock, mark_done, release_slot, track, wake_all};
 use crate::device_array::{pooled_input, write_floats};
 use crate::error::{Error, Result};
 use crate::exec::{FinalPartials, Job, max_partitions};
@@ -77,7 +77,7 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         }
     }
     if groups.is_empty() {
-        release_realtime_slot(sh, Duration::ZERO);
+        release_slot(sh, Lane::RealTime, Duration::ZERO);
         return;
     }
     let ctx = &sh.ctx;
@@ -103,7 +103,7 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     }
     if prepared.is_empty() {
         let _ = scope.check();
-        release_realtime_slot(sh, Duration::ZERO);
+        release_slot(sh, Lane::RealTime, Duration::ZERO);
         return;
     }
     let command_buffer = encoder.finish();
@@ -116,7 +116,7 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         for (_, _, group) in prepared {
             fail_all(sh, group, &e);
         }
-        release_realtime_slot(sh, Duration::ZERO);
+        release_slot(sh, Lane::RealTime, Duration::ZERO);
         return;
     }
     let busy = sh.rt_fixed.saturating_add(busy_for(sh, total_bytes));
@@ -156,22 +156,11 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
                 if sh2.timer.is_none() {
                     mark_done(&sh2, submitted);
                 }
-                release_realtime_slot(&sh2, busy);
+                release_slot(&sh2, Lane::RealTime, busy);
             }
         });
     }
     track(sh, index);
-}
-
-/// Frees a real-time slot; `busy` is what its submission was predicted at
-/// (zero when nothing was submitted).
-fn release_realtime_slot(sh: &Shared, busy: Duration) {
-    let mut st = lock(&sh.state);
-    st.rt_in_flight -= 1;
-    st.note_completion(Instant::now(), busy);
-    drop(st);
-    sh.work.notify_all();
-    sh.space.notify_all();
 }
 
 fn fail_all(sh: &Shared, group: Vec<RtEntry>, e: &Error) {
