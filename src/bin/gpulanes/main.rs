@@ -33,10 +33,10 @@ enum Command {
     },
     /// Real-time lane alone, batch lane alone, then both: latency and throughput ratios.
     Mixed {
-        /// Seconds per phase (over all rounds together; default 3).
+        /// Seconds per phase (over all rounds together; default 4).
         #[arg(long)]
         duration: Option<f64>,
-        /// Rounds of the three phases, interleaved, figures merged (default 3).
+        /// Rounds of the three phases, interleaved, figures merged; the two batch phases swap order every round (default 4).
         #[arg(long)]
         rounds: Option<usize>,
         /// Coalesced real-time submissions queued on the GPU at once (default 2).
