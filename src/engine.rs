@@ -163,7 +163,7 @@ impl Context {
         pending: PendingReduction,
     ) -> Result<Reduction> {
         let (tx, rx) = mpsc::channel();
-        pending.on_complete(move |r| {
+        pending.on_complete(&index, move |r| {
             let _ = tx.send(r);
         });
         self.device
@@ -199,12 +199,21 @@ impl PendingReduction {
         engine.ctx.wait_for(index, self)
     }
 
-    /// Calls `done` with the result once the GPU has finished; someone must
-    /// poll the device (`device.poll`) for the callback to run. Call it only
-    /// after submitting the encoder: called before, the result buffers are
-    /// mapped at once and `done` gets whatever they held. With no GPU work
-    /// (only empty partitions) `done` runs at once, inside this call.
-    pub fn on_complete(self, done: impl FnOnce(Result<Reduction>) + Send + 'static) {
+    /// Calls `done` with the result once the GPU has finished submission
+    /// `index` (what `queue.submit` returned for the encoder holding this
+    /// reduction); someone must poll the device (`device.poll`) for the
+    /// callback to run. The index is there so the call cannot come before
+    /// the submit: mapped before it, the result buffers would be read at
+    /// once and `done` would get whatever they held. With no GPU work (only
+    /// empty partitions) `done` runs at once, inside this call.
+    pub fn on_complete(
+        self,
+        index: &wgpu::SubmissionIndex,
+        done: impl FnOnce(Result<Reduction>) + Send + 'static,
+    ) {
+        // Only a witness that the encoder was submitted: mapping after the
+        // submit is what makes the readback wait for the GPU.
+        let _ = index;
         let mut groups = self.groups;
         if groups.len() == 1 {
             return groups.remove(0).read_async(done);

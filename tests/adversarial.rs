@@ -645,9 +645,9 @@ fn more_partitions_than_one_reduction_holds_are_reduced_in_groups() {
             // submission, the result delivered once by the callback.
             let mut encoder = small.device().create_command_encoder(&Default::default());
             let pending = small.encode(&mut encoder, &array, op, &p, nan).unwrap();
-            small.queue().submit([encoder.finish()]);
+            let index = small.queue().submit([encoder.finish()]);
             let (tx, rx) = std::sync::mpsc::channel();
-            pending.on_complete(move |r| tx.send(r).unwrap());
+            pending.on_complete(&index, move |r| tx.send(r).unwrap());
             small
                 .device()
                 .poll(wgpu::PollType::Wait {
@@ -1078,7 +1078,7 @@ fn device_resident_and_encoded_match_the_slice_path() {
         .unwrap();
     let index = engine().queue().submit([encoder.finish()]);
     let (tx, rx) = mpsc::channel();
-    pr.on_complete(move |r| tx.send(r).unwrap());
+    pr.on_complete(&index, move |r| tx.send(r).unwrap());
     engine()
         .device()
         .poll(wgpu::PollType::Wait {
