@@ -134,7 +134,10 @@ pub fn run(
                 for &op in &config.ops {
                     for part in config.partitionings(n as u64) {
                         step(&case_label(op, bytes, part));
-                        let msg = format!("{}: upload failed: {e}", case_label(op, bytes, part));
+                        let msg = format!(
+                            "{}: upload failed: {e} (its host and CPU rows were skipped)",
+                            case_label(op, bytes, part)
+                        );
                         failures.push(msg.clone());
                         results.push(failed_row(op, Source::Device, bytes, part, r, msg));
                     }
@@ -147,7 +150,19 @@ pub fn run(
                 let label = case_label(op, bytes, part);
                 step(&label);
                 let partitions = partitions_of(part);
-                let refs = references(&inputs, op, part, threads)?;
+                // A case whose reference cannot be computed fails alone,
+                // as a case whose GPU run fails does.
+                let refs = match references(&inputs, op, part, threads) {
+                    Ok(refs) => refs,
+                    Err(e) => {
+                        let msg = format!(
+                            "{label}: reference failed: {e} (GPU, host and CPU rows skipped)"
+                        );
+                        failures.push(msg.clone());
+                        results.push(failed_row(op, Source::Device, bytes, part, r, msg));
+                        continue;
+                    }
+                };
                 let case = Case {
                     engine,
                     timer,

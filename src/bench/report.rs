@@ -138,12 +138,9 @@ pub struct HostInfo {
 
 impl HostInfo {
     pub fn detect() -> Self {
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        });
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| cpu_model_of(&s));
         HostInfo {
             os: std::env::consts::OS,
             arch: std::env::consts::ARCH,
@@ -151,6 +148,20 @@ impl HostInfo {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
+}
+
+/// The CPU's name from `/proc/cpuinfo`: x86 has "model name"; most ARM
+/// and RISC-V kernels have none, so "Hardware", "Model", "cpu model" or
+/// "uarch" stand in, in that order.
+fn cpu_model_of(cpuinfo: &str) -> Option<String> {
+    ["model name", "Hardware", "Model", "cpu model", "uarch"]
+        .iter()
+        .find_map(|key| {
+            cpuinfo.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == *key && !v.trim().is_empty()).then(|| v.trim().to_string())
+            })
+        })
 }
 
 /// Everything one `gpulanes bench` run measured.
@@ -207,4 +218,26 @@ pub(super) fn fold_checks(comparisons: &[Comparison]) -> CheckReport {
         }
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_model_is_found_on_x86_and_on_arm() {
+        let x86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n";
+        assert_eq!(
+            cpu_model_of(x86).as_deref(),
+            Some("Intel(R) Xeon(R) Platinum 8480+")
+        );
+        // A Raspberry Pi: no "model name", a "Model" line at the end.
+        let pi = "processor\t: 0\nBogoMIPS\t: 108.00\nCPU part\t: 0xd08\n\nHardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n";
+        assert_eq!(cpu_model_of(pi).as_deref(), Some("BCM2835"));
+        let server_arm =
+            "processor\t: 0\nBogoMIPS\t: 2000.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n";
+        assert_eq!(cpu_model_of(server_arm), None);
+        // "model" alone (a number on x86) is not the model name.
+        assert_eq!(cpu_model_of("model\t\t: 143\n"), None);
+    }
 }
