@@ -202,8 +202,9 @@ impl PendingReduction {
     /// Calls `done` with the result once the GPU has finished submission
     /// `index` (what `queue.submit` returned for the encoder holding this
     /// reduction); someone must poll the device (`device.poll`) for the
-    /// callback to run. The index is there so the call cannot come before
-    /// the submit: mapped before it, the result buffers would be read at
+    /// callback to run. The index is a reminder to submit first (it is not
+    /// checked against this encoder: any earlier submission's index would
+    /// pass): mapped before the submit, the result buffers would be read at
     /// once and `done` would get whatever they held. With no GPU work (only
     /// empty partitions) `done` runs at once, inside this call.
     pub fn on_complete(

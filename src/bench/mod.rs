@@ -118,6 +118,13 @@ pub fn run(
     let mut failures: Vec<String> = Vec::new();
     let mut results = Vec::new();
     let mut cpu_rows = Vec::new();
+    // What a case that cannot run also loses, for its failure message.
+    let skipped_rows = match (config.host, config.cpu) {
+        (true, true) => "; its host and CPU rows were skipped",
+        (true, false) => "; its host row was skipped",
+        (false, true) => "; its CPU rows were skipped",
+        (false, false) => "",
+    };
     for &bytes in &config.sizes {
         let n = (bytes / 4) as usize;
         let r = config.inputs_for(bytes);
@@ -133,11 +140,9 @@ pub fn run(
             Err(e) => {
                 for &op in &config.ops {
                     for part in config.partitionings(n as u64) {
-                        step(&case_label(op, bytes, part));
-                        let msg = format!(
-                            "{}: upload failed: {e} (its host and CPU rows were skipped)",
-                            case_label(op, bytes, part)
-                        );
+                        let label = case_label(op, bytes, part);
+                        step(&label);
+                        let msg = format!("{label}: upload failed: {e}{skipped_rows}");
                         failures.push(msg.clone());
                         results.push(failed_row(op, Source::Device, bytes, part, r, msg));
                     }
@@ -155,9 +160,7 @@ pub fn run(
                 let refs = match references(&inputs, op, part, threads) {
                     Ok(refs) => refs,
                     Err(e) => {
-                        let msg = format!(
-                            "{label}: reference failed: {e} (GPU, host and CPU rows skipped)"
-                        );
+                        let msg = format!("{label}: reference failed: {e}{skipped_rows}");
                         failures.push(msg.clone());
                         results.push(failed_row(op, Source::Device, bytes, part, r, msg));
                         continue;

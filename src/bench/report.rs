@@ -150,11 +150,12 @@ impl HostInfo {
     }
 }
 
-/// The CPU's name from `/proc/cpuinfo`: x86 has "model name"; most ARM
-/// and RISC-V kernels have none, so "Hardware", "Model", "cpu model" or
-/// "uarch" stand in, in that order.
+/// The CPU's name from `/proc/cpuinfo`: x86 has "model name"; ARM and
+/// RISC-V kernels have none, and some have "Model" (the board, e.g. a
+/// Raspberry Pi), "Hardware", "cpu model" or "uarch" instead, tried in that
+/// order. Mainline arm64 kernels have none of them.
 fn cpu_model_of(cpuinfo: &str) -> Option<String> {
-    ["model name", "Hardware", "Model", "cpu model", "uarch"]
+    ["model name", "Model", "Hardware", "cpu model", "uarch"]
         .iter()
         .find_map(|key| {
             cpuinfo.lines().find_map(|l| {
@@ -233,7 +234,14 @@ mod tests {
         );
         // A Raspberry Pi: no "model name", a "Model" line at the end.
         let pi = "processor\t: 0\nBogoMIPS\t: 108.00\nCPU part\t: 0xd08\n\nHardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n";
-        assert_eq!(cpu_model_of(pi).as_deref(), Some("BCM2835"));
+        assert_eq!(
+            cpu_model_of(pi).as_deref(),
+            Some("Raspberry Pi 4 Model B Rev 1.4")
+        );
+        assert_eq!(
+            cpu_model_of("Hardware\t: BCM2835\n").as_deref(),
+            Some("BCM2835")
+        );
         let server_arm =
             "processor\t: 0\nBogoMIPS\t: 2000.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n";
         assert_eq!(cpu_model_of(server_arm), None);

@@ -31,12 +31,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Real-time lane alone, batch lane alone, then both: latency and throughput ratios.
+    /// Real-time lane alone, batch lane alone, and both together: latency and throughput ratios.
     Mixed {
         /// Seconds per phase (over all rounds together; default 4).
         #[arg(long)]
         duration: Option<f64>,
-        /// Rounds of the three phases, interleaved, figures merged; the two batch phases swap order every round (default 4).
+        /// Rounds of the three phases, interleaved, figures merged; the two batch phases swap order every round, so an even number balances them (default 4).
         #[arg(long)]
         rounds: Option<usize>,
         /// Coalesced real-time submissions queued on the GPU at once (default 2).
