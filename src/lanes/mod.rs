@@ -853,7 +853,10 @@ fn wake_all(wakeups: Vec<Wakeup>) {
 
 /// A submission of `lane`, predicted at `busy` of GPU time (zero when
 /// nothing was submitted), is done: frees its in-flight slot, re-anchors
-/// the prediction and wakes the dispatcher and blocked submitters.
+/// the prediction and wakes blocked submitters, and the dispatcher where
+/// work waits (with both queues empty only a new submission, which wakes
+/// it, gives it something to do: a real-time stream alone would otherwise
+/// wake it twice per request).
 fn release_slot(sh: &Shared, lane: Lane, busy: Duration) {
     let mut st = lock(&sh.state);
     match lane {
@@ -861,8 +864,11 @@ fn release_slot(sh: &Shared, lane: Lane, busy: Duration) {
         Lane::Batch => st.batch_in_flight -= 1,
     }
     st.note_completion(Instant::now(), busy);
+    let work_waits = !st.rt.is_empty() || !st.batch.is_empty();
     drop(st);
-    sh.work.notify_all();
+    if work_waits {
+        sh.work.notify_all();
+    }
     sh.space.notify_all();
 }
 
