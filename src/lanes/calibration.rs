@@ -33,11 +33,12 @@ const MAX_CALIBRATION_ITEMS: u64 = 64 << 20;
 /// The round trip sets the quantum and the submit lead, so it should be the
 /// device's, not the host's noise: it is the lower quartile of 16 runs after
 /// 2 warm-up runs (noise only ever adds time; a median of 5 swung the
-/// quantum between 1.1 and 1.9 ms from run to run on lavapipe), taken twice,
-/// before and after the big reductions, and the lower of the two kept. Noise
-/// that lasts through one look (on lavapipe, just after start-up) no longer
-/// sets the quantum: with one look it swung 294-701 us over 16 runs in a
-/// row.
+/// quantum between 1.1 and 1.9 ms from run to run on lavapipe), taken twice
+/// (the second look after the big reductions, with 1 warm-up run), and the
+/// lower of the two kept, so noise that lasts through only one look (on
+/// lavapipe, often just after start-up) does not set the quantum. Over 16
+/// runs in a row on lavapipe the quantum swung 362-784 us with one look and
+/// 358-628 us with two: noise through both looks still counts.
 ///
 /// The big reduction starts at 16 MiB. Where its work does not stand out
 /// of the round trip (a fast GPU reduces 16 MiB in a few microseconds), the
@@ -105,8 +106,9 @@ fn seed_throughput(bytes: u64, full: Duration, round_trip: Duration) -> f64 {
 /// that work is done. Lavapipe's does: its queue runs one submission at a
 /// time and `vkQueueSubmit` waits for the running one (measured: a second
 /// submit during a 70 ms job returned after 69 ms, the first after 62 us).
-/// Probed by submitting an empty command buffer right behind the 16 MiB
-/// reduction, whose GPU work takes `work`; the fastest of three such submit
+/// Probed by submitting an empty command buffer right behind the
+/// calibration's big reduction (16 MiB, or up to 256 MiB where it grew),
+/// whose GPU work takes `work`; the fastest of three such submit
 /// calls must take over half of that (one slow call can be preemption on a
 /// busy host). A reduction under 1 ms is too short to tell, and such a fast
 /// device is assumed to queue.

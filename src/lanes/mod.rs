@@ -336,7 +336,8 @@ struct Shared {
     /// `calibration::probe_blocking_submit`).
     submit_blocks: bool,
     state: Mutex<State>,
-    /// Wakes the dispatcher: new work, freed GPU slots, cancellation, shutdown.
+    /// Wakes the dispatcher: new work, freed GPU slots while work is queued,
+    /// cancellation, shutdown.
     work: Condvar,
     /// Wakes submitters blocked on a full queue.
     space: Condvar,

@@ -170,6 +170,11 @@ pub(crate) fn decide(q: &Queues, pred: &Prediction, now: Instant, p: &Pacing) ->
     if batch_ready && (!q.rt_waiting || batch_starved) {
         return Decision::Batch;
     }
+    // With nothing queued there is nothing to hold: only new work (which
+    // wakes the loop) gives the dispatcher something to do.
+    if !q.rt_waiting && !q.batch_waiting {
+        return Decision::Wait(IDLE_WAIT);
+    }
     // Held work is reconsidered when the GPU nears the end of the queued
     // work; completions, new work and shutdown wake the loop earlier.
     let release = if q.rt_waiting { rt_release } else { lead };
@@ -351,6 +356,26 @@ mod tests {
         assert_eq!(
             decide(&full, &pred, late, &PACING),
             Decision::Wait(IDLE_WAIT)
+        );
+    }
+
+    #[test]
+    fn with_nothing_queued_the_dispatcher_sleeps_until_new_work_not_until_the_gpu_is_done() {
+        let t0 = Instant::now();
+        let (q, pred) = chunk_running(t0, false);
+        let empty = Queues {
+            batch_waiting: false,
+            ..q
+        };
+        // 2 ms of work in flight, nothing held: no timed wake-up near its end.
+        assert_eq!(
+            decide(&empty, &pred, t0, &PACING),
+            Decision::Wait(IDLE_WAIT)
+        );
+        // With a chunk waiting, the hold ends within the lead of the end.
+        assert_eq!(
+            decide(&q, &pred, t0, &PACING),
+            Decision::Wait(ms(2) - us(100))
         );
     }
 
