@@ -1,6 +1,6 @@
 //! The mixed-lanes experiment behind `gpulanes mixed`: real-time lane
-//! alone, batch lane alone, and both together, on one device, in one run, so the two ratios that matter are measured side
-//! by side:
+//! alone, batch lane alone, and both together, on one device, in one run,
+//! so the two ratios that matter are measured side by side:
 //!
 //! * real-time p99 under batch load / real-time p99 alone (target 1.5x on a
 //!   GPU), and
