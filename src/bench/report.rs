@@ -153,16 +153,42 @@ impl HostInfo {
 /// The CPU's name from `/proc/cpuinfo`: x86 has "model name"; ARM and
 /// RISC-V kernels have none, and some have "Model" (the board, e.g. a
 /// Raspberry Pi), "Hardware", "cpu model" or "uarch" instead, tried in that
-/// order. Mainline arm64 kernels have none of them.
+/// order. Mainline arm64 kernels have none of them, only the core's
+/// implementer and part numbers: a few well-known cores are named from
+/// those (Neoverse in Graviton and Grace), others are given as the numbers.
 fn cpu_model_of(cpuinfo: &str) -> Option<String> {
+    let field = |key: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == key && !v.trim().is_empty()).then(|| v.trim().to_string())
+        })
+    };
     ["model name", "Model", "Hardware", "cpu model", "uarch"]
         .iter()
-        .find_map(|key| {
-            cpuinfo.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                (k.trim() == *key && !v.trim().is_empty()).then(|| v.trim().to_string())
-            })
+        .find_map(|key| field(key))
+        .or_else(|| {
+            let implementer = field("CPU implementer")?;
+            let part = field("CPU part")?;
+            Some(arm_core_name(&implementer, &part).map_or_else(
+                || format!("CPU implementer {implementer} part {part}"),
+                str::to_string,
+            ))
         })
+}
+
+/// A few well-known Arm cores by `/proc/cpuinfo` implementer and part.
+fn arm_core_name(implementer: &str, part: &str) -> Option<&'static str> {
+    let arm = implementer.eq_ignore_ascii_case("0x41");
+    Some(match part.to_ascii_lowercase().as_str() {
+        "0xd03" if arm => "Arm Cortex-A53",
+        "0xd08" if arm => "Arm Cortex-A72",
+        "0xd0b" if arm => "Arm Cortex-A76",
+        "0xd0c" if arm => "Arm Neoverse-N1",
+        "0xd40" if arm => "Arm Neoverse-V1",
+        "0xd49" if arm => "Arm Neoverse-N2",
+        "0xd4f" if arm => "Arm Neoverse-V2",
+        _ => return None,
+    })
 }
 
 /// Everything one `gpulanes bench` run measured.
@@ -242,9 +268,16 @@ mod tests {
             cpu_model_of("Hardware\t: BCM2835\n").as_deref(),
             Some("BCM2835")
         );
+        // Mainline arm64 (Graviton 2): only the core's numbers.
         let server_arm =
             "processor\t: 0\nBogoMIPS\t: 2000.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n";
-        assert_eq!(cpu_model_of(server_arm), None);
+        assert_eq!(cpu_model_of(server_arm).as_deref(), Some("Arm Neoverse-N1"));
+        let ampere = "CPU implementer\t: 0xc0\nCPU architecture: 8\nCPU part\t: 0xac3\n";
+        assert_eq!(
+            cpu_model_of(ampere).as_deref(),
+            Some("CPU implementer 0xc0 part 0xac3")
+        );
+        assert_eq!(cpu_model_of("processor\t: 0\nBogoMIPS\t: 50.00\n"), None);
         // "model" alone (a number on x86) is not the model name.
         assert_eq!(cpu_model_of("model\t\t: 143\n"), None);
     }
