@@ -68,16 +68,16 @@ pub struct MixedConfig {
 /// Default real-time rate on a GPU.
 pub const GPU_RT_RATE_HZ: f64 = 1000.0;
 
-/// Default real-time rate on a software adapter. There, a small reduction
-/// (one dispatch and its readback) costs the device about 100-150 us
-/// whatever its size, in the driver's CPU threads handing work to each
-/// other. Measured on lavapipe, 2 cores: 16 reductions of 4096 floats in
-/// one submission still took about 100 us each. So a 1000 Hz stream of
-/// uncoalesced requests occupies 10-15% of the device with fixed costs
-/// alone. On a GPU the same costs are a few microseconds, 1% or less of the
-/// device at 1000 Hz. Half the rate keeps the stream a light, steady load
-/// beside the batch lane, as it is on a GPU, instead of a tenth of the
-/// device.
+/// Default real-time rate on a software adapter. On lavapipe (a 2-core VM)
+/// a reduction of 4096 floats, one dispatch and its readback, cost about
+/// 100-150 us even when 16 of them shared one submission: mostly, per the
+/// perf profiles, lavapipe's threads handing work to each other (context
+/// switches, futex wake-ups). An uncoalesced 1000 Hz stream then occupies
+/// 10-15% of the device with such fixed costs; half the rate halves that
+/// share. On a GPU the same costs are expected to be a few microseconds
+/// (not measured here). On that VM the lavapipe bar (p99 within 3x, batch
+/// at least 85%) was met in 3 of 12 runs at 1000 Hz and in 26 of 30 at
+/// 500 Hz (BENCHMARKS.md); `--rt-rate 1000` still runs the GPU rate.
 pub const SOFTWARE_RT_RATE_HZ: f64 = 500.0;
 
 impl MixedConfig {

@@ -127,16 +127,22 @@ fn probe_blocking_submit(engine: &Engine, big: &DeviceArray, work: Duration) -> 
 }
 
 /// Whether a submit call that took `call` behind earlier work of `work`
-/// waited for that work: over a quarter of it. A queueing driver returns
-/// in tens of microseconds, well under 1% of a 1 ms reduction. On lavapipe
-/// the blocked call took 38% or more of the reduction's warm time (median
-/// 75%, in two runs of 600 probes behind a 16 MiB reduction of 12-13 ms):
-/// it starts while the reduction is under way, and the reduction itself
-/// varies. At the old threshold of a half, 3 and 58 of those probes came
-/// out "queueing", and 4 of 750 start-ups gave lavapipe a 200 us quantum
-/// and queue-style pacing.
+/// waited for that work: over a quarter of it, and over 1 ms.
+///
+/// * A queueing driver returns in tens of microseconds (lavapipe's first
+///   submit: 62 us), so the 1 ms floor keeps a GPU whose probe work is just
+///   over the 1 ms minimum from counting as blocking on a few slow submits
+///   (a half of the work was the threshold before, 500 us at the minimum).
+/// * On lavapipe the blocked call took 38% or more of a 16 MiB reduction's
+///   time (median 75%; two runs of 600 probes back to back in one process,
+///   each against the median of 6 reductions after warm-up, 12-13 ms): it
+///   starts while the reduction is under way, and the reduction varies. At
+///   a half, 3 and 58 of those probes came out "queueing", and 4 of 750
+///   `Lanes::new` calls (25 processes) gave lavapipe a 200 us quantum and
+///   queue-style pacing; at a quarter, none of 750. (`work` here is the
+///   calibration's median of 5 start-up reductions less the round trip.)
 fn submit_blocked(call: Duration, work: Duration) -> bool {
-    call > work / 4
+    call > (work / 4).max(Duration::from_millis(1))
 }
 
 /// How long an empty submit takes right behind a reduction of `big`.
@@ -211,7 +217,11 @@ mod tests {
         // A queueing driver's submit, even a slow one, does not.
         assert!(!submit_blocked(us(40), work));
         assert!(!submit_blocked(us(1_000), work));
+        // Just over the 1 ms minimum of work, a submit needs over 1 ms.
         assert!(!submit_blocked(us(40), us(1_000)));
+        assert!(!submit_blocked(us(600), us(1_200)));
+        assert!(!submit_blocked(us(1_000), us(1_200)));
+        assert!(submit_blocked(us(1_001), us(1_200)));
     }
 
     #[test]

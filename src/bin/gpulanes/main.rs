@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         rt_in_flight: Option<usize>,
         /// Real-time requests per second (default 1000 on a GPU; 500 on a
-        /// software adapter, where each small reduction costs the device
+        /// software adapter, where on lavapipe each small reduction costs
         /// about 100-150 us of fixed costs).
         #[arg(long)]
         rt_rate: Option<f64>,
