@@ -35,7 +35,7 @@ struct Params {
 
 /// Bytes between consecutive dispatches' [`Params`] in their uniform
 /// buffer (each bound at its dynamic offset).
-pub(crate) fn param_stride(ctx: &Context) -> u64 {
+fn param_stride(ctx: &Context) -> u64 {
     ctx.limits.uniform_alignment.max(PARAMS_BYTES)
 }
 
@@ -71,6 +71,23 @@ pub(crate) fn write_params(
     }
     ctx.queue.write_buffer(&params, 0, &param_bytes);
     params
+}
+
+/// Encodes dispatch `i` of a job or level: its bind group, with its
+/// [`Params`] at slot `i` of the uniform buffer ([`write_params`]), and one
+/// workgroup per unit on the 2-D grid reduce.wgsl linearises
+/// (`workgroup_id.x + workgroup_id.y * num_workgroups.x`), at most
+/// `max_workgroups_per_dim` wide.
+pub(crate) fn encode_dispatch(
+    ctx: &Context,
+    pass: &mut wgpu::ComputePass<'_>,
+    i: usize,
+    bind_group: &wgpu::BindGroup,
+    units: u32,
+) {
+    pass.set_bind_group(0, bind_group, &[(i as u64 * param_stride(ctx)) as u32]);
+    let x = units.min(ctx.limits.max_workgroups_per_dim);
+    pass.dispatch_workgroups(x, units.div_ceil(x), 1);
 }
 
 /// A byte range of a buffer, to bind as one storage or uniform binding.
@@ -350,14 +367,11 @@ impl Job {
             label: Some("gpulanes reduce"),
             timestamp_writes: None,
         });
-        let stride = param_stride(ctx);
         for i in range {
             let d = &self.dispatches[i];
             let pass_kind = self.plan.levels[d.level].pass;
             pass.set_pipeline(ctx.kernels.pipeline(pass_kind, self.kernel));
-            pass.set_bind_group(0, &self.bind_groups[i], &[(i as u64 * stride) as u32]);
-            let x = d.unit_count.min(ctx.limits.max_workgroups_per_dim);
-            pass.dispatch_workgroups(x, d.unit_count.div_ceil(x), 1);
+            encode_dispatch(ctx, &mut pass, i, &self.bind_groups[i], d.unit_count);
         }
     }
 

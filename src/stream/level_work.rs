@@ -4,7 +4,7 @@
 
 use crate::engine::Context;
 use crate::error::{Error, Result};
-use crate::exec::{BindRange, dispatch_bind_group, param_stride, write_params};
+use crate::exec::{BindRange, dispatch_bind_group, encode_dispatch, write_params};
 use crate::kernels::{PARTIAL_BYTES, Pass, SEGMENT_BYTES};
 use crate::op::KernelOp;
 use crate::plan::{Level, Span, dispatches};
@@ -105,11 +105,8 @@ impl LevelWork {
 
     pub(super) fn encode(&self, ctx: &Context, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(ctx.kernels.pipeline(self.pass, self.kernel));
-        let stride = param_stride(ctx);
         for (i, (group, _, units)) in self.groups.iter().enumerate() {
-            pass.set_bind_group(0, group, &[(i as u64 * stride) as u32]);
-            let x = (*units).min(ctx.limits.max_workgroups_per_dim);
-            pass.dispatch_workgroups(x, units.div_ceil(x), 1);
+            encode_dispatch(ctx, pass, i, group, *units);
         }
     }
 
