@@ -175,6 +175,15 @@ pub(crate) fn decide(q: &Queues, pred: &Prediction, now: Instant, p: &Pacing) ->
     if !q.rt_waiting && !q.batch_waiting {
         return Decision::Wait(IDLE_WAIT);
     }
+    // Where submit blocks, a batch chunk in flight keeps the next one back
+    // until it completes, and its completion wakes the loop: a timed look
+    // before then would find nothing to do (on lavapipe it was one wasted
+    // wake-up of the dispatcher per chunk, about 2500 a second, each
+    // taking CPU from the device's own threads). Real-time work waiting
+    // still needs one, to be released just before the chunk ends.
+    if p.submit_blocks && q.batch_in_flight > 0 && !q.rt_waiting {
+        return Decision::Wait(IDLE_WAIT);
+    }
     // Held work is reconsidered when the GPU nears the end of the queued
     // work; completions, new work and shutdown wake the loop earlier.
     let release = if q.rt_waiting { rt_release } else { lead };
@@ -259,6 +268,16 @@ mod tests {
         };
         let t0 = Instant::now();
         let (mut q, mut pred) = chunk_running(t0, false);
+        // Mid-chunk, no timed look: only the chunk's completion (which
+        // wakes the loop) lets the next one go.
+        assert_eq!(decide(&q, &pred, t0, &blocking), Decision::Wait(IDLE_WAIT));
+        // Real-time work waiting is held to just before the chunk's end.
+        q.rt_waiting = true;
+        assert_eq!(
+            decide(&q, &pred, t0, &blocking),
+            Decision::Wait(ms(2) - PACING.lead)
+        );
+        q.rt_waiting = false;
         // Within the lead, and even past the prediction: the running chunk
         // has not been seen to complete.
         let near_end = t0 + ms(2) - us(50);
