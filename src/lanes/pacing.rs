@@ -176,7 +176,8 @@ pub(crate) fn decide(q: &Queues, pred: &Prediction, now: Instant, p: &Pacing) ->
         return Decision::Wait(IDLE_WAIT);
     }
     // Where submit blocks, a batch chunk in flight keeps the next one back
-    // until it completes, and its completion wakes the loop: a timed look
+    // until it completes (unless the batch lane is owed its share, above),
+    // and its completion wakes the loop: a timed look
     // before then would find nothing to do (on lavapipe it was one wasted
     // wake-up of the dispatcher per chunk, about 2500 a second, each
     // taking CPU from the device's own threads). Real-time work waiting
@@ -313,10 +314,13 @@ mod tests {
             decide(&q, &pred, t1 + us(350), &blocking),
             Decision::Wait(IDLE_WAIT)
         );
-        // A starved batch lane still goes onto a busy queue.
-        let (busy, pred) = chunk_running(t0, true);
+        // A starved batch lane still goes onto a busy queue, with or
+        // without real-time work waiting.
         let late = t0 + PACING.batch_max_wait;
-        assert_eq!(decide(&busy, &pred, late, &blocking), Decision::Batch);
+        for rt in [true, false] {
+            let (busy, pred) = chunk_running(t0, rt);
+            assert_eq!(decide(&busy, &pred, late, &blocking), Decision::Batch);
+        }
     }
 
     #[test]
