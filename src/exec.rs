@@ -19,6 +19,7 @@ use crate::op::{KernelOp, NanPolicy, Op, Reduction};
 use crate::partial::{Partial, finalize};
 use crate::plan::{Dispatch, Plan, Span, dispatches};
 use crate::pool::PooledBuffer;
+use crate::readback::map_read;
 
 /// `Params` in reduce.wgsl.
 #[repr(C)]
@@ -418,19 +419,13 @@ impl Job {
         };
         let bytes = self.plan.final_units() * PARTIAL_BYTES;
         let buffer: wgpu::Buffer = (**readback).clone();
-        let mapped = buffer.clone();
-        buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            let result = r
-                .map_err(|e| Error::Gpu(format!("mapping the results failed: {e}")))
-                .and_then(|()| {
-                    let view = mapped
-                        .get_mapped_range(0..bytes)
-                        .map_err(|e| Error::Gpu(format!("reading the results failed: {e}")))?;
-                    Ok(self.final_partials(&view))
-                });
-            mapped.unmap();
-            done(result, self);
-        });
+        map_read(
+            &buffer,
+            bytes,
+            "the results",
+            move |view| (view.map(|v| self.final_partials(v)), self),
+            move |(result, job)| done(result, job),
+        );
     }
 }
 

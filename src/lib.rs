@@ -35,6 +35,7 @@ mod partial;
 mod partition;
 mod plan;
 mod pool;
+mod readback;
 pub mod stream;
 
 pub use adapter::AdapterSummary;

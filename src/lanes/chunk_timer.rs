@@ -13,6 +13,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::readback::map_read;
+
 /// Timestamp slots (two queries each); more than the chunks ever in flight.
 const SLOTS: u32 = 8;
 /// Two u64 timestamps per slot.
@@ -125,20 +127,21 @@ impl TimedChunk {
     /// chunk is read or dropped.
     pub fn read(self, done: impl FnOnce(Option<Duration>) + Send + 'static) {
         let buffer = self.timer.readback[self.slot as usize].clone();
-        let mapped = buffer.clone();
-        buffer.map_async(wgpu::MapMode::Read, 0..SLOT_BYTES, move |r| {
-            let elapsed = r.ok().and_then(|()| {
-                let view = mapped.get_mapped_range(0..SLOT_BYTES).ok()?;
-                let ticks: &[u64] = bytemuck::cast_slice(&view);
+        let period_ns = self.timer.period_ns;
+        map_read(
+            &buffer,
+            SLOT_BYTES,
+            "the chunk timestamps",
+            move |view| {
+                let ticks: &[u64] = bytemuck::cast_slice(view.ok()?);
                 let (t0, t1) = (ticks[0], ticks[1]);
-                drop(view);
-                (t1 > t0)
-                    .then(|| Duration::from_nanos(((t1 - t0) as f64 * self.timer.period_ns) as u64))
-            });
-            mapped.unmap();
-            drop(self); // frees the slot, now that its readback is unmapped
-            done(elapsed);
-        });
+                (t1 > t0).then(|| Duration::from_nanos(((t1 - t0) as f64 * period_ns) as u64))
+            },
+            move |elapsed| {
+                drop(self); // frees the slot, now that its readback is unmapped
+                done(elapsed);
+            },
+        );
     }
 }
 

@@ -20,6 +20,7 @@ use crate::partial::{Partial, finalize};
 use crate::partition::Partitions;
 use crate::plan::{Level, depth_of};
 use crate::pool::PooledBuffer;
+use crate::readback::map_read;
 
 /// How the input is partitioned, as the stream discovers it.
 enum Shape {
@@ -577,19 +578,15 @@ impl StreamReducer {
             });
         }
         let (tx, rx) = mpsc::channel();
-        let mapped: wgpu::Buffer = (*readback).clone();
-        readback.map_async(wgpu::MapMode::Read, 0..out_bytes, move |r| {
-            let result = r
-                .map_err(|e| Error::Gpu(format!("mapping the partials failed: {e}")))
-                .and_then(|()| {
-                    let view = mapped
-                        .get_mapped_range(0..out_bytes)
-                        .map_err(|e| Error::Gpu(format!("reading the partials failed: {e}")))?;
-                    Ok(bytemuck::cast_slice::<u8, Partial>(&view).to_vec())
-                });
-            mapped.unmap();
-            let _ = tx.send(result);
-        });
+        map_read(
+            &readback,
+            out_bytes,
+            "the partials",
+            |view| view.map(|v| bytemuck::cast_slice::<u8, Partial>(v).to_vec()),
+            move |result| {
+                let _ = tx.send(result);
+            },
+        );
         // Every buffer of the submission, each counted once.
         for w in works {
             keep.extend(w.into_buffers());
