@@ -325,6 +325,35 @@ fn past_deadline_fails_with_deadline_exceeded() {
 }
 
 #[test]
+fn late_results_are_delivered_and_counted_where_not_rejected() {
+    let lanes = Lanes::new(
+        engine(),
+        LanesConfig {
+            reject_late: false,
+            ..LanesConfig::default()
+        },
+    )
+    .unwrap();
+    let d = data(100, 2);
+    // Past its deadline before it is even dispatched: it runs anyway.
+    let late = lanes
+        .realtime(Request::host(d.clone(), Op::Sum).deadline(Instant::now()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(bits(&late), bits(&solo(&d, Op::Sum, &Partitions::Whole)));
+    let on_time = lanes
+        .realtime(Request::host(d, Op::Sum).timeout(Duration::from_secs(60)))
+        .unwrap();
+    assert!(on_time.wait().is_ok());
+    let m = lanes.metrics().realtime;
+    assert_eq!(m.completed, 2);
+    assert_eq!(m.failed, 0);
+    // Delivered late, but never silently: the miss is counted.
+    assert_eq!(m.deadline_misses, 1);
+}
+
+#[test]
 fn full_queue_rejects_or_blocks_as_configured() {
     let cfg = LanesConfig {
         when_full: WhenFull::Reject,
@@ -491,6 +520,63 @@ fn async_handles_resolve() {
         std::thread::yield_now();
     };
     assert_eq!(r.unwrap().value(), Some(4.0));
+    // A result is delivered once; polling on after taking it does not spin
+    // forever on `None`.
+    assert!(matches!(h.try_result(), Some(Err(Error::Cancelled))));
+}
+
+/// Panics when woken (a user's bug).
+struct PanickingWaker;
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("this waker panics on purpose (a test)");
+    }
+}
+
+#[test]
+fn a_panicking_waker_fails_no_other_request() {
+    use std::future::Future;
+    let lanes = Lanes::new(engine(), LanesConfig::default()).unwrap();
+    let waker = std::task::Waker::from(Arc::new(PanickingWaker));
+    let mut cx = std::task::Context::from_waker(&waker);
+    // A handle polled while still pending, so the scheduler will call the
+    // waker when it completes (retried in the unlikely case a request
+    // completes before the first poll).
+    let mut registered = None;
+    for _ in 0..100 {
+        let mut h = lanes
+            .realtime(Request::host(data(4096, 5), Op::Sum))
+            .unwrap();
+        if std::pin::Pin::new(&mut h).poll(&mut cx).is_pending() {
+            registered = Some(h);
+            break;
+        }
+    }
+    let mut h = registered.expect("a request still pending when first polled");
+    // Its result still arrives, and the threads that deliver results live
+    // on: the next requests complete.
+    let r = loop {
+        if let Some(r) = h.try_result() {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(r.is_ok(), "{r:?}");
+    for seed in 0..3 {
+        let d = data(1000, seed);
+        let got = lanes
+            .realtime(Request::host(d.clone(), Op::Sum))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(bits(&got), bits(&solo(&d, Op::Sum, &Partitions::Whole)));
+    }
+    let b = lanes
+        .batch(Request::host(data(20_000, 9), Op::Max))
+        .unwrap()
+        .wait();
+    assert!(b.is_ok(), "{b:?}");
 }
 
 #[test]
@@ -553,6 +639,8 @@ fn tiny_quantum_gives_minimum_chunks_and_extreme_in_flight_bounds_are_safe() {
             .wait()
             .unwrap();
         assert_eq!(bits(&got), want, "in flight {in_flight}");
+        // The derived lead never exceeds a configured quantum.
+        assert!(lanes.submit_lead() <= lanes.quantum());
         let m = lanes.metrics();
         assert_eq!(m.batch.completed, 1);
         // 25 units, one per chunk at the minimum size.

@@ -73,9 +73,14 @@ impl<T> Slot<T> {
 pub(crate) struct Wakeup(Option<Waker>);
 
 impl Wakeup {
+    /// Wakes the task. A waker is the caller's code: one that panics is
+    /// logged, and does not take the scheduler thread that delivers
+    /// results (nor every other request's result) down with it.
     pub fn wake(self) {
-        if let Some(w) = self.0 {
-            w.wake();
+        if let Some(w) = self.0
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err()
+        {
+            log::error!("a task's waker panicked while gpulanes woke it; the scheduler goes on");
         }
     }
 }
@@ -135,7 +140,7 @@ impl<T> Handle<T> {
         let mut s = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
         match std::mem::replace(&mut *s, State::Taken) {
             State::Done(r) => Some(r),
-            State::Taken => None,
+            State::Taken => Some(Err(Error::Cancelled)),
             pending => {
                 *s = pending;
                 None

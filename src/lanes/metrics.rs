@@ -20,13 +20,22 @@ pub struct LatencySummary {
 /// A lane's metrics at one moment.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct LaneSnapshot {
-    /// Requests (or jobs) waiting to be dispatched.
+    /// Real-time: requests waiting to be dispatched. Batch: jobs not yet
+    /// wholly submitted (a job stays queued until its last chunk goes, so
+    /// a running job counts). Cancelled ones leave at the dispatcher's
+    /// next look.
     pub queue_depth: u64,
     /// Submissions to the GPU queue made for this lane.
     pub submits: u64,
+    /// Results delivered (late ones included where late results are
+    /// delivered, see `LanesConfig::reject_late`).
     pub completed: u64,
+    /// Errors delivered (deadline misses rejected, device errors,
+    /// shutdown), cancellations aside.
     pub failed: u64,
     pub cancelled: u64,
+    /// Real-time requests whose deadline passed, rejected or delivered
+    /// late.
     pub deadline_misses: u64,
     /// From submission by the user to the result being ready.
     pub latency: LatencySummary,

@@ -123,7 +123,8 @@ pub struct LanesConfig {
     /// chunk ahead of it), and real-time requests that arrive while a chunk
     /// runs are held and coalesced until that point, where they go first.
     /// Must not exceed the quantum. `None` derives it from the measured
-    /// round trip (half of it, within 50 us ..= 500 us).
+    /// round trip (half of it, within 50 us ..= 500 us, and at most the
+    /// quantum).
     pub submit_lead: Option<Duration>,
     /// Hard bound on batch chunks queued on the GPU at once; pacing keeps
     /// it at one except within the lead, or when a chunk overruns its
@@ -164,8 +165,12 @@ pub struct LanesConfig {
     /// With 0, steady real-time traffic may hold batch chunks back
     /// indefinitely.
     pub batch_min_share: f64,
-    /// Fail requests whose result arrives after their deadline (instead of
-    /// delivering it late).
+    /// Fail real-time requests whose deadline passes (the default): a
+    /// request still queued at its deadline is failed when the dispatcher
+    /// reaches it, without running, and a result that arrives after it is
+    /// replaced by the error; both with [`Error::DeadlineExceeded`]. With
+    /// `false`, such requests run and their results are delivered late.
+    /// Either way each one counts in the lane's `deadline_misses`.
     pub reject_late: bool,
     /// Chunk size bounds, in units of 8192 floats.
     pub min_chunk_units: u64,
@@ -261,7 +266,9 @@ impl Request {
         self
     }
 
-    /// Real-time only: fail with [`Error::DeadlineExceeded`] after `deadline`.
+    /// Real-time only: fail with [`Error::DeadlineExceeded`] after
+    /// `deadline` (see [`LanesConfig::reject_late`]). The deadline is
+    /// checked when the request is dispatched and when its result arrives.
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
         self
@@ -290,6 +297,9 @@ struct State {
     last_batch_submit: Option<Instant>,
     /// When the GPU will be done with what it has been given.
     pred: Prediction,
+    /// A handle was cancelled since the dispatcher last dropped cancelled
+    /// work from the queues (so it scans them only then).
+    cancelled_since_look: bool,
 }
 
 impl State {
@@ -405,7 +415,8 @@ impl Lanes {
             }
             Some(lead) => lead,
             None => (calibration.round_trip / 2)
-                .clamp(Duration::from_micros(50), Duration::from_micros(500)),
+                .clamp(Duration::from_micros(50), Duration::from_micros(500))
+                .min(quantum),
         };
         let rt_fixed = calibration.round_trip / 2;
         let seed = calibration.bytes_per_s;
@@ -544,7 +555,7 @@ impl Lanes {
                 // here orders this wake-up after any look the dispatcher
                 // is taking at the queues, so the wake-up is not lost
                 // between its look and its wait.
-                drop(lock(&sh.state));
+                lock(&sh.state).cancelled_since_look = true;
                 sh.work.notify_all();
             }
         }))
@@ -644,16 +655,19 @@ impl Lanes {
         lock(&self.shared.throughput).bytes_per_s()
     }
 
-    /// Blocks until both queues are empty and nothing is on the GPU.
+    /// Blocks until both queues are empty and nothing is on the GPU, or
+    /// until the scheduler has shut down after an internal failure.
     pub fn wait_idle(&self) {
         let sh = &self.shared;
         let mut st = lock(&sh.state);
-        while !(st.rt.is_empty()
-            && st.batch.is_empty()
-            && !st.batch_taken
-            && st.rt_in_flight == 0
-            && st.batch_in_flight == 0)
-        {
+        let idle = |st: &State| {
+            st.rt.is_empty()
+                && st.batch.is_empty()
+                && !st.batch_taken
+                && st.rt_in_flight == 0
+                && st.batch_in_flight == 0
+        };
+        while !st.shutdown && !idle(&st) {
             st = sh
                 .space
                 .wait_timeout(st, Duration::from_millis(5))
@@ -715,6 +729,7 @@ fn dispatcher_loop(sh: &Arc<Shared>) {
             Action::Exit => return,
             Action::Realtime(reqs) => run_realtime(sh, reqs),
             Action::Batch(entry) => {
+                let _fail_on_panic = FailOnPanic(entry.slot.clone());
                 let unfinished = run_batch_chunk(sh, *entry);
                 let mut st = lock(&sh.state);
                 st.batch_taken = false;
@@ -752,13 +767,17 @@ fn next_action(sh: &Arc<Shared>) -> Action {
             fail_queued(sh, st);
             return Action::Exit;
         }
-        // Drop cancelled work from the queues (and free its queue space).
-        let before = (st.rt.len(), st.batch.len());
-        st.rt.retain(|r| !r.slot.is_settled());
-        st.batch.retain(|b| !b.slot.is_settled());
-        if (st.rt.len(), st.batch.len()) != before {
-            st.rt_bytes = st.rt.iter().map(|r| r.data.len() as u64 * 4).sum();
-            sh.space.notify_all();
+        // Drop cancelled work from the queues (and free its queue space);
+        // only after a cancellation, so that a long queue is not scanned
+        // on every wake-up.
+        if std::mem::take(&mut st.cancelled_since_look) {
+            let before = (st.rt.len(), st.batch.len());
+            st.rt.retain(|r| !r.slot.is_settled());
+            st.batch.retain(|b| !b.slot.is_settled());
+            if (st.rt.len(), st.batch.len()) != before {
+                st.rt_bytes = st.rt.iter().map(|r| r.data.len() as u64 * 4).sum();
+                sh.space.notify_all();
+            }
         }
         let now = Instant::now();
         let wake = match decide(&st.queues(), &st.pred, now, &pacing) {
@@ -826,6 +845,22 @@ fn next_action(sh: &Arc<Shared>) -> Action {
     }
 }
 
+/// Fails the handle of the batch job the dispatcher holds, should the
+/// dispatcher panic meanwhile (a bug in gpulanes), instead of leaving it
+/// waiting forever; [`survive_panic`] fails the queued work. (Real-time
+/// requests do the same on their own: see `RtEntry`'s `Drop`.)
+struct FailOnPanic(Arc<Slot<Reduction>>);
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(w) = self.0.settle(Err(Error::Shutdown))
+        {
+            w.wake();
+        }
+    }
+}
+
 /// Fails everything queued with [`Error::Shutdown`], then releases the
 /// state lock and wakes the awaiting tasks.
 fn fail_queued(sh: &Shared, mut st: MutexGuard<'_, State>) {
@@ -834,13 +869,20 @@ fn fail_queued(sh: &Shared, mut st: MutexGuard<'_, State>) {
         .drain(..)
         .filter_map(|r| r.slot.settle(Err(Error::Shutdown)))
         .collect();
+    let rt_failed = wakeups.len() as u64;
     st.rt_bytes = 0;
     wakeups.extend(
         st.batch
             .drain(..)
             .filter_map(|b| b.slot.settle(Err(Error::Shutdown))),
     );
+    let batch_failed = wakeups.len() as u64 - rt_failed;
     drop(st);
+    {
+        let mut m = lock(&sh.metrics);
+        m.rt.failed += rt_failed;
+        m.batch.failed += batch_failed;
+    }
     sh.space.notify_all();
     wake_all(wakeups);
 }

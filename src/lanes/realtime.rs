@@ -31,6 +31,18 @@ pub(super) struct RtEntry {
     pub slot: Arc<Slot<Reduction>>,
 }
 
+impl Drop for RtEntry {
+    /// A request dropped without an answer fails with [`Error::Shutdown`]
+    /// instead of leaving its handle waiting forever: the dispatcher died
+    /// (a bug in gpulanes), or a readback's callback was dropped uncalled.
+    /// Every normal path settles the request first; then this does nothing.
+    fn drop(&mut self) {
+        if let Some(w) = self.slot.settle(Err(Error::Shutdown)) {
+            w.wake();
+        }
+    }
+}
+
 /// Checks a real-time request's partitions before it is queued: a valid
 /// plan, and no more partitions than one reduction may have on this device
 /// (a group is one reduction; a request with no items needs no segment
@@ -50,9 +62,12 @@ pub(super) fn check_realtime_plan(sh: &Shared, offsets: &[u64]) -> Result<()> {
 /// One coalesced submission for a group of real-time requests.
 pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
     let now = Instant::now();
+    // Past their deadline already: not run where late results are
+    // rejected (they would fail anyway); run and delivered late otherwise.
+    let reject = sh.cfg.reject_late;
     let (live, expired): (Vec<_>, Vec<_>) = reqs
         .into_iter()
-        .partition(|r| r.deadline.is_none_or(|d| d > now));
+        .partition(|r| !reject || r.deadline.is_none_or(|d| d > now));
     if !expired.is_empty() {
         let mut m = lock(&sh.metrics);
         let mut wakeups = Vec::new();
@@ -238,10 +253,11 @@ fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>)
     let mut first = 0usize;
     for r in group {
         let k = r.offsets.len() - 1;
+        let late = r.deadline.is_some_and(|d| now > d);
         let outcome = match &result {
             Err(e) => Err(e.clone()),
             Ok(f) => match r.deadline {
-                Some(d) if now > d && sh.cfg.reject_late => {
+                Some(d) if late && sh.cfg.reject_late => {
                     Err(Error::DeadlineExceeded { late_by: now - d })
                 }
                 _ => Ok(f.finish(r.op, r.nan, first..first + k)),
@@ -251,10 +267,13 @@ fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>)
         // Counted only when this completes the request: one cancelled
         // meanwhile counts as cancelled alone. Metrics first, so a client
         // woken by its result sees them; wake-ups after the lock is gone.
+        // A late result delivered (`reject_late` off) still counts as a
+        // deadline miss: lateness is never silent in the metrics.
         match outcome {
             Ok(v) => {
                 if let Some(w) = r.slot.settle(Ok(v)) {
                     m.rt.on_done(now - r.enqueued, r.data.len() as u64 * 4, now);
+                    m.rt.deadline_misses += u64::from(late);
                     wakeups.push(w);
                 }
             }
