@@ -1,5 +1,6 @@
-//! Quickstart: sum, mean and max of a slice and of an `ndarray`, on whatever
-//! adapter gpulanes picks. `cargo run --release --example quickstart [N]`.
+//! Quickstart: sum, mean and max of a slice, and per-row means and
+//! per-column maxima of an `ndarray`, on whatever adapter gpulanes picks.
+//! `cargo run --release --example quickstart [N]`.
 
 use gpulanes::{Engine, NanPolicy, Op, Partitions};
 use ndarray::{Array2, Axis};

@@ -1,4 +1,4 @@
-//! Streaming reductions (src/stream.rs): bitwise equal to the in-memory path
+//! Streaming reductions (src/stream/): bitwise equal to the in-memory path
 //! for every op, NaN policy and partition form, at lengths around unit,
 //! chunk and group boundaries, for chunks of any size; memory held within a
 //! budget much smaller than the data; clear errors (naming the file and the

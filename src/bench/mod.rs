@@ -16,9 +16,11 @@
 //! Every GPU result is checked against the exact CPU reference before it is
 //! timed, and every timed run must reproduce the checked result bit for bit.
 //! Throughput (GB/s) is input bytes over the median time; it is compared with
-//! two floors measured in the same run: the device's copy bandwidth (a large
-//! buffer-to-buffer copy, bytes read + bytes written) and the host-to-device
-//! upload bandwidth; the empty round trip is the latency floor.
+//! floors measured in the same run: the device's copy bandwidth, both as a
+//! large buffer-to-buffer copy and as a compute shader's copy
+//! (`shaders/bench_copy.wgsl`; bytes read + bytes written in each), and the
+//! host-to-device upload bandwidth; the empty round trip is the latency
+//! floor.
 //!
 //! On a software adapter (lavapipe) every figure describes the CPU that runs
 //! the driver, never a GPU: the report says so (`software`, `note`).
