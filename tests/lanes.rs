@@ -85,6 +85,66 @@ fn batch_result_is_bitwise_the_same_as_running_alone() {
     assert_eq!(m.batch.completed, 6);
 }
 
+/// A host job cut into many more spans than the ring of device buffers it
+/// holds them in (each buffer reused many times, real-time work going in
+/// between its chunks): the same bits as the job run alone.
+#[test]
+fn a_host_job_through_the_ring_of_input_buffers_has_the_bits_of_running_alone() {
+    let lanes = Lanes::new(
+        engine(),
+        LanesConfig {
+            min_chunk_units: 1,
+            max_chunk_units: 1,
+            ..small_chunks()
+        },
+    )
+    .unwrap();
+    let mut d = data(100 * 8192 + 4099, 21);
+    // Adversarial values near span boundaries (every 4 blocks here).
+    for (i, v) in [
+        (4 * 8192 - 1, f32::NAN),
+        (8 * 8192, -0.0),
+        (12 * 8192 + 1, 3e38),
+    ] {
+        d[i] = v;
+    }
+    for (op, parts, nan) in [
+        (Op::Sum, Partitions::EqualSize(10_007), NanPolicy::Ignore),
+        (Op::Max, Partitions::Whole, NanPolicy::Propagate),
+        (
+            Op::Mean,
+            Partitions::EqualSize(8192 * 3 + 1),
+            NanPolicy::Ignore,
+        ),
+    ] {
+        let job = lanes
+            .batch(
+                Request::host(d.clone(), op)
+                    .partitions(parts.clone())
+                    .nan(nan),
+            )
+            .unwrap();
+        let rt: Vec<_> = (0..20)
+            .map(|i| {
+                lanes
+                    .realtime(Request::host(data(300, i), Op::Sum))
+                    .unwrap()
+            })
+            .collect();
+        let got = job.wait().unwrap();
+        let want = engine().reduce_partitions(&d, op, &parts, nan).unwrap();
+        assert_eq!(bits(&got), bits(&want), "{op} {parts:?}");
+        assert_eq!(got.counts, want.counts);
+        for (i, h) in rt.into_iter().enumerate() {
+            let r = h.wait().unwrap();
+            assert_eq!(
+                bits(&r),
+                bits(&solo(&data(300, i as u32), Op::Sum, &Partitions::Whole))
+            );
+        }
+    }
+}
+
 #[test]
 fn coalesced_realtime_results_match_solo_and_use_few_submits() {
     let lanes = Lanes::new(

@@ -6,6 +6,13 @@
 //! the other, each chunked the same way, with the same bits as the job run
 //! alone by [`Engine::reduce_partitions`](crate::Engine::reduce_partitions)
 //! or [`Engine::reduce_device`](crate::Engine::reduce_device).
+//!
+//! A job over host data holds only a few chunks' worth of it on the device,
+//! however large it is: its input is cut into spans of a few chunks, and
+//! the spans take turns in a ring of [`HOST_SLOTS`] device buffers, each
+//! chunk's window written into its span's buffer just before the chunk
+//! runs. Reusing a buffer needs no wait: the queue orders the write after
+//! the submissions that read the buffer's previous span.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -13,16 +20,24 @@ use std::time::Instant;
 
 use super::handle::Slot;
 use super::{Input, Lane, Shared, busy_for, lock, mark_done, release_slot, track};
-use crate::device_array::pooled_input;
+use crate::device_array::split_into_spans;
+use crate::engine::Context;
 use crate::error::Result;
 use crate::exec::{Job, max_partitions};
 use crate::groups::{Gather, PartitionGroups};
+use crate::kernels::BLOCK;
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::plan::{Plan, Span};
 use crate::pool::PooledBuffer;
 
 /// Batch chunks per chunk timed with GPU timestamps.
 const TIMED_EVERY: u64 = 4;
+
+/// Device buffers a host job's input spans take turns in.
+pub(crate) const HOST_SLOTS: usize = 3;
+
+/// Chunks of the first group's size per host-input span.
+const CHUNKS_PER_SPAN: u64 = 4;
 
 /// A queued batch job.
 pub(super) struct BatchEntry {
@@ -36,7 +51,8 @@ pub(super) struct BatchEntry {
     groups: PartitionGroups,
     /// The group to activate next.
     next_group: usize,
-    /// Device buffers for host input, filled chunk by chunk and shared by
+    /// The ring of device buffers for host input, filled chunk by chunk and
+    /// shared by
     /// every group's job (made when the first group starts).
     host: Option<Arc<HostInput>>,
     /// The groups' results until the last one is in.
@@ -45,10 +61,48 @@ pub(super) struct BatchEntry {
     active: Option<ActiveGroup>,
 }
 
-/// Device buffers holding a job's host input.
+/// Device buffers for a job's host input: its spans (a few chunks each,
+/// overlapping by a block like any input's spans) and the ring of buffers
+/// they take turns in.
 struct HostInput {
-    buffers: Vec<PooledBuffer>,
+    slots: Vec<PooledBuffer>,
     spans: Vec<Span>,
+}
+
+impl HostInput {
+    /// The ring for `len` items, in spans of [`CHUNKS_PER_SPAN`] chunks of
+    /// `units` units.
+    fn new(ctx: &Context, len: u64, units: u64) -> Self {
+        let spans = host_spans(len, units, ctx.max_buffer_items());
+        // The first span is the largest.
+        let bytes = (spans[0].items * 4).next_multiple_of(16).max(16);
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let slots = (0..spans.len().min(HOST_SLOTS))
+            .map(|_| {
+                ctx.pool
+                    .take(&ctx.device, bytes, usage, "gpulanes batch input")
+            })
+            .collect();
+        HostInput { slots, spans }
+    }
+
+    /// The buffer span `span` is written into.
+    fn slot(&self, span: usize) -> &wgpu::Buffer {
+        &self.slots[span % self.slots.len()]
+    }
+}
+
+/// Spans for `len` host items read in chunks of `units` units: each holds
+/// [`CHUNKS_PER_SPAN`] chunks and the block spans overlap by, within a
+/// buffer's limit of `max_buffer_items` (a multiple of 64, at least two
+/// blocks). At least one span, however short the input.
+fn host_spans(len: u64, units: u64, max_buffer_items: u64) -> Vec<Span> {
+    let items = units
+        .saturating_mul(CHUNKS_PER_SPAN)
+        .saturating_mul(BLOCK)
+        .saturating_add(BLOCK)
+        .min(max_buffer_items);
+    split_into_spans(len, items)
 }
 
 /// One group of a batch job being submitted chunk by chunk.
@@ -141,7 +195,7 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
                 let end_item = (span.base_item + range.end / 4).min(span.base_item + span.items);
                 if end_item > first {
                     ctx.queue.write_buffer(
-                        &host.buffers[buffer],
+                        host.slot(buffer),
                         range.start,
                         bytemuck::cast_slice(&data[first as usize..end_item as usize]),
                     );
@@ -287,13 +341,11 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
             )?
         }
         Input::Host(data) => {
-            let host = entry.host.get_or_insert_with(|| {
-                // Filled chunk by chunk, right before each chunk runs.
-                let (buffers, spans) =
-                    pooled_input(ctx, data.len() as u64, None, "gpulanes batch input");
-                Arc::new(HostInput { buffers, spans })
-            });
-            let inputs: Vec<&wgpu::Buffer> = host.buffers.iter().map(|b| &**b).collect();
+            // Filled chunk by chunk, right before each chunk runs.
+            let host = entry
+                .host
+                .get_or_insert_with(|| Arc::new(HostInput::new(ctx, data.len() as u64, units)));
+            let inputs: Vec<&wgpu::Buffer> = (0..host.spans.len()).map(|k| host.slot(k)).collect();
             Job::prepare(
                 ctx,
                 entry.op.kernel(),
@@ -311,4 +363,50 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
         index,
         next: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host job's device footprint is the ring, a few chunks' worth,
+    /// however long the input; the spans still cover it all, overlapping by
+    /// the block every unit needs to lie wholly in one span.
+    #[test]
+    fn host_input_spans_are_a_few_chunks_and_cover_the_input() {
+        let max_items = 1 << 28; // a 1 GiB buffer limit
+        let len = 10_000_000_003u64; // 40 GB of floats
+        for units in [1u64, 2, 37, 4096] {
+            let spans = host_spans(len, units, max_items);
+            let span_items = units * CHUNKS_PER_SPAN * BLOCK + BLOCK;
+            assert_eq!(spans[0].base_item, 0);
+            assert!(spans[0].items <= span_items);
+            for w in spans.windows(2) {
+                assert_eq!(w[0].base_item + w[0].items, w[1].base_item + BLOCK);
+                assert!(w[1].items <= w[0].items);
+            }
+            let last = spans.last().unwrap();
+            assert_eq!(last.base_item + last.items, len);
+            let ring_bytes = HOST_SLOTS as u64 * spans[0].items * 4;
+            assert!(ring_bytes <= HOST_SLOTS as u64 * span_items * 4);
+            assert!(
+                ring_bytes * 20 < len * 4,
+                "units {units}: {ring_bytes} bytes"
+            );
+        }
+        // Huge chunks are held to the buffer limit.
+        let spans = host_spans(len, u64::MAX, max_items);
+        assert!(spans[0].items <= max_items);
+        // Short inputs are one span, the input's own size.
+        for len in [0u64, 5, 3 * BLOCK] {
+            let spans = host_spans(len, 2, max_items);
+            assert_eq!(
+                spans,
+                vec![Span {
+                    base_item: 0,
+                    items: len
+                }]
+            );
+        }
+    }
 }

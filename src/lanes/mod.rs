@@ -208,7 +208,9 @@ impl Default for LanesConfig {
 /// Input of a request.
 #[derive(Clone)]
 pub enum Input {
-    /// Host memory (uploaded by the scheduler; in chunks for batch jobs).
+    /// Host memory (uploaded by the scheduler; for batch jobs chunk by
+    /// chunk, through a ring of a few chunks' worth of device buffers, so a
+    /// host job may be larger than GPU memory).
     Host(Arc<[f32]>),
     /// Already on the device (batch lane only).
     Device(Arc<DeviceArray>),
