@@ -34,7 +34,7 @@ use crate::pool::PooledBuffer;
 const TIMED_EVERY: u64 = 4;
 
 /// Device buffers a host job's input spans take turns in.
-pub(crate) const HOST_SLOTS: usize = 3;
+const HOST_SLOTS: usize = 3;
 
 /// Chunks of the first group's size per host-input span.
 const CHUNKS_PER_SPAN: u64 = 4;
@@ -52,8 +52,7 @@ pub(super) struct BatchEntry {
     /// The group to activate next.
     next_group: usize,
     /// The ring of device buffers for host input, filled chunk by chunk and
-    /// shared by
-    /// every group's job (made when the first group starts).
+    /// shared by every group's job (made when the first group starts).
     host: Option<Arc<HostInput>>,
     /// The groups' results until the last one is in.
     results: Arc<Mutex<Gather>>,
@@ -93,9 +92,9 @@ impl HostInput {
 }
 
 /// Spans for `len` host items read in chunks of `units` units: each holds
-/// [`CHUNKS_PER_SPAN`] chunks and the block spans overlap by, within a
-/// buffer's limit of `max_buffer_items` (a multiple of 64, at least two
-/// blocks). At least one span, however short the input.
+/// [`CHUNKS_PER_SPAN`] chunks plus the one block by which spans overlap,
+/// within a buffer's limit of `max_buffer_items` (a multiple of 64, at
+/// least two blocks). At least one span, however short the input.
 fn host_spans(len: u64, units: u64, max_buffer_items: u64) -> Vec<Span> {
     let items = units
         .saturating_mul(CHUNKS_PER_SPAN)
