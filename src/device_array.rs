@@ -58,10 +58,9 @@ impl DeviceArray {
         let _scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut pieces = Vec::with_capacity(spans.len());
         for span in spans {
-            let bytes = (span.items * 4).next_multiple_of(16).max(16);
             let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("gpulanes device array"),
-                size: bytes,
+                size: float_buffer_bytes(span.items),
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_DST
                     | wgpu::BufferUsages::COPY_SRC,
@@ -99,9 +98,7 @@ pub(crate) fn pooled_input(
     let buffers = spans
         .iter()
         .map(|s| {
-            let bytes = (s.items * 4).next_multiple_of(16).max(16);
-            let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-            let b = ctx.pool.take(&ctx.device, bytes, usage, label);
+            let b = pooled_input_buffer(ctx, s.items, label);
             if let Some(data) = data {
                 write_floats(
                     &ctx.queue,
@@ -113,6 +110,23 @@ pub(crate) fn pooled_input(
         })
         .collect();
     (buffers, spans)
+}
+
+/// A pooled storage buffer for `items` input floats, written from the host.
+pub(crate) fn pooled_input_buffer(
+    ctx: &Context,
+    items: u64,
+    label: &str,
+) -> crate::pool::PooledBuffer {
+    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+    ctx.pool
+        .take(&ctx.device, float_buffer_bytes(items), usage, label)
+}
+
+/// Bytes of a buffer for `items` floats: a whole number of 16-byte words
+/// (the kernels read `vec4`s), at least one.
+fn float_buffer_bytes(items: u64) -> u64 {
+    (items * 4).next_multiple_of(16).max(16)
 }
 
 /// Writes `data` at the start of `buffer` (nothing for empty data, which

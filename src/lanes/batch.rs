@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use super::handle::Slot;
 use super::{Input, Lane, Shared, busy_for, lock, mark_done, release_slot, track};
-use crate::device_array::split_into_spans;
+use crate::device_array::{pooled_input_buffer, split_into_spans};
 use crate::engine::Context;
 use crate::error::Result;
 use crate::exec::{Job, max_partitions};
@@ -74,13 +74,8 @@ impl HostInput {
     fn new(ctx: &Context, len: u64, units: u64) -> Self {
         let spans = host_spans(len, units, ctx.max_buffer_items());
         // The first span is the largest.
-        let bytes = (spans[0].items * 4).next_multiple_of(16).max(16);
-        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         let slots = (0..spans.len().min(HOST_SLOTS))
-            .map(|_| {
-                ctx.pool
-                    .take(&ctx.device, bytes, usage, "gpulanes batch input")
-            })
+            .map(|_| pooled_input_buffer(ctx, spans[0].items, "gpulanes batch input"))
             .collect();
         HostInput { slots, spans }
     }

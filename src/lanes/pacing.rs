@@ -177,11 +177,11 @@ pub(crate) fn decide(q: &Queues, pred: &Prediction, now: Instant, p: &Pacing) ->
     }
     // Where submit blocks, a batch chunk in flight keeps the next one back
     // until it completes (unless the batch lane is owed its share, above),
-    // and its completion wakes the loop: a timed look
-    // before then would find nothing to do (on lavapipe it was one wasted
-    // wake-up of the dispatcher per chunk, about 2500 a second, each
-    // taking CPU from the device's own threads). Real-time work waiting
-    // still needs one, to be released just before the chunk ends.
+    // and its completion wakes the loop: a timed look before then would
+    // find nothing to do (on lavapipe it was one wasted wake-up of the
+    // dispatcher per chunk, about 2500 a second, each taking CPU from the
+    // device's own threads). Real-time work waiting still needs one, to be
+    // released just before the chunk ends.
     if p.submit_blocks && q.batch_in_flight > 0 && !q.rt_waiting {
         return Decision::Wait(IDLE_WAIT);
     }

@@ -1,7 +1,8 @@
 //! The `gpulanes` command line: `info` shows the adapter, `reduce` reduces a
 //! `.npy` file, `mixed` runs the two-lanes experiment (real-time alone,
-//! batch alone, both together), `bench` runs the benchmarks. Bad input exits with code 2 and one line on stderr; other
-//! failures (no GPU, device errors) exit with code 1.
+//! batch alone, both together), `bench` runs the benchmarks. Bad input
+//! exits with code 2 and one line on stderr; other failures (no GPU, device
+//! errors) exit with code 1.
 
 use std::process::ExitCode;
 
