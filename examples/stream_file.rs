@@ -114,7 +114,7 @@ fn cpu_pass(path: &std::path::Path, data_offset: u64) -> Result<(f32, f32), gpul
     let mut skip = vec![0u8; data_offset as usize];
     f.read_exact(&mut skip).map_err(io_error(path))?;
     let mut buf = vec![0f32; 1 << 20];
-    let mut sum = ExactSum::new();
+    let mut sum = ExactSum::new(gpulanes::Dtype::F32);
     let mut max = f32::NEG_INFINITY;
     loop {
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
@@ -127,11 +127,11 @@ fn cpu_pass(path: &std::path::Path, data_offset: u64) -> Result<(f32, f32), gpul
             }
         }
         for &x in &buf[..filled / 4] {
-            sum.add(x);
+            sum.add_f32(x);
             max = max.max(x);
         }
         if filled < full {
-            return Ok((sum.round_f32(), max));
+            return Ok((sum.round(gpulanes::Dtype::F32) as f32, max));
         }
     }
 }

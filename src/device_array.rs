@@ -1,7 +1,9 @@
-//! Device-resident f32 arrays: upload once, reduce many times. An array
+//! Device-resident arrays of any [`Dtype`]: upload once, reduce many times.
+//! Buffers hold 32-bit words (two per float64 or int64 value). An array
 //! larger than one GPU buffer is held as several buffers that overlap by one
 //! block, so every block of every partition lies wholly inside one buffer.
 
+use crate::dtype::{Dtype, Element};
 use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::kernels::BLOCK;
@@ -13,10 +15,12 @@ pub(crate) struct Piece {
     pub span: Span,
 }
 
-/// An f32 array that lives in GPU memory.
+/// An array that lives in GPU memory.
 pub struct DeviceArray {
     pub(crate) pieces: Vec<Piece>,
+    /// Values (not words).
     len: u64,
+    dtype: Dtype,
     owner: u64,
 }
 
@@ -24,6 +28,11 @@ impl DeviceArray {
     /// Number of elements.
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
     }
 
     /// True when the array has no elements.
@@ -44,17 +53,18 @@ impl DeviceArray {
         self.pieces.iter().map(|p| p.span).collect()
     }
 
-    pub(crate) fn upload(ctx: &Context, data: &[f32]) -> Result<Self> {
-        Self::allocate(ctx, data.len() as u64, Some(data))
+    pub(crate) fn upload<E: Element>(ctx: &Context, data: &[E]) -> Result<Self> {
+        let words: &[u32] = bytemuck::cast_slice(data);
+        Self::allocate(ctx, E::DTYPE, data.len() as u64, Some(words))
     }
 
-    /// `len` zeros, made on the device (wgpu zero-initializes buffers).
+    /// `len` float32 zeros, made on the device (wgpu zero-initializes buffers).
     pub(crate) fn zeroed(ctx: &Context, len: u64) -> Result<Self> {
-        Self::allocate(ctx, len, None)
+        Self::allocate(ctx, Dtype::F32, len, None)
     }
 
-    fn allocate(ctx: &Context, len: u64, data: Option<&[f32]>) -> Result<Self> {
-        let spans = split_into_spans(len, ctx.max_buffer_items());
+    fn allocate(ctx: &Context, dtype: Dtype, len: u64, data: Option<&[u32]>) -> Result<Self> {
+        let spans = split_into_spans(len * dtype.words(), ctx.max_buffer_items());
         let _scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut pieces = Vec::with_capacity(spans.len());
         for span in spans {
@@ -74,12 +84,13 @@ impl DeviceArray {
         }
         if let Some(err) = pollster::block_on(_scope.pop()) {
             return Err(Error::Gpu(format!(
-                "could not allocate {len} floats on the device: {err}"
+                "could not allocate {len} {dtype} values on the device: {err}"
             )));
         }
         Ok(DeviceArray {
             pieces,
             len,
+            dtype,
             owner: ctx.id,
         })
     }
@@ -88,10 +99,10 @@ impl DeviceArray {
 /// Pooled input buffers for `len` items, split into overlapping spans as
 /// [`split_into_spans`] does, each filled from `data` when it is given (the
 /// batch lane fills host jobs chunk by chunk later instead).
-pub(crate) fn pooled_input(
+pub(crate) fn pooled_input<T: bytemuck::Pod>(
     ctx: &Context,
     len: u64,
-    data: Option<&[f32]>,
+    data: Option<&[T]>,
     label: &str,
 ) -> (Vec<crate::pool::PooledBuffer>, Vec<Span>) {
     let spans = split_into_spans(len, ctx.max_buffer_items());
@@ -129,10 +140,14 @@ fn float_buffer_bytes(items: u64) -> u64 {
     (items * 4).next_multiple_of(16).max(16)
 }
 
-/// Writes `data` at the start of `buffer` (nothing for empty data, which
-/// `write_buffer` has no use for; floats are always the multiple of 4 bytes
-/// it requires).
-pub(crate) fn write_floats(queue: &wgpu::Queue, buffer: &wgpu::Buffer, data: &[f32]) {
+/// Writes `data` (32-bit words or floats) at the start of `buffer` (nothing
+/// for empty data, which `write_buffer` has no use for; 4-byte items are
+/// always the multiple of 4 bytes it requires).
+pub(crate) fn write_floats<T: bytemuck::Pod>(
+    queue: &wgpu::Queue,
+    buffer: &wgpu::Buffer,
+    data: &[T],
+) {
     if !data.is_empty() {
         queue.write_buffer(buffer, 0, bytemuck::cast_slice(data));
     }

@@ -9,14 +9,16 @@ use ndarray::{ArrayView1, ArrayView2, Axis};
 
 use crate::adapter::{self, AdapterSummary};
 use crate::device_array::{DeviceArray, pooled_input};
+use crate::dtype::{Dtype, Element, Scalar};
 use crate::error::{Error, Result};
 use crate::exec::{self, Recorded};
 use crate::groups::{self, Gather, PartitionGroups};
 use crate::kernels::{BLOCK, KernelShape, Kernels};
-use crate::op::{NanPolicy, Op, Reduction};
+use crate::op::{KernelOp, NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
 use crate::plan::{DispatchLimits, Plan};
 use crate::pool::BufferPool;
+use crate::state::{State, StateKind};
 
 /// Knobs for tests and special deployments; the defaults use the device's
 /// own limits and the kernel shape that suits it.
@@ -417,9 +419,150 @@ impl Engine {
         self.record_and_run(scope, op, nan, plan, &inputs, &spans)
     }
 
-    /// Copies `data` to GPU memory once, for many reductions.
-    pub fn upload(&self, data: &[f32]) -> Result<DeviceArray> {
+    /// Copies `data` (of any [`Element`] type) to GPU memory once, for
+    /// many reductions.
+    pub fn upload<E: Element>(&self, data: &[E]) -> Result<DeviceArray> {
         DeviceArray::upload(&self.ctx, data)
+    }
+
+    /// `op` over each partition of `data`, of any [`Element`] type, each
+    /// value in its op's result type (see [`crate::dtype`]): float sums and
+    /// means are exact sums rounded once; integer sums are exact int64
+    /// ([`Error::Overflow`] when they do not fit).
+    pub fn reduce_slice<E: Element>(
+        &self,
+        data: &[E],
+        op: Op,
+        partitions: &Partitions,
+        nan: NanPolicy,
+    ) -> Result<Reduction<Scalar>> {
+        let states = self.states(data, StateKind::for_op(op), partitions)?;
+        finish_states(&states, op, nan)
+    }
+
+    /// `op` over a 1-D view of any [`Element`] type. A non-contiguous view
+    /// is copied into a contiguous buffer first.
+    pub fn reduce_view_typed<E: Element>(
+        &self,
+        view: ArrayView1<E>,
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<Reduction<Scalar>> {
+        match view.as_slice() {
+            Some(s) => self.reduce_slice(s, op, &Partitions::Whole, nan),
+            None => self.reduce_slice(&view.to_vec(), op, &Partitions::Whole, nan),
+        }
+    }
+
+    /// The partial [`State`] of each partition of `data`, computed on the
+    /// GPU: merge them with states of other pieces of the data (from this
+    /// or another machine) and finalise the merge.
+    pub fn states<E: Element>(
+        &self,
+        data: &[E],
+        kind: StateKind,
+        partitions: &Partitions,
+    ) -> Result<Vec<State>> {
+        let offsets = partitions.offsets(data.len() as u64)?;
+        let words: &[u32] = bytemuck::cast_slice(data);
+        let w = E::DTYPE.words();
+        let ctx = &*self.ctx;
+        let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
+        let mut out = Vec::with_capacity(offsets.len() - 1);
+        for i in 0..groups.count() {
+            let group = groups.offsets(&offsets, i);
+            let (first, last) = (group[0], group[group.len() - 1]);
+            // Only the group's words are uploaded, its offsets rebased.
+            let rebased: Vec<u64> = group.iter().map(|o| (o - first) * w).collect();
+            let items = &words[(first * w) as usize..(last * w) as usize];
+            let plan = Plan::new(&rebased)?;
+            let scope = ErrorScopes::push(&ctx.device);
+            let (buffers, spans) =
+                pooled_input(ctx, items.len() as u64, Some(items), "gpulanes input");
+            let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
+            let job =
+                exec::Job::prepare(ctx, E::DTYPE, kernel_of(kind), plan, &inputs, &spans, None)?;
+            out.extend(self.run_job(scope, job)?);
+        }
+        Ok(out)
+    }
+
+    /// `op` over each partition of a device-resident array of any dtype,
+    /// each value in its op's result type.
+    pub fn reduce_device_typed(
+        &self,
+        array: &DeviceArray,
+        op: Op,
+        partitions: &Partitions,
+        nan: NanPolicy,
+    ) -> Result<Reduction<Scalar>> {
+        let states = self.device_states(array, StateKind::for_op(op), partitions)?;
+        finish_states(&states, op, nan)
+    }
+
+    /// The partial [`State`] of each partition of a device-resident array.
+    pub fn device_states(
+        &self,
+        array: &DeviceArray,
+        kind: StateKind,
+        partitions: &Partitions,
+    ) -> Result<Vec<State>> {
+        if array.owner() != self.ctx.id {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
+        }
+        let offsets = partitions.offsets(array.len())?;
+        let w = array.dtype().words();
+        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+        let spans = array.spans();
+        let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
+        let mut out = Vec::with_capacity(offsets.len() - 1);
+        for i in 0..groups.count() {
+            // Offsets stay absolute, in words.
+            let words: Vec<u64> = groups.offsets(&offsets, i).iter().map(|o| o * w).collect();
+            let plan = Plan::new(&words)?;
+            let scope = ErrorScopes::push(&self.ctx.device);
+            let job = exec::Job::prepare(
+                &self.ctx,
+                array.dtype(),
+                kernel_of(kind),
+                plan,
+                &inputs,
+                &spans,
+                None,
+            )?;
+            out.extend(self.run_job(scope, job)?);
+        }
+        Ok(out)
+    }
+
+    /// Submits a prepared job, waits for it and reads its states back.
+    fn run_job(&self, scope: ErrorScopes, job: exec::Job) -> Result<Vec<State>> {
+        let ctx = &*self.ctx;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("gpulanes"),
+            });
+        job.encode(ctx, &mut encoder, 0..job.dispatch_count());
+        job.encode_readback(&mut encoder);
+        let index = ctx.queue.submit([encoder.finish()]);
+        scope.check()?;
+        let (tx, rx) = mpsc::channel();
+        job.read_async(move |r| {
+            let _ = tx.send(r);
+        });
+        ctx.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        let finals = rx
+            .recv()
+            .map_err(|_| Error::Gpu("readback callback never ran".into()))??;
+        Ok(finals.states)
     }
 
     /// `op` over each partition of a device-resident array. Any number of
@@ -437,6 +580,7 @@ impl Engine {
                 "this DeviceArray was uploaded by another engine".into(),
             ));
         }
+        check_f32(array)?;
         let offsets = partitions.offsets(array.len())?;
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
         let spans = array.spans();
@@ -469,13 +613,23 @@ impl Engine {
                 "this DeviceArray was uploaded by another engine".into(),
             ));
         }
+        check_f32(array)?;
         let offsets = partitions.offsets(array.len())?;
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
         let spans = array.spans();
         let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
         // Offsets stay absolute, as in `reduce_device`.
         let plans = (0..groups.count()).map(|i| Plan::new(groups.offsets(&offsets, i)));
-        let recorded = exec::record_all(&self.ctx, encoder, op, nan, plans, &inputs, &spans)?;
+        let recorded = exec::record_all(
+            &self.ctx,
+            encoder,
+            Dtype::F32,
+            op,
+            nan,
+            plans,
+            &inputs,
+            &spans,
+        )?;
         Ok(PendingReduction {
             op,
             groups: recorded,
@@ -531,9 +685,40 @@ impl Engine {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("gpulanes"),
             });
-        let recorded = exec::record(ctx, &mut encoder, op, nan, plan, inputs, spans)?;
+        let recorded = exec::record(ctx, &mut encoder, Dtype::F32, op, nan, plan, inputs, spans)?;
         ctx.run(scope, encoder, recorded)
     }
+}
+
+/// The kernel family that computes states of `kind`.
+fn kernel_of(kind: StateKind) -> KernelOp {
+    match kind {
+        StateKind::Sum => KernelOp::Sum,
+        StateKind::Max => KernelOp::Max,
+        StateKind::Min => KernelOp::Min,
+    }
+}
+
+/// Finalises one state per partition.
+fn finish_states(states: &[State], op: Op, nan: NanPolicy) -> Result<Reduction<Scalar>> {
+    let mut values = Vec::with_capacity(states.len());
+    let mut counts = Vec::with_capacity(states.len());
+    for s in states {
+        values.push(s.finalize(op, nan)?);
+        counts.push(s.count(nan));
+    }
+    Ok(Reduction { op, values, counts })
+}
+
+/// The float32 entry points take float32 arrays only.
+fn check_f32(array: &DeviceArray) -> Result<()> {
+    if array.dtype() != Dtype::F32 {
+        return Err(Error::InvalidInput(format!(
+            "this DeviceArray holds {}: reduce it with Engine::reduce_device_typed",
+            array.dtype()
+        )));
+    }
+    Ok(())
 }
 
 /// Validation and out-of-memory error scopes around one reduction, so GPU

@@ -32,6 +32,13 @@ pub enum Error {
     /// The GPU reported an error (validation, out of memory, lost device).
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// An integer sum does not fit its result type (int64).
+    #[error("overflow: {0}")]
+    Overflow(String),
+    /// Partial-state bytes that are corrupt, foreign or of another version,
+    /// or states that cannot be merged.
+    #[error("invalid partial state: {0}")]
+    InvalidState(String),
     /// The request was cancelled (by its handle, or the handle was dropped).
     #[error("cancelled")]
     Cancelled,

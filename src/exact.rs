@@ -1,217 +1,417 @@
-//! An exact accumulator for f32 sums: every finite f32 is an integer multiple
-//! of 2^-149, so a wide fixed-point integer holds any sum of them without
-//! rounding. Rounding happens once, at the end, to nearest-even. This is the
-//! reference that accuracy claims are tested against (never another float sum).
+//! Exact sums: every finite float32 is an integer multiple of 2^-149 and
+//! every finite float64 of 2^-1074, so a wide fixed-point integer holds any
+//! sum of them without rounding; integers are their own grid. The sum is
+//! rounded once, at the end, to nearest-even ([`round_to_float`]), or
+//! divided by a count and rounded once ([`divide_and_round`]).
+//!
+//! [`ExactSum`] is the CPU accumulator: the crate's reference for every sum
+//! the GPU computes (the kernels in `shaders/exact*.wgsl` produce the same
+//! integer), and the arithmetic behind [`crate::State`].
 
-/// Bits below the binary point: the smallest subnormal f32 is 2^-149.
-const FRACTION_BITS: i32 = 149;
-/// 32-bit digits, stored in i64 so additions need no carry propagation.
-/// 12 digits = 384 bits: 277 bits of f32 range plus headroom for 2^100 terms.
-const DIGITS: usize = 12;
+use crate::dtype::Dtype;
+
 /// Normalise carries after this many additions (each adds < 2^32 per digit).
 const NORMALISE_EVERY: u32 = 1 << 30;
 
-/// Exact sum of finite f32 values; non-finite values are tracked as flags.
-#[derive(Clone, Debug, Default)]
+/// Exact sum of finite values of one dtype; NaN and infinities are not
+/// added (the caller keeps them as flags).
+#[derive(Clone, Debug)]
 pub struct ExactSum {
-    digits: [i64; DIGITS],
+    dtype: Dtype,
+    /// 32-bit digits in i64, so additions need no carry propagation; one
+    /// more than the dtype's limbs, for the spill of the widest addend.
+    digits: Vec<i64>,
     pending: u32,
-    nan: bool,
-    pos_inf: bool,
-    neg_inf: bool,
 }
 
 impl ExactSum {
-    /// An empty sum.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty sum of `dtype` values.
+    pub fn new(dtype: Dtype) -> Self {
+        ExactSum {
+            dtype,
+            digits: vec![0; dtype.limbs() + 3],
+            pending: 0,
+        }
     }
 
-    /// Adds one value exactly.
-    pub fn add(&mut self, x: f32) {
-        if x.is_nan() {
-            self.nan = true;
-            return;
-        }
-        if x.is_infinite() {
-            if x > 0.0 {
-                self.pos_inf = true;
-            } else {
-                self.neg_inf = true;
-            }
-            return;
-        }
-        let bits = x.to_bits();
-        let exp = ((bits >> 23) & 0xff) as i32;
-        let frac = (bits & 0x7f_ffff) as u64;
-        // value = mant * 2^(shift - 149)
-        let (mant, shift) = if exp == 0 {
-            (frac, 0)
-        } else {
-            (frac | 0x80_0000, exp - 1)
-        };
-        if mant == 0 {
+    /// The dtype summed.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// Adds `±mag × 2^shift` (shift in grid units).
+    fn add_shifted(&mut self, negative: bool, mag: u64, shift: u32) {
+        if mag == 0 {
             return;
         }
         let digit = (shift / 32) as usize;
-        let wide = mant << (shift % 32); // < 2^55
-        let sign = if bits >> 31 == 1 { -1 } else { 1 };
-        self.digits[digit] += sign * (wide & 0xffff_ffff) as i64;
-        self.digits[digit + 1] += sign * (wide >> 32) as i64;
+        let wide = (mag as u128) << (shift % 32);
+        let sign = if negative { -1 } else { 1 };
+        for k in 0..3 {
+            let part = ((wide >> (32 * k)) & 0xffff_ffff) as i64;
+            self.digits[digit + k] += sign * part;
+        }
         self.pending += 1;
         if self.pending >= NORMALISE_EVERY {
             self.normalise();
         }
     }
 
+    /// Adds a finite float32 exactly (NaN and infinities are ignored).
+    pub fn add_f32(&mut self, x: f32) {
+        debug_assert_eq!(self.dtype, Dtype::F32);
+        let bits = x.to_bits();
+        let exp = (bits >> 23) & 0xff;
+        if exp == 0xff {
+            return;
+        }
+        let frac = (bits & 0x7f_ffff) as u64;
+        let (mant, shift) = if exp == 0 {
+            (frac, 0)
+        } else {
+            (frac | 0x80_0000, exp - 1)
+        };
+        self.add_shifted(bits >> 31 == 1, mant, shift);
+    }
+
+    /// Adds a finite float64 exactly (NaN and infinities are ignored).
+    pub fn add_f64(&mut self, x: f64) {
+        debug_assert_eq!(self.dtype, Dtype::F64);
+        let bits = x.to_bits();
+        let exp = ((bits >> 52) & 0x7ff) as u32;
+        if exp == 0x7ff {
+            return;
+        }
+        let frac = bits & ((1u64 << 52) - 1);
+        let (mant, shift) = if exp == 0 {
+            (frac, 0)
+        } else {
+            (frac | (1u64 << 52), exp - 1)
+        };
+        self.add_shifted(bits >> 63 == 1, mant, shift);
+    }
+
+    /// Adds an integer exactly.
+    pub fn add_i64(&mut self, x: i64) {
+        debug_assert!(!self.dtype.is_float());
+        self.add_shifted(x < 0, x.unsigned_abs(), 0);
+    }
+
+    /// Adds another sum of the same dtype.
+    pub fn merge(&mut self, other: &ExactSum) {
+        debug_assert_eq!(self.dtype, other.dtype);
+        let mut o = other.clone();
+        o.normalise();
+        self.normalise();
+        for (d, x) in self.digits.iter_mut().zip(&o.digits) {
+            *d += *x;
+        }
+        self.pending += 1;
+    }
+
     fn normalise(&mut self) {
         let mut carry = 0i64;
+        let n = self.digits.len();
         for d in self.digits.iter_mut() {
             let v = *d + carry;
             *d = v & 0xffff_ffff;
             carry = v >> 32; // arithmetic shift: floor division
         }
-        self.digits[DIGITS - 1] += carry << 32;
+        self.digits[n - 1] += carry << 32;
         self.pending = 0;
     }
 
-    /// True if a NaN was added.
-    pub fn saw_nan(&self) -> bool {
-        self.nan
-    }
-
-    /// The exact sum rounded once to the nearest f32 (ties to even), with
-    /// IEEE rules for infinities and NaN. An empty or all-zero sum is +0.0.
-    pub fn round_f32(&self) -> f32 {
-        self.round(24, 127).map_or(f32::NAN, |v| v as f32)
-    }
-
-    /// The exact sum rounded once to the nearest f64.
-    pub fn round_f64(&self) -> f64 {
-        self.round(53, 1023).unwrap_or(f64::NAN)
-    }
-
-    /// Rounds to `precision` significant bits; `max_exp` is the largest
-    /// binary exponent of the target format. The returned f64 is exactly the
-    /// rounded value (so converting it to f32 for precision 24 is exact).
-    fn round(&self, precision: u32, max_exp: i32) -> Option<f64> {
-        if self.nan || (self.pos_inf && self.neg_inf) {
-            return None;
-        }
-        if self.pos_inf {
-            return Some(f64::INFINITY);
-        }
-        if self.neg_inf {
-            return Some(f64::NEG_INFINITY);
-        }
+    /// The sum as two's complement 32-bit limbs, `dtype.limbs()` of them
+    /// (the layout of the GPU partial and of a serialised [`crate::State`]).
+    pub fn to_limbs(&self) -> Vec<u32> {
         let mut n = self.clone();
         n.normalise();
-        let negative = n.digits[DIGITS - 1] < 0;
-        // Magnitude as little-endian u32 digits (two's complement negate).
-        let mut mag = [0u32; DIGITS];
-        let mut borrow = 1u64;
-        for (i, &d) in n.digits.iter().enumerate() {
-            let d = d as u32;
-            if negative {
-                let v = (!d) as u64 + borrow;
-                mag[i] = v as u32;
-                borrow = v >> 32;
-            } else {
-                mag[i] = d;
-            }
-        }
-        let Some(top_digit) = mag.iter().rposition(|&d| d != 0) else {
-            return Some(0.0);
-        };
-        let top_bit = top_digit as i32 * 32 + 31 - mag[top_digit].leading_zeros() as i32;
-        let bit = |i: i32| -> u64 {
-            if i < 0 {
-                0
-            } else {
-                ((mag[(i / 32) as usize] >> (i % 32)) & 1) as u64
-            }
-        };
-        let sticky_below = |i: i32| -> bool { (0..i.max(0)).any(|j| bit(j) == 1) };
-        // Keep `precision` bits, but never below 2^-149 for f32 / the target's
-        // subnormal grid; our grid is 2^-149, so for f32 subnormals the
-        // integer is exact already.
-        let lowest_kept = (top_bit - precision as i32 + 1).max(0);
-        let mut mant: u64 = 0;
-        for i in (lowest_kept..=top_bit).rev() {
-            mant = (mant << 1) | bit(i);
-        }
-        let round_bit = if lowest_kept > 0 {
-            bit(lowest_kept - 1)
-        } else {
-            0
-        };
-        let sticky = lowest_kept > 1 && sticky_below(lowest_kept - 1);
-        let mut exp2 = lowest_kept - FRACTION_BITS;
-        if round_bit == 1 && (sticky || mant & 1 == 1) {
-            mant += 1;
-            if mant == 1u64 << precision {
-                mant >>= 1;
-                exp2 += 1;
-            }
-        }
-        // value = mant * 2^exp2, mant < 2^precision.
-        let top_exp = exp2 + 63 - mant.leading_zeros() as i32;
-        let magnitude = if top_exp > max_exp {
-            f64::INFINITY
-        } else {
-            mant as f64 * 2f64.powi(exp2)
-        };
-        Some(if negative { -magnitude } else { magnitude })
+        n.digits[..self.dtype.limbs()]
+            .iter()
+            .map(|&d| d as u32)
+            .collect()
     }
+
+    /// A sum from two's complement limbs (as [`ExactSum::to_limbs`] gives).
+    pub fn from_limbs(dtype: Dtype, limbs: &[u32]) -> Self {
+        let mut s = ExactSum::new(dtype);
+        let negative = limbs.last().is_some_and(|&l| l >> 31 == 1);
+        for (d, &l) in s.digits.iter_mut().zip(limbs) {
+            *d = l as i64;
+        }
+        if negative {
+            // Sign-extend: subtract 2^(32 n).
+            s.digits[limbs.len()] -= 1;
+        }
+        s.pending = 1;
+        s
+    }
+
+    /// The sum as sign and magnitude (little-endian u32 digits).
+    pub fn sign_magnitude(&self) -> (bool, Vec<u32>) {
+        let limbs = self.to_limbs();
+        let negative = limbs.last().is_some_and(|&l| l >> 31 == 1);
+        if !negative {
+            return (false, limbs);
+        }
+        let mut mag = Vec::with_capacity(limbs.len());
+        let mut carry = 1u64;
+        for &l in &limbs {
+            let v = (!l) as u64 + carry;
+            mag.push(v as u32);
+            carry = v >> 32;
+        }
+        (true, mag)
+    }
+
+    /// True when the sum is exactly zero.
+    pub fn is_zero(&self) -> bool {
+        self.to_limbs().iter().all(|&l| l == 0)
+    }
+
+    /// The sum as an i64 (integer dtypes), `None` when it does not fit.
+    pub fn to_i64(&self) -> Option<i64> {
+        let (negative, mag) = self.sign_magnitude();
+        if mag[2..].iter().any(|&d| d != 0) {
+            return None;
+        }
+        let m = mag[0] as u64 | (mag[1] as u64) << 32;
+        if negative {
+            if m <= 1u64 << 63 {
+                Some((m as i64).wrapping_neg())
+            } else {
+                None
+            }
+        } else {
+            i64::try_from(m).ok()
+        }
+    }
+
+    /// The exact sum rounded once to `target` (float32 or float64), as an
+    /// f64 holding exactly the rounded value; ±inf when it overflows.
+    pub fn round(&self, target: Dtype) -> f64 {
+        let (negative, mag) = self.sign_magnitude();
+        round_to_float(negative, &mag, false, self.dtype.grid_exponent(), target)
+    }
+
+    /// The exact sum divided by `count`, rounded once to `target`.
+    pub fn mean(&self, count: u64, target: Dtype) -> f64 {
+        let (negative, mag) = self.sign_magnitude();
+        divide_and_round(negative, &mag, self.dtype.grid_exponent(), count, target)
+    }
+}
+
+/// Precision, lowest exponent (of the subnormal ulp) and largest finite
+/// exponent of a float dtype.
+fn format_of(target: Dtype) -> (i32, i32, i32) {
+    match target {
+        Dtype::F32 => (24, -149, 127),
+        _ => (53, -1074, 1023),
+    }
+}
+
+/// `mant × 2^exp` as an f64, exactly (the caller ensures it is representable).
+fn ldexp(mant: u64, mut exp: i32) -> f64 {
+    let mut v = mant as f64;
+    while exp > 0 {
+        let step = exp.min(1000);
+        v *= 2f64.powi(step);
+        exp -= step;
+    }
+    while exp < 0 {
+        let step = (-exp).min(1000);
+        // Keep intermediate values exact: divide by the power as long as the
+        // result stays normal, which holds because mant × 2^exp is a value
+        // of the target format.
+        v /= 2f64.powi(step);
+        exp += step;
+    }
+    v
+}
+
+/// Rounds `±mag × 2^grid` (mag little-endian u32 digits; `sticky` says a
+/// nonzero remainder lies below bit 0) to nearest-even in `target`.
+pub(crate) fn round_to_float(
+    negative: bool,
+    mag: &[u32],
+    sticky_below: bool,
+    grid: i32,
+    target: Dtype,
+) -> f64 {
+    let (precision, min_exp, max_exp) = format_of(target);
+    let bit = |i: i64| -> u64 {
+        if i < 0 || (i / 32) as usize >= mag.len() {
+            0
+        } else {
+            ((mag[(i / 32) as usize] >> (i % 32)) & 1) as u64
+        }
+    };
+    let signed = |v: f64| if negative { -v } else { v };
+    let Some(top_digit) = mag.iter().rposition(|&d| d != 0) else {
+        return signed(0.0);
+    };
+    let top = top_digit as i64 * 32 + 31 - mag[top_digit].leading_zeros() as i64;
+    // Lowest kept bit: `precision` bits from the top, but not under the
+    // target's subnormal ulp.
+    let lowest = (top - precision as i64 + 1).max(min_exp as i64 - grid as i64);
+    let mut mant: u64 = 0;
+    for i in (lowest.max(0)..=top).rev() {
+        mant = (mant << 1) | bit(i);
+    }
+    if lowest < 0 {
+        mant <<= (-lowest) as u32;
+    }
+    let round_bit = bit(lowest - 1);
+    let sticky = sticky_below || (0..(lowest - 1).max(0)).any(|j| bit(j) == 1);
+    let mut exp = lowest + grid as i64;
+    if round_bit == 1 && (sticky || mant & 1 == 1) {
+        mant += 1;
+        if mant == 1u64 << precision {
+            mant >>= 1;
+            exp += 1;
+        }
+    }
+    if mant == 0 {
+        return signed(0.0);
+    }
+    let top_exp = exp + 63 - mant.leading_zeros() as i64;
+    if top_exp > max_exp as i64 {
+        return signed(f64::INFINITY);
+    }
+    signed(ldexp(mant, exp as i32))
+}
+
+/// `±mag × 2^grid / count`, rounded once to nearest-even in `target`.
+pub(crate) fn divide_and_round(
+    negative: bool,
+    mag: &[u32],
+    grid: i32,
+    count: u64,
+    target: Dtype,
+) -> f64 {
+    assert!(count > 0, "mean of no values");
+    // Scale the dividend so the quotient has at least 64 significant bits
+    // more than any precision needs: then the rounding bit is exact and a
+    // remainder only sets the sticky bit.
+    const EXTRA: u32 = 128;
+    let words = (EXTRA / 32) as usize;
+    let mut scaled = vec![0u32; words];
+    scaled.extend_from_slice(mag);
+    scaled.push(0);
+    scaled.push(0);
+    let mut rem: u128 = 0;
+    let mut quot = vec![0u32; scaled.len()];
+    for i in (0..scaled.len()).rev() {
+        let cur = (rem << 32) | scaled[i] as u128;
+        quot[i] = (cur / count as u128) as u32;
+        rem = cur % count as u128;
+    }
+    round_to_float(negative, &quot, rem != 0, grid - EXTRA as i32, target)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn exact(xs: &[f32]) -> f32 {
-        let mut s = ExactSum::new();
-        xs.iter().for_each(|&x| s.add(x));
-        s.round_f32()
+    fn sum32(xs: &[f32]) -> f32 {
+        let mut s = ExactSum::new(Dtype::F32);
+        xs.iter().for_each(|&x| s.add_f32(x));
+        s.round(Dtype::F32) as f32
+    }
+
+    fn sum64(xs: &[f64]) -> f64 {
+        let mut s = ExactSum::new(Dtype::F64);
+        xs.iter().for_each(|&x| s.add_f64(x));
+        s.round(Dtype::F64)
     }
 
     #[test]
     fn exact_where_floats_are_not() {
-        assert_eq!(exact(&[1e30, 1.0, -1e30]), 1.0);
-        assert_eq!(exact(&[16777216.0, 1.0, 1.0]), 16777218.0);
+        assert_eq!(sum32(&[1e30, 1.0, -1e30]), 1.0);
+        assert_eq!(sum32(&[16777216.0, 1.0, 1.0]), 16777218.0);
+        assert_eq!(sum32(&[]), 0.0);
+        assert_eq!(sum32(&[f32::MAX, f32::MAX]), f32::INFINITY);
+        assert_eq!(sum32(&[f32::MAX, f32::MAX, -f32::MAX]), f32::MAX);
+        assert_eq!(sum32(&[-f32::MAX, -f32::MAX]), f32::NEG_INFINITY);
         assert_eq!(
-            exact(&[0.1, 0.2, -0.3]),
-            (0.1f64 as f32 as f64 + 0.2f32 as f64 - 0.3f32 as f64) as f32
-        );
-        assert_eq!(exact(&[]), 0.0);
-        assert_eq!(exact(&[f32::MAX, f32::MAX]), f32::INFINITY);
-        assert_eq!(exact(&[f32::MAX, f32::MAX, -f32::MAX]), f32::MAX);
-        assert_eq!(exact(&[-f32::MAX, -f32::MAX]), f32::NEG_INFINITY);
-        assert_eq!(
-            exact(&[f32::from_bits(1), f32::from_bits(1)]),
+            sum32(&[f32::from_bits(1), f32::from_bits(1)]),
             f32::from_bits(2)
         );
-        assert!(exact(&[f32::INFINITY, f32::NEG_INFINITY]).is_nan());
-        assert!(exact(&[1.0, f32::NAN]).is_nan());
+        assert_eq!(sum64(&[1e300, 1.0, -1e300]), 1.0);
+        assert_eq!(sum64(&[f64::MAX, f64::MAX]), f64::INFINITY);
+        assert_eq!(sum64(&[f64::MAX, f64::MAX, -f64::MAX]), f64::MAX);
+        assert_eq!(
+            sum64(&[f64::from_bits(1), f64::from_bits(3)]),
+            f64::from_bits(4)
+        );
+        assert_eq!(sum64(&[0.1, 0.2, -0.3]), 2.7755575615628914e-17);
     }
 
     #[test]
     fn ties_round_to_even() {
-        // 2^24 + 1 is a tie between 2^24 and 2^24 + 2: even wins.
-        assert_eq!(exact(&[16777216.0, 1.0]), 16777216.0);
-        // 2^24 + 3 is a tie between 2^24 + 2 and 2^24 + 4: even mantissa is + 4.
-        assert_eq!(exact(&[16777216.0, 3.0]), 16777220.0);
-        // Just above the tie rounds up.
-        assert_eq!(exact(&[16777216.0, 1.0, 1e-3]), 16777218.0);
+        assert_eq!(sum32(&[16777216.0, 1.0]), 16777216.0);
+        assert_eq!(sum32(&[16777216.0, 3.0]), 16777220.0);
+        assert_eq!(sum32(&[16777216.0, 1.0, 1e-3]), 16777218.0);
+        let two53 = 9007199254740992.0f64;
+        assert_eq!(sum64(&[two53, 1.0]), two53);
+        assert_eq!(sum64(&[two53, 3.0]), two53 + 4.0);
+        assert_eq!(sum64(&[two53, 1.0, 1e-300]), two53 + 2.0);
     }
 
     #[test]
-    fn matches_f64_sum_when_f64_is_exact() {
+    fn float32_sums_round_to_float64_exactly_when_they_fit() {
         let xs: Vec<f32> = (0..1000).map(|i| (i as f32) * 0.5 - 100.25).collect();
         let f64sum: f64 = xs.iter().map(|&x| x as f64).sum();
-        assert_eq!(exact(&xs), f64sum as f32);
-        let mut s = ExactSum::new();
-        xs.iter().for_each(|&x| s.add(x));
-        assert_eq!(s.round_f64(), f64sum);
+        let mut s = ExactSum::new(Dtype::F32);
+        xs.iter().for_each(|&x| s.add_f32(x));
+        assert_eq!(s.round(Dtype::F64), f64sum);
+        assert_eq!(s.round(Dtype::F32) as f32, f64sum as f32);
+    }
+
+    #[test]
+    fn integers_sum_exactly_and_report_overflow() {
+        let mut s = ExactSum::new(Dtype::I64);
+        s.add_i64(i64::MAX);
+        s.add_i64(1);
+        assert_eq!(s.to_i64(), None);
+        s.add_i64(-2);
+        assert_eq!(s.to_i64(), Some(i64::MAX - 1));
+        let mut m = ExactSum::new(Dtype::I64);
+        m.add_i64(i64::MIN);
+        assert_eq!(m.to_i64(), Some(i64::MIN));
+        m.add_i64(-1);
+        assert_eq!(m.to_i64(), None);
+    }
+
+    #[test]
+    fn limbs_round_trip_and_merge() {
+        let mut a = ExactSum::new(Dtype::F64);
+        a.add_f64(-3.5);
+        a.add_f64(1e-300);
+        let b = ExactSum::from_limbs(Dtype::F64, &a.to_limbs());
+        assert_eq!(b.to_limbs(), a.to_limbs());
+        let mut c = ExactSum::new(Dtype::F64);
+        c.add_f64(3.5);
+        c.merge(&b);
+        assert_eq!(c.round(Dtype::F64), 1e-300);
+    }
+
+    #[test]
+    fn means_round_once() {
+        // (2^53 + 1) / 1 would round to 2^53 if the sum were rounded first;
+        // divided by 2 it is 2^52 + 0.5, exactly representable.
+        let mut s = ExactSum::new(Dtype::I64);
+        s.add_i64((1 << 53) + 1);
+        assert_eq!(s.mean(2, Dtype::F64), 4503599627370496.5);
+        let mut t = ExactSum::new(Dtype::F64);
+        t.add_f64(1.0);
+        assert_eq!(t.mean(3, Dtype::F64), 1.0 / 3.0);
+        let mut u = ExactSum::new(Dtype::F32);
+        u.add_f32(1.0);
+        assert_eq!(u.mean(3, Dtype::F32) as f32, 1.0f32 / 3.0);
+        // Subnormal quotient.
+        let mut v = ExactSum::new(Dtype::F32);
+        v.add_f32(f32::from_bits(3));
+        assert_eq!(v.mean(2, Dtype::F32) as f32, f32::from_bits(2)); // 1.5 ulp -> 2 (even)
     }
 }

@@ -12,14 +12,16 @@
 use std::num::NonZeroU64;
 use std::ops::Range;
 
+use crate::dtype::Dtype;
 use crate::engine::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{PARAMS_BYTES, PARTIAL_BYTES, Pass, SEGMENT_BYTES};
+use crate::kernels::{PARAMS_BYTES, Pass, SEGMENT_BYTES};
 use crate::op::{KernelOp, NanPolicy, Op, Reduction};
-use crate::partial::{Partial, finalize};
+use crate::partial::scalar_to_f32;
 use crate::plan::{Dispatch, Plan, Span, dispatches};
 use crate::pool::PooledBuffer;
 use crate::readback::map_read;
+use crate::state::{State, StateKind};
 
 /// `Params` in reduce.wgsl.
 #[repr(C)]
@@ -30,8 +32,7 @@ struct Params {
     input_base_lo: u32,
     out_base: u32,
     segment_count: u32,
-    one: f32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
 }
 
 /// Bytes between consecutive dispatches' [`Params`] in their uniform
@@ -64,8 +65,7 @@ pub(crate) fn write_params(
             input_base_lo: d.input.base_item as u32,
             out_base: d.output.base_item as u32,
             segment_count,
-            one: 1.0,
-            _pad: [0; 2],
+            _pad: [0; 3],
         };
         let at = i * stride as usize;
         param_bytes[at..at + PARAMS_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&p));
@@ -181,6 +181,7 @@ pub(crate) fn check_partition_count(ctx: &Context, partitions: u64) -> Result<()
 
 /// GPU work for one plan, ready to encode in one piece or in ranges.
 pub(crate) struct Job {
+    dtype: Dtype,
     kernel: KernelOp,
     plan: Plan,
     dispatches: Vec<Dispatch>,
@@ -192,19 +193,20 @@ pub(crate) struct Job {
     _keep: Vec<PooledBuffer>,
 }
 
-/// The final partial of every partition (`None` for empty ones).
+/// The final state of every partition.
 pub(crate) struct FinalPartials {
-    pub partition_lens: Vec<u64>,
-    pub partials: Vec<Option<Partial>>,
+    pub states: Vec<State>,
 }
 
 impl FinalPartials {
-    /// Values and counts of partitions `range` for `op` under `nan`.
+    /// Values and counts of float32 partitions `range` for `op` under `nan`.
     pub fn finish(&self, op: Op, nan: NanPolicy, range: Range<usize>) -> Reduction {
-        let (values, counts) = self.partition_lens[range.clone()]
+        let (values, counts) = self.states[range]
             .iter()
-            .zip(&self.partials[range])
-            .map(|(&len, p)| finalize(op, nan, len, p.as_ref()))
+            .map(|s| {
+                let v = s.finalize(op, nan).expect("float32 states always finalise");
+                (v.map(scalar_to_f32), s.count(nan))
+            })
             .unzip();
         Reduction { op, values, counts }
     }
@@ -216,6 +218,7 @@ impl Job {
     /// device limits require, so the job can be submitted in quanta.
     pub fn prepare(
         ctx: &Context,
+        dtype: Dtype,
         kernel: KernelOp,
         plan: Plan,
         inputs: &[&wgpu::Buffer],
@@ -227,6 +230,7 @@ impl Job {
             limits.max_units_per_dispatch = limits.max_units_per_dispatch.min(cap.max(1));
         }
         let mut job = Job {
+            dtype,
             kernel,
             dispatches: Vec::new(),
             bind_groups: Vec::new(),
@@ -241,6 +245,7 @@ impl Job {
         }
         let plan = &job.plan;
         let align = ctx.limits.offset_alignment;
+        let pb = dtype.partial_bytes();
         check_partition_count(ctx, plan.partition_lens.len() as u64)?;
 
         // Dispatches of every level and where each level's table sits.
@@ -249,13 +254,13 @@ impl Job {
         let mut table_bytes = 0u64;
         for (i, level) in plan.levels.iter().enumerate() {
             let ds = if i == 0 {
-                dispatches(0, level, spans, 4, &limits)
+                dispatches(0, level, spans, 4, pb, &limits)
             } else {
                 let prev = Span {
                     base_item: 0,
                     items: plan.levels[i - 1].units,
                 };
-                dispatches(i, level, &[prev], PARTIAL_BYTES, &limits)
+                dispatches(i, level, &[prev], pb, pb, &limits)
             };
             all.extend(ds);
             table_offsets.push(table_bytes);
@@ -279,9 +284,9 @@ impl Job {
         );
 
         // Ping-pong partial buffers: level i writes buffer i % 2.
-        let mut partial_sizes = [PARTIAL_BYTES; 2];
+        let mut partial_sizes = [pb; 2];
         for (i, level) in plan.levels.iter().enumerate() {
-            partial_sizes[i % 2] = partial_sizes[i % 2].max(level.units * PARTIAL_BYTES);
+            partial_sizes[i % 2] = partial_sizes[i % 2].max(level.units * pb);
         }
         let partial_usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         let partials: Vec<PooledBuffer> = partial_sizes
@@ -325,7 +330,7 @@ impl Job {
             .collect();
         job.readback = Some(ctx.pool.take(
             device,
-            plan.final_units() * PARTIAL_BYTES,
+            plan.final_units() * pb,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             "gpulanes readback",
         ));
@@ -371,7 +376,12 @@ impl Job {
         for i in range {
             let d = &self.dispatches[i];
             let pass_kind = self.plan.levels[d.level].pass;
-            pass.set_pipeline(ctx.kernels.pipeline(pass_kind, self.kernel));
+            pass.set_pipeline(ctx.kernels.pipeline(
+                &ctx.device,
+                self.dtype,
+                pass_kind,
+                self.kernel,
+            ));
             encode_dispatch(ctx, &mut pass, i, &self.bind_groups[i], d.unit_count);
         }
     }
@@ -380,26 +390,39 @@ impl Job {
     /// after the last dispatch.
     pub fn encode_readback(&self, encoder: &mut wgpu::CommandEncoder) {
         if let Some(readback) = &self.readback {
-            let bytes = self.plan.final_units() * PARTIAL_BYTES;
+            let bytes = self.plan.final_units() * self.dtype.partial_bytes();
             encoder.copy_buffer_to_buffer(&self.partials[self.final_buffer], 0, readback, 0, bytes);
         }
     }
 
     fn final_partials(&self, bytes: &[u8]) -> FinalPartials {
-        let raw: &[Partial] = if bytes.is_empty() {
+        let words: &[u32] = if bytes.is_empty() {
             &[]
         } else {
             bytemuck::cast_slice(bytes)
         };
-        FinalPartials {
-            partition_lens: self.plan.partition_lens.clone(),
-            partials: self
-                .plan
-                .final_unit
-                .iter()
-                .map(|u| u.map(|u| raw[u as usize]))
-                .collect(),
-        }
+        let pw = self.dtype.partial_words();
+        let kind = match self.kernel {
+            KernelOp::Sum => StateKind::Sum,
+            KernelOp::Max => StateKind::Max,
+            KernelOp::Min => StateKind::Min,
+        };
+        // Plans count 32-bit words; states count values.
+        let per_value = self.dtype.words();
+        let states = self
+            .plan
+            .partition_lens
+            .iter()
+            .zip(&self.plan.final_unit)
+            .map(|(&len, u)| match u {
+                Some(u) => {
+                    let at = *u as usize * pw;
+                    State::from_gpu(self.dtype, kind, len / per_value, &words[at..at + pw])
+                }
+                None => State::empty(self.dtype, kind),
+            })
+            .collect();
+        FinalPartials { states }
     }
 
     /// After the submission holding the readback: maps the results and calls
@@ -417,7 +440,7 @@ impl Job {
             done(result, self);
             return;
         };
-        let bytes = self.plan.final_units() * PARTIAL_BYTES;
+        let bytes = self.plan.final_units() * self.dtype.partial_bytes();
         let buffer: wgpu::Buffer = (**readback).clone();
         map_read(
             &buffer,
@@ -442,12 +465,12 @@ impl Recorded {
         self.op
     }
 
-    /// See [`Job::read_async`].
+    /// See [`Job::read_async`] (float32 results).
     pub fn read_async(self, done: impl FnOnce(Result<Reduction>) + Send + 'static) {
         let (op, nan) = (self.op, self.nan);
         self.job.read_async(move |r| {
             done(r.map(|f| {
-                let k = f.partition_lens.len();
+                let k = f.states.len();
                 f.finish(op, nan, 0..k)
             }))
         });
@@ -456,25 +479,29 @@ impl Recorded {
 
 /// Prepares and encodes a whole reduction of `inputs` (buffers holding the
 /// items of `spans`) described by `plan`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
+    dtype: Dtype,
     op: Op,
     nan: NanPolicy,
     plan: Plan,
     inputs: &[&wgpu::Buffer],
     spans: &[Span],
 ) -> Result<Recorded> {
-    let mut recorded = record_all(ctx, encoder, op, nan, [Ok(plan)], inputs, spans)?;
+    let mut recorded = record_all(ctx, encoder, dtype, op, nan, [Ok(plan)], inputs, spans)?;
     Ok(recorded.remove(0))
 }
 
 /// Like [`record`] for several plans (groups of one reduction's
 /// partitions), in order. Every job is prepared before any is encoded, so
 /// on an error nothing is left in `encoder`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_all(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
+    dtype: Dtype,
     op: Op,
     nan: NanPolicy,
     plans: impl IntoIterator<Item = Result<Plan>>,
@@ -483,7 +510,7 @@ pub(crate) fn record_all(
 ) -> Result<Vec<Recorded>> {
     let jobs = plans
         .into_iter()
-        .map(|plan| Job::prepare(ctx, op.kernel(), plan?, inputs, spans, None))
+        .map(|plan| Job::prepare(ctx, dtype, op.kernel(), plan?, inputs, spans, None))
         .collect::<Result<Vec<_>>>()?;
     Ok(jobs
         .into_iter()

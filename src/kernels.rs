@@ -1,48 +1,51 @@
-//! The WGSL pipelines, built once per engine and reused for every reduction
-//! (like wgpu's `repeated_compute` example). `reduce.wgsl` (the folds and the
-//! combine) is composed with one [`KernelShape`]: the wide kernels (256
-//! invocations per unit, `wide.wgsl` plus a tree through subgroups or
-//! workgroup memory) for GPUs, the narrow ones (`narrow.wgsl`, 8 invocations
-//! per unit) for CPU adapters. All three compute the same tree over the same
-//! per-invocation partials, so they give the same bits.
+//! The WGSL pipelines, built once per engine and dtype and reused for every
+//! reduction (like wgpu's `repeated_compute` example). `exact.wgsl` (the
+//! accumulator, shared by every dtype) is composed with one dtype's file and
+//! the entry points, at the workgroup width of one [`KernelShape`]: 256
+//! invocations per unit for GPUs, 8 for CPU adapters. Sums are exact
+//! integers and max/min order-free, so every shape gives the same bits.
+
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
+use crate::dtype::Dtype;
 use crate::op::KernelOp;
 
-/// Items (f32) one element-pass workgroup reduces: `BLOCK` in reduce.wgsl.
+/// Input words one element-pass workgroup reduces: `BLOCK` in exact.wgsl
+/// (8192 float32/int32 values, 4096 float64/int64 values).
 pub const BLOCK: u64 = 8192;
-/// Partials one partial-pass workgroup reduces: `GROUP` in reduce.wgsl.
+/// Partials one partial-pass workgroup reduces: `GROUP` in exact.wgsl.
 pub const GROUP: u64 = 2048;
-/// Bytes of one `Partial`.
-pub const PARTIAL_BYTES: u64 = 32;
+/// Bytes of one float32 (and int32, uint32, int64) partial; float64
+/// partials are larger ([`crate::Dtype`]).
+pub const PARTIAL_BYTES: u64 = 64;
 /// Bytes of one `Segment` table entry.
 pub const SEGMENT_BYTES: u64 = 16;
 /// Bytes of one `Params` uniform.
 pub const PARAMS_BYTES: u64 = 32;
 
-pub const REDUCE_WGSL: &str = include_str!("../shaders/reduce.wgsl");
-pub const WIDE_WGSL: &str = include_str!("../shaders/wide.wgsl");
-pub const NARROW_WGSL: &str = include_str!("../shaders/narrow.wgsl");
-pub const TREE_WORKGROUP_WGSL: &str = include_str!("../shaders/tree_workgroup.wgsl");
-pub const TREE_SUBGROUP_WGSL: &str = include_str!("../shaders/tree_subgroup.wgsl");
+pub const EXACT_WGSL: &str = include_str!("../shaders/exact.wgsl");
+pub const EXACT_F32_WGSL: &str = include_str!("../shaders/exact_f32.wgsl");
+pub const EXACT_F64_WGSL: &str = include_str!("../shaders/exact_f64.wgsl");
+pub const EXACT_INT_WGSL: &str = include_str!("../shaders/exact_int.wgsl");
+pub const EXACT_ENTRY_WGSL: &str = include_str!("../shaders/exact_entry.wgsl");
 
-/// How the kernels spread one unit's work over invocations. Every shape
-/// computes the same tree over the same 256 per-invocation partials, so the
-/// results are the same bits; only the speed differs.
+/// How many invocations share one unit's work. The sum is an exact
+/// integer and max/min are order-free, so every shape gives the same bits;
+/// only the speed differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelShape {
-    /// 256 invocations per unit, the tree in workgroup memory (any GPU).
+    /// 256 invocations per unit (any GPU).
     Workgroup,
-    /// 256 invocations per unit, the tree's last levels through subgroup
-    /// shuffles (GPUs with `Features::SUBGROUP`).
+    /// 256 invocations per unit; kept as a name for GPUs with
+    /// `Features::SUBGROUP` (the kernels need no subgroup operations, so it
+    /// runs the same code as `Workgroup`).
     Subgroup,
-    /// 8 invocations per unit, each computing 32 of the partials and most of
-    /// the tree in registers: for CPU adapters (lavapipe, SwiftShader), which
-    /// run every branch of a SIMD group masked, so the wide tree costs them
-    /// 8 combines in each of its SIMD groups (32 of 8 lanes on lavapipe).
-    /// On lavapipe: sums 1.75x and maxima 1.3x as fast as the subgroup tree.
+    /// 8 invocations per unit, each folding 32 groups of 32 words: for CPU
+    /// adapters (lavapipe, SwiftShader), which run a workgroup as a few SIMD
+    /// groups, so fewer invocations mean fewer atomics and flushes per unit.
     Narrow,
 }
 
@@ -100,15 +103,40 @@ impl KernelShape {
     }
 }
 
-/// The full WGSL source of one shape.
-pub fn shader_source(shape: KernelShape) -> String {
-    match shape {
-        // naga 30 enables subgroup builtins through Features::SUBGROUP and
-        // rejects the `enable subgroups;` directive, so none is written.
-        KernelShape::Subgroup => format!("{REDUCE_WGSL}\n{WIDE_WGSL}\n{TREE_SUBGROUP_WGSL}"),
-        KernelShape::Workgroup => format!("{REDUCE_WGSL}\n{WIDE_WGSL}\n{TREE_WORKGROUP_WGSL}"),
-        KernelShape::Narrow => format!("{REDUCE_WGSL}\n{NARROW_WGSL}"),
+impl KernelShape {
+    /// Invocations per workgroup.
+    pub fn workgroup_size(self) -> u32 {
+        match self {
+            KernelShape::Narrow => 8,
+            KernelShape::Workgroup | KernelShape::Subgroup => 256,
+        }
     }
+}
+
+/// The full WGSL source of the kernels for one dtype and shape: a header
+/// with the sizes, exact.wgsl, the dtype's file, the entry points.
+pub fn shader_source(dtype: Dtype, shape: KernelShape) -> String {
+    let (file, int_kind) = match dtype {
+        Dtype::F32 => (EXACT_F32_WGSL, 0),
+        Dtype::F64 => (EXACT_F64_WGSL, 0),
+        Dtype::I32 => (EXACT_INT_WGSL, 0),
+        Dtype::U32 => (EXACT_INT_WGSL, 1),
+        Dtype::I64 => (EXACT_INT_WGSL, 2),
+    };
+    format!(
+        "// {dtype}, {shape} kernels.\n\
+         const WG: u32 = {wg}u;\n\
+         const LIMBS: u32 = {limbs}u;\n\
+         const WPE: u32 = {wpe}u;\n\
+         const PARTIAL_WORDS: u32 = {pw}u;\n\
+         const INT_KIND: u32 = {int_kind}u;\n\
+         {EXACT_WGSL}\n{file}\n{EXACT_ENTRY_WGSL}",
+        shape = shape.name(),
+        wg = shape.workgroup_size(),
+        limbs = dtype.limbs(),
+        wpe = dtype.words(),
+        pw = dtype.partial_words(),
+    )
 }
 
 /// Which pass a pipeline runs.
@@ -118,21 +146,35 @@ pub enum Pass {
     Partials,
 }
 
-/// All pipelines and layouts of one engine.
-pub(crate) struct Kernels {
-    pub elements_layout: wgpu::BindGroupLayout,
-    pub partials_layout: wgpu::BindGroupLayout,
+/// The pipelines of one dtype: element and partial pass for each kernel op.
+struct DtypePipelines {
     elements: [wgpu::ComputePipeline; 3],
     partials: [wgpu::ComputePipeline; 3],
 }
 
+/// All pipelines and layouts of one engine. Float32 pipelines are built
+/// with the engine; those of other dtypes on their first use, once.
+pub(crate) struct Kernels {
+    shape: KernelShape,
+    pub elements_layout: wgpu::BindGroupLayout,
+    pub partials_layout: wgpu::BindGroupLayout,
+    elements_pipeline_layout: wgpu::PipelineLayout,
+    partials_pipeline_layout: wgpu::PipelineLayout,
+    by_dtype: [OnceLock<DtypePipelines>; 5],
+}
+
+fn dtype_index(d: Dtype) -> usize {
+    match d {
+        Dtype::F32 => 0,
+        Dtype::F64 => 1,
+        Dtype::I32 => 2,
+        Dtype::U32 => 3,
+        Dtype::I64 => 4,
+    }
+}
+
 impl Kernels {
     pub fn new(device: &wgpu::Device, shape: KernelShape) -> Self {
-        let label = format!("reduce ({})", shape.name());
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(shader_source(shape).into()),
-        });
         let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -168,37 +210,67 @@ impl Kernels {
                 entry(5, storage(true)),
             ],
         });
-        let make = |layout: &wgpu::BindGroupLayout, entry_point: &str, op: KernelOp| {
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry_point),
+        let pipeline_layout = |layout: &wgpu::BindGroupLayout, label| {
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(label),
                 bind_group_layouts: &[Some(layout)],
                 immediate_size: 0,
-            });
+            })
+        };
+        let kernels = Kernels {
+            shape,
+            elements_pipeline_layout: pipeline_layout(&elements_layout, "reduce elements"),
+            partials_pipeline_layout: pipeline_layout(&partials_layout, "reduce partials"),
+            elements_layout,
+            partials_layout,
+            by_dtype: Default::default(),
+        };
+        kernels.for_dtype(device, Dtype::F32);
+        kernels
+    }
+
+    fn build(&self, device: &wgpu::Device, dtype: Dtype) -> DtypePipelines {
+        let label = format!("reduce {dtype} ({})", self.shape.name());
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(shader_source(dtype, self.shape).into()),
+        });
+        let make = |layout: &wgpu::PipelineLayout, entry_point: &str, op: KernelOp| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry_point),
-                layout: Some(&pipeline_layout),
+                layout: Some(layout),
                 module: &module,
                 entry_point: Some(entry_point),
                 compilation_options: wgpu::PipelineCompilationOptions {
                     constants: &[("OP", op as u32 as f64)],
+                    // The accumulators start at zero in every workgroup.
                     zero_initialize_workgroup_memory: true,
                 },
                 cache: None,
             })
         };
         let ops = [KernelOp::Sum, KernelOp::Max, KernelOp::Min];
-        Kernels {
-            elements: ops.map(|op| make(&elements_layout, "reduce_elements", op)),
-            partials: ops.map(|op| make(&partials_layout, "reduce_partials", op)),
-            elements_layout,
-            partials_layout,
+        DtypePipelines {
+            elements: ops.map(|op| make(&self.elements_pipeline_layout, "reduce_elements", op)),
+            partials: ops.map(|op| make(&self.partials_pipeline_layout, "reduce_partials", op)),
         }
     }
 
-    pub fn pipeline(&self, pass: Pass, op: KernelOp) -> &wgpu::ComputePipeline {
+    fn for_dtype(&self, device: &wgpu::Device, dtype: Dtype) -> &DtypePipelines {
+        self.by_dtype[dtype_index(dtype)].get_or_init(|| self.build(device, dtype))
+    }
+
+    pub fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        dtype: Dtype,
+        pass: Pass,
+        op: KernelOp,
+    ) -> &wgpu::ComputePipeline {
+        let p = self.for_dtype(device, dtype);
         match pass {
-            Pass::Elements => &self.elements[op as usize],
-            Pass::Partials => &self.partials[op as usize],
+            Pass::Elements => &p.elements[op as usize],
+            Pass::Partials => &p.partials[op as usize],
         }
     }
 

@@ -21,6 +21,7 @@ pub mod adapter;
 pub mod bench;
 pub mod cpu;
 mod device_array;
+pub mod dtype;
 mod engine;
 mod error;
 pub mod exact;
@@ -36,16 +37,19 @@ mod partition;
 mod plan;
 mod pool;
 mod readback;
+pub mod state;
 pub mod stream;
 
 pub use adapter::AdapterSummary;
 pub use device_array::DeviceArray;
+pub use dtype::{Dtype, Element, Scalar};
 pub use engine::{EffectiveLimits, Engine, EngineOptions, PendingReduction};
 pub use error::{Error, Result};
 pub use kernels::KernelShape;
 pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request};
 pub use op::{NanPolicy, Op, Reduction};
 pub use partition::Partitions;
+pub use state::{State, StateKind};
 pub use stream::{
     FileFormat, InputFile, StreamOptions, StreamReducer, StreamStats, StreamThroughput,
 };

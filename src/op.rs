@@ -9,20 +9,19 @@
 //! | `min`   | `None`          | `NaN`           | skipped; all-NaN is `None` | ordinary values |
 //! | `count` | `Some(0.0)`     | counts NaN      | NaN not counted     | counted             |
 //!
+//! **Exactness.** A float `sum` is the exact sum of the values rounded once
+//! to the input's type (nearest, ties to even); `mean` is the exact sum
+//! divided by the count, rounded once. The kernels decode every value from
+//! its bits into an integer accumulator, so the result does not depend on
+//! the order of the values, the chunking, the lane, the kernel shape or the
+//! device, and subnormals count even on devices that flush them in float
+//! arithmetic. Only a rounded sum outside the type's range becomes ±inf
+//! (`[MAX, MAX, -MAX]` sums to `MAX`). Integer sums are exact int64;
+//! one that does not fit is [`crate::Error::Overflow`].
+//!
 //! `max`/`min` order `-0.0` below `+0.0`. A `sum` of only `-0.0` values is
 //! `-0.0`, as IEEE addition gives, and so is their `mean` (as in NumPy);
-//! values that cancel exactly sum to `+0.0`. Sums whose running total passes
-//! f32's range stay exact: inputs of magnitude >= 2^100 are summed apart, scaled by 2^-64,
-//! and the two sums are added in f64 on the host, so `[MAX, MAX, -MAX]` sums
-//! to `MAX` and the mean of `[MAX, MAX]` is `MAX`; only a result outside f32's
-//! range becomes ±inf.
-//!
-//! Subnormals: WGSL lets a device flush subnormal floats to zero in
-//! arithmetic, and NVIDIA GPUs do. There, subnormal inputs (and subnormal
-//! intermediate sums) count as zero in `sum`/`mean` (an absolute error below
-//! n × 2^-126); `max`/`min` compare bits and keep them.
-//! [`crate::AdapterSummary::flushes_subnormals`] says which kind of device
-//! you have (measured when the engine starts).
+//! values that cancel exactly sum to `+0.0`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -32,9 +31,9 @@ use crate::error::Error;
 /// A reduction operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// Compensated sum.
+    /// Exact sum, rounded once.
     Sum,
-    /// Compensated sum divided by the count.
+    /// Exact sum divided by the count, rounded once.
     Mean,
     /// Largest value.
     Max,
@@ -120,23 +119,25 @@ impl FromStr for NanPolicy {
     }
 }
 
-/// The result of one reduction: one entry per partition.
+/// The result of one reduction: one entry per partition. Float32 inputs
+/// give `Reduction<f32>` (the default); the dtype-generic entry points
+/// give `Reduction<Scalar>`, each value in its op's result type.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Reduction {
+pub struct Reduction<T = f32> {
     /// The operation that produced it.
     pub op: Op,
     /// One value per partition; `None` where the op has no value (see the
     /// module table). For [`Op::Count`] the value is the count as `f32`;
     /// use [`Reduction::counts`] for the exact integer.
-    pub values: Vec<Option<f32>>,
+    pub values: Vec<Option<T>>,
     /// Elements that took part, per partition (all elements under
     /// [`NanPolicy::Propagate`], non-NaN ones under [`NanPolicy::Ignore`]).
     pub counts: Vec<u64>,
 }
 
-impl Reduction {
+impl<T: Copy> Reduction<T> {
     /// The single value of a whole-buffer reduction.
-    pub fn value(&self) -> Option<f32> {
+    pub fn value(&self) -> Option<T> {
         self.values.first().copied().flatten()
     }
 

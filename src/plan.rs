@@ -14,7 +14,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::kernels::{BLOCK, GROUP, PARTIAL_BYTES, Pass};
+use crate::kernels::{BLOCK, GROUP, Pass};
 
 /// One segment-table entry (`Segment` in reduce.wgsl).
 #[repr(C)]
@@ -217,18 +217,21 @@ pub struct DispatchLimits {
 
 /// Splits `level` into dispatches. `inputs` are the buffers holding the
 /// level's input items (overlapping by at least one unit, so that every unit
-/// lies wholly inside one buffer); `item_bytes` is 4 (floats) or 16 (partials).
+/// lies wholly inside one buffer); `item_bytes` is 4 (input words) or
+/// `partial_bytes` (the partials of the level below), and `partial_bytes`
+/// the size of the partials this level writes.
 pub fn dispatches(
     level_index: usize,
     level: &Level,
     inputs: &[Span],
     item_bytes: u64,
+    partial_bytes: u64,
     limits: &DispatchLimits,
 ) -> Vec<Dispatch> {
-    let align_items = limits.offset_alignment / item_bytes;
+    let align_items = aligned_step(limits.offset_alignment, item_bytes);
     let max_items = (limits.max_binding_bytes & !15) / item_bytes;
-    let out_align = limits.offset_alignment / PARTIAL_BYTES;
-    let out_max = (limits.max_binding_bytes & !15) / PARTIAL_BYTES;
+    let out_align = aligned_step(limits.offset_alignment, partial_bytes);
+    let out_max = (limits.max_binding_bytes & !15) / partial_bytes;
     let mut out = Vec::new();
     // The dispatch being grown, with its window bounds and the extents used.
     struct Open {
@@ -246,7 +249,7 @@ pub fn dispatches(
             .next_multiple_of(16)
             .min(buf_bytes.next_multiple_of(16));
         d.output.byte_size =
-            (d.unit_base as u64 + d.unit_count as u64 - d.output.base_item) * PARTIAL_BYTES;
+            (d.unit_base as u64 + d.unit_count as u64 - d.output.base_item) * partial_bytes;
         out.push(d);
     };
     let mut open: Option<Open> = None;
@@ -281,7 +284,7 @@ pub fn dispatches(
                 },
                 output: Window {
                     buffer: 0,
-                    byte_offset: out_start * PARTIAL_BYTES,
+                    byte_offset: out_start * partial_bytes,
                     byte_size: 0,
                     base_item: out_start,
                 },
@@ -296,6 +299,17 @@ pub fn dispatches(
         close(o, &mut out);
     }
     out
+}
+
+/// The fewest items of `item_bytes` whose bytes are a multiple of `align`.
+fn aligned_step(align: u64, item_bytes: u64) -> u64 {
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    (align / gcd(align.max(1), item_bytes)).max(1)
 }
 
 /// The buffer that holds items `start..start + len` wholly.
@@ -356,7 +370,7 @@ mod tests {
         // Buffers of 16000 + BLOCK items, overlapping by one block.
         let inputs = crate::device_array::split_into_spans(300_000, 16_000 + BLOCK);
         assert!(inputs.len() > 10);
-        let ds = dispatches(0, &plan.levels[0], &inputs, 4, &limits);
+        let ds = dispatches(0, &plan.levels[0], &inputs, 4, 64, &limits);
         let mut next = 0u64;
         for d in &ds {
             assert_eq!(d.unit_base as u64, next);

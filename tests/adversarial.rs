@@ -283,13 +283,10 @@ fn naive_sum(data: &[f32]) -> f32 {
     data.iter().fold(0.0f32, |a, &x| a + x)
 }
 
-/// Catastrophic cancellation: condition numbers Σ|x| / |Σx| far past the
-/// ~16384 up to which double-single stays within a few ulps (up to ~10^17
-/// here, or an exact sum of zero). What holds in this regime is the absolute
-/// bound 2 ulp + 2^-38 Σ|x| (`sum_tolerance`, checked by `all_ops` against
-/// the exact reference), and the test makes sure that bound means something:
-/// a naive f32 sum misses it by far. The printed errors show how many ulps
-/// off a result may be here (the README states the same).
+/// Catastrophic cancellation: condition numbers Σ|x| / |Σx| up to ~10^17
+/// here, or an exact sum of zero. The sums are exact integers rounded once,
+/// so `all_ops` demands the reference's bits; the test makes sure that
+/// means something: a naive f32 sum is far off.
 #[test]
 fn large_random_cancelling_sets() {
     for (seed, pairs, small, hi_exp) in [
@@ -309,16 +306,12 @@ fn large_random_cancelling_sets() {
             assert_eq!(want, 0.0);
         }
         let got = r[0].2.value().unwrap();
-        let tol = sum_tolerance(want, abs_sum(&data));
-        // The test has teeth: a naive f32 sum misses the same bound by far.
+        assert_eq!(got.to_bits(), want.to_bits(), "{what}");
+        // The test has teeth: a naive f32 sum is far off.
         let naive = naive_sum(&data);
         assert!(
-            (naive as f64 - want as f64).abs() > 100.0 * tol,
+            (naive as f64 - want as f64).abs() > 100.0 * (want as f64).abs().max(1.0) * 1e-7,
             "{what}: naive sum {naive:e} is too close to {want:e} for this test to mean anything"
-        );
-        eprintln!(
-            "{what}: exact {want:e}, gpu {got:e} (error {:e}, bound {tol:e}), naive {naive:e}",
-            (got as f64 - want as f64).abs()
         );
         // Spread over partitions too (each partition has its own tree).
         all_ops(engine(), &data, &Partitions::EqualSize(9000), &what);
@@ -411,15 +404,16 @@ fn every_kernel_shape_gives_the_same_bits_on_hard_data() {
 #[test]
 fn subnormals() {
     let tiny = f32::from_bits(1);
-    // The engine's flag tells the truth about the device.
+    // Values are decoded from their bits: no engine flushes subnormals.
     let flushed = engine().sum(&[tiny]).unwrap() == 0.0;
-    assert_eq!(
-        flushes_subnormals(),
-        flushed,
-        "AdapterSummary::flushes_subnormals"
-    );
-    for e in [tiny_engine(), no_subgroup_engine(), narrow_engine()] {
-        assert_eq!(e.adapter().flushes_subnormals, flushed);
+    assert!(!flushed, "the smallest subnormal must count");
+    for e in [
+        engine(),
+        tiny_engine(),
+        no_subgroup_engine(),
+        narrow_engine(),
+    ] {
+        assert!(!e.adapter().flushes_subnormals);
     }
     // 20000 x 2^-149 is exactly representable: where subnormals are kept
     // (lavapipe) the sum must be exact; where they flush, the documented
@@ -590,11 +584,6 @@ fn single_element() {
                 _ if x.is_nan() && nan == NanPolicy::Propagate => assert!(v.unwrap().is_nan()),
                 Op::Sum if x.is_nan() => assert_eq!(bits(v), Some(0), "{what}: sum of nothing"),
                 _ if x.is_nan() => assert_eq!(v, None, "{what}: {op} of nothing"),
-                // Where the device flushes subnormals, a subnormal counts
-                // as zero in sum and mean (src/op.rs).
-                Op::Sum | Op::Mean if x.is_subnormal() && flushes_subnormals() => {
-                    assert_eq!(v, Some(0.0), "{what}: {op} on a flushing device")
-                }
                 // A single value is its own sum, max and min, bit for bit...
                 Op::Sum | Op::Max | Op::Min => {
                     assert_eq!(bits(v), Some(x.to_bits()), "{what}: {op}")
@@ -980,18 +969,15 @@ fn accuracy_at_scale_with_heavy_cancellation() {
     let want = reference(&data, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)
         .value()
         .unwrap();
-    let abs = abs_sum(&data);
+    let abs: f64 = data.iter().map(|&x| (x as f64).abs()).sum();
     let cond = abs / (want as f64).abs();
     assert!(
         cond > 3e4,
         "condition number {cond:e} is not heavy cancellation"
     );
-    let tol = sum_tolerance(want, abs);
-    let tol_ulps = tol / ulp(want);
-    assert!(tol_ulps <= 8.0, "bound is {tol_ulps} ulps: not 'a few'");
     let naive = naive_sum(&data);
     assert!(
-        (naive as f64 - want as f64).abs() > 50.0 * tol,
+        (naive as f64 - want as f64).abs() > 50.0 * f32::EPSILON as f64 * (want as f64).abs(),
         "naive sum {naive} vs exact {want}: test has no teeth"
     );
     for op in [Op::Sum, Op::Mean] {
@@ -1010,13 +996,6 @@ fn accuracy_at_scale_with_heavy_cancellation() {
             NanPolicy::Propagate,
             "1e7 cancelling",
         );
-        if op == Op::Sum {
-            let g = got.value().unwrap();
-            eprintln!(
-                "1e7 values, cond {cond:.3e}: exact {want:e}, gpu {g:e}, error {:.2} ulp (bound {tol_ulps:.2} ulp), naive {naive:e}",
-                (g as f64 - want as f64).abs() / ulp(want)
-            );
-        }
     }
     let p = Partitions::EqualSize(1_000_003);
     let got = reduce(engine(), &data, Op::Sum, &p, NanPolicy::Ignore);

@@ -256,9 +256,4 @@ fn comparison_rule_rejects_wrong_results() {
         passed_wrongly.is_empty(),
         "wrong results passed the rule: {passed_wrongly:?}"
     );
-    // The bound itself: 2 ulp plus 1024 u^2 sum|x|.
-    assert_eq!(sum_tolerance(1.0, 0.0), 2.0 * f32::EPSILON as f64);
-    // Condition number 16384 costs at most one more ulp ("a few ulps").
-    assert!(sum_tolerance(1.0, 16384.0) <= 3.0 * f32::EPSILON as f64);
-    assert_eq!(ulp(f32::from_bits(1)), 2f64.powi(-149));
 }

@@ -1,8 +1,8 @@
 //! Every shader variant parses and validates with naga (the WGSL front end
 //! wgpu uses), with every override value the engine uses.
 
-use gpulanes::KernelShape;
 use gpulanes::kernels::shader_source;
+use gpulanes::{Dtype, KernelShape};
 
 fn validate(source: &str, label: &str) {
     let module = match naga::front::wgsl::parse_str(source) {
@@ -42,21 +42,23 @@ fn every_kernel_shape_validates() {
         KernelShape::Subgroup,
         KernelShape::Narrow,
     ] {
-        validate(&shader_source(shape), shape.name());
+        for dtype in Dtype::ALL {
+            validate(
+                &shader_source(dtype, shape),
+                &format!("{dtype} {}", shape.name()),
+            );
+        }
     }
 }
 
 #[test]
 fn every_shader_file_starts_with_a_description() {
     for (name, src) in [
-        ("reduce.wgsl", gpulanes::kernels::REDUCE_WGSL),
-        ("wide.wgsl", gpulanes::kernels::WIDE_WGSL),
-        ("narrow.wgsl", gpulanes::kernels::NARROW_WGSL),
-        (
-            "tree_workgroup.wgsl",
-            gpulanes::kernels::TREE_WORKGROUP_WGSL,
-        ),
-        ("tree_subgroup.wgsl", gpulanes::kernels::TREE_SUBGROUP_WGSL),
+        ("exact.wgsl", gpulanes::kernels::EXACT_WGSL),
+        ("exact_f32.wgsl", gpulanes::kernels::EXACT_F32_WGSL),
+        ("exact_f64.wgsl", gpulanes::kernels::EXACT_F64_WGSL),
+        ("exact_int.wgsl", gpulanes::kernels::EXACT_INT_WGSL),
+        ("exact_entry.wgsl", gpulanes::kernels::EXACT_ENTRY_WGSL),
     ] {
         let head: Vec<&str> = src.lines().take(3).collect();
         assert!(
@@ -67,5 +69,96 @@ fn every_shader_file_starts_with_a_description() {
             src.contains("dispatch") || src.contains("Dispatch") || src.contains("Entry points"),
             "{name} must say how it is dispatched"
         );
+    }
+}
+
+/// Translates one entry point, with `OP` set, to SPIR-V (Vulkan), MSL
+/// (Metal), HLSL (DX12) and GLSL (GL): their compilers are not here, so
+/// naga's back ends, which wgpu uses to reach them, are the next best check.
+fn translate(source: &str, label: &str, op: u32, entry: &str) {
+    let module = naga::front::wgsl::parse_str(source).expect("parses");
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .expect("validates");
+    let constants = naga::back::PipelineConstants::from([("OP".to_string(), op as f64)]);
+    let (module, info) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((naga::ShaderStage::Compute, entry)),
+        &constants,
+    )
+    .unwrap_or_else(|e| panic!("{label} OP={op} {entry}: overrides: {e}"));
+    let pipeline = naga::back::spv::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: entry.to_string(),
+    };
+    naga::back::spv::write_vec(
+        &module,
+        &info,
+        &naga::back::spv::Options::default(),
+        Some(&pipeline),
+    )
+    .unwrap_or_else(|e| panic!("{label} OP={op} {entry}: SPIR-V: {e}"));
+    let mut msl = String::new();
+    let msl_pipeline = naga::back::msl::PipelineOptions {
+        entry_point: Some((naga::ShaderStage::Compute, entry.to_string())),
+        ..Default::default()
+    };
+    naga::back::msl::Writer::new(&mut msl)
+        .write(
+            &module,
+            &info,
+            &naga::back::msl::Options {
+                fake_missing_bindings: true,
+                ..Default::default()
+            },
+            &msl_pipeline,
+        )
+        .unwrap_or_else(|e| panic!("{label} OP={op} {entry}: MSL: {e}"));
+    let mut hlsl = String::new();
+    let hlsl_options = naga::back::hlsl::Options {
+        fake_missing_bindings: true,
+        ..Default::default()
+    };
+    naga::back::hlsl::Writer::new(&mut hlsl, &hlsl_options, &Default::default())
+        .write(&module, &info, None)
+        .unwrap_or_else(|e| panic!("{label} OP={op} {entry}: HLSL: {e}"));
+    let mut glsl = String::new();
+    let glsl_options = naga::back::glsl::Options {
+        version: naga::back::glsl::Version::new_gles(310),
+        ..Default::default()
+    };
+    let glsl_pipeline = naga::back::glsl::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: entry.to_string(),
+        multiview: None,
+    };
+    naga::back::glsl::Writer::new(
+        &mut glsl,
+        &module,
+        &info,
+        &glsl_options,
+        &glsl_pipeline,
+        naga::proc::BoundsCheckPolicies::default(),
+    )
+    .and_then(|mut w| w.write().map(|_| ()))
+    .unwrap_or_else(|e| panic!("{label} OP={op} {entry}: GLSL: {e}"));
+}
+
+#[test]
+fn every_kernel_translates_to_every_backend() {
+    for shape in [KernelShape::Workgroup, KernelShape::Narrow] {
+        for dtype in Dtype::ALL {
+            let source = shader_source(dtype, shape);
+            let label = format!("{dtype} {}", shape.name());
+            for op in 0..3 {
+                for entry in ["reduce_elements", "reduce_partials"] {
+                    translate(&source, &label, op, entry);
+                }
+            }
+        }
     }
 }

@@ -21,6 +21,7 @@ use std::time::Instant;
 use super::handle::Slot;
 use super::{Input, Lane, Shared, busy_for, lock, mark_done, release_slot, track};
 use crate::device_array::{pooled_input_buffer, split_into_spans};
+use crate::dtype::Dtype;
 use crate::engine::Context;
 use crate::error::Result;
 use crate::exec::{Job, max_partitions};
@@ -281,7 +282,7 @@ fn finish_group(sh: &Arc<Shared>, entry: BatchEntry, active: ActiveGroup) -> Opt
     active.job.read_async(move |r| {
         let _keep = keep;
         let r = r.map(|f| {
-            let k = f.partition_lens.len();
+            let k = f.states.len();
             f.finish(op, nan, 0..k)
         });
         let Some(outcome) = lock(&results).put(index, r) else {
@@ -327,6 +328,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
             let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
             Job::prepare(
                 ctx,
+                Dtype::F32,
                 entry.op.kernel(),
                 plan,
                 &inputs,
@@ -342,6 +344,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
             let inputs: Vec<&wgpu::Buffer> = (0..host.spans.len()).map(|k| host.slot(k)).collect();
             Job::prepare(
                 ctx,
+                Dtype::F32,
                 entry.op.kernel(),
                 plan,
                 &inputs,

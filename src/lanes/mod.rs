@@ -492,6 +492,15 @@ impl Lanes {
                 "this DeviceArray was uploaded by another engine".into(),
             ));
         }
+        if let Input::Device(a) = &request.input
+            && a.dtype() != crate::Dtype::F32
+        {
+            return Err(Error::InvalidInput(format!(
+                "the lanes reduce float32 arrays; this DeviceArray holds {} \
+                 (use Engine::reduce_device_typed)",
+                a.dtype()
+            )));
+        }
         let slot = Slot::new();
         match lane {
             Lane::RealTime => {

@@ -15,6 +15,7 @@ use super::handle::Slot;
 use super::job_cache::{JobShape, PreparedJob};
 use super::{Lane, Shared, busy_for, lock, mark_done, release_slot, track, wake_all};
 use crate::device_array::{pooled_input, write_floats};
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::exec::{FinalPartials, Job, max_partitions};
 use crate::op::{KernelOp, NanPolicy, Op, Reduction};
@@ -229,7 +230,7 @@ fn prepare_group(
         "gpulanes real-time input",
     );
     let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
-    let job = Job::prepare(ctx, kernel, plan, &inputs, &spans, None)?;
+    let job = Job::prepare(ctx, Dtype::F32, kernel, plan, &inputs, &spans, None)?;
     // Inputs over one buffer (only under tiny buffer caps) keep the rest
     // alive inside the job and are never reused.
     let single_buffer = buffers.len() == 1;

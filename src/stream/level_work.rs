@@ -2,6 +2,7 @@
 //! into a stream's submission: its segment table, its per-dispatch
 //! `Params`, its bind groups and the buffer its partials go to.
 
+use crate::dtype::Dtype;
 use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::exec::{BindRange, dispatch_bind_group, encode_dispatch, write_params};
@@ -38,7 +39,14 @@ impl LevelWork {
             base_item: 0,
             items,
         };
-        let ds = dispatches(0, level, &[span], item_bytes, &ctx.dispatch_limits());
+        let ds = dispatches(
+            0,
+            level,
+            &[span],
+            item_bytes,
+            PARTIAL_BYTES,
+            &ctx.dispatch_limits(),
+        );
         let device = &ctx.device;
         let table_bytes = level.table.len() as u64 * SEGMENT_BYTES;
         if table_bytes > ctx.limits.max_binding_bytes {
@@ -104,7 +112,10 @@ impl LevelWork {
     }
 
     pub(super) fn encode(&self, ctx: &Context, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(ctx.kernels.pipeline(self.pass, self.kernel));
+        pass.set_pipeline(
+            ctx.kernels
+                .pipeline(&ctx.device, Dtype::F32, self.pass, self.kernel),
+        );
         for (i, (group, _, units)) in self.groups.iter().enumerate() {
             encode_dispatch(ctx, pass, i, group, *units);
         }

@@ -77,8 +77,9 @@ const RING: usize = 3;
 /// Host chunks the reader thread may hold (filling, queued, being uploaded).
 const HOST_CHUNKS: usize = 3;
 /// The budget is split into this many chunks (ring, host chunks, the
-/// not-yet-uploaded chunk, tables and partials, with room to spare).
-const BUDGET_SHARES: u64 = 16;
+/// not-yet-uploaded chunk, tables and partials (a full group of 64-byte
+/// partials is two chunks at the smallest budgets), with room to spare).
+const BUDGET_SHARES: u64 = 20;
 /// Largest chunk: bigger ones do not make streaming faster.
 const MAX_CHUNK_BYTES: u64 = 64 << 20;
 

@@ -1,0 +1,575 @@
+//! Partial states: what a reduction knows about a piece of the data, small,
+//! serialisable and mergeable in any order. Finalising the merge of the
+//! states of any split of the data gives the same bits as one reduction
+//! over all of it, because the sum is an exact integer (see
+//! [`crate::exact`]) and max/min/count are order-free.
+//!
+//! # Byte layout (version 1, little-endian)
+//!
+//! | bytes    | field                                                        |
+//! |----------|--------------------------------------------------------------|
+//! | 0..4     | magic `GLPS`                                                 |
+//! | 4        | version, 1                                                   |
+//! | 5        | dtype: 0 float32, 1 float64, 2 int32, 3 uint32, 4 int64      |
+//! | 6        | kind: 0 sum (also mean and count), 1 max, 2 min              |
+//! | 7        | flags: 1 NaN seen, 2 +inf seen, 4 -inf seen, 8 a non-NaN value with a clear sign bit seen |
+//! | 8..16    | values seen (NaN included)                                   |
+//! | 16..24   | non-NaN values seen                                          |
+//! | 24..32   | max/min: order key of the best value (0 for sums)            |
+//! | 32..34   | sum: index of the first stored limb                          |
+//! | 34..36   | sum: stored limbs `n`                                        |
+//! | 36..     | sum: `n` 32-bit limbs of the exact sum (two's complement on the dtype's grid); limbs below are 0, limbs above repeat the sign |
+//!
+//! A float64 sum of ordinary data stores a handful of limbs: about 50 bytes.
+
+use crate::dtype::{Dtype, Element, Scalar};
+use crate::error::{Error, Result};
+use crate::exact::ExactSum;
+use crate::op::{KernelOp, NanPolicy, Op};
+
+pub(crate) const FLAG_NAN: u8 = 1;
+pub(crate) const FLAG_POS_INF: u8 = 2;
+pub(crate) const FLAG_NEG_INF: u8 = 4;
+pub(crate) const FLAG_NONNEG: u8 = 8;
+const FLAGS_KNOWN: u8 = 15;
+
+const MAGIC: &[u8; 4] = b"GLPS";
+const VERSION: u8 = 1;
+const HEADER_BYTES: usize = 36;
+
+/// What a state accumulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StateKind {
+    /// The exact sum (serves `sum`, `mean` and `count`).
+    Sum,
+    /// The largest value.
+    Max,
+    /// The smallest value.
+    Min,
+}
+
+impl StateKind {
+    /// The kind a state must be to finalise `op`.
+    pub fn for_op(op: Op) -> StateKind {
+        match op.kernel() {
+            KernelOp::Sum => StateKind::Sum,
+            KernelOp::Max => StateKind::Max,
+            KernelOp::Min => StateKind::Min,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            StateKind::Sum => 0,
+            StateKind::Max => 1,
+            StateKind::Min => 2,
+        }
+    }
+}
+
+fn dtype_code(d: Dtype) -> u8 {
+    match d {
+        Dtype::F32 => 0,
+        Dtype::F64 => 1,
+        Dtype::I32 => 2,
+        Dtype::U32 => 3,
+        Dtype::I64 => 4,
+    }
+}
+
+/// The partial state of one reduction over a piece of the data.
+#[derive(Clone, Debug)]
+pub struct State {
+    dtype: Dtype,
+    kind: StateKind,
+    len: u64,
+    count: u64,
+    flags: u8,
+    key: u64,
+    sum: ExactSum,
+}
+
+impl PartialEq for State {
+    fn eq(&self, o: &State) -> bool {
+        self.dtype == o.dtype
+            && self.kind == o.kind
+            && self.len == o.len
+            && self.count == o.count
+            && self.flags == o.flags
+            && self.key == o.key
+            && self.sum.to_limbs() == o.sum.to_limbs()
+    }
+}
+
+/// The order key of a value's bits: larger values have larger keys (-0.0
+/// below +0.0); NaN never reaches it.
+fn order_key(dtype: Dtype, bits: u64) -> u64 {
+    match dtype {
+        Dtype::F32 => {
+            let b = bits as u32;
+            (if b >> 31 == 1 { !b } else { b | 0x8000_0000 }) as u64
+        }
+        Dtype::F64 => {
+            if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits | 1 << 63
+            }
+        }
+        Dtype::I32 => (bits as u32 ^ 0x8000_0000) as u64,
+        Dtype::U32 => bits as u32 as u64,
+        Dtype::I64 => bits ^ 1 << 63,
+    }
+}
+
+fn value_of_key(dtype: Dtype, key: u64) -> Scalar {
+    match dtype {
+        Dtype::F32 => {
+            let k = key as u32;
+            Scalar::F32(f32::from_bits(if k >> 31 == 1 {
+                k & 0x7fff_ffff
+            } else {
+                !k
+            }))
+        }
+        Dtype::F64 => Scalar::F64(f64::from_bits(if key >> 63 == 1 {
+            key & !(1 << 63)
+        } else {
+            !key
+        })),
+        Dtype::I32 => Scalar::I32((key as u32 ^ 0x8000_0000) as i32),
+        Dtype::U32 => Scalar::U32(key as u32),
+        Dtype::I64 => Scalar::I64((key ^ 1 << 63) as i64),
+    }
+}
+
+fn corrupt(msg: impl Into<String>) -> Error {
+    Error::InvalidState(msg.into())
+}
+
+impl State {
+    /// The state of no values.
+    pub fn empty(dtype: Dtype, kind: StateKind) -> Self {
+        State {
+            dtype,
+            kind,
+            len: 0,
+            count: 0,
+            flags: 0,
+            key: 0,
+            sum: ExactSum::new(dtype),
+        }
+    }
+
+    /// The state of `data`, computed on the CPU (the crate's reference, and
+    /// a fallback where no GPU is wanted).
+    pub fn of<E: Element>(data: &[E], kind: StateKind) -> Self {
+        let mut s = State::empty(E::DTYPE, kind);
+        let words: &[u32] = bytemuck::cast_slice(data);
+        match E::DTYPE.words() {
+            1 => words.iter().for_each(|&w| s.add_bits(w as u64)),
+            _ => words
+                .chunks_exact(2)
+                .for_each(|w| s.add_bits(w[0] as u64 | (w[1] as u64) << 32)),
+        }
+        s
+    }
+
+    /// Adds one value given by its bits.
+    fn add_bits(&mut self, bits: u64) {
+        self.len += 1;
+        let d = self.dtype;
+        if d.is_float() {
+            let (nan, inf, neg) = match d {
+                Dtype::F32 => {
+                    let x = f32::from_bits(bits as u32);
+                    (x.is_nan(), x.is_infinite(), x.is_sign_negative())
+                }
+                _ => {
+                    let x = f64::from_bits(bits);
+                    (x.is_nan(), x.is_infinite(), x.is_sign_negative())
+                }
+            };
+            if nan {
+                self.flags |= FLAG_NAN;
+                return;
+            }
+            // As the kernels do: infinities leave the sum (flags only), and
+            // only a finite value with a clear sign bit sets FLAG_NONNEG.
+            if inf {
+                self.flags |= if neg { FLAG_NEG_INF } else { FLAG_POS_INF };
+            } else if !neg {
+                self.flags |= FLAG_NONNEG;
+            }
+        }
+        self.count += 1;
+        match self.kind {
+            StateKind::Sum => match d {
+                Dtype::F32 => self.sum.add_f32(f32::from_bits(bits as u32)),
+                Dtype::F64 => self.sum.add_f64(f64::from_bits(bits)),
+                Dtype::I32 => self.sum.add_i64(bits as u32 as i32 as i64),
+                Dtype::U32 => self.sum.add_i64(bits as u32 as i64),
+                Dtype::I64 => self.sum.add_i64(bits as i64),
+            },
+            StateKind::Max | StateKind::Min => {
+                let k = order_key(d, bits);
+                let better = match self.kind {
+                    StateKind::Max => k > self.key,
+                    _ => k < self.key,
+                };
+                if self.count == 1 || better {
+                    self.key = k;
+                }
+            }
+        }
+    }
+
+    /// A state from one GPU partial (`dtype.partial_words()` words, the
+    /// layout in shaders/exact.wgsl) of a piece of `len` values.
+    pub(crate) fn from_gpu(dtype: Dtype, kind: StateKind, len: u64, words: &[u32]) -> Self {
+        let l = dtype.limbs();
+        let count = words[l] as u64 | (words[l + 1] as u64) << 32;
+        let raw_key = words[l + 3] as u64 | (words[l + 4] as u64) << 32;
+        // Keys of 32-bit dtypes sit in the high word; min keeps complements.
+        let key = match (dtype.words(), kind) {
+            (1, StateKind::Min) => !(raw_key >> 32) & 0xffff_ffff,
+            (1, _) => raw_key >> 32,
+            (_, StateKind::Min) => !raw_key,
+            _ => raw_key,
+        };
+        State {
+            dtype,
+            kind,
+            len,
+            count,
+            flags: words[l + 2] as u8 & FLAGS_KNOWN,
+            key: if count == 0 || kind == StateKind::Sum {
+                0
+            } else {
+                key
+            },
+            sum: if kind == StateKind::Sum {
+                ExactSum::from_limbs(dtype, &words[..l])
+            } else {
+                ExactSum::new(dtype)
+            },
+        }
+    }
+
+    /// The input dtype.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// What the state accumulates.
+    pub fn kind(&self) -> StateKind {
+        self.kind
+    }
+
+    /// Values seen, NaN included.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when no value was seen.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The count an op reports: every value under
+    /// [`NanPolicy::Propagate`], non-NaN values under [`NanPolicy::Ignore`].
+    pub fn count(&self, nan: NanPolicy) -> u64 {
+        match nan {
+            NanPolicy::Propagate => self.len,
+            NanPolicy::Ignore => self.count,
+        }
+    }
+
+    /// Adds `other` (the state of other values of the same dtype and kind).
+    pub fn merge(&mut self, other: &State) -> Result<()> {
+        if self.dtype != other.dtype || self.kind != other.kind {
+            return Err(Error::InvalidState(format!(
+                "cannot merge a {} {:?} state into a {} {:?} state",
+                other.dtype, other.kind, self.dtype, self.kind
+            )));
+        }
+        if other.count > 0 {
+            let better = match self.kind {
+                StateKind::Sum => false,
+                StateKind::Max => other.key > self.key,
+                StateKind::Min => other.key < self.key,
+            };
+            if self.kind != StateKind::Sum && (self.count == 0 || better) {
+                self.key = other.key;
+            }
+        }
+        self.len = self.len.checked_add(other.len).ok_or_else(|| {
+            Error::InvalidState("merged states hold more than 2^64 values".into())
+        })?;
+        self.count += other.count;
+        self.flags |= other.flags;
+        if self.kind == StateKind::Sum {
+            self.sum.merge(&other.sum);
+        }
+        Ok(())
+    }
+
+    /// The value of `op` under `nan` (`None` where the op has no value:
+    /// `mean`, `max`, `min` of no values). Integer sums outside int64 are
+    /// [`Error::Overflow`].
+    pub fn finalize(&self, op: Op, nan: NanPolicy) -> Result<Option<Scalar>> {
+        if StateKind::for_op(op) != self.kind && op != Op::Count {
+            return Err(Error::InvalidState(format!(
+                "a {:?} state cannot give {op}",
+                self.kind
+            )));
+        }
+        let d = self.dtype;
+        if op == Op::Count {
+            return Ok(Some(Scalar::I64(self.count(nan) as i64)));
+        }
+        let float = |v: f64, t: Dtype| match t {
+            Dtype::F32 => Scalar::F32(v as f32),
+            _ => Scalar::F64(v),
+        };
+        // The float type of sums and means: the input's, or float64.
+        let sum_type = if d == Dtype::F32 {
+            Dtype::F32
+        } else {
+            Dtype::F64
+        };
+        if self.len > 0 && nan == NanPolicy::Propagate && self.flags & FLAG_NAN != 0 {
+            return Ok(Some(float(f64::NAN, sum_type)));
+        }
+        let valid = self.count;
+        let pos_inf = self.flags & FLAG_POS_INF != 0;
+        let neg_inf = self.flags & FLAG_NEG_INF != 0;
+        match op {
+            Op::Sum | Op::Mean => {
+                if op == Op::Mean && valid == 0 {
+                    return Ok(None);
+                }
+                if pos_inf || neg_inf {
+                    let v = match (pos_inf, neg_inf) {
+                        (true, true) => f64::NAN,
+                        (true, false) => f64::INFINITY,
+                        _ => f64::NEG_INFINITY,
+                    };
+                    return Ok(Some(float(v, sum_type)));
+                }
+                if !d.is_float() && op == Op::Sum {
+                    return self
+                        .sum
+                        .to_i64()
+                        .map(|v| Some(Scalar::I64(v)))
+                        .ok_or_else(|| {
+                            Error::Overflow(format!(
+                                "the {d} sum of {valid} values does not fit in int64"
+                            ))
+                        });
+                }
+                if self.sum.is_zero() {
+                    // IEEE: a sum of only -0.0 values is -0.0 (so is the mean).
+                    let neg_zero = valid > 0 && self.flags & FLAG_NONNEG == 0 && d.is_float();
+                    return Ok(Some(float(if neg_zero { -0.0 } else { 0.0 }, sum_type)));
+                }
+                let v = match op {
+                    Op::Sum => self.sum.round(sum_type),
+                    _ => self.sum.mean(valid, sum_type),
+                };
+                Ok(Some(float(v, sum_type)))
+            }
+            Op::Max | Op::Min => Ok((valid > 0).then(|| value_of_key(d, self.key))),
+            Op::Count => unreachable!("handled above"),
+        }
+    }
+
+    /// The state as versioned bytes (see the module's layout table).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let limbs = if self.kind == StateKind::Sum {
+            self.sum.to_limbs()
+        } else {
+            Vec::new()
+        };
+        let first = limbs.iter().position(|&l| l != 0).unwrap_or(limbs.len());
+        // The last limb that is not just the sign extension of the one below.
+        let mut last = limbs.len();
+        while last > first + 1 {
+            let below = limbs[last - 2];
+            let ext = if below >> 31 == 1 { u32::MAX } else { 0 };
+            if limbs[last - 1] != ext {
+                break;
+            }
+            last -= 1;
+        }
+        let stored = &limbs[first..last.max(first)];
+        let mut out = Vec::with_capacity(HEADER_BYTES + 4 * stored.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(dtype_code(self.dtype));
+        out.push(self.kind.code());
+        out.push(self.flags);
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.key.to_le_bytes());
+        out.extend_from_slice(&(first as u16).to_le_bytes());
+        out.extend_from_slice(&(stored.len() as u16).to_le_bytes());
+        for l in stored {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads bytes written by [`State::to_bytes`]; anything else (another
+    /// format, version or length, an impossible field) is
+    /// [`Error::InvalidState`] naming the problem.
+    pub fn from_bytes(bytes: &[u8]) -> Result<State> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(corrupt(format!(
+                "{} bytes is shorter than the {HEADER_BYTES}-byte header",
+                bytes.len()
+            )));
+        }
+        if &bytes[0..4] != MAGIC {
+            return Err(corrupt("not a gpulanes state (bad magic)"));
+        }
+        if bytes[4] != VERSION {
+            return Err(corrupt(format!(
+                "unsupported state version {} (this build reads {VERSION})",
+                bytes[4]
+            )));
+        }
+        let dtype = *Dtype::ALL
+            .iter()
+            .find(|d| dtype_code(**d) == bytes[5])
+            .ok_or_else(|| corrupt(format!("unknown dtype code {}", bytes[5])))?;
+        let kind = [StateKind::Sum, StateKind::Max, StateKind::Min]
+            .into_iter()
+            .find(|k| k.code() == bytes[6])
+            .ok_or_else(|| corrupt(format!("unknown state kind {}", bytes[6])))?;
+        let flags = bytes[7];
+        if flags & !FLAGS_KNOWN != 0 || (!dtype.is_float() && flags != 0) {
+            return Err(corrupt(format!(
+                "flags {flags:#x} are not valid for {dtype}"
+            )));
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]) as usize;
+        let (len, count, key) = (u64_at(8), u64_at(16), u64_at(24));
+        if count > len {
+            return Err(corrupt(format!("{count} non-NaN values of {len} in all")));
+        }
+        let (first, n) = (u16_at(32), u16_at(34));
+        if bytes.len() != HEADER_BYTES + 4 * n {
+            return Err(corrupt(format!(
+                "{} bytes where the header announces {}",
+                bytes.len(),
+                HEADER_BYTES + 4 * n
+            )));
+        }
+        let limbs_total = dtype.limbs();
+        if kind == StateKind::Sum {
+            if key != 0 {
+                return Err(corrupt("a sum state with a key"));
+            }
+            if first + n > limbs_total {
+                return Err(corrupt(format!(
+                    "limbs {first}..{} exceed the {limbs_total} of a {dtype} sum",
+                    first + n
+                )));
+            }
+        } else if n != 0 || first != 0 {
+            return Err(corrupt("a max/min state with sum limbs"));
+        }
+        let mut limbs = vec![0u32; limbs_total];
+        for i in 0..n {
+            let at = HEADER_BYTES + 4 * i;
+            limbs[first + i] = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        }
+        if n > 0 && limbs[first + n - 1] >> 31 == 1 {
+            limbs[first + n..].iter_mut().for_each(|l| *l = u32::MAX);
+        }
+        let state = State {
+            dtype,
+            kind,
+            len,
+            count,
+            flags,
+            key: if count == 0 { 0 } else { key },
+            sum: ExactSum::from_limbs(dtype, &limbs),
+        };
+        if kind != StateKind::Sum && count == 0 && key != 0 {
+            return Err(corrupt("a key for no values"));
+        }
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_merge_to_the_whole_and_round_trip_through_bytes() {
+        let data: Vec<f64> = (0..1000).map(|i| (i as f64 - 500.3) * 1e-3).collect();
+        let whole = State::of(&data, StateKind::Sum);
+        let mut merged = State::empty(Dtype::F64, StateKind::Sum);
+        for piece in data.chunks(77).rev() {
+            let bytes = State::of(piece, StateKind::Sum).to_bytes();
+            merged.merge(&State::from_bytes(&bytes).unwrap()).unwrap();
+        }
+        assert_eq!(merged, whole);
+        assert!(whole.to_bytes().len() < 64, "{}", whole.to_bytes().len());
+        let a = whole.finalize(Op::Sum, NanPolicy::Propagate).unwrap();
+        assert_eq!(a, merged.finalize(Op::Sum, NanPolicy::Propagate).unwrap());
+    }
+
+    #[test]
+    fn corrupt_bytes_are_named() {
+        let good = State::of(&[1.5f32, -2.0], StateKind::Sum).to_bytes();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (good[..10].to_vec(), "shorter"),
+            ([b"XXXX", &good[4..]].concat(), "magic"),
+            ([&good[..4], &[9u8], &good[5..]].concat(), "version"),
+            ([&good[..5], &[7u8], &good[6..]].concat(), "dtype"),
+            ([&good[..6], &[5u8], &good[7..]].concat(), "kind"),
+            ([&good[..7], &[0x40u8], &good[8..]].concat(), "flags"),
+            ([&good[..], &[0u8]].concat(), "header announces"),
+        ];
+        for (bytes, want) in cases {
+            let err = State::from_bytes(&bytes).unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let mut bad_limbs = good.clone();
+        bad_limbs[32] = 200;
+        assert!(State::from_bytes(&bad_limbs).is_err());
+    }
+
+    #[test]
+    fn max_min_and_negative_zero() {
+        let s = State::of(&[-0.0f32, -0.0], StateKind::Sum);
+        assert_eq!(
+            s.finalize(Op::Sum, NanPolicy::Propagate).unwrap(),
+            Some(Scalar::F32(-0.0))
+        );
+        assert!(matches!(
+            s.finalize(Op::Sum, NanPolicy::Propagate).unwrap(),
+            Some(Scalar::F32(z)) if z.is_sign_negative()
+        ));
+        let m = State::of(&[3i64, -7, 12, i64::MIN], StateKind::Min);
+        assert_eq!(
+            m.finalize(Op::Min, NanPolicy::Propagate).unwrap(),
+            Some(Scalar::I64(i64::MIN))
+        );
+        let x = State::of(&[-0.0f64, 0.0, -1.0], StateKind::Max);
+        assert!(matches!(
+            x.finalize(Op::Max, NanPolicy::Propagate).unwrap(),
+            Some(Scalar::F64(z)) if z == 0.0 && z.is_sign_positive()
+        ));
+        let o = State::of(&[i64::MAX, 1], StateKind::Sum);
+        assert!(matches!(
+            o.finalize(Op::Sum, NanPolicy::Propagate),
+            Err(Error::Overflow(_))
+        ));
+    }
+}
