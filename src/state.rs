@@ -195,10 +195,11 @@ impl State {
                 return;
             }
             // As the kernels do: infinities leave the sum (flags only), and
-            // only a finite value with a clear sign bit sets FLAG_NONNEG.
+            // only a finite value with a clear sign bit sets FLAG_NONNEG
+            // (which only sums need: the sign of an exactly zero sum).
             if inf {
                 self.flags |= if neg { FLAG_NEG_INF } else { FLAG_POS_INF };
-            } else if !neg {
+            } else if !neg && self.kind == StateKind::Sum {
                 self.flags |= FLAG_NONNEG;
             }
         }
@@ -242,7 +243,12 @@ impl State {
             kind,
             len,
             count,
-            flags: words[l + 2] as u8 & FLAGS_KNOWN,
+            flags: words[l + 2] as u8
+                & if kind == StateKind::Sum {
+                    FLAGS_KNOWN
+                } else {
+                    FLAGS_KNOWN & !FLAG_NONNEG
+                },
             key: if count == 0 || kind == StateKind::Sum {
                 0
             } else {

@@ -49,6 +49,7 @@ mod reader;
 mod reducer;
 mod ring;
 mod throughput;
+mod typed;
 
 use std::fmt;
 use std::fs::File;
@@ -59,6 +60,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::dtype::{Element, Scalar};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::npy;
@@ -270,6 +272,22 @@ impl Engine {
         };
         self.reduce_source(reader, source, op, partitions, nan, options)
             .map(|(r, _)| r)
+    }
+
+    /// Reduces `len` values of any [`Element`] type read from `reader`
+    /// (little-endian, as they lie in memory), one chunk of about a quarter
+    /// of the budget at a time, each value in its op's result type. Fewer
+    /// bytes than `len` values, or bytes after them, are errors.
+    pub fn reduce_reader_typed<E: Element, R: Read>(
+        &self,
+        reader: R,
+        len: u64,
+        op: Op,
+        partitions: &Partitions,
+        nan: NanPolicy,
+        options: &StreamOptions,
+    ) -> Result<Reduction<Scalar>> {
+        typed::reduce_reader::<E>(self, reader, len, op, partitions, nan, options, "<reader>")
     }
 
     /// Reduces a float32 file of any size (flat: a 2-D `.npy` is reduced in
