@@ -201,10 +201,7 @@ fn cases() -> Vec<Case> {
     cs.push(case("i64 back in range", &[i64::MAX, 1, -2]));
     cs.push(case("i64 MIN", &[i64::MIN, 0]));
     cs.push(case("i64 below MIN", &[i64::MIN, -1]));
-    cs.push(case(
-        "i32 extremes",
-        &vec![i32::MIN, i32::MAX, i32::MIN, -1, 0],
-    ));
+    cs.push(case("i32 extremes", &[i32::MIN, i32::MAX, i32::MIN, -1, 0]));
     cs.push(case("u32 MAX x 70000", &vec![u32::MAX; 70_000]));
     cs.push(case(
         "i64 MAX/2 x 4 (overflow only in total)",
