@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # The test command (README and CI): makes sure a Vulkan driver exists
 # (installs Mesa's software driver on Debian/Ubuntu where none is found),
-# then checks formatting and lints and runs every test, the criterion
-# benches in test mode and the examples in their small default form.
+# then checks formatting and lints and runs every test, the core tests
+# again on wgpu's GL backend (installing Mesa's EGL/GL drivers where
+# missing), the criterion benches in test mode and the examples in their
+# small default form. tests/exact.rs runs its exact reference with python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/ensure-cc.sh
 ./scripts/ensure-vulkan.sh
+if ! command -v python3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  . ./scripts/apt-install.sh
+  apt_install test.sh "no python3 (tests/exact.rs runs its exact reference with it)" python3
+fi
 export RUST_BACKTRACE=1
 echo "== cargo fmt --check"; cargo fmt --check
 echo "== cargo clippy"; cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test (release: lavapipe runs the shaders on the CPU)"
 cargo test --release --locked --all-targets
+echo "== core tests on wgpu's GL backend (llvmpipe where there is no GPU): the same bits as on Vulkan"
+./scripts/ensure-gl.sh
+WGPU_BACKEND=gl cargo test --release --locked --test exact --test reduce_props
 echo "== doc tests"; cargo test --release --locked --doc
 echo "== examples (small defaults)"
 for ex in $(ls examples/*.rs | xargs -n1 basename | sed 's/\.rs$//'); do

@@ -26,9 +26,11 @@ pub struct AdapterSummary {
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
     pub timestamps: bool,
-    /// The device flushes subnormal floats to zero in arithmetic (WGSL
-    /// allows it; NVIDIA does): subnormal inputs and intermediate sums
-    /// then count as zero. Measured once when the engine starts.
+    /// A self-check measured once when the engine starts: whether the sum
+    /// of the smallest subnormal came back as zero. The kernels decode
+    /// values from their bits and never do float arithmetic on them, so it
+    /// is false on every device, also those that flush subnormals in float
+    /// arithmetic (WGSL allows it; NVIDIA does).
     pub flushes_subnormals: bool,
     pub max_storage_binding_bytes: u64,
     pub max_buffer_bytes: u64,

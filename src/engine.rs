@@ -670,6 +670,33 @@ impl Engine {
         self.reduce_partitions(data, op, &Partitions::Offsets(offsets), nan)
     }
 
+    /// `op` along `axis` of a 2-D view of any [`Element`] type, each value
+    /// in its op's result type: `Axis(1)` one result per row, `Axis(0)` one
+    /// per column. The reduced lanes are laid out contiguously (a copy
+    /// unless the view already is, along rows).
+    pub fn reduce_axis_typed<E: Element>(
+        &self,
+        view: ArrayView2<E>,
+        axis: Axis,
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<Reduction<Scalar>> {
+        let (rows, cols) = view.dim();
+        let transposed = view.t();
+        let (lanes, lane_len, n_lanes) = match axis.index() {
+            1 => (view.as_standard_layout(), cols, rows),
+            0 => (transposed.as_standard_layout(), rows, cols),
+            a => {
+                return Err(Error::InvalidInput(format!(
+                    "axis {a} out of range for a 2-D array (use 0 or 1)"
+                )));
+            }
+        };
+        let data = lanes.as_slice().expect("standard layout is contiguous");
+        let offsets: Vec<u64> = (0..=n_lanes as u64).map(|i| i * lane_len as u64).collect();
+        self.reduce_slice(data, op, &Partitions::Offsets(offsets), nan)
+    }
+
     fn record_and_run(
         &self,
         scope: ErrorScopes,

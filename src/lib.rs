@@ -1,6 +1,7 @@
 //! gpulanes: a GPU compute engine for parallel reductions (sum, mean, max,
-//! min, count) over whole and partitioned f32 buffers, written in WGSL and
-//! run through wgpu on Vulkan, Metal, DX12 or GL.
+//! min, count) over whole and partitioned buffers of float32, float64,
+//! int32, uint32 and int64, written in WGSL and run through wgpu on Vulkan,
+//! Metal, DX12 or GL.
 //!
 //! ```no_run
 //! use gpulanes::{Engine, NanPolicy, Op, Partitions};
@@ -11,11 +12,11 @@
 //! # Ok::<(), gpulanes::Error>(())
 //! ```
 //!
-//! Results are deterministic (the same input gives the same bits whatever
-//! the chunking) and f32 sums are compensated (double-single arithmetic):
-//! the error is at most 2 ulps plus 2^-38 × Σ|x|, so a few ulps of the
-//! exactly rounded sum unless the values cancel by more than about 2^14
-//! (Σ|x| / |Σx| > 16384).
+//! Sums are exact: every value is decoded from its bits into an integer
+//! accumulator and the exact sum is rounded once to the result type (see
+//! [`crate::op`] and [`crate::dtype`]), so results are the same bits in any
+//! order, chunking, kernel shape or device, and partial [`State`]s of any
+//! split of the data merge into the bits of one reduction.
 
 pub mod adapter;
 pub mod bench;
@@ -31,7 +32,7 @@ pub mod kernels;
 pub mod lanes;
 pub mod mixed;
 pub mod npy;
-mod op;
+pub mod op;
 mod partial;
 mod partition;
 mod plan;

@@ -550,3 +550,29 @@ fn typed_streams_give_the_in_memory_bits_and_check_their_length() {
         .unwrap_err();
     assert!(junk.to_string().contains("bytes after"), "{junk}");
 }
+
+#[test]
+fn ndarray_views_of_every_dtype() {
+    use ndarray::{Array2, Axis};
+    let mut rng = SplitMix::new(5);
+    let m = Array2::from_shape_fn((37, 1000), |_| rng.next_u64() as i64 >> 12);
+    for axis in [Axis(0), Axis(1)] {
+        let got = engine()
+            .reduce_axis_typed(m.view(), axis, Op::Sum, NanPolicy::Propagate)
+            .unwrap();
+        let want: Vec<Option<Scalar>> = m
+            .axis_iter(Axis(1 - axis.index()))
+            .map(|lane| {
+                let s: i128 = lane.iter().map(|&x| x as i128).sum();
+                i64::try_from(s).ok().map(Scalar::I64)
+            })
+            .collect();
+        assert_eq!(got.values, want, "axis {axis:?}");
+    }
+    // A strided 1-D view is copied, with the same result.
+    let col = m.column(3);
+    let r = engine()
+        .reduce_view_typed(col, Op::Max, NanPolicy::Propagate)
+        .unwrap();
+    assert_eq!(r.value(), col.iter().max().copied().map(Scalar::I64));
+}
