@@ -73,7 +73,7 @@ impl DeviceArray {
             pieces.push(Piece { buffer, span });
         }
         if let Some(err) = pollster::block_on(_scope.pop()) {
-            return Err(Error::Gpu(format!(
+            return Err(Error::OutOfMemory(format!(
                 "could not allocate {len} floats on the device: {err}"
             )));
         }

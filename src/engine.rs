@@ -9,6 +9,7 @@ use ndarray::{ArrayView1, ArrayView2, Axis};
 
 use crate::adapter::{self, AdapterSummary};
 use crate::device_array::{DeviceArray, pooled_input};
+use crate::device_health::DeviceHealth;
 use crate::error::{Error, Result};
 use crate::exec::{self, Recorded};
 use crate::groups::{self, Gather, PartitionGroups};
@@ -56,6 +57,11 @@ pub struct Context {
     pub(crate) pool: BufferPool,
     pub adapter: AdapterSummary,
     pub limits: EffectiveLimits,
+    /// The device's own largest buffer (the engine's caps aside): what a
+    /// buffer the engine cannot split must fit (see `fit`).
+    pub(crate) device_buffer_bytes: u64,
+    /// Whether the device is lost (see `device_health`).
+    pub(crate) health: Arc<DeviceHealth>,
 }
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
@@ -117,6 +123,7 @@ impl Context {
                 .clamp(1, grid),
         };
         device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
+        let health = DeviceHealth::watch(&device);
         let kernels = Kernels::new(&device, shape);
         let adapter = AdapterSummary::new(info, features, &dl, shape);
         Ok(Context {
@@ -127,6 +134,8 @@ impl Context {
             pool: BufferPool::new(max_buffer_bytes),
             adapter,
             limits,
+            device_buffer_bytes: dl.max_buffer_size,
+            health,
         })
     }
 
@@ -144,7 +153,8 @@ impl Context {
     }
 
     /// Submits the encoder, waits for the GPU, maps the readback and
-    /// finishes the reduction. GPU errors become [`Error::Gpu`].
+    /// finishes the reduction. GPU errors become typed errors (see
+    /// [`ErrorScopes`] and `device_health`).
     pub(crate) fn run(
         &self,
         scope: ErrorScopes,
@@ -162,6 +172,7 @@ impl Context {
         index: wgpu::SubmissionIndex,
         pending: PendingReduction,
     ) -> Result<Reduction> {
+        self.health.check()?;
         let (tx, rx) = mpsc::channel();
         pending.on_complete(&index, move |r| {
             let _ = tx.send(r);
@@ -171,7 +182,10 @@ impl Context {
                 submission_index: Some(index),
                 timeout: None,
             })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+            .map_err(|e| {
+                self.health
+                    .poll_failed(&self.device, "waiting for the GPU", e)
+            })?;
         rx.recv()
             .map_err(|_| Error::Gpu("readback callback never ran".into()))?
     }
@@ -293,7 +307,9 @@ impl Engine {
 
     /// Adopts a device and queue the application already has. The subgroup
     /// kernels are used only if the device was created with
-    /// `Features::SUBGROUP`.
+    /// `Features::SUBGROUP`. The engine installs the device's lost callback
+    /// (wgpu keeps one per device, so this replaces the app's; ask
+    /// [`Engine::is_device_lost`] instead).
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -315,6 +331,13 @@ impl Engine {
 
     pub(crate) fn context(&self) -> &Arc<Context> {
         &self.ctx
+    }
+
+    /// True once the device is lost (destroyed, reset by the driver): every
+    /// request then fails with [`Error::DeviceLost`]; a new [`Engine`]
+    /// opens a new device.
+    pub fn is_device_lost(&self) -> bool {
+        self.ctx.health.is_lost()
     }
 
     /// The wgpu device (for apps that share it).
@@ -419,6 +442,7 @@ impl Engine {
 
     /// Copies `data` to GPU memory once, for many reductions.
     pub fn upload(&self, data: &[f32]) -> Result<DeviceArray> {
+        self.ctx.health.check()?;
         DeviceArray::upload(&self.ctx, data)
     }
 
@@ -469,12 +493,17 @@ impl Engine {
                 "this DeviceArray was uploaded by another engine".into(),
             ));
         }
+        self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
         let spans = array.spans();
         let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
         // Offsets stay absolute, as in `reduce_device`.
-        let plans = (0..groups.count()).map(|i| Plan::new(groups.offsets(&offsets, i)));
+        let plans = (0..groups.count()).map(|i| {
+            let plan = Plan::new(groups.offsets(&offsets, i))?;
+            crate::fit::check(&self.ctx, &plan)?;
+            Ok(plan)
+        });
         let recorded = exec::record_all(&self.ctx, encoder, op, nan, plans, &inputs, &spans)?;
         Ok(PendingReduction {
             op,
@@ -526,6 +555,8 @@ impl Engine {
         spans: &[crate::plan::Span],
     ) -> Result<Reduction> {
         let ctx = &*self.ctx;
+        ctx.health.check()?;
+        crate::fit::check(ctx, &plan)?;
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -537,7 +568,8 @@ impl Engine {
 }
 
 /// Validation and out-of-memory error scopes around one reduction, so GPU
-/// errors come back as [`Error::Gpu`] instead of a panic.
+/// errors come back as [`Error::OutOfMemory`] or [`Error::Gpu`] instead of
+/// a panic. (A lost device reports nothing here: see `device_health`.)
 pub(crate) struct ErrorScopes {
     // Fields drop in declaration order and wgpu panics unless scopes are
     // popped in reverse push order, so `oom` (pushed last) is declared
@@ -557,7 +589,7 @@ impl ErrorScopes {
         let oom = pollster::block_on(self.oom.pop());
         let validation = pollster::block_on(self.validation.pop());
         match (oom, validation) {
-            (Some(e), _) => Err(Error::Gpu(format!("out of GPU memory: {e}"))),
+            (Some(e), _) => Err(Error::OutOfMemory(e.to_string())),
             (None, Some(e)) => Err(Error::Gpu(e.to_string())),
             (None, None) => Ok(()),
         }

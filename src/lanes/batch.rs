@@ -147,6 +147,11 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
     if entry.slot.is_settled() {
         return None; // cancelled (or a group failed): stop here, buffers are released
     }
+    // A lost device: the job fails without touching it.
+    if let Err(lost) = sh.ctx.health.check() {
+        entry.fail(sh, lost);
+        return None;
+    }
     let ctx = &sh.ctx;
     if entry.active.is_none() {
         match activate(sh, &mut entry) {
@@ -314,6 +319,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
     let ctx = &sh.ctx;
     let index = entry.next_group;
     let plan = Plan::new(entry.groups.offsets(&entry.offsets, index))?;
+    crate::fit::check(ctx, &plan)?;
     // The quantum bounds the batch work queued ahead of a real-time
     // request: one chunk plus at most the lead of the next one. (A chunk
     // gets at least half the quantum, so a lead above half the quantum

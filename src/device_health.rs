@@ -1,0 +1,142 @@
+//! Whether the engine's device is still alive.
+//!
+//! wgpu reports a lost device only through the device's lost callback: on a
+//! lost (or destroyed) device, submissions are refused and maps fail
+//! without an error in any scope. So the engine installs that callback once
+//! per device and remembers the loss; from then on every request fails at
+//! once with [`Error::DeviceLost`] instead of touching the device, and the
+//! schedulers on the engine are told (they fail their queued work).
+//!
+//! wgpu calls the callback from inside a `device.poll` once the lost
+//! device's queue is empty, or at once for a loss the driver reports. A
+//! submission the device refused shows up first, as a poll that knows no
+//! such submission: [`DeviceHealth::confirm_loss`] then lets the queue
+//! drain, which makes wgpu call the callback if the device is lost.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How long [`DeviceHealth::confirm_loss`] waits for the queue to drain.
+/// Generous: it runs only on a failure path, and the GPU work still queued
+/// finishes (or fails) on its own.
+const CONFIRM_WAIT: Duration = Duration::from_secs(10);
+
+/// Told once when the device is lost (the lanes' scheduler, to fail its
+/// queued work and wake whoever waits on it).
+pub(crate) trait LostListener: Send + Sync {
+    fn device_lost(&self);
+}
+
+/// The device's liveness, shared by everything built on one engine.
+#[derive(Default)]
+pub(crate) struct DeviceHealth {
+    /// Why the device was lost; `None` while it lives.
+    lost: Mutex<Option<String>>,
+    /// Dropped listeners are pruned when another registers.
+    listeners: Mutex<Vec<Weak<dyn LostListener>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl DeviceHealth {
+    /// Installs `device`'s lost callback (wgpu keeps one per device: this
+    /// replaces any the app set) and returns the state it updates.
+    pub fn watch(device: &wgpu::Device) -> Arc<Self> {
+        let health = Arc::new(DeviceHealth::default());
+        let weak = Arc::downgrade(&health);
+        device.set_device_lost_callback(move |reason, message| {
+            if let Some(health) = weak.upgrade() {
+                let why = match (reason, message.trim()) {
+                    (wgpu::DeviceLostReason::Destroyed, "") => "the device was destroyed".into(),
+                    (wgpu::DeviceLostReason::Destroyed, m) => {
+                        format!("the device was destroyed ({m})")
+                    }
+                    (_, "") => "the driver reported the device lost".into(),
+                    (_, m) => format!("the driver reported the device lost ({m})"),
+                };
+                health.mark_lost(why);
+            }
+        });
+        health
+    }
+
+    /// Records the loss (the first reason stays) and tells the listeners.
+    pub fn mark_lost(&self, why: String) {
+        {
+            let mut lost = lock(&self.lost);
+            if lost.is_some() {
+                return;
+            }
+            log::error!("gpulanes: {why}; every request on this engine now fails");
+            *lost = Some(why);
+        }
+        // Outside the lock: a listener may ask whether the device is lost.
+        let listeners = std::mem::take(&mut *lock(&self.listeners));
+        for l in listeners.iter().filter_map(Weak::upgrade) {
+            l.device_lost();
+        }
+    }
+
+    /// True once the device is lost.
+    pub fn is_lost(&self) -> bool {
+        lock(&self.lost).is_some()
+    }
+
+    /// `Err(DeviceLost)` once the device is lost.
+    pub fn check(&self) -> Result<()> {
+        match &*lock(&self.lost) {
+            Some(why) => Err(Error::DeviceLost(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Tells `listener` when the device is lost (at once if it is).
+    pub fn subscribe(&self, listener: Weak<dyn LostListener>) {
+        let mut listeners = lock(&self.listeners);
+        // Looked at under the listeners' lock: `mark_lost` records the loss
+        // before it takes the list, so a listener pushed here while the
+        // device lives is in the list it takes.
+        if !self.is_lost() {
+            listeners.retain(|l| l.strong_count() > 0);
+            listeners.push(listener);
+            return;
+        }
+        drop(listeners);
+        if let Some(l) = listener.upgrade() {
+            l.device_lost();
+        }
+    }
+
+    /// After a submission the device refused (a poll that knows no such
+    /// submission) or a wait that failed: lets the device's queue drain, so
+    /// that wgpu reports a lost device, and says whether it was lost. A
+    /// refused submission on a live device (a validation error, reported
+    /// in its error scope) leaves it alive.
+    pub fn confirm_loss(&self, device: &wgpu::Device) -> bool {
+        if self.is_lost() {
+            return true;
+        }
+        let _ = device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(CONFIRM_WAIT),
+        });
+        self.is_lost()
+    }
+
+    /// The error for a failed poll: [`Error::DeviceLost`] where the device
+    /// turns out lost, [`Error::Gpu`] naming `what` otherwise.
+    pub fn poll_failed(&self, device: &wgpu::Device, what: &str, e: wgpu::PollError) -> Error {
+        if self.confirm_loss(device) {
+            match self.check() {
+                Err(lost) => lost,
+                Ok(()) => Error::DeviceLost(format!("{what} failed: {e}")),
+            }
+        } else {
+            Error::Gpu(format!("{what} failed: {e}"))
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Whether one reduction's buffers fit the device.
+//!
+//! Inputs are split across buffers (and batch jobs over host data stream
+//! through a ring), but a reduction's partials (one per unit of its first
+//! level) and its segment tables are one buffer each. A reduction whose
+//! partials or tables would pass the device's largest buffer cannot run on
+//! it: it is refused with [`Error::OutOfMemory`] before anything is
+//! allocated, rather than failing on the device, where (coalesced with
+//! other real-time requests) it would fail them too. The limit is the
+//! device's own; the engine's caps (`EngineOptions`) bound only what the
+//! engine can split.
+
+use crate::engine::Context;
+use crate::error::{Error, Result};
+use crate::kernels::{PARTIAL_BYTES, SEGMENT_BYTES};
+use crate::plan::Plan;
+
+/// What sizes a reduction's unsplittable buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    /// Units of the first level (the largest: later levels have fewer).
+    pub units: u64,
+    /// Partitions (each level's segment table has one entry per partition
+    /// and a sentinel).
+    pub partitions: u64,
+    /// Levels of the tree (0 when there is nothing to run).
+    pub levels: u64,
+}
+
+impl Footprint {
+    pub fn of(plan: &Plan) -> Self {
+        Footprint {
+            units: plan.levels.first().map_or(0, |l| l.units),
+            partitions: plan.partition_lens.len() as u64,
+            levels: plan.levels.len() as u64,
+        }
+    }
+
+    /// Two reductions coalesced into one, their partitions side by side:
+    /// units and partitions add up, the tree is as deep as the deeper one.
+    pub fn with(self, other: Footprint) -> Self {
+        Footprint {
+            units: self.units.saturating_add(other.units),
+            partitions: self.partitions.saturating_add(other.partitions),
+            levels: self.levels.max(other.levels),
+        }
+    }
+
+    /// Bytes of the first level's partials buffer.
+    fn partial_bytes(&self) -> u64 {
+        self.units.saturating_mul(PARTIAL_BYTES)
+    }
+
+    /// Bytes of the buffer holding every level's segment table (each at an
+    /// offset aligned to `align`).
+    fn table_bytes(&self, align: u64) -> u64 {
+        if self.levels == 0 {
+            return 0;
+        }
+        let one = self
+            .partitions
+            .saturating_add(1)
+            .saturating_mul(SEGMENT_BYTES)
+            .next_multiple_of(align.max(1));
+        one.saturating_mul(self.levels)
+    }
+
+    /// True when both buffers fit the device's largest buffer.
+    pub fn fits_in(&self, ctx: &Context) -> bool {
+        self.check(ctx).is_ok()
+    }
+
+    /// `Err(OutOfMemory)` naming the buffer that does not fit.
+    pub fn check(&self, ctx: &Context) -> Result<()> {
+        let limit = ctx.device_buffer_bytes;
+        let partials = self.partial_bytes();
+        let tables = self.table_bytes(ctx.limits.offset_alignment);
+        let (what, need) = if partials > limit {
+            ("partials", partials)
+        } else if tables > limit {
+            ("segment tables", tables)
+        } else {
+            return Ok(());
+        };
+        Err(Error::OutOfMemory(format!(
+            "a reduction of {} partitions in {} work units needs one buffer of {need} bytes for its {what}; the device's largest buffer is {limit} bytes (use fewer partitions per request)",
+            self.partitions, self.units
+        )))
+    }
+}
+
+/// `Err(OutOfMemory)` when `plan` cannot run on this device.
+pub(crate) fn check(ctx: &Context, plan: &Plan) -> Result<()> {
+    Footprint::of(plan).check(ctx)
+}
