@@ -8,20 +8,17 @@
 //! schedulers on the engine are told (they fail their queued work).
 //!
 //! wgpu calls the callback from inside a `device.poll` once the lost
-//! device's queue is empty, or at once for a loss the driver reports. A
-//! submission the device refused shows up first, as a poll that knows no
-//! such submission: [`DeviceHealth::confirm_loss`] then lets the queue
-//! drain, which makes wgpu call the callback if the device is lost.
+//! device's queue is empty (on whichever thread polls), or at once for a
+//! loss the driver reports. The first signs come earlier: a submission the
+//! device refused (a poll that knows no such submission), a validation
+//! error on an object made after the loss, a failed readback. On those,
+//! [`DeviceHealth::confirm_loss`] asks the device directly: a lost device
+//! refuses even an empty submission, a live one never does.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-
-/// How long [`DeviceHealth::confirm_loss`] waits for the queue to drain.
-/// Generous: it runs only on a failure path, and the GPU work still queued
-/// finishes (or fails) on its own.
-const CONFIRM_WAIT: Duration = Duration::from_secs(10);
 
 /// Told once when the device is lost (the lanes' scheduler, to fail its
 /// queued work and wake whoever waits on it).
@@ -111,26 +108,41 @@ impl DeviceHealth {
         }
     }
 
-    /// After a submission the device refused (a poll that knows no such
-    /// submission) or a wait that failed: lets the device's queue drain, so
-    /// that wgpu reports a lost device, and says whether it was lost. A
-    /// refused submission on a live device (a validation error, reported
-    /// in its error scope) leaves it alive.
-    pub fn confirm_loss(&self, device: &wgpu::Device) -> bool {
+    /// After a sign of trouble (a refused submission, a failed wait, a
+    /// validation error): says whether the device is lost, recording it if
+    /// so. An empty submission is refused only by a lost device (wgpu
+    /// refuses it before anything else when the device is invalid, and
+    /// orders submissions, so a poll for an accepted one always knows it);
+    /// the poll runs completed work's callbacks on this thread, as any
+    /// poll does. Only for failure paths: it costs a submission.
+    pub fn confirm_loss(&self, device: &wgpu::Device, queue: &wgpu::Queue) -> bool {
         if self.is_lost() {
             return true;
         }
-        let _ = device.poll(wgpu::PollType::Wait {
-            submission_index: None,
-            timeout: Some(CONFIRM_WAIT),
-        });
+        let probe = queue.submit([]);
+        let refused = matches!(
+            device.poll(wgpu::PollType::Wait {
+                submission_index: Some(probe),
+                timeout: Some(Duration::ZERO),
+            }),
+            Err(wgpu::PollError::WrongSubmissionIndex(..))
+        );
+        if refused {
+            self.mark_lost("the device refuses work (it was destroyed or lost)".into());
+        }
         self.is_lost()
     }
 
     /// The error for a failed poll: [`Error::DeviceLost`] where the device
     /// turns out lost, [`Error::Gpu`] naming `what` otherwise.
-    pub fn poll_failed(&self, device: &wgpu::Device, what: &str, e: wgpu::PollError) -> Error {
-        if self.confirm_loss(device) {
+    pub fn poll_failed(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        what: &str,
+        e: wgpu::PollError,
+    ) -> Error {
+        if self.confirm_loss(device, queue) {
             match self.check() {
                 Err(lost) => lost,
                 Ok(()) => Error::DeviceLost(format!("{what} failed: {e}")),

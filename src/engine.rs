@@ -184,7 +184,7 @@ impl Context {
             })
             .map_err(|e| {
                 self.health
-                    .poll_failed(&self.device, "waiting for the GPU", e)
+                    .poll_failed(&self.device, &self.queue, "waiting for the GPU", e)
             })?;
         rx.recv()
             .map_err(|_| Error::Gpu("readback callback never ran".into()))?
@@ -434,7 +434,7 @@ impl Engine {
     ) -> Result<Reduction> {
         let plan = Plan::new(offsets)?;
         let ctx = &*self.ctx;
-        let scope = ErrorScopes::push(&ctx.device);
+        let scope = ErrorScopes::push(ctx);
         let (buffers, spans) = pooled_input(ctx, data.len() as u64, Some(data), "gpulanes input");
         let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
         self.record_and_run(scope, op, nan, plan, &inputs, &spans)
@@ -468,7 +468,7 @@ impl Engine {
             // A group's offsets stay absolute: its partitions are read where
             // they lie in the array.
             let plan = Plan::new(group)?;
-            let scope = ErrorScopes::push(&self.ctx.device);
+            let scope = ErrorScopes::push(&self.ctx);
             self.record_and_run(scope, op, nan, plan, &inputs, &spans)
         })
     }
@@ -569,20 +569,32 @@ impl Engine {
 
 /// Validation and out-of-memory error scopes around one reduction, so GPU
 /// errors come back as [`Error::OutOfMemory`] or [`Error::Gpu`] instead of
-/// a panic. (A lost device reports nothing here: see `device_health`.)
+/// a panic. A lost device reports no error of its own, but objects made
+/// after the loss are invalid and using them is a validation error: such an
+/// error on a device found lost (see `device_health`) is
+/// [`Error::DeviceLost`].
 pub(crate) struct ErrorScopes {
     // Fields drop in declaration order and wgpu panics unless scopes are
     // popped in reverse push order, so `oom` (pushed last) is declared
     // first: an early `?` return between push and `check` must not panic.
     oom: wgpu::ErrorScopeGuard,
     validation: wgpu::ErrorScopeGuard,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    health: Arc<DeviceHealth>,
 }
 
 impl ErrorScopes {
-    pub(crate) fn push(device: &wgpu::Device) -> Self {
-        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        ErrorScopes { validation, oom }
+    pub(crate) fn push(ctx: &Context) -> Self {
+        let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        ErrorScopes {
+            validation,
+            oom,
+            device: ctx.device.clone(),
+            queue: ctx.queue.clone(),
+            health: ctx.health.clone(),
+        }
     }
 
     pub(crate) fn check(self) -> Result<()> {
@@ -590,6 +602,11 @@ impl ErrorScopes {
         let validation = pollster::block_on(self.validation.pop());
         match (oom, validation) {
             (Some(e), _) => Err(Error::OutOfMemory(e.to_string())),
+            (None, Some(e)) if self.health.confirm_loss(&self.device, &self.queue) => Err(self
+                .health
+                .check()
+                .err()
+                .unwrap_or_else(|| Error::DeviceLost(e.to_string()))),
             (None, Some(e)) => Err(Error::Gpu(e.to_string())),
             (None, None) => Ok(()),
         }

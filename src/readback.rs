@@ -11,9 +11,11 @@ use crate::error::{Error, Result};
 /// and only then does `then` get what `read` returned, so a buffer (or the
 /// job holding it) that `then` hands back is ready for reuse.
 ///
-/// A failed map is [`Error::DeviceLost`]: the engine maps only its own
-/// readback buffers, within bounds, once per submission, and wgpu fails
-/// such a map only when the device is lost (or its buffers went with it).
+/// A failed map, or a failed view of the mapped range, is
+/// [`Error::DeviceLost`]: the engine maps only its own readback buffers,
+/// within bounds, once per submission, and reads them inside the callback;
+/// wgpu fails that only when the device is lost (a lost device refuses new
+/// maps and destroys its buffers, pending maps included).
 pub(crate) fn map_read<R: Send + 'static>(
     buffer: &wgpu::Buffer,
     bytes: u64,
@@ -28,7 +30,7 @@ pub(crate) fn map_read<R: Send + 'static>(
             .and_then(|()| {
                 mapped
                     .get_mapped_range(0..bytes)
-                    .map_err(|e| Error::Gpu(format!("reading {what} failed: {e}")))
+                    .map_err(|e| Error::DeviceLost(format!("reading {what} failed: {e}")))
             }) {
             Ok(view) => read(Ok(&view)),
             Err(e) => read(Err(e)),

@@ -132,7 +132,12 @@ fn a_lost_device_fails_pending_and_new_work_with_device_lost_and_a_new_engine_wo
             })
         })
         .collect();
+    let waiting = std::time::Instant::now();
     while submitted.load(Ordering::Relaxed) < 64 {
+        assert!(
+            waiting.elapsed() < SETTLE_BOUND && threads.iter().all(|t| !t.is_finished()),
+            "the submitting threads stopped before the device was destroyed"
+        );
         thread::sleep(Duration::from_millis(1));
     }
     engine.device().destroy();
@@ -286,13 +291,18 @@ fn a_request_larger_than_the_device_can_hold_fails_alone_with_out_of_memory() {
     let oversized_batch = lanes
         .batch(Request::host(data.clone(), Op::Max).partitions(too_many.clone()))
         .unwrap();
+    // Made first, so that the requests arrive together.
+    let requests: Vec<_> = (0..24u64)
+        .map(|i| {
+            let op = OPS[i as usize % OPS.len()];
+            match i % 3 {
+                0 => (ints(4096 + i as usize, 100 + i), op, Partitions::Whole),
+                _ => (ints(20_000, 200 + i), op, fits_alone.clone()),
+            }
+        })
+        .collect();
     let mut handles = Vec::new();
-    for i in 0..24u64 {
-        let op = OPS[i as usize % OPS.len()];
-        let (p, d) = match i % 3 {
-            0 => (Partitions::Whole, ints(4096 + i as usize, 100 + i)),
-            _ => (fits_alone.clone(), ints(20_000, 200 + i)),
-        };
+    for (d, op, p) in requests {
         let h = lanes
             .realtime(Request::host(d.clone(), op).partitions(p.clone()))
             .unwrap();

@@ -182,7 +182,7 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
         end += 1;
     }
     let last = end >= total;
-    let scope = crate::engine::ErrorScopes::push(&ctx.device);
+    let scope = crate::engine::ErrorScopes::push(ctx);
     let mut chunk_bytes = 0u64;
     for i in active.next..end {
         if let Some((buffer, range)) = job.input_window(i) {
@@ -327,7 +327,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
     let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
     let units =
         lock(&sh.throughput).units_for(chunk_time, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
-    let scope = crate::engine::ErrorScopes::push(&ctx.device);
+    let scope = crate::engine::ErrorScopes::push(ctx);
     let job = match &entry.input {
         Input::Device(array) => {
             let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();

@@ -992,10 +992,9 @@ fn poller_loop(sh: &Arc<Shared>) {
             Err(wgpu::PollError::Timeout) => {}
             Err(e) => {
                 // A refused submission (a lost device refuses them all):
-                // let the queue drain so that wgpu reports a lost device,
-                // which fails the queued work, and runs the callbacks of
-                // the work that got onto the GPU before.
-                if sh.ctx.health.confirm_loss(&sh.ctx.device) {
+                // found lost, the device fails the queued work (see
+                // `device_health`).
+                if sh.ctx.health.confirm_loss(&sh.ctx.device, &sh.ctx.queue) {
                     log::debug!("device poll failed on a lost device: {e}");
                 } else {
                     log::error!("device poll failed: {e}");

@@ -114,7 +114,7 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes real-time"),
         });
-    let scope = crate::engine::ErrorScopes::push(&ctx.device);
+    let scope = crate::engine::ErrorScopes::push(ctx);
     let mut prepared = Vec::new();
     let mut total_bytes = 0u64;
     for (kernel, group) in groups {

@@ -488,7 +488,7 @@ impl StreamReducer {
         let ctx = engine.context();
         let device = &ctx.device;
         let kernel = self.op.kernel();
-        let scope = ErrorScopes::push(device);
+        let scope = ErrorScopes::push(ctx);
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes stream"),
         });
