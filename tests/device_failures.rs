@@ -13,7 +13,7 @@ use std::time::Duration;
 use gpulanes::lanes::WhenFull;
 use gpulanes::{
     Engine, EngineOptions, Error, Handle, Lanes, LanesConfig, NanPolicy, Op, Partitions, Reduction,
-    Request, cpu,
+    Request, StreamOptions, cpu,
 };
 
 /// Far longer than any settle takes; only a hang reaches it.
@@ -215,6 +215,46 @@ fn a_lost_device_fails_pending_and_new_work_with_device_lost_and_a_new_engine_wo
         .wait()
         .unwrap();
     assert_correct(&r, &data, Op::Sum, &Partitions::Whole, "new lanes");
+}
+
+#[test]
+fn a_stream_fails_with_device_lost_when_the_device_goes_and_a_new_one_does_not_start() {
+    let engine = Engine::new().expect("an adapter");
+    // A small budget: chunks are submitted while the stream is fed.
+    let options = StreamOptions::with_budget(4 << 20);
+    let mut stream = engine
+        .stream(
+            Op::Sum,
+            &Partitions::EqualSize(4099),
+            NanPolicy::Propagate,
+            &options,
+        )
+        .unwrap();
+    let chunk = ints(1 << 18, 5);
+    for _ in 0..8 {
+        stream.push(&chunk).unwrap();
+    }
+    engine.device().destroy();
+    // Feeding on fails with DeviceLost (not at once: chunks are pushed into
+    // a host-side buffer until one is full), and nothing hangs.
+    let outcome = bounded("feeding a stream after the loss", move || {
+        for _ in 0..64 {
+            stream.push(&chunk)?;
+        }
+        stream.finish()
+    });
+    let e = outcome.expect_err("a stream over a lost device");
+    assert!(is_lost(&e), "stream: {e:?}");
+    let e = engine
+        .reduce_chunks(
+            [vec![1.0f32; 8]],
+            Op::Sum,
+            &Partitions::Whole,
+            NanPolicy::Propagate,
+            &options,
+        )
+        .unwrap_err();
+    assert!(is_lost(&e), "a new stream: {e:?}");
 }
 
 /// An engine on a device whose largest buffer (and binding) is 1 MiB:
