@@ -152,3 +152,44 @@ impl DeviceHealth {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl LostListener for Count {
+        fn device_lost(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn listener(c: &Arc<Count>) -> Weak<dyn LostListener> {
+        Arc::downgrade(c) as Weak<Count>
+    }
+
+    #[test]
+    fn listeners_hear_of_a_loss_once_and_the_first_reason_stays() {
+        let health = DeviceHealth::default();
+        let (before, after, gone) = (
+            Arc::<Count>::default(),
+            Arc::<Count>::default(),
+            Arc::<Count>::default(),
+        );
+        health.subscribe(listener(&before));
+        health.subscribe(listener(&gone));
+        drop(gone);
+        assert!(health.check().is_ok());
+        health.mark_lost("first".into());
+        health.mark_lost("second".into());
+        assert_eq!(before.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(health.check(), Err(Error::DeviceLost(m)) if m == "first"));
+        // Subscribing after the loss hears of it at once.
+        health.subscribe(listener(&after));
+        assert_eq!(after.0.load(Ordering::SeqCst), 1);
+        assert!(health.is_lost());
+    }
+}

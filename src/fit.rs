@@ -70,11 +70,16 @@ impl Footprint {
         self.check(ctx).is_ok()
     }
 
-    /// `Err(OutOfMemory)` naming the buffer that does not fit.
+    /// `Err(OutOfMemory)` naming the buffer that does not fit the device.
     pub fn check(&self, ctx: &Context) -> Result<()> {
-        let limit = ctx.device_buffer_bytes;
+        self.check_limit(ctx.device_buffer_bytes, ctx.limits.offset_alignment)
+    }
+
+    /// `Err(OutOfMemory)` naming the buffer that does not fit in `limit`
+    /// bytes, tables aligned to `align`.
+    fn check_limit(&self, limit: u64, align: u64) -> Result<()> {
         let partials = self.partial_bytes();
-        let tables = self.table_bytes(ctx.limits.offset_alignment);
+        let tables = self.table_bytes(align);
         let (what, need) = if partials > limit {
             ("partials", partials)
         } else if tables > limit {
@@ -92,4 +97,67 @@ impl Footprint {
 /// `Err(OutOfMemory)` when `plan` cannot run on this device.
 pub(crate) fn check(ctx: &Context, plan: &Plan) -> Result<()> {
     Footprint::of(plan).check(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Offsets of partitions of `lens` items, 0 first.
+    fn offsets(lens: &[u64]) -> Vec<u64> {
+        let mut o = vec![0];
+        for l in lens {
+            o.push(o.last().unwrap() + l);
+        }
+        o
+    }
+
+    /// The coalescer adds up requests' footprints with `with`: that must
+    /// be exactly the footprint of the plan of the group (their partitions
+    /// side by side), or the group bound would let an oversized group by.
+    #[test]
+    fn a_group_footprint_is_the_footprint_of_the_coalesced_plan() {
+        let requests: [&[u64]; 6] = [
+            &[1, 2, 3],
+            &[0],
+            &[8192 * 3 + 1],
+            &[8192 * 2048 * 2 + 5, 0, 7],
+            &[],
+            &[5; 100],
+        ];
+        for first in 0..requests.len() {
+            let group: Vec<&[u64]> = requests[first..].to_vec();
+            let added = group.iter().fold(Footprint::default(), |f, lens| {
+                let plan = Plan::new(&offsets(lens)).unwrap();
+                f.with(Footprint::of(&plan))
+            });
+            let all: Vec<u64> = group.iter().flat_map(|l| l.iter().copied()).collect();
+            let whole = Footprint::of(&Plan::new(&offsets(&all)).unwrap());
+            assert_eq!(added, whole, "requests {first}..");
+        }
+    }
+
+    #[test]
+    fn buffers_over_the_limit_are_named_and_within_it_pass() {
+        let f = Footprint {
+            units: 1000,
+            partitions: 999,
+            levels: 2,
+        };
+        assert_eq!(f.partial_bytes(), 32_000);
+        // Two tables of 1000 entries of 16 bytes, each aligned to 256.
+        assert_eq!(f.table_bytes(256), 2 * 16_128);
+        assert!(f.check_limit(32_256, 256).is_ok());
+        let e = f.check_limit(32_255, 256).unwrap_err();
+        assert!(
+            matches!(&e, Error::OutOfMemory(m) if m.contains("segment tables")),
+            "{e}"
+        );
+        let e = f.check_limit(31_999, 256).unwrap_err();
+        assert!(
+            matches!(&e, Error::OutOfMemory(m) if m.contains("partials")),
+            "{e}"
+        );
+        assert!(Footprint::default().check_limit(0, 256).is_ok());
+    }
 }
