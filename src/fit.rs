@@ -4,9 +4,10 @@
 //! through a ring), but a reduction's partials (one per unit of its first
 //! level) and its segment tables are one buffer each. A reduction whose
 //! partials or tables would pass the device's largest buffer cannot run on
-//! it: it is refused with [`Error::OutOfMemory`] before anything is
-//! allocated, rather than failing on the device, where (coalesced with
-//! other real-time requests) it would fail them too. The limit is the
+//! it: it is refused with [`Error::OutOfMemory`] before its GPU work is
+//! prepared (a real-time request when it is submitted), rather than
+//! failing on the device, where (coalesced with other real-time requests)
+//! it would fail them too. The limit is the
 //! device's own; the engine's caps (`EngineOptions`) bound only what the
 //! engine can split.
 
