@@ -176,6 +176,20 @@ fn a_lost_device_fails_pending_and_new_work_with_device_lost_and_a_new_engine_wo
         .reduce_device(&resident, Op::Max, &Partitions::Whole, NanPolicy::Propagate)
         .unwrap_err();
     assert!(is_lost(&e), "engine.reduce_device: {e:?}");
+    let mut encoder = engine
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    let e = engine
+        .encode(
+            &mut encoder,
+            &resident,
+            Op::Min,
+            &Partitions::Whole,
+            NanPolicy::Propagate,
+        )
+        .err()
+        .unwrap();
+    assert!(is_lost(&e), "engine.encode: {e:?}");
     for lane in [gpulanes::Lane::RealTime, gpulanes::Lane::Batch] {
         let e = match lanes.submit(lane, Request::host(vec![1.0f32; 16], Op::Sum)) {
             Err(e) => e,
