@@ -83,7 +83,7 @@ impl DeviceArray {
             pieces.push(Piece { buffer, span });
         }
         if let Some(err) = pollster::block_on(_scope.pop()) {
-            return Err(Error::Gpu(format!(
+            return Err(Error::OutOfMemory(format!(
                 "could not allocate {len} {dtype} values on the device: {err}"
             )));
         }

@@ -9,6 +9,7 @@ use ndarray::{ArrayView1, ArrayView2, Axis};
 
 use crate::adapter::{self, AdapterSummary};
 use crate::device_array::{DeviceArray, pooled_input};
+use crate::device_health::DeviceHealth;
 use crate::dtype::{Dtype, Element, Scalar};
 use crate::error::{Error, Result};
 use crate::exec::{self, Recorded};
@@ -58,6 +59,11 @@ pub struct Context {
     pub(crate) pool: BufferPool,
     pub adapter: AdapterSummary,
     pub limits: EffectiveLimits,
+    /// The device's own largest buffer (the engine's caps aside): what a
+    /// buffer the engine cannot split must fit (see `fit`).
+    pub(crate) device_buffer_bytes: u64,
+    /// Whether the device is lost (see `device_health`).
+    pub(crate) health: Arc<DeviceHealth>,
 }
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
@@ -119,6 +125,7 @@ impl Context {
                 .clamp(1, grid),
         };
         device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
+        let health = DeviceHealth::watch(&device);
         let kernels = Kernels::new(&device, shape);
         let adapter = AdapterSummary::new(info, features, &dl, shape);
         Ok(Context {
@@ -129,6 +136,8 @@ impl Context {
             pool: BufferPool::new(max_buffer_bytes),
             adapter,
             limits,
+            device_buffer_bytes: dl.max_buffer_size,
+            health,
         })
     }
 
@@ -146,7 +155,8 @@ impl Context {
     }
 
     /// Submits the encoder, waits for the GPU, maps the readback and
-    /// finishes the reduction. GPU errors become [`Error::Gpu`].
+    /// finishes the reduction. GPU errors become typed errors (see
+    /// [`ErrorScopes`] and `device_health`).
     pub(crate) fn run(
         &self,
         scope: ErrorScopes,
@@ -164,6 +174,7 @@ impl Context {
         index: wgpu::SubmissionIndex,
         pending: PendingReduction,
     ) -> Result<Reduction> {
+        self.health.check()?;
         let (tx, rx) = mpsc::channel();
         pending.on_complete(&index, move |r| {
             let _ = tx.send(r);
@@ -173,7 +184,10 @@ impl Context {
                 submission_index: Some(index),
                 timeout: None,
             })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+            .map_err(|e| {
+                self.health
+                    .poll_failed(&self.device, &self.queue, "waiting for the GPU", e)
+            })?;
         rx.recv()
             .map_err(|_| Error::Gpu("readback callback never ran".into()))?
     }
@@ -295,7 +309,9 @@ impl Engine {
 
     /// Adopts a device and queue the application already has. The subgroup
     /// kernels are used only if the device was created with
-    /// `Features::SUBGROUP`.
+    /// `Features::SUBGROUP`. The engine installs the device's lost callback
+    /// (wgpu keeps one per device, so this replaces the app's; ask
+    /// [`Engine::is_device_lost`] instead).
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -317,6 +333,13 @@ impl Engine {
 
     pub(crate) fn context(&self) -> &Arc<Context> {
         &self.ctx
+    }
+
+    /// True once the device is lost (destroyed, reset by the driver): every
+    /// request then fails with [`Error::DeviceLost`]; a new [`Engine`]
+    /// opens a new device.
+    pub fn is_device_lost(&self) -> bool {
+        self.ctx.health.is_lost()
     }
 
     /// The wgpu device (for apps that share it).
@@ -413,7 +436,7 @@ impl Engine {
     ) -> Result<Reduction> {
         let plan = Plan::new(offsets)?;
         let ctx = &*self.ctx;
-        let scope = ErrorScopes::push(&ctx.device);
+        let scope = ErrorScopes::push(ctx);
         let (buffers, spans) = pooled_input(ctx, data.len() as u64, Some(data), "gpulanes input");
         let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
         self.record_and_run(scope, op, nan, plan, &inputs, &spans)
@@ -422,6 +445,7 @@ impl Engine {
     /// Copies `data` (of any [`Element`] type) to GPU memory once, for
     /// many reductions.
     pub fn upload<E: Element>(&self, data: &[E]) -> Result<DeviceArray> {
+        self.ctx.health.check()?;
         DeviceArray::upload(&self.ctx, data)
     }
 
@@ -463,11 +487,13 @@ impl Engine {
         kind: StateKind,
         partitions: &Partitions,
     ) -> Result<Vec<State>> {
+        self.ctx.health.check()?;
         let offsets = partitions.offsets(data.len() as u64)?;
         let words: &[u32] = bytemuck::cast_slice(data);
         let w = E::DTYPE.words();
         let ctx = &*self.ctx;
-        let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
+        let groups =
+            PartitionGroups::new(offsets.len() - 1, exec::max_partitions_for(ctx, E::DTYPE));
         let mut out = Vec::with_capacity(offsets.len() - 1);
         for i in 0..groups.count() {
             let group = groups.offsets(&offsets, i);
@@ -476,7 +502,8 @@ impl Engine {
             let rebased: Vec<u64> = group.iter().map(|o| (o - first) * w).collect();
             let items = &words[(first * w) as usize..(last * w) as usize];
             let plan = Plan::new(&rebased)?;
-            let scope = ErrorScopes::push(&ctx.device);
+            crate::fit::check_dtype(ctx, &plan, E::DTYPE)?;
+            let scope = ErrorScopes::push(ctx);
             let (buffers, spans) =
                 pooled_input(ctx, items.len() as u64, Some(items), "gpulanes input");
             let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
@@ -512,17 +539,22 @@ impl Engine {
                 "this DeviceArray was uploaded by another engine".into(),
             ));
         }
+        self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
         let w = array.dtype().words();
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
         let spans = array.spans();
-        let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
+        let groups = PartitionGroups::new(
+            offsets.len() - 1,
+            exec::max_partitions_for(&self.ctx, array.dtype()),
+        );
         let mut out = Vec::with_capacity(offsets.len() - 1);
         for i in 0..groups.count() {
             // Offsets stay absolute, in words.
             let words: Vec<u64> = groups.offsets(&offsets, i).iter().map(|o| o * w).collect();
             let plan = Plan::new(&words)?;
-            let scope = ErrorScopes::push(&self.ctx.device);
+            crate::fit::check_dtype(&self.ctx, &plan, array.dtype())?;
+            let scope = ErrorScopes::push(&self.ctx);
             let job = exec::Job::prepare(
                 &self.ctx,
                 array.dtype(),
@@ -549,6 +581,7 @@ impl Engine {
         job.encode_readback(&mut encoder);
         let index = ctx.queue.submit([encoder.finish()]);
         scope.check()?;
+        ctx.health.check()?;
         let (tx, rx) = mpsc::channel();
         job.read_async(move |r| {
             let _ = tx.send(r);
@@ -558,7 +591,10 @@ impl Engine {
                 submission_index: Some(index),
                 timeout: None,
             })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+            .map_err(|e| {
+                ctx.health
+                    .poll_failed(&ctx.device, &ctx.queue, "waiting for the GPU", e)
+            })?;
         let finals = rx
             .recv()
             .map_err(|_| Error::Gpu("readback callback never ran".into()))??;
@@ -588,7 +624,7 @@ impl Engine {
             // A group's offsets stay absolute: its partitions are read where
             // they lie in the array.
             let plan = Plan::new(group)?;
-            let scope = ErrorScopes::push(&self.ctx.device);
+            let scope = ErrorScopes::push(&self.ctx);
             self.record_and_run(scope, op, nan, plan, &inputs, &spans)
         })
     }
@@ -614,12 +650,17 @@ impl Engine {
             ));
         }
         check_f32(array)?;
+        self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
         let spans = array.spans();
         let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
         // Offsets stay absolute, as in `reduce_device`.
-        let plans = (0..groups.count()).map(|i| Plan::new(groups.offsets(&offsets, i)));
+        let plans = (0..groups.count()).map(|i| {
+            let plan = Plan::new(groups.offsets(&offsets, i))?;
+            crate::fit::check(&self.ctx, &plan)?;
+            Ok(plan)
+        });
         let recorded = exec::record_all(
             &self.ctx,
             encoder,
@@ -707,6 +748,8 @@ impl Engine {
         spans: &[crate::plan::Span],
     ) -> Result<Reduction> {
         let ctx = &*self.ctx;
+        ctx.health.check()?;
+        crate::fit::check(ctx, &plan)?;
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -749,27 +792,45 @@ fn check_f32(array: &DeviceArray) -> Result<()> {
 }
 
 /// Validation and out-of-memory error scopes around one reduction, so GPU
-/// errors come back as [`Error::Gpu`] instead of a panic.
+/// errors come back as [`Error::OutOfMemory`] or [`Error::Gpu`] instead of
+/// a panic. A lost device reports no error of its own, but objects made
+/// after the loss are invalid and using them is a validation error: such an
+/// error on a device found lost (see `device_health`) is
+/// [`Error::DeviceLost`].
 pub(crate) struct ErrorScopes {
     // Fields drop in declaration order and wgpu panics unless scopes are
     // popped in reverse push order, so `oom` (pushed last) is declared
     // first: an early `?` return between push and `check` must not panic.
     oom: wgpu::ErrorScopeGuard,
     validation: wgpu::ErrorScopeGuard,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    health: Arc<DeviceHealth>,
 }
 
 impl ErrorScopes {
-    pub(crate) fn push(device: &wgpu::Device) -> Self {
-        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        ErrorScopes { validation, oom }
+    pub(crate) fn push(ctx: &Context) -> Self {
+        let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        ErrorScopes {
+            validation,
+            oom,
+            device: ctx.device.clone(),
+            queue: ctx.queue.clone(),
+            health: ctx.health.clone(),
+        }
     }
 
     pub(crate) fn check(self) -> Result<()> {
         let oom = pollster::block_on(self.oom.pop());
         let validation = pollster::block_on(self.validation.pop());
         match (oom, validation) {
-            (Some(e), _) => Err(Error::Gpu(format!("out of GPU memory: {e}"))),
+            (Some(e), _) => Err(Error::OutOfMemory(e.to_string())),
+            (None, Some(e)) if self.health.confirm_loss(&self.device, &self.queue) => Err(self
+                .health
+                .check()
+                .err()
+                .unwrap_or_else(|| Error::DeviceLost(e.to_string()))),
             (None, Some(e)) => Err(Error::Gpu(e.to_string())),
             (None, None) => Ok(()),
         }

@@ -29,7 +29,19 @@ pub enum Error {
     /// The input itself is unusable (wrong shape, too large, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// The GPU reported an error (validation, out of memory, lost device).
+    /// The device is lost (destroyed by the app, reset by the driver,
+    /// unplugged): this request and every later one on the engine fail
+    /// with this error; build a new [`Engine`](crate::Engine) to go on.
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+    /// The device cannot hold what this request needs: an allocation
+    /// failed, or one buffer the engine cannot split would pass the
+    /// device's largest buffer. Only this request fails; smaller requests
+    /// go on.
+    #[error("out of GPU memory: {0}")]
+    OutOfMemory(String),
+    /// Any other error the GPU reported (validation: a bug in gpulanes or
+    /// in the app's use of a shared device).
     #[error("GPU error: {0}")]
     Gpu(String),
     /// An integer sum does not fit its result type (int64).

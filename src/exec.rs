@@ -161,10 +161,19 @@ pub(crate) fn dispatch_bind_group(
     })
 }
 
-/// Most partitions one reduction may have on this device: its segment
-/// table (one entry per partition, plus a sentinel) must fit one binding.
+/// Most partitions one float32 reduction may have on this device (see
+/// [`max_partitions_for`]).
 pub(crate) fn max_partitions(ctx: &Context) -> u64 {
-    (ctx.limits.max_binding_bytes / SEGMENT_BYTES).saturating_sub(1)
+    max_partitions_for(ctx, Dtype::F32)
+}
+
+/// Most partitions one reduction of `dtype` values may have on this
+/// device: its segment table (one entry per partition, plus a sentinel)
+/// must fit one binding, and its partials (at least one per partition) one
+/// buffer of the device.
+pub(crate) fn max_partitions_for(ctx: &Context, dtype: Dtype) -> u64 {
+    let table = (ctx.limits.max_binding_bytes / SEGMENT_BYTES).saturating_sub(1);
+    table.min(ctx.device_buffer_bytes / dtype.partial_bytes())
 }
 
 /// Fails with [`Error::InvalidPartitions`] when `partitions` exceed

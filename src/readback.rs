@@ -10,6 +10,12 @@ use crate::error::{Error, Result};
 /// mapped bytes, or the error naming `what`; then the buffer is unmapped,
 /// and only then does `then` get what `read` returned, so a buffer (or the
 /// job holding it) that `then` hands back is ready for reuse.
+///
+/// A failed map, or a failed view of the mapped range, is
+/// [`Error::DeviceLost`]: the engine maps only its own readback buffers,
+/// within bounds, once per submission, and reads them inside the callback;
+/// wgpu fails that only when the device is lost (a lost device refuses new
+/// maps and destroys its buffers, pending maps included).
 pub(crate) fn map_read<R: Send + 'static>(
     buffer: &wgpu::Buffer,
     bytes: u64,
@@ -20,11 +26,11 @@ pub(crate) fn map_read<R: Send + 'static>(
     let mapped = buffer.clone();
     buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
         let out = match r
-            .map_err(|e| Error::Gpu(format!("mapping {what} failed: {e}")))
+            .map_err(|e| Error::DeviceLost(format!("mapping {what} failed: {e}")))
             .and_then(|()| {
                 mapped
                     .get_mapped_range(0..bytes)
-                    .map_err(|e| Error::Gpu(format!("reading {what} failed: {e}")))
+                    .map_err(|e| Error::DeviceLost(format!("reading {what} failed: {e}")))
             }) {
             Ok(view) => read(Ok(&view)),
             Err(e) => read(Err(e)),

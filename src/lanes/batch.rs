@@ -148,6 +148,11 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
     if entry.slot.is_settled() {
         return None; // cancelled (or a group failed): stop here, buffers are released
     }
+    // A lost device: the job fails without touching it.
+    if let Err(lost) = sh.ctx.health.check() {
+        entry.fail(sh, lost);
+        return None;
+    }
     let ctx = &sh.ctx;
     if entry.active.is_none() {
         match activate(sh, &mut entry) {
@@ -178,7 +183,7 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
         end += 1;
     }
     let last = end >= total;
-    let scope = crate::engine::ErrorScopes::push(&ctx.device);
+    let scope = crate::engine::ErrorScopes::push(ctx);
     let mut chunk_bytes = 0u64;
     for i in active.next..end {
         if let Some((buffer, range)) = job.input_window(i) {
@@ -315,6 +320,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
     let ctx = &sh.ctx;
     let index = entry.next_group;
     let plan = Plan::new(entry.groups.offsets(&entry.offsets, index))?;
+    crate::fit::check(ctx, &plan)?;
     // The quantum bounds the batch work queued ahead of a real-time
     // request: one chunk plus at most the lead of the next one. (A chunk
     // gets at least half the quantum, so a lead above half the quantum
@@ -322,7 +328,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
     let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
     let units =
         lock(&sh.throughput).units_for(chunk_time, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
-    let scope = crate::engine::ErrorScopes::push(&ctx.device);
+    let scope = crate::engine::ErrorScopes::push(ctx);
     let job = match &entry.input {
         Input::Device(array) => {
             let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();

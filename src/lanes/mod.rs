@@ -31,8 +31,15 @@
 //!   time (`batch_min_share`) under a real-time flood.
 //! * Deadlines, cancellation, bounded queues (block or reject), and failure
 //!   isolation (a bad request is refused at submission and never enters a
-//!   coalesced batch). One dispatcher thread submits; one poller thread
-//!   completes handles, so submitting threads never block on readback.
+//!   coalesced batch; a coalesced group stays within the device's largest
+//!   buffer, so no request runs out of memory for its neighbours). One
+//!   dispatcher thread submits; one poller thread completes handles, so
+//!   submitting threads never block on readback.
+//! * A lost device fails every request with [`Error::DeviceLost`]: queued
+//!   work at once (the engine tells the scheduler), work on the GPU when its
+//!   readback fails, new submissions when they are made; neither thread
+//!   waits on the device for long, and dropping the scheduler still joins
+//!   both.
 
 mod batch;
 mod calibration;
@@ -64,9 +71,11 @@ use self::pacing::{Decision, IDLE_WAIT, MAX_PREDICTION, Pacing, Prediction, Queu
 use self::quantum::Throughput;
 use self::realtime::{RtEntry, check_realtime_plan, run_realtime};
 use crate::device_array::DeviceArray;
+use crate::device_health::LostListener;
 use crate::engine::{Context, Engine};
 use crate::error::{Error, Result};
 use crate::exec::max_partitions;
+use crate::fit::Footprint;
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
 
@@ -368,6 +377,18 @@ struct Shared {
     jobs: JobCache,
 }
 
+impl LostListener for Shared {
+    /// Wakes the dispatcher (which fails the queued work), blocked
+    /// submitters (who fail) and `wait_idle`. The state lock is taken
+    /// first so that the wake-up is not lost between a thread's look at
+    /// the device and its wait.
+    fn device_lost(&self) {
+        drop(lock(&self.state));
+        self.work.notify_all();
+        self.space.notify_all();
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -403,6 +424,7 @@ impl Lanes {
                 cfg.realtime_queue_len, cfg.batch_queue_len
             )));
         }
+        engine.context().health.check()?;
         let calibration = calibrate(engine)?;
         let quantum = cfg
             .quantum
@@ -444,6 +466,8 @@ impl Lanes {
             last_done: Mutex::new(Instant::now()),
             jobs: JobCache::default(),
         });
+        let listener: Weak<dyn LostListener> = Arc::downgrade(&shared) as Weak<Shared>;
+        shared.ctx.health.subscribe(listener);
         let s = shared.clone();
         let dispatcher = std::thread::Builder::new()
             .name("gpulanes-dispatch".into())
@@ -483,6 +507,7 @@ impl Lanes {
     /// Submits `request` to `lane`. Invalid requests fail here, alone.
     pub fn submit(&self, lane: Lane, request: Request) -> Result<Handle<Reduction>> {
         let sh = &self.shared;
+        sh.ctx.health.check()?;
         let offsets = request.partitions.offsets(request.input.len())?;
         let bytes = request.input.len() * 4;
         if let Input::Device(a) = &request.input
@@ -517,7 +542,7 @@ impl Lanes {
                     )));
                 }
                 // Validate the plan now so a bad request never joins a group.
-                check_realtime_plan(sh, &offsets)?;
+                let footprint = check_realtime_plan(sh, &offsets)?;
                 let mut st = self.wait_for_space(lane, bytes)?;
                 st.rt_bytes += bytes;
                 st.rt.push_back(RtEntry {
@@ -526,6 +551,7 @@ impl Lanes {
                     op: request.op,
                     nan: request.nan,
                     deadline: request.deadline,
+                    footprint,
                     enqueued: Instant::now(),
                     slot: slot.clone(),
                 });
@@ -580,6 +606,7 @@ impl Lanes {
             if st.shutdown {
                 return Err(Error::Shutdown);
             }
+            sh.ctx.health.check()?;
             let full = match lane {
                 Lane::RealTime => {
                     st.rt.len() >= cfg.realtime_queue_len
@@ -667,7 +694,8 @@ impl Lanes {
     }
 
     /// Blocks until both queues are empty and nothing is on the GPU, or
-    /// until the scheduler has shut down after an internal failure.
+    /// until the scheduler has shut down after an internal failure, or the
+    /// device is lost.
     pub fn wait_idle(&self) {
         let sh = &self.shared;
         let mut st = lock(&sh.state);
@@ -678,7 +706,7 @@ impl Lanes {
                 && st.rt_in_flight == 0
                 && st.batch_in_flight == 0
         };
-        while !st.shutdown && !idle(&st) {
+        while !st.shutdown && !sh.ctx.health.is_lost() && !idle(&st) {
             st = sh
                 .space
                 .wait_timeout(st, Duration::from_millis(5))
@@ -715,7 +743,7 @@ fn survive_panic(sh: &Shared, thread: &str, run: impl FnOnce()) {
         );
         let mut st = lock(&sh.state);
         st.shutdown = true;
-        fail_queued(sh, st);
+        fail_queued(sh, st, &Error::Shutdown);
         sh.work.notify_all();
         sh.space.notify_all();
     }
@@ -775,8 +803,17 @@ fn next_action(sh: &Arc<Shared>) -> Action {
     let mut st = lock(&sh.state);
     loop {
         if st.shutdown {
-            fail_queued(sh, st);
+            fail_queued(sh, st, &Error::Shutdown);
             return Action::Exit;
+        }
+        // A lost device: queued work fails now (new submissions are
+        // refused); the dispatcher stays, idle, until the scheduler drops.
+        if let Err(lost) = sh.ctx.health.check()
+            && (!st.rt.is_empty() || !st.batch.is_empty())
+        {
+            fail_queued(sh, st, &lost);
+            st = lock(&sh.state);
+            continue;
         }
         // Drop cancelled work from the queues (and free its queue space);
         // only after a cancellation, so that a long queue is not scanned
@@ -807,21 +844,27 @@ fn next_action(sh: &Arc<Shared>) -> Action {
                 let mut reqs = Vec::new();
                 let mut bytes = 0;
                 // A group is one reduction: its partitions together must
-                // stay within the device's limit, or every request in it
-                // would fail for the size of the others.
+                // stay within the device's limit, and its partials and
+                // tables within the device's largest buffer, or every
+                // request in it would fail for the size of the others.
+                // (Each request alone was checked when submitted.)
                 let mut partitions = 0;
+                let mut footprint = Footprint::default();
                 while let Some(r) = st.rt.front() {
                     let b = r.data.len() as u64 * 4;
                     let k = r.offsets.len() as u64 - 1;
+                    let grown = footprint.with(r.footprint);
                     if !reqs.is_empty()
                         && (reqs.len() >= cfg.max_coalesced_requests
                             || bytes + b > cfg.max_coalesced_bytes
-                            || partitions + k > max_group_partitions)
+                            || partitions + k > max_group_partitions
+                            || !grown.fits_in(&sh.ctx))
                     {
                         break;
                     }
                     bytes += b;
                     partitions += k;
+                    footprint = grown;
                     reqs.push(st.rt.pop_front().expect("front exists"));
                 }
                 st.rt_bytes -= bytes;
@@ -872,20 +915,21 @@ impl Drop for FailOnPanic {
     }
 }
 
-/// Fails everything queued with [`Error::Shutdown`], then releases the
-/// state lock and wakes the awaiting tasks.
-fn fail_queued(sh: &Shared, mut st: MutexGuard<'_, State>) {
+/// Fails everything queued with `error` ([`Error::Shutdown`], or
+/// [`Error::DeviceLost`]), then releases the state lock and wakes the
+/// awaiting tasks.
+fn fail_queued(sh: &Shared, mut st: MutexGuard<'_, State>, error: &Error) {
     let mut wakeups: Vec<Wakeup> = st
         .rt
         .drain(..)
-        .filter_map(|r| r.slot.settle(Err(Error::Shutdown)))
+        .filter_map(|r| r.slot.settle(Err(error.clone())))
         .collect();
     let rt_failed = wakeups.len() as u64;
     st.rt_bytes = 0;
     wakeups.extend(
         st.batch
             .drain(..)
-            .filter_map(|b| b.slot.settle(Err(Error::Shutdown))),
+            .filter_map(|b| b.slot.settle(Err(error.clone()))),
     );
     let batch_failed = wakeups.len() as u64 - rt_failed;
     drop(st);
@@ -956,7 +1000,14 @@ fn poller_loop(sh: &Arc<Shared>) {
             }
             Err(wgpu::PollError::Timeout) => {}
             Err(e) => {
-                log::error!("device poll failed: {e}");
+                // A refused submission (a lost device refuses them all):
+                // found lost, the device fails the queued work (see
+                // `device_health`).
+                if sh.ctx.health.confirm_loss(&sh.ctx.device, &sh.ctx.queue) {
+                    log::debug!("device poll failed on a lost device: {e}");
+                } else {
+                    log::error!("device poll failed: {e}");
+                }
                 lock(&sh.inflight).queue.pop_front();
             }
         }

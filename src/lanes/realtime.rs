@@ -18,6 +18,7 @@ use crate::device_array::{pooled_input, write_floats};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::exec::{FinalPartials, Job, max_partitions};
+use crate::fit::Footprint;
 use crate::op::{KernelOp, NanPolicy, Op, Reduction};
 use crate::plan::Plan;
 
@@ -28,6 +29,8 @@ pub(super) struct RtEntry {
     pub op: Op,
     pub nan: NanPolicy,
     pub deadline: Option<Instant>,
+    /// What sizes its share of a coalesced group's partials and tables.
+    pub footprint: Footprint,
     pub enqueued: Instant,
     pub slot: Arc<Slot<Reduction>>,
 }
@@ -45,10 +48,12 @@ impl Drop for RtEntry {
 }
 
 /// Checks a real-time request's partitions before it is queued: a valid
-/// plan, and no more partitions than one reduction may have on this device
+/// plan, no more partitions than one reduction may have on this device
 /// (a group is one reduction; a request with no items needs no segment
-/// table). The batch lane takes any number.
-pub(super) fn check_realtime_plan(sh: &Shared, offsets: &[u64]) -> Result<()> {
+/// table; the batch lane takes any number), and buffers that fit the
+/// device (else [`Error::OutOfMemory`], for this request alone). Returns
+/// what sizes the request's share of a group's buffers.
+pub(super) fn check_realtime_plan(sh: &Shared, offsets: &[u64]) -> Result<Footprint> {
     let plan = Plan::new(offsets)?;
     let partitions = offsets.len() as u64 - 1;
     let limit = max_partitions(&sh.ctx);
@@ -57,11 +62,19 @@ pub(super) fn check_realtime_plan(sh: &Shared, offsets: &[u64]) -> Result<()> {
             "a real-time request of {partitions} partitions exceeds this device's limit of {limit} per reduction; the batch lane takes any number"
         )));
     }
-    Ok(())
+    let footprint = Footprint::of(&plan);
+    footprint.check(&sh.ctx)?;
+    Ok(footprint)
 }
 
 /// One coalesced submission for a group of real-time requests.
 pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
+    // A lost device: the group fails without touching it.
+    if let Err(lost) = sh.ctx.health.check() {
+        fail_all(sh, reqs, &lost);
+        release_slot(sh, Lane::RealTime, Duration::ZERO);
+        return;
+    }
     let now = Instant::now();
     // Past their deadline already: not run where late results are
     // rejected (they would fail anyway); run and delivered late otherwise.
@@ -102,7 +115,7 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes real-time"),
         });
-    let scope = crate::engine::ErrorScopes::push(&ctx.device);
+    let scope = crate::engine::ErrorScopes::push(ctx);
     let mut prepared = Vec::new();
     let mut total_bytes = 0u64;
     for (kernel, group) in groups {

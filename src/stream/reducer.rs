@@ -123,6 +123,8 @@ impl StreamReducer {
         nan: NanPolicy,
         options: &StreamOptions,
     ) -> Result<Self> {
+        // A lost device fails the stream at once (see `device_health`).
+        engine.context().health.check()?;
         let (shape, depth) = match partitions {
             Partitions::Whole => (Shape::Whole, None),
             Partitions::EqualSize(0) => {
@@ -428,9 +430,9 @@ impl StreamReducer {
         let slot = self.acquire_slot()?;
         {
             let staging = &self.ring[slot].staging;
-            let mut view = staging
-                .get_mapped_range_mut(0..n as u64 * 4)
-                .map_err(|e| Error::Gpu(format!("staging buffer not mapped: {e}")))?;
+            let mut view = staging.get_mapped_range_mut(0..n as u64 * 4).map_err(|e| {
+                device_failure(&self.engine, format!("staging buffer not mapped: {e}"))
+            })?;
             let from_pending = n.min(p);
             view.slice(..from_pending * 4)
                 .copy_from_slice(bytemuck::cast_slice(&self.pending[..from_pending]));
@@ -463,7 +465,10 @@ impl StreamReducer {
             match state.load(Ordering::Acquire) {
                 MAPPED => break,
                 MAP_FAILED => {
-                    return Err(Error::Gpu("mapping a staging buffer failed".into()));
+                    return Err(device_failure(
+                        &self.engine,
+                        "mapping a staging buffer failed".into(),
+                    ));
                 }
                 _ => {
                     self.engine
@@ -472,7 +477,7 @@ impl StreamReducer {
                             submission_index: None,
                             timeout: Some(Duration::from_millis(100)),
                         })
-                        .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+                        .map_err(|e| wait_failed(&self.engine, e))?;
                 }
             }
         }
@@ -488,7 +493,7 @@ impl StreamReducer {
         let ctx = engine.context();
         let device = &ctx.device;
         let kernel = self.op.kernel();
-        let scope = ErrorScopes::push(device);
+        let scope = ErrorScopes::push(ctx);
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes stream"),
         });
@@ -619,14 +624,14 @@ impl StreamReducer {
                 submission_index: Some(f.index),
                 timeout: None,
             })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+            .map_err(|e| wait_failed(&self.engine, e))?;
         let result = loop {
             match f.result.try_recv() {
                 Ok(r) => break r,
                 Err(mpsc::TryRecvError::Empty) => {
                     device
                         .poll(wgpu::PollType::Poll)
-                        .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+                        .map_err(|e| wait_failed(&self.engine, e))?;
                     std::thread::yield_now();
                 }
                 Err(mpsc::TryRecvError::Disconnected) => {
@@ -762,5 +767,28 @@ impl Drop for StreamReducer {
         }
         // Let pending map callbacks run before the buffers are dropped.
         let _ = self.engine.device().poll(wgpu::PollType::Poll);
+    }
+}
+
+/// The error for a failed wait on the GPU: [`Error::DeviceLost`] where the
+/// device turns out lost (see `device_health`).
+fn wait_failed(engine: &Engine, e: wgpu::PollError) -> Error {
+    let ctx = engine.context();
+    ctx.health
+        .poll_failed(&ctx.device, &ctx.queue, "waiting for the GPU", e)
+}
+
+/// The error for a staging buffer that the device did not hand back:
+/// [`Error::DeviceLost`] where the device turns out lost, [`Error::Gpu`]
+/// with `message` otherwise.
+fn device_failure(engine: &Engine, message: String) -> Error {
+    let ctx = engine.context();
+    if ctx.health.confirm_loss(&ctx.device, &ctx.queue) {
+        ctx.health
+            .check()
+            .err()
+            .unwrap_or(Error::DeviceLost(message))
+    } else {
+        Error::Gpu(message)
     }
 }

@@ -1,0 +1,184 @@
+//! Whether one reduction's buffers fit the device.
+//!
+//! Inputs are split across buffers (and batch jobs over host data stream
+//! through a ring), but a reduction's partials (one per unit of its first
+//! level) and its segment tables are one buffer each. A reduction whose
+//! partials or tables would pass the device's largest buffer cannot run on
+//! it: it is refused with [`Error::OutOfMemory`] before its GPU work is
+//! prepared (a real-time request when it is submitted), rather than
+//! failing on the device, where (coalesced with other real-time requests)
+//! it would fail them too. The limit is the
+//! device's own; the engine's caps (`EngineOptions`) bound only what the
+//! engine can split.
+
+use crate::dtype::Dtype;
+use crate::engine::Context;
+use crate::error::{Error, Result};
+use crate::kernels::{PARTIAL_BYTES, SEGMENT_BYTES};
+use crate::plan::Plan;
+
+/// What sizes a reduction's unsplittable buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    /// Units of the first level (the largest: later levels have fewer).
+    pub units: u64,
+    /// Partitions (each level's segment table has one entry per partition
+    /// and a sentinel).
+    pub partitions: u64,
+    /// Levels of the tree (0 when there is nothing to run).
+    pub levels: u64,
+}
+
+impl Footprint {
+    pub fn of(plan: &Plan) -> Self {
+        Footprint {
+            units: plan.levels.first().map_or(0, |l| l.units),
+            partitions: plan.partition_lens.len() as u64,
+            levels: plan.levels.len() as u64,
+        }
+    }
+
+    /// Two reductions coalesced into one, their partitions side by side:
+    /// units and partitions add up, the tree is as deep as the deeper one.
+    pub fn with(self, other: Footprint) -> Self {
+        Footprint {
+            units: self.units.saturating_add(other.units),
+            partitions: self.partitions.saturating_add(other.partitions),
+            levels: self.levels.max(other.levels),
+        }
+    }
+
+    /// Bytes of the first level's partials buffer, partials of `size` bytes.
+    fn partial_bytes(&self, size: u64) -> u64 {
+        self.units.saturating_mul(size)
+    }
+
+    /// Bytes of the buffer holding every level's segment table (each at an
+    /// offset aligned to `align`).
+    fn table_bytes(&self, align: u64) -> u64 {
+        if self.levels == 0 {
+            return 0;
+        }
+        let one = self
+            .partitions
+            .saturating_add(1)
+            .saturating_mul(SEGMENT_BYTES)
+            .next_multiple_of(align.max(1));
+        one.saturating_mul(self.levels)
+    }
+
+    /// True when both buffers fit the device's largest buffer.
+    pub fn fits_in(&self, ctx: &Context) -> bool {
+        self.check(ctx).is_ok()
+    }
+
+    /// `Err(OutOfMemory)` naming the buffer that does not fit the device.
+    pub fn check(&self, ctx: &Context) -> Result<()> {
+        self.check_limit(ctx.device_buffer_bytes, ctx.limits.offset_alignment)
+    }
+
+    /// [`Footprint::check`] for partials of `dtype` (float64 partials are
+    /// larger than float32 ones).
+    pub fn check_dtype(&self, ctx: &Context, dtype: Dtype) -> Result<()> {
+        self.check_sized(
+            ctx.device_buffer_bytes,
+            ctx.limits.offset_alignment,
+            dtype.partial_bytes(),
+        )
+    }
+
+    /// `Err(OutOfMemory)` naming the buffer that does not fit in `limit`
+    /// bytes, tables aligned to `align`.
+    fn check_limit(&self, limit: u64, align: u64) -> Result<()> {
+        self.check_sized(limit, align, PARTIAL_BYTES)
+    }
+
+    fn check_sized(&self, limit: u64, align: u64, partial_size: u64) -> Result<()> {
+        let partials = self.partial_bytes(partial_size);
+        let tables = self.table_bytes(align);
+        let (what, need) = if partials > limit {
+            ("partials", partials)
+        } else if tables > limit {
+            ("segment tables", tables)
+        } else {
+            return Ok(());
+        };
+        Err(Error::OutOfMemory(format!(
+            "a reduction of {} partitions in {} work units needs one buffer of {need} bytes for its {what}; the device's largest buffer is {limit} bytes (use fewer partitions per request)",
+            self.partitions, self.units
+        )))
+    }
+}
+
+/// `Err(OutOfMemory)` when `plan` cannot run on this device.
+pub(crate) fn check(ctx: &Context, plan: &Plan) -> Result<()> {
+    Footprint::of(plan).check(ctx)
+}
+
+/// `Err(OutOfMemory)` when `plan` over `dtype` values cannot run here.
+pub(crate) fn check_dtype(ctx: &Context, plan: &Plan, dtype: Dtype) -> Result<()> {
+    Footprint::of(plan).check_dtype(ctx, dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Offsets of partitions of `lens` items, 0 first.
+    fn offsets(lens: &[u64]) -> Vec<u64> {
+        let mut o = vec![0];
+        for l in lens {
+            o.push(o.last().unwrap() + l);
+        }
+        o
+    }
+
+    /// The coalescer adds up requests' footprints with `with`: that must
+    /// be exactly the footprint of the plan of the group (their partitions
+    /// side by side), or the group bound would let an oversized group by.
+    #[test]
+    fn a_group_footprint_is_the_footprint_of_the_coalesced_plan() {
+        let requests: [&[u64]; 6] = [
+            &[1, 2, 3],
+            &[0],
+            &[8192 * 3 + 1],
+            &[8192 * 2048 * 2 + 5, 0, 7],
+            &[],
+            &[5; 100],
+        ];
+        for first in 0..requests.len() {
+            let group: Vec<&[u64]> = requests[first..].to_vec();
+            let added = group.iter().fold(Footprint::default(), |f, lens| {
+                let plan = Plan::new(&offsets(lens)).unwrap();
+                f.with(Footprint::of(&plan))
+            });
+            let all: Vec<u64> = group.iter().flat_map(|l| l.iter().copied()).collect();
+            let whole = Footprint::of(&Plan::new(&offsets(&all)).unwrap());
+            assert_eq!(added, whole, "requests {first}..");
+        }
+    }
+
+    #[test]
+    fn buffers_over_the_limit_are_named_and_within_it_pass() {
+        let f = Footprint {
+            units: 400,
+            partitions: 999,
+            levels: 2,
+        };
+        assert_eq!(f.partial_bytes(PARTIAL_BYTES), 25_600);
+        // Two tables of 1000 entries of 16 bytes, each aligned to 256.
+        assert_eq!(f.table_bytes(256), 2 * 16_128);
+        assert!(f.check_limit(32_256, 256).is_ok());
+        let e = f.check_limit(32_255, 256).unwrap_err();
+        assert!(
+            matches!(&e, Error::OutOfMemory(m) if m.contains("segment tables")),
+            "{e}"
+        );
+        let e = f.check_limit(25_599, 256).unwrap_err();
+        assert!(
+            matches!(&e, Error::OutOfMemory(m) if m.contains("partials")),
+            "{e}"
+        );
+        assert!(Footprint::default().check_limit(0, 256).is_ok());
+    }
+}
