@@ -166,7 +166,7 @@ pub(super) fn read_header(reader: &mut impl Read) -> Result<NpyHeader, HeaderErr
     } else {
         raw.iter().map(|&b| char::from(b)).collect()
     };
-    let dict = parse_header_dict(&text).map_err(|m| {
+    let dict = parse_header_dict(&text, major).map_err(|m| {
         HeaderError::bad(format!(
             "not a valid .npy header (bytes {header_start}..{}): {m}",
             header_start + header_len as u64

@@ -32,9 +32,19 @@ pub(super) struct HeaderDict {
     pub shape: Vec<u64>,
 }
 
-/// Parses and checks the header dict text (already decoded).
-pub(super) fn parse_header_dict(text: &str) -> Result<HeaderDict, String> {
-    let source = normalise(text)?;
+/// Parses and checks the header dict text (already decoded). Files of
+/// format 1.0 and 2.0 may come from Python 2, whose longs end in `L`
+/// (`(5L,)`): as NumPy does, those are read again without the `L` when the
+/// text does not parse as it stands.
+pub(super) fn parse_header_dict(text: &str, major: u8) -> Result<HeaderDict, String> {
+    match parse_with(text, false) {
+        Err(e) if major <= 2 => parse_with(text, true).map_err(|_| e),
+        other => other,
+    }
+}
+
+fn parse_with(text: &str, python2_longs: bool) -> Result<HeaderDict, String> {
+    let source = normalise(text, python2_longs)?;
     let value: Value = source
         .parse()
         .map_err(|e| format!("not a Python literal ({})", first_line(&e)))?;
@@ -48,7 +58,12 @@ pub(super) fn parse_header_dict(text: &str) -> Result<HeaderDict, String> {
             Value::String(k) if k == "descr" => descr = Some(value),
             Value::String(k) if k == "fortran_order" => fortran = Some(value),
             Value::String(k) if k == "shape" => shape = Some(value),
-            other => return Err(format!("unexpected key {} in the header dict", short(&other))),
+            other => {
+                return Err(format!(
+                    "unexpected key {} in the header dict",
+                    short(&other)
+                ));
+            }
         }
     }
     let (Some(descr), Some(fortran), Some(shape)) = (descr, fortran, shape) else {
@@ -59,10 +74,16 @@ pub(super) fn parse_header_dict(text: &str) -> Result<HeaderDict, String> {
         other => return Err(format!("unsupported dtype {} (descr)", short(&other))),
     };
     let Value::Boolean(fortran_order) = fortran else {
-        return Err(format!("fortran_order is not True or False: {}", short(&fortran)));
+        return Err(format!(
+            "fortran_order is not True or False: {}",
+            short(&fortran)
+        ));
     };
     let Value::Tuple(dims) = shape else {
-        return Err(format!("shape is not a tuple of integers: {}", short(&shape)));
+        return Err(format!(
+            "shape is not a tuple of integers: {}",
+            short(&shape)
+        ));
     };
     let shape = dims
         .iter()
@@ -77,7 +98,10 @@ pub(super) fn parse_header_dict(text: &str) -> Result<HeaderDict, String> {
                 }
                 _ => Err(format!("dimension {i} in the shape is too large to exist")),
             },
-            other => Err(format!("shape is not a tuple of integers: {}", short(other))),
+            other => Err(format!(
+                "shape is not a tuple of integers: {}",
+                short(other)
+            )),
         })
         .collect::<Result<Vec<u64>, String>>()?;
     Ok(HeaderDict {
@@ -123,7 +147,7 @@ struct Bracket {
 
 /// Rewrites the header text into the subset of Python that `py_literal`
 /// reads, with the same meaning, or says why Python would refuse it.
-fn normalise(text: &str) -> Result<String, String> {
+fn normalise(text: &str, python2_longs: bool) -> Result<String, String> {
     if text.contains('\0') {
         return Err("the header holds a null character".into());
     }
@@ -134,6 +158,7 @@ fn normalise(text: &str) -> Result<String, String> {
     // Adjacent string literals make one string (`'<' 'f4'`): the value so
     // far, written out when anything else comes.
     let mut pending: Option<Value> = None;
+    let mut last_number = false;
     let mut i = 0;
     let operand = |stack: &mut Vec<Bracket>, last: &mut Last| {
         if let Some(b) = stack.last_mut() {
@@ -145,8 +170,14 @@ fn normalise(text: &str) -> Result<String, String> {
         let c = chars[i];
         let string_start = matches!(c, '\'' | '"')
             || ((c.is_alphabetic() || c == '_') && string_prefix_at(&chars, i).is_some());
-        if !string_start && !matches!(c, ' ' | '\t' | '\x0c' | '\n' | '\r' | '#' | '\\') {
+        let blank = matches!(c, ' ' | '\t' | '\x0c' | '\n' | '\r' | '#' | '\\');
+        if !string_start && !blank {
             flush(&mut pending, &mut out)?;
+        }
+        // Whether the last token was a number (for a Python 2 `L` after it).
+        let after_number = last_number;
+        if !blank {
+            last_number = false;
         }
         match c {
             ' ' | '\t' | '\x0c' | '\n' | '\r' => {
@@ -243,9 +274,13 @@ fn normalise(text: &str) -> Result<String, String> {
                 }
                 let start = i;
                 i = scan_number(&chars, i);
-                let token: String = chars[start..i].iter().collect();
+                let mut token: String = chars[start..i].iter().collect();
+                if python2_longs && token.len() > 1 && token.ends_with('L') {
+                    token.pop();
+                }
                 check_leading_zeros(&token)?;
                 out.push_str(&token);
+                last_number = true;
                 operand(&mut stack, &mut last);
             }
             _ if string_start => {
@@ -279,6 +314,9 @@ fn normalise(text: &str) -> Result<String, String> {
                     i += 1;
                 }
                 let name: String = chars[start..i].iter().collect();
+                if python2_longs && after_number && name == "L" {
+                    continue;
+                }
                 if last == Last::Operand {
                     return Err(format!("{name:?} after a value"));
                 }
@@ -330,10 +368,8 @@ fn scan_number(chars: &[char], mut i: usize) -> usize {
     let hex = chars.get(start) == Some(&'0') && matches!(chars.get(start + 1), Some('x' | 'X'));
     while i < chars.len() {
         let c = chars[i];
-        let sign_of_exponent = (c == '+' || c == '-')
-            && !hex
-            && i > start
-            && matches!(chars[i - 1], 'e' | 'E');
+        let sign_of_exponent =
+            (c == '+' || c == '-') && !hex && i > start && matches!(chars[i - 1], 'e' | 'E');
         if c.is_ascii_alphanumeric() || c == '_' || c == '.' || sign_of_exponent {
             i += 1;
         } else {
@@ -386,10 +422,16 @@ impl Prefix {
     }
 }
 
-/// Copies the string literal starting at the quote `chars[i]` into `out`,
-/// rewriting a raw string as the plain one with the same value, and
-/// returns the index past its closing quote.
-fn copy_string(chars: &[char], mut i: usize, prefix: Prefix, out: &mut String) -> Result<usize, String> {
+/// Copies the string literal starting at the quote `chars[i]` into `out`
+/// as a single-quoted plain literal with the same value (a raw string's
+/// backslashes escaped; a triple-quoted string's quotes and line breaks
+/// escaped), and returns the index past its closing quote.
+fn copy_string(
+    chars: &[char],
+    mut i: usize,
+    prefix: Prefix,
+    out: &mut String,
+) -> Result<usize, String> {
     let q = chars[i];
     let triple = chars.get(i + 1) == Some(&q) && chars.get(i + 2) == Some(&q);
     let delim = if triple { 3 } else { 1 };
@@ -397,17 +439,13 @@ fn copy_string(chars: &[char], mut i: usize, prefix: Prefix, out: &mut String) -
     if prefix.bytes {
         out.push('b');
     }
-    for _ in 0..delim {
-        out.push(q);
-    }
+    out.push(q);
     loop {
         let Some(&c) = chars.get(i) else {
             return Err("a string is never closed".into());
         };
         if c == q && (!triple || (chars.get(i + 1) == Some(&q) && chars.get(i + 2) == Some(&q))) {
-            for _ in 0..delim {
-                out.push(q);
-            }
+            out.push(q);
             return Ok(i + delim);
         }
         if !triple && (c == '\n' || c == '\r') {
@@ -421,7 +459,7 @@ fn copy_string(chars: &[char], mut i: usize, prefix: Prefix, out: &mut String) -
                 // A raw string keeps the backslash and the character after
                 // it (which then cannot close the string).
                 out.push_str("\\\\");
-                push_raw_char(next, q, out);
+                push_escaped(next, q, out);
             } else {
                 out.push(c);
                 out.push(next);
@@ -429,17 +467,14 @@ fn copy_string(chars: &[char], mut i: usize, prefix: Prefix, out: &mut String) -
             i += 2;
             continue;
         }
-        if prefix.raw {
-            push_raw_char(c, q, out);
-        } else {
-            out.push(c);
-        }
+        push_escaped(c, q, out);
         i += 1;
     }
 }
 
-/// One character of a raw string, written so a plain string reads it back.
-fn push_raw_char(c: char, quote: char, out: &mut String) {
+/// One character of a string's value, written so a plain single-quoted
+/// string reads it back.
+fn push_escaped(c: char, quote: char, out: &mut String) {
     match c {
         '\\' => out.push_str("\\\\"),
         '\n' => out.push_str("\\n"),

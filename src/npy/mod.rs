@@ -22,7 +22,9 @@ use ndarray::{ArrayD, IxDyn};
 use crate::error::{Error, Result};
 pub use dtype::Dtype;
 pub use header::{MAX_HEADER_LEN, NpyHeader};
-pub use values::{LeValue, check_end, read_all_values, read_values, trailing_message, truncated_message};
+pub use values::{
+    LeValue, check_end, read_all_values, read_values, trailing_message, truncated_message,
+};
 
 /// The name standard input goes by in messages.
 pub const STDIN_NAME: &str = "<stdin>";
@@ -73,7 +75,9 @@ fn stdin_file() -> std::io::Result<File> {
 #[cfg(windows)]
 fn stdin_file() -> std::io::Result<File> {
     use std::os::windows::io::AsHandle;
-    Ok(File::from(std::io::stdin().as_handle().try_clone_to_owned()?))
+    Ok(File::from(
+        std::io::stdin().as_handle().try_clone_to_owned()?,
+    ))
 }
 
 /// Bytes left in `file` from where it stands, when the file system knows:
@@ -183,7 +187,11 @@ pub fn read_data<T: LeValue>(
     if std::mem::size_of::<T>() as u64 != header.dtype.size() {
         return Err(file_error(
             name,
-            format!("cannot read {} data as {}-byte values", header.dtype, std::mem::size_of::<T>()),
+            format!(
+                "cannot read {} data as {}-byte values",
+                header.dtype,
+                std::mem::size_of::<T>()
+            ),
         ));
     }
     if let Some(a) = available {
@@ -394,14 +402,25 @@ mod tests {
             ),
             (
                 header("{'descr': '<f4', 'fortran_order': Maybe, 'shape': (3,), }"),
-                "True or False at byte",
+                "not a Python literal",
             ),
-            (header("{'descr': '<f4', 'shape': (3,), }"), "needs 'descr'"),
+            (
+                header("{'descr': '<f4', 'shape': (3,), }"),
+                "needs the keys 'descr', 'fortran_order' and 'shape'",
+            ),
+            (
+                header("{'descr': '|u1', 'fortran_order': False, 'shape': (3,), }"),
+                "unsupported dtype \"|u1\"",
+            ),
+            (
+                header("{'descr': '<f4', 'fortran_order': False, 'shape': (00003,), }"),
+                "leading zeros",
+            ),
             (
                 header(
                     "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }",
                 ),
-                "integer dimension at byte",
+                "too large to exist",
             ),
             (
                 header(
@@ -421,5 +440,124 @@ mod tests {
             err.contains("ends at byte 30 inside the .npy header"),
             "{err}"
         );
+    }
+
+    fn with_data(dict: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = header(dict);
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// Reads `bytes` as a regular file (length known) and as a pipe.
+    fn both<T: std::fmt::Debug>(
+        bytes: &[u8],
+        read: impl Fn(&mut &[u8], Option<u64>) -> Result<T>,
+    ) -> [Result<T>; 2] {
+        [
+            read(&mut &bytes[..], Some(bytes.len() as u64)),
+            read(&mut &bytes[..], None),
+        ]
+    }
+
+    #[test]
+    fn offsets_checked_against_the_length_before_any_allocation() {
+        let name = Path::new("o.npy");
+        let read = |r: &mut &[u8], a: Option<u64>| read_offsets_from(r, name, a);
+        let good: Vec<u8> = [0i64, 2, 5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let dict = "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }";
+        for got in both(&with_data(dict, &good), read) {
+            assert_eq!(got.unwrap(), vec![0, 2, 5]);
+        }
+        let i32s: Vec<u8> = [0i32, 7].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let dict = "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }";
+        for got in both(&with_data(dict, &i32s), read) {
+            assert_eq!(got.unwrap(), vec![0, 7]);
+        }
+        // Headers that announce 2^31..2^40 values over 16 bytes of data.
+        for (descr, n) in [("<i4", 1u64 << 31), ("<i8", 1 << 40), ("<i4", 1 << 40)] {
+            let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({n},), }}");
+            for got in both(&with_data(&dict, &[0; 16]), read) {
+                let err = got.unwrap_err().to_string();
+                assert!(err.starts_with("o.npy: offsets: truncated"), "{err}");
+            }
+        }
+        // Trailing bytes, a wrong dtype, two dimensions.
+        let dict = "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }";
+        let mut long = good.clone();
+        long.push(1);
+        for got in both(&with_data(dict, &long), read) {
+            assert!(got.unwrap_err().to_string().contains("corrupt"));
+        }
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
+        for got in both(&with_data(dict, &[0; 8]), read) {
+            let err = got.unwrap_err().to_string();
+            assert!(
+                err.contains("wrong dtype \"<f4\": expected int32 or int64"),
+                "{err}"
+            );
+        }
+        let dict = "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 1), }";
+        for got in both(&with_data(dict, &[0; 8]), read) {
+            assert!(got.unwrap_err().to_string().contains("1-D"));
+        }
+        for got in both(b"", read) {
+            assert!(got.unwrap_err().to_string().contains("empty"));
+        }
+    }
+
+    #[test]
+    fn float32_data_on_every_path() {
+        let name = Path::new("d.npy");
+        let read = |r: &mut &[u8], a: Option<u64>| read_f32_from(r, name, a);
+        let data: Vec<u8> = [1.5f32, -2.0, 3.0, 4.0, 5.0, 6.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+        for got in both(&with_data(dict, &data), read) {
+            let a = got.unwrap();
+            assert_eq!(a.shape(), &[2, 3]);
+            assert_eq!(a[[1, 0]], 4.0);
+        }
+        for got in both(&with_data(dict, &data[..20]), read) {
+            assert!(got.unwrap_err().to_string().contains("truncated"));
+        }
+        let mut long = data.clone();
+        long.extend_from_slice(b"junk");
+        for got in both(&with_data(dict, &long), read) {
+            assert!(got.unwrap_err().to_string().contains("corrupt"));
+        }
+        // Non-float32 dtypes: the message names the dtype, as before.
+        let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }";
+        for got in both(&with_data(dict, &data), read) {
+            let err = got.unwrap_err().to_string();
+            assert!(
+                err.contains("wrong dtype \"<f8\": expected float32"),
+                "{err}"
+            );
+        }
+        // An empty array with a huge dimension holds nothing.
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 0), }";
+        for got in both(&with_data(dict, &[]), read) {
+            let err = got.map(|a| a.len());
+            assert!(matches!(err, Ok(0)) || err.is_err(), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn raw_float32_whole_values_only() {
+        let name = Path::new("r.f32");
+        let read = |r: &mut &[u8], a: Option<u64>| read_raw_f32_from(r, name, a);
+        let data: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        for got in both(&data, read) {
+            assert_eq!(got.unwrap(), vec![1.0, 2.0]);
+        }
+        for got in both(&data[..7], read) {
+            let err = got.unwrap_err().to_string();
+            assert!(
+                err.starts_with("r.f32: ") && err.contains("at byte 4 is cut short"),
+                "{err}"
+            );
+        }
     }
 }

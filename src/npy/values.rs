@@ -93,7 +93,10 @@ pub fn read_values<T: LeValue>(
         values.resize(next, T::zeroed());
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut values[have..]);
         let filled = fill(reader, bytes).map_err(|(n, e)| {
-            format!("read error at byte {}: {e}", start + (have * size + n) as u64)
+            format!(
+                "read error at byte {}: {e}",
+                start + (have * size + n) as u64
+            )
         })?;
         if filled < bytes.len() {
             let at = start + (have * size + filled) as u64;
@@ -160,8 +163,9 @@ pub fn read_all_values<T: LeValue>(reader: &mut impl Read, what: &str) -> Result
     }
     if !filled_total.is_multiple_of(size) {
         return Err(format!(
-            "the data ends at byte {filled_total}, in the middle of a {what} value \
-             (the data must be a whole number of {size}-byte values)"
+            "raw {what} data must be a whole number of {size}-byte values: the data ends at \
+             byte {filled_total}, so the value at byte {} is cut short",
+            filled_total - filled_total % size
         ));
     }
     values.truncate(filled_total / size);
@@ -199,19 +203,31 @@ mod tests {
         // 2^40 values announced, 16 bytes there: an error, not an abort.
         let data = bytes_of(&[1, 2]);
         let err = read_values::<i64>(&mut &data[..], 1 << 40, 64, false, "int64").unwrap_err();
-        assert!(err.starts_with("truncated: the file ends at byte 80"), "{err}");
+        assert!(
+            err.starts_with("truncated: the file ends at byte 80"),
+            "{err}"
+        );
         let err = read_values::<i64>(&mut &data[..], u64::MAX, 64, false, "int64").unwrap_err();
         assert!(err.contains("do not fit in memory"), "{err}");
     }
 
     #[test]
     fn raw_values_to_the_end() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|x| (x as f32).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|x| (x as f32).to_le_bytes())
+            .collect();
         let got: Vec<f32> = read_all_values(&mut &data[..], "float32").unwrap();
         assert_eq!(got.len(), 200_000);
         assert_eq!(got[199_999], 199_999.0);
         let err = read_all_values::<f32>(&mut &data[..7], "float32").unwrap_err();
-        assert!(err.contains("ends at byte 7, in the middle of a float32 value"), "{err}");
-        assert!(read_all_values::<f32>(&mut &[][..], "float32").unwrap().is_empty());
+        assert!(
+            err.contains("ends at byte 7, so the value at byte 4 is cut short"),
+            "{err}"
+        );
+        assert!(
+            read_all_values::<f32>(&mut &[][..], "float32")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

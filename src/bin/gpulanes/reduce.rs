@@ -158,7 +158,9 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         }
         // Per-row results: rows are contiguous, so they stream as partitions
         // (the same offsets `reduce_axis` uses, so the same bits).
-        (Some(&[rows, cols]), Some(1)) => Partitions::Offsets(row_offsets(rows, cols).map_err(bad_shape)?),
+        (Some(&[rows, cols]), Some(1)) => {
+            Partitions::Offsets(row_offsets(rows, cols).map_err(bad_shape)?)
+        }
         (Some(&[_, _]), Some(_)) => partitions,
         (Some(shape @ &[_, _]), None) => {
             return Err(bad_shape(format!(
