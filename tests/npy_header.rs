@@ -11,7 +11,9 @@ use gpulanes::npy::{Dtype, parse_header};
 
 /// (case, version, header dict text, NumPy reads the header, the crate
 /// accepts it).
-const CASES: &[(&str, (u8, u8), &[u8], bool, bool)] = &[
+type Case = (&'static str, (u8, u8), &'static [u8], bool, bool);
+
+const CASES: &[Case] = &[
     ("canonical", (1, 0), b"{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }", true, true),
     ("canonical 2-D", (1, 0), b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", true, true),
     ("version 2.0", (2, 0), b"{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }", true, true),

@@ -244,10 +244,10 @@ fn normalise(text: &str, python2_longs: bool) -> Result<String, String> {
                 if last == Last::Sign {
                     return Err("a sign with no number".into());
                 }
-                if c == ',' {
-                    if let Some(b) = stack.last_mut() {
-                        b.comma = true;
-                    }
+                if c == ','
+                    && let Some(b) = stack.last_mut()
+                {
+                    b.comma = true;
                 }
                 out.push(c);
                 last = Last::Open;

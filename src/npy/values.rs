@@ -18,14 +18,15 @@ const FIRST_GROWTH_BYTES: usize = 64 << 10;
 
 /// A value stored little-endian in a file.
 pub trait LeValue: Pod {
-    /// The value from its little-endian bit pattern (as read from memory).
-    fn from_le(self) -> Self;
+    /// The value whose little-endian bit pattern `self` holds (as read
+    /// from the file into memory): unchanged on little-endian machines.
+    fn le_to_native(self) -> Self;
 }
 
 macro_rules! le_int {
     ($($t:ty),*) => {$(
         impl LeValue for $t {
-            fn from_le(self) -> Self {
+            fn le_to_native(self) -> Self {
                 <$t>::from_le(self)
             }
         }
@@ -34,13 +35,13 @@ macro_rules! le_int {
 le_int!(i32, i64, u32);
 
 impl LeValue for f32 {
-    fn from_le(self) -> Self {
+    fn le_to_native(self) -> Self {
         f32::from_bits(u32::from_le(self.to_bits()))
     }
 }
 
 impl LeValue for f64 {
-    fn from_le(self) -> Self {
+    fn le_to_native(self) -> Self {
         f64::from_bits(u64::from_le(self.to_bits()))
     }
 }
@@ -105,7 +106,7 @@ pub fn read_values<T: LeValue>(
     }
     check_end(reader, end)?;
     for v in &mut values {
-        *v = v.from_le();
+        *v = v.le_to_native();
     }
     Ok(values)
 }
@@ -170,7 +171,7 @@ pub fn read_all_values<T: LeValue>(reader: &mut impl Read, what: &str) -> Result
     }
     values.truncate(filled_total / size);
     for v in &mut values {
-        *v = v.from_le();
+        *v = v.le_to_native();
     }
     Ok(values)
 }

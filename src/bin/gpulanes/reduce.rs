@@ -176,14 +176,14 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     };
     // An empty 2-D array has only empty rows or columns: the answer is known
     // without reading or reducing anything.
-    if let (Some(a), Some(&[rows, cols])) = (axis, shape.as_deref()) {
-        if rows == 0 || cols == 0 {
-            let lanes = if a == 1 { rows } else { cols };
-            let result = empty_result(op, lanes).map_err(bad_shape)?;
-            let engine = Engine::new()?;
-            print_result(&engine, &result, json);
-            return Ok(());
-        }
+    if let (Some(a), Some(&[rows, cols])) = (axis, shape.as_deref())
+        && (rows == 0 || cols == 0)
+    {
+        let lanes = if a == 1 { rows } else { cols };
+        let result = empty_result(op, lanes).map_err(bad_shape)?;
+        let engine = Engine::new()?;
+        print_result(&engine, &result, json);
+        return Ok(());
     }
     // Columns (axis 0) need the whole array; everything else streams when
     // the data (held twice in memory: host and device) exceeds the budget.
