@@ -486,3 +486,85 @@ fn push_escaped(c: char, quote: char, out: &mut String) {
         c => out.push(c),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dict(shape: &str, descr: &str) -> String {
+        format!("{{'descr': {descr}, 'fortran_order': False, 'shape': {shape}}}")
+    }
+
+    #[test]
+    fn nesting_limit_is_pythons() {
+        // Python 3.11 reads 200 nested brackets and refuses 201 (the dict
+        // and the shape tuple count).
+        let nested = |n: usize| dict(&format!("({}5{},)", "(".repeat(n), ")".repeat(n)), "'<f4'");
+        assert_eq!(parse_header_dict(&nested(198), 1).unwrap().shape, vec![5]);
+        let err = parse_header_dict(&nested(199), 1).unwrap_err();
+        assert!(err.contains("more than 200 nested brackets"), "{err}");
+    }
+
+    #[test]
+    fn strings_keep_their_python_values() {
+        for (descr, want) in [
+            ("'''<f4'''", "<f4"),
+            ("'''<'f4'''", "<'f4"),
+            ("'''<\nf4'''", "<\nf4"),
+            ("r'<\\'f4'", "<\\'f4"),
+            ("r'\\x3c'", "\\x3c"),
+            ("'\\x3cf4'", "<f4"),
+            ("'<' \"f\" '''4'''", "<f4"),
+            ("u'<f4'", "<f4"),
+        ] {
+            let got = parse_header_dict(&dict("(1,)", descr), 1).unwrap().descr;
+            assert_eq!(got, want, "{descr}");
+        }
+        for (descr, needle) in [
+            ("'<' b'f4'", "bytes and str"),
+            ("f'<f4'", "string prefix"),
+            ("'<f4", ""), // runs into the next key: refused, as by Python
+            ("b'<f4'", "unsupported dtype b'<f4'"),
+        ] {
+            let err = parse_header_dict(&dict("(1,)", descr), 1).unwrap_err();
+            assert!(err.contains(needle), "{descr}: {err}");
+        }
+    }
+
+    #[test]
+    fn numbers_follow_python_3() {
+        for (shape, want) in [
+            ("(000,)", vec![0]),
+            ("(+5, -0)", vec![5, 0]),
+            ("((5), 0x10, 0o7, 0b11, 1_0)", vec![5, 16, 7, 3, 10]),
+            ("(True, False)", vec![1, 0]),
+        ] {
+            assert_eq!(
+                parse_header_dict(&dict(shape, "'<f4'"), 3).unwrap().shape,
+                want,
+                "{shape}"
+            );
+        }
+        for (shape, needle) in [
+            ("(05,)", "leading zeros"),
+            ("(0_5,)", "leading zeros"),
+            ("(2+3,)", "arithmetic"),
+            ("(--5,)", "more than one sign"),
+            ("(-5,)", "negative dimension"),
+            ("(9223372036854775808,)", "too large"),
+            ("(5.0,)", "not a tuple of integers"),
+            ("(5)", "not a tuple of integers"),
+            ("(5L,)", "not a Python literal"),
+        ] {
+            let err = parse_header_dict(&dict(shape, "'<f4'"), 3).unwrap_err();
+            assert!(err.contains(needle), "{shape}: {err}");
+        }
+        // Python 2 longs only in format 1.0 and 2.0 files.
+        assert_eq!(
+            parse_header_dict(&dict("(5L, 2 L)", "'<f4'"), 2)
+                .unwrap()
+                .shape,
+            vec![5, 2]
+        );
+    }
+}
