@@ -443,7 +443,7 @@ fn npy_through_a_pipe_whole_and_per_column_and_truncated() {
     let out = run_with_stdin(&["reduce", "--op", "sum", stdin], bytes);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("ends early") && err.contains(stdin), "{err}");
+    assert!(err.contains("truncated") && err.contains(stdin), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let ours = err.lines().filter(|l| l.starts_with("gpulanes:")).count();
     assert_eq!(ours, 1, "{err}");
@@ -811,6 +811,331 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
     // The good file really is good (the failures above are about the flags).
     let ok = run(&["reduce", "--op", "sum", "--json", &good]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
+}
+
+/// A `.npy` header (version 1.0) with the given dict, then `data`.
+fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = dict.to_string();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn f32_dict(shape: &str) -> String {
+    format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}")
+}
+
+/// Exit code 2, one stderr line containing every needle, nothing on stdout.
+fn assert_one_line_error(out: &Output, what: &str, needles: &[&str]) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+    assert!(out.stdout.is_empty(), "{what}: {}", text(&out.stdout));
+    assert_eq!(err.lines().count(), 1, "{what}: {err:?}");
+    for n in needles {
+        assert!(err.contains(n), "{what}: {err:?} should contain {n:?}");
+    }
+}
+
+#[test]
+fn dash_is_standard_input_and_every_path_checks_the_end_of_the_data() {
+    let dir = scratch("stdin");
+    let data: Vec<f32> = (0..1000).map(|i| i as f32 * 0.25).collect();
+    let small = dir.join("small.npy");
+    write_npy(&small, &Array1::from(data.clone())).unwrap();
+    let small_bytes = std::fs::read(&small).unwrap();
+    let want = engine()
+        .reduce_partitions(&data, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)
+        .unwrap();
+    let args = ["reduce", "--op", "sum", "--json", "-"];
+    check_json_output(
+        &run_with_stdin(&args, small_bytes.clone()),
+        &args,
+        &want,
+        "-",
+    );
+
+    // Junk after the data: a regular file, a small pipe (read in memory)
+    // and a big pipe (streamed within a small budget) all refuse it.
+    let mut junk = small_bytes.clone();
+    junk.extend_from_slice(b"junk");
+    let junk_file = dir.join("junk.npy");
+    std::fs::write(&junk_file, &junk).unwrap();
+    let out = run(&["reduce", "--op", "sum", junk_file.to_str().unwrap()]);
+    assert_one_line_error(&out, "junk in a file", &["junk.npy", "corrupt"]);
+    let out = run_with_stdin(&["reduce", "--op", "sum", "-"], junk);
+    assert_one_line_error(&out, "junk in a small pipe", &["<stdin>", "corrupt"]);
+    let big: Vec<f32> = (0..400_000).map(|i| (i % 97) as f32).collect();
+    let big_file = dir.join("big.npy");
+    write_npy(&big_file, &Array1::from(big)).unwrap();
+    let mut big_junk = std::fs::read(&big_file).unwrap();
+    big_junk.extend_from_slice(b"junk");
+    let out = run_with_stdin(
+        &["reduce", "--op", "sum", "--budget", "512K", "-"],
+        big_junk,
+    );
+    assert_one_line_error(&out, "junk in a streamed pipe", &["<stdin>", "corrupt"]);
+    // Cut short: the same, in memory and streamed.
+    let cut = small_bytes[..small_bytes.len() - 6].to_vec();
+    let out = run_with_stdin(&["reduce", "--op", "max", "-"], cut);
+    assert_one_line_error(&out, "cut pipe", &["<stdin>", "truncated"]);
+    let mut cut = std::fs::read(&big_file).unwrap();
+    cut.truncate(cut.len() - 6);
+    let out = run_with_stdin(&["reduce", "--op", "max", "--budget", "512K", "-"], cut);
+    assert_one_line_error(&out, "cut streamed pipe", &["<stdin>", "truncated"]);
+    // Raw data through `-`: a value cut short is named.
+    let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out = run_with_stdin(
+        &["reduce", "--op", "count", "--raw", "--json", "-"],
+        raw.clone(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["counts"][0], 1000);
+    let out = run_with_stdin(
+        &["reduce", "--op", "sum", "--raw", "-"],
+        raw[..3999].to_vec(),
+    );
+    assert_one_line_error(&out, "raw pipe cut mid-value", &["<stdin>", "3999"]);
+
+    // Offsets through `-`, the data from a file; both from `-` is refused.
+    let offsets = dir.join("offsets.npy");
+    write_npy(&offsets, &Array1::from(vec![0i64, 10, 1000])).unwrap();
+    let args = [
+        "reduce",
+        "--op",
+        "sum",
+        "--offsets",
+        "-",
+        "--json",
+        small.to_str().unwrap(),
+    ];
+    let want = engine()
+        .reduce_partitions(
+            &data,
+            Op::Sum,
+            &Partitions::Offsets(vec![0, 10, 1000]),
+            NanPolicy::Propagate,
+        )
+        .unwrap();
+    let out = run_with_stdin(&args, std::fs::read(&offsets).unwrap());
+    check_json_output(&out, &args, &want, "offsets from -");
+    let out = run_with_stdin(
+        &["reduce", "--op", "sum", "--offsets", "-", "-"],
+        Vec::new(),
+    );
+    assert_one_line_error(&out, "two stdins", &["standard input"]);
+}
+
+#[test]
+fn headers_that_claim_more_than_the_input_holds_fail_before_allocating() {
+    let dir = scratch("lying");
+    let good = dir.join("good.npy");
+    write_npy(&good, &Array1::from(vec![1.0f32; 8])).unwrap();
+    let good = good.to_str().unwrap();
+    // Offsets headers announcing 2^31..2^40 values over 16 bytes of data:
+    // as a file and through a pipe.
+    for (descr, n) in [("<i4", 1u64 << 31), ("<i8", 1 << 33), ("<i8", 1 << 40)] {
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({n},), }}");
+        let bytes = npy_bytes(&dict, &[0; 16]);
+        let path = dir.join(format!("off-{descr}-{n}.npy").replace('<', ""));
+        std::fs::write(&path, &bytes).unwrap();
+        let out = run(&[
+            "reduce",
+            "--op",
+            "sum",
+            "--offsets",
+            path.to_str().unwrap(),
+            good,
+        ]);
+        assert_one_line_error(&out, "lying offsets file", &["offsets: truncated"]);
+        let out = run_with_stdin(&["reduce", "--op", "sum", "--offsets", "-", good], bytes);
+        assert_one_line_error(
+            &out,
+            "lying offsets pipe",
+            &["<stdin>", "offsets: truncated"],
+        );
+    }
+    // A pipe whose header claims terabytes: 2-D with either axis, 1-D with
+    // a budget large enough to take it in memory.
+    let tb_2d = npy_bytes(&f32_dict("(1099511627776, 4)"), &[0; 16]);
+    let out = run_with_stdin(
+        &["reduce", "--op", "sum", "--axis", "0", "-"],
+        tb_2d.clone(),
+    );
+    assert_one_line_error(&out, "2-D claim, axis 0", &["<stdin>", "truncated"]);
+    let out = run_with_stdin(&["reduce", "--op", "sum", "--axis", "1", "-"], tb_2d);
+    assert_one_line_error(&out, "2-D claim, axis 1", &["<stdin>", "--budget"]);
+    let tb_1d = npy_bytes(&f32_dict("(1099511627776,)"), &[0; 16]);
+    for budget in ["512M", "100T"] {
+        let out = run_with_stdin(
+            &["reduce", "--op", "sum", "--budget", budget, "-"],
+            tb_1d.clone(),
+        );
+        assert_one_line_error(&out, "1-D claim", &["<stdin>", "truncated"]);
+    }
+    // Shapes whose data cannot exist.
+    for shape in [
+        "(9223372036854775807, 9223372036854775807)",
+        "(4611686018427387904,)",
+    ] {
+        let path = dir.join("impossible.npy");
+        std::fs::write(&path, npy_bytes(&f32_dict(shape), &[0; 16])).unwrap();
+        let out = run(&[
+            "reduce",
+            "--op",
+            "sum",
+            "--axis",
+            "1",
+            path.to_str().unwrap(),
+        ]);
+        assert_one_line_error(&out, shape, &["too large to exist"]);
+    }
+}
+
+#[test]
+fn empty_arrays_with_huge_dimensions_answer_at_once() {
+    let dir = scratch("huge-empty");
+    let write = |name: &str, shape: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, npy_bytes(&f32_dict(shape), &[])).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let tall = write("tall.npy", "(1099511627776, 0)");
+    let tall8 = write("tall8.npy", "(100000000, 0)");
+    let wide = write("wide.npy", "(0, 1099511627776)");
+    // No columns, or no rows: an empty result.
+    for (path, axis) in [(&tall, "0"), (&tall8, "0"), (&wide, "1")] {
+        let out = run(&["reduce", "--op", "mean", "--axis", axis, "--json", path]);
+        assert!(
+            out.status.success(),
+            "{path} axis {axis}: {}",
+            text(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["results"], serde_json::json!([]), "{path}");
+        assert_eq!(r["counts"], serde_json::json!([]), "{path}");
+    }
+    // 2^40 (or 10^8) empty rows or columns: a result too large to hold
+    // within the budget, said so.
+    for (path, axis, n) in [
+        (&tall, "1", "1099511627776"),
+        (&tall8, "1", "100000000"),
+        (&wide, "0", "1099511627776"),
+    ] {
+        let out = run(&["reduce", "--op", "sum", "--axis", axis, path]);
+        assert_one_line_error(&out, path, &[n, "--budget"]);
+    }
+    // A few empty rows: the engine's answer for empty partitions.
+    let rows = write("rows.npy", "(3, 0)");
+    let cols = write("cols.npy", "(0, 2)");
+    for op in Op::ALL {
+        for (path, axis, lanes) in [(&rows, "1", 3usize), (&cols, "0", 2)] {
+            let want = engine()
+                .reduce_partitions(
+                    &[],
+                    op,
+                    &Partitions::Offsets(vec![0; lanes + 1]),
+                    NanPolicy::Propagate,
+                )
+                .unwrap();
+            check_json(
+                &["reduce", "--op", op_arg(op), "--axis", axis, "--json", path],
+                &want,
+                &format!("{op} over empty lanes"),
+            );
+        }
+    }
+}
+
+#[test]
+fn inputs_of_unknown_size_and_no_subcommand() {
+    // /proc reports size 0 for files that hold data: they are read to
+    // their end. The process reads its own command line, padded with
+    // slashes in the path to a whole number of float32 values.
+    let mut path = String::from("/proc/self/cmdline");
+    let argv_len = |p: &str| {
+        [BIN, "reduce", "--op", "count", "--raw", "--json", p]
+            .iter()
+            .map(|a| a.len() + 1)
+            .sum::<usize>()
+    };
+    while argv_len(&path) % 4 != 0 {
+        path.insert(5, '/');
+    }
+    let out = run(&["reduce", "--op", "count", "--raw", "--json", &path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["counts"][0].as_u64(), Some(argv_len(&path) as u64 / 4));
+    // A FIFO: the same, through the pipe path.
+    let dir = scratch("fifo");
+    let fifo = dir.join("f");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let writer_path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            let bytes: Vec<u8> = (0..100).flat_map(|i| (i as f32).to_le_bytes()).collect();
+            std::fs::write(writer_path, bytes).unwrap();
+        });
+        let out = run(&[
+            "reduce",
+            "--op",
+            "sum",
+            "--raw",
+            "--json",
+            fifo.to_str().unwrap(),
+        ]);
+        writer.join().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["results"][0].as_f64(), Some(4950.0));
+    }
+    // An empty offsets file is named as empty, not as a read error.
+    let dir2 = scratch("devnull");
+    let good = dir2.join("good.npy");
+    write_npy(&good, &Array1::from(vec![1.0f32; 4])).unwrap();
+    let out = run(&[
+        "reduce",
+        "--op",
+        "sum",
+        "--offsets",
+        "/dev/null",
+        good.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "/dev/null offsets", &["/dev/null", "empty"]);
+    // No subcommand: say so (exit 2), not the description.
+    let out = run(&[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("subcommand"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn successful_commands_keep_stderr_empty() {
+    // Mesa's device-select layer printed an XDG_RUNTIME_DIR error on
+    // machines with no display session; nothing a user should read.
+    let dir = scratch("quiet");
+    let input = dir.join("d.npy");
+    write_npy(&input, &Array1::from(vec![1.0f32, 2.0])).unwrap();
+    for args in [
+        vec!["info"],
+        vec!["reduce", "--op", "sum", input.to_str().unwrap()],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("NODEVICE_SELECT")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert_eq!(text(&out.stderr), "", "{args:?}");
+    }
 }
 
 fn args(a: &[&str]) -> Vec<String> {

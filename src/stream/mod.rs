@@ -178,13 +178,14 @@ pub struct InputFile {
 }
 
 impl InputFile {
-    /// Opens `path`; errors name the file and the byte offset.
+    /// Opens `path` (`-`: standard input); errors name the file and the
+    /// byte offset.
     pub fn open(path: &Path, format: FileFormat) -> Result<Self> {
         match format {
             FileFormat::Npy => {
                 let s = npy::open_f32_stream(path)?;
                 Ok(InputFile {
-                    path: path.to_path_buf(),
+                    path: npy::input_name(path),
                     format,
                     file: s.file,
                     data_offset: s.header.data_offset,
@@ -194,7 +195,7 @@ impl InputFile {
             FileFormat::RawF32 => {
                 let (file, len) = npy::open_raw_f32_stream(path)?;
                 Ok(InputFile {
-                    path: path.to_path_buf(),
+                    path: npy::input_name(path),
                     format,
                     file,
                     shape: len.map(|l| vec![l]),
@@ -204,9 +205,16 @@ impl InputFile {
         }
     }
 
-    /// Values the file holds, when known before reading it.
+    /// Values the file holds, when known before reading it (0 when any
+    /// dimension is 0; the header was checked, so the product fits).
     pub fn len(&self) -> Option<u64> {
-        self.shape.as_ref().map(|s| s.iter().product())
+        self.shape.as_ref().map(|s| {
+            if s.contains(&0) {
+                0
+            } else {
+                s.iter().product()
+            }
+        })
     }
 
     /// True when the file is known to hold no values.
@@ -217,6 +225,24 @@ impl InputFile {
     /// Data bytes, when known before reading.
     pub fn data_bytes(&self) -> Option<u64> {
         self.len().map(|n| n * 4)
+    }
+
+    /// Reads all the values into memory, checking truncation and trailing
+    /// bytes as the stream does. The file's size was checked against the
+    /// header when it was opened (where the file system knows it);
+    /// otherwise (a pipe) memory grows with what arrives, never sized by
+    /// the header alone.
+    pub fn read_to_vec(mut self) -> Result<Vec<f32>> {
+        let verified = npy::available_bytes(&mut self.file).is_some();
+        let file_error = |message: String| Error::File {
+            path: self.path.clone(),
+            message,
+        };
+        match self.len() {
+            Some(n) => npy::read_values(&mut self.file, n, self.data_offset, verified, "float32"),
+            None => npy::read_all_values(&mut self.file, "float32"),
+        }
+        .map_err(file_error)
     }
 }
 

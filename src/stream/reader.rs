@@ -9,6 +9,7 @@ use std::sync::mpsc;
 
 use super::{HOST_CHUNKS, ProgressFn};
 use crate::error::Error;
+use crate::npy;
 
 /// Where a byte stream comes from (for error messages) and how long it is.
 pub(super) struct Source {
@@ -44,15 +45,11 @@ impl ReadFailure {
                  (the data must be a whole number of 4-byte values)",
                 base + offset
             ),
-            ReadFailure::EndsEarly { offset, expected } => format!(
-                "truncated: the file ends at byte {}, but its data should end at byte {}",
-                base + offset,
-                base + expected
-            ),
-            ReadFailure::Extra { offset } => format!(
-                "corrupt: more bytes after byte {}, where the announced data ends",
-                base + offset
-            ),
+            // The same words as the in-memory reader's.
+            ReadFailure::EndsEarly { offset, expected } => {
+                npy::truncated_message(base + offset, base + expected)
+            }
+            ReadFailure::Extra { offset } => npy::trailing_message(base + offset),
         };
         Error::File {
             path: name.to_path_buf(),

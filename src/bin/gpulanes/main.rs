@@ -18,7 +18,10 @@ mod reduce;
 #[command(
     name = "gpulanes",
     version,
-    about = "GPU reductions (sum, mean, max, min, count) over whole and partitioned f32 buffers"
+    about = "GPU reductions (sum, mean, max, min, count) over whole and partitioned f32 buffers",
+    // With no subcommand, say that one is missing (exit 2), rather than
+    // print the help as if it had been asked for.
+    arg_required_else_help = false
 )]
 struct Cli {
     #[command(subcommand)]
@@ -112,7 +115,27 @@ fn die_quietly_on_closed_pipe() {
     }
 }
 
+/// Mesa's Vulkan loader runs its device-select layer in every process; to
+/// order GPUs it connects to a Wayland display, and with no display session
+/// (a server, a container, CI) libwayland prints `error: XDG_RUNTIME_DIR is
+/// invalid or not set in the environment.` on stderr, which reads as a
+/// failure. gpulanes picks its adapter itself (`WGPU_ADAPTER_NAME`,
+/// `WGPU_POWER_PREF`), so the layer has nothing to do here: turn it off
+/// (`NODEVICE_SELECT`, Mesa's switch) unless the user chose a device through
+/// it (`MESA_VK_DEVICE_SELECT`) or set the switch. Real errors (a missing
+/// driver, a failed device) are untouched.
+fn quiet_device_select_layer() {
+    let chosen = std::env::var_os("MESA_VK_DEVICE_SELECT").is_some()
+        || std::env::var_os("NODEVICE_SELECT").is_some();
+    if !chosen {
+        // SAFETY: called first in `main`, before any other thread exists,
+        // so nothing reads the environment concurrently.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_device_select_layer();
     die_quietly_on_closed_pipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = match Cli::try_parse() {

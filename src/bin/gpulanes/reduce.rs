@@ -5,8 +5,8 @@
 //! within the budget, with a progress bar on stderr; the results are the
 //! same bits either way.
 
-use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use clap::Args;
 use gpulanes::stream::{DEFAULT_BUDGET_BYTES, MIN_BUDGET_BYTES};
@@ -31,7 +31,8 @@ pub struct ReduceArgs {
     /// Equal partitions of N elements (the last may be short).
     #[arg(long, value_name = "N")]
     pub partition_size: Option<u64>,
-    /// Arrow-style offsets (int32 or int64 .npy): k+1 values, 0 .. length.
+    /// Arrow-style offsets (int32 or int64 .npy): k+1 values, 0 .. length
+    /// (`-` reads standard input).
     #[arg(long, value_name = "FILE.npy")]
     pub offsets: Option<PathBuf>,
     /// For 2-D input: 0 reduces each column, 1 reduces each row.
@@ -49,7 +50,7 @@ pub struct ReduceArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Input file (a pipe works too: it is streamed).
+    /// Input file; `-` reads standard input (a pipe works too: it is streamed).
     pub input: PathBuf,
 }
 
@@ -111,6 +112,11 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
             "--budget {budget} is too small: at least {MIN_BUDGET_BYTES} bytes (512K)"
         )));
     }
+    if offsets.as_deref().is_some_and(npy::is_stdin) && npy::is_stdin(&input) {
+        return Err(Failure::Input(
+            "--offsets and the input cannot both be standard input ('-')".into(),
+        ));
+    }
     let partitions = match (partition_size, &offsets) {
         (Some(0), _) => return Err(Failure::Input("--partition-size must be at least 1".into())),
         (Some(n), _) => Partitions::EqualSize(n),
@@ -123,8 +129,18 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     } else {
         FileFormat::Npy
     };
-    let file = InputFile::open(&input, format)?;
-    let bad_shape = |msg: String| Failure::Input(format!("{}: {msg}", input.display()));
+    let mut file = InputFile::open(&input, format)?;
+    let name = file.path.clone();
+    let bad_shape = |msg: String| Failure::Input(format!("{}: {msg}", name.display()));
+    // Results not backed by data the file was checked to hold (empty rows
+    // or columns of any number, or a count a pipe's header claims) must fit
+    // the budget, so a tiny file cannot ask for terabytes of results.
+    let verified = npy::available_bytes(&mut file.file).is_some();
+    if let Some(shape) = file.shape.as_deref() {
+        let count = result_count(shape, axis, &partitions);
+        let backed = verified && file.len().is_some_and(|n| n >= count);
+        check_result_fits(count, backed, budget).map_err(bad_shape)?;
+    }
     // Check the shape, and the partitions against the length, before opening
     // a device: bad input then exits 2 whether or not a GPU is present, and
     // no driver chatter on stderr gets mixed into the one-line message.
@@ -143,7 +159,7 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         // Per-row results: rows are contiguous, so they stream as partitions
         // (the same offsets `reduce_axis` uses, so the same bits).
         (Some(&[rows, cols]), Some(1)) => {
-            Partitions::Offsets((0..=rows).map(|r| r * cols).collect())
+            Partitions::Offsets(row_offsets(rows, cols).map_err(bad_shape)?)
         }
         (Some(&[_, _]), Some(_)) => partitions,
         (Some(shape @ &[_, _]), None) => {
@@ -158,6 +174,17 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
             )));
         }
     };
+    // An empty 2-D array has only empty rows or columns: the answer is known
+    // without reading or reducing anything.
+    if let (Some(a), Some(&[rows, cols])) = (axis, shape.as_deref())
+        && (rows == 0 || cols == 0)
+    {
+        let lanes = if a == 1 { rows } else { cols };
+        let result = empty_result(op, lanes).map_err(bad_shape)?;
+        let engine = Engine::new()?;
+        print_result(&engine, &result, json);
+        return Ok(());
+    }
     // Columns (axis 0) need the whole array; everything else streams when
     // the data (held twice in memory: host and device) exceeds the budget.
     let stream = axis != Some(0)
@@ -170,7 +197,7 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     let (file, data) = if stream {
         (Some(file), Vec::new())
     } else {
-        (None, read_values(file)?)
+        (None, file.read_to_vec()?)
     };
     let engine = Engine::new()?;
     let result = if let Some(file) = file {
@@ -186,12 +213,82 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
             _ => engine.reduce_partitions(&data, op, &partitions, nan)?,
         }
     };
-    if json {
-        print_json(&engine, &result);
-    } else {
-        print_table(&result);
-    }
+    print_result(&engine, &result, json);
     Ok(())
+}
+
+/// Bytes one result entry costs while it is made: its offset, value and count.
+const RESULT_ENTRY_BYTES: u64 = 24;
+
+/// The number of results a reduction of an array of `shape` gives.
+fn result_count(shape: &[u64], axis: Option<usize>, partitions: &Partitions) -> u64 {
+    let len = if shape.contains(&0) {
+        0
+    } else {
+        shape.iter().product()
+    };
+    match (axis, shape) {
+        (Some(1), &[rows, _]) => rows,
+        (Some(_), &[_, cols]) => cols,
+        _ => match partitions {
+            Partitions::Whole => 1,
+            Partitions::EqualSize(n) => len.div_ceil((*n).max(1)),
+            Partitions::Offsets(o) => o.len().saturating_sub(1) as u64,
+        },
+    }
+}
+
+/// Results backed by checked data are never refused (the stream's budget
+/// does not count the result); others must fit the budget.
+fn check_result_fits(count: u64, backed: bool, budget: u64) -> Result<(), String> {
+    let bytes = count.saturating_mul(RESULT_ENTRY_BYTES);
+    if backed || count <= 1 || bytes <= budget {
+        return Ok(());
+    }
+    Err(format!(
+        "the result would have {count} entries ({bytes} bytes), more than the memory \
+         budget of {budget} bytes allows for results the data does not hold: raise --budget"
+    ))
+}
+
+/// Offsets of `rows` rows of `cols` values, or an error if they cannot be held.
+fn row_offsets(rows: u64, cols: u64) -> Result<Vec<u64>, String> {
+    let n = usize::try_from(rows)
+        .ok()
+        .and_then(|r| r.checked_add(1))
+        .ok_or_else(|| format!("{rows} rows do not fit in memory"))?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(n)
+        .map_err(|_| format!("the offsets of {rows} rows do not fit in memory"))?;
+    out.extend((0..=rows).map(|r| r * cols));
+    Ok(out)
+}
+
+/// The result of `lanes` empty partitions: sum and count 0, no value for
+/// mean, max and min (as the engine gives for an empty partition).
+fn empty_result(op: Op, lanes: u64) -> Result<Reduction, String> {
+    let n = usize::try_from(lanes).map_err(|_| format!("{lanes} results do not fit in memory"))?;
+    let value = match op {
+        Op::Sum | Op::Count => Some(0.0),
+        _ => None,
+    };
+    let mut values = Vec::new();
+    let mut counts = Vec::new();
+    values
+        .try_reserve_exact(n)
+        .and_then(|()| counts.try_reserve_exact(n))
+        .map_err(|_| format!("{lanes} results do not fit in memory"))?;
+    values.resize(n, value);
+    counts.resize(n, 0);
+    Ok(Reduction { op, values, counts })
+}
+
+fn print_result(engine: &Engine, result: &Reduction, json: bool) {
+    if json {
+        print_json(engine, result);
+    } else {
+        print_table(result);
+    }
 }
 
 /// Streams `file` with a progress bar (bytes, GB/s) on stderr when stderr
@@ -229,39 +326,6 @@ fn stream_file(
     let result = engine.reduce_input_file(file, op, partitions, nan, &options);
     bar.finish_and_clear();
     Ok(result?.0)
-}
-
-/// Reads all the values of `file`, which stands at its first data byte
-/// (the `.npy` header already read), into memory; a pipe that ends before
-/// the announced length is an error naming the byte offset.
-fn read_values(mut file: InputFile) -> Result<Vec<f32>, Failure> {
-    let n = file.len().unwrap_or(0);
-    let path: &Path = &file.path;
-    let too_big = || {
-        Failure::Input(format!(
-            "{}: {n} values do not fit in memory",
-            path.display()
-        ))
-    };
-    let mut data = vec![0f32; usize::try_from(n).map_err(|_| too_big())?];
-    let (start, bytes) = (file.data_offset, n * 4);
-    let failed = |e: std::io::Error| {
-        Failure::Input(match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => format!(
-                "{}: the data ends early: {bytes} bytes announced from byte {start}",
-                path.display()
-            ),
-            _ => format!("{}: read error: {e}", path.display()),
-        })
-    };
-    file.file
-        .read_exact(bytemuck::cast_slice_mut(&mut data))
-        .map_err(failed)?;
-    #[cfg(target_endian = "big")]
-    for x in &mut data {
-        *x = f32::from_bits(u32::from_le(x.to_bits()));
-    }
-    Ok(data)
 }
 
 /// A JSON result entry: a number, a string for NaN/inf, or null.
