@@ -110,6 +110,21 @@ impl Dtype {
     pub fn from_numpy_descr(descr: &str) -> Option<Dtype> {
         Dtype::ALL.into_iter().find(|d| d.numpy_descr() == descr)
     }
+
+    /// The dtype of a `.npy` header's `descr`. Only the little-endian
+    /// descriptors NumPy writes are accepted: other byte orders, other
+    /// types and other spellings (`'float32'`, `'=f4'`) are an error naming
+    /// the descriptor.
+    pub fn from_descr(descr: &str) -> Result<Dtype, String> {
+        Dtype::from_numpy_descr(descr).ok_or_else(|| {
+            format!("unsupported dtype {descr:?} (supported: '<f4', '<f8', '<i4', '<i8', '<u4')")
+        })
+    }
+
+    /// NumPy's descriptor, e.g. `"<f4"` (as [`Dtype::numpy_descr`]).
+    pub fn descr(self) -> &'static str {
+        self.numpy_descr()
+    }
 }
 
 impl fmt::Display for Dtype {

@@ -557,8 +557,17 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let good = p("good.npy");
     write_npy(&good, &Array1::from(vec![1.0f32, 2.0, 3.0, 4.0, 5.0])).unwrap();
-    write_npy(p("f64.npy"), &Array1::from(vec![1.0f64, 2.0])).unwrap();
-    write_npy(p("i32.npy"), &Array1::from(vec![1i32, 2])).unwrap();
+    raw_npy(
+        Path::new(&p("f16.npy")),
+        "{'descr': '<f2', 'fortran_order': False, 'shape': (4,), }",
+        &[0u8; 8],
+    );
+    raw_npy(
+        Path::new(&p("be_f8.npy")),
+        "{'descr': '>f8', 'fortran_order': False, 'shape': (1,), }",
+        &[0u8; 8],
+    );
+    write_npy(p("ovf.npy"), &Array1::from(vec![i64::MAX, 1])).unwrap();
     write_npy(p("3d.npy"), &Array3::<f32>::zeros((2, 2, 2))).unwrap();
     write_npy(p("2d.npy"), &Array2::<f32>::zeros((2, 3))).unwrap();
     write_npy(
@@ -624,14 +633,29 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
         ),
         ("directory", args(&["--op", "sum", &dir_s]), &["directory"]),
         (
-            "float64 data",
-            args(&["--op", "sum", &p("f64.npy")]),
-            &["dtype", "f8"],
+            "float16 data",
+            args(&["--op", "sum", &p("f16.npy")]),
+            &["dtype", "f2"],
         ),
         (
-            "int32 data",
-            args(&["--op", "sum", &p("i32.npy")]),
-            &["dtype", "i4"],
+            "big-endian float64 data",
+            args(&["--op", "sum", &p("be_f8.npy")]),
+            &["dtype", ">f8"],
+        ),
+        (
+            "int64 sum outside int64",
+            args(&["--op", "sum", &p("ovf.npy")]),
+            &["overflow", "int64"],
+        ),
+        (
+            "--dtype without --raw",
+            args(&["--op", "sum", "--dtype", "float64", &good]),
+            &["--dtype", "--raw"],
+        ),
+        (
+            "unknown --dtype",
+            args(&["--op", "sum", "--raw", "--dtype", "float16", &good]),
+            &["dtype", "float16"],
         ),
         ("3-D array", args(&["--op", "sum", &p("3d.npy")]), &["3-D"]),
         (
@@ -1294,4 +1318,129 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         let arg = format!("{flag}={value}");
         assert_bad_input(&["mixed", &arg], "mixed", &[flag]);
     }
+}
+
+/// Every dtype through `gpulanes reduce`: `.npy` files of float64, int32,
+/// uint32 and int64 and raw files with `--dtype`, in memory and streamed
+/// within a small budget, give the library's results in NumPy's result
+/// types (integers as JSON integers, floats that parse back to their bits).
+#[test]
+fn every_dtype_through_the_cli() {
+    use gpulanes::{Engine, Scalar};
+    let dir = scratch("dtypes");
+    let engine = Engine::new().unwrap();
+    let n = 300_001usize;
+    let f64s: Vec<f64> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f64 * 1e-3 * if i % 3 == 0 { -1e10 } else { 1.0 })
+        .collect();
+    let i64s: Vec<i64> = (0..n as i64)
+        .map(|i| (i * 1_000_003) % (1 << 40) - (1 << 39))
+        .collect();
+    let i32s: Vec<i32> = (0..n as i32).map(|i| i.wrapping_mul(48_271)).collect();
+    let u32s: Vec<u32> = (0..n as u32)
+        .map(|i| i.wrapping_mul(2_654_435_761))
+        .collect();
+    let f64_path = dir.join("x.f64.npy");
+    write_npy(&f64_path, &Array1::from(f64s.clone())).unwrap();
+    let raw_path = dir.join("x.f64.raw");
+    std::fs::write(&raw_path, bytemuck::cast_slice::<f64, u8>(&f64s)).unwrap();
+    let i64_path = dir.join("x.i64.npy");
+    write_npy(&i64_path, &Array1::from(i64s.clone())).unwrap();
+    let i32_path = dir.join("x.i32.npy");
+    write_npy(&i32_path, &Array1::from(i32s.clone())).unwrap();
+    let u32_path = dir.join("x.u32.npy");
+    write_npy(&u32_path, &Array1::from(u32s.clone())).unwrap();
+    let show = |v: &Option<Scalar>| match v {
+        None => "null".to_string(),
+        Some(Scalar::F64(x)) => format!("{x:?}"),
+        Some(Scalar::I64(x)) => x.to_string(),
+        Some(Scalar::I32(x)) => x.to_string(),
+        Some(Scalar::U32(x)) => x.to_string(),
+        Some(Scalar::F32(x)) => format!("{x:?}"),
+    };
+    for op in [Op::Sum, Op::Mean, Op::Max, Op::Min] {
+        let whole = gpulanes::Partitions::Whole;
+        let cases: Vec<(Vec<String>, Vec<Option<Scalar>>)> = vec![
+            (
+                vec![f64_path.to_str().unwrap().into()],
+                engine
+                    .reduce_slice(&f64s, op, &whole, NanPolicy::Propagate)
+                    .unwrap()
+                    .values,
+            ),
+            (
+                vec![
+                    "--raw".into(),
+                    "--dtype".into(),
+                    "float64".into(),
+                    raw_path.to_str().unwrap().into(),
+                ],
+                engine
+                    .reduce_slice(&f64s, op, &whole, NanPolicy::Propagate)
+                    .unwrap()
+                    .values,
+            ),
+            (
+                vec![
+                    "--budget".into(),
+                    "512K".into(),
+                    f64_path.to_str().unwrap().into(),
+                ],
+                engine
+                    .reduce_slice(&f64s, op, &whole, NanPolicy::Propagate)
+                    .unwrap()
+                    .values,
+            ),
+            (
+                vec![
+                    "--budget".into(),
+                    "512K".into(),
+                    i64_path.to_str().unwrap().into(),
+                ],
+                engine
+                    .reduce_slice(&i64s, op, &whole, NanPolicy::Propagate)
+                    .unwrap()
+                    .values,
+            ),
+            (
+                vec![i32_path.to_str().unwrap().into()],
+                engine
+                    .reduce_slice(&i32s, op, &whole, NanPolicy::Propagate)
+                    .unwrap()
+                    .values,
+            ),
+            (
+                vec![u32_path.to_str().unwrap().into()],
+                engine
+                    .reduce_slice(&u32s, op, &whole, NanPolicy::Propagate)
+                    .unwrap()
+                    .values,
+            ),
+        ];
+        for (extra, want) in cases {
+            let mut argv = vec![
+                "reduce".to_string(),
+                "--op".into(),
+                op.name().into(),
+                "--json".into(),
+            ];
+            argv.extend(extra);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let out = run(&argv);
+            assert!(out.status.success(), "{argv:?}: {}", text(&out.stderr));
+            let got = raw_results(&text(&out.stdout));
+            let want: Vec<String> = want.iter().map(show).collect();
+            assert_eq!(got, want, "{argv:?}");
+        }
+    }
+    // Integer sums are JSON integers, exact beyond 2^53.
+    let out = run(&[
+        "reduce",
+        "--op",
+        "sum",
+        "--json",
+        i64_path.to_str().unwrap(),
+    ]);
+    let exact: i128 = i64s.iter().map(|&x| x as i128).sum();
+    assert_eq!(raw_results(&text(&out.stdout)), [exact.to_string()]);
 }

@@ -124,6 +124,11 @@ fn check_f32_header(header: &NpyHeader, path: &Path) -> Result<()> {
             ),
         ));
     }
+    check_array_header(header, path)
+}
+
+/// The shape rules of the data inputs, for any dtype: 1-D or 2-D, C order.
+fn check_array_header(header: &NpyHeader, path: &Path) -> Result<()> {
     let shape = &header.shape;
     if !(1..=2).contains(&shape.len()) {
         return Err(file_error(
@@ -292,13 +297,18 @@ pub fn read_raw_f32_from(
 }
 
 fn check_raw_len(path: &Path, len: u64) -> Result<()> {
-    if !len.is_multiple_of(4) {
+    check_raw_len_of(path, len, Dtype::F32)
+}
+
+fn check_raw_len_of(path: &Path, len: u64, dtype: Dtype) -> Result<()> {
+    let size = dtype.size();
+    if !len.is_multiple_of(size) {
         return Err(file_error(
             path,
             format!(
-                "raw float32 data must be a whole number of 4-byte values: the file has {len} bytes, \
+                "raw {dtype} data must be a whole number of {size}-byte values: the file has {len} bytes, \
                  so the value at byte {} is cut short",
-                len - len % 4
+                len - len % size
             ),
         ));
     }
@@ -324,6 +334,31 @@ pub fn open_f32_stream(path: &Path) -> Result<NpyStream> {
         check_size(path, &header, available)?;
     }
     Ok(NpyStream { header, file })
+}
+
+/// Opens a `.npy` of any supported dtype for streaming: parses and checks
+/// the header (1-D or 2-D, C order) and, for a regular file, that the file
+/// holds exactly the data the header announces.
+pub fn open_stream(path: &Path) -> Result<NpyStream> {
+    let mut file = open_input(path)?;
+    let header = read_header(&mut file, path)?;
+    check_array_header(&header, path)?;
+    if let Some(available) = available_bytes(&mut file) {
+        check_size(path, &header, available)?;
+    }
+    Ok(NpyStream { header, file })
+}
+
+/// Opens a raw file of little-endian `dtype` values for streaming: the
+/// number of values where the file system knows the size (checked to be a
+/// whole number of values), `None` for a pipe.
+pub fn open_raw_stream(path: &Path, dtype: Dtype) -> Result<(File, Option<u64>)> {
+    let mut file = open_input(path)?;
+    let Some(len) = available_bytes(&mut file) else {
+        return Ok((file, None));
+    };
+    check_raw_len_of(path, len, dtype)?;
+    Ok((file, Some(len / dtype.size())))
 }
 
 /// Opens a raw little-endian float32 file for streaming. Where the file

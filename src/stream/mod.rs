@@ -60,7 +60,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::dtype::{Element, Scalar};
+use crate::dtype::{Dtype, Element, Scalar};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::npy;
@@ -175,6 +175,8 @@ pub struct InputFile {
     pub shape: Option<Vec<u64>>,
     /// Byte offset of the first data byte (the `.npy` header length; 0 raw).
     pub data_offset: u64,
+    /// The element type (float32 for [`InputFile::open`]).
+    pub dtype: Dtype,
 }
 
 impl InputFile {
@@ -190,6 +192,7 @@ impl InputFile {
                     file: s.file,
                     data_offset: s.header.data_offset,
                     shape: Some(s.header.shape),
+                    dtype: Dtype::F32,
                 })
             }
             FileFormat::RawF32 => {
@@ -200,6 +203,36 @@ impl InputFile {
                     file,
                     shape: len.map(|l| vec![l]),
                     data_offset: 0,
+                    dtype: Dtype::F32,
+                })
+            }
+        }
+    }
+
+    /// Opens `path` holding values of any supported dtype: a `.npy` says
+    /// its own (`raw_dtype` is then ignored); a raw file holds `raw_dtype`.
+    pub fn open_typed(path: &Path, format: FileFormat, raw_dtype: Dtype) -> Result<Self> {
+        match format {
+            FileFormat::Npy => {
+                let s = npy::open_stream(path)?;
+                Ok(InputFile {
+                    path: npy::input_name(path),
+                    format,
+                    file: s.file,
+                    data_offset: s.header.data_offset,
+                    shape: Some(s.header.shape),
+                    dtype: s.header.dtype,
+                })
+            }
+            FileFormat::RawF32 => {
+                let (file, len) = npy::open_raw_stream(path, raw_dtype)?;
+                Ok(InputFile {
+                    path: npy::input_name(path),
+                    format,
+                    file,
+                    shape: len.map(|l| vec![l]),
+                    data_offset: 0,
+                    dtype: raw_dtype,
                 })
             }
         }
@@ -224,7 +257,7 @@ impl InputFile {
 
     /// Data bytes, when known before reading.
     pub fn data_bytes(&self) -> Option<u64> {
-        self.len().map(|n| n * 4)
+        self.len().map(|n| n * self.dtype.size())
     }
 
     /// Reads all the values into memory, checking truncation and trailing
@@ -232,15 +265,29 @@ impl InputFile {
     /// header when it was opened (where the file system knows it);
     /// otherwise (a pipe) memory grows with what arrives, never sized by
     /// the header alone.
-    pub fn read_to_vec(mut self) -> Result<Vec<f32>> {
-        let verified = npy::available_bytes(&mut self.file).is_some();
+    pub fn read_to_vec(self) -> Result<Vec<f32>> {
+        self.read_to_vec_typed()
+    }
+
+    /// [`InputFile::read_to_vec`] for values of type `E` (which must be the
+    /// file's dtype).
+    pub fn read_to_vec_typed<E: Element + npy::LeValue>(mut self) -> Result<Vec<E>> {
         let file_error = |message: String| Error::File {
             path: self.path.clone(),
             message,
         };
+        if E::DTYPE != self.dtype {
+            return Err(file_error(format!(
+                "holds {} values, not {}",
+                self.dtype,
+                E::DTYPE
+            )));
+        }
+        let verified = npy::available_bytes(&mut self.file).is_some();
+        let name = self.dtype.name();
         match self.len() {
-            Some(n) => npy::read_values(&mut self.file, n, self.data_offset, verified, "float32"),
-            None => npy::read_all_values(&mut self.file, "float32"),
+            Some(n) => npy::read_values(&mut self.file, n, self.data_offset, verified, name),
+            None => npy::read_all_values(&mut self.file, name),
         }
         .map_err(file_error)
     }

@@ -92,8 +92,11 @@ impl From<Error> for Failure {
             // A misconfigured environment (GPULANES_KERNELS, WGPU_BACKEND,
             // WGPU_POWER_PREF, a WGPU_ADAPTER_NAME that matches no adapter)
             // is the user's input too.
+            // An integer sum outside int64 is a property of the data.
             Error::InvalidPartitions(_)
             | Error::InvalidInput(_)
+            | Error::Overflow(_)
+            | Error::InvalidState(_)
             | Error::File { .. }
             | Error::InvalidEnv { .. }
             | Error::AdapterNotFound { .. } => Failure::Input(e.to_string()),

@@ -1,9 +1,11 @@
-//! `gpulanes reduce`: reduce a float32 `.npy` file (or a raw little-endian
-//! float32 file with `--raw`), whole, in equal partitions, by offsets, or
-//! along an axis of a 2-D array. Inputs whose data does not fit the memory
-//! budget twice (a host copy and a device copy) are streamed in chunks
-//! within the budget, with a progress bar on stderr; the results are the
-//! same bits either way.
+//! `gpulanes reduce`: reduce a `.npy` file of float32, float64, int32,
+//! uint32 or int64 (or a raw little-endian file with `--raw`, of the type
+//! `--dtype` names), whole, in equal partitions, by offsets, or along an
+//! axis of a 2-D array. Inputs whose data does not fit the memory budget
+//! twice (a host copy and a device copy) are streamed in chunks within the
+//! budget (float32 with a progress bar on stderr); the results are the
+//! same bits either way. Results follow NumPy's types: float sums keep the
+//! input's type, integer sums are int64, integer means float64.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -11,7 +13,8 @@ use std::path::PathBuf;
 use clap::Args;
 use gpulanes::stream::{DEFAULT_BUDGET_BYTES, MIN_BUDGET_BYTES};
 use gpulanes::{
-    Engine, FileFormat, InputFile, NanPolicy, Op, Partitions, Reduction, StreamOptions, npy,
+    Dtype, Element, Engine, FileFormat, InputFile, NanPolicy, Op, Partitions, Reduction, Scalar,
+    StreamOptions, npy,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use ndarray::{Array2, Axis};
@@ -38,9 +41,13 @@ pub struct ReduceArgs {
     /// For 2-D input: 0 reduces each column, 1 reduces each row.
     #[arg(long)]
     pub axis: Option<usize>,
-    /// The input is raw little-endian float32 values (1-D), not a .npy.
+    /// The input is raw little-endian values (1-D), not a .npy.
     #[arg(long)]
     pub raw: bool,
+    /// The type of a --raw input's values: float32 (default), float64,
+    /// int32, uint32 or int64. A .npy says its own.
+    #[arg(long, value_name = "TYPE")]
+    pub dtype: Option<String>,
     /// Memory budget in bytes (suffixes K, M, G = KiB, MiB, GiB; default 512M,
     /// at least 512K). Inputs whose data is over half of it are streamed in
     /// chunks within it, except with --axis 0 (per column), which needs the
@@ -82,10 +89,20 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         offsets,
         axis,
         raw,
+        dtype,
         budget,
         json,
         input,
     } = args;
+    let raw_dtype: Dtype = match (&dtype, raw) {
+        (None, _) => Dtype::F32,
+        (Some(d), true) => d.parse()?,
+        (Some(_), false) => {
+            return Err(Failure::Input(
+                "--dtype is for --raw input; a .npy header names its own dtype".into(),
+            ));
+        }
+    };
     let op: Op = op.parse()?;
     let nan: NanPolicy = nan.parse()?;
     if partition_size.is_some() && offsets.is_some() {
@@ -129,7 +146,7 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
     } else {
         FileFormat::Npy
     };
-    let mut file = InputFile::open(&input, format)?;
+    let mut file = InputFile::open_typed(&input, format, raw_dtype)?;
     let name = file.path.clone();
     let bad_shape = |msg: String| Failure::Input(format!("{}: {msg}", name.display()));
     // Results not backed by data the file was checked to hold (empty rows
@@ -180,10 +197,28 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         && (rows == 0 || cols == 0)
     {
         let lanes = if a == 1 { rows } else { cols };
-        let result = empty_result(op, lanes).map_err(bad_shape)?;
+        let result = empty_result(op, lanes, file.dtype).map_err(bad_shape)?;
         let engine = Engine::new()?;
         print_result(&engine, &result, json);
         return Ok(());
+    }
+    if file.dtype != Dtype::F32 {
+        let typed = Typed {
+            op,
+            nan,
+            axis,
+            shape: shape.as_deref(),
+            partitions: &partitions,
+            budget,
+            json,
+        };
+        return match file.dtype {
+            Dtype::F64 => typed.run::<f64>(file),
+            Dtype::I32 => typed.run::<i32>(file),
+            Dtype::U32 => typed.run::<u32>(file),
+            Dtype::I64 => typed.run::<i64>(file),
+            Dtype::F32 => unreachable!("float32 takes the path below"),
+        };
     }
     // Columns (axis 0) need the whole array; everything else streams when
     // the data (held twice in memory: host and device) exceeds the budget.
@@ -213,8 +248,81 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
             _ => engine.reduce_partitions(&data, op, &partitions, nan)?,
         }
     };
-    print_result(&engine, &result, json);
+    print_result(&engine, &as_scalars(result), json);
     Ok(())
+}
+
+/// A reduction of a file of another dtype than float32.
+struct Typed<'a> {
+    op: Op,
+    nan: NanPolicy,
+    axis: Option<usize>,
+    shape: Option<&'a [u64]>,
+    partitions: &'a Partitions,
+    budget: u64,
+    json: bool,
+}
+
+impl Typed<'_> {
+    /// Reads `file` into memory and reduces it, or streams it within the
+    /// budget (chunks reduced to partial states and merged: the same bits).
+    fn run<E: Element + npy::LeValue>(self, file: InputFile) -> Result<(), Failure> {
+        let name = file.path.clone();
+        let stream = self.axis != Some(0)
+            && file.len().is_some_and(|_| {
+                file.data_bytes()
+                    .is_none_or(|b| b.saturating_mul(2) > self.budget)
+            });
+        let len = file.len();
+        let (file, data) = if stream {
+            (Some(file), Vec::new())
+        } else {
+            (None, file.read_to_vec_typed::<E>()?)
+        };
+        let engine = Engine::new()?;
+        let result = match (file, self.axis, self.shape) {
+            (Some(file), _, _) => {
+                let options = StreamOptions::with_budget(self.budget);
+                let len = len.expect("only inputs of known length stream");
+                engine.reduce_reader_typed::<E, _>(
+                    file.file,
+                    len,
+                    self.op,
+                    self.partitions,
+                    self.nan,
+                    &options,
+                )?
+            }
+            (None, Some(a), Some(&[rows, cols])) => {
+                let matrix =
+                    Array2::from_shape_vec((rows as usize, cols as usize), data).map_err(|e| {
+                        Failure::Input(format!("{}: shape {rows} x {cols}: {e}", name.display()))
+                    })?;
+                engine.reduce_axis_typed(matrix.view(), Axis(a), self.op, self.nan)?
+            }
+            (None, _, _) => engine.reduce_slice(&data, self.op, self.partitions, self.nan)?,
+        };
+        print_result(&engine, &result, self.json);
+        Ok(())
+    }
+}
+
+/// A float32 result as result-typed values (counts as int64).
+fn as_scalars(r: Reduction) -> Reduction<Scalar> {
+    let values = r
+        .values
+        .iter()
+        .zip(&r.counts)
+        .map(|(v, &c)| match r.op {
+            Op::Count => Some(Scalar::I64(c as i64)),
+            _ => v.map(Scalar::F32),
+        })
+        .collect();
+    Reduction {
+        op: r.op,
+        values,
+        counts: r.counts,
+    }
 }
 
 /// Bytes one result entry costs while it is made: its offset, value and count.
@@ -264,12 +372,16 @@ fn row_offsets(rows: u64, cols: u64) -> Result<Vec<u64>, String> {
     Ok(out)
 }
 
-/// The result of `lanes` empty partitions: sum and count 0, no value for
-/// mean, max and min (as the engine gives for an empty partition).
-fn empty_result(op: Op, lanes: u64) -> Result<Reduction, String> {
+/// The result of `lanes` empty partitions of `dtype` values: sum and count
+/// 0, no value for mean, max and min (as the engine gives for an empty
+/// partition).
+fn empty_result(op: Op, lanes: u64, dtype: Dtype) -> Result<Reduction<Scalar>, String> {
     let n = usize::try_from(lanes).map_err(|_| format!("{lanes} results do not fit in memory"))?;
-    let value = match op {
-        Op::Sum | Op::Count => Some(0.0),
+    let value = match (op, dtype) {
+        (Op::Count, _) => Some(Scalar::I64(0)),
+        (Op::Sum, Dtype::F32) => Some(Scalar::F32(0.0)),
+        (Op::Sum, Dtype::F64) => Some(Scalar::F64(0.0)),
+        (Op::Sum, _) => Some(Scalar::I64(0)),
         _ => None,
     };
     let mut values = Vec::new();
@@ -283,7 +395,7 @@ fn empty_result(op: Op, lanes: u64) -> Result<Reduction, String> {
     Ok(Reduction { op, values, counts })
 }
 
-fn print_result(engine: &Engine, result: &Reduction, json: bool) {
+fn print_result(engine: &Engine, result: &Reduction<Scalar>, json: bool) {
     if json {
         print_json(engine, result);
     } else {
@@ -328,28 +440,43 @@ fn stream_file(
     Ok(result?.0)
 }
 
-/// A JSON result entry: a number, a string for NaN/inf, or null.
+/// A JSON result entry: a number (floats printed so they parse back to
+/// the same bits of their type), a string for NaN/inf, or null.
 #[derive(Serialize)]
 #[serde(untagged)]
 enum JsonValue {
-    Float(f32),
-    Int(u64),
+    F32(f32),
+    F64(f64),
+    Int(i64),
+    Count(u64),
     Text(&'static str),
     Null,
 }
 
-fn json_value(op: Op, v: Option<f32>, count: u64) -> JsonValue {
+fn json_value(op: Op, v: Option<Scalar>, count: u64) -> JsonValue {
+    let special = |x: f64| {
+        if x.is_nan() {
+            Some(JsonValue::Text("NaN"))
+        } else if x == f64::INFINITY {
+            Some(JsonValue::Text("inf"))
+        } else if x == f64::NEG_INFINITY {
+            Some(JsonValue::Text("-inf"))
+        } else {
+            None
+        }
+    };
     match (op, v) {
-        (Op::Count, _) => JsonValue::Int(count),
+        (Op::Count, _) => JsonValue::Count(count),
         (_, None) => JsonValue::Null,
-        (_, Some(x)) if x.is_nan() => JsonValue::Text("NaN"),
-        (_, Some(x)) if x == f32::INFINITY => JsonValue::Text("inf"),
-        (_, Some(x)) if x == f32::NEG_INFINITY => JsonValue::Text("-inf"),
-        (_, Some(x)) => JsonValue::Float(x),
+        (_, Some(Scalar::F32(x))) => special(x as f64).unwrap_or(JsonValue::F32(x)),
+        (_, Some(Scalar::F64(x))) => special(x).unwrap_or(JsonValue::F64(x)),
+        (_, Some(Scalar::I32(x))) => JsonValue::Int(x as i64),
+        (_, Some(Scalar::U32(x))) => JsonValue::Int(x as i64),
+        (_, Some(Scalar::I64(x))) => JsonValue::Int(x),
     }
 }
 
-fn print_json(engine: &Engine, r: &Reduction) {
+fn print_json(engine: &Engine, r: &Reduction<Scalar>) {
     #[derive(Serialize)]
     struct Out<'a> {
         op: &'static str,
@@ -374,13 +501,15 @@ fn print_json(engine: &Engine, r: &Reduction) {
     );
 }
 
-fn print_table(r: &Reduction) {
+fn print_table(r: &Reduction<Scalar>) {
     println!("{:>10}  {:>16}  {:>12}", "partition", r.op.name(), "count");
     for (i, (v, c)) in r.values.iter().zip(&r.counts).enumerate() {
         let v = match (r.op, v) {
             (Op::Count, _) => c.to_string(),
             (_, None) => "null".into(),
-            (_, Some(x)) => format!("{x:?}"),
+            (_, Some(Scalar::F32(x))) => format!("{x:?}"),
+            (_, Some(Scalar::F64(x))) => format!("{x:?}"),
+            (_, Some(x)) => x.to_string(),
         };
         println!("{i:>10}  {v:>16}  {c:>12}");
     }
