@@ -9,7 +9,9 @@ in the same run and prints the ratio table:
 
 and the verdict on the DESIGN.md targets for large device-resident inputs
 (>= 256 MiB, whole): at least 90% of the measured copy bandwidth, and at
-least PyTorch's speed. Usage: bench-compare.py gpulanes.json peers.json [--json OUT]
+least PyTorch's speed. Only the float32 rows of the gpulanes report are
+joined (the peers are float32). Usage: bench-compare.py gpulanes.json
+peers.json [--json OUT]
 """
 
 import json
@@ -92,6 +94,10 @@ def main():
     rows = [head]
     joined = []
     for r in gl["results"]:
+        # The PyTorch peers are float32 (gpu-peers.py); reports from before
+        # `--dtype` have float32 rows only and no dtype field.
+        if r.get("dtype", "float32") != "float32":
+            continue
         key = (r["op"], r["bytes"], r["partition_size"], r["source"])
         p = peers.get(key)
         t_gl = r["time"]["median_ns"]

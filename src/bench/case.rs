@@ -1,15 +1,16 @@
-//! One (op, size, partitioning) case: the exact references of its inputs,
+//! One (dtype, op, size, partitioning) case: the references of its inputs,
 //! and its timed, checked rows (device-resident and from the host on the
 //! GPU, and the CPU baselines).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crate::{Engine, Error, Op, Partitions, Reduction, Result};
+use crate::{Dtype, Engine, Error, Op, Partitions, Reduction, Result, Scalar};
 
-use super::check::{self, Reference, compare, same_bits};
-use super::cpu::{self, CpuImpl};
-use super::gpu::{self, GpuTimer, TimerKind};
+use super::check::{self, Reference, compare_scalars, same_bits};
+use super::cpu::CpuImpl;
+use super::element::{BenchElement, has_cpu_baselines};
+use super::gpu::{GpuTimer, TimerKind};
 use super::report::{CheckReport, CpuRow, GpuRow, Source, fold_checks};
 use super::size;
 use super::stats::{Budget, Summary, gbps, summarize};
@@ -18,17 +19,17 @@ pub(super) fn partitions_of(part: Option<u64>) -> Partitions {
     part.map_or(Partitions::Whole, Partitions::EqualSize)
 }
 
-pub(super) fn case_label(op: Op, bytes: u64, part: Option<u64>) -> String {
+pub(super) fn case_label(dtype: Dtype, op: Op, bytes: u64, part: Option<u64>) -> String {
     match part {
-        None => format!("{op} {} whole", size::label(bytes)),
-        Some(p) => format!("{op} {} p={}", size::label(bytes), size::label(p)),
+        None => format!("{dtype} {op} {} whole", size::label(bytes)),
+        Some(p) => format!("{dtype} {op} {} p={}", size::label(bytes), size::label(p)),
     }
 }
 
-/// The exact references of `op` for every input, computed on `threads`
-/// threads (partitioned inputs are split at partition boundaries).
-pub(super) fn references(
-    inputs: &[Vec<f32>],
+/// The references of `op` for every input, computed on `threads` threads
+/// (partitioned inputs are split at partition boundaries).
+pub(super) fn references<E: BenchElement>(
+    inputs: &[Vec<E>],
     op: Op,
     part: Option<u64>,
     threads: usize,
@@ -62,10 +63,7 @@ pub(super) fn references(
                         let Some(&(i, a, b)) = jobs.get(j) else {
                             break;
                         };
-                        out.push((
-                            j,
-                            check::reference(&inputs[i][a..b], op, &partitions_of(part)),
-                        ));
+                        out.push((j, E::reference(&inputs[i][a..b], op, &partitions_of(part))));
                     }
                     out
                 })
@@ -84,7 +82,6 @@ pub(super) fn references(
                 values: Vec::new(),
                 counts: Vec::new(),
             },
-            abs_sums: Vec::new(),
         })
         .collect();
     for (j, r) in done {
@@ -92,12 +89,12 @@ pub(super) fn references(
         let target = &mut out[jobs[j].0];
         target.exact.values.extend(r.exact.values);
         target.exact.counts.extend(r.exact.counts);
-        target.abs_sums.extend(r.abs_sums);
     }
     Ok(out)
 }
 
 pub(super) fn failed_row(
+    dtype: Dtype,
     op: Op,
     source: Source,
     bytes: u64,
@@ -105,8 +102,9 @@ pub(super) fn failed_row(
     inputs: usize,
     error: String,
 ) -> GpuRow {
-    let elements = bytes / 4;
+    let elements = bytes / dtype.size();
     GpuRow {
+        dtype: dtype.name(),
         op: op.name(),
         source,
         bytes,
@@ -131,10 +129,11 @@ pub(super) fn failed_row(
     }
 }
 
-/// One (op, size, partitioning) case with its references.
+/// One (dtype, op, size, partitioning) case with its references.
 pub(super) struct Case<'a> {
     pub(super) engine: &'a Engine,
     pub(super) timer: Option<&'a GpuTimer>,
+    pub(super) dtype: Dtype,
     pub(super) op: Op,
     pub(super) bytes: u64,
     pub(super) part: Option<u64>,
@@ -147,7 +146,7 @@ pub(super) struct Case<'a> {
 
 impl Case<'_> {
     fn elements(&self) -> u64 {
-        self.bytes / 4
+        self.bytes / self.dtype.size()
     }
 
     fn row(
@@ -163,6 +162,7 @@ impl Case<'_> {
         let inputs = inputs_timed(runs);
         let g = gbps(self.bytes, time.median_ns);
         GpuRow {
+            dtype: self.dtype.name(),
             op: self.op.name(),
             source,
             bytes: self.bytes,
@@ -190,17 +190,17 @@ impl Case<'_> {
     fn checked_runs<T>(
         &self,
         budget: &Budget,
-        mut run: impl FnMut(usize) -> Result<(Reduction, T)>,
+        mut run: impl FnMut(usize) -> Result<(Reduction<Scalar>, T)>,
     ) -> Result<(Vec<(usize, T)>, CheckReport)> {
         let n = self.refs.len();
-        let mut checked: Vec<Option<Reduction>> = vec![None; n];
+        let mut checked: Vec<Option<Reduction<Scalar>>> = vec![None; n];
         let mut comparisons = Vec::new();
         let mut mismatch = false;
         let samples = budget.sample(|i| {
             let k = i % n;
             if checked[k].is_none() {
                 let (r, _) = run(k)?;
-                comparisons.push(compare(&r, &self.refs[k]));
+                comparisons.push(compare_scalars(&r, &self.refs[k]));
                 checked[k] = Some(r);
             }
             let (r, t) = run(k)?;
@@ -219,13 +219,17 @@ impl Case<'_> {
     }
 
     /// A device-resident reduction, rotating over `arrays`.
-    pub(super) fn device(&self, arrays: &[crate::DeviceArray], budget: &Budget) -> GpuRow {
+    pub(super) fn device<E: BenchElement>(
+        &self,
+        arrays: &[crate::DeviceArray],
+        budget: &Budget,
+    ) -> GpuRow {
         let scope = self
             .engine
             .device()
             .push_error_scope(wgpu::ErrorFilter::Validation);
         let outcome = self.checked_runs(budget, |k| {
-            let run = gpu::run_device(
+            let run = E::run_device(
                 self.engine,
                 self.timer,
                 &arrays[k],
@@ -266,9 +270,9 @@ impl Case<'_> {
     }
 
     /// The same reduction from host slices (upload included), rotating over `inputs`.
-    pub(super) fn host(&self, inputs: &[Vec<f32>], budget: &Budget) -> GpuRow {
+    pub(super) fn host<E: BenchElement>(&self, inputs: &[Vec<E>], budget: &Budget) -> GpuRow {
         let outcome = self.checked_runs(budget, |k| {
-            gpu::run_host(self.engine, &inputs[k], self.op, self.partitions)
+            E::run_host(self.engine, &inputs[k], self.op, self.partitions)
         });
         match outcome {
             Ok((runs, check)) => {
@@ -289,6 +293,7 @@ impl Case<'_> {
 
     fn failed(&self, source: Source, error: String) -> GpuRow {
         failed_row(
+            self.dtype,
             self.op,
             source,
             self.bytes,
@@ -298,13 +303,17 @@ impl Case<'_> {
         )
     }
 
-    pub(super) fn cpu(
+    /// A CPU baseline row; `None` for a dtype without baselines.
+    pub(super) fn cpu<E: BenchElement>(
         &self,
         which: CpuImpl,
-        inputs: &[Vec<f32>],
+        inputs: &[Vec<E>],
         threads: usize,
         budget: &Budget,
-    ) -> CpuRow {
+    ) -> Option<CpuRow> {
+        if !has_cpu_baselines(self.dtype) {
+            return None;
+        }
         let threads = if which == CpuImpl::LoopThreads {
             threads
         } else {
@@ -315,13 +324,14 @@ impl Case<'_> {
             .sample(|i| {
                 let k = i % inputs.len();
                 let start = Instant::now();
-                let out = cpu::reduce(
+                let out = E::cpu_baseline(
                     which,
                     std::hint::black_box(&inputs[k]),
                     self.op,
                     self.part,
                     threads,
-                );
+                )
+                .unwrap_or_default();
                 let ns = start.elapsed().as_nanos() as f64;
                 if k == 0 && first.is_none() {
                     first = Some(out);
@@ -331,11 +341,13 @@ impl Case<'_> {
                 Ok::<_, ()>(ns)
             })
             .unwrap_or_default();
-        let first =
-            first.unwrap_or_else(|| cpu::reduce(which, &inputs[0], self.op, self.part, threads));
+        let first = first.unwrap_or_else(|| {
+            E::cpu_baseline(which, &inputs[0], self.op, self.part, threads).unwrap_or_default()
+        });
         let time = summarize(&samples);
         let g = gbps(self.bytes, time.median_ns);
-        CpuRow {
+        Some(CpuRow {
+            dtype: self.dtype.name(),
             op: self.op.name(),
             implementation: which,
             threads,
@@ -350,7 +362,7 @@ impl Case<'_> {
             gbps: g,
             ratio_to_copy: ratio(g, self.copy_gbps),
             rel_err: check::rel_err_f64(&first, &self.refs[0].exact),
-        }
+        })
     }
 }
 
@@ -392,23 +404,46 @@ mod tests {
         assert_eq!(inputs_timed(&[]), 0);
     }
 
-    #[test]
-    fn references_split_at_partition_boundaries() {
-        let a = data::random_f32(10_007, 1, 1);
-        let b = data::random_f32(5_000, 2, 1);
-        let inputs = vec![a, b];
+    fn split_matches_whole<E: BenchElement>(inputs: &[Vec<E>]) {
         for part in [None, Some(64), Some(1000)] {
-            for op in [Op::Sum, Op::Max] {
-                let split = references(&inputs, op, part, 3).unwrap();
+            for op in [Op::Sum, Op::Max, Op::Count] {
+                let split = references(inputs, op, part, 3).unwrap();
+                assert_eq!(split.len(), inputs.len());
                 for (d, r) in inputs.iter().zip(&split) {
-                    let whole = check::reference(d, op, &partitions_of(part)).unwrap();
-                    assert_eq!(whole.exact, r.exact);
-                    assert_eq!(whole.abs_sums.len(), r.abs_sums.len());
-                    for (x, y) in whole.abs_sums.iter().zip(&r.abs_sums) {
-                        assert!((x - y).abs() <= 1e-9 * x.abs());
-                    }
+                    let whole = E::reference(d, op, &partitions_of(part)).unwrap();
+                    assert_eq!(whole.exact, r.exact, "{} {op} {part:?}", E::DTYPE);
+                    let parts = part.map_or(1, |p| d.len().div_ceil(p as usize));
+                    assert_eq!(r.exact.values.len(), parts);
                 }
             }
         }
+    }
+
+    #[test]
+    fn references_split_at_partition_boundaries() {
+        split_matches_whole(&[
+            data::random_f32(10_007, 1, 1),
+            data::random_f32(5_000, 2, 1),
+        ]);
+        split_matches_whole(&[
+            data::random_f64(10_007, 1, 1),
+            data::random_f64(5_000, 2, 1),
+        ]);
+        split_matches_whole(&[
+            data::random_i64(10_007, 1, 1),
+            data::random_i64(5_000, 2, 1),
+        ]);
+    }
+
+    #[test]
+    fn float32_references_are_the_float32_entry_points_results() {
+        let d = data::random_f32(3_000, 5, 1);
+        let r = references(std::slice::from_ref(&d), Op::Count, Some(1000), 2).unwrap();
+        assert_eq!(r[0].exact.values, vec![Some(Scalar::F32(1000.0)); 3]);
+        let r = references(std::slice::from_ref(&d), Op::Sum, None, 2).unwrap();
+        let want =
+            crate::cpu::reference(&d, Op::Sum, &Partitions::Whole, crate::NanPolicy::Propagate)
+                .unwrap();
+        assert_eq!(r[0].exact.values, vec![want.values[0].map(Scalar::F32)]);
     }
 }

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
-use crate::{AdapterSummary, Op};
+use crate::{AdapterSummary, Dtype, Op};
 
 use super::size;
 use super::stats::Budget;
@@ -24,11 +24,20 @@ fn op_names<S: Serializer>(ops: &[Op], s: S) -> std::result::Result<S::Ok, S::Er
     s.collect_seq(ops.iter().map(|o| o.name()))
 }
 
+fn dtype_names<S: Serializer>(dtypes: &[Dtype], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(dtypes.iter().map(|d| d.name()))
+}
+
 /// What to measure and for how long.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchConfig {
     pub quick: bool,
-    /// Input sizes in bytes (f32, so multiples of 4).
+    /// The dtypes measured, in this order (every size, op and partitioning
+    /// for each).
+    #[serde(serialize_with = "dtype_names")]
+    pub dtypes: Vec<Dtype>,
+    /// Input sizes in bytes (multiples of every dtype's size: 8 bytes per
+    /// float64 or int64 value).
     pub sizes: Vec<u64>,
     #[serde(serialize_with = "op_names")]
     pub ops: Vec<Op>,
@@ -77,7 +86,7 @@ impl BenchConfig {
         }
     }
 
-    /// Defaults for this adapter: sizes from 4 KiB to
+    /// Defaults for this adapter: float32 and float64, sizes from 4 KiB to
     /// [`Self::default_max_bytes`] (x4 steps, x16 with `quick`), ops sum,
     /// mean and max, partitions of 64, 4096 and 1Mi elements.
     pub fn new(adapter: &AdapterSummary, quick: bool) -> Self {
@@ -101,6 +110,7 @@ impl BenchConfig {
         };
         BenchConfig {
             quick,
+            dtypes: vec![Dtype::F32, Dtype::F64],
             copy_bytes: default_copy_bytes(&sizes, adapter),
             sizes,
             ops: vec![Op::Sum, Op::Mean, Op::Max],
@@ -140,10 +150,20 @@ impl BenchConfig {
         if self.sizes.is_empty() {
             return Err("no sizes to measure".into());
         }
-        if let Some(s) = self.sizes.iter().find(|&&s| s < 4 || !s.is_multiple_of(4)) {
-            return Err(format!(
-                "size {s} bytes is not a positive multiple of 4 (f32 elements)"
-            ));
+        if self.dtypes.is_empty() {
+            return Err("no dtypes to measure".into());
+        }
+        for d in &self.dtypes {
+            if let Some(s) = self
+                .sizes
+                .iter()
+                .find(|&&s| s < d.size() || !s.is_multiple_of(d.size()))
+            {
+                return Err(format!(
+                    "size {s} bytes is not a positive multiple of {} ({d} elements)",
+                    d.size()
+                ));
+            }
         }
         if self.ops.is_empty() {
             return Err("no ops to measure".into());
@@ -186,12 +206,12 @@ impl BenchConfig {
     /// Partitionings left out by `max_partitions`, as readable lines.
     pub fn skipped(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for &bytes in &self.sizes {
-            let n = bytes / 4;
+        for (&dtype, &bytes) in self.cases() {
+            let n = bytes / dtype.size();
             for &p in &self.partition_sizes {
                 if p < n && self.over_cap(n, p) {
                     out.push(format!(
-                        "{} p={}: {} partitions > max_partitions {}",
+                        "{dtype} {} p={}: {} partitions > max_partitions {}",
                         size::label(bytes),
                         size::label(p),
                         n.div_ceil(p),
@@ -206,10 +226,16 @@ impl BenchConfig {
     /// Progress steps of a run (for a progress bar).
     pub fn steps(&self) -> u64 {
         4 + self
-            .sizes
-            .iter()
-            .map(|&b| (self.ops.len() * self.partitionings(b / 4).len()) as u64)
+            .cases()
+            .map(|(d, &b)| (self.ops.len() * self.partitionings(b / d.size()).len()) as u64)
             .sum::<u64>()
+    }
+
+    /// Every (dtype, size) measured, in order.
+    fn cases(&self) -> impl Iterator<Item = (&Dtype, &u64)> {
+        self.dtypes
+            .iter()
+            .flat_map(|d| self.sizes.iter().map(move |b| (d, b)))
     }
 }
 

@@ -1,13 +1,64 @@
-//! CPU baselines on the same data as the GPU runs: the plain single-threaded
-//! loop ([`crate::cpu::baseline`], f64 accumulation), the same loop over
+//! CPU baselines on the same data as the GPU runs, for float32 and float64
+//! inputs: the plain single-threaded loop ([`crate::cpu::baseline`] for
+//! float32, the same loop for float64: f64 accumulation), the same loop over
 //! `std::thread::scope` chunks, and `ndarray`'s own reductions (single
-//! threaded, f32 accumulation: what an `ndarray` user gets by default).
+//! threaded, accumulating in the input's type: what an `ndarray` user gets
+//! by default).
 
-use ndarray::{ArrayView1, ArrayView2, Axis};
+use ndarray::{ArrayView1, ArrayView2, Axis, NdFloat};
 use serde::Serialize;
 
 use crate::Op;
-use crate::cpu::baseline;
+
+/// A float type with CPU baselines.
+pub trait CpuFloat: NdFloat {
+    /// The plain loop over `data`: one pass, f64 accumulation for sums, NaN
+    /// propagated.
+    fn baseline(data: &[Self], op: Op) -> f64;
+    fn to_f64(self) -> f64;
+    /// `n` in this type (for means: ndarray's `mean` is the sum over `n`).
+    fn from_len(n: usize) -> Self;
+}
+
+impl CpuFloat for f32 {
+    fn baseline(data: &[f32], op: Op) -> f64 {
+        crate::cpu::baseline(data, op)
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_len(n: usize) -> Self {
+        n as f32
+    }
+}
+
+impl CpuFloat for f64 {
+    fn baseline(data: &[f64], op: Op) -> f64 {
+        match op {
+            Op::Sum => data.iter().sum(),
+            Op::Mean => data.iter().sum::<f64>() / data.len() as f64,
+            Op::Max => data.iter().fold(
+                f64::NEG_INFINITY,
+                |a, &b| if b > a || b.is_nan() { b } else { a },
+            ),
+            Op::Min => data.iter().fold(
+                f64::INFINITY,
+                |a, &b| if b < a || b.is_nan() { b } else { a },
+            ),
+            Op::Count => data.len() as f64,
+        }
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_len(n: usize) -> Self {
+        n as f64
+    }
+}
+
+fn baseline<T: CpuFloat>(data: &[T], op: Op) -> f64 {
+    T::baseline(data, op)
+}
 
 /// Which CPU implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -37,7 +88,13 @@ impl CpuImpl {
 
 /// `op` over `data`, whole (`part = None`) or in partitions of `part`
 /// elements (the last may be short): one value per partition.
-pub fn reduce(which: CpuImpl, data: &[f32], op: Op, part: Option<u64>, threads: usize) -> Vec<f64> {
+pub fn reduce<T: CpuFloat>(
+    which: CpuImpl,
+    data: &[T],
+    op: Op,
+    part: Option<u64>,
+    threads: usize,
+) -> Vec<f64> {
     match which {
         CpuImpl::Loop1t => match part {
             None => vec![baseline(data, op)],
@@ -67,7 +124,7 @@ fn combine(op: Op, parts: &[f64], n: usize) -> f64 {
     }
 }
 
-fn threaded(data: &[f32], op: Op, part: Option<u64>, threads: usize) -> Vec<f64> {
+fn threaded<T: CpuFloat>(data: &[T], op: Op, part: Option<u64>, threads: usize) -> Vec<f64> {
     let threads = threads.max(1);
     match part {
         None => {
@@ -106,23 +163,29 @@ fn threaded(data: &[f32], op: Op, part: Option<u64>, threads: usize) -> Vec<f64>
     }
 }
 
-fn nd_one(v: ArrayView1<f32>, op: Op) -> f64 {
+fn nd_one<T: CpuFloat>(v: ArrayView1<T>, op: Op) -> f64 {
     match op {
-        Op::Sum => v.sum() as f64,
-        Op::Mean => v.mean().map_or(f64::NAN, |m| m as f64),
-        Op::Max => v.fold(
-            f32::NEG_INFINITY,
-            |a, &b| if b > a || b.is_nan() { b } else { a },
-        ) as f64,
-        Op::Min => v.fold(
-            f32::INFINITY,
-            |a, &b| if b < a || b.is_nan() { b } else { a },
-        ) as f64,
+        Op::Sum => v.sum().to_f64(),
+        // What ndarray's `mean` computes (its bound needs num-traits).
+        Op::Mean if v.is_empty() => f64::NAN,
+        Op::Mean => (v.sum() / T::from_len(v.len())).to_f64(),
+        Op::Max => v
+            .fold(
+                T::neg_infinity(),
+                |a, &b| if b > a || b.is_nan() { b } else { a },
+            )
+            .to_f64(),
+        Op::Min => v
+            .fold(
+                T::infinity(),
+                |a, &b| if b < a || b.is_nan() { b } else { a },
+            )
+            .to_f64(),
         Op::Count => v.len() as f64,
     }
 }
 
-fn with_ndarray(data: &[f32], op: Op, part: Option<u64>) -> Vec<f64> {
+fn with_ndarray<T: CpuFloat>(data: &[T], op: Op, part: Option<u64>) -> Vec<f64> {
     let Some(p) = part else {
         return vec![nd_one(ArrayView1::from(data), op)];
     };
@@ -131,11 +194,13 @@ fn with_ndarray(data: &[f32], op: Op, part: Option<u64>) -> Vec<f64> {
     let (full, rest) = data.split_at(rows * p);
     let view = ArrayView2::from_shape((rows, p), full).expect("rows * p elements");
     let mut out: Vec<f64> = match op {
-        Op::Sum => view.sum_axis(Axis(1)).iter().map(|&x| x as f64).collect(),
-        Op::Mean => match view.mean_axis(Axis(1)) {
-            Some(m) => m.iter().map(|&x| x as f64).collect(),
-            None => Vec::new(),
-        },
+        Op::Sum => view.sum_axis(Axis(1)).iter().map(|&x| x.to_f64()).collect(),
+        // What ndarray's `mean_axis` computes.
+        Op::Mean if p == 0 => Vec::new(),
+        Op::Mean => (view.sum_axis(Axis(1)) / T::from_len(p))
+            .iter()
+            .map(|&x| x.to_f64())
+            .collect(),
         _ => view.rows().into_iter().map(|r| nd_one(r, op)).collect(),
     };
     if !rest.is_empty() {
@@ -153,6 +218,7 @@ mod tests {
         let data: Vec<f32> = (0..10_001)
             .map(|i| ((i * 37) % 101) as f32 - 50.0)
             .collect();
+        let wide: Vec<f64> = data.iter().map(|&x| x as f64).collect();
         for op in [Op::Sum, Op::Mean, Op::Max] {
             for part in [None, Some(100), Some(333)] {
                 let a = reduce(CpuImpl::Loop1t, &data, op, part, 1);
@@ -164,6 +230,15 @@ mod tests {
                             assert!(
                                 (x - y).abs() <= 1e-3 * x.abs().max(1.0),
                                 "{which:?} {op} {part:?}: {x} vs {y}"
+                            );
+                        }
+                        // The same values as float64: the same results.
+                        let c = reduce(which, &wide, op, part, threads);
+                        assert_eq!(a.len(), c.len(), "{which:?} {op} {part:?} f64");
+                        for (x, y) in a.iter().zip(&c) {
+                            assert!(
+                                (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                                "{which:?} {op} {part:?} f64: {x} vs {y}"
                             );
                         }
                     }

@@ -1,8 +1,9 @@
 //! Benchmarks users can run (`gpulanes bench`, `benches/reduce.rs`): the
 //! measurement functions, and the serialisable report they fill.
 //!
-//! What is measured, per op, size and partitioning (whole, or equal
-//! partitions of a few sizes):
+//! What is measured, per dtype (float32 and float64 by default; any
+//! [`crate::Dtype`]), op, size and partitioning (whole, or equal partitions
+//! of a few sizes):
 //! - **device**: a reduction of a device-resident [`crate::DeviceArray`],
 //!   timed with GPU timestamp queries around the recorded work where the
 //!   device has `TIMESTAMP_QUERY` (wall clock from submit to result
@@ -10,12 +11,14 @@
 //!   flatter the result, after warm-up; the median of many runs;
 //! - **host**: the same reduction from a host slice, upload included (wall
 //!   clock);
-//! - **CPU baselines** on the same data: the plain loop on one thread, the
-//!   same loop on every core (`std::thread::scope`), and `ndarray`.
+//! - **CPU baselines** on the same data (float32 and float64): the plain
+//!   loop on one thread, the same loop on every core (`std::thread::scope`),
+//!   and `ndarray`.
 //!
-//! Every GPU result is checked against the exact CPU reference before it is
-//! timed, and every timed run must reproduce the checked result bit for bit.
-//! Throughput (GB/s) is input bytes over the median time; it is compared with
+//! Every GPU result is checked against the CPU reference (the same bits:
+//! sums are exact) before it is timed, and every timed run must reproduce
+//! the checked result bit for bit. Throughput (GB/s) is input bytes (8 per
+//! float64 value) over the median time; it is compared with
 //! floors measured in the same run: the device's copy bandwidth, both as a
 //! large buffer-to-buffer copy and as a compute shader's copy
 //! (`shaders/bench_copy.wgsl`; bytes read + bytes written in each), and the
@@ -31,6 +34,7 @@ mod config;
 pub mod cpu;
 pub mod data;
 mod date;
+pub mod element;
 pub mod gpu;
 mod report;
 pub mod size;
@@ -39,10 +43,11 @@ mod table;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::{Engine, Error, Result};
+use crate::{Dtype, Engine, Error, Result};
 
 use case::{Case, case_label, failed_row, partitions_of, references};
 use cpu::CpuImpl;
+use element::BenchElement;
 use gpu::{GpuTimer, TimerKind};
 
 pub use config::{BenchConfig, TimerChoice};
@@ -117,9 +122,7 @@ pub fn run(
         },
     };
 
-    let mut failures: Vec<String> = Vec::new();
-    let mut results = Vec::new();
-    let mut cpu_rows = Vec::new();
+    let mut out = Collected::default();
     // What a case that cannot run also loses, for its failure message.
     let skipped_rows = match (config.host, config.cpu) {
         (true, true) => "; its host and CPU rows were skipped",
@@ -127,85 +130,35 @@ pub fn run(
         (false, true) => "; its CPU rows were skipped",
         (false, false) => "",
     };
-    for &bytes in &config.sizes {
-        let n = (bytes / 4) as usize;
-        let r = config.inputs_for(bytes);
-        let inputs: Vec<Vec<f32>> = (0..r)
-            .map(|i| {
-                let seed = config.seed ^ bytes.rotate_left(17) ^ ((i as u64 + 1) << 48);
-                data::random_f32(n, seed, threads)
-            })
-            .collect();
-        let arrays: Result<Vec<_>> = inputs.iter().map(|d| engine.upload(d)).collect();
-        let arrays = match arrays {
-            Ok(a) => a,
-            Err(e) => {
-                for &op in &config.ops {
-                    for part in config.partitionings(n as u64) {
-                        let label = case_label(op, bytes, part);
-                        step(&label);
-                        let msg = format!("{label}: upload failed: {e}{skipped_rows}");
-                        failures.push(msg.clone());
-                        results.push(failed_row(op, Source::Device, bytes, part, r, msg));
-                    }
-                }
-                continue;
-            }
-        };
-        for &op in &config.ops {
-            for part in config.partitionings(n as u64) {
-                let label = case_label(op, bytes, part);
-                step(&label);
-                let partitions = partitions_of(part);
-                // A case whose reference cannot be computed fails alone,
-                // as a case whose GPU run fails does.
-                let refs = match references(&inputs, op, part, threads) {
-                    Ok(refs) => refs,
-                    Err(e) => {
-                        let msg = format!("{label}: reference failed: {e}{skipped_rows}");
-                        failures.push(msg.clone());
-                        results.push(failed_row(op, Source::Device, bytes, part, r, msg));
-                        continue;
-                    }
-                };
-                let case = Case {
-                    engine,
-                    timer,
-                    op,
-                    bytes,
-                    part,
-                    partitions: &partitions,
-                    refs: &refs,
-                    copy_gbps: bandwidth.gbps,
-                    buffer_copy_gbps: copy.gbps,
-                    upload_gbps: upload.gbps,
-                };
-                let row = case.device(&arrays, &config.device_budget);
-                if !row.check.pass {
-                    failures.push(format!(
-                        "{label} device: {}",
-                        row.check.detail.as_deref().unwrap_or("check failed")
-                    ));
-                }
-                results.push(row);
-                if config.host {
-                    let row = case.host(&inputs, &config.host_budget);
-                    if !row.check.pass {
-                        failures.push(format!(
-                            "{label} host: {}",
-                            row.check.detail.as_deref().unwrap_or("check failed")
-                        ));
-                    }
-                    results.push(row);
-                }
-                if config.cpu {
-                    for which in CpuImpl::ALL {
-                        cpu_rows.push(case.cpu(which, &inputs, threads, &config.cpu_budget));
-                    }
-                }
-            }
+    let floors = FloorRatios {
+        copy_gbps: bandwidth.gbps,
+        buffer_copy_gbps: copy.gbps,
+        upload_gbps: upload.gbps,
+    };
+    let mut run = DtypeRun {
+        engine,
+        config,
+        timer,
+        threads,
+        floors,
+        skipped_rows,
+        step: &mut step,
+        out: &mut out,
+    };
+    for &dtype in &config.dtypes {
+        match dtype {
+            Dtype::F32 => run.sizes::<f32>(),
+            Dtype::F64 => run.sizes::<f64>(),
+            Dtype::I32 => run.sizes::<i32>(),
+            Dtype::U32 => run.sizes::<u32>(),
+            Dtype::I64 => run.sizes::<i64>(),
         }
     }
+    let Collected {
+        failures,
+        results,
+        cpu_rows,
+    } = out;
     let software = engine.adapter().software;
     Ok(BenchReport {
         schema: SCHEMA,
@@ -243,4 +196,144 @@ pub fn run(
         cpu: cpu_rows,
         elapsed_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The rows of a run so far.
+#[derive(Default)]
+struct Collected {
+    failures: Vec<String>,
+    results: Vec<GpuRow>,
+    cpu_rows: Vec<CpuRow>,
+}
+
+/// The floors the rows' ratios divide by.
+#[derive(Clone, Copy)]
+struct FloorRatios {
+    copy_gbps: f64,
+    buffer_copy_gbps: f64,
+    upload_gbps: f64,
+}
+
+/// Measures every size, op and partitioning of one dtype at a time.
+struct DtypeRun<'a, 'b> {
+    engine: &'a Engine,
+    config: &'a BenchConfig,
+    timer: Option<&'a GpuTimer>,
+    threads: usize,
+    floors: FloorRatios,
+    skipped_rows: &'static str,
+    step: &'b mut dyn FnMut(&str),
+    out: &'b mut Collected,
+}
+
+impl DtypeRun<'_, '_> {
+    fn sizes<E: BenchElement>(&mut self) {
+        let (engine, config, threads) = (self.engine, self.config, self.threads);
+        let dtype = E::DTYPE;
+        for &bytes in &config.sizes {
+            let n = (bytes / dtype.size()) as usize;
+            let r = config.inputs_for(bytes);
+            // float32 inputs keep the seeds they had before other dtypes
+            // were measured.
+            let dtype_seed = match dtype {
+                Dtype::F32 => 0,
+                d => (d as u64 + 1) << 40,
+            };
+            let inputs: Vec<Vec<E>> = (0..r)
+                .map(|i| {
+                    let seed =
+                        config.seed ^ bytes.rotate_left(17) ^ ((i as u64 + 1) << 48) ^ dtype_seed;
+                    E::random(n, seed, threads)
+                })
+                .collect();
+            let arrays: Result<Vec<_>> = inputs.iter().map(|d| engine.upload(d)).collect();
+            let arrays = match arrays {
+                Ok(a) => a,
+                Err(e) => {
+                    for &op in &config.ops {
+                        for part in config.partitionings(n as u64) {
+                            let label = case_label(dtype, op, bytes, part);
+                            (self.step)(&label);
+                            let msg = format!("{label}: upload failed: {e}{}", self.skipped_rows);
+                            self.out.failures.push(msg.clone());
+                            self.out.results.push(failed_row(
+                                dtype,
+                                op,
+                                Source::Device,
+                                bytes,
+                                part,
+                                r,
+                                msg,
+                            ));
+                        }
+                    }
+                    continue;
+                }
+            };
+            for &op in &config.ops {
+                for part in config.partitionings(n as u64) {
+                    let label = case_label(dtype, op, bytes, part);
+                    (self.step)(&label);
+                    let partitions = partitions_of(part);
+                    // A case whose reference cannot be computed fails alone,
+                    // as a case whose GPU run fails does.
+                    let refs = match references(&inputs, op, part, threads) {
+                        Ok(refs) => refs,
+                        Err(e) => {
+                            let msg =
+                                format!("{label}: reference failed: {e}{}", self.skipped_rows);
+                            self.out.failures.push(msg.clone());
+                            self.out.results.push(failed_row(
+                                dtype,
+                                op,
+                                Source::Device,
+                                bytes,
+                                part,
+                                r,
+                                msg,
+                            ));
+                            continue;
+                        }
+                    };
+                    let case = Case {
+                        engine,
+                        timer: self.timer,
+                        dtype,
+                        op,
+                        bytes,
+                        part,
+                        partitions: &partitions,
+                        refs: &refs,
+                        copy_gbps: self.floors.copy_gbps,
+                        buffer_copy_gbps: self.floors.buffer_copy_gbps,
+                        upload_gbps: self.floors.upload_gbps,
+                    };
+                    let row = case.device::<E>(&arrays, &config.device_budget);
+                    self.push(&label, "device", row);
+                    if config.host {
+                        let row = case.host(&inputs, &config.host_budget);
+                        self.push(&label, "host", row);
+                    }
+                    if config.cpu {
+                        for which in CpuImpl::ALL {
+                            if let Some(row) = case.cpu(which, &inputs, threads, &config.cpu_budget)
+                            {
+                                self.out.cpu_rows.push(row);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, label: &str, source: &str, row: GpuRow) {
+        if !row.check.pass {
+            self.out.failures.push(format!(
+                "{label} {source}: {}",
+                row.check.detail.as_deref().unwrap_or("check failed")
+            ));
+        }
+        self.out.results.push(row);
+    }
 }

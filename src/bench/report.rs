@@ -30,15 +30,16 @@ pub enum Source {
 /// The correctness check of one row.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CheckReport {
-    /// Every checked input within tolerance, and every timed run identical
-    /// to the checked result.
+    /// Every checked input the reference's bits, and every timed run
+    /// identical to the checked result.
     pub pass: bool,
     pub inputs_checked: usize,
     pub partitions_checked: u64,
     /// The acceptance rule ([`check::RULE`]).
     pub rule: &'static str,
     pub max_ulps: u64,
-    /// Worst |gpu − reference| / tolerance (≤ 1 passes).
+    /// Worst |gpu − reference| / tolerance: 0 when every value matches (the
+    /// tolerance is zero, so a mismatch is infinite: `null` in the JSON).
     pub max_err_over_tol: f64,
     /// ‖gpu − reference‖₂ / ‖reference‖₂, worst over the inputs.
     pub max_rel_err: f64,
@@ -51,6 +52,8 @@ pub struct CheckReport {
 /// One GPU measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct GpuRow {
+    /// The input's dtype (`float32`, `float64`, ...).
+    pub dtype: &'static str,
     pub op: &'static str,
     pub source: Source,
     pub bytes: u64,
@@ -88,6 +91,8 @@ pub struct GpuRow {
 /// One CPU baseline measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct CpuRow {
+    /// The input's dtype (float32 or float64: the only ones with baselines).
+    pub dtype: &'static str,
     pub op: &'static str,
     pub implementation: CpuImpl,
     pub threads: usize,

@@ -1,14 +1,14 @@
-//! `gpulanes bench`: throughput of sum/mean/max against the copy and upload
-//! floors measured in the same run, the round-trip latency floor, and CPU
+//! `gpulanes bench`: throughput of sum/mean/max, per dtype (float32 and
+//! float64 by default), against the copy and upload floors measured in the
+//! same run, the round-trip latency floor, and CPU
 //! baselines on the same data. The table goes to stdout, a progress bar to
 //! stderr, the full report to `--json FILE` (`-` for stdout).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use gpulanes::Engine;
-use gpulanes::Op;
 use gpulanes::bench::{self, BenchConfig, TimerChoice, size};
+use gpulanes::{Dtype, Engine, Op};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::Failure;
@@ -18,8 +18,13 @@ pub struct BenchArgs {
     /// Fewer sizes and runs (well under two minutes on a software adapter).
     #[arg(long)]
     quick: bool,
+    /// Dtypes, comma-separated: float32, float64, int32, uint32, int64 (or
+    /// f32, f8, <f8, ...). Each is measured at every size (in bytes: 8 per
+    /// float64 value), op and partitioning.
+    #[arg(long, value_name = "LIST", default_value = "float32,float64")]
+    dtype: String,
     /// Input sizes in bytes, comma-separated: 4K,64K,1M,16M,1G (binary
-    /// units). Default: 4K up to 1G on a GPU, up to 64M on a software
+    /// units; multiples of every dtype's value size). Default: 4K up to 1G on a GPU, up to 64M on a software
     /// adapter (16M / 256M with --quick).
     #[arg(long, value_name = "LIST")]
     sizes: Option<String>,
@@ -71,6 +76,15 @@ fn parse_one(flag: &str, text: &str) -> Result<u64, Failure> {
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
+    let mut dtypes: Vec<Dtype> = Vec::new();
+    for name in args.dtype.split(',').filter(|s| !s.trim().is_empty()) {
+        let d: Dtype = name
+            .parse()
+            .map_err(|e: gpulanes::Error| Failure::Input(format!("--dtype: {e}")))?;
+        if !dtypes.contains(&d) {
+            dtypes.push(d);
+        }
+    }
     let ops: Vec<Op> = args
         .ops
         .split(',')
@@ -111,6 +125,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         ),
         (None, None) => {}
     }
+    config.dtypes = dtypes;
     config.ops = ops;
     config.partition_sizes = partitions;
     config.host = !args.no_host;
