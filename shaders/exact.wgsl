@@ -47,8 +47,9 @@
 //   65535 units fit in one dispatch; surplus workgroups return at once.
 //   This file is composed (src/kernels.rs) after a header that defines WG,
 //   LIMBS, WPE (words per value) and PARTIAL_WORDS, and before one dtype
-//   file (exact_f32.wgsl, exact_f64.wgsl, exact_int.wgsl) that defines
-//   `fold_group`, then exact_entry.wgsl with the entry points.
+//   file (exact_f32.wgsl or exact_f64.wgsl, each followed by exact_float.wgsl,
+//   or exact_int.wgsl) that defines `fold_group`, then exact_entry.wgsl with
+//   the entry points.
 
 override OP: u32 = 0u;
 

@@ -2,10 +2,10 @@
 // (WGSL has no portable f64; every step here is 32-bit integer arithmetic).
 //
 // What it computes
-//   `fold_group` folds one group of GROUP_WORDS words (8 vec4s, 16 values;
-//   each vec4 holds two values as (lo, hi, lo, hi)) into an invocation's
-//   running state, as exact_f32.wgsl does for float32: NaN and infinities
-//   into flags, the sign AND of all values, and then
+//   The float64 layout of what exact_float.wgsl's `fold_group` does with a
+//   group of GROUP_WORDS words (8 vec4s, 16 values; each vec4 holds two
+//   values as (lo, hi, lo, hi)), as exact_f32.wgsl does for float32: NaN
+//   and infinities into flags, the sign AND of all values, and then
 //   - sum: each value as the integer m << (p - 1) on the 2^-1074 grid (m the
 //     53-bit mantissa with its hidden bit, p = max(exponent field, 1)), added
 //     into the invocation's band [base, base + 32) of positions: 96-bit
@@ -14,7 +14,8 @@
 //   - max/min: the best 64-bit order key per lane.
 //
 // How it is dispatched
-//   Not on its own: composed between exact.wgsl and exact_entry.wgsl.
+//   Not on its own: composed after exact.wgsl, before exact_float.wgsl and
+//   exact_entry.wgsl.
 
 const BAND_BELOW: u32 = 27u;
 
@@ -109,32 +110,6 @@ fn top_under(v: vec4<u32>, hi: u32) -> u32 {
     return max(c.x, c.y);
 }
 
-fn fold_residuals(v0: vec4<u32>, v1: vec4<u32>, v2: vec4<u32>, v3: vec4<u32>, v4: vec4<u32>, v5: vec4<u32>, v6: vec4<u32>, v7: vec4<u32>, first_hi: u32) {
-    var hi = first_hi;
-    loop {
-        let top = max(max(max(top_under(v0, hi), top_under(v1, hi)), max(top_under(v2, hi), top_under(v3, hi))), max(max(top_under(v4, hi), top_under(v5, hi)), max(top_under(v6, hi), top_under(v7, hi))));
-        if top == 0u {
-            break;
-        }
-        let base = max(top, BAND_BELOW + 1u) - BAND_BELOW;
-        let lim = min(32u, hi - base);
-        var band = band_new();
-        var dead = band_add(&band, v0, base, lim);
-        dead = dead | band_add(&band, v1, base, lim);
-        dead = dead | band_add(&band, v2, base, lim);
-        dead = dead | band_add(&band, v3, base, lim);
-        dead = dead | band_add(&band, v4, base, lim);
-        dead = dead | band_add(&band, v5, base, lim);
-        dead = dead | band_add(&band, v6, base, lim);
-        dead = dead | band_add(&band, v7, base, lim);
-        band_flush(band, base);
-        if base == 1u {
-            break;
-        }
-        hi = base;
-    }
-}
-
 // Masks values past the unit's end (as -0.0), takes NaN and infinities out
 // of the sum, and keeps the max/min keys. `word` is the vec4's first word.
 fn clean(acc: ptr<function, Acc>, raw: vec4<u32>, word: u32, len: u32) -> vec4<u32> {
@@ -171,58 +146,15 @@ fn clean(acc: ptr<function, Acc>, raw: vec4<u32>, word: u32, len: u32) -> vec4<u
     return vec4<u32>(lo.x, hi.x, lo.y, hi.y);
 }
 
-fn fold_group(acc: ptr<function, Acc>, range: UnitRange, q0: u32, fast: bool) {
-    let v0 = clean(acc, vec4_at(range, 4u * q0, fast), 4u * q0, range.len);
-    let v1 = clean(acc, vec4_at(range, 4u * (q0 + WG), fast), 4u * (q0 + WG), range.len);
-    let v2 = clean(acc, vec4_at(range, 4u * (q0 + 2u * WG), fast), 4u * (q0 + 2u * WG), range.len);
-    let v3 = clean(acc, vec4_at(range, 4u * (q0 + 3u * WG), fast), 4u * (q0 + 3u * WG), range.len);
-    let v4 = clean(acc, vec4_at(range, 4u * (q0 + 4u * WG), fast), 4u * (q0 + 4u * WG), range.len);
-    let v5 = clean(acc, vec4_at(range, 4u * (q0 + 5u * WG), fast), 4u * (q0 + 5u * WG), range.len);
-    let v6 = clean(acc, vec4_at(range, 4u * (q0 + 6u * WG), fast), 4u * (q0 + 6u * WG), range.len);
-    let v7 = clean(acc, vec4_at(range, 4u * (q0 + 7u * WG), fast), 4u * (q0 + 7u * WG), range.len);
-    if OP != OP_SUM {
-        return;
-    }
-    let pm = max(max(max(position(v0.yw), position(v1.yw)), max(position(v2.yw), position(v3.yw))), max(max(position(v4.yw), position(v5.yw)), max(position(v6.yw), position(v7.yw))));
-    let top = max(pm.x, pm.y);
-    if (*acc).base == 0u || top >= (*acc).base + 32u {
-        if (*acc).base != 0u {
-            band_flush((*acc).band, (*acc).base);
-        }
-        (*acc).base = max(top, BAND_BELOW + 1u) - BAND_BELOW;
-        (*acc).band = band_new();
-    }
-    let base = (*acc).base;
-    // A local copy: naga's SPIR-V writer cannot pass a pointer to a field
-    // behind a pointer argument.
-    var band = (*acc).band;
-    var r = band_add(&band, v0, base, 32u);
-    r = r | band_add(&band, v1, base, 32u);
-    r = r | band_add(&band, v2, base, 32u);
-    r = r | band_add(&band, v3, base, 32u);
-    r = r | band_add(&band, v4, base, 32u);
-    r = r | band_add(&band, v5, base, 32u);
-    r = r | band_add(&band, v6, base, 32u);
-    r = r | band_add(&band, v7, base, 32u);
-    (*acc).band = band;
-    if any(r) {
-        fold_residuals(v0, v1, v2, v3, v4, v5, v6, v7, base);
-    }
+// Largest position among the two values of `v`.
+fn top_of(v: vec4<u32>) -> u32 {
+    let p = position(v.yw);
+    return max(p.x, p.y);
 }
 
-fn finish_thread(acc: Acc) {
-    var flags = acc.flags;
-    if OP == OP_SUM {
-        if acc.base != 0u {
-            band_flush(acc.band, acc.base);
-        }
-        let an = acc.all_neg.x & acc.all_neg.y;
-        flags |= select(FLAG_NONNEG, 0u, (an >> 31u) != 0u);
-    }
-    atomicOr(&wg_flags, flags);
-    if acc.nans != 0u {
-        atomicAdd(&wg_nans, acc.nans);
-    }
+// The AND of every value's sign bit (bit 31 of the high words).
+fn all_neg_bits(acc: Acc) -> u32 {
+    return acc.all_neg.x & acc.all_neg.y;
 }
 
 fn thread_key(acc: Acc) -> vec2<u32> {

@@ -53,6 +53,18 @@ impl Dtype {
         }
     }
 
+    /// A stable number per dtype (0 float32, 1 float64, 2 int32, 3 uint32,
+    /// 4 int64): the dtype code of serialised states, and an index.
+    pub fn code(self) -> u8 {
+        match self {
+            Dtype::F32 => 0,
+            Dtype::F64 => 1,
+            Dtype::I32 => 2,
+            Dtype::U32 => 3,
+            Dtype::I64 => 4,
+        }
+    }
+
     /// Bytes per value.
     pub fn size(self) -> u64 {
         4 * self.words()

@@ -29,6 +29,7 @@ pub const EXACT_WGSL: &str = include_str!("../shaders/exact.wgsl");
 pub const EXACT_F32_WGSL: &str = include_str!("../shaders/exact_f32.wgsl");
 pub const EXACT_F64_WGSL: &str = include_str!("../shaders/exact_f64.wgsl");
 pub const EXACT_INT_WGSL: &str = include_str!("../shaders/exact_int.wgsl");
+pub const EXACT_FLOAT_WGSL: &str = include_str!("../shaders/exact_float.wgsl");
 pub const EXACT_ENTRY_WGSL: &str = include_str!("../shaders/exact_entry.wgsl");
 
 /// How many invocations share one unit's work. The sum is an exact
@@ -114,14 +115,16 @@ impl KernelShape {
 }
 
 /// The full WGSL source of the kernels for one dtype and shape: a header
-/// with the sizes, exact.wgsl, the dtype's file, the entry points.
+/// with the sizes, exact.wgsl, the dtype's file (for floats followed by the
+/// band logic they share), the entry points.
 pub fn shader_source(dtype: Dtype, shape: KernelShape) -> String {
+    let float = |f: &str| format!("{f}\n{EXACT_FLOAT_WGSL}");
     let (file, int_kind) = match dtype {
-        Dtype::F32 => (EXACT_F32_WGSL, 0),
-        Dtype::F64 => (EXACT_F64_WGSL, 0),
-        Dtype::I32 => (EXACT_INT_WGSL, 0),
-        Dtype::U32 => (EXACT_INT_WGSL, 1),
-        Dtype::I64 => (EXACT_INT_WGSL, 2),
+        Dtype::F32 => (float(EXACT_F32_WGSL), 0),
+        Dtype::F64 => (float(EXACT_F64_WGSL), 0),
+        Dtype::I32 => (EXACT_INT_WGSL.to_string(), 0),
+        Dtype::U32 => (EXACT_INT_WGSL.to_string(), 1),
+        Dtype::I64 => (EXACT_INT_WGSL.to_string(), 2),
     };
     format!(
         "// {dtype}, {shape} kernels.\n\
@@ -161,16 +164,6 @@ pub(crate) struct Kernels {
     elements_pipeline_layout: wgpu::PipelineLayout,
     partials_pipeline_layout: wgpu::PipelineLayout,
     by_dtype: [OnceLock<DtypePipelines>; 5],
-}
-
-fn dtype_index(d: Dtype) -> usize {
-    match d {
-        Dtype::F32 => 0,
-        Dtype::F64 => 1,
-        Dtype::I32 => 2,
-        Dtype::U32 => 3,
-        Dtype::I64 => 4,
-    }
 }
 
 impl Kernels {
@@ -257,7 +250,7 @@ impl Kernels {
     }
 
     fn for_dtype(&self, device: &wgpu::Device, dtype: Dtype) -> &DtypePipelines {
-        self.by_dtype[dtype_index(dtype)].get_or_init(|| self.build(device, dtype))
+        self.by_dtype[dtype.code() as usize].get_or_init(|| self.build(device, dtype))
     }
 
     pub fn pipeline(

@@ -67,16 +67,6 @@ impl StateKind {
     }
 }
 
-fn dtype_code(d: Dtype) -> u8 {
-    match d {
-        Dtype::F32 => 0,
-        Dtype::F64 => 1,
-        Dtype::I32 => 2,
-        Dtype::U32 => 3,
-        Dtype::I64 => 4,
-    }
-}
-
 /// The partial state of one reduction over a piece of the data.
 #[derive(Clone, Debug)]
 pub struct State {
@@ -412,7 +402,7 @@ impl State {
         let mut out = Vec::with_capacity(HEADER_BYTES + 4 * stored.len());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        out.push(dtype_code(self.dtype));
+        out.push(self.dtype.code());
         out.push(self.kind.code());
         out.push(self.flags);
         out.extend_from_slice(&self.len.to_le_bytes());
@@ -447,7 +437,7 @@ impl State {
         }
         let dtype = *Dtype::ALL
             .iter()
-            .find(|d| dtype_code(**d) == bytes[5])
+            .find(|d| d.code() == bytes[5])
             .ok_or_else(|| corrupt(format!("unknown dtype code {}", bytes[5])))?;
         let kind = [StateKind::Sum, StateKind::Max, StateKind::Min]
             .into_iter()

@@ -58,6 +58,7 @@ fn every_shader_file_starts_with_a_description() {
         ("exact_f32.wgsl", gpulanes::kernels::EXACT_F32_WGSL),
         ("exact_f64.wgsl", gpulanes::kernels::EXACT_F64_WGSL),
         ("exact_int.wgsl", gpulanes::kernels::EXACT_INT_WGSL),
+        ("exact_float.wgsl", gpulanes::kernels::EXACT_FLOAT_WGSL),
         ("exact_entry.wgsl", gpulanes::kernels::EXACT_ENTRY_WGSL),
     ] {
         let head: Vec<&str> = src.lines().take(3).collect();

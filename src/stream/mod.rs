@@ -180,33 +180,20 @@ pub struct InputFile {
 }
 
 impl InputFile {
-    /// Opens `path` (`-`: standard input); errors name the file and the
-    /// byte offset.
+    /// Opens a float32 input `path` (`-`: standard input); errors name the
+    /// file and the byte offset (a `.npy` of another dtype is one).
     pub fn open(path: &Path, format: FileFormat) -> Result<Self> {
-        match format {
-            FileFormat::Npy => {
-                let s = npy::open_f32_stream(path)?;
-                Ok(InputFile {
-                    path: npy::input_name(path),
-                    format,
-                    file: s.file,
-                    data_offset: s.header.data_offset,
-                    shape: Some(s.header.shape),
-                    dtype: Dtype::F32,
-                })
-            }
-            FileFormat::RawF32 => {
-                let (file, len) = npy::open_raw_f32_stream(path)?;
-                Ok(InputFile {
-                    path: npy::input_name(path),
-                    format,
-                    file,
-                    shape: len.map(|l| vec![l]),
-                    data_offset: 0,
-                    dtype: Dtype::F32,
-                })
-            }
+        let input = InputFile::open_typed(path, format, Dtype::F32)?;
+        if input.dtype != Dtype::F32 {
+            return Err(Error::File {
+                path: input.path,
+                message: format!(
+                    "wrong dtype {:?}: expected float32 ('<f4')",
+                    input.dtype.descr()
+                ),
+            });
         }
+        Ok(input)
     }
 
     /// Opens `path` holding values of any supported dtype: a `.npy` says
