@@ -1,6 +1,7 @@
-//! Quickstart: sum, mean and max of a slice, and per-row means and
-//! per-column maxima of an `ndarray`, on whatever adapter gpulanes picks.
-//! `cargo run --release --example quickstart [N]`.
+//! Quickstart: sum, mean and max of a slice, per-row means and per-column
+//! maxima of an `ndarray`, an exact float64 sum where float64 arithmetic
+//! cancels to nothing, and an int64 sum beyond 2^53, on whatever adapter
+//! gpulanes picks. `cargo run --release --example quickstart [N]`.
 
 use gpulanes::{Engine, NanPolicy, Op, Partitions};
 use ndarray::{Array2, Axis};
@@ -40,5 +41,23 @@ fn main() -> Result<(), gpulanes::Error> {
     let col_max = engine.reduce_axis(m.view(), Axis(0), Op::Max, NanPolicy::Propagate)?;
     println!("row means         = {:?}", row_means.values);
     println!("column maxima     = {:?}", col_max.values);
+
+    // Every dtype: float64 values that cancel (a float64 loop loses the
+    // small ones), and int64 values whose sum passes 2^53 (exact as int64).
+    let f64s: Vec<f64> = (0..n)
+        .map(|i| match i % 4 {
+            0 => 1e20,
+            1 => 0.25,
+            2 => -1e20,
+            _ => 0.5,
+        })
+        .collect();
+    let exact64 = engine.reduce_slice(&f64s, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
+    let naive64: f64 = f64s.iter().sum();
+    println!("float64 sum (gpu) = {:?}", exact64.value());
+    println!("float64 sum naive = {naive64}");
+    let i64s: Vec<i64> = (0..n as i64).map(|i| (1 << 40) + i).collect();
+    let total = engine.reduce_slice(&i64s, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
+    println!("int64 sum         = {:?}", total.value());
     Ok(())
 }
