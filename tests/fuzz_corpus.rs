@@ -105,3 +105,41 @@ fn every_corpus_file_gets_a_sensible_answer_on_every_reader() {
         }
     }
 }
+
+/// The state target's checks on its seeds and on every other corpus file:
+/// bytes either fail with an error or give a state that serialises back to
+/// the same state, merges with itself and finalises every op.
+#[test]
+fn every_corpus_file_is_a_state_or_an_error() {
+    use gpulanes::{NanPolicy, Op, State, StateKind};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = corpus();
+    let mut states = 0;
+    for entry in std::fs::read_dir(root.join("fuzz/seeds/state")).expect("state seeds") {
+        files.push(entry.unwrap().path());
+    }
+    for path in &files {
+        let data = std::fs::read(path).unwrap();
+        let Ok(state) = State::from_bytes(&data) else {
+            continue;
+        };
+        states += 1;
+        assert_eq!(
+            State::from_bytes(&state.to_bytes()).unwrap(),
+            state,
+            "{}",
+            path.display()
+        );
+        let mut twice = state.clone();
+        twice.merge(&state).unwrap();
+        for op in Op::ALL {
+            if op == Op::Count || StateKind::for_op(op) == state.kind() {
+                for nan in [NanPolicy::Propagate, NanPolicy::Ignore] {
+                    let _ = state.finalize(op, nan);
+                    let _ = twice.finalize(op, nan);
+                }
+            }
+        }
+    }
+    assert!(states >= 9, "only {states} corpus files are states");
+}
