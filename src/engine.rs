@@ -460,8 +460,11 @@ impl Engine {
         partitions: &Partitions,
         nan: NanPolicy,
     ) -> Result<Reduction<Scalar>> {
-        let states = self.states(data, StateKind::for_op(op), partitions)?;
-        finish_states(&states, op, nan)
+        let mut out = empty_reduction(op);
+        self.slice_groups(data, StateKind::for_op(op), partitions, |f| {
+            f.finish_into(op, nan, &mut out)
+        })?;
+        Ok(out)
     }
 
     /// `op` over a 1-D view of any [`Element`] type. A non-contiguous view
@@ -487,6 +490,23 @@ impl Engine {
         kind: StateKind,
         partitions: &Partitions,
     ) -> Result<Vec<State>> {
+        let mut out = Vec::new();
+        self.slice_groups(data, kind, partitions, |f| {
+            out.extend(f.states());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Reduces `data` in groups of partitions (as many as one reduction
+    /// may hold) and hands each group's final partials to `each`, in order.
+    fn slice_groups<E: Element>(
+        &self,
+        data: &[E],
+        kind: StateKind,
+        partitions: &Partitions,
+        mut each: impl FnMut(exec::FinalPartials) -> Result<()>,
+    ) -> Result<()> {
         self.ctx.health.check()?;
         let offsets = partitions.offsets(data.len() as u64)?;
         let words: &[u32] = bytemuck::cast_slice(data);
@@ -494,7 +514,6 @@ impl Engine {
         let ctx = &*self.ctx;
         let groups =
             PartitionGroups::new(offsets.len() - 1, exec::max_partitions_for(ctx, E::DTYPE));
-        let mut out = Vec::with_capacity(offsets.len() - 1);
         for i in 0..groups.count() {
             let group = groups.offsets(&offsets, i);
             let (first, last) = (group[0], group[group.len() - 1]);
@@ -509,9 +528,9 @@ impl Engine {
             let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
             let job =
                 exec::Job::prepare(ctx, E::DTYPE, kernel_of(kind), plan, &inputs, &spans, None)?;
-            out.extend(self.run_job(scope, job)?);
+            each(self.run_job(scope, job)?)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// `op` over each partition of a device-resident array of any dtype,
@@ -523,8 +542,11 @@ impl Engine {
         partitions: &Partitions,
         nan: NanPolicy,
     ) -> Result<Reduction<Scalar>> {
-        let states = self.device_states(array, StateKind::for_op(op), partitions)?;
-        finish_states(&states, op, nan)
+        let mut out = empty_reduction(op);
+        self.device_groups(array, StateKind::for_op(op), partitions, |f| {
+            f.finish_into(op, nan, &mut out)
+        })?;
+        Ok(out)
     }
 
     /// The partial [`State`] of each partition of a device-resident array.
@@ -534,6 +556,22 @@ impl Engine {
         kind: StateKind,
         partitions: &Partitions,
     ) -> Result<Vec<State>> {
+        let mut out = Vec::new();
+        self.device_groups(array, kind, partitions, |f| {
+            out.extend(f.states());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Engine::slice_groups`] for a device-resident array.
+    fn device_groups(
+        &self,
+        array: &DeviceArray,
+        kind: StateKind,
+        partitions: &Partitions,
+        mut each: impl FnMut(exec::FinalPartials) -> Result<()>,
+    ) -> Result<()> {
         if array.owner() != self.ctx.id {
             return Err(Error::InvalidInput(
                 "this DeviceArray was uploaded by another engine".into(),
@@ -548,7 +586,6 @@ impl Engine {
             offsets.len() - 1,
             exec::max_partitions_for(&self.ctx, array.dtype()),
         );
-        let mut out = Vec::with_capacity(offsets.len() - 1);
         for i in 0..groups.count() {
             // Offsets stay absolute, in words.
             let words: Vec<u64> = groups.offsets(&offsets, i).iter().map(|o| o * w).collect();
@@ -564,13 +601,13 @@ impl Engine {
                 &spans,
                 None,
             )?;
-            out.extend(self.run_job(scope, job)?);
+            each(self.run_job(scope, job)?)?;
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// Submits a prepared job, waits for it and reads its states back.
-    fn run_job(&self, scope: ErrorScopes, job: exec::Job) -> Result<Vec<State>> {
+    /// Submits a prepared job, waits for it and reads its partials back.
+    fn run_job(&self, scope: ErrorScopes, job: exec::Job) -> Result<exec::FinalPartials> {
         let ctx = &*self.ctx;
         let mut encoder = ctx
             .device
@@ -595,10 +632,8 @@ impl Engine {
                 ctx.health
                     .poll_failed(&ctx.device, &ctx.queue, "waiting for the GPU", e)
             })?;
-        let finals = rx
-            .recv()
-            .map_err(|_| Error::Gpu("readback callback never ran".into()))??;
-        Ok(finals.states)
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
     }
 
     /// `op` over each partition of a device-resident array. Any number of
@@ -769,15 +804,13 @@ fn kernel_of(kind: StateKind) -> KernelOp {
     }
 }
 
-/// Finalises one state per partition.
-fn finish_states(states: &[State], op: Op, nan: NanPolicy) -> Result<Reduction<Scalar>> {
-    let mut values = Vec::with_capacity(states.len());
-    let mut counts = Vec::with_capacity(states.len());
-    for s in states {
-        values.push(s.finalize(op, nan)?);
-        counts.push(s.count(nan));
+/// A reduction with no partitions yet.
+fn empty_reduction(op: Op) -> Reduction<Scalar> {
+    Reduction {
+        op,
+        values: Vec::new(),
+        counts: Vec::new(),
     }
-    Ok(Reduction { op, values, counts })
 }
 
 /// The float32 entry points take float32 arrays only.

@@ -12,7 +12,7 @@
 use std::num::NonZeroU64;
 use std::ops::Range;
 
-use crate::dtype::Dtype;
+use crate::dtype::{Dtype, Scalar};
 use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{PARAMS_BYTES, Pass, SEGMENT_BYTES};
@@ -202,22 +202,67 @@ pub(crate) struct Job {
     _keep: Vec<PooledBuffer>,
 }
 
-/// The final state of every partition.
+/// The final partial of every partition, as the GPU wrote them (a few
+/// words each; a [`State`] is made from them only when one is needed, so a
+/// reduction of many partitions holds little per partition).
 pub(crate) struct FinalPartials {
-    pub states: Vec<State>,
+    dtype: Dtype,
+    kind: StateKind,
+    /// Values of each partition.
+    lens: Vec<u64>,
+    /// Each partition's partial in `words` (`None`: an empty partition).
+    units: Vec<Option<u32>>,
+    words: Vec<u32>,
 }
 
 impl FinalPartials {
+    /// Number of partitions.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// The state of partition `i`.
+    pub fn state(&self, i: usize) -> State {
+        match self.units[i] {
+            Some(u) => {
+                let pw = self.dtype.partial_words();
+                let at = u as usize * pw;
+                State::from_gpu(
+                    self.dtype,
+                    self.kind,
+                    self.lens[i],
+                    &self.words[at..at + pw],
+                )
+            }
+            None => State::empty(self.dtype, self.kind),
+        }
+    }
+
+    /// Every partition's state.
+    pub fn states(&self) -> Vec<State> {
+        (0..self.len()).map(|i| self.state(i)).collect()
+    }
+
     /// Values and counts of float32 partitions `range` for `op` under `nan`.
     pub fn finish(&self, op: Op, nan: NanPolicy, range: Range<usize>) -> Reduction {
-        let (values, counts) = self.states[range]
-            .iter()
-            .map(|s| {
+        let (values, counts) = range
+            .map(|i| {
+                let s = self.state(i);
                 let v = s.finalize(op, nan).expect("float32 states always finalise");
                 (v.map(scalar_to_f32), s.count(nan))
             })
             .unzip();
         Reduction { op, values, counts }
+    }
+
+    /// Appends every partition's value (in its result type) and count.
+    pub fn finish_into(&self, op: Op, nan: NanPolicy, out: &mut Reduction<Scalar>) -> Result<()> {
+        for i in 0..self.len() {
+            let s = self.state(i);
+            out.values.push(s.finalize(op, nan)?);
+            out.counts.push(s.count(nan));
+        }
+        Ok(())
     }
 }
 
@@ -410,7 +455,6 @@ impl Job {
         } else {
             bytemuck::cast_slice(bytes)
         };
-        let pw = self.dtype.partial_words();
         let kind = match self.kernel {
             KernelOp::Sum => StateKind::Sum,
             KernelOp::Max => StateKind::Max,
@@ -418,20 +462,18 @@ impl Job {
         };
         // Plans count 32-bit words; states count values.
         let per_value = self.dtype.words();
-        let states = self
-            .plan
-            .partition_lens
-            .iter()
-            .zip(&self.plan.final_unit)
-            .map(|(&len, u)| match u {
-                Some(u) => {
-                    let at = *u as usize * pw;
-                    State::from_gpu(self.dtype, kind, len / per_value, &words[at..at + pw])
-                }
-                None => State::empty(self.dtype, kind),
-            })
-            .collect();
-        FinalPartials { states }
+        FinalPartials {
+            dtype: self.dtype,
+            kind,
+            lens: self
+                .plan
+                .partition_lens
+                .iter()
+                .map(|&l| l / per_value)
+                .collect(),
+            units: self.plan.final_unit.clone(),
+            words: words.to_vec(),
+        }
     }
 
     /// After the submission holding the readback: maps the results and calls
@@ -479,7 +521,7 @@ impl Recorded {
         let (op, nan) = (self.op, self.nan);
         self.job.read_async(move |r| {
             done(r.map(|f| {
-                let k = f.states.len();
+                let k = f.len();
                 f.finish(op, nan, 0..k)
             }))
         });

@@ -276,7 +276,7 @@ pub fn run_device_typed(
         let (i, r) = rx
             .recv()
             .map_err(|_| Error::Gpu("readback callback never ran".into()))?;
-        parts.push((i, r?.states));
+        parts.push((i, r?.states()));
     }
     parts.sort_by_key(|p| p.0);
     let mut values = Vec::with_capacity(offsets.len() - 1);

@@ -287,7 +287,7 @@ fn finish_group(sh: &Arc<Shared>, entry: BatchEntry, active: ActiveGroup) -> Opt
     active.job.read_async(move |r| {
         let _keep = keep;
         let r = r.map(|f| {
-            let k = f.states.len();
+            let k = f.len();
             f.finish(op, nan, 0..k)
         });
         let Some(outcome) = lock(&results).put(index, r) else {
