@@ -491,13 +491,66 @@ impl State {
             len,
             count,
             flags,
-            key: if count == 0 { 0 } else { key },
+            key,
             sum: ExactSum::from_limbs(dtype, &limbs),
         };
-        if kind != StateKind::Sum && count == 0 && key != 0 {
-            return Err(corrupt("a key for no values"));
+        state.check_consistent()?;
+        // One encoding per state: anything else (limbs that only repeat the
+        // sign, a leading zero limb) is not what `to_bytes` writes.
+        if state.to_bytes() != bytes {
+            return Err(corrupt("not in canonical form (as to_bytes writes it)"));
         }
         Ok(state)
+    }
+
+    /// What states made from real values always satisfy, so that no bytes
+    /// can make a merge wrap around or finalise to a value no data has.
+    fn check_consistent(&self) -> Result<()> {
+        let d = self.dtype;
+        let nan_seen = self.flags & FLAG_NAN != 0;
+        if d.is_float() && nan_seen != (self.count < self.len) {
+            return Err(corrupt(format!(
+                "the NaN flag disagrees with {} non-NaN values of {}",
+                self.count, self.len
+            )));
+        }
+        if !d.is_float() && self.count != self.len {
+            return Err(corrupt(
+                "integer values without NaN, yet fewer counted than seen",
+            ));
+        }
+        if self.count == 0 && (self.flags & !FLAG_NAN != 0 || !self.sum.is_zero()) {
+            return Err(corrupt("flags or a sum for no non-NaN values"));
+        }
+        // |sum| <= count x the largest magnitude of the dtype: bit lengths.
+        let (_, mag) = self.sum.sign_magnitude();
+        let bits = mag
+            .iter()
+            .rposition(|&l| l != 0)
+            .map_or(0, |i| 32 * i as u64 + 32 - mag[i].leading_zeros() as u64);
+        let value_bits = match d {
+            Dtype::F32 => 277,
+            Dtype::F64 => 2098,
+            Dtype::I32 | Dtype::U32 => 32,
+            Dtype::I64 => 64,
+        };
+        let count_bits = 64 - self.count.leading_zeros() as u64;
+        if bits > value_bits + count_bits {
+            return Err(corrupt(format!(
+                "a sum of {bits} bits, more than {} {d} values can reach",
+                self.count
+            )));
+        }
+        if self.kind != StateKind::Sum && self.count > 0 {
+            let fits = d.words() == 2 || self.key >> 32 == 0;
+            if !fits || value_of_key(d, self.key).is_nan() {
+                return Err(corrupt(format!("key {:#x} is no {d} value", self.key)));
+            }
+        }
+        if self.count == 0 && self.key != 0 {
+            return Err(corrupt("a key for no values"));
+        }
+        Ok(())
     }
 }
 
@@ -539,6 +592,87 @@ mod tests {
         let mut bad_limbs = good.clone();
         bad_limbs[32] = 200;
         assert!(State::from_bytes(&bad_limbs).is_err());
+    }
+
+    /// Bytes of states no data can produce: each must be refused, so no
+    /// merge can wrap around (an f32 sum with limb 10 = 0x7fffffff would
+    /// finalise to +inf alone and to -inf merged with itself).
+    #[test]
+    fn impossible_states_are_refused() {
+        let header = |dtype: u8, kind: u8, flags: u8, len: u64, count: u64, key: u64| {
+            let mut b = b"GLPS".to_vec();
+            b.extend([1, dtype, kind, flags]);
+            b.extend(len.to_le_bytes());
+            b.extend(count.to_le_bytes());
+            b.extend(key.to_le_bytes());
+            b
+        };
+        let with_limbs = |mut b: Vec<u8>, first: u16, limbs: &[u32]| {
+            b.extend(first.to_le_bytes());
+            b.extend((limbs.len() as u16).to_le_bytes());
+            limbs.iter().for_each(|l| b.extend(l.to_le_bytes()));
+            b
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "huge f32 sum",
+                with_limbs(header(0, 0, 8, 1, 1, 0), 10, &[0x7fff_ffff]),
+            ),
+            (
+                "f32 key over 32 bits",
+                with_limbs(header(0, 1, 0, 1, 1, 1 << 40), 0, &[]),
+            ),
+            (
+                "f32 key of a NaN",
+                with_limbs(header(0, 1, 0, 1, 1, 0), 0, &[]),
+            ),
+            (
+                "sum of no values",
+                with_limbs(header(0, 0, 8, 0, 0, 0), 0, &[5]),
+            ),
+            (
+                "inf of no values",
+                with_limbs(header(1, 0, 2, 0, 0, 0), 0, &[]),
+            ),
+            (
+                "int64 NaN count",
+                with_limbs(header(4, 0, 0, 2, 1, 0), 0, &[1]),
+            ),
+            (
+                "i32 sum of 2^40",
+                with_limbs(header(2, 0, 0, 1, 1, 0), 1, &[256]),
+            ),
+            (
+                "NaN flag, no NaN",
+                with_limbs(header(0, 0, 9, 1, 1, 0), 4, &[1]),
+            ),
+            (
+                "sign limb repeated",
+                with_limbs(header(1, 0, 0, 1, 1, 0), 0, &[u32::MAX, u32::MAX]),
+            ),
+        ];
+        for (what, bytes) in cases {
+            let r = State::from_bytes(&bytes);
+            assert!(matches!(r, Err(Error::InvalidState(_))), "{what}: {r:?}");
+        }
+        // Real states of extreme values still pass, and merge without wrapping.
+        let big = State::of(&[f32::MAX; 1000], StateKind::Sum);
+        let mut twice = State::from_bytes(&big.to_bytes()).unwrap();
+        twice.merge(&big).unwrap();
+        assert_eq!(
+            twice.finalize(Op::Sum, NanPolicy::Propagate).unwrap(),
+            Some(Scalar::F32(f32::INFINITY))
+        );
+        for s in [
+            State::of(&[i64::MIN, i64::MIN], StateKind::Sum),
+            State::of(&[u32::MAX; 3], StateKind::Sum),
+            State::of(&[-f64::MAX; 5], StateKind::Sum),
+            State::of(&[f64::NAN, 1.0], StateKind::Sum),
+            State::of(&[i32::MIN], StateKind::Max),
+            State::of(&[u32::MAX], StateKind::Min),
+        ] {
+            assert_eq!(State::from_bytes(&s.to_bytes()).unwrap(), s);
+        }
     }
 
     #[test]
