@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ./scripts/ensure-vulkan.sh
 cargo build --release --locked --quiet --bin gpulanes --examples
 # Mesa's device-select Vulkan layer connects to a Wayland display to order
-# GPUs and, with no display session, prints an XDG_RUNTIME_DIR error that
+# GPUs and, with no Wayland display running, prints an XDG_RUNTIME_DIR error that
 # reads as a failure; gpulanes picks its adapter itself. The CLI turns the
 # layer off on its own; the examples here run with it off too.
 if [ -z "${MESA_VK_DEVICE_SELECT:-}" ]; then export NODEVICE_SELECT="${NODEVICE_SELECT:-1}"; fi

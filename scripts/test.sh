@@ -15,7 +15,7 @@ if ! command -v python3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; t
 fi
 export RUST_BACKTRACE=1
 # Mesa's device-select Vulkan layer prints an XDG_RUNTIME_DIR error in every
-# process that opens a device on a machine without a display session; it
+# process that opens a device on a machine without a running Wayland display; it
 # is not a failure (the CLI turns the layer off itself, and a CLI test
 # checks that with the variable removed).
 if [ -z "${MESA_VK_DEVICE_SELECT:-}" ]; then export NODEVICE_SELECT="${NODEVICE_SELECT:-1}"; fi

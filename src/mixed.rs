@@ -77,7 +77,7 @@ pub const GPU_RT_RATE_HZ: f64 = 1000.0;
 /// share. On a GPU the same costs are expected to be a few microseconds
 /// (not measured here). On that VM the lavapipe bar (p99 within 3x, batch
 /// at least 85%) was met in 3 of 12 runs at 1000 Hz and in 34 of 42 at
-/// 500 Hz in one session, and in 4 of 6 against 5 of 6 interleaved in a
+/// 500 Hz in one series of runs, and in 4 of 6 against 5 of 6 interleaved in a
 /// later one (BENCHMARKS.md); `--rt-rate 1000` still runs the GPU rate.
 pub const SOFTWARE_RT_RATE_HZ: f64 = 500.0;
 

@@ -1143,7 +1143,7 @@ fn inputs_of_unknown_size_and_no_subcommand() {
 #[test]
 fn successful_commands_keep_stderr_empty() {
     // Mesa's device-select layer printed an XDG_RUNTIME_DIR error on
-    // machines with no display session; nothing a user should read.
+    // machines with no Wayland display running; nothing a user should read.
     let dir = scratch("quiet");
     let input = dir.join("d.npy");
     write_npy(&input, &Array1::from(vec![1.0f32, 2.0])).unwrap();

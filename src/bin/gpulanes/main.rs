@@ -119,7 +119,7 @@ fn die_quietly_on_closed_pipe() {
 }
 
 /// Mesa's Vulkan loader runs its device-select layer in every process; to
-/// order GPUs it connects to a Wayland display, and with no display session
+/// order GPUs it connects to a Wayland display, and with no Wayland display running
 /// (a server, a container, CI) libwayland prints `error: XDG_RUNTIME_DIR is
 /// invalid or not set in the environment.` on stderr, which reads as a
 /// failure. gpulanes picks its adapter itself (`WGPU_ADAPTER_NAME`,
