@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 pub use dtype::Dtype;
 pub use header::{MAX_HEADER_LEN, NpyHeader};
 pub use values::{
-    LeValue, check_end, read_all_values, read_values, trailing_message, truncated_message,
+    LeValue, check_end, fill, read_all_values, read_values, trailing_message, truncated_message,
 };
 
 /// The name standard input goes by in messages.
@@ -366,12 +366,7 @@ pub fn open_raw_stream(path: &Path, dtype: Dtype) -> Result<(File, Option<u64>)>
 /// size is a whole number of values; for a pipe (or a file that reports
 /// size 0, as under `/proc`) the length is found by reading (`None`).
 pub fn open_raw_f32_stream(path: &Path) -> Result<(File, Option<u64>)> {
-    let mut file = open_input(path)?;
-    let Some(len) = available_bytes(&mut file) else {
-        return Ok((file, None));
-    };
-    check_raw_len(path, len)?;
-    Ok((file, Some(len / 4)))
+    open_raw_stream(path, Dtype::F32)
 }
 
 #[cfg(test)]

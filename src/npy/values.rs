@@ -127,7 +127,7 @@ pub fn check_end(reader: &mut impl Read, end: u64) -> Result<(), String> {
 
 /// Reads until `buf` is full or the input ends; returns the bytes read, or
 /// the bytes read before an error and the error.
-fn fill(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize, (usize, std::io::Error)> {
+pub fn fill(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize, (usize, std::io::Error)> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {

@@ -85,6 +85,16 @@ const BUDGET_SHARES: u64 = 20;
 /// Largest chunk: bigger ones do not make streaming faster.
 const MAX_CHUNK_BYTES: u64 = 64 << 20;
 
+/// Fails with a message naming the smallest budget a stream accepts.
+pub(super) fn check_budget(budget_bytes: u64) -> Result<()> {
+    if budget_bytes < MIN_BUDGET_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "memory budget of {budget_bytes} bytes is too small: at least {MIN_BUDGET_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Called from the reader thread with the bytes read so far.
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -347,7 +357,49 @@ impl Engine {
         nan: NanPolicy,
         options: &StreamOptions,
     ) -> Result<Reduction<Scalar>> {
-        typed::reduce_reader::<E>(self, reader, len, op, partitions, nan, options, "<reader>")
+        let name = Path::new("<reader>");
+        typed::reduce_reader::<E>(self, reader, len, op, partitions, nan, options, name, 0)
+    }
+
+    /// Reduces a file of any dtype opened with [`InputFile::open_typed`]
+    /// (its length known: a regular file, or a `.npy` whose header gives
+    /// it), as [`Engine::reduce_reader_typed`] does; errors name the file
+    /// and the byte offset.
+    pub fn reduce_input_file_typed<E: Element>(
+        &self,
+        input: InputFile,
+        op: Op,
+        partitions: &Partitions,
+        nan: NanPolicy,
+        options: &StreamOptions,
+    ) -> Result<Reduction<Scalar>> {
+        let file_error = |message: String| Error::File {
+            path: input.path.clone(),
+            message,
+        };
+        if input.dtype != E::DTYPE {
+            return Err(file_error(format!(
+                "holds {} values, not {}",
+                input.dtype,
+                E::DTYPE
+            )));
+        }
+        let Some(len) = input.len() else {
+            return Err(file_error(
+                "its length is unknown (a raw pipe): read it into memory".into(),
+            ));
+        };
+        typed::reduce_reader::<E>(
+            self,
+            &input.file,
+            len,
+            op,
+            partitions,
+            nan,
+            options,
+            &input.path,
+            input.data_offset,
+        )
     }
 
     /// Reduces a float32 file of any size (flat: a 2-D `.npy` is reduced in

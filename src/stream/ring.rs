@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 
-use super::{BUDGET_SHARES, MAX_CHUNK_BYTES, MIN_BUDGET_BYTES, StreamOptions};
+use super::{BUDGET_SHARES, MAX_CHUNK_BYTES, StreamOptions};
 use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{BLOCK, SEGMENT_BYTES};
@@ -33,12 +33,7 @@ pub(super) struct Layout {
 
 impl Layout {
     pub(super) fn new(ctx: &Context, options: &StreamOptions) -> Result<Self> {
-        if options.budget_bytes < MIN_BUDGET_BYTES {
-            return Err(Error::InvalidInput(format!(
-                "memory budget of {} bytes is too small: at least {MIN_BUDGET_BYTES} bytes",
-                options.budget_bytes
-            )));
-        }
+        super::check_budget(options.budget_bytes)?;
         let max_items = (ctx.limits.max_buffer_bytes.min(MAX_CHUNK_BYTES) / 4) & !63;
         let chunk_items = match options.chunk_bytes {
             Some(c) if c < BLOCK * 4 || !c.is_multiple_of(256) => {

@@ -9,21 +9,25 @@
 //! reading, uploading and GPU work and keeps unmerged partials on the
 //! device): here one chunk is read, reduced and merged at a time.
 
-use std::io::{ErrorKind, Read};
+use std::io::Read;
+use std::path::Path;
 
 use crate::dtype::{Element, Scalar};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::npy;
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
 use crate::state::{State, StateKind};
 
-use super::{MIN_BUDGET_BYTES, StreamOptions};
+use super::StreamOptions;
 
 /// Reduces `len` values of type `E` read from `reader` (little-endian, as
 /// they lie in memory), holding about a quarter of `options.budget_bytes`
-/// of input at a time. Fewer bytes than announced is a truncation error;
-/// bytes after them an error too (`what` names the input in messages).
+/// of input at a time. Fewer bytes than announced is a truncation error,
+/// bytes after them a corrupt input, in the words of the other readers;
+/// errors name `name`, with byte offsets counted from `data_offset` (where
+/// the reader stands in its file).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn reduce_reader<E: Element>(
     engine: &Engine,
@@ -33,14 +37,10 @@ pub(crate) fn reduce_reader<E: Element>(
     partitions: &Partitions,
     nan: NanPolicy,
     options: &StreamOptions,
-    what: &str,
+    name: &Path,
+    data_offset: u64,
 ) -> Result<Reduction<Scalar>> {
-    if options.budget_bytes < MIN_BUDGET_BYTES {
-        return Err(Error::InvalidInput(format!(
-            "memory budget of {} bytes is too small: at least {MIN_BUDGET_BYTES} bytes",
-            options.budget_bytes
-        )));
-    }
+    super::check_budget(options.budget_bytes)?;
     let offsets = partitions.offsets(len)?;
     let kind = StateKind::for_op(op);
     let size = E::DTYPE.size();
@@ -55,14 +55,15 @@ pub(crate) fn reduce_reader<E: Element>(
     while start < len {
         let n = chunk_values.min(len - start);
         chunk.resize(n as usize, E::zeroed());
-        read_exact_or_truncated(
-            &mut reader,
-            bytemuck::cast_slice_mut(&mut chunk),
-            start,
-            len,
-            size,
-            what,
-        )?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut chunk);
+        let at = data_offset + start * size;
+        let filled = npy::fill(&mut reader, bytes).map_err(|(k, e)| {
+            file_error(name, format!("read error at byte {}: {e}", at + k as u64))
+        })?;
+        if filled < bytes.len() {
+            let message = npy::truncated_message(at + filled as u64, data_offset + len * size);
+            return Err(file_error(name, message));
+        }
         let end = start + n;
         // The non-empty pieces of partitions overlapping [start, end): they
         // tile the chunk in order (partitions tile the input).
@@ -85,19 +86,7 @@ pub(crate) fn reduce_reader<E: Element>(
         }
         start = end;
     }
-    let mut extra = [0u8; 1];
-    loop {
-        match reader.read(&mut extra) {
-            Ok(0) => break,
-            Ok(_) => {
-                return Err(Error::InvalidInput(format!(
-                    "{what}: corrupt: bytes after the {len} values announced"
-                )));
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::InvalidInput(format!("{what}: read error: {e}"))),
-        }
-    }
+    npy::check_end(&mut reader, data_offset + len * size).map_err(|m| file_error(name, m))?;
     let mut values = Vec::with_capacity(states.len());
     let mut counts = Vec::with_capacity(states.len());
     for s in &states {
@@ -107,28 +96,9 @@ pub(crate) fn reduce_reader<E: Element>(
     Ok(Reduction { op, values, counts })
 }
 
-fn read_exact_or_truncated(
-    reader: &mut impl Read,
-    buf: &mut [u8],
-    start: u64,
-    len: u64,
-    size: u64,
-    what: &str,
-) -> Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => {
-                let got = start * size + filled as u64;
-                return Err(Error::InvalidInput(format!(
-                    "{what}: truncated: {got} bytes of data where {} were announced",
-                    len * size
-                )));
-            }
-            Ok(k) => filled += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::InvalidInput(format!("{what}: read error: {e}"))),
-        }
+fn file_error(name: &Path, message: String) -> Error {
+    Error::File {
+        path: name.to_path_buf(),
+        message,
     }
-    Ok(())
 }

@@ -273,7 +273,6 @@ impl Typed<'_> {
                 file.data_bytes()
                     .is_none_or(|b| b.saturating_mul(2) > self.budget)
             });
-        let len = file.len();
         let (file, data) = if stream {
             (Some(file), Vec::new())
         } else {
@@ -283,10 +282,8 @@ impl Typed<'_> {
         let result = match (file, self.axis, self.shape) {
             (Some(file), _, _) => {
                 let options = StreamOptions::with_budget(self.budget);
-                let len = len.expect("only inputs of known length stream");
-                engine.reduce_reader_typed::<E, _>(
-                    file.file,
-                    len,
+                engine.reduce_input_file_typed::<E>(
+                    file,
                     self.op,
                     self.partitions,
                     self.nan,
