@@ -56,6 +56,7 @@ pub struct Context {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub(crate) kernels: Kernels,
+    pub(crate) group_kernels: crate::keyed::kernels::GroupKernels,
     pub(crate) pool: BufferPool,
     pub adapter: AdapterSummary,
     pub limits: EffectiveLimits,
@@ -127,12 +128,14 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
         let health = DeviceHealth::watch(&device);
         let kernels = Kernels::new(&device, shape);
+        let group_kernels = crate::keyed::kernels::GroupKernels::new(&device, shape);
         let adapter = AdapterSummary::new(info, features, &dl, shape);
         Ok(Context {
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             device,
             queue,
             kernels,
+            group_kernels,
             pool: BufferPool::new(max_buffer_bytes),
             adapter,
             limits,
