@@ -170,7 +170,13 @@ fn every_value_dtype_and_key_type() {
         check(e, "int32 by uint32", &ku32, &i32s, nan);
         check(e, "uint32 by int64", &k64, &u32s, nan);
         check(e, "int64 by int32", &k32, &i64s, nan);
-        check(e, "f32 by uint32", &ku32, &adversarial_f32(&mut rng, n, true), nan);
+        check(
+            e,
+            "f32 by uint32",
+            &ku32,
+            &adversarial_f32(&mut rng, n, true),
+            nan,
+        );
     }
 }
 
@@ -188,7 +194,9 @@ fn sparse_and_extreme_keys_use_the_dictionary_and_agree() {
             _ => rng.next_u64() as i64,
         })
         .collect();
-    let keys: Vec<i64> = (0..n).map(|_| pool[rng.below(pool.len() as u64) as usize]).collect();
+    let keys: Vec<i64> = (0..n)
+        .map(|_| pool[rng.below(pool.len() as u64) as usize])
+        .collect();
     let values = adversarial_f64(&mut rng, n, true);
     for nan in POLICIES {
         check(e, "sparse int64 keys", &keys, &values, nan);
@@ -235,9 +243,21 @@ fn nan_inf_and_signed_zero_per_group() {
         .reduce_by_key(&keys, &values, &[Op::Sum, Op::Count], NanPolicy::Ignore)
         .unwrap();
     let sum = g.get(Op::Sum).unwrap();
-    assert_eq!(bits(sum.values[2]), bits(Some(Scalar::F32(-0.0))), "-0.0 + -0.0");
-    assert_eq!(bits(sum.values[3]), bits(Some(Scalar::F32(0.0))), "-0.0 + 0.0");
-    assert_eq!(g.get(Op::Count).unwrap().counts[4], 0, "all-NaN group under Ignore");
+    assert_eq!(
+        bits(sum.values[2]),
+        bits(Some(Scalar::F32(-0.0))),
+        "-0.0 + -0.0"
+    );
+    assert_eq!(
+        bits(sum.values[3]),
+        bits(Some(Scalar::F32(0.0))),
+        "-0.0 + 0.0"
+    );
+    assert_eq!(
+        g.get(Op::Count).unwrap().counts[4],
+        0,
+        "all-NaN group under Ignore"
+    );
 }
 
 #[test]
@@ -316,8 +336,12 @@ fn states_by_key_merge_across_splits_to_the_whole() {
     let values = adversarial_f32(&mut rng, n, true);
     for kind in [StateKind::Sum, StateKind::Max, StateKind::Min] {
         let whole = e.states_by_key(&keys, &values, kind).unwrap();
-        let a = e.states_by_key(&keys[..n / 3], &values[..n / 3], kind).unwrap();
-        let b = e.states_by_key(&keys[n / 3..], &values[n / 3..], kind).unwrap();
+        let a = e
+            .states_by_key(&keys[..n / 3], &values[..n / 3], kind)
+            .unwrap();
+        let b = e
+            .states_by_key(&keys[n / 3..], &values[n / 3..], kind)
+            .unwrap();
         let mut merged: BTreeMap<i64, State> = BTreeMap::new();
         for part in [a, b] {
             for (k, s) in part.keys.into_iter().zip(part.states) {

@@ -54,7 +54,9 @@ pub const DENSE_FLOOR: u64 = 1 << 16;
 pub const SMALL_PARTITION: u64 = 1024;
 
 /// A group key type: int32, uint32 or int64.
-pub trait Key: bytemuck::Pod + Ord + std::hash::Hash + Send + Sync + 'static + sealed::Sealed {
+pub trait Key:
+    bytemuck::Pod + Ord + std::hash::Hash + Send + Sync + 'static + sealed::Sealed
+{
     /// The key's NumPy name (`int32`, `uint32`, `int64`).
     const NAME: &'static str;
     /// 32-bit words per key.
@@ -229,11 +231,22 @@ fn keyed_groups<K: Key, E: Element>(
             order.sort_unstable_by_key(|&i| distinct[i as usize]);
             // Accumulators by id, then handed on in key order.
             let mut windows = Vec::new();
-            let by = RowGroups::Keys32 { keys: &ids, base: 0 };
-            reduce_groups(ctx, E::DTYPE, words, by, distinct.len() as u64, wanted, |g0, acc| {
-                windows.push((g0 as usize, acc));
-                Ok(())
-            })?;
+            let by = RowGroups::Keys32 {
+                keys: &ids,
+                base: 0,
+            };
+            reduce_groups(
+                ctx,
+                E::DTYPE,
+                words,
+                by,
+                distinct.len() as u64,
+                wanted,
+                |g0, acc| {
+                    windows.push((g0 as usize, acc));
+                    Ok(())
+                },
+            )?;
             for id in order {
                 let id = id as usize;
                 let w = windows.partition_point(|(g0, _)| *g0 <= id) - 1;
@@ -319,21 +332,21 @@ impl crate::Engine {
     }
 }
 
-/// The states of `kind` of each partition given by `offsets` (checked, at
-/// most one window's worth is not required), through the group kernel.
+/// The states of `kind` of each partition of `partitions` (whose checked
+/// `offsets` are given) through the group kernel, in order.
 pub(crate) fn partition_states(
     ctx: &Context,
     dtype: Dtype,
     values: &[u32],
     offsets: &[u64],
-    equal_size: Option<u64>,
+    partitions: &crate::Partitions,
     kind: StateKind,
     mut each: impl FnMut(State) -> Result<()>,
 ) -> Result<()> {
     let parts = offsets.len() as u64 - 1;
-    let by = match equal_size {
-        Some(size) => RowGroups::EqualSize { size },
-        None => RowGroups::Offsets { offsets },
+    let by = match partitions {
+        crate::Partitions::EqualSize(size) => RowGroups::EqualSize { size: *size },
+        _ => RowGroups::Offsets { offsets },
     };
     let wanted = Wanted {
         sum: kind == StateKind::Sum,

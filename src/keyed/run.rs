@@ -151,15 +151,14 @@ pub(crate) fn reduce_groups(
     let wg = kernels.shape().workgroup_size() as u64;
     let per_unit = wg * rows_per_invocation(kernels.shape()) as u64;
     let binding = ctx.limits.max_binding_bytes;
+    let key_limit = match by.key_words() {
+        0 => u64::MAX,
+        w => binding / (w * 4),
+    };
     let chunk_rows = (binding / (wpe * 4))
-        .min(if by.key_words() > 0 {
-            binding / (by.key_words() * 4)
-        } else {
-            u64::MAX
-        })
+        .min(key_limit)
         .min(ctx.limits.max_units_per_dispatch.saturating_mul(per_unit))
-        .min(MAX_CHUNK_ROWS)
-        .max(1);
+        .clamp(1, MAX_CHUNK_ROWS);
     let mut first_scope = Some(ErrorScopes::push(ctx));
     let chunks = upload_chunks(ctx, values, wpe, by, chunk_rows)?;
     let stride = stride_words(dtype) as u64;
@@ -177,16 +176,16 @@ pub(crate) fn reduce_groups(
         .collect();
     let mut g0 = 0;
     while g0 < groups {
-        let scope = first_scope
-            .take()
-            .unwrap_or_else(|| ErrorScopes::push(ctx));
+        let scope = first_scope.take().unwrap_or_else(|| ErrorScopes::push(ctx));
         let g1 = (g0 + window).min(groups);
         let count = g1 - g0;
         let acc_bytes = count * stride * 4;
         let acc = ctx.pool.take(
             &ctx.device,
             acc_bytes,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             "gpulanes group accumulators",
         );
         let readback = ctx.pool.take(
@@ -217,9 +216,12 @@ pub(crate) fn reduce_groups(
             ctx.queue.write_buffer(&params, 0, bytemuck::bytes_of(&p));
             // Absent bindings are bound to the values (never read).
             let values_bytes = chunk.len() * wpe * 4;
-            let (keys, keys_bytes) = chunk.keys.as_ref().map_or((&chunk.values, values_bytes), |k| {
-                (k, chunk.len() * by.key_words() * 4)
-            });
+            let (keys, keys_bytes) = chunk
+                .keys
+                .as_ref()
+                .map_or((&chunk.values, values_bytes), |k| {
+                    (k, chunk.len() * by.key_words() * 4)
+                });
             let (segs, segs_bytes) = chunk
                 .segments
                 .as_ref()
@@ -308,7 +310,11 @@ fn upload_chunks(
                     .map(|&o| (o.max(r0) - r0) as u32)
                     .collect();
                 let n = table.len() as u32;
-                Some((storage_buffer(ctx, &table, "gpulanes segment starts"), j0 as u64, n))
+                Some((
+                    storage_buffer(ctx, &table, "gpulanes segment starts"),
+                    j0 as u64,
+                    n,
+                ))
             }
             _ => None,
         };
@@ -320,7 +326,10 @@ fn upload_chunks(
         });
         r0 = r1;
     }
-    if chunks.iter().any(|c| c.rows.end - c.rows.start > u32::MAX as u64) {
+    if chunks
+        .iter()
+        .any(|c| c.rows.end - c.rows.start > u32::MAX as u64)
+    {
         return Err(Error::InvalidInput("a chunk of rows exceeds 2^32".into()));
     }
     Ok(chunks)
@@ -348,7 +357,10 @@ fn chunk_params(by: &RowGroups<'_>, chunk: &Chunk, g0: u64, count: u64) -> Group
             p.first_skip = (r0 % size) as u32;
         }
         RowGroups::Offsets { .. } => {
-            let (_, j0, n) = chunk.segments.as_ref().expect("offsets chunks have segments");
+            let (_, j0, n) = chunk
+                .segments
+                .as_ref()
+                .expect("offsets chunks have segments");
             p.first_group = j0.wrapping_sub(g0) as u32;
             p.seg_count = *n;
         }
