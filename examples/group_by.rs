@@ -64,7 +64,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max.finalize(Op::Max, NanPolicy::Propagate)?,
             sum.len(),
         );
-        if (sums.values[i], means.values[i], maxes.values[i], sums.counts[i]) != want {
+        if (
+            sums.values[i],
+            means.values[i],
+            maxes.values[i],
+            sums.counts[i],
+        ) != want
+        {
             mismatches += 1;
         }
     }

@@ -31,8 +31,9 @@
 //   PHASE 1 adds nothing else.
 //
 //   Each invocation takes RUN consecutive rows and keeps what it learns
-//   about the current group in registers: a signed 128-bit window of the
-//   sum anchored at the first value's grid position, the counts, flags and
+//   about the current group in registers: two 96-bit windows of the sum
+//   (positive values, magnitudes of negative ones) anchored at the first
+//   value's grid position, the counts, flags and
 //   best keys. It flushes them with atomics when the group changes and at
 //   the end, so sorted keys and small partitions cost a few atomics per run
 //   rather than per row. A value more than 31 binades above the window's
@@ -87,23 +88,6 @@ fn carry(sum: u32, addend: u32) -> u32 {
     return select(0u, 1u, sum < addend);
 }
 
-// 128-bit two's complement addition (x = lowest word).
-fn add128(a: vec4<u32>, b: vec4<u32>) -> vec4<u32> {
-    let s0 = a.x + b.x;
-    let c0 = carry(s0, b.x);
-    let t1 = a.y + b.y;
-    let s1 = t1 + c0;
-    let c1 = carry(t1, b.y) + carry(s1, c0);
-    let t2 = a.z + b.z;
-    let s2 = t2 + c1;
-    let c2 = carry(t2, b.z) + carry(s2, c1);
-    return vec4<u32>(s0, s1, s2, a.w + b.w + c2);
-}
-
-fn neg128(a: vec4<u32>) -> vec4<u32> {
-    return add128(~a, vec4<u32>(1u, 0u, 0u, 0u));
-}
-
 // Adds `x` to word `i` of the accumulators, carrying into the words above
 // up to `end`: the old value atomicAdd returns says whether the add wrapped.
 fn acc_add(first: u32, x: u32, end: u32) {
@@ -116,11 +100,9 @@ fn acc_add(first: u32, x: u32, end: u32) {
     }
 }
 
-// Adds the signed 128-bit `w`, scaled by 2^bit, to group g's sum (its
-// magnitude to the positive or the negative limbs).
-fn flush_signed(g: u32, w: vec4<u32>, bit: u32) {
-    let negative = (w.w >> 31u) != 0u;
-    let m = select(w, neg128(w), negative);
+// Adds the magnitude `m` (128 bits), scaled by 2^bit, to group g's
+// positive or negative limbs.
+fn flush_magnitude(g: u32, m: vec4<u32>, bit: u32, negative: bool) {
     let region = g * STRIDE + select(0u, LIMBS, negative);
     let end = region + LIMBS;
     let l = region + (bit >> 5u);
@@ -207,9 +189,6 @@ fn group_of(row: u32, seg: ptr<function, u32>) -> u32 {
         let d_hi = hi - params.key_base_hi - select(0u, 1u, lo < params.key_base_lo);
         return select(NO_GROUP, d_lo, d_hi == 0u);
     }
-    if MODE == 2u {
-        return params.first_group + (params.first_skip + row) / params.size;
-    }
     while *seg + 1u < params.seg_count && seg_start[*seg + 1u] <= row {
         *seg += 1u;
     }
@@ -234,7 +213,8 @@ fn find_segment(row: u32) -> u32 {
 // What an invocation knows about its current group.
 struct Run {
     g: u32,
-    window: vec4<u32>, // signed 128-bit sum, bit 0 at grid position `base`
+    pos_w: vec3<u32>, // sum of positive values (96 bits), bit 0 at grid position `base`
+    neg_w: vec3<u32>, // sum of the magnitudes of negative values
     base: u32,
     has_window: bool,
     count: u32,
@@ -274,8 +254,8 @@ fn flush_run(r: Run) {
         }
         return;
     }
-    if WANT_SUM && r.has_window && any(r.window != vec4<u32>(0u)) {
-        flush_signed(r.g, r.window, r.base);
+    if WANT_SUM && r.has_window {
+        flush_window(r);
     }
     add_count(at + A_COUNT, r.count, 0u);
     add_count(at + A_NANS, r.nans, 0u);
@@ -292,14 +272,33 @@ fn flush_run(r: Run) {
     }
 }
 
-// The magnitude `mag` shifted left by s (< 32), as 128 bits, negated for a
-// negative value.
-fn signed_shifted(mag: vec2<u32>, s: u32, negative: bool) -> vec4<u32> {
-    let x = vec4<u32>(mag.x << s, (mag.y << s) | ((mag.x >> 1u) >> (31u - s)), (mag.y >> 1u) >> (31u - s), 0u);
-    return select(x, neg128(x), negative);
+// The magnitude `mag` shifted left by s (< 32), as 96 bits.
+fn shifted(mag: vec2<u32>, s: u32) -> vec3<u32> {
+    return vec3<u32>(mag.x << s, (mag.y << s) | ((mag.x >> 1u) >> (31u - s)), (mag.y >> 1u) >> (31u - s));
 }
 
-// Adds one row's value to the run (phase 0).
+// 96-bit addition (x = lowest word).
+fn add96(a: vec3<u32>, b: vec3<u32>) -> vec3<u32> {
+    let s0 = a.x + b.x;
+    let c0 = carry(s0, b.x);
+    let t1 = a.y + b.y;
+    let s1 = t1 + c0;
+    let c1 = carry(t1, b.y) + carry(s1, c0);
+    return vec3<u32>(s0, s1, a.z + b.z + c1);
+}
+
+fn flush_window(r: Run) {
+    if any(r.pos_w != vec3<u32>(0u)) {
+        flush_magnitude(r.g, vec4<u32>(r.pos_w, 0u), r.base, false);
+    }
+    if any(r.neg_w != vec3<u32>(0u)) {
+        flush_magnitude(r.g, vec4<u32>(r.neg_w, 0u), r.base, true);
+    }
+}
+
+// Adds one row's value to the run (phase 0). The windows hold at most RUN
+// values of at most 2^85 each (a float64 mantissa shifted by 31), far
+// inside 96 bits.
 fn run_add(r: ptr<function, Run>, v: Value) {
     if v.special == FLAG_NAN {
         (*r).nans += 1u;
@@ -323,20 +322,21 @@ fn run_add(r: ptr<function, Run>, v: Value) {
     if !(*r).has_window {
         (*r).has_window = true;
         (*r).base = v.pos;
-        (*r).window = vec4<u32>(0u);
     }
     if v.pos < (*r).base {
-        flush_signed((*r).g, signed_shifted(v.mag, 0u, v.negative), v.pos);
+        flush_magnitude((*r).g, vec4<u32>(v.mag, 0u, 0u), v.pos, v.negative);
         return;
     }
     if v.pos - (*r).base >= 32u {
-        if any((*r).window != vec4<u32>(0u)) {
-            flush_signed((*r).g, (*r).window, (*r).base);
-        }
+        flush_window(*r);
         (*r).base = v.pos;
-        (*r).window = vec4<u32>(0u);
+        (*r).pos_w = vec3<u32>(0u);
+        (*r).neg_w = vec3<u32>(0u);
     }
-    (*r).window = add128((*r).window, signed_shifted(v.mag, v.pos - (*r).base, v.negative));
+    let x = shifted(v.mag, v.pos - (*r).base);
+    let zero = vec3<u32>(0u);
+    (*r).pos_w = add96((*r).pos_w, select(x, zero, v.negative));
+    (*r).neg_w = add96((*r).neg_w, select(zero, x, v.negative));
 }
 
 // Adds one row's key to the run (phase 1: low words only, and only for
@@ -364,18 +364,51 @@ fn reduce_groups(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let unit = wid.x + wid.y * nwg.x;
-    let first = (unit * WG + t) * RUN;
+    // Row i of this invocation: interleaved (neighbouring invocations read
+    // neighbouring rows) or a contiguous run.
+    let unit_first = unit * WG * RUN;
+    var first = unit_first + t * RUN;
+    var step = 1u;
+    if INTERLEAVE {
+        first = unit_first + t;
+        step = WG;
+    }
     if first >= params.rows {
         return;
     }
-    let end = min(first + RUN, params.rows);
     var seg = 0u;
     if MODE == 3u {
         seg = find_segment(first);
     }
+    // Equal sizes: the group and the position in it, advanced by `step`
+    // rows at a time (a division only where a step crosses partitions).
+    var eq_g = 0u;
+    var eq_in = 0u;
+    if MODE == 2u {
+        let p = params.first_skip + first;
+        eq_g = params.first_group + p / params.size;
+        eq_in = p % params.size;
+    }
     var r = run_new(NO_GROUP);
-    for (var row = first; row < end; row++) {
-        var g = group_of(row, &seg);
+    for (var i = 0u; i < RUN; i++) {
+        let row = first + i * step;
+        if row >= params.rows {
+            break;
+        }
+        var g = 0u;
+        if MODE == 2u {
+            if i > 0u {
+                eq_in += step;
+                if eq_in >= params.size {
+                    let q = eq_in / params.size;
+                    eq_g += q;
+                    eq_in -= q * params.size;
+                }
+            }
+            g = eq_g;
+        } else {
+            g = group_of(row, &seg);
+        }
         if g >= params.group_count {
             g = NO_GROUP;
         }

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{POLICIES, SplitMix, engine, small_binding_engine, tiny_engine};
+use common::{POLICIES, SplitMix, engine, no_subgroup_engine, small_binding_engine, tiny_engine};
 use gpulanes::{
     Element, Engine, Error, Grouped, Key, NanPolicy, Op, Partitions, Scalar, State, StateKind,
 };
@@ -292,12 +292,13 @@ fn row_order_does_not_change_a_bit() {
 #[test]
 fn windows_and_chunks_under_tiny_caps_agree() {
     // 64 KiB bindings: 528 float32 groups (124 bytes each) per window and
-    // 16384 rows per chunk, so these cases take several of each.
+    // 16384 rows per chunk, so these cases take several of each; the
+    // workgroup shape runs 256 invocations over contiguous runs of rows.
     let mut rng = SplitMix::new(19);
     let n = 40_000;
     let keys: Vec<u32> = (0..n).map(|_| rng.below(3000) as u32).collect();
     let values = adversarial_f32(&mut rng, n, true);
-    for e in [tiny_engine(), small_binding_engine()] {
+    for e in [tiny_engine(), small_binding_engine(), no_subgroup_engine()] {
         for nan in POLICIES {
             check(e, "tiny caps f32", &keys, &values, nan);
         }
@@ -377,7 +378,7 @@ fn small_and_mixed_partitions_match_the_cpu() {
     let f32s = adversarial_f32(&mut rng, n, true);
     let f64s = adversarial_f64(&mut rng, n, true);
     let i64s: Vec<i64> = (0..n).map(|_| rng.next_u64() as i64 >> 8).collect();
-    for e in [engine(), tiny_engine()] {
+    for e in [engine(), tiny_engine(), no_subgroup_engine()] {
         for parts in [
             Partitions::Offsets(offsets.clone()),
             Partitions::EqualSize(1),

@@ -61,6 +61,7 @@ pub fn group_shader_source(dtype: Dtype, shape: KernelShape) -> String {
          const STRIDE: u32 = {stride}u;\n\
          const WPE: u32 = {wpe}u;\n\
          const DTYPE: u32 = {code}u;\n\
+         const INTERLEAVE: bool = {interleave};\n\
          {GROUP_WGSL}",
         shape = shape.name(),
         wg = shape.workgroup_size(),
@@ -69,6 +70,7 @@ pub fn group_shader_source(dtype: Dtype, shape: KernelShape) -> String {
         stride = stride_words(dtype),
         wpe = dtype.words(),
         code = dtype.code(),
+        interleave = shape == KernelShape::Narrow,
     )
 }
 
