@@ -33,18 +33,17 @@
 //   Each invocation takes RUN consecutive rows and keeps what it learns
 //   about the current group in registers: two 96-bit windows of the sum
 //   (positive values, magnitudes of negative ones) anchored at the first
-//   value's grid position, the counts, flags and
-//   best keys. It flushes them with atomics when the group changes and at
-//   the end, so sorted keys and small partitions cost a few atomics per run
-//   rather than per row. A value more than 31 binades above the window's
-//   anchor flushes the window and re-anchors it; one under the anchor is
-//   flushed on its own.
+//   value's grid position (WIN_BELOW binades under it), the counts, flags
+//   and best keys. It flushes them with atomics when the group changes and
+//   at the end, so sorted keys and small partitions cost a few atomics per
+//   run rather than per row. A value under the window's bit 0 or more than
+//   WIN_SPAN binades above it flushes the window and re-anchors it.
 //
 // How it is dispatched
 //   @workgroup_size(WG), one workgroup per WG * RUN rows on a 2-D grid
 //   (workgroup_id.x + workgroup_id.y * num_workgroups.x); surplus
 //   workgroups return at once. Composed after a header (src/keyed/kernels.rs)
-//   defining WG, RUN, LIMBS, STRIDE, WPE and DTYPE (0 float32, 1 float64,
+//   defining WG, RUN, LIMBS, STRIDE, WPE, WIN_BELOW, WIN_SPAN and DTYPE (0 float32, 1 float64,
 //   2 int32, 3 uint32, 4 int64); MODE, WANT_SUM, WANT_MAX, WANT_MIN and PHASE
 //   are pipeline overrides.
 
@@ -272,9 +271,13 @@ fn flush_run(r: Run) {
     }
 }
 
-// The magnitude `mag` shifted left by s (< 32), as 96 bits.
+// The magnitude `mag` shifted left by s (< 96, with the result inside 96
+// bits), as 96 bits.
 fn shifted(mag: vec2<u32>, s: u32) -> vec3<u32> {
-    return vec3<u32>(mag.x << s, (mag.y << s) | ((mag.x >> 1u) >> (31u - s)), (mag.y >> 1u) >> (31u - s));
+    let b = s & 31u;
+    let x = vec3<u32>(mag.x << b, (mag.y << b) | ((mag.x >> 1u) >> (31u - b)), (mag.y >> 1u) >> (31u - b));
+    let w = s >> 5u;
+    return select(select(x, vec3<u32>(0u, x.x, x.y), w == 1u), vec3<u32>(0u, 0u, x.x), w == 2u);
 }
 
 // 96-bit addition (x = lowest word).
@@ -296,40 +299,34 @@ fn flush_window(r: Run) {
     }
 }
 
-// Adds one row's value to the run (phase 0). The windows hold at most RUN
-// values of at most 2^85 each (a float64 mantissa shifted by 31), far
-// inside 96 bits.
+// Adds one row's value to the run (phase 0). A window's bit 0 sits
+// WIN_BELOW binades under the first value's position, and it takes values
+// up to WIN_SPAN positions above its bit 0: at most RUN values of under
+// 2^(WIN_SPAN + mantissa bits) <= 2^87 each, inside 96 bits.
 fn run_add(r: ptr<function, Run>, v: Value) {
-    if v.special == FLAG_NAN {
-        (*r).nans += 1u;
-        (*r).flags |= FLAG_NAN;
+    let nan = v.special == FLAG_NAN;
+    (*r).nans += select(0u, 1u, nan);
+    (*r).count += select(1u, 0u, nan);
+    (*r).flags |= v.special | select(0u, FLAG_NONNEG, DTYPE <= 1u && !v.negative && v.special == 0u);
+    (*r).any = (*r).any || !nan;
+    if WANT_MAX {
+        (*r).best_max = select(key_max((*r).best_max, v.key), (*r).best_max, nan);
+    }
+    if WANT_MIN {
+        (*r).best_min = select(key_max((*r).best_min, ~v.key), (*r).best_min, nan);
+    }
+    // NaN and infinities never enter the sum.
+    if !WANT_SUM || v.special != 0u || all(v.mag == vec2<u32>(0u)) {
         return;
     }
-    (*r).count += 1u;
-    (*r).any = true;
-    (*r).best_max = key_max((*r).best_max, v.key);
-    (*r).best_min = key_max((*r).best_min, ~v.key);
-    if v.special != 0u {
-        (*r).flags |= v.special;
-        return;
-    }
-    if DTYPE <= 1u && !v.negative {
-        (*r).flags |= FLAG_NONNEG;
-    }
-    if !WANT_SUM || all(v.mag == vec2<u32>(0u)) {
-        return;
-    }
-    if !(*r).has_window {
+    // Outside the window (or no window yet): flush it and anchor a new one
+    // for this value.
+    if !(*r).has_window || v.pos < (*r).base || v.pos - (*r).base > WIN_SPAN {
+        if (*r).has_window {
+            flush_window(*r);
+        }
         (*r).has_window = true;
-        (*r).base = v.pos;
-    }
-    if v.pos < (*r).base {
-        flush_magnitude((*r).g, vec4<u32>(v.mag, 0u, 0u), v.pos, v.negative);
-        return;
-    }
-    if v.pos - (*r).base >= 32u {
-        flush_window(*r);
-        (*r).base = v.pos;
+        (*r).base = max(v.pos, WIN_BELOW) - WIN_BELOW;
         (*r).pos_w = vec3<u32>(0u);
         (*r).neg_w = vec3<u32>(0u);
     }

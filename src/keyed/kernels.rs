@@ -51,6 +51,36 @@ pub fn stride_words(dtype: Dtype) -> usize {
     2 * dtype.limbs() + 9
 }
 
+/// Bits of a value's magnitude on its grid (the mantissa with its hidden
+/// bit, or the integer's magnitude).
+fn magnitude_bits(dtype: Dtype) -> u32 {
+    match dtype {
+        Dtype::F32 => 24,
+        Dtype::F64 => 53,
+        Dtype::I32 | Dtype::U32 => 32,
+        Dtype::I64 => 64,
+    }
+}
+
+/// How far above a window's bit 0 a value may lie (`WIN_SPAN`): a run of
+/// RUN values each under 2^(span + magnitude bits) must fit the 96-bit
+/// window.
+fn window_span(dtype: Dtype, shape: KernelShape) -> u32 {
+    let headroom = 32 - rows_per_invocation(shape).leading_zeros(); // log2(RUN) + 1
+    (96 - headroom).saturating_sub(magnitude_bits(dtype))
+}
+
+/// How far under the first value of a run its window's bit 0 is placed
+/// (`WIN_BELOW`): about half the span, so smaller and larger values of the
+/// same group share the window. Integers sit at position 0.
+fn window_below(dtype: Dtype) -> u32 {
+    match dtype {
+        Dtype::F32 => 36,
+        Dtype::F64 => 16,
+        _ => 0,
+    }
+}
+
 /// The group kernel's WGSL for one dtype and shape.
 pub fn group_shader_source(dtype: Dtype, shape: KernelShape) -> String {
     format!(
@@ -62,6 +92,8 @@ pub fn group_shader_source(dtype: Dtype, shape: KernelShape) -> String {
          const WPE: u32 = {wpe}u;\n\
          const DTYPE: u32 = {code}u;\n\
          const INTERLEAVE: bool = {interleave};\n\
+         const WIN_BELOW: u32 = {below}u;\n\
+         const WIN_SPAN: u32 = {span}u;\n\
          {GROUP_WGSL}",
         shape = shape.name(),
         wg = shape.workgroup_size(),
@@ -71,6 +103,8 @@ pub fn group_shader_source(dtype: Dtype, shape: KernelShape) -> String {
         wpe = dtype.words(),
         code = dtype.code(),
         interleave = shape == KernelShape::Narrow,
+        below = window_below(dtype),
+        span = window_span(dtype, shape),
     )
 }
 
