@@ -83,17 +83,53 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> acc: array<atomic<u32>>;
 @group(0) @binding(4) var<storage, read> seg_start: array<u32>;
 
+// PRIVATE: the window's accumulators, private to the workgroup (the same
+// layout, PRIV_WORDS words), added to `acc` once at the end.
+var<workgroup> wacc: array<atomic<u32>, PRIV_WORDS>;
+
+// The accumulators runs flush into: `wacc` when PRIVATE, else `acc`.
+fn target_add(i: u32, v: u32, private_: bool) -> u32 {
+    if private_ {
+        return atomicAdd(&wacc[i], v);
+    }
+    return atomicAdd(&acc[i], v);
+}
+
+fn target_load(i: u32) -> u32 {
+    if PRIVATE {
+        return atomicLoad(&wacc[i]);
+    }
+    return atomicLoad(&acc[i]);
+}
+
+fn target_or(i: u32, v: u32) {
+    if PRIVATE {
+        atomicOr(&wacc[i], v);
+    } else {
+        atomicOr(&acc[i], v);
+    }
+}
+
+fn target_max(i: u32, v: u32) {
+    if PRIVATE {
+        atomicMax(&wacc[i], v);
+    } else {
+        atomicMax(&acc[i], v);
+    }
+}
+
 fn carry(sum: u32, addend: u32) -> u32 {
     return select(0u, 1u, sum < addend);
 }
 
-// Adds `x` to word `i` of the accumulators, carrying into the words above
-// up to `end`: the old value atomicAdd returns says whether the add wrapped.
-fn acc_add(first: u32, x: u32, end: u32) {
+// Adds `x` to word `i` of the accumulators (the workgroup's when
+// `private_`), carrying into the words above up to `end`: the old value
+// atomicAdd returns says whether the add wrapped.
+fn acc_add(first: u32, x: u32, end: u32, private_: bool) {
     var i = first;
     var v = x;
     while v != 0u && i < end {
-        let old = atomicAdd(&acc[i], v);
+        let old = target_add(i, v, private_);
         v = carry(old + v, v);
         i++;
     }
@@ -107,23 +143,23 @@ fn flush_magnitude(g: u32, m: vec4<u32>, bit: u32, negative: bool) {
     let l = region + (bit >> 5u);
     let r = bit & 31u;
     // m << r over five words; (x >> 1) >> (31 - r) is x >> (32 - r), and 0 for r = 0.
-    acc_add(l, m.x << r, end);
-    acc_add(l + 1u, (m.y << r) | ((m.x >> 1u) >> (31u - r)), end);
-    acc_add(l + 2u, (m.z << r) | ((m.y >> 1u) >> (31u - r)), end);
-    acc_add(l + 3u, (m.w << r) | ((m.z >> 1u) >> (31u - r)), end);
-    acc_add(l + 4u, (m.w >> 1u) >> (31u - r), end);
+    acc_add(l, m.x << r, end, PRIVATE);
+    acc_add(l + 1u, (m.y << r) | ((m.x >> 1u) >> (31u - r)), end, PRIVATE);
+    acc_add(l + 2u, (m.z << r) | ((m.y >> 1u) >> (31u - r)), end, PRIVATE);
+    acc_add(l + 3u, (m.w << r) | ((m.z >> 1u) >> (31u - r)), end, PRIVATE);
+    acc_add(l + 4u, (m.w >> 1u) >> (31u - r), end, PRIVATE);
 }
 
 // Adds a 64-bit count (lo, hi) at word `at` of the accumulators.
 fn add_count(at: u32, lo: u32, hi: u32) {
     if lo != 0u {
-        let old = atomicAdd(&acc[at], lo);
+        let old = target_add(at, lo, PRIVATE);
         let h = hi + carry(old + lo, lo);
         if h != 0u {
-            atomicAdd(&acc[at + 1u], h);
+            target_add(at + 1u, h, PRIVATE);
         }
     } else if hi != 0u {
-        atomicAdd(&acc[at + 1u], hi);
+        target_add(at + 1u, hi, PRIVATE);
     }
 }
 
@@ -258,15 +294,15 @@ fn flush_run(r: Run) {
     }
     add_count(at + A_COUNT, r.count, 0u);
     add_count(at + A_NANS, r.nans, 0u);
-    if r.flags != 0u && (atomicLoad(&acc[at + A_FLAGS]) & r.flags) != r.flags {
-        atomicOr(&acc[at + A_FLAGS], r.flags);
+    if r.flags != 0u && (target_load(at + A_FLAGS) & r.flags) != r.flags {
+        target_or(at + A_FLAGS, r.flags);
     }
     if r.any {
-        if WANT_MAX && r.best_max.y > atomicLoad(&acc[at + A_MAX + 1u]) {
-            atomicMax(&acc[at + A_MAX + 1u], r.best_max.y);
+        if WANT_MAX && r.best_max.y > target_load(at + A_MAX + 1u) {
+            target_max(at + A_MAX + 1u, r.best_max.y);
         }
-        if WANT_MIN && r.best_min.y > atomicLoad(&acc[at + A_MIN + 1u]) {
-            atomicMax(&acc[at + A_MIN + 1u], r.best_min.y);
+        if WANT_MIN && r.best_min.y > target_load(at + A_MIN + 1u) {
+            target_max(at + A_MIN + 1u, r.best_min.y);
         }
     }
 }
@@ -370,58 +406,87 @@ fn reduce_groups(
         first = unit_first + t;
         step = WG;
     }
-    if first >= params.rows {
-        return;
-    }
-    var seg = 0u;
-    if MODE == 3u {
-        seg = find_segment(first);
-    }
-    // Equal sizes: the group and the position in it, advanced by `step`
-    // rows at a time (a division only where a step crosses partitions).
-    var eq_g = 0u;
-    var eq_in = 0u;
-    if MODE == 2u {
-        let p = params.first_skip + first;
-        eq_g = params.first_group + p / params.size;
-        eq_in = p % params.size;
-    }
-    var r = run_new(NO_GROUP);
-    for (var i = 0u; i < RUN; i++) {
-        let row = first + i * step;
-        if row >= params.rows {
-            break;
+    if first < params.rows {
+        var seg = 0u;
+        if MODE == 3u {
+            seg = find_segment(first);
         }
-        var g = 0u;
+        // Equal sizes: the group and the position in it, advanced by `step`
+        // rows at a time (a division only where a step crosses partitions).
+        var eq_g = 0u;
+        var eq_in = 0u;
         if MODE == 2u {
-            if i > 0u {
-                eq_in += step;
-                if eq_in >= params.size {
-                    let q = eq_in / params.size;
-                    eq_g += q;
-                    eq_in -= q * params.size;
-                }
+            let p = params.first_skip + first;
+            eq_g = params.first_group + p / params.size;
+            eq_in = p % params.size;
+        }
+        var r = run_new(NO_GROUP);
+        for (var i = 0u; i < RUN; i++) {
+            let row = first + i * step;
+            if row >= params.rows {
+                break;
             }
-            g = eq_g;
-        } else {
-            g = group_of(row, &seg);
+            var g = 0u;
+            if MODE == 2u {
+                if i > 0u {
+                    eq_in += step;
+                    if eq_in >= params.size {
+                        let q = eq_in / params.size;
+                        eq_g += q;
+                        eq_in -= q * params.size;
+                    }
+                }
+                g = eq_g;
+            } else {
+                g = group_of(row, &seg);
+            }
+            if g >= params.group_count {
+                g = NO_GROUP;
+            }
+            if g != r.g {
+                flush_run(r);
+                r = run_new(g);
+            }
+            if g == NO_GROUP {
+                continue;
+            }
+            let v = value_at(row);
+            if PHASE == 0u {
+                run_add(&r, v);
+            } else {
+                run_add_low(&r, v);
+            }
         }
-        if g >= params.group_count {
-            g = NO_GROUP;
-        }
-        if g != r.g {
-            flush_run(r);
-            r = run_new(g);
-        }
-        if g == NO_GROUP {
+        flush_run(r);
+    }
+    if PRIVATE {
+        flush_private(t);
+    }
+}
+
+// Adds the workgroup's private accumulators to `acc`: limbs and counts
+// word by word with their carries, flags with OR, keys with max (PRIVATE
+// serves phase 0 only, which fills the keys' high words).
+fn flush_private(t: u32) {
+    workgroupBarrier();
+    let words = params.group_count * STRIDE;
+    for (var w = t; w < words; w += WG) {
+        let x = atomicLoad(&wacc[w]);
+        if x == 0u {
             continue;
         }
-        let v = value_at(row);
-        if PHASE == 0u {
-            run_add(&r, v);
+        let f = w % STRIDE;
+        let region = w - f + select(0u, LIMBS, f >= LIMBS);
+        if f < 2u * LIMBS {
+            acc_add(w, x, region + LIMBS, false);
+        } else if f == A_COUNT || f == A_NANS {
+            acc_add(w, x, w + 2u, false);
+        } else if f == A_COUNT + 1u || f == A_NANS + 1u {
+            acc_add(w, x, w + 1u, false);
+        } else if f == A_FLAGS {
+            atomicOr(&acc[w], x);
         } else {
-            run_add_low(&r, v);
+            atomicMax(&acc[w], x);
         }
     }
-    flush_run(r);
 }

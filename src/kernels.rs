@@ -32,6 +32,9 @@ pub const EXACT_INT_WGSL: &str = include_str!("../shaders/exact_int.wgsl");
 pub const EXACT_FLOAT_WGSL: &str = include_str!("../shaders/exact_float.wgsl");
 pub const EXACT_ENTRY_WGSL: &str = include_str!("../shaders/exact_entry.wgsl");
 
+/// The group kernel (keyed reductions and small partitions).
+pub use crate::keyed::kernels::{GROUP_WGSL, group_shader_source, private_groups};
+
 /// How many invocations share one unit's work. The sum is an exact
 /// integer and max/min are order-free, so every shape gives the same bits;
 /// only the speed differs.

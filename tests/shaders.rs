@@ -5,6 +5,10 @@ use gpulanes::kernels::shader_source;
 use gpulanes::{Dtype, KernelShape};
 
 fn validate(source: &str, label: &str) {
+    validate_entries(source, label, &["reduce_elements", "reduce_partials"], "OP");
+}
+
+fn validate_entries(source: &str, label: &str, entries: &[&str], override_name: &str) {
     let module = match naga::front::wgsl::parse_str(source) {
         Ok(m) => m,
         Err(e) => panic!("{label}: WGSL parse error:\n{}", e.emit_to_string(source)),
@@ -21,17 +25,13 @@ fn validate(source: &str, label: &str) {
         .iter()
         .map(|e| e.name.as_str())
         .collect();
-    assert_eq!(
-        names,
-        ["reduce_elements", "reduce_partials"],
-        "{label}: entry points"
-    );
+    assert_eq!(names, entries, "{label}: entry points");
     assert!(
         module
             .overrides
             .iter()
-            .any(|(_, o)| o.name.as_deref() == Some("OP")),
-        "{label}: OP override"
+            .any(|(_, o)| o.name.as_deref() == Some(override_name)),
+        "{label}: {override_name} override"
     );
 }
 
@@ -60,6 +60,7 @@ fn every_shader_file_starts_with_a_description() {
         ("exact_int.wgsl", gpulanes::kernels::EXACT_INT_WGSL),
         ("exact_float.wgsl", gpulanes::kernels::EXACT_FLOAT_WGSL),
         ("exact_entry.wgsl", gpulanes::kernels::EXACT_ENTRY_WGSL),
+        ("group.wgsl", gpulanes::kernels::GROUP_WGSL),
     ] {
         let head: Vec<&str> = src.lines().take(3).collect();
         assert!(
@@ -77,6 +78,11 @@ fn every_shader_file_starts_with_a_description() {
 /// (Metal), HLSL (DX12) and GLSL (GL): their compilers are not here, so
 /// naga's back ends, which wgpu uses to reach them, are the next best check.
 fn translate(source: &str, label: &str, op: u32, entry: &str) {
+    translate_with(source, label, &[("OP", op as f64)], entry);
+}
+
+fn translate_with(source: &str, label: &str, constants: &[(&str, f64)], entry: &str) {
+    let op = format!("{constants:?}");
     let module = naga::front::wgsl::parse_str(source).expect("parses");
     let info = naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
@@ -84,7 +90,8 @@ fn translate(source: &str, label: &str, op: u32, entry: &str) {
     )
     .validate(&module)
     .expect("validates");
-    let constants = naga::back::PipelineConstants::from([("OP".to_string(), op as f64)]);
+    let constants: naga::back::PipelineConstants =
+        constants.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let (module, info) = naga::back::pipeline_constants::process_overrides(
         &module,
         &info,
@@ -158,6 +165,34 @@ fn every_kernel_translates_to_every_backend() {
             for op in 0..3 {
                 for entry in ["reduce_elements", "reduce_partials"] {
                     translate(&source, &label, op, entry);
+                }
+            }
+        }
+    }
+}
+
+/// The group kernel: every dtype and shape, global and workgroup-private
+/// accumulators, every group mode and key phase, all accumulators wanted.
+#[test]
+fn every_group_kernel_variant_validates_and_translates() {
+    use gpulanes::kernels::{group_shader_source, private_groups};
+    for shape in [KernelShape::Workgroup, KernelShape::Narrow] {
+        for dtype in Dtype::ALL {
+            for private in [0, private_groups(dtype, 16384)] {
+                let source = group_shader_source(dtype, shape, private);
+                let label = format!("group {dtype} {} private {private}", shape.name());
+                validate_entries(&source, &label, &["reduce_groups"], "MODE");
+                for mode in 0..4 {
+                    for phase in 0..if private > 0 { 1 } else { 2 } {
+                        let constants = [
+                            ("MODE", mode as f64),
+                            ("WANT_SUM", 1.0),
+                            ("WANT_MAX", 1.0),
+                            ("WANT_MIN", 1.0),
+                            ("PHASE", phase as f64),
+                        ];
+                        translate_with(&source, &label, &constants, "reduce_groups");
+                    }
                 }
             }
         }

@@ -68,6 +68,14 @@ pub struct BenchConfig {
     pub copy_budget: Budget,
     pub latency_warmup: usize,
     pub latency_runs: usize,
+    /// Rows of the group-by and small-partition rows (0: none).
+    pub group_by_rows: u64,
+    /// Key cardinalities of the group-by rows.
+    pub group_by_cardinalities: Vec<u64>,
+    /// Equal partition sizes of the small-partition rows.
+    pub small_partition_sizes: Vec<u64>,
+    /// Timed runs of each group-by and small-partition row.
+    pub group_by_runs: usize,
 }
 
 const KIB: u64 = 1 << 10;
@@ -136,6 +144,10 @@ impl BenchConfig {
             copy_budget,
             latency_warmup: if quick { 10 } else { 50 },
             latency_runs: if quick { 100 } else { 500 },
+            group_by_rows: if quick { 1 << 20 } else { 16 << 20 },
+            group_by_cardinalities: vec![16, 1 << 10, 1 << 16, 1 << 20],
+            small_partition_sizes: vec![64, 4096],
+            group_by_runs: if quick { 3 } else { 5 },
         }
     }
 
@@ -225,6 +237,19 @@ impl BenchConfig {
 
     /// Progress steps of a run (for a progress bar).
     pub fn steps(&self) -> u64 {
+        self.case_steps() + self.group_by_steps()
+    }
+
+    /// Steps of the group-by and small-partition rows.
+    fn group_by_steps(&self) -> u64 {
+        if self.group_by_rows == 0 {
+            0
+        } else {
+            (self.group_by_cardinalities.len() + self.small_partition_sizes.len()) as u64
+        }
+    }
+
+    fn case_steps(&self) -> u64 {
         4 + self
             .cases()
             .map(|(d, &b)| (self.ops.len() * self.partitionings(b / d.size()).len()) as u64)

@@ -36,6 +36,7 @@ pub mod data;
 mod date;
 pub mod element;
 pub mod gpu;
+pub mod group_by;
 mod report;
 pub mod size;
 pub mod stats;
@@ -155,10 +156,21 @@ pub fn run(
         }
     }
     let Collected {
-        failures,
+        mut failures,
         results,
         cpu_rows,
     } = out;
+    let group_by = if config.group_by_rows > 0 {
+        group_by::measure(engine, config, threads, &mut |m| step(m))?
+    } else {
+        Vec::new()
+    };
+    for r in group_by.iter().filter(|r| !r.check_pass) {
+        failures.push(format!(
+            "{} over {} rows ({} groups): differs from the CPU reference",
+            r.kind, r.rows, r.groups
+        ));
+    }
     let software = engine.adapter().software;
     Ok(BenchReport {
         schema: SCHEMA,
@@ -194,6 +206,7 @@ pub fn run(
         skipped: config.skipped(),
         results,
         cpu: cpu_rows,
+        group_by,
         elapsed_s: started.elapsed().as_secs_f64(),
     })
 }

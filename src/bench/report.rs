@@ -216,6 +216,8 @@ pub struct BenchReport {
     pub floors: Floors,
     pub results: Vec<GpuRow>,
     pub cpu: Vec<CpuRow>,
+    /// Group-by and small-partition rows (from host, upload included).
+    pub group_by: Vec<super::group_by::GroupByRow>,
     pub all_checks_pass: bool,
     pub failures: Vec<String>,
     /// Cases not measured (see `config.max_partitions`).

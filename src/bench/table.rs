@@ -194,6 +194,9 @@ pub fn render(r: &BenchReport) -> String {
             r.skipped.join("; ")
         );
     }
+    if !r.group_by.is_empty() {
+        render_group_by(&mut out, &r.group_by);
+    }
     if r.all_checks_pass {
         let _ = writeln!(
             out,
@@ -208,4 +211,45 @@ pub fn render(r: &BenchReport) -> String {
         }
     }
     out
+}
+
+/// The group-by and small-partition rows: GB/s of keys and values, and the
+/// ratio to the whole-buffer sum timed alternately with each row.
+fn render_group_by(out: &mut String, rows: &[super::group_by::GroupByRow]) {
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "group-by (int32 keys, float32 values, ops {}) and small partitions (sum), from host memory, upload included:",
+        rows.iter()
+            .find(|r| r.kind == "group_by")
+            .map_or("-".into(), |r| r.ops.join(","))
+    );
+    let _ = writeln!(
+        out,
+        "{:>12}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>9}  check",
+        "rows", "what", "groups", "median", "GB/s", "whole", "of whole"
+    );
+    for r in rows {
+        let what = match (r.cardinality, r.partition_size) {
+            (Some(c), _) => format!("{c} keys"),
+            (_, Some(p)) => format!("p={p}"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:>12}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>9}  {}",
+            r.rows,
+            what,
+            r.groups,
+            fmt_ns(r.time.median_ns),
+            fmt_gbps(r.gbps),
+            fmt_gbps(r.whole_gbps),
+            pct(r.ratio_to_whole),
+            if r.check_pass { "ok" } else { "FAILED" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "GB/s = keys + values bytes / median; \"whole\": the whole-buffer sum of the same values, timed alternately with each row"
+    );
 }

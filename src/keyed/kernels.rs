@@ -35,6 +35,8 @@ pub struct PassKind {
     pub min: bool,
     /// 0: everything and the keys' high words; 1: the keys' low words.
     pub phase: u32,
+    /// Accumulate in workgroup memory first (phase 0, few groups).
+    pub private: bool,
 }
 
 /// Rows one invocation folds in a run (`RUN` in group.wgsl): CPU adapters
@@ -81,8 +83,16 @@ fn window_below(dtype: Dtype) -> u32 {
     }
 }
 
-/// The group kernel's WGSL for one dtype and shape.
-pub fn group_shader_source(dtype: Dtype, shape: KernelShape) -> String {
+/// Groups whose accumulators one workgroup keeps privately (the
+/// `PRIVATE` variant) within `workgroup_bytes` of workgroup memory.
+pub fn private_groups(dtype: Dtype, workgroup_bytes: u32) -> u32 {
+    workgroup_bytes / (stride_words(dtype) as u32 * 4)
+}
+
+/// The group kernel's WGSL for one dtype and shape; `private_groups`
+/// nonzero makes the variant that accumulates up to that many groups in
+/// workgroup memory.
+pub fn group_shader_source(dtype: Dtype, shape: KernelShape, private_groups: u32) -> String {
     format!(
         "// {dtype}, {shape} group kernel.\n\
          const WG: u32 = {wg}u;\n\
@@ -94,6 +104,8 @@ pub fn group_shader_source(dtype: Dtype, shape: KernelShape) -> String {
          const INTERLEAVE: bool = {interleave};\n\
          const WIN_BELOW: u32 = {below}u;\n\
          const WIN_SPAN: u32 = {span}u;\n\
+         const PRIVATE: bool = {private};\n\
+         const PRIV_WORDS: u32 = {priv_words}u;\n\
          {GROUP_WGSL}",
         shape = shape.name(),
         wg = shape.workgroup_size(),
@@ -105,6 +117,8 @@ pub fn group_shader_source(dtype: Dtype, shape: KernelShape) -> String {
         interleave = shape == KernelShape::Narrow,
         below = window_below(dtype),
         span = window_span(dtype, shape),
+        private = private_groups > 0,
+        priv_words = (private_groups as usize * stride_words(dtype)).max(1),
     )
 }
 
@@ -113,7 +127,9 @@ pub(crate) struct GroupKernels {
     shape: KernelShape,
     pub layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    modules: [OnceLock<wgpu::ShaderModule>; 5],
+    /// Per dtype: the global variant and the private one.
+    modules: [[OnceLock<wgpu::ShaderModule>; 2]; 5],
+    workgroup_bytes: u32,
     pipelines: Mutex<HashMap<(Dtype, PassKind), wgpu::ComputePipeline>>,
 }
 
@@ -156,7 +172,13 @@ impl GroupKernels {
             pipeline_layout,
             modules: Default::default(),
             pipelines: Mutex::default(),
+            workgroup_bytes: device.limits().max_compute_workgroup_storage_size,
         }
+    }
+
+    /// Groups a private pass of `dtype` holds (0: none fit).
+    pub fn private_groups(&self, dtype: Dtype) -> u32 {
+        private_groups(dtype, self.workgroup_bytes)
     }
 
     pub fn shape(&self) -> KernelShape {
@@ -174,14 +196,20 @@ impl GroupKernels {
         cache
             .entry((dtype, kind))
             .or_insert_with(|| {
-                let module = self.modules[dtype.code() as usize].get_or_init(|| {
-                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some("reduce groups"),
-                        source: wgpu::ShaderSource::Wgsl(
-                            group_shader_source(dtype, self.shape).into(),
-                        ),
-                    })
-                });
+                let private = if kind.private {
+                    self.private_groups(dtype)
+                } else {
+                    0
+                };
+                let module = self.modules[dtype.code() as usize][kind.private as usize]
+                    .get_or_init(|| {
+                        device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some("reduce groups"),
+                            source: wgpu::ShaderSource::Wgsl(
+                                group_shader_source(dtype, self.shape, private).into(),
+                            ),
+                        })
+                    });
                 let flag = |b: bool| if b { 1.0 } else { 0.0 };
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some("reduce_groups"),
@@ -196,7 +224,8 @@ impl GroupKernels {
                             ("WANT_MIN", flag(kind.min)),
                             ("PHASE", kind.phase as f64),
                         ],
-                        zero_initialize_workgroup_memory: false,
+                        // The private accumulators start at zero.
+                        zero_initialize_workgroup_memory: true,
                     },
                     cache: None,
                 })

@@ -164,21 +164,25 @@ pub(crate) fn reduce_groups(
     let stride = stride_words(dtype) as u64;
     let window = window_groups(ctx, dtype);
     let two_phase = wpe == 2 && (wanted.max || wanted.min);
-    let pass = |phase| PassKind {
+    let pass = |phase, private| PassKind {
         mode: by.mode(),
         sum: wanted.sum,
         max: wanted.max,
         min: wanted.min,
         phase,
+        private,
     };
-    let pipelines: Vec<wgpu::ComputePipeline> = (0..if two_phase { 2 } else { 1 })
-        .map(|p| kernels.pipeline(&ctx.device, dtype, pass(p)))
-        .collect();
     let mut g0 = 0;
     while g0 < groups {
         let scope = first_scope.take().unwrap_or_else(|| ErrorScopes::push(ctx));
         let g1 = (g0 + window).min(groups);
         let count = g1 - g0;
+        // Few keyed groups: each workgroup accumulates privately first, so
+        // rows of the same group do not contend for the same global words.
+        let private = by.key_words() > 0 && count <= kernels.private_groups(dtype) as u64;
+        let pipelines: Vec<wgpu::ComputePipeline> = (0..if two_phase { 2 } else { 1 })
+            .map(|p| kernels.pipeline(&ctx.device, dtype, pass(p, private && p == 0)))
+            .collect();
         let acc_bytes = count * stride * 4;
         let acc = ctx.pool.take(
             &ctx.device,

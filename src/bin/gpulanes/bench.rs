@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// Seed of the random inputs (default: from the clock; recorded in the JSON).
     #[arg(long)]
     seed: Option<u64>,
+    /// Rows of the group-by and small-partition measurements (suffixes
+    /// K, M = 2^10, 2^20; 0 skips them). Default 16M (1M with --quick).
+    #[arg(long, value_name = "N")]
+    group_by_rows: Option<String>,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -108,6 +112,11 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         .as_deref()
         .map(|s| parse_one("max-size", s))
         .transpose()?;
+    let group_by_rows = args
+        .group_by_rows
+        .as_deref()
+        .map(|s| parse_one("group-by-rows", s))
+        .transpose()?;
     let copy_size = args
         .copy_size
         .as_deref()
@@ -151,6 +160,9 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     if let Some(s) = args.seed {
         config.seed = s;
+    }
+    if let Some(r) = group_by_rows {
+        config.group_by_rows = r;
     }
     config.validate().map_err(Failure::Input)?;
 
