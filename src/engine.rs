@@ -129,7 +129,11 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
         let health = DeviceHealth::watch(&device);
         let kernels = Kernels::new(&device, shape);
-        let group_kernels = crate::keyed::kernels::GroupKernels::new(&device, shape);
+        let group_kernels = crate::keyed::kernels::GroupKernels::new(
+            &device,
+            shape,
+            info.backend != wgpu::Backend::Gl,
+        );
         let adapter = AdapterSummary::new(info, features, &dl, shape);
         Ok(Context {
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
@@ -481,7 +485,7 @@ impl Engine {
             crate::keyed::partition_states(
                 &self.ctx,
                 E::DTYPE,
-                bytemuck::cast_slice(data),
+                crate::keyed::Words::Host(bytemuck::cast_slice(data)),
                 &small,
                 partitions,
                 StateKind::for_op(op),
@@ -543,7 +547,7 @@ impl Engine {
             crate::keyed::partition_states(
                 &self.ctx,
                 E::DTYPE,
-                bytemuck::cast_slice(data),
+                crate::keyed::Words::Host(bytemuck::cast_slice(data)),
                 &small,
                 partitions,
                 kind,
@@ -606,10 +610,48 @@ impl Engine {
         nan: NanPolicy,
     ) -> Result<Reduction<Scalar>> {
         let mut out = empty_reduction(op);
-        self.device_groups(array, StateKind::for_op(op), partitions, |f| {
-            f.finish_into(op, nan, &mut out)
+        let small = self.small_device_states(array, StateKind::for_op(op), partitions, |s| {
+            out.values.push(s.finalize(op, nan)?);
+            out.counts.push(s.count(nan));
+            Ok(())
         })?;
+        if !small {
+            self.device_groups(array, StateKind::for_op(op), partitions, |f| {
+                f.finish_into(op, nan, &mut out)
+            })?;
+        }
         Ok(out)
+    }
+
+    /// Hands the state of each small partition of `array` to `each` (through
+    /// the group kernel, see [`Engine::small_partitions`]); false, with
+    /// nothing done, when the partitions are not small.
+    fn small_device_states(
+        &self,
+        array: &DeviceArray,
+        kind: StateKind,
+        partitions: &Partitions,
+        each: impl FnMut(State) -> Result<()>,
+    ) -> Result<bool> {
+        if array.owner() != self.ctx.id {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
+        }
+        let Some(offsets) = self.small_partitions(array.len(), partitions)? else {
+            return Ok(false);
+        };
+        self.ctx.health.check()?;
+        crate::keyed::partition_states(
+            &self.ctx,
+            array.dtype(),
+            crate::keyed::Words::Device(array),
+            &offsets,
+            partitions,
+            kind,
+            each,
+        )?;
+        Ok(true)
     }
 
     /// The partial [`State`] of each partition of a device-resident array.
@@ -620,6 +662,12 @@ impl Engine {
         partitions: &Partitions,
     ) -> Result<Vec<State>> {
         let mut out = Vec::new();
+        if self.small_device_states(array, kind, partitions, |s| {
+            out.push(s);
+            Ok(())
+        })? {
+            return Ok(out);
+        }
         self.device_groups(array, kind, partitions, |f| {
             out.extend(f.states());
             Ok(())
@@ -715,6 +763,14 @@ impl Engine {
             ));
         }
         check_f32(array)?;
+        if self.small_partitions(array.len(), partitions)?.is_some() {
+            let r = self.reduce_device_typed(array, op, partitions, nan)?;
+            return Ok(Reduction {
+                op,
+                values: r.values.into_iter().map(|v| v.map(scalar_to_f32)).collect(),
+                counts: r.counts,
+            });
+        }
         let offsets = partitions.offsets(array.len())?;
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
         let spans = array.spans();

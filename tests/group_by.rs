@@ -89,6 +89,20 @@ fn check<K: Key + std::fmt::Debug, E: Element>(
     got
 }
 
+/// The bits of every value and count of every reduction.
+fn all_bits<K>(g: &Grouped<K>) -> Vec<(Op, Vec<Option<(u8, u64)>>, Vec<u64>)> {
+    g.reductions
+        .iter()
+        .map(|r| {
+            (
+                r.op,
+                r.values.iter().map(|v| bits(*v)).collect(),
+                r.counts.clone(),
+            )
+        })
+        .collect()
+}
+
 fn shuffle<T>(rng: &mut SplitMix, v: &mut [T]) {
     for i in (1..v.len()).rev() {
         v.swap(i, rng.below(i as u64 + 1) as usize);
@@ -286,7 +300,8 @@ fn row_order_does_not_change_a_bit() {
     // Sorted keys (long runs in one invocation) give the same bits too.
     rows.sort_by_key(|r| r.0);
     let sorted = run(&rows);
-    assert_eq!(sorted, first);
+    assert_eq!(sorted.keys, first.keys);
+    assert_eq!(all_bits(&sorted), all_bits(&first));
 }
 
 #[test]
@@ -415,5 +430,88 @@ fn small_and_mixed_partitions_match_the_cpu() {
                 }
             }
         }
+    }
+}
+
+/// Device-resident keys and values (dense and sparse keys, split into
+/// several buffers by the tiny caps) give the bits of the host path, and so
+/// do small partitions of a device array and ndarray views.
+#[test]
+fn device_arrays_and_views_give_the_host_bits() {
+    let mut rng = SplitMix::new(31);
+    let n = 70_001;
+    let dense: Vec<i32> = (0..n).map(|_| rng.below(900) as i32 - 400).collect();
+    let sparse: Vec<i64> = (0..n).map(|_| (rng.below(2000) as i64) << 40).collect();
+    let f64s = adversarial_f64(&mut rng, n, true);
+    let f32s = adversarial_f32(&mut rng, n, true);
+    for e in [engine(), tiny_engine()] {
+        let dv = e.upload(&f64s).unwrap();
+        for nan in POLICIES {
+            let host = e.reduce_by_key(&dense, &f64s, &OPS, nan).unwrap();
+            let dk = e.upload(&dense).unwrap();
+            let dev = e.reduce_by_key_device(&dk, &dv, &OPS, nan).unwrap();
+            assert_eq!(
+                dev.keys,
+                host.keys.iter().map(|&k| k as i64).collect::<Vec<_>>()
+            );
+            assert_eq!(all_bits(&dev), all_bits(&host), "dense device keys");
+            let host = e.reduce_by_key(&sparse, &f64s, &OPS, nan).unwrap();
+            let sk = e.upload(&sparse).unwrap();
+            let dev = e.reduce_by_key_device(&sk, &dv, &OPS, nan).unwrap();
+            assert_eq!(dev.keys, host.keys, "sparse device keys");
+            assert_eq!(all_bits(&dev), all_bits(&host), "sparse device keys");
+        }
+        let view = e
+            .reduce_by_key_view(
+                ndarray::ArrayView1::from(&dense[..]).slice_move(ndarray::s![..;2]),
+                ndarray::ArrayView1::from(&f32s[..]).slice_move(ndarray::s![..;2]),
+                &OPS,
+                NanPolicy::Ignore,
+            )
+            .unwrap();
+        let strided_k: Vec<i32> = dense.iter().step_by(2).copied().collect();
+        let strided_v: Vec<f32> = f32s.iter().step_by(2).copied().collect();
+        check(
+            e,
+            "strided views",
+            &strided_k,
+            &strided_v,
+            NanPolicy::Ignore,
+        );
+        let copied = e
+            .reduce_by_key(&strided_k, &strided_v, &OPS, NanPolicy::Ignore)
+            .unwrap();
+        assert_eq!(view.keys, copied.keys);
+        assert_eq!(all_bits(&view), all_bits(&copied));
+        let df = e.upload(&f32s).unwrap();
+        for parts in [Partitions::EqualSize(7), Partitions::EqualSize(64)] {
+            for op in OPS {
+                let got = e
+                    .reduce_device_typed(&df, op, &parts, NanPolicy::Propagate)
+                    .unwrap();
+                let want = gpulanes::cpu::reduce(&f32s, op, &parts, NanPolicy::Propagate).unwrap();
+                let gb: Vec<_> = got.values.iter().map(|v| bits(*v)).collect();
+                let wb: Vec<_> = want.values.iter().map(|v| bits(*v)).collect();
+                assert_eq!(
+                    (gb, &got.counts),
+                    (wb, &want.counts),
+                    "device {op:?} {parts:?}"
+                );
+            }
+        }
+    }
+    // Keys of a float dtype, or of another length, are refused.
+    let e = engine();
+    let fk = e.upload(&f32s).unwrap();
+    let dv = e.upload(&f64s[..10]).unwrap();
+    let dk = e.upload(&dense).unwrap();
+    for (k, v, what) in [(&fk, &dv, "float keys"), (&dk, &dv, "lengths")] {
+        assert!(
+            matches!(
+                e.reduce_by_key_device(k, v, &OPS, NanPolicy::Propagate),
+                Err(Error::InvalidInput(_))
+            ),
+            "{what}"
+        );
     }
 }

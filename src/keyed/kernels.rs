@@ -134,7 +134,10 @@ pub(crate) struct GroupKernels {
 }
 
 impl GroupKernels {
-    pub fn new(device: &wgpu::Device, shape: KernelShape) -> Self {
+    /// `private` false: no workgroup-private passes (wgpu's GL backend:
+    /// the private variant's dispatch never completed on Mesa's llvmpipe,
+    /// so GL runs the global one, which gives the same bits).
+    pub fn new(device: &wgpu::Device, shape: KernelShape, private: bool) -> Self {
         let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -172,11 +175,16 @@ impl GroupKernels {
             pipeline_layout,
             modules: Default::default(),
             pipelines: Mutex::default(),
-            workgroup_bytes: device.limits().max_compute_workgroup_storage_size,
+            workgroup_bytes: if private {
+                device.limits().max_compute_workgroup_storage_size
+            } else {
+                0
+            },
         }
     }
 
-    /// Groups a private pass of `dtype` holds (0: none fit).
+    /// Groups a private pass of `dtype` holds (0: none fit, or no private
+    /// passes on this device).
     pub fn private_groups(&self, dtype: Dtype) -> u32 {
         private_groups(dtype, self.workgroup_bytes)
     }

@@ -38,12 +38,14 @@ pub(crate) mod run;
 
 use std::collections::HashMap;
 
+use crate::device_array::DeviceArray;
 use crate::dtype::{Dtype, Element, Scalar};
 use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::state::{State, StateKind};
 
+pub(crate) use run::Words;
 use run::{RowGroups, Wanted, reduce_groups};
 
 /// Dense keys: the range may be up to this many times the row count ...
@@ -207,24 +209,32 @@ fn keyed_groups<K: Key, E: Element>(
             let base = min.to_i128() as u64;
             let by = if K::WORDS == 1 {
                 RowGroups::Keys32 {
-                    keys: key_words,
+                    keys: Words::Host(key_words),
                     base: base as u32,
                 }
             } else {
                 RowGroups::Keys64 {
-                    keys: key_words,
+                    keys: Words::Host(key_words),
                     base,
                 }
             };
-            reduce_groups(ctx, E::DTYPE, words, by, groups, wanted, |g0, acc| {
-                for g in 0..acc.len() {
-                    if acc.rows(g) > 0 {
-                        let key = K::from_i128(min.to_i128() + (g0 as usize + g) as i128);
-                        each(key, &acc, g)?;
+            reduce_groups(
+                ctx,
+                E::DTYPE,
+                Words::Host(words),
+                by,
+                groups,
+                wanted,
+                |g0, acc| {
+                    for g in 0..acc.len() {
+                        if acc.rows(g) > 0 {
+                            let key = K::from_i128(min.to_i128() + (g0 as usize + g) as i128);
+                            each(key, &acc, g)?;
+                        }
                     }
-                }
-                Ok(())
-            })
+                    Ok(())
+                },
+            )
         }
         KeyPlan::Sparse { ids, distinct } => {
             let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
@@ -232,13 +242,13 @@ fn keyed_groups<K: Key, E: Element>(
             // Accumulators by id, then handed on in key order.
             let mut windows = Vec::new();
             let by = RowGroups::Keys32 {
-                keys: &ids,
+                keys: Words::Host(&ids),
                 base: 0,
             };
             reduce_groups(
                 ctx,
                 E::DTYPE,
-                words,
+                Words::Host(words),
                 by,
                 distinct.len() as u64,
                 wanted,
@@ -303,6 +313,25 @@ impl crate::Engine {
         Ok(out)
     }
 
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) of 1-D
+    /// `ndarray` views (non-contiguous views are copied first).
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
+    pub fn reduce_by_key_view<K: Key, E: Element>(
+        &self,
+        keys: ndarray::ArrayView1<K>,
+        values: ndarray::ArrayView1<E>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> Result<Grouped<K>> {
+        let (k, v) = (keys.as_slice(), values.as_slice());
+        match (k, v) {
+            (Some(k), Some(v)) => self.reduce_by_key(k, v, ops, nan),
+            _ => self.reduce_by_key(&keys.to_vec(), &values.to_vec(), ops, nan),
+        }
+    }
+
     /// The per-key [`State`]s of `kind` (mergeable with states of other
     /// rows of the same keys, e.g. on other machines).
     ///
@@ -337,7 +366,7 @@ impl crate::Engine {
 pub(crate) fn partition_states(
     ctx: &Context,
     dtype: Dtype,
-    values: &[u32],
+    values: Words<'_>,
     offsets: &[u64],
     partitions: &crate::Partitions,
     kind: StateKind,
@@ -359,4 +388,201 @@ pub(crate) fn partition_states(
         }
         Ok(())
     })
+}
+
+/// The words of `array`, read back to the host (for keys the GPU cannot map
+/// to groups by themselves).
+fn read_device_words(ctx: &Context, array: &DeviceArray) -> Result<Vec<u32>> {
+    let total = array.len() * array.dtype().words();
+    let bytes = (total * 4).max(4);
+    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("gpulanes keys readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes keys readback"),
+        });
+    let mut done = 0;
+    for p in &array.pieces {
+        let end = p.span.base_item + p.span.items;
+        if end > done {
+            let from = done - p.span.base_item;
+            encoder.copy_buffer_to_buffer(
+                &p.buffer,
+                from * 4,
+                &readback,
+                done * 4,
+                (end - done) * 4,
+            );
+            done = end;
+        }
+    }
+    let index = ctx.queue.submit([encoder.finish()]);
+    let words = run::read_words(ctx, &readback, total * 4, index)?;
+    Ok(words)
+}
+
+impl crate::Engine {
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) of
+    /// device-resident keys (int32, uint32 or int64; returned as int64) and
+    /// values of any dtype. Dense keys are read where they lie; sparse keys
+    /// are read back once to be mapped to ids on the host.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for keys of another dtype, arrays of another
+    /// engine or of different lengths, and as
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
+    pub fn reduce_by_key_device(
+        &self,
+        keys: &DeviceArray,
+        values: &DeviceArray,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> Result<Grouped<i64>> {
+        let ctx = self.context();
+        if keys.owner() != ctx.id || values.owner() != ctx.id {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
+        }
+        if !matches!(keys.dtype(), Dtype::I32 | Dtype::U32 | Dtype::I64) {
+            return Err(Error::InvalidInput(format!(
+                "keys must be int32, uint32 or int64, not {}",
+                keys.dtype()
+            )));
+        }
+        if keys.len() != values.len() {
+            return Err(Error::InvalidInput(format!(
+                "keys and values differ in length: {} keys, {} values",
+                keys.len(),
+                values.len()
+            )));
+        }
+        if ops.is_empty() {
+            return Err(Error::InvalidInput("no ops asked for".into()));
+        }
+        let mut out = Grouped {
+            keys: Vec::new(),
+            reductions: ops
+                .iter()
+                .map(|&op| Reduction {
+                    op,
+                    values: Vec::new(),
+                    counts: Vec::new(),
+                })
+                .collect(),
+        };
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let extreme = |op| -> Result<i128> {
+            let r = self.reduce_device_typed(
+                keys,
+                op,
+                &crate::Partitions::Whole,
+                NanPolicy::Propagate,
+            )?;
+            match r.value() {
+                Some(Scalar::I32(x)) => Ok(x as i128),
+                Some(Scalar::U32(x)) => Ok(x as i128),
+                Some(Scalar::I64(x)) => Ok(x as i128),
+                other => Err(Error::Gpu(format!(
+                    "the {op} of integer keys came back as {other:?}"
+                ))),
+            }
+        };
+        let (min, max) = (extreme(Op::Min)?, extreme(Op::Max)?);
+        let range = (max - min + 1) as u128;
+        let n = keys.len() as u128;
+        let mut push = |key: i64, acc: &accumulators::GroupAccumulators, g: usize| {
+            out.keys.push(key);
+            for r in &mut out.reductions {
+                let s = acc.state(g, StateKind::for_op(r.op));
+                r.values.push(s.finalize(r.op, nan)?);
+                r.counts.push(s.count(nan));
+            }
+            Ok(())
+        };
+        let wanted = wanted(ops);
+        if range <= n * DENSE_SLACK as u128 + DENSE_FLOOR as u128 && range <= u32::MAX as u128 {
+            let by = if keys.dtype() == Dtype::I64 {
+                RowGroups::Keys64 {
+                    keys: Words::Device(keys),
+                    base: min as u64,
+                }
+            } else {
+                RowGroups::Keys32 {
+                    keys: Words::Device(keys),
+                    base: min as u32,
+                }
+            };
+            let groups = range as u64;
+            reduce_groups(
+                ctx,
+                values.dtype(),
+                Words::Device(values),
+                by,
+                groups,
+                wanted,
+                |g0, acc| {
+                    for g in 0..acc.len() {
+                        if acc.rows(g) > 0 {
+                            push((min + (g0 as usize + g) as i128) as i64, &acc, g)?;
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            return Ok(out);
+        }
+        // Sparse keys: ids made on the host from the keys read back.
+        let words = read_device_words(ctx, keys)?;
+        let host_keys: Vec<i64> = match keys.dtype() {
+            Dtype::I32 => words.iter().map(|&w| w as i32 as i64).collect(),
+            Dtype::U32 => words.iter().map(|&w| w as i64).collect(),
+            _ => words
+                .chunks_exact(2)
+                .map(|w| (w[0] as u64 | (w[1] as u64) << 32) as i64)
+                .collect(),
+        };
+        let (ids, distinct) = match plan_keys(&host_keys)? {
+            KeyPlan::Sparse { ids, distinct } => (ids, distinct),
+            KeyPlan::Dense { .. } => {
+                return Err(Error::Gpu(format!(
+                    "keys read back span a dense range, but their device extremes {min}..={max} do not"
+                )));
+            }
+        };
+        let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| distinct[i as usize]);
+        let mut windows = Vec::new();
+        let by = RowGroups::Keys32 {
+            keys: Words::Host(&ids),
+            base: 0,
+        };
+        let groups = distinct.len() as u64;
+        reduce_groups(
+            ctx,
+            values.dtype(),
+            Words::Device(values),
+            by,
+            groups,
+            wanted,
+            |g0, acc| {
+                windows.push((g0 as usize, acc));
+                Ok(())
+            },
+        )?;
+        for id in order {
+            let id = id as usize;
+            let w = windows.partition_point(|(g0, _)| *g0 <= id) - 1;
+            let (g0, acc) = &windows[w];
+            push(distinct[id], acc, id - g0)?;
+        }
+        Ok(out)
+    }
 }

@@ -8,6 +8,7 @@ use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::mpsc;
 
+use crate::device_array::DeviceArray;
 use crate::dtype::Dtype;
 use crate::engine::{Context, ErrorScopes};
 use crate::error::{Error, Result};
@@ -21,13 +22,30 @@ use super::kernels::{GROUP_PARAMS_BYTES, GroupMode, PassKind, rows_per_invocatio
 /// one chunk's upload stays a modest staging copy.
 const MAX_CHUNK_ROWS: u64 = 1 << 24;
 
+/// Where a column's words are: on the host (uploaded chunk by chunk) or in
+/// a device array (bound in place).
+#[derive(Clone, Copy)]
+pub(crate) enum Words<'a> {
+    Host(&'a [u32]),
+    Device(&'a DeviceArray),
+}
+
+impl Words<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Words::Host(w) => w.len() as u64,
+            Words::Device(a) => a.len() * a.dtype().words(),
+        }
+    }
+}
+
 /// Where each row's group comes from.
 #[derive(Clone, Copy)]
 pub(crate) enum RowGroups<'a> {
     /// One key word per row; group = key - base (wrapping).
-    Keys32 { keys: &'a [u32], base: u32 },
+    Keys32 { keys: Words<'a>, base: u32 },
     /// Two key words per row (lo, hi); group = key - base.
-    Keys64 { keys: &'a [u32], base: u64 },
+    Keys64 { keys: Words<'a>, base: u64 },
     /// Partitions of `size` rows (the last may be shorter).
     EqualSize { size: u64 },
     /// Partition j holds rows offsets[j]..offsets[j + 1].
@@ -41,6 +59,13 @@ impl RowGroups<'_> {
             RowGroups::Keys64 { .. } => GroupMode::Keys64,
             RowGroups::EqualSize { .. } => GroupMode::EqualSize,
             RowGroups::Offsets { .. } => GroupMode::Offsets,
+        }
+    }
+
+    fn keys(&self) -> Option<Words<'_>> {
+        match *self {
+            RowGroups::Keys32 { keys, .. } | RowGroups::Keys64 { keys, .. } => Some(keys),
+            _ => None,
         }
     }
 
@@ -88,14 +113,24 @@ pub(crate) struct Wanted {
     pub min: bool,
 }
 
-/// One uploaded chunk of rows.
+/// A byte range of a buffer, to bind.
+struct Bound {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    bytes: u64,
+}
+
+/// One chunk of rows: its values, keys and segment table bound where they
+/// are.
 struct Chunk {
     rows: Range<u64>,
-    values: PooledBuffer,
-    keys: Option<PooledBuffer>,
+    values: Bound,
+    keys: Option<Bound>,
     /// Offsets mode: the segment table, the global index of its first
     /// segment and its length.
-    segments: Option<(PooledBuffer, u64, u32)>,
+    segments: Option<(Bound, u64, u32)>,
+    /// Buffers uploaded for this chunk.
+    _uploads: Vec<PooledBuffer>,
 }
 
 impl Chunk {
@@ -122,11 +157,11 @@ fn storage_buffer(ctx: &Context, words: &[u32], label: &str) -> PooledBuffer {
     b
 }
 
-fn bind(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BindingResource<'_> {
+fn bind(b: &Bound) -> wgpu::BindingResource<'_> {
     wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-        buffer,
-        offset: 0,
-        size: NonZeroU64::new(bytes.max(4)),
+        buffer: &b.buffer,
+        offset: b.offset,
+        size: NonZeroU64::new(b.bytes.max(4)),
     })
 }
 
@@ -136,14 +171,14 @@ fn bind(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BindingResource<'_> {
 pub(crate) fn reduce_groups(
     ctx: &Context,
     dtype: Dtype,
-    values: &[u32],
+    values: Words<'_>,
     by: RowGroups<'_>,
     groups: u64,
     wanted: Wanted,
     mut each: impl FnMut(u64, GroupAccumulators) -> Result<()>,
 ) -> Result<()> {
     let wpe = dtype.words();
-    let rows = values.len() as u64 / wpe;
+    let rows = values.len() / wpe;
     if groups == 0 {
         return Ok(());
     }
@@ -155,12 +190,15 @@ pub(crate) fn reduce_groups(
         0 => u64::MAX,
         w => binding / (w * 4),
     };
+    // Chunks start at rows whose words are aligned for a binding offset.
+    let align = (ctx.limits.offset_alignment / 4).max(1);
     let chunk_rows = (binding / (wpe * 4))
         .min(key_limit)
         .min(ctx.limits.max_units_per_dispatch.saturating_mul(per_unit))
         .clamp(1, MAX_CHUNK_ROWS);
+    let chunk_rows = (chunk_rows / align * align).max(align);
     let mut first_scope = Some(ErrorScopes::push(ctx));
-    let chunks = upload_chunks(ctx, values, wpe, by, chunk_rows)?;
+    let chunks = make_chunks(ctx, values, wpe, by, chunk_rows, align)?;
     let stride = stride_words(dtype) as u64;
     let window = window_groups(ctx, dtype);
     let two_phase = wpe == 2 && (wanted.max || wanted.min);
@@ -219,40 +257,39 @@ pub(crate) fn reduce_groups(
             );
             ctx.queue.write_buffer(&params, 0, bytemuck::bytes_of(&p));
             // Absent bindings are bound to the values (never read).
-            let values_bytes = chunk.len() * wpe * 4;
-            let (keys, keys_bytes) = chunk
-                .keys
-                .as_ref()
-                .map_or((&chunk.values, values_bytes), |k| {
-                    (k, chunk.len() * by.key_words() * 4)
-                });
-            let (segs, segs_bytes) = chunk
-                .segments
-                .as_ref()
-                .map_or((&chunk.values, values_bytes), |s| (&s.0, s.2 as u64 * 4));
+            let keys = chunk.keys.as_ref().unwrap_or(&chunk.values);
+            let segs = chunk.segments.as_ref().map_or(&chunk.values, |s| &s.0);
             let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("reduce groups"),
                 layout: &kernels.layout,
                 entries: &[
                     wgpu::BindGroupEntry {
                         binding: 0,
-                        resource: bind(&params, GROUP_PARAMS_BYTES),
+                        resource: bind(&Bound {
+                            buffer: (*params).clone(),
+                            offset: 0,
+                            bytes: GROUP_PARAMS_BYTES,
+                        }),
                     },
                     wgpu::BindGroupEntry {
                         binding: 1,
-                        resource: bind(keys, keys_bytes),
+                        resource: bind(keys),
                     },
                     wgpu::BindGroupEntry {
                         binding: 2,
-                        resource: bind(&chunk.values, values_bytes),
+                        resource: bind(&chunk.values),
                     },
                     wgpu::BindGroupEntry {
                         binding: 3,
-                        resource: bind(&acc, acc_bytes),
+                        resource: bind(&Bound {
+                            buffer: (*acc).clone(),
+                            offset: 0,
+                            bytes: acc_bytes,
+                        }),
                     },
                     wgpu::BindGroupEntry {
                         binding: 4,
-                        resource: bind(segs, segs_bytes),
+                        resource: bind(segs),
                     },
                 ],
             });
@@ -283,26 +320,102 @@ pub(crate) fn reduce_groups(
     Ok(())
 }
 
-/// Uploads the rows in chunks of at most `chunk_rows`, with their keys or
-/// segment tables.
-fn upload_chunks(
+/// The piece of `array` holding word `word` that reaches furthest (pieces
+/// overlap by a block, so a chunk that starts there can run on).
+fn piece_at(array: &DeviceArray, word: u64) -> &crate::device_array::Piece {
+    array
+        .pieces
+        .iter()
+        .filter(|p| p.span.base_item <= word)
+        .max_by_key(|p| p.span.base_item + p.span.items)
+        .expect("the first piece starts at word 0")
+}
+
+/// Binds (or uploads) rows `r0..r1` of a column of `w` words per row.
+fn bound(
     ctx: &Context,
-    values: &[u32],
+    src: Words<'_>,
+    w: u64,
+    rows: &Range<u64>,
+    uploads: &mut Vec<PooledBuffer>,
+    label: &str,
+) -> Bound {
+    let (a, b) = (rows.start * w, rows.end * w);
+    match src {
+        Words::Host(words) => {
+            let buf = storage_buffer(ctx, &words[a as usize..b as usize], label);
+            let bound = Bound {
+                buffer: (*buf).clone(),
+                offset: 0,
+                bytes: (b - a) * 4,
+            };
+            uploads.push(buf);
+            bound
+        }
+        Words::Device(array) => {
+            let piece = piece_at(array, a);
+            Bound {
+                buffer: piece.buffer.clone(),
+                offset: (a - piece.span.base_item) * 4,
+                bytes: (b - a) * 4,
+            }
+        }
+    }
+}
+
+/// Splits the rows into chunks of at most `chunk_rows` that start at
+/// multiples of `align` rows and lie inside one piece of every device
+/// column, and binds (or uploads) their values, keys and segment tables.
+fn make_chunks(
+    ctx: &Context,
+    values: Words<'_>,
     wpe: u64,
     by: RowGroups<'_>,
     chunk_rows: u64,
+    align: u64,
 ) -> Result<Vec<Chunk>> {
-    let rows = values.len() as u64 / wpe;
+    let rows = values.len() / wpe;
+    let columns: Vec<(Words<'_>, u64)> = std::iter::once((values, wpe))
+        .chain(by.keys().map(|k| (k, by.key_words())))
+        .collect();
     let mut chunks = Vec::new();
     let mut r0 = 0;
     while r0 < rows {
-        let r1 = (r0 + chunk_rows).min(rows);
-        let vals = &values[(r0 * wpe) as usize..(r1 * wpe) as usize];
-        let keys = match by {
-            RowGroups::Keys32 { keys, .. } => Some(&keys[r0 as usize..r1 as usize]),
-            RowGroups::Keys64 { keys, .. } => Some(&keys[2 * r0 as usize..2 * r1 as usize]),
-            _ => None,
-        };
+        let mut r1 = (r0 + chunk_rows).min(rows);
+        for &(col, w) in &columns {
+            if let Words::Device(array) = col {
+                let p = piece_at(array, r0 * w);
+                r1 = r1.min((p.span.base_item + p.span.items) / w);
+            }
+        }
+        if r1 < rows {
+            r1 = r1 / align * align;
+        }
+        if r1 <= r0 {
+            return Err(Error::InvalidInput(
+                "device array pieces too small to bind a chunk of rows".into(),
+            ));
+        }
+        let range = r0..r1;
+        let mut uploads = Vec::new();
+        let values_bound = bound(
+            ctx,
+            values,
+            wpe,
+            &range,
+            &mut uploads,
+            "gpulanes group values",
+        );
+        let keys = by.keys().map(|k| {
+            bound(
+                ctx,
+                k,
+                by.key_words(),
+                &range,
+                &mut uploads,
+                "gpulanes group keys",
+            )
+        });
         let segments = match by {
             RowGroups::Offsets { offsets } => {
                 // The segments overlapping r0..r1: the last starting at or
@@ -314,26 +427,27 @@ fn upload_chunks(
                     .map(|&o| (o.max(r0) - r0) as u32)
                     .collect();
                 let n = table.len() as u32;
-                Some((
-                    storage_buffer(ctx, &table, "gpulanes segment starts"),
-                    j0 as u64,
-                    n,
-                ))
+                let buf = storage_buffer(ctx, &table, "gpulanes segment starts");
+                let b = Bound {
+                    buffer: (*buf).clone(),
+                    offset: 0,
+                    bytes: n as u64 * 4,
+                };
+                uploads.push(buf);
+                Some((b, j0 as u64, n))
             }
             _ => None,
         };
         chunks.push(Chunk {
-            rows: r0..r1,
-            values: storage_buffer(ctx, vals, "gpulanes group values"),
-            keys: keys.map(|k| storage_buffer(ctx, k, "gpulanes group keys")),
+            rows: range,
+            values: values_bound,
+            keys,
             segments,
+            _uploads: uploads,
         });
         r0 = r1;
     }
-    if chunks
-        .iter()
-        .any(|c| c.rows.end - c.rows.start > u32::MAX as u64)
-    {
+    if chunks.iter().any(|c| c.len() > u32::MAX as u64) {
         return Err(Error::InvalidInput("a chunk of rows exceeds 2^32".into()));
     }
     Ok(chunks)
@@ -373,7 +487,7 @@ fn chunk_params(by: &RowGroups<'_>, chunk: &Chunk, g0: u64, count: u64) -> Group
 }
 
 /// Waits for submission `index` and reads `bytes` of `readback` as words.
-fn read_words(
+pub(crate) fn read_words(
     ctx: &Context,
     readback: &wgpu::Buffer,
     bytes: u64,
