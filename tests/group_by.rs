@@ -89,8 +89,11 @@ fn check<K: Key + std::fmt::Debug, E: Element>(
     got
 }
 
+/// One reduction as its op, value bits and counts.
+type ReductionBits = (Op, Vec<Option<(u8, u64)>>, Vec<u64>);
+
 /// The bits of every value and count of every reduction.
-fn all_bits<K>(g: &Grouped<K>) -> Vec<(Op, Vec<Option<(u8, u64)>>, Vec<u64>)> {
+fn all_bits<K>(g: &Grouped<K>) -> Vec<ReductionBits> {
     g.reductions
         .iter()
         .map(|r| {
