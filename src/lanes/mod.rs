@@ -9,10 +9,14 @@
 //!   same bits as the request run alone. A group shape seen before reuses
 //!   the job prepared for it (buffers, tables, bind groups; see
 //!   `job_cache`), so a repeat costs one upload.
-//! * Batch jobs are prepared once and submitted a chunk (one dispatch) at a
-//!   time, each chunk sized to the quantum (less the submit lead) from the
-//!   throughput observed on this device (GPU timestamps around one chunk in
-//!   four where the adapter has them). Chunking never changes the dispatches a
+//! * Batch jobs are prepared once, by the submitting thread (the dispatcher
+//!   only submits), and submitted a chunk (one dispatch) at a time, each
+//!   chunk sized to the quantum (less the submit lead) from the throughput
+//!   observed on this device (GPU timestamps around one chunk in four where
+//!   the adapter has them; until one chunk is observed, from the start-up
+//!   calibration's seed slowed by its cold factor, so a fresh scheduler's
+//!   first job does not hold real-time work longer than its warm chunks
+//!   would). Chunking never changes the dispatches a
 //!   job runs, so a job's result is bitwise the same as running it alone.
 //!   A job with more partitions than one reduction may have on the device
 //!   runs as consecutive groups of partitions, with the same bits (see
@@ -443,6 +447,13 @@ impl Lanes {
                 .min(quantum),
         };
         let rt_fixed = calibration.round_trip / 2;
+        log::debug!(
+            "lanes calibrated: round trip {:?}, {:.3} GB/s, cold factor {:.2}, submit blocks: {}, quantum {quantum:?}, lead {lead:?}",
+            calibration.round_trip,
+            calibration.bytes_per_s / 1e9,
+            calibration.cold_factor,
+            calibration.submit_blocks
+        );
         let seed = calibration.bytes_per_s;
         let shared = Arc::new(Shared {
             ctx: engine.context().clone(),
@@ -460,7 +471,7 @@ impl Lanes {
             }),
             inflight_cv: Condvar::new(),
             metrics: Mutex::new(Metrics::default()),
-            throughput: Mutex::new(Throughput::new(seed)),
+            throughput: Mutex::new(Throughput::new(seed, calibration.cold_factor)),
             timer: ChunkTimer::new(&engine.context().device, &engine.context().queue),
             chunks: AtomicU64::new(0),
             last_done: Mutex::new(Instant::now()),
@@ -565,17 +576,28 @@ impl Lanes {
                 // Any number of partitions: over the per-reduction limit the
                 // job runs in groups (see `batch`), each planned when it
                 // starts (the offsets are checked above).
-                let mut st = self.wait_for_space(lane, bytes)?;
-                // Made once there is space: its latency counts from here,
-                // as a real-time request's does.
-                st.batch.push_back(BatchEntry::new(
+                let mut entry = BatchEntry::new(
                     sh,
                     request.input,
                     offsets,
                     request.op,
                     request.nan,
                     slot.clone(),
-                ));
+                );
+                // Prepared here, not by the dispatcher; a job that cannot
+                // be prepared (out of memory) fails alone, through its
+                // handle, as it would have when it started.
+                if let Err(e) = entry.prepare_first(sh) {
+                    if slot.complete(Err(e)) {
+                        lock(&sh.metrics).batch.failed += 1;
+                    }
+                    return Ok(Handle::new(slot, || {}));
+                }
+                let mut st = self.wait_for_space(lane, bytes)?;
+                // Its latency counts from here, as a real-time request's
+                // does.
+                entry.mark_enqueued();
+                st.batch.push_back(entry);
             }
         }
         sh.work.notify_all();
