@@ -274,7 +274,7 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
             }
         });
     }
-    ctx.queue.on_submitted_work_done(move || {
+    let on_done = Box::new(move || {
         if wall_clock_observation {
             let busy = mark_done(&sh2, submitted);
             lock(&sh2.throughput).observe(chunk_bytes, busy, false);
@@ -287,7 +287,7 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
     } else {
         Some(entry)
     };
-    track(sh, index);
+    track(sh, index, Some(on_done));
     result
 }
 

@@ -33,7 +33,8 @@
 //!   completion is seen, never a held request beyond that.
 //! * Real-time goes first, but the batch lane is guaranteed a share of GPU
 //!   time (`batch_min_share`) under a real-time flood.
-//! * Deadlines, cancellation, bounded queues (block or reject), and failure
+//! * Deadlines (a request still queued at its deadline leaves the queue
+//!   and fails then), cancellation, bounded queues (block or reject), and failure
 //!   isolation (a bad request is refused at submission and never enters a
 //!   coalesced batch; a coalesced group stays within the device's largest
 //!   buffer, so no request runs out of memory for its neighbours). One
@@ -48,12 +49,14 @@
 mod batch;
 mod calibration;
 mod chunk_timer;
+mod deadlines;
 mod handle;
 mod job_cache;
 mod metrics;
 mod pacing;
 mod quantum;
 mod realtime;
+mod space_line;
 mod thread_slice;
 
 use std::collections::VecDeque;
@@ -68,12 +71,14 @@ pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 use self::batch::{BatchEntry, run_batch_chunk};
 use self::calibration::{calibrate, default_quantum};
 use self::chunk_timer::ChunkTimer;
+use self::deadlines::QueuedDeadlines;
 use self::handle::{Slot, Wakeup};
 use self::job_cache::JobCache;
 pub(crate) use self::metrics::LaneMetrics;
 use self::pacing::{Decision, IDLE_WAIT, MAX_PREDICTION, Pacing, Prediction, Queues, decide};
 use self::quantum::Throughput;
 use self::realtime::{RtEntry, check_realtime_plan, run_realtime};
+use self::space_line::SpaceLine;
 use crate::device_array::DeviceArray;
 use crate::device_health::LostListener;
 use crate::engine::{Context, Engine};
@@ -179,9 +184,11 @@ pub struct LanesConfig {
     /// indefinitely.
     pub batch_min_share: f64,
     /// Fail real-time requests whose deadline passes (the default): a
-    /// request still queued at its deadline is failed when the dispatcher
-    /// reaches it, without running, and a result that arrives after it is
-    /// replaced by the error; both with [`Error::DeadlineExceeded`]. With
+    /// request still queued at its deadline leaves the queue and fails
+    /// then (within the dispatcher's wake-up granularity, or once a blocking
+    /// submit in progress returns), without running, and a result that
+    /// arrives after it is replaced by the error; both with
+    /// [`Error::DeadlineExceeded`]. With
     /// `false`, such requests run and their results are delivered late.
     /// Either way each one counts in the lane's `deadline_misses`.
     pub reject_late: bool,
@@ -246,6 +253,7 @@ pub struct Request {
     partitions: Partitions,
     nan: NanPolicy,
     deadline: Option<Instant>,
+    inject_failure: bool,
 }
 
 impl Request {
@@ -257,6 +265,7 @@ impl Request {
             partitions: Partitions::Whole,
             nan: NanPolicy::Propagate,
             deadline: None,
+            inject_failure: false,
         }
     }
 
@@ -268,6 +277,7 @@ impl Request {
             partitions: Partitions::Whole,
             nan: NanPolicy::Propagate,
             deadline: None,
+            inject_failure: false,
         }
     }
 
@@ -282,10 +292,21 @@ impl Request {
     }
 
     /// Real-time only: fail with [`Error::DeadlineExceeded`] after
-    /// `deadline` (see [`LanesConfig::reject_late`]). The deadline is
-    /// checked when the request is dispatched and when its result arrives.
+    /// `deadline` (see [`LanesConfig::reject_late`]). A request still
+    /// queued at its deadline fails then; one dispatched fails if its
+    /// result arrives after it.
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// For tests of failure isolation (real-time only): preparing this
+    /// request on the device raises a real wgpu validation error (a buffer
+    /// with an invalid usage), in whatever coalesced group it lands. The
+    /// request fails with [`Error::Gpu`]; the others in its group do not.
+    #[doc(hidden)]
+    pub fn inject_failure(mut self) -> Self {
+        self.inject_failure = true;
         self
     }
 
@@ -315,6 +336,12 @@ struct State {
     /// A handle was cancelled since the dispatcher last dropped cancelled
     /// work from the queues (so it scans them only then).
     cancelled_since_look: bool,
+    /// Deadlines of queued real-time requests (kept only where late
+    /// requests are rejected).
+    deadlines: QueuedDeadlines,
+    /// Submitters blocked on a full queue, per lane, in arrival order.
+    rt_line: SpaceLine,
+    batch_line: SpaceLine,
 }
 
 impl State {
@@ -343,8 +370,11 @@ struct Metrics {
     batch: LaneMetrics,
 }
 
+/// What the poller runs once a submission is done.
+type OnDone = Box<dyn FnOnce() + Send>;
+
 struct Inflight {
-    queue: VecDeque<wgpu::SubmissionIndex>,
+    queue: VecDeque<(wgpu::SubmissionIndex, Option<OnDone>)>,
     stop: bool,
 }
 
@@ -556,6 +586,9 @@ impl Lanes {
                 let footprint = check_realtime_plan(sh, &offsets)?;
                 let mut st = self.wait_for_space(lane, bytes)?;
                 st.rt_bytes += bytes;
+                if let Some(d) = request.deadline.filter(|_| sh.cfg.reject_late) {
+                    st.deadlines.note(d);
+                }
                 st.rt.push_back(RtEntry {
                     data,
                     offsets,
@@ -565,6 +598,7 @@ impl Lanes {
                     footprint,
                     enqueued: Instant::now(),
                     slot: slot.clone(),
+                    inject_failure: request.inject_failure,
                 });
             }
             Lane::Batch => {
@@ -620,15 +654,22 @@ impl Lanes {
         }))
     }
 
+    /// Waits for room for `bytes` in `lane`'s queue (or fails, see
+    /// [`WhenFull`]), and returns the state lock to queue the request
+    /// with. Blocked submitters get room in the order they came (see
+    /// `space_line`).
     fn wait_for_space(&self, lane: Lane, bytes: u64) -> Result<MutexGuard<'_, State>> {
         let sh = &self.shared;
         let cfg = &sh.cfg;
         let mut st = lock(&sh.state);
-        loop {
+        let mut ticket: Option<u64> = None;
+        let outcome = loop {
             if st.shutdown {
-                return Err(Error::Shutdown);
+                break Err(Error::Shutdown);
             }
-            sh.ctx.health.check()?;
+            if let Err(lost) = sh.ctx.health.check() {
+                break Err(lost);
+            }
             let full = match lane {
                 Lane::RealTime => {
                     st.rt.len() >= cfg.realtime_queue_len
@@ -636,8 +677,12 @@ impl Lanes {
                 }
                 Lane::Batch => st.batch.len() + st.batch_taken as usize >= cfg.batch_queue_len,
             };
-            if !full {
-                return Ok(st);
+            let line = match lane {
+                Lane::RealTime => &mut st.rt_line,
+                Lane::Batch => &mut st.batch_line,
+            };
+            if !full && line.is_first(ticket) {
+                break Ok(());
             }
             if cfg.when_full == WhenFull::Reject {
                 let detail = match lane {
@@ -648,13 +693,29 @@ impl Lanes {
                         format!("{} jobs queued", st.batch.len() + st.batch_taken as usize)
                     }
                 };
-                return Err(Error::QueueFull {
+                break Err(Error::QueueFull {
                     lane: lane.name(),
                     detail,
                 });
             }
+            if ticket.is_none() {
+                ticket = Some(line.join());
+            }
             st = sh.space.wait(st).unwrap_or_else(|e| e.into_inner());
+        };
+        if let Some(t) = ticket {
+            let line = match lane {
+                Lane::RealTime => &mut st.rt_line,
+                Lane::Batch => &mut st.batch_line,
+            };
+            line.leave(t);
+            // The next in line looks again: there may be room for it too
+            // (or it is first now that this one gave up).
+            if !line.is_empty() {
+                sh.space.notify_all();
+            }
         }
+        outcome.map(|()| st)
     }
 
     /// Metrics of both lanes.
@@ -849,16 +910,26 @@ fn next_action(sh: &Arc<Shared>) -> Action {
                 sh.space.notify_all();
             }
         }
+        // Real-time requests past their deadline leave the queue now (where
+        // late requests are rejected), not when the dispatcher reaches them.
         let now = Instant::now();
+        if st.rt.is_empty() {
+            st.deadlines.clear();
+        } else if st.deadlines.take_passed(now) {
+            st = expire_queued(sh, st, now);
+            continue;
+        }
         let wake = match decide(&st.queues(), &st.pred, now, &pacing) {
             Decision::Realtime => {
                 let age = now.duration_since(st.rt.front().expect("non-empty").enqueued);
                 let big = st.rt.len() >= cfg.max_coalesced_requests
                     || st.rt_bytes >= cfg.max_coalesced_bytes;
                 if age < cfg.coalesce_delay && !big {
+                    let hold = cfg.coalesce_delay - age;
+                    let hold = st.deadlines.until_next(now).map_or(hold, |d| d.min(hold));
                     st = sh
                         .work
-                        .wait_timeout(st, cfg.coalesce_delay - age)
+                        .wait_timeout(st, hold)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                     continue;
@@ -901,7 +972,10 @@ fn next_action(sh: &Arc<Shared>) -> Action {
                 st.last_batch_submit = Some(now);
                 return Action::Batch(Box::new(entry));
             }
-            Decision::Wait(wake) => wake,
+            Decision::Wait(wake) => match st.deadlines.until_next(now) {
+                Some(until) => wake.min(until),
+                None => wake,
+            },
         };
         if st.batch.is_empty() {
             st.last_batch_submit = None;
@@ -935,6 +1009,41 @@ impl Drop for FailOnPanic {
             w.wake();
         }
     }
+}
+
+/// Fails the real-time requests still queued past their deadline with
+/// [`Error::DeadlineExceeded`] (outside the state lock, as every failure
+/// is settled), frees their queue space, and returns the lock.
+fn expire_queued<'a>(
+    sh: &'a Shared,
+    mut st: MutexGuard<'a, State>,
+    now: Instant,
+) -> MutexGuard<'a, State> {
+    let (expired, live): (VecDeque<RtEntry>, VecDeque<RtEntry>) = std::mem::take(&mut st.rt)
+        .into_iter()
+        .partition(|r| r.deadline.is_some_and(|d| d <= now));
+    st.rt = live;
+    if expired.is_empty() {
+        return st;
+    }
+    st.rt_bytes -= expired.iter().map(|r| r.data.len() as u64 * 4).sum::<u64>();
+    drop(st);
+    sh.space.notify_all();
+    let mut m = lock(&sh.metrics);
+    let mut wakeups = Vec::new();
+    for r in &expired {
+        let late_by = now.saturating_duration_since(r.deadline.expect("expired has a deadline"));
+        // A request cancelled meanwhile counts as cancelled only.
+        if let Some(w) = r.slot.settle(Err(Error::DeadlineExceeded { late_by })) {
+            m.rt.deadline_misses += 1;
+            m.rt.failed += 1;
+            wakeups.push(w);
+        }
+    }
+    drop(m);
+    wake_all(wakeups);
+    drop(expired);
+    lock(&sh.state)
 }
 
 /// Fails everything queued with `error` ([`Error::Shutdown`], or
@@ -992,9 +1101,14 @@ fn release_slot(sh: &Shared, lane: Lane, busy: Duration) {
     sh.space.notify_all();
 }
 
-/// Hands a submission to the poller, which completes its callbacks.
-fn track(sh: &Shared, index: wgpu::SubmissionIndex) {
-    lock(&sh.inflight).queue.push_back(index);
+/// Hands a submission to the poller, which completes its callbacks and
+/// then runs `on_done`. (Not `Queue::on_submitted_work_done`: that attaches
+/// to the queue's latest submission when it is called, which another thread
+/// sharing the device may have made meanwhile, and whose callbacks run only
+/// when someone polls past it; with nobody left to, a batch chunk's slot
+/// stayed taken and its job hung.)
+fn track(sh: &Shared, index: wgpu::SubmissionIndex, on_done: Option<OnDone>) {
+    lock(&sh.inflight).queue.push_back((index, on_done));
     sh.inflight_cv.notify_all();
 }
 
@@ -1003,7 +1117,7 @@ fn poller_loop(sh: &Arc<Shared>) {
         let index = {
             let mut inf = lock(&sh.inflight);
             loop {
-                if let Some(i) = inf.queue.front() {
+                if let Some((i, _)) = inf.queue.front() {
                     break i.clone();
                 }
                 if inf.stop {
@@ -1016,11 +1130,9 @@ fn poller_loop(sh: &Arc<Shared>) {
             submission_index: Some(index),
             timeout: Some(Duration::from_secs(1)),
         });
-        match waited {
-            Ok(_) => {
-                lock(&sh.inflight).queue.pop_front();
-            }
-            Err(wgpu::PollError::Timeout) => {}
+        let done = match waited {
+            Ok(_) => lock(&sh.inflight).queue.pop_front(),
+            Err(wgpu::PollError::Timeout) => None,
             Err(e) => {
                 // A refused submission (a lost device refuses them all):
                 // found lost, the device fails the queued work (see
@@ -1030,8 +1142,11 @@ fn poller_loop(sh: &Arc<Shared>) {
                 } else {
                     log::error!("device poll failed: {e}");
                 }
-                lock(&sh.inflight).queue.pop_front();
+                lock(&sh.inflight).queue.pop_front()
             }
+        };
+        if let Some((_, Some(on_done))) = done {
+            on_done();
         }
     }
 }
