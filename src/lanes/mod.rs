@@ -34,10 +34,14 @@
 //! * Real-time goes first, but the batch lane is guaranteed a share of GPU
 //!   time (`batch_min_share`) under a real-time flood.
 //! * Deadlines (a request still queued at its deadline leaves the queue
-//!   and fails then), cancellation, bounded queues (block or reject), and failure
-//!   isolation (a bad request is refused at submission and never enters a
+//!   and fails then), cancellation, bounded queues (block or reject;
+//!   blocked submitters get space first come, first served), and failure
+//!   isolation: a bad request is refused at submission and never enters a
 //!   coalesced batch; a coalesced group stays within the device's largest
-//!   buffer, so no request runs out of memory for its neighbours). One
+//!   buffer, so no request runs out of memory for its neighbours; and each
+//!   kernel group of a submission is prepared in its own error scopes, a
+//!   group that fails retried request by request, so an allocation or
+//!   validation failure fails only the request it belongs to. One
 //!   dispatcher thread submits; one poller thread completes handles, so
 //!   submitting threads never block on readback.
 //! * A lost device fails every request with [`Error::DeviceLost`]: queued
