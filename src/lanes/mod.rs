@@ -331,6 +331,8 @@ struct State {
     batch: VecDeque<BatchEntry>,
     /// A batch entry taken out by the dispatcher for its next chunk.
     batch_taken: bool,
+    /// Batch jobs given queue space and being prepared by their submitters.
+    batch_reserved: usize,
     rt_in_flight: usize,
     batch_in_flight: usize,
     shutdown: bool,
@@ -349,6 +351,12 @@ struct State {
 }
 
 impl State {
+    /// Batch jobs that hold queue space: queued, taken by the dispatcher
+    /// for their next chunk, or being prepared.
+    fn batch_jobs(&self) -> usize {
+        self.batch.len() + self.batch_taken as usize + self.batch_reserved
+    }
+
     /// What [`decide`] needs to know of the queues.
     fn queues(&self) -> Queues {
         Queues {
@@ -622,16 +630,29 @@ impl Lanes {
                     request.nan,
                     slot.clone(),
                 );
-                // Prepared here, not by the dispatcher; a job that cannot
-                // be prepared (out of memory) fails alone, through its
-                // handle, as it would have when it started.
-                if let Err(e) = entry.prepare_first(sh) {
+                // Prepared here, not by the dispatcher, once it has queue
+                // space (held meanwhile, so a rejected job costs nothing);
+                // a job that cannot be prepared (out of memory) fails
+                // alone, through its handle, as it would have when it
+                // started.
+                let mut st = self.wait_for_space(lane, bytes)?;
+                st.batch_reserved += 1;
+                drop(st);
+                let prepared = entry.prepare_first(sh);
+                st = lock(&sh.state);
+                st.batch_reserved -= 1;
+                if st.shutdown {
+                    // The dispatcher has failed the queue and left.
+                    return Err(Error::Shutdown);
+                }
+                if let Err(e) = prepared {
+                    drop(st);
+                    sh.space.notify_all();
                     if slot.complete(Err(e)) {
                         lock(&sh.metrics).batch.failed += 1;
                     }
                     return Ok(Handle::new(slot, || {}));
                 }
-                let mut st = self.wait_for_space(lane, bytes)?;
                 // Its latency counts from here, as a real-time request's
                 // does.
                 entry.mark_enqueued();
@@ -679,7 +700,7 @@ impl Lanes {
                     st.rt.len() >= cfg.realtime_queue_len
                         || (!st.rt.is_empty() && st.rt_bytes + bytes > cfg.realtime_queue_bytes)
                 }
-                Lane::Batch => st.batch.len() + st.batch_taken as usize >= cfg.batch_queue_len,
+                Lane::Batch => st.batch_jobs() >= cfg.batch_queue_len,
             };
             let line = match lane {
                 Lane::RealTime => &mut st.rt_line,
@@ -694,7 +715,7 @@ impl Lanes {
                         format!("{} requests, {} bytes queued", st.rt.len(), st.rt_bytes)
                     }
                     Lane::Batch => {
-                        format!("{} jobs queued", st.batch.len() + st.batch_taken as usize)
+                        format!("{} jobs queued", st.batch_jobs())
                     }
                 };
                 break Err(Error::QueueFull {
@@ -790,6 +811,7 @@ impl Lanes {
             st.rt.is_empty()
                 && st.batch.is_empty()
                 && !st.batch_taken
+                && st.batch_reserved == 0
                 && st.rt_in_flight == 0
                 && st.batch_in_flight == 0
         };
