@@ -87,6 +87,22 @@ impl DeviceArray {
                 "could not allocate {len} {dtype} values on the device: {err}"
             )));
         }
+        if data.is_some() {
+            // wgpu stages the writes and sends them with the queue's next
+            // submission, whoever makes it: left pending, a large upload
+            // is paid by the next request (a 64 MiB upload held a
+            // real-time request ~35 ms on lavapipe). The caller pays here.
+            let index = ctx.queue.submit([]);
+            ctx.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| {
+                    ctx.health
+                        .poll_failed(&ctx.device, &ctx.queue, "uploading to the device", e)
+                })?;
+        }
         Ok(DeviceArray {
             pieces,
             len,

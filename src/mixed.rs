@@ -28,6 +28,13 @@
 //! with the two swapped. The default is an even number of rounds for that
 //! reason. The per-round ratios keep the bias, alternating in sign from
 //! round to round; the merged ones cancel it.
+//!
+//! Before those phases, a **cold start**: `cold_starts` fresh schedulers,
+//! one after the other, each given one batch job at once and the real-time
+//! stream at the configured rate until that first job is done, with no
+//! warm-up of its own; the latencies of those requests are merged into one
+//! figure (`cold_start`), set beside the warm real-time p99 alone. This is
+//! what a service sees after each restart, which the warm phases hide.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +67,8 @@ pub struct MixedConfig {
     pub rt_size: usize,
     /// Floats per batch job.
     pub batch_size: usize,
+    /// Fresh schedulers in the cold-start phase (0 skips it).
+    pub cold_starts: usize,
     /// Scheduler settings used for all three phases.
     #[serde(skip)]
     pub lanes: LanesConfig,
@@ -96,6 +105,7 @@ impl MixedConfig {
             },
             rt_size: 4096,
             batch_size: if adapter.software { 8 << 20 } else { 256 << 20 },
+            cold_starts: 8,
             lanes: LanesConfig::default(),
         }
     }
@@ -123,6 +133,11 @@ pub struct MixedReport {
     pub rt_p99_ratio: f64,
     /// Batch throughput with the real-time stream / alone.
     pub batch_throughput_ratio: f64,
+    /// Real-time requests made during the first batch job of each of
+    /// `cold_starts` fresh schedulers (absent with none).
+    pub cold_start: Option<ColdStartReport>,
+    /// Cold-start real-time p99 / warm real-time p99 alone.
+    pub cold_rt_p99_ratio: f64,
     /// Every batch result equalled the first one bit for bit.
     pub batch_results_identical: bool,
     /// The batch quantum the scheduler used, in microseconds.
@@ -140,6 +155,16 @@ pub struct MixedReport {
     /// The two ratios within each round (the headline ratios above are over
     /// all rounds merged), to show the spread on a noisy machine.
     pub per_round: Vec<RoundRatios>,
+}
+
+/// The cold-start phase's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ColdStartReport {
+    /// Fresh schedulers started.
+    pub schedulers: usize,
+    /// Real-time requests made during their first batch jobs, merged.
+    pub realtime: LaneSnapshot,
+    pub realtime_sent: u64,
 }
 
 /// The two ratios of one round.
@@ -170,7 +195,6 @@ pub fn run(
     cfg: MixedConfig,
     mut progress: impl FnMut(&str),
 ) -> Result<MixedReport> {
-    let lanes = Arc::new(Lanes::new(engine, cfg.lanes.clone())?);
     let batch_data: Vec<f32> = (0..cfg.batch_size)
         .map(|i| ((i % 4099) as f32) * 0.25 - 512.0)
         .collect();
@@ -180,9 +204,25 @@ pub fn run(
         .map(|i| (i % 97) as f32 * 0.5)
         .collect::<Vec<_>>()
         .into();
-    let reference = lanes
-        .batch(Request::device(array.clone(), Op::Sum))?
-        .wait()?;
+    let reference = engine.reduce_device(
+        &array,
+        Op::Sum,
+        &crate::Partitions::Whole,
+        crate::NanPolicy::Propagate,
+    )?;
+    let mut identical = true;
+    let cold_start = if cfg.cold_starts > 0 {
+        progress(&format!(
+            "cold start ({} fresh schedulers)",
+            cfg.cold_starts
+        ));
+        let (report, same) = cold_start(engine, &cfg, &array, &rt_data, &reference)?;
+        identical &= same;
+        Some(report)
+    } else {
+        None
+    };
+    let lanes = Arc::new(Lanes::new(engine, cfg.lanes.clone())?);
 
     // Warm-up: pipelines, pools and the throughput estimate.
     for _ in 0..20 {
@@ -194,7 +234,6 @@ pub fn run(
         .batch(Request::device(array.clone(), Op::Sum))?
         .wait()?;
 
-    let mut identical = true;
     let rounds = cfg.rounds.max(1);
     let slice = cfg.duration / u32::try_from(rounds).unwrap_or(u32::MAX);
     let mut merged: [PhaseRun; 3] = Default::default();
@@ -219,8 +258,18 @@ pub fn run(
     }
     let headline = RoundRatios::of(&merged);
     let [realtime_alone, batch_alone, together] = merged.map(PhaseRun::report);
+    let idle_p99 = realtime_alone
+        .realtime
+        .as_ref()
+        .map_or(0.0, |s| s.latency.p99_us);
+    let cold_rt_p99_ratio = match &cold_start {
+        Some(c) if idle_p99 > 0.0 => c.realtime.latency.p99_us / idle_p99,
+        _ => f64::NAN,
+    };
 
     Ok(MixedReport {
+        cold_start,
+        cold_rt_p99_ratio,
         adapter: engine.adapter().clone(),
         rt_p99_ratio: headline.rt_p99_ratio,
         batch_throughput_ratio: headline.batch_throughput_ratio,
@@ -402,6 +451,59 @@ fn phase(
     run.realtime = rt.map(|_| rt_metrics);
     run.batch = batch.map(|_| batch_metrics);
     Ok(run)
+}
+
+/// The cold-start phase: `cfg.cold_starts` fresh schedulers, one at a time.
+/// Each is given one batch job over `array` as soon as it is made, and the
+/// open-loop real-time stream runs while that job lasts (at least one
+/// request per scheduler). Returns the merged real-time figures, and
+/// whether every job had the bits of `reference`.
+fn cold_start(
+    engine: &Engine,
+    cfg: &MixedConfig,
+    array: &Arc<crate::DeviceArray>,
+    rt_data: &Arc<[f32]>,
+    reference: &crate::Reduction,
+) -> Result<(ColdStartReport, bool)> {
+    let period = Duration::from_secs_f64(1.0 / cfg.rt_rate_hz.max(MIN_RT_RATE_HZ));
+    let mut merged = LaneMetrics::default();
+    let mut sent = 0u64;
+    let mut same = true;
+    for _ in 0..cfg.cold_starts {
+        let lanes = Lanes::new(engine, cfg.lanes.clone())?;
+        let job = lanes.batch(Request::device(array.clone(), Op::Sum))?;
+        let mut handles = Vec::new();
+        let mut next = Instant::now();
+        while handles.is_empty() || !job.is_finished() {
+            let now = Instant::now();
+            if now < next {
+                std::thread::sleep((next - now).min(Duration::from_millis(1)));
+                continue;
+            }
+            next += period;
+            handles.push(lanes.realtime(Request::host(rt_data.clone(), Op::Sum))?);
+        }
+        sent += handles.len() as u64;
+        for h in handles {
+            h.wait()?;
+        }
+        let r = job.wait()?;
+        same &= r
+            .values
+            .iter()
+            .map(|v| v.map(f32::to_bits))
+            .eq(reference.values.iter().map(|v| v.map(f32::to_bits)));
+        let (rt, _) = lanes.take_lane_metrics();
+        merged.merge(&rt);
+    }
+    Ok((
+        ColdStartReport {
+            schedulers: cfg.cold_starts,
+            realtime: merged.snapshot(0),
+            realtime_sent: sent,
+        },
+        same,
+    ))
 }
 
 /// Keeps two batch jobs over `array` in flight until `stop`, then lets the

@@ -1223,6 +1223,8 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         "1",
         "--lead-us",
         "150",
+        "--cold-starts",
+        "2",
     ]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "mixed failed: {stderr}");
@@ -1268,6 +1270,19 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         assert!(v.is_finite() && v > 0.0, "{key} = {}", r[key]);
     }
     assert_eq!(r["submit_lead_us"].as_f64(), Some(150.0));
+    // The cold start: two fresh schedulers, at least one request during
+    // each one's first batch job, every one completed.
+    let cold = &r["cold_start"];
+    assert_eq!(cold["schedulers"], 2, "{cold}");
+    let sent = cold["realtime_sent"].as_u64().expect("realtime_sent");
+    assert!(sent >= 2, "{cold}");
+    assert_eq!(cold["realtime"]["completed"].as_u64(), Some(sent), "{cold}");
+    assert_eq!(cold["realtime"]["failed"], 0, "{cold}");
+    let ratio = r["cold_rt_p99_ratio"].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        ratio.is_finite() && ratio > 0.0,
+        "cold_rt_p99_ratio = {ratio}"
+    );
     let rounds = r["per_round"].as_array().expect("per_round");
     assert_eq!(rounds.len(), 2, "{}", r["per_round"]);
     for round in rounds {
@@ -1292,9 +1307,12 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         "1000",
         "--batch-size",
         "300000",
+        "--cold-starts",
+        "0",
     ]);
     assert!(out.status.success(), "mixed failed: {}", text(&out.stderr));
     let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(r["cold_start"].is_null(), "{}", r["cold_start"]);
     assert_eq!(r["together"]["realtime_sent"], 1);
     let jobs = r["together"]["batch"]["completed"].as_u64().unwrap_or(0);
     assert!(jobs > 2, "only {jobs} batch jobs under load in 0.5 s");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::device_array::DeviceArray;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::kernels::BLOCK;
 use crate::op::{NanPolicy, Op};
 use crate::partition::Partitions;
 
@@ -18,7 +19,17 @@ pub(super) struct Calibration {
     pub bytes_per_s: f64,
     /// A submit made while the queue executes earlier work waits for it.
     pub submit_blocks: bool,
+    /// The first reduction of the big input (its buffers, bind groups and
+    /// memory used for the first time) over the median of the next ones,
+    /// beyond the round trip each: how much slower a fresh job's first
+    /// chunks may run than the seed says (at least 1, at most
+    /// [`MAX_COLD_FACTOR`]).
+    pub cold_factor: f64,
 }
+
+/// Largest cold factor: a first run slowed by an outside stall (a busy
+/// host) must not make every first job's chunks tiny.
+const MAX_COLD_FACTOR: f64 = 8.0;
 
 /// Items of the first throughput calibration input (16 MiB).
 const FIRST_CALIBRATION_ITEMS: u64 = 4 << 20;
@@ -49,8 +60,11 @@ pub(super) fn calibrate(engine: &Engine) -> Result<Calibration> {
     let data: Vec<f32> = (0..n).map(|i| (i % 1024) as f32 * 0.5 - 7.0).collect();
     let mut big = engine.upload(&data)?;
     let one = engine.upload(&data[..1])?;
+    warm_kernels(engine, &data[..(2 * BLOCK + 1) as usize])?;
     drop(data);
-    let time = |array: &DeviceArray, warm_up: usize, runs: usize, quantile: f64| {
+    // The chosen quantile of `runs` timed runs after `warm_up`, and the
+    // first timed run.
+    let time_runs = |array: &DeviceArray, warm_up: usize, runs: usize, quantile: f64| {
         let mut times = Vec::with_capacity(runs);
         for i in 0..warm_up + runs {
             let t = Instant::now();
@@ -59,11 +73,16 @@ pub(super) fn calibrate(engine: &Engine) -> Result<Calibration> {
                 times.push(t.elapsed());
             }
         }
+        let first = times[0];
         times.sort();
-        Ok::<_, Error>(times[((runs - 1) as f64 * quantile) as usize])
+        Ok::<_, Error>((times[((runs - 1) as f64 * quantile) as usize], first))
+    };
+    let time = |array: &DeviceArray, warm_up: usize, runs: usize, quantile: f64| {
+        time_runs(array, warm_up, runs, quantile).map(|(q, _)| q)
     };
     let first_look = time(&one, 2, 16, 0.25)?;
-    let mut full = time(&big, 0, 5, 0.5)?;
+    let (mut full, first_full) = time_runs(&big, 0, 5, 0.5)?;
+    let cold_factor = cold_factor(first_full, full, first_look);
     while !work_stands_out(full, first_look) && big.len() < MAX_CALIBRATION_ITEMS {
         // A device that cannot hold the bigger input keeps the last figure.
         let Ok(bigger) = DeviceArray::zeroed(engine.context(), big.len() * 4) else {
@@ -79,7 +98,35 @@ pub(super) fn calibrate(engine: &Engine) -> Result<Calibration> {
         bytes_per_s: seed_throughput(big.len() * 4, full, round_trip),
         // A failed probe only loses an optimisation: assume a queueing driver.
         submit_blocks: probe_blocking_submit(engine, &big, extra).unwrap_or(false),
+        cold_factor,
     })
+}
+
+/// How much longer the first, cold reduction's work took than the warm
+/// median's, each beyond the round trip (counted as at least one round
+/// trip, as in [`seed_throughput`], so noise in a short reduction does not
+/// pass for slowness): within 1 ..= [`MAX_COLD_FACTOR`].
+fn cold_factor(first: Duration, warm: Duration, round_trip: Duration) -> f64 {
+    let work = |t: Duration| {
+        t.saturating_sub(round_trip)
+            .max(round_trip)
+            .max(Duration::from_micros(1))
+            .as_secs_f64()
+    };
+    (work(first) / work(warm)).clamp(1.0, MAX_COLD_FACTOR)
+}
+
+/// Runs every float32 kernel the lanes use (the element and the partial
+/// pass of each kernel op) once. Some drivers compile a pipeline on its
+/// first dispatch, not when it is made: on lavapipe a fresh scheduler's
+/// first `Max` request took 1-5 ms instead of 0.2 ms, the compilation
+/// holding the queue. `data` spans three blocks, so both passes run.
+fn warm_kernels(engine: &Engine, data: &[f32]) -> Result<()> {
+    let array = engine.upload(data)?;
+    for op in [Op::Sum, Op::Max, Op::Min] {
+        engine.reduce_device(&array, op, &Partitions::Whole, NanPolicy::Propagate)?;
+    }
+    Ok(())
 }
 
 /// Whether a reduction taking `full` has enough work beyond the fixed
@@ -204,6 +251,23 @@ mod tests {
             "faster than the round trip"
         );
         assert!(seed_throughput(mib16, Duration::ZERO, Duration::ZERO).is_finite());
+    }
+
+    #[test]
+    fn the_cold_factor_compares_work_beyond_the_round_trip_within_bounds() {
+        let us = Duration::from_micros;
+        // 12 ms of work warm, 24 ms cold, beyond a 200 us round trip.
+        assert_eq!(cold_factor(us(24_200), us(12_200), us(200)), 2.0);
+        // A first run faster than the median is not "hot": 1.
+        assert_eq!(cold_factor(us(10_000), us(12_200), us(200)), 1.0);
+        // An outside stall is capped.
+        assert_eq!(cold_factor(us(10_000_000), us(1_200), us(200)), 8.0);
+        // Work hidden in the round trip's noise does not count as slowness.
+        assert_eq!(cold_factor(us(390), us(201), us(200)), 1.0);
+        assert_eq!(
+            cold_factor(Duration::ZERO, Duration::ZERO, Duration::ZERO),
+            1.0
+        );
     }
 
     #[test]

@@ -9,10 +9,14 @@
 //!   same bits as the request run alone. A group shape seen before reuses
 //!   the job prepared for it (buffers, tables, bind groups; see
 //!   `job_cache`), so a repeat costs one upload.
-//! * Batch jobs are prepared once and submitted a chunk (one dispatch) at a
-//!   time, each chunk sized to the quantum (less the submit lead) from the
-//!   throughput observed on this device (GPU timestamps around one chunk in
-//!   four where the adapter has them). Chunking never changes the dispatches a
+//! * Batch jobs are prepared once, by the submitting thread (the dispatcher
+//!   only submits), and submitted a chunk (one dispatch) at a time, each
+//!   chunk sized to the quantum (less the submit lead) from the throughput
+//!   observed on this device (GPU timestamps around one chunk in four where
+//!   the adapter has them; until one chunk is observed, from the start-up
+//!   calibration's seed slowed by its cold factor, so a fresh scheduler's
+//!   first job does not hold real-time work longer than its warm chunks
+//!   would). Chunking never changes the dispatches a
 //!   job runs, so a job's result is bitwise the same as running it alone.
 //!   A job with more partitions than one reduction may have on the device
 //!   runs as consecutive groups of partitions, with the same bits (see
@@ -29,10 +33,15 @@
 //!   completion is seen, never a held request beyond that.
 //! * Real-time goes first, but the batch lane is guaranteed a share of GPU
 //!   time (`batch_min_share`) under a real-time flood.
-//! * Deadlines, cancellation, bounded queues (block or reject), and failure
-//!   isolation (a bad request is refused at submission and never enters a
+//! * Deadlines (a request still queued at its deadline leaves the queue
+//!   and fails then), cancellation, bounded queues (block or reject;
+//!   blocked submitters get space first come, first served), and failure
+//!   isolation: a bad request is refused at submission and never enters a
 //!   coalesced batch; a coalesced group stays within the device's largest
-//!   buffer, so no request runs out of memory for its neighbours). One
+//!   buffer, so no request runs out of memory for its neighbours; and each
+//!   kernel group of a submission is prepared in its own error scopes, a
+//!   group that fails retried request by request, so an allocation or
+//!   validation failure fails only the request it belongs to. One
 //!   dispatcher thread submits; one poller thread completes handles, so
 //!   submitting threads never block on readback.
 //! * A lost device fails every request with [`Error::DeviceLost`]: queued
@@ -44,12 +53,14 @@
 mod batch;
 mod calibration;
 mod chunk_timer;
+mod deadlines;
 mod handle;
 mod job_cache;
 mod metrics;
 mod pacing;
 mod quantum;
 mod realtime;
+mod space_line;
 mod thread_slice;
 
 use std::collections::VecDeque;
@@ -64,12 +75,14 @@ pub use metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 use self::batch::{BatchEntry, run_batch_chunk};
 use self::calibration::{calibrate, default_quantum};
 use self::chunk_timer::ChunkTimer;
+use self::deadlines::QueuedDeadlines;
 use self::handle::{Slot, Wakeup};
 use self::job_cache::JobCache;
 pub(crate) use self::metrics::LaneMetrics;
 use self::pacing::{Decision, IDLE_WAIT, MAX_PREDICTION, Pacing, Prediction, Queues, decide};
 use self::quantum::Throughput;
 use self::realtime::{RtEntry, check_realtime_plan, run_realtime};
+use self::space_line::SpaceLine;
 use crate::device_array::DeviceArray;
 use crate::device_health::LostListener;
 use crate::engine::{Context, Engine};
@@ -175,9 +188,11 @@ pub struct LanesConfig {
     /// indefinitely.
     pub batch_min_share: f64,
     /// Fail real-time requests whose deadline passes (the default): a
-    /// request still queued at its deadline is failed when the dispatcher
-    /// reaches it, without running, and a result that arrives after it is
-    /// replaced by the error; both with [`Error::DeadlineExceeded`]. With
+    /// request still queued at its deadline leaves the queue and fails
+    /// then (within the dispatcher's wake-up granularity, or once a blocking
+    /// submit in progress returns), without running, and a result that
+    /// arrives after it is replaced by the error; both with
+    /// [`Error::DeadlineExceeded`]. With
     /// `false`, such requests run and their results are delivered late.
     /// Either way each one counts in the lane's `deadline_misses`.
     pub reject_late: bool,
@@ -242,6 +257,7 @@ pub struct Request {
     partitions: Partitions,
     nan: NanPolicy,
     deadline: Option<Instant>,
+    inject_failure: bool,
 }
 
 impl Request {
@@ -253,6 +269,7 @@ impl Request {
             partitions: Partitions::Whole,
             nan: NanPolicy::Propagate,
             deadline: None,
+            inject_failure: false,
         }
     }
 
@@ -264,6 +281,7 @@ impl Request {
             partitions: Partitions::Whole,
             nan: NanPolicy::Propagate,
             deadline: None,
+            inject_failure: false,
         }
     }
 
@@ -278,10 +296,21 @@ impl Request {
     }
 
     /// Real-time only: fail with [`Error::DeadlineExceeded`] after
-    /// `deadline` (see [`LanesConfig::reject_late`]). The deadline is
-    /// checked when the request is dispatched and when its result arrives.
+    /// `deadline` (see [`LanesConfig::reject_late`]). A request still
+    /// queued at its deadline fails then; one dispatched fails if its
+    /// result arrives after it.
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// For tests of failure isolation (real-time only): preparing this
+    /// request on the device raises a real wgpu validation error (a buffer
+    /// with an invalid usage), in whatever coalesced group it lands. The
+    /// request fails with [`Error::Gpu`]; the others in its group do not.
+    #[doc(hidden)]
+    pub fn inject_failure(mut self) -> Self {
+        self.inject_failure = true;
         self
     }
 
@@ -302,6 +331,8 @@ struct State {
     batch: VecDeque<BatchEntry>,
     /// A batch entry taken out by the dispatcher for its next chunk.
     batch_taken: bool,
+    /// Batch jobs given queue space and being prepared by their submitters.
+    batch_reserved: usize,
     rt_in_flight: usize,
     batch_in_flight: usize,
     shutdown: bool,
@@ -311,9 +342,21 @@ struct State {
     /// A handle was cancelled since the dispatcher last dropped cancelled
     /// work from the queues (so it scans them only then).
     cancelled_since_look: bool,
+    /// Deadlines of queued real-time requests (kept only where late
+    /// requests are rejected).
+    deadlines: QueuedDeadlines,
+    /// Submitters blocked on a full queue, per lane, in arrival order.
+    rt_line: SpaceLine,
+    batch_line: SpaceLine,
 }
 
 impl State {
+    /// Batch jobs that hold queue space: queued, taken by the dispatcher
+    /// for their next chunk, or being prepared.
+    fn batch_jobs(&self) -> usize {
+        self.batch.len() + self.batch_taken as usize + self.batch_reserved
+    }
+
     /// What [`decide`] needs to know of the queues.
     fn queues(&self) -> Queues {
         Queues {
@@ -339,8 +382,11 @@ struct Metrics {
     batch: LaneMetrics,
 }
 
+/// What the poller runs once a submission is done.
+type OnDone = Box<dyn FnOnce() + Send>;
+
 struct Inflight {
-    queue: VecDeque<wgpu::SubmissionIndex>,
+    queue: VecDeque<(wgpu::SubmissionIndex, Option<OnDone>)>,
     stop: bool,
 }
 
@@ -443,6 +489,13 @@ impl Lanes {
                 .min(quantum),
         };
         let rt_fixed = calibration.round_trip / 2;
+        log::debug!(
+            "lanes calibrated: round trip {:?}, {:.3} GB/s, cold factor {:.2}, submit blocks: {}, quantum {quantum:?}, lead {lead:?}",
+            calibration.round_trip,
+            calibration.bytes_per_s / 1e9,
+            calibration.cold_factor,
+            calibration.submit_blocks
+        );
         let seed = calibration.bytes_per_s;
         let shared = Arc::new(Shared {
             ctx: engine.context().clone(),
@@ -460,7 +513,7 @@ impl Lanes {
             }),
             inflight_cv: Condvar::new(),
             metrics: Mutex::new(Metrics::default()),
-            throughput: Mutex::new(Throughput::new(seed)),
+            throughput: Mutex::new(Throughput::new(seed, calibration.cold_factor)),
             timer: ChunkTimer::new(&engine.context().device, &engine.context().queue),
             chunks: AtomicU64::new(0),
             last_done: Mutex::new(Instant::now()),
@@ -545,6 +598,9 @@ impl Lanes {
                 let footprint = check_realtime_plan(sh, &offsets)?;
                 let mut st = self.wait_for_space(lane, bytes)?;
                 st.rt_bytes += bytes;
+                if let Some(d) = request.deadline.filter(|_| sh.cfg.reject_late) {
+                    st.deadlines.note(d);
+                }
                 st.rt.push_back(RtEntry {
                     data,
                     offsets,
@@ -554,6 +610,7 @@ impl Lanes {
                     footprint,
                     enqueued: Instant::now(),
                     slot: slot.clone(),
+                    inject_failure: request.inject_failure,
                 });
             }
             Lane::Batch => {
@@ -565,17 +622,41 @@ impl Lanes {
                 // Any number of partitions: over the per-reduction limit the
                 // job runs in groups (see `batch`), each planned when it
                 // starts (the offsets are checked above).
-                let mut st = self.wait_for_space(lane, bytes)?;
-                // Made once there is space: its latency counts from here,
-                // as a real-time request's does.
-                st.batch.push_back(BatchEntry::new(
+                let mut entry = BatchEntry::new(
                     sh,
                     request.input,
                     offsets,
                     request.op,
                     request.nan,
                     slot.clone(),
-                ));
+                );
+                // Prepared here, not by the dispatcher, once it has queue
+                // space (held meanwhile, so a rejected job costs nothing);
+                // a job that cannot be prepared (out of memory) fails
+                // alone, through its handle, as it would have when it
+                // started.
+                let mut st = self.wait_for_space(lane, bytes)?;
+                st.batch_reserved += 1;
+                drop(st);
+                let prepared = entry.prepare_first(sh);
+                st = lock(&sh.state);
+                st.batch_reserved -= 1;
+                if st.shutdown {
+                    // The dispatcher has failed the queue and left.
+                    return Err(Error::Shutdown);
+                }
+                if let Err(e) = prepared {
+                    drop(st);
+                    sh.space.notify_all();
+                    if slot.complete(Err(e)) {
+                        lock(&sh.metrics).batch.failed += 1;
+                    }
+                    return Ok(Handle::new(slot, || {}));
+                }
+                // Its latency counts from here, as a real-time request's
+                // does.
+                entry.mark_enqueued();
+                st.batch.push_back(entry);
             }
         }
         sh.work.notify_all();
@@ -598,24 +679,35 @@ impl Lanes {
         }))
     }
 
+    /// Waits for room for `bytes` in `lane`'s queue (or fails, see
+    /// [`WhenFull`]), and returns the state lock to queue the request
+    /// with. Blocked submitters get room in the order they came (see
+    /// `space_line`).
     fn wait_for_space(&self, lane: Lane, bytes: u64) -> Result<MutexGuard<'_, State>> {
         let sh = &self.shared;
         let cfg = &sh.cfg;
         let mut st = lock(&sh.state);
-        loop {
+        let mut ticket: Option<u64> = None;
+        let outcome = loop {
             if st.shutdown {
-                return Err(Error::Shutdown);
+                break Err(Error::Shutdown);
             }
-            sh.ctx.health.check()?;
+            if let Err(lost) = sh.ctx.health.check() {
+                break Err(lost);
+            }
             let full = match lane {
                 Lane::RealTime => {
                     st.rt.len() >= cfg.realtime_queue_len
                         || (!st.rt.is_empty() && st.rt_bytes + bytes > cfg.realtime_queue_bytes)
                 }
-                Lane::Batch => st.batch.len() + st.batch_taken as usize >= cfg.batch_queue_len,
+                Lane::Batch => st.batch_jobs() >= cfg.batch_queue_len,
             };
-            if !full {
-                return Ok(st);
+            let line = match lane {
+                Lane::RealTime => &mut st.rt_line,
+                Lane::Batch => &mut st.batch_line,
+            };
+            if !full && line.is_first(ticket) {
+                break Ok(());
             }
             if cfg.when_full == WhenFull::Reject {
                 let detail = match lane {
@@ -623,16 +715,32 @@ impl Lanes {
                         format!("{} requests, {} bytes queued", st.rt.len(), st.rt_bytes)
                     }
                     Lane::Batch => {
-                        format!("{} jobs queued", st.batch.len() + st.batch_taken as usize)
+                        format!("{} jobs queued", st.batch_jobs())
                     }
                 };
-                return Err(Error::QueueFull {
+                break Err(Error::QueueFull {
                     lane: lane.name(),
                     detail,
                 });
             }
+            if ticket.is_none() {
+                ticket = Some(line.join());
+            }
             st = sh.space.wait(st).unwrap_or_else(|e| e.into_inner());
+        };
+        if let Some(t) = ticket {
+            let line = match lane {
+                Lane::RealTime => &mut st.rt_line,
+                Lane::Batch => &mut st.batch_line,
+            };
+            line.leave(t);
+            // The next in line looks again: there may be room for it too
+            // (or it is first now that this one gave up).
+            if !line.is_empty() {
+                sh.space.notify_all();
+            }
         }
+        outcome.map(|()| st)
     }
 
     /// Metrics of both lanes.
@@ -703,6 +811,7 @@ impl Lanes {
             st.rt.is_empty()
                 && st.batch.is_empty()
                 && !st.batch_taken
+                && st.batch_reserved == 0
                 && st.rt_in_flight == 0
                 && st.batch_in_flight == 0
         };
@@ -827,16 +936,26 @@ fn next_action(sh: &Arc<Shared>) -> Action {
                 sh.space.notify_all();
             }
         }
+        // Real-time requests past their deadline leave the queue now (where
+        // late requests are rejected), not when the dispatcher reaches them.
         let now = Instant::now();
+        if st.rt.is_empty() {
+            st.deadlines.clear();
+        } else if st.deadlines.take_passed(now) {
+            st = expire_queued(sh, st, now);
+            continue;
+        }
         let wake = match decide(&st.queues(), &st.pred, now, &pacing) {
             Decision::Realtime => {
                 let age = now.duration_since(st.rt.front().expect("non-empty").enqueued);
                 let big = st.rt.len() >= cfg.max_coalesced_requests
                     || st.rt_bytes >= cfg.max_coalesced_bytes;
                 if age < cfg.coalesce_delay && !big {
+                    let hold = cfg.coalesce_delay - age;
+                    let hold = st.deadlines.until_next(now).map_or(hold, |d| d.min(hold));
                     st = sh
                         .work
-                        .wait_timeout(st, cfg.coalesce_delay - age)
+                        .wait_timeout(st, hold)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                     continue;
@@ -879,7 +998,10 @@ fn next_action(sh: &Arc<Shared>) -> Action {
                 st.last_batch_submit = Some(now);
                 return Action::Batch(Box::new(entry));
             }
-            Decision::Wait(wake) => wake,
+            Decision::Wait(wake) => match st.deadlines.until_next(now) {
+                Some(until) => wake.min(until),
+                None => wake,
+            },
         };
         if st.batch.is_empty() {
             st.last_batch_submit = None;
@@ -913,6 +1035,41 @@ impl Drop for FailOnPanic {
             w.wake();
         }
     }
+}
+
+/// Fails the real-time requests still queued past their deadline with
+/// [`Error::DeadlineExceeded`] (outside the state lock, as every failure
+/// is settled), frees their queue space, and returns the lock.
+fn expire_queued<'a>(
+    sh: &'a Shared,
+    mut st: MutexGuard<'a, State>,
+    now: Instant,
+) -> MutexGuard<'a, State> {
+    let (expired, live): (VecDeque<RtEntry>, VecDeque<RtEntry>) = std::mem::take(&mut st.rt)
+        .into_iter()
+        .partition(|r| r.deadline.is_some_and(|d| d <= now));
+    st.rt = live;
+    if expired.is_empty() {
+        return st;
+    }
+    st.rt_bytes -= expired.iter().map(|r| r.data.len() as u64 * 4).sum::<u64>();
+    drop(st);
+    sh.space.notify_all();
+    let mut m = lock(&sh.metrics);
+    let mut wakeups = Vec::new();
+    for r in &expired {
+        let late_by = now.saturating_duration_since(r.deadline.expect("expired has a deadline"));
+        // A request cancelled meanwhile counts as cancelled only.
+        if let Some(w) = r.slot.settle(Err(Error::DeadlineExceeded { late_by })) {
+            m.rt.deadline_misses += 1;
+            m.rt.failed += 1;
+            wakeups.push(w);
+        }
+    }
+    drop(m);
+    wake_all(wakeups);
+    drop(expired);
+    lock(&sh.state)
 }
 
 /// Fails everything queued with `error` ([`Error::Shutdown`], or
@@ -970,9 +1127,14 @@ fn release_slot(sh: &Shared, lane: Lane, busy: Duration) {
     sh.space.notify_all();
 }
 
-/// Hands a submission to the poller, which completes its callbacks.
-fn track(sh: &Shared, index: wgpu::SubmissionIndex) {
-    lock(&sh.inflight).queue.push_back(index);
+/// Hands a submission to the poller, which completes its callbacks and
+/// then runs `on_done`. (Not `Queue::on_submitted_work_done`: that attaches
+/// to the queue's latest submission when it is called, which another thread
+/// sharing the device may have made meanwhile, and whose callbacks run only
+/// when someone polls past it; with nobody left to, a batch chunk's slot
+/// stayed taken and its job hung.)
+fn track(sh: &Shared, index: wgpu::SubmissionIndex, on_done: Option<OnDone>) {
+    lock(&sh.inflight).queue.push_back((index, on_done));
     sh.inflight_cv.notify_all();
 }
 
@@ -981,7 +1143,7 @@ fn poller_loop(sh: &Arc<Shared>) {
         let index = {
             let mut inf = lock(&sh.inflight);
             loop {
-                if let Some(i) = inf.queue.front() {
+                if let Some((i, _)) = inf.queue.front() {
                     break i.clone();
                 }
                 if inf.stop {
@@ -994,11 +1156,9 @@ fn poller_loop(sh: &Arc<Shared>) {
             submission_index: Some(index),
             timeout: Some(Duration::from_secs(1)),
         });
-        match waited {
-            Ok(_) => {
-                lock(&sh.inflight).queue.pop_front();
-            }
-            Err(wgpu::PollError::Timeout) => {}
+        let done = match waited {
+            Ok(_) => lock(&sh.inflight).queue.pop_front(),
+            Err(wgpu::PollError::Timeout) => None,
             Err(e) => {
                 // A refused submission (a lost device refuses them all):
                 // found lost, the device fails the queued work (see
@@ -1008,8 +1168,11 @@ fn poller_loop(sh: &Arc<Shared>) {
                 } else {
                     log::error!("device poll failed: {e}");
                 }
-                lock(&sh.inflight).queue.pop_front();
+                lock(&sh.inflight).queue.pop_front()
             }
+        };
+        if let Some((_, Some(on_done))) = done {
+            on_done();
         }
     }
 }

@@ -24,12 +24,26 @@ const MIN_TIMED: Duration = Duration::from_micros(2);
 #[derive(Clone, Debug)]
 pub(crate) struct Throughput {
     bytes_per_s: f64,
+    /// How much slower than the seed a job's first chunks may run before
+    /// any chunk has been observed (from the calibration's first, cold
+    /// reduction; at least 1).
+    cold_factor: f64,
+    /// A chunk of this scheduler's has been observed.
+    observed: bool,
 }
 
 impl Throughput {
-    pub fn new(initial_bytes_per_s: f64) -> Self {
+    /// An estimate seeded at `initial_bytes_per_s`, whose chunks are sized
+    /// `cold_factor` times smaller until one has been observed.
+    pub fn new(initial_bytes_per_s: f64, cold_factor: f64) -> Self {
         Throughput {
             bytes_per_s: initial_bytes_per_s.max(1e6),
+            cold_factor: if cold_factor.is_finite() {
+                cold_factor.max(1.0)
+            } else {
+                1.0
+            },
+            observed: false,
         }
     }
 
@@ -40,6 +54,7 @@ impl Throughput {
         if busy < min || bytes == 0 {
             return;
         }
+        self.observed = true;
         // Without GPU timestamps, completion times come from callbacks that
         // fire in bursts, so a single busy time can be far too short; one
         // observation may move the estimate by at most 2x either way.
@@ -52,9 +67,18 @@ impl Throughput {
         self.bytes_per_s
     }
 
-    /// Units per chunk so one chunk takes about `quantum` of GPU time.
+    /// Units per chunk so one chunk takes about `quantum` of GPU time: at
+    /// the estimate once a chunk has been observed, and until then at the
+    /// seed slowed by the cold factor (a fresh scheduler's first job must
+    /// not hold real-time work longer than a quantum because its chunks ran
+    /// slower than the calibration's warm ones).
     pub fn units_for(&self, quantum: Duration, min_units: u64, max_units: u64) -> u64 {
-        let units = (quantum.as_secs_f64() * self.bytes_per_s / UNIT_BYTES) as u64;
+        let rate = if self.observed {
+            self.bytes_per_s
+        } else {
+            self.bytes_per_s / self.cold_factor
+        };
+        let units = (quantum.as_secs_f64() * rate / UNIT_BYTES) as u64;
         units.clamp(min_units.max(1), max_units.max(min_units.max(1)))
     }
 }
@@ -65,7 +89,7 @@ mod tests {
 
     #[test]
     fn chunk_size_follows_observed_throughput() {
-        let mut t = Throughput::new(1e9);
+        let mut t = Throughput::new(1e9, 1.0);
         let q = Duration::from_millis(1);
         assert_eq!(t.units_for(q, 1, u64::MAX), (1e6 / UNIT_BYTES) as u64);
         for _ in 0..50 {
@@ -81,12 +105,28 @@ mod tests {
     }
 
     #[test]
+    fn chunks_are_cold_sized_until_one_is_observed() {
+        let mut t = Throughput::new(1e9, 4.0);
+        let q = Duration::from_millis(1);
+        let warm = (1e6 / UNIT_BYTES) as u64;
+        assert_eq!(t.units_for(q, 1, u64::MAX), warm / 4);
+        t.observe(1, Duration::from_micros(1), true); // too short: not seen
+        assert_eq!(t.units_for(q, 1, u64::MAX), warm / 4);
+        t.observe(1_000_000, Duration::from_millis(1), true);
+        assert_eq!(t.units_for(q, 1, u64::MAX), warm);
+        // A nonsense factor means none.
+        for f in [f64::NAN, 0.0, -3.0, f64::INFINITY] {
+            assert_eq!(Throughput::new(1e9, f).units_for(q, 1, u64::MAX), warm);
+        }
+    }
+
+    #[test]
     fn a_low_seed_rises_on_short_timed_chunks() {
         // A fast GPU (4 TB/s) finishes a chunk sized from a 0.6 TB/s seed in
         // about 20 us: by the wall clock that is noise, by its timestamps a
         // measurement, and the estimate must climb to the real speed.
-        let mut wall = Throughput::new(0.6e12);
-        let mut timed = Throughput::new(0.6e12);
+        let mut wall = Throughput::new(0.6e12, 1.0);
+        let mut timed = Throughput::new(0.6e12, 1.0);
         for _ in 0..40 {
             wall.observe(80_000_000, Duration::from_micros(20), false);
             timed.observe(80_000_000, Duration::from_micros(20), true);

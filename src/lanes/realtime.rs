@@ -33,6 +33,8 @@ pub(super) struct RtEntry {
     pub footprint: Footprint,
     pub enqueued: Instant,
     pub slot: Arc<Slot<Reduction>>,
+    /// See [`Request::inject_failure`](super::Request::inject_failure).
+    pub inject_failure: bool,
 }
 
 impl Drop for RtEntry {
@@ -117,18 +119,15 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         });
     let scope = crate::engine::ErrorScopes::push(ctx);
     let mut prepared = Vec::new();
-    let mut total_bytes = 0u64;
     for (kernel, group) in groups {
-        match prepare_group(sh, kernel, &group) {
-            Ok((shape, prepared_job)) => {
-                let job = &prepared_job.job;
-                job.encode(ctx, &mut encoder, 0..job.dispatch_count());
-                job.encode_readback(&mut encoder);
-                total_bytes += group.iter().map(|r| r.data.len() as u64 * 4).sum::<u64>();
-                prepared.push((shape, prepared_job, group));
-            }
-            Err(e) => fail_all(sh, group, &e),
-        }
+        prepare_isolated(sh, kernel, group, &mut prepared);
+    }
+    let mut total_bytes = 0u64;
+    for (_, prepared_job, group) in &prepared {
+        let job = &prepared_job.job;
+        job.encode(ctx, &mut encoder, 0..job.dispatch_count());
+        job.encode_readback(&mut encoder);
+        total_bytes += group.iter().map(|r| r.data.len() as u64 * 4).sum::<u64>();
     }
     if prepared.is_empty() {
         let _ = scope.check();
@@ -189,7 +188,40 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
             }
         });
     }
-    track(sh, index);
+    track(sh, index, None);
+}
+
+/// A group's job, ready to encode, with its requests.
+type Prepared = (JobShape, PreparedJob, Vec<RtEntry>);
+
+/// Prepares `group` as one job in its own error scopes, so that an
+/// allocation or validation failure is known to be this group's. Where a
+/// group of several requests fails, each request is prepared alone, in its
+/// own scopes: the one that fails fails alone, and the others run (in jobs
+/// of their own, with the bits they would have had together).
+fn prepare_isolated(sh: &Shared, kernel: KernelOp, group: Vec<RtEntry>, into: &mut Vec<Prepared>) {
+    let attempt = |group: &[RtEntry]| {
+        let scope = crate::engine::ErrorScopes::push(&sh.ctx);
+        let prepared = prepare_group(sh, kernel, group);
+        // Popped whatever happened, so the scopes stay balanced.
+        let checked = scope.check();
+        let (shape, job) = prepared?;
+        checked?;
+        Ok::<_, Error>((shape, job))
+    };
+    match attempt(&group) {
+        Ok((shape, job)) => into.push((shape, job, group)),
+        Err(e) if group.len() == 1 => fail_all(sh, group, &e),
+        Err(_) => {
+            for r in group {
+                let one = vec![r];
+                match attempt(&one) {
+                    Ok((shape, job)) => into.push((shape, job, one)),
+                    Err(e) => fail_all(sh, one, &e),
+                }
+            }
+        }
+    }
 }
 
 fn fail_all(sh: &Shared, group: Vec<RtEntry>, e: &Error) {
@@ -230,6 +262,16 @@ fn prepare_group(
             (Cow::Owned(data), offsets)
         }
     };
+    if group.iter().any(|r| r.inject_failure) {
+        // A real validation error in the group's scopes: MAP_READ goes
+        // only with COPY_DST.
+        let _ = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("gpulanes injected failure"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+    }
     let shape = JobShape { kernel, offsets };
     if let Some(kept) = sh.jobs.take(&shape) {
         write_floats(&ctx.queue, &kept.input, &data);

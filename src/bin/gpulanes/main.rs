@@ -71,6 +71,10 @@ enum Command {
         /// Hard bound on batch chunks queued on the GPU at once (default 2).
         #[arg(long)]
         batch_in_flight: Option<usize>,
+        /// Fresh schedulers in the cold-start phase, each measured during
+        /// its first batch job (default 8; 0 skips the phase).
+        #[arg(long)]
+        cold_starts: Option<usize>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
             quantum_us,
             lead_us,
             batch_in_flight,
+            cold_starts,
             json,
         } => mixed::run(mixed::Args {
             duration,
@@ -189,6 +194,7 @@ fn main() -> ExitCode {
             quantum_us,
             lead_us,
             batch_in_flight,
+            cold_starts,
             json,
         }),
         Command::Reduce(args) => reduce::run(args),

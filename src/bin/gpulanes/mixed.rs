@@ -19,6 +19,7 @@ pub struct Args {
     pub quantum_us: Option<u64>,
     pub lead_us: Option<u64>,
     pub batch_in_flight: Option<usize>,
+    pub cold_starts: Option<usize>,
     pub json: bool,
 }
 
@@ -83,6 +84,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     cfg.rt_size = args.rt_size.unwrap_or(cfg.rt_size);
     cfg.batch_size = args.batch_size.unwrap_or(cfg.batch_size);
     cfg.rounds = args.rounds.unwrap_or(cfg.rounds);
+    cfg.cold_starts = args.cold_starts.unwrap_or(cfg.cold_starts);
     if let Some(n) = args.batch_in_flight {
         cfg.lanes.max_batch_in_flight = n;
     }
@@ -161,6 +163,17 @@ fn print_table(r: &MixedReport) {
             }
         );
     };
+    if let Some(c) = &r.cold_start {
+        let l = &c.realtime.latency;
+        println!(
+            "{:<28} {:>12.1} {:>12.1} {:>12.1} {:>14}",
+            format!("cold start (x{})", c.schedulers),
+            l.p50_us,
+            l.p99_us,
+            l.p999_us,
+            "-"
+        );
+    }
     row("real-time alone", &r.realtime_alone, true, false);
     row("batch alone", &r.batch_alone, false, true);
     row("both together", &r.together, true, true);
@@ -173,6 +186,12 @@ fn print_table(r: &MixedReport) {
         "batch throughput with rt / alone:   {:.1}%  (target >= 95% on a GPU)",
         r.batch_throughput_ratio * 100.0
     );
+    if let Some(c) = &r.cold_start {
+        println!(
+            "cold-start real-time p99 / alone:   {:.2}x  ({} requests during the first batch job of {} fresh schedulers; max {:.0} us)",
+            r.cold_rt_p99_ratio, c.realtime.latency.count, c.schedulers, c.realtime.latency.max_us
+        );
+    }
     if r.per_round.len() > 1 {
         let rounds: Vec<String> = r
             .per_round
