@@ -1,0 +1,174 @@
+"""Dask array reductions whose results are the same bits as one in-process
+reduction, whatever the chunking, ``split_every`` or number of workers.
+
+Each reduction is a ``dask.array.reduction``: ``chunk`` turns a block into
+partial states (``bytes``, one per kept position) on the worker's own
+engine, ``combine`` merges states, ``aggregate`` merges and finalises. Only
+the small states cross processes or the network, and since they hold exact
+sums, the merge tree does not change the result.
+
+Each worker process opens its own engine on first use
+(:func:`gpulanes.default_engine`): its GPU, or lavapipe on a machine
+without one.
+
+Reductions of a zero-size array follow NumPy: ``sum`` is 0, ``count`` 0,
+``mean`` NaN, ``max``/``min`` raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import default_engine, finalize, merge
+
+__all__ = ["sum", "mean", "max", "min", "count", "reduction"]
+
+Axis = Union[None, int, Sequence[int]]
+
+_FLOAT = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+def _result_dtype(op: str, dtype: np.dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if op == "count":
+        return np.dtype(np.int64)
+    if op in ("max", "min"):
+        return dtype
+    if op == "sum":
+        return dtype if dtype in _FLOAT else np.dtype(np.int64)
+    return dtype if dtype == np.dtype(np.float32) else np.dtype(np.float64)
+
+
+def _objects(items: list, shape: Tuple[int, ...]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out.reshape(shape)
+
+
+def _split(ndim: int, axis: Tuple[int, ...]) -> Tuple[list, list]:
+    reduced = sorted(a % ndim for a in axis) if ndim else []
+    kept = [i for i in range(ndim) if i not in reduced]
+    return kept, reduced
+
+
+def _chunk(x: Any, axis: Tuple[int, ...] = (), keepdims: bool = True, op: str = "sum", **_: Any) -> np.ndarray:
+    """A block's partial states, one per kept position (keepdims shape)."""
+    x = np.asarray(x)
+    eng = default_engine()
+    kept, reduced = _split(x.ndim, axis)
+    out_shape = tuple(1 if i in reduced else x.shape[i] for i in range(x.ndim))
+    if not kept:
+        return _objects([eng.partial(x, op)], out_shape)
+    moved = np.ascontiguousarray(x.transpose(kept + reduced))
+    lanes = int(np.prod([x.shape[i] for i in kept], dtype=np.int64))
+    lane = int(np.prod([x.shape[i] for i in reduced], dtype=np.int64))
+    offsets = np.arange(lanes + 1, dtype=np.int64) * lane
+    states = eng.partial(moved, op, offsets=offsets) if lanes else []
+    return _objects(list(states), out_shape)
+
+
+def _merge_states(s: np.ndarray, axis: Tuple[int, ...]) -> np.ndarray:
+    """Merges the states of ``s`` along ``axis`` (keepdims shape)."""
+    kept, reduced = _split(s.ndim, axis)
+    out_shape = tuple(1 if i in reduced else s.shape[i] for i in range(s.ndim))
+    rows = s.transpose(kept + reduced).reshape(int(np.prod(out_shape, dtype=np.int64)), -1)
+    return _objects([merge(list(r)) for r in rows], out_shape)
+
+
+def _combine(s: Any, axis: Tuple[int, ...] = (), keepdims: bool = True, **_: Any) -> np.ndarray:
+    return _merge_states(np.asarray(s, dtype=object), axis)
+
+
+def _aggregate(
+    s: Any,
+    axis: Tuple[int, ...] = (),
+    keepdims: bool = False,
+    op: str = "sum",
+    nan: str = "propagate",
+    dtype: Any = None,
+    **_: Any,
+) -> np.ndarray:
+    merged = _merge_states(np.asarray(s, dtype=object), axis)
+    rt = _result_dtype(op, dtype)
+    values = []
+    for state in merged.ravel():
+        v = finalize(state, op, nan)
+        if v is None:
+            if op == "mean":
+                v = np.nan
+            else:
+                raise ValueError(f"zero-size array to reduction operation {op} which has no identity")
+        values.append(v)
+    out = np.array(values, dtype=rt).reshape(merged.shape)
+    if not keepdims:
+        kept, _ = _split(out.ndim, axis)
+        out = out.reshape(tuple(out.shape[i] for i in kept))
+    return out
+
+
+def reduction(
+    x: Any,
+    op: str,
+    axis: Axis = None,
+    *,
+    nan: str = "propagate",
+    keepdims: bool = False,
+    split_every: Any = None,
+) -> Any:
+    """``op`` (sum, mean, max, min, count) over a Dask array along ``axis``
+    (``None``: all axes), as a lazy Dask array of the op's result type."""
+    import dask.array as da
+
+    if op not in ("sum", "mean", "max", "min", "count"):
+        raise ValueError(f"unknown op {op!r}: expected sum, mean, max, min or count")
+    if nan not in ("propagate", "ignore"):
+        raise ValueError(f"unknown NaN policy {nan!r}: expected propagate or ignore")
+    if not isinstance(x, da.Array):
+        x = da.asarray(x)
+    if np.dtype(x.dtype) not in {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.uint32, np.int64)}:
+        raise ValueError(f"unsupported dtype {x.dtype}: expected float32, float64, int32, uint32 or int64")
+    rt = _result_dtype(op, x.dtype)
+    meta_ndim = 0 if axis is None else x.ndim - (1 if isinstance(axis, (int, np.integer)) else len(axis))
+    if keepdims:
+        meta_ndim = x.ndim
+    return da.reduction(
+        x,
+        partial(_chunk, op=op),
+        partial(_aggregate, op=op, nan=nan, dtype=x.dtype),
+        combine=_combine,
+        axis=axis,
+        keepdims=keepdims,
+        dtype=rt,
+        split_every=split_every,
+        concatenate=True,
+        meta=np.empty((0,) * meta_ndim, dtype=rt),
+        name=f"gpulanes-{op}",
+    )
+
+
+def sum(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
+    """Exact sum (same bits as ``Engine.sum`` over the whole array)."""
+    return reduction(x, "sum", axis, nan=nan, keepdims=keepdims, split_every=split_every)
+
+
+def mean(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
+    """Exact mean: the exact sum over the count, rounded once."""
+    return reduction(x, "mean", axis, nan=nan, keepdims=keepdims, split_every=split_every)
+
+
+def max(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
+    """Largest value."""
+    return reduction(x, "max", axis, nan=nan, keepdims=keepdims, split_every=split_every)
+
+
+def min(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
+    """Smallest value."""
+    return reduction(x, "min", axis, nan=nan, keepdims=keepdims, split_every=split_every)
+
+
+def count(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
+    """Number of values (non-NaN ones under ``nan="ignore"``)."""
+    return reduction(x, "count", axis, nan=nan, keepdims=keepdims, split_every=split_every)
