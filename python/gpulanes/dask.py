@@ -54,9 +54,20 @@ def _split(ndim: int, axis: Tuple[int, ...]) -> Tuple[list, list]:
     return kept, reduced
 
 
-def _chunk(x: Any, axis: Tuple[int, ...] = (), keepdims: bool = True, op: str = "sum", **_: Any) -> np.ndarray:
-    """A block's partial states, one per kept position (keepdims shape)."""
+def _chunk(
+    x: Any,
+    axis: Tuple[int, ...] = (),
+    keepdims: bool = True,
+    op: str = "sum",
+    computing_meta: bool = False,
+    **_: Any,
+) -> np.ndarray:
+    """A block's partial states, one per kept position (keepdims shape).
+    Dask's meta probe (``computing_meta``) gets an empty object array and
+    opens no engine."""
     x = np.asarray(x)
+    if computing_meta:
+        return np.empty((0,) * x.ndim, dtype=object)
     eng = default_engine()
     kept, reduced = _split(x.ndim, axis)
     out_shape = tuple(1 if i in reduced else x.shape[i] for i in range(x.ndim))
@@ -78,7 +89,11 @@ def _merge_states(s: np.ndarray, axis: Tuple[int, ...]) -> np.ndarray:
     return _objects([merge(list(r)) for r in rows], out_shape)
 
 
-def _combine(s: Any, axis: Tuple[int, ...] = (), keepdims: bool = True, **_: Any) -> np.ndarray:
+def _combine(
+    s: Any, axis: Tuple[int, ...] = (), keepdims: bool = True, computing_meta: bool = False, **_: Any
+) -> np.ndarray:
+    if computing_meta:
+        return np.empty((0,) * np.ndim(s), dtype=object)
     return _merge_states(np.asarray(s, dtype=object), axis)
 
 
@@ -89,8 +104,11 @@ def _aggregate(
     op: str = "sum",
     nan: str = "propagate",
     dtype: Any = None,
+    computing_meta: bool = False,
     **_: Any,
 ) -> np.ndarray:
+    if computing_meta:
+        return np.empty((0,) * np.ndim(s), dtype=_result_dtype(op, dtype))
     merged = _merge_states(np.asarray(s, dtype=object), axis)
     rt = _result_dtype(op, dtype)
     values = []
