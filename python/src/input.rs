@@ -174,7 +174,7 @@ fn from_numpy<'py>(
     let size = dtype.size() as usize;
     let (buf, copied) = if len == 0 {
         (Buf::Owned(Vec::new()), converted)
-    } else if (data as usize) % size == 0 {
+    } else if (data as usize).is_multiple_of(size) {
         (Buf::Borrowed(data), converted)
     } else {
         (Buf::Owned(copy_words(data, len * size)), true)
@@ -204,7 +204,7 @@ fn from_arrow<'py>(col: arrow::ArrowColumn) -> Column<'py> {
         _owner,
     } in col.chunks
     {
-        let buf = if len > 0 && (values as usize) % size != 0 {
+        let buf = if len > 0 && !(values as usize).is_multiple_of(size) {
             copied = true;
             Buf::Owned(copy_words(values, len * size))
         } else {

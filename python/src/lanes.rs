@@ -39,6 +39,8 @@ pub struct Lanes {
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
 impl Lanes {
+    /// Extracts, copies and submits; the waiter thread completes `future`.
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         py: Python<'_>,

@@ -22,6 +22,10 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::input::Prepared;
 
+/// One op's result: values, and the mask of partitions with a value
+/// (`None` when all have one).
+pub(crate) type Pair = (Py<PyAny>, Option<Py<PyAny>>);
+
 pyo3::create_exception!(
     _gpulanes,
     GpuError,
@@ -151,7 +155,7 @@ pub(crate) fn to_numpy(
     op: Op,
     dtype: Dtype,
     values: &[Option<Scalar>],
-) -> PyResult<(Py<PyAny>, Option<Py<PyAny>>)> {
+) -> PyResult<Pair> {
     let arr = match result_type(op, dtype) {
         Dtype::F32 => typed(py, values, |s| match s {
             Scalar::F32(v) => Some(v),
@@ -288,7 +292,7 @@ impl Engine {
         nan: &str,
         partition_size: Option<u64>,
         offsets: Option<PyReadonlyArray1<'_, i64>>,
-    ) -> PyResult<Vec<(Py<PyAny>, Option<Py<PyAny>>)>> {
+    ) -> PyResult<Vec<Pair>> {
         let ops = ops
             .iter()
             .map(|o| parse_op(o))
@@ -387,12 +391,7 @@ fn merge<'py>(py: Python<'py>, states: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyBy
 /// one element; `op` `None` is the state's own op (sum, max or min).
 #[pyfunction]
 #[pyo3(signature = (state, op = None, nan = "propagate"))]
-fn finalize(
-    py: Python<'_>,
-    state: &[u8],
-    op: Option<&str>,
-    nan: &str,
-) -> PyResult<(Py<PyAny>, Option<Py<PyAny>>)> {
+fn finalize(py: Python<'_>, state: &[u8], op: Option<&str>, nan: &str) -> PyResult<Pair> {
     let s = state_of(state)?;
     let op = match op {
         Some(o) => parse_op(o)?,
