@@ -122,7 +122,7 @@ def _aggregate(
         values.append(v)
     out = np.array(values, dtype=rt).reshape(merged.shape)
     if not keepdims:
-        kept, _ = _split(out.ndim, axis)
+        kept, _reduced = _split(out.ndim, axis)
         out = out.reshape(tuple(out.shape[i] for i in kept))
     return out
 

@@ -358,6 +358,25 @@ impl Engine {
         }
     }
 
+    /// Seconds each of `runs` calls of the engine's own `sum` over `x` took,
+    /// timed in Rust without the Python layer (the baseline of the
+    /// per-call overhead benchmark).
+    fn time_sum(&self, py: Python<'_>, x: &Bound<'_, PyAny>, runs: usize) -> PyResult<Vec<f64>> {
+        let mut col = input::extract(x, false)?;
+        let prepared = col.prepare(Partitions::Whole)?;
+        let engine = &*self.inner;
+        py.detach(|| {
+            (0..runs)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    dispatch_ops(engine, &prepared, &[Op::Sum], NanPolicy::Propagate)?;
+                    Ok(t.elapsed().as_secs_f64())
+                })
+                .collect::<gpulanes::Result<Vec<f64>>>()
+        })
+        .map_err(engine_error)
+    }
+
     /// The address of the first value the engine would read from `x`, and
     /// whether `x` would be copied first (a check of the zero-copy paths).
     #[pyo3(signature = (x, partitioned = false))]

@@ -38,6 +38,7 @@ def round_to(q: Fraction, dtype: np.dtype) -> Any:
     half_ulp = Fraction(2) ** (127 - 24)
     if abs(q) >= top + half_ulp:
         return np.float32(math.inf if q > 0 else -math.inf)
+    assert best is not None
     return np.float32(best[1])
 
 
