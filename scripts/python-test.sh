@@ -11,14 +11,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${GPULANES_PYTHON:-python3}"
-if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  . ./scripts/apt-install.sh
-  apt_install python-test.sh "no Python venv module (the Python tests run in a virtual environment)" python3-venv
-fi
 VENV=target/python-venv
 if [ ! -x "$VENV/bin/python" ]; then
   echo "== python: virtual environment in $VENV"
-  "$PY" -m venv "$VENV"
+  if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
+    # Debian and Ubuntu ship the venv module (and its pip) separately.
+    rm -rf "$VENV"
+    if command -v apt-get >/dev/null 2>&1; then
+      . ./scripts/apt-install.sh
+      apt_install python-test.sh "no working Python venv module (the Python tests run in a virtual environment)" python3-venv
+    fi
+    "$PY" -m venv "$VENV"
+  fi
 fi
 echo "== python: installing the build and test tools"
 # dask[distributed] pins distributed to the same release (an unpinned pair

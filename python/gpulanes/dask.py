@@ -12,7 +12,11 @@ Each worker process opens its own engine on first use
 without one.
 
 Reductions of a zero-size array follow NumPy: ``sum`` is 0, ``count`` 0,
-``mean`` NaN, ``max``/``min`` raise ``ValueError``.
+``mean`` NaN, ``max``/``min`` raise ``ValueError``. Under ``nan="ignore"``,
+a mean, max or min of values that are all NaN is NaN.
+
+Keyed (group-by) reductions over Dask dataframes are not here yet: the
+engine has no keyed reduction to build them on.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import default_engine, finalize, merge
+from . import default_engine, finalize, merge, state_info
 
 __all__ = ["sum", "mean", "max", "min", "count", "reduction"]
 
@@ -103,22 +107,24 @@ def _aggregate(
     keepdims: bool = False,
     op: str = "sum",
     nan: str = "propagate",
-    dtype: Any = None,
+    in_dtype: Any = None,
     computing_meta: bool = False,
     **_: Any,
 ) -> np.ndarray:
     if computing_meta:
-        return np.empty((0,) * np.ndim(s), dtype=_result_dtype(op, dtype))
+        return np.empty((0,) * np.ndim(s), dtype=_result_dtype(op, in_dtype))
     merged = _merge_states(np.asarray(s, dtype=object), axis)
-    rt = _result_dtype(op, dtype)
+    rt = _result_dtype(op, in_dtype)
     values = []
     for state in merged.ravel():
         v = finalize(state, op, nan)
         if v is None:
-            if op == "mean":
-                v = np.nan
-            else:
+            # No value: a mean of nothing, or values that were all NaN
+            # under nan="ignore", is NaN (as numpy.nanmean); max/min of
+            # nothing at all have no identity (as numpy.max).
+            if op != "mean" and state_info(state)["len"] == 0:
                 raise ValueError(f"zero-size array to reduction operation {op} which has no identity")
+            v = np.nan
         values.append(v)
     out = np.array(values, dtype=rt).reshape(merged.shape)
     if not keepdims:
@@ -155,7 +161,7 @@ def reduction(
     return da.reduction(
         x,
         partial(_chunk, op=op),
-        partial(_aggregate, op=op, nan=nan, dtype=x.dtype),
+        partial(_aggregate, op=op, nan=nan, in_dtype=x.dtype),
         combine=_combine,
         axis=axis,
         keepdims=keepdims,

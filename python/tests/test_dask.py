@@ -79,6 +79,10 @@ def test_nan_policy_and_empty(client):
     assert client.compute(gd.sum(e)).result() == 0
     assert np.isnan(client.compute(gd.mean(e)).result())
     with pytest.raises(ValueError):
+        client.compute(gd.max(e)).result()
+    nans = da.from_array(np.full(10, np.nan), chunks=3)
+    assert np.isnan(client.compute(gd.max(nans, nan="ignore")).result())
+    with pytest.raises(ValueError):
         gd.sum(da.zeros(3, dtype=np.float16))
 
 
