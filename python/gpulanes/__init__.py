@@ -99,6 +99,11 @@ def _offsets(offsets: Any) -> Optional[np.ndarray]:
 def _lanes_for_axis(x: Any, axis: Any) -> tuple:
     """The array with the reduced axes last (C order), the kept shape and
     the length of each reduced lane."""
+    if not isinstance(x, np.ndarray) and (
+        hasattr(x, "__arrow_c_array__") or hasattr(x, "__arrow_c_stream__")
+    ):
+        # NumPy would turn Arrow nulls into NaN (and integers into floats).
+        raise ValueError("axis= takes NumPy arrays; reduce Arrow columns with partition_size= or offsets=")
     a = np.asarray(x)
     nd = a.ndim
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)

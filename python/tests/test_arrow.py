@@ -94,6 +94,8 @@ def test_chunked_arrays_and_streams(engine):
 
 
 def test_unsupported_arrow_inputs_raise_value_error(engine):
+    with pytest.raises(ValueError):
+        engine.reduce(pa.array([1, None, 3]), "sum", axis=0)
     for bad in [pa.array(["a", "b"]), pa.array([1, 2], pa.int8()), pa.array([1.0], pa.float16()),
                 pa.array([1, 2]).dictionary_encode(), pa.record_batch({"a": [1.0]})]:
         with pytest.raises(ValueError):
