@@ -239,3 +239,28 @@ def test_threads_share_one_engine(engine):
 def test_info():
     info = gpulanes.info()
     assert info["name"] and info["max_partitions"] > 0
+
+
+def test_the_gil_is_released_while_the_gpu_works(engine):
+    # While another thread is inside a long reduction, this thread keeps
+    # running Python code; with the GIL held for the whole native call it
+    # could not (the wrapper's own Python code takes microseconds).
+    big = np.ones(16 << 20, dtype=np.float32)
+    inside = threading.Event()
+    done = threading.Event()
+    ticks = 0
+
+    def work():
+        for _ in range(3):
+            inside.set()
+            engine.sum(big)
+            inside.clear()
+        done.set()
+
+    t = threading.Thread(target=work)
+    t.start()
+    while not done.is_set():
+        if inside.is_set():
+            ticks += 1
+    t.join()
+    assert ticks >= 10
