@@ -90,7 +90,18 @@ impl Lanes {
                         }
                     }
                 };
-                Python::attach(|py| deliver(py, &future, op, result, &all_null));
+                // After the interpreter has begun to shut down there is no
+                // one left to tell: the result is dropped, and so is the
+                // future, without touching Python (a leak at exit).
+                let mut slot = Some(future);
+                Python::try_attach(|py| {
+                    if let Some(f) = slot.take() {
+                        deliver(py, &f, op, result, &all_null);
+                    }
+                });
+                if let Some(f) = slot.take() {
+                    std::mem::forget(f);
+                }
             })
             .map_err(|e| PyValueError::new_err(format!("cannot start a waiter thread: {e}")))?;
         Ok(CancelToken(flag))

@@ -86,3 +86,17 @@ def test_result_timeout_and_cancel(lanes):
     # Cancelled here, or finished before the cancel arrived.
     assert f.cancelled() or f.result(timeout=60) == float(1 << 22)
     assert lanes.realtime(np.ones(8, dtype=np.float32), "sum").result(timeout=30) == 8.0
+
+
+def test_exit_with_requests_in_flight_is_quiet():
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, gpulanes\n"
+        "l = gpulanes.Lanes()\n"
+        "fs = [l.batch(np.ones(1 << 22, dtype=np.float32)) for _ in range(4)]\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "panicked" not in r.stderr, r.stderr
