@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union, overload
 
 import numpy as np
 
@@ -201,6 +201,14 @@ class Engine:
     def count(self, x: Any, nan: str = "propagate") -> Any:
         """Values counted: non-null ones, and under ``nan="ignore"`` non-NaN ones."""
         return self.reduce(x, "count", nan=nan)
+
+    @overload
+    def partial(self, x: Any, op: str, *, partition_size: None = None, offsets: None = None) -> bytes: ...
+
+    @overload
+    def partial(
+        self, x: Any, op: str, *, partition_size: Optional[int] = None, offsets: Any = None
+    ) -> Union[bytes, List[bytes]]: ...
 
     def partial(
         self,
