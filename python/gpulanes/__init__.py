@@ -52,6 +52,8 @@ from ._gpulanes import (
     QueueFullError,
 )
 
+__version__ = "0.1.0"
+
 __all__ = [
     "Engine",
     "Lanes",
@@ -137,6 +139,10 @@ class Engine:
     def info(self) -> Dict[str, Any]:
         """The adapter, backend, driver and limits."""
         return self._native.info()
+
+    def __repr__(self) -> str:
+        i = self.info()
+        return f"<gpulanes.Engine on {i['name']} ({i['backend']})>"
 
     def reduce(
         self,

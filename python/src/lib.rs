@@ -87,8 +87,6 @@ pub(crate) fn engine_error(e: Error) -> PyErr {
         }),
         Error::QueueFull { .. } => QueueFullError::new_err(msg),
         Error::Shutdown => PyRuntimeError::new_err(msg),
-        #[allow(unreachable_patterns)]
-        _ => PyRuntimeError::new_err(msg),
     }
 }
 
