@@ -37,6 +37,7 @@ The GIL is released while the GPU works, so threads reduce concurrently.
 from __future__ import annotations
 
 import asyncio
+import operator
 import concurrent.futures
 import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union, overload
@@ -96,6 +97,15 @@ def _offsets(offsets: Any) -> Optional[np.ndarray]:
     if o.ndim != 1 or not (o.size == 0 or np.issubdtype(o.dtype, np.integer)):
         raise ValueError("offsets must be a 1-D sequence of integers")
     return np.ascontiguousarray(o, dtype=np.int64)
+
+
+def _size(partition_size: Any) -> Optional[int]:
+    if partition_size is None:
+        return None
+    k = operator.index(partition_size)
+    if k < 0:
+        raise ValueError(f"partition_size must be positive, got {k}")
+    return k
 
 
 def _lanes_for_axis(x: Any, axis: Any) -> tuple:
@@ -175,9 +185,7 @@ class Engine:
             x, shape, lane = _lanes_for_axis(x, axis)
             n_lanes = int(np.prod(shape, dtype=np.int64)) if shape else 1
             offsets = np.arange(n_lanes + 1, dtype=np.int64) * lane
-        pairs = self._native.reduce(
-            x, ops, nan, partition_size, _offsets(offsets)
-        )
+        pairs = self._native.reduce(x, ops, nan, _size(partition_size), _offsets(offsets))
         whole = partition_size is None and offsets is None
         out = {}
         for name, (values, valid) in zip(ops, pairs):
@@ -232,7 +240,7 @@ class Engine:
         left out of a state and a state has no count of them, so an
         all-null piece finalises as an empty one (sum 0).
         """
-        return self._native.partial(x, op, partition_size, _offsets(offsets))
+        return self._native.partial(x, op, _size(partition_size), _offsets(offsets))
 
     def _input_address(self, x: Any, partitioned: bool = False) -> tuple:
         """(address of the first value the engine reads, whether x is copied)."""
@@ -355,6 +363,6 @@ class Lanes:
         whole = partition_size is None and offsets is None
         fut = LaneFuture(whole=whole)
         fut._token = self._native.batch(
-            x, op, fut, nan, partition_size, _offsets(offsets)
+            x, op, fut, nan, _size(partition_size), _offsets(offsets)
         )
         return fut

@@ -8,8 +8,10 @@ the small states cross processes or the network, and since they hold exact
 sums, the merge tree does not change the result.
 
 Each worker process opens its own engine on first use
-(:func:`gpulanes.default_engine`): its GPU, or lavapipe on a machine
-without one.
+(:func:`gpulanes.default_engine`): the adapter the environment picks (its
+GPU, or lavapipe on a machine without one). On a machine with several GPUs,
+give each worker its own with ``WGPU_ADAPTER_NAME`` in its environment
+(e.g. one ``dask worker`` process per GPU).
 
 Reductions of a zero-size array follow NumPy: ``sum`` is 0, ``count`` 0,
 ``mean`` NaN, ``max``/``min`` raise ``ValueError``. Under ``nan="ignore"``,

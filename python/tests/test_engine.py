@@ -214,6 +214,10 @@ def test_bad_input_raises(engine):
     with pytest.raises(ValueError):
         engine.reduce(x, "sum", partition_size=0)
     with pytest.raises(ValueError):
+        engine.reduce(x, "sum", partition_size=-3)
+    with pytest.raises(ValueError):
+        engine.partial(x, "sum", offsets=[[0, 10]])
+    with pytest.raises(ValueError):
         engine.reduce(x, "sum", partition_size=2, offsets=[0, 10])
     with pytest.raises(OverflowError):
         engine.sum(np.full(4, 2**62, dtype=np.int64))
