@@ -19,6 +19,10 @@ use pyo3::prelude::*;
 use crate::arrow::{self, ArrowChunk};
 use crate::engine_error;
 
+/// Average bytes per chunk from which the chunks of a whole reduction are
+/// read in place rather than gathered into one buffer.
+pub const IN_PLACE_CHUNK_BYTES: usize = 1 << 20;
+
 /// Where the values of one chunk are.
 enum Buf {
     /// Memory owned by a Python object (or an Arrow producer) held alive
@@ -233,9 +237,51 @@ impl Column<'_> {
         self.chunks.iter().any(|c| c.validity.is_some())
     }
 
-    /// True when the values will be copied before a reduction reads them.
+    /// True when a whole reduction reads the chunks where they are, one
+    /// pass each, and merges their states: several chunks without nulls,
+    /// of [`IN_PLACE_CHUNK_BYTES`] or more on average (below that, one
+    /// copy costs less than a round trip to the device per chunk).
+    fn chunks_in_place(&self) -> bool {
+        let bytes = self.len() * self.dtype.size() as usize;
+        self.chunks.len() > 1
+            && !self.has_nulls()
+            && bytes >= IN_PLACE_CHUNK_BYTES * self.chunks.len()
+    }
+
+    /// True when the values of a whole reduction will be copied before it
+    /// reads them.
     pub fn will_copy(&self) -> bool {
-        self.copied || self.has_nulls() || self.chunks.len() > 1
+        self.copied || self.has_nulls() || (self.chunks.len() > 1 && !self.chunks_in_place())
+    }
+
+    /// The pieces a whole reduction reads: one per chunk where the chunks
+    /// are read in place (see [`Column::chunks_in_place`]), else one.
+    pub fn prepare_whole(&mut self) -> PyResult<Vec<Prepared>> {
+        if !self.chunks_in_place() {
+            return Ok(vec![self.prepare(Partitions::Whole)?]);
+        }
+        let dtype = self.dtype;
+        Ok(self
+            .chunks
+            .iter_mut()
+            .map(|c| {
+                let owned = match &mut c.buf {
+                    Buf::Owned(v) => Some(std::mem::take(v)),
+                    Buf::Borrowed(_) => None,
+                };
+                let ptr = owned
+                    .as_ref()
+                    .map_or_else(|| c.ptr(), |v| v.as_ptr() as *const u8);
+                Prepared {
+                    dtype,
+                    ptr,
+                    len: c.len,
+                    _owned: owned,
+                    partitions: Partitions::Whole,
+                    all_null: Vec::new(),
+                }
+            })
+            .collect())
     }
 
     /// The values for a reduction over `partitions` (of the column's

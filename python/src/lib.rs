@@ -229,6 +229,52 @@ fn dispatch_ops(
     }
 }
 
+/// `ops` over the pieces of one whole input: one piece is reduced as it
+/// is; several (chunks read in place) each give a state per kind, merged
+/// before finalising, with the bits of one reduction over all of them.
+fn dispatch_pieces(
+    engine: &gpulanes::Engine,
+    pieces: &[Prepared],
+    ops: &[Op],
+    nan: NanPolicy,
+) -> gpulanes::Result<Vec<Vec<Option<Scalar>>>> {
+    if let [one] = pieces {
+        return dispatch_ops(engine, one, ops, nan);
+    }
+    let mut out: Vec<Vec<Option<Scalar>>> = vec![Vec::new(); ops.len()];
+    for kind in [StateKind::Sum, StateKind::Max, StateKind::Min] {
+        let idx: Vec<usize> = (0..ops.len())
+            .filter(|&i| StateKind::for_op(ops[i]) == kind)
+            .collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let state = merged_state(engine, pieces, kind)?;
+        for &i in &idx {
+            out[i] = vec![state.finalize(ops[i], nan)?];
+        }
+    }
+    Ok(out)
+}
+
+/// The state of `kind` over all pieces of one whole input.
+fn merged_state(
+    engine: &gpulanes::Engine,
+    pieces: &[Prepared],
+    kind: StateKind,
+) -> gpulanes::Result<State> {
+    let mut acc: Option<State> = None;
+    for p in pieces {
+        for s in dispatch_states(engine, p, kind)? {
+            match &mut acc {
+                None => acc = Some(s),
+                Some(a) => a.merge(&s)?,
+            }
+        }
+    }
+    acc.ok_or_else(|| Error::InvalidInput("a whole reduction of no pieces".into()))
+}
+
 fn dispatch_states(
     engine: &gpulanes::Engine,
     p: &Prepared,
@@ -302,23 +348,30 @@ impl Engine {
         let parts = partitions(partition_size, offsets)?;
         let whole = parts == Partitions::Whole;
         let mut col = input::extract(x, !whole)?;
-        let prepared = col.prepare(parts)?;
+        let dtype = col.dtype;
+        let pieces = if whole {
+            col.prepare_whole()?
+        } else {
+            vec![col.prepare(parts)?]
+        };
         let engine = &*self.inner;
         let mut results = py
-            .detach(|| dispatch_ops(engine, &prepared, &ops, nan))
+            .detach(|| dispatch_pieces(engine, &pieces, &ops, nan))
             .map_err(engine_error)?;
-        for (op, values) in ops.iter().zip(results.iter_mut()) {
-            if *op != Op::Count {
-                for (v, &null) in values.iter_mut().zip(&prepared.all_null) {
-                    if null {
-                        *v = None;
+        if let [one] = pieces.as_slice() {
+            for (op, values) in ops.iter().zip(results.iter_mut()) {
+                if *op != Op::Count {
+                    for (v, &null) in values.iter_mut().zip(&one.all_null) {
+                        if null {
+                            *v = None;
+                        }
                     }
                 }
             }
         }
         ops.iter()
             .zip(&results)
-            .map(|(&op, values)| to_numpy(py, op, prepared.dtype, values))
+            .map(|(&op, values)| to_numpy(py, op, dtype, values))
             .collect()
     }
 
@@ -336,8 +389,15 @@ impl Engine {
         let parts = partitions(partition_size, offsets)?;
         let whole = parts == Partitions::Whole;
         let mut col = input::extract(x, !whole)?;
-        let prepared = col.prepare(parts)?;
         let engine = &*self.inner;
+        if whole {
+            let pieces = col.prepare_whole()?;
+            let state = py
+                .detach(|| merged_state(engine, &pieces, kind))
+                .map_err(engine_error)?;
+            return Ok(PyBytes::new(py, &state.to_bytes()).into_any().unbind());
+        }
+        let prepared = col.prepare(parts)?;
         let states = py
             .detach(|| dispatch_states(engine, &prepared, kind))
             .map_err(engine_error)?;
@@ -345,15 +405,7 @@ impl Engine {
             .iter()
             .map(|s| PyBytes::new(py, &s.to_bytes()))
             .collect();
-        if whole {
-            let one = bytes
-                .into_iter()
-                .next()
-                .ok_or_else(|| PyRuntimeError::new_err("a whole reduction gave no state"))?;
-            Ok(one.into_any().unbind())
-        } else {
-            Ok(pyo3::types::PyList::new(py, bytes)?.into_any().unbind())
-        }
+        Ok(pyo3::types::PyList::new(py, bytes)?.into_any().unbind())
     }
 
     /// Seconds each of `runs` calls of the engine's own `sum` over `x` took,
@@ -361,13 +413,13 @@ impl Engine {
     /// per-call overhead benchmark).
     fn time_sum(&self, py: Python<'_>, x: &Bound<'_, PyAny>, runs: usize) -> PyResult<Vec<f64>> {
         let mut col = input::extract(x, false)?;
-        let prepared = col.prepare(Partitions::Whole)?;
+        let pieces = col.prepare_whole()?;
         let engine = &*self.inner;
         py.detach(|| {
             (0..runs)
                 .map(|_| {
                     let t = std::time::Instant::now();
-                    dispatch_ops(engine, &prepared, &[Op::Sum], NanPolicy::Propagate)?;
+                    dispatch_pieces(engine, &pieces, &[Op::Sum], NanPolicy::Propagate)?;
                     Ok(t.elapsed().as_secs_f64())
                 })
                 .collect::<gpulanes::Result<Vec<f64>>>()
@@ -381,8 +433,8 @@ impl Engine {
     fn input_address(&self, x: &Bound<'_, PyAny>, partitioned: bool) -> PyResult<(usize, bool)> {
         let mut col = input::extract(x, partitioned)?;
         let copied = col.will_copy();
-        let p = col.prepare(Partitions::Whole)?;
-        Ok((p.address(), copied))
+        let pieces = col.prepare_whole()?;
+        Ok((pieces.first().map_or(0, |p| p.address()), copied))
     }
 }
 

@@ -107,3 +107,20 @@ def test_polars_series(engine):
     s = pl.Series("x", [1.5, None, 2.5, float("nan")])
     assert engine.count(s) == 3
     assert engine.sum(s, nan="ignore") == 4.0
+
+
+def test_large_chunks_are_read_in_place_and_merged(engine):
+    rng = np.random.default_rng(8)
+    parts = [rng.standard_normal(n) * 1e10 for n in (200_000, 150_001, 300_000)]
+    chunked = pa.chunked_array([pa.array(p) for p in parts])
+    whole = np.concatenate(parts)
+    addr, copied = engine._input_address(chunked)
+    assert not copied and addr == chunked.chunk(0).buffers()[1].address
+    for op in OPS:
+        assert same_bits(engine.reduce(chunked, op), engine.reduce(whole, op)), op
+    assert engine.partial(chunked, "sum") == engine.partial(whole, "sum")
+    got = engine.reduce(chunked, ["sum", "mean", "count", "max"])
+    assert same_bits(got["mean"], reference(whole, "mean")) and got["count"] == len(whole)
+    # Partitioned reductions gather the chunks (a copy) and give the same bits.
+    assert engine.reduce(chunked, "sum", partition_size=100_000).tobytes() == \
+        engine.reduce(whole, "sum", partition_size=100_000).tobytes()
