@@ -12,11 +12,14 @@ Inputs
       reductions read C order, so a Fortran-ordered array is copied there.
     * Objects with the Arrow PyCapsule interface (``__arrow_c_array__`` or
       ``__arrow_c_stream__``: PyArrow arrays and chunked arrays, Polars
-      series, ...). One chunk without nulls is read in place. Nulls are SQL
-      NULL: skipped, not counted, and a partition whose values are all null
-      has no value (``None``); the kernels read no validity bitmap, so the
-      non-null values are gathered into one buffer first (a copy), as are
-      several chunks.
+      series, ...). One chunk without nulls is read in place, and so are
+      several chunks without nulls of 1 MiB or more on average in a whole
+      reduction (one pass per chunk, states merged: the same bits). Nulls
+      are SQL NULL: skipped, not counted, and a partition whose values are
+      all null has no value (``None``); the kernels read no validity
+      bitmap, so the non-null values are gathered into one buffer first (a
+      copy), as are smaller chunks and the chunks of a partitioned
+      reduction.
     * Anything else ``numpy.asarray`` accepts (a copy).
 
 NaN is not NULL: ``nan="propagate"`` (NumPy's rule) makes any NaN the

@@ -7,7 +7,9 @@
 //! contiguous in the order the reduction reads (C order for partitioned
 //! reductions, either order for whole ones) or not aligned; an Arrow column
 //! with nulls (the non-null values are compacted on the host, since the
-//! kernels read no validity bitmap) or of several chunks.
+//! kernels read no validity bitmap), or of several chunks, unless a whole
+//! reduction reads large chunks in place one by one and merges their
+//! states.
 
 use std::ptr;
 
