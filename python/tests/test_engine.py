@@ -1,6 +1,7 @@
 """Engine reductions over NumPy arrays against exact references, partitions
 and axes, zero-copy inputs, partial states and errors."""
 
+import os
 import threading
 
 import numpy as np
@@ -268,3 +269,26 @@ def test_the_gil_is_released_while_the_gpu_works(engine):
             ticks += 1
     t.join()
     assert ticks >= 10
+
+
+def test_device_errors_are_the_gpu_error_family():
+    import subprocess
+    import sys
+
+    code = (
+        "import gpulanes\n"
+        "try:\n"
+        "    gpulanes.Engine()\n"
+        "except gpulanes.NoAdapterError as e:\n"
+        "    assert isinstance(e, gpulanes.GpuError) and isinstance(e, RuntimeError)\n"
+        "    print('no adapter:', e)\n"
+    )
+    env = dict(os.environ, WGPU_ADAPTER_NAME="no-such-adapter-anywhere")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "no adapter:" in r.stdout, r.stderr
+    env = dict(os.environ, WGPU_BACKEND="not-a-backend")
+    bad_env = code.replace("gpulanes.NoAdapterError", "ValueError").replace(
+        "isinstance(e, gpulanes.GpuError) and isinstance(e, RuntimeError)", "True"
+    )
+    r = subprocess.run([sys.executable, "-c", bad_env], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "no adapter:" in r.stdout, r.stderr
