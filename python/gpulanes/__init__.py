@@ -35,6 +35,8 @@ state bytes), the ``GpuError`` family for device problems,
 ``TimeoutError`` for missed deadlines.
 
 The GIL is released while the GPU works, so threads reduce concurrently.
+An input read in place must not be written by another thread while a
+reduction reads it (its value would be unspecified; nothing else breaks).
 """
 
 from __future__ import annotations
