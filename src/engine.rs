@@ -16,6 +16,7 @@ use crate::exec::{self, Recorded};
 use crate::groups::{self, Gather, PartitionGroups};
 use crate::kernels::{BLOCK, KernelShape, Kernels};
 use crate::op::{KernelOp, NanPolicy, Op, Reduction};
+use crate::partial::scalar_to_f32;
 use crate::partition::Partitions;
 use crate::plan::{DispatchLimits, Plan};
 use crate::pool::BufferPool;
@@ -56,6 +57,7 @@ pub struct Context {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub(crate) kernels: Kernels,
+    pub(crate) group_kernels: crate::keyed::kernels::GroupKernels,
     pub(crate) pool: BufferPool,
     pub adapter: AdapterSummary,
     pub limits: EffectiveLimits,
@@ -127,12 +129,14 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
         let health = DeviceHealth::watch(&device);
         let kernels = Kernels::new(&device, shape);
+        let group_kernels = crate::keyed::kernels::GroupKernels::new(&device, shape);
         let adapter = AdapterSummary::new(info, features, &dl, shape);
         Ok(Context {
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             device,
             queue,
             kernels,
+            group_kernels,
             pool: BufferPool::new(max_buffer_bytes),
             adapter,
             limits,
@@ -399,6 +403,17 @@ impl Engine {
         partitions: &Partitions,
         nan: NanPolicy,
     ) -> Result<Reduction> {
+        if self
+            .small_partitions(data.len() as u64, partitions)?
+            .is_some()
+        {
+            let r = self.reduce_slice(data, op, partitions, nan)?;
+            return Ok(Reduction {
+                op,
+                values: r.values.into_iter().map(|v| v.map(scalar_to_f32)).collect(),
+                counts: r.counts,
+            });
+        }
         let offsets = partitions.offsets(data.len() as u64)?;
         self.in_groups(op, &offsets, |group| {
             // Only the group's items are uploaded, its offsets rebased.
@@ -461,10 +476,42 @@ impl Engine {
         nan: NanPolicy,
     ) -> Result<Reduction<Scalar>> {
         let mut out = empty_reduction(op);
+        if let Some(small) = self.small_partitions(data.len() as u64, partitions)? {
+            self.ctx.health.check()?;
+            crate::keyed::partition_states(
+                &self.ctx,
+                E::DTYPE,
+                bytemuck::cast_slice(data),
+                &small,
+                partitions,
+                StateKind::for_op(op),
+                |s| {
+                    out.values.push(s.finalize(op, nan)?);
+                    out.counts.push(s.count(nan));
+                    Ok(())
+                },
+            )?;
+            return Ok(out);
+        }
         self.slice_groups(data, StateKind::for_op(op), partitions, |f| {
             f.finish_into(op, nan, &mut out)
         })?;
         Ok(out)
+    }
+
+    /// The offsets of `partitions` over `len` values when they are small
+    /// enough for the group kernel (more than one, averaging fewer than
+    /// [`crate::SMALL_PARTITION`] values), else `None`.
+    fn small_partitions(&self, len: u64, partitions: &Partitions) -> Result<Option<Vec<u64>>> {
+        let count = match partitions {
+            Partitions::Whole => return Ok(None),
+            Partitions::EqualSize(s) => len.div_ceil((*s).max(1)),
+            Partitions::Offsets(o) => o.len().saturating_sub(1) as u64,
+        };
+        if count < 2 || len / count >= crate::keyed::SMALL_PARTITION {
+            return Ok(None);
+        }
+        partitions.offsets(len).map(Some)
     }
 
     /// `op` over a 1-D view of any [`Element`] type. A non-contiguous view
@@ -491,6 +538,22 @@ impl Engine {
         partitions: &Partitions,
     ) -> Result<Vec<State>> {
         let mut out = Vec::new();
+        if let Some(small) = self.small_partitions(data.len() as u64, partitions)? {
+            self.ctx.health.check()?;
+            crate::keyed::partition_states(
+                &self.ctx,
+                E::DTYPE,
+                bytemuck::cast_slice(data),
+                &small,
+                partitions,
+                kind,
+                |s| {
+                    out.push(s);
+                    Ok(())
+                },
+            )?;
+            return Ok(out);
+        }
         self.slice_groups(data, kind, partitions, |f| {
             out.extend(f.states());
             Ok(())

@@ -1444,3 +1444,99 @@ fn every_dtype_through_the_cli() {
     let exact: i128 = i64s.iter().map(|&x| x as i128).sum();
     assert_eq!(raw_results(&text(&out.stdout)), [exact.to_string()]);
 }
+
+#[test]
+fn group_by_keys_through_the_cli() {
+    let dir = scratch("keys");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let keys: Vec<i64> = vec![30, -1, 30, 7, -1, 30, i64::MAX];
+    let values: Vec<f64> = vec![0.1, 2.0, f64::NAN, 4.0, -0.0, 0.2, 1e300];
+    write_npy(p("k.npy"), &Array1::from(keys.clone())).unwrap();
+    write_npy(p("v.npy"), &Array1::from(values.clone())).unwrap();
+    let (k, v) = (p("k.npy"), p("v.npy"));
+    let out = run(&[
+        "reduce",
+        "--op",
+        "sum,mean,max,count",
+        "--nan",
+        "ignore",
+        "--keys",
+        &k,
+        "--json",
+        &v,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got: Value = serde_json::from_str(&text(&out.stdout)).expect("one JSON object");
+    let want = common::engine()
+        .reduce_by_key(
+            &keys,
+            &values,
+            &[Op::Sum, Op::Mean, Op::Max, Op::Count],
+            NanPolicy::Ignore,
+        )
+        .unwrap();
+    assert_eq!(
+        got["ops"],
+        serde_json::json!(["sum", "mean", "max", "count"])
+    );
+    assert_eq!(got["keys"], serde_json::json!([-1, 7, 30, i64::MAX]));
+    assert_eq!(got["counts"], serde_json::json!([2, 1, 2, 1]));
+    for r in &want.reductions {
+        let column = got["results"][r.op.name()].as_array().unwrap();
+        for (i, (cell, value)) in column.iter().zip(&r.values).enumerate() {
+            match (r.op, value) {
+                (Op::Count, _) => assert_eq!(cell.as_u64(), Some(r.counts[i])),
+                (_, Some(gpulanes::Scalar::F64(x))) => {
+                    assert_eq!(cell.as_f64().map(f64::to_bits), Some(x.to_bits()), "{r:?}")
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    // The table names every op and key.
+    let out = run(&["reduce", "--op", "sum,min", "--keys", &k, &v]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("sum") && table.contains("min") && table.contains("9223372036854775807")
+    );
+    // Bad keys exit 2 naming the problem.
+    write_npy(p("short.npy"), &Array1::from(vec![1i32, 2])).unwrap();
+    write_npy(p("float.npy"), &Array1::from(vec![1.0f32; 7])).unwrap();
+    write_npy(p("2d.npy"), &Array2::<i32>::zeros((7, 1))).unwrap();
+    let cases: [(&[&str], &str, &[&str]); 5] = [
+        (
+            &["--keys", &p("short.npy"), &v],
+            "short keys",
+            &["2 keys", "7"],
+        ),
+        (
+            &["--keys", &p("float.npy"), &v],
+            "float keys",
+            &["int32, uint32 or int64", "float32"],
+        ),
+        (
+            &["--keys", &p("2d.npy"), &v],
+            "2-D keys",
+            &["1-D", "[7, 1]"],
+        ),
+        (
+            &["--keys", &k, "--partition-size", "2", &v],
+            "keys and partitions",
+            &["--keys"],
+        ),
+        (
+            &["--keys", &k, "--op", "sum,median", &v],
+            "unknown op",
+            &["median"],
+        ),
+    ];
+    for (extra, what, needles) in cases {
+        let mut argv = vec!["reduce"];
+        if !extra.contains(&"--op") {
+            argv.extend(["--op", "sum"]);
+        }
+        argv.extend(extra.iter().copied());
+        assert_one_line_error(&run(&argv), what, needles);
+    }
+}

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use gpulanes::Error;
 
 mod bench;
+mod group_by;
 mod info;
 mod mixed;
 mod reduce;
@@ -74,7 +75,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Reduce a float32 .npy (1-D, or 2-D with --axis) or raw (--raw) file of any size.
+    /// Reduce a .npy (1-D, or 2-D with --axis) or raw (--raw) file of any size, or group its values by --keys.
     Reduce(reduce::ReduceArgs),
     /// Benchmark sum/mean/max against the copy, upload and round-trip floors and CPU baselines.
     Bench(bench::BenchArgs),

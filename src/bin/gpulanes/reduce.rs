@@ -54,6 +54,11 @@ pub struct ReduceArgs {
     /// whole array in memory.
     #[arg(long, visible_alias = "memory-budget", value_name = "BYTES", value_parser = parse_bytes)]
     pub budget: Option<u64>,
+    /// Group keys (1-D .npy of int32, uint32 or int64, as long as the
+    /// values): reduce the values of each distinct key; --op may then list
+    /// several ops (sum,mean,max,min,count), computed in one pass.
+    #[arg(long, value_name = "KEYS.npy")]
+    pub keys: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -91,9 +96,26 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         raw,
         dtype,
         budget,
+        keys,
         json,
         input,
     } = args;
+    if let Some(keys) = &keys {
+        if partition_size.is_some() || offsets.is_some() || axis.is_some() || raw {
+            return Err(Failure::Input(
+                "--keys cannot be combined with --partition-size, --offsets, --axis or --raw"
+                    .into(),
+            ));
+        }
+        return crate::group_by::run(crate::group_by::KeyedArgs {
+            ops: crate::group_by::parse_ops(&op)?,
+            nan: nan.parse()?,
+            budget: budget.unwrap_or(DEFAULT_BUDGET_BYTES),
+            json,
+            keys,
+            values: &input,
+        });
+    }
     let raw_dtype: Dtype = match (&dtype, raw) {
         (None, _) => Dtype::F32,
         (Some(d), true) => d.parse()?,
@@ -441,7 +463,7 @@ fn stream_file(
 /// the same bits of their type), a string for NaN/inf, or null.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum JsonValue {
+pub(crate) enum JsonValue {
     F32(f32),
     F64(f64),
     Int(i64),
@@ -450,7 +472,7 @@ enum JsonValue {
     Null,
 }
 
-fn json_value(op: Op, v: Option<Scalar>, count: u64) -> JsonValue {
+pub(crate) fn json_value(op: Op, v: Option<Scalar>, count: u64) -> JsonValue {
     let special = |x: f64| {
         if x.is_nan() {
             Some(JsonValue::Text("NaN"))
@@ -501,13 +523,18 @@ fn print_json(engine: &Engine, r: &Reduction<Scalar>) {
 fn print_table(r: &Reduction<Scalar>) {
     println!("{:>10}  {:>16}  {:>12}", "partition", r.op.name(), "count");
     for (i, (v, c)) in r.values.iter().zip(&r.counts).enumerate() {
-        let v = match (r.op, v) {
-            (Op::Count, _) => c.to_string(),
-            (_, None) => "null".into(),
-            (_, Some(Scalar::F32(x))) => format!("{x:?}"),
-            (_, Some(Scalar::F64(x))) => format!("{x:?}"),
-            (_, Some(x)) => x.to_string(),
-        };
+        let v = table_value(r.op, *v, *c);
         println!("{i:>10}  {v:>16}  {c:>12}");
+    }
+}
+
+/// One result as a table cell (floats as their shortest round-trip form).
+pub(crate) fn table_value(op: Op, v: Option<Scalar>, count: u64) -> String {
+    match (op, v) {
+        (Op::Count, _) => count.to_string(),
+        (_, None) => "null".into(),
+        (_, Some(Scalar::F32(x))) => format!("{x:?}"),
+        (_, Some(Scalar::F64(x))) => format!("{x:?}"),
+        (_, Some(x)) => x.to_string(),
     }
 }

@@ -1,0 +1,427 @@
+// group.wgsl: exact, order-independent reductions keyed by group: group-by
+// over unsorted keys, and partitions too small for a workgroup each.
+//
+// What it computes
+//   For every row (one value and, in the key modes, one key) its group g,
+//   then adds the value into group g's accumulator in global memory with
+//   32-bit integer atomics. Integer addition and max commute, so the
+//   accumulators hold the same bits whatever the order of rows, the
+//   workgroup width or the device.
+//   Group of a row, by MODE:
+//     0 (32-bit keys): g = key - key_base (wrapping; int32 and uint32 keys)
+//     1 (64-bit keys): g = key - key_base (int64 keys, two words a key)
+//     2 (equal-size partitions): g = first_group + (first_skip + row) / size
+//     3 (offsets): g = first_group + the last j with seg_start[j] <= row
+//   Rows whose g falls outside [0, group_count) belong to another pass's
+//   window of groups and are skipped (the host covers every group once).
+//   Each group's accumulator (STRIDE words; src/keyed/accumulators.rs reads it):
+//     [0, LIMBS)          positive contributions to the sum, magnitudes in
+//                         little-endian limbs on the dtype's grid (2^-149
+//                         for float32, 2^-1074 for float64, 1 for integers)
+//     [LIMBS, 2 LIMBS)    negative contributions, magnitudes likewise
+//     2 LIMBS + 0, 1      non-NaN values (lo, hi)
+//     2 LIMBS + 2, 3      NaN values (lo, hi)
+//     2 LIMBS + 4         flags (exact.wgsl's: NaN, +inf, -inf, a non-NaN
+//                         float with a clear sign bit)
+//     2 LIMBS + 5, 6      max: best order key (lo, hi)
+//     2 LIMBS + 7, 8      min: best complemented order key (lo, hi)
+//   Keys of 32-bit dtypes sit in the high word (as in exact.wgsl).
+//   64-bit keys (float64, int64) need two passes (PHASE 0: high words,
+//   PHASE 1: low words among values whose high word is the group's best);
+//   PHASE 1 adds nothing else.
+//
+//   Each invocation takes RUN consecutive rows and keeps what it learns
+//   about the current group in registers: two 96-bit windows of the sum
+//   (positive values, magnitudes of negative ones) anchored at the first
+//   value's grid position (WIN_BELOW binades under it), the counts, flags
+//   and best keys. It flushes them with atomics when the group changes and
+//   at the end, so sorted keys and small partitions cost a few atomics per
+//   run rather than per row. A value under the window's bit 0 or more than
+//   WIN_SPAN binades above it flushes the window and re-anchors it.
+//
+// How it is dispatched
+//   @workgroup_size(WG), one workgroup per WG * RUN rows on a 2-D grid
+//   (workgroup_id.x + workgroup_id.y * num_workgroups.x); surplus
+//   workgroups return at once. Composed after a header (src/keyed/kernels.rs)
+//   defining WG, RUN, LIMBS, STRIDE, WPE, WIN_BELOW, WIN_SPAN and DTYPE (0 float32, 1 float64,
+//   2 int32, 3 uint32, 4 int64); MODE, WANT_SUM, WANT_MAX, WANT_MIN and PHASE
+//   are pipeline overrides.
+
+override MODE: u32 = 0u;
+override WANT_SUM: bool = true;
+override WANT_MAX: bool = false;
+override WANT_MIN: bool = false;
+override PHASE: u32 = 0u;
+
+const FLAG_NAN: u32 = 1u;
+const FLAG_POS_INF: u32 = 2u;
+const FLAG_NEG_INF: u32 = 4u;
+const FLAG_NONNEG: u32 = 8u;
+
+const A_COUNT: u32 = 2u * LIMBS;
+const A_NANS: u32 = 2u * LIMBS + 2u;
+const A_FLAGS: u32 = 2u * LIMBS + 4u;
+const A_MAX: u32 = 2u * LIMBS + 5u;
+const A_MIN: u32 = 2u * LIMBS + 7u;
+
+const NO_GROUP: u32 = 0xffffffffu;
+
+struct Params {
+    rows: u32,        // rows in this dispatch
+    group_count: u32, // groups in the accumulator buffer
+    key_base_lo: u32, // modes 0, 1: the key of group 0
+    key_base_hi: u32,
+    size: u32,        // mode 2: partition size
+    first_group: u32, // modes 2, 3: group of the first row's partition (wrapping)
+    first_skip: u32,  // mode 2: rows of that partition before the first row
+    seg_count: u32,   // mode 3: entries in seg_start (the last is `rows`)
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> keys: array<u32>;
+@group(0) @binding(2) var<storage, read> values: array<u32>;
+@group(0) @binding(3) var<storage, read_write> acc: array<atomic<u32>>;
+@group(0) @binding(4) var<storage, read> seg_start: array<u32>;
+
+fn carry(sum: u32, addend: u32) -> u32 {
+    return select(0u, 1u, sum < addend);
+}
+
+// Adds `x` to word `i` of the accumulators, carrying into the words above
+// up to `end`: the old value atomicAdd returns says whether the add wrapped.
+fn acc_add(first: u32, x: u32, end: u32) {
+    var i = first;
+    var v = x;
+    while v != 0u && i < end {
+        let old = atomicAdd(&acc[i], v);
+        v = carry(old + v, v);
+        i++;
+    }
+}
+
+// Adds the magnitude `m` (128 bits), scaled by 2^bit, to group g's
+// positive or negative limbs.
+fn flush_magnitude(g: u32, m: vec4<u32>, bit: u32, negative: bool) {
+    let region = g * STRIDE + select(0u, LIMBS, negative);
+    let end = region + LIMBS;
+    let l = region + (bit >> 5u);
+    let r = bit & 31u;
+    // m << r over five words; (x >> 1) >> (31 - r) is x >> (32 - r), and 0 for r = 0.
+    acc_add(l, m.x << r, end);
+    acc_add(l + 1u, (m.y << r) | ((m.x >> 1u) >> (31u - r)), end);
+    acc_add(l + 2u, (m.z << r) | ((m.y >> 1u) >> (31u - r)), end);
+    acc_add(l + 3u, (m.w << r) | ((m.z >> 1u) >> (31u - r)), end);
+    acc_add(l + 4u, (m.w >> 1u) >> (31u - r), end);
+}
+
+// Adds a 64-bit count (lo, hi) at word `at` of the accumulators.
+fn add_count(at: u32, lo: u32, hi: u32) {
+    if lo != 0u {
+        let old = atomicAdd(&acc[at], lo);
+        let h = hi + carry(old + lo, lo);
+        if h != 0u {
+            atomicAdd(&acc[at + 1u], h);
+        }
+    } else if hi != 0u {
+        atomicAdd(&acc[at + 1u], hi);
+    }
+}
+
+// One value, decoded from its bits.
+struct Value {
+    special: u32,   // 0 finite, else the flag: FLAG_NAN, FLAG_POS_INF, FLAG_NEG_INF
+    negative: bool, // sign bit set
+    mag: vec2<u32>, // magnitude on the dtype's grid (lo, hi), shifted by `pos`
+    pos: u32,       // grid position of mag's bit 0
+    key: vec2<u32>, // order key (lo, hi): larger values have larger keys
+}
+
+fn value_at(row: u32) -> Value {
+    var v: Value;
+    if DTYPE == 0u {
+        let b = values[row];
+        let e = (b >> 23u) & 0xffu;
+        let frac = b & 0x7fffffu;
+        v.negative = (b >> 31u) != 0u;
+        v.special = select(0u, select(select(FLAG_POS_INF, FLAG_NEG_INF, v.negative), FLAG_NAN, frac != 0u), e == 0xffu);
+        v.mag = vec2<u32>(frac | select(0u, 0x800000u, e != 0u), 0u);
+        v.pos = max(e, 1u) - 1u;
+        v.key = vec2<u32>(0u, select(b | 0x80000000u, ~b, v.negative));
+    } else if DTYPE == 1u {
+        let lo = values[2u * row];
+        let hi = values[2u * row + 1u];
+        let e = (hi >> 20u) & 0x7ffu;
+        let frac_hi = hi & 0xfffffu;
+        v.negative = (hi >> 31u) != 0u;
+        v.special = select(0u, select(select(FLAG_POS_INF, FLAG_NEG_INF, v.negative), FLAG_NAN, (frac_hi | lo) != 0u), e == 0x7ffu);
+        v.mag = vec2<u32>(lo, frac_hi | select(0u, 0x100000u, e != 0u));
+        v.pos = max(e, 1u) - 1u;
+        v.key = select(vec2<u32>(lo, hi | 0x80000000u), ~vec2<u32>(lo, hi), v.negative);
+    } else if DTYPE == 4u {
+        let lo = values[2u * row];
+        let hi = values[2u * row + 1u];
+        v.negative = (hi >> 31u) != 0u;
+        // |x| as 64 bits (2^63 for the most negative value fits).
+        let n_lo = 0u - lo;
+        let n_hi = ~hi + select(0u, 1u, lo == 0u);
+        v.mag = select(vec2<u32>(lo, hi), vec2<u32>(n_lo, n_hi), v.negative);
+        v.key = vec2<u32>(lo, hi ^ 0x80000000u);
+    } else {
+        let w = values[row];
+        v.negative = DTYPE == 2u && (w >> 31u) != 0u;
+        v.mag = vec2<u32>(select(w, 0u - w, v.negative), 0u);
+        v.key = vec2<u32>(0u, select(w, w ^ 0x80000000u, DTYPE == 2u));
+    }
+    return v;
+}
+
+// Group of `row` (relative to the dispatch); `seg` is the offsets mode's
+// running segment index, advanced as rows move forward.
+fn group_of(row: u32, seg: ptr<function, u32>) -> u32 {
+    if MODE == 0u {
+        return keys[row] - params.key_base_lo;
+    }
+    if MODE == 1u {
+        let lo = keys[2u * row];
+        let hi = keys[2u * row + 1u];
+        let d_lo = lo - params.key_base_lo;
+        let d_hi = hi - params.key_base_hi - select(0u, 1u, lo < params.key_base_lo);
+        return select(NO_GROUP, d_lo, d_hi == 0u);
+    }
+    while *seg + 1u < params.seg_count && seg_start[*seg + 1u] <= row {
+        *seg += 1u;
+    }
+    return params.first_group + *seg;
+}
+
+// The last segment whose start is at or before `row` (offsets mode).
+fn find_segment(row: u32) -> u32 {
+    var lo = 0u;
+    var hi = params.seg_count - 1u;
+    while lo < hi {
+        let mid = (lo + hi + 1u) / 2u;
+        if seg_start[mid] <= row {
+            lo = mid;
+        } else {
+            hi = mid - 1u;
+        }
+    }
+    return lo;
+}
+
+// What an invocation knows about its current group.
+struct Run {
+    g: u32,
+    pos_w: vec3<u32>, // sum of positive values (96 bits), bit 0 at grid position `base`
+    neg_w: vec3<u32>, // sum of the magnitudes of negative values
+    base: u32,
+    has_window: bool,
+    count: u32,
+    nans: u32,
+    flags: u32,
+    best_max: vec2<u32>,
+    best_min: vec2<u32>, // complemented keys
+    any: bool,           // a non-NaN value was seen (the keys are set)
+}
+
+fn run_new(g: u32) -> Run {
+    var r: Run;
+    r.g = g;
+    return r;
+}
+
+fn key_max(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    let b_wins = b.y > a.y || (b.y == a.y && b.x > a.x);
+    return select(a, b, b_wins);
+}
+
+// Hands a run's state to its group's accumulator.
+fn flush_run(r: Run) {
+    if r.g == NO_GROUP {
+        return;
+    }
+    let at = r.g * STRIDE;
+    if PHASE == 1u {
+        // Low words of 64-bit keys, among values with the group's high word.
+        if r.any {
+            if WANT_MAX {
+                atomicMax(&acc[at + A_MAX], r.best_max.x);
+            }
+            if WANT_MIN {
+                atomicMax(&acc[at + A_MIN], r.best_min.x);
+            }
+        }
+        return;
+    }
+    if WANT_SUM && r.has_window {
+        flush_window(r);
+    }
+    add_count(at + A_COUNT, r.count, 0u);
+    add_count(at + A_NANS, r.nans, 0u);
+    if r.flags != 0u && (atomicLoad(&acc[at + A_FLAGS]) & r.flags) != r.flags {
+        atomicOr(&acc[at + A_FLAGS], r.flags);
+    }
+    if r.any {
+        if WANT_MAX && r.best_max.y > atomicLoad(&acc[at + A_MAX + 1u]) {
+            atomicMax(&acc[at + A_MAX + 1u], r.best_max.y);
+        }
+        if WANT_MIN && r.best_min.y > atomicLoad(&acc[at + A_MIN + 1u]) {
+            atomicMax(&acc[at + A_MIN + 1u], r.best_min.y);
+        }
+    }
+}
+
+// The magnitude `mag` shifted left by s (< 96, with the result inside 96
+// bits), as 96 bits.
+fn shifted(mag: vec2<u32>, s: u32) -> vec3<u32> {
+    let b = s & 31u;
+    let x = vec3<u32>(mag.x << b, (mag.y << b) | ((mag.x >> 1u) >> (31u - b)), (mag.y >> 1u) >> (31u - b));
+    let w = s >> 5u;
+    return select(select(x, vec3<u32>(0u, x.x, x.y), w == 1u), vec3<u32>(0u, 0u, x.x), w == 2u);
+}
+
+// 96-bit addition (x = lowest word).
+fn add96(a: vec3<u32>, b: vec3<u32>) -> vec3<u32> {
+    let s0 = a.x + b.x;
+    let c0 = carry(s0, b.x);
+    let t1 = a.y + b.y;
+    let s1 = t1 + c0;
+    let c1 = carry(t1, b.y) + carry(s1, c0);
+    return vec3<u32>(s0, s1, a.z + b.z + c1);
+}
+
+fn flush_window(r: Run) {
+    if any(r.pos_w != vec3<u32>(0u)) {
+        flush_magnitude(r.g, vec4<u32>(r.pos_w, 0u), r.base, false);
+    }
+    if any(r.neg_w != vec3<u32>(0u)) {
+        flush_magnitude(r.g, vec4<u32>(r.neg_w, 0u), r.base, true);
+    }
+}
+
+// Adds one row's value to the run (phase 0). A window's bit 0 sits
+// WIN_BELOW binades under the first value's position, and it takes values
+// up to WIN_SPAN positions above its bit 0: at most RUN values of under
+// 2^(WIN_SPAN + mantissa bits) <= 2^87 each, inside 96 bits.
+fn run_add(r: ptr<function, Run>, v: Value) {
+    let nan = v.special == FLAG_NAN;
+    (*r).nans += select(0u, 1u, nan);
+    (*r).count += select(1u, 0u, nan);
+    (*r).flags |= v.special | select(0u, FLAG_NONNEG, DTYPE <= 1u && !v.negative && v.special == 0u);
+    (*r).any = (*r).any || !nan;
+    if WANT_MAX {
+        (*r).best_max = select(key_max((*r).best_max, v.key), (*r).best_max, nan);
+    }
+    if WANT_MIN {
+        (*r).best_min = select(key_max((*r).best_min, ~v.key), (*r).best_min, nan);
+    }
+    // NaN and infinities never enter the sum.
+    if !WANT_SUM || v.special != 0u || all(v.mag == vec2<u32>(0u)) {
+        return;
+    }
+    // Outside the window (or no window yet): flush it and anchor a new one
+    // for this value.
+    if !(*r).has_window || v.pos < (*r).base || v.pos - (*r).base > WIN_SPAN {
+        if (*r).has_window {
+            flush_window(*r);
+        }
+        (*r).has_window = true;
+        (*r).base = max(v.pos, WIN_BELOW) - WIN_BELOW;
+        (*r).pos_w = vec3<u32>(0u);
+        (*r).neg_w = vec3<u32>(0u);
+    }
+    let x = shifted(v.mag, v.pos - (*r).base);
+    let zero = vec3<u32>(0u);
+    (*r).pos_w = add96((*r).pos_w, select(x, zero, v.negative));
+    (*r).neg_w = add96((*r).neg_w, select(zero, x, v.negative));
+}
+
+// Adds one row's key to the run (phase 1: low words only, and only for
+// values whose high word is the group's best).
+fn run_add_low(r: ptr<function, Run>, v: Value) {
+    if v.special == FLAG_NAN {
+        return;
+    }
+    let at = (*r).g * STRIDE;
+    if WANT_MAX && v.key.y == atomicLoad(&acc[at + A_MAX + 1u]) {
+        (*r).best_max.x = max((*r).best_max.x, v.key.x);
+        (*r).any = true;
+    }
+    let k = ~v.key;
+    if WANT_MIN && k.y == atomicLoad(&acc[at + A_MIN + 1u]) {
+        (*r).best_min.x = max((*r).best_min.x, k.x);
+        (*r).any = true;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn reduce_groups(
+    @builtin(local_invocation_index) t: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let unit = wid.x + wid.y * nwg.x;
+    // Row i of this invocation: interleaved (neighbouring invocations read
+    // neighbouring rows) or a contiguous run.
+    let unit_first = unit * WG * RUN;
+    var first = unit_first + t * RUN;
+    var step = 1u;
+    if INTERLEAVE {
+        first = unit_first + t;
+        step = WG;
+    }
+    if first >= params.rows {
+        return;
+    }
+    var seg = 0u;
+    if MODE == 3u {
+        seg = find_segment(first);
+    }
+    // Equal sizes: the group and the position in it, advanced by `step`
+    // rows at a time (a division only where a step crosses partitions).
+    var eq_g = 0u;
+    var eq_in = 0u;
+    if MODE == 2u {
+        let p = params.first_skip + first;
+        eq_g = params.first_group + p / params.size;
+        eq_in = p % params.size;
+    }
+    var r = run_new(NO_GROUP);
+    for (var i = 0u; i < RUN; i++) {
+        let row = first + i * step;
+        if row >= params.rows {
+            break;
+        }
+        var g = 0u;
+        if MODE == 2u {
+            if i > 0u {
+                eq_in += step;
+                if eq_in >= params.size {
+                    let q = eq_in / params.size;
+                    eq_g += q;
+                    eq_in -= q * params.size;
+                }
+            }
+            g = eq_g;
+        } else {
+            g = group_of(row, &seg);
+        }
+        if g >= params.group_count {
+            g = NO_GROUP;
+        }
+        if g != r.g {
+            flush_run(r);
+            r = run_new(g);
+        }
+        if g == NO_GROUP {
+            continue;
+        }
+        let v = value_at(row);
+        if PHASE == 0u {
+            run_add(&r, v);
+        } else {
+            run_add_low(&r, v);
+        }
+    }
+    flush_run(r);
+}

@@ -1,0 +1,161 @@
+//! `gpulanes reduce --keys KEYS.npy`: keyed reductions (group-by) of a 1-D
+//! `.npy` of values by a 1-D `.npy` of int32, uint32 or int64 keys of the
+//! same length, several ops in one pass. Prints the distinct keys in
+//! ascending order with one result per op and one count per key, as a
+//! table or one JSON object. Both files are read into memory (within the
+//! budget).
+
+use std::path::Path;
+
+use gpulanes::{Dtype, Element, Engine, FileFormat, Grouped, InputFile, Key, NanPolicy, Op, npy};
+use serde::Serialize;
+
+use crate::Failure;
+use crate::reduce::{JsonValue, json_value};
+
+/// What a keyed reduction asks for.
+pub struct KeyedArgs<'a> {
+    pub ops: Vec<Op>,
+    pub nan: NanPolicy,
+    pub budget: u64,
+    pub json: bool,
+    pub keys: &'a Path,
+    pub values: &'a Path,
+}
+
+/// Opens a 1-D `.npy` (header only), naming the file and its role in errors.
+fn open_1d(path: &Path, role: &str) -> Result<(InputFile, u64), Failure> {
+    let file = InputFile::open_typed(path, FileFormat::Npy, Dtype::F32)?;
+    let name = file.path.display().to_string();
+    match file.shape.as_deref() {
+        Some(&[n]) => Ok((file, n)),
+        Some(shape) => Err(Failure::Input(format!(
+            "{name}: {role} must be a 1-D array, found shape {shape:?}"
+        ))),
+        None => Err(Failure::Input(format!(
+            "{name}: {role} must be a .npy file"
+        ))),
+    }
+}
+
+pub fn run(args: KeyedArgs<'_>) -> Result<(), Failure> {
+    if npy::is_stdin(args.keys) && npy::is_stdin(args.values) {
+        return Err(Failure::Input(
+            "--keys and the values cannot both be standard input ('-')".into(),
+        ));
+    }
+    let (keys, nk) = open_1d(args.keys, "--keys")?;
+    let (values, nv) = open_1d(args.values, "the values")?;
+    if nk != nv {
+        return Err(Failure::Input(format!(
+            "--keys has {nk} keys but the values have {nv} (they must be the same length)"
+        )));
+    }
+    let bytes = nk * keys.dtype.size() + nv * values.dtype.size();
+    if bytes.saturating_mul(2) > args.budget {
+        return Err(Failure::Input(format!(
+            "keys and values hold {bytes} bytes, over half the budget of {} bytes: \
+             keyed reductions read both files into memory; raise --budget",
+            args.budget
+        )));
+    }
+    match keys.dtype {
+        Dtype::I32 => with_keys::<i32>(&args, keys, values),
+        Dtype::U32 => with_keys::<u32>(&args, keys, values),
+        Dtype::I64 => with_keys::<i64>(&args, keys, values),
+        other => Err(Failure::Input(format!(
+            "{}: --keys must be int32, uint32 or int64, found {other}",
+            keys.path.display()
+        ))),
+    }
+}
+
+fn with_keys<K: Key + Element + npy::LeValue + Serialize + std::fmt::Display>(
+    args: &KeyedArgs<'_>,
+    keys: InputFile,
+    values: InputFile,
+) -> Result<(), Failure> {
+    let keys: Vec<K> = keys.read_to_vec_typed()?;
+    match values.dtype {
+        Dtype::F32 => reduce::<K, f32>(args, &keys, values),
+        Dtype::F64 => reduce::<K, f64>(args, &keys, values),
+        Dtype::I32 => reduce::<K, i32>(args, &keys, values),
+        Dtype::U32 => reduce::<K, u32>(args, &keys, values),
+        Dtype::I64 => reduce::<K, i64>(args, &keys, values),
+    }
+}
+
+fn reduce<K: Key + Serialize + std::fmt::Display, E: Element + npy::LeValue>(
+    args: &KeyedArgs<'_>,
+    keys: &[K],
+    values: InputFile,
+) -> Result<(), Failure> {
+    let values: Vec<E> = values.read_to_vec_typed()?;
+    let engine = Engine::new()?;
+    let grouped = engine.reduce_by_key(keys, &values, &args.ops, args.nan)?;
+    if args.json {
+        print_json(&engine, &grouped);
+    } else {
+        print_table(&grouped);
+    }
+    Ok(())
+}
+
+fn print_json<K: Serialize>(engine: &Engine, g: &Grouped<K>) {
+    #[derive(Serialize)]
+    struct Out<'a, K> {
+        ops: Vec<&'static str>,
+        keys: &'a [K],
+        results: serde_json::Map<String, serde_json::Value>,
+        counts: &'a [u64],
+        adapter: &'a gpulanes::AdapterSummary,
+    }
+    let mut results = serde_json::Map::new();
+    for r in &g.reductions {
+        let column: Vec<JsonValue> = r
+            .values
+            .iter()
+            .zip(&r.counts)
+            .map(|(&v, &c)| json_value(r.op, v, c))
+            .collect();
+        results.insert(
+            r.op.name().into(),
+            serde_json::to_value(column).expect("results serialise"),
+        );
+    }
+    let out = Out {
+        ops: g.reductions.iter().map(|r| r.op.name()).collect(),
+        keys: &g.keys,
+        results,
+        counts: g.reductions.first().map_or(&[], |r| &r.counts),
+        adapter: engine.adapter(),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&out).expect("result serialises")
+    );
+}
+
+fn print_table<K: std::fmt::Display>(g: &Grouped<K>) {
+    let mut header = format!("{:>20}", "key");
+    for r in &g.reductions {
+        header += &format!("  {:>24}", r.op.name());
+    }
+    println!("{header}  {:>12}", "count");
+    for (i, k) in g.keys.iter().enumerate() {
+        let mut line = format!("{k:>20}");
+        for r in &g.reductions {
+            let v = crate::reduce::table_value(r.op, r.values[i], r.counts[i]);
+            line += &format!("  {v:>24}");
+        }
+        let count = g.reductions.first().map_or(0, |r| r.counts[i]);
+        println!("{line}  {count:>12}");
+    }
+}
+
+/// `sum` or a comma-separated list (`sum,mean,max`).
+pub fn parse_ops(s: &str) -> Result<Vec<Op>, Failure> {
+    s.split(',')
+        .map(|o| o.trim().parse::<Op>().map_err(Failure::from))
+        .collect()
+}

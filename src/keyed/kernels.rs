@@ -1,0 +1,206 @@
+//! The group kernel's pipelines (shaders/group.wgsl): one shader module per
+//! dtype, built on first use, and one pipeline per combination of group
+//! mode, wanted accumulators and key phase, built on first use and reused.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use crate::dtype::Dtype;
+use crate::kernels::KernelShape;
+
+pub const GROUP_WGSL: &str = include_str!("../../shaders/group.wgsl");
+
+/// Bytes of the group kernel's `Params` uniform.
+pub const GROUP_PARAMS_BYTES: u64 = 32;
+
+/// Where a row's group comes from (`MODE` in group.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GroupMode {
+    /// One 32-bit key word per row (int32, uint32 keys, or dictionary ids).
+    Keys32 = 0,
+    /// Two words per row (int64 keys).
+    Keys64 = 1,
+    /// Equal-size partitions.
+    EqualSize = 2,
+    /// Partitions given by offsets.
+    Offsets = 3,
+}
+
+/// Which accumulators a pass fills, and which pass of the keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PassKind {
+    pub mode: GroupMode,
+    pub sum: bool,
+    pub max: bool,
+    pub min: bool,
+    /// 0: everything and the keys' high words; 1: the keys' low words.
+    pub phase: u32,
+}
+
+/// Rows one invocation folds in a run (`RUN` in group.wgsl): CPU adapters
+/// run few, wide workgroups, so they get longer runs.
+pub fn rows_per_invocation(shape: KernelShape) -> u32 {
+    match shape {
+        KernelShape::Narrow => 256,
+        KernelShape::Workgroup | KernelShape::Subgroup => 16,
+    }
+}
+
+/// Words of one group's accumulator (`STRIDE` in group.wgsl).
+pub fn stride_words(dtype: Dtype) -> usize {
+    2 * dtype.limbs() + 9
+}
+
+/// Bits of a value's magnitude on its grid (the mantissa with its hidden
+/// bit, or the integer's magnitude).
+fn magnitude_bits(dtype: Dtype) -> u32 {
+    match dtype {
+        Dtype::F32 => 24,
+        Dtype::F64 => 53,
+        Dtype::I32 | Dtype::U32 => 32,
+        Dtype::I64 => 64,
+    }
+}
+
+/// How far above a window's bit 0 a value may lie (`WIN_SPAN`): a run of
+/// RUN values each under 2^(span + magnitude bits) must fit the 96-bit
+/// window.
+fn window_span(dtype: Dtype, shape: KernelShape) -> u32 {
+    let headroom = 32 - rows_per_invocation(shape).leading_zeros(); // log2(RUN) + 1
+    (96 - headroom).saturating_sub(magnitude_bits(dtype))
+}
+
+/// How far under the first value of a run its window's bit 0 is placed
+/// (`WIN_BELOW`): about half the span, so smaller and larger values of the
+/// same group share the window. Integers sit at position 0.
+fn window_below(dtype: Dtype) -> u32 {
+    match dtype {
+        Dtype::F32 => 36,
+        Dtype::F64 => 16,
+        _ => 0,
+    }
+}
+
+/// The group kernel's WGSL for one dtype and shape.
+pub fn group_shader_source(dtype: Dtype, shape: KernelShape) -> String {
+    format!(
+        "// {dtype}, {shape} group kernel.\n\
+         const WG: u32 = {wg}u;\n\
+         const RUN: u32 = {run}u;\n\
+         const LIMBS: u32 = {limbs}u;\n\
+         const STRIDE: u32 = {stride}u;\n\
+         const WPE: u32 = {wpe}u;\n\
+         const DTYPE: u32 = {code}u;\n\
+         const INTERLEAVE: bool = {interleave};\n\
+         const WIN_BELOW: u32 = {below}u;\n\
+         const WIN_SPAN: u32 = {span}u;\n\
+         {GROUP_WGSL}",
+        shape = shape.name(),
+        wg = shape.workgroup_size(),
+        run = rows_per_invocation(shape),
+        limbs = dtype.limbs(),
+        stride = stride_words(dtype),
+        wpe = dtype.words(),
+        code = dtype.code(),
+        interleave = shape == KernelShape::Narrow,
+        below = window_below(dtype),
+        span = window_span(dtype, shape),
+    )
+}
+
+/// The group kernel's layout and pipelines of one engine.
+pub(crate) struct GroupKernels {
+    shape: KernelShape,
+    pub layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    modules: [OnceLock<wgpu::ShaderModule>; 5],
+    pipelines: Mutex<HashMap<(Dtype, PassKind), wgpu::ComputePipeline>>,
+}
+
+impl GroupKernels {
+    pub fn new(device: &wgpu::Device, shape: KernelShape) -> Self {
+        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty,
+            count: None,
+        };
+        let storage = |read_only| wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        };
+        let uniform = wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: wgpu::BufferSize::new(GROUP_PARAMS_BYTES),
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("reduce groups"),
+            entries: &[
+                entry(0, uniform),
+                entry(1, storage(true)),
+                entry(2, storage(true)),
+                entry(3, storage(false)),
+                entry(4, storage(true)),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("reduce groups"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        GroupKernels {
+            shape,
+            layout,
+            pipeline_layout,
+            modules: Default::default(),
+            pipelines: Mutex::default(),
+        }
+    }
+
+    pub fn shape(&self) -> KernelShape {
+        self.shape
+    }
+
+    /// The pipeline for `dtype` and `kind`, built on first use.
+    pub fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        dtype: Dtype,
+        kind: PassKind,
+    ) -> wgpu::ComputePipeline {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((dtype, kind))
+            .or_insert_with(|| {
+                let module = self.modules[dtype.code() as usize].get_or_init(|| {
+                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some("reduce groups"),
+                        source: wgpu::ShaderSource::Wgsl(
+                            group_shader_source(dtype, self.shape).into(),
+                        ),
+                    })
+                });
+                let flag = |b: bool| if b { 1.0 } else { 0.0 };
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some("reduce_groups"),
+                    layout: Some(&self.pipeline_layout),
+                    module,
+                    entry_point: Some("reduce_groups"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[
+                            ("MODE", kind.mode as u32 as f64),
+                            ("WANT_SUM", flag(kind.sum)),
+                            ("WANT_MAX", flag(kind.max)),
+                            ("WANT_MIN", flag(kind.min)),
+                            ("PHASE", kind.phase as f64),
+                        ],
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+            })
+            .clone()
+    }
+}

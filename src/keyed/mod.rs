@@ -1,0 +1,362 @@
+//! Keyed reductions (group-by) and reductions over small partitions, exact
+//! and independent of row order.
+//!
+//! [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) takes unsorted
+//! keys (int32, uint32 or int64) and values of any [`Element`] type and
+//! returns the distinct keys in ascending order with one result and one
+//! count per key for each requested op, computed in one pass over the rows.
+//! Every group's sum is an exact integer accumulated with integer atomics
+//! (shaders/group.wgsl), so a permutation of the rows gives the same bits.
+//!
+//! # Strategies
+//!
+//! Chosen per call from the keys; all give the same bits.
+//! - **Dense keys**: when the keys' range (max - min + 1) is at most
+//!   [`DENSE_SLACK`] times the row count plus [`DENSE_FLOOR`] (dictionary
+//!   codes, small integer ids, most real group columns), the kernel reads
+//!   the keys themselves and uses `key - min` as the group: no hashing, no
+//!   copy. Groups no row has are dropped from the result.
+//! - **Sparse keys**: otherwise the keys are mapped to dense ids on the
+//!   host with a hash table (one pass, then the distinct keys are sorted),
+//!   and the kernel reads the ids.
+//! - **Many groups**: groups are processed in windows whose accumulators fit
+//!   one storage binding ([`window_groups`](run::window_groups)); each
+//!   window reads the rows again and skips rows of other windows.
+//!
+//! Inside the kernel each invocation folds a run of consecutive rows and
+//! flushes its registers to the group's accumulator when the group changes,
+//! so sorted or clustered keys cost a few atomics per run, and random keys
+//! a few per row.
+//!
+//! The same kernel reduces small partitions ([`crate::Partitions`] whose
+//! average size is under [`SMALL_PARTITION`] values), where a workgroup per
+//! partition would leave most of it idle.
+
+pub(crate) mod accumulators;
+pub(crate) mod kernels;
+pub(crate) mod run;
+
+use std::collections::HashMap;
+
+use crate::dtype::{Dtype, Element, Scalar};
+use crate::engine::Context;
+use crate::error::{Error, Result};
+use crate::op::{NanPolicy, Op, Reduction};
+use crate::state::{State, StateKind};
+
+use run::{RowGroups, Wanted, reduce_groups};
+
+/// Dense keys: the range may be up to this many times the row count ...
+pub const DENSE_SLACK: u64 = 2;
+/// ... plus this many groups.
+pub const DENSE_FLOOR: u64 = 1 << 16;
+/// Partitions averaging fewer values than this go through the group kernel.
+pub const SMALL_PARTITION: u64 = 1024;
+
+/// A group key type: int32, uint32 or int64.
+pub trait Key:
+    bytemuck::Pod + Ord + std::hash::Hash + Send + Sync + 'static + sealed::Sealed
+{
+    /// The key's NumPy name (`int32`, `uint32`, `int64`).
+    const NAME: &'static str;
+    /// 32-bit words per key.
+    #[doc(hidden)]
+    const WORDS: usize;
+    #[doc(hidden)]
+    fn to_i128(self) -> i128;
+    #[doc(hidden)]
+    fn from_i128(v: i128) -> Self;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for i32 {}
+    impl Sealed for u32 {}
+    impl Sealed for i64 {}
+}
+
+macro_rules! key {
+    ($t:ty, $name:literal, $words:literal) => {
+        impl Key for $t {
+            const NAME: &'static str = $name;
+            const WORDS: usize = $words;
+            fn to_i128(self) -> i128 {
+                self as i128
+            }
+            fn from_i128(v: i128) -> Self {
+                v as $t
+            }
+        }
+    };
+}
+key!(i32, "int32", 1);
+key!(u32, "uint32", 1);
+key!(i64, "int64", 2);
+
+/// The result of a keyed reduction: the distinct keys in ascending order
+/// and, for each requested op, one value and one count per key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grouped<K> {
+    /// Distinct keys, ascending.
+    pub keys: Vec<K>,
+    /// One reduction per requested op, in the order asked; `values[i]` and
+    /// `counts[i]` belong to `keys[i]`.
+    pub reductions: Vec<Reduction<Scalar>>,
+}
+
+impl<K> Grouped<K> {
+    /// The reduction of `op` (the first one, if it was asked for twice).
+    pub fn get(&self, op: Op) -> Option<&Reduction<Scalar>> {
+        self.reductions.iter().find(|r| r.op == op)
+    }
+
+    /// Number of distinct keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when there were no rows.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// The per-key states of a keyed reduction (for merging across machines).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupedStates<K> {
+    /// Distinct keys, ascending.
+    pub keys: Vec<K>,
+    /// One state per key, of the kind asked for.
+    pub states: Vec<State>,
+}
+
+/// The accumulators the ops need.
+pub(crate) fn wanted(ops: &[Op]) -> Wanted {
+    Wanted {
+        sum: ops.iter().any(|o| matches!(o, Op::Sum | Op::Mean)),
+        max: ops.contains(&Op::Max),
+        min: ops.contains(&Op::Min),
+    }
+}
+
+/// How the keys become groups.
+enum KeyPlan<K> {
+    /// group = key - min.
+    Dense { min: K, groups: u64 },
+    /// group = ids[row]; distinct[g] is group g's key.
+    Sparse { ids: Vec<u32>, distinct: Vec<K> },
+}
+
+fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
+    let (Some(&min), Some(&max)) = (keys.iter().min(), keys.iter().max()) else {
+        return Ok(KeyPlan::Dense {
+            min: K::from_i128(0),
+            groups: 0,
+        });
+    };
+    let range = (max.to_i128() - min.to_i128() + 1) as u128;
+    let n = keys.len() as u128;
+    if range <= n * DENSE_SLACK as u128 + DENSE_FLOOR as u128 && range <= u32::MAX as u128 {
+        return Ok(KeyPlan::Dense {
+            min,
+            groups: range as u64,
+        });
+    }
+    let mut first_seen: HashMap<K, u32> = HashMap::new();
+    let mut distinct = Vec::new();
+    let mut ids = Vec::with_capacity(keys.len());
+    for &k in keys {
+        let next = distinct.len();
+        let id = *first_seen.entry(k).or_insert_with(|| {
+            distinct.push(k);
+            next as u32
+        });
+        ids.push(id);
+    }
+    if distinct.len() as u64 > u32::MAX as u64 {
+        return Err(Error::InvalidInput(format!(
+            "{} distinct keys exceed 2^32",
+            distinct.len()
+        )));
+    }
+    Ok(KeyPlan::Sparse { ids, distinct })
+}
+
+/// Calls `each(key, accumulators, group)` for every group with rows, in
+/// ascending key order.
+fn keyed_groups<K: Key, E: Element>(
+    ctx: &Context,
+    keys: &[K],
+    values: &[E],
+    ops: &[Op],
+    mut each: impl FnMut(K, &accumulators::GroupAccumulators, usize) -> Result<()>,
+) -> Result<()> {
+    if keys.len() != values.len() {
+        return Err(Error::InvalidInput(format!(
+            "keys and values differ in length: {} keys, {} values",
+            keys.len(),
+            values.len()
+        )));
+    }
+    ctx.health.check()?;
+    let words: &[u32] = bytemuck::cast_slice(values);
+    let wanted = wanted(ops);
+    match plan_keys(keys)? {
+        KeyPlan::Dense { min, groups } => {
+            let key_words: &[u32] = bytemuck::cast_slice(keys);
+            let base = min.to_i128() as u64;
+            let by = if K::WORDS == 1 {
+                RowGroups::Keys32 {
+                    keys: key_words,
+                    base: base as u32,
+                }
+            } else {
+                RowGroups::Keys64 {
+                    keys: key_words,
+                    base,
+                }
+            };
+            reduce_groups(ctx, E::DTYPE, words, by, groups, wanted, |g0, acc| {
+                for g in 0..acc.len() {
+                    if acc.rows(g) > 0 {
+                        let key = K::from_i128(min.to_i128() + (g0 as usize + g) as i128);
+                        each(key, &acc, g)?;
+                    }
+                }
+                Ok(())
+            })
+        }
+        KeyPlan::Sparse { ids, distinct } => {
+            let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
+            order.sort_unstable_by_key(|&i| distinct[i as usize]);
+            // Accumulators by id, then handed on in key order.
+            let mut windows = Vec::new();
+            let by = RowGroups::Keys32 {
+                keys: &ids,
+                base: 0,
+            };
+            reduce_groups(
+                ctx,
+                E::DTYPE,
+                words,
+                by,
+                distinct.len() as u64,
+                wanted,
+                |g0, acc| {
+                    windows.push((g0 as usize, acc));
+                    Ok(())
+                },
+            )?;
+            for id in order {
+                let id = id as usize;
+                let w = windows.partition_point(|(g0, _)| *g0 <= id) - 1;
+                let (g0, acc) = &windows[w];
+                each(distinct[id], acc, id - g0)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl crate::Engine {
+    /// `ops` over the values of each distinct key, in one pass: the keys in
+    /// ascending order with, per op, one value and one count per key
+    /// ([`NanPolicy`] as for whole buffers: under `Propagate` a NaN makes a
+    /// float sum, mean, max or min NaN; under `Ignore` NaN values are
+    /// skipped and not counted). Keys need not be sorted; row order does not
+    /// change a bit of the result. Sums are exact (integer sums exact int64).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `keys` and `values` differ in length or
+    /// `ops` is empty; [`Error::Overflow`] for an integer sum outside int64;
+    /// GPU errors as for every reduction.
+    pub fn reduce_by_key<K: Key, E: Element>(
+        &self,
+        keys: &[K],
+        values: &[E],
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> Result<Grouped<K>> {
+        if ops.is_empty() {
+            return Err(Error::InvalidInput("no ops asked for".into()));
+        }
+        let mut out = Grouped {
+            keys: Vec::new(),
+            reductions: ops
+                .iter()
+                .map(|&op| Reduction {
+                    op,
+                    values: Vec::new(),
+                    counts: Vec::new(),
+                })
+                .collect(),
+        };
+        keyed_groups(self.context(), keys, values, ops, |key, acc, g| {
+            out.keys.push(key);
+            for r in &mut out.reductions {
+                let s = acc.state(g, StateKind::for_op(r.op));
+                r.values.push(s.finalize(r.op, nan)?);
+                r.counts.push(s.count(nan));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The per-key [`State`]s of `kind` (mergeable with states of other
+    /// rows of the same keys, e.g. on other machines).
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
+    pub fn states_by_key<K: Key, E: Element>(
+        &self,
+        keys: &[K],
+        values: &[E],
+        kind: StateKind,
+    ) -> Result<GroupedStates<K>> {
+        let op = match kind {
+            StateKind::Sum => Op::Sum,
+            StateKind::Max => Op::Max,
+            StateKind::Min => Op::Min,
+        };
+        let mut out = GroupedStates {
+            keys: Vec::new(),
+            states: Vec::new(),
+        };
+        keyed_groups(self.context(), keys, values, &[op], |key, acc, g| {
+            out.keys.push(key);
+            out.states.push(acc.state(g, kind));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// The states of `kind` of each partition of `partitions` (whose checked
+/// `offsets` are given) through the group kernel, in order.
+pub(crate) fn partition_states(
+    ctx: &Context,
+    dtype: Dtype,
+    values: &[u32],
+    offsets: &[u64],
+    partitions: &crate::Partitions,
+    kind: StateKind,
+    mut each: impl FnMut(State) -> Result<()>,
+) -> Result<()> {
+    let parts = offsets.len() as u64 - 1;
+    let by = match partitions {
+        crate::Partitions::EqualSize(size) => RowGroups::EqualSize { size: *size },
+        _ => RowGroups::Offsets { offsets },
+    };
+    let wanted = Wanted {
+        sum: kind == StateKind::Sum,
+        max: kind == StateKind::Max,
+        min: kind == StateKind::Min,
+    };
+    reduce_groups(ctx, dtype, values, by, parts, wanted, |_, acc| {
+        for g in 0..acc.len() {
+            each(acc.state(g, kind))?;
+        }
+        Ok(())
+    })
+}

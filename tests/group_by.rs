@@ -1,0 +1,419 @@
+//! Keyed reductions (group-by) and small partitions against the exact CPU
+//! reference (`State::of` per group, itself checked against an independent
+//! exact reference in tests/exact.rs): random keys at many cardinalities,
+//! sparse and extreme keys, every value dtype, NaN/inf/-0.0 per group under
+//! both NaN policies, row permutations giving identical bits, windows and
+//! chunks forced by tiny binding caps, and bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{POLICIES, SplitMix, engine, no_subgroup_engine, small_binding_engine, tiny_engine};
+use gpulanes::{
+    Element, Engine, Error, Grouped, Key, NanPolicy, Op, Partitions, Scalar, State, StateKind,
+};
+
+const OPS: [Op; 5] = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
+
+/// A result's bits, NaN payloads made equal (zeros keep their sign).
+fn bits(v: Option<Scalar>) -> Option<(u8, u64)> {
+    v.map(|s| match s {
+        Scalar::F32(x) if x.is_nan() => (0, u64::MAX),
+        Scalar::F64(x) if x.is_nan() => (1, u64::MAX),
+        Scalar::F32(x) => (0, x.to_bits() as u64),
+        Scalar::F64(x) => (1, x.to_bits()),
+        Scalar::I32(x) => (2, x as u32 as u64),
+        Scalar::U32(x) => (3, x as u64),
+        Scalar::I64(x) => (4, x as u64),
+    })
+}
+
+/// The CPU reference: rows grouped in a BTreeMap, each group's exact state.
+fn reference<K: Key, E: Element>(
+    keys: &[K],
+    values: &[E],
+    ops: &[Op],
+    nan: NanPolicy,
+) -> Grouped<K> {
+    let mut groups: BTreeMap<K, Vec<E>> = BTreeMap::new();
+    for (&k, &v) in keys.iter().zip(values) {
+        groups.entry(k).or_default().push(v);
+    }
+    let mut out = Grouped {
+        keys: groups.keys().copied().collect(),
+        reductions: ops
+            .iter()
+            .map(|&op| gpulanes::Reduction {
+                op,
+                values: Vec::new(),
+                counts: Vec::new(),
+            })
+            .collect(),
+    };
+    for vals in groups.values() {
+        for r in &mut out.reductions {
+            let s = State::of(vals, StateKind::for_op(r.op));
+            r.values.push(s.finalize(r.op, nan).unwrap());
+            r.counts.push(s.count(nan));
+        }
+    }
+    out
+}
+
+fn check<K: Key + std::fmt::Debug, E: Element>(
+    e: &Engine,
+    what: &str,
+    keys: &[K],
+    values: &[E],
+    nan: NanPolicy,
+) -> Grouped<K> {
+    let got = e
+        .reduce_by_key(keys, values, &OPS, nan)
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    let want = reference(keys, values, &OPS, nan);
+    assert_eq!(got.keys, want.keys, "{what}: keys");
+    for (g, w) in got.reductions.iter().zip(&want.reductions) {
+        assert_eq!(g.op, w.op);
+        assert_eq!(g.counts, w.counts, "{what}: {} counts", g.op.name());
+        for (i, (a, b)) in g.values.iter().zip(&w.values).enumerate() {
+            assert_eq!(
+                bits(*a),
+                bits(*b),
+                "{what}: {} of key {:?}: got {a:?}, want {b:?}",
+                g.op.name(),
+                got.keys[i]
+            );
+        }
+    }
+    got
+}
+
+fn shuffle<T>(rng: &mut SplitMix, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+}
+
+/// Values with wide exponents, cancellation, subnormals and specials.
+fn adversarial_f32(rng: &mut SplitMix, n: usize, specials: bool) -> Vec<f32> {
+    (0..n)
+        .map(|_| match rng.below(40) {
+            0 if specials => f32::NAN,
+            1 if specials => f32::INFINITY,
+            2 if specials => f32::NEG_INFINITY,
+            3 => -0.0,
+            4 => f32::from_bits(rng.below(0x80_0000) as u32), // subnormal
+            5 => 3.0e38,
+            6 => -3.0e38,
+            _ => {
+                let x = f32::from_bits(rng.next_u64() as u32);
+                if x.is_finite() { x } else { 1.5 }
+            }
+        })
+        .collect()
+}
+
+fn adversarial_f64(rng: &mut SplitMix, n: usize, specials: bool) -> Vec<f64> {
+    (0..n)
+        .map(|_| match rng.below(40) {
+            0 if specials => f64::NAN,
+            1 if specials => f64::INFINITY,
+            2 if specials => f64::NEG_INFINITY,
+            3 => -0.0,
+            4 => f64::from_bits(rng.below(1 << 52)),
+            5 => 1.7e308,
+            6 => -1.7e308,
+            _ => {
+                let x = f64::from_bits(rng.next_u64());
+                if x.is_finite() { x } else { -2.5 }
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn random_keys_at_every_cardinality_match_the_reference() {
+    let e = engine();
+    let mut rng = SplitMix::new(7);
+    let n = 100_000;
+    for card in [1, 7, 1000, 65536, n / 2, n] {
+        let keys: Vec<i32> = (0..n).map(|_| rng.below(card as u64) as i32).collect();
+        let values = adversarial_f32(&mut rng, n, true);
+        for nan in POLICIES {
+            check(e, &format!("f32, cardinality {card}"), &keys, &values, nan);
+        }
+    }
+}
+
+#[test]
+fn every_value_dtype_and_key_type() {
+    let e = engine();
+    let mut rng = SplitMix::new(11);
+    let n = 20_011;
+    let k32: Vec<i32> = (0..n).map(|_| rng.below(300) as i32 - 150).collect();
+    let ku32: Vec<u32> = (0..n).map(|_| u32::MAX - rng.below(500) as u32).collect();
+    let k64: Vec<i64> = (0..n).map(|_| rng.below(97) as i64 - (1 << 40)).collect();
+    let f64s = adversarial_f64(&mut rng, n, true);
+    let i32s: Vec<i32> = (0..n)
+        .map(|_| match rng.below(4) {
+            0 => i32::MIN,
+            1 => i32::MAX,
+            _ => rng.next_u64() as i32,
+        })
+        .collect();
+    let u32s: Vec<u32> = (0..n).map(|_| rng.next_u64() as u32).collect();
+    let i64s: Vec<i64> = (0..n).map(|_| (rng.next_u64() as i64) >> 12).collect();
+    for nan in POLICIES {
+        check(e, "f64 by int32", &k32, &f64s, nan);
+        check(e, "f64 by int64", &k64, &f64s, nan);
+        check(e, "int32 by uint32", &ku32, &i32s, nan);
+        check(e, "uint32 by int64", &k64, &u32s, nan);
+        check(e, "int64 by int32", &k32, &i64s, nan);
+        check(
+            e,
+            "f32 by uint32",
+            &ku32,
+            &adversarial_f32(&mut rng, n, true),
+            nan,
+        );
+    }
+}
+
+#[test]
+fn sparse_and_extreme_keys_use_the_dictionary_and_agree() {
+    let e = engine();
+    let mut rng = SplitMix::new(13);
+    let n = 30_000;
+    let pool: Vec<i64> = (0..5000)
+        .map(|i| match i {
+            0 => i64::MIN,
+            1 => i64::MAX,
+            2 => -1,
+            3 => 0,
+            _ => rng.next_u64() as i64,
+        })
+        .collect();
+    let keys: Vec<i64> = (0..n)
+        .map(|_| pool[rng.below(pool.len() as u64) as usize])
+        .collect();
+    let values = adversarial_f64(&mut rng, n, true);
+    for nan in POLICIES {
+        check(e, "sparse int64 keys", &keys, &values, nan);
+    }
+    let k32: Vec<i32> = (0..n)
+        .map(|i| match i % 3 {
+            0 => i32::MIN,
+            1 => i32::MAX,
+            _ => rng.next_u64() as i32,
+        })
+        .collect();
+    let v32 = adversarial_f32(&mut rng, n, false);
+    check(e, "int32 extremes", &k32, &v32, NanPolicy::Propagate);
+    // Every row its own key, and one key for every row.
+    let distinct: Vec<i64> = (0..n as i64).map(|i| i * 1_000_003 - (1 << 50)).collect();
+    check(e, "all distinct", &distinct, &values, NanPolicy::Ignore);
+    check(e, "one key", &vec![-5i64; n], &values, NanPolicy::Ignore);
+}
+
+#[test]
+fn nan_inf_and_signed_zero_per_group() {
+    let e = engine();
+    let keys = [0i32, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 6, 6];
+    let values = [
+        f32::NAN,
+        1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.0,
+        -0.0,
+        -0.0,
+        0.0,
+        f32::NAN,
+        f32::NAN,
+        f32::INFINITY,
+        1e-45,
+        -1e-45,
+    ];
+    for nan in POLICIES {
+        let g = check(e, "specials", &keys, &values, nan);
+        assert_eq!(g.keys, vec![0, 1, 2, 3, 4, 5, 6]);
+    }
+    let g = e
+        .reduce_by_key(&keys, &values, &[Op::Sum, Op::Count], NanPolicy::Ignore)
+        .unwrap();
+    let sum = g.get(Op::Sum).unwrap();
+    assert_eq!(
+        bits(sum.values[2]),
+        bits(Some(Scalar::F32(-0.0))),
+        "-0.0 + -0.0"
+    );
+    assert_eq!(
+        bits(sum.values[3]),
+        bits(Some(Scalar::F32(0.0))),
+        "-0.0 + 0.0"
+    );
+    assert_eq!(
+        g.get(Op::Count).unwrap().counts[4],
+        0,
+        "all-NaN group under Ignore"
+    );
+}
+
+#[test]
+fn row_order_does_not_change_a_bit() {
+    let e = engine();
+    let mut rng = SplitMix::new(17);
+    let n = 50_000;
+    let mut rows: Vec<(i32, f64)> = (0..n)
+        .map(|_| (rng.below(40) as i32, adversarial_f64(&mut rng, 1, false)[0]))
+        .collect();
+    let run = |rows: &[(i32, f64)]| {
+        let (k, v): (Vec<i32>, Vec<f64>) = rows.iter().copied().unzip();
+        e.reduce_by_key(&k, &v, &OPS, NanPolicy::Propagate).unwrap()
+    };
+    let first = run(&rows);
+    for _ in 0..3 {
+        shuffle(&mut rng, &mut rows);
+        assert_eq!(run(&rows).keys, first.keys);
+        let again = run(&rows);
+        for (a, b) in again.reductions.iter().zip(&first.reductions) {
+            let ab: Vec<_> = a.values.iter().map(|v| bits(*v)).collect();
+            let bb: Vec<_> = b.values.iter().map(|v| bits(*v)).collect();
+            assert_eq!(ab, bb, "{} after a shuffle", a.op.name());
+        }
+    }
+    // Sorted keys (long runs in one invocation) give the same bits too.
+    rows.sort_by_key(|r| r.0);
+    let sorted = run(&rows);
+    assert_eq!(sorted, first);
+}
+
+#[test]
+fn windows_and_chunks_under_tiny_caps_agree() {
+    // 64 KiB bindings: 528 float32 groups (124 bytes each) per window and
+    // 16384 rows per chunk, so these cases take several of each; the
+    // workgroup shape runs 256 invocations over contiguous runs of rows.
+    let mut rng = SplitMix::new(19);
+    let n = 40_000;
+    let keys: Vec<u32> = (0..n).map(|_| rng.below(3000) as u32).collect();
+    let values = adversarial_f32(&mut rng, n, true);
+    for e in [tiny_engine(), small_binding_engine(), no_subgroup_engine()] {
+        for nan in POLICIES {
+            check(e, "tiny caps f32", &keys, &values, nan);
+        }
+        let v64 = adversarial_f64(&mut rng, n, true);
+        check(e, "tiny caps f64", &keys, &v64, NanPolicy::Propagate);
+    }
+}
+
+#[test]
+fn empty_input_and_bad_input() {
+    let e = engine();
+    let g = e
+        .reduce_by_key::<i32, f32>(&[], &[], &OPS, NanPolicy::Propagate)
+        .unwrap();
+    assert!(g.is_empty());
+    assert_eq!(g.reductions.len(), OPS.len());
+    match e.reduce_by_key(&[1i32, 2], &[1.0f32], &OPS, NanPolicy::Propagate) {
+        Err(Error::InvalidInput(m)) => assert!(m.contains("2 keys, 1 values"), "{m}"),
+        other => panic!("length mismatch must be InvalidInput, got {other:?}"),
+    }
+    assert!(matches!(
+        e.reduce_by_key(&[1i32], &[1.0f32], &[], NanPolicy::Propagate),
+        Err(Error::InvalidInput(_))
+    ));
+    // An int64 group sum outside int64 is an error, not a wrapped value.
+    let r = e.reduce_by_key(&[1i32, 1], &[i64::MAX, 1], &[Op::Sum], NanPolicy::Propagate);
+    assert!(matches!(r, Err(Error::Overflow(_))), "{r:?}");
+}
+
+#[test]
+fn states_by_key_merge_across_splits_to_the_whole() {
+    let e = engine();
+    let mut rng = SplitMix::new(23);
+    let n = 30_000;
+    let keys: Vec<i64> = (0..n).map(|_| rng.below(50) as i64).collect();
+    let values = adversarial_f32(&mut rng, n, true);
+    for kind in [StateKind::Sum, StateKind::Max, StateKind::Min] {
+        let whole = e.states_by_key(&keys, &values, kind).unwrap();
+        let a = e
+            .states_by_key(&keys[..n / 3], &values[..n / 3], kind)
+            .unwrap();
+        let b = e
+            .states_by_key(&keys[n / 3..], &values[n / 3..], kind)
+            .unwrap();
+        let mut merged: BTreeMap<i64, State> = BTreeMap::new();
+        for part in [a, b] {
+            for (k, s) in part.keys.into_iter().zip(part.states) {
+                match merged.get_mut(&k) {
+                    Some(m) => m.merge(&s).unwrap(),
+                    None => {
+                        merged.insert(k, s);
+                    }
+                }
+            }
+        }
+        assert_eq!(merged.keys().copied().collect::<Vec<_>>(), whole.keys);
+        for (s, w) in merged.values().zip(&whole.states) {
+            assert_eq!(s.to_bytes(), w.to_bytes(), "{kind:?}");
+        }
+    }
+}
+
+/// Partitions of sizes 0, 1, 2, 31, 32, 33, 64, 255, 256, 257 mixed in one
+/// offsets array, and equal sizes around the small-partition rule, agree
+/// with the CPU on every dtype.
+#[test]
+fn small_and_mixed_partitions_match_the_cpu() {
+    let mut rng = SplitMix::new(29);
+    let sizes = [0u64, 1, 2, 31, 32, 33, 64, 255, 256, 257];
+    let mut offsets = vec![0u64];
+    for _ in 0..40 {
+        for &s in &sizes {
+            offsets.push(offsets.last().unwrap() + s);
+        }
+    }
+    let n = *offsets.last().unwrap() as usize;
+    let f32s = adversarial_f32(&mut rng, n, true);
+    let f64s = adversarial_f64(&mut rng, n, true);
+    let i64s: Vec<i64> = (0..n).map(|_| rng.next_u64() as i64 >> 8).collect();
+    for e in [engine(), tiny_engine(), no_subgroup_engine()] {
+        for parts in [
+            Partitions::Offsets(offsets.clone()),
+            Partitions::EqualSize(1),
+            Partitions::EqualSize(3),
+            Partitions::EqualSize(64),
+            Partitions::EqualSize(1023),
+        ] {
+            for nan in POLICIES {
+                for op in OPS {
+                    let want = gpulanes::cpu::reduce(&f32s, op, &parts, nan).unwrap();
+                    let got = e.reduce_slice(&f32s, op, &parts, nan).unwrap();
+                    assert_eq!(got.counts, want.counts);
+                    let gb: Vec<_> = got.values.iter().map(|v| bits(*v)).collect();
+                    let wb: Vec<_> = want.values.iter().map(|v| bits(*v)).collect();
+                    assert_eq!(gb, wb, "f32 {op:?} {parts:?}");
+                    for (what, got, want) in [
+                        (
+                            "f64",
+                            e.reduce_slice(&f64s, op, &parts, nan),
+                            gpulanes::cpu::reduce(&f64s, op, &parts, nan),
+                        ),
+                        (
+                            "i64",
+                            e.reduce_slice(&i64s, op, &parts, nan),
+                            gpulanes::cpu::reduce(&i64s, op, &parts, nan),
+                        ),
+                    ] {
+                        let (got, want) = (got.unwrap(), want.unwrap());
+                        assert_eq!(got.counts, want.counts, "{what}");
+                        let gb: Vec<_> = got.values.iter().map(|v| bits(*v)).collect();
+                        let wb: Vec<_> = want.values.iter().map(|v| bits(*v)).collect();
+                        assert_eq!(gb, wb, "{what} {op:?} {parts:?}");
+                    }
+                }
+            }
+        }
+    }
+}
