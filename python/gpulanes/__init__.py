@@ -45,7 +45,7 @@ import asyncio
 import operator
 import concurrent.futures
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union, overload
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -68,6 +68,8 @@ __all__ = [
     "merge",
     "finalize",
     "state_info",
+    "merge_keyed",
+    "finalize_keyed",
     "default_engine",
     "GpuError",
     "NoAdapterError",
@@ -168,8 +170,16 @@ class Engine:
         partition_size: Optional[int] = None,
         offsets: Any = None,
         axis: Any = None,
+        keys: Any = None,
     ) -> Any:
         """``op`` (a name, or a sequence of names) over ``x``.
+
+        With ``keys`` (int32, uint32 or int64, one per value, unsorted), the
+        reduction is per distinct key and the result is ``(distinct_keys,
+        result)``: the keys ascending, and an array with one entry per key
+        (a dict of them for a sequence of ops), masked where a key has no
+        value (max/min/mean of only NaN under ``nan="ignore"``). Row order
+        does not change a bit of it. Values with nulls are refused here.
 
         Without partitions or ``axis``, the result of one op is a scalar
         (or ``None``); with ``partition_size`` (consecutive partitions of
@@ -183,6 +193,12 @@ class Engine:
         for o in ops:
             if not isinstance(o, str):
                 raise ValueError(f"op must be a name ({', '.join(OPS)}), got {o!r}")
+        if keys is not None:
+            if axis is not None or partition_size is not None or offsets is not None:
+                raise ValueError("give keys or partitions/axis, not both")
+            distinct, pairs = self._native.reduce_by_key(x, keys, ops, nan)
+            res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
+            return distinct, (res[ops[0]] if isinstance(op, str) else res)
         shape = None
         if axis is not None:
             if partition_size is not None or offsets is not None:
@@ -226,8 +242,11 @@ class Engine:
 
     @overload
     def partial(
-        self, x: Any, op: str, *, partition_size: Optional[int] = None, offsets: Any = None
+        self, x: Any, op: str, *, partition_size: Optional[int] = None, offsets: Any = None, keys: None = None
     ) -> Union[bytes, List[bytes]]: ...
+
+    @overload
+    def partial(self, x: Any, op: str, *, keys: Any) -> Tuple[np.ndarray, List[bytes]]: ...
 
     def partial(
         self,
@@ -236,15 +255,22 @@ class Engine:
         *,
         partition_size: Optional[int] = None,
         offsets: Any = None,
-    ) -> Union[bytes, List[bytes]]:
+        keys: Any = None,
+    ) -> Any:
         """The partial state of ``op`` over ``x`` as versioned bytes (a list,
         one per partition, with ``partition_size`` or ``offsets``). States
         of sum, mean and count are the same (one exact sum); max and min
         have their own. Merge states of any split of the data with
         :func:`merge` and get the value with :func:`finalize`. Nulls are
         left out of a state and a state has no count of them, so an
-        all-null piece finalises as an empty one (sum 0).
+        all-null piece finalises as an empty one (sum 0). With ``keys``,
+        the result is ``(distinct_keys, states)``, one state per key; merge
+        such pairs with :func:`merge_keyed`.
         """
+        if keys is not None:
+            if partition_size is not None or offsets is not None:
+                raise ValueError("give keys or partitions, not both")
+            return self._native.partial_by_key(x, keys, op)
         return self._native.partial(x, op, _size(partition_size), _offsets(offsets))
 
     def _input_address(self, x: Any, partitioned: bool = False) -> tuple:
@@ -271,6 +297,46 @@ def state_info(state: bytes) -> Dict[str, Any]:
     """A state's dtype, kind (sum, max or min), values seen (``len``) and
     non-NaN values (``count``)."""
     return _gpulanes.state_info(bytes(state))
+
+
+def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[np.ndarray, List[bytes]]:
+    """Merges keyed partial states (``(keys, states)`` pairs from
+    :meth:`Engine.partial` with ``keys=``, or from this function) of any
+    split of the rows, in any order: the distinct keys of all of them
+    ascending, and each key's merged state."""
+    acc: Dict[Any, List[bytes]] = {}
+    key_dtype = None
+    for keys, states in parts:
+        keys = np.asarray(keys)
+        if len(keys) != len(states):
+            raise ValueError(f"{len(keys)} keys for {len(states)} states")
+        if key_dtype is None:
+            key_dtype = keys.dtype
+        elif keys.dtype != key_dtype:
+            raise ValueError(f"keys of {keys.dtype} and {key_dtype} cannot be merged")
+        for k, s in zip(keys.tolist(), states):
+            acc.setdefault(k, []).append(bytes(s))
+    distinct = sorted(acc)
+    out = [acc[k][0] if len(acc[k]) == 1 else merge(acc[k]) for k in distinct]
+    return np.array(distinct, dtype=key_dtype if key_dtype is not None else np.int64), out
+
+
+def finalize_keyed(
+    keys: Any, states: Sequence[bytes], op: Optional[str] = None, nan: str = "propagate"
+) -> Tuple[np.ndarray, np.ndarray]:
+    """``(keys, values)`` from keyed states: one value of ``op`` per key, as
+    an array of the op's result type, masked where a key has no value."""
+    keys = np.asarray(keys)
+    if len(keys) != len(states):
+        raise ValueError(f"{len(keys)} keys for {len(states)} states")
+    if not states:
+        return keys, np.zeros(0)
+    pairs = [_gpulanes.finalize(bytes(s), op, nan) for s in states]
+    values = np.concatenate([v for v, _ in pairs])
+    if all(m is None for _, m in pairs):
+        return keys, values
+    valid = np.array([True if m is None else bool(m[0]) for _, m in pairs])
+    return keys, _array(values, valid)
 
 
 _default_lock = threading.Lock()

@@ -24,6 +24,10 @@ class Engine:
         partition_size: Optional[int] = None,
         offsets: Optional[npt.NDArray[np.int64]] = None,
     ) -> List[_Pair]: ...
+    def reduce_by_key(
+        self, x: Any, keys: Any, ops: Sequence[str], nan: str = "propagate"
+    ) -> Tuple[np.ndarray, List[_Pair]]: ...
+    def partial_by_key(self, x: Any, keys: Any, op: str) -> Tuple[np.ndarray, List[bytes]]: ...
     def partial(
         self,
         x: Any,

@@ -10,6 +10,7 @@
 
 mod arrow;
 mod input;
+mod keyed;
 mod lanes;
 
 use std::sync::Arc;
@@ -373,6 +374,51 @@ impl Engine {
             .zip(&results)
             .map(|(&op, values)| to_numpy(py, op, dtype, values))
             .collect()
+    }
+
+    /// `ops` over the values of each distinct key: the keys (ascending)
+    /// and one `(values, valid)` pair per op.
+    #[pyo3(signature = (x, keys, ops, nan = "propagate"))]
+    fn reduce_by_key(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        keys: &Bound<'_, PyAny>,
+        ops: Vec<String>,
+        nan: &str,
+    ) -> PyResult<(Py<PyAny>, Vec<Pair>)> {
+        let ops = ops
+            .iter()
+            .map(|o| parse_op(o))
+            .collect::<PyResult<Vec<_>>>()?;
+        if ops.is_empty() {
+            return Err(value_error("no ops given"));
+        }
+        let nan = parse_nan(nan)?;
+        let input = keyed::extract(keys, x)?;
+        let dtype = input.values.dtype;
+        let engine = &*self.inner;
+        let r = py
+            .detach(|| keyed::reduce(engine, &input, &ops, nan))
+            .map_err(engine_error)?;
+        keyed::to_python(py, r, &ops, dtype)
+    }
+
+    /// The distinct keys (ascending) and the state (bytes) of `op` of each.
+    fn partial_by_key(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        keys: &Bound<'_, PyAny>,
+        op: &str,
+    ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        let kind = StateKind::for_op(parse_op(op)?);
+        let input = keyed::extract(keys, x)?;
+        let engine = &*self.inner;
+        let s = py
+            .detach(|| keyed::states(engine, &input, kind))
+            .map_err(engine_error)?;
+        keyed::states_to_python(py, s)
     }
 
     /// The partial state (bytes) of `op` over `x`, or one per partition.
