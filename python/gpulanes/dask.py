@@ -17,8 +17,9 @@ Reductions of a zero-size array follow NumPy: ``sum`` is 0, ``count`` 0,
 ``mean`` NaN, ``max``/``min`` raise ``ValueError``. Under ``nan="ignore"``,
 a mean, max or min of values that are all NaN is NaN.
 
-Keyed (group-by) reductions over Dask dataframes are not here yet: the
-engine has no keyed reduction to build them on.
+:func:`groupby_agg` reduces the values of a Dask array per distinct key
+(a Dask array of int keys, one per value) the same way, as a ``Delayed``.
+A Dask dataframe group-by is not here yet.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import default_engine, finalize, merge, state_info
+from . import default_engine, finalize, finalize_keyed, merge, merge_keyed, state_info
 
-__all__ = ["sum", "mean", "max", "min", "count", "reduction"]
+__all__ = ["sum", "mean", "max", "min", "count", "reduction", "groupby_agg"]
 
 Axis = Union[None, int, Sequence[int]]
 
@@ -198,3 +199,65 @@ def min(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = F
 def count(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
     """Number of values (non-NaN ones under ``nan="ignore"``)."""
     return reduction(x, "count", axis, nan=nan, keepdims=keepdims, split_every=split_every)
+
+
+_KIND_OP = {"sum": "sum", "mean": "sum", "count": "sum", "max": "max", "min": "min"}
+
+
+def _keyed_partial(keys: Any, values: Any, kind: str) -> Any:
+    return default_engine().partial(np.asarray(values), kind, keys=np.asarray(keys))
+
+
+def _merge_pairs(*pairs: Any) -> Any:
+    return merge_keyed(pairs)
+
+
+def _finalize_groups(merged: dict, ops: list, nan: str, single: bool) -> Any:
+    out = {}
+    keys = None
+    for op in ops:
+        group_keys, states = merged[_KIND_OP[op]]
+        keys, values = finalize_keyed(group_keys, states, op, nan)
+        out[op] = values
+    if keys is None:
+        keys = np.zeros(0, dtype=np.int64)
+    return keys, (out[ops[0]] if single else out)
+
+
+def groupby_agg(
+    keys: Any,
+    values: Any,
+    ops: Union[str, Sequence[str]] = "sum",
+    *,
+    nan: str = "propagate",
+    split_every: Optional[int] = None,
+) -> Any:
+    """``ops`` over ``values`` per distinct key of ``keys`` (1-D Dask arrays
+    of the same length; keys int32, uint32 or int64), as a ``Delayed`` of
+    ``(distinct_keys, result)`` like ``Engine.reduce(values, ops,
+    keys=keys)``, with the same bits whatever the chunking or merge tree:
+    each chunk gives per-key states on its worker, states are merged
+    ``split_every`` (default 8) at a time, and the last merge finalises."""
+    import dask.array as da
+    from dask import delayed
+
+    single = isinstance(ops, str)
+    op_list = [str(o) for o in ([ops] if isinstance(ops, str) else ops)]
+    for op in op_list:
+        if op not in _KIND_OP:
+            raise ValueError(f"unknown op {op!r}: expected sum, mean, max, min or count")
+    keys, values = da.asarray(keys), da.asarray(values)
+    if keys.ndim != 1 or values.ndim != 1 or keys.shape != values.shape:
+        raise ValueError(f"keys {keys.shape} and values {values.shape} must be 1-D of one length")
+    keys = keys.rechunk(values.chunks)
+    every = split_every or 8
+    if every < 2:
+        raise ValueError("split_every must be at least 2")
+    kb, vb = keys.to_delayed().ravel(), values.to_delayed().ravel()
+    merged = {}
+    for kind in sorted({_KIND_OP[op] for op in op_list}):
+        parts = [delayed(_keyed_partial, pure=True)(k, v, kind) for k, v in zip(kb, vb)]
+        while len(parts) > 1:
+            parts = [delayed(_merge_pairs, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
+        merged[kind] = parts[0]
+    return delayed(_finalize_groups, pure=True)(merged, op_list, nan, single)

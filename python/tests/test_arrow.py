@@ -124,3 +124,14 @@ def test_large_chunks_are_read_in_place_and_merged(engine):
     # Partitioned reductions gather the chunks (a copy) and give the same bits.
     assert engine.reduce(chunked, "sum", partition_size=100_000).tobytes() == \
         engine.reduce(whole, "sum", partition_size=100_000).tobytes()
+
+
+def test_keyed_reductions_of_arrow_columns(engine):
+    k = pa.array([1, 2, 1], pa.int64())
+    v = pa.array([1.0, 2.0, 3.0])
+    ks, r = engine.reduce(v, "sum", keys=k)
+    assert ks.tolist() == [1, 2] and r.tolist() == [4.0, 2.0]
+    with pytest.raises(ValueError):
+        engine.reduce(pa.array([1.0, None, 3.0]), "sum", keys=k)
+    with pytest.raises(ValueError):
+        engine.reduce(v, "sum", keys=pa.array([1, None, 1], pa.int64()))

@@ -110,3 +110,21 @@ def test_killed_worker_is_retried(client, engine, tmp_path):
     assert os.path.exists(marker), "no worker was killed"
     assert same_bits(np.asarray(got)[()], engine.sum(x))
     client.wait_for_workers(2, timeout=60)
+
+
+def test_keyed_reduction_same_bits_as_one_process(client, engine):
+    rng = np.random.default_rng(5)
+    n = 60_001
+    keys = rng.integers(0, 500, n).astype(np.int64)
+    vals = values(np.float64, n, seed=6)
+    vals[::997] = np.nan
+    ops = ["sum", "mean", "max", "count"]
+    want_keys, want = engine.reduce(vals, ops, keys=keys, nan="ignore")
+    for chunks, split_every in CHUNKINGS:
+        dk, dv = da.from_array(keys, chunks=chunks), da.from_array(vals, chunks=chunks)
+        got_keys, got = client.compute(gd.groupby_agg(dk, dv, ops, nan="ignore", split_every=split_every)).result()
+        assert got_keys.tobytes() == want_keys.tobytes() and got_keys.dtype == want_keys.dtype
+        for op in ops:
+            assert got[op].dtype == want[op].dtype and got[op].tobytes() == want[op].tobytes(), (op, chunks)
+    k1, s1 = client.compute(gd.groupby_agg(da.from_array(keys, chunks=7_000), da.from_array(vals, chunks=7_000), "max")).result()
+    assert k1.tobytes() == want_keys.tobytes() and np.array_equal(s1, engine.reduce(vals, "max", keys=keys)[1], equal_nan=True)

@@ -292,3 +292,33 @@ def test_device_errors_are_the_gpu_error_family():
     )
     r = subprocess.run([sys.executable, "-c", bad_env], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and "no adapter:" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("key_dtype", [np.int32, np.uint32, np.int64])
+def test_keyed_reductions(engine, key_dtype):
+    rng = np.random.default_rng(12)
+    n = 30_000
+    keys = rng.integers(0, 300, n).astype(key_dtype)
+    for dtype in DTYPES:
+        x = data(dtype, n, seed=13)
+        got_keys, got = engine.reduce(x, OPS, keys=keys)
+        distinct = np.unique(keys)
+        assert got_keys.dtype == np.dtype(key_dtype) and np.array_equal(got_keys, distinct)
+        for op in OPS:
+            for i, k in enumerate(distinct[:20]):
+                assert same_bits(got[op][i], reference(x[keys == k], op)), (dtype, op, k)
+        # Row order does not change a bit; pieces merge to the same bits.
+        perm = rng.permutation(n)
+        assert engine.reduce(x[perm], "sum", keys=keys[perm])[1].tobytes() == got["sum"].tobytes()
+        pieces = [engine.partial(x[a:b], "sum", keys=keys[a:b]) for a, b in [(0, 7000), (7000, 7001), (7001, n)]]
+        mk, ms = gpulanes.merge_keyed(pieces[::-1])
+        fk, fv = gpulanes.finalize_keyed(mk, ms, "mean")
+        assert np.array_equal(fk, distinct) and fv.tobytes() == got["mean"].tobytes()
+    with pytest.raises(ValueError):
+        engine.reduce(np.arange(3.0), "sum", keys=np.arange(4, dtype=key_dtype))
+    with pytest.raises(ValueError):
+        engine.reduce(np.arange(3.0), "sum", keys=np.arange(3, dtype=np.float64))
+    with pytest.raises(ValueError):
+        engine.reduce(np.arange(3.0), "sum", keys=np.arange(3, dtype=key_dtype), partition_size=2)
+    empty_keys, empty = engine.reduce(np.zeros(0), "sum", keys=np.zeros(0, dtype=key_dtype))
+    assert len(empty_keys) == 0 and len(empty) == 0
