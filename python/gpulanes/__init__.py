@@ -30,6 +30,12 @@ are int64 (``OverflowError`` when the exact sum does not fit), means of
 integers are float64, ``count`` is int64. ``sum`` of nothing is 0;
 ``mean``/``max``/``min`` of nothing are ``None`` (in arrays: masked).
 
+Keyed reductions (group-by): ``Engine.reduce(x, ops, keys=k)`` with int32,
+uint32 or int64 keys gives the distinct keys ascending and one result per
+key; ``Engine.partial(x, op, keys=k)``, :func:`merge_keyed` and
+:func:`finalize_keyed` carry them across machines
+(``gpulanes.dask.groupby_agg`` for Dask arrays).
+
 Errors: ``ValueError`` for bad input (dtype, partitions, corrupt or foreign
 state bytes), the ``GpuError`` family for device problems,
 ``TimeoutError`` for missed deadlines.
