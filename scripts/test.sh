@@ -4,7 +4,8 @@
 # then checks formatting and lints and runs every test, the core tests
 # again on wgpu's GL backend (installing Mesa's EGL/GL drivers where
 # missing), the criterion benches in test mode and the examples in their
-# small default form. tests/exact.rs runs its exact reference with python3.
+# small default form, then the Python package's tests (scripts/python-test.sh).
+# tests/exact.rs runs its exact reference with python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/ensure-cc.sh
@@ -31,4 +32,6 @@ echo "== examples (small defaults)"
 for ex in $(ls examples/*.rs | xargs -n1 basename | sed 's/\.rs$//'); do
   echo "-- example $ex"; cargo run --release --locked --quiet --example "$ex" >/dev/null
 done
+echo "== python package (wheel built with maturin, pytest, Dask LocalCluster)"
+./scripts/python-test.sh
 echo "== all tests passed"

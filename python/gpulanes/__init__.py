@@ -1,0 +1,445 @@
+"""gpulanes: exact, order-independent GPU reductions for NumPy and Arrow data.
+
+Sums are exact (the exact sum rounded once to the result type), so results
+are the same bits whatever the order, chunking, device or number of machines;
+partial states (``bytes``) of any split of the data merge into the bits of
+one reduction. See ``gpulanes.dask`` for Dask arrays.
+
+Inputs
+    * NumPy arrays of float32, float64, int32, uint32 or int64. Contiguous
+      arrays are read in place (no copy); strided or unaligned ones are
+      copied once (``numpy.ascontiguousarray``). Partitioned and ``axis``
+      reductions read C order, so a Fortran-ordered array is copied there.
+    * Objects with the Arrow PyCapsule interface (``__arrow_c_array__`` or
+      ``__arrow_c_stream__``: PyArrow arrays and chunked arrays, Polars
+      series, ...). One chunk without nulls is read in place, and so are
+      several chunks without nulls of 1 MiB or more on average in a whole
+      reduction (one pass per chunk, states merged: the same bits). Nulls
+      are SQL NULL: skipped, not counted, and a partition whose values are
+      all null has no value (``None``); the kernels read no validity
+      bitmap, so the non-null values are gathered into one buffer first (a
+      copy), as are smaller chunks and the chunks of a partitioned
+      reduction.
+    * Anything else ``numpy.asarray`` accepts (a copy).
+
+NaN is not NULL: ``nan="propagate"`` (NumPy's rule) makes any NaN the
+result; ``nan="ignore"`` skips NaNs (and ``count`` does not count them).
+
+Result types follow NumPy: float sums keep the input's type, integer sums
+are int64 (``OverflowError`` when the exact sum does not fit), means of
+integers are float64, ``count`` is int64. ``sum`` of nothing is 0;
+``mean``/``max``/``min`` of nothing are ``None`` (in arrays: masked).
+
+Keyed reductions (group-by): ``Engine.reduce(x, ops, keys=k)`` with int32,
+uint32 or int64 keys gives the distinct keys ascending and one result per
+key; ``Engine.partial(x, op, keys=k)``, :func:`merge_keyed` and
+:func:`finalize_keyed` carry them across machines
+(``gpulanes.dask.groupby_agg`` for Dask arrays).
+
+Errors: ``ValueError`` for bad input (dtype, partitions, corrupt or foreign
+state bytes), the ``GpuError`` family for device problems,
+``TimeoutError`` for missed deadlines.
+
+The GIL is released while the GPU works, so threads reduce concurrently.
+An input read in place must not be written by another thread while a
+reduction reads it (its value would be unspecified; nothing else breaks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import concurrent.futures
+import threading
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, overload
+
+import numpy as np
+
+from . import _gpulanes
+from ._gpulanes import (
+    DeviceLostError,
+    GpuError,
+    GpuOutOfMemoryError,
+    NoAdapterError,
+    QueueFullError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Engine",
+    "Lanes",
+    "LaneFuture",
+    "info",
+    "merge",
+    "finalize",
+    "state_info",
+    "merge_keyed",
+    "finalize_keyed",
+    "default_engine",
+    "GpuError",
+    "NoAdapterError",
+    "DeviceLostError",
+    "GpuOutOfMemoryError",
+    "QueueFullError",
+    "OPS",
+]
+
+OPS = ("sum", "mean", "max", "min", "count")
+
+
+def _scalar(values: np.ndarray, valid: Optional[np.ndarray]) -> Any:
+    """The one value of a whole reduction: a NumPy scalar, or None."""
+    if valid is not None and not valid[0]:
+        return None
+    return values[0]
+
+
+def _array(values: np.ndarray, valid: Optional[np.ndarray]) -> np.ndarray:
+    """Per-partition values: a plain array, or a masked array where some
+    partition has no value."""
+    if valid is None:
+        return values
+    return np.ma.masked_array(values, mask=~valid)
+
+
+def _offsets(offsets: Any) -> Optional[np.ndarray]:
+    if offsets is None:
+        return None
+    o = np.asarray(offsets)
+    if o.ndim != 1 or not (o.size == 0 or np.issubdtype(o.dtype, np.integer)):
+        raise ValueError("offsets must be a 1-D sequence of integers")
+    return np.ascontiguousarray(o, dtype=np.int64)
+
+
+def _size(partition_size: Any) -> Optional[int]:
+    if partition_size is None:
+        return None
+    k = operator.index(partition_size)
+    if k < 0:
+        raise ValueError(f"partition_size must be positive, got {k}")
+    return k
+
+
+def _lanes_for_axis(x: Any, axis: Any) -> tuple:
+    """The array with the reduced axes last (C order), the kept shape and
+    the length of each reduced lane."""
+    if not isinstance(x, np.ndarray) and (
+        hasattr(x, "__arrow_c_array__") or hasattr(x, "__arrow_c_stream__")
+    ):
+        # NumPy would turn Arrow nulls into NaN (and integers into floats).
+        raise ValueError("axis= takes NumPy arrays; reduce Arrow columns with partition_size= or offsets=")
+    a = np.asarray(x)
+    nd = a.ndim
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    norm = []
+    for ax in axes:
+        ax = int(ax)
+        if not -nd <= ax < nd:
+            raise ValueError(f"axis {ax} is out of bounds for an array of {nd} dimensions")
+        norm.append(ax % nd)
+    if len(set(norm)) != len(norm):
+        raise ValueError("repeated axis")
+    kept = [i for i in range(nd) if i not in norm]
+    moved = a.transpose(kept + sorted(norm))
+    kept_shape = tuple(a.shape[i] for i in kept)
+    lane = 1
+    for i in norm:
+        lane *= a.shape[i]
+    return np.ascontiguousarray(moved), kept_shape, lane
+
+
+class Engine:
+    """The GPU reduction engine. The adapter is chosen as in Rust
+    (``WGPU_BACKEND``, ``WGPU_ADAPTER_NAME``, ``WGPU_POWER_PREF``); on a
+    machine without a GPU, Mesa's lavapipe runs the kernels on the CPU.
+
+    One engine per process is enough and may be shared by threads."""
+
+    def __init__(self) -> None:
+        self._native = _gpulanes.Engine()
+
+    def info(self) -> Dict[str, Any]:
+        """The adapter, backend, driver and limits."""
+        return self._native.info()
+
+    def __repr__(self) -> str:
+        i = self.info()
+        return f"<gpulanes.Engine on {i['name']} ({i['backend']})>"
+
+    def reduce(
+        self,
+        x: Any,
+        op: Union[str, Sequence[str]],
+        *,
+        nan: str = "propagate",
+        partition_size: Optional[int] = None,
+        offsets: Any = None,
+        axis: Any = None,
+        keys: Any = None,
+    ) -> Any:
+        """``op`` (a name, or a sequence of names) over ``x``.
+
+        With ``keys`` (int32, uint32 or int64, one per value, unsorted), the
+        reduction is per distinct key and the result is ``(distinct_keys,
+        result)``: the keys ascending, and an array with one entry per key
+        (a dict of them for a sequence of ops), masked where a key has no
+        value (max/min/mean of only NaN under ``nan="ignore"``). Row order
+        does not change a bit of it. Values with nulls are refused here.
+
+        Without partitions or ``axis``, the result of one op is a scalar
+        (or ``None``); with ``partition_size`` (consecutive partitions of
+        that many values, the last may be short), ``offsets`` (Arrow-style
+        k+1 offsets) or ``axis`` (an int or tuple of ints of an n-D NumPy
+        array), it is a NumPy array, masked where a partition has no value.
+        A sequence of ops gives a dict from op name to result; ops of one
+        kind (sum, mean, count) share one pass over the data.
+        """
+        ops = [op] if isinstance(op, str) else list(op)
+        for o in ops:
+            if not isinstance(o, str):
+                raise ValueError(f"op must be a name ({', '.join(OPS)}), got {o!r}")
+        if keys is not None:
+            if axis is not None or partition_size is not None or offsets is not None:
+                raise ValueError("give keys or partitions/axis, not both")
+            distinct, pairs = self._native.reduce_by_key(x, keys, ops, nan)
+            res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
+            return distinct, (res[ops[0]] if isinstance(op, str) else res)
+        shape = None
+        if axis is not None:
+            if partition_size is not None or offsets is not None:
+                raise ValueError("give axis or partitions, not both")
+            x, shape, lane = _lanes_for_axis(x, axis)
+            n_lanes = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            offsets = np.arange(n_lanes + 1, dtype=np.int64) * lane
+        pairs = self._native.reduce(x, ops, nan, _size(partition_size), _offsets(offsets))
+        whole = partition_size is None and offsets is None
+        out = {}
+        for name, (values, valid) in zip(ops, pairs):
+            if whole:
+                out[name] = _scalar(values, valid)
+            else:
+                arr = _array(values, valid)
+                out[name] = arr.reshape(shape) if shape is not None else arr
+        return out[ops[0]] if isinstance(op, str) else out
+
+    def sum(self, x: Any, nan: str = "propagate") -> Any:
+        """The exact sum of ``x``, rounded once (0 for no values)."""
+        return self.reduce(x, "sum", nan=nan)
+
+    def mean(self, x: Any, nan: str = "propagate") -> Any:
+        """The exact sum over the count, rounded once (``None`` for no values)."""
+        return self.reduce(x, "mean", nan=nan)
+
+    def max(self, x: Any, nan: str = "propagate") -> Any:
+        """The largest value (``None`` for no values; -0.0 < +0.0)."""
+        return self.reduce(x, "max", nan=nan)
+
+    def min(self, x: Any, nan: str = "propagate") -> Any:
+        """The smallest value (``None`` for no values; -0.0 < +0.0)."""
+        return self.reduce(x, "min", nan=nan)
+
+    def count(self, x: Any, nan: str = "propagate") -> Any:
+        """Values counted: non-null ones, and under ``nan="ignore"`` non-NaN ones."""
+        return self.reduce(x, "count", nan=nan)
+
+    @overload
+    def partial(self, x: Any, op: str, *, partition_size: None = None, offsets: None = None) -> bytes: ...
+
+    @overload
+    def partial(
+        self, x: Any, op: str, *, partition_size: Optional[int] = None, offsets: Any = None, keys: None = None
+    ) -> Union[bytes, List[bytes]]: ...
+
+    @overload
+    def partial(self, x: Any, op: str, *, keys: Any) -> Tuple[np.ndarray, List[bytes]]: ...
+
+    def partial(
+        self,
+        x: Any,
+        op: str,
+        *,
+        partition_size: Optional[int] = None,
+        offsets: Any = None,
+        keys: Any = None,
+    ) -> Any:
+        """The partial state of ``op`` over ``x`` as versioned bytes (a list,
+        one per partition, with ``partition_size`` or ``offsets``). States
+        of sum, mean and count are the same (one exact sum); max and min
+        have their own. Merge states of any split of the data with
+        :func:`merge` and get the value with :func:`finalize`. Nulls are
+        left out of a state and a state has no count of them, so an
+        all-null piece finalises as an empty one (sum 0). With ``keys``,
+        the result is ``(distinct_keys, states)``, one state per key; merge
+        such pairs with :func:`merge_keyed`.
+        """
+        if keys is not None:
+            if partition_size is not None or offsets is not None:
+                raise ValueError("give keys or partitions, not both")
+            return self._native.partial_by_key(x, keys, op)
+        return self._native.partial(x, op, _size(partition_size), _offsets(offsets))
+
+    def _input_address(self, x: Any, partitioned: bool = False) -> tuple:
+        """(address of the first value the engine reads, whether x is copied)."""
+        return self._native.input_address(x, partitioned)
+
+
+def merge(states: Iterable[bytes]) -> bytes:
+    """Merges states (bytes from :meth:`Engine.partial` or :func:`merge`) of
+    one dtype and kind, in any order and grouping, into one. Corrupt,
+    foreign or mismatched states raise ``ValueError``."""
+    return _gpulanes.merge([bytes(s) for s in states])
+
+
+def finalize(state: bytes, op: Optional[str] = None, nan: str = "propagate") -> Any:
+    """The value of ``op`` from a state: a NumPy scalar, or ``None``. ``op``
+    defaults to the state's kind (sum, max or min); a sum state also gives
+    ``mean`` and ``count``."""
+    values, valid = _gpulanes.finalize(bytes(state), op, nan)
+    return _scalar(values, valid)
+
+
+def state_info(state: bytes) -> Dict[str, Any]:
+    """A state's dtype, kind (sum, max or min), values seen (``len``) and
+    non-NaN values (``count``)."""
+    return _gpulanes.state_info(bytes(state))
+
+
+def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[np.ndarray, List[bytes]]:
+    """Merges keyed partial states (``(keys, states)`` pairs from
+    :meth:`Engine.partial` with ``keys=``, or from this function) of any
+    split of the rows, in any order: the distinct keys of all of them
+    ascending, and each key's merged state."""
+    acc: Dict[Any, List[bytes]] = {}
+    key_dtype = None
+    for keys, states in parts:
+        keys = np.asarray(keys)
+        if len(keys) != len(states):
+            raise ValueError(f"{len(keys)} keys for {len(states)} states")
+        if key_dtype is None:
+            key_dtype = keys.dtype
+        elif keys.dtype != key_dtype:
+            raise ValueError(f"keys of {keys.dtype} and {key_dtype} cannot be merged")
+        for k, s in zip(keys.tolist(), states):
+            acc.setdefault(k, []).append(bytes(s))
+    distinct = sorted(acc)
+    out = [acc[k][0] if len(acc[k]) == 1 else merge(acc[k]) for k in distinct]
+    return np.array(distinct, dtype=key_dtype if key_dtype is not None else np.int64), out
+
+
+def finalize_keyed(
+    keys: Any, states: Sequence[bytes], op: Optional[str] = None, nan: str = "propagate"
+) -> Tuple[np.ndarray, np.ndarray]:
+    """``(keys, values)`` from keyed states: one value of ``op`` per key, as
+    an array of the op's result type, masked where a key has no value."""
+    keys = np.asarray(keys)
+    if len(keys) != len(states):
+        raise ValueError(f"{len(keys)} keys for {len(states)} states")
+    if not states:
+        return keys, np.zeros(0)
+    pairs = [_gpulanes.finalize(bytes(s), op, nan) for s in states]
+    values = np.concatenate([v for v, _ in pairs])
+    if all(m is None for _, m in pairs):
+        return keys, values
+    valid = np.array([True if m is None else bool(m[0]) for _, m in pairs])
+    return keys, _array(values, valid)
+
+
+_default_lock = threading.Lock()
+_default: Optional[Engine] = None
+_default_pid: Optional[int] = None
+
+
+def default_engine() -> Engine:
+    """This process's shared engine, created on first use (again in a forked
+    child, where the parent's device cannot be used)."""
+    global _default, _default_pid
+    import os
+
+    pid = os.getpid()
+    with _default_lock:
+        if _default is None or _default_pid != pid:
+            _default = Engine()
+            _default_pid = pid
+        return _default
+
+
+def info() -> Dict[str, Any]:
+    """The adapter an :class:`Engine` opens here, and its limits."""
+    return default_engine().info()
+
+
+class LaneFuture(concurrent.futures.Future):
+    """The result of a lane submission: ``.result(timeout)`` from threads,
+    ``await`` in asyncio. ``cancel()`` cancels the request on the GPU side
+    too (it stops at its next chunk)."""
+
+    def __init__(self, whole: bool) -> None:
+        super().__init__()
+        self._whole = whole
+        self._token: Any = None
+
+    def _deliver(self, values: np.ndarray, valid: Optional[np.ndarray]) -> None:
+        value = _scalar(values, valid) if self._whole else _array(values, valid)
+        try:
+            self.set_result(value)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+    def _fail(self, exc: BaseException) -> None:
+        try:
+            self.set_exception(exc)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled and self._token is not None:
+            self._token.cancel()
+        return cancelled
+
+    def __await__(self):
+        return asyncio.wrap_future(self).__await__()
+
+
+class Lanes:
+    """The scheduler's two lanes on one engine: ``realtime`` for small
+    requests that want an answer now (never queued behind a batch job),
+    ``batch`` for large ones that want throughput. Both take float32 values
+    (copied once on submission, since the scheduler owns its inputs) and
+    return a :class:`LaneFuture`."""
+
+    def __init__(self, engine: Optional[Engine] = None) -> None:
+        self.engine = engine if engine is not None else default_engine()
+        self._native = _gpulanes.Lanes(self.engine._native)
+
+    def realtime(
+        self,
+        x: Any,
+        op: str = "sum",
+        *,
+        nan: str = "propagate",
+        timeout: Optional[float] = None,
+    ) -> LaneFuture:
+        """``op`` over ``x`` on the real-time lane. ``timeout`` (seconds) is
+        a deadline: a result not ready by then fails with ``TimeoutError``."""
+        fut = LaneFuture(whole=True)
+        fut._token = self._native.realtime(x, op, fut, nan, timeout)
+        return fut
+
+    def batch(
+        self,
+        x: Any,
+        op: str = "sum",
+        *,
+        nan: str = "propagate",
+        partition_size: Optional[int] = None,
+        offsets: Any = None,
+    ) -> LaneFuture:
+        """``op`` over ``x`` (or its partitions) on the batch lane."""
+        whole = partition_size is None and offsets is None
+        fut = LaneFuture(whole=whole)
+        fut._token = self._native.batch(
+            x, op, fut, nan, _size(partition_size), _offsets(offsets)
+        )
+        return fut

@@ -1,0 +1,263 @@
+"""Dask array reductions whose results are the same bits as one in-process
+reduction, whatever the chunking, ``split_every`` or number of workers.
+
+Each reduction is a ``dask.array.reduction``: ``chunk`` turns a block into
+partial states (``bytes``, one per kept position) on the worker's own
+engine, ``combine`` merges states, ``aggregate`` merges and finalises. Only
+the small states cross processes or the network, and since they hold exact
+sums, the merge tree does not change the result.
+
+Each worker process opens its own engine on first use
+(:func:`gpulanes.default_engine`): the adapter the environment picks (its
+GPU, or lavapipe on a machine without one). On a machine with several GPUs,
+give each worker its own with ``WGPU_ADAPTER_NAME`` in its environment
+(e.g. one ``dask worker`` process per GPU).
+
+Reductions of a zero-size array follow NumPy: ``sum`` is 0, ``count`` 0,
+``mean`` NaN, ``max``/``min`` raise ``ValueError``. Under ``nan="ignore"``,
+a mean, max or min of values that are all NaN is NaN.
+
+:func:`groupby_agg` reduces the values of a Dask array per distinct key
+(a Dask array of int keys, one per value) the same way, as a ``Delayed``.
+A Dask dataframe group-by is not here yet.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import default_engine, finalize, finalize_keyed, merge, merge_keyed, state_info
+
+__all__ = ["sum", "mean", "max", "min", "count", "reduction", "groupby_agg"]
+
+Axis = Union[None, int, Sequence[int]]
+
+_FLOAT = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+def _result_dtype(op: str, dtype: np.dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if op == "count":
+        return np.dtype(np.int64)
+    if op in ("max", "min"):
+        return dtype
+    if op == "sum":
+        return dtype if dtype in _FLOAT else np.dtype(np.int64)
+    return dtype if dtype == np.dtype(np.float32) else np.dtype(np.float64)
+
+
+def _objects(items: list, shape: Tuple[int, ...]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out.reshape(shape)
+
+
+def _split(ndim: int, axis: Tuple[int, ...]) -> Tuple[list, list]:
+    reduced = sorted(a % ndim for a in axis) if ndim else []
+    kept = [i for i in range(ndim) if i not in reduced]
+    return kept, reduced
+
+
+def _chunk(
+    x: Any,
+    axis: Tuple[int, ...] = (),
+    keepdims: bool = True,
+    op: str = "sum",
+    computing_meta: bool = False,
+    **_: Any,
+) -> np.ndarray:
+    """A block's partial states, one per kept position (keepdims shape).
+    Dask's meta probe (``computing_meta``) gets an empty object array and
+    opens no engine."""
+    x = np.asarray(x)
+    if computing_meta:
+        return np.empty((0,) * x.ndim, dtype=object)
+    eng = default_engine()
+    kept, reduced = _split(x.ndim, axis)
+    out_shape = tuple(1 if i in reduced else x.shape[i] for i in range(x.ndim))
+    if not kept:
+        return _objects([eng.partial(x, op)], out_shape)
+    moved = np.ascontiguousarray(x.transpose(kept + reduced))
+    lanes = int(np.prod([x.shape[i] for i in kept], dtype=np.int64))
+    lane = int(np.prod([x.shape[i] for i in reduced], dtype=np.int64))
+    offsets = np.arange(lanes + 1, dtype=np.int64) * lane
+    states = eng.partial(moved, op, offsets=offsets) if lanes else []
+    return _objects(list(states), out_shape)
+
+
+def _merge_states(s: np.ndarray, axis: Tuple[int, ...]) -> np.ndarray:
+    """Merges the states of ``s`` along ``axis`` (keepdims shape)."""
+    kept, reduced = _split(s.ndim, axis)
+    out_shape = tuple(1 if i in reduced else s.shape[i] for i in range(s.ndim))
+    rows = s.transpose(kept + reduced).reshape(int(np.prod(out_shape, dtype=np.int64)), -1)
+    return _objects([merge(list(r)) for r in rows], out_shape)
+
+
+def _combine(
+    s: Any, axis: Tuple[int, ...] = (), keepdims: bool = True, computing_meta: bool = False, **_: Any
+) -> np.ndarray:
+    if computing_meta:
+        return np.empty((0,) * np.ndim(s), dtype=object)
+    return _merge_states(np.asarray(s, dtype=object), axis)
+
+
+def _aggregate(
+    s: Any,
+    axis: Tuple[int, ...] = (),
+    keepdims: bool = False,
+    op: str = "sum",
+    nan: str = "propagate",
+    in_dtype: Any = None,
+    computing_meta: bool = False,
+    **_: Any,
+) -> np.ndarray:
+    if computing_meta:
+        return np.empty((0,) * np.ndim(s), dtype=_result_dtype(op, in_dtype))
+    merged = _merge_states(np.asarray(s, dtype=object), axis)
+    rt = _result_dtype(op, in_dtype)
+    values = []
+    for state in merged.ravel():
+        v = finalize(state, op, nan)
+        if v is None:
+            # No value: a mean of nothing, or values that were all NaN
+            # under nan="ignore", is NaN (as numpy.nanmean); max/min of
+            # nothing at all have no identity (as numpy.max).
+            if op != "mean" and state_info(state)["len"] == 0:
+                raise ValueError(f"zero-size array to reduction operation {op} which has no identity")
+            v = np.nan
+        values.append(v)
+    out = np.array(values, dtype=rt).reshape(merged.shape)
+    if not keepdims:
+        kept, _reduced = _split(out.ndim, axis)
+        out = out.reshape(tuple(out.shape[i] for i in kept))
+    return out
+
+
+def reduction(
+    x: Any,
+    op: str,
+    axis: Axis = None,
+    *,
+    nan: str = "propagate",
+    keepdims: bool = False,
+    split_every: Any = None,
+) -> Any:
+    """``op`` (sum, mean, max, min, count) over a Dask array along ``axis``
+    (``None``: all axes), as a lazy Dask array of the op's result type."""
+    import dask.array as da
+
+    if op not in ("sum", "mean", "max", "min", "count"):
+        raise ValueError(f"unknown op {op!r}: expected sum, mean, max, min or count")
+    if nan not in ("propagate", "ignore"):
+        raise ValueError(f"unknown NaN policy {nan!r}: expected propagate or ignore")
+    if not isinstance(x, da.Array):
+        x = da.asarray(x)
+    if np.dtype(x.dtype) not in {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.uint32, np.int64)}:
+        raise ValueError(f"unsupported dtype {x.dtype}: expected float32, float64, int32, uint32 or int64")
+    rt = _result_dtype(op, x.dtype)
+    meta_ndim = 0 if axis is None else x.ndim - (1 if isinstance(axis, (int, np.integer)) else len(axis))
+    if keepdims:
+        meta_ndim = x.ndim
+    return da.reduction(
+        x,
+        partial(_chunk, op=op),
+        partial(_aggregate, op=op, nan=nan, in_dtype=x.dtype),
+        combine=_combine,
+        axis=axis,
+        keepdims=keepdims,
+        dtype=rt,
+        split_every=split_every,
+        concatenate=True,
+        meta=np.empty((0,) * meta_ndim, dtype=rt),
+        name=f"gpulanes-{op}",
+    )
+
+
+def sum(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
+    """Exact sum (same bits as ``Engine.sum`` over the whole array)."""
+    return reduction(x, "sum", axis, nan=nan, keepdims=keepdims, split_every=split_every)
+
+
+def mean(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
+    """Exact mean: the exact sum over the count, rounded once."""
+    return reduction(x, "mean", axis, nan=nan, keepdims=keepdims, split_every=split_every)
+
+
+def max(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
+    """Largest value."""
+    return reduction(x, "max", axis, nan=nan, keepdims=keepdims, split_every=split_every)
+
+
+def min(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
+    """Smallest value."""
+    return reduction(x, "min", axis, nan=nan, keepdims=keepdims, split_every=split_every)
+
+
+def count(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool = False, split_every: Any = None) -> Any:
+    """Number of values (non-NaN ones under ``nan="ignore"``)."""
+    return reduction(x, "count", axis, nan=nan, keepdims=keepdims, split_every=split_every)
+
+
+_KIND_OP = {"sum": "sum", "mean": "sum", "count": "sum", "max": "max", "min": "min"}
+
+
+def _keyed_partial(keys: Any, values: Any, kind: str) -> Any:
+    return default_engine().partial(np.asarray(values), kind, keys=np.asarray(keys))
+
+
+def _merge_pairs(*pairs: Any) -> Any:
+    return merge_keyed(pairs)
+
+
+def _finalize_groups(merged: dict, ops: list, nan: str, single: bool) -> Any:
+    out = {}
+    keys = None
+    for op in ops:
+        group_keys, states = merged[_KIND_OP[op]]
+        keys, values = finalize_keyed(group_keys, states, op, nan)
+        out[op] = values
+    if keys is None:
+        keys = np.zeros(0, dtype=np.int64)
+    return keys, (out[ops[0]] if single else out)
+
+
+def groupby_agg(
+    keys: Any,
+    values: Any,
+    ops: Union[str, Sequence[str]] = "sum",
+    *,
+    nan: str = "propagate",
+    split_every: Optional[int] = None,
+) -> Any:
+    """``ops`` over ``values`` per distinct key of ``keys`` (1-D Dask arrays
+    of the same length; keys int32, uint32 or int64), as a ``Delayed`` of
+    ``(distinct_keys, result)`` like ``Engine.reduce(values, ops,
+    keys=keys)``, with the same bits whatever the chunking or merge tree:
+    each chunk gives per-key states on its worker, states are merged
+    ``split_every`` (default 8) at a time, and the last merge finalises."""
+    import dask.array as da
+    from dask import delayed
+
+    single = isinstance(ops, str)
+    op_list = [str(o) for o in ([ops] if isinstance(ops, str) else ops)]
+    for op in op_list:
+        if op not in _KIND_OP:
+            raise ValueError(f"unknown op {op!r}: expected sum, mean, max, min or count")
+    keys, values = da.asarray(keys), da.asarray(values)
+    if keys.ndim != 1 or values.ndim != 1 or keys.shape != values.shape:
+        raise ValueError(f"keys {keys.shape} and values {values.shape} must be 1-D of one length")
+    keys = keys.rechunk(values.chunks)
+    every = split_every or 8
+    if every < 2:
+        raise ValueError("split_every must be at least 2")
+    kb, vb = keys.to_delayed().ravel(), values.to_delayed().ravel()
+    merged = {}
+    for kind in sorted({_KIND_OP[op] for op in op_list}):
+        parts = [delayed(_keyed_partial, pure=True)(k, v, kind) for k, v in zip(kb, vb)]
+        while len(parts) > 1:
+            parts = [delayed(_merge_pairs, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
+        merged[kind] = parts[0]
+    return delayed(_finalize_groups, pure=True)(merged, op_list, nan, single)

@@ -1,0 +1,193 @@
+//! Keyed reductions (group-by) from Python: `keys=` of `Engine.reduce` and
+//! `Engine.partial`, on the engine's `reduce_by_key` / `states_by_key`.
+//! Keys are int32, uint32 or int64 (NumPy or Arrow, without nulls), one
+//! per value; the distinct keys come back ascending, as a NumPy array.
+//!
+//! Values with nulls are refused here: dropping their rows would also drop
+//! a key whose values are all null, where SQL keeps the group with a NULL
+//! result, and the engine has no per-group null count to say so.
+
+use gpulanes::{Dtype, Element, Key, NanPolicy, Op, Partitions, Scalar, State, StateKind};
+use numpy::PyArray1;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::input::{self, Prepared};
+use crate::{Pair, to_numpy};
+
+/// The keys and values of a keyed call, read and checked.
+pub struct KeyedInput {
+    pub keys: Prepared,
+    pub values: Prepared,
+}
+
+/// Reads `keys` and `x` for a keyed reduction.
+pub fn extract(keys: &Bound<'_, PyAny>, x: &Bound<'_, PyAny>) -> PyResult<KeyedInput> {
+    let mut kc = input::extract(keys, false)?;
+    let mut vc = input::extract(x, false)?;
+    if !matches!(kc.dtype, Dtype::I32 | Dtype::U32 | Dtype::I64) {
+        return Err(PyValueError::new_err(format!(
+            "keys must be int32, uint32 or int64, got {}",
+            kc.dtype
+        )));
+    }
+    if kc.has_nulls() {
+        return Err(PyValueError::new_err("keys must not be null"));
+    }
+    if vc.has_nulls() {
+        return Err(PyValueError::new_err(
+            "keyed reductions of values with nulls are not supported (a group whose \
+             values are all null would vanish): fill or drop the nulls first",
+        ));
+    }
+    if kc.len() != vc.len() {
+        return Err(PyValueError::new_err(format!(
+            "{} keys for {} values: give one key per value",
+            kc.len(),
+            vc.len()
+        )));
+    }
+    Ok(KeyedInput {
+        keys: kc.prepare(Partitions::Whole)?,
+        values: vc.prepare(Partitions::Whole)?,
+    })
+}
+
+/// One keyed result: the distinct keys and, per op, its values.
+pub struct KeyedResult {
+    keys: KeyArray,
+    values: Vec<Vec<Option<Scalar>>>,
+}
+
+/// The distinct keys, in their own type.
+pub enum KeyArray {
+    I32(Vec<i32>),
+    U32(Vec<u32>),
+    I64(Vec<i64>),
+}
+
+/// The distinct keys and per-key states.
+pub struct KeyedStates {
+    keys: KeyArray,
+    states: Vec<State>,
+}
+
+trait IntoKeys: Key + Element {
+    fn wrap(v: Vec<Self>) -> KeyArray;
+}
+impl IntoKeys for i32 {
+    fn wrap(v: Vec<i32>) -> KeyArray {
+        KeyArray::I32(v)
+    }
+}
+impl IntoKeys for u32 {
+    fn wrap(v: Vec<u32>) -> KeyArray {
+        KeyArray::U32(v)
+    }
+}
+impl IntoKeys for i64 {
+    fn wrap(v: Vec<i64>) -> KeyArray {
+        KeyArray::I64(v)
+    }
+}
+
+fn by_key<K: IntoKeys>(
+    engine: &gpulanes::Engine,
+    k: &Prepared,
+    v: &Prepared,
+    ops: &[Op],
+    nan: NanPolicy,
+) -> gpulanes::Result<KeyedResult> {
+    let keys = k.slice::<K>();
+    let g = match v.dtype {
+        Dtype::F32 => engine.reduce_by_key(keys, v.slice::<f32>(), ops, nan)?,
+        Dtype::F64 => engine.reduce_by_key(keys, v.slice::<f64>(), ops, nan)?,
+        Dtype::I32 => engine.reduce_by_key(keys, v.slice::<i32>(), ops, nan)?,
+        Dtype::U32 => engine.reduce_by_key(keys, v.slice::<u32>(), ops, nan)?,
+        Dtype::I64 => engine.reduce_by_key(keys, v.slice::<i64>(), ops, nan)?,
+    };
+    Ok(KeyedResult {
+        keys: K::wrap(g.keys),
+        values: g.reductions.into_iter().map(|r| r.values).collect(),
+    })
+}
+
+fn states_by_key<K: IntoKeys>(
+    engine: &gpulanes::Engine,
+    k: &Prepared,
+    v: &Prepared,
+    kind: StateKind,
+) -> gpulanes::Result<KeyedStates> {
+    let keys = k.slice::<K>();
+    let g = match v.dtype {
+        Dtype::F32 => engine.states_by_key(keys, v.slice::<f32>(), kind)?,
+        Dtype::F64 => engine.states_by_key(keys, v.slice::<f64>(), kind)?,
+        Dtype::I32 => engine.states_by_key(keys, v.slice::<i32>(), kind)?,
+        Dtype::U32 => engine.states_by_key(keys, v.slice::<u32>(), kind)?,
+        Dtype::I64 => engine.states_by_key(keys, v.slice::<i64>(), kind)?,
+    };
+    Ok(KeyedStates {
+        keys: K::wrap(g.keys),
+        states: g.states,
+    })
+}
+
+/// `ops` per distinct key.
+pub fn reduce(
+    engine: &gpulanes::Engine,
+    input: &KeyedInput,
+    ops: &[Op],
+    nan: NanPolicy,
+) -> gpulanes::Result<KeyedResult> {
+    let (k, v) = (&input.keys, &input.values);
+    match k.dtype {
+        Dtype::I32 => by_key::<i32>(engine, k, v, ops, nan),
+        Dtype::U32 => by_key::<u32>(engine, k, v, ops, nan),
+        _ => by_key::<i64>(engine, k, v, ops, nan),
+    }
+}
+
+/// The per-key states of `kind`.
+pub fn states(
+    engine: &gpulanes::Engine,
+    input: &KeyedInput,
+    kind: StateKind,
+) -> gpulanes::Result<KeyedStates> {
+    let (k, v) = (&input.keys, &input.values);
+    match k.dtype {
+        Dtype::I32 => states_by_key::<i32>(engine, k, v, kind),
+        Dtype::U32 => states_by_key::<u32>(engine, k, v, kind),
+        _ => states_by_key::<i64>(engine, k, v, kind),
+    }
+}
+
+fn key_array(py: Python<'_>, keys: KeyArray) -> Py<PyAny> {
+    match keys {
+        KeyArray::I32(v) => PyArray1::from_vec(py, v).into_any().unbind(),
+        KeyArray::U32(v) => PyArray1::from_vec(py, v).into_any().unbind(),
+        KeyArray::I64(v) => PyArray1::from_vec(py, v).into_any().unbind(),
+    }
+}
+
+/// The keys array and one (values, valid) pair per op.
+pub fn to_python(
+    py: Python<'_>,
+    r: KeyedResult,
+    ops: &[Op],
+    dtype: Dtype,
+) -> PyResult<(Py<PyAny>, Vec<Pair>)> {
+    let pairs = ops
+        .iter()
+        .zip(&r.values)
+        .map(|(&op, v)| to_numpy(py, op, dtype, v))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((key_array(py, r.keys), pairs))
+}
+
+/// The keys array and the states as a list of bytes.
+pub fn states_to_python(py: Python<'_>, s: KeyedStates) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+    let bytes: Vec<Vec<u8>> = s.states.iter().map(State::to_bytes).collect();
+    let list =
+        pyo3::types::PyList::new(py, bytes.iter().map(|b| pyo3::types::PyBytes::new(py, b)))?;
+    Ok((key_array(py, s.keys), list.into_any().unbind()))
+}

@@ -1,0 +1,219 @@
+//! The two lanes from Python: `realtime(...)` and `batch(...)` submit a
+//! float32 reduction and complete a Python future (a
+//! `concurrent.futures.Future` subclass the package makes awaitable) from
+//! a waiter thread, so threads block on `.result(timeout)` and asyncio
+//! tasks `await` it while the GIL stays free.
+//!
+//! The scheduler takes float32 host data it owns (`Arc<[f32]>`), so the
+//! values are copied once on submission.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use gpulanes::{Dtype, LanesConfig, Op, Partitions, Reduction, Request, Scalar};
+use numpy::PyReadonlyArray1;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::{Engine, engine_error, input, parse_nan, parse_op, partitions, to_numpy};
+
+/// Asks the waiter thread of one submission to cancel it.
+#[pyclass(frozen, module = "gpulanes._gpulanes")]
+pub struct CancelToken(Arc<AtomicBool>);
+
+#[pymethods]
+impl CancelToken {
+    fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The scheduler (native side of `gpulanes.Lanes`).
+#[pyclass(frozen, module = "gpulanes._gpulanes")]
+pub struct Lanes {
+    inner: Arc<gpulanes::Lanes>,
+}
+
+/// How often a waiter looks for a cancellation while its result is not in.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+impl Lanes {
+    /// Extracts, copies and submits; the waiter thread completes `future`.
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        rt: bool,
+        op: Op,
+        build: impl FnOnce(Request) -> Request,
+        parts: Partitions,
+        future: Py<PyAny>,
+    ) -> PyResult<CancelToken> {
+        let whole = parts == Partitions::Whole;
+        let mut col = input::extract(x, !whole)?;
+        if col.dtype != Dtype::F32 {
+            return Err(PyValueError::new_err(format!(
+                "the lanes reduce float32 values, got {} (use Engine for other dtypes)",
+                col.dtype
+            )));
+        }
+        let prepared = col.prepare(parts)?;
+        let data: Arc<[f32]> = prepared.slice::<f32>().into();
+        let all_null = prepared.all_null.clone();
+        let request = build(Request::host(data, op).partitions(prepared.partitions.clone()));
+        let lanes = self.inner.clone();
+        let handle = py
+            .detach(move || {
+                if rt {
+                    lanes.realtime(request)
+                } else {
+                    lanes.batch(request)
+                }
+            })
+            .map_err(engine_error)?;
+        let flag = Arc::new(AtomicBool::new(false));
+        let cancel = flag.clone();
+        std::thread::Builder::new()
+            .name("gpulanes-py-waiter".into())
+            .spawn(move || {
+                let mut h = handle;
+                let result = loop {
+                    match h.wait_timeout(CANCEL_POLL) {
+                        Ok(r) => break r,
+                        Err(back) => {
+                            if cancel.load(Ordering::Relaxed) {
+                                back.cancel();
+                            }
+                            h = back;
+                        }
+                    }
+                };
+                // After the interpreter has begun to shut down there is no
+                // one left to tell: the result is dropped, and so is the
+                // future, without touching Python (a leak at exit).
+                let mut slot = Some(future);
+                Python::try_attach(|py| {
+                    if let Some(f) = slot.take() {
+                        deliver(py, &f, op, result, &all_null);
+                    }
+                });
+                if let Some(f) = slot.take() {
+                    std::mem::forget(f);
+                }
+            })
+            .map_err(|e| PyValueError::new_err(format!("cannot start a waiter thread: {e}")))?;
+        Ok(CancelToken(flag))
+    }
+}
+
+/// Completes `future` with `(values, valid)` through its `_deliver`, or
+/// with the error through `_fail`. A future already cancelled by its owner
+/// refuses both; that is not an error.
+fn deliver(
+    py: Python<'_>,
+    future: &Py<PyAny>,
+    op: Op,
+    result: gpulanes::Result<Reduction>,
+    all_null: &[bool],
+) {
+    let outcome = match result {
+        Ok(r) => {
+            let values: Vec<Option<Scalar>> = if op == Op::Count {
+                r.counts
+                    .iter()
+                    .map(|&c| Some(Scalar::I64(c as i64)))
+                    .collect()
+            } else {
+                r.values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        if all_null.get(i).copied().unwrap_or(false) {
+                            None
+                        } else {
+                            v.map(Scalar::F32)
+                        }
+                    })
+                    .collect()
+            };
+            to_numpy(py, op, Dtype::F32, &values)
+                .and_then(|pair| future.call_method1(py, "_deliver", pair))
+        }
+        Err(e) => future.call_method1(py, "_fail", (engine_error(e).value(py),)),
+    };
+    if let Err(e) = outcome {
+        e.write_unraisable(py, Some(future.bind(py)));
+    }
+}
+
+#[pymethods]
+impl Lanes {
+    #[new]
+    fn new(py: Python<'_>, engine: &Engine) -> PyResult<Self> {
+        let e = engine.inner.clone();
+        let inner = py
+            .detach(move || gpulanes::Lanes::new(&e, LanesConfig::default()))
+            .map_err(engine_error)?;
+        Ok(Lanes {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Submits to the real-time lane; `timeout` (seconds) is its deadline.
+    #[pyo3(signature = (x, op, future, nan = "propagate", timeout = None))]
+    fn realtime(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        op: &str,
+        future: Py<PyAny>,
+        nan: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<CancelToken> {
+        let op = parse_op(op)?;
+        let nan = parse_nan(nan)?;
+        let timeout = timeout
+            .map(|t| {
+                Duration::try_from_secs_f64(t).map_err(|_| {
+                    PyValueError::new_err(format!("timeout must be a non-negative number, got {t}"))
+                })
+            })
+            .transpose()?;
+        self.submit(
+            py,
+            x,
+            true,
+            op,
+            |r| {
+                let r = r.nan(nan);
+                match timeout {
+                    Some(t) => r.timeout(t),
+                    None => r,
+                }
+            },
+            Partitions::Whole,
+            future,
+        )
+    }
+
+    /// Submits to the batch lane, over the whole input or its partitions.
+    #[pyo3(signature = (x, op, future, nan = "propagate", partition_size = None, offsets = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn batch(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        op: &str,
+        future: Py<PyAny>,
+        nan: &str,
+        partition_size: Option<u64>,
+        offsets: Option<PyReadonlyArray1<'_, i64>>,
+    ) -> PyResult<CancelToken> {
+        let op = parse_op(op)?;
+        let nan = parse_nan(nan)?;
+        let parts = partitions(partition_size, offsets)?;
+        self.submit(py, x, false, op, |r| r.nan(nan), parts, future)
+    }
+}

@@ -1,0 +1,14 @@
+"""Shared fixtures: one engine per test session."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("NODEVICE_SELECT", "1")
+
+import gpulanes  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def engine() -> gpulanes.Engine:
+    return gpulanes.default_engine()

@@ -1,0 +1,130 @@
+"""Dask reductions on a LocalCluster of worker processes (loopback): the
+same bits as one in-process reduction for any chunking and merge tree, and
+the right answer after a worker is killed mid-run."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+import gpulanes  # noqa: E402
+import gpulanes.dask as gd  # noqa: E402
+from reference import same_bits  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+    )
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def values(dtype, n, seed):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        return (rng.standard_normal(n) * 10.0 ** rng.uniform(-20, 20, n)).astype(dtype)
+    return rng.integers(-(2**30), 2**30, n).astype(dtype)
+
+
+CHUNKINGS = [(10_000, 2), (7_919, 3), (33_333, None)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_same_bits_as_one_process_for_any_chunking(client, engine, dtype):
+    x = values(dtype, 100_003, seed=1)
+    want = {op: engine.reduce(x, op) for op in ["sum", "mean", "max", "min", "count"]}
+    for chunks, split_every in CHUNKINGS:
+        d = da.from_array(x, chunks=chunks)
+        for op, want_v in want.items():
+            got = client.compute(gd.reduction(d, op, split_every=split_every)).result()
+            assert same_bits(np.asarray(got)[()], want_v), (op, chunks, split_every, got, want_v)
+    # The work ran in other processes.
+    pids = set(client.run(os.getpid).values())
+    assert os.getpid() not in pids and len(pids) == 2
+
+
+def test_axis_reductions_match_the_engine(client, engine):
+    x = values(np.float64, 120 * 50, seed=2).reshape(120, 50)
+    d = da.from_array(x, chunks=(31, 17))
+    for axis in [0, 1]:
+        got = client.compute(gd.sum(d, axis=axis, split_every=2)).result()
+        want = engine.reduce(x, "sum", axis=axis)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    got = client.compute(gd.max(d, axis=(0, 1))).result()
+    assert same_bits(np.asarray(got)[()], engine.max(x))
+    kd = client.compute(gd.mean(d, axis=1, keepdims=True)).result()
+    assert kd.shape == (120, 1)
+
+
+def test_nan_policy_and_empty(client):
+    x = np.array([1.0, np.nan, 2.0] * 1000)
+    d = da.from_array(x, chunks=700)
+    assert np.isnan(client.compute(gd.sum(d)).result())
+    assert client.compute(gd.sum(d, nan="ignore")).result() == 3000.0
+    assert client.compute(gd.count(d, nan="ignore")).result() == 2000
+    e = da.zeros(0, chunks=5, dtype=np.float32)
+    assert client.compute(gd.sum(e)).result() == 0
+    assert np.isnan(client.compute(gd.mean(e)).result())
+    with pytest.raises(ValueError):
+        client.compute(gd.max(e)).result()
+    nans = da.from_array(np.full(10, np.nan), chunks=3)
+    assert np.isnan(client.compute(gd.max(nans, nan="ignore")).result())
+    with pytest.raises(ValueError):
+        gd.sum(da.zeros(3, dtype=np.float16))
+
+
+def _die_once(block, marker):
+    """Kills this worker process the first time a block passes here (Dask's
+    zero-size meta probe in the client process is let through)."""
+    if block.size == 0:
+        return block
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return block
+    os.close(fd)
+    os._exit(1)
+
+
+def test_killed_worker_is_retried(client, engine, tmp_path):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    x = values(np.float32, 50_000, seed=3)
+    marker = str(tmp_path / "killed")
+    d = da.from_array(x, chunks=5_000).map_blocks(_die_once, marker, dtype=x.dtype, meta=np.empty(0, dtype=x.dtype))
+    got = client.compute(gd.sum(d, split_every=3)).result(timeout=120)
+    assert os.path.exists(marker), "no worker was killed"
+    assert same_bits(np.asarray(got)[()], engine.sum(x))
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_keyed_reduction_same_bits_as_one_process(client, engine):
+    rng = np.random.default_rng(5)
+    n = 60_001
+    keys = rng.integers(0, 500, n).astype(np.int64)
+    vals = values(np.float64, n, seed=6)
+    vals[::997] = np.nan
+    ops = ["sum", "mean", "max", "count"]
+    want_keys, want = engine.reduce(vals, ops, keys=keys, nan="ignore")
+    for chunks, split_every in CHUNKINGS:
+        dk, dv = da.from_array(keys, chunks=chunks), da.from_array(vals, chunks=chunks)
+        got_keys, got = client.compute(gd.groupby_agg(dk, dv, ops, nan="ignore", split_every=split_every)).result()
+        assert got_keys.tobytes() == want_keys.tobytes() and got_keys.dtype == want_keys.dtype
+        for op in ops:
+            assert got[op].dtype == want[op].dtype and got[op].tobytes() == want[op].tobytes(), (op, chunks)
+    k1, s1 = client.compute(gd.groupby_agg(da.from_array(keys, chunks=7_000), da.from_array(vals, chunks=7_000), "max")).result()
+    assert k1.tobytes() == want_keys.tobytes() and np.array_equal(s1, engine.reduce(vals, "max", keys=keys)[1], equal_nan=True)

@@ -1,0 +1,324 @@
+"""Engine reductions over NumPy arrays against exact references, partitions
+and axes, zero-copy inputs, partial states and errors."""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import gpulanes
+from reference import reference, same_bits
+
+DTYPES = [np.float32, np.float64, np.int32, np.uint32, np.int64]
+OPS = ["sum", "mean", "max", "min", "count"]
+
+
+def data(dtype, n, seed=0, nans=False):
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        top = 30 if dtype == np.float32 else 200
+        x = rng.standard_normal(n) * 10.0 ** rng.uniform(-top, top, n)
+        x = x.astype(dtype)
+        if n > 10:
+            x[3] = -x[5]  # exact cancellation
+            x[7] = np.finfo(dtype).smallest_subnormal
+        if nans and n > 2:
+            x[rng.integers(0, n, 3)] = np.nan
+        return x
+    info = np.iinfo(dtype)
+    lo, hi = max(info.min, -(2**40)), min(info.max, 2**40)
+    return rng.integers(lo, hi, n, dtype=dtype, endpoint=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 1000, 100_003])
+def test_every_dtype_and_op_matches_the_exact_reference(engine, dtype, n):
+    x = data(dtype, n, seed=n)
+    for op in OPS:
+        got = engine.reduce(x, op)
+        want = reference(x, op)
+        assert same_bits(got, want), (op, got, want)
+    # The named methods are the same calls.
+    assert same_bits(engine.sum(x), reference(x, "sum"))
+    assert same_bits(engine.count(x), reference(x, "count"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nan", ["propagate", "ignore"])
+def test_nan_policies(engine, dtype, nan):
+    x = data(dtype, 5000, seed=3, nans=True)
+    for op in OPS:
+        got = engine.reduce(x, op, nan=nan)
+        want = reference(x, op, nan)
+        if want is not None and np.isnan(want):
+            assert np.isnan(got) and np.asarray(got).dtype == np.asarray(want).dtype
+        else:
+            assert same_bits(got, want), (op, nan, got, want)
+    all_nan = np.full(4, np.nan, dtype=dtype)
+    assert engine.max(all_nan, nan="ignore") is None
+    assert engine.mean(all_nan, nan="ignore") is None
+    assert engine.count(all_nan, nan="ignore") == 0
+    assert engine.sum(all_nan, nan="ignore") == 0
+
+
+def test_empty_and_signed_zero_rules(engine):
+    empty = np.zeros(0, dtype=np.float32)
+    assert engine.sum(empty) == 0 and engine.count(empty) == 0
+    assert engine.mean(empty) is None and engine.max(empty) is None
+    neg = np.array([-0.0, -0.0], dtype=np.float64)
+    assert np.signbit(engine.sum(neg)) and np.signbit(engine.mean(neg))
+    assert not np.signbit(engine.max(np.array([-0.0, 0.0])))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_partitions_offsets_and_several_ops(engine, dtype):
+    x = data(dtype, 10_007, seed=11)
+    k = 97
+    got = engine.reduce(x, OPS, partition_size=k)
+    for op in OPS:
+        want = [reference(x[i : i + k], op) for i in range(0, len(x), k)]
+        assert got[op].dtype == np.asarray(want[0]).dtype
+        for g, w in zip(got[op], want):
+            assert same_bits(g, w), op
+    offsets = [0, 0, 5, 5, 1000, 10_007]
+    got = engine.reduce(x, "mean", offsets=offsets)
+    assert isinstance(got, np.ma.MaskedArray)
+    assert got.mask.tolist() == [True, False, True, False, False]
+    for i, (a, b) in enumerate(zip(offsets, offsets[1:])):
+        if b > a:
+            assert same_bits(got.data[i], reference(x[a:b], "mean"))
+    sums = engine.reduce(x, "sum", offsets=offsets)
+    assert not isinstance(sums, np.ma.MaskedArray) and sums[0] == 0
+
+
+def test_axis_reductions(engine):
+    x = data(np.float64, 3 * 5 * 7, seed=5).reshape(3, 5, 7)
+    for axis in [0, 1, 2, -1, (0, 2), (1, 2)]:
+        got = engine.reduce(x, "sum", axis=axis)
+        axes = (axis,) if isinstance(axis, int) else axis
+        axes = tuple(a % 3 for a in axes)
+        kept = [i for i in range(3) if i not in axes]
+        moved = np.moveaxis(x, axes, range(3 - len(axes), 3))
+        want_shape = tuple(x.shape[i] for i in kept)
+        assert got.shape == want_shape
+        flat = moved.reshape(int(np.prod(want_shape)), -1)
+        for g, lane in zip(got.ravel(), flat):
+            assert same_bits(g, reference(lane, "sum"))
+    ints = np.arange(12, dtype=np.int32).reshape(3, 4)
+    assert engine.reduce(ints, "sum", axis=0).tolist() == [12, 15, 18, 21]
+    assert engine.reduce(ints, "max", axis=1).tolist() == [3, 7, 11]
+    with pytest.raises(ValueError):
+        engine.reduce(ints, "sum", axis=2)
+
+
+def test_contiguous_arrays_are_read_in_place(engine):
+    x = np.arange(1 << 16, dtype=np.float32)
+    addr, copied = engine._input_address(x)
+    assert addr == x.ctypes.data and not copied
+    # A contiguous slice starts inside the same buffer.
+    addr, copied = engine._input_address(x[100:200])
+    assert addr == x.ctypes.data + 400 and not copied
+    # A Fortran-ordered array: in place for whole reductions, copied into C
+    # order for partitioned ones.
+    f = np.asfortranarray(np.arange(12, dtype=np.int64).reshape(3, 4))
+    assert engine._input_address(f) == (f.ctypes.data, False)
+    assert engine._input_address(f, partitioned=True)[1]
+    # A strided view is copied (and still reduced right).
+    s = x[::3]
+    addr, copied = engine._input_address(s)
+    assert copied and addr != s.ctypes.data
+    assert same_bits(engine.sum(s), reference(s, "sum"))
+    # Python sequences are converted by NumPy.
+    assert engine._input_address([1.0, 2.0])[1]
+    assert same_bits(engine.sum([1.0, 2.0]), np.float64(3.0))
+
+
+def test_unaligned_arrays_are_copied_and_reduced(engine):
+    raw = np.zeros(8 * 100 + 1, dtype=np.uint8)
+    x = raw[1:].view(np.float64)
+    x[:] = np.arange(100)
+    addr, copied = engine._input_address(x)
+    assert copied
+    assert engine.sum(x) == 4950.0
+
+
+def test_states_merge_to_the_bits_of_one_reduction(engine):
+    rng = np.random.default_rng(7)
+    for dtype in DTYPES:
+        x = data(dtype, 20_000, seed=9)
+        cuts = np.sort(rng.integers(0, len(x), 6))
+        pieces = np.split(x, cuts)
+        for op in OPS:
+            states = [engine.partial(p, op) for p in pieces]
+            rng.shuffle(states)
+            merged = gpulanes.merge(states)
+            assert same_bits(gpulanes.finalize(merged, op), engine.reduce(x, op)), (dtype, op)
+            # A tree of merges gives the same bytes.
+            tree = gpulanes.merge([gpulanes.merge(states[:3]), gpulanes.merge(states[3:])])
+            assert tree == merged
+    info = gpulanes.state_info(engine.partial(np.arange(5, dtype=np.int32), "max"))
+    assert info == {"dtype": "int32", "kind": "max", "len": 5, "count": 5}
+    per = engine.partial(np.arange(10, dtype=np.float32), "sum", partition_size=4)
+    assert [gpulanes.finalize(s) for s in per] == [6.0, 22.0, 17.0]
+
+
+def test_corrupt_and_foreign_states_raise_value_error(engine):
+    good = engine.partial(np.arange(100, dtype=np.float64), "sum")
+    bad = [
+        b"",
+        b"GLPS",
+        good[:-1],
+        good + b"\0",
+        b"XXXX" + good[4:],
+        good[:4] + b"\x09" + good[5:],  # version
+        good[:5] + b"\x07" + good[6:],  # dtype
+        good[:6] + b"\x05" + good[7:],  # kind
+        bytes(range(64)),
+        __import__("pickle").dumps(1.5),
+    ]
+    for b in bad:
+        with pytest.raises(ValueError):
+            gpulanes.finalize(b)
+        with pytest.raises(ValueError):
+            gpulanes.merge([good, b])
+    other = engine.partial(np.arange(100, dtype=np.float32), "sum")
+    with pytest.raises(ValueError):
+        gpulanes.merge([good, other])
+    with pytest.raises(ValueError):
+        gpulanes.merge([good, engine.partial(np.arange(3.0), "max")])
+    with pytest.raises(ValueError):
+        gpulanes.merge([])
+    with pytest.raises(ValueError):
+        gpulanes.finalize(good, "max")
+
+
+def test_bad_input_raises(engine):
+    for x in [np.zeros(3, dtype=np.float16), np.zeros(3, dtype=bool), np.zeros(3, dtype=complex),
+              np.zeros(3, dtype=">f8"), np.array(["a"])]:
+        with pytest.raises(ValueError):
+            engine.sum(x)
+    x = np.arange(10.0)
+    with pytest.raises(ValueError):
+        engine.sum(x, nan="skip")
+    with pytest.raises(ValueError):
+        engine.reduce(x, "median")
+    with pytest.raises(ValueError):
+        engine.reduce(x, [])
+    with pytest.raises(ValueError):
+        engine.reduce(x, "sum", offsets=[0, 5])
+    with pytest.raises(ValueError):
+        engine.reduce(x, "sum", offsets=[0, -1, 10])
+    with pytest.raises(ValueError):
+        engine.reduce(x, "sum", offsets=[0, 6, 5, 10])
+    with pytest.raises(ValueError):
+        engine.reduce(x, "sum", partition_size=0)
+    with pytest.raises(ValueError):
+        engine.reduce(x, "sum", partition_size=-3)
+    with pytest.raises(ValueError):
+        engine.partial(x, "sum", offsets=[[0, 10]])
+    with pytest.raises(ValueError):
+        engine.reduce(x, "sum", partition_size=2, offsets=[0, 10])
+    with pytest.raises(OverflowError):
+        engine.sum(np.full(4, 2**62, dtype=np.int64))
+
+
+def test_threads_share_one_engine(engine):
+    xs = [data(np.float64, 50_000, seed=s) for s in range(8)]
+    want = [reference(x, "sum") for x in xs]
+    got = [None] * len(xs)
+
+    def work(i):
+        for _ in range(3):
+            got[i] = engine.sum(xs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(same_bits(g, w) for g, w in zip(got, want))
+
+
+def test_info():
+    info = gpulanes.info()
+    assert info["name"] and info["max_partitions"] > 0
+
+
+def test_the_gil_is_released_while_the_gpu_works(engine):
+    # While another thread is inside a long reduction, this thread keeps
+    # running Python code; with the GIL held for the whole native call it
+    # could not (the wrapper's own Python code takes microseconds).
+    big = np.ones(16 << 20, dtype=np.float32)
+    inside = threading.Event()
+    done = threading.Event()
+    ticks = 0
+
+    def work():
+        for _ in range(3):
+            inside.set()
+            engine.sum(big)
+            inside.clear()
+        done.set()
+
+    t = threading.Thread(target=work)
+    t.start()
+    while not done.is_set():
+        if inside.is_set():
+            ticks += 1
+    t.join()
+    assert ticks >= 10
+
+
+def test_device_errors_are_the_gpu_error_family():
+    import subprocess
+    import sys
+
+    code = (
+        "import gpulanes\n"
+        "try:\n"
+        "    gpulanes.Engine()\n"
+        "except gpulanes.NoAdapterError as e:\n"
+        "    assert isinstance(e, gpulanes.GpuError) and isinstance(e, RuntimeError)\n"
+        "    print('no adapter:', e)\n"
+    )
+    env = dict(os.environ, WGPU_ADAPTER_NAME="no-such-adapter-anywhere")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "no adapter:" in r.stdout, r.stderr
+    env = dict(os.environ, WGPU_BACKEND="not-a-backend")
+    bad_env = code.replace("gpulanes.NoAdapterError", "ValueError").replace(
+        "isinstance(e, gpulanes.GpuError) and isinstance(e, RuntimeError)", "True"
+    )
+    r = subprocess.run([sys.executable, "-c", bad_env], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "no adapter:" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("key_dtype", [np.int32, np.uint32, np.int64])
+def test_keyed_reductions(engine, key_dtype):
+    rng = np.random.default_rng(12)
+    n = 30_000
+    keys = rng.integers(0, 300, n).astype(key_dtype)
+    for dtype in DTYPES:
+        x = data(dtype, n, seed=13)
+        got_keys, got = engine.reduce(x, OPS, keys=keys)
+        distinct = np.unique(keys)
+        assert got_keys.dtype == np.dtype(key_dtype) and np.array_equal(got_keys, distinct)
+        for op in OPS:
+            for i, k in enumerate(distinct[:20]):
+                assert same_bits(got[op][i], reference(x[keys == k], op)), (dtype, op, k)
+        # Row order does not change a bit; pieces merge to the same bits.
+        perm = rng.permutation(n)
+        assert engine.reduce(x[perm], "sum", keys=keys[perm])[1].tobytes() == got["sum"].tobytes()
+        pieces = [engine.partial(x[a:b], "sum", keys=keys[a:b]) for a, b in [(0, 7000), (7000, 7001), (7001, n)]]
+        mk, ms = gpulanes.merge_keyed(pieces[::-1])
+        fk, fv = gpulanes.finalize_keyed(mk, ms, "mean")
+        assert np.array_equal(fk, distinct) and fv.tobytes() == got["mean"].tobytes()
+    with pytest.raises(ValueError):
+        engine.reduce(np.arange(3.0), "sum", keys=np.arange(4, dtype=key_dtype))
+    with pytest.raises(ValueError):
+        engine.reduce(np.arange(3.0), "sum", keys=np.arange(3, dtype=np.float64))
+    with pytest.raises(ValueError):
+        engine.reduce(np.arange(3.0), "sum", keys=np.arange(3, dtype=key_dtype), partition_size=2)
+    empty_keys, empty = engine.reduce(np.zeros(0), "sum", keys=np.zeros(0, dtype=key_dtype))
+    assert len(empty_keys) == 0 and len(empty) == 0
