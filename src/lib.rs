@@ -50,6 +50,7 @@ pub use dtype::{Dtype, Element, Scalar};
 pub use engine::{EffectiveLimits, Engine, EngineOptions, PendingReduction};
 pub use error::{Error, Result};
 pub use kernels::KernelShape;
+pub use keyed::stream::Column;
 pub use keyed::{DENSE_FLOOR, DENSE_SLACK, Grouped, GroupedStates, Key, SMALL_PARTITION};
 pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request};
 pub use op::{NanPolicy, Op, Reduction};

@@ -1558,3 +1558,59 @@ fn group_by_keys_through_the_cli() {
         assert_one_line_error(&run(&argv), what, needles);
     }
 }
+
+#[test]
+fn group_by_streams_inputs_over_the_budget_with_the_same_bits() {
+    let dir = scratch("keys-stream");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let mut rng = SplitMix::new(5);
+    let n = 150_000;
+    let keys: Vec<i64> = (0..n).map(|_| rng.below(3000) as i64 * 7 - 9000).collect();
+    let values: Vec<f64> = (0..n)
+        .map(|_| rng.range(-1e6, 1e6) * if rng.below(50) == 0 { 1e-300 } else { 1.0 })
+        .collect();
+    write_npy(p("k.npy"), &Array1::from(keys)).unwrap();
+    write_npy(p("v.npy"), &Array1::from(values)).unwrap();
+    let (k, v) = (p("k.npy"), p("v.npy"));
+    let args = |budget: &str| {
+        run(&[
+            "reduce",
+            "--op",
+            "sum,mean,min,max,count",
+            "--keys",
+            &k,
+            "--json",
+            "--budget",
+            budget,
+            &v,
+        ])
+    };
+    // 2.4 MB of rows: whole within 1G, streamed in chunks within 512K.
+    let (whole, streamed) = (args("1G"), args("512K"));
+    assert!(whole.status.success(), "{}", text(&whole.stderr));
+    assert!(streamed.status.success(), "{}", text(&streamed.stderr));
+    let (a, b): (Value, Value) = (
+        serde_json::from_str(&text(&whole.stdout)).unwrap(),
+        serde_json::from_str(&text(&streamed.stdout)).unwrap(),
+    );
+    assert_eq!(a["keys"].as_array().unwrap().len(), 3000);
+    for field in ["keys", "results", "counts"] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+    // A values file cut short is named, whether read whole or streamed.
+    let bytes = std::fs::read(&v).unwrap();
+    std::fs::write(p("short.npy"), &bytes[..bytes.len() - 12]).unwrap();
+    for budget in ["1G", "512K"] {
+        let out = run(&[
+            "reduce",
+            "--op",
+            "sum",
+            "--keys",
+            &k,
+            "--budget",
+            budget,
+            &p("short.npy"),
+        ]);
+        assert_one_line_error(&out, "short values", &["short.npy"]);
+    }
+}

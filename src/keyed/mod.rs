@@ -35,6 +35,7 @@
 pub(crate) mod accumulators;
 pub(crate) mod kernels;
 pub(crate) mod run;
+pub mod stream;
 
 use std::collections::HashMap;
 

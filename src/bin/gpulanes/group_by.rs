@@ -2,12 +2,17 @@
 //! `.npy` of values by a 1-D `.npy` of int32, uint32 or int64 keys of the
 //! same length, several ops in one pass. Prints the distinct keys in
 //! ascending order with one result per op and one count per key, as a
-//! table or one JSON object. Both files are read into memory (within the
-//! budget).
+//! table or one JSON object. Files whose rows fit half the budget are read
+//! into memory; larger ones are streamed in chunks within the budget (the
+//! same bits).
 
 use std::path::Path;
 
-use gpulanes::{Dtype, Element, Engine, FileFormat, Grouped, InputFile, Key, NanPolicy, Op, npy};
+use gpulanes::stream::MIN_BUDGET_BYTES;
+use gpulanes::{
+    Column, Dtype, Element, Engine, FileFormat, Grouped, InputFile, Key, NanPolicy, Op,
+    StreamOptions, npy,
+};
 use serde::Serialize;
 
 use crate::Failure;
@@ -51,18 +56,10 @@ pub fn run(args: KeyedArgs<'_>) -> Result<(), Failure> {
             "--keys has {nk} keys but the values have {nv} (they must be the same length)"
         )));
     }
-    let bytes = nk * keys.dtype.size() + nv * values.dtype.size();
-    if bytes.saturating_mul(2) > args.budget {
-        return Err(Failure::Input(format!(
-            "keys and values hold {bytes} bytes, over half the budget of {} bytes: \
-             keyed reductions read both files into memory; raise --budget",
-            args.budget
-        )));
-    }
     match keys.dtype {
-        Dtype::I32 => with_keys::<i32>(&args, keys, values),
-        Dtype::U32 => with_keys::<u32>(&args, keys, values),
-        Dtype::I64 => with_keys::<i64>(&args, keys, values),
+        Dtype::I32 => with_keys::<i32>(&args, keys, values, nk),
+        Dtype::U32 => with_keys::<u32>(&args, keys, values, nk),
+        Dtype::I64 => with_keys::<i64>(&args, keys, values, nk),
         other => Err(Failure::Input(format!(
             "{}: --keys must be int32, uint32 or int64, found {other}",
             keys.path.display()
@@ -74,7 +71,26 @@ fn with_keys<K: Key + Element + npy::LeValue + Serialize + std::fmt::Display>(
     args: &KeyedArgs<'_>,
     keys: InputFile,
     values: InputFile,
+    len: u64,
 ) -> Result<(), Failure> {
+    // Rows held twice (host and device) must fit the budget to be read
+    // whole; otherwise they stream.
+    let bytes = len * (keys.dtype.size() + values.dtype.size());
+    if bytes.saturating_mul(2) > args.budget {
+        if args.budget < MIN_BUDGET_BYTES {
+            return Err(Failure::Input(format!(
+                "--budget {} is too small: at least {MIN_BUDGET_BYTES} bytes (512K)",
+                args.budget
+            )));
+        }
+        return match values.dtype {
+            Dtype::F32 => stream::<K, f32>(args, keys, values, len),
+            Dtype::F64 => stream::<K, f64>(args, keys, values, len),
+            Dtype::I32 => stream::<K, i32>(args, keys, values, len),
+            Dtype::U32 => stream::<K, u32>(args, keys, values, len),
+            Dtype::I64 => stream::<K, i64>(args, keys, values, len),
+        };
+    }
     let keys: Vec<K> = keys.read_to_vec_typed()?;
     match values.dtype {
         Dtype::F32 => reduce::<K, f32>(args, &keys, values),
@@ -93,12 +109,55 @@ fn reduce<K: Key + Serialize + std::fmt::Display, E: Element + npy::LeValue>(
     let values: Vec<E> = values.read_to_vec_typed()?;
     let engine = Engine::new()?;
     let grouped = engine.reduce_by_key(keys, &values, &args.ops, args.nan)?;
-    if args.json {
-        print_json(&engine, &grouped);
-    } else {
-        print_table(&grouped);
-    }
+    print(&engine, &grouped, args.json);
     Ok(())
+}
+
+/// Streams both files in chunks within the budget.
+fn stream<K: Key + Serialize + std::fmt::Display, E: Element>(
+    args: &KeyedArgs<'_>,
+    keys: InputFile,
+    values: InputFile,
+    len: u64,
+) -> Result<(), Failure> {
+    let engine = Engine::new()?;
+    let (kname, vname) = (keys.path.clone(), values.path.clone());
+    let (kend, vend) = (
+        keys.data_offset + len * K::WORDS as u64 * 4,
+        values.data_offset + len * E::DTYPE.size(),
+    );
+    let mut kreader = std::io::BufReader::new(keys.file);
+    let mut vreader = std::io::BufReader::new(values.file);
+    let grouped = engine.reduce_by_key_readers::<K, E, _, _>(
+        Column {
+            reader: &mut kreader,
+            name: &kname,
+            data_offset: keys.data_offset,
+        },
+        Column {
+            reader: &mut vreader,
+            name: &vname,
+            data_offset: values.data_offset,
+        },
+        len,
+        &args.ops,
+        args.nan,
+        &StreamOptions::with_budget(args.budget),
+    )?;
+    let end_error =
+        |name: &std::path::Path, m: String| Failure::Input(format!("{}: {m}", name.display()));
+    npy::check_end(&mut kreader, kend).map_err(|m| end_error(&kname, m))?;
+    npy::check_end(&mut vreader, vend).map_err(|m| end_error(&vname, m))?;
+    print(&engine, &grouped, args.json);
+    Ok(())
+}
+
+fn print<K: Serialize + std::fmt::Display>(engine: &Engine, g: &Grouped<K>, json: bool) {
+    if json {
+        print_json(engine, g);
+    } else {
+        print_table(g);
+    }
 }
 
 fn print_json<K: Serialize>(engine: &Engine, g: &Grouped<K>) {
