@@ -133,6 +133,29 @@ pub struct GroupedStates<K> {
     pub states: Vec<State>,
 }
 
+/// Appends group `g`'s value and count to each reduction, making each
+/// kind of state once.
+fn push_group(
+    reductions: &mut [Reduction<Scalar>],
+    acc: &accumulators::GroupAccumulators,
+    g: usize,
+    nan: NanPolicy,
+) -> Result<()> {
+    let mut made: [Option<State>; 3] = [None, None, None];
+    for r in reductions {
+        let kind = StateKind::for_op(r.op);
+        let slot = match kind {
+            StateKind::Sum => 0,
+            StateKind::Max => 1,
+            StateKind::Min => 2,
+        };
+        let s = made[slot].get_or_insert_with(|| acc.state(g, kind));
+        r.values.push(s.finalize(r.op, nan)?);
+        r.counts.push(s.count(nan));
+    }
+    Ok(())
+}
+
 /// The accumulators the ops need.
 pub(crate) fn wanted(ops: &[Op]) -> Wanted {
     Wanted {
@@ -304,11 +327,7 @@ impl crate::Engine {
         };
         keyed_groups(self.context(), keys, values, ops, |key, acc, g| {
             out.keys.push(key);
-            for r in &mut out.reductions {
-                let s = acc.state(g, StateKind::for_op(r.op));
-                r.values.push(s.finalize(r.op, nan)?);
-                r.counts.push(s.count(nan));
-            }
+            push_group(&mut out.reductions, acc, g, nan)?;
             Ok(())
         })?;
         Ok(out)
@@ -501,11 +520,7 @@ impl crate::Engine {
         let n = keys.len() as u128;
         let mut push = |key: i64, acc: &accumulators::GroupAccumulators, g: usize| {
             out.keys.push(key);
-            for r in &mut out.reductions {
-                let s = acc.state(g, StateKind::for_op(r.op));
-                r.values.push(s.finalize(r.op, nan)?);
-                r.counts.push(s.count(nan));
-            }
+            push_group(&mut out.reductions, acc, g, nan)?;
             Ok(())
         };
         let wanted = wanted(ops);
