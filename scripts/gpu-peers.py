@@ -7,6 +7,8 @@ For each op and size (bytes of float32):
   - device, partitions: torch.sum(x.view(-1, p), dim=1)  (same for mean/amax)
   - host:               torch.sum(h.to(dev)).item()  from a CPU tensor
                         (upload included, wall clock; like gpulanes' host rows)
+  - group-by (the gpulanes report's group_by rows): index_add_ (sum),
+    scatter_reduce_ (amax) and bincount (count) over int64 keys
 Device rows are timed with CUDA events around each call after warm-up,
 rotating over several input tensors (so the L2 cache does not flatter the
 result); the median of many runs is reported. Every op is first checked
@@ -183,6 +185,52 @@ def gbps(nbytes, ns):
     return nbytes / ns if ns > 0 else 0.0
 
 
+def group_by_peer(spec, device, timer, dev_budget, host_budget, random, log):
+    """PyTorch's keyed reductions for one gpulanes group-by row: int64 keys
+    uniform over `cardinality` values and float32 values; sum with
+    index_add_ (float atomics: not deterministic), max with scatter_reduce_
+    (amax), count with bincount, timed apart and as the three together
+    (gpulanes computes sum, mean, max and count in one pass). Device rows
+    start from tensors on the GPU; host rows include the uploads and the
+    results' download, as gpulanes' rows do."""
+    rows, card = spec["rows"], spec["cardinality"]
+    log(f"group-by {rows} rows, {card} keys")
+    keys = torch.randint(0, card, (rows,), device=device, dtype=torch.int64)
+    values = random(rows)
+
+    def sum_(k, v):
+        return torch.zeros(card, device=device, dtype=torch.float32).index_add_(0, k, v)
+
+    def max_(k, v):
+        return torch.full((card,), float("-inf"), device=device, dtype=torch.float32).scatter_reduce_(
+            0, k, v, reduce="amax", include_self=False)
+
+    def count_(k, v):
+        return torch.bincount(k, minlength=card)
+
+    def all3(k, v):
+        return sum_(k, v), max_(k, v), count_(k, v)
+
+    out = {"rows": rows, "cardinality": card, "key_dtype": "int64", "dtype": "float32",
+           "bytes_gpulanes": rows * 8, "bytes": rows * 12, "timer": "cuda_events" if timer.cuda else "wall"}
+    # Determinism: index_add_ on float32 may differ run to run.
+    a, b = sum_(keys, values), sum_(keys, values)
+    out["index_add_same_bits_twice"] = bool(torch.equal(a, b))
+    for name, fn in [("index_add_sum", sum_), ("scatter_reduce_amax", max_), ("bincount", count_), ("all3", all3)]:
+        ns = timer.sample(dev_budget, lambda i: fn(keys, values))
+        out[name] = {"time": summarize(ns)}
+        out[name]["gbps"] = gbps(rows * 12, out[name]["time"]["median_ns"])
+    hk, hv = keys.cpu(), values.cpu()
+
+    def from_host(i):
+        s, m, c = all3(hk.to(device), hv.to(device))
+        return s.cpu(), m.cpu(), c.cpu()
+
+    ns = wall_sample(host_budget, from_host, lambda: None)
+    out["all3_host"] = {"time": summarize(ns), "gbps": gbps(rows * 12, summarize(ns)["median_ns"])}
+    return out
+
+
 def inputs_for(nbytes, rotate_bytes, max_inputs):
     return max(2, min(max_inputs, -(-rotate_bytes // max(1, nbytes))))
 
@@ -224,6 +272,12 @@ def main():
         copy_bytes = copy_bytes or cfg["copy_bytes"]
         host = cfg.get("host", True) and not args.no_host
         seed = seed if seed is not None else cfg.get("seed")
+    group_by_specs = []
+    if args.from_gpulanes:
+        with open(args.from_gpulanes) as f:
+            for row in json.load(f).get("group_by", []):
+                if row.get("kind") == "group_by":
+                    group_by_specs.append({"rows": row["rows"], "cardinality": row["cardinality"]})
     if not sizes:
         ap.error("give --sizes or --from-gpulanes")
     bad = [o for o in ops if o not in TORCH_FN]
@@ -327,6 +381,15 @@ def main():
         if timer.cuda:
             torch.cuda.empty_cache()
 
+    group_by = []
+    for spec in group_by_specs:
+        try:
+            group_by.append(group_by_peer(spec, device, timer, dev_budget, host_budget, random, log))
+        except Exception as e:  # one failed peer must not lose the others
+            failures.append(f"group-by {spec}: {e!r}")
+        if timer.cuda:
+            torch.cuda.empty_cache()
+
     report = {
         "schema": SCHEMA,
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -345,6 +408,7 @@ def main():
         },
         "floors": floors,
         "results": results,
+        "group_by": group_by,
         "all_checks_pass": not any("rel_err" in f for f in failures),
         "failures": failures,
         "elapsed_s": time.perf_counter() - started,
