@@ -233,13 +233,22 @@ def groupby_agg(
     split_every: Optional[int] = None,
 ) -> Any:
     """``ops`` over ``values`` per distinct key of ``keys`` (1-D Dask arrays
-    of the same length; keys int32, uint32 or int64), as a ``Delayed`` of
-    ``(distinct_keys, result)`` like ``Engine.reduce(values, ops,
-    keys=keys)``, with the same bits whatever the chunking or merge tree:
-    each chunk gives per-key states on its worker, states are merged
-    ``split_every`` (default 8) at a time, and the last merge finalises."""
+    of the same length, or two columns of one Dask DataFrame such as
+    ``ddf["customer"], ddf["amount"]``; keys int32, uint32 or int64), as a
+    ``Delayed`` of ``(distinct_keys, result)`` like ``Engine.reduce(values,
+    ops, keys=keys)``, with the same bits whatever the chunking, the
+    partitioning or the merge tree: each chunk gives per-key states on its
+    worker, states are merged ``split_every`` (default 8) at a time, and the
+    last merge finalises. Columns are taken as arrays
+    (``to_dask_array(lengths=True)``, which computes each partition's
+    length); nulls are not allowed in them."""
     import dask.array as da
     from dask import delayed
+
+    if hasattr(keys, "to_dask_array"):
+        keys = keys.to_dask_array(lengths=True)
+    if hasattr(values, "to_dask_array"):
+        values = values.to_dask_array(lengths=True)
 
     single = isinstance(ops, str)
     op_list = [str(o) for o in ([ops] if isinstance(ops, str) else ops)]

@@ -128,3 +128,21 @@ def test_keyed_reduction_same_bits_as_one_process(client, engine):
             assert got[op].dtype == want[op].dtype and got[op].tobytes() == want[op].tobytes(), (op, chunks)
     k1, s1 = client.compute(gd.groupby_agg(da.from_array(keys, chunks=7_000), da.from_array(vals, chunks=7_000), "max")).result()
     assert k1.tobytes() == want_keys.tobytes() and np.array_equal(s1, engine.reduce(vals, "max", keys=keys)[1], equal_nan=True)
+
+
+def test_keyed_reduction_of_dataframe_columns_same_bits_as_one_process(client, engine):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    rng = np.random.default_rng(8)
+    n = 40_003
+    keys = rng.integers(-300, 300, n).astype(np.int32)
+    vals = values(np.float32, n, seed=9)
+    ops = ["sum", "mean", "max", "min", "count"]
+    want_keys, want = engine.reduce(vals, ops, keys=keys)
+    df = pd.DataFrame({"customer": keys, "amount": vals})
+    for npartitions in (1, 3, 7):
+        ddf = dd.from_pandas(df, npartitions=npartitions)
+        got_keys, got = client.compute(gd.groupby_agg(ddf["customer"], ddf["amount"], ops, split_every=2)).result()
+        assert got_keys.tobytes() == want_keys.tobytes()
+        for op in ops:
+            assert got[op].dtype == want[op].dtype and got[op].tobytes() == want[op].tobytes(), (op, npartitions)
