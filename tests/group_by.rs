@@ -322,6 +322,9 @@ fn windows_and_chunks_under_tiny_caps_agree() {
         }
         let v64 = adversarial_f64(&mut rng, n, true);
         check(e, "tiny caps f64", &keys, &v64, NanPolicy::Propagate);
+        // Sparse keys: ids in key order, several windows of them.
+        let sparse: Vec<i64> = keys.iter().map(|&k| ((k as i64) << 33) - 7).collect();
+        check(e, "tiny caps sparse", &sparse, &values, NanPolicy::Ignore);
     }
 }
 

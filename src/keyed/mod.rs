@@ -169,7 +169,7 @@ pub(crate) fn wanted(ops: &[Op]) -> Wanted {
 enum KeyPlan<K> {
     /// group = key - min.
     Dense { min: K, groups: u64 },
-    /// group = ids[row]; distinct[g] is group g's key.
+    /// group = ids[row]; distinct[g] is group g's key (ascending).
     Sparse { ids: Vec<u32>, distinct: Vec<K> },
 }
 
@@ -205,6 +205,18 @@ fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
             distinct.len()
         )));
     }
+    // Ids in key order, so that windows of consecutive ids come out in key
+    // order and none needs holding until the end.
+    let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| distinct[i as usize]);
+    let mut rank = vec![0u32; distinct.len()];
+    for (r, &first) in order.iter().enumerate() {
+        rank[first as usize] = r as u32;
+    }
+    for id in &mut ids {
+        *id = rank[*id as usize];
+    }
+    let distinct = order.iter().map(|&i| distinct[i as usize]).collect();
     Ok(KeyPlan::Sparse { ids, distinct })
 }
 
@@ -261,33 +273,25 @@ fn keyed_groups<K: Key, E: Element>(
             )
         }
         KeyPlan::Sparse { ids, distinct } => {
-            let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
-            order.sort_unstable_by_key(|&i| distinct[i as usize]);
-            // Accumulators by id, then handed on in key order.
-            let mut windows = Vec::new();
             let by = RowGroups::Keys32 {
                 keys: Words::Host(&ids),
                 base: 0,
             };
+            let groups = distinct.len() as u64;
             reduce_groups(
                 ctx,
                 E::DTYPE,
                 Words::Host(words),
                 by,
-                distinct.len() as u64,
+                groups,
                 wanted,
                 |g0, acc| {
-                    windows.push((g0 as usize, acc));
+                    for g in 0..acc.len() {
+                        each(distinct[g0 as usize + g], &acc, g)?;
+                    }
                     Ok(())
                 },
-            )?;
-            for id in order {
-                let id = id as usize;
-                let w = windows.partition_point(|(g0, _)| *g0 <= id) - 1;
-                let (g0, acc) = &windows[w];
-                each(distinct[id], acc, id - g0)?;
-            }
-            Ok(())
+            )
         }
     }
 }
@@ -573,9 +577,6 @@ impl crate::Engine {
                 )));
             }
         };
-        let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
-        order.sort_unstable_by_key(|&i| distinct[i as usize]);
-        let mut windows = Vec::new();
         let by = RowGroups::Keys32 {
             keys: Words::Host(&ids),
             base: 0,
@@ -589,16 +590,12 @@ impl crate::Engine {
             groups,
             wanted,
             |g0, acc| {
-                windows.push((g0 as usize, acc));
+                for g in 0..acc.len() {
+                    push(distinct[g0 as usize + g], &acc, g)?;
+                }
                 Ok(())
             },
         )?;
-        for id in order {
-            let id = id as usize;
-            let w = windows.partition_point(|(g0, _)| *g0 <= id) - 1;
-            let (g0, acc) = &windows[w];
-            push(distinct[id], acc, id - g0)?;
-        }
         Ok(out)
     }
 }
