@@ -2,7 +2,8 @@
 //! float64 by default), against the copy and upload floors measured in the
 //! same run, the round-trip latency floor, and CPU
 //! baselines on the same data. The table goes to stdout, a progress bar to
-//! stderr, the full report to `--json FILE` (`-` for stdout).
+//! stderr, the full report to `--json FILE` (`-` for stdout), SVG charts
+//! of it to `--plot DIR`.
 
 use std::path::PathBuf;
 
@@ -66,6 +67,10 @@ pub struct BenchArgs {
     /// K, M = 2^10, 2^20; 0 skips them). Default 16M (1M with --quick).
     #[arg(long, value_name = "N")]
     group_by_rows: Option<String>,
+    /// Write SVG charts into DIR (created if missing): throughput against
+    /// input size per dtype and op, and the group-by rows.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -201,6 +206,11 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     if !json_to_stdout {
         print!("{}", report.table());
+    }
+    if let Some(dir) = &args.plot {
+        for path in crate::plot::bench(&report, dir)? {
+            eprintln!("gpulanes bench: wrote {}", path.display());
+        }
     }
     if report.all_checks_pass {
         Ok(())
