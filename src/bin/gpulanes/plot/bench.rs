@@ -34,10 +34,13 @@ pub fn bench(report: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, Failure> 
         let rows = parts.len().div_ceil(2) as u32;
         let title = format!("gpulanes bench: {op} of {dtype}, throughput against input size");
         let name = format!("throughput-{dtype}-{op}.svg");
+        let series = series(report, dtype, op);
         written.push(svg(dir, &name, rows * PANEL + 70, &title, &sub, |body| {
-            let panels = body.split_evenly((rows as usize, parts.len().min(2)));
+            let (plots, key) = body.split_horizontally(body.dim_in_pixel().0 - LEGEND);
+            shared_legend(&key, &series)?;
+            let panels = plots.split_evenly((rows as usize, parts.len().min(2)));
             for (area, part) in panels.iter().zip(&parts) {
-                throughput_panel(area, report, dtype, op, *part)?;
+                throughput_panel(area, report, dtype, op, *part, &series)?;
             }
             Ok(())
         })?);
@@ -50,6 +53,9 @@ pub fn bench(report: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, Failure> 
     }
     Ok(written)
 }
+
+/// Width of the legend beside the panels of a throughput chart.
+const LEGEND: u32 = 290;
 
 /// The (dtype, op) pairs measured, in the report's order.
 fn cases(report: &BenchReport) -> Vec<(&'static str, &'static str)> {
@@ -86,12 +92,91 @@ fn part_label(part: Option<u64>) -> String {
     }
 }
 
-/// (log2 bytes, GB/s) of the measured GPU rows from `source`.
-fn gpu_points(rows: &[&GpuRow], source: Source) -> Vec<(f64, f64)> {
-    rows.iter()
-        .filter(|r| r.source == source && r.error.is_none() && r.gbps > 0.0)
-        .map(|r| ((r.bytes as f64).log2(), r.gbps))
-        .collect()
+/// What one series of a throughput chart draws.
+enum Kind {
+    /// A floor, in GB/s: a dashed horizontal line.
+    Floor(f64),
+    /// The GPU rows from this source.
+    Gpu(Source),
+    /// A CPU baseline: implementation and threads.
+    Cpu(&'static str, usize),
+}
+
+/// A series of a throughput chart, drawn the same way in every panel.
+struct Series {
+    label: String,
+    style: ShapeStyle,
+    kind: Kind,
+}
+
+/// The series of one case's chart: the floors, the GPU rows by source, and
+/// each CPU baseline measured.
+fn series(report: &BenchReport, dtype: &str, op: &str) -> Vec<Series> {
+    let floors = &report.floors;
+    let floor = |name: &str, gbps: f64, colour: RGBColor| Series {
+        label: format!("{name} floor: {} GB/s", fmt_num(round3(gbps))),
+        style: colour.stroke_width(2),
+        kind: Kind::Floor(gbps),
+    };
+    let mut out = vec![floor("buffer copy", floors.copy.gbps, VERMILION)];
+    if let Some(sc) = &floors.shader_copy {
+        out.push(floor("shader copy", sc.gbps, PURPLE));
+    }
+    out.push(floor("upload", floors.upload.gbps, ORANGE));
+    let rows = report
+        .results
+        .iter()
+        .filter(|r| r.dtype == dtype && r.op == op);
+    for (source, label, colour) in [
+        (Source::Device, "GPU, device-resident", BLUE),
+        (Source::Host, "GPU, from host (upload included)", SKY),
+    ] {
+        if rows.clone().any(|r| r.source == source) {
+            out.push(Series {
+                label: label.into(),
+                style: colour.stroke_width(3),
+                kind: Kind::Gpu(source),
+            });
+        }
+    }
+    let colours = [GREEN, BLACK, GREY];
+    let mut impls = Vec::new();
+    for r in report.cpu.iter().filter(|r| r.dtype == dtype && r.op == op) {
+        if !impls.contains(&(r.implementation.name(), r.threads)) {
+            impls.push((r.implementation.name(), r.threads));
+        }
+    }
+    for (i, (name, threads)) in impls.into_iter().enumerate() {
+        out.push(Series {
+            label: format!("CPU {name} ({threads} thread{})", plural(threads)),
+            style: colours[i % colours.len()].stroke_width(2),
+            kind: Kind::Cpu(name, threads),
+        });
+    }
+    out
+}
+
+/// The legend of every panel, drawn once beside them.
+fn shared_legend(area: &DrawingArea<SVGBackend, Shift>, series: &[Series]) -> Drawn {
+    let font = (FONT, 14).into_font().color(&BLACK);
+    let mut y = 48;
+    for s in series {
+        let sample: Vec<(i32, i32)> = if matches!(s.kind, Kind::Floor(_)) {
+            vec![(8, y), (16, y), (22, y), (30, y)]
+        } else {
+            vec![(8, y), (30, y)]
+        };
+        if matches!(s.kind, Kind::Floor(_)) {
+            area.draw(&PathElement::new(vec![sample[0], sample[1]], s.style))?;
+            area.draw(&PathElement::new(vec![sample[2], sample[3]], s.style))?;
+        } else {
+            area.draw(&PathElement::new(sample, s.style))?;
+            area.draw(&Circle::new((19, y), 3, s.style.color.filled()))?;
+        }
+        area.draw(&Text::new(s.label.as_str(), (38, y - 8), font.clone()))?;
+        y += 24;
+    }
+    Ok(())
 }
 
 fn throughput_panel(
@@ -100,43 +185,25 @@ fn throughput_panel(
     dtype: &str,
     op: &str,
     part: Option<u64>,
+    series: &[Series],
 ) -> Drawn {
-    let rows: Vec<&GpuRow> = report
+    let case: Vec<&GpuRow> = report
         .results
         .iter()
-        .filter(|r| r.dtype == dtype && r.op == op && r.partition_size == part)
+        .filter(|r| r.dtype == dtype && r.op == op)
+        .collect();
+    let rows: Vec<&GpuRow> = case
+        .iter()
+        .copied()
+        .filter(|r| r.partition_size == part)
         .collect();
     let cpu: Vec<_> = report
         .cpu
         .iter()
         .filter(|r| r.dtype == dtype && r.op == op && r.partition_size == part && r.gbps > 0.0)
         .collect();
-    let floors = &report.floors;
-    let mut lines: Vec<(String, f64, ShapeStyle)> = vec![(
-        format!(
-            "buffer copy floor ({} GB/s)",
-            fmt_num(round3(floors.copy.gbps))
-        ),
-        floors.copy.gbps,
-        VERMILION.stroke_width(2),
-    )];
-    if let Some(sc) = &floors.shader_copy {
-        lines.push((
-            format!("shader copy floor ({} GB/s)", fmt_num(round3(sc.gbps))),
-            sc.gbps,
-            PURPLE.stroke_width(2),
-        ));
-    }
-    lines.push((
-        format!(
-            "upload floor ({} GB/s)",
-            fmt_num(round3(floors.upload.gbps))
-        ),
-        floors.upload.gbps,
-        ORANGE.stroke_width(2),
-    ));
-
-    let sizes: Vec<f64> = rows.iter().map(|r| (r.bytes as f64).log2()).collect();
+    // Every panel of a case spans the same sizes.
+    let sizes: Vec<f64> = case.iter().map(|r| (r.bytes as f64).log2()).collect();
     let x_lo = sizes.iter().copied().fold(f64::INFINITY, f64::min);
     let x_hi = sizes.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let (x_lo, x_hi) = if x_lo.is_finite() {
@@ -148,7 +215,10 @@ fn throughput_panel(
         rows.iter()
             .map(|r| r.gbps)
             .chain(cpu.iter().map(|r| r.gbps))
-            .chain(lines.iter().map(|l| l.1)),
+            .chain(series.iter().filter_map(|s| match s.kind {
+                Kind::Floor(g) => Some(g),
+                _ => None,
+            })),
         (0.01, 10.0),
     );
     let mut chart = ChartBuilder::on(area)
@@ -176,52 +246,36 @@ fn throughput_panel(
         .bold_line_style(GREY.mix(0.2))
         .draw()?;
 
-    for (label, gbps, style) in &lines {
-        let dashed = DashedLineSeries::new([(x_lo, *gbps), (x_hi, *gbps)], 8, 5, *style);
-        chart
-            .draw_series(dashed)?
-            .label(label.as_str())
-            .legend(legend_line(*style));
+    for s in series {
+        let points: Vec<(f64, f64)> = match s.kind {
+            Kind::Floor(gbps) => {
+                let line = [(x_lo, gbps), (x_hi, gbps)];
+                chart.draw_series(DashedLineSeries::new(line, 8, 5, s.style))?;
+                continue;
+            }
+            Kind::Gpu(source) => gpu_points(&rows, source),
+            Kind::Cpu(name, threads) => cpu
+                .iter()
+                .filter(|r| r.implementation.name() == name && r.threads == threads)
+                .map(|r| ((r.bytes as f64).log2(), r.gbps))
+                .collect(),
+        };
+        chart.draw_series(LineSeries::new(points.clone(), s.style))?;
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, s.style.color.filled())),
+        )?;
     }
-    let series: [(&str, Vec<(f64, f64)>, ShapeStyle); 2] = [
-        (
-            "GPU, device-resident",
-            gpu_points(&rows, Source::Device),
-            BLUE.stroke_width(3),
-        ),
-        (
-            "GPU, from host (upload included)",
-            gpu_points(&rows, Source::Host),
-            SKY.stroke_width(3),
-        ),
-    ];
-    for (label, points, style) in series {
-        if points.is_empty() {
-            continue;
-        }
-        line_with_points(&mut chart, label, points, style)?;
-    }
-    let cpu_styles = [
-        GREEN.stroke_width(2),
-        GREY.stroke_width(2),
-        BLACK.stroke_width(1),
-    ];
-    let mut impls = Vec::new();
-    for r in &cpu {
-        if !impls.contains(&(r.implementation.name(), r.threads)) {
-            impls.push((r.implementation.name(), r.threads));
-        }
-    }
-    for (i, (name, threads)) in impls.iter().enumerate() {
-        let points = cpu
-            .iter()
-            .filter(|r| r.implementation.name() == *name && r.threads == *threads)
-            .map(|r| ((r.bytes as f64).log2(), r.gbps))
-            .collect();
-        let label = format!("CPU {} ({threads} thread{})", name, plural(*threads));
-        line_with_points(&mut chart, &label, points, cpu_styles[i % cpu_styles.len()])?;
-    }
-    legend(&mut chart, SeriesLabelPosition::LowerRight)
+    Ok(())
+}
+
+/// (log2 bytes, GB/s) of the measured GPU rows from `source`.
+fn gpu_points(rows: &[&GpuRow], source: Source) -> Vec<(f64, f64)> {
+    rows.iter()
+        .filter(|r| r.source == source && r.error.is_none() && r.gbps > 0.0)
+        .map(|r| ((r.bytes as f64).log2(), r.gbps))
+        .collect()
 }
 
 /// A named series: a line through its points, and a dot on each.
@@ -302,7 +356,10 @@ fn group_by(body: &DrawingArea<SVGBackend, Shift>, report: &BenchReport) -> Draw
         let whole_style = styles[i % styles.len()].stroke_width(1);
         chart
             .draw_series(DashedLineSeries::new(whole, 6, 4, whole_style))?
-            .label(format!("whole-buffer sum beside {}", label(kind, dtype)))
+            .label(format!(
+                "whole-buffer sum, same values ({})",
+                label(kind, dtype)
+            ))
             .legend(legend_line(whole_style));
     }
     legend(&mut chart, SeriesLabelPosition::LowerLeft)?;

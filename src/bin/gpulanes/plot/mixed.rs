@@ -178,45 +178,33 @@ fn latency_cdf(body: &DrawingArea<SVGBackend, Shift>, report: &MixedReport) -> D
             .label(label(phase, v))
             .legend(legend_line(style));
     }
-    legend(&mut chart, SeriesLabelPosition::UpperRight)
+    legend(&mut chart, SeriesLabelPosition::LowerLeft)
 }
 
-/// Batch GB/s of one phase run in about ten equal bins (one figure over
-/// the whole job for a cold-start scheduler): (bin middle in s, GB/s).
+/// Batch GB/s of one phase run, one figure per job: its bytes over the
+/// time since the previous job's result (since the run's start for the
+/// first), at the time of its result. Two jobs are kept in flight, so in a
+/// steady state that time is one job's share of the device.
 fn batch_rate(t: &PhaseTrace) -> Vec<(f64, f64)> {
-    let span = t.end_s - t.start_s;
-    if t.batch_done_s.is_empty() || span <= 0.0 {
-        return Vec::new();
-    }
-    if t.phase == "cold start" {
-        let gb = (t.batch_job_bytes * t.batch_done_s.len() as u64) as f64 / 1e9;
-        return vec![(t.end_s, gb / span)];
-    }
-    let bins = 10usize;
-    let width = span / bins as f64;
-    let mut jobs = vec![0u64; bins];
+    let gb = t.batch_job_bytes as f64 / 1e9;
+    let mut prev = t.start_s;
+    let mut out = Vec::new();
     for &d in &t.batch_done_s {
-        let i = (((d - t.start_s) / width) as usize).min(bins - 1);
-        jobs[i] += 1;
+        if d > prev {
+            out.push((d, gb / (d - prev)));
+        }
+        prev = d;
     }
-    jobs.iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            (
-                t.start_s + (i as f64 + 0.5) * width,
-                (n * t.batch_job_bytes) as f64 / 1e9 / width,
-            )
-        })
-        .collect()
+    out
 }
 
-/// Mean input MiB per batch submission of each job: (done at s, MiB).
+/// Mean input KiB per batch submission of each job: (done at s, KiB).
 fn chunk_sizes(t: &PhaseTrace) -> Vec<(f64, f64)> {
     t.batch_done_s
         .iter()
         .zip(&t.batch_chunks)
         .filter(|(_, c)| **c > 0)
-        .map(|(&d, &c)| (d, t.batch_job_bytes as f64 / c as f64 / (1u64 << 20) as f64))
+        .map(|(&d, &c)| (d, t.batch_job_bytes as f64 / c as f64 / 1024.0))
         .collect()
 }
 
@@ -276,7 +264,7 @@ fn timeline(body: &DrawingArea<SVGBackend, Shift>, report: &MixedReport) -> Draw
         * 1.15;
     let mut chart = ChartBuilder::on(&panels[1])
         .caption(
-            "batch throughput (jobs finished per tenth of a phase run)",
+            "batch throughput (each job's bytes / time since the previous result)",
             (FONT, 17),
         )
         .margin(12)
@@ -300,10 +288,12 @@ fn timeline(body: &DrawingArea<SVGBackend, Shift>, report: &MixedReport) -> Draw
 
     let sizes: Vec<(&PhaseTrace, Vec<(f64, f64)>)> =
         report.trace.iter().map(|t| (t, chunk_sizes(t))).collect();
-    let y = log_range(
-        sizes.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)),
-        (0.1, 10.0),
-    );
+    let y_top = sizes
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.15;
     let mut chart = ChartBuilder::on(&panels[2])
         .caption(
             "batch chunk size (job bytes / the job's GPU submissions)",
@@ -312,12 +302,8 @@ fn timeline(body: &DrawingArea<SVGBackend, Shift>, report: &MixedReport) -> Draw
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d(x, y.log_scale())?;
-    mesh(
-        &mut chart,
-        "time since the run began (s)",
-        "MiB per chunk (log scale)",
-    )?;
+        .build_cartesian_2d(x, 0.0..y_top)?;
+    mesh(&mut chart, "time since the run began (s)", "KiB per chunk")?;
     for (t, s) in sizes.iter().filter(|(_, s)| !s.is_empty()) {
         let c = colour(t.phase);
         let drawn = chart.draw_series(s.iter().map(|&p| Circle::new(p, 2, c.filled())))?;

@@ -79,9 +79,11 @@ fn svg(
     Ok(path)
 }
 
-/// The second title line: the adapter, its backend and kind, the date, and
-/// what a software adapter's timings mean.
+/// The second title line: the adapter, its backend and kind, the date
+/// (RFC 3339, shown as `YYYY-MM-DD HH:MM:SS UTC`), and what a software
+/// adapter's timings mean.
 fn subtitle(adapter: &gpulanes::AdapterSummary, date: &str) -> String {
+    let date = date.replace('T', " ").replace('Z', " UTC");
     let software = if adapter.software {
         " | software adapter: CPU timings, not GPU speed"
     } else {
@@ -112,7 +114,10 @@ fn fmt_bytes(bytes: f64) -> String {
 /// A number for a log axis: no trailing zeros, no exponent between 1e-4
 /// and 1e6.
 fn fmt_num(v: f64) -> String {
-    if v == 0.0 || !(1e-4..1e6).contains(&v.abs()) {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if !(1e-4..1e6).contains(&v.abs()) {
         return format!("{v:.0e}");
     }
     let s = format!("{v:.4}");
