@@ -243,6 +243,7 @@ fn throughput_panel(
         .axis_desc_style((FONT, 14))
         .label_style((FONT, 12))
         .light_line_style(GREY.mix(0.08))
+        .max_light_lines(4)
         .bold_line_style(GREY.mix(0.2))
         .draw()?;
 
