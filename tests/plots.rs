@@ -290,3 +290,72 @@ fn mixed_plot_draws_the_latency_distribution_and_the_run_in_time() {
         svg.assert_text(label, &what);
     }
 }
+
+/// `--peers FILE` (a `scripts/gpu-peers.py` report) adds PyTorch's rows to
+/// the float32 charts as their own series, one point per row; a file that
+/// is not such a report is bad input (exit 2) before any device opens.
+#[test]
+fn bench_plot_draws_the_pytorch_rows_it_is_given() {
+    let dir = scratch("peers");
+    let charts = dir.join("charts");
+    let peers = dir.join("peers.json");
+    let row = |source: &str, bytes: u64, gbps: f64| {
+        serde_json::json!({
+            "op": "sum", "source": source, "bytes": bytes,
+            "partition_size": null, "gbps": gbps,
+        })
+    };
+    let report = serde_json::json!({
+        "schema": "gpulanes-peers/1",
+        "date_utc": "2026-01-02T03:04:05Z",
+        "torch_version": "2.9.0",
+        "results": [
+            row("device", 4096, 0.5), row("device", 16384, 2.0), row("device", 65536, 8.0),
+            row("host", 4096, 0.1), row("host", 65536, 1.0),
+        ],
+    });
+    std::fs::write(&peers, report.to_string()).unwrap();
+    let out = run(&[
+        "bench",
+        "--quick",
+        "--dtype",
+        "float32",
+        "--sizes",
+        "4K,16K,64K",
+        "--ops",
+        "sum",
+        "--partitions",
+        "none",
+        "--no-cpu",
+        "--group-by-rows",
+        "0",
+        "--no-progress",
+        "--peers",
+        peers.to_str().unwrap(),
+        "--plot",
+        charts.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let path = charts.join("throughput-float32-sum.svg");
+    let svg = Svg::read(&path);
+    let what = path.display().to_string();
+    svg.assert_text("PyTorch 2.9.0, device-resident (2026-01-02)", &what);
+    svg.assert_text("PyTorch 2.9.0, from host (2026-01-02)", &what);
+    // One line through the rows, and the legend's two-point sample.
+    assert_eq!(svg.points("#882255").iter().sum::<usize>(), 3 + 2, "{what}");
+    assert_eq!(svg.points("#CC6699").iter().sum::<usize>(), 2 + 2, "{what}");
+    assert!(!charts.join("group-by.svg").exists());
+
+    std::fs::write(&peers, "{\"schema\": \"something else\"}").unwrap();
+    let out = run(&[
+        "bench",
+        "--peers",
+        peers.to_str().unwrap(),
+        "--plot",
+        charts.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--peers"), "{stderr}");
+}

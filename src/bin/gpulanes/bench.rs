@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// input size per dtype and op, and the group-by rows.
     #[arg(long, value_name = "DIR")]
     plot: Option<PathBuf>,
+    /// With --plot: draw the PyTorch rows of this report of
+    /// `scripts/gpu-peers.py` (float32) as their own series.
+    #[arg(long, value_name = "FILE", requires = "plot")]
+    peers: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -82,6 +86,20 @@ fn parse_sizes(flag: &str, text: &str) -> Result<Vec<u64>, Failure> {
 
 fn parse_one(flag: &str, text: &str) -> Result<u64, Failure> {
     size::parse(text).map_err(|e| Failure::Input(format!("--{flag}: {e}")))
+}
+
+/// The PyTorch peers' report (`scripts/gpu-peers.py --json FILE`), checked
+/// for its schema before any device is opened.
+fn read_peers(path: &std::path::Path) -> Result<serde_json::Value, Failure> {
+    let bad = |why: String| Failure::Input(format!("--peers {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let peers: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if peers["schema"] != "gpulanes-peers/1" || !peers["results"].is_array() {
+        return Err(bad(
+            "not a report of scripts/gpu-peers.py (schema gpulanes-peers/1)".into(),
+        ));
+    }
+    Ok(peers)
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
@@ -127,6 +145,8 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         .as_deref()
         .map(|s| parse_one("copy-size", s))
         .transpose()?;
+
+    let peers = args.peers.as_deref().map(read_peers).transpose()?;
 
     let engine = Engine::new()?;
     let adapter = engine.adapter().clone();
@@ -208,7 +228,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         print!("{}", report.table());
     }
     if let Some(dir) = &args.plot {
-        for path in crate::plot::bench(&report, dir)? {
+        for path in crate::plot::bench(&report, peers.as_ref(), dir)? {
             eprintln!("gpulanes bench: wrote {}", path.display());
         }
     }

@@ -2,8 +2,10 @@
 //! - `throughput-DTYPE-OP.svg`: throughput (GB/s) against input size, one
 //!   panel per partitioning, with the device-resident and from-host GPU
 //!   rows, the CPU baselines measured in the same run, and the buffer-copy,
-//!   shader-copy and upload floors as horizontal lines (a roofline-style
-//!   view: a reduction reads each byte once, so the copy floors, which count
+//!   shader-copy and upload floors as horizontal lines, and the PyTorch rows
+//!   of a `scripts/gpu-peers.py` report where one is given (float32 only,
+//!   as that script measures), as a roofline-style
+//!   view (a reduction reads each byte once, so the copy floors, which count
 //!   bytes read and written, are what streaming the input could reach);
 //! - `group-by.svg`: the keyed and small-partition rows against their
 //!   number of groups, in GB/s and as a share of the whole-buffer sum of the
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use gpulanes::bench::{BenchReport, GpuRow, Source};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use serde_json::Value;
 
 use super::{
     BLUE, Drawn, FONT, GREEN, GREY, ORANGE, PURPLE, SKY, VERMILION, create_dir, fmt_bytes, fmt_num,
@@ -24,8 +27,13 @@ use crate::Failure;
 /// Panel height of a throughput chart.
 const PANEL: u32 = 430;
 
-/// Writes every chart of `report` into `dir`; returns their paths.
-pub fn bench(report: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, Failure> {
+/// Writes every chart of `report` (with the PyTorch rows of `peers`, a
+/// `gpulanes-peers/1` report, where given) into `dir`; returns their paths.
+pub fn bench(
+    report: &BenchReport,
+    peers: Option<&Value>,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, Failure> {
     create_dir(dir)?;
     let sub = subtitle(&report.adapter, &report.date_utc);
     let mut written = Vec::new();
@@ -34,13 +42,13 @@ pub fn bench(report: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, Failure> 
         let rows = parts.len().div_ceil(2) as u32;
         let title = format!("gpulanes bench: {op} of {dtype}, throughput against input size");
         let name = format!("throughput-{dtype}-{op}.svg");
-        let series = series(report, dtype, op);
+        let series = series(report, peers, dtype, op);
         written.push(svg(dir, &name, rows * PANEL + 70, &title, &sub, |body| {
             let (plots, key) = body.split_horizontally(body.dim_in_pixel().0 - LEGEND);
             shared_legend(&key, &series)?;
             let panels = plots.split_evenly((rows as usize, parts.len().min(2)));
             for (area, part) in panels.iter().zip(&parts) {
-                throughput_panel(area, report, dtype, op, *part, &series)?;
+                throughput_panel(area, report, peers, dtype, op, *part, &series)?;
             }
             Ok(())
         })?);
@@ -93,6 +101,7 @@ fn part_label(part: Option<u64>) -> String {
 }
 
 /// What one series of a throughput chart draws.
+#[derive(Clone, Copy)]
 enum Kind {
     /// A floor, in GB/s: a dashed horizontal line.
     Floor(f64),
@@ -100,6 +109,8 @@ enum Kind {
     Gpu(Source),
     /// A CPU baseline: implementation and threads.
     Cpu(&'static str, usize),
+    /// PyTorch's rows from this source (`device` or `host`).
+    Peer(&'static str),
 }
 
 /// A series of a throughput chart, drawn the same way in every panel.
@@ -111,7 +122,7 @@ struct Series {
 
 /// The series of one case's chart: the floors, the GPU rows by source, and
 /// each CPU baseline measured.
-fn series(report: &BenchReport, dtype: &str, op: &str) -> Vec<Series> {
+fn series(report: &BenchReport, peers: Option<&Value>, dtype: &str, op: &str) -> Vec<Series> {
     let floors = &report.floors;
     let floor = |name: &str, gbps: f64, colour: RGBColor| Series {
         label: format!("{name} floor: {} GB/s", fmt_num(round3(gbps))),
@@ -137,6 +148,27 @@ fn series(report: &BenchReport, dtype: &str, op: &str) -> Vec<Series> {
                 style: colour.stroke_width(3),
                 kind: Kind::Gpu(source),
             });
+        }
+    }
+    if let Some(peers) = peers.filter(|_| dtype == "float32") {
+        let version = peers["torch_version"].as_str().unwrap_or("?");
+        let date = peers["date_utc"]
+            .as_str()
+            .unwrap_or("")
+            .get(..10)
+            .unwrap_or("");
+        for (source, what, colour) in [
+            ("device", "device-resident", TORCH),
+            ("host", "from host", TORCH_HOST),
+        ] {
+            let rows = peers["results"].as_array().into_iter().flatten();
+            if rows.clone().any(|r| r["op"] == op && r["source"] == source) {
+                out.push(Series {
+                    label: format!("PyTorch {version}, {what} ({date})"),
+                    style: colour.stroke_width(3),
+                    kind: Kind::Peer(source),
+                });
+            }
         }
     }
     let colours = [GREEN, BLACK, GREY];
@@ -179,9 +211,26 @@ fn shared_legend(area: &DrawingArea<SVGBackend, Shift>, series: &[Series]) -> Dr
     Ok(())
 }
 
+/// PyTorch's colours: a dark red, lighter from host.
+const TORCH: RGBColor = RGBColor(136, 34, 85);
+const TORCH_HOST: RGBColor = RGBColor(204, 102, 153);
+
+/// (log2 bytes, GB/s) of the peers' rows of `op` and `part` from `source`.
+fn peer_points(peers: &Value, op: &str, part: Option<u64>, source: &str) -> Vec<(f64, f64)> {
+    peers["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["op"] == op && r["source"] == source && r["partition_size"].as_u64() == part)
+        .filter_map(|r| Some(((r["bytes"].as_u64()? as f64).log2(), r["gbps"].as_f64()?)))
+        .filter(|(_, g)| *g > 0.0 && g.is_finite())
+        .collect()
+}
+
 fn throughput_panel(
     area: &DrawingArea<SVGBackend, Shift>,
     report: &BenchReport,
+    peers: Option<&Value>,
     dtype: &str,
     op: &str,
     part: Option<u64>,
@@ -202,8 +251,32 @@ fn throughput_panel(
         .iter()
         .filter(|r| r.dtype == dtype && r.op == op && r.partition_size == part && r.gbps > 0.0)
         .collect();
+    let peer_rows: Vec<(&'static str, Vec<(f64, f64)>)> = series
+        .iter()
+        .filter_map(|s| match (s.kind, peers) {
+            (Kind::Peer(source), Some(p)) => Some((source, peer_points(p, op, part, source))),
+            _ => None,
+        })
+        .collect();
     // Every panel of a case spans the same sizes.
-    let sizes: Vec<f64> = case.iter().map(|r| (r.bytes as f64).log2()).collect();
+    let all_peers = |p: &Value| {
+        ["device", "host"]
+            .into_iter()
+            .flat_map(|s| peer_points(p, op, None, s))
+            .map(|(x, _)| x)
+            .collect::<Vec<_>>()
+    };
+    let sizes: Vec<f64> = case
+        .iter()
+        .map(|r| (r.bytes as f64).log2())
+        .chain(
+            peers
+                .filter(|_| !peer_rows.is_empty())
+                .map(all_peers)
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
     let x_lo = sizes.iter().copied().fold(f64::INFINITY, f64::min);
     let x_hi = sizes.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let (x_lo, x_hi) = if x_lo.is_finite() {
@@ -215,6 +288,7 @@ fn throughput_panel(
         rows.iter()
             .map(|r| r.gbps)
             .chain(cpu.iter().map(|r| r.gbps))
+            .chain(peer_rows.iter().flat_map(|(_, p)| p.iter().map(|x| x.1)))
             .chain(series.iter().filter_map(|s| match s.kind {
                 Kind::Floor(g) => Some(g),
                 _ => None,
@@ -255,6 +329,10 @@ fn throughput_panel(
                 continue;
             }
             Kind::Gpu(source) => gpu_points(&rows, source),
+            Kind::Peer(source) => peer_rows
+                .iter()
+                .find(|(s, _)| *s == source)
+                .map_or_else(Vec::new, |(_, p)| p.clone()),
             Kind::Cpu(name, threads) => cpu
                 .iter()
                 .filter(|r| r.implementation.name() == name && r.threads == threads)
