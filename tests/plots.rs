@@ -359,3 +359,21 @@ fn bench_plot_draws_the_pytorch_rows_it_is_given() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--peers"), "{stderr}");
 }
+
+/// A chart folder that cannot be made is bad input, found before the run.
+#[test]
+fn a_plot_folder_that_cannot_be_made_exits_2() {
+    let dir = scratch("bad-dir");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let inside = file.join("charts");
+    for args in [
+        vec!["bench", "--quick", "--plot", inside.to_str().unwrap()],
+        vec!["mixed", "--plot", inside.to_str().unwrap()],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--plot"), "{stderr}");
+    }
+}

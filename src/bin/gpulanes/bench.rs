@@ -147,6 +147,9 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         .transpose()?;
 
     let peers = args.peers.as_deref().map(read_peers).transpose()?;
+    if let Some(dir) = &args.plot {
+        crate::plot::create_dir(dir)?;
+    }
 
     let engine = Engine::new()?;
     let adapter = engine.adapter().clone();

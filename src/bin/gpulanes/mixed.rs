@@ -77,6 +77,9 @@ fn duration_flag(seconds: f64) -> Result<Duration, Failure> {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     validate(&args)?;
+    if let Some(dir) = &args.plot {
+        crate::plot::create_dir(dir)?;
+    }
     let engine = Engine::new()?;
     let mut cfg = MixedConfig::for_adapter(engine.adapter());
     if let Some(d) = args.duration {

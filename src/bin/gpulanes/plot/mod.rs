@@ -40,10 +40,11 @@ const PURPLE: RGBColor = RGBColor(204, 121, 167);
 const SKY: RGBColor = RGBColor(86, 180, 233);
 const GREY: RGBColor = RGBColor(110, 110, 110);
 
-/// Creates `dir` (and its parents) for the charts.
-fn create_dir(dir: &Path) -> Result<(), Failure> {
+/// Creates `dir` (and its parents) for the charts: called before a run, so
+/// a folder that cannot be made fails fast, as bad input.
+pub fn create_dir(dir: &Path) -> Result<(), Failure> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))
+        .map_err(|e| Failure::Input(format!("--plot {}: {e}", dir.display())))
 }
 
 /// Draws one SVG file of `height` pixels with `draw`, titled `title` over
