@@ -5,8 +5,9 @@
 //!   requests at or above a latency), both on log scales;
 //! - `timeline.svg`: through the run, each real-time request's latency, the
 //!   batch lane's throughput, and its chunk size (input bytes per GPU
-//!   submission), coloured by phase, so a cold start, a calibration or a
-//!   drift shows where it happened.
+//!   submission), coloured by phase (each phase run also shaded behind
+//!   the points), so a cold start, a calibration or a drift shows where it
+//!   happened.
 
 use std::path::{Path, PathBuf};
 
@@ -232,12 +233,13 @@ fn timeline(body: &DrawingArea<SVGBackend, Shift>, report: &MixedReport) -> Draw
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d(x.clone(), lat.log_scale())?;
+        .build_cartesian_2d(x.clone(), lat.clone().log_scale())?;
     mesh(
         &mut chart,
         "time since the run began (s)",
         "latency (us, log scale)",
     )?;
+    bands(&mut chart, report, (lat.start, lat.end))?;
     for t in report.trace.iter().filter(|t| !t.rt_latency_us.is_empty()) {
         let c = colour(t.phase);
         let dots = t
@@ -276,6 +278,7 @@ fn timeline(body: &DrawingArea<SVGBackend, Shift>, report: &MixedReport) -> Draw
         "time since the run began (s)",
         "batch input (GB/s)",
     )?;
+    bands(&mut chart, report, (0.0, top))?;
     for (t, r) in rates.iter().filter(|(_, r)| !r.is_empty()) {
         let style = colour(t.phase).stroke_width(2);
         let drawn = chart.draw_series(LineSeries::new(r.clone(), style))?;
@@ -304,6 +307,7 @@ fn timeline(body: &DrawingArea<SVGBackend, Shift>, report: &MixedReport) -> Draw
         .y_label_area_size(64)
         .build_cartesian_2d(x, 0.0..y_top)?;
     mesh(&mut chart, "time since the run began (s)", "KiB per chunk")?;
+    bands(&mut chart, report, (0.0, y_top))?;
     for (t, s) in sizes.iter().filter(|(_, s)| !s.is_empty()) {
         let c = colour(t.phase);
         let drawn = chart.draw_series(s.iter().map(|&p| Circle::new(p, 2, c.filled())))?;
@@ -314,4 +318,20 @@ fn timeline(body: &DrawingArea<SVGBackend, Shift>, report: &MixedReport) -> Draw
         }
     }
     legend(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// Light bands behind a timeline panel, one per phase run in its phase's
+/// colour, spanning `y`: a phase shows where it ran even in a panel where
+/// it has no points (the real-time lane in the batch-alone phase).
+fn bands<CT>(chart: &mut ChartContext<SVGBackend, CT>, report: &MixedReport, y: (f64, f64)) -> Drawn
+where
+    CT: plotters::coord::CoordTranslate<From = (f64, f64)>,
+{
+    chart.draw_series(report.trace.iter().map(|t| {
+        Rectangle::new(
+            [(t.start_s, y.0), (t.end_s, y.1)],
+            colour(t.phase).mix(0.08).filled(),
+        )
+    }))?;
+    Ok(())
 }
