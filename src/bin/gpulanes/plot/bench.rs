@@ -284,6 +284,16 @@ fn throughput_panel(
     } else {
         (11.5, 12.5)
     };
+    // Sizes left out for their number of partitions (`config.max_partitions`)
+    // are named, so a short line does not read as a missing measurement.
+    let mut caption = part_label(part);
+    if let (Some(p), Some(max)) = (part, report.config.max_partitions)
+        && case
+            .iter()
+            .any(|r| r.elements > p && r.elements.div_ceil(p) > max)
+    {
+        caption += &format!(" (sizes of over {max} partitions skipped)");
+    }
     let y = log_range(
         rows.iter()
             .map(|r| r.gbps)
@@ -296,7 +306,7 @@ fn throughput_panel(
         (0.01, 10.0),
     );
     let mut chart = ChartBuilder::on(area)
-        .caption(part_label(part), (FONT, 17))
+        .caption(caption, (FONT, 17))
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(64)
