@@ -35,9 +35,16 @@
 //! warm-up of its own; the latencies of those requests are merged into one
 //! figure (`cold_start`), set beside the warm real-time p99 alone. This is
 //! what a service sees after each restart, which the warm phases hide.
+//!
+//! Every phase run also leaves a [`PhaseTrace`] on one clock for the whole
+//! run: each real-time request's send time and latency, and each batch
+//! job's completion time and chunk count, so a calibration, a cold start
+//! or a drift shows in time, not only in the merged percentiles.
 
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -45,7 +52,7 @@ use serde::Serialize;
 use crate::adapter::AdapterSummary;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::lanes::{LaneMetrics, LaneSnapshot, Lanes, LanesConfig, Request};
+use crate::lanes::{Handle, LaneMetrics, LaneSnapshot, Lanes, LanesConfig, Request};
 use crate::op::Op;
 
 /// The lowest real-time rate: one request per 1000 s (a lower one would
@@ -155,6 +162,35 @@ pub struct MixedReport {
     /// The two ratios within each round (the headline ratios above are over
     /// all rounds merged), to show the spread on a noisy machine.
     pub per_round: Vec<RoundRatios>,
+    /// Every phase run in the order it ran (cold-start schedulers first),
+    /// on one clock from the start of the first.
+    pub trace: Vec<PhaseTrace>,
+}
+
+/// What one phase run (or one cold-start scheduler) did, in time. Times
+/// are seconds from the start of the run's first phase.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseTrace {
+    /// `cold start`, `real-time alone`, `batch alone` or `both together`.
+    pub phase: &'static str,
+    /// The round (from 1; the scheduler's number for a cold start).
+    pub round: usize,
+    pub start_s: f64,
+    pub end_s: f64,
+    /// When each real-time request was sent.
+    pub rt_sent_s: Vec<f64>,
+    /// Its latency, from the send to the result being ready (the lane's
+    /// own latency figure, taken per request), in microseconds.
+    pub rt_latency_us: Vec<f64>,
+    /// When each batch job's result was ready.
+    pub batch_done_s: Vec<f64>,
+    /// Input bytes of each batch job.
+    pub batch_job_bytes: u64,
+    /// GPU submissions (chunks) the batch lane made between the previous
+    /// job's result and this one's: the job's chunk count where jobs run
+    /// one after another (a chunk of the next job already queued counts
+    /// with the next).
+    pub batch_chunks: Vec<u64>,
 }
 
 /// The cold-start phase's figures.
@@ -211,12 +247,16 @@ pub fn run(
         crate::NanPolicy::Propagate,
     )?;
     let mut identical = true;
+    let clock = Instant::now();
+    let mut trace = Vec::new();
     let cold_start = if cfg.cold_starts > 0 {
         progress(&format!(
             "cold start ({} fresh schedulers)",
             cfg.cold_starts
         ));
-        let (report, same) = cold_start(engine, &cfg, &array, &rt_data, &reference)?;
+        let (report, same) = cold_start(
+            engine, &cfg, &array, &rt_data, &reference, clock, &mut trace,
+        )?;
         identical &= same;
         Some(report)
     } else {
@@ -248,7 +288,10 @@ pub fn run(
             });
             let rt = (i != 1).then_some(&rt_data);
             let batch = (i != 0).then_some(&array);
-            round_runs[i] = phase(&lanes, &cfg, slice, rt, batch, &reference)?;
+            let (run, mut t) = phase(&lanes, &cfg, slice, rt, batch, &reference, clock)?;
+            (t.phase, t.round) = (name, round);
+            trace.push(t);
+            round_runs[i] = run;
             identical &= round_runs[i].batch_identical;
         }
         per_round.push(RoundRatios::of(&round_runs));
@@ -280,6 +323,7 @@ pub fn run(
         submit_blocks: lanes.submit_blocks(),
         throughput_estimate_bytes_per_s: lanes.throughput_estimate(),
         per_round,
+        trace,
         config: cfg,
         realtime_alone,
         batch_alone,
@@ -362,9 +406,11 @@ fn phase(
     rt: Option<&Arc<[f32]>>,
     batch: Option<&Arc<crate::DeviceArray>>,
     reference: &crate::Reduction,
-) -> Result<PhaseRun> {
+    clock: Instant,
+) -> Result<(PhaseRun, PhaseTrace)> {
     lanes.wait_idle();
     lanes.reset_metrics();
+    let mut rt_trace = RtTrace::default();
     let stop = Arc::new(AtomicBool::new(false));
     // However the phase ends (an error included), the batch driver stops.
     let _stop_driver = SetOnDrop(stop.clone());
@@ -381,10 +427,10 @@ fn phase(
             batch_done.clone(),
             reference.clone(),
         );
-        std::thread::spawn(move || -> Result<(u64, Duration, bool)> {
+        std::thread::spawn(move || -> Result<(BatchDriven, Vec<f64>, Vec<u64>)> {
             // Set however the driver returns, a panic included.
             let _done = SetOnDrop(done);
-            drive_batch(&lanes, &array, &stop, &reference, start)
+            drive_batch(&lanes, &array, &stop, &reference, start, clock)
         })
     });
 
@@ -425,7 +471,9 @@ fn phase(
             continue;
         };
         next += period;
-        handles.push(lanes.realtime(Request::host(data.clone(), Op::Sum))?);
+        let sent_at = Instant::now();
+        let h = lanes.realtime(Request::host(data.clone(), Op::Sum))?;
+        handles.push(rt_trace.watch(h, sent_at));
         sent += 1;
         // Collect finished ones so memory stays flat on long runs.
         if handles.len() > 4096 {
@@ -436,21 +484,103 @@ fn phase(
     for h in handles {
         h.wait()?;
     }
+    let (rt_sent_s, rt_latency_us) = rt_trace.finish(clock);
+    let mut trace = PhaseTrace {
+        start_s: (start - clock).as_secs_f64(),
+        end_s: clock.elapsed().as_secs_f64(),
+        rt_sent_s,
+        rt_latency_us,
+        batch_job_bytes: batch.map_or(0, |a| a.len() * 4),
+        ..Default::default()
+    };
     let mut run = PhaseRun {
         realtime_sent: sent,
         batch_identical: true,
         ..Default::default()
     };
     if let Some(t) = batch_thread {
-        let (bytes, span, same) = t.join().expect("batch driver thread")?;
-        run.batch_identical = same;
-        run.batch_bytes = bytes;
-        run.batch_span = span;
+        let (driven, done_s, chunks) = t.join().expect("batch driver thread")?;
+        run.batch_identical = driven.same;
+        run.batch_bytes = driven.bytes;
+        run.batch_span = driven.span;
+        trace.batch_done_s = done_s;
+        trace.batch_chunks = chunks;
     }
     let (rt_metrics, batch_metrics) = lanes.take_lane_metrics();
     run.realtime = rt.map(|_| rt_metrics);
     run.batch = batch.map(|_| batch_metrics);
-    Ok(run)
+    Ok((run, trace))
+}
+
+/// The completion time of each watched real-time request, stamped by the
+/// waker the scheduler calls as it settles the request's result.
+#[derive(Default)]
+struct RtTrace {
+    requests: Vec<(Instant, Arc<Stamp>)>,
+}
+
+/// Set once, when the request's result is ready.
+#[derive(Default)]
+struct Stamp(OnceLock<Instant>);
+
+impl Wake for Stamp {
+    fn wake(self: Arc<Self>) {
+        let _ = self.0.set(Instant::now());
+    }
+}
+
+/// A handle polled once with a [`Stamp`]'s waker: still pending (the
+/// stamp is set when it settles), or already settled at that poll.
+enum Watched {
+    Pending(Handle<crate::Reduction>),
+    Ready(Result<crate::Reduction>),
+}
+
+impl Watched {
+    fn is_finished(&self) -> bool {
+        match self {
+            Watched::Pending(h) => h.is_finished(),
+            Watched::Ready(_) => true,
+        }
+    }
+
+    fn wait(self) -> Result<crate::Reduction> {
+        match self {
+            Watched::Pending(h) => h.wait(),
+            Watched::Ready(r) => r,
+        }
+    }
+}
+
+impl RtTrace {
+    /// Polls `handle` once with a waker that stamps its completion.
+    fn watch(&mut self, mut handle: Handle<crate::Reduction>, sent: Instant) -> Watched {
+        let stamp = Arc::new(Stamp::default());
+        let waker = Waker::from(stamp.clone());
+        let polled = std::pin::Pin::new(&mut handle).poll(&mut Context::from_waker(&waker));
+        if let Poll::Ready(r) = polled {
+            let _ = stamp.0.set(Instant::now());
+            self.requests.push((sent, stamp));
+            return Watched::Ready(r);
+        }
+        self.requests.push((sent, stamp));
+        Watched::Pending(handle)
+    }
+
+    /// Send times (seconds from `clock`) and latencies (us) of the requests
+    /// whose results were stamped.
+    fn finish(self, clock: Instant) -> (Vec<f64>, Vec<f64>) {
+        self.requests
+            .into_iter()
+            .filter_map(|(sent, stamp)| {
+                let done = *stamp.0.get()?;
+                Some((
+                    sent.duration_since(clock).as_secs_f64(),
+                    done.duration_since(sent).as_secs_f64() * 1e6,
+                ))
+            })
+            .unzip()
+    }
 }
 
 /// The cold-start phase: `cfg.cold_starts` fresh schedulers, one at a time.
@@ -464,14 +594,18 @@ fn cold_start(
     array: &Arc<crate::DeviceArray>,
     rt_data: &Arc<[f32]>,
     reference: &crate::Reduction,
+    clock: Instant,
+    trace: &mut Vec<PhaseTrace>,
 ) -> Result<(ColdStartReport, bool)> {
     let period = Duration::from_secs_f64(1.0 / cfg.rt_rate_hz.max(MIN_RT_RATE_HZ));
     let mut merged = LaneMetrics::default();
     let mut sent = 0u64;
     let mut same = true;
-    for _ in 0..cfg.cold_starts {
+    for scheduler in 1..=cfg.cold_starts {
+        let start = Instant::now();
         let lanes = Lanes::new(engine, cfg.lanes.clone())?;
         let job = lanes.batch(Request::device(array.clone(), Op::Sum))?;
+        let mut rt_trace = RtTrace::default();
         let mut handles = Vec::new();
         let mut next = Instant::now();
         while handles.is_empty() || !job.is_finished() {
@@ -481,13 +615,28 @@ fn cold_start(
                 continue;
             }
             next += period;
-            handles.push(lanes.realtime(Request::host(rt_data.clone(), Op::Sum))?);
+            let sent_at = Instant::now();
+            let h = lanes.realtime(Request::host(rt_data.clone(), Op::Sum))?;
+            handles.push(rt_trace.watch(h, sent_at));
         }
         sent += handles.len() as u64;
         for h in handles {
             h.wait()?;
         }
         let r = job.wait()?;
+        let done = Instant::now();
+        let (rt_sent_s, rt_latency_us) = rt_trace.finish(clock);
+        trace.push(PhaseTrace {
+            phase: "cold start",
+            round: scheduler,
+            start_s: (start - clock).as_secs_f64(),
+            end_s: (done - clock).as_secs_f64(),
+            rt_sent_s,
+            rt_latency_us,
+            batch_done_s: vec![(done - clock).as_secs_f64()],
+            batch_job_bytes: array.len() * 4,
+            batch_chunks: vec![lanes.metrics().batch.submits],
+        });
         same &= r
             .values
             .iter()
@@ -506,21 +655,34 @@ fn cold_start(
     ))
 }
 
+/// What the batch driver did in one phase.
+struct BatchDriven {
+    /// Bytes reduced.
+    bytes: u64,
+    /// From the phase's start to the last completion.
+    span: Duration,
+    /// Every result had the reference's bits.
+    same: bool,
+}
+
 /// Keeps two batch jobs over `array` in flight until `stop`, then lets the
-/// last ones finish. Returns the bytes reduced, the span from `start` to
-/// the last completion, and whether every result had the bits of
-/// `reference`.
+/// last ones finish. Returns what it did, and for each job the time its
+/// result was taken (seconds from `clock`) and the batch lane's
+/// submissions since the previous one (see [`PhaseTrace::batch_chunks`]).
 fn drive_batch(
     lanes: &Lanes,
     array: &Arc<crate::DeviceArray>,
     stop: &AtomicBool,
     reference: &crate::Reduction,
     start: Instant,
-) -> Result<(u64, Duration, bool)> {
+    clock: Instant,
+) -> Result<(BatchDriven, Vec<f64>, Vec<u64>)> {
     let mut pending = std::collections::VecDeque::new();
     let mut bytes = 0u64;
     let mut same = true;
     let mut last = start;
+    let (mut done_s, mut chunks) = (Vec::new(), Vec::new());
+    let mut submits = 0u64;
     while !stop.load(Ordering::Relaxed) || !pending.is_empty() {
         if !stop.load(Ordering::Relaxed) && pending.len() < 2 {
             pending.push_back(lanes.batch(Request::device(array.clone(), Op::Sum))?);
@@ -537,8 +699,17 @@ fn drive_batch(
         // span ends at the last completion.
         bytes += array.len() * 4;
         last = Instant::now();
+        let now_submits = lanes.metrics().batch.submits;
+        done_s.push((last - clock).as_secs_f64());
+        chunks.push(now_submits.saturating_sub(submits));
+        submits = now_submits;
     }
-    Ok((bytes, last.duration_since(start), same))
+    let driven = BatchDriven {
+        bytes,
+        span: last.duration_since(start),
+        same,
+    };
+    Ok((driven, done_s, chunks))
 }
 
 /// Sets its flag when dropped, on every way out of a scope.

@@ -2,7 +2,8 @@
 //! float64 by default), against the copy and upload floors measured in the
 //! same run, the round-trip latency floor, and CPU
 //! baselines on the same data. The table goes to stdout, a progress bar to
-//! stderr, the full report to `--json FILE` (`-` for stdout).
+//! stderr, the full report to `--json FILE` (`-` for stdout), SVG charts
+//! of it to `--plot DIR`.
 
 use std::path::PathBuf;
 
@@ -66,6 +67,14 @@ pub struct BenchArgs {
     /// K, M = 2^10, 2^20; 0 skips them). Default 16M (1M with --quick).
     #[arg(long, value_name = "N")]
     group_by_rows: Option<String>,
+    /// Write SVG charts into DIR (created if missing): throughput against
+    /// input size per dtype and op, and the group-by rows.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
+    /// With --plot: draw the PyTorch rows of this report of
+    /// `scripts/gpu-peers.py` (float32) as their own series.
+    #[arg(long, value_name = "FILE", requires = "plot")]
+    peers: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -77,6 +86,20 @@ fn parse_sizes(flag: &str, text: &str) -> Result<Vec<u64>, Failure> {
 
 fn parse_one(flag: &str, text: &str) -> Result<u64, Failure> {
     size::parse(text).map_err(|e| Failure::Input(format!("--{flag}: {e}")))
+}
+
+/// The PyTorch peers' report (`scripts/gpu-peers.py --json FILE`), checked
+/// for its schema before any device is opened.
+fn read_peers(path: &std::path::Path) -> Result<serde_json::Value, Failure> {
+    let bad = |why: String| Failure::Input(format!("--peers {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let peers: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if peers["schema"] != "gpulanes-peers/1" || !peers["results"].is_array() {
+        return Err(bad(
+            "not a report of scripts/gpu-peers.py (schema gpulanes-peers/1)".into(),
+        ));
+    }
+    Ok(peers)
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
@@ -122,6 +145,11 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         .as_deref()
         .map(|s| parse_one("copy-size", s))
         .transpose()?;
+
+    let peers = args.peers.as_deref().map(read_peers).transpose()?;
+    if let Some(dir) = &args.plot {
+        crate::plot::create_dir(dir)?;
+    }
 
     let engine = Engine::new()?;
     let adapter = engine.adapter().clone();
@@ -201,6 +229,11 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     if !json_to_stdout {
         print!("{}", report.table());
+    }
+    if let Some(dir) = &args.plot {
+        for path in crate::plot::bench(&report, peers.as_ref(), dir)? {
+            eprintln!("gpulanes bench: wrote {}", path.display());
+        }
     }
     if report.all_checks_pass {
         Ok(())

@@ -13,6 +13,7 @@ mod bench;
 mod group_by;
 mod info;
 mod mixed;
+mod plot;
 mod reduce;
 
 #[derive(Parser)]
@@ -78,6 +79,10 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Write SVG charts into DIR (created if missing): the real-time
+        /// latency distribution, and the run in time.
+        #[arg(long, value_name = "DIR")]
+        plot: Option<std::path::PathBuf>,
     },
     /// Reduce a .npy (1-D, or 2-D with --axis) or raw (--raw) file of any size, or group its values by --keys.
     Reduce(reduce::ReduceArgs),
@@ -184,6 +189,7 @@ fn main() -> ExitCode {
             batch_in_flight,
             cold_starts,
             json,
+            plot,
         } => mixed::run(mixed::Args {
             duration,
             rounds,
@@ -196,6 +202,7 @@ fn main() -> ExitCode {
             batch_in_flight,
             cold_starts,
             json,
+            plot,
         }),
         Command::Reduce(args) => reduce::run(args),
     };

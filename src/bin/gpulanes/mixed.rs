@@ -1,5 +1,6 @@
 //! `gpulanes mixed`: real-time lane alone, batch lane alone, both together;
-//! one table (and JSON) with the latency and throughput ratios.
+//! one table (and JSON) with the latency and throughput ratios, and SVG
+//! charts with `--plot DIR`.
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ pub struct Args {
     pub batch_in_flight: Option<usize>,
     pub cold_starts: Option<usize>,
     pub json: bool,
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Checks the flags before a device is opened, so bad input fails fast
@@ -75,6 +77,9 @@ fn duration_flag(seconds: f64) -> Result<Duration, Failure> {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     validate(&args)?;
+    if let Some(dir) = &args.plot {
+        crate::plot::create_dir(dir)?;
+    }
     let engine = Engine::new()?;
     let mut cfg = MixedConfig::for_adapter(engine.adapter());
     if let Some(d) = args.duration {
@@ -110,6 +115,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
         );
     } else {
         print_table(&report);
+    }
+    if let Some(dir) = &args.plot {
+        for path in crate::plot::mixed(&report, dir)? {
+            eprintln!("gpulanes mixed: wrote {}", path.display());
+        }
     }
     Ok(())
 }
