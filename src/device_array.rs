@@ -65,7 +65,8 @@ impl DeviceArray {
 
     fn allocate(ctx: &Context, dtype: Dtype, len: u64, data: Option<&[u32]>) -> Result<Self> {
         let spans = split_into_spans(len * dtype.words(), ctx.max_buffer_items());
-        let _scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut pieces = Vec::with_capacity(spans.len());
         for span in spans {
             let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -82,10 +83,13 @@ impl DeviceArray {
             }
             pieces.push(Piece { buffer, span });
         }
-        if let Some(err) = pollster::block_on(_scope.pop()) {
+        if let Some(err) = pollster::block_on(oom.pop()) {
             return Err(Error::OutOfMemory(format!(
                 "could not allocate {len} {dtype} values on the device: {err}"
             )));
+        }
+        if let Some(err) = pollster::block_on(validation.pop()) {
+            return Err(Error::validation("allocating a device array", err));
         }
         if data.is_some() {
             // wgpu stages the writes and sends them with the queue's next

@@ -77,6 +77,7 @@ impl Context {
         queue: wgpu::Queue,
         info: &wgpu::AdapterInfo,
         options: &EngineOptions,
+        owned: bool,
     ) -> Result<Self> {
         let features = device.features();
         let dl = device.limits();
@@ -126,14 +127,28 @@ impl Context {
                 .unwrap_or(grid)
                 .clamp(1, grid),
         };
-        device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
+        // The uncaptured-error handler is the device owner's: the engine
+        // sets it only on a device it opened itself. Every command of the
+        // engine runs inside error scopes (see `ErrorScopes`), so nothing
+        // it does relies on the handler.
+        if owned {
+            device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
+        }
         let health = DeviceHealth::watch(&device);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let kernels = Kernels::new(&device, shape);
         let group_kernels = crate::keyed::kernels::GroupKernels::new(
             &device,
             shape,
             info.backend != wgpu::Backend::Gl,
         );
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(Error::from_wgpu("building the kernels", e));
+        }
+        if let Some(e) = pollster::block_on(validation.pop()) {
+            return Err(Error::validation("building the kernels", e));
+        }
         let adapter = AdapterSummary::new(info, features, &dl, shape);
         Ok(Context {
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
@@ -197,7 +212,7 @@ impl Context {
                     .poll_failed(&self.device, &self.queue, "waiting for the GPU", e)
             })?;
         rx.recv()
-            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|_| Error::Internal("a readback callback never ran".into()))?
     }
 }
 
@@ -298,7 +313,7 @@ impl Engine {
             info.backend,
             info.device_type
         );
-        Engine::start(Context::new(device, queue, &info, &options)?)
+        Engine::start(Context::new(device, queue, &info, &options, true)?)
     }
 
     /// Wraps a context and measures what only running a kernel tells.
@@ -317,16 +332,25 @@ impl Engine {
 
     /// Adopts a device and queue the application already has. The subgroup
     /// kernels are used only if the device was created with
-    /// `Features::SUBGROUP`. The engine installs the device's lost callback
-    /// (wgpu keeps one per device, so this replaces the app's; ask
-    /// [`Engine::is_device_lost`] instead).
+    /// `Features::SUBGROUP`.
+    ///
+    /// The app's uncaptured-error handler is left alone: the engine catches
+    /// its own errors in error scopes and returns them as [`Error`]s. It
+    /// does install the device's lost callback (wgpu keeps one per device,
+    /// so this replaces the app's; ask [`Engine::is_device_lost`] instead).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for options the device cannot meet (subgroup
+    /// kernels without `Features::SUBGROUP`, caps under 64 KiB);
+    /// [`Error::Validation`] or [`Error::OutOfMemory`] if the kernels cannot
+    /// be built on the device; [`Error::DeviceLost`] if it is lost.
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: &wgpu::AdapterInfo,
         options: EngineOptions,
     ) -> Result<Self> {
-        Engine::start(Context::new(device, queue, info, &options)?)
+        Engine::start(Context::new(device, queue, info, &options, false)?)
     }
 
     /// The adapter and the limits that matter.
@@ -744,7 +768,7 @@ impl Engine {
                     .poll_failed(&ctx.device, &ctx.queue, "waiting for the GPU", e)
             })?;
         rx.recv()
-            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|_| Error::Internal("a readback callback never ran".into()))?
     }
 
     /// `op` over each partition of a device-resident array. Any number of
@@ -943,9 +967,11 @@ fn check_f32(array: &DeviceArray) -> Result<()> {
     Ok(())
 }
 
-/// Validation and out-of-memory error scopes around one reduction, so GPU
-/// errors come back as [`Error::OutOfMemory`] or [`Error::Gpu`] instead of
-/// a panic. A lost device reports no error of its own, but objects made
+/// Validation, internal and out-of-memory error scopes around one
+/// reduction, so GPU errors come back as [`Error::OutOfMemory`] or
+/// [`Error::Validation`] instead of reaching the device's uncaptured-error
+/// handler (which panics unless someone set one, and which belongs to the
+/// app on a device it shares). A lost device reports no error of its own, but objects made
 /// after the loss are invalid and using them is a validation error: such an
 /// error on a device found lost (see `device_health`) is
 /// [`Error::DeviceLost`].
@@ -954,6 +980,7 @@ pub(crate) struct ErrorScopes {
     // popped in reverse push order, so `oom` (pushed last) is declared
     // first: an early `?` return between push and `check` must not panic.
     oom: wgpu::ErrorScopeGuard,
+    internal: wgpu::ErrorScopeGuard,
     validation: wgpu::ErrorScopeGuard,
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -963,9 +990,11 @@ pub(crate) struct ErrorScopes {
 impl ErrorScopes {
     pub(crate) fn push(ctx: &Context) -> Self {
         let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = ctx.device.push_error_scope(wgpu::ErrorFilter::Internal);
         let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         ErrorScopes {
             validation,
+            internal,
             oom,
             device: ctx.device.clone(),
             queue: ctx.queue.clone(),
@@ -975,15 +1004,18 @@ impl ErrorScopes {
 
     pub(crate) fn check(self) -> Result<()> {
         let oom = pollster::block_on(self.oom.pop());
-        let validation = pollster::block_on(self.validation.pop());
+        let internal = pollster::block_on(self.internal.pop());
+        let validation = pollster::block_on(self.validation.pop()).or(internal);
         match (oom, validation) {
             (Some(e), _) => Err(Error::OutOfMemory(e.to_string())),
-            (None, Some(e)) if self.health.confirm_loss(&self.device, &self.queue) => Err(self
+            (None, Some(e)) if !self.health.confirm_loss(&self.device, &self.queue) => {
+                Err(Error::validation("a reduction", e))
+            }
+            (None, Some(e)) => Err(self
                 .health
                 .check()
                 .err()
                 .unwrap_or_else(|| Error::DeviceLost(e.to_string()))),
-            (None, Some(e)) => Err(Error::Gpu(e.to_string())),
             (None, None) => Ok(()),
         }
     }

@@ -490,7 +490,7 @@ impl crate::Engine {
                 Some(Scalar::I32(x)) => Ok(x as i128),
                 Some(Scalar::U32(x)) => Ok(x as i128),
                 Some(Scalar::I64(x)) => Ok(x as i128),
-                other => Err(Error::Gpu(format!(
+                other => Err(Error::Internal(format!(
                     "the {op} of integer keys came back as {other:?}"
                 ))),
             }
@@ -552,7 +552,7 @@ impl crate::Engine {
         let (ids, distinct) = match plan_keys(&host_keys)? {
             KeyPlan::Sparse { ids, distinct } => (ids, distinct),
             KeyPlan::Dense { .. } => {
-                return Err(Error::Gpu(format!(
+                return Err(Error::Internal(format!(
                     "keys read back span a dense range, but their device extremes {min}..={max} do not"
                 )));
             }

@@ -307,7 +307,7 @@ impl Request {
     /// For tests of failure isolation (real-time only): preparing this
     /// request on the device raises a real wgpu validation error (a buffer
     /// with an invalid usage), in whatever coalesced group it lands. The
-    /// request fails with [`Error::Gpu`]; the others in its group do not.
+    /// request fails with [`Error::Validation`]; the others in its group do not.
     #[doc(hidden)]
     pub fn inject_failure(mut self) -> Self {
         self.inject_failure = true;
@@ -528,7 +528,10 @@ impl Lanes {
                 request_thread_slice(&s.cfg, "dispatcher");
                 survive_panic(&s, "dispatcher", || dispatcher_loop(&s));
             })
-            .map_err(|e| Error::Gpu(format!("cannot start the dispatcher thread: {e}")))?;
+            .map_err(|e| Error::Thread {
+                thread: "dispatcher",
+                source: Arc::new(e),
+            })?;
         // From here on, dropping `lanes` shuts the dispatcher down.
         let mut lanes = Lanes {
             shared: shared.clone(),
@@ -542,7 +545,10 @@ impl Lanes {
                 request_thread_slice(&s.cfg, "poller");
                 survive_panic(&s, "poller", || poller_loop(&s));
             })
-            .map_err(|e| Error::Gpu(format!("cannot start the poller thread: {e}")))?;
+            .map_err(|e| Error::Thread {
+                thread: "poller",
+                source: Arc::new(e),
+            })?;
         lanes.poller = Some(poller);
         Ok(lanes)
     }
