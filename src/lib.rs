@@ -44,6 +44,13 @@ mod readback;
 pub mod state;
 pub mod stream;
 
+/// The ndarray this crate's view APIs take.
+pub use ndarray;
+/// The wgpu this crate is built on: use it for devices and buffers given
+/// to [`Engine::from_device`] and [`DeviceArray::from_buffer`], so the
+/// versions cannot differ.
+pub use wgpu;
+
 pub use adapter::AdapterSummary;
 pub use device_array::DeviceArray;
 pub use dtype::{Dtype, Element, Scalar};

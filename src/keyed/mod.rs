@@ -406,6 +406,18 @@ fn read_device_words(ctx: &Context, array: &DeviceArray) -> Result<Vec<u32>> {
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes keys readback"),
         });
+    // Arrays an app wraps (`DeviceArray::from_buffer`) may lack COPY_SRC;
+    // a copy from such a buffer would be a validation error.
+    if let Some(p) = array
+        .pieces
+        .iter()
+        .find(|p| !p.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC))
+    {
+        return Err(Error::InvalidInput(format!(
+            "sparse group keys are read back, so their buffer needs COPY_SRC (usage: {:?})",
+            p.buffer.usage()
+        )));
+    }
     let mut done = 0;
     for p in &array.pieces {
         let end = p.span.base_item + p.span.items;
