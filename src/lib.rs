@@ -51,6 +51,11 @@ pub use ndarray;
 /// versions cannot differ.
 pub use wgpu;
 
+// The README's Rust snippets run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use adapter::AdapterSummary;
 pub use device_array::DeviceArray;
 pub use dtype::{Dtype, Element, Scalar};
