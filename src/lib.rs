@@ -3,7 +3,7 @@
 //! int32, uint32 and int64, written in WGSL and run through wgpu on Vulkan,
 //! Metal, DX12 or GL.
 //!
-//! ```no_run
+//! ```
 //! use gpulanes::{Engine, NanPolicy, Op, Partitions};
 //! let engine = Engine::new()?;
 //! let data: Vec<f32> = (0..1_000_000).map(|i| i as f32).collect();
