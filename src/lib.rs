@@ -63,7 +63,7 @@ pub use engine::{EffectiveLimits, Engine, EngineOptions, PendingReduction};
 pub use error::{Error, Result};
 pub use kernels::KernelShape;
 pub use keyed::{DENSE_FLOOR, DENSE_SLACK, Grouped, GroupedStates, Key, SMALL_PARTITION};
-pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request};
+pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request, TrySubmitError};
 pub use op::{NanPolicy, Op, Reduction};
 pub use partition::Partitions;
 pub use state::{State, StateKind};
