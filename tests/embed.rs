@@ -222,3 +222,61 @@ fn the_reexported_crates_are_the_ones_the_api_takes() {
     assert_eq!(r.values, vec![Some(7.0)]);
     let _: &gpulanes::wgpu::Device = engine.device();
 }
+
+#[test]
+fn app_buffers_serve_as_group_keys_where_their_usage_allows() {
+    let (engine, seen) = app_engine();
+    // Keys far apart: sparse, so they are read back once (COPY_SRC).
+    let keys: Vec<i64> = vec![0, 1 << 40, 0, -(1 << 40)];
+    let values: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0];
+    let values = DeviceArray::from_buffer(
+        &engine,
+        app_buffer(
+            &engine,
+            bytemuck::cast_slice(&values),
+            wgpu::BufferUsages::STORAGE,
+        ),
+        Dtype::F32,
+        4,
+    )
+    .unwrap();
+    let storage_only = DeviceArray::from_buffer(
+        &engine,
+        app_buffer(
+            &engine,
+            bytemuck::cast_slice(&keys),
+            wgpu::BufferUsages::STORAGE,
+        ),
+        Dtype::I64,
+        4,
+    )
+    .unwrap();
+    let e = engine
+        .reduce_by_key_device(&storage_only, &values, &[Op::Sum], NanPolicy::Propagate)
+        .unwrap_err();
+    assert!(invalid_input(&e, "COPY_SRC"), "{e:?}");
+    let readable = DeviceArray::from_buffer(
+        &engine,
+        app_buffer(
+            &engine,
+            bytemuck::cast_slice(&keys),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        ),
+        Dtype::I64,
+        4,
+    )
+    .unwrap();
+    let g = engine
+        .reduce_by_key_device(&readable, &values, &[Op::Sum], NanPolicy::Propagate)
+        .unwrap();
+    assert_eq!(g.keys, vec![-(1 << 40), 0, 1 << 40]);
+    assert_eq!(
+        g.reductions[0].values,
+        vec![
+            Some(Scalar::F32(4.0)),
+            Some(Scalar::F32(4.0)),
+            Some(Scalar::F32(2.0))
+        ]
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+}

@@ -393,19 +393,6 @@ pub(crate) fn partition_states(
 /// The words of `array`, read back to the host (for keys the GPU cannot map
 /// to groups by themselves).
 fn read_device_words(ctx: &Context, array: &DeviceArray) -> Result<Vec<u32>> {
-    let total = array.len() * array.dtype().words();
-    let bytes = (total * 4).max(4);
-    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("gpulanes keys readback"),
-        size: bytes,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("gpulanes keys readback"),
-        });
     // Arrays an app wraps (`DeviceArray::from_buffer`) may lack COPY_SRC;
     // a copy from such a buffer would be a validation error.
     if let Some(p) = array
@@ -418,6 +405,20 @@ fn read_device_words(ctx: &Context, array: &DeviceArray) -> Result<Vec<u32>> {
             p.buffer.usage()
         )));
     }
+    let total = array.len() * array.dtype().words();
+    let bytes = (total * 4).max(4);
+    let scope = crate::engine::ErrorScopes::push(ctx);
+    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("gpulanes keys readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes keys readback"),
+        });
     let mut done = 0;
     for p in &array.pieces {
         let end = p.span.base_item + p.span.items;
@@ -434,6 +435,7 @@ fn read_device_words(ctx: &Context, array: &DeviceArray) -> Result<Vec<u32>> {
         }
     }
     let index = ctx.queue.submit([encoder.finish()]);
+    scope.check()?;
     let words = run::read_words(ctx, &readback, total * 4, index)?;
     Ok(words)
 }

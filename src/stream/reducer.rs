@@ -143,7 +143,10 @@ impl StreamReducer {
         let ctx = engine.context();
         let layout = Layout::new(ctx, options)?;
         let bytes = layout.chunk_items * 4;
-        let ring = (0..RING)
+        // In scopes: an allocation that fails is this stream's error, not
+        // the device owner's uncaptured one.
+        let scope = ErrorScopes::push(ctx);
+        let ring: Vec<Slot> = (0..RING)
             .map(|_| Slot {
                 staging: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("gpulanes stream staging"),
@@ -160,6 +163,7 @@ impl StreamReducer {
                 state: Arc::new(AtomicU8::new(MAPPED)),
             })
             .collect();
+        scope.check()?;
         let stats = StreamStats {
             chunk_bytes: bytes,
             budget_bytes: options.budget_bytes,
