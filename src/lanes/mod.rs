@@ -113,7 +113,6 @@ impl Lane {
 /// Why [`Lanes::try_submit`] (or `try_realtime`, `try_batch`) did not
 /// queue a request.
 #[derive(Clone)]
-#[non_exhaustive]
 pub enum TrySubmitError {
     /// The lane's queue is full: the request, untouched, to retry later
     /// or shed.
