@@ -146,7 +146,7 @@ pub fn run(args: &Args) -> Result<(), gpulanes::Error> {
         if max_equal { "identical" } else { "DIFFERENT" }
     );
     if !max_equal || worst_ulps > 4 {
-        return Err(gpulanes::Error::Gpu(
+        return Err(gpulanes::Error::Internal(
             "results disagree with the CPU reference".into(),
         ));
     }

@@ -226,7 +226,7 @@ pub fn run(args: &Args) -> Result<(), gpulanes::Error> {
         }
     );
     if ulps > 4 || results[1] != Some(cpu_max) {
-        return Err(gpulanes::Error::Gpu(
+        return Err(gpulanes::Error::Internal(
             "streamed results disagree with the CPU".into(),
         ));
     }

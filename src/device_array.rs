@@ -24,6 +24,16 @@ pub struct DeviceArray {
     owner: u64,
 }
 
+impl std::fmt::Debug for DeviceArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceArray")
+            .field("len", &self.len)
+            .field("dtype", &self.dtype)
+            .field("buffers", &self.pieces.len())
+            .finish()
+    }
+}
+
 impl DeviceArray {
     /// Number of elements.
     pub fn len(&self) -> u64 {
@@ -53,6 +63,80 @@ impl DeviceArray {
         self.pieces.iter().map(|p| p.span).collect()
     }
 
+    /// Wraps a buffer the app made on the engine's device, so the engine
+    /// reduces it in place (no copy): `len` values of `dtype` from byte 0,
+    /// little-endian, as the app's shaders or `queue.write_buffer` left
+    /// them. The engine only reads the buffer.
+    ///
+    /// The buffer must:
+    /// - have been made by `engine.device()` (a buffer of another device
+    ///   fails the reductions with [`Error::Validation`]);
+    /// - have [`wgpu::BufferUsages::STORAGE`] (the kernels bind it as a
+    ///   read-only storage buffer); [`wgpu::BufferUsages::COPY_SRC`] is
+    ///   needed as well where the array serves as sparse group keys (they
+    ///   are read back once);
+    /// - hold at least `len` values, rounded up to a multiple of 16 bytes
+    ///   (the kernels read 16-byte words; bytes past the `len` values are
+    ///   never counted);
+    /// - fit one buffer of the engine ([`EffectiveLimits::max_buffer_bytes`](crate::EffectiveLimits));
+    /// - be unmapped and alive whenever a reduction of it is submitted
+    ///   (the array holds a reference; a mapped or destroyed buffer fails
+    ///   that reduction with [`Error::Validation`], wgpu does not tell
+    ///   the mapping state beforehand).
+    ///
+    /// Writes the app submits before a reduction are seen by it (one queue
+    /// orders them).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the rule broken (missing usage, too
+    /// small, too large); [`Error::DeviceLost`] on a lost device.
+    pub fn from_buffer(
+        engine: &crate::Engine,
+        buffer: wgpu::Buffer,
+        dtype: Dtype,
+        len: u64,
+    ) -> Result<Self> {
+        let ctx = engine.context();
+        ctx.health.check()?;
+        let usage = buffer.usage();
+        if !usage.contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::InvalidInput(format!(
+                "DeviceArray::from_buffer: the buffer's usage {usage:?} lacks STORAGE \
+                 (the kernels bind it as a storage buffer)"
+            )));
+        }
+        let words = len
+            .checked_mul(dtype.words())
+            .filter(|w| *w <= ctx.max_buffer_items());
+        let Some(words) = words else {
+            return Err(Error::InvalidInput(format!(
+                "DeviceArray::from_buffer: {len} {dtype} values pass the engine's largest \
+                 buffer ({} bytes); upload them with Engine::upload, which splits them",
+                ctx.limits.max_buffer_bytes
+            )));
+        };
+        let needed = float_buffer_bytes(words);
+        if buffer.size() < needed {
+            return Err(Error::InvalidInput(format!(
+                "DeviceArray::from_buffer: {len} {dtype} values need a buffer of at least \
+                 {needed} bytes (their bytes rounded up to 16), the buffer has {}",
+                buffer.size()
+            )));
+        }
+        Ok(DeviceArray {
+            pieces: vec![Piece {
+                buffer,
+                span: Span {
+                    base_item: 0,
+                    items: words,
+                },
+            }],
+            len,
+            dtype,
+            owner: ctx.id,
+        })
+    }
+
     pub(crate) fn upload<E: Element>(ctx: &Context, data: &[E]) -> Result<Self> {
         let words: &[u32] = bytemuck::cast_slice(data);
         Self::allocate(ctx, E::DTYPE, data.len() as u64, Some(words))
@@ -65,7 +149,8 @@ impl DeviceArray {
 
     fn allocate(ctx: &Context, dtype: Dtype, len: u64, data: Option<&[u32]>) -> Result<Self> {
         let spans = split_into_spans(len * dtype.words(), ctx.max_buffer_items());
-        let _scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut pieces = Vec::with_capacity(spans.len());
         for span in spans {
             let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -82,10 +167,13 @@ impl DeviceArray {
             }
             pieces.push(Piece { buffer, span });
         }
-        if let Some(err) = pollster::block_on(_scope.pop()) {
+        if let Some(err) = pollster::block_on(oom.pop()) {
             return Err(Error::OutOfMemory(format!(
                 "could not allocate {len} {dtype} values on the device: {err}"
             )));
+        }
+        if let Some(err) = pollster::block_on(validation.pop()) {
+            return Err(Error::validation("allocating a device array", err));
         }
         if data.is_some() {
             // wgpu stages the writes and sends them with the queue's next

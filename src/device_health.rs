@@ -134,7 +134,7 @@ impl DeviceHealth {
     }
 
     /// The error for a failed poll: [`Error::DeviceLost`] where the device
-    /// turns out lost, [`Error::Gpu`] naming `what` otherwise.
+    /// turns out lost, [`Error::Wait`] naming `what` otherwise.
     pub fn poll_failed(
         &self,
         device: &wgpu::Device,
@@ -148,7 +148,7 @@ impl DeviceHealth {
                 Ok(()) => Error::DeviceLost(format!("{what} failed: {e}")),
             }
         } else {
-            Error::Gpu(format!("{what} failed: {e}"))
+            Error::wait(what, e)
         }
     }
 }

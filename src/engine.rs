@@ -77,6 +77,7 @@ impl Context {
         queue: wgpu::Queue,
         info: &wgpu::AdapterInfo,
         options: &EngineOptions,
+        owned: bool,
     ) -> Result<Self> {
         let features = device.features();
         let dl = device.limits();
@@ -126,14 +127,28 @@ impl Context {
                 .unwrap_or(grid)
                 .clamp(1, grid),
         };
-        device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
+        // The uncaptured-error handler is the device owner's: the engine
+        // sets it only on a device it opened itself. Every command of the
+        // engine runs inside error scopes (see `ErrorScopes`), so nothing
+        // it does relies on the handler.
+        if owned {
+            device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
+        }
         let health = DeviceHealth::watch(&device);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let kernels = Kernels::new(&device, shape);
         let group_kernels = crate::keyed::kernels::GroupKernels::new(
             &device,
             shape,
             info.backend != wgpu::Backend::Gl,
         );
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(Error::from_wgpu("building the kernels", e));
+        }
+        if let Some(e) = pollster::block_on(validation.pop()) {
+            return Err(Error::validation("building the kernels", e));
+        }
         let adapter = AdapterSummary::new(info, features, &dl, shape);
         Ok(Context {
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
@@ -197,7 +212,7 @@ impl Context {
                     .poll_failed(&self.device, &self.queue, "waiting for the GPU", e)
             })?;
         rx.recv()
-            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|_| Error::Internal("a readback callback never ran".into()))?
     }
 }
 
@@ -219,6 +234,18 @@ impl PendingReduction {
     }
 
     /// Blocks until the GPU has finished submission `index` and returns the result.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`]: an empty
+    /// partition's `sum` and `count` are 0, its `mean`, `max` and `min` `None`;
+    /// under [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn wait(self, engine: &Engine, index: wgpu::SubmissionIndex) -> Result<Reduction> {
         engine.ctx.wait_for(index, self)
     }
@@ -269,6 +296,15 @@ pub struct Engine {
 
 impl Engine {
     /// Opens the adapter chosen by the environment (see [`crate::adapter`]).
+    ///
+    /// # Errors
+    /// [`Error::NoAdapter`], [`Error::AdapterNotFound`] or
+    /// [`Error::InvalidEnv`] when the environment names no usable adapter;
+    /// [`Error::RequestDevice`] when the adapter refuses a device;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn new() -> Result<Self> {
         Self::with_options(EngineOptions {
             kernels: KernelShape::from_env()?,
@@ -277,6 +313,11 @@ impl Engine {
     }
 
     /// Like [`Engine::new`], with options.
+    ///
+    /// # Errors
+    /// As [`Engine::new`]; [`Error::InvalidInput`] for options the device
+    /// cannot meet (subgroup kernels without `Features::SUBGROUP`, caps under
+    /// 64 KiB).
     pub fn with_options(options: EngineOptions) -> Result<Self> {
         let (_instance, adapter) = adapter::open()?;
         let info = adapter.get_info();
@@ -298,7 +339,7 @@ impl Engine {
             info.backend,
             info.device_type
         );
-        Engine::start(Context::new(device, queue, &info, &options)?)
+        Engine::start(Context::new(device, queue, &info, &options, true)?)
     }
 
     /// Wraps a context and measures what only running a kernel tells.
@@ -317,16 +358,25 @@ impl Engine {
 
     /// Adopts a device and queue the application already has. The subgroup
     /// kernels are used only if the device was created with
-    /// `Features::SUBGROUP`. The engine installs the device's lost callback
-    /// (wgpu keeps one per device, so this replaces the app's; ask
-    /// [`Engine::is_device_lost`] instead).
+    /// `Features::SUBGROUP`.
+    ///
+    /// The app's uncaptured-error handler is left alone: the engine catches
+    /// its own errors in error scopes and returns them as [`Error`]s. It
+    /// does install the device's lost callback (wgpu keeps one per device,
+    /// so this replaces the app's; ask [`Engine::is_device_lost`] instead).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for options the device cannot meet (subgroup
+    /// kernels without `Features::SUBGROUP`, caps under 64 KiB);
+    /// [`Error::Validation`] or [`Error::OutOfMemory`] if the kernels cannot
+    /// be built on the device; [`Error::DeviceLost`] if it is lost.
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: &wgpu::AdapterInfo,
         options: EngineOptions,
     ) -> Result<Self> {
-        Engine::start(Context::new(device, queue, info, &options)?)
+        Engine::start(Context::new(device, queue, info, &options, false)?)
     }
 
     /// The adapter and the limits that matter.
@@ -360,27 +410,74 @@ impl Engine {
         &self.ctx.queue
     }
 
-    /// Sum of `data` (compensated, deterministic; 0 for empty input).
+    /// Exact sum of `data`, rounded once to float32, NaN propagated.
+    ///
+    /// Empty input gives 0; any NaN gives NaN; `+inf` and `-inf` together
+    /// give NaN.
+    ///
+    /// ```
+    /// let engine = gpulanes::Engine::new()?;
+    /// assert_eq!(engine.sum(&[])?, 0.0);
+    /// assert_eq!(engine.sum(&[1e8, 1.0, -1e8])?, 1.0);
+    /// assert!(engine.sum(&[1.0, f32::NAN])?.is_nan());
+    /// assert_eq!(engine.mean(&[])?, None);
+    /// # Ok::<(), gpulanes::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn sum(&self, data: &[f32]) -> Result<f32> {
         Ok(self.reduce(data, Op::Sum)?.unwrap_or(0.0))
     }
 
     /// Mean of `data` (`None` for empty input).
+    ///
+    /// Any NaN gives `Some(NaN)`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn mean(&self, data: &[f32]) -> Result<Option<f32>> {
         self.reduce(data, Op::Mean)
     }
 
     /// Largest value of `data`, NaN if any is NaN (`None` for empty input).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn max(&self, data: &[f32]) -> Result<Option<f32>> {
         self.reduce(data, Op::Max)
     }
 
     /// Smallest value of `data`, NaN if any is NaN (`None` for empty input).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn min(&self, data: &[f32]) -> Result<Option<f32>> {
         self.reduce(data, Op::Min)
     }
 
     /// `op` over the whole of `data`, NaN propagated.
+    ///
+    /// Empty input: `Some(0.0)` for `sum` and `count`, `None` for `mean`,
+    /// `max` and `min`; any NaN gives NaN (see [`crate::op`]).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn reduce(&self, data: &[f32], op: Op) -> Result<Option<f32>> {
         Ok(self
             .reduce_partitions(data, op, &Partitions::Whole, NanPolicy::Propagate)?
@@ -400,6 +497,33 @@ impl Engine {
     /// [`Engine::max_partitions`], consecutive groups of partitions are
     /// reduced one after another, with the same bits (a partition's tree
     /// depends only on positions inside it).
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`]: an empty
+    /// partition's `sum` and `count` are 0, its `mean`, `max` and `min` `None`;
+    /// under [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// ```
+    /// use gpulanes::{Engine, NanPolicy, Op, Partitions};
+    /// let engine = Engine::new()?;
+    /// let data = [1.0, f32::NAN, 3.0];
+    /// let parts = Partitions::Offsets(vec![0, 0, 3]); // an empty one, then all
+    /// let r = engine.reduce_partitions(&data, Op::Max, &parts, NanPolicy::Ignore)?;
+    /// assert_eq!(r.values, vec![None, Some(3.0)]);
+    /// let r = engine.reduce_partitions(&data, Op::Sum, &parts, NanPolicy::Propagate)?;
+    /// assert_eq!(r.values[0], Some(0.0));
+    /// assert!(r.values[1].is_some_and(f32::is_nan));
+    /// # Ok::<(), gpulanes::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidPartitions`] when `partitions` do not describe the
+    /// input;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn reduce_partitions(
         &self,
         data: &[f32],
@@ -463,6 +587,14 @@ impl Engine {
 
     /// Copies `data` (of any [`Element`] type) to GPU memory once, for
     /// many reductions.
+    ///
+    /// Empty data gives an empty array; NaNs are stored as they are.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn upload<E: Element>(&self, data: &[E]) -> Result<DeviceArray> {
         self.ctx.health.check()?;
         DeviceArray::upload(&self.ctx, data)
@@ -472,6 +604,21 @@ impl Engine {
     /// value in its op's result type (see [`crate::dtype`]): float sums and
     /// means are exact sums rounded once; integer sums are exact int64
     /// ([`Error::Overflow`] when they do not fit).
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`]: an empty
+    /// partition's `sum` and `count` are 0, its `mean`, `max` and `min` `None`;
+    /// under [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPartitions`] when `partitions` do not describe the
+    /// input;
+    /// [`Error::Overflow`] for an integer sum outside int64;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn reduce_slice<E: Element>(
         &self,
         data: &[E],
@@ -520,6 +667,19 @@ impl Engine {
 
     /// `op` over a 1-D view of any [`Element`] type. A non-contiguous view
     /// is copied into a contiguous buffer first.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`]: an empty
+    /// partition's `sum` and `count` are 0, its `mean`, `max` and `min` `None`;
+    /// under [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`Error::Overflow`] for an integer sum outside int64;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn reduce_view_typed<E: Element>(
         &self,
         view: ArrayView1<E>,
@@ -535,6 +695,17 @@ impl Engine {
     /// The partial [`State`] of each partition of `data`, computed on the
     /// GPU: merge them with states of other pieces of the data (from this
     /// or another machine) and finalise the merge.
+    ///
+    /// An empty partition gives an empty state (count 0); NaNs are kept in the
+    /// state and handled by the policy given when it is finalised.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPartitions`] when `partitions` do not describe the
+    /// input;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn states<E: Element>(
         &self,
         data: &[E],
@@ -602,6 +773,22 @@ impl Engine {
 
     /// `op` over each partition of a device-resident array of any dtype,
     /// each value in its op's result type.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`]: an empty
+    /// partition's `sum` and `count` are 0, its `mean`, `max` and `min` `None`;
+    /// under [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an array of another engine;
+    /// [`Error::InvalidPartitions`] when `partitions` do not describe the
+    /// input;
+    /// [`Error::Overflow`] for an integer sum outside int64;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn reduce_device_typed(
         &self,
         array: &DeviceArray,
@@ -655,6 +842,18 @@ impl Engine {
     }
 
     /// The partial [`State`] of each partition of a device-resident array.
+    ///
+    /// An empty partition gives an empty state (count 0); NaNs are kept in the
+    /// state and handled by the policy given when it is finalised.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an array of another engine;
+    /// [`Error::InvalidPartitions`] when `partitions` do not describe the
+    /// input;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn device_states(
         &self,
         array: &DeviceArray,
@@ -744,12 +943,28 @@ impl Engine {
                     .poll_failed(&ctx.device, &ctx.queue, "waiting for the GPU", e)
             })?;
         rx.recv()
-            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|_| Error::Internal("a readback callback never ran".into()))?
     }
 
     /// `op` over each partition of a device-resident array. Any number of
     /// partitions: over [`Engine::max_partitions`], consecutive groups are
     /// reduced one after another, with the same bits.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`]: an empty
+    /// partition's `sum` and `count` are 0, its `mean`, `max` and `min` `None`;
+    /// under [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an array of another engine or of another
+    /// dtype than float32 (use [`Engine::reduce_device_typed`]);
+    /// [`Error::InvalidPartitions`] when `partitions` do not describe the
+    /// input;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn reduce_device(
         &self,
         array: &DeviceArray,
@@ -790,6 +1005,21 @@ impl Engine {
     /// [`Engine::max_partitions`], consecutive groups are encoded one after
     /// another, with the same bits (every group's buffers are held until
     /// the result is read). On an error nothing is encoded.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`]: an empty
+    /// partition's `sum` and `count` are 0, its `mean`, `max` and `min` `None`;
+    /// under [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an array of another engine or of another
+    /// dtype than float32;
+    /// [`Error::InvalidPartitions`] when `partitions` do not describe the
+    /// input;
+    /// [`Error::OutOfMemory`] when a group would pass the device's largest
+    /// buffer; [`Error::DeviceLost`] once the device is lost. GPU failures of
+    /// the submitted work come back from [`PendingReduction::wait`].
     pub fn encode(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -832,6 +1062,18 @@ impl Engine {
     }
 
     /// `op` over a 1-D view (any stride).
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`]: an empty
+    /// partition's `sum` and `count` are 0, its `mean`, `max` and `min` `None`;
+    /// under [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn reduce_view(&self, view: ArrayView1<f32>, op: Op, nan: NanPolicy) -> Result<Reduction> {
         match view.as_slice() {
             Some(s) => self.reduce_partitions(s, op, &Partitions::Whole, nan),
@@ -841,6 +1083,16 @@ impl Engine {
 
     /// `op` along `axis` of a 2-D view: `Axis(1)` reduces each row (one
     /// result per row), `Axis(0)` each column (one result per column).
+    ///
+    /// An axis of length 0 gives one empty partition per lane (see
+    /// [`crate::op`] for empty partitions and NaN).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an axis other than 0 or 1;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn reduce_axis(
         &self,
         view: ArrayView2<f32>,
@@ -869,6 +1121,17 @@ impl Engine {
     /// in its op's result type: `Axis(1)` one result per row, `Axis(0)` one
     /// per column. The reduced lanes are laid out contiguously (a copy
     /// unless the view already is, along rows).
+    ///
+    /// An axis of length 0 gives one empty partition per lane (see
+    /// [`crate::op`] for empty partitions and NaN).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an axis other than 0 or 1;
+    /// [`Error::Overflow`] for an integer sum outside int64;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
     pub fn reduce_axis_typed<E: Element>(
         &self,
         view: ArrayView2<E>,
@@ -943,9 +1206,11 @@ fn check_f32(array: &DeviceArray) -> Result<()> {
     Ok(())
 }
 
-/// Validation and out-of-memory error scopes around one reduction, so GPU
-/// errors come back as [`Error::OutOfMemory`] or [`Error::Gpu`] instead of
-/// a panic. A lost device reports no error of its own, but objects made
+/// Validation, internal and out-of-memory error scopes around one
+/// reduction, so GPU errors come back as [`Error::OutOfMemory`] or
+/// [`Error::Validation`] instead of reaching the device's uncaptured-error
+/// handler (which panics unless someone set one, and which belongs to the
+/// app on a device it shares). A lost device reports no error of its own, but objects made
 /// after the loss are invalid and using them is a validation error: such an
 /// error on a device found lost (see `device_health`) is
 /// [`Error::DeviceLost`].
@@ -954,6 +1219,7 @@ pub(crate) struct ErrorScopes {
     // popped in reverse push order, so `oom` (pushed last) is declared
     // first: an early `?` return between push and `check` must not panic.
     oom: wgpu::ErrorScopeGuard,
+    internal: wgpu::ErrorScopeGuard,
     validation: wgpu::ErrorScopeGuard,
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -963,9 +1229,11 @@ pub(crate) struct ErrorScopes {
 impl ErrorScopes {
     pub(crate) fn push(ctx: &Context) -> Self {
         let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = ctx.device.push_error_scope(wgpu::ErrorFilter::Internal);
         let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         ErrorScopes {
             validation,
+            internal,
             oom,
             device: ctx.device.clone(),
             queue: ctx.queue.clone(),
@@ -975,15 +1243,18 @@ impl ErrorScopes {
 
     pub(crate) fn check(self) -> Result<()> {
         let oom = pollster::block_on(self.oom.pop());
-        let validation = pollster::block_on(self.validation.pop());
+        let internal = pollster::block_on(self.internal.pop());
+        let validation = pollster::block_on(self.validation.pop()).or(internal);
         match (oom, validation) {
             (Some(e), _) => Err(Error::OutOfMemory(e.to_string())),
-            (None, Some(e)) if self.health.confirm_loss(&self.device, &self.queue) => Err(self
+            (None, Some(e)) if !self.health.confirm_loss(&self.device, &self.queue) => {
+                Err(Error::validation("a reduction", e))
+            }
+            (None, Some(e)) => Err(self
                 .health
                 .check()
                 .err()
                 .unwrap_or_else(|| Error::DeviceLost(e.to_string()))),
-            (None, Some(e)) => Err(Error::Gpu(e.to_string())),
             (None, None) => Ok(()),
         }
     }

@@ -151,8 +151,8 @@ mod tests {
         let mut g = Gather::new(Op::Sum, 2);
         assert!(g.put(1, Ok(part(&[1.0]))).is_none());
         assert!(matches!(
-            g.put(0, Err(Error::Gpu("lost".into()))),
-            Some(Err(Error::Gpu(_)))
+            g.put(0, Err(Error::Internal("lost".into()))),
+            Some(Err(Error::Internal(_)))
         ));
         assert!(g.put(0, Ok(part(&[1.0]))).is_none(), "delivered once");
         let mut g = Gather::new(Op::Sum, 1);

@@ -3,7 +3,7 @@
 //! int32, uint32 and int64, written in WGSL and run through wgpu on Vulkan,
 //! Metal, DX12 or GL.
 //!
-//! ```no_run
+//! ```
 //! use gpulanes::{Engine, NanPolicy, Op, Partitions};
 //! let engine = Engine::new()?;
 //! let data: Vec<f32> = (0..1_000_000).map(|i| i as f32).collect();
@@ -44,6 +44,18 @@ mod readback;
 pub mod state;
 pub mod stream;
 
+/// The ndarray this crate's view APIs take.
+pub use ndarray;
+/// The wgpu this crate is built on: use it for devices and buffers given
+/// to [`Engine::from_device`] and [`DeviceArray::from_buffer`], so the
+/// versions cannot differ.
+pub use wgpu;
+
+// The README's Rust snippets run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use adapter::AdapterSummary;
 pub use device_array::DeviceArray;
 pub use dtype::{Dtype, Element, Scalar};
@@ -52,7 +64,7 @@ pub use error::{Error, Result};
 pub use kernels::KernelShape;
 pub use keyed::stream::Column;
 pub use keyed::{DENSE_FLOOR, DENSE_SLACK, Grouped, GroupedStates, Key, SMALL_PARTITION};
-pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request};
+pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request, TrySubmitError};
 pub use op::{NanPolicy, Op, Reduction};
 pub use partition::Partitions;
 pub use state::{State, StateKind};

@@ -335,8 +335,7 @@ fn a_request_larger_than_the_device_can_hold_fails_alone() {
     .unwrap();
     let e = lanes
         .realtime(Request::host(data.clone(), Op::Sum).partitions(too_many.clone()))
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     // Partition groups are bounded by what one buffer of partials holds.
     assert!(matches!(e, Error::InvalidPartitions(_)), "real-time: {e:?}");
     assert!(e.to_string().contains("batch lane takes any number"), "{e}");

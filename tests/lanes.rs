@@ -426,8 +426,7 @@ fn full_queue_rejects_or_blocks_as_configured() {
     let b = lanes.realtime(Request::host(data(10, 2), Op::Sum)).unwrap();
     let err = lanes
         .realtime(Request::host(data(10, 3), Op::Sum))
-        .err()
-        .expect("third request must be refused");
+        .expect_err("third request must be refused");
     assert!(
         matches!(
             err,
@@ -792,8 +791,7 @@ fn coalesced_groups_stay_within_the_partition_limit_so_no_request_fails_for_its_
     // the limit named and the batch lane pointed to.
     let err = lanes
         .realtime(Request::host(data(5000, 4), Op::Sum).partitions(each.clone()))
-        .err()
-        .expect("5000 partitions exceed the 4095 of 64 KiB bindings");
+        .expect_err("5000 partitions exceed the 4095 of 64 KiB bindings");
     match err {
         Error::InvalidPartitions(msg) => {
             assert!(msg.contains("4095") && msg.contains("batch lane"), "{msg}")

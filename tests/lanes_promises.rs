@@ -1,17 +1,17 @@
 //! The lanes' promises from the first request on: a fresh scheduler's
 //! first batch job holds real-time work no longer than a chunk, a failure
 //! in one coalesced request fails it alone, blocked submitters get queue
-//! space first come first served, and a queued request fails at its
-//! deadline. Asserted by order and counts, never by milliseconds (these
+//! space first come first served, the `try_` forms hand a request back
+//! when its queue is full, and a queued request fails at its deadline. Asserted by order and counts, never by milliseconds (these
 //! run on a 2-core CPU under lavapipe).
 
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gpulanes::{Error, Lanes, LanesConfig, NanPolicy, Op, Partitions, Request};
+use gpulanes::{Error, Lanes, LanesConfig, NanPolicy, Op, Partitions, Request, TrySubmitError};
 
 use common::engine;
 
@@ -102,7 +102,7 @@ fn a_failure_in_one_coalesced_request_fails_that_request_alone() {
         .collect();
     for (i, (h, (d, op))) in handles.into_iter().zip(inputs.iter().zip(ops)).enumerate() {
         match h.wait() {
-            Err(Error::Gpu(_)) if i == 3 => {}
+            Err(Error::Validation { .. }) if i == 3 => {}
             Ok(r) if i != 3 => assert_eq!(bits(&r), solo(d, op), "request {i}"),
             other => panic!("request {i}: {other:?}"),
         }
@@ -272,4 +272,77 @@ fn a_queued_request_fails_at_its_deadline_not_when_it_is_reached() {
     assert!(!waiting.is_finished(), "only the expired request left");
     let m = held.metrics().realtime;
     assert_eq!((m.failed, m.deadline_misses, m.queue_depth), (1, 1, 1));
+}
+
+/// Two requests fill a real-time queue of two (they wait to be coalesced
+/// with more); a third, tried, comes back untouched; once a queued one is
+/// cancelled the same request is accepted. Invalid requests fail as
+/// `submit` fails them, full queue or not.
+#[test]
+fn try_forms_hand_the_request_back_when_the_queue_is_full() {
+    let lanes = Lanes::new(
+        engine(),
+        LanesConfig {
+            coalesce_delay: Duration::from_secs(600),
+            max_coalesced_requests: 6,
+            realtime_queue_len: 2,
+            ..LanesConfig::default()
+        },
+    )
+    .unwrap();
+    let first = lanes
+        .try_realtime(Request::host(data(100, 1), Op::Sum))
+        .unwrap();
+    let _second = lanes
+        .try_realtime(Request::host(data(100, 2), Op::Sum))
+        .unwrap();
+    let third = data(3000, 3);
+    let e = lanes
+        .try_realtime(Request::host(third.clone(), Op::Max))
+        .unwrap_err();
+    assert!(e.is_full(), "{e:?}");
+    let back = e.into_request().expect("the request comes back");
+    let e = lanes
+        .try_realtime(Request::host(data(10, 4), Op::Sum).partitions(Partitions::EqualSize(0)))
+        .unwrap_err();
+    assert!(
+        matches!(e, TrySubmitError::Failed(Error::InvalidPartitions(_))),
+        "{e:?}"
+    );
+    let e = lanes
+        .try_batch(Request::host(data(10, 5), Op::Sum).timeout(Duration::from_secs(1)))
+        .unwrap_err();
+    assert!(
+        matches!(e, TrySubmitError::Failed(Error::InvalidInput(_))),
+        "{e:?}"
+    );
+    // Cancelling a queued request makes room (the dispatcher prunes it).
+    drop(first);
+    let bound = Instant::now() + Duration::from_secs(120);
+    let mut retry = back.clone();
+    let accepted = loop {
+        match lanes.try_realtime(retry) {
+            Ok(h) => break h,
+            Err(TrySubmitError::Full(r)) if Instant::now() < bound => {
+                retry = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("still not accepted: {e:?}"),
+        }
+    };
+    assert_eq!(lanes.metrics().realtime.cancelled, 1);
+    // The queued work never runs here (it waits to be coalesced): dropping
+    // the scheduler fails it.
+    drop(lanes);
+    assert!(matches!(accepted.wait(), Err(Error::Shutdown)));
+    // The request handed back is the one tried: it gives that result.
+    let fresh = Lanes::new(engine(), LanesConfig::default()).unwrap();
+    let r = fresh.try_realtime(back).unwrap().wait().unwrap();
+    assert_eq!(bits(&r), solo(&third, Op::Max));
+    let r = fresh
+        .try_batch(Request::host(third.clone(), Op::Sum))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(bits(&r), solo(&third, Op::Sum));
 }

@@ -74,7 +74,11 @@ pub(crate) fn engine_error(e: Error) -> PyErr {
         }
         Error::DeviceLost(_) => DeviceLostError::new_err(msg),
         Error::OutOfMemory(_) => GpuOutOfMemoryError::new_err(msg),
-        Error::Gpu(_) => GpuError::new_err(msg),
+        Error::Validation { .. }
+        | Error::Wait { .. }
+        | Error::Map { .. }
+        | Error::Thread { .. }
+        | Error::Internal(_) => GpuError::new_err(msg),
         Error::Overflow(_) => PyOverflowError::new_err(msg),
         Error::DeadlineExceeded { .. } => PyTimeoutError::new_err(msg),
         Error::Cancelled => Python::attach(|py| {
@@ -88,6 +92,9 @@ pub(crate) fn engine_error(e: Error) -> PyErr {
         }),
         Error::QueueFull { .. } => QueueFullError::new_err(msg),
         Error::Shutdown => PyRuntimeError::new_err(msg),
+        // `Error` is non-exhaustive: a variant added later is a GPU error
+        // until it gets its own exception.
+        _ => GpuError::new_err(msg),
     }
 }
 

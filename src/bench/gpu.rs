@@ -43,7 +43,7 @@ pub fn wait(engine: &Engine, index: wgpu::SubmissionIndex) -> Result<()> {
             timeout: None,
         })
         .map(|_| ())
-        .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))
+        .map_err(|e| Error::wait("waiting for the GPU", e))
 }
 
 /// Maps the first `bytes` of `buffer` (already written by finished work),
@@ -59,14 +59,14 @@ pub fn read_mapped(engine: &Engine, buffer: &wgpu::Buffer, bytes: u64) -> Result
             submission_index: None,
             timeout: None,
         })
-        .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        .map_err(|e| Error::wait("waiting for the GPU", e))?;
     rx.recv()
-        .map_err(|_| Error::Gpu("map callback never ran".into()))?
-        .map_err(|e| Error::Gpu(format!("mapping failed: {e}")))?;
+        .map_err(|_| Error::Internal("a map callback never ran".into()))?
+        .map_err(|e| Error::map("mapping a readback buffer", e))?;
     let out = {
         let view = buffer
             .get_mapped_range(0..bytes)
-            .map_err(|e| Error::Gpu(format!("reading a mapped buffer failed: {e}")))?;
+            .map_err(|e| Error::map("reading a mapped buffer", e))?;
         view.to_vec()
     };
     buffer.unmap();
@@ -275,7 +275,7 @@ pub fn run_device_typed(
     for _ in 0..count {
         let (i, r) = rx
             .recv()
-            .map_err(|_| Error::Gpu("readback callback never ran".into()))?;
+            .map_err(|_| Error::Internal("a readback callback never ran".into()))?;
         parts.push((i, r?.states()));
     }
     parts.sort_by_key(|p| p.0);
@@ -373,7 +373,7 @@ pub fn measure_upload(
         Ok::<_, Error>(start.elapsed().as_nanos() as f64)
     })?;
     if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::Gpu(format!("upload floor: {e}")));
+        return Err(Error::from_wgpu("upload floor", e));
     }
     let time = summarize(&samples);
     Ok((
@@ -427,7 +427,7 @@ pub fn measure_copy(
         Ok((wall, gpu))
     })?;
     if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::Gpu(format!("copy floor: {e}")));
+        return Err(Error::from_wgpu("copy floor", e));
     }
     verify_copy(engine, &dst, host, bytes, "copy floor")?;
     let time = summarize(&samples);
@@ -479,7 +479,7 @@ pub fn measure_round_trip(engine: &Engine, warmup: usize, runs: usize) -> Result
         let bytes = read_mapped(engine, &dst, 4)?;
         let ns = start.elapsed().as_nanos() as f64;
         if bytes != 1.5f32.to_le_bytes() {
-            return Err(Error::Gpu(
+            return Err(Error::Internal(
                 "4-byte readback returned the wrong bytes".into(),
             ));
         }
@@ -526,7 +526,7 @@ fn verify_copy(
     for offset in [0, (bytes - len) & !3] {
         let got = read_back(engine, dst, offset, len)?;
         if got[..] != host[offset as usize..(offset + len) as usize] {
-            return Err(Error::Gpu(format!(
+            return Err(Error::Internal(format!(
                 "{what}: the destination differs from the source at byte offset {offset}"
             )));
         }
@@ -629,10 +629,10 @@ pub fn measure_shader_copy(
     };
     once(0)?;
     if let Some(e) = pollster::block_on(oom.pop()) {
-        return Err(Error::Gpu(format!("shader copy floor: {e}")));
+        return Err(Error::from_wgpu("shader copy floor", e));
     }
     if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::Gpu(format!("shader copy floor: {e}")));
+        return Err(Error::from_wgpu("shader copy floor", e));
     }
     verify_copy(engine, &dst, host, bytes, "shader copy floor")?;
     let (kind, samples) = sample_pairs(budget, once)?;

@@ -417,8 +417,21 @@ pub(crate) fn partition_states(
 /// The words of `array`, read back to the host (for keys the GPU cannot map
 /// to groups by themselves).
 fn read_device_words(ctx: &Context, array: &DeviceArray) -> Result<Vec<u32>> {
+    // Arrays an app wraps (`DeviceArray::from_buffer`) may lack COPY_SRC;
+    // a copy from such a buffer would be a validation error.
+    if let Some(p) = array
+        .pieces
+        .iter()
+        .find(|p| !p.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC))
+    {
+        return Err(Error::InvalidInput(format!(
+            "sparse group keys are read back, so their buffer needs COPY_SRC (usage: {:?})",
+            p.buffer.usage()
+        )));
+    }
     let total = array.len() * array.dtype().words();
     let bytes = (total * 4).max(4);
+    let scope = crate::engine::ErrorScopes::push(ctx);
     let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("gpulanes keys readback"),
         size: bytes,
@@ -446,6 +459,7 @@ fn read_device_words(ctx: &Context, array: &DeviceArray) -> Result<Vec<u32>> {
         }
     }
     let index = ctx.queue.submit([encoder.finish()]);
+    scope.check()?;
     let words = run::read_words(ctx, &readback, total * 4, index)?;
     Ok(words)
 }
@@ -514,7 +528,7 @@ impl crate::Engine {
                 Some(Scalar::I32(x)) => Ok(x as i128),
                 Some(Scalar::U32(x)) => Ok(x as i128),
                 Some(Scalar::I64(x)) => Ok(x as i128),
-                other => Err(Error::Gpu(format!(
+                other => Err(Error::Internal(format!(
                     "the {op} of integer keys came back as {other:?}"
                 ))),
             }
@@ -572,7 +586,7 @@ impl crate::Engine {
         let (ids, distinct) = match plan_keys(&host_keys)? {
             KeyPlan::Sparse { ids, distinct } => (ids, distinct),
             KeyPlan::Dense { .. } => {
-                return Err(Error::Gpu(format!(
+                return Err(Error::Internal(format!(
                     "keys read back span a dense range, but their device extremes {min}..={max} do not"
                 )));
             }

@@ -514,5 +514,5 @@ pub(crate) fn read_words(
                 .poll_failed(&ctx.device, &ctx.queue, "waiting for the GPU", e)
         })?;
     rx.recv()
-        .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+        .map_err(|_| Error::Internal("a readback callback never ran".into()))?
 }

@@ -92,6 +92,14 @@ pub struct Handle<T> {
     on_cancel: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
+impl<T> std::fmt::Debug for Handle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("finished", &self.is_finished())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Handle<T> {
     pub(crate) fn new(slot: Arc<Slot<T>>, on_cancel: impl Fn() + Send + Sync + 'static) -> Self {
         Handle {

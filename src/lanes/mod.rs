@@ -110,6 +110,61 @@ impl Lane {
     }
 }
 
+/// Why [`Lanes::try_submit`] (or `try_realtime`, `try_batch`) did not
+/// queue a request.
+#[derive(Clone)]
+pub enum TrySubmitError {
+    /// The lane's queue is full: the request, untouched, to retry later
+    /// or shed.
+    Full(Request),
+    /// The request cannot be queued: the error [`Lanes::submit`] gives
+    /// (invalid request, shut down, device lost).
+    Failed(Error),
+}
+
+impl TrySubmitError {
+    /// The request back, if the queue was full.
+    pub fn into_request(self) -> Option<Request> {
+        match self {
+            TrySubmitError::Full(r) => Some(r),
+            TrySubmitError::Failed(_) => None,
+        }
+    }
+
+    /// True when the queue was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySubmitError::Full(_))
+    }
+}
+
+impl std::fmt::Debug for TrySubmitError {
+    // The request's data is left out: it may be large.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrySubmitError::Full(_) => f.write_str("Full(..)"),
+            TrySubmitError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
+        }
+    }
+}
+
+impl std::fmt::Display for TrySubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrySubmitError::Full(_) => f.write_str("the lane's queue is full"),
+            TrySubmitError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TrySubmitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TrySubmitError::Full(_) => None,
+            TrySubmitError::Failed(e) => Some(e),
+        }
+    }
+}
+
 /// What submission does when a lane's queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhenFull {
@@ -307,7 +362,7 @@ impl Request {
     /// For tests of failure isolation (real-time only): preparing this
     /// request on the device raises a real wgpu validation error (a buffer
     /// with an invalid usage), in whatever coalesced group it lands. The
-    /// request fails with [`Error::Gpu`]; the others in its group do not.
+    /// request fails with [`Error::Validation`]; the others in its group do not.
     #[doc(hidden)]
     pub fn inject_failure(mut self) -> Self {
         self.inject_failure = true;
@@ -528,7 +583,10 @@ impl Lanes {
                 request_thread_slice(&s.cfg, "dispatcher");
                 survive_panic(&s, "dispatcher", || dispatcher_loop(&s));
             })
-            .map_err(|e| Error::Gpu(format!("cannot start the dispatcher thread: {e}")))?;
+            .map_err(|e| Error::Thread {
+                thread: "dispatcher",
+                source: Arc::new(e),
+            })?;
         // From here on, dropping `lanes` shuts the dispatcher down.
         let mut lanes = Lanes {
             shared: shared.clone(),
@@ -542,23 +600,91 @@ impl Lanes {
                 request_thread_slice(&s.cfg, "poller");
                 survive_panic(&s, "poller", || poller_loop(&s));
             })
-            .map_err(|e| Error::Gpu(format!("cannot start the poller thread: {e}")))?;
+            .map_err(|e| Error::Thread {
+                thread: "poller",
+                source: Arc::new(e),
+            })?;
         lanes.poller = Some(poller);
         Ok(lanes)
     }
 
-    /// Submits a real-time request.
+    /// Submits a real-time request (see [`Lanes::submit`]).
+    ///
+    /// # Errors
+    /// As [`Lanes::submit`].
     pub fn realtime(&self, request: Request) -> Result<Handle<Reduction>> {
         self.submit(Lane::RealTime, request)
     }
 
-    /// Submits a batch job.
+    /// Submits a batch job (see [`Lanes::submit`]).
+    ///
+    /// # Errors
+    /// As [`Lanes::submit`].
     pub fn batch(&self, request: Request) -> Result<Handle<Reduction>> {
         self.submit(Lane::Batch, request)
     }
 
-    /// Submits `request` to `lane`. Invalid requests fail here, alone.
+    /// Submits `request` to `lane`. Invalid requests fail here, alone. When
+    /// the lane's queue is full this waits for room (or, with
+    /// [`WhenFull::Reject`], fails with [`Error::QueueFull`]); the `try_`
+    /// forms never wait and hand the request back instead.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPartitions`] or [`Error::InvalidInput`] for a request
+    /// that cannot run (bad partitions, device data on the real-time lane,
+    /// an array of another engine or dtype, a deadline on the batch lane,
+    /// a real-time request over `max_realtime_request_bytes`);
+    /// [`Error::QueueFull`] under [`WhenFull::Reject`]; [`Error::Shutdown`]
+    /// once the scheduler shuts down; [`Error::DeviceLost`] once the device
+    /// is lost. Failures while the request runs come through its
+    /// [`Handle`].
     pub fn submit(&self, lane: Lane, request: Request) -> Result<Handle<Reduction>> {
+        self.enqueue(lane, &request, true)
+    }
+
+    /// Submits a real-time request unless its queue is full (see
+    /// [`Lanes::try_submit`]).
+    ///
+    /// # Errors
+    /// As [`Lanes::try_submit`].
+    pub fn try_realtime(&self, request: Request) -> Result<Handle<Reduction>, TrySubmitError> {
+        self.try_submit(Lane::RealTime, request)
+    }
+
+    /// Submits a batch job unless its queue is full (see
+    /// [`Lanes::try_submit`]).
+    ///
+    /// # Errors
+    /// As [`Lanes::try_submit`].
+    pub fn try_batch(&self, request: Request) -> Result<Handle<Reduction>, TrySubmitError> {
+        self.try_submit(Lane::Batch, request)
+    }
+
+    /// Submits `request` to `lane` without waiting: when the lane's queue
+    /// is full (or other submitters are waiting for room, who keep their
+    /// turn) the request comes back in [`TrySubmitError::Full`], whatever
+    /// [`LanesConfig::when_full`] says, for the caller to retry, shed or
+    /// send elsewhere.
+    ///
+    /// # Errors
+    /// [`TrySubmitError::Full`] holding the request when the queue is full;
+    /// [`TrySubmitError::Failed`] with the error [`Lanes::submit`] would
+    /// give otherwise.
+    pub fn try_submit(
+        &self,
+        lane: Lane,
+        request: Request,
+    ) -> Result<Handle<Reduction>, TrySubmitError> {
+        match self.enqueue(lane, &request, false) {
+            Ok(handle) => Ok(handle),
+            Err(Error::QueueFull { .. }) => Err(TrySubmitError::Full(request)),
+            Err(e) => Err(TrySubmitError::Failed(e)),
+        }
+    }
+
+    /// Checks and queues `request` (its input shared, not copied). With
+    /// `wait` false a full queue is [`Error::QueueFull`] at once.
+    fn enqueue(&self, lane: Lane, request: &Request, wait: bool) -> Result<Handle<Reduction>> {
         let sh = &self.shared;
         sh.ctx.health.check()?;
         let offsets = request.partitions.offsets(request.input.len())?;
@@ -582,7 +708,7 @@ impl Lanes {
         let slot = Slot::new();
         match lane {
             Lane::RealTime => {
-                let Input::Host(data) = request.input else {
+                let Input::Host(data) = &request.input else {
                     return Err(Error::InvalidInput(
                         "real-time requests take host data; submit device arrays to the batch lane"
                             .into(),
@@ -596,13 +722,13 @@ impl Lanes {
                 }
                 // Validate the plan now so a bad request never joins a group.
                 let footprint = check_realtime_plan(sh, &offsets)?;
-                let mut st = self.wait_for_space(lane, bytes)?;
+                let mut st = self.wait_for_space(lane, bytes, wait)?;
                 st.rt_bytes += bytes;
                 if let Some(d) = request.deadline.filter(|_| sh.cfg.reject_late) {
                     st.deadlines.note(d);
                 }
                 st.rt.push_back(RtEntry {
-                    data,
+                    data: data.clone(),
                     offsets,
                     op: request.op,
                     nan: request.nan,
@@ -624,7 +750,7 @@ impl Lanes {
                 // starts (the offsets are checked above).
                 let mut entry = BatchEntry::new(
                     sh,
-                    request.input,
+                    request.input.clone(),
                     offsets,
                     request.op,
                     request.nan,
@@ -635,7 +761,7 @@ impl Lanes {
                 // a job that cannot be prepared (out of memory) fails
                 // alone, through its handle, as it would have when it
                 // started.
-                let mut st = self.wait_for_space(lane, bytes)?;
+                let mut st = self.wait_for_space(lane, bytes, wait)?;
                 st.batch_reserved += 1;
                 drop(st);
                 let prepared = entry.prepare_first(sh);
@@ -680,10 +806,10 @@ impl Lanes {
     }
 
     /// Waits for room for `bytes` in `lane`'s queue (or fails, see
-    /// [`WhenFull`]), and returns the state lock to queue the request
-    /// with. Blocked submitters get room in the order they came (see
+    /// [`WhenFull`]; at once unless `wait`), and returns the state lock to
+    /// queue the request with. Blocked submitters get room in the order they came (see
     /// `space_line`).
-    fn wait_for_space(&self, lane: Lane, bytes: u64) -> Result<MutexGuard<'_, State>> {
+    fn wait_for_space(&self, lane: Lane, bytes: u64, wait: bool) -> Result<MutexGuard<'_, State>> {
         let sh = &self.shared;
         let cfg = &sh.cfg;
         let mut st = lock(&sh.state);
@@ -709,7 +835,7 @@ impl Lanes {
             if !full && line.is_first(ticket) {
                 break Ok(());
             }
-            if cfg.when_full == WhenFull::Reject {
+            if cfg.when_full == WhenFull::Reject || !wait {
                 let detail = match lane {
                     Lane::RealTime => {
                         format!("{} requests, {} bytes queued", st.rt.len(), st.rt_bytes)

@@ -50,8 +50,8 @@ impl LevelWork {
         let device = &ctx.device;
         let table_bytes = level.table.len() as u64 * SEGMENT_BYTES;
         if table_bytes > ctx.limits.max_binding_bytes {
-            return Err(Error::Gpu(
-                "streaming segment table exceeds a binding (a bug in gpulanes)".into(),
+            return Err(Error::Internal(
+                "streaming segment table exceeds a binding".into(),
             ));
         }
         let tables = ctx.pool.take(

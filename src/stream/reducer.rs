@@ -143,7 +143,10 @@ impl StreamReducer {
         let ctx = engine.context();
         let layout = Layout::new(ctx, options)?;
         let bytes = layout.chunk_items * 4;
-        let ring = (0..RING)
+        // In scopes: an allocation that fails is this stream's error, not
+        // the device owner's uncaptured one.
+        let scope = ErrorScopes::push(ctx);
+        let ring: Vec<Slot> = (0..RING)
             .map(|_| Slot {
                 staging: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("gpulanes stream staging"),
@@ -160,6 +163,7 @@ impl StreamReducer {
                 state: Arc::new(AtomicU8::new(MAPPED)),
             })
             .collect();
+        scope.check()?;
         let stats = StreamStats {
             chunk_bytes: bytes,
             budget_bytes: options.budget_bytes,
@@ -298,8 +302,8 @@ impl StreamReducer {
             }
         }
         if !self.states.is_empty() || self.finalized != self.values.len() {
-            return Err(Error::Gpu(format!(
-                "streaming left {} of {} partitions unfinished (a bug in gpulanes)",
+            return Err(Error::Internal(format!(
+                "streaming left {} of {} partitions unfinished",
                 self.values.len() - self.finalized,
                 self.values.len()
             )));
@@ -423,16 +427,16 @@ impl StreamReducer {
         let cut = self.cut_units(total.min(chunk) as u64, eof && total <= chunk)?;
         let n = cut.items as usize;
         if n == 0 {
-            return Err(Error::Gpu(
-                "streaming found no whole unit in a full chunk (a bug in gpulanes)".into(),
+            return Err(Error::Internal(
+                "streaming found no whole unit in a full chunk".into(),
             ));
         }
         let slot = self.acquire_slot()?;
         {
             let staging = &self.ring[slot].staging;
-            let mut view = staging.get_mapped_range_mut(0..n as u64 * 4).map_err(|e| {
-                device_failure(&self.engine, format!("staging buffer not mapped: {e}"))
-            })?;
+            let mut view = staging
+                .get_mapped_range_mut(0..n as u64 * 4)
+                .map_err(|e| device_failure(&self.engine, "reading a mapped staging buffer", e))?;
             let from_pending = n.min(p);
             view.slice(..from_pending * 4)
                 .copy_from_slice(bytemuck::cast_slice(&self.pending[..from_pending]));
@@ -467,7 +471,8 @@ impl StreamReducer {
                 MAP_FAILED => {
                     return Err(device_failure(
                         &self.engine,
-                        "mapping a staging buffer failed".into(),
+                        "mapping a staging buffer",
+                        wgpu::BufferAsyncError,
                     ));
                 }
                 _ => {
@@ -635,7 +640,7 @@ impl StreamReducer {
                     std::thread::yield_now();
                 }
                 Err(mpsc::TryRecvError::Disconnected) => {
-                    return Err(Error::Gpu("readback callback never ran".into()));
+                    return Err(Error::Internal("a readback callback never ran".into()));
                 }
             }
         };
@@ -667,11 +672,9 @@ impl StreamReducer {
     }
 
     fn state(&mut self, part: u64) -> Result<&mut PartState> {
-        self.states.get_mut(&part).ok_or_else(|| {
-            Error::Gpu(format!(
-                "streaming lost partition {part} (a bug in gpulanes)"
-            ))
-        })
+        self.states
+            .get_mut(&part)
+            .ok_or_else(|| Error::Internal(format!("streaming lost partition {part}")))
     }
 
     /// Turns full groups into tasks, reduces the short last groups of
@@ -711,9 +714,9 @@ impl StreamReducer {
                     st.in_flight += 1;
                 }
                 _ => {
-                    return Err(Error::Gpu(format!(
+                    return Err(Error::Internal(format!(
                         "streaming partition {part} has no final partial at level {depth} \
-                         (a bug in gpulanes)"
+                        "
                     )));
                 }
             }
@@ -779,16 +782,20 @@ fn wait_failed(engine: &Engine, e: wgpu::PollError) -> Error {
 }
 
 /// The error for a staging buffer that the device did not hand back:
-/// [`Error::DeviceLost`] where the device turns out lost, [`Error::Gpu`]
-/// with `message` otherwise.
-fn device_failure(engine: &Engine, message: String) -> Error {
+/// [`Error::DeviceLost`] where the device turns out lost, [`Error::Map`]
+/// naming `what` otherwise.
+fn device_failure(
+    engine: &Engine,
+    what: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
     let ctx = engine.context();
     if ctx.health.confirm_loss(&ctx.device, &ctx.queue) {
         ctx.health
             .check()
             .err()
-            .unwrap_or(Error::DeviceLost(message))
+            .unwrap_or_else(|| Error::DeviceLost(format!("{what} failed: {e}")))
     } else {
-        Error::Gpu(message)
+        Error::map(what, e)
     }
 }

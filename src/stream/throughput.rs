@@ -143,7 +143,7 @@ pub fn measure_stream_throughput(
                     submission_index: index,
                     timeout: None,
                 })
-                .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))
+                .map_err(|e| Error::wait("waiting for the GPU", e))
         };
         let t = Instant::now();
         let mut sent = 0u64;
@@ -157,7 +157,10 @@ pub fn measure_stream_throughput(
             // Mapped again once its copy finished (requested below).
             while state.load(Ordering::Acquire) != MAPPED {
                 if state.load(Ordering::Acquire) == MAP_FAILED {
-                    return Err(Error::Gpu("mapping a staging buffer failed".into()));
+                    return Err(Error::map(
+                        "mapping a staging buffer",
+                        wgpu::BufferAsyncError,
+                    ));
                 }
                 wait(None)?;
             }
@@ -165,7 +168,7 @@ pub fn measure_stream_throughput(
             {
                 let mut view = staging
                     .get_mapped_range_mut(0..n * 4)
-                    .map_err(|e| Error::Gpu(format!("staging buffer not mapped: {e}")))?;
+                    .map_err(|e| Error::map("reading a mapped staging buffer", e))?;
                 view.copy_from_slice(bytemuck::cast_slice(&host[..n as usize]));
             }
             staging.unmap();
