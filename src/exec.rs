@@ -35,6 +35,21 @@ struct Params {
     _pad: [u32; 3],
 }
 
+/// `Params`' layout, checked against exact.wgsl's by tests/wgsl_layout.rs.
+pub(crate) fn params_layout() -> crate::layout::HostStruct {
+    crate::layout::host_struct!(
+        "Params",
+        Params {
+            unit_base,
+            unit_count,
+            input_base_lo,
+            out_base,
+            segment_count,
+            _pad,
+        }
+    )
+}
+
 /// Bytes between consecutive dispatches' [`Params`] in their uniform
 /// buffer (each bound at its dynamic offset).
 fn param_stride(ctx: &Context) -> u64 {

@@ -32,8 +32,75 @@ pub const EXACT_INT_WGSL: &str = include_str!("../shaders/exact_int.wgsl");
 pub const EXACT_FLOAT_WGSL: &str = include_str!("../shaders/exact_float.wgsl");
 pub const EXACT_ENTRY_WGSL: &str = include_str!("../shaders/exact_entry.wgsl");
 
+#[doc(hidden)]
+pub use crate::keyed::kernels::{GROUP_BINDINGS, GROUP_PARAMS_BYTES};
 /// The group kernel (keyed reductions and small partitions).
 pub use crate::keyed::kernels::{GROUP_WGSL, group_shader_source, private_groups};
+
+/// How the host binds one `@group(0)` binding: the bind group layouts are
+/// built from the tables below, which tests/wgsl_layout.rs checks against
+/// the shaders' `@binding` declarations.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingKind {
+    /// `var<uniform>`, `Params`.
+    Uniform,
+    /// `var<storage, read>`.
+    ReadOnly,
+    /// `var<storage, read_write>`.
+    ReadWrite,
+}
+
+/// The element pass's bindings (exact.wgsl): params, segment table, input
+/// as vec4 and as words, output partials.
+#[doc(hidden)]
+pub const ELEMENTS_BINDINGS: [(u32, BindingKind); 5] = [
+    (0, BindingKind::Uniform),
+    (1, BindingKind::ReadOnly),
+    (2, BindingKind::ReadOnly),
+    (3, BindingKind::ReadOnly),
+    (4, BindingKind::ReadWrite),
+];
+
+/// The partial pass's bindings (exact.wgsl): params, segment table, output
+/// partials, input partials.
+#[doc(hidden)]
+pub const PARTIALS_BINDINGS: [(u32, BindingKind); 4] = [
+    (0, BindingKind::Uniform),
+    (1, BindingKind::ReadOnly),
+    (4, BindingKind::ReadWrite),
+    (5, BindingKind::ReadOnly),
+];
+
+/// The layout entries of `bindings`, all visible to compute; the uniform
+/// holds `uniform_bytes` and is bound at a dynamic offset when
+/// `dynamic_uniform`.
+pub(crate) fn layout_entries(
+    bindings: &[(u32, BindingKind)],
+    uniform_bytes: u64,
+    dynamic_uniform: bool,
+) -> Vec<wgpu::BindGroupLayoutEntry> {
+    bindings
+        .iter()
+        .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match kind {
+                    BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+                    BindingKind::ReadOnly => wgpu::BufferBindingType::Storage { read_only: true },
+                    BindingKind::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: kind == BindingKind::Uniform && dynamic_uniform,
+                min_binding_size: match kind {
+                    BindingKind::Uniform => wgpu::BufferSize::new(uniform_bytes),
+                    _ => None,
+                },
+            },
+            count: None,
+        })
+        .collect()
+}
 
 /// How many invocations share one unit's work. The sum is an exact
 /// integer and max/min are order-free, so every shape gives the same bits;
@@ -171,40 +238,13 @@ pub(crate) struct Kernels {
 
 impl Kernels {
     pub fn new(device: &wgpu::Device, shape: KernelShape) -> Self {
-        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty,
-            count: None,
-        };
-        let storage = |read_only| wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        };
-        let uniform = wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: true,
-            min_binding_size: wgpu::BufferSize::new(PARAMS_BYTES),
-        };
         let elements_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("reduce elements"),
-            entries: &[
-                entry(0, uniform),
-                entry(1, storage(true)),
-                entry(2, storage(true)),
-                entry(3, storage(true)),
-                entry(4, storage(false)),
-            ],
+            entries: &layout_entries(&ELEMENTS_BINDINGS, PARAMS_BYTES, true),
         });
         let partials_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("reduce partials"),
-            entries: &[
-                entry(0, uniform),
-                entry(1, storage(true)),
-                entry(4, storage(false)),
-                entry(5, storage(true)),
-            ],
+            entries: &layout_entries(&PARTIALS_BINDINGS, PARAMS_BYTES, true),
         });
         let pipeline_layout = |layout: &wgpu::BindGroupLayout, label| {
             device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {

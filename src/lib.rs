@@ -33,6 +33,8 @@ mod groups;
 pub mod kernels;
 mod keyed;
 pub mod lanes;
+#[doc(hidden)]
+pub mod layout;
 pub mod mixed;
 pub mod npy;
 pub mod op;

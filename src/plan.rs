@@ -26,6 +26,20 @@ pub struct SegmentEntry {
     pub _pad: u32,
 }
 
+/// `SegmentEntry`'s layout, checked against exact.wgsl's `Segment` by
+/// tests/wgsl_layout.rs.
+pub(crate) fn segment_layout() -> crate::layout::HostStruct {
+    crate::layout::host_struct!(
+        "Segment",
+        SegmentEntry {
+            first_unit,
+            offset_lo,
+            last_len,
+            _pad,
+        }
+    )
+}
+
 /// One level of the reduction tree.
 #[derive(Clone, Debug)]
 pub struct Level {

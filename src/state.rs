@@ -33,6 +33,27 @@ pub(crate) const FLAG_NEG_INF: u8 = 4;
 pub(crate) const FLAG_NONNEG: u8 = 8;
 const FLAGS_KNOWN: u8 = 15;
 
+/// Word offsets in one GPU partial (exact.wgsl's `P_COUNT`, `P_FLAGS`,
+/// `P_KEY`): the sum's limbs first, then the count (lo, hi), the flags and
+/// the order key (lo, hi).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PartialLayout {
+    pub count: usize,
+    pub flags: usize,
+    pub key: usize,
+}
+
+impl PartialLayout {
+    pub(crate) fn of(dtype: Dtype) -> Self {
+        let l = dtype.limbs();
+        PartialLayout {
+            count: l,
+            flags: l + 2,
+            key: l + 3,
+        }
+    }
+}
+
 const MAGIC: &[u8; 4] = b"GLPS";
 const VERSION: u8 = 1;
 const HEADER_BYTES: usize = 36;
@@ -219,8 +240,9 @@ impl State {
     /// layout in shaders/exact.wgsl) of a piece of `len` values.
     pub(crate) fn from_gpu(dtype: Dtype, kind: StateKind, len: u64, words: &[u32]) -> Self {
         let l = dtype.limbs();
-        let count = words[l] as u64 | (words[l + 1] as u64) << 32;
-        let raw_key = words[l + 3] as u64 | (words[l + 4] as u64) << 32;
+        let at = PartialLayout::of(dtype);
+        let count = words[at.count] as u64 | (words[at.count + 1] as u64) << 32;
+        let raw_key = words[at.key] as u64 | (words[at.key + 1] as u64) << 32;
         // Keys of 32-bit dtypes sit in the high word; min keeps complements.
         let key = match (dtype.words(), kind) {
             (1, StateKind::Min) => !(raw_key >> 32) & 0xffff_ffff,
@@ -233,7 +255,7 @@ impl State {
             kind,
             len,
             count,
-            flags: words[l + 2] as u8
+            flags: words[at.flags] as u8
                 & if kind == StateKind::Sum {
                     FLAGS_KNOWN
                 } else {

@@ -2,9 +2,35 @@
 //! shaders/group.wgsl), turned into [`State`]s one group at a time.
 
 use crate::dtype::Dtype;
-use crate::state::{State, StateKind};
+use crate::state::{PartialLayout, State, StateKind};
 
 use super::kernels::stride_words;
+
+/// Word offsets in one group's accumulator (group.wgsl's `A_COUNT`,
+/// `A_NANS`, `A_FLAGS`, `A_MAX`, `A_MIN`), after the positive and the
+/// negative limbs: non-NaN count (lo, hi), NaN count (lo, hi), flags, max
+/// key (lo, hi), min key (lo, hi).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AccumulatorLayout {
+    pub count: usize,
+    pub nans: usize,
+    pub flags: usize,
+    pub max: usize,
+    pub min: usize,
+}
+
+impl AccumulatorLayout {
+    pub(crate) fn of(dtype: Dtype) -> Self {
+        let l = dtype.limbs();
+        AccumulatorLayout {
+            count: 2 * l,
+            nans: 2 * l + 2,
+            flags: 2 * l + 4,
+            max: 2 * l + 5,
+            min: 2 * l + 7,
+        }
+    }
+}
 
 /// The accumulators of a window of consecutive groups, read back.
 pub(crate) struct GroupAccumulators {
@@ -34,9 +60,9 @@ impl GroupAccumulators {
 
     /// Rows of group `g`, NaN included (0: no row had this group).
     pub fn rows(&self, g: usize) -> u64 {
-        let l = self.dtype.limbs();
+        let at = AccumulatorLayout::of(self.dtype);
         let w = self.group(g);
-        Self::pair(w, 2 * l) + Self::pair(w, 2 * l + 2)
+        Self::pair(w, at.count) + Self::pair(w, at.nans)
     }
 
     /// The state of `kind` of group `g` (from the accumulators the pass
@@ -56,17 +82,21 @@ impl GroupAccumulators {
                 borrow = b1 as u32 + b2 as u32;
             }
         }
-        partial[l] = w[2 * l];
-        partial[l + 1] = w[2 * l + 1];
-        partial[l + 2] = w[2 * l + 4];
+        let (acc, part) = (
+            AccumulatorLayout::of(self.dtype),
+            PartialLayout::of(self.dtype),
+        );
+        partial[part.count] = w[acc.count];
+        partial[part.count + 1] = w[acc.count + 1];
+        partial[part.flags] = w[acc.flags];
         let key_at = match kind {
             StateKind::Sum => None,
-            StateKind::Max => Some(2 * l + 5),
-            StateKind::Min => Some(2 * l + 7),
+            StateKind::Max => Some(acc.max),
+            StateKind::Min => Some(acc.min),
         };
         if let Some(k) = key_at {
-            partial[l + 3] = w[k];
-            partial[l + 4] = w[k + 1];
+            partial[part.key] = w[k];
+            partial[part.key + 1] = w[k + 1];
         }
         State::from_gpu(self.dtype, kind, self.rows(g), &partial)
     }

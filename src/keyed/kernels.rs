@@ -6,12 +6,22 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use crate::dtype::Dtype;
-use crate::kernels::KernelShape;
+use crate::kernels::{BindingKind, KernelShape, layout_entries};
 
 pub const GROUP_WGSL: &str = include_str!("../../shaders/group.wgsl");
 
 /// Bytes of the group kernel's `Params` uniform.
 pub const GROUP_PARAMS_BYTES: u64 = 32;
+
+/// The group kernel's bindings (group.wgsl): params, keys, values,
+/// accumulators, partition starts.
+pub const GROUP_BINDINGS: [(u32, BindingKind); 5] = [
+    (0, BindingKind::Uniform),
+    (1, BindingKind::ReadOnly),
+    (2, BindingKind::ReadOnly),
+    (3, BindingKind::ReadWrite),
+    (4, BindingKind::ReadOnly),
+];
 
 /// Where a row's group comes from (`MODE` in group.wgsl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -138,31 +148,9 @@ impl GroupKernels {
     /// the private variant's dispatch never completed on Mesa's llvmpipe,
     /// so GL runs the global one, which gives the same bits).
     pub fn new(device: &wgpu::Device, shape: KernelShape, private: bool) -> Self {
-        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty,
-            count: None,
-        };
-        let storage = |read_only| wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        };
-        let uniform = wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: false,
-            min_binding_size: wgpu::BufferSize::new(GROUP_PARAMS_BYTES),
-        };
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("reduce groups"),
-            entries: &[
-                entry(0, uniform),
-                entry(1, storage(true)),
-                entry(2, storage(true)),
-                entry(3, storage(false)),
-                entry(4, storage(true)),
-            ],
+            entries: &layout_entries(&GROUP_BINDINGS, GROUP_PARAMS_BYTES, false),
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("reduce groups"),

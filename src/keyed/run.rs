@@ -105,6 +105,24 @@ struct GroupParams {
     seg_count: u32,
 }
 
+/// `GroupParams`' layout, checked against group.wgsl's `Params` by
+/// tests/wgsl_layout.rs.
+pub(crate) fn group_params_layout() -> crate::layout::HostStruct {
+    crate::layout::host_struct!(
+        "Params",
+        GroupParams {
+            rows,
+            group_count,
+            key_base_lo,
+            key_base_hi,
+            size,
+            first_group,
+            first_skip,
+            seg_count,
+        }
+    )
+}
+
 /// Which accumulators to fill.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Wanted {

@@ -1,0 +1,349 @@
+//! The host and the WGSL agree on every layout they share, read from the
+//! composed shaders with naga (the WGSL front end wgpu uses), for every
+//! dtype, kernel shape and group-kernel variant:
+//!
+//! - every struct the host writes into a buffer (exact.wgsl's `Params` and
+//!   `Segment`, group.wgsl's `Params`) has the size of its `#[repr(C)]`
+//!   host struct, and the same named fields at the same offsets with the
+//!   same sizes; the byte constants the host sizes buffers with
+//!   (`PARAMS_BYTES`, `SEGMENT_BYTES`, `GROUP_PARAMS_BYTES`) equal them;
+//! - every entry point's `@group(0) @binding(n)` variables are exactly the
+//!   host's bind group layout entries for its pipeline, with the same kind
+//!   (uniform, read-only storage, read-write storage);
+//! - every constant the host relies on (`BLOCK`, `GROUP`, the workgroup
+//!   width, the partial offsets `P_*`, the accumulator offsets `A_*` and
+//!   `STRIDE`, the flag bits) evaluates to the host's value, and the last
+//!   field of a partial and of an accumulator fits their size.
+//!
+//! wgpu checks none of this: a struct or offset that drifts on one side
+//! still validates and runs, and reads the wrong words. The host's side
+//! comes from `gpulanes::layout` and the binding tables in
+//! `gpulanes::kernels`, which the library itself builds its layouts and
+//! reads its partials with (hidden from the docs, not a public API). No GPU
+//! is needed.
+
+use std::collections::BTreeMap;
+
+use gpulanes::kernels::{
+    BindingKind, ELEMENTS_BINDINGS, GROUP_BINDINGS, GROUP_PARAMS_BYTES, PARAMS_BYTES,
+    PARTIAL_BYTES, PARTIALS_BINDINGS, SEGMENT_BYTES, group_shader_source, private_groups,
+    shader_source,
+};
+use gpulanes::layout::{self, HostStruct};
+use gpulanes::{Dtype, KernelShape};
+use naga::{AddressSpace, Expression, Literal, Module, StorageAccess, TypeInner};
+
+const SHAPES: [KernelShape; 3] = [
+    KernelShape::Workgroup,
+    KernelShape::Subgroup,
+    KernelShape::Narrow,
+];
+
+/// A parsed and validated shader with what naga learned about it.
+struct Shader {
+    label: String,
+    module: Module,
+    info: naga::valid::ModuleInfo,
+}
+
+impl Shader {
+    fn new(source: &str, label: String) -> Self {
+        let module = naga::front::wgsl::parse_str(source)
+            .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
+        Shader {
+            label,
+            module,
+            info,
+        }
+    }
+
+    /// The evaluated value of the module-scope `const name`.
+    fn constant(&self, name: &str) -> u64 {
+        let (_, c) = self
+            .module
+            .constants
+            .iter()
+            .find(|(_, c)| c.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{}: no const {name}", self.label));
+        // The front end evaluates every const to a literal.
+        match self.module.global_expressions[c.init] {
+            Expression::Literal(Literal::U32(v)) => v as u64,
+            Expression::Literal(Literal::I32(v)) => u64::try_from(v).unwrap(),
+            Expression::Literal(Literal::AbstractInt(v)) => u64::try_from(v).unwrap(),
+            ref e => panic!("{}: const {name} is {e:?}, not an integer", self.label),
+        }
+    }
+
+    /// The struct `name` (the first type of that name, fields by name and
+    /// offset and size, and its size).
+    fn structure(&self, name: &str) -> (u32, Vec<(String, u32, u32)>) {
+        let ctx = self.module.to_ctx();
+        let ty = self
+            .module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{}: no struct {name}", self.label))
+            .1;
+        let TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("{}: {name} is not a struct", self.label);
+        };
+        let fields = members
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone().unwrap_or_default(),
+                    m.offset,
+                    self.module.types[m.ty].inner.size(ctx),
+                )
+            })
+            .collect();
+        (*span, fields)
+    }
+
+    /// The `@group(0)` bindings entry point `entry` uses, with their kind.
+    fn bindings(&self, entry: &str) -> BTreeMap<u32, BindingKind> {
+        let (index, _) = self
+            .module
+            .entry_points
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.name == entry)
+            .unwrap_or_else(|| panic!("{}: no entry point {entry}", self.label));
+        let uses = self.info.get_entry_point(index);
+        let mut bindings = BTreeMap::new();
+        for (handle, var) in self.module.global_variables.iter() {
+            let Some(rb) = &var.binding else { continue };
+            assert_eq!(rb.group, 0, "{}: {:?} not in group 0", self.label, var.name);
+            if uses[handle].is_empty() {
+                continue;
+            }
+            let kind = match var.space {
+                AddressSpace::Uniform => BindingKind::Uniform,
+                AddressSpace::Storage { access } if access.contains(StorageAccess::STORE) => {
+                    BindingKind::ReadWrite
+                }
+                AddressSpace::Storage { .. } => BindingKind::ReadOnly,
+                other => panic!("{}: binding {} in {other:?}", self.label, rb.binding),
+            };
+            assert!(
+                bindings.insert(rb.binding, kind).is_none(),
+                "{}: binding {} declared twice",
+                self.label,
+                rb.binding
+            );
+        }
+        bindings
+    }
+
+    /// The byte stride of the runtime array bound at `binding`.
+    fn array_stride(&self, binding: u32) -> u32 {
+        let var = self
+            .module
+            .global_variables
+            .iter()
+            .find(|(_, v)| v.binding.as_ref().is_some_and(|b| b.binding == binding))
+            .unwrap_or_else(|| panic!("{}: no binding {binding}", self.label))
+            .1;
+        match self.module.types[var.ty].inner {
+            TypeInner::Array { stride, .. } => stride,
+            ref t => panic!("{}: binding {binding} is {t:?}", self.label),
+        }
+    }
+
+    fn workgroup_size(&self, entry: &str) -> [u32; 3] {
+        self.module
+            .entry_points
+            .iter()
+            .find(|e| e.name == entry)
+            .unwrap_or_else(|| panic!("{}: no entry point {entry}", self.label))
+            .workgroup_size
+    }
+}
+
+/// A field whose name starts with `_` is padding: the sides may split it
+/// differently (`_pad: [u32; 3]` against `_p0`, `_p1`, `_p2`), but both
+/// structs must have the same size and the same named fields, in the same
+/// order, at the same offsets, with the same sizes.
+fn check_struct(shader: &Shader, host: &HostStruct) {
+    let (span, fields) = shader.structure(host.wgsl);
+    let label = format!("{}: struct {}", shader.label, host.wgsl);
+    assert_eq!(span as usize, host.size, "{label}: size (WGSL, host)");
+    let wgsl: Vec<(&str, usize, usize)> = fields
+        .iter()
+        .filter(|f| !f.0.starts_with('_'))
+        .map(|f| (f.0.as_str(), f.1 as usize, f.2 as usize))
+        .collect();
+    let rust: Vec<(&str, usize, usize)> = host
+        .fields
+        .iter()
+        .filter(|f| !f.name.starts_with('_'))
+        .map(|f| (f.name, f.offset, f.size))
+        .collect();
+    assert_eq!(
+        wgsl, rust,
+        "{label}: fields (name, offset, size), WGSL then host"
+    );
+    // Padding on either side covers exactly what the named fields leave.
+    let padding =
+        |f: &mut dyn Iterator<Item = (usize, usize)>| -> usize { f.map(|(_, size)| size).sum() };
+    let wgsl_pad = padding(
+        &mut fields
+            .iter()
+            .filter(|f| f.0.starts_with('_'))
+            .map(|f| (f.1 as usize, f.2 as usize)),
+    );
+    let host_pad = padding(
+        &mut host
+            .fields
+            .iter()
+            .filter(|f| f.name.starts_with('_'))
+            .map(|f| (f.offset, f.size)),
+    );
+    assert_eq!(wgsl_pad, host_pad, "{label}: padding bytes (WGSL, host)");
+}
+
+fn check_bindings(shader: &Shader, entry: &str, host: &[(u32, BindingKind)]) {
+    let host: BTreeMap<u32, BindingKind> = host.iter().copied().collect();
+    assert_eq!(
+        shader.bindings(entry),
+        host,
+        "{}: {entry}'s bindings (WGSL, host layout)",
+        shader.label
+    );
+}
+
+fn check_constants(shader: &Shader, host: &[(&str, u64)]) {
+    for &(name, value) in host {
+        assert_eq!(
+            shader.constant(name),
+            value,
+            "{}: const {name} (WGSL, host)",
+            shader.label
+        );
+    }
+}
+
+fn exact_shaders() -> Vec<(Dtype, KernelShape, Shader)> {
+    let mut shaders = Vec::new();
+    for shape in SHAPES {
+        for dtype in Dtype::ALL {
+            let label = format!("exact {dtype} {}", shape.name());
+            shaders.push((
+                dtype,
+                shape,
+                Shader::new(&shader_source(dtype, shape), label),
+            ));
+        }
+    }
+    shaders
+}
+
+/// Every group-kernel variant: the global one, and private ones holding
+/// few and many groups (the workgroup-memory limits of common devices).
+fn group_shaders() -> Vec<(Dtype, KernelShape, Shader)> {
+    let mut shaders = Vec::new();
+    for shape in SHAPES {
+        for dtype in Dtype::ALL {
+            for bytes in [0, 16384, 32768] {
+                let private = private_groups(dtype, bytes);
+                let label = format!("group {dtype} {} private {private}", shape.name());
+                let source = group_shader_source(dtype, shape, private);
+                shaders.push((dtype, shape, Shader::new(&source, label)));
+            }
+        }
+    }
+    shaders
+}
+
+#[test]
+fn exact_structs_match_the_host() {
+    let hosts = layout::exact_structs();
+    for (_, _, shader) in exact_shaders() {
+        for host in &hosts {
+            check_struct(&shader, host);
+        }
+        assert_eq!(shader.structure("Params").0 as u64, PARAMS_BYTES);
+        assert_eq!(shader.structure("Segment").0 as u64, SEGMENT_BYTES);
+        // The segment table is bound as an array of `Segment`s.
+        assert_eq!(shader.array_stride(1) as u64, SEGMENT_BYTES);
+    }
+}
+
+#[test]
+fn group_structs_match_the_host() {
+    let hosts = layout::group_structs();
+    for (_, _, shader) in group_shaders() {
+        for host in &hosts {
+            check_struct(&shader, host);
+        }
+        assert_eq!(shader.structure("Params").0 as u64, GROUP_PARAMS_BYTES);
+    }
+}
+
+#[test]
+fn exact_bindings_match_the_host_layouts() {
+    for (_, _, shader) in exact_shaders() {
+        check_bindings(&shader, "reduce_elements", &ELEMENTS_BINDINGS);
+        check_bindings(&shader, "reduce_partials", &PARTIALS_BINDINGS);
+    }
+}
+
+#[test]
+fn group_bindings_match_the_host_layout() {
+    for (_, _, shader) in group_shaders() {
+        check_bindings(&shader, "reduce_groups", &GROUP_BINDINGS);
+    }
+}
+
+#[test]
+fn exact_constants_match_the_host() {
+    for (dtype, shape, shader) in exact_shaders() {
+        check_constants(&shader, &layout::exact_constants(dtype, shape));
+        // The host dispatches one workgroup of this width per unit.
+        for entry in ["reduce_elements", "reduce_partials"] {
+            assert_eq!(
+                shader.workgroup_size(entry),
+                [shape.workgroup_size(), 1, 1],
+                "{}: {entry}'s workgroup size",
+                shader.label
+            );
+        }
+        // The key (two words) is a partial's last field.
+        let words = layout::partial_words(dtype) as u64;
+        assert!(
+            shader.constant("P_KEY") + 2 <= words,
+            "{}: the key must fit a partial of {words} words",
+            shader.label
+        );
+        if dtype != Dtype::F64 {
+            assert_eq!(words * 4, PARTIAL_BYTES, "{dtype}: partial bytes");
+        }
+    }
+}
+
+#[test]
+fn group_constants_match_the_host() {
+    for (dtype, shape, shader) in group_shaders() {
+        check_constants(&shader, &layout::group_constants(dtype, shape));
+        assert_eq!(
+            shader.workgroup_size("reduce_groups"),
+            [shape.workgroup_size(), 1, 1],
+            "{}: reduce_groups' workgroup size",
+            shader.label
+        );
+        // The min key (two words) is an accumulator's last field.
+        assert_eq!(
+            shader.constant("A_MIN") + 2,
+            shader.constant("STRIDE"),
+            "{}: the accumulator ends with the min key",
+            shader.label
+        );
+    }
+}
