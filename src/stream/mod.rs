@@ -12,8 +12,8 @@
 //! depends only on the items (or partials) of that unit. So the stream:
 //!
 //! 1. cuts the input into chunks on unit boundaries and runs the element
-//!    pass over each chunk, one segment per unit, reading back one 16-byte
-//!    partial per unit;
+//!    pass over each chunk, one segment per unit, reading back one partial
+//!    ([`crate::kernels::PARTIAL_BYTES`]) per unit;
 //! 2. keeps, per open partition, the partials of each level not yet reduced,
 //!    and as soon as a partition has a full group of `GROUP` partials at some
 //!    level, reduces that group on the GPU (it is exactly one unit of the next
