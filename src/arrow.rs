@@ -28,8 +28,10 @@
 //! each chunk gives a partial [`State`] and the merged state is finalised,
 //! so the result is the same bits as one array holding all the values.
 //!
-//! Polars exports its columns as Arrow (`Series::to_arrow`), so Polars data
-//! goes through these functions; there is no separate Polars path.
+//! Polars exports its columns as Arrow (`Series::to_arrow`, one array per
+//! chunk, in polars-arrow's types; the Arrow C Data Interface hands them to
+//! arrow-rs without a copy), so Polars data goes through these functions;
+//! there is no separate Polars path.
 
 use std::any::Any;
 use std::sync::Arc;
