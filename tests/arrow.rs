@@ -97,7 +97,7 @@ where
     T::Native: Element,
 {
     let e = engine();
-    let array = PrimitiveArray::<T>::from(values.clone());
+    let array: PrimitiveArray<T> = values.iter().copied().collect();
     // Whole, and a slice whose offset is not 0.
     let n = values.len();
     let (lo, hi) = (n / 3, n - n / 4);
@@ -145,7 +145,7 @@ fn every_dtype_with_nulls_and_slices() {
     );
     check_all::<arrow_array::types::Int64Type>(
         (0..n)
-            .map(|i| (!null(i)).then(|| (i as i64 - 99) << 40))
+            .map(|i| (!null(i)).then(|| (i as i64 - 99) << 32))
             .collect(),
     );
     // Without nulls (the in-place path).
