@@ -1,6 +1,7 @@
 //! Arrow input (the `arrow` feature) against exact references: every
 //! result equals `State::of` over the non-null values finalised the same
-//! way (itself checked in tests/exact.rs). Covers nulls beside NaN under
+//! way (itself checked in tests/exact.rs), and agrees with arrow-rs's own
+//! `sum`/`min`/`max` kernels where their semantics meet. Covers nulls beside NaN under
 //! both NaN policies, sliced arrays, empty and all-null arrays, every
 //! dtype, chunked columns, lists with null, empty and all-null lists
 //! (i32 and i64 offsets, sliced), and dictionary codes as group keys.
@@ -8,6 +9,8 @@
 
 mod common;
 
+use arrow_arith::aggregate;
+use arrow_array::ArrowNumericType;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int8Type, Int32Type};
 use arrow_array::{
@@ -15,7 +18,7 @@ use arrow_array::{
     LargeListArray, ListArray, PrimitiveArray, StringArray, UInt32Array,
 };
 use common::{POLICIES, engine};
-use gpulanes::{Element, NanPolicy, Op, Scalar, State, StateKind};
+use gpulanes::{Dtype, Element, NanPolicy, Op, Scalar, State, StateKind};
 
 const OPS: [Op; 5] = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
 
@@ -91,9 +94,64 @@ fn nulls_are_skipped_and_nan_follows_the_policy() {
     );
 }
 
+/// A value of an Arrow array as a scalar of its own type.
+fn native<E: Element>(v: E) -> Scalar {
+    match E::DTYPE {
+        Dtype::F32 => Scalar::F32(bytemuck::cast(v)),
+        Dtype::F64 => Scalar::F64(bytemuck::cast(v)),
+        Dtype::I32 => Scalar::I32(bytemuck::cast(v)),
+        Dtype::U32 => Scalar::U32(bytemuck::cast(v)),
+        Dtype::I64 => Scalar::I64(bytemuck::cast(v)),
+    }
+}
+
+/// An integer scalar as i128 (`None` for floats).
+fn int(s: Scalar) -> Option<i128> {
+    match s {
+        Scalar::I32(v) => Some(v as i128),
+        Scalar::U32(v) => Some(v as i128),
+        Scalar::I64(v) => Some(v as i128),
+        _ => None,
+    }
+}
+
+/// The engine against arrow-rs's own `sum`/`min`/`max` kernels where
+/// their semantics agree: arrays with at least one non-null value and no
+/// NaN (arrow-rs orders NaN above every number, so its `min` skips NaN);
+/// integer sums equal, float sums within rounding (arrow-rs adds in float
+/// arithmetic, the engine rounds the exact sum once).
+fn check_against_arrow_kernels<T>(array: &PrimitiveArray<T>)
+where
+    T: ArrowNumericType,
+    T::Native: Element,
+{
+    let e = engine();
+    let dense: Vec<T::Native> = array.iter().flatten().collect();
+    if dense.is_empty() || dense.iter().any(|&v| native(v).is_nan()) {
+        return;
+    }
+    let nan = NanPolicy::Propagate;
+    let want = |v: Option<T::Native>| v.map(native);
+    let got_max = e.reduce_arrow(array, Op::Max, nan).unwrap();
+    assert_eq!(bits(got_max), bits(want(aggregate::max(array))));
+    let got_min = e.reduce_arrow(array, Op::Min, nan).unwrap();
+    assert_eq!(bits(got_min), bits(want(aggregate::min(array))));
+    let got = e.reduce_arrow(array, Op::Sum, nan).unwrap().unwrap();
+    if let Ok(Some(s)) = aggregate::sum_checked(array) {
+        match (int(got), int(native(s))) {
+            (Some(g), Some(w)) => assert_eq!(g, w),
+            _ => {
+                let (g, w) = (got.as_f64(), native(s).as_f64());
+                let scale: f64 = dense.iter().map(|&v| native(v).as_f64().abs()).sum();
+                assert!((g - w).abs() <= scale * 1e-6, "sum {g} vs arrow-rs {w}");
+            }
+        }
+    }
+}
+
 fn check_all<T>(values: Vec<Option<T::Native>>)
 where
-    T: arrow_array::ArrowPrimitiveType,
+    T: ArrowNumericType,
     T::Native: Element,
 {
     let e = engine();
@@ -111,6 +169,8 @@ where
             assert_eq!(bits(got), bits(want), "sliced {op} {nan:?}");
         }
     }
+    check_against_arrow_kernels(&array);
+    check_against_arrow_kernels(&sliced);
 }
 
 #[test]
