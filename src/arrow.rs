@@ -3,6 +3,18 @@
 //! [`GenericListArray`] offsets as partitions, [`DictionaryArray`] codes as
 //! group keys, and results as Arrow arrays with validity.
 //!
+//! ```
+//! use arrow_array::Float64Array;
+//! use gpulanes::{Engine, NanPolicy, Op, Scalar};
+//! let engine = Engine::new()?;
+//! let column = Float64Array::from(vec![Some(1.0), None, Some(3.0), None]);
+//! let mean = engine.reduce_arrow(&column, Op::Mean, NanPolicy::Propagate)?;
+//! assert_eq!(mean, Some(Scalar::F64(2.0))); // nulls skipped, not counted
+//! let count = engine.reduce_arrow(&column, Op::Count, NanPolicy::Propagate)?;
+//! assert_eq!(count, Some(Scalar::I64(2)));
+//! # Ok::<(), gpulanes::Error>(())
+//! ```
+//!
 //! # NULL is not NaN
 //! - A slot the validity bitmap marks null is SQL NULL: skipped and not
 //!   counted. `count` counts the non-null values (under

@@ -20,7 +20,7 @@
 
 pub mod adapter;
 #[cfg(feature = "arrow")]
-mod arrow;
+pub mod arrow;
 pub mod bench;
 pub mod cpu;
 mod device_array;
