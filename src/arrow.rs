@@ -139,7 +139,7 @@ fn to_array(t: Dtype, values: &[Option<Scalar>]) -> Result<ArrayRef> {
     })
 }
 
-/// The engine dtype of an Arrow child array, or an error naming its type.
+/// The engine dtype of an Arrow array, or an error naming its type.
 fn child_dtype(array: &dyn Array, what: &str) -> Result<Dtype> {
     let t = array.data_type();
     [
@@ -180,6 +180,28 @@ impl Engine {
         T::Native: Element,
     {
         self.reduce_arrow_chunks(&[array], op, nan)
+    }
+
+    /// [`Engine::reduce_arrow`] of an array known only at run time (a
+    /// `RecordBatch` column, an `ArrayRef`): Float32, Float64, Int32,
+    /// UInt32 and Int64 arrays are reduced, any other type is refused.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the array's type when it is not one
+    /// of those; otherwise as [`Engine::reduce_arrow`].
+    pub fn reduce_arrow_dyn(
+        &self,
+        array: &dyn Array,
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<Option<Scalar>> {
+        match child_dtype(array, "the array")? {
+            Dtype::F32 => self.reduce_arrow(array.as_primitive::<Float32Type>(), op, nan),
+            Dtype::F64 => self.reduce_arrow(array.as_primitive::<Float64Type>(), op, nan),
+            Dtype::I32 => self.reduce_arrow(array.as_primitive::<Int32Type>(), op, nan),
+            Dtype::U32 => self.reduce_arrow(array.as_primitive::<UInt32Type>(), op, nan),
+            Dtype::I64 => self.reduce_arrow(array.as_primitive::<Int64Type>(), op, nan),
+        }
     }
 
     /// The partial [`State`] of `kind` over the non-null values of an Arrow

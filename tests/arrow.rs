@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use arrow_arith::aggregate;
 use arrow_array::ArrowNumericType;
 use arrow_array::cast::AsArray;
@@ -309,6 +311,23 @@ fn lists_give_one_result_per_list_with_validity() {
         .reduce_arrow_lists(&f, Op::Sum, NanPolicy::Propagate)
         .unwrap();
     assert!(slot(&sum, 0).unwrap().is_nan());
+}
+
+#[test]
+fn arrays_typed_at_run_time() {
+    let e = engine();
+    let a: ArrayRef = Arc::new(UInt32Array::from(vec![Some(4), None, Some(u32::MAX)]));
+    assert_eq!(
+        e.reduce_arrow_dyn(a.as_ref(), Op::Sum, NanPolicy::Propagate)
+            .unwrap(),
+        Some(Scalar::I64(4 + u32::MAX as i64))
+    );
+    let s: ArrayRef = Arc::new(StringArray::from(vec!["x"]));
+    let err = e
+        .reduce_arrow_dyn(s.as_ref(), Op::Sum, NanPolicy::Propagate)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Utf8"), "{err}");
 }
 
 #[test]
