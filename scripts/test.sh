@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README and CI): makes sure a Vulkan driver exists
 # (installs Mesa's software driver on Debian/Ubuntu where none is found),
-# then checks formatting and lints and runs every test, the core tests
+# then checks formatting and lints and runs every test, the Arrow tests
+# (the arrow feature), the core tests
 # again on wgpu's GL backend (installing Mesa's EGL/GL drivers where
 # missing), the criterion benches in test mode and the examples in their
 # small default form, then the Python package's tests (scripts/python-test.sh).
@@ -24,6 +25,9 @@ echo "== cargo fmt --check"; cargo fmt --check
 echo "== cargo clippy"; cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test (release: lavapipe runs the shaders on the CPU)"
 cargo test --release --locked --all-targets
+echo "== Arrow input (the arrow feature)"
+cargo clippy --locked --features arrow --lib --test arrow -- -D warnings
+cargo test --release --locked --features arrow --test arrow
 echo "== core tests on wgpu's GL backend (llvmpipe where there is no GPU): the same bits as on Vulkan"
 ./scripts/ensure-gl.sh
 WGPU_BACKEND=gl cargo test --release --locked --test exact --test reduce_props

@@ -19,6 +19,8 @@
 //! split of the data merge into the bits of one reduction.
 
 pub mod adapter;
+#[cfg(feature = "arrow")]
+pub mod arrow;
 pub mod bench;
 pub mod cpu;
 mod device_array;
@@ -59,6 +61,8 @@ pub use wgpu;
 struct ReadmeDoctests;
 
 pub use adapter::AdapterSummary;
+#[cfg(feature = "arrow")]
+pub use arrow::ArrowGrouped;
 pub use device_array::DeviceArray;
 pub use dtype::{Dtype, Element, Scalar};
 pub use engine::{EffectiveLimits, Engine, EngineOptions, PendingReduction};

@@ -1,0 +1,442 @@
+//! Arrow input and output (the `arrow` feature): arrow-rs
+//! [`PrimitiveArray`]s of float32, float64, int32, uint32 and int64,
+//! [`GenericListArray`] offsets as partitions, [`DictionaryArray`] codes as
+//! group keys, and results as Arrow arrays with validity.
+//!
+//! ```
+//! use arrow_array::Float64Array;
+//! use gpulanes::{Engine, NanPolicy, Op, Scalar};
+//! let engine = Engine::new()?;
+//! let column = Float64Array::from(vec![Some(1.0), None, Some(3.0), None]);
+//! let mean = engine.reduce_arrow(&column, Op::Mean, NanPolicy::Propagate)?;
+//! assert_eq!(mean, Some(Scalar::F64(2.0))); // nulls skipped, not counted
+//! let count = engine.reduce_arrow(&column, Op::Count, NanPolicy::Propagate)?;
+//! assert_eq!(count, Some(Scalar::I64(2)));
+//! # Ok::<(), gpulanes::Error>(())
+//! ```
+//!
+//! # NULL is not NaN
+//! - A slot the validity bitmap marks null is SQL NULL: skipped and not
+//!   counted. `count` counts the non-null values (under
+//!   [`NanPolicy::Ignore`] the non-null, non-NaN values).
+//! - NaN is a value: it follows the [`NanPolicy`] (propagates by default).
+//! - No values (empty, all-null, an empty or all-null list): `sum` is 0,
+//!   `count` 0, `mean`, `max` and `min` have no value (`None`, or a null slot
+//!   in an Arrow result). A null list gives a null result for every op.
+//!
+//! # Copies
+//! - Without nulls the values buffer is reduced in place (the array's
+//!   offset and length respected: a slice reduces only its own values).
+//! - With nulls the non-null values are gathered on the host into one new
+//!   buffer first (one pass; the GPU kernels read dense values only).
+//! - List offsets are rebased to the first list's offset and widened to
+//!   u64 (k+1 values), as [`Partitions::Offsets`] holds them.
+//! - Dictionary codes of type int32, uint32 or int64 are read in place when
+//!   neither codes nor values have nulls; other code types (int8, int16,
+//!   uint8, uint16, uint64) are widened to int64 on the host.
+//!
+//! # Chunked columns
+//! [`Engine::reduce_arrow_chunks`] reduces several arrays as one column:
+//! each chunk gives a partial [`State`] and the merged state is finalised,
+//! so the result is the same bits as one array holding all the values.
+//!
+//! Polars exports its columns as Arrow (`Series::to_arrow`, one array per
+//! chunk, in polars-arrow's types; the Arrow C Data Interface hands them to
+//! arrow-rs without a copy), so Polars data goes through these functions;
+//! there is no separate Polars path.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    ArrowDictionaryKeyType, Float32Type, Float64Type, Int32Type, Int64Type, UInt32Type,
+};
+use arrow_array::{
+    Array, ArrayRef, ArrowPrimitiveType, DictionaryArray, Float32Array, Float64Array,
+    GenericListArray, Int32Array, Int64Array, OffsetSizeTrait, PrimitiveArray, UInt32Array,
+};
+use arrow_buffer::ArrowNativeType;
+
+use crate::Engine;
+use crate::dtype::{Dtype, Element, Scalar};
+use crate::error::{Error, Result};
+use crate::keyed::Key;
+use crate::op::{NanPolicy, Op};
+use crate::partition::Partitions;
+use crate::state::{State, StateKind};
+
+/// The values of `array` the engine reduces: the values buffer itself
+/// when nothing is null, else the non-null values gathered on the host.
+fn dense<T>(array: &PrimitiveArray<T>) -> std::borrow::Cow<'_, [T::Native]>
+where
+    T: ArrowPrimitiveType,
+{
+    match array.nulls().filter(|n| n.null_count() > 0) {
+        None => std::borrow::Cow::Borrowed(array.values()),
+        Some(nulls) => std::borrow::Cow::Owned(
+            array
+                .values()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| nulls.is_valid(*i))
+                .map(|(_, v)| *v)
+                .collect(),
+        ),
+    }
+}
+
+/// The result type of `op` over `dtype` (see [`crate::dtype`]).
+fn result_dtype(dtype: Dtype, op: Op) -> Dtype {
+    match op {
+        Op::Count => Dtype::I64,
+        Op::Sum if dtype.is_float() => dtype,
+        Op::Sum => Dtype::I64,
+        Op::Mean if dtype == Dtype::F32 => Dtype::F32,
+        Op::Mean => Dtype::F64,
+        Op::Max | Op::Min => dtype,
+    }
+}
+
+/// An Arrow array of type `t` from result values (`None` is a null slot).
+fn to_array(t: Dtype, values: &[Option<Scalar>]) -> Result<ArrayRef> {
+    fn col<N>(
+        t: Dtype,
+        values: &[Option<Scalar>],
+        f: impl Fn(Scalar) -> Option<N>,
+    ) -> Result<Vec<Option<N>>> {
+        values
+            .iter()
+            .map(|v| match v {
+                None => Ok(None),
+                Some(s) => f(*s).map(Some).ok_or_else(|| {
+                    Error::Internal(format!("a {t} result column got the value {s:?}"))
+                }),
+            })
+            .collect()
+    }
+    Ok(match t {
+        Dtype::F32 => Arc::new(Float32Array::from(col(t, values, |s| match s {
+            Scalar::F32(v) => Some(v),
+            _ => None,
+        })?)),
+        Dtype::F64 => Arc::new(Float64Array::from(col(t, values, |s| match s {
+            Scalar::F64(v) => Some(v),
+            _ => None,
+        })?)),
+        Dtype::I32 => Arc::new(Int32Array::from(col(t, values, |s| match s {
+            Scalar::I32(v) => Some(v),
+            _ => None,
+        })?)),
+        Dtype::U32 => Arc::new(UInt32Array::from(col(t, values, |s| match s {
+            Scalar::U32(v) => Some(v),
+            _ => None,
+        })?)),
+        Dtype::I64 => Arc::new(Int64Array::from(col(t, values, |s| match s {
+            Scalar::I64(v) => Some(v),
+            _ => None,
+        })?)),
+    })
+}
+
+/// The engine dtype of an Arrow array, or an error naming its type.
+fn child_dtype(array: &dyn Array, what: &str) -> Result<Dtype> {
+    let t = array.data_type();
+    [
+        (Float32Type::DATA_TYPE, Dtype::F32),
+        (Float64Type::DATA_TYPE, Dtype::F64),
+        (Int32Type::DATA_TYPE, Dtype::I32),
+        (UInt32Type::DATA_TYPE, Dtype::U32),
+        (Int64Type::DATA_TYPE, Dtype::I64),
+    ]
+    .into_iter()
+    .find(|(dt, _)| dt == t)
+    .map(|(_, d)| d)
+    .ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "{what} has Arrow type {t}: expected Float32, Float64, Int32, UInt32 or Int64"
+        ))
+    })
+}
+
+impl Engine {
+    /// `op` over the non-null values of an Arrow array (see the module
+    /// docs: nulls skipped and not counted, NaN by `nan`). An empty or
+    /// all-null array gives `Some(0)` for `sum` and `count` and `None` for
+    /// `mean`, `max` and `min`. Without nulls the values are reduced in
+    /// place; with nulls the non-null values are gathered first.
+    ///
+    /// # Errors
+    /// [`Error::Overflow`] for an integer sum outside int64; GPU errors as
+    /// for [`Engine::reduce_slice`].
+    pub fn reduce_arrow<T>(
+        &self,
+        array: &PrimitiveArray<T>,
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<Option<Scalar>>
+    where
+        T: ArrowPrimitiveType,
+        T::Native: Element,
+    {
+        self.reduce_arrow_chunks(&[array], op, nan)
+    }
+
+    /// [`Engine::reduce_arrow`] of an array known only at run time (a
+    /// `RecordBatch` column, an `ArrayRef`): Float32, Float64, Int32,
+    /// UInt32 and Int64 arrays are reduced, any other type is refused.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the array's type when it is not one
+    /// of those; otherwise as [`Engine::reduce_arrow`].
+    pub fn reduce_arrow_dyn(
+        &self,
+        array: &dyn Array,
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<Option<Scalar>> {
+        match child_dtype(array, "the array")? {
+            Dtype::F32 => self.reduce_arrow(array.as_primitive::<Float32Type>(), op, nan),
+            Dtype::F64 => self.reduce_arrow(array.as_primitive::<Float64Type>(), op, nan),
+            Dtype::I32 => self.reduce_arrow(array.as_primitive::<Int32Type>(), op, nan),
+            Dtype::U32 => self.reduce_arrow(array.as_primitive::<UInt32Type>(), op, nan),
+            Dtype::I64 => self.reduce_arrow(array.as_primitive::<Int64Type>(), op, nan),
+        }
+    }
+
+    /// The partial [`State`] of `kind` over the non-null values of an Arrow
+    /// array (merge it with states of other chunks or machines).
+    ///
+    /// # Errors
+    /// GPU errors as for [`Engine::states`].
+    pub fn arrow_state<T>(&self, array: &PrimitiveArray<T>, kind: StateKind) -> Result<State>
+    where
+        T: ArrowPrimitiveType,
+        T::Native: Element,
+    {
+        let values = dense(array);
+        let mut states = self.states(&values, kind, &Partitions::Whole)?;
+        states
+            .pop()
+            .ok_or_else(|| Error::Internal("a whole-buffer reduction gave no state".into()))
+    }
+
+    /// `op` over several Arrow arrays as one column (a chunked array):
+    /// the chunks' states are merged, so the result is the same bits as
+    /// one array of all the values. No chunks is an empty column.
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_arrow`].
+    pub fn reduce_arrow_chunks<T>(
+        &self,
+        chunks: &[&PrimitiveArray<T>],
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<Option<Scalar>>
+    where
+        T: ArrowPrimitiveType,
+        T::Native: Element,
+    {
+        let kind = StateKind::for_op(op);
+        let mut total = State::empty(<T::Native as Element>::DTYPE, kind);
+        for chunk in chunks {
+            total.merge(&self.arrow_state(chunk, kind)?)?;
+        }
+        total.finalize(op, nan)
+    }
+
+    /// `op` over each list of a `ListArray` or `LargeListArray` whose child
+    /// is a float32, float64, int32, uint32 or int64 array: one result per
+    /// list, as an Arrow array of the op's result type (see
+    /// [`crate::dtype`]). A null list, and the `mean`, `max` or `min` of an
+    /// empty or all-null list, is a null slot; null child values are
+    /// skipped and not counted; NaN follows `nan`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a child of another type;
+    /// [`Error::InvalidPartitions`] for offsets outside the child;
+    /// [`Error::Overflow`] for an integer sum outside int64; GPU errors as
+    /// for [`Engine::reduce_slice`].
+    pub fn reduce_arrow_lists<O: OffsetSizeTrait>(
+        &self,
+        lists: &GenericListArray<O>,
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<ArrayRef> {
+        let child = lists.values();
+        let dtype = child_dtype(child.as_ref(), "the list's child")?;
+        let values = match dtype {
+            Dtype::F32 => self.list_values(lists, child.as_primitive::<Float32Type>(), op, nan)?,
+            Dtype::F64 => self.list_values(lists, child.as_primitive::<Float64Type>(), op, nan)?,
+            Dtype::I32 => self.list_values(lists, child.as_primitive::<Int32Type>(), op, nan)?,
+            Dtype::U32 => self.list_values(lists, child.as_primitive::<UInt32Type>(), op, nan)?,
+            Dtype::I64 => self.list_values(lists, child.as_primitive::<Int64Type>(), op, nan)?,
+        };
+        to_array(result_dtype(dtype, op), &values)
+    }
+
+    fn list_values<O: OffsetSizeTrait, T>(
+        &self,
+        lists: &GenericListArray<O>,
+        child: &PrimitiveArray<T>,
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<Vec<Option<Scalar>>>
+    where
+        T: ArrowPrimitiveType,
+        T::Native: Element,
+    {
+        let raw = lists.value_offsets();
+        let mut offsets = Vec::with_capacity(raw.len());
+        for (i, o) in raw.iter().enumerate() {
+            let o = o.as_usize();
+            if o > child.len() || offsets.last().is_some_and(|&p| o < p) {
+                return Err(Error::InvalidPartitions(format!(
+                    "list offset {i} ({o}) is decreasing or past the child's {} values",
+                    child.len()
+                )));
+            }
+            offsets.push(o);
+        }
+        let (first, last) = match (offsets.first(), offsets.last()) {
+            (Some(&f), Some(&l)) => (f, l),
+            _ => return Ok(Vec::new()),
+        };
+        // The lists' values: rebased to the first list's start.
+        let window = child.slice(first, last - first);
+        let (data, parts) = match window.nulls().filter(|n| n.null_count() > 0) {
+            None => (
+                dense(&window),
+                offsets.iter().map(|&o| (o - first) as u64).collect(),
+            ),
+            Some(nulls) => {
+                // Offsets over the gathered non-null values.
+                let mut valid_before = Vec::with_capacity(window.len() + 1);
+                let mut n = 0u64;
+                valid_before.push(0);
+                for i in 0..window.len() {
+                    n += nulls.is_valid(i) as u64;
+                    valid_before.push(n);
+                }
+                let parts = offsets.iter().map(|&o| valid_before[o - first]).collect();
+                (dense(&window), parts)
+            }
+        };
+        let r = self.reduce_slice(&data, op, &Partitions::Offsets(parts), nan)?;
+        let mut values = r.values;
+        if let Some(nulls) = lists.nulls() {
+            for (i, v) in values.iter_mut().enumerate() {
+                if nulls.is_null(i) {
+                    *v = None;
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    /// `ops` over `values` grouped by a dictionary-encoded column's codes,
+    /// in one pass ([`Engine::reduce_by_key`] over the codes). Rows whose
+    /// code or value is null are skipped; a group with no other rows is
+    /// absent. The result's `keys` is a `DictionaryArray` sharing the
+    /// input's dictionary, one slot per group in ascending code order, so
+    /// each group is named by its dictionary value; `results` holds one
+    /// Arrow array per op in the order asked (null where the op has no
+    /// value).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `keys` and `values` differ in length, a
+    /// code does not fit int64, or `ops` is empty; otherwise as
+    /// [`Engine::reduce_by_key`].
+    pub fn reduce_arrow_dictionary<K, T>(
+        &self,
+        keys: &DictionaryArray<K>,
+        values: &PrimitiveArray<T>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> Result<ArrowGrouped<K>>
+    where
+        K: ArrowDictionaryKeyType,
+        T: ArrowPrimitiveType,
+        T::Native: Element,
+    {
+        if keys.len() != values.len() {
+            return Err(Error::InvalidInput(format!(
+                "the dictionary column has {} rows and the values {}",
+                keys.len(),
+                values.len()
+            )));
+        }
+        let codes = keys.keys();
+        let any_null = codes.null_count() > 0 || values.null_count() > 0;
+        let codes_any = codes as &dyn Any;
+        let grouped = if let (false, Some(c)) = (any_null, codes_any.downcast_ref::<Int32Array>()) {
+            widen_keys(self.reduce_by_key(c.values(), values.values(), ops, nan)?)
+        } else if let (false, Some(c)) = (any_null, codes_any.downcast_ref::<UInt32Array>()) {
+            widen_keys(self.reduce_by_key(c.values(), values.values(), ops, nan)?)
+        } else if let (false, Some(c)) = (any_null, codes_any.downcast_ref::<Int64Array>()) {
+            self.reduce_by_key(c.values(), values.values(), ops, nan)?
+        } else {
+            // Codes widened to int64, null rows dropped.
+            let mut k = Vec::with_capacity(values.len());
+            let mut v = Vec::with_capacity(values.len());
+            for i in 0..values.len() {
+                if codes.is_null(i) || values.is_null(i) {
+                    continue;
+                }
+                let code = codes.value(i).to_i64().ok_or_else(|| {
+                    Error::InvalidInput(format!("dictionary code at row {i} does not fit int64"))
+                })?;
+                k.push(code);
+                v.push(values.value(i));
+            }
+            self.reduce_by_key(&k, &v, ops, nan)?
+        };
+        let dtype = <T::Native as Element>::DTYPE;
+        let group_codes = grouped
+            .keys
+            .iter()
+            .map(|&c| {
+                K::Native::from_usize(c as usize).ok_or_else(|| {
+                    Error::Internal(format!("group code {c} does not fit the code type"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let group_keys = DictionaryArray::<K>::try_new(
+            PrimitiveArray::<K>::from_iter_values(group_codes),
+            keys.values().clone(),
+        )
+        .map_err(|e| Error::Internal(format!("building the group keys: {e}")))?;
+        let results = grouped
+            .reductions
+            .iter()
+            .map(|r| to_array(result_dtype(dtype, r.op), &r.values))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ArrowGrouped {
+            keys: group_keys,
+            ops: ops.to_vec(),
+            results,
+        })
+    }
+}
+
+/// Group keys of a keyed reduction widened to int64.
+fn widen_keys<K: Key>(g: crate::Grouped<K>) -> crate::Grouped<i64> {
+    crate::Grouped {
+        keys: g.keys.into_iter().map(|k| k.to_i128() as i64).collect(),
+        reductions: g.reductions,
+    }
+}
+
+/// The result of [`Engine::reduce_arrow_dictionary`].
+#[derive(Clone, Debug)]
+pub struct ArrowGrouped<K: ArrowDictionaryKeyType> {
+    /// One slot per group, ascending by code, sharing the input's
+    /// dictionary: `keys.keys()` are the codes, each slot's value the
+    /// group's dictionary value.
+    pub keys: DictionaryArray<K>,
+    /// The ops asked for, in order.
+    pub ops: Vec<Op>,
+    /// One array per op (`results[i]` for `ops[i]`), one slot per group;
+    /// null where the op has no value.
+    pub results: Vec<ArrayRef>,
+}
