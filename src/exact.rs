@@ -1,8 +1,8 @@
 //! Exact sums: every finite float32 is an integer multiple of 2^-149 and
 //! every finite float64 of 2^-1074, so a wide fixed-point integer holds any
 //! sum of them without rounding; integers are their own grid. The sum is
-//! rounded once, at the end, to nearest-even ([`round_to_float`]), or
-//! divided by a count and rounded once ([`divide_and_round`]).
+//! rounded once, at the end, to nearest-even (`round_to_float`), or
+//! divided by a count and rounded once (`divide_and_round`).
 //!
 //! [`ExactSum`] is the CPU accumulator: the crate's reference for every sum
 //! the GPU computes (the kernels in `shaders/exact*.wgsl` produce the same
