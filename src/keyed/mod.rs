@@ -304,6 +304,10 @@ impl crate::Engine {
     /// skipped and not counted). Keys need not be sorted; row order does not
     /// change a bit of the result. Sums are exact (integer sums exact int64).
     ///
+    /// Empty input gives no keys. Every key listed has at least one row; a
+    /// key whose rows are all NaN has, under `Ignore`, count 0, sum 0.0 and
+    /// no mean, max or min (`None`), and under `Propagate` NaN for each.
+    ///
     /// # Errors
     /// [`Error::InvalidInput`] when `keys` and `values` differ in length or
     /// `ops` is empty; [`Error::Overflow`] for an integer sum outside int64;
