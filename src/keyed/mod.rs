@@ -156,6 +156,66 @@ fn push_group(
     Ok(())
 }
 
+/// Groups below which a window is finished on one thread.
+const PARALLEL_GROUPS: usize = 1 << 14;
+
+/// Appends the keys, values and counts of a window's `groups` to `out`,
+/// in order, on several threads for large windows (building and
+/// finalising a group's states costs about a microsecond).
+fn finish_window<K: Key>(
+    out: &mut Grouped<K>,
+    acc: &accumulators::GroupAccumulators,
+    groups: &[(K, usize)],
+    nan: NanPolicy,
+) -> Result<()> {
+    let ops: Vec<Op> = out.reductions.iter().map(|r| r.op).collect();
+    let finish = |part: &[(K, usize)]| -> Result<Vec<Reduction<Scalar>>> {
+        let mut rs: Vec<Reduction<Scalar>> = ops
+            .iter()
+            .map(|&op| Reduction {
+                op,
+                values: Vec::with_capacity(part.len()),
+                counts: Vec::with_capacity(part.len()),
+            })
+            .collect();
+        for &(_, g) in part {
+            push_group(&mut rs, acc, g, nan)?;
+        }
+        Ok(rs)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(groups.len().div_ceil(PARALLEL_GROUPS))
+        .max(1);
+    let parts: Vec<Result<Vec<Reduction<Scalar>>>> = if threads == 1 {
+        vec![finish(groups)]
+    } else {
+        let size = groups.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .chunks(size)
+                .map(|part| scope.spawn(move || finish(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("a thread finishing groups panicked".into()))
+                    })
+                })
+                .collect()
+        })
+    };
+    out.keys.extend(groups.iter().map(|&(k, _)| k));
+    for part in parts {
+        for (r, p) in out.reductions.iter_mut().zip(part?) {
+            r.values.extend(p.values);
+            r.counts.extend(p.counts);
+        }
+    }
+    Ok(())
+}
+
 /// The accumulators the ops need.
 pub(crate) fn wanted(ops: &[Op]) -> Wanted {
     Wanted {
@@ -220,14 +280,15 @@ fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
     Ok(KeyPlan::Sparse { ids, distinct })
 }
 
-/// Calls `each(key, accumulators, group)` for every group with rows, in
-/// ascending key order.
+/// Calls `each(accumulators, groups)` for every window of groups, in
+/// ascending key order, with the window's groups that have rows as (key,
+/// index in the window) pairs.
 fn keyed_groups<K: Key, E: Element>(
     ctx: &Context,
     keys: &[K],
     values: &[E],
     ops: &[Op],
-    mut each: impl FnMut(K, &accumulators::GroupAccumulators, usize) -> Result<()>,
+    mut each: impl FnMut(&accumulators::GroupAccumulators, &[(K, usize)]) -> Result<()>,
 ) -> Result<()> {
     if keys.len() != values.len() {
         return Err(Error::InvalidInput(format!(
@@ -262,13 +323,11 @@ fn keyed_groups<K: Key, E: Element>(
                 groups,
                 wanted,
                 |g0, acc| {
-                    for g in 0..acc.len() {
-                        if acc.rows(g) > 0 {
-                            let key = K::from_i128(min.to_i128() + (g0 as usize + g) as i128);
-                            each(key, &acc, g)?;
-                        }
-                    }
-                    Ok(())
+                    let present: Vec<(K, usize)> = (0..acc.len())
+                        .filter(|&g| acc.rows(g) > 0)
+                        .map(|g| (K::from_i128(min.to_i128() + (g0 as usize + g) as i128), g))
+                        .collect();
+                    each(&acc, &present)
                 },
             )
         }
@@ -286,10 +345,10 @@ fn keyed_groups<K: Key, E: Element>(
                 groups,
                 wanted,
                 |g0, acc| {
-                    for g in 0..acc.len() {
-                        each(distinct[g0 as usize + g], &acc, g)?;
-                    }
-                    Ok(())
+                    let present: Vec<(K, usize)> = (0..acc.len())
+                        .map(|g| (distinct[g0 as usize + g], g))
+                        .collect();
+                    each(&acc, &present)
                 },
             )
         }
@@ -333,10 +392,8 @@ impl crate::Engine {
                 })
                 .collect(),
         };
-        keyed_groups(self.context(), keys, values, ops, |key, acc, g| {
-            out.keys.push(key);
-            push_group(&mut out.reductions, acc, g, nan)?;
-            Ok(())
+        keyed_groups(self.context(), keys, values, ops, |acc, groups| {
+            finish_window(&mut out, acc, groups, nan)
         })?;
         Ok(out)
     }
@@ -380,9 +437,11 @@ impl crate::Engine {
             keys: Vec::new(),
             states: Vec::new(),
         };
-        keyed_groups(self.context(), keys, values, &[op], |key, acc, g| {
-            out.keys.push(key);
-            out.states.push(acc.state(g, kind));
+        keyed_groups(self.context(), keys, values, &[op], |acc, groups| {
+            for &(key, g) in groups {
+                out.keys.push(key);
+                out.states.push(acc.state(g, kind));
+            }
             Ok(())
         })?;
         Ok(out)
@@ -540,11 +599,6 @@ impl crate::Engine {
         let (min, max) = (extreme(Op::Min)?, extreme(Op::Max)?);
         let range = (max - min + 1) as u128;
         let n = keys.len() as u128;
-        let mut push = |key: i64, acc: &accumulators::GroupAccumulators, g: usize| {
-            out.keys.push(key);
-            push_group(&mut out.reductions, acc, g, nan)?;
-            Ok(())
-        };
         let wanted = wanted(ops);
         if range <= n * DENSE_SLACK as u128 + DENSE_FLOOR as u128 && range <= u32::MAX as u128 {
             let by = if keys.dtype() == Dtype::I64 {
@@ -567,12 +621,11 @@ impl crate::Engine {
                 groups,
                 wanted,
                 |g0, acc| {
-                    for g in 0..acc.len() {
-                        if acc.rows(g) > 0 {
-                            push((min + (g0 as usize + g) as i128) as i64, &acc, g)?;
-                        }
-                    }
-                    Ok(())
+                    let present: Vec<(i64, usize)> = (0..acc.len())
+                        .filter(|&g| acc.rows(g) > 0)
+                        .map(|g| ((min + (g0 as usize + g) as i128) as i64, g))
+                        .collect();
+                    finish_window(&mut out, &acc, &present, nan)
                 },
             )?;
             return Ok(out);
@@ -608,10 +661,10 @@ impl crate::Engine {
             groups,
             wanted,
             |g0, acc| {
-                for g in 0..acc.len() {
-                    push(distinct[g0 as usize + g], &acc, g)?;
-                }
-                Ok(())
+                let present: Vec<(i64, usize)> = (0..acc.len())
+                    .map(|g| (distinct[g0 as usize + g], g))
+                    .collect();
+                finish_window(&mut out, &acc, &present, nan)
             },
         )?;
         Ok(out)

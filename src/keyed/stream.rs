@@ -111,16 +111,18 @@ impl Engine {
                 &key_buf,
                 &value_buf,
                 &state_ops,
-                |key, acc, g| {
-                    let states: Vec<State> = kinds.iter().map(|&k| acc.state(g, k)).collect();
-                    match merged.get_mut(&key) {
-                        Some(held) => {
-                            for (h, s) in held.iter_mut().zip(&states) {
-                                h.merge(s)?;
+                |acc, groups| {
+                    for &(key, g) in groups {
+                        let states: Vec<State> = kinds.iter().map(|&k| acc.state(g, k)).collect();
+                        match merged.get_mut(&key) {
+                            Some(held) => {
+                                for (h, s) in held.iter_mut().zip(&states) {
+                                    h.merge(s)?;
+                                }
                             }
-                        }
-                        None => {
-                            merged.insert(key, states);
+                            None => {
+                                merged.insert(key, states);
+                            }
                         }
                     }
                     Ok(())
