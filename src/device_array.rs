@@ -181,15 +181,7 @@ impl DeviceArray {
             // is paid by the next request (a 64 MiB upload held a
             // real-time request ~35 ms on lavapipe). The caller pays here.
             let index = ctx.queue.submit([]);
-            ctx.device
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(index),
-                    timeout: None,
-                })
-                .map_err(|e| {
-                    ctx.health
-                        .poll_failed(&ctx.device, &ctx.queue, "uploading to the device", e)
-                })?;
+            ctx.wait_submission(&index, "uploading to the device")?;
         }
         Ok(DeviceArray {
             pieces,

@@ -197,20 +197,35 @@ impl Context {
         index: wgpu::SubmissionIndex,
         pending: PendingReduction,
     ) -> Result<Reduction> {
-        self.health.check()?;
-        let (tx, rx) = mpsc::channel();
-        pending.on_complete(&index, move |r| {
-            let _ = tx.send(r);
-        });
+        self.wait_callback(&index, |done| pending.on_complete(&index, done))
+    }
+
+    /// Blocks until submission `index` is done; a failed wait is checked
+    /// for a lost device (`what` names the work waited for).
+    pub(crate) fn wait_submission(&self, index: &wgpu::SubmissionIndex, what: &str) -> Result<()> {
         self.device
             .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
+                submission_index: Some(index.clone()),
                 timeout: None,
             })
-            .map_err(|e| {
-                self.health
-                    .poll_failed(&self.device, &self.queue, "waiting for the GPU", e)
-            })?;
+            .map(|_| ())
+            .map_err(|e| self.health.poll_failed(&self.device, &self.queue, what, e))
+    }
+
+    /// Hands `start` a callback (for a readback that completes inside the
+    /// poll), waits for submission `index` and returns what the callback
+    /// was given.
+    pub(crate) fn wait_callback<R: Send + 'static>(
+        &self,
+        index: &wgpu::SubmissionIndex,
+        start: impl FnOnce(Box<dyn FnOnce(Result<R>) + Send>),
+    ) -> Result<R> {
+        self.health.check()?;
+        let (tx, rx) = mpsc::channel();
+        start(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        self.wait_submission(index, "waiting for the GPU")?;
         rx.recv()
             .map_err(|_| Error::Internal("a readback callback never ran".into()))?
     }
@@ -928,22 +943,7 @@ impl Engine {
         job.encode_readback(&mut encoder);
         let index = ctx.queue.submit([encoder.finish()]);
         scope.check()?;
-        ctx.health.check()?;
-        let (tx, rx) = mpsc::channel();
-        job.read_async(move |r| {
-            let _ = tx.send(r);
-        });
-        ctx.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(|e| {
-                ctx.health
-                    .poll_failed(&ctx.device, &ctx.queue, "waiting for the GPU", e)
-            })?;
-        rx.recv()
-            .map_err(|_| Error::Internal("a readback callback never ran".into()))?
+        ctx.wait_callback(&index, |done| job.read_async(done))
     }
 
     /// `op` over each partition of a device-resident array. Any number of

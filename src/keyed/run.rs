@@ -6,7 +6,6 @@
 
 use std::num::NonZeroU64;
 use std::ops::Range;
-use std::sync::mpsc;
 
 use crate::device_array::DeviceArray;
 use crate::dtype::Dtype;
@@ -511,26 +510,13 @@ pub(crate) fn read_words(
     bytes: u64,
     index: wgpu::SubmissionIndex,
 ) -> Result<Vec<u32>> {
-    ctx.health.check()?;
-    let (tx, rx) = mpsc::channel();
-    map_read(
-        readback,
-        bytes,
-        "group accumulators",
-        |r| r.map(|b| bytemuck::cast_slice::<u8, u32>(b).to_vec()),
-        move |r| {
-            let _ = tx.send(r);
-        },
-    );
-    ctx.device
-        .poll(wgpu::PollType::Wait {
-            submission_index: Some(index),
-            timeout: None,
-        })
-        .map_err(|e| {
-            ctx.health
-                .poll_failed(&ctx.device, &ctx.queue, "waiting for the GPU", e)
-        })?;
-    rx.recv()
-        .map_err(|_| Error::Internal("a readback callback never ran".into()))?
+    ctx.wait_callback(&index, |done| {
+        map_read(
+            readback,
+            bytes,
+            "group accumulators",
+            |r| r.map(|b| bytemuck::cast_slice::<u8, u32>(b).to_vec()),
+            done,
+        )
+    })
 }
