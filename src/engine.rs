@@ -641,7 +641,7 @@ impl Engine {
         partitions: &Partitions,
         nan: NanPolicy,
     ) -> Result<Reduction<Scalar>> {
-        let mut out = empty_reduction(op);
+        let mut out = Reduction::empty(op);
         if let Some(small) = self.small_partitions(data.len() as u64, partitions)? {
             self.ctx.health.check()?;
             crate::keyed::partition_states(
@@ -811,7 +811,7 @@ impl Engine {
         partitions: &Partitions,
         nan: NanPolicy,
     ) -> Result<Reduction<Scalar>> {
-        let mut out = empty_reduction(op);
+        let mut out = Reduction::empty(op);
         let small = self.small_device_states(array, StateKind::for_op(op), partitions, |s| {
             out.values.push(s.finalize(op, nan)?);
             out.counts.push(s.count(nan));
@@ -1183,15 +1183,6 @@ fn kernel_of(kind: StateKind) -> KernelOp {
         StateKind::Sum => KernelOp::Sum,
         StateKind::Max => KernelOp::Max,
         StateKind::Min => KernelOp::Min,
-    }
-}
-
-/// A reduction with no partitions yet.
-fn empty_reduction(op: Op) -> Reduction<Scalar> {
-    Reduction {
-        op,
-        values: Vec::new(),
-        counts: Vec::new(),
     }
 }
 

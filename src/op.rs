@@ -135,6 +135,17 @@ pub struct Reduction<T = f32> {
     pub counts: Vec<u64>,
 }
 
+impl<T> Reduction<T> {
+    /// No partitions yet.
+    pub(crate) fn empty(op: Op) -> Self {
+        Reduction {
+            op,
+            values: Vec::new(),
+            counts: Vec::new(),
+        }
+    }
+}
+
 impl<T: Copy> Reduction<T> {
     /// The single value of a whole-buffer reduction.
     pub fn value(&self) -> Option<T> {

@@ -108,6 +108,14 @@ pub struct Grouped<K> {
 }
 
 impl<K> Grouped<K> {
+    /// No keys yet, and one empty reduction per op.
+    pub(crate) fn empty(ops: &[Op]) -> Self {
+        Grouped {
+            keys: Vec::new(),
+            reductions: ops.iter().map(|&op| Reduction::empty(op)).collect(),
+        }
+    }
+
     /// The reduction of `op` (the first one, if it was asked for twice).
     pub fn get(&self, op: Op) -> Option<&Reduction<Scalar>> {
         self.reductions.iter().find(|r| r.op == op)
@@ -170,14 +178,7 @@ fn finish_window<K: Key>(
 ) -> Result<()> {
     let ops: Vec<Op> = out.reductions.iter().map(|r| r.op).collect();
     let finish = |part: &[(K, usize)]| -> Result<Vec<Reduction<Scalar>>> {
-        let mut rs: Vec<Reduction<Scalar>> = ops
-            .iter()
-            .map(|&op| Reduction {
-                op,
-                values: Vec::with_capacity(part.len()),
-                counts: Vec::with_capacity(part.len()),
-            })
-            .collect();
+        let mut rs: Vec<Reduction<Scalar>> = ops.iter().map(|&op| Reduction::empty(op)).collect();
         for &(_, g) in part {
             push_group(&mut rs, acc, g, nan)?;
         }
@@ -233,6 +234,14 @@ enum KeyPlan<K> {
     Sparse { ids: Vec<u32>, distinct: Vec<K> },
 }
 
+/// The number of groups when `rows` keys from `min` to `max` are dense
+/// enough to be used as they are (`key - min`), else `None`.
+fn dense_groups(min: i128, max: i128, rows: u64) -> Option<u64> {
+    let range = (max - min + 1) as u128;
+    let bound = rows as u128 * DENSE_SLACK as u128 + DENSE_FLOOR as u128;
+    (range <= bound && range <= u32::MAX as u128).then_some(range as u64)
+}
+
 fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
     let (Some(&min), Some(&max)) = (keys.iter().min(), keys.iter().max()) else {
         return Ok(KeyPlan::Dense {
@@ -240,13 +249,8 @@ fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
             groups: 0,
         });
     };
-    let range = (max.to_i128() - min.to_i128() + 1) as u128;
-    let n = keys.len() as u128;
-    if range <= n * DENSE_SLACK as u128 + DENSE_FLOOR as u128 && range <= u32::MAX as u128 {
-        return Ok(KeyPlan::Dense {
-            min,
-            groups: range as u64,
-        });
+    if let Some(groups) = dense_groups(min.to_i128(), max.to_i128(), keys.len() as u64) {
+        return Ok(KeyPlan::Dense { min, groups });
     }
     let mut first_seen: HashMap<K, u32> = HashMap::new();
     let mut distinct = Vec::new();
@@ -288,7 +292,7 @@ fn keyed_groups<K: Key, E: Element>(
     keys: &[K],
     values: &[E],
     ops: &[Op],
-    mut each: impl FnMut(&accumulators::GroupAccumulators, &[(K, usize)]) -> Result<()>,
+    each: impl FnMut(&accumulators::GroupAccumulators, &[(K, usize)]) -> Result<()>,
 ) -> Result<()> {
     if keys.len() != values.len() {
         return Err(Error::InvalidInput(format!(
@@ -298,38 +302,51 @@ fn keyed_groups<K: Key, E: Element>(
         )));
     }
     ctx.health.check()?;
-    let words: &[u32] = bytemuck::cast_slice(values);
-    let wanted = wanted(ops);
-    match plan_keys(keys)? {
+    let plan = plan_keys(keys)?;
+    reduce_planned(
+        ctx,
+        E::DTYPE,
+        Words::Host(bytemuck::cast_slice(values)),
+        Words::Host(bytemuck::cast_slice(keys)),
+        K::WORDS == 2,
+        plan,
+        wanted(ops),
+        each,
+    )
+}
+
+/// Runs the group kernel over `values` by `plan`: dense keys read from
+/// `keys` (two words a key when `wide`), sparse ones through the plan's
+/// ids; hands each window to `each` as [`keyed_groups`] does.
+#[allow(clippy::too_many_arguments)]
+fn reduce_planned<K: Key>(
+    ctx: &Context,
+    dtype: Dtype,
+    values: Words<'_>,
+    keys: Words<'_>,
+    wide: bool,
+    plan: KeyPlan<K>,
+    wanted: Wanted,
+    mut each: impl FnMut(&accumulators::GroupAccumulators, &[(K, usize)]) -> Result<()>,
+) -> Result<()> {
+    match plan {
         KeyPlan::Dense { min, groups } => {
-            let key_words: &[u32] = bytemuck::cast_slice(keys);
             let base = min.to_i128() as u64;
-            let by = if K::WORDS == 1 {
+            let by = if wide {
+                RowGroups::Keys64 { keys, base }
+            } else {
                 RowGroups::Keys32 {
-                    keys: Words::Host(key_words),
+                    keys,
                     base: base as u32,
                 }
-            } else {
-                RowGroups::Keys64 {
-                    keys: Words::Host(key_words),
-                    base,
-                }
             };
-            reduce_groups(
-                ctx,
-                E::DTYPE,
-                Words::Host(words),
-                by,
-                groups,
-                wanted,
-                |g0, acc| {
-                    let present: Vec<(K, usize)> = (0..acc.len())
-                        .filter(|&g| acc.rows(g) > 0)
-                        .map(|g| (K::from_i128(min.to_i128() + (g0 as usize + g) as i128), g))
-                        .collect();
-                    each(&acc, &present)
-                },
-            )
+            reduce_groups(ctx, dtype, values, by, groups, wanted, |g0, acc| {
+                let present: Vec<(K, usize)> = (0..acc.len())
+                    .filter(|&g| acc.rows(g) > 0)
+                    .map(|g| (K::from_i128(min.to_i128() + (g0 as usize + g) as i128), g))
+                    .collect();
+                each(&acc, &present)
+            })
         }
         KeyPlan::Sparse { ids, distinct } => {
             let by = RowGroups::Keys32 {
@@ -337,20 +354,12 @@ fn keyed_groups<K: Key, E: Element>(
                 base: 0,
             };
             let groups = distinct.len() as u64;
-            reduce_groups(
-                ctx,
-                E::DTYPE,
-                Words::Host(words),
-                by,
-                groups,
-                wanted,
-                |g0, acc| {
-                    let present: Vec<(K, usize)> = (0..acc.len())
-                        .map(|g| (distinct[g0 as usize + g], g))
-                        .collect();
-                    each(&acc, &present)
-                },
-            )
+            reduce_groups(ctx, dtype, values, by, groups, wanted, |g0, acc| {
+                let present: Vec<(K, usize)> = (0..acc.len())
+                    .map(|g| (distinct[g0 as usize + g], g))
+                    .collect();
+                each(&acc, &present)
+            })
         }
     }
 }
@@ -381,17 +390,7 @@ impl crate::Engine {
         if ops.is_empty() {
             return Err(Error::InvalidInput("no ops asked for".into()));
         }
-        let mut out = Grouped {
-            keys: Vec::new(),
-            reductions: ops
-                .iter()
-                .map(|&op| Reduction {
-                    op,
-                    values: Vec::new(),
-                    counts: Vec::new(),
-                })
-                .collect(),
-        };
+        let mut out = Grouped::empty(ops);
         keyed_groups(self.context(), keys, values, ops, |acc, groups| {
             finish_window(&mut out, acc, groups, nan)
         })?;
@@ -566,17 +565,7 @@ impl crate::Engine {
         if ops.is_empty() {
             return Err(Error::InvalidInput("no ops asked for".into()));
         }
-        let mut out = Grouped {
-            keys: Vec::new(),
-            reductions: ops
-                .iter()
-                .map(|&op| Reduction {
-                    op,
-                    values: Vec::new(),
-                    counts: Vec::new(),
-                })
-                .collect(),
-        };
+        let mut out = Grouped::empty(ops);
         if keys.is_empty() {
             return Ok(out);
         }
@@ -597,75 +586,34 @@ impl crate::Engine {
             }
         };
         let (min, max) = (extreme(Op::Min)?, extreme(Op::Max)?);
-        let range = (max - min + 1) as u128;
-        let n = keys.len() as u128;
-        let wanted = wanted(ops);
-        if range <= n * DENSE_SLACK as u128 + DENSE_FLOOR as u128 && range <= u32::MAX as u128 {
-            let by = if keys.dtype() == Dtype::I64 {
-                RowGroups::Keys64 {
-                    keys: Words::Device(keys),
-                    base: min as u64,
-                }
-            } else {
-                RowGroups::Keys32 {
-                    keys: Words::Device(keys),
-                    base: min as u32,
-                }
-            };
-            let groups = range as u64;
-            reduce_groups(
-                ctx,
-                values.dtype(),
-                Words::Device(values),
-                by,
+        let plan = match dense_groups(min, max, keys.len()) {
+            Some(groups) => KeyPlan::Dense {
+                min: min as i64,
                 groups,
-                wanted,
-                |g0, acc| {
-                    let present: Vec<(i64, usize)> = (0..acc.len())
-                        .filter(|&g| acc.rows(g) > 0)
-                        .map(|g| ((min + (g0 as usize + g) as i128) as i64, g))
-                        .collect();
-                    finish_window(&mut out, &acc, &present, nan)
-                },
-            )?;
-            return Ok(out);
-        }
-        // Sparse keys: ids made on the host from the keys read back.
-        let words = read_device_words(ctx, keys)?;
-        let host_keys: Vec<i64> = match keys.dtype() {
-            Dtype::I32 => words.iter().map(|&w| w as i32 as i64).collect(),
-            Dtype::U32 => words.iter().map(|&w| w as i64).collect(),
-            _ => words
-                .chunks_exact(2)
-                .map(|w| (w[0] as u64 | (w[1] as u64) << 32) as i64)
-                .collect(),
-        };
-        let (ids, distinct) = match plan_keys(&host_keys)? {
-            KeyPlan::Sparse { ids, distinct } => (ids, distinct),
-            KeyPlan::Dense { .. } => {
-                return Err(Error::Internal(format!(
-                    "keys read back span a dense range, but their device extremes {min}..={max} do not"
-                )));
+            },
+            // Sparse keys: ids made on the host from the keys read back.
+            None => {
+                let words = read_device_words(ctx, keys)?;
+                let host_keys: Vec<i64> = match keys.dtype() {
+                    Dtype::I32 => words.iter().map(|&w| w as i32 as i64).collect(),
+                    Dtype::U32 => words.iter().map(|&w| w as i64).collect(),
+                    _ => words
+                        .chunks_exact(2)
+                        .map(|w| (w[0] as u64 | (w[1] as u64) << 32) as i64)
+                        .collect(),
+                };
+                plan_keys(&host_keys)?
             }
         };
-        let by = RowGroups::Keys32 {
-            keys: Words::Host(&ids),
-            base: 0,
-        };
-        let groups = distinct.len() as u64;
-        reduce_groups(
+        reduce_planned(
             ctx,
             values.dtype(),
             Words::Device(values),
-            by,
-            groups,
-            wanted,
-            |g0, acc| {
-                let present: Vec<(i64, usize)> = (0..acc.len())
-                    .map(|g| (distinct[g0 as usize + g], g))
-                    .collect();
-                finish_window(&mut out, &acc, &present, nan)
-            },
+            Words::Device(keys),
+            keys.dtype() == Dtype::I64,
+            plan,
+            wanted(ops),
+            |acc, groups| finish_window(&mut out, acc, groups, nan),
         )?;
         Ok(out)
     }

@@ -12,7 +12,7 @@ use crate::dtype::Element;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::npy;
-use crate::op::{NanPolicy, Op, Reduction};
+use crate::op::{NanPolicy, Op};
 use crate::state::{State, StateKind};
 use crate::stream::StreamOptions;
 
@@ -130,17 +130,7 @@ impl Engine {
             )?;
             start += n;
         }
-        let mut out = Grouped {
-            keys: Vec::with_capacity(merged.len()),
-            reductions: ops
-                .iter()
-                .map(|&op| Reduction {
-                    op,
-                    values: Vec::new(),
-                    counts: Vec::new(),
-                })
-                .collect(),
-        };
+        let mut out = Grouped::empty(ops);
         for (key, states) in merged {
             out.keys.push(key);
             for r in &mut out.reductions {
