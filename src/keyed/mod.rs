@@ -234,6 +234,19 @@ enum KeyPlan<K> {
     Sparse { ids: Vec<u32>, distinct: Vec<K> },
 }
 
+/// Keys and values must pair up, and some op must be asked for.
+pub(crate) fn check_request(keys: u64, values: u64, ops: &[Op]) -> Result<()> {
+    if keys != values {
+        return Err(Error::InvalidInput(format!(
+            "keys and values differ in length: {keys} keys, {values} values"
+        )));
+    }
+    if ops.is_empty() {
+        return Err(Error::InvalidInput("no ops asked for".into()));
+    }
+    Ok(())
+}
+
 /// The number of groups when `rows` keys from `min` to `max` are dense
 /// enough to be used as they are (`key - min`), else `None`.
 fn dense_groups(min: i128, max: i128, rows: u64) -> Option<u64> {
@@ -294,13 +307,7 @@ fn keyed_groups<K: Key, E: Element>(
     ops: &[Op],
     each: impl FnMut(&accumulators::GroupAccumulators, &[(K, usize)]) -> Result<()>,
 ) -> Result<()> {
-    if keys.len() != values.len() {
-        return Err(Error::InvalidInput(format!(
-            "keys and values differ in length: {} keys, {} values",
-            keys.len(),
-            values.len()
-        )));
-    }
+    check_request(keys.len() as u64, values.len() as u64, ops)?;
     ctx.health.check()?;
     let plan = plan_keys(keys)?;
     reduce_planned(
@@ -387,9 +394,6 @@ impl crate::Engine {
         ops: &[Op],
         nan: NanPolicy,
     ) -> Result<Grouped<K>> {
-        if ops.is_empty() {
-            return Err(Error::InvalidInput("no ops asked for".into()));
-        }
         let mut out = Grouped::empty(ops);
         keyed_groups(self.context(), keys, values, ops, |acc, groups| {
             finish_window(&mut out, acc, groups, nan)
@@ -555,16 +559,7 @@ impl crate::Engine {
                 keys.dtype()
             )));
         }
-        if keys.len() != values.len() {
-            return Err(Error::InvalidInput(format!(
-                "keys and values differ in length: {} keys, {} values",
-                keys.len(),
-                values.len()
-            )));
-        }
-        if ops.is_empty() {
-            return Err(Error::InvalidInput("no ops asked for".into()));
-        }
+        check_request(keys.len(), values.len(), ops)?;
         let mut out = Grouped::empty(ops);
         if keys.is_empty() {
             return Ok(out);

@@ -82,9 +82,8 @@ impl Engine {
         options: &StreamOptions,
     ) -> Result<Grouped<K>> {
         crate::stream::check_budget(options.budget_bytes)?;
-        if ops.is_empty() {
-            return Err(Error::InvalidInput("no ops asked for".into()));
-        }
+        // Both columns hold `len` values by construction.
+        super::check_request(len, len, ops)?;
         let kinds = kinds_of(ops);
         let row_bytes = (K::WORDS * 4) as u64 + E::DTYPE.size();
         let chunk_rows = (options.budget_bytes / 4 / row_bytes).max(4096);
