@@ -19,7 +19,7 @@ use arrow_array::{
     Array, ArrayRef, DictionaryArray, Float32Array, Float64Array, Int32Array, Int64Array,
     LargeListArray, ListArray, PrimitiveArray, StringArray, UInt32Array,
 };
-use common::{POLICIES, engine};
+use common::{POLICIES, engine, scalar_bits};
 use gpulanes::{Dtype, Element, NanPolicy, Op, Scalar, State, StateKind};
 
 const OPS: [Op; 5] = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
@@ -30,19 +30,6 @@ fn reference<E: Element>(values: &[Option<E>], op: Op, nan: NanPolicy) -> Option
     State::of(&dense, StateKind::for_op(op))
         .finalize(op, nan)
         .unwrap()
-}
-
-/// A result's bits, NaN payloads made equal (zeros keep their sign).
-fn bits(v: Option<Scalar>) -> Option<(u8, u64)> {
-    v.map(|s| match s {
-        Scalar::F32(x) if x.is_nan() => (0, u64::MAX),
-        Scalar::F64(x) if x.is_nan() => (1, u64::MAX),
-        Scalar::F32(x) => (0, x.to_bits() as u64),
-        Scalar::F64(x) => (1, x.to_bits()),
-        Scalar::I32(x) => (2, x as u32 as u64),
-        Scalar::U32(x) => (3, x as u64),
-        Scalar::I64(x) => (4, x as u64),
-    })
 }
 
 /// Slot `i` of a result array as a scalar (`None` for a null slot).
@@ -135,9 +122,15 @@ where
     let nan = NanPolicy::Propagate;
     let want = |v: Option<T::Native>| v.map(native);
     let got_max = e.reduce_arrow(array, Op::Max, nan).unwrap();
-    assert_eq!(bits(got_max), bits(want(aggregate::max(array))));
+    assert_eq!(
+        scalar_bits(got_max),
+        scalar_bits(want(aggregate::max(array)))
+    );
     let got_min = e.reduce_arrow(array, Op::Min, nan).unwrap();
-    assert_eq!(bits(got_min), bits(want(aggregate::min(array))));
+    assert_eq!(
+        scalar_bits(got_min),
+        scalar_bits(want(aggregate::min(array)))
+    );
     let got = e.reduce_arrow(array, Op::Sum, nan).unwrap().unwrap();
     if let Ok(Some(s)) = aggregate::sum_checked(array) {
         match (int(got), int(native(s))) {
@@ -165,10 +158,14 @@ where
     for nan in POLICIES {
         for op in OPS {
             let got = e.reduce_arrow(&array, op, nan).unwrap();
-            assert_eq!(bits(got), bits(reference(&values, op, nan)), "{op} {nan:?}");
+            assert_eq!(
+                scalar_bits(got),
+                scalar_bits(reference(&values, op, nan)),
+                "{op} {nan:?}"
+            );
             let got = e.reduce_arrow(&sliced, op, nan).unwrap();
             let want = reference(&values[lo..hi], op, nan);
-            assert_eq!(bits(got), bits(want), "sliced {op} {nan:?}");
+            assert_eq!(scalar_bits(got), scalar_bits(want), "sliced {op} {nan:?}");
         }
     }
     check_against_arrow_kernels(&array);
@@ -252,7 +249,11 @@ fn chunks_reduce_as_one_column() {
     for nan in POLICIES {
         for op in OPS {
             let got = e.reduce_arrow_chunks(&refs, op, nan).unwrap();
-            assert_eq!(bits(got), bits(reference(&all, op, nan)), "{op}");
+            assert_eq!(
+                scalar_bits(got),
+                scalar_bits(reference(&all, op, nan)),
+                "{op}"
+            );
         }
     }
     assert_eq!(
@@ -286,14 +287,14 @@ fn lists_give_one_result_per_list_with_validity() {
                 e.reduce_arrow_lists(&large, op, nan).unwrap(),
             ] {
                 assert_eq!(got.len(), lists.len());
-                let got: Vec<_> = (0..got.len()).map(|i| bits(slot(&got, i))).collect();
-                let want: Vec<_> = want.iter().map(|v| bits(*v)).collect();
+                let got: Vec<_> = (0..got.len()).map(|i| scalar_bits(slot(&got, i))).collect();
+                let want: Vec<_> = want.iter().map(|v| scalar_bits(*v)).collect();
                 assert_eq!(got, want, "{op} {nan:?}");
             }
             // A slice of the lists: offsets rebased to the child.
             let sliced = e.reduce_arrow_lists(&small.slice(3, 3), op, nan).unwrap();
-            let got: Vec<_> = (0..3).map(|i| bits(slot(&sliced, i))).collect();
-            let want: Vec<_> = want[3..].iter().map(|v| bits(*v)).collect();
+            let got: Vec<_> = (0..3).map(|i| scalar_bits(slot(&sliced, i))).collect();
+            let want: Vec<_> = want[3..].iter().map(|v| scalar_bits(*v)).collect();
             assert_eq!(got, want, "sliced {op} {nan:?}");
         }
     }
@@ -371,7 +372,11 @@ fn dictionary_codes_are_group_keys() {
                 .collect();
             for (oi, op) in g.ops.iter().enumerate() {
                 let want = reference(&rows, *op, nan);
-                assert_eq!(bits(slot(&g.results[oi], gi)), bits(want), "{name} {op}");
+                assert_eq!(
+                    scalar_bits(slot(&g.results[oi], gi)),
+                    scalar_bits(want),
+                    "{name} {op}"
+                );
             }
         }
         assert!(!group_names.contains(&"c"));

@@ -9,25 +9,14 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{POLICIES, SplitMix, engine, no_subgroup_engine, small_binding_engine, tiny_engine};
+use common::{
+    POLICIES, SplitMix, engine, no_subgroup_engine, scalar_bits, small_binding_engine, tiny_engine,
+};
 use gpulanes::{
     Element, Engine, Error, Grouped, Key, NanPolicy, Op, Partitions, Scalar, State, StateKind,
 };
 
 const OPS: [Op; 5] = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
-
-/// A result's bits, NaN payloads made equal (zeros keep their sign).
-fn bits(v: Option<Scalar>) -> Option<(u8, u64)> {
-    v.map(|s| match s {
-        Scalar::F32(x) if x.is_nan() => (0, u64::MAX),
-        Scalar::F64(x) if x.is_nan() => (1, u64::MAX),
-        Scalar::F32(x) => (0, x.to_bits() as u64),
-        Scalar::F64(x) => (1, x.to_bits()),
-        Scalar::I32(x) => (2, x as u32 as u64),
-        Scalar::U32(x) => (3, x as u64),
-        Scalar::I64(x) => (4, x as u64),
-    })
-}
 
 /// The CPU reference: rows grouped in a BTreeMap, each group's exact state.
 fn reference<K: Key, E: Element>(
@@ -78,8 +67,8 @@ fn check<K: Key + std::fmt::Debug, E: Element>(
         assert_eq!(g.counts, w.counts, "{what}: {} counts", g.op.name());
         for (i, (a, b)) in g.values.iter().zip(&w.values).enumerate() {
             assert_eq!(
-                bits(*a),
-                bits(*b),
+                scalar_bits(*a),
+                scalar_bits(*b),
                 "{what}: {} of key {:?}: got {a:?}, want {b:?}",
                 g.op.name(),
                 got.keys[i]
@@ -99,7 +88,7 @@ fn all_bits<K>(g: &Grouped<K>) -> Vec<ReductionBits> {
         .map(|r| {
             (
                 r.op,
-                r.values.iter().map(|v| bits(*v)).collect(),
+                r.values.iter().map(|v| scalar_bits(*v)).collect(),
                 r.counts.clone(),
             )
         })
@@ -261,13 +250,13 @@ fn nan_inf_and_signed_zero_per_group() {
         .unwrap();
     let sum = g.get(Op::Sum).unwrap();
     assert_eq!(
-        bits(sum.values[2]),
-        bits(Some(Scalar::F32(-0.0))),
+        scalar_bits(sum.values[2]),
+        scalar_bits(Some(Scalar::F32(-0.0))),
         "-0.0 + -0.0"
     );
     assert_eq!(
-        bits(sum.values[3]),
-        bits(Some(Scalar::F32(0.0))),
+        scalar_bits(sum.values[3]),
+        scalar_bits(Some(Scalar::F32(0.0))),
         "-0.0 + 0.0"
     );
     assert_eq!(
@@ -295,8 +284,8 @@ fn row_order_does_not_change_a_bit() {
         assert_eq!(run(&rows).keys, first.keys);
         let again = run(&rows);
         for (a, b) in again.reductions.iter().zip(&first.reductions) {
-            let ab: Vec<_> = a.values.iter().map(|v| bits(*v)).collect();
-            let bb: Vec<_> = b.values.iter().map(|v| bits(*v)).collect();
+            let ab: Vec<_> = a.values.iter().map(|v| scalar_bits(*v)).collect();
+            let bb: Vec<_> = b.values.iter().map(|v| scalar_bits(*v)).collect();
             assert_eq!(ab, bb, "{} after a shuffle", a.op.name());
         }
     }
@@ -412,8 +401,8 @@ fn small_and_mixed_partitions_match_the_cpu() {
                     let want = gpulanes::cpu::reduce(&f32s, op, &parts, nan).unwrap();
                     let got = e.reduce_slice(&f32s, op, &parts, nan).unwrap();
                     assert_eq!(got.counts, want.counts);
-                    let gb: Vec<_> = got.values.iter().map(|v| bits(*v)).collect();
-                    let wb: Vec<_> = want.values.iter().map(|v| bits(*v)).collect();
+                    let gb: Vec<_> = got.values.iter().map(|v| scalar_bits(*v)).collect();
+                    let wb: Vec<_> = want.values.iter().map(|v| scalar_bits(*v)).collect();
                     assert_eq!(gb, wb, "f32 {op:?} {parts:?}");
                     for (what, got, want) in [
                         (
@@ -429,8 +418,8 @@ fn small_and_mixed_partitions_match_the_cpu() {
                     ] {
                         let (got, want) = (got.unwrap(), want.unwrap());
                         assert_eq!(got.counts, want.counts, "{what}");
-                        let gb: Vec<_> = got.values.iter().map(|v| bits(*v)).collect();
-                        let wb: Vec<_> = want.values.iter().map(|v| bits(*v)).collect();
+                        let gb: Vec<_> = got.values.iter().map(|v| scalar_bits(*v)).collect();
+                        let wb: Vec<_> = want.values.iter().map(|v| scalar_bits(*v)).collect();
                         assert_eq!(gb, wb, "{what} {op:?} {parts:?}");
                     }
                 }
@@ -496,8 +485,8 @@ fn device_arrays_and_views_give_the_host_bits() {
                     .reduce_device_typed(&df, op, &parts, NanPolicy::Propagate)
                     .unwrap();
                 let want = gpulanes::cpu::reduce(&f32s, op, &parts, NanPolicy::Propagate).unwrap();
-                let gb: Vec<_> = got.values.iter().map(|v| bits(*v)).collect();
-                let wb: Vec<_> = want.values.iter().map(|v| bits(*v)).collect();
+                let gb: Vec<_> = got.values.iter().map(|v| scalar_bits(*v)).collect();
+                let wb: Vec<_> = want.values.iter().map(|v| scalar_bits(*v)).collect();
                 assert_eq!(
                     (gb, &got.counts),
                     (wb, &want.counts),

@@ -18,7 +18,9 @@
 
 use std::sync::OnceLock;
 
-use gpulanes::{Engine, EngineOptions, KernelShape, NanPolicy, Op, Partitions, Reduction, cpu};
+use gpulanes::{
+    Engine, EngineOptions, KernelShape, NanPolicy, Op, Partitions, Reduction, Scalar, cpu,
+};
 use proptest::prelude::*;
 
 /// Both NaN policies.
@@ -384,4 +386,17 @@ pub fn config(cases: u32) -> ProptestConfig {
         max_shrink_iters: 256,
         ..ProptestConfig::default()
     }
+}
+
+/// A typed result's bits, NaN payloads made equal (zeros keep their sign).
+pub fn scalar_bits(v: Option<Scalar>) -> Option<(u8, u64)> {
+    v.map(|s| match s {
+        Scalar::F32(x) if x.is_nan() => (0, u64::MAX),
+        Scalar::F64(x) if x.is_nan() => (1, u64::MAX),
+        Scalar::F32(x) => (0, x.to_bits() as u64),
+        Scalar::F64(x) => (1, x.to_bits()),
+        Scalar::I32(x) => (2, x as u32 as u64),
+        Scalar::U32(x) => (3, x as u64),
+        Scalar::I64(x) => (4, x as u64),
+    })
 }
