@@ -31,10 +31,9 @@
 //   PHASE 1 adds nothing else.
 //
 //   Each invocation takes RUN consecutive rows and keeps what it learns
-//   about the current group in registers: two 96-bit windows of the sum
-//   (positive values, magnitudes of negative ones) anchored at the first
-//   value's grid position (WIN_BELOW binades under it), the counts, flags
-//   and best keys. It flushes them with atomics when the group changes and
+//   about the current group in registers: a 96-bit two's complement window
+//   of the sum anchored at the first value's grid position (WIN_BELOW
+//   binades under it), the counts, flags and best keys. It flushes them with atomics when the group changes and
 //   at the end, so sorted keys and small partitions cost a few atomics per
 //   run rather than per row. A value under the window's bit 0 or more than
 //   WIN_SPAN binades above it flushes the window and re-anchors it.
@@ -248,16 +247,15 @@ fn find_segment(row: u32) -> u32 {
 // What an invocation knows about its current group.
 struct Run {
     g: u32,
-    pos_w: vec3<u32>, // sum of positive values (96 bits), bit 0 at grid position `base`
-    neg_w: vec3<u32>, // sum of the magnitudes of negative values
+    win: vec3<u32>, // the sum (96-bit two's complement), bit 0 at grid position `base`
     base: u32,
     has_window: bool,
-    count: u32,
+    count: u32,   // non-NaN values (so the keys are set when nonzero)
     nans: u32,
-    flags: u32,
+    flags: u32,   // FLAG_NAN, FLAG_POS_INF, FLAG_NEG_INF
+    nonneg: bool, // a finite float with a clear sign bit (FLAG_NONNEG)
     best_max: vec2<u32>,
     best_min: vec2<u32>, // complemented keys
-    any: bool,           // a non-NaN value was seen (the keys are set)
 }
 
 fn run_new(g: u32) -> Run {
@@ -279,7 +277,7 @@ fn flush_run(r: Run) {
     let at = r.g * STRIDE;
     if PHASE == 1u {
         // Low words of 64-bit keys, among values with the group's high word.
-        if r.any {
+        if r.count != 0u {
             if WANT_MAX {
                 atomicMax(&acc[at + A_MAX], r.best_max.x);
             }
@@ -294,10 +292,11 @@ fn flush_run(r: Run) {
     }
     add_count(at + A_COUNT, r.count, 0u);
     add_count(at + A_NANS, r.nans, 0u);
-    if r.flags != 0u && (target_load(at + A_FLAGS) & r.flags) != r.flags {
-        target_or(at + A_FLAGS, r.flags);
+    let flags = r.flags | select(0u, FLAG_NONNEG, r.nonneg);
+    if flags != 0u && (target_load(at + A_FLAGS) & flags) != flags {
+        target_or(at + A_FLAGS, flags);
     }
-    if r.any {
+    if r.count != 0u {
         if WANT_MAX && r.best_max.y > target_load(at + A_MAX + 1u) {
             target_max(at + A_MAX + 1u, r.best_max.y);
         }
@@ -316,60 +315,69 @@ fn shifted(mag: vec2<u32>, s: u32) -> vec3<u32> {
     return select(select(x, vec3<u32>(0u, x.x, x.y), w == 1u), vec3<u32>(0u, 0u, x.x), w == 2u);
 }
 
-// 96-bit addition (x = lowest word).
-fn add96(a: vec3<u32>, b: vec3<u32>) -> vec3<u32> {
-    let s0 = a.x + b.x;
-    let c0 = carry(s0, b.x);
+// 96-bit addition a + b + c (x = lowest word, c a carry in of 0 or 1).
+fn add96(a: vec3<u32>, b: vec3<u32>, c: u32) -> vec3<u32> {
+    let t0 = a.x + b.x;
+    let s0 = t0 + c;
+    let c0 = carry(t0, b.x) + carry(s0, c);
     let t1 = a.y + b.y;
     let s1 = t1 + c0;
     let c1 = carry(t1, b.y) + carry(s1, c0);
     return vec3<u32>(s0, s1, a.z + b.z + c1);
 }
 
+// Flushes the window: its magnitude to the positive or the negative limbs
+// by its sign (the host reads positive minus negative limbs).
 fn flush_window(r: Run) {
-    if any(r.pos_w != vec3<u32>(0u)) {
-        flush_magnitude(r.g, vec4<u32>(r.pos_w, 0u), r.base, false);
-    }
-    if any(r.neg_w != vec3<u32>(0u)) {
-        flush_magnitude(r.g, vec4<u32>(r.neg_w, 0u), r.base, true);
+    let negative = (r.win.z >> 31u) != 0u;
+    let n = select(0u, 0xffffffffu, negative);
+    let mag = add96(r.win ^ vec3<u32>(n), vec3<u32>(0u), n & 1u);
+    if any(mag != vec3<u32>(0u)) {
+        flush_magnitude(r.g, vec4<u32>(mag, 0u), r.base, negative);
     }
 }
 
-// Adds one row's value to the run (phase 0). A window's bit 0 sits
+// Adds one row's value to the run (phase 0), or returns false, adding
+// nothing, when the value lies outside the run's window (the caller flushes
+// the window and adds the value again). A window's bit 0 sits
 // WIN_BELOW binades under the first value's position, and it takes values
 // up to WIN_SPAN positions above its bit 0: at most RUN values of under
-// 2^(WIN_SPAN + mantissa bits) <= 2^87 each, inside 96 bits.
-fn run_add(r: ptr<function, Run>, v: Value) {
-    let nan = v.special == FLAG_NAN;
-    (*r).nans += select(0u, 1u, nan);
-    (*r).count += select(1u, 0u, nan);
-    (*r).flags |= v.special | select(0u, FLAG_NONNEG, DTYPE <= 1u && !v.negative && v.special == 0u);
-    (*r).any = (*r).any || !nan;
+// 2^(WIN_SPAN + mantissa bits) <= 2^(95 - log2 RUN) each, so the signed sum
+// stays inside 96-bit two's complement.
+fn run_add(r: ptr<function, Run>, v: Value) -> bool {
+    // Infinities never enter the sum; zeros add nothing.
+    let summed = WANT_SUM && v.special == 0u && any(v.mag != vec2<u32>(0u));
+    if summed && (*r).has_window && (v.pos < (*r).base || v.pos - (*r).base > WIN_SPAN) {
+        return false;
+    }
+    if v.special == FLAG_NAN {
+        (*r).nans += 1u;
+        (*r).flags |= FLAG_NAN;
+        return true;
+    }
+    (*r).count += 1u;
+    (*r).flags |= v.special;
+    if DTYPE <= 1u {
+        (*r).nonneg = (*r).nonneg || (!v.negative && v.special == 0u);
+    }
     if WANT_MAX {
-        (*r).best_max = select(key_max((*r).best_max, v.key), (*r).best_max, nan);
+        (*r).best_max = key_max((*r).best_max, v.key);
     }
     if WANT_MIN {
-        (*r).best_min = select(key_max((*r).best_min, ~v.key), (*r).best_min, nan);
+        (*r).best_min = key_max((*r).best_min, ~v.key);
     }
-    // NaN and infinities never enter the sum.
-    if !WANT_SUM || v.special != 0u || all(v.mag == vec2<u32>(0u)) {
-        return;
+    if !summed {
+        return true;
     }
-    // Outside the window (or no window yet): flush it and anchor a new one
-    // for this value.
-    if !(*r).has_window || v.pos < (*r).base || v.pos - (*r).base > WIN_SPAN {
-        if (*r).has_window {
-            flush_window(*r);
-        }
+    if !(*r).has_window {
         (*r).has_window = true;
         (*r).base = max(v.pos, WIN_BELOW) - WIN_BELOW;
-        (*r).pos_w = vec3<u32>(0u);
-        (*r).neg_w = vec3<u32>(0u);
+        (*r).win = vec3<u32>(0u);
     }
-    let x = shifted(v.mag, v.pos - (*r).base);
-    let zero = vec3<u32>(0u);
-    (*r).pos_w = add96((*r).pos_w, select(x, zero, v.negative));
-    (*r).neg_w = add96((*r).neg_w, select(zero, x, v.negative));
+    // Negative values are added as the one's complement plus one.
+    let n = select(0u, 0xffffffffu, v.negative);
+    (*r).win = add96((*r).win, shifted(v.mag, v.pos - (*r).base) ^ vec3<u32>(n), n & 1u);
+    return true;
 }
 
 // Adds one row's key to the run (phase 1: low words only, and only for
@@ -381,12 +389,12 @@ fn run_add_low(r: ptr<function, Run>, v: Value) {
     let at = (*r).g * STRIDE;
     if WANT_MAX && v.key.y == atomicLoad(&acc[at + A_MAX + 1u]) {
         (*r).best_max.x = max((*r).best_max.x, v.key.x);
-        (*r).any = true;
+        (*r).count = 1u;
     }
     let k = ~v.key;
     if WANT_MIN && k.y == atomicLoad(&acc[at + A_MIN + 1u]) {
         (*r).best_min.x = max((*r).best_min.x, k.x);
-        (*r).any = true;
+        (*r).count = 1u;
     }
 }
 
@@ -397,22 +405,15 @@ fn reduce_groups(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let unit = wid.x + wid.y * nwg.x;
-    // Row i of this invocation: interleaved (neighbouring invocations read
-    // neighbouring rows) or a contiguous run.
-    let unit_first = unit * WG * RUN;
-    var first = unit_first + t * RUN;
-    var step = 1u;
-    if INTERLEAVE {
-        first = unit_first + t;
-        step = WG;
-    }
+    // Each invocation takes RUN consecutive rows, so partitions and sorted
+    // keys give long runs.
+    let first = (unit * WG + t) * RUN;
     if first < params.rows {
         var seg = 0u;
         if MODE == 3u {
             seg = find_segment(first);
         }
-        // Equal sizes: the group and the position in it, advanced by `step`
-        // rows at a time (a division only where a step crosses partitions).
+        // Equal sizes: the group of row i and the position in it.
         var eq_g = 0u;
         var eq_in = 0u;
         if MODE == 2u {
@@ -420,41 +421,67 @@ fn reduce_groups(
             eq_g = params.first_group + p / params.size;
             eq_in = p % params.size;
         }
+        // The inner loop adds rows to the current run until a row needs a
+        // flush first (another group, or a value outside the window) or
+        // the rows end; the flushes (atomics) live outside it, so devices
+        // that run both sides of a branch under a mask (CPU rasterizers)
+        // pay for them only where a run or window ends. A row that needs a
+        // flush is read again after it.
         var r = run_new(NO_GROUP);
-        for (var i = 0u; i < RUN; i++) {
-            let row = first + i * step;
-            if row >= params.rows {
-                break;
-            }
-            var g = 0u;
-            if MODE == 2u {
-                if i > 0u {
-                    eq_in += step;
-                    if eq_in >= params.size {
-                        let q = eq_in / params.size;
-                        eq_g += q;
-                        eq_in -= q * params.size;
+        var i = 0u;
+        loop {
+            var g = NO_GROUP;
+            var miss = false;
+            loop {
+                if i >= RUN {
+                    break;
+                }
+                let row = first + i;
+                if row >= params.rows {
+                    break;
+                }
+                if MODE == 2u {
+                    g = eq_g;
+                } else {
+                    g = group_of(row, &seg);
+                }
+                if g >= params.group_count {
+                    g = NO_GROUP;
+                }
+                if g != r.g {
+                    miss = true;
+                    break;
+                }
+                if g != NO_GROUP {
+                    let v = value_at(row);
+                    if PHASE == 0u {
+                        if !run_add(&r, v) {
+                            miss = true;
+                            break;
+                        }
+                    } else {
+                        run_add_low(&r, v);
                     }
                 }
-                g = eq_g;
-            } else {
-                g = group_of(row, &seg);
+                i++;
+                if MODE == 2u {
+                    // Equal sizes: the next row's group.
+                    eq_in += 1u;
+                    if eq_in == params.size {
+                        eq_g += 1u;
+                        eq_in = 0u;
+                    }
+                }
             }
-            if g >= params.group_count {
-                g = NO_GROUP;
+            if !miss {
+                break;
             }
             if g != r.g {
                 flush_run(r);
                 r = run_new(g);
-            }
-            if g == NO_GROUP {
-                continue;
-            }
-            let v = value_at(row);
-            if PHASE == 0u {
-                run_add(&r, v);
             } else {
-                run_add_low(&r, v);
+                flush_window(r);
+                r.has_window = false;
             }
         }
         flush_run(r);

@@ -229,6 +229,38 @@ fn ldexp(mant: u64, mut exp: i32) -> f64 {
     v
 }
 
+/// `n` (at most 64) bits of `mag` (little-endian u32 digits) from bit `lo`
+/// up, as an integer; bits under 0 or above the digits read as 0.
+fn bits_at(mag: &[u32], lo: i64, n: u32) -> u64 {
+    debug_assert!(n <= 64);
+    if n == 0 || lo + n as i64 <= 0 {
+        return 0;
+    }
+    if lo < 0 {
+        return bits_at(mag, 0, (n as i64 + lo) as u32) << (-lo) as u32;
+    }
+    let (word, shift) = ((lo / 32) as usize, (lo % 32) as u32);
+    // shift + n <= 95: three digits hold every wanted bit.
+    let window = (0..3).fold(0u128, |acc, k| {
+        acc | (mag.get(word + k).copied().unwrap_or(0) as u128) << (32 * k)
+    });
+    let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+    (window >> shift) as u64 & mask
+}
+
+/// Whether any bit of `mag` under bit `end` is set.
+fn any_below(mag: &[u32], end: i64) -> bool {
+    if end <= 0 {
+        return false;
+    }
+    let (word, shift) = ((end / 32) as usize, (end % 32) as u32);
+    mag[..word.min(mag.len())].iter().any(|&d| d != 0)
+        || (shift > 0
+            && mag
+                .get(word)
+                .is_some_and(|&d| d & ((1u32 << shift) - 1) != 0))
+}
+
 /// Rounds `±mag × 2^grid` (mag little-endian u32 digits; `sticky` says a
 /// nonzero remainder lies below bit 0) to nearest-even in `target`.
 pub(crate) fn round_to_float(
@@ -239,13 +271,6 @@ pub(crate) fn round_to_float(
     target: Dtype,
 ) -> f64 {
     let (precision, min_exp, max_exp) = format_of(target);
-    let bit = |i: i64| -> u64 {
-        if i < 0 || (i / 32) as usize >= mag.len() {
-            0
-        } else {
-            ((mag[(i / 32) as usize] >> (i % 32)) & 1) as u64
-        }
-    };
     let signed = |v: f64| if negative { -v } else { v };
     let Some(top_digit) = mag.iter().rposition(|&d| d != 0) else {
         return signed(0.0);
@@ -254,15 +279,13 @@ pub(crate) fn round_to_float(
     // Lowest kept bit: `precision` bits from the top, but not under the
     // target's subnormal ulp.
     let lowest = (top - precision as i64 + 1).max(min_exp as i64 - grid as i64);
-    let mut mant: u64 = 0;
-    for i in (lowest.max(0)..=top).rev() {
-        mant = (mant << 1) | bit(i);
-    }
-    if lowest < 0 {
-        mant <<= (-lowest) as u32;
-    }
-    let round_bit = bit(lowest - 1);
-    let sticky = sticky_below || (0..(lowest - 1).max(0)).any(|j| bit(j) == 1);
+    let mut mant = if lowest > top {
+        0
+    } else {
+        bits_at(mag, lowest, (top - lowest + 1) as u32)
+    };
+    let round_bit = bits_at(mag, lowest - 1, 1);
+    let sticky = sticky_below || any_below(mag, lowest - 1);
     let mut exp = lowest + grid as i64;
     if round_bit == 1 && (sticky || mant & 1 == 1) {
         mant += 1;

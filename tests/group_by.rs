@@ -318,6 +318,42 @@ fn windows_and_chunks_under_tiny_caps_agree() {
 }
 
 #[test]
+fn few_keys_on_the_workgroup_shape_agree() {
+    // The 256-wide shape accumulates up to a few hundred keyed groups in
+    // workgroup memory first (the narrow shape of CPU adapters never does):
+    // every dtype, both NaN policies, cardinalities inside and just past
+    // what one workgroup holds.
+    let e = no_subgroup_engine();
+    let mut rng = SplitMix::new(23);
+    let n = 30_011;
+    for card in [1u64, 7, 200, 400] {
+        let keys: Vec<i32> = (0..n).map(|_| rng.below(card) as i32 - 3).collect();
+        let f32s = adversarial_f32(&mut rng, n, true);
+        let f64s = adversarial_f64(&mut rng, n, true);
+        let i64s: Vec<i64> = (0..n).map(|_| (rng.next_u64() as i64) >> 9).collect();
+        let i32s: Vec<i32> = (0..n).map(|_| rng.next_u64() as i32).collect();
+        for nan in POLICIES {
+            check(e, &format!("f32, {card} keys"), &keys, &f32s, nan);
+            check(e, &format!("f64, {card} keys"), &keys, &f64s, nan);
+        }
+        check(
+            e,
+            &format!("i64, {card} keys"),
+            &keys,
+            &i64s,
+            NanPolicy::Propagate,
+        );
+        check(
+            e,
+            &format!("i32, {card} keys"),
+            &keys,
+            &i32s,
+            NanPolicy::Propagate,
+        );
+    }
+}
+
+#[test]
 fn empty_input_and_bad_input() {
     let e = engine();
     let g = e

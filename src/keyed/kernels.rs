@@ -111,7 +111,6 @@ pub fn group_shader_source(dtype: Dtype, shape: KernelShape, private_groups: u32
          const STRIDE: u32 = {stride}u;\n\
          const WPE: u32 = {wpe}u;\n\
          const DTYPE: u32 = {code}u;\n\
-         const INTERLEAVE: bool = {interleave};\n\
          const WIN_BELOW: u32 = {below}u;\n\
          const WIN_SPAN: u32 = {span}u;\n\
          const PRIVATE: bool = {private};\n\
@@ -124,7 +123,6 @@ pub fn group_shader_source(dtype: Dtype, shape: KernelShape, private_groups: u32
         stride = stride_words(dtype),
         wpe = dtype.words(),
         code = dtype.code(),
-        interleave = shape == KernelShape::Narrow,
         below = window_below(dtype),
         span = window_span(dtype, shape),
         private = private_groups > 0,
@@ -146,8 +144,12 @@ pub(crate) struct GroupKernels {
 impl GroupKernels {
     /// `private` false: no workgroup-private passes (wgpu's GL backend:
     /// the private variant's dispatch never completed on Mesa's llvmpipe,
-    /// so GL runs the global one, which gives the same bits).
+    /// so GL runs the global one, which gives the same bits). The narrow
+    /// shape (CPU adapters) never uses them either: a CPU core runs one
+    /// workgroup at a time, so global atomics do not contend there, and the
+    /// private accumulators would only add their clearing and merging.
     pub fn new(device: &wgpu::Device, shape: KernelShape, private: bool) -> Self {
+        let private = private && shape != KernelShape::Narrow;
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("reduce groups"),
             entries: &layout_entries(&GROUP_BINDINGS, GROUP_PARAMS_BYTES, false),
