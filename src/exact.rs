@@ -13,6 +13,9 @@ use crate::dtype::Dtype;
 /// Normalise carries after this many additions (each adds < 2^32 per digit).
 const NORMALISE_EVERY: u32 = 1 << 30;
 
+/// Limbs of the widest accumulator (float64's).
+const MAX_LIMBS: usize = 68;
+
 /// Exact sum of finite values of one dtype; NaN and infinities are not
 /// added (the caller keeps them as flags).
 #[derive(Clone, Debug)]
@@ -147,26 +150,46 @@ impl ExactSum {
         s
     }
 
+    /// The sum's two's complement limbs (as [`ExactSum::to_limbs`]),
+    /// written into `out` without allocating.
+    fn limbs_into<'a>(&self, out: &'a mut [u32; MAX_LIMBS]) -> &'a mut [u32] {
+        let l = self.dtype.limbs();
+        let mut carry = 0i64;
+        for (o, &d) in out[..l].iter_mut().zip(&self.digits) {
+            let v = d + carry;
+            *o = (v & 0xffff_ffff) as u32;
+            carry = v >> 32; // arithmetic shift: floor division
+        }
+        &mut out[..l]
+    }
+
+    /// Calls `f` with the sum's sign and magnitude (little-endian u32
+    /// digits), without allocating: finishing a state is on the path of
+    /// every group of a keyed reduction.
+    fn with_sign_magnitude<R>(&self, f: impl FnOnce(bool, &[u32]) -> R) -> R {
+        let mut buf = [0u32; MAX_LIMBS];
+        let limbs = self.limbs_into(&mut buf);
+        let negative = limbs.last().is_some_and(|&l| l >> 31 == 1);
+        if negative {
+            let mut carry = 1u64;
+            for l in limbs.iter_mut() {
+                let v = (!*l) as u64 + carry;
+                *l = v as u32;
+                carry = v >> 32;
+            }
+        }
+        f(negative, limbs)
+    }
+
     /// The sum as sign and magnitude (little-endian u32 digits).
     pub fn sign_magnitude(&self) -> (bool, Vec<u32>) {
-        let limbs = self.to_limbs();
-        let negative = limbs.last().is_some_and(|&l| l >> 31 == 1);
-        if !negative {
-            return (false, limbs);
-        }
-        let mut mag = Vec::with_capacity(limbs.len());
-        let mut carry = 1u64;
-        for &l in &limbs {
-            let v = (!l) as u64 + carry;
-            mag.push(v as u32);
-            carry = v >> 32;
-        }
-        (true, mag)
+        self.with_sign_magnitude(|negative, mag| (negative, mag.to_vec()))
     }
 
     /// True when the sum is exactly zero.
     pub fn is_zero(&self) -> bool {
-        self.to_limbs().iter().all(|&l| l == 0)
+        let mut buf = [0u32; MAX_LIMBS];
+        self.limbs_into(&mut buf).iter().all(|&l| l == 0)
     }
 
     /// The sum as an i64 (integer dtypes), `None` when it does not fit.
@@ -190,14 +213,16 @@ impl ExactSum {
     /// The exact sum rounded once to `target` (float32 or float64), as an
     /// f64 holding exactly the rounded value; ±inf when it overflows.
     pub fn round(&self, target: Dtype) -> f64 {
-        let (negative, mag) = self.sign_magnitude();
-        round_to_float(negative, &mag, false, self.dtype.grid_exponent(), target)
+        let grid = self.dtype.grid_exponent();
+        self.with_sign_magnitude(|negative, mag| round_to_float(negative, mag, false, grid, target))
     }
 
     /// The exact sum divided by `count`, rounded once to `target`.
     pub fn mean(&self, count: u64, target: Dtype) -> f64 {
-        let (negative, mag) = self.sign_magnitude();
-        divide_and_round(negative, &mag, self.dtype.grid_exponent(), count, target)
+        let grid = self.dtype.grid_exponent();
+        self.with_sign_magnitude(|negative, mag| {
+            divide_and_round(negative, mag, grid, count, target)
+        })
     }
 }
 
@@ -318,23 +343,109 @@ pub(crate) fn divide_and_round(
     // remainder only sets the sticky bit.
     const EXTRA: u32 = 128;
     let words = (EXTRA / 32) as usize;
-    let mut scaled = vec![0u32; words];
-    scaled.extend_from_slice(mag);
-    scaled.push(0);
-    scaled.push(0);
+    // The quotient of (mag << EXTRA) by count, digit by digit from the top
+    // (the digits under `words` are the dividend's zeros).
+    let mut quot = [0u32; MAX_LIMBS + 4];
+    let quot = &mut quot[..words + mag.len()];
     let mut rem: u128 = 0;
-    let mut quot = vec![0u32; scaled.len()];
-    for i in (0..scaled.len()).rev() {
-        let cur = (rem << 32) | scaled[i] as u128;
+    for i in (0..quot.len()).rev() {
+        let digit = if i >= words { mag[i - words] } else { 0 };
+        let cur = (rem << 32) | digit as u128;
         quot[i] = (cur / count as u128) as u32;
         rem = cur % count as u128;
     }
-    round_to_float(negative, &quot, rem != 0, grid - EXTRA as i32, target)
+    round_to_float(negative, quot, rem != 0, grid - EXTRA as i32, target)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_buffers_hold_every_dtype() {
+        for d in Dtype::ALL {
+            assert!(d.limbs() <= MAX_LIMBS, "{d}");
+        }
+    }
+
+    /// Round to nearest-even bit by bit, the definition `round_to_float`
+    /// implements word by word.
+    fn round_bitwise(
+        negative: bool,
+        mag: &[u32],
+        sticky_below: bool,
+        grid: i32,
+        target: Dtype,
+    ) -> f64 {
+        let (precision, min_exp, max_exp) = format_of(target);
+        let bit = |i: i64| -> u64 {
+            if i < 0 || (i / 32) as usize >= mag.len() {
+                0
+            } else {
+                ((mag[(i / 32) as usize] >> (i % 32)) & 1) as u64
+            }
+        };
+        let sign = if negative { -1.0 } else { 1.0 };
+        let Some(top) = (0..mag.len() as i64 * 32).rev().find(|&i| bit(i) == 1) else {
+            return sign * 0.0;
+        };
+        let lowest = (top - precision as i64 + 1).max(min_exp as i64 - grid as i64);
+        let mut mant = 0u64;
+        for i in (lowest..=top).rev() {
+            mant = (mant << 1) | bit(i);
+        }
+        let sticky = sticky_below || (0..lowest - 1).any(|j| bit(j) == 1);
+        let mut exp = lowest + grid as i64;
+        if bit(lowest - 1) == 1 && (sticky || mant & 1 == 1) {
+            mant += 1;
+            if mant == 1u64 << precision {
+                mant >>= 1;
+                exp += 1;
+            }
+        }
+        if mant == 0 {
+            return sign * 0.0;
+        }
+        if exp + 63 - mant.leading_zeros() as i64 > max_exp as i64 {
+            return sign * f64::INFINITY;
+        }
+        sign * ldexp(mant, exp as i32)
+    }
+
+    #[test]
+    fn word_rounding_matches_bitwise_rounding() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for case in 0..20_000 {
+            let len = 1 + (next() % 12) as usize;
+            // Sparse bit patterns make ties, exact fits and lone sticky bits common.
+            let mag: Vec<u32> = (0..len)
+                .map(|_| match next() % 4 {
+                    0 => 0,
+                    1 => 1 << (next() % 32),
+                    2 => u32::MAX,
+                    _ => next() as u32,
+                })
+                .collect();
+            let grid = [-1074, -149, -200, 0, 900, 1000][case % 6];
+            for target in [Dtype::F32, Dtype::F64] {
+                for sticky in [false, true] {
+                    let got = round_to_float(case % 2 == 0, &mag, sticky, grid, target);
+                    let want = round_bitwise(case % 2 == 0, &mag, sticky, grid, target);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{mag:x?} grid {grid} {target} sticky {sticky}"
+                    );
+                }
+            }
+        }
+    }
 
     fn sum32(xs: &[f32]) -> f32 {
         let mut s = ExactSum::new(Dtype::F32);

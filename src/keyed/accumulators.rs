@@ -32,6 +32,9 @@ impl AccumulatorLayout {
     }
 }
 
+/// Words of the widest partial (float64's), a stack buffer's size.
+const MAX_PARTIAL_WORDS: usize = 80;
+
 /// The accumulators of a window of consecutive groups, read back.
 pub(crate) struct GroupAccumulators {
     dtype: Dtype,
@@ -71,7 +74,8 @@ impl GroupAccumulators {
         let l = self.dtype.limbs();
         let w = self.group(g);
         // The layout of one exact.wgsl partial: limbs, count, flags, key.
-        let mut partial = vec![0u32; self.dtype.partial_words()];
+        let mut buf = [0u32; MAX_PARTIAL_WORDS];
+        let partial = &mut buf[..self.dtype.partial_words()];
         if kind == StateKind::Sum {
             // Positive minus negative magnitudes, with the borrow carried up.
             let mut borrow = 0u32;
@@ -98,6 +102,6 @@ impl GroupAccumulators {
             partial[part.key] = w[k];
             partial[part.key + 1] = w[k + 1];
         }
-        State::from_gpu(self.dtype, kind, self.rows(g), &partial)
+        State::from_gpu(self.dtype, kind, self.rows(g), partial)
     }
 }
