@@ -11,8 +11,8 @@
 //! device's own; the engine's caps (`EngineOptions`) bound only what the
 //! engine can split.
 
+use crate::context::Context;
 use crate::dtype::Dtype;
-use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{PARTIAL_BYTES, SEGMENT_BYTES};
 use crate::plan::Plan;

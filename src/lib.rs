@@ -22,6 +22,7 @@ pub mod adapter;
 #[cfg(feature = "arrow")]
 pub mod arrow;
 pub mod bench;
+mod context;
 pub mod cpu;
 mod device_array;
 mod device_health;
@@ -40,6 +41,7 @@ pub mod layout;
 pub mod mixed;
 pub mod npy;
 pub mod op;
+mod options;
 mod partial;
 mod partition;
 mod plan;
@@ -63,15 +65,17 @@ struct ReadmeDoctests;
 pub use adapter::AdapterSummary;
 #[cfg(feature = "arrow")]
 pub use arrow::ArrowGrouped;
+pub use context::EffectiveLimits;
 pub use device_array::DeviceArray;
 pub use dtype::{Dtype, Element, Scalar};
-pub use engine::{EffectiveLimits, Engine, EngineOptions, PendingReduction};
+pub use engine::{Engine, PendingReduction};
 pub use error::{Error, Result};
 pub use kernels::KernelShape;
 pub use keyed::stream::Column;
 pub use keyed::{DENSE_FLOOR, DENSE_SLACK, Grouped, GroupedStates, Key, SMALL_PARTITION};
 pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request, TrySubmitError};
 pub use op::{NanPolicy, Op, Reduction};
+pub use options::EngineOptions;
 pub use partition::Partitions;
 pub use state::{State, StateKind};
 pub use stream::{
