@@ -21,7 +21,6 @@
 pub mod adapter;
 #[cfg(feature = "arrow")]
 pub mod arrow;
-pub mod bench;
 mod context;
 pub mod cpu;
 mod device_array;
@@ -33,13 +32,8 @@ pub mod exact;
 mod exec;
 mod fit;
 mod groups;
-pub mod kernels;
 mod keyed;
 pub mod lanes;
-#[doc(hidden)]
-pub mod layout;
-pub mod mixed;
-pub mod npy;
 pub mod op;
 mod options;
 mod partial;
@@ -49,6 +43,27 @@ mod pool;
 mod readback;
 pub mod state;
 pub mod stream;
+
+// Not part of the library's API, so hidden from its documentation:
+// - `bench`: what `gpulanes bench` and the criterion benches measure with
+//   (it times every dtype's device reductions through the engine's jobs);
+// - `kernels` and `layout`: the WGSL sources and the constants and structs
+//   the engine builds from, for the shader and layout tests;
+// - `mixed`: the mixed-lanes experiment behind `gpulanes mixed` (it reads
+//   the schedulers' per-interval metrics, which `lanes` keeps to the crate);
+// - `npy`: the file readers, for the command-line tool, the fuzz targets and
+//   the reader tests (apps read files through `stream`).
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
+pub mod kernels;
+#[doc(hidden)]
+pub mod layout;
+#[doc(hidden)]
+pub mod mixed;
+#[doc(hidden)]
+pub mod npy;
 
 /// The ndarray this crate's view APIs take.
 pub use ndarray;
