@@ -227,15 +227,17 @@ impl ErrorScopes {
         let internal = pollster::block_on(self.internal.pop());
         let validation = pollster::block_on(self.validation.pop()).or(internal);
         match (oom, validation) {
-            (Some(e), _) => Err(Error::OutOfMemory(e.to_string())),
-            (None, Some(e)) if !self.health.confirm_loss(&self.device, &self.queue) => {
-                Err(Error::validation("a reduction", e))
+            (Some(e), _) => Err(Error::out_of_memory("allocating for a reduction", e)),
+            (None, Some(e)) => {
+                let e = Arc::new(e);
+                Err(self
+                    .health
+                    .lost_with(&self.device, &self.queue, "a reduction", e.clone())
+                    .unwrap_or_else(|| Error::Validation {
+                        context: "a reduction".into(),
+                        source: e,
+                    }))
             }
-            (None, Some(e)) => Err(self
-                .health
-                .check()
-                .err()
-                .unwrap_or_else(|| Error::DeviceLost(e.to_string()))),
             (None, None) => Ok(()),
         }
     }

@@ -142,9 +142,10 @@ impl DeviceArray {
             pieces.push(Piece { buffer, span });
         }
         if let Some(err) = pollster::block_on(oom.pop()) {
-            return Err(Error::OutOfMemory(format!(
-                "could not allocate {len} {dtype} values on the device: {err}"
-            )));
+            return Err(Error::out_of_memory(
+                format!("could not allocate {len} {dtype} values on the device"),
+                err,
+            ));
         }
         if let Some(err) = pollster::block_on(validation.pop()) {
             return Err(Error::validation("allocating a device array", err));

@@ -178,7 +178,7 @@ impl Engine {
         }))
         .map_err(|e| Error::RequestDevice {
             adapter: info.name.clone(),
-            message: e.to_string(),
+            source: Arc::new(e),
         })?;
         log::info!(
             "gpulanes on {} ({:?}, {:?})",

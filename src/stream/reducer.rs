@@ -791,12 +791,11 @@ fn device_failure(
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> Error {
     let ctx = engine.context();
-    if ctx.health.confirm_loss(&ctx.device, &ctx.queue) {
-        ctx.health
-            .check()
-            .err()
-            .unwrap_or_else(|| Error::DeviceLost(format!("{what} failed: {e}")))
-    } else {
-        Error::map(what, e)
-    }
+    let e: Arc<dyn std::error::Error + Send + Sync> = Arc::new(e);
+    ctx.health
+        .lost_with(&ctx.device, &ctx.queue, what, e.clone())
+        .unwrap_or_else(|| Error::Map {
+            context: what.into(),
+            source: e,
+        })
 }
