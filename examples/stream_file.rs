@@ -209,8 +209,8 @@ pub fn run(args: &Args) -> Result<(), gpulanes::Error> {
     }
 
     let t = Instant::now();
-    let header = gpulanes::npy::open_f32_stream(&path)?.header;
-    let (exact_sum, cpu_max) = cpu_pass(&path, header.data_offset)?;
+    let data_offset = InputFile::open(&path, FileFormat::Npy)?.data_offset;
+    let (exact_sum, cpu_max) = cpu_pass(&path, data_offset)?;
     println!(
         "cpu: exact sum {exact_sum:?}, max {cpu_max:?} ({:.2} GB/s)",
         n as f64 * 4.0 / t.elapsed().as_secs_f64() / 1e9

@@ -3,8 +3,8 @@
 //! larger than one GPU buffer is held as several buffers that overlap by one
 //! block, so every block of every partition lies wholly inside one buffer.
 
+use crate::context::Context;
 use crate::dtype::{Dtype, Element};
-use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::kernels::BLOCK;
 use crate::plan::Span;
@@ -63,40 +63,14 @@ impl DeviceArray {
         self.pieces.iter().map(|p| p.span).collect()
     }
 
-    /// Wraps a buffer the app made on the engine's device, so the engine
-    /// reduces it in place (no copy): `len` values of `dtype` from byte 0,
-    /// little-endian, as the app's shaders or `queue.write_buffer` left
-    /// them. The engine only reads the buffer.
-    ///
-    /// The buffer must:
-    /// - have been made by `engine.device()` (a buffer of another device
-    ///   fails the reductions with [`Error::Validation`]);
-    /// - have [`wgpu::BufferUsages::STORAGE`] (the kernels bind it as a
-    ///   read-only storage buffer); [`wgpu::BufferUsages::COPY_SRC`] is
-    ///   needed as well where the array serves as sparse group keys (they
-    ///   are read back once);
-    /// - hold at least `len` values, rounded up to a multiple of 16 bytes
-    ///   (the kernels read 16-byte words; bytes past the `len` values are
-    ///   never counted);
-    /// - fit one buffer of the engine ([`EffectiveLimits::max_buffer_bytes`](crate::EffectiveLimits));
-    /// - be unmapped and alive whenever a reduction of it is submitted
-    ///   (the array holds a reference; a mapped or destroyed buffer fails
-    ///   that reduction with [`Error::Validation`], wgpu does not tell
-    ///   the mapping state beforehand).
-    ///
-    /// Writes the app submits before a reduction are seen by it (one queue
-    /// orders them).
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] naming the rule broken (missing usage, too
-    /// small, too large); [`Error::DeviceLost`] on a lost device.
-    pub fn from_buffer(
-        engine: &crate::Engine,
+    /// Wraps an app's buffer on the context's device (the rules are on
+    /// `DeviceArray::from_buffer`, the public form, next to the engine).
+    pub(crate) fn adopt(
+        ctx: &Context,
         buffer: wgpu::Buffer,
         dtype: Dtype,
         len: u64,
     ) -> Result<Self> {
-        let ctx = engine.context();
         ctx.health.check()?;
         let usage = buffer.usage();
         if !usage.contains(wgpu::BufferUsages::STORAGE) {
@@ -168,9 +142,10 @@ impl DeviceArray {
             pieces.push(Piece { buffer, span });
         }
         if let Some(err) = pollster::block_on(oom.pop()) {
-            return Err(Error::OutOfMemory(format!(
-                "could not allocate {len} {dtype} values on the device: {err}"
-            )));
+            return Err(Error::out_of_memory(
+                format!("could not allocate {len} {dtype} values on the device"),
+                err,
+            ));
         }
         if let Some(err) = pollster::block_on(validation.pop()) {
             return Err(Error::validation("allocating a device array", err));
@@ -301,11 +276,9 @@ mod tests {
     #[test]
     fn zeroed_arrays_hold_zeros_in_every_piece() {
         // 64 KiB buffers: 100 000 floats take several pieces.
-        let engine = crate::Engine::with_options(crate::EngineOptions {
-            max_buffer_bytes: Some(64 << 10),
-            ..Default::default()
-        })
-        .expect("an adapter");
+        let engine =
+            crate::Engine::with_options(crate::EngineOptions::default().max_buffer_bytes(64 << 10))
+                .expect("an adapter");
         let zeros = DeviceArray::zeroed(engine.context(), 100_000).unwrap();
         assert!(zeros.pieces.len() > 1);
         let each = crate::Partitions::EqualSize(1000);

@@ -26,11 +26,18 @@ pub(crate) trait LostListener: Send + Sync {
     fn device_lost(&self);
 }
 
+/// How the device was lost: what every later request's error says.
+#[derive(Clone, Debug)]
+struct Loss {
+    message: String,
+    reason: Option<wgpu::DeviceLostReason>,
+}
+
 /// The device's liveness, shared by everything built on one engine.
 #[derive(Default)]
 pub(crate) struct DeviceHealth {
-    /// Why the device was lost; `None` while it lives.
-    lost: Mutex<Option<String>>,
+    /// How the device was lost; `None` while it lives.
+    lost: Mutex<Option<Loss>>,
     /// Dropped listeners are pruned when another registers.
     listeners: Mutex<Vec<Weak<dyn LostListener>>>,
 }
@@ -55,21 +62,31 @@ impl DeviceHealth {
                     (_, "") => "the driver reported the device lost".into(),
                     (_, m) => format!("the driver reported the device lost ({m})"),
                 };
-                health.mark_lost(why);
+                health.record(why, Some(reason));
             }
         });
         health
     }
 
-    /// Records the loss (the first reason stays) and tells the listeners.
+    /// Records a loss the engine found (the first one stays) and tells the
+    /// listeners.
     pub fn mark_lost(&self, why: String) {
+        self.record(why, None);
+    }
+
+    /// Records the loss, with wgpu's reason where its callback gave one
+    /// (the first loss stays), and tells the listeners.
+    fn record(&self, why: String, reason: Option<wgpu::DeviceLostReason>) {
         {
             let mut lost = lock(&self.lost);
             if lost.is_some() {
                 return;
             }
             log::error!("gpulanes: {why}; every request on this engine now fails");
-            *lost = Some(why);
+            *lost = Some(Loss {
+                message: why,
+                reason,
+            });
         }
         // Outside the lock: a listener may ask whether the device is lost.
         let listeners = std::mem::take(&mut *lock(&self.listeners));
@@ -85,10 +102,44 @@ impl DeviceHealth {
 
     /// `Err(DeviceLost)` once the device is lost.
     pub fn check(&self) -> Result<()> {
-        match &*lock(&self.lost) {
-            Some(why) => Err(Error::DeviceLost(why.clone())),
+        match self.lost_error(None) {
+            Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// The [`Error::DeviceLost`] of a recorded loss, with `source`: the
+    /// wgpu error with which this request met it. `None` while the device
+    /// lives.
+    fn lost_error(
+        &self,
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    ) -> Option<Error> {
+        lock(&self.lost).clone().map(|l| Error::DeviceLost {
+            message: l.message,
+            reason: l.reason,
+            source,
+        })
+    }
+
+    /// After a sign of trouble while doing `what` (a failed wait or map, a
+    /// validation error): [`Error::DeviceLost`] carrying `e` where the
+    /// device turns out lost (see [`DeviceHealth::confirm_loss`]), `None`
+    /// where it lives.
+    pub fn lost_with(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        what: &str,
+        e: Arc<dyn std::error::Error + Send + Sync>,
+    ) -> Option<Error> {
+        if !self.confirm_loss(device, queue) {
+            return None;
+        }
+        Some(
+            self.lost_error(Some(e.clone()))
+                .unwrap_or_else(|| Error::lost_while(format!("{what} failed"), e)),
+        )
     }
 
     /// Tells `listener` when the device is lost (at once if it is).
@@ -142,14 +193,12 @@ impl DeviceHealth {
         what: &str,
         e: wgpu::PollError,
     ) -> Error {
-        if self.confirm_loss(device, queue) {
-            match self.check() {
-                Err(lost) => lost,
-                Ok(()) => Error::DeviceLost(format!("{what} failed: {e}")),
-            }
-        } else {
-            Error::wait(what, e)
-        }
+        let e = Arc::new(e);
+        self.lost_with(device, queue, what, e.clone())
+            .unwrap_or_else(|| Error::Wait {
+                context: what.into(),
+                source: e,
+            })
     }
 }
 
@@ -186,7 +235,10 @@ mod tests {
         health.mark_lost("first".into());
         health.mark_lost("second".into());
         assert_eq!(before.0.load(Ordering::SeqCst), 1);
-        assert!(matches!(health.check(), Err(Error::DeviceLost(m)) if m == "first"));
+        assert!(matches!(
+            health.check(),
+            Err(Error::DeviceLost { message, reason: None, .. }) if message == "first"
+        ));
         // Subscribing after the loss hears of it at once.
         health.subscribe(listener(&after));
         assert_eq!(after.0.load(Ordering::SeqCst), 1);

@@ -169,7 +169,9 @@ impl FromStr for Dtype {
 }
 
 /// A Rust type the engine reduces: `f32`, `f64`, `i32`, `u32`, `i64`.
-pub trait Element: bytemuck::Pod + Send + Sync + 'static + sealed::Sealed {
+pub trait Element:
+    bytemuck::Pod + Send + Sync + 'static + sealed::Sealed + crate::npy::LeValue
+{
     /// Its dtype.
     const DTYPE: Dtype;
 }

@@ -2,234 +2,26 @@
 //! once, and offers blocking reductions over slices, `ndarray` views and
 //! device-resident arrays.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayView1, ArrayView2, Axis};
 
 use crate::adapter::{self, AdapterSummary};
+// The schedulers in `lanes` reach the context through the engine.
+use crate::context::EffectiveLimits;
+pub(crate) use crate::context::{Context, ErrorScopes};
 use crate::device_array::{DeviceArray, pooled_input};
-use crate::device_health::DeviceHealth;
 use crate::dtype::{Dtype, Element, Scalar};
 use crate::error::{Error, Result};
 use crate::exec::{self, Recorded};
 use crate::groups::{self, Gather, PartitionGroups};
-use crate::kernels::{BLOCK, KernelShape, Kernels};
+use crate::kernels::KernelShape;
 use crate::op::{KernelOp, NanPolicy, Op, Reduction};
+use crate::options::EngineOptions;
 use crate::partial::scalar_to_f32;
 use crate::partition::Partitions;
-use crate::plan::{DispatchLimits, Plan};
-use crate::pool::BufferPool;
+use crate::plan::Plan;
 use crate::state::{State, StateKind};
-
-/// Knobs for tests and special deployments; the defaults use the device's
-/// own limits and the kernel shape that suits it.
-#[derive(Clone, Debug, Default)]
-pub struct EngineOptions {
-    /// The kernel shape (`Some(KernelShape::Subgroup)` fails where the
-    /// device lacks `Features::SUBGROUP`); `None` picks
-    /// [`KernelShape::for_device`]. Every shape gives the same bits.
-    pub kernels: Option<KernelShape>,
-    /// Cap on one storage binding, in bytes (at least 64 KiB).
-    pub max_binding_bytes: Option<u64>,
-    /// Cap on one buffer, in bytes (at least 64 KiB).
-    pub max_buffer_bytes: Option<u64>,
-    /// Cap on workgroups per grid dimension (at least 1).
-    pub max_workgroups_per_dim: Option<u32>,
-    /// Cap on workgroups (units) per dispatch.
-    pub max_units_per_dispatch: Option<u64>,
-}
-
-/// The limits the engine works within (device limits, possibly capped).
-#[derive(Clone, Copy, Debug)]
-pub struct EffectiveLimits {
-    pub max_binding_bytes: u64,
-    pub max_buffer_bytes: u64,
-    pub offset_alignment: u64,
-    pub uniform_alignment: u64,
-    pub max_workgroups_per_dim: u32,
-    pub max_units_per_dispatch: u64,
-}
-
-/// Everything shared by the users of one device.
-pub struct Context {
-    pub(crate) id: u64,
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
-    pub(crate) kernels: Kernels,
-    pub(crate) group_kernels: crate::keyed::kernels::GroupKernels,
-    pub(crate) pool: BufferPool,
-    pub adapter: AdapterSummary,
-    pub limits: EffectiveLimits,
-    /// The device's own largest buffer (the engine's caps aside): what a
-    /// buffer the engine cannot split must fit (see `fit`).
-    pub(crate) device_buffer_bytes: u64,
-    /// Whether the device is lost (see `device_health`).
-    pub(crate) health: Arc<DeviceHealth>,
-}
-
-static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
-const MIN_CAP_BYTES: u64 = 64 << 10;
-
-impl Context {
-    fn new(
-        device: wgpu::Device,
-        queue: wgpu::Queue,
-        info: &wgpu::AdapterInfo,
-        options: &EngineOptions,
-        owned: bool,
-    ) -> Result<Self> {
-        let features = device.features();
-        let dl = device.limits();
-        let has_subgroups = features.contains(wgpu::Features::SUBGROUP);
-        let shape = match options.kernels {
-            Some(KernelShape::Subgroup) if !has_subgroups => {
-                return Err(Error::InvalidInput(
-                    "subgroup kernels requested but the device lacks Features::SUBGROUP".into(),
-                ));
-            }
-            Some(shape) => shape,
-            None => {
-                KernelShape::for_device(info.device_type == wgpu::DeviceType::Cpu, has_subgroups)
-            }
-        };
-        for (name, cap) in [
-            ("max_binding_bytes", options.max_binding_bytes),
-            ("max_buffer_bytes", options.max_buffer_bytes),
-        ] {
-            if cap.is_some_and(|c| c < MIN_CAP_BYTES) {
-                return Err(Error::InvalidInput(format!(
-                    "{name} must be at least {MIN_CAP_BYTES}"
-                )));
-            }
-        }
-        let cap = |device: u64, opt: Option<u64>| opt.map_or(device, |o| o.min(device));
-        let max_buffer_bytes = cap(dl.max_buffer_size, options.max_buffer_bytes) & !255;
-        let max_binding_bytes = cap(
-            dl.max_storage_buffer_binding_size,
-            options.max_binding_bytes,
-        )
-        .min(max_buffer_bytes)
-            & !255;
-        let max_wg = options
-            .max_workgroups_per_dim
-            .unwrap_or(u32::MAX)
-            .clamp(1, dl.max_compute_workgroups_per_dimension);
-        let grid = max_wg as u64 * max_wg as u64;
-        let limits = EffectiveLimits {
-            max_binding_bytes,
-            max_buffer_bytes,
-            offset_alignment: dl.min_storage_buffer_offset_alignment as u64,
-            uniform_alignment: dl.min_uniform_buffer_offset_alignment as u64,
-            max_workgroups_per_dim: max_wg,
-            max_units_per_dispatch: options
-                .max_units_per_dispatch
-                .unwrap_or(grid)
-                .clamp(1, grid),
-        };
-        // The uncaptured-error handler is the device owner's: the engine
-        // sets it only on a device it opened itself. Every command of the
-        // engine runs inside error scopes (see `ErrorScopes`), so nothing
-        // it does relies on the handler.
-        if owned {
-            device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
-        }
-        let health = DeviceHealth::watch(&device);
-        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let kernels = Kernels::new(&device, shape);
-        let group_kernels = crate::keyed::kernels::GroupKernels::new(
-            &device,
-            shape,
-            info.backend != wgpu::Backend::Gl,
-        );
-        if let Some(e) = pollster::block_on(oom.pop()) {
-            return Err(Error::from_wgpu("building the kernels", e));
-        }
-        if let Some(e) = pollster::block_on(validation.pop()) {
-            return Err(Error::validation("building the kernels", e));
-        }
-        let adapter = AdapterSummary::new(info, features, &dl, shape);
-        Ok(Context {
-            id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
-            device,
-            queue,
-            kernels,
-            group_kernels,
-            pool: BufferPool::new(max_buffer_bytes),
-            adapter,
-            limits,
-            device_buffer_bytes: dl.max_buffer_size,
-            health,
-        })
-    }
-
-    pub(crate) fn dispatch_limits(&self) -> DispatchLimits {
-        DispatchLimits {
-            max_binding_bytes: self.limits.max_binding_bytes,
-            offset_alignment: self.limits.offset_alignment,
-            max_units_per_dispatch: self.limits.max_units_per_dispatch,
-        }
-    }
-
-    /// Items one input buffer may hold (a multiple of 64, over one block).
-    pub(crate) fn max_buffer_items(&self) -> u64 {
-        (self.limits.max_buffer_bytes / 4 / 64 * 64).max(2 * BLOCK)
-    }
-
-    /// Submits the encoder, waits for the GPU, maps the readback and
-    /// finishes the reduction. GPU errors become typed errors (see
-    /// [`ErrorScopes`] and `device_health`).
-    pub(crate) fn run(
-        &self,
-        scope: ErrorScopes,
-        encoder: wgpu::CommandEncoder,
-        recorded: Recorded,
-    ) -> Result<Reduction> {
-        let index = self.queue.submit([encoder.finish()]);
-        scope.check()?;
-        self.wait_for(index, PendingReduction::one(recorded))
-    }
-
-    /// Blocks until `pending` (submitted as `index`) has its result.
-    fn wait_for(
-        &self,
-        index: wgpu::SubmissionIndex,
-        pending: PendingReduction,
-    ) -> Result<Reduction> {
-        self.wait_callback(&index, |done| pending.on_complete(&index, done))
-    }
-
-    /// Blocks until submission `index` is done; a failed wait is checked
-    /// for a lost device (`what` names the work waited for).
-    pub(crate) fn wait_submission(&self, index: &wgpu::SubmissionIndex, what: &str) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index.clone()),
-                timeout: None,
-            })
-            .map(|_| ())
-            .map_err(|e| self.health.poll_failed(&self.device, &self.queue, what, e))
-    }
-
-    /// Hands `start` a callback (for a readback that completes inside the
-    /// poll), waits for submission `index` and returns what the callback
-    /// was given.
-    pub(crate) fn wait_callback<R: Send + 'static>(
-        &self,
-        index: &wgpu::SubmissionIndex,
-        start: impl FnOnce(Box<dyn FnOnce(Result<R>) + Send>),
-    ) -> Result<R> {
-        self.health.check()?;
-        let (tx, rx) = mpsc::channel();
-        start(Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
-        self.wait_submission(index, "waiting for the GPU")?;
-        rx.recv()
-            .map_err(|_| Error::Internal("a readback callback never ran".into()))?
-    }
-}
 
 /// A reduction encoded into a caller's command encoder (see
 /// [`Engine::encode`]). Submit the encoder, then call [`PendingReduction::wait`]
@@ -262,7 +54,7 @@ impl PendingReduction {
     /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
     /// GPU failures (see [`Error`]).
     pub fn wait(self, engine: &Engine, index: wgpu::SubmissionIndex) -> Result<Reduction> {
-        engine.ctx.wait_for(index, self)
+        wait_for(&engine.ctx, index, self)
     }
 
     /// Calls `done` with the result once the GPU has finished submission
@@ -300,6 +92,46 @@ impl PendingReduction {
                 }
             });
         }
+    }
+}
+
+// The public constructor of an array over an app's buffer lives here, by
+// the engine it takes, so that `device_array` does not depend on the engine.
+impl DeviceArray {
+    /// Wraps a buffer the app made on the engine's device, so the engine
+    /// reduces it in place (no copy): `len` values of `dtype` from byte 0,
+    /// little-endian, as the app's shaders or `queue.write_buffer` left
+    /// them. The engine only reads the buffer.
+    ///
+    /// The buffer must:
+    /// - have been made by `engine.device()` (a buffer of another device
+    ///   fails the reductions with [`Error::Validation`]);
+    /// - have [`wgpu::BufferUsages::STORAGE`] (the kernels bind it as a
+    ///   read-only storage buffer); [`wgpu::BufferUsages::COPY_SRC`] is
+    ///   needed as well where the array serves as sparse group keys (they
+    ///   are read back once);
+    /// - hold at least `len` values, rounded up to a multiple of 16 bytes
+    ///   (the kernels read 16-byte words; bytes past the `len` values are
+    ///   never counted);
+    /// - fit one buffer of the engine ([`EffectiveLimits::max_buffer_bytes`](crate::EffectiveLimits));
+    /// - be unmapped and alive whenever a reduction of it is submitted
+    ///   (the array holds a reference; a mapped or destroyed buffer fails
+    ///   that reduction with [`Error::Validation`], wgpu does not tell
+    ///   the mapping state beforehand).
+    ///
+    /// Writes the app submits before a reduction are seen by it (one queue
+    /// orders them).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the rule broken (missing usage, too
+    /// small, too large); [`Error::DeviceLost`] on a lost device.
+    pub fn from_buffer(
+        engine: &Engine,
+        buffer: wgpu::Buffer,
+        dtype: Dtype,
+        len: u64,
+    ) -> Result<Self> {
+        DeviceArray::adopt(&engine.ctx, buffer, dtype, len)
     }
 }
 
@@ -346,7 +178,7 @@ impl Engine {
         }))
         .map_err(|e| Error::RequestDevice {
             adapter: info.name.clone(),
-            message: e.to_string(),
+            source: Arc::new(e),
         })?;
         log::info!(
             "gpulanes on {} ({:?}, {:?})",
@@ -1173,7 +1005,7 @@ impl Engine {
                 label: Some("gpulanes"),
             });
         let recorded = exec::record(ctx, &mut encoder, Dtype::F32, op, nan, plan, inputs, spans)?;
-        ctx.run(scope, encoder, recorded)
+        run(ctx, scope, encoder, recorded)
     }
 }
 
@@ -1197,56 +1029,25 @@ fn check_f32(array: &DeviceArray) -> Result<()> {
     Ok(())
 }
 
-/// Validation, internal and out-of-memory error scopes around one
-/// reduction, so GPU errors come back as [`Error::OutOfMemory`] or
-/// [`Error::Validation`] instead of reaching the device's uncaptured-error
-/// handler (which panics unless someone set one, and which belongs to the
-/// app on a device it shares). A lost device reports no error of its own, but objects made
-/// after the loss are invalid and using them is a validation error: such an
-/// error on a device found lost (see `device_health`) is
-/// [`Error::DeviceLost`].
-pub(crate) struct ErrorScopes {
-    // Fields drop in declaration order and wgpu panics unless scopes are
-    // popped in reverse push order, so `oom` (pushed last) is declared
-    // first: an early `?` return between push and `check` must not panic.
-    oom: wgpu::ErrorScopeGuard,
-    internal: wgpu::ErrorScopeGuard,
-    validation: wgpu::ErrorScopeGuard,
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    health: Arc<DeviceHealth>,
+/// Submits the encoder, waits for the GPU, maps the readback and finishes
+/// the reduction. GPU errors become typed errors (see [`ErrorScopes`] and
+/// `device_health`).
+fn run(
+    ctx: &Context,
+    scope: ErrorScopes,
+    encoder: wgpu::CommandEncoder,
+    recorded: Recorded,
+) -> Result<Reduction> {
+    let index = ctx.queue.submit([encoder.finish()]);
+    scope.check()?;
+    wait_for(ctx, index, PendingReduction::one(recorded))
 }
 
-impl ErrorScopes {
-    pub(crate) fn push(ctx: &Context) -> Self {
-        let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let internal = ctx.device.push_error_scope(wgpu::ErrorFilter::Internal);
-        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        ErrorScopes {
-            validation,
-            internal,
-            oom,
-            device: ctx.device.clone(),
-            queue: ctx.queue.clone(),
-            health: ctx.health.clone(),
-        }
-    }
-
-    pub(crate) fn check(self) -> Result<()> {
-        let oom = pollster::block_on(self.oom.pop());
-        let internal = pollster::block_on(self.internal.pop());
-        let validation = pollster::block_on(self.validation.pop()).or(internal);
-        match (oom, validation) {
-            (Some(e), _) => Err(Error::OutOfMemory(e.to_string())),
-            (None, Some(e)) if !self.health.confirm_loss(&self.device, &self.queue) => {
-                Err(Error::validation("a reduction", e))
-            }
-            (None, Some(e)) => Err(self
-                .health
-                .check()
-                .err()
-                .unwrap_or_else(|| Error::DeviceLost(e.to_string()))),
-            (None, None) => Ok(()),
-        }
-    }
+/// Blocks until `pending` (submitted as `index`) has its result.
+fn wait_for(
+    ctx: &Context,
+    index: wgpu::SubmissionIndex,
+    pending: PendingReduction,
+) -> Result<Reduction> {
+    ctx.wait_callback(&index, |done| pending.on_complete(&index, done))
 }

@@ -47,8 +47,14 @@ pub enum Error {
     },
     /// The adapter refused to create a device (missing features or limits,
     /// a driver failure): try another adapter.
-    #[error("could not open a device on adapter {adapter:?}: {message}")]
-    RequestDevice { adapter: String, message: String },
+    #[error("could not open a device on adapter {adapter:?}: {source}")]
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// The error wgpu returned.
+        #[source]
+        source: Arc<wgpu::RequestDeviceError>,
+    },
     /// The partitions do not describe the input (offsets not
     /// non-decreasing, not starting at 0 or not ending at the length, a
     /// zero partition size, ...): the message names the first problem.
@@ -62,14 +68,36 @@ pub enum Error {
     /// The device is lost (destroyed by the app, reset by the driver,
     /// unplugged): this request and every later one on the engine fail
     /// with this error; build a new [`Engine`](crate::Engine) to go on.
-    #[error("GPU device lost: {0}")]
-    DeviceLost(String),
+    #[error("GPU device lost: {message}")]
+    DeviceLost {
+        /// Why, in words: the driver's message, or the first sign of the
+        /// loss the engine saw.
+        message: String,
+        /// What wgpu's device-lost callback said:
+        /// [`Destroyed`](wgpu::DeviceLostReason::Destroyed) when the device
+        /// was destroyed (by the app), [`Unknown`](wgpu::DeviceLostReason::Unknown)
+        /// when the driver lost it; `None` when the engine found the device
+        /// refusing work before wgpu reported the loss.
+        reason: Option<wgpu::DeviceLostReason>,
+        /// The wgpu error with which this request met the loss (a failed
+        /// wait, map or command), where there was one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// The device cannot hold what this request needs: an allocation
-    /// failed, or one buffer the engine cannot split would pass the
-    /// device's largest buffer. Only this request fails; smaller requests
-    /// go on (or free GPU memory and retry).
-    #[error("out of GPU memory: {0}")]
-    OutOfMemory(String),
+    /// failed (`source` holds wgpu's out-of-memory error), or one buffer
+    /// the engine cannot split would pass the device's largest buffer
+    /// (refused before allocating; no `source`). Only this request fails;
+    /// smaller requests go on (or free GPU memory and retry).
+    #[error("out of GPU memory: {message}")]
+    OutOfMemory {
+        /// What did not fit, or what the engine was doing when an
+        /// allocation failed.
+        message: String,
+        /// wgpu's error, where an allocation failed.
+        #[source]
+        source: Option<Arc<wgpu::Error>>,
+    },
     /// wgpu rejected a command of this request as invalid (a validation
     /// error in the request's error scope). On a device only the engine
     /// uses this is a bug in gpulanes: please report it. On a device the
@@ -183,10 +211,38 @@ impl Error {
     /// stays out of memory, the rest is a validation (or internal) error.
     pub(crate) fn from_wgpu(context: impl Into<String>, e: wgpu::Error) -> Self {
         match e {
-            wgpu::Error::OutOfMemory { .. } => {
-                Error::OutOfMemory(format!("{}: {e}", context.into()))
-            }
+            wgpu::Error::OutOfMemory { .. } => Error::out_of_memory(context, e),
             e => Error::validation(context, e),
+        }
+    }
+
+    /// An allocation wgpu refused while the engine did `context`.
+    pub(crate) fn out_of_memory(context: impl Into<String>, e: wgpu::Error) -> Self {
+        Error::OutOfMemory {
+            message: context.into(),
+            source: Some(Arc::new(e)),
+        }
+    }
+
+    /// A buffer the engine refused before allocating it: `message` says
+    /// which and how large.
+    pub(crate) fn too_large(message: impl Into<String>) -> Self {
+        Error::OutOfMemory {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A lost device met while doing `what`, with the wgpu error that
+    /// showed it (the loss itself, reason and all, is in `device_health`).
+    pub(crate) fn lost_while(
+        what: impl Into<String>,
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    ) -> Self {
+        Error::DeviceLost {
+            message: what.into(),
+            reason: None,
+            source: Some(source),
         }
     }
 }

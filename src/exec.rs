@@ -12,8 +12,8 @@
 use std::num::NonZeroU64;
 use std::ops::Range;
 
+use crate::context::Context;
 use crate::dtype::{Dtype, Scalar};
-use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{PARAMS_BYTES, Pass, SEGMENT_BYTES};
 use crate::op::{KernelOp, NanPolicy, Op, Reduction};

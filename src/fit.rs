@@ -11,8 +11,8 @@
 //! device's own; the engine's caps (`EngineOptions`) bound only what the
 //! engine can split.
 
+use crate::context::Context;
 use crate::dtype::Dtype;
-use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{PARTIAL_BYTES, SEGMENT_BYTES};
 use crate::plan::Plan;
@@ -103,7 +103,7 @@ impl Footprint {
         } else {
             return Ok(());
         };
-        Err(Error::OutOfMemory(format!(
+        Err(Error::too_large(format!(
             "a reduction of {} partitions in {} work units needs one buffer of {need} bytes for its {what}; the device's largest buffer is {limit} bytes (use fewer partitions per request)",
             self.partitions, self.units
         )))
@@ -171,12 +171,12 @@ mod tests {
         assert!(f.check_limit(32_256, 256).is_ok());
         let e = f.check_limit(32_255, 256).unwrap_err();
         assert!(
-            matches!(&e, Error::OutOfMemory(m) if m.contains("segment tables")),
+            matches!(&e, Error::OutOfMemory { message, source: None } if message.contains("segment tables")),
             "{e}"
         );
         let e = f.check_limit(25_599, 256).unwrap_err();
         assert!(
-            matches!(&e, Error::OutOfMemory(m) if m.contains("partials")),
+            matches!(&e, Error::OutOfMemory { message, source: None } if message.contains("partials")),
             "{e}"
         );
         assert!(Footprint::default().check_limit(0, 256).is_ok());

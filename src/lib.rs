@@ -21,7 +21,7 @@
 pub mod adapter;
 #[cfg(feature = "arrow")]
 pub mod arrow;
-pub mod bench;
+mod context;
 pub mod cpu;
 mod device_array;
 mod device_health;
@@ -32,14 +32,10 @@ pub mod exact;
 mod exec;
 mod fit;
 mod groups;
-pub mod kernels;
 mod keyed;
 pub mod lanes;
-#[doc(hidden)]
-pub mod layout;
-pub mod mixed;
-pub mod npy;
 pub mod op;
+mod options;
 mod partial;
 mod partition;
 mod plan;
@@ -47,6 +43,27 @@ mod pool;
 mod readback;
 pub mod state;
 pub mod stream;
+
+// Not part of the library's API, so hidden from its documentation:
+// - `bench`: what `gpulanes bench` and the criterion benches measure with
+//   (it times every dtype's device reductions through the engine's jobs);
+// - `kernels` and `layout`: the WGSL sources and the constants and structs
+//   the engine builds from, for the shader and layout tests;
+// - `mixed`: the mixed-lanes experiment behind `gpulanes mixed` (it reads
+//   the schedulers' per-interval metrics, which `lanes` keeps to the crate);
+// - `npy`: the file readers, for the command-line tool, the fuzz targets and
+//   the reader tests (apps read files through `stream`).
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
+pub mod kernels;
+#[doc(hidden)]
+pub mod layout;
+#[doc(hidden)]
+pub mod mixed;
+#[doc(hidden)]
+pub mod npy;
 
 /// The ndarray this crate's view APIs take.
 pub use ndarray;
@@ -63,15 +80,17 @@ struct ReadmeDoctests;
 pub use adapter::AdapterSummary;
 #[cfg(feature = "arrow")]
 pub use arrow::ArrowGrouped;
+pub use context::EffectiveLimits;
 pub use device_array::DeviceArray;
 pub use dtype::{Dtype, Element, Scalar};
-pub use engine::{EffectiveLimits, Engine, EngineOptions, PendingReduction};
+pub use engine::{Engine, PendingReduction};
 pub use error::{Error, Result};
 pub use kernels::KernelShape;
 pub use keyed::stream::Column;
 pub use keyed::{DENSE_FLOOR, DENSE_SLACK, Grouped, GroupedStates, Key, SMALL_PARTITION};
 pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request, TrySubmitError};
 pub use op::{NanPolicy, Op, Reduction};
+pub use options::EngineOptions;
 pub use partition::Partitions;
 pub use state::{State, StateKind};
 pub use stream::{

@@ -3,6 +3,8 @@
 //! that every asynchronous readback needs (the view dropped before the
 //! unmap, the unmap before the buffer is reused) and for the errors.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 
 /// Maps `0..bytes` of `buffer` for reading. Once the GPU is done with it
@@ -26,11 +28,11 @@ pub(crate) fn map_read<R: Send + 'static>(
     let mapped = buffer.clone();
     buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
         let out = match r
-            .map_err(|e| Error::DeviceLost(format!("mapping {what} failed: {e}")))
+            .map_err(|e| Error::lost_while(format!("mapping {what} failed"), Arc::new(e)))
             .and_then(|()| {
                 mapped
                     .get_mapped_range(0..bytes)
-                    .map_err(|e| Error::DeviceLost(format!("reading {what} failed: {e}")))
+                    .map_err(|e| Error::lost_while(format!("reading {what} failed"), Arc::new(e)))
             }) {
             Ok(view) => read(Ok(&view)),
             Err(e) => read(Err(e)),

@@ -1237,14 +1237,8 @@ fn device_array_from_another_engine_is_rejected() {
 #[test]
 fn engine_options_are_checked() {
     for opts in [
-        EngineOptions {
-            max_binding_bytes: Some(1000),
-            ..Default::default()
-        },
-        EngineOptions {
-            max_buffer_bytes: Some(4096),
-            ..Default::default()
-        },
+        EngineOptions::default().max_binding_bytes(1000),
+        EngineOptions::default().max_buffer_bytes(4096),
     ] {
         let err = Engine::with_options(opts)
             .err()

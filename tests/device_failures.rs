@@ -64,7 +64,7 @@ fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static
 }
 
 fn is_lost(e: &Error) -> bool {
-    matches!(e, Error::DeviceLost(_))
+    matches!(e, Error::DeviceLost { .. })
 }
 
 const OPS: [Op; 5] = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
@@ -269,6 +269,30 @@ fn a_stream_fails_with_device_lost_when_the_device_goes_and_a_new_one_does_not_s
         )
         .unwrap_err();
     assert!(is_lost(&e), "a new stream: {e:?}");
+}
+
+#[test]
+fn a_destroyed_device_is_a_typed_loss_with_its_reason() {
+    let engine = Engine::new().expect("an adapter");
+    let data = ints(10_000, 7);
+    assert!(engine.sum(&data).is_ok());
+    engine.device().destroy();
+    // wgpu runs the lost callback in the next poll (the queue is empty).
+    let _ = engine.device().poll(wgpu::PollType::wait_indefinitely());
+    assert!(engine.is_device_lost());
+    let e = engine.sum(&data).expect_err("a destroyed device");
+    assert!(
+        matches!(
+            e,
+            Error::DeviceLost {
+                reason: Some(wgpu::DeviceLostReason::Destroyed),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = engine.upload(&data[..]).expect_err("no uploads either");
+    assert!(is_lost(&e), "{e:?}");
 }
 
 /// An engine on a device whose largest buffer (and binding) is 1 MiB:

@@ -72,8 +72,8 @@ pub(crate) fn engine_error(e: Error) -> PyErr {
         Error::NoAdapter { .. } | Error::AdapterNotFound { .. } | Error::RequestDevice { .. } => {
             NoAdapterError::new_err(msg)
         }
-        Error::DeviceLost(_) => DeviceLostError::new_err(msg),
-        Error::OutOfMemory(_) => GpuOutOfMemoryError::new_err(msg),
+        Error::DeviceLost { .. } => DeviceLostError::new_err(msg),
+        Error::OutOfMemory { .. } => GpuOutOfMemoryError::new_err(msg),
         Error::Validation { .. }
         | Error::Wait { .. }
         | Error::Map { .. }

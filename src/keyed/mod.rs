@@ -39,9 +39,9 @@ pub mod stream;
 
 use std::collections::HashMap;
 
+use crate::context::Context;
 use crate::device_array::DeviceArray;
 use crate::dtype::{Dtype, Element, Scalar};
-use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::state::{State, StateKind};
@@ -497,7 +497,7 @@ fn read_device_words(ctx: &Context, array: &DeviceArray) -> Result<Vec<u32>> {
     }
     let total = array.len() * array.dtype().words();
     let bytes = (total * 4).max(4);
-    let scope = crate::engine::ErrorScopes::push(ctx);
+    let scope = crate::context::ErrorScopes::push(ctx);
     let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("gpulanes keys readback"),
         size: bytes,

@@ -7,9 +7,9 @@
 use std::num::NonZeroU64;
 use std::ops::Range;
 
+use crate::context::{Context, ErrorScopes};
 use crate::device_array::DeviceArray;
 use crate::dtype::Dtype;
-use crate::engine::{Context, ErrorScopes};
 use crate::error::{Error, Result};
 use crate::pool::PooledBuffer;
 use crate::readback::map_read;

@@ -21,16 +21,15 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::error::{Error, Result};
 pub use dtype::Dtype;
-pub use header::{MAX_HEADER_LEN, NpyHeader};
-pub use values::{
-    LeValue, check_end, fill, read_all_values, read_values, trailing_message, truncated_message,
-};
+pub use header::NpyHeader;
+pub use values::{LeValue, check_end};
+pub(crate) use values::{fill, read_all_values, read_values, trailing_message, truncated_message};
 
 /// The name standard input goes by in messages.
-pub const STDIN_NAME: &str = "<stdin>";
+pub(crate) const STDIN_NAME: &str = "<stdin>";
 
 /// The name of an input in messages: `<stdin>` for `-`, else the path.
-pub fn input_name(path: &Path) -> PathBuf {
+pub(crate) fn input_name(path: &Path) -> PathBuf {
     if is_stdin(path) {
         PathBuf::from(STDIN_NAME)
     } else {
@@ -53,7 +52,7 @@ fn file_error(path: &Path, message: impl Into<String>) -> Error {
 /// Opens `path` for reading (`-`: standard input, as a `File` sharing its
 /// descriptor), unbuffered, so a header read with exact reads leaves it at
 /// the first data byte, pipes included.
-pub fn open_input(path: &Path) -> Result<File> {
+pub(crate) fn open_input(path: &Path) -> Result<File> {
     if path.as_os_str().is_empty() {
         return Err(Error::InvalidInput("empty path".into()));
     }
@@ -96,7 +95,7 @@ pub fn available_bytes(file: &mut File) -> Option<u64> {
 /// Parses and checks a `.npy` header of any supported dtype from `reader`
 /// (at byte 0), leaving it at the first data byte. `name` names the input
 /// in errors.
-pub fn read_header(reader: &mut impl Read, name: &Path) -> Result<NpyHeader> {
+pub(crate) fn read_header(reader: &mut impl Read, name: &Path) -> Result<NpyHeader> {
     header::read_header(reader).map_err(|e| file_error(name, e.message))
 }
 
@@ -108,7 +107,7 @@ pub fn parse_header(bytes: &[u8], name: &Path) -> Result<NpyHeader> {
 /// Parses a float32 `.npy` header from `reader` (positioned at byte 0),
 /// leaving it at the first data byte: dtype `'<f4'` (any other is an error
 /// naming it), 1-D or 2-D, C order. `path` names the file in errors.
-pub fn parse_f32_header(reader: &mut impl Read, path: &Path) -> Result<NpyHeader> {
+pub(crate) fn parse_f32_header(reader: &mut impl Read, path: &Path) -> Result<NpyHeader> {
     let header = read_header(reader, path)?;
     check_f32_header(&header, path)?;
     Ok(header)
@@ -183,7 +182,7 @@ fn check_size(path: &Path, header: &NpyHeader, available: u64) -> Result<()> {
 /// input's length from there when known (a regular file): it is checked
 /// against the header before any allocation; without it memory grows with
 /// what arrives.
-pub fn read_data<T: LeValue>(
+pub(crate) fn read_data<T: LeValue>(
     reader: &mut impl Read,
     header: &NpyHeader,
     name: &Path,
@@ -212,15 +211,8 @@ pub fn read_data<T: LeValue>(
     .map_err(|m| file_error(name, m))
 }
 
-/// Reads a little-endian float32 `.npy` of one or two dimensions (C order).
-pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
-    let mut file = open_input(path)?;
-    let available = available_bytes(&mut file);
-    read_f32_from(&mut file, path, available)
-}
-
-/// [`read_f32`] from any reader at byte 0 (`available`: its length, when
-/// known).
+/// Reads a little-endian float32 `.npy` of one or two dimensions (C
+/// order) from any reader at byte 0 (`available`: its length, when known).
 pub fn read_f32_from(
     reader: &mut impl Read,
     name: &Path,
@@ -315,31 +307,18 @@ fn check_raw_len_of(path: &Path, len: u64, dtype: Dtype) -> Result<()> {
     Ok(())
 }
 
-/// A float32 `.npy` file opened for streaming: its header, and the file
-/// positioned at the first data byte.
+/// A `.npy` file opened for streaming: its header, and the file positioned
+/// at the first data byte.
 #[derive(Debug)]
-pub struct NpyStream {
+pub(crate) struct NpyStream {
     pub header: NpyHeader,
     pub file: File,
-}
-
-/// Opens a float32 `.npy` for streaming: parses and checks the header
-/// (dtype `'<f4'`, C order, 1-D or 2-D) and, for a regular file, checks
-/// that the file holds exactly the data the header announces. Every error
-/// names the file and, where it applies, the byte offset.
-pub fn open_f32_stream(path: &Path) -> Result<NpyStream> {
-    let mut file = open_input(path)?;
-    let header = parse_f32_header(&mut file, path)?;
-    if let Some(available) = available_bytes(&mut file) {
-        check_size(path, &header, available)?;
-    }
-    Ok(NpyStream { header, file })
 }
 
 /// Opens a `.npy` of any supported dtype for streaming: parses and checks
 /// the header (1-D or 2-D, C order) and, for a regular file, that the file
 /// holds exactly the data the header announces.
-pub fn open_stream(path: &Path) -> Result<NpyStream> {
+pub(crate) fn open_stream(path: &Path) -> Result<NpyStream> {
     let mut file = open_input(path)?;
     let header = read_header(&mut file, path)?;
     check_array_header(&header, path)?;
@@ -352,21 +331,13 @@ pub fn open_stream(path: &Path) -> Result<NpyStream> {
 /// Opens a raw file of little-endian `dtype` values for streaming: the
 /// number of values where the file system knows the size (checked to be a
 /// whole number of values), `None` for a pipe.
-pub fn open_raw_stream(path: &Path, dtype: Dtype) -> Result<(File, Option<u64>)> {
+pub(crate) fn open_raw_stream(path: &Path, dtype: Dtype) -> Result<(File, Option<u64>)> {
     let mut file = open_input(path)?;
     let Some(len) = available_bytes(&mut file) else {
         return Ok((file, None));
     };
     check_raw_len_of(path, len, dtype)?;
     Ok((file, Some(len / dtype.size())))
-}
-
-/// Opens a raw little-endian float32 file for streaming. Where the file
-/// system knows its size, returns the number of values and checks that the
-/// size is a whole number of values; for a pipe (or a file that reports
-/// size 0, as under `/proc`) the length is found by reading (`None`).
-pub fn open_raw_f32_stream(path: &Path) -> Result<(File, Option<u64>)> {
-    open_raw_stream(path, Dtype::F32)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! into a stream's submission: its segment table, its per-dispatch
 //! `Params`, its bind groups and the buffer its partials go to.
 
+use crate::context::Context;
 use crate::dtype::Dtype;
-use crate::engine::Context;
 use crate::error::{Error, Result};
 use crate::exec::{BindRange, dispatch_bind_group, encode_dispatch, write_params};
 use crate::kernels::{PARTIAL_BYTES, Pass, SEGMENT_BYTES};

@@ -268,7 +268,7 @@ impl InputFile {
 
     /// [`InputFile::read_to_vec`] for values of type `E` (which must be the
     /// file's dtype).
-    pub fn read_to_vec_typed<E: Element + npy::LeValue>(mut self) -> Result<Vec<E>> {
+    pub fn read_to_vec_typed<E: Element>(mut self) -> Result<Vec<E>> {
         let file_error = |message: String| Error::File {
             path: self.path.clone(),
             message,

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use super::level_work::LevelWork;
 use super::ring::{Layout, MAP_FAILED, MAPPED, MAPPING, Slot};
 use super::{RING, StreamOptions, StreamStats};
-use crate::engine::{Engine, ErrorScopes};
+use crate::context::ErrorScopes;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernels::{BLOCK, GROUP, PARTIAL_BYTES, Pass};
 use crate::op::{NanPolicy, Op, Reduction};
@@ -790,12 +791,11 @@ fn device_failure(
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> Error {
     let ctx = engine.context();
-    if ctx.health.confirm_loss(&ctx.device, &ctx.queue) {
-        ctx.health
-            .check()
-            .err()
-            .unwrap_or_else(|| Error::DeviceLost(format!("{what} failed: {e}")))
-    } else {
-        Error::map(what, e)
-    }
+    let e: Arc<dyn std::error::Error + Send + Sync> = Arc::new(e);
+    ctx.health
+        .lost_with(&ctx.device, &ctx.queue, what, e.clone())
+        .unwrap_or_else(|| Error::Map {
+            context: what.into(),
+            source: e,
+        })
 }

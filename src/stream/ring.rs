@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 
 use super::{BUDGET_SHARES, MAX_CHUNK_BYTES, StreamOptions};
-use crate::engine::Context;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{BLOCK, SEGMENT_BYTES};
 

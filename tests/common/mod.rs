@@ -37,13 +37,11 @@ pub fn engine() -> &'static Engine {
 /// inputs: 64 KiB bindings (16384 floats, 2 blocks), 256 KiB buffers
 /// (65536 floats), a 3x3 workgroup grid and 5 units per dispatch.
 pub fn tiny_options() -> EngineOptions {
-    EngineOptions {
-        max_binding_bytes: Some(64 << 10),
-        max_buffer_bytes: Some(256 << 10),
-        max_workgroups_per_dim: Some(3),
-        max_units_per_dispatch: Some(5),
-        ..Default::default()
-    }
+    EngineOptions::default()
+        .max_binding_bytes(64 << 10)
+        .max_buffer_bytes(256 << 10)
+        .max_workgroups_per_dim(3)
+        .max_units_per_dispatch(5)
 }
 
 /// An engine with [`tiny_options`].
@@ -58,11 +56,8 @@ pub fn tiny_engine() -> &'static Engine {
 pub fn small_binding_engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
-        Engine::with_options(EngineOptions {
-            max_binding_bytes: Some(64 << 10),
-            ..Default::default()
-        })
-        .expect("engine with 64 KiB bindings")
+        Engine::with_options(EngineOptions::default().max_binding_bytes(64 << 10))
+            .expect("engine with 64 KiB bindings")
     })
 }
 
@@ -70,11 +65,8 @@ pub fn small_binding_engine() -> &'static Engine {
 pub fn no_subgroup_engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
-        Engine::with_options(EngineOptions {
-            kernels: Some(KernelShape::Workgroup),
-            ..Default::default()
-        })
-        .expect("engine with the workgroup tree")
+        Engine::with_options(EngineOptions::default().kernels(KernelShape::Workgroup))
+            .expect("engine with the workgroup tree")
     })
 }
 
@@ -82,11 +74,8 @@ pub fn no_subgroup_engine() -> &'static Engine {
 pub fn narrow_engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
-        Engine::with_options(EngineOptions {
-            kernels: Some(KernelShape::Narrow),
-            ..Default::default()
-        })
-        .expect("engine with the narrow kernels")
+        Engine::with_options(EngineOptions::default().kernels(KernelShape::Narrow))
+            .expect("engine with the narrow kernels")
     })
 }
 
@@ -95,10 +84,7 @@ pub fn narrow_engine() -> &'static Engine {
 pub fn subgroup_engine() -> Option<&'static Engine> {
     static E: OnceLock<Option<Engine>> = OnceLock::new();
     E.get_or_init(|| {
-        let opts = EngineOptions {
-            kernels: Some(KernelShape::Subgroup),
-            ..Default::default()
-        };
+        let opts = EngineOptions::default().kernels(KernelShape::Subgroup);
         match Engine::with_options(opts) {
             Ok(e) => {
                 assert!(e.adapter().subgroups, "the subgroup shape must use them");

@@ -67,7 +67,7 @@ pub fn run(args: KeyedArgs<'_>) -> Result<(), Failure> {
     }
 }
 
-fn with_keys<K: Key + Element + npy::LeValue + Serialize + std::fmt::Display>(
+fn with_keys<K: Key + Element + Serialize + std::fmt::Display>(
     args: &KeyedArgs<'_>,
     keys: InputFile,
     values: InputFile,
@@ -101,7 +101,7 @@ fn with_keys<K: Key + Element + npy::LeValue + Serialize + std::fmt::Display>(
     }
 }
 
-fn reduce<K: Key + Serialize + std::fmt::Display, E: Element + npy::LeValue>(
+fn reduce<K: Key + Serialize + std::fmt::Display, E: Element>(
     args: &KeyedArgs<'_>,
     keys: &[K],
     values: InputFile,

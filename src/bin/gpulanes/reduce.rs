@@ -288,7 +288,7 @@ struct Typed<'a> {
 impl Typed<'_> {
     /// Reads `file` into memory and reduces it, or streams it within the
     /// budget (chunks reduced to partial states and merged: the same bits).
-    fn run<E: Element + npy::LeValue>(self, file: InputFile) -> Result<(), Failure> {
+    fn run<E: Element>(self, file: InputFile) -> Result<(), Failure> {
         let name = file.path.clone();
         let stream = self.axis != Some(0)
             && file.len().is_some_and(|_| {
