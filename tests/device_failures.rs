@@ -78,14 +78,12 @@ fn a_lost_device_fails_pending_and_new_work_with_device_lost_and_a_new_engine_wo
     let lanes = Arc::new(
         Lanes::new(
             &engine,
-            LanesConfig {
-                quantum: Some(Duration::ZERO),
-                min_chunk_units: 2,
-                max_chunk_units: 2,
-                batch_queue_len: 3,
-                when_full: WhenFull::Block,
-                ..LanesConfig::default()
-            },
+            LanesConfig::default()
+                .quantum(Duration::ZERO)
+                .min_chunk_units(2)
+                .max_chunk_units(2)
+                .batch_queue_len(3)
+                .when_full(WhenFull::Block),
         )
         .unwrap(),
     );
@@ -349,14 +347,7 @@ fn a_request_larger_than_the_device_can_hold_fails_alone() {
     // in groups, and everything around them completes correctly. One real-time submission on the GPU at a time,
     // so the requests queued behind it are coalesced: pairs of requests
     // that fit only alone must land in different groups.
-    let lanes = Lanes::new(
-        &engine,
-        LanesConfig {
-            max_realtime_in_flight: 1,
-            ..LanesConfig::default()
-        },
-    )
-    .unwrap();
+    let lanes = Lanes::new(&engine, LanesConfig::default().max_realtime_in_flight(1)).unwrap();
     let e = lanes
         .realtime(Request::host(data.clone(), Op::Sum).partitions(too_many.clone()))
         .expect_err("refused");

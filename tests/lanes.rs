@@ -38,12 +38,10 @@ fn bits(r: &gpulanes::Reduction) -> Vec<Option<u32>> {
 
 /// Small chunks so batch jobs take many submissions even on small inputs.
 fn small_chunks() -> LanesConfig {
-    LanesConfig {
-        quantum: Some(Duration::ZERO),
-        min_chunk_units: 2,
-        max_chunk_units: 2,
-        ..LanesConfig::default()
-    }
+    LanesConfig::default()
+        .quantum(Duration::ZERO)
+        .min_chunk_units(2)
+        .max_chunk_units(2)
 }
 
 #[test]
@@ -92,11 +90,7 @@ fn batch_result_is_bitwise_the_same_as_running_alone() {
 fn a_host_job_through_the_ring_of_input_buffers_has_the_bits_of_running_alone() {
     let lanes = Lanes::new(
         engine(),
-        LanesConfig {
-            min_chunk_units: 1,
-            max_chunk_units: 1,
-            ..small_chunks()
-        },
+        small_chunks().min_chunk_units(1).max_chunk_units(1),
     )
     .unwrap();
     let mut d = data(100 * 8192 + 4099, 21);
@@ -149,10 +143,7 @@ fn a_host_job_through_the_ring_of_input_buffers_has_the_bits_of_running_alone() 
 fn coalesced_realtime_results_match_solo_and_use_few_submits() {
     let lanes = Lanes::new(
         engine(),
-        LanesConfig {
-            coalesce_delay: Duration::from_millis(20),
-            ..LanesConfig::default()
-        },
+        LanesConfig::default().coalesce_delay(Duration::from_millis(20)),
     )
     .unwrap();
     let inputs: Vec<Vec<f32>> = (0..200)
@@ -193,14 +184,12 @@ fn coalesced_realtime_results_match_solo_and_use_few_submits() {
 /// decision itself is unit-tested in `lanes::tests`.)
 #[test]
 fn realtime_requests_arriving_during_a_chunk_are_coalesced_at_its_end() {
-    let cfg = LanesConfig {
+    let cfg = LanesConfig::default()
         // One chunk for the whole job, so its GPU time is long.
-        quantum: Some(Duration::from_secs(5)),
-        submit_lead: Some(Duration::from_micros(100)),
-        max_realtime_in_flight: 64,
-        batch_min_share: 0.0,
-        ..LanesConfig::default()
-    };
+        .quantum(Duration::from_secs(5))
+        .submit_lead(Duration::from_micros(100))
+        .max_realtime_in_flight(64)
+        .batch_min_share(0.0);
     let lanes = Lanes::new(engine(), cfg).unwrap();
     let big = Arc::<[f32]>::from(data(16 << 20, 5));
     let batch = lanes.batch(Request::host(big.clone(), Op::Sum)).unwrap();
@@ -242,11 +231,7 @@ fn realtime_requests_arriving_during_a_chunk_are_coalesced_at_its_end() {
 
 #[test]
 fn realtime_request_overtakes_queued_batch_work() {
-    let cfg = LanesConfig {
-        max_batch_in_flight: 1,
-        batch_min_share: 0.0,
-        ..small_chunks()
-    };
+    let cfg = small_chunks().max_batch_in_flight(1).batch_min_share(0.0);
     let lanes = Lanes::new(engine(), cfg).unwrap();
     let big = Arc::<[f32]>::from(data(64 * 8192, 3));
     let batch = lanes.batch(Request::host(big.clone(), Op::Sum)).unwrap();
@@ -269,12 +254,10 @@ fn realtime_request_overtakes_queued_batch_work() {
 
 #[test]
 fn batch_lane_is_not_starved_by_a_realtime_flood() {
-    let cfg = LanesConfig {
-        batch_min_share: 0.5,
-        coalesce_delay: Duration::ZERO,
-        max_coalesced_requests: 1,
-        ..small_chunks()
-    };
+    let cfg = small_chunks()
+        .batch_min_share(0.5)
+        .coalesce_delay(Duration::ZERO)
+        .max_coalesced_requests(1);
     let lanes = Arc::new(Lanes::new(engine(), cfg).unwrap());
     let batch = lanes
         .batch(Request::host(data(16 * 8192, 5), Op::Max))
@@ -309,10 +292,7 @@ fn batch_lane_is_not_starved_by_a_realtime_flood() {
 
 #[test]
 fn cancelled_batch_stops_and_others_are_unaffected() {
-    let cfg = LanesConfig {
-        max_batch_in_flight: 1,
-        ..small_chunks()
-    };
+    let cfg = small_chunks().max_batch_in_flight(1);
     let lanes = Lanes::new(engine(), cfg).unwrap();
     let d = data(200 * 8192, 11);
     let doomed = lanes.batch(Request::host(d.clone(), Op::Sum)).unwrap();
@@ -345,10 +325,7 @@ fn cancelled_batch_stops_and_others_are_unaffected() {
 fn dropped_handle_cancels_queued_realtime_work() {
     let lanes = Lanes::new(
         engine(),
-        LanesConfig {
-            coalesce_delay: Duration::from_millis(200),
-            ..LanesConfig::default()
-        },
+        LanesConfig::default().coalesce_delay(Duration::from_millis(200)),
     )
     .unwrap();
     let dropped = lanes
@@ -386,14 +363,7 @@ fn past_deadline_fails_with_deadline_exceeded() {
 
 #[test]
 fn late_results_are_delivered_and_counted_where_not_rejected() {
-    let lanes = Lanes::new(
-        engine(),
-        LanesConfig {
-            reject_late: false,
-            ..LanesConfig::default()
-        },
-    )
-    .unwrap();
+    let lanes = Lanes::new(engine(), LanesConfig::default().reject_late(false)).unwrap();
     let d = data(100, 2);
     // Past its deadline before it is even dispatched: it runs anyway.
     let late = lanes
@@ -415,12 +385,10 @@ fn late_results_are_delivered_and_counted_where_not_rejected() {
 
 #[test]
 fn full_queue_rejects_or_blocks_as_configured() {
-    let cfg = LanesConfig {
-        when_full: WhenFull::Reject,
-        realtime_queue_len: 2,
-        coalesce_delay: Duration::from_millis(300),
-        ..LanesConfig::default()
-    };
+    let cfg = LanesConfig::default()
+        .when_full(WhenFull::Reject)
+        .realtime_queue_len(2)
+        .coalesce_delay(Duration::from_millis(300));
     let lanes = Lanes::new(engine(), cfg).unwrap();
     let a = lanes.realtime(Request::host(data(10, 1), Op::Sum)).unwrap();
     let b = lanes.realtime(Request::host(data(10, 2), Op::Sum)).unwrap();
@@ -439,11 +407,9 @@ fn full_queue_rejects_or_blocks_as_configured() {
     );
     assert!(a.wait().is_ok() && b.wait().is_ok());
 
-    let cfg = LanesConfig {
-        realtime_queue_len: 1,
-        coalesce_delay: Duration::from_millis(50),
-        ..LanesConfig::default()
-    };
+    let cfg = LanesConfig::default()
+        .realtime_queue_len(1)
+        .coalesce_delay(Duration::from_millis(50));
     let lanes = Arc::new(Lanes::new(engine(), cfg).unwrap());
     let handles: Vec<_> = (0..4)
         .map(|i| {
@@ -640,14 +606,7 @@ fn a_panicking_waker_fails_no_other_request() {
 
 #[test]
 fn shutdown_with_work_in_flight_neither_hangs_nor_loses_handles() {
-    let lanes = Lanes::new(
-        engine(),
-        LanesConfig {
-            max_batch_in_flight: 1,
-            ..small_chunks()
-        },
-    )
-    .unwrap();
+    let lanes = Lanes::new(engine(), small_chunks().max_batch_in_flight(1)).unwrap();
     let handles: Vec<_> = (0..4)
         .map(|i| {
             lanes
@@ -684,12 +643,10 @@ fn tiny_quantum_gives_minimum_chunks_and_extreme_in_flight_bounds_are_safe() {
     for in_flight in [1usize, 8, two_pow_32, usize::MAX] {
         let lanes = Lanes::new(
             engine(),
-            LanesConfig {
-                quantum: Some(Duration::from_micros(1)),
-                max_batch_in_flight: in_flight,
-                min_chunk_units: 1,
-                ..LanesConfig::default()
-            },
+            LanesConfig::default()
+                .quantum(Duration::from_micros(1))
+                .max_batch_in_flight(in_flight)
+                .min_chunk_units(1),
         )
         .unwrap();
         let got = lanes
@@ -715,11 +672,9 @@ fn tiny_quantum_gives_minimum_chunks_and_extreme_in_flight_bounds_are_safe() {
 fn a_submit_lead_above_the_quantum_is_refused_with_a_clear_error() {
     let refused = Lanes::new(
         engine(),
-        LanesConfig {
-            quantum: Some(Duration::from_millis(1)),
-            submit_lead: Some(Duration::from_millis(2)),
-            ..LanesConfig::default()
-        },
+        LanesConfig::default()
+            .quantum(Duration::from_millis(1))
+            .submit_lead(Duration::from_millis(2)),
     );
     match refused {
         Err(Error::InvalidInput(msg)) => {
@@ -734,11 +689,9 @@ fn a_submit_lead_above_the_quantum_is_refused_with_a_clear_error() {
     // Equal is fine.
     Lanes::new(
         engine(),
-        LanesConfig {
-            quantum: Some(Duration::from_millis(1)),
-            submit_lead: Some(Duration::from_millis(1)),
-            ..LanesConfig::default()
-        },
+        LanesConfig::default()
+            .quantum(Duration::from_millis(1))
+            .submit_lead(Duration::from_millis(1)),
     )
     .expect("a lead equal to the quantum");
 }
@@ -751,10 +704,7 @@ fn coalesced_groups_stay_within_the_partition_limit_so_no_request_fails_for_its_
     let engine = common::small_binding_engine();
     let lanes = Lanes::new(
         engine,
-        LanesConfig {
-            coalesce_delay: Duration::from_millis(100),
-            ..LanesConfig::default()
-        },
+        LanesConfig::default().coalesce_delay(Duration::from_millis(100)),
     )
     .unwrap();
     let each = Partitions::EqualSize(1);
@@ -811,11 +761,7 @@ fn batch_jobs_over_the_partition_limit_run_in_groups_with_the_bits_of_running_al
     assert_eq!(limit, 4095);
     let lanes = Lanes::new(
         engine,
-        LanesConfig {
-            min_chunk_units: 1000,
-            max_chunk_units: 1000,
-            ..small_chunks()
-        },
+        small_chunks().min_chunk_units(1000).max_chunk_units(1000),
     )
     .unwrap();
     let mut rng = common::SplitMix::new(31);
@@ -874,11 +820,7 @@ fn cancelling_a_grouped_batch_job_stops_it_between_chunks_and_spares_the_next() 
     let engine = common::small_binding_engine();
     let lanes = Lanes::new(
         engine,
-        LanesConfig {
-            min_chunk_units: 64,
-            max_chunk_units: 64,
-            ..small_chunks()
-        },
+        small_chunks().min_chunk_units(64).max_chunk_units(64),
     )
     .unwrap();
     // 16 groups of 4095 partitions of 64 items (one unit each): about 64
@@ -918,12 +860,10 @@ fn cancelling_a_grouped_batch_job_stops_it_between_chunks_and_spares_the_next() 
 fn a_cancelled_queued_batch_job_frees_its_queue_slot_at_once() {
     let lanes = Lanes::new(
         engine(),
-        LanesConfig {
-            batch_queue_len: 2,
-            when_full: WhenFull::Reject,
-            max_batch_in_flight: 1,
-            ..small_chunks()
-        },
+        small_chunks()
+            .batch_queue_len(2)
+            .when_full(WhenFull::Reject)
+            .max_batch_in_flight(1),
     )
     .unwrap();
     // Hundreds of chunks: the dispatcher looks at its queue between them.
@@ -990,14 +930,8 @@ fn every_request_is_counted_once_even_when_cancelled_in_flight() {
 #[test]
 fn zero_queue_bounds_are_refused_and_huge_timeouts_mean_no_deadline() {
     for cfg in [
-        LanesConfig {
-            realtime_queue_len: 0,
-            ..LanesConfig::default()
-        },
-        LanesConfig {
-            batch_queue_len: 0,
-            ..LanesConfig::default()
-        },
+        LanesConfig::default().realtime_queue_len(0),
+        LanesConfig::default().batch_queue_len(0),
     ] {
         match Lanes::new(engine(), cfg) {
             Err(Error::InvalidInput(msg)) => assert!(msg.contains("queue_len"), "{msg}"),

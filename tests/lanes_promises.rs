@@ -45,13 +45,11 @@ fn on_a_fresh_scheduler_a_realtime_request_goes_before_the_first_jobs_second_chu
     let want = solo(&column, Op::Sum);
     let lanes = Lanes::new(
         engine(),
-        LanesConfig {
-            quantum: Some(Duration::from_millis(20)),
-            submit_lead: Some(Duration::from_millis(1)),
-            max_batch_in_flight: 1,
-            batch_min_share: 0.0,
-            ..LanesConfig::default()
-        },
+        LanesConfig::default()
+            .quantum(Duration::from_millis(20))
+            .submit_lead(Duration::from_millis(1))
+            .max_batch_in_flight(1)
+            .batch_min_share(0.0),
     )
     .unwrap();
     let window = data(4096, 2);
@@ -81,11 +79,9 @@ fn on_a_fresh_scheduler_a_realtime_request_goes_before_the_first_jobs_second_chu
 fn a_failure_in_one_coalesced_request_fails_that_request_alone() {
     let lanes = Lanes::new(
         engine(),
-        LanesConfig {
-            coalesce_delay: Duration::from_secs(600),
-            max_coalesced_requests: 6,
-            ..LanesConfig::default()
-        },
+        LanesConfig::default()
+            .coalesce_delay(Duration::from_secs(600))
+            .max_coalesced_requests(6),
     )
     .unwrap();
     let ops = [Op::Sum, Op::Max, Op::Sum, Op::Sum, Op::Min, Op::Mean];
@@ -133,11 +129,9 @@ fn a_blocked_large_submitter_is_not_overtaken_by_later_small_ones() {
     let lanes = Arc::new(
         Lanes::new(
             engine(),
-            LanesConfig {
-                coalesce_delay: Duration::from_secs(600),
-                realtime_queue_bytes: 4000,
-                ..LanesConfig::default()
-            },
+            LanesConfig::default()
+                .coalesce_delay(Duration::from_secs(600))
+                .realtime_queue_bytes(4000),
         )
         .unwrap(),
     );
@@ -215,14 +209,12 @@ fn a_queued_request_fails_at_its_deadline_not_when_it_is_reached() {
     let array = Arc::new(engine().upload(&column).unwrap());
     let lanes = Lanes::new(
         engine(),
-        LanesConfig {
-            quantum: Some(Duration::from_millis(10)),
-            submit_lead: Some(Duration::from_millis(1)),
-            max_batch_in_flight: 1,
-            batch_min_share: 0.0,
-            coalesce_delay: Duration::from_secs(600),
-            ..LanesConfig::default()
-        },
+        LanesConfig::default()
+            .quantum(Duration::from_millis(10))
+            .submit_lead(Duration::from_millis(1))
+            .max_batch_in_flight(1)
+            .batch_min_share(0.0)
+            .coalesce_delay(Duration::from_secs(600)),
     )
     .unwrap();
     let job = lanes.batch(Request::device(array, Op::Sum)).unwrap();
@@ -254,10 +246,7 @@ fn a_queued_request_fails_at_its_deadline_not_when_it_is_reached() {
 
     let held = Lanes::new(
         engine(),
-        LanesConfig {
-            coalesce_delay: Duration::from_secs(600),
-            ..LanesConfig::default()
-        },
+        LanesConfig::default().coalesce_delay(Duration::from_secs(600)),
     )
     .unwrap();
     let late = held
@@ -282,12 +271,10 @@ fn a_queued_request_fails_at_its_deadline_not_when_it_is_reached() {
 fn try_forms_hand_the_request_back_when_the_queue_is_full() {
     let lanes = Lanes::new(
         engine(),
-        LanesConfig {
-            coalesce_delay: Duration::from_secs(600),
-            max_coalesced_requests: 6,
-            realtime_queue_len: 2,
-            ..LanesConfig::default()
-        },
+        LanesConfig::default()
+            .coalesce_delay(Duration::from_secs(600))
+            .max_coalesced_requests(6)
+            .realtime_queue_len(2),
     )
     .unwrap();
     let first = lanes

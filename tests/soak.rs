@@ -429,16 +429,14 @@ fn soak(duration: Duration) {
         .collect();
     let lanes = Lanes::new(
         &engine,
-        LanesConfig {
+        LanesConfig::default()
             // Small queues, rejecting: the submitting threads fill them.
-            realtime_queue_len: 48,
-            batch_queue_len: 3,
-            when_full: WhenFull::Reject,
+            .realtime_queue_len(48)
+            .batch_queue_len(3)
+            .when_full(WhenFull::Reject)
             // Batch jobs of tens to hundreds of chunks.
-            min_chunk_units: 2,
-            max_chunk_units: 16,
-            ..LanesConfig::default()
-        },
+            .min_chunk_units(2)
+            .max_chunk_units(16),
     )
     .unwrap();
     let started = Instant::now();

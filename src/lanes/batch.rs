@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::handle::Slot;
-use super::{Input, Lane, Shared, busy_for, lock, mark_done, release_slot, track};
+use super::poller::track;
+use super::request::{Input, Lane};
+use super::shared::{Shared, busy_for, lock, mark_done, release_slot};
 use crate::device_array::{pooled_input_buffer, split_into_spans};
 use crate::dtype::Dtype;
 use crate::engine::Context;

@@ -218,7 +218,7 @@ fn time_submit_behind(engine: &Engine, big: &DeviceArray) -> Result<Duration> {
 }
 
 /// The quantum derived from the measured round trip (see
-/// [`LanesConfig::quantum`](super::LanesConfig::quantum)): 1 round trip
+/// [`LanesConfig::quantum`](super::LanesConfig#structfield.quantum)): 1 round trip
 /// where submissions queue, 3 where the driver's submit blocks, within
 /// 200 us ..= 4 ms.
 pub(super) fn default_quantum(round_trip: Duration, submit_blocks: bool) -> Duration {

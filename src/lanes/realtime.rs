@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use super::handle::Slot;
 use super::job_cache::{JobShape, PreparedJob};
-use super::{Lane, Shared, busy_for, lock, mark_done, release_slot, track, wake_all};
+use super::poller::track;
+use super::request::Lane;
+use super::shared::{Shared, busy_for, lock, mark_done, release_slot, wake_all};
 use crate::device_array::{pooled_input, write_floats};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};

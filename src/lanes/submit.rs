@@ -1,0 +1,211 @@
+//! Submission: checking a request and queueing it on its lane, waiting for
+//! room (first come, first served) or refusing when the queue is full. A
+//! batch job is prepared here, on the submitting thread, so that the
+//! dispatcher only submits.
+
+use std::sync::{Arc, MutexGuard, Weak};
+use std::time::Instant;
+
+use super::Lanes;
+use super::batch::BatchEntry;
+use super::config::WhenFull;
+use super::handle::{Handle, Slot};
+use super::realtime::{RtEntry, check_realtime_plan};
+use super::request::{Input, Lane, Request};
+use super::shared::{Shared, State, lock};
+use crate::error::{Error, Result};
+use crate::op::Reduction;
+
+impl Lanes {
+    /// Checks and queues `request` (its input shared, not copied). With
+    /// `wait` false a full queue is [`Error::QueueFull`] at once.
+    pub(super) fn enqueue(
+        &self,
+        lane: Lane,
+        request: &Request,
+        wait: bool,
+    ) -> Result<Handle<Reduction>> {
+        let sh = &self.shared;
+        sh.ctx.health.check()?;
+        let offsets = request.partitions.offsets(request.input.len())?;
+        let bytes = request.input.len() * 4;
+        if let Input::Device(a) = &request.input
+            && a.owner() != sh.ctx.id
+        {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
+        }
+        if let Input::Device(a) = &request.input
+            && a.dtype() != crate::Dtype::F32
+        {
+            return Err(Error::InvalidInput(format!(
+                "the lanes reduce float32 arrays; this DeviceArray holds {} \
+                 (use Engine::reduce_device_typed)",
+                a.dtype()
+            )));
+        }
+        let slot = Slot::new();
+        match lane {
+            Lane::RealTime => {
+                let Input::Host(data) = &request.input else {
+                    return Err(Error::InvalidInput(
+                        "real-time requests take host data; submit device arrays to the batch lane"
+                            .into(),
+                    ));
+                };
+                if bytes > sh.cfg.max_realtime_request_bytes {
+                    return Err(Error::InvalidInput(format!(
+                        "real-time request of {bytes} bytes exceeds max_realtime_request_bytes ({}); use the batch lane",
+                        sh.cfg.max_realtime_request_bytes
+                    )));
+                }
+                // Validate the plan now so a bad request never joins a group.
+                let footprint = check_realtime_plan(sh, &offsets)?;
+                let mut st = self.wait_for_space(lane, bytes, wait)?;
+                st.rt_bytes += bytes;
+                if let Some(d) = request.deadline.filter(|_| sh.cfg.reject_late) {
+                    st.deadlines.note(d);
+                }
+                st.rt.push_back(RtEntry {
+                    data: data.clone(),
+                    offsets,
+                    op: request.op,
+                    nan: request.nan,
+                    deadline: request.deadline,
+                    footprint,
+                    enqueued: Instant::now(),
+                    slot: slot.clone(),
+                    inject_failure: request.inject_failure,
+                });
+            }
+            Lane::Batch => {
+                if request.deadline.is_some() {
+                    return Err(Error::InvalidInput(
+                        "deadlines apply to real-time requests only".into(),
+                    ));
+                }
+                // Any number of partitions: over the per-reduction limit the
+                // job runs in groups (see `batch`), each planned when it
+                // starts (the offsets are checked above).
+                let mut entry = BatchEntry::new(
+                    sh,
+                    request.input.clone(),
+                    offsets,
+                    request.op,
+                    request.nan,
+                    slot.clone(),
+                );
+                // Prepared here, not by the dispatcher, once it has queue
+                // space (held meanwhile, so a rejected job costs nothing);
+                // a job that cannot be prepared (out of memory) fails
+                // alone, through its handle, as it would have when it
+                // started.
+                let mut st = self.wait_for_space(lane, bytes, wait)?;
+                st.batch_reserved += 1;
+                drop(st);
+                let prepared = entry.prepare_first(sh);
+                st = lock(&sh.state);
+                st.batch_reserved -= 1;
+                if st.shutdown {
+                    // The dispatcher has failed the queue and left.
+                    return Err(Error::Shutdown);
+                }
+                if let Err(e) = prepared {
+                    drop(st);
+                    sh.space.notify_all();
+                    if slot.complete(Err(e)) {
+                        lock(&sh.metrics).batch.failed += 1;
+                    }
+                    return Ok(Handle::new(slot, || {}));
+                }
+                // Its latency counts from here, as a real-time request's
+                // does.
+                entry.mark_enqueued();
+                st.batch.push_back(entry);
+            }
+        }
+        sh.work.notify_all();
+        let weak: Weak<Shared> = Arc::downgrade(sh);
+        Ok(Handle::new(slot, move || {
+            if let Some(sh) = weak.upgrade() {
+                let mut m = lock(&sh.metrics);
+                match lane {
+                    Lane::RealTime => m.rt.cancelled += 1,
+                    Lane::Batch => m.batch.cancelled += 1,
+                }
+                drop(m);
+                // The slot is settled outside the state lock; taking it
+                // here orders this wake-up after any look the dispatcher
+                // is taking at the queues, so the wake-up is not lost
+                // between its look and its wait.
+                lock(&sh.state).cancelled_since_look = true;
+                sh.work.notify_all();
+            }
+        }))
+    }
+
+    /// Waits for room for `bytes` in `lane`'s queue (or fails, see
+    /// [`WhenFull`]; at once unless `wait`), and returns the state lock to
+    /// queue the request with. Blocked submitters get room in the order they came (see
+    /// `space_line`).
+    fn wait_for_space(&self, lane: Lane, bytes: u64, wait: bool) -> Result<MutexGuard<'_, State>> {
+        let sh = &self.shared;
+        let cfg = &sh.cfg;
+        let mut st = lock(&sh.state);
+        let mut ticket: Option<u64> = None;
+        let outcome = loop {
+            if st.shutdown {
+                break Err(Error::Shutdown);
+            }
+            if let Err(lost) = sh.ctx.health.check() {
+                break Err(lost);
+            }
+            let full = match lane {
+                Lane::RealTime => {
+                    st.rt.len() >= cfg.realtime_queue_len
+                        || (!st.rt.is_empty() && st.rt_bytes + bytes > cfg.realtime_queue_bytes)
+                }
+                Lane::Batch => st.batch_jobs() >= cfg.batch_queue_len,
+            };
+            let line = match lane {
+                Lane::RealTime => &mut st.rt_line,
+                Lane::Batch => &mut st.batch_line,
+            };
+            if !full && line.is_first(ticket) {
+                break Ok(());
+            }
+            if cfg.when_full == WhenFull::Reject || !wait {
+                let detail = match lane {
+                    Lane::RealTime => {
+                        format!("{} requests, {} bytes queued", st.rt.len(), st.rt_bytes)
+                    }
+                    Lane::Batch => {
+                        format!("{} jobs queued", st.batch_jobs())
+                    }
+                };
+                break Err(Error::QueueFull {
+                    lane: lane.name(),
+                    detail,
+                });
+            }
+            if ticket.is_none() {
+                ticket = Some(line.join());
+            }
+            st = sh.space.wait(st).unwrap_or_else(|e| e.into_inner());
+        };
+        if let Some(t) = ticket {
+            let line = match lane {
+                Lane::RealTime => &mut st.rt_line,
+                Lane::Batch => &mut st.batch_line,
+            };
+            line.leave(t);
+            // The next in line looks again: there may be room for it too
+            // (or it is first now that this one gave up).
+            if !line.is_empty() {
+                sh.space.notify_all();
+            }
+        }
+        outcome.map(|()| st)
+    }
+}
