@@ -1,6 +1,7 @@
 //! Two lanes on one GPU queue: a steady stream of small real-time requests
 //! keeps its latency while batch jobs keep the GPU busy, from a fresh
-//! scheduler's first batch job on.
+//! scheduler's first batch job on; then a keyed request (group-by) in each
+//! lane.
 //! `cargo run --release --example mixed_lanes [--full]` (`--full` runs
 //! 3000 requests per phase and, on a GPU, 1 GiB batch jobs; the default is
 //! a short run). `gpulanes mixed` measures the same more thoroughly.
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use gpulanes::{Engine, Lanes, LanesConfig, NanPolicy, Op, Partitions, Request};
+use gpulanes::{Engine, Lane, Lanes, LanesConfig, NanPolicy, Op, Partitions, Request};
 
 /// Real-time requests (4096 values each), one per millisecond, `count` of
 /// them, or while `until` says to go on (at least one); their latencies,
@@ -132,6 +133,21 @@ fn main() -> Result<(), gpulanes::Error> {
         "meanwhile {jobs} batch jobs of {n} values ({:.2} GB/s), each the same bits as alone (sum {})",
         (jobs * n as u64 * 4) as f64 / seconds / 1e9,
         alone.value().unwrap_or(0.0)
+    );
+    // Keyed requests (per-key totals) go through both lanes too, with the
+    // bits of `reduce_by_key` run alone.
+    let keys: Vec<i32> = (0..4096).map(|i| i % 13).collect();
+    let values: Vec<f32> = (0..4096).map(|i| (i % 1000) as f32 * 0.001).collect();
+    let ops = [Op::Sum, Op::Max, Op::Count];
+    let keyed_alone = engine.reduce_by_key(&keys, &values, &ops, NanPolicy::Propagate)?;
+    for lane in [Lane::RealTime, Lane::Batch] {
+        let keyed = Request::keyed(keys.clone(), values.clone(), &ops, NanPolicy::Propagate);
+        let grouped = lanes.submit(lane, keyed)?.wait()?;
+        assert_eq!(grouped, keyed_alone, "a keyed {lane:?} result differs");
+    }
+    println!(
+        "a keyed request ({} keys) in each lane: the same bits as alone",
+        keyed_alone.len()
     );
     let m = lanes.metrics();
     println!(

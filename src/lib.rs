@@ -88,7 +88,9 @@ pub use error::{Error, Result};
 pub use kernels::KernelShape;
 pub use keyed::stream::Column;
 pub use keyed::{DENSE_FLOOR, DENSE_SLACK, Grouped, GroupedStates, Key, SMALL_PARTITION};
-pub use lanes::{Handle, Lane, Lanes, LanesConfig, Request, TrySubmitError};
+pub use lanes::{
+    Handle, KeyedRequest, Lane, Lanes, LanesConfig, Request, Submission, TrySubmitError,
+};
 pub use op::{NanPolicy, Op, Reduction};
 pub use options::EngineOptions;
 pub use partition::Partitions;

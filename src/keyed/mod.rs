@@ -170,7 +170,7 @@ const PARALLEL_GROUPS: usize = 1 << 14;
 /// Appends the keys, values and counts of a window's `groups` to `out`,
 /// in order, on several threads for large windows (building and
 /// finalising a group's states costs about a microsecond).
-fn finish_window<K: Key>(
+pub(crate) fn finish_window<K: Key>(
     out: &mut Grouped<K>,
     acc: &accumulators::GroupAccumulators,
     groups: &[(K, usize)],
@@ -227,7 +227,7 @@ pub(crate) fn wanted(ops: &[Op]) -> Wanted {
 }
 
 /// How the keys become groups.
-enum KeyPlan<K> {
+pub(crate) enum KeyPlan<K> {
     /// group = key - min.
     Dense { min: K, groups: u64 },
     /// group = ids[row]; distinct[g] is group g's key (ascending).
@@ -255,7 +255,9 @@ fn dense_groups(min: i128, max: i128, rows: u64) -> Option<u64> {
     (range <= bound && range <= u32::MAX as u128).then_some(range as u64)
 }
 
-fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
+/// Plans how `keys` become groups: dense keys as they are, sparse ones
+/// through ids (see the module documentation).
+pub(crate) fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
     let (Some(&min), Some(&max)) = (keys.iter().min(), keys.iter().max()) else {
         return Ok(KeyPlan::Dense {
             min: K::from_i128(0),
@@ -295,6 +297,32 @@ fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
     }
     let distinct = order.iter().map(|&i| distinct[i as usize]).collect();
     Ok(KeyPlan::Sparse { ids, distinct })
+}
+
+/// The groups of a window from group `g0` of dense keys from `min` that
+/// have rows, as (key, index in the window): groups no row has are left
+/// out.
+pub(crate) fn present_dense<K: Key>(
+    min: K,
+    g0: u64,
+    acc: &accumulators::GroupAccumulators,
+) -> Vec<(K, usize)> {
+    (0..acc.len())
+        .filter(|&g| acc.rows(g) > 0)
+        .map(|g| (K::from_i128(min.to_i128() + (g0 as usize + g) as i128), g))
+        .collect()
+}
+
+/// The groups of a window from group `g0` of sparse keys (`distinct`,
+/// ascending), as (key, index in the window): every id has rows.
+pub(crate) fn present_sparse<K: Key>(
+    distinct: &[K],
+    g0: u64,
+    acc: &accumulators::GroupAccumulators,
+) -> Vec<(K, usize)> {
+    (0..acc.len())
+        .map(|g| (distinct[g0 as usize + g], g))
+        .collect()
 }
 
 /// Calls `each(accumulators, groups)` for every window of groups, in
@@ -348,11 +376,7 @@ fn reduce_planned<K: Key>(
                 }
             };
             reduce_groups(ctx, dtype, values, by, groups, wanted, |g0, acc| {
-                let present: Vec<(K, usize)> = (0..acc.len())
-                    .filter(|&g| acc.rows(g) > 0)
-                    .map(|g| (K::from_i128(min.to_i128() + (g0 as usize + g) as i128), g))
-                    .collect();
-                each(&acc, &present)
+                each(&acc, &present_dense(min, g0, &acc))
             })
         }
         KeyPlan::Sparse { ids, distinct } => {
@@ -362,10 +386,7 @@ fn reduce_planned<K: Key>(
             };
             let groups = distinct.len() as u64;
             reduce_groups(ctx, dtype, values, by, groups, wanted, |g0, acc| {
-                let present: Vec<(K, usize)> = (0..acc.len())
-                    .map(|g| (distinct[g0 as usize + g], g))
-                    .collect();
-                each(&acc, &present)
+                each(&acc, &present_sparse(&distinct, g0, &acc))
             })
         }
     }

@@ -139,7 +139,7 @@ struct Bound {
 
 /// One chunk of rows: its values, keys and segment table bound where they
 /// are.
-struct Chunk {
+pub(crate) struct Chunk {
     rows: Range<u64>,
     values: Bound,
     keys: Option<Bound>,
@@ -182,6 +182,201 @@ fn bind(b: &Bound) -> wgpu::BindingResource<'_> {
     })
 }
 
+/// How a pass of the group kernel is cut on this device: rows per chunk
+/// (each chunk's columns fit one binding and one dispatch), the alignment
+/// of chunk starts, groups per window (a window's accumulators fit one
+/// binding), and the phases (64-bit max/min keys take a second round for
+/// their low words, after every row's first round).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PassShape {
+    pub chunk_rows: u64,
+    pub align: u64,
+    pub window: u64,
+    pub phases: u32,
+}
+
+impl PassShape {
+    /// The shape of a pass over `dtype` values grouped by `by`.
+    pub fn new(ctx: &Context, dtype: Dtype, by: &RowGroups<'_>, wanted: Wanted) -> Self {
+        let wpe = dtype.words();
+        let kernels = &ctx.group_kernels;
+        let wg = kernels.shape().workgroup_size() as u64;
+        let per_unit = wg * rows_per_invocation(kernels.shape()) as u64;
+        let binding = ctx.limits.max_binding_bytes;
+        let key_limit = match by.key_words() {
+            0 => u64::MAX,
+            w => binding / (w * 4),
+        };
+        // Chunks start at rows whose words are aligned for a binding offset.
+        let align = (ctx.limits.offset_alignment / 4).max(1);
+        let chunk_rows = (binding / (wpe * 4))
+            .min(key_limit)
+            .min(ctx.limits.max_units_per_dispatch.saturating_mul(per_unit))
+            .clamp(1, MAX_CHUNK_ROWS);
+        let chunk_rows = (chunk_rows / align * align).max(align);
+        PassShape {
+            chunk_rows,
+            align,
+            window: window_groups(ctx, dtype),
+            phases: if wpe == 2 && (wanted.max || wanted.min) {
+                2
+            } else {
+                1
+            },
+        }
+    }
+}
+
+/// A window's accumulators on the device and the buffer they are read
+/// back through.
+pub(crate) struct WindowBuffers {
+    pub acc: PooledBuffer,
+    pub readback: PooledBuffer,
+    pub bytes: u64,
+}
+
+impl WindowBuffers {
+    /// Buffers for `count` groups' accumulators of `dtype`.
+    pub fn new(ctx: &Context, dtype: Dtype, count: u64) -> Self {
+        let bytes = count * stride_words(dtype) as u64 * 4;
+        let acc = ctx.pool.take(
+            &ctx.device,
+            bytes,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            "gpulanes group accumulators",
+        );
+        let readback = ctx.pool.take(
+            &ctx.device,
+            bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            "gpulanes group readback",
+        );
+        WindowBuffers {
+            acc,
+            readback,
+            bytes,
+        }
+    }
+
+    /// Zeroes the accumulators (before a window's first rows).
+    pub fn encode_clear(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.clear_buffer(&self.acc, 0, Some(self.bytes));
+    }
+
+    /// Copies the accumulators to the readback buffer (after a window's
+    /// last rows).
+    pub fn encode_copy(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.copy_buffer_to_buffer(&self.acc, 0, &self.readback, 0, self.bytes);
+    }
+}
+
+/// Encodes phase `phase` of the pass over `chunks` (every one that holds
+/// rows of the window's groups) into the accumulators of the window of
+/// `count` groups from `g0`. Returns the uniform buffers the dispatches
+/// read, to keep until the submission is done.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_window_phase(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    dtype: Dtype,
+    by: &RowGroups<'_>,
+    wanted: Wanted,
+    chunks: &[Chunk],
+    g0: u64,
+    count: u64,
+    phase: u32,
+    window: &WindowBuffers,
+) -> Vec<PooledBuffer> {
+    let kernels = &ctx.group_kernels;
+    let wg = kernels.shape().workgroup_size() as u64;
+    let per_unit = wg * rows_per_invocation(kernels.shape()) as u64;
+    // Few keyed groups: each workgroup accumulates privately first, so rows
+    // of the same group do not contend for the same global words.
+    let private = by.key_words() > 0 && count <= kernels.private_groups(dtype) as u64;
+    let pipeline = kernels.pipeline(
+        &ctx.device,
+        dtype,
+        PassKind {
+            mode: by.mode(),
+            sum: wanted.sum,
+            max: wanted.max,
+            min: wanted.min,
+            phase,
+            private: private && phase == 0,
+        },
+    );
+    let rows = chunks.last().map_or(0, |c| c.rows.end);
+    let row_range = by.rows_of(&(g0..g0 + count), rows);
+    let mut bound = Vec::new();
+    for chunk in chunks
+        .iter()
+        .filter(|c| c.rows.start < row_range.end && row_range.start < c.rows.end)
+    {
+        let p = chunk_params(by, chunk, g0, count);
+        let params = ctx.pool.take(
+            &ctx.device,
+            GROUP_PARAMS_BYTES,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            "gpulanes group params",
+        );
+        ctx.queue.write_buffer(&params, 0, bytemuck::bytes_of(&p));
+        // Absent bindings are bound to the values (never read).
+        let keys = chunk.keys.as_ref().unwrap_or(&chunk.values);
+        let segs = chunk.segments.as_ref().map_or(&chunk.values, |s| &s.0);
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("reduce groups"),
+            layout: &kernels.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: bind(&Bound {
+                        buffer: (*params).clone(),
+                        offset: 0,
+                        bytes: GROUP_PARAMS_BYTES,
+                    }),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: bind(keys),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: bind(&chunk.values),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: bind(&Bound {
+                        buffer: (*window.acc).clone(),
+                        offset: 0,
+                        bytes: window.bytes,
+                    }),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: bind(segs),
+                },
+            ],
+        });
+        let units = chunk.len().div_ceil(per_unit) as u32;
+        bound.push((bind_group, units, params));
+    }
+    {
+        let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("reduce groups"),
+            timestamp_writes: None,
+        });
+        cpass.set_pipeline(&pipeline);
+        for (bind_group, units, _) in &bound {
+            cpass.set_bind_group(0, bind_group, &[]);
+            let x = (*units).min(ctx.limits.max_workgroups_per_dim);
+            cpass.dispatch_workgroups(x, units.div_ceil(x), 1);
+        }
+    }
+    bound.into_iter().map(|(_, _, params)| params).collect()
+}
+
 /// Reduces `values` (`dtype`'s words, `rows` rows) into `groups` groups
 /// found by `by`, and hands each window of consecutive groups' accumulators
 /// to `each` with the window's first group, in order.
@@ -199,138 +394,42 @@ pub(crate) fn reduce_groups(
     if groups == 0 {
         return Ok(());
     }
-    let kernels = &ctx.group_kernels;
-    let wg = kernels.shape().workgroup_size() as u64;
-    let per_unit = wg * rows_per_invocation(kernels.shape()) as u64;
-    let binding = ctx.limits.max_binding_bytes;
-    let key_limit = match by.key_words() {
-        0 => u64::MAX,
-        w => binding / (w * 4),
-    };
-    // Chunks start at rows whose words are aligned for a binding offset.
-    let align = (ctx.limits.offset_alignment / 4).max(1);
-    let chunk_rows = (binding / (wpe * 4))
-        .min(key_limit)
-        .min(ctx.limits.max_units_per_dispatch.saturating_mul(per_unit))
-        .clamp(1, MAX_CHUNK_ROWS);
-    let chunk_rows = (chunk_rows / align * align).max(align);
+    let shape = PassShape::new(ctx, dtype, &by, wanted);
     let mut first_scope = Some(ErrorScopes::push(ctx));
-    let chunks = make_chunks(ctx, values, wpe, by, chunk_rows, align)?;
-    let stride = stride_words(dtype) as u64;
-    let window = window_groups(ctx, dtype);
-    let two_phase = wpe == 2 && (wanted.max || wanted.min);
-    let pass = |phase, private| PassKind {
-        mode: by.mode(),
-        sum: wanted.sum,
-        max: wanted.max,
-        min: wanted.min,
-        phase,
-        private,
-    };
+    let chunks = make_chunks(ctx, values, wpe, by, 0..rows, shape.chunk_rows, shape.align)?;
     let mut g0 = 0;
     while g0 < groups {
         let scope = first_scope.take().unwrap_or_else(|| ErrorScopes::push(ctx));
-        let g1 = (g0 + window).min(groups);
+        let g1 = (g0 + shape.window).min(groups);
         let count = g1 - g0;
-        // Few keyed groups: each workgroup accumulates privately first, so
-        // rows of the same group do not contend for the same global words.
-        let private = by.key_words() > 0 && count <= kernels.private_groups(dtype) as u64;
-        let pipelines: Vec<wgpu::ComputePipeline> = (0..if two_phase { 2 } else { 1 })
-            .map(|p| kernels.pipeline(&ctx.device, dtype, pass(p, private && p == 0)))
-            .collect();
-        let acc_bytes = count * stride * 4;
-        let acc = ctx.pool.take(
-            &ctx.device,
-            acc_bytes,
-            wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            "gpulanes group accumulators",
-        );
-        let readback = ctx.pool.take(
-            &ctx.device,
-            acc_bytes,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            "gpulanes group readback",
-        );
-        let row_range = by.rows_of(&(g0..g1), rows);
+        let window = WindowBuffers::new(ctx, dtype, count);
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("gpulanes groups"),
             });
-        encoder.clear_buffer(&acc, 0, Some(acc_bytes));
-        let mut bound = Vec::new();
-        for chunk in chunks
-            .iter()
-            .filter(|c| c.rows.start < row_range.end && row_range.start < c.rows.end)
-        {
-            let p = chunk_params(&by, chunk, g0, count);
-            let params = ctx.pool.take(
-                &ctx.device,
-                GROUP_PARAMS_BYTES,
-                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                "gpulanes group params",
-            );
-            ctx.queue.write_buffer(&params, 0, bytemuck::bytes_of(&p));
-            // Absent bindings are bound to the values (never read).
-            let keys = chunk.keys.as_ref().unwrap_or(&chunk.values);
-            let segs = chunk.segments.as_ref().map_or(&chunk.values, |s| &s.0);
-            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("reduce groups"),
-                layout: &kernels.layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: bind(&Bound {
-                            buffer: (*params).clone(),
-                            offset: 0,
-                            bytes: GROUP_PARAMS_BYTES,
-                        }),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: bind(keys),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: bind(&chunk.values),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 3,
-                        resource: bind(&Bound {
-                            buffer: (*acc).clone(),
-                            offset: 0,
-                            bytes: acc_bytes,
-                        }),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 4,
-                        resource: bind(segs),
-                    },
-                ],
-            });
-            let units = chunk.len().div_ceil(per_unit) as u32;
-            bound.push((bind_group, units, params));
-        }
+        window.encode_clear(&mut encoder);
         // Every chunk's high words before any chunk's low words.
-        for pipeline in &pipelines {
-            let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("reduce groups"),
-                timestamp_writes: None,
-            });
-            cpass.set_pipeline(pipeline);
-            for (bind_group, units, _) in &bound {
-                cpass.set_bind_group(0, bind_group, &[]);
-                let x = (*units).min(ctx.limits.max_workgroups_per_dim);
-                cpass.dispatch_workgroups(x, units.div_ceil(x), 1);
-            }
+        let mut params = Vec::new();
+        for phase in 0..shape.phases {
+            params.extend(encode_window_phase(
+                ctx,
+                &mut encoder,
+                dtype,
+                &by,
+                wanted,
+                &chunks,
+                g0,
+                count,
+                phase,
+                &window,
+            ));
         }
-        encoder.copy_buffer_to_buffer(&acc, 0, &readback, 0, acc_bytes);
+        window.encode_copy(&mut encoder);
         let index = ctx.queue.submit([encoder.finish()]);
         scope.check()?;
-        let words = read_words(ctx, &readback, acc_bytes, index)?;
-        drop(bound);
+        let words = read_words(ctx, &window.readback, window.bytes, index)?;
+        drop(params);
         each(g0, GroupAccumulators::new(dtype, words))?;
         g0 = g1;
     }
@@ -380,23 +479,25 @@ fn bound(
     }
 }
 
-/// Splits the rows into chunks of at most `chunk_rows` that start at
-/// multiples of `align` rows and lie inside one piece of every device
-/// column, and binds (or uploads) their values, keys and segment tables.
-fn make_chunks(
+/// Splits rows `range` into chunks of at most `chunk_rows` that start at
+/// multiples of `align` rows (`range.start` must be one) and lie inside one
+/// piece of every device column, and binds (or uploads) their values, keys
+/// and segment tables.
+pub(crate) fn make_chunks(
     ctx: &Context,
     values: Words<'_>,
     wpe: u64,
     by: RowGroups<'_>,
+    range: Range<u64>,
     chunk_rows: u64,
     align: u64,
 ) -> Result<Vec<Chunk>> {
-    let rows = values.len() / wpe;
+    let rows = range.end;
     let columns: Vec<(Words<'_>, u64)> = std::iter::once((values, wpe))
         .chain(by.keys().map(|k| (k, by.key_words())))
         .collect();
     let mut chunks = Vec::new();
-    let mut r0 = 0;
+    let mut r0 = range.start;
     while r0 < rows {
         let mut r1 = (r0 + chunk_rows).min(rows);
         for &(col, w) in &columns {

@@ -10,8 +10,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::batch::{BatchEntry, run_batch_chunk};
+use super::batch::run_batch_chunk;
+use super::keyed::{KeyedEntry, run_keyed_realtime, run_keyed_step};
 use super::pacing::{Decision, IDLE_WAIT, Pacing, decide};
+use super::queued::{BatchJob, RtJob};
 use super::realtime::{RtEntry, run_realtime};
 use super::shared::{Shared, State, lock, wake_all};
 use super::shutdown::{self, FailOnPanic, fail_queued};
@@ -21,8 +23,12 @@ use crate::fit::Footprint;
 
 /// What the dispatcher does next.
 enum Action {
+    /// A coalesced group of real-time reductions.
     Realtime(Vec<RtEntry>),
-    Batch(Box<BatchEntry>),
+    /// A real-time keyed reduction, alone.
+    RealtimeKeyed(Box<KeyedEntry>),
+    /// The next chunk (or step) of a batch job.
+    Batch(Box<BatchJob>),
     Exit,
 }
 
@@ -33,9 +39,13 @@ pub(super) fn dispatcher_loop(sh: &Arc<Shared>) {
         match next_action(sh) {
             Action::Exit => return,
             Action::Realtime(reqs) => run_realtime(sh, reqs),
-            Action::Batch(entry) => {
-                let _fail_on_panic = FailOnPanic(entry.slot.clone());
-                let unfinished = run_batch_chunk(sh, *entry);
+            Action::RealtimeKeyed(entry) => run_keyed_realtime(sh, *entry),
+            Action::Batch(job) => {
+                let _fail_on_panic = FailOnPanic(job.slot());
+                let unfinished = match *job {
+                    BatchJob::Reduce(entry) => run_batch_chunk(sh, entry).map(BatchJob::Reduce),
+                    BatchJob::Keyed(job) => run_keyed_step(sh, job).map(BatchJob::Keyed),
+                };
                 let mut st = lock(&sh.state);
                 st.batch_taken = false;
                 if let Some(e) = unfinished {
@@ -86,10 +96,10 @@ fn next_action(sh: &Arc<Shared>) -> Action {
         // on every wake-up.
         if std::mem::take(&mut st.cancelled_since_look) {
             let before = (st.rt.len(), st.batch.len());
-            st.rt.retain(|r| !r.slot.is_settled());
-            st.batch.retain(|b| !b.slot.is_settled());
+            st.rt.retain(|r| !r.slot().is_settled());
+            st.batch.retain(|b| !b.slot().is_settled());
             if (st.rt.len(), st.batch.len()) != before {
-                st.rt_bytes = st.rt.iter().map(|r| r.data.len() as u64 * 4).sum();
+                st.rt_bytes = st.rt.iter().map(RtJob::bytes).sum();
                 sh.space.notify_all();
             }
         }
@@ -104,7 +114,19 @@ fn next_action(sh: &Arc<Shared>) -> Action {
         }
         let wake = match decide(&st.queues(), &st.pred, now, &pacing) {
             Decision::Realtime => {
-                let age = now.duration_since(st.rt.front().expect("non-empty").enqueued);
+                // A keyed request is not coalesced: it goes at once, alone.
+                match st.rt.pop_front() {
+                    Some(RtJob::Keyed(entry)) => {
+                        st.rt_bytes -= entry.bytes;
+                        st.rt_in_flight += 1;
+                        drop(st);
+                        sh.space.notify_all();
+                        return Action::RealtimeKeyed(Box::new(entry));
+                    }
+                    Some(reduction) => st.rt.push_front(reduction),
+                    None => {}
+                }
+                let age = now.duration_since(st.rt.front().expect("non-empty").enqueued());
                 let big = st.rt.len() >= cfg.max_coalesced_requests
                     || st.rt_bytes >= cfg.max_coalesced_bytes;
                 if age < cfg.coalesce_delay && !big {
@@ -126,7 +148,8 @@ fn next_action(sh: &Arc<Shared>) -> Action {
                 // (Each request alone was checked when submitted.)
                 let mut partitions = 0;
                 let mut footprint = Footprint::default();
-                while let Some(r) = st.rt.front() {
+                // Up to the first keyed request, which goes alone next.
+                while let Some(RtJob::Reduce(r)) = st.rt.front() {
                     let b = r.data.len() as u64 * 4;
                     let k = r.offsets.len() as u64 - 1;
                     let grown = footprint.with(r.footprint);
@@ -141,7 +164,9 @@ fn next_action(sh: &Arc<Shared>) -> Action {
                     bytes += b;
                     partitions += k;
                     footprint = grown;
-                    reqs.push(st.rt.pop_front().expect("front exists"));
+                    if let Some(RtJob::Reduce(r)) = st.rt.pop_front() {
+                        reqs.push(r);
+                    }
                 }
                 st.rt_bytes -= bytes;
                 st.rt_in_flight += 1;
@@ -186,22 +211,22 @@ fn expire_queued<'a>(
     mut st: MutexGuard<'a, State>,
     now: Instant,
 ) -> MutexGuard<'a, State> {
-    let (expired, live): (VecDeque<RtEntry>, VecDeque<RtEntry>) = std::mem::take(&mut st.rt)
+    let (expired, live): (VecDeque<RtJob>, VecDeque<RtJob>) = std::mem::take(&mut st.rt)
         .into_iter()
-        .partition(|r| r.deadline.is_some_and(|d| d <= now));
+        .partition(|r| r.deadline().is_some_and(|d| d <= now));
     st.rt = live;
     if expired.is_empty() {
         return st;
     }
-    st.rt_bytes -= expired.iter().map(|r| r.data.len() as u64 * 4).sum::<u64>();
+    st.rt_bytes -= expired.iter().map(RtJob::bytes).sum::<u64>();
     drop(st);
     sh.space.notify_all();
     let mut m = lock(&sh.metrics);
     let mut wakeups = Vec::new();
     for r in &expired {
-        let late_by = now.saturating_duration_since(r.deadline.expect("expired has a deadline"));
+        let late_by = now.saturating_duration_since(r.deadline().expect("expired has a deadline"));
         // A request cancelled meanwhile counts as cancelled only.
-        if let Some(w) = r.slot.settle(Err(Error::DeadlineExceeded { late_by })) {
+        if let Some(w) = r.slot().settle_err(Error::DeadlineExceeded { late_by }) {
             m.rt.deadline_misses += 1;
             m.rt.failed += 1;
             wakeups.push(w);

@@ -67,6 +67,25 @@ impl<T> Slot<T> {
     }
 }
 
+/// A slot as queues that hold work of several result types see it: it can
+/// be failed and asked whether it is settled.
+pub(crate) trait AnySlot: Send + Sync {
+    /// [`Slot::settle`] with `error`.
+    fn settle_err(&self, error: Error) -> Option<Wakeup>;
+    /// [`Slot::is_settled`].
+    fn is_settled(&self) -> bool;
+}
+
+impl<T: Send> AnySlot for Slot<T> {
+    fn settle_err(&self, error: Error) -> Option<Wakeup> {
+        self.settle(Err(error))
+    }
+
+    fn is_settled(&self) -> bool {
+        Slot::is_settled(self)
+    }
+}
+
 /// The wake-up of a settled slot's `.await`ing task, still to be delivered
 /// (see [`Slot::settle`]).
 #[must_use = "the awaiting task sleeps until woken"]

@@ -31,6 +31,11 @@
 //!   to what is still in flight, and clears it when nothing is; a chunk that
 //!   runs faster than estimated costs the GPU idle time until its
 //!   completion is seen, never a held request beyond that.
+//! * Keyed reductions (group-by, [`Request::keyed`]) run in both lanes
+//!   with the bits of [`Engine::reduce_by_key`](crate::Engine::reduce_by_key)
+//!   alone: a real-time one as a submission of its own (not coalesced), a
+//!   batch one in steps of rows sized like batch chunks, all adding into
+//!   the same exact accumulators (see `keyed`).
 //! * Real-time goes first, but the batch lane is guaranteed a share of GPU
 //!   time (`batch_min_share`) under a real-time flood.
 //! * Deadlines (a request still queued at its deadline leaves the queue
@@ -53,10 +58,12 @@
 //! # Modules
 //!
 //! * `config`: [`LanesConfig`], its validation and the timing derived from
-//!   it; `request`: [`Request`], [`Lane`], [`TrySubmitError`].
+//!   it; `request`: [`Request`], [`Lane`], [`Submission`],
+//!   [`TrySubmitError`]; `queued`: what the queues hold.
 //! * `submit`: checking and queueing a request (on the caller's thread).
 //! * `dispatcher`: the thread that decides what goes to the GPU next,
-//!   with `realtime` (coalesced groups) and `batch` (chunks) submitting it,
+//!   with `realtime` (coalesced groups), `batch` (chunks) and `keyed`
+//!   (keyed requests in either lane) submitting it,
 //!   and `pacing`, `quantum`, `calibration`, `chunk_timer` behind its
 //!   decisions.
 //! * `poller`: the thread that waits on the device and completes handles.
@@ -72,10 +79,12 @@ mod deadlines;
 mod dispatcher;
 mod handle;
 mod job_cache;
+mod keyed;
 mod metrics;
 mod pacing;
 mod poller;
 mod quantum;
+mod queued;
 mod realtime;
 mod request;
 mod shared;
@@ -92,9 +101,10 @@ use std::time::{Duration, Instant};
 
 pub use self::config::{LanesConfig, WhenFull};
 pub use self::handle::Handle;
+pub use self::keyed::KeyedRequest;
 pub(crate) use self::metrics::LaneMetrics;
 pub use self::metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
-pub use self::request::{Input, Lane, Request, TrySubmitError};
+pub use self::request::{Input, Lane, Request, Submission, TrySubmitError};
 
 use self::calibration::calibrate;
 use self::chunk_timer::ChunkTimer;
@@ -108,7 +118,6 @@ use self::shutdown::survive_panic;
 use crate::device_health::LostListener;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::op::Reduction;
 
 /// The scheduler. Dropping it fails queued work with [`Error::Shutdown`],
 /// lets work already on the GPU finish, and joins its threads (in the order
@@ -199,7 +208,7 @@ impl Lanes {
     ///
     /// # Errors
     /// As [`Lanes::submit`].
-    pub fn realtime(&self, request: Request) -> Result<Handle<Reduction>> {
+    pub fn realtime<R: Submission>(&self, request: R) -> Result<Handle<R::Output>> {
         self.submit(Lane::RealTime, request)
     }
 
@@ -207,11 +216,13 @@ impl Lanes {
     ///
     /// # Errors
     /// As [`Lanes::submit`].
-    pub fn batch(&self, request: Request) -> Result<Handle<Reduction>> {
+    pub fn batch<R: Submission>(&self, request: R) -> Result<Handle<R::Output>> {
         self.submit(Lane::Batch, request)
     }
 
-    /// Submits `request` to `lane`. Invalid requests fail here, alone. When
+    /// Submits `request` to `lane`: a [`Request`] (its handle yields a
+    /// [`Reduction`](crate::Reduction)) or a keyed [`Request::keyed`] (its handle yields a
+    /// [`Grouped`](crate::Grouped)). Invalid requests fail here, alone. When
     /// the lane's queue is full this waits for room (or, with
     /// [`WhenFull::Reject`], fails with [`Error::QueueFull`]); the `try_`
     /// forms never wait and hand the request back instead.
@@ -220,13 +231,14 @@ impl Lanes {
     /// [`Error::InvalidPartitions`] or [`Error::InvalidInput`] for a request
     /// that cannot run (bad partitions, device data on the real-time lane,
     /// an array of another engine or dtype, a deadline on the batch lane,
-    /// a real-time request over `max_realtime_request_bytes`);
+    /// a real-time request over `max_realtime_request_bytes`, keys and
+    /// values of different lengths, no ops);
     /// [`Error::QueueFull`] under [`WhenFull::Reject`]; [`Error::Shutdown`]
     /// once the scheduler shuts down; [`Error::DeviceLost`] once the device
     /// is lost. Failures while the request runs come through its
     /// [`Handle`].
-    pub fn submit(&self, lane: Lane, request: Request) -> Result<Handle<Reduction>> {
-        self.enqueue(lane, &request, true)
+    pub fn submit<R: Submission>(&self, lane: Lane, request: R) -> Result<Handle<R::Output>> {
+        request.enqueue(self, lane, true)
     }
 
     /// Submits a real-time request unless its queue is full (see
@@ -234,7 +246,10 @@ impl Lanes {
     ///
     /// # Errors
     /// As [`Lanes::try_submit`].
-    pub fn try_realtime(&self, request: Request) -> Result<Handle<Reduction>, TrySubmitError> {
+    pub fn try_realtime<R: Submission>(
+        &self,
+        request: R,
+    ) -> Result<Handle<R::Output>, TrySubmitError<R>> {
         self.try_submit(Lane::RealTime, request)
     }
 
@@ -243,7 +258,10 @@ impl Lanes {
     ///
     /// # Errors
     /// As [`Lanes::try_submit`].
-    pub fn try_batch(&self, request: Request) -> Result<Handle<Reduction>, TrySubmitError> {
+    pub fn try_batch<R: Submission>(
+        &self,
+        request: R,
+    ) -> Result<Handle<R::Output>, TrySubmitError<R>> {
         self.try_submit(Lane::Batch, request)
     }
 
@@ -257,12 +275,12 @@ impl Lanes {
     /// [`TrySubmitError::Full`] holding the request when the queue is full;
     /// [`TrySubmitError::Failed`] with the error [`Lanes::submit`] would
     /// give otherwise.
-    pub fn try_submit(
+    pub fn try_submit<R: Submission>(
         &self,
         lane: Lane,
-        request: Request,
-    ) -> Result<Handle<Reduction>, TrySubmitError> {
-        match self.enqueue(lane, &request, false) {
+        request: R,
+    ) -> Result<Handle<R::Output>, TrySubmitError<R>> {
+        match request.enqueue(self, lane, false) {
             Ok(handle) => Ok(handle),
             Err(Error::QueueFull { .. }) => Err(TrySubmitError::Full(request)),
             Err(e) => Err(TrySubmitError::Failed(e)),

@@ -1,13 +1,18 @@
 //! What is submitted: a [`Request`] (its input, op, partitions, NaN policy
-//! and deadline) for a [`Lane`], and what a `try_` submission gives back
-//! when it cannot queue one ([`TrySubmitError`]).
+//! and deadline) or a [`KeyedRequest`] for a [`Lane`] (both are a
+//! [`Submission`]), and what a `try_` submission gives back when it cannot
+//! queue one ([`TrySubmitError`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::Lanes;
+use super::handle::Handle;
+use super::keyed::KeyedRequest;
 use crate::device_array::DeviceArray;
-use crate::error::Error;
-use crate::op::{NanPolicy, Op};
+use crate::error::{Error, Result};
+use crate::keyed::{Grouped, Key};
+use crate::op::{NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
 
 /// Which lane a request goes to.
@@ -29,20 +34,21 @@ impl Lane {
 }
 
 /// Why [`Lanes::try_submit`](super::Lanes::try_submit) (or `try_realtime`, `try_batch`) did not
-/// queue a request.
+/// queue a request (`R`: the request's type, [`Request`] or a
+/// [`KeyedRequest`]).
 #[derive(Clone)]
-pub enum TrySubmitError {
+pub enum TrySubmitError<R = Request> {
     /// The lane's queue is full: the request, untouched, to retry later
     /// or shed.
-    Full(Request),
+    Full(R),
     /// The request cannot be queued: the error [`Lanes::submit`](super::Lanes::submit) gives
     /// (invalid request, shut down, device lost).
     Failed(Error),
 }
 
-impl TrySubmitError {
+impl<R> TrySubmitError<R> {
     /// The request back, if the queue was full.
-    pub fn into_request(self) -> Option<Request> {
+    pub fn into_request(self) -> Option<R> {
         match self {
             TrySubmitError::Full(r) => Some(r),
             TrySubmitError::Failed(_) => None,
@@ -55,7 +61,7 @@ impl TrySubmitError {
     }
 }
 
-impl std::fmt::Debug for TrySubmitError {
+impl<R> std::fmt::Debug for TrySubmitError<R> {
     // The request's data is left out: it may be large.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -65,7 +71,7 @@ impl std::fmt::Debug for TrySubmitError {
     }
 }
 
-impl std::fmt::Display for TrySubmitError {
+impl<R> std::fmt::Display for TrySubmitError<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TrySubmitError::Full(_) => f.write_str("the lane's queue is full"),
@@ -74,12 +80,48 @@ impl std::fmt::Display for TrySubmitError {
     }
 }
 
-impl std::error::Error for TrySubmitError {
+impl<R> std::error::Error for TrySubmitError<R> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TrySubmitError::Full(_) => None,
             TrySubmitError::Failed(e) => Some(e),
         }
+    }
+}
+
+/// What a lane takes: a [`Request`] (a reduction; its handle yields a
+/// [`Reduction`]) or a [`KeyedRequest`] (a keyed reduction; its handle
+/// yields a [`Grouped`]). Sealed: the lanes run these two kinds only.
+pub trait Submission: sealed::Sealed {
+    /// What the request's [`Handle`] yields.
+    type Output;
+
+    /// Checks and queues the request on `lane` of `lanes` (with `wait`
+    /// false a full queue is [`Error::QueueFull`] at once). Use
+    /// [`Lanes::submit`](super::Lanes::submit) and its relatives.
+    #[doc(hidden)]
+    fn enqueue(&self, lanes: &Lanes, lane: Lane, wait: bool) -> Result<Handle<Self::Output>>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Request {}
+    impl<K: crate::keyed::Key> Sealed for super::KeyedRequest<K> {}
+}
+
+impl Submission for Request {
+    type Output = Reduction;
+
+    fn enqueue(&self, lanes: &Lanes, lane: Lane, wait: bool) -> Result<Handle<Reduction>> {
+        lanes.enqueue(lane, self, wait)
+    }
+}
+
+impl<K: Key> Submission for KeyedRequest<K> {
+    type Output = Grouped<K>;
+
+    fn enqueue(&self, lanes: &Lanes, lane: Lane, wait: bool) -> Result<Handle<Grouped<K>>> {
+        lanes.enqueue_keyed(lane, self, wait)
     }
 }
 

@@ -24,8 +24,9 @@
 //!   both releases one before it takes the other.
 //! * Every other lock is a leaf, taken with nothing else held and released
 //!   before any other is taken: `inflight`, `throughput`, `last_done`, the
-//!   job cache's, the chunk timer's, a batch job's `results`, and a `Slot`
-//!   taken on its own.
+//!   job cache's, the chunk timer's, a batch job's `results`, a keyed
+//!   request's gathered windows and its hand-over to a finishing thread
+//!   (see `keyed`), and a `Slot` taken on its own.
 //!
 //! No lock is held while an `.await`ing task's waker runs (it is the
 //! caller's code, and may call back into the scheduler: see
@@ -40,7 +41,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::batch::BatchEntry;
 use super::chunk_timer::ChunkTimer;
 use super::config::LanesConfig;
 use super::deadlines::QueuedDeadlines;
@@ -50,7 +50,7 @@ use super::metrics::LaneMetrics;
 use super::pacing::{MAX_PREDICTION, Prediction, Queues};
 use super::poller::Inflight;
 use super::quantum::Throughput;
-use super::realtime::RtEntry;
+use super::queued::{BatchJob, RtJob};
 use super::request::Lane;
 use super::space_line::SpaceLine;
 use crate::device_health::LostListener;
@@ -60,9 +60,9 @@ use crate::engine::Context;
 /// (`Shared::state`).
 #[derive(Default)]
 pub(super) struct State {
-    pub(super) rt: VecDeque<RtEntry>,
+    pub(super) rt: VecDeque<RtJob>,
     pub(super) rt_bytes: u64,
-    pub(super) batch: VecDeque<BatchEntry>,
+    pub(super) batch: VecDeque<BatchJob>,
     /// A batch entry taken out by the dispatcher for its next chunk.
     pub(super) batch_taken: bool,
     /// Batch jobs given queue space and being prepared by their submitters.

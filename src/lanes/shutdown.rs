@@ -37,10 +37,9 @@
 use std::sync::{Arc, MutexGuard};
 
 use super::Lanes;
-use super::handle::{Slot, Wakeup};
+use super::handle::{AnySlot, Wakeup};
 use super::shared::{Shared, State, lock, wake_all};
 use crate::error::Error;
-use crate::op::Reduction;
 
 /// Runs the shutdown sequence (see the module documentation) for a
 /// dropped [`Lanes`]: refuses new work, lets the dispatcher fail the queues
@@ -93,12 +92,12 @@ pub(super) fn survive_panic(sh: &Shared, thread: &str, run: impl FnOnce()) {
 /// dispatcher panic meanwhile (a bug in gpulanes), instead of leaving it
 /// waiting forever; [`survive_panic`] fails the queued work. (Real-time
 /// requests do the same on their own: see `RtEntry`'s `Drop`.)
-pub(super) struct FailOnPanic(pub(super) Arc<Slot<Reduction>>);
+pub(super) struct FailOnPanic(pub(super) Arc<dyn AnySlot>);
 
 impl Drop for FailOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking()
-            && let Some(w) = self.0.settle(Err(Error::Shutdown))
+            && let Some(w) = self.0.settle_err(Error::Shutdown)
         {
             w.wake();
         }
@@ -112,14 +111,14 @@ pub(super) fn fail_queued(sh: &Shared, mut st: MutexGuard<'_, State>, error: &Er
     let mut wakeups: Vec<Wakeup> = st
         .rt
         .drain(..)
-        .filter_map(|r| r.slot.settle(Err(error.clone())))
+        .filter_map(|r| r.slot().settle_err(error.clone()))
         .collect();
     let rt_failed = wakeups.len() as u64;
     st.rt_bytes = 0;
     wakeups.extend(
         st.batch
             .drain(..)
-            .filter_map(|b| b.slot.settle(Err(error.clone()))),
+            .filter_map(|b| b.slot().settle_err(error.clone())),
     );
     let batch_failed = wakeups.len() as u64 - rt_failed;
     drop(st);

@@ -10,10 +10,13 @@ use super::Lanes;
 use super::batch::BatchEntry;
 use super::config::WhenFull;
 use super::handle::{Handle, Slot};
+use super::keyed::{KeyedBatch, KeyedRequest};
+use super::queued::{BatchJob, RtJob};
 use super::realtime::{RtEntry, check_realtime_plan};
 use super::request::{Input, Lane, Request};
 use super::shared::{Shared, State, lock};
 use crate::error::{Error, Result};
+use crate::keyed::{Grouped, Key};
 use crate::op::Reduction;
 
 impl Lanes {
@@ -67,7 +70,7 @@ impl Lanes {
                 if let Some(d) = request.deadline.filter(|_| sh.cfg.reject_late) {
                     st.deadlines.note(d);
                 }
-                st.rt.push_back(RtEntry {
+                st.rt.push_back(RtJob::Reduce(RtEntry {
                     data: data.clone(),
                     offsets,
                     op: request.op,
@@ -77,7 +80,7 @@ impl Lanes {
                     enqueued: Instant::now(),
                     slot: slot.clone(),
                     inject_failure: request.inject_failure,
-                });
+                }));
             }
             Lane::Batch => {
                 if request.deadline.is_some() {
@@ -122,12 +125,89 @@ impl Lanes {
                 // Its latency counts from here, as a real-time request's
                 // does.
                 entry.mark_enqueued();
-                st.batch.push_back(entry);
+                st.batch.push_back(BatchJob::Reduce(entry));
             }
         }
         sh.work.notify_all();
-        let weak: Weak<Shared> = Arc::downgrade(sh);
-        Ok(Handle::new(slot, move || {
+        Ok(self.handle(lane, slot))
+    }
+
+    /// Checks, plans and queues a keyed `request` (its data shared, not
+    /// copied). With `wait` false a full queue is [`Error::QueueFull`] at
+    /// once.
+    pub(super) fn enqueue_keyed<K: Key>(
+        &self,
+        lane: Lane,
+        request: &KeyedRequest<K>,
+        wait: bool,
+    ) -> Result<Handle<Grouped<K>>> {
+        let sh = &self.shared;
+        sh.ctx.health.check()?;
+        let bytes = request.bytes();
+        let slot = Slot::new();
+        match lane {
+            Lane::RealTime => {
+                if bytes > sh.cfg.max_realtime_request_bytes {
+                    return Err(Error::InvalidInput(format!(
+                        "real-time keyed request of {bytes} bytes (keys and values) exceeds max_realtime_request_bytes ({}); use the batch lane",
+                        sh.cfg.max_realtime_request_bytes
+                    )));
+                }
+                // Checked and planned now, on this thread: a real-time
+                // request is small, and the dispatcher only submits.
+                let entry = request.plan(slot.clone(), lane)?;
+                let mut st = self.wait_for_space(lane, bytes, wait)?;
+                st.rt_bytes += bytes;
+                if let Some(d) = entry.deadline.filter(|_| sh.cfg.reject_late) {
+                    st.deadlines.note(d);
+                }
+                st.rt.push_back(RtJob::Keyed(entry));
+            }
+            Lane::Batch => {
+                if request.deadline.is_some() {
+                    return Err(Error::InvalidInput(
+                        "deadlines apply to real-time requests only".into(),
+                    ));
+                }
+                // Planned here once it has queue space (held meanwhile, so
+                // a rejected job costs nothing), as a batch reduction is
+                // prepared; its steps are sized to the quantum now.
+                let mut st = self.wait_for_space(lane, bytes, wait)?;
+                st.batch_reserved += 1;
+                drop(st);
+                let planned = request
+                    .plan(slot.clone(), lane)
+                    .map(|entry| KeyedBatch::new(sh, entry));
+                st = lock(&sh.state);
+                st.batch_reserved -= 1;
+                if st.shutdown {
+                    // The dispatcher has failed the queue and left.
+                    return Err(Error::Shutdown);
+                }
+                let mut job = match planned {
+                    Ok(job) => job,
+                    Err(e) => {
+                        drop(st);
+                        sh.space.notify_all();
+                        return Err(e);
+                    }
+                };
+                // Its latency counts from here, as a real-time request's
+                // does.
+                job.entry.mark_enqueued();
+                st.batch.push_back(BatchJob::Keyed(job));
+            }
+        }
+        sh.work.notify_all();
+        Ok(self.handle(lane, slot))
+    }
+
+    /// The handle of a request queued on `lane`; cancelling it counts in
+    /// the lane's metrics and has the dispatcher drop the request from the
+    /// queue.
+    fn handle<T: Send + 'static>(&self, lane: Lane, slot: Arc<Slot<T>>) -> Handle<T> {
+        let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+        Handle::new(slot, move || {
             if let Some(sh) = weak.upgrade() {
                 let mut m = lock(&sh.metrics);
                 match lane {
@@ -142,7 +222,7 @@ impl Lanes {
                 lock(&sh.state).cancelled_since_look = true;
                 sh.work.notify_all();
             }
-        }))
+        })
     }
 
     /// Waits for room for `bytes` in `lane`'s queue (or fails, see

@@ -1,0 +1,817 @@
+//! Keyed reductions (group-by) in both lanes. A [`KeyedRequest`] is the
+//! lanes' form of [`Engine::reduce_by_key`](crate::Engine::reduce_by_key),
+//! and its handle yields the same [`Grouped`] result, bit for bit.
+//!
+//! * The keys are planned (dense or sparse, see [`crate::keyed`]) and the
+//!   request checked on the submitting thread, so that the dispatcher only
+//!   uploads and submits.
+//! * A real-time keyed request is one submission of its own (it is not
+//!   coalesced with other real-time requests): every window of groups,
+//!   then one readback per window.
+//! * A batch keyed job is submitted a step at a time: each step is a range
+//!   of rows whose bytes (values and keys) match a batch chunk's, sized to
+//!   the quantum, folded into the same device accumulators as the steps
+//!   before it; a window's accumulators are read back after its last step.
+//!   The accumulators are exact integers updated with atomics, which
+//!   commute, so how the rows are cut into steps changes no bit of the
+//!   result.
+//! * Deadlines (real-time only), cancellation, queue bounds, failure
+//!   isolation (each submission in its own error scopes) and device loss
+//!   behave as for the lane's other requests.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::handle::{AnySlot, Slot};
+use super::poller::track;
+use super::request::{Lane, Request};
+use super::shared::{Shared, busy_for, lock, mark_done, release_slot};
+use crate::dtype::{Dtype, Element};
+use crate::engine::ErrorScopes;
+use crate::error::{Error, Result};
+use crate::kernels::BLOCK;
+use crate::keyed::accumulators::GroupAccumulators;
+use crate::keyed::run::{
+    Chunk, PassShape, RowGroups, Wanted, WindowBuffers, Words, encode_window_phase, make_chunks,
+};
+use crate::keyed::{
+    Grouped, Key, KeyPlan, check_request, finish_window, plan_keys, present_dense, present_sparse,
+    wanted,
+};
+use crate::op::{NanPolicy, Op};
+use crate::pool::PooledBuffer;
+use crate::readback::map_read;
+
+/// Bytes of input in one unit of a batch chunk (8192 floats).
+const UNIT_BYTES: u64 = BLOCK * 4;
+
+/// Results of more groups than this are finished on a thread of their own,
+/// not on the poller, whose other completions would wait meanwhile
+/// (finishing a group costs about a microsecond).
+const FINISH_APART: u64 = 1 << 14;
+
+/// A column of host data as the 32-bit words the group kernel reads.
+trait HostWords: Send + Sync {
+    fn words(&self) -> &[u32];
+}
+
+/// Only keys and elements are wrapped (4- and 8-byte integers and floats),
+/// so the cast always holds.
+impl<T: bytemuck::Pod + Send + Sync> HostWords for Arc<[T]> {
+    fn words(&self) -> &[u32] {
+        bytemuck::cast_slice(&self[..])
+    }
+}
+
+/// A keyed reduction (group-by) to submit to a lane: `ops` over the values
+/// of each distinct key, as
+/// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) computes it.
+/// Made by [`Request::keyed`]; the handle yields a [`Grouped`] with the
+/// bits `reduce_by_key` gives for the same input.
+#[derive(Clone)]
+pub struct KeyedRequest<K: Key> {
+    keys: Arc<[K]>,
+    values: Arc<dyn HostWords>,
+    dtype: Dtype,
+    rows: u64,
+    ops: Vec<Op>,
+    nan: NanPolicy,
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Request {
+    /// A keyed reduction (group-by): `ops` over the `values` of each
+    /// distinct key in `keys` (int32, uint32 or int64, unsorted), one key
+    /// per value, with `nan` as in
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key). Submitted
+    /// like any request ([`Lanes::realtime`](super::Lanes::realtime),
+    /// [`Lanes::batch`](super::Lanes::batch), ...), its handle yields a
+    /// [`Grouped`] with the bits `reduce_by_key` gives. A real-time keyed
+    /// request is one submission of its own (not coalesced with others); a
+    /// batch one is submitted in steps of rows sized to the quantum.
+    ///
+    /// Keys and values of different lengths, or no ops, are refused when
+    /// the request is submitted ([`Error::InvalidInput`]).
+    pub fn keyed<K: Key, E: Element>(
+        keys: impl Into<Arc<[K]>>,
+        values: impl Into<Arc<[E]>>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> KeyedRequest<K> {
+        let values: Arc<[E]> = values.into();
+        KeyedRequest {
+            keys: keys.into(),
+            rows: values.len() as u64,
+            values: Arc::new(values),
+            dtype: E::DTYPE,
+            ops: ops.to_vec(),
+            nan,
+            deadline: None,
+        }
+    }
+}
+
+impl<K: Key> KeyedRequest<K> {
+    /// Real-time only: fail with [`Error::DeadlineExceeded`] after
+    /// `deadline`, as [`Request::deadline`] does.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Real-time only: a deadline `timeout` from now. A timeout too long
+    /// for the clock to represent means no deadline.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.deadline(deadline),
+            None => self,
+        }
+    }
+
+    /// Input bytes (keys and values), what queue bounds count.
+    pub(super) fn bytes(&self) -> u64 {
+        self.keys.len() as u64 * std::mem::size_of::<K>() as u64
+            + self.values.words().len() as u64 * 4
+    }
+
+    /// Checks the request (the errors of `reduce_by_key`) and plans its
+    /// keys, on the calling (submitting) thread.
+    pub(super) fn plan(&self, slot: Arc<Slot<Grouped<K>>>, lane: Lane) -> Result<KeyedEntry> {
+        check_request(self.keys.len() as u64, self.rows, &self.ops)?;
+        let (by, groups, names) = match plan_keys(&self.keys)? {
+            KeyPlan::Dense { min, groups } => (
+                Groups::Keys {
+                    keys: Arc::new(self.keys.clone()),
+                    wide: K::WORDS == 2,
+                    base: min.to_i128() as u64,
+                },
+                groups,
+                Names::Dense(min),
+            ),
+            KeyPlan::Sparse { ids, distinct } => (
+                Groups::Ids(Arc::new(Arc::<[u32]>::from(ids))),
+                distinct.len() as u64,
+                Names::Sparse(distinct),
+            ),
+        };
+        // Dense int64 keys are read as two words; ids are one.
+        let key_words = match &by {
+            Groups::Keys { wide: true, .. } => 2,
+            _ => 1,
+        };
+        Ok(KeyedEntry {
+            values: self.values.clone(),
+            dtype: self.dtype,
+            rows: self.rows,
+            by,
+            groups,
+            wanted: wanted(&self.ops),
+            row_bytes: (self.dtype.words() + key_words) * 4,
+            bytes: self.bytes(),
+            deadline: self.deadline,
+            enqueued: Instant::now(),
+            slot: slot.clone(),
+            target: Arc::new(Target {
+                slot,
+                names,
+                ops: self.ops.clone(),
+                nan: self.nan,
+            }),
+            settle_on_drop: lane == Lane::RealTime,
+        })
+    }
+}
+
+/// Where each row's group comes from, owned (see `KeyPlan`).
+enum Groups {
+    /// Dense keys, read as they are: group = key - base.
+    Keys {
+        keys: Arc<dyn HostWords>,
+        wide: bool,
+        base: u64,
+    },
+    /// Sparse keys, through their ids (ascending in key order).
+    Ids(Arc<dyn HostWords>),
+}
+
+/// A keyed request, checked and planned, as the queues hold it (the key
+/// type lives on only in its `target`).
+pub(super) struct KeyedEntry {
+    values: Arc<dyn HostWords>,
+    dtype: Dtype,
+    rows: u64,
+    by: Groups,
+    groups: u64,
+    wanted: Wanted,
+    /// Bytes of one row's value and group words.
+    row_bytes: u64,
+    /// Input bytes (keys and values), what queue bounds count.
+    pub bytes: u64,
+    pub deadline: Option<Instant>,
+    pub enqueued: Instant,
+    pub slot: Arc<dyn AnySlot>,
+    target: Arc<dyn Deliver>,
+    /// Real-time: see `Drop`.
+    settle_on_drop: bool,
+}
+
+impl Drop for KeyedEntry {
+    /// A real-time request dropped without an answer fails with
+    /// [`Error::Shutdown`] instead of leaving its handle waiting forever
+    /// (as `RtEntry` does). A batch job's entry is dropped after its last
+    /// step, before its result is read, so it does not.
+    fn drop(&mut self) {
+        if self.settle_on_drop
+            && let Some(w) = self.slot.settle_err(Error::Shutdown)
+        {
+            w.wake();
+        }
+    }
+}
+
+impl KeyedEntry {
+    pub(super) fn is_empty(&self) -> bool {
+        self.groups == 0
+    }
+
+    fn values(&self) -> Words<'_> {
+        Words::Host(self.values.words())
+    }
+
+    fn row_groups(&self) -> RowGroups<'_> {
+        match &self.by {
+            Groups::Keys {
+                keys,
+                wide: true,
+                base,
+            } => RowGroups::Keys64 {
+                keys: Words::Host(keys.words()),
+                base: *base,
+            },
+            Groups::Keys { keys, base, .. } => RowGroups::Keys32 {
+                keys: Words::Host(keys.words()),
+                base: *base as u32,
+            },
+            Groups::Ids(ids) => RowGroups::Keys32 {
+                keys: Words::Host(ids.words()),
+                base: 0,
+            },
+        }
+    }
+
+    fn shape(&self, sh: &Shared) -> PassShape {
+        PassShape::new(&sh.ctx, self.dtype, &self.row_groups(), self.wanted)
+    }
+
+    /// What completes the request, to hand to readback callbacks.
+    fn finisher(&self) -> Finisher {
+        Finisher {
+            target: self.target.clone(),
+            done: Done {
+                enqueued: self.enqueued,
+                bytes: self.bytes,
+                deadline: self.deadline,
+            },
+            groups: self.groups,
+        }
+    }
+
+    /// Completes the request with `outcome` (see [`Finisher::finish`]).
+    pub(super) fn finish(&self, sh: &Arc<Shared>, lane: Lane, outcome: Outcome) {
+        self.finisher().finish(sh, lane, outcome, ());
+    }
+
+    /// Restarts the latency clock: the job has entered the queue.
+    pub(super) fn mark_enqueued(&mut self) {
+        self.enqueued = Instant::now();
+    }
+}
+
+/// The accumulators of every window of a request, in group order, or why
+/// they could not be read.
+pub(super) type Outcome = Result<Vec<(u64, GroupAccumulators)>>;
+
+/// How a request's keys are named in its result.
+enum Names<K> {
+    /// group g is key `min + g`.
+    Dense(K),
+    /// group g is key `distinct[g]`.
+    Sparse(Vec<K>),
+}
+
+/// The typed end of a keyed request: its handle's slot and what turns
+/// accumulators into its [`Grouped`].
+struct Target<K: Key> {
+    slot: Arc<Slot<Grouped<K>>>,
+    names: Names<K>,
+    ops: Vec<Op>,
+    nan: NanPolicy,
+}
+
+impl<K: Key> Target<K> {
+    fn build(&self, windows: Vec<(u64, GroupAccumulators)>) -> Result<Grouped<K>> {
+        let mut out = Grouped::empty(&self.ops);
+        for (g0, acc) in &windows {
+            let present = match &self.names {
+                Names::Dense(min) => present_dense(*min, *g0, acc),
+                Names::Sparse(distinct) => present_sparse(distinct, *g0, acc),
+            };
+            finish_window(&mut out, acc, &present, self.nan)?;
+        }
+        Ok(out)
+    }
+}
+
+/// What latency and metrics need of a request once it completes.
+#[derive(Clone, Copy)]
+struct Done {
+    enqueued: Instant,
+    bytes: u64,
+    deadline: Option<Instant>,
+}
+
+/// Completes a keyed request's handle: typed by its keys, reached through
+/// the untyped entry.
+trait Deliver: Send + Sync {
+    fn deliver(&self, sh: &Shared, lane: Lane, done: Done, outcome: Outcome);
+}
+
+impl<K: Key> Deliver for Target<K> {
+    /// Builds the result (a late one is not built where late results are
+    /// rejected) and settles the handle, counting it in the lane's metrics
+    /// as a real-time request's result is counted.
+    fn deliver(&self, sh: &Shared, lane: Lane, done: Done, outcome: Outcome) {
+        let now = Instant::now();
+        let late = done.deadline.filter(|&d| now > d);
+        let result = match (outcome, late) {
+            (Ok(_), Some(d)) if sh.cfg.reject_late => {
+                Err(Error::DeadlineExceeded { late_by: now - d })
+            }
+            (outcome, _) => outcome.and_then(|windows| self.build(windows)),
+        };
+        let now = Instant::now();
+        let ok = result.is_ok();
+        let missed = match &result {
+            Ok(_) => late.is_some(),
+            Err(e) => matches!(e, Error::DeadlineExceeded { .. }),
+        };
+        // Counted only when this completes the request (one cancelled
+        // meanwhile counts as cancelled alone); metrics before the wake-up,
+        // which waits until the lock is gone.
+        let mut m = lock(&sh.metrics);
+        let metrics = match lane {
+            Lane::RealTime => &mut m.rt,
+            Lane::Batch => &mut m.batch,
+        };
+        let wakeup = self.slot.settle(result);
+        if wakeup.is_some() {
+            if ok {
+                metrics.on_done(now - done.enqueued, done.bytes, now);
+            } else {
+                metrics.failed += 1;
+            }
+            metrics.deadline_misses += u64::from(missed);
+        }
+        drop(m);
+        if let Some(w) = wakeup {
+            w.wake();
+        }
+    }
+}
+
+/// Completes a keyed request from a readback callback.
+struct Finisher {
+    target: Arc<dyn Deliver>,
+    done: Done,
+    groups: u64,
+}
+
+impl Finisher {
+    /// Settles the request with `outcome`, then drops `guard` (what must
+    /// live until the request is settled). Many groups are finished on a
+    /// thread of their own (see [`FINISH_APART`]); where none can be
+    /// started, here.
+    fn finish(self, sh: &Arc<Shared>, lane: Lane, outcome: Outcome, guard: impl Send + 'static) {
+        if self.groups <= FINISH_APART || outcome.is_err() {
+            self.target.deliver(sh, lane, self.done, outcome);
+            drop(guard);
+            return;
+        }
+        // Handed over through a lock, so that it stays here should the
+        // thread not start.
+        let work = Arc::new(Mutex::new(Some((self, outcome, guard))));
+        let (sh2, work2) = (sh.clone(), work.clone());
+        let spawned = std::thread::Builder::new()
+            .name("gpulanes-keyed-finish".into())
+            .spawn(move || {
+                let taken = lock(&work2).take();
+                if let Some((f, outcome, guard)) = taken {
+                    f.target.deliver(&sh2, lane, f.done, outcome);
+                    drop(guard);
+                }
+            });
+        if spawned.is_err() {
+            let taken = lock(&work).take();
+            if let Some((f, outcome, guard)) = taken {
+                f.target.deliver(sh, lane, f.done, outcome);
+                drop(guard);
+            }
+        }
+    }
+}
+
+/// A request's windows read back so far, until the last one is in.
+struct Gather {
+    windows: Vec<(u64, GroupAccumulators)>,
+    left: usize,
+    failed: bool,
+}
+
+impl Gather {
+    fn new(windows: usize) -> Arc<Mutex<Self>> {
+        Arc::new(Mutex::new(Gather {
+            windows: Vec::with_capacity(windows),
+            left: windows,
+            failed: false,
+        }))
+    }
+
+    /// Adds window `g0`'s accumulators (or the error reading them); returns
+    /// the outcome once every window is in, or at the first error.
+    fn put(&mut self, g0: u64, read: Result<GroupAccumulators>) -> Option<Outcome> {
+        if self.failed {
+            return None;
+        }
+        match read {
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+            Ok(acc) => {
+                self.windows.push((g0, acc));
+                self.left -= 1;
+                if self.left > 0 {
+                    return None;
+                }
+                self.windows.sort_unstable_by_key(|&(g0, _)| g0);
+                Some(Ok(std::mem::take(&mut self.windows)))
+            }
+        }
+    }
+}
+
+/// Maps a window's readback (its submission made) and hands its
+/// accumulators to `then`; the window's buffers stay alive until then.
+fn read_window(
+    window: WindowBuffers,
+    dtype: Dtype,
+    g0: u64,
+    then: impl FnOnce(u64, Result<GroupAccumulators>) + Send + 'static,
+) {
+    let buffer: wgpu::Buffer = (*window.readback).clone();
+    map_read(
+        &buffer,
+        window.bytes,
+        "group accumulators",
+        move |view| {
+            view.map(|b| GroupAccumulators::new(dtype, bytemuck::cast_slice::<u8, u32>(b).to_vec()))
+        },
+        move |read| {
+            drop(window);
+            then(g0, read);
+        },
+    );
+}
+
+/// Device buffers a submission reads, kept until it is done.
+type Keep = (Vec<Chunk>, Vec<PooledBuffer>);
+
+/// One real-time keyed request: one submission of its own.
+pub(super) fn run_keyed_realtime(sh: &Arc<Shared>, entry: KeyedEntry) {
+    let lane = Lane::RealTime;
+    // A lost device: the request fails without touching it.
+    if let Err(lost) = sh.ctx.health.check() {
+        entry.finish(sh, lane, Err(lost));
+        release_slot(sh, lane, Duration::ZERO);
+        return;
+    }
+    // Past its deadline already: not run where late results are rejected.
+    let now = Instant::now();
+    if let Some(d) = entry.deadline.filter(|&d| sh.cfg.reject_late && d <= now) {
+        entry.finish(sh, lane, Err(Error::DeadlineExceeded { late_by: now - d }));
+        release_slot(sh, lane, Duration::ZERO);
+        return;
+    }
+    if entry.is_empty() {
+        entry.finish(sh, lane, Ok(Vec::new()));
+        release_slot(sh, lane, Duration::ZERO);
+        return;
+    }
+    let ctx = &sh.ctx;
+    let scope = ErrorScopes::push(ctx);
+    let Encoded {
+        commands,
+        windows,
+        keep,
+    } = match encode_all(sh, &entry) {
+        Ok(encoded) => encoded,
+        Err(e) => {
+            // Popped whatever happened, so the scopes stay balanced.
+            let _ = scope.check();
+            entry.finish(sh, lane, Err(e));
+            release_slot(sh, lane, Duration::ZERO);
+            return;
+        }
+    };
+    let index = ctx.queue.submit([commands]);
+    let submitted = Instant::now();
+    if let Err(e) = scope.check() {
+        entry.finish(sh, lane, Err(e));
+        release_slot(sh, lane, Duration::ZERO);
+        return;
+    }
+    let busy = sh.rt_fixed.saturating_add(busy_for(sh, entry.bytes));
+    lock(&sh.state).pred.predict(submitted, busy);
+    lock(&sh.metrics).rt.on_submit(entry.bytes, submitted);
+    let gather = Gather::new(windows.len());
+    let dtype = entry.dtype;
+    // Shared by the readbacks: the request fails (see `KeyedEntry`'s
+    // `Drop`) should they all be dropped uncalled.
+    let entry = Arc::new(entry);
+    let keep = Arc::new(keep);
+    for (g0, window) in windows {
+        let (sh2, entry, gather, keep) = (sh.clone(), entry.clone(), gather.clone(), keep.clone());
+        read_window(window, dtype, g0, move |g0, read| {
+            let outcome = lock(&gather).put(g0, read);
+            if let Some(outcome) = outcome {
+                drop(keep);
+                entry.finisher().finish(&sh2, lane, outcome, entry);
+                if sh2.timer.is_none() {
+                    mark_done(&sh2, submitted);
+                }
+                release_slot(&sh2, lane, busy);
+            }
+        });
+    }
+    track(sh, index, None);
+}
+
+/// A real-time keyed request, encoded.
+struct Encoded {
+    commands: wgpu::CommandBuffer,
+    /// Each window's first group and buffers.
+    windows: Vec<(u64, WindowBuffers)>,
+    keep: Keep,
+}
+
+/// Uploads a real-time request's rows and encodes every window of its
+/// groups: cleared, every phase over every chunk of rows, copied out.
+fn encode_all(sh: &Shared, entry: &KeyedEntry) -> Result<Encoded> {
+    let ctx = &sh.ctx;
+    let by = entry.row_groups();
+    let shape = entry.shape(sh);
+    let chunks = make_chunks(
+        ctx,
+        entry.values(),
+        entry.dtype.words(),
+        by,
+        0..entry.rows,
+        shape.chunk_rows,
+        shape.align,
+    )?;
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes keyed real-time"),
+        });
+    let mut windows = Vec::new();
+    let mut params = Vec::new();
+    let mut g0 = 0;
+    while g0 < entry.groups {
+        let count = shape.window.min(entry.groups - g0);
+        let window = WindowBuffers::new(ctx, entry.dtype, count);
+        window.encode_clear(&mut encoder);
+        // Every chunk's high words before any chunk's low words.
+        for phase in 0..shape.phases {
+            params.extend(encode_window_phase(
+                ctx,
+                &mut encoder,
+                entry.dtype,
+                &by,
+                entry.wanted,
+                &chunks,
+                g0,
+                count,
+                phase,
+                &window,
+            ));
+        }
+        window.encode_copy(&mut encoder);
+        windows.push((g0, window));
+        g0 += count;
+    }
+    Ok(Encoded {
+        commands: encoder.finish(),
+        windows,
+        keep: (chunks, params),
+    })
+}
+
+/// A keyed batch job, submitted a step at a time: for each window of
+/// groups, for each phase, each range of rows in turn.
+pub(super) struct KeyedBatch {
+    pub entry: KeyedEntry,
+    shape: PassShape,
+    /// Rows per step (a multiple of the shape's alignment).
+    step_rows: u64,
+    /// The next step.
+    next: u64,
+    /// The accumulators of the window being filled.
+    window: Option<WindowBuffers>,
+    gather: Arc<Mutex<Gather>>,
+}
+
+/// One step of a keyed batch job.
+struct Step {
+    g0: u64,
+    count: u64,
+    phase: u32,
+    rows: Range<u64>,
+    /// The window's first step (its accumulators are cleared) and last
+    /// (they are read back after it).
+    first: bool,
+    last: bool,
+}
+
+impl KeyedBatch {
+    /// Cuts `entry` into steps whose bytes match a batch chunk's at the
+    /// current quantum (as `batch` sizes its chunks).
+    pub fn new(sh: &Shared, entry: KeyedEntry) -> Self {
+        let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
+        let units = lock(&sh.throughput).units_for(
+            chunk_time,
+            sh.cfg.min_chunk_units,
+            sh.cfg.max_chunk_units,
+        );
+        let shape = entry.shape(sh);
+        let rows = (units.saturating_mul(UNIT_BYTES) / entry.row_bytes).max(1);
+        let step_rows = (rows / shape.align * shape.align).max(shape.align);
+        let windows = entry.groups.div_ceil(shape.window) as usize;
+        KeyedBatch {
+            entry,
+            shape,
+            step_rows,
+            next: 0,
+            window: None,
+            gather: Gather::new(windows),
+        }
+    }
+
+    fn row_steps(&self) -> u64 {
+        self.entry.rows.div_ceil(self.step_rows)
+    }
+
+    fn steps_per_window(&self) -> u64 {
+        self.row_steps() * self.shape.phases as u64
+    }
+
+    fn total_steps(&self) -> u64 {
+        self.entry.groups.div_ceil(self.shape.window) * self.steps_per_window()
+    }
+
+    fn step(&self, i: u64) -> Step {
+        let per_window = self.steps_per_window();
+        let (window, within) = (i / per_window, i % per_window);
+        let row_steps = self.row_steps();
+        let g0 = window * self.shape.window;
+        let r0 = (within % row_steps) * self.step_rows;
+        Step {
+            g0,
+            count: self.shape.window.min(self.entry.groups - g0),
+            phase: (within / row_steps) as u32,
+            rows: r0..(r0 + self.step_rows).min(self.entry.rows),
+            first: within == 0,
+            last: within + 1 == per_window,
+        }
+    }
+
+    fn fail(&self, sh: &Arc<Shared>, e: Error) {
+        self.entry.finish(sh, Lane::Batch, Err(e));
+    }
+}
+
+/// Submits the next step of a keyed batch job; returns the job if
+/// unfinished.
+pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<KeyedBatch> {
+    if job.entry.slot.is_settled() {
+        return None; // cancelled (or failed): stop here, buffers are released
+    }
+    // A lost device: the job fails without touching it.
+    if let Err(lost) = sh.ctx.health.check() {
+        job.fail(sh, lost);
+        return None;
+    }
+    let total = job.total_steps();
+    if total == 0 {
+        // No rows, no groups: the result is ready now.
+        job.entry.finish(sh, Lane::Batch, Ok(Vec::new()));
+        return None;
+    }
+    let ctx = &sh.ctx;
+    let step = job.step(job.next);
+    let dtype = job.entry.dtype;
+    let scope = ErrorScopes::push(ctx);
+    if step.first {
+        job.window = Some(WindowBuffers::new(ctx, dtype, step.count));
+    }
+    let by = job.entry.row_groups();
+    // This step's rows only, uploaded right before they are read.
+    let chunks = match make_chunks(
+        ctx,
+        job.entry.values(),
+        dtype.words(),
+        by,
+        step.rows.clone(),
+        job.shape.chunk_rows,
+        job.shape.align,
+    ) {
+        Ok(chunks) => chunks,
+        Err(e) => {
+            let _ = scope.check();
+            job.fail(sh, e);
+            return None;
+        }
+    };
+    let Some(window) = job.window.as_ref() else {
+        let _ = scope.check();
+        job.fail(
+            sh,
+            Error::Internal("a keyed batch step found no accumulators".into()),
+        );
+        return None;
+    };
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes keyed batch step"),
+        });
+    if step.first {
+        window.encode_clear(&mut encoder);
+    }
+    let params = encode_window_phase(
+        ctx,
+        &mut encoder,
+        dtype,
+        &by,
+        job.entry.wanted,
+        &chunks,
+        step.g0,
+        step.count,
+        step.phase,
+        window,
+    );
+    if step.last {
+        window.encode_copy(&mut encoder);
+    }
+    let index = ctx.queue.submit([encoder.finish()]);
+    let submitted = Instant::now();
+    if let Err(e) = scope.check() {
+        job.fail(sh, e);
+        return None;
+    }
+    let step_bytes = (step.rows.end - step.rows.start) * job.entry.row_bytes;
+    let predicted = busy_for(sh, step_bytes);
+    {
+        let mut st = lock(&sh.state);
+        st.batch_in_flight += 1;
+        st.pred.predict(submitted, predicted);
+    }
+    lock(&sh.metrics).batch.on_submit(step_bytes, submitted);
+    let sh2 = sh.clone();
+    let keep: Keep = (chunks, params);
+    // The group kernel's time says nothing of the float reduction's
+    // throughput, so it is not observed; the GPU's last completion is still
+    // noted, so the next chunk's busy time does not include this one.
+    let on_done = Box::new(move || {
+        drop(keep);
+        if sh2.timer.is_none() {
+            mark_done(&sh2, submitted);
+        }
+        release_slot(&sh2, Lane::Batch, predicted);
+    });
+    if step.last
+        && let Some(window) = job.window.take()
+    {
+        let (sh3, gather, finisher) = (sh.clone(), job.gather.clone(), job.entry.finisher());
+        read_window(window, dtype, step.g0, move |g0, read| {
+            let outcome = lock(&gather).put(g0, read);
+            if let Some(outcome) = outcome {
+                finisher.finish(&sh3, Lane::Batch, outcome, ());
+            }
+        });
+    }
+    job.next += 1;
+    track(sh, index, Some(on_done));
+    (job.next < total).then_some(job)
+}
