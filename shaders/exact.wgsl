@@ -109,6 +109,25 @@ var<workgroup> wg_key_lo: atomic<u32>;
 var<workgroup> wg_limb_lo: array<u32, LIMBS>;
 var<workgroup> wg_limb_hi: array<u32, LIMBS>;
 
+// Zeroes the workgroup's accumulator, counts, flags and keys, then waits
+// for every invocation: the kernels do not rely on wgpu zero-initialising
+// workgroup memory (an engine may turn that off; see EngineOptions). The
+// partial pass's limb sums are written before they are read.
+fn clear_workgroup(t: u32) {
+    for (var i = t; i < 2u * LIMBS; i += WG) {
+        atomicStore(&wg_acc[i], 0u);
+    }
+    if t == 0u {
+        atomicStore(&wg_count_lo, 0u);
+        atomicStore(&wg_count_hi, 0u);
+        atomicStore(&wg_flags, 0u);
+        atomicStore(&wg_nans, 0u);
+        atomicStore(&wg_key_hi, 0u);
+        atomicStore(&wg_key_lo, 0u);
+    }
+    workgroupBarrier();
+}
+
 fn carry(sum: u32, addend: u32) -> u32 {
     return select(0u, 1u, sum < addend);
 }

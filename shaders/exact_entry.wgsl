@@ -26,6 +26,7 @@ fn reduce_elements(
     if unit_linear >= params.unit_count {
         return;
     }
+    clear_workgroup(t);
     let unit = params.unit_base + unit_linear;
     let range = unit_range(unit, BLOCK);
     let fast = range.len == BLOCK && (range.start & 3u) == 0u;
@@ -56,6 +57,7 @@ fn reduce_partials(
     if unit_linear >= params.unit_count {
         return;
     }
+    clear_workgroup(t);
     let unit = params.unit_base + unit_linear;
     let range = unit_range(unit, GROUP);
     if OP == OP_SUM {

@@ -404,6 +404,14 @@ fn reduce_groups(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    if PRIVATE {
+        // The private accumulators start at zero whether or not wgpu
+        // zero-initialises workgroup memory.
+        for (var w = t; w < params.group_count * STRIDE; w += WG) {
+            atomicStore(&wacc[w], 0u);
+        }
+        workgroupBarrier();
+    }
     let unit = wid.x + wid.y * nwg.x;
     // Each invocation takes RUN consecutive rows, so partitions and sorted
     // keys give long runs.

@@ -116,11 +116,12 @@ impl Context {
         let health = DeviceHealth::watch(&device);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let kernels = Kernels::new(&device, shape);
+        let kernels = Kernels::new(&device, shape, options.build);
         let group_kernels = crate::keyed::kernels::GroupKernels::new(
             &device,
             shape,
             info.backend != wgpu::Backend::Gl,
+            options.build,
         );
         if let Some(e) = pollster::block_on(oom.pop()) {
             return Err(Error::from_wgpu("building the kernels", e));

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::dtype::Dtype;
 use crate::op::KernelOp;
+use crate::options::KernelBuild;
 
 /// Input words one element-pass workgroup reduces: `BLOCK` in exact.wgsl
 /// (8192 float32/int32 values, 4096 float64/int64 values).
@@ -234,10 +235,11 @@ pub(crate) struct Kernels {
     elements_pipeline_layout: wgpu::PipelineLayout,
     partials_pipeline_layout: wgpu::PipelineLayout,
     by_dtype: [OnceLock<DtypePipelines>; 5],
+    build: KernelBuild,
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device, shape: KernelShape) -> Self {
+    pub fn new(device: &wgpu::Device, shape: KernelShape, build: KernelBuild) -> Self {
         let elements_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("reduce elements"),
             entries: &layout_entries(&ELEMENTS_BINDINGS, PARAMS_BYTES, true),
@@ -260,6 +262,7 @@ impl Kernels {
             elements_layout,
             partials_layout,
             by_dtype: Default::default(),
+            build,
         };
         kernels.for_dtype(device, Dtype::F32);
         kernels
@@ -267,10 +270,9 @@ impl Kernels {
 
     fn build(&self, device: &wgpu::Device, dtype: Dtype) -> DtypePipelines {
         let label = format!("reduce {dtype} ({})", self.shape.name());
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(shader_source(dtype, self.shape).into()),
-        });
+        let module = self
+            .build
+            .module(device, &label, shader_source(dtype, self.shape));
         let make = |layout: &wgpu::PipelineLayout, entry_point: &str, op: KernelOp| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry_point),
@@ -279,8 +281,8 @@ impl Kernels {
                 entry_point: Some(entry_point),
                 compilation_options: wgpu::PipelineCompilationOptions {
                     constants: &[("OP", op as u32 as f64)],
-                    // The accumulators start at zero in every workgroup.
-                    zero_initialize_workgroup_memory: true,
+                    // The kernels clear their accumulators themselves.
+                    zero_initialize_workgroup_memory: self.build.zero_init(),
                 },
                 cache: None,
             })

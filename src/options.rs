@@ -33,6 +33,52 @@ pub struct EngineOptions {
     pub max_workgroups_per_dim: Option<u32>,
     /// Cap on workgroups (units) per dispatch.
     pub max_units_per_dispatch: Option<u64>,
+    /// How the kernels' shader modules and pipelines are built (see
+    /// [`EngineOptions::zero_initialize_workgroup_memory`] and
+    /// [`EngineOptions::unchecked_shaders`]).
+    pub(crate) build: KernelBuild,
+}
+
+/// How the kernels are compiled: wgpu's safety measures, on by default,
+/// which a GPU diagnosis may turn off to measure what they cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KernelBuild {
+    /// wgpu does not zero-initialise workgroup memory (the kernels clear
+    /// their own).
+    pub skip_workgroup_zero_init: bool,
+    /// Shader modules without wgpu's runtime bounds checks.
+    pub unchecked: bool,
+}
+
+impl KernelBuild {
+    /// A shader module from WGSL, with or without wgpu's runtime checks.
+    pub(crate) fn module(
+        self,
+        device: &wgpu::Device,
+        label: &str,
+        wgsl: String,
+    ) -> wgpu::ShaderModule {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+        };
+        if self.unchecked {
+            // SAFETY: `unchecked` is set only through the unsafe
+            // `EngineOptions::unchecked_shaders`, whose caller vouches that
+            // dropping the checks is acceptable; every kernel indexes its
+            // bindings within the ranges the host sized them for.
+            unsafe {
+                device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        } else {
+            device.create_shader_module(desc)
+        }
+    }
+
+    /// `PipelineCompilationOptions::zero_initialize_workgroup_memory`.
+    pub(crate) fn zero_init(self) -> bool {
+        !self.skip_workgroup_zero_init
+    }
 }
 
 impl EngineOptions {
@@ -72,6 +118,31 @@ impl EngineOptions {
     #[must_use]
     pub fn max_units_per_dispatch(mut self, count: u64) -> Self {
         self.max_units_per_dispatch = Some(count);
+        self
+    }
+
+    /// Whether wgpu zero-initialises the kernels' workgroup memory (on by
+    /// default). The kernels clear their own workgroup memory, so the bits
+    /// are the same either way; wgpu's initialisation adds stores and a
+    /// barrier to every workgroup, and turning it off measures their cost.
+    #[must_use]
+    pub fn zero_initialize_workgroup_memory(mut self, on: bool) -> Self {
+        self.build.skip_workgroup_zero_init = !on;
+        self
+    }
+
+    /// Builds the kernels without wgpu's runtime bounds checks
+    /// (`ShaderRuntimeChecks::unchecked`), to measure what they cost.
+    ///
+    /// # Safety
+    ///
+    /// wgpu no longer guarantees that the kernels stay inside their
+    /// bindings: every kernel is written to index only within the ranges
+    /// the host sizes its bindings for, but a defect there would read or
+    /// write out of bounds (undefined behaviour) instead of being clamped.
+    #[must_use]
+    pub unsafe fn unchecked_shaders(mut self) -> Self {
+        self.build.unchecked = true;
         self
     }
 }

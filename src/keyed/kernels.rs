@@ -7,6 +7,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::dtype::Dtype;
 use crate::kernels::{BindingKind, KernelShape, layout_entries};
+use crate::options::KernelBuild;
 
 pub const GROUP_WGSL: &str = include_str!("../../shaders/group.wgsl");
 
@@ -139,6 +140,7 @@ pub(crate) struct GroupKernels {
     modules: [[OnceLock<wgpu::ShaderModule>; 2]; 5],
     workgroup_bytes: u32,
     pipelines: Mutex<HashMap<(Dtype, PassKind), wgpu::ComputePipeline>>,
+    build: KernelBuild,
 }
 
 impl GroupKernels {
@@ -148,7 +150,12 @@ impl GroupKernels {
     /// shape (CPU adapters) never uses them either: a CPU core runs one
     /// workgroup at a time, so global atomics do not contend there, and the
     /// private accumulators would only add their clearing and merging.
-    pub fn new(device: &wgpu::Device, shape: KernelShape, private: bool) -> Self {
+    pub fn new(
+        device: &wgpu::Device,
+        shape: KernelShape,
+        private: bool,
+        build: KernelBuild,
+    ) -> Self {
         let private = private && shape != KernelShape::Narrow;
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("reduce groups"),
@@ -165,6 +172,7 @@ impl GroupKernels {
             pipeline_layout,
             modules: Default::default(),
             pipelines: Mutex::default(),
+            build,
             workgroup_bytes: if private {
                 device.limits().max_compute_workgroup_storage_size
             } else {
@@ -201,12 +209,11 @@ impl GroupKernels {
                 };
                 let module = self.modules[dtype.code() as usize][kind.private as usize]
                     .get_or_init(|| {
-                        device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some("reduce groups"),
-                            source: wgpu::ShaderSource::Wgsl(
-                                group_shader_source(dtype, self.shape, private).into(),
-                            ),
-                        })
+                        self.build.module(
+                            device,
+                            "reduce groups",
+                            group_shader_source(dtype, self.shape, private),
+                        )
                     });
                 let flag = |b: bool| if b { 1.0 } else { 0.0 };
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -222,8 +229,8 @@ impl GroupKernels {
                             ("WANT_MIN", flag(kind.min)),
                             ("PHASE", kind.phase as f64),
                         ],
-                        // The private accumulators start at zero.
-                        zero_initialize_workgroup_memory: true,
+                        // The private accumulators are cleared by the kernel.
+                        zero_initialize_workgroup_memory: self.build.zero_init(),
                     },
                     cache: None,
                 })
