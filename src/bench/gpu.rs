@@ -73,38 +73,49 @@ pub fn read_mapped(engine: &Engine, buffer: &wgpu::Buffer, bytes: u64) -> Result
     Ok(out)
 }
 
-/// Brackets work in an encoder with two timestamps: an empty compute pass
-/// writing one at its beginning before the work, and one writing at its end
-/// after it.
+/// Timestamps written between pieces of work recorded into one encoder:
+/// stamp i is an empty compute pass writing at its beginning, so the work
+/// recorded between stamps i and i + 1 is timed on the GPU. Two stamps
+/// bracket one piece of work ([`GpuTimer::begin`], [`GpuTimer::end`]);
+/// more time pieces submitted back to back.
 pub struct GpuTimer {
     queries: wgpu::QuerySet,
+    stamps: u32,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
     period_ns: f64,
 }
 
 impl GpuTimer {
-    /// `None` when the device has no `TIMESTAMP_QUERY`.
+    /// Two stamps; `None` when the device has no `TIMESTAMP_QUERY`.
     pub fn new(engine: &Engine) -> Option<Self> {
+        Self::with_stamps(engine, 2)
+    }
+
+    /// `stamps` stamps (at least 2); `None` without `TIMESTAMP_QUERY`.
+    pub fn with_stamps(engine: &Engine, stamps: u32) -> Option<Self> {
         let device = engine.device();
         if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             return None;
         }
+        let stamps = stamps.max(2);
         let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("gpulanes bench timestamps"),
             ty: wgpu::QueryType::Timestamp,
-            count: 2,
+            count: stamps,
         });
+        let bytes = 8 * stamps as u64;
         let buffer = |usage, label| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: 16,
+                size: bytes,
                 usage,
                 mapped_at_creation: false,
             })
         };
         Some(GpuTimer {
             queries,
+            stamps,
             resolve: buffer(
                 wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                 "gpulanes bench timestamp resolve",
@@ -122,39 +133,62 @@ impl GpuTimer {
         self.period_ns
     }
 
-    fn pass(&self, encoder: &mut wgpu::CommandEncoder, begin: bool) {
+    /// Stamps this timer writes.
+    pub fn stamps(&self) -> u32 {
+        self.stamps
+    }
+
+    /// Records stamp `i` (an empty compute pass writing at its beginning).
+    pub fn stamp(&self, encoder: &mut wgpu::CommandEncoder, i: u32) {
+        debug_assert!(i < self.stamps);
         let _ = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(if begin {
-                "gpulanes bench t0"
-            } else {
-                "gpulanes bench t1"
-            }),
+            label: Some("gpulanes bench timestamp"),
             timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
                 query_set: &self.queries,
-                beginning_of_pass_write_index: begin.then_some(0),
-                end_of_pass_write_index: (!begin).then_some(1),
+                beginning_of_pass_write_index: Some(i),
+                end_of_pass_write_index: None,
             }),
         });
     }
 
-    /// Records the first timestamp.
+    /// Records the copy of every stamp into the readback (after the last stamp).
+    pub fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.resolve_query_set(&self.queries, 0..self.stamps, &self.resolve, 0);
+        encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, 8 * self.stamps as u64);
+    }
+
+    /// Records the first stamp.
     pub fn begin(&self, encoder: &mut wgpu::CommandEncoder) {
-        self.pass(encoder, true);
+        self.stamp(encoder, 0);
     }
 
-    /// Records the second timestamp and the copy of both into the readback.
+    /// Records the last stamp and the copy of all of them into the readback.
     pub fn end(&self, encoder: &mut wgpu::CommandEncoder) {
-        self.pass(encoder, false);
-        encoder.resolve_query_set(&self.queries, 0..2, &self.resolve, 0);
-        encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, 16);
+        self.stamp(encoder, self.stamps - 1);
+        self.resolve(encoder);
     }
 
-    /// After the encoder has finished on the GPU: the time between the two
-    /// timestamps, `None` if the timestamps are not usable (not increasing).
-    pub fn read_ns(&self, engine: &Engine) -> Result<Option<f64>> {
-        let bytes = read_mapped(engine, &self.readback, 16)?;
+    /// After the encoder has finished on the GPU: the time between
+    /// consecutive stamps, `None` if the timestamps are not usable (not
+    /// increasing).
+    pub fn read_intervals_ns(&self, engine: &Engine) -> Result<Option<Vec<f64>>> {
+        let bytes = read_mapped(engine, &self.readback, 8 * self.stamps as u64)?;
         let ticks: &[u64] = bytemuck::cast_slice(&bytes);
-        Ok((ticks[1] > ticks[0]).then(|| (ticks[1] - ticks[0]) as f64 * self.period_ns))
+        if ticks.windows(2).any(|w| w[1] < w[0]) || ticks[ticks.len() - 1] == ticks[0] {
+            return Ok(None);
+        }
+        Ok(Some(
+            ticks
+                .windows(2)
+                .map(|w| (w[1] - w[0]) as f64 * self.period_ns)
+                .collect(),
+        ))
+    }
+
+    /// After the encoder has finished on the GPU: the time from the first
+    /// stamp to the last, `None` if the timestamps are not usable.
+    pub fn read_ns(&self, engine: &Engine) -> Result<Option<f64>> {
+        Ok(self.read_intervals_ns(engine)?.map(|v| v.iter().sum()))
     }
 }
 
@@ -205,11 +239,98 @@ pub fn run_device(
     })
 }
 
-/// Like [`run_device`] for an array of any dtype, with the results of
-/// [`Engine::reduce_device_typed`]: the same jobs (one per group of at most
-/// [`Engine::max_partitions`] partitions), encoded into one encoder between
-/// the timestamps as [`Engine::encode`] encodes float32 ones, so that every
-/// dtype's device rows time the same thing.
+/// A reduction of a device array of any dtype, encoded into a caller's
+/// encoder: the jobs [`Engine::reduce_device_typed`] runs (one per group of
+/// at most [`Engine::max_partitions`] partitions), as [`Engine::encode`]
+/// encodes float32 ones, so that every dtype's device rows time the same
+/// thing. Submit the encoder, then [`TypedPending::wait`].
+pub struct TypedPending {
+    op: Op,
+    jobs: Vec<Job>,
+    partitions: usize,
+}
+
+impl TypedPending {
+    /// Encodes `op` over `array` into `encoder`.
+    pub fn encode(
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        array: &DeviceArray,
+        op: Op,
+        partitions: &Partitions,
+    ) -> Result<Self> {
+        let ctx = engine.context();
+        if array.owner() != ctx.id {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
+        }
+        let offsets = partitions.offsets(array.len())?;
+        let w = array.dtype().words();
+        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+        let spans = array.spans();
+        let groups = PartitionGroups::new(offsets.len() - 1, engine.max_partitions());
+        let jobs = (0..groups.count())
+            .map(|i| {
+                // Offsets stay absolute, in words.
+                let words: Vec<u64> = groups.offsets(&offsets, i).iter().map(|o| o * w).collect();
+                Job::prepare(
+                    ctx,
+                    array.dtype(),
+                    op.kernel(),
+                    Plan::new(&words)?,
+                    &inputs,
+                    &spans,
+                    None,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for job in &jobs {
+            job.encode(ctx, encoder, 0..job.dispatch_count());
+            job.encode_readback(encoder);
+        }
+        Ok(TypedPending {
+            op,
+            jobs,
+            partitions: offsets.len() - 1,
+        })
+    }
+
+    /// Waits for submission `index` and returns the result (NaN propagating).
+    pub fn wait(self, engine: &Engine, index: wgpu::SubmissionIndex) -> Result<Reduction<Scalar>> {
+        let (tx, rx) = mpsc::channel();
+        let count = self.jobs.len();
+        for (i, job) in self.jobs.into_iter().enumerate() {
+            let tx = tx.clone();
+            job.read_async(move |r| {
+                let _ = tx.send((i, r));
+            });
+        }
+        drop(tx);
+        wait(engine, index)?;
+        let mut parts: Vec<(usize, Vec<crate::State>)> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (i, r) = rx
+                .recv()
+                .map_err(|_| Error::Internal("a readback callback never ran".into()))?;
+            parts.push((i, r?.states()));
+        }
+        parts.sort_by_key(|p| p.0);
+        let mut values = Vec::with_capacity(self.partitions);
+        let mut counts = Vec::with_capacity(self.partitions);
+        for s in parts.iter().flat_map(|p| &p.1) {
+            values.push(s.finalize(self.op, NanPolicy::Propagate)?);
+            counts.push(s.count(NanPolicy::Propagate));
+        }
+        Ok(Reduction {
+            op: self.op,
+            values,
+            counts,
+        })
+    }
+}
+
+/// Like [`run_device`] for an array of any dtype (see [`TypedPending`]).
 pub fn run_device_typed(
     engine: &Engine,
     timer: Option<&GpuTimer>,
@@ -217,32 +338,6 @@ pub fn run_device_typed(
     op: Op,
     partitions: &Partitions,
 ) -> Result<DeviceRun> {
-    let ctx = engine.context();
-    if array.owner() != ctx.id {
-        return Err(Error::InvalidInput(
-            "this DeviceArray was uploaded by another engine".into(),
-        ));
-    }
-    let offsets = partitions.offsets(array.len())?;
-    let w = array.dtype().words();
-    let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
-    let spans = array.spans();
-    let groups = PartitionGroups::new(offsets.len() - 1, engine.max_partitions());
-    let jobs = (0..groups.count())
-        .map(|i| {
-            // Offsets stay absolute, in words.
-            let words: Vec<u64> = groups.offsets(&offsets, i).iter().map(|o| o * w).collect();
-            Job::prepare(
-                ctx,
-                array.dtype(),
-                op.kernel(),
-                Plan::new(&words)?,
-                &inputs,
-                &spans,
-                None,
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
     let mut encoder = engine
         .device()
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -251,47 +346,21 @@ pub fn run_device_typed(
     if let Some(t) = timer {
         t.begin(&mut encoder);
     }
-    for job in &jobs {
-        job.encode(ctx, &mut encoder, 0..job.dispatch_count());
-        job.encode_readback(&mut encoder);
-    }
+    let pending = TypedPending::encode(engine, &mut encoder, array, op, partitions)?;
     if let Some(t) = timer {
         t.end(&mut encoder);
     }
     let commands = encoder.finish();
     let start = Instant::now();
     let index = engine.queue().submit([commands]);
-    let (tx, rx) = mpsc::channel();
-    let count = jobs.len();
-    for (i, job) in jobs.into_iter().enumerate() {
-        let tx = tx.clone();
-        job.read_async(move |r| {
-            let _ = tx.send((i, r));
-        });
-    }
-    drop(tx);
-    wait(engine, index)?;
-    let mut parts: Vec<(usize, Vec<crate::State>)> = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (i, r) = rx
-            .recv()
-            .map_err(|_| Error::Internal("a readback callback never ran".into()))?;
-        parts.push((i, r?.states()));
-    }
-    parts.sort_by_key(|p| p.0);
-    let mut values = Vec::with_capacity(offsets.len() - 1);
-    let mut counts = Vec::with_capacity(offsets.len() - 1);
-    for s in parts.iter().flat_map(|p| &p.1) {
-        values.push(s.finalize(op, NanPolicy::Propagate)?);
-        counts.push(s.count(NanPolicy::Propagate));
-    }
+    let result = pending.wait(engine, index)?;
     let wall_ns = start.elapsed().as_nanos() as f64;
     let gpu_ns = match timer {
         Some(t) => t.read_ns(engine)?,
         None => None,
     };
     Ok(DeviceRun {
-        result: Reduction { op, values, counts },
+        result,
         wall_ns,
         gpu_ns,
     })
@@ -320,6 +389,8 @@ pub struct Bandwidth {
     pub time: Summary,
     /// `bytes_moved` / median time, in GB/s (10^9 bytes/s).
     pub gbps: f64,
+    /// Every timed run, in order (nanoseconds), so bimodal timings show.
+    pub runs_ns: Vec<f64>,
 }
 
 /// Runs `budget` runs of `once`, which returns (wall ns, gpu ns): the
@@ -383,6 +454,7 @@ pub fn measure_upload(
             timer: TimerKind::Wall,
             gbps: gbps(bytes, time.median_ns),
             time,
+            runs_ns: samples,
         },
         dst,
     ))
@@ -437,6 +509,7 @@ pub fn measure_copy(
         timer: kind,
         gbps: gbps(2 * bytes, time.median_ns),
         time,
+        runs_ns: samples,
     })
 }
 
@@ -643,5 +716,6 @@ pub fn measure_shader_copy(
         timer: kind,
         gbps: gbps(2 * bytes, time.median_ns),
         time,
+        runs_ns: samples,
     })
 }

@@ -1,6 +1,7 @@
 //! The `gpulanes` command line: `info` shows the adapter, `reduce` reduces a
 //! `.npy` file, `mixed` runs the two-lanes experiment (real-time alone,
-//! batch alone, both together), `bench` runs the benchmarks. Bad input
+//! batch alone, both together), `bench` runs the benchmarks, `doctor`
+//! diagnoses a GPU's speed (per-run times, floors, engine variants). Bad input
 //! exits with code 2 and one line on stderr; other failures (no GPU, device
 //! errors) exit with code 1.
 
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 use gpulanes::Error;
 
 mod bench;
+mod doctor;
 mod group_by;
 mod info;
 mod mixed;
@@ -88,6 +90,7 @@ enum Command {
     Reduce(reduce::ReduceArgs),
     /// Benchmark sum/mean/max against the copy, upload and round-trip floors and CPU baselines.
     Bench(bench::BenchArgs),
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Why the command failed: bad input (exit 2) or a runtime failure (exit 1).
@@ -177,6 +180,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Info { json } => info::run(json),
         Command::Bench(args) => bench::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Mixed {
             duration,
             rounds,
