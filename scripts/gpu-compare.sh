@@ -46,18 +46,8 @@ mkdir -p "$logs"
 echo "gpu-compare: logs in $logs" >&2
 
 # Vulkan loader and driver.
-if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
-  if compgen -G "$root/.gl/*.deb" >/dev/null; then
-    echo "gpu-compare: unpacking the Vulkan loader from .gl/" >&2
-    for f in "$root"/.gl/*.deb; do dpkg -x "$f" / ; done
-    ldconfig
-  fi
-fi
-if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]; then
-  for d in /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/share/vulkan/icd.d; do
-    if [ -f "$d/nvidia_icd.json" ]; then export VK_DRIVER_FILES="$d/nvidia_icd.json"; break; fi
-  done
-fi
+# shellcheck source=gpu-env.sh
+. "$here/gpu-env.sh"
 echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-}" > "$logs/env.txt"
 
 {

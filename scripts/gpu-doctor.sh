@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# The GPU diagnosis, in one run on a lent GPU machine (no Rust there; the
+# binaries come prebuilt in .devbin/ and the Vulkan loader in .gl/, see
+# scripts/gpu-prepare.sh). Every step writes under $OUT/gpu-doctor/ and has
+# its own time limit, so one failing or slow step leaves the others' files:
+#   1. the GPU's state: `nvidia-smi -q -d CLOCK,PERFORMANCE` before and after,
+#      and a clock/power/utilisation log every 50 ms for the whole run
+#      (clocks.csv); Vulkan heaps from vulkaninfo where it exists;
+#   2. `gpulanes doctor`: floors (upload, buffer copy, shader copy), sum/mean/max
+#      over 16M/256M/1G of float32 and float64, isolated and back to back,
+#      a workgroup-count sweep, on the engine variants (default, no workgroup
+#      zero-init, no shader runtime checks, both, and the kernel shapes);
+#   3. PyTorch on the same cases (scripts/gpu-doctor-peers.py), and the
+#      gpulanes-vs-PyTorch table;
+#   4. the doctor again (default variant) while another process holds a CUDA
+#      context, since NVIDIA drivers may keep a Vulkan-only GPU at a lower
+#      performance level;
+#   5. `gpulanes bench` with the group-by and small-partition rows beside
+#      PyTorch's (scripts/gpu-compare.sh);
+#   6. `gpulanes mixed` (the two lanes under a saturating batch stream);
+#   7. the correctness test binaries (.devbin/t_*) where they were carried.
+#
+#   OUT=/tmp/out scripts/gpu-doctor.sh [--quick]
+#
+# --quick: fewer runs and sizes (a rehearsal, e.g. on lavapipe). Set
+# GPULANES_BIN to use another binary, DOCTOR_ARGS to add doctor arguments,
+# SKIP="peers cuda bench mixed tests" (any of them) to skip steps.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+bin=${GPULANES_BIN:-}
+if [ -z "$bin" ]; then
+  for c in "$root/.devbin/gpulanes" "$root/target/release/gpulanes"; do
+    if [ -x "$c" ]; then bin=$c; break; fi
+  done
+fi
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+  echo "gpu-doctor: no gpulanes binary (run scripts/gpu-prepare.sh, or set GPULANES_BIN)" >&2
+  exit 2
+fi
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+skip=" ${SKIP:-} "
+logs=${OUT:+$OUT/gpu-doctor}
+logs=${logs:-$(mktemp -d -t gpu-doctor.XXXXXX)}
+mkdir -p "$logs"
+echo "gpu-doctor: logs in $logs" >&2
+# shellcheck source=gpu-env.sh
+. "$here/gpu-env.sh"
+stamp() { date -u +%H:%M:%S; }
+step() { echo; echo "== $* ($(stamp))"; }
+
+# 1. The GPU's state.
+have_smi=0
+command -v nvidia-smi >/dev/null 2>&1 && have_smi=1
+logger=
+if [ $have_smi = 1 ]; then
+  nvidia-smi > "$logs/nvidia-smi.txt" 2>&1
+  nvidia-smi -q -d CLOCK,PERFORMANCE > "$logs/state-before.txt" 2>&1
+  # An unknown field fails the whole query: keep the fields this driver knows.
+  fields=
+  for f in timestamp pstate clocks.sm clocks.mem clocks.gr power.draw utilization.gpu utilization.memory temperature.gpu clocks_event_reasons.active; do
+    if nvidia-smi --query-gpu="$f" --format=csv,noheader >/dev/null 2>&1; then
+      fields=${fields:+$fields,}$f
+    fi
+  done
+  echo "fields: $fields" > "$logs/clocks-fields.txt"
+  nvidia-smi --query-gpu="$fields" --format=csv -lms 50 > "$logs/clocks.csv" 2>&1 &
+  logger=$!
+fi
+command -v vulkaninfo >/dev/null 2>&1 && timeout 30 vulkaninfo > "$logs/vulkaninfo.txt" 2>&1
+{
+  date -u +%Y-%m-%dT%H:%M:%SZ
+  uname -a
+  echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-}"
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA")' 2>&1
+} > "$logs/machine.txt"
+cat "$logs/machine.txt"
+
+step "gpulanes info"
+if ! "$bin" info 2>&1 | tee "$logs/info.txt"; then
+  echo "gpu-doctor: gpulanes info failed (no adapter?)" >&2
+  [ -n "$logger" ] && kill "$logger"
+  exit 1
+fi
+"$bin" info --json > "$logs/info.json" 2>/dev/null
+
+# 2. The doctor.
+timing_args=()
+[ $quick = 1 ] && timing_args=(--runs 5 --back-to-back 4 --warmup-ms 100)
+# shellcheck disable=SC2206
+timing_args+=(${DOCTOR_ARGS:-})
+variants=default,no-zero-init,unchecked,bare,workgroup,subgroup
+step "gpulanes doctor --variants $variants ${timing_args[*]}"
+timeout 300 "$bin" doctor --variants "$variants" "${timing_args[@]}" --json "$logs/doctor.json" > "$logs/doctor.txt" 2> "$logs/doctor-stderr.txt"
+echo "doctor exited $?"
+cat "$logs/doctor.txt"
+
+# 3. PyTorch on the same cases.
+if [[ $skip != *" peers "* ]] && [ -s "$logs/doctor.json" ]; then
+  step "PyTorch peers"
+  timeout 240 python3 "$here/gpu-doctor-peers.py" --doctor "$logs/doctor.json" --json "$logs/peers.json" \
+    > "$logs/compare.txt" 2> "$logs/peers-stderr.txt"
+  echo "peers exited $?"
+  cat "$logs/compare.txt"
+fi
+
+# 4. The doctor while another process holds a CUDA context.
+if [[ $skip != *" cuda "* ]] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  step "gpulanes doctor beside a CUDA context"
+  python3 -c "import torch,time; torch.ones(1,device='cuda'); print('held', flush=True); time.sleep(600)" > "$logs/cuda-holder.txt" 2>&1 &
+  holder=$!
+  for _ in $(seq 60); do grep -q held "$logs/cuda-holder.txt" 2>/dev/null && break; sleep 0.5; done
+  [ -n "$logger" ] && echo "# CUDA context held from $(stamp)" >> "$logs/clocks-marks.txt"
+  timeout 200 "$bin" doctor --variants default --units none "${timing_args[@]}" \
+    --json "$logs/doctor-cuda-context.json" > "$logs/doctor-cuda-context.txt" 2>&1
+  echo "doctor (CUDA context held) exited $?"
+  kill "$holder" 2>/dev/null
+  [ -n "$logger" ] && echo "# CUDA context released at $(stamp)" >> "$logs/clocks-marks.txt"
+  cat "$logs/doctor-cuda-context.txt"
+fi
+
+# 5. The bench with group-by and small-partition rows, beside PyTorch.
+if [[ $skip != *" bench "* ]]; then
+  step "gpulanes bench beside PyTorch (gpu-compare.sh)"
+  if [ $quick = 1 ]; then
+    bench_args=(--quick --dtype float32 --ops sum --no-cpu)
+  else
+    bench_args=(--dtype float32 --sizes 16M,256M,1G --partitions none,64,4K --ops sum,mean,max --no-cpu --group-by-rows 16M)
+  fi
+  OUT="$logs" GPULANES_BIN="$bin" timeout 300 "$here/gpu-compare.sh" "${bench_args[@]}" > "$logs/gpu-compare.txt" 2>&1
+  echo "gpu-compare exited $?"
+  tail -60 "$logs/gpu-compare.txt"
+fi
+
+# 6. The two lanes.
+if [[ $skip != *" mixed "* ]]; then
+  step "gpulanes mixed"
+  timeout 180 "$bin" mixed --json > "$logs/mixed.json" 2> "$logs/mixed-stderr.txt"
+  echo "mixed exited $?"
+  python3 - "$logs/mixed.json" <<'PY' 2>/dev/null | tee "$logs/mixed-summary.txt"
+import json, sys
+r = json.load(open(sys.argv[1]))
+keys = [k for k in r if any(w in k for w in ("ratio", "share", "p99", "throughput"))]
+for k in keys:
+    if not isinstance(r[k], (dict, list)):
+        print(f"{k}: {r[k]}")
+PY
+fi
+
+# 7. Correctness on this GPU.
+if [[ $skip != *" tests "* ]] && compgen -G "$root/.devbin/t_*" >/dev/null; then
+  step "test binaries"
+  export GPULANES_ORACLE="$root/tests/oracle.py"
+  for t in "$root"/.devbin/t_*; do
+    name=$(basename "$t")
+    timeout 240 "$t" --test-threads=4 > "$logs/$name.log" 2>&1
+    echo "$name exited $?: $(grep -E '^test result' "$logs/$name.log" | tail -1)"
+  done
+fi
+
+if [ $have_smi = 1 ]; then
+  nvidia-smi -q -d CLOCK,PERFORMANCE > "$logs/state-after.txt" 2>&1
+  [ -n "$logger" ] && kill "$logger" 2>/dev/null
+fi
+step "done; files in $logs"
+ls -la "$logs"

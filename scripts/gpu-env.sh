@@ -1,0 +1,16 @@
+# Sourced by the scripts that run on a lent GPU machine (no Rust, no Vulkan
+# loader installed there): unpacks the Vulkan loader carried in .gl/*.deb
+# when libvulkan.so.1 is missing (as root), and points VK_DRIVER_FILES at
+# NVIDIA's ICD manifest when it is unset. Expects $root (the checkout).
+if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+  if compgen -G "$root/.gl/*.deb" >/dev/null; then
+    echo "gpu-env: unpacking the Vulkan loader from .gl/" >&2
+    for f in "$root"/.gl/*.deb; do dpkg -x "$f" / ; done
+    ldconfig
+  fi
+fi
+if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]; then
+  for d in /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/share/vulkan/icd.d; do
+    if [ -f "$d/nvidia_icd.json" ]; then export VK_DRIVER_FILES="$d/nvidia_icd.json"; break; fi
+  done
+fi

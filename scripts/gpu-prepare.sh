@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Prepares a run on a lent GPU machine (which has no Rust and no Vulkan
+# loader): builds the release CLI and a few test binaries, strips them into
+# .devbin/ (gpulanes, t_<test>), and downloads Debian's Vulkan loader
+# package into .gl/ once. Both folders are git-ignored; carry them to the
+# GPU machine and run scripts/gpu-doctor.sh there.
+#
+#   scripts/gpu-prepare.sh [TEST ...]     (default: exact adversarial group_by kernel_build lanes_keyed)
+#
+# What travels is limited (64 MiB in all): the script stops if the stripped
+# binaries pass 56 MiB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tests=("$@")
+[ ${#tests[@]} -eq 0 ] && tests=(exact adversarial group_by kernel_build lanes_keyed)
+for d in .gl .devbin; do
+  grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
+done
+if ! compgen -G ".gl/*.deb" >/dev/null; then
+  lists=$(mktemp -d); mkdir -p .gl "$lists/partial"
+  o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
+  apt-get "${o[@]}" update >/dev/null && (cd .gl && apt-get "${o[@]}" download libvulkan1)
+fi
+rm -rf .devbin && mkdir -p .devbin
+cargo build --release --locked --bin gpulanes
+cp target/release/gpulanes .devbin/gpulanes
+for t in "${tests[@]}"; do
+  exe=$(cargo test --release --locked --no-run --test "$t" --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])' | tail -1)
+  [ -n "$exe" ] || { echo "gpu-prepare: no test binary for $t" >&2; exit 1; }
+  cp "$exe" ".devbin/t_$t"
+done
+strip .devbin/*
+total=$(du -sm .devbin | cut -f1)
+ls -la .devbin .gl
+echo "gpu-prepare: .devbin is ${total} MiB"
+if [ "$total" -gt 56 ]; then
+  echo "gpu-prepare: over 56 MiB; carry fewer test binaries" >&2
+  exit 1
+fi
