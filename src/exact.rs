@@ -346,15 +346,30 @@ pub(crate) fn divide_and_round(
     // The quotient of (mag << EXTRA) by count, digit by digit from the top
     // (the digits under `words` are the dividend's zeros).
     let mut quot = [0u32; MAX_LIMBS + 4];
-    let quot = &mut quot[..words + mag.len()];
-    let mut rem: u128 = 0;
-    for i in (0..quot.len()).rev() {
-        let digit = if i >= words { mag[i - words] } else { 0 };
-        let cur = (rem << 32) | digit as u128;
-        quot[i] = (cur / count as u128) as u32;
-        rem = cur % count as u128;
-    }
-    round_to_float(negative, quot, rem != 0, grid - EXTRA as i32, target)
+    // Digits above the dividend's top nonzero one divide to 0 with no
+    // remainder: start under them.
+    let top = mag.iter().rposition(|&d| d != 0).map_or(0, |t| t + 1);
+    let quot = &mut quot[..words + top];
+    let digit = |i: usize| if i >= words { mag[i - words] } else { 0 };
+    let sticky = if count <= u32::MAX as u64 {
+        // The remainder stays under 2^32, so each step fits 64 bits.
+        let mut rem = 0u64;
+        for i in (0..quot.len()).rev() {
+            let cur = (rem << 32) | digit(i) as u64;
+            quot[i] = (cur / count) as u32;
+            rem = cur % count;
+        }
+        rem != 0
+    } else {
+        let mut rem = 0u128;
+        for i in (0..quot.len()).rev() {
+            let cur = (rem << 32) | digit(i) as u128;
+            quot[i] = (cur / count as u128) as u32;
+            rem = cur % count as u128;
+        }
+        rem != 0
+    };
+    round_to_float(negative, quot, sticky, grid - EXTRA as i32, target)
 }
 
 #[cfg(test)]
@@ -410,6 +425,55 @@ mod tests {
             return sign * f64::INFINITY;
         }
         sign * ldexp(mant, exp as i32)
+    }
+
+    /// `divide_and_round` as plain u128 long division over every digit.
+    fn divide_u128(negative: bool, mag: &[u32], grid: i32, count: u64, target: Dtype) -> f64 {
+        let mut scaled = vec![0u32; 4];
+        scaled.extend_from_slice(mag);
+        let mut quot = vec![0u32; scaled.len()];
+        let mut rem: u128 = 0;
+        for i in (0..scaled.len()).rev() {
+            let cur = (rem << 32) | scaled[i] as u128;
+            quot[i] = (cur / count as u128) as u32;
+            rem = cur % count as u128;
+        }
+        round_to_float(negative, &quot, rem != 0, grid - 128, target)
+    }
+
+    #[test]
+    fn division_matches_plain_long_division() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for case in 0..20_000 {
+            let len = 1 + (next() % 12) as usize;
+            let mut mag: Vec<u32> = (0..len).map(|_| next() as u32).collect();
+            // Leading zero digits, as most accumulators have.
+            for d in mag.iter_mut().skip(1 + (next() % len as u64) as usize) {
+                *d = 0;
+            }
+            let count = match case % 4 {
+                0 => 1 + next() % 7,
+                1 => 1 + next() % (1 << 32),
+                2 => u32::MAX as u64 + 1 + next() % 1000,
+                _ => next() | 1,
+            };
+            let grid = [-1074, -149, 0][case % 3];
+            for target in [Dtype::F32, Dtype::F64] {
+                let got = divide_and_round(case % 2 == 0, &mag, grid, count, target);
+                let want = divide_u128(case % 2 == 0, &mag, grid, count, target);
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{mag:x?} / {count} grid {grid} {target}"
+                );
+            }
+        }
     }
 
     #[test]
