@@ -23,6 +23,8 @@ use crate::partition::Partitions;
 use crate::plan::Plan;
 use crate::state::{State, StateKind};
 
+mod async_forms;
+
 /// A reduction encoded into a caller's command encoder (see
 /// [`Engine::encode`]). Submit the encoder, then call [`PendingReduction::wait`]
 /// or [`PendingReduction::on_complete`].
@@ -869,11 +871,26 @@ impl Engine {
         self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
-        let spans = array.spans();
+        self.encode_offsets(encoder, &inputs, &array.spans(), &offsets, op, nan)
+    }
+
+    /// Encodes `op` over checked `offsets` of the float32 items in `inputs`
+    /// (buffers holding `spans`), in groups of at most
+    /// [`Engine::max_partitions`] partitions; on an error nothing is
+    /// encoded.
+    fn encode_offsets(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &[&wgpu::Buffer],
+        spans: &[crate::plan::Span],
+        offsets: &[u64],
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<PendingReduction> {
         let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
         // Offsets stay absolute, as in `reduce_device`.
         let plans = (0..groups.count()).map(|i| {
-            let plan = Plan::new(groups.offsets(&offsets, i))?;
+            let plan = Plan::new(groups.offsets(offsets, i))?;
             crate::fit::check(&self.ctx, &plan)?;
             Ok(plan)
         });
@@ -884,8 +901,8 @@ impl Engine {
             op,
             nan,
             plans,
-            &inputs,
-            &spans,
+            inputs,
+            spans,
         )?;
         Ok(PendingReduction {
             op,
