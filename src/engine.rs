@@ -259,10 +259,13 @@ impl Engine {
         &self.ctx.queue
     }
 
-    /// Exact sum of `data`, rounded once to float32, NaN propagated.
+    /// Exact sum of `data`, rounded once to float32.
     ///
-    /// Empty input gives 0; any NaN gives NaN; `+inf` and `-inf` together
-    /// give NaN.
+    /// **NaN policy: [`NanPolicy::Propagate`]** (as NumPy's `sum`): any NaN
+    /// gives NaN. To skip NaNs, use [`Engine::reduce_partitions`] with
+    /// [`NanPolicy::Ignore`].
+    ///
+    /// Empty input gives 0; `+inf` and `-inf` together give NaN.
     ///
     /// ```
     /// let engine = gpulanes::Engine::new()?;
@@ -282,9 +285,13 @@ impl Engine {
         Ok(self.reduce(data, Op::Sum)?.unwrap_or(0.0))
     }
 
-    /// Mean of `data` (`None` for empty input).
+    /// Mean of `data`: its exact sum over its count, rounded once.
     ///
-    /// Any NaN gives `Some(NaN)`.
+    /// **NaN policy: [`NanPolicy::Propagate`]** (as NumPy's `mean`): any NaN
+    /// gives `Some(NaN)`. To skip NaNs, use [`Engine::reduce_partitions`]
+    /// with [`NanPolicy::Ignore`].
+    ///
+    /// Empty input gives `None`.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the device cannot hold the request (other
@@ -295,7 +302,11 @@ impl Engine {
         self.reduce(data, Op::Mean)
     }
 
-    /// Largest value of `data`, NaN if any is NaN (`None` for empty input).
+    /// Largest value of `data`.
+    ///
+    /// **NaN policy: [`NanPolicy::Propagate`]**: any NaN gives `Some(NaN)`
+    /// (skip NaNs with [`Engine::reduce_partitions`] and
+    /// [`NanPolicy::Ignore`]). Empty input gives `None`.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the device cannot hold the request (other
@@ -306,7 +317,11 @@ impl Engine {
         self.reduce(data, Op::Max)
     }
 
-    /// Smallest value of `data`, NaN if any is NaN (`None` for empty input).
+    /// Smallest value of `data`.
+    ///
+    /// **NaN policy: [`NanPolicy::Propagate`]**: any NaN gives `Some(NaN)`
+    /// (skip NaNs with [`Engine::reduce_partitions`] and
+    /// [`NanPolicy::Ignore`]). Empty input gives `None`.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the device cannot hold the request (other
@@ -317,10 +332,13 @@ impl Engine {
         self.reduce(data, Op::Min)
     }
 
-    /// `op` over the whole of `data`, NaN propagated.
+    /// `op` over the whole of `data`.
+    ///
+    /// **NaN policy: [`NanPolicy::Propagate`]**: any NaN gives NaN (see
+    /// [`crate::op`]; [`Engine::reduce_partitions`] takes a policy).
     ///
     /// Empty input: `Some(0.0)` for `sum` and `count`, `None` for `mean`,
-    /// `max` and `min`; any NaN gives NaN (see [`crate::op`]).
+    /// `max` and `min`.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the device cannot hold the request (other

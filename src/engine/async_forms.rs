@@ -32,10 +32,12 @@ type Done<R> = Box<dyn FnOnce(Result<R>) + Send>;
 
 impl Engine {
     /// Async [`Engine::sum`]: the exact sum of `data`, rounded once to
-    /// float32, **NaN propagated** ([`NanPolicy::Propagate`]).
+    /// float32.
     ///
-    /// Empty input gives 0; any NaN gives NaN; `+inf` and `-inf` together
-    /// give NaN.
+    /// **NaN policy: [`NanPolicy::Propagate`]**: any NaN gives NaN
+    /// ([`Engine::reduce_partitions_async`] takes a policy).
+    ///
+    /// Empty input gives 0; `+inf` and `-inf` together give NaN.
     ///
     /// ```
     /// let engine = gpulanes::Engine::new()?;
@@ -60,8 +62,10 @@ impl Engine {
         )
     }
 
-    /// Async [`Engine::reduce`]: `op` over the whole of `data`, **NaN
-    /// propagated** ([`NanPolicy::Propagate`]).
+    /// Async [`Engine::reduce`]: `op` over the whole of `data`.
+    ///
+    /// **NaN policy: [`NanPolicy::Propagate`]**: any NaN gives NaN
+    /// ([`Engine::reduce_partitions_async`] takes a policy).
     ///
     /// Empty input: `Some(0.0)` for `sum` and `count`, `None` for `mean`,
     /// `max` and `min`; any NaN gives NaN (see [`crate::op`]).
