@@ -348,3 +348,37 @@ fn an_engine_dropped_with_futures_in_flight_still_settles_them() {
         assert_eq!(pollster::block_on(f).unwrap(), 200_000.0);
     }
 }
+
+#[test]
+fn futures_in_flight_when_the_device_is_lost_settle_with_device_lost() {
+    let engine = Engine::new().unwrap();
+    let data: Vec<f32> = (0..1 << 20).map(|i| (i % 100) as f32).collect();
+    let array = engine.upload(&data).unwrap();
+    let futures: Vec<_> = (0..16)
+        .map(|k| {
+            let partitions = Partitions::EqualSize(1 + 977 * k);
+            if k % 2 == 0 {
+                engine.reduce_partitions_async(&data, Op::Sum, &partitions, NanPolicy::Propagate)
+            } else {
+                engine.reduce_device_async(&array, Op::Max, &partitions, NanPolicy::Propagate)
+            }
+        })
+        .collect();
+    engine.device().destroy();
+    // Each settles (finished before the loss, or DeviceLost), none hangs.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcomes: Vec<_> = futures.into_iter().map(pollster::block_on).collect();
+        let _ = tx.send(outcomes);
+    });
+    let outcomes = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("futures settle after the loss");
+    for r in outcomes {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::DeviceLost { .. }), "{e:?}");
+        }
+    }
+    let e = pollster::block_on(engine.sum_async(&data)).unwrap_err();
+    assert!(matches!(e, Error::DeviceLost { .. }), "{e:?}");
+}
