@@ -97,6 +97,69 @@ impl PendingReduction {
     }
 }
 
+/// A reduction of an array of any dtype encoded into a caller's command
+/// encoder (see [`Engine::encode_typed`]). Submit the encoder, then call
+/// [`PendingTypedReduction::wait`] or
+/// [`PendingTypedReduction::wait_async`].
+pub struct PendingTypedReduction {
+    op: Op,
+    nan: NanPolicy,
+    /// One per group of partitions, in order.
+    jobs: Vec<exec::Job>,
+}
+
+impl PendingTypedReduction {
+    /// Blocks until the GPU has finished submission `index` (what
+    /// `queue.submit` returned for the encoder holding this reduction) and
+    /// returns the result, each value in its op's result type.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`]: an empty
+    /// partition's `sum` and `count` are 0, its `mean`, `max` and `min` `None`;
+    /// under [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`Error::Overflow`] for an integer sum outside int64;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
+    pub fn wait(self, engine: &Engine, index: wgpu::SubmissionIndex) -> Result<Reduction<Scalar>> {
+        engine
+            .ctx
+            .wait_callback(&index, |done| read_jobs(self.jobs, self.op, self.nan, done))
+    }
+}
+
+/// Reads every job back and hands `done` their finished values, in order,
+/// once all are in (or the first error).
+fn read_jobs(
+    jobs: Vec<exec::Job>,
+    op: Op,
+    nan: NanPolicy,
+    done: impl FnOnce(Result<Reduction<Scalar>>) + Send + 'static,
+) {
+    let gather = Arc::new(Mutex::new((Gather::new(op, jobs.len()), Some(done))));
+    for (index, job) in jobs.into_iter().enumerate() {
+        let gather = gather.clone();
+        job.read_async(move |r| {
+            let r = r.and_then(|f| {
+                let mut out = Reduction::empty(op);
+                f.finish_into(op, nan, &mut out)?;
+                Ok(out)
+            });
+            let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(outcome) = g.0.put(index, r)
+                && let Some(done) = g.1.take()
+            {
+                drop(g);
+                done(outcome);
+            }
+        });
+    }
+}
+
 // The public constructor of an array over an app's buffer lives here, by
 // the engine it takes, so that `device_array` does not depend on the engine.
 impl DeviceArray {
@@ -926,6 +989,81 @@ impl Engine {
             op,
             groups: recorded,
         })
+    }
+
+    /// [`Engine::encode`] for a device-resident array of any dtype: encodes
+    /// the reduction into `encoder` without submitting it; submit the
+    /// encoder, then wait on the returned [`PendingTypedReduction`]. Any
+    /// number of partitions, in consecutive groups (every group's buffers
+    /// are held until the result is read). On an error nothing is encoded.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`], as for
+    /// [`Engine::reduce_device_typed`] (the same bits).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an array of another engine;
+    /// [`Error::InvalidPartitions`] when `partitions` do not describe the
+    /// input; [`Error::OutOfMemory`] when a group would pass the device's
+    /// largest buffer; [`Error::DeviceLost`] once the device is lost. GPU
+    /// failures of the submitted work, and integer overflow, come back from
+    /// [`PendingTypedReduction::wait`].
+    pub fn encode_typed(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        array: &DeviceArray,
+        op: Op,
+        partitions: &Partitions,
+        nan: NanPolicy,
+    ) -> Result<PendingTypedReduction> {
+        if array.owner() != self.ctx.id {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
+        }
+        self.ctx.health.check()?;
+        let offsets = partitions.offsets(array.len())?;
+        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+        let jobs = self.encode_typed_offsets(
+            encoder,
+            array.dtype(),
+            &inputs,
+            &array.spans(),
+            &offsets,
+            op,
+        )?;
+        Ok(PendingTypedReduction { op, nan, jobs })
+    }
+
+    /// Prepares one job per group of partitions of `offsets` (in values)
+    /// over `inputs` (buffers holding `spans`, in words) of `dtype`, then
+    /// encodes them all; on an error nothing is encoded.
+    fn encode_typed_offsets(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dtype: Dtype,
+        inputs: &[&wgpu::Buffer],
+        spans: &[crate::plan::Span],
+        offsets: &[u64],
+        op: Op,
+    ) -> Result<Vec<exec::Job>> {
+        let ctx = &*self.ctx;
+        let w = dtype.words();
+        let groups = PartitionGroups::new(offsets.len() - 1, exec::max_partitions_for(ctx, dtype));
+        let jobs = (0..groups.count())
+            .map(|i| {
+                // Offsets stay absolute, in words.
+                let words: Vec<u64> = groups.offsets(offsets, i).iter().map(|o| o * w).collect();
+                let plan = Plan::new(&words)?;
+                crate::fit::check_dtype(ctx, &plan, dtype)?;
+                let kernel = kernel_of(StateKind::for_op(op));
+                exec::Job::prepare(ctx, dtype, kernel, plan, inputs, spans, None)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for job in &jobs {
+            job.encode(ctx, encoder, 0..job.dispatch_count());
+            job.encode_readback(encoder);
+        }
+        Ok(jobs)
     }
 
     /// `op` over a 1-D view (any stride).

@@ -85,7 +85,7 @@ pub use arrow::ArrowGrouped;
 pub use context::EffectiveLimits;
 pub use device_array::DeviceArray;
 pub use dtype::{Dtype, Element, Scalar};
-pub use engine::{Engine, PendingReduction};
+pub use engine::{Engine, PendingReduction, PendingTypedReduction};
 pub use error::{Error, Result};
 pub use future::ReductionFuture;
 pub use kernels::KernelShape;

@@ -382,3 +382,35 @@ fn futures_in_flight_when_the_device_is_lost_settle_with_device_lost() {
     let e = pollster::block_on(engine.sum_async(&data)).unwrap_err();
     assert!(matches!(e, Error::DeviceLost { .. }), "{e:?}");
 }
+
+#[test]
+fn an_encoded_typed_reduction_gives_the_bits_of_reduce_device_typed() {
+    let engine = tiny_engine();
+    let mut rng = SplitMix::new(14);
+    let data: Vec<f64> = (0..40_000)
+        .map(|_| rng.log_uniform(-30, 30) as f64)
+        .collect();
+    let array = engine.upload(&data).unwrap();
+    for partitions in partitionings(data.len() as u64).into_iter().take(4) {
+        for op in OPS {
+            let want = engine
+                .reduce_device_typed(&array, op, &partitions, NanPolicy::Propagate)
+                .unwrap();
+            let encode = |engine: &Engine| {
+                let mut encoder = engine
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                let pending = engine
+                    .encode_typed(&mut encoder, &array, op, &partitions, NanPolicy::Propagate)
+                    .unwrap();
+                (pending, engine.queue().submit([encoder.finish()]))
+            };
+            let (pending, index) = encode(engine);
+            let what = format!("{} {op}", describe(&partitions));
+            assert_same_typed(&pending.wait(engine, index).unwrap(), &want, &what);
+            let (pending, index) = encode(engine);
+            let got = pollster::block_on(pending.wait_async(engine, index)).unwrap();
+            assert_same_typed(&got, &want, &what);
+        }
+    }
+}

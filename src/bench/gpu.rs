@@ -8,9 +8,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::exec::Job;
-use crate::groups::PartitionGroups;
-use crate::plan::Plan;
 use crate::{DeviceArray, Engine, Error, NanPolicy, Op, Partitions, Reduction, Result, Scalar};
 
 use super::stats::{Budget, Summary, gbps, summarize};
@@ -206,10 +203,10 @@ pub fn run_device(
 }
 
 /// Like [`run_device`] for an array of any dtype, with the results of
-/// [`Engine::reduce_device_typed`]: the same jobs (one per group of at most
-/// [`Engine::max_partitions`] partitions), encoded into one encoder between
-/// the timestamps as [`Engine::encode`] encodes float32 ones, so that every
-/// dtype's device rows time the same thing.
+/// [`Engine::reduce_device_typed`]: [`Engine::encode_typed`] records the
+/// same jobs into one encoder between the timestamps as [`Engine::encode`]
+/// does for float32 ones, so that every dtype's device rows time the same
+/// thing.
 pub fn run_device_typed(
     engine: &Engine,
     timer: Option<&GpuTimer>,
@@ -217,32 +214,6 @@ pub fn run_device_typed(
     op: Op,
     partitions: &Partitions,
 ) -> Result<DeviceRun> {
-    let ctx = engine.context();
-    if array.owner() != ctx.id {
-        return Err(Error::InvalidInput(
-            "this DeviceArray was uploaded by another engine".into(),
-        ));
-    }
-    let offsets = partitions.offsets(array.len())?;
-    let w = array.dtype().words();
-    let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
-    let spans = array.spans();
-    let groups = PartitionGroups::new(offsets.len() - 1, engine.max_partitions());
-    let jobs = (0..groups.count())
-        .map(|i| {
-            // Offsets stay absolute, in words.
-            let words: Vec<u64> = groups.offsets(&offsets, i).iter().map(|o| o * w).collect();
-            Job::prepare(
-                ctx,
-                array.dtype(),
-                op.kernel(),
-                Plan::new(&words)?,
-                &inputs,
-                &spans,
-                None,
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
     let mut encoder = engine
         .device()
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -251,47 +222,21 @@ pub fn run_device_typed(
     if let Some(t) = timer {
         t.begin(&mut encoder);
     }
-    for job in &jobs {
-        job.encode(ctx, &mut encoder, 0..job.dispatch_count());
-        job.encode_readback(&mut encoder);
-    }
+    let pending = engine.encode_typed(&mut encoder, array, op, partitions, NanPolicy::Propagate)?;
     if let Some(t) = timer {
         t.end(&mut encoder);
     }
     let commands = encoder.finish();
     let start = Instant::now();
     let index = engine.queue().submit([commands]);
-    let (tx, rx) = mpsc::channel();
-    let count = jobs.len();
-    for (i, job) in jobs.into_iter().enumerate() {
-        let tx = tx.clone();
-        job.read_async(move |r| {
-            let _ = tx.send((i, r));
-        });
-    }
-    drop(tx);
-    wait(engine, index)?;
-    let mut parts: Vec<(usize, Vec<crate::State>)> = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (i, r) = rx
-            .recv()
-            .map_err(|_| Error::Internal("a readback callback never ran".into()))?;
-        parts.push((i, r?.states()));
-    }
-    parts.sort_by_key(|p| p.0);
-    let mut values = Vec::with_capacity(offsets.len() - 1);
-    let mut counts = Vec::with_capacity(offsets.len() - 1);
-    for s in parts.iter().flat_map(|p| &p.1) {
-        values.push(s.finalize(op, NanPolicy::Propagate)?);
-        counts.push(s.count(NanPolicy::Propagate));
-    }
+    let result = pending.wait(engine, index)?;
     let wall_ns = start.elapsed().as_nanos() as f64;
     let gpu_ns = match timer {
         Some(t) => t.read_ns(engine)?,
         None => None,
     };
     Ok(DeviceRun {
-        result: Reduction { op, values, counts },
+        result,
         wall_ns,
         gpu_ns,
     })

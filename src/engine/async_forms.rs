@@ -12,20 +12,15 @@
 //! submission. Host data is copied to GPU memory before the method
 //! returns, so the future borrows nothing.
 
-use std::sync::{Arc, Mutex};
-
-use super::{Engine, PendingReduction, kernel_of};
+use super::{Engine, PendingReduction, PendingTypedReduction, read_jobs};
 use crate::context::ErrorScopes;
 use crate::device_array::{DeviceArray, pooled_input};
 use crate::dtype::{Dtype, Element, Scalar};
 use crate::error::{Error, Result};
-use crate::exec;
 use crate::future::{Promise, ReductionFuture};
-use crate::groups::{Gather, PartitionGroups};
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
-use crate::plan::{Plan, Span};
-use crate::state::StateKind;
+use crate::plan::Span;
 
 /// The callback a readback settles.
 type Done<R> = Box<dyn FnOnce(Result<R>) + Send>;
@@ -262,24 +257,8 @@ impl Engine {
         nan: NanPolicy,
         keep: K,
     ) -> Result<ReductionFuture<Reduction<Scalar>>> {
-        let ctx = &*self.ctx;
-        let w = dtype.words();
-        let groups = PartitionGroups::new(offsets.len() - 1, exec::max_partitions_for(ctx, dtype));
-        let jobs = (0..groups.count())
-            .map(|i| {
-                // Offsets stay absolute, in words.
-                let words: Vec<u64> = groups.offsets(offsets, i).iter().map(|o| o * w).collect();
-                let plan = Plan::new(&words)?;
-                crate::fit::check_dtype(ctx, &plan, dtype)?;
-                let kernel = kernel_of(StateKind::for_op(op));
-                exec::Job::prepare(ctx, dtype, kernel, plan, inputs, spans, None)
-            })
-            .collect::<Result<Vec<_>>>()?;
         let mut encoder = self.command_encoder();
-        for job in &jobs {
-            job.encode(ctx, &mut encoder, 0..job.dispatch_count());
-            job.encode_readback(&mut encoder);
-        }
+        let jobs = self.encode_typed_offsets(&mut encoder, dtype, inputs, spans, offsets, op)?;
         let read = move |_: &wgpu::SubmissionIndex, done: Done<Reduction<Scalar>>| {
             read_jobs(jobs, op, nan, done)
         };
@@ -377,30 +356,34 @@ impl PendingReduction {
     }
 }
 
+impl PendingTypedReduction {
+    /// The async form of [`PendingTypedReduction::wait`]: a future of the
+    /// result once the GPU has finished submission `index`. The engine's
+    /// poller thread waits for the GPU; nothing blocks the caller.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`], as for
+    /// [`PendingTypedReduction::wait`].
+    ///
+    /// # Errors
+    /// From the future: as [`PendingTypedReduction::wait`], and
+    /// [`Error::Thread`] when the poller thread cannot be started.
+    pub fn wait_async(
+        self,
+        engine: &Engine,
+        index: wgpu::SubmissionIndex,
+    ) -> ReductionFuture<Reduction<Scalar>> {
+        if let Err(e) = engine.ready_to_launch() {
+            return ReductionFuture::ready(Err(e));
+        }
+        let (op, nan, jobs) = (self.op, self.nan, self.jobs);
+        let read = move |_: &wgpu::SubmissionIndex, done: Done<Reduction<Scalar>>| {
+            read_jobs(jobs, op, nan, done)
+        };
+        engine.settle_on_readback(index, read, Ok)
+    }
+}
+
 /// The readback of an encoded float32 reduction.
 fn read_pending(pending: PendingReduction) -> impl FnOnce(&wgpu::SubmissionIndex, Done<Reduction>) {
     move |index, done| pending.on_complete(index, done)
-}
-
-/// Reads every job back and hands `done` their finished values, in order,
-/// once all are in (or the first error).
-fn read_jobs(jobs: Vec<exec::Job>, op: Op, nan: NanPolicy, done: Done<Reduction<Scalar>>) {
-    let gather = Arc::new(Mutex::new((Gather::new(op, jobs.len()), Some(done))));
-    for (index, job) in jobs.into_iter().enumerate() {
-        let gather = gather.clone();
-        job.read_async(move |r| {
-            let r = r.and_then(|f| {
-                let mut out = Reduction::empty(op);
-                f.finish_into(op, nan, &mut out)?;
-                Ok(out)
-            });
-            let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(outcome) = g.0.put(index, r)
-                && let Some(done) = g.1.take()
-            {
-                drop(g);
-                done(outcome);
-            }
-        });
-    }
 }
