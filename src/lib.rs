@@ -47,17 +47,12 @@ pub mod state;
 pub mod stream;
 
 // Not part of the library's API, so hidden from its documentation:
-// - `bench`: what `gpulanes bench` and the criterion benches measure with
-//   (it times every dtype's device reductions through the engine's jobs);
 // - `kernels` and `layout`: the WGSL sources and the constants and structs
 //   the engine builds from, for the shader and layout tests;
 // - `mixed`: the mixed-lanes experiment behind `gpulanes mixed` (it reads
 //   the schedulers' per-interval metrics, which `lanes` keeps to the crate);
 // - `npy`: the file readers, for the command-line tool, the fuzz targets and
 //   the reader tests (apps read files through `stream`).
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod bench;
 #[doc(hidden)]
 pub mod kernels;
 #[doc(hidden)]

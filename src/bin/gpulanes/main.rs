@@ -12,6 +12,7 @@ use gpulanes::Error;
 mod bench;
 mod group_by;
 mod info;
+mod measure;
 mod mixed;
 mod plot;
 mod reduce;

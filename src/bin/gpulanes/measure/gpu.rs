@@ -3,12 +3,12 @@
 //! empty round trip, and one timed reduction (device-resident or from host
 //! memory).
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::{DeviceArray, Engine, Error, NanPolicy, Op, Partitions, Reduction, Result, Scalar};
+use gpulanes::{DeviceArray, Engine, Error, NanPolicy, Op, Partitions, Reduction, Result, Scalar};
 
 use super::stats::{Budget, Summary, gbps, summarize};
 
@@ -40,7 +40,7 @@ pub fn wait(engine: &Engine, index: wgpu::SubmissionIndex) -> Result<()> {
             timeout: None,
         })
         .map(|_| ())
-        .map_err(|e| Error::wait("waiting for the GPU", e))
+        .map_err(|e| wait_error("waiting for the GPU", e))
 }
 
 /// Maps the first `bytes` of `buffer` (already written by finished work),
@@ -56,14 +56,14 @@ pub fn read_mapped(engine: &Engine, buffer: &wgpu::Buffer, bytes: u64) -> Result
             submission_index: None,
             timeout: None,
         })
-        .map_err(|e| Error::wait("waiting for the GPU", e))?;
+        .map_err(|e| wait_error("waiting for the GPU", e))?;
     rx.recv()
         .map_err(|_| Error::Internal("a map callback never ran".into()))?
-        .map_err(|e| Error::map("mapping a readback buffer", e))?;
+        .map_err(|e| map_error("mapping a readback buffer", e))?;
     let out = {
         let view = buffer
             .get_mapped_range(0..bytes)
-            .map_err(|e| Error::map("reading a mapped buffer", e))?;
+            .map_err(|e| map_error("reading a mapped buffer", e))?;
         view.to_vec()
     };
     buffer.unmap();
@@ -318,7 +318,7 @@ pub fn measure_upload(
         Ok::<_, Error>(start.elapsed().as_nanos() as f64)
     })?;
     if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::from_wgpu("upload floor", e));
+        return Err(gpu_error("upload floor", e));
     }
     let time = summarize(&samples);
     Ok((
@@ -372,7 +372,7 @@ pub fn measure_copy(
         Ok((wall, gpu))
     })?;
     if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::from_wgpu("copy floor", e));
+        return Err(gpu_error("copy floor", e));
     }
     verify_copy(engine, &dst, host, bytes, "copy floor")?;
     let time = summarize(&samples);
@@ -437,7 +437,7 @@ pub fn measure_round_trip(engine: &Engine, warmup: usize, runs: usize) -> Result
 }
 
 /// The WGSL copy kernel of the shader-copy floor.
-pub const COPY_SHADER: &str = include_str!("../../shaders/bench_copy.wgsl");
+pub const COPY_SHADER: &str = include_str!("../../../../shaders/bench_copy.wgsl");
 
 /// Reads `len` bytes at `offset` of `buffer` (which needs `COPY_SRC`).
 fn read_back(engine: &Engine, buffer: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -574,10 +574,10 @@ pub fn measure_shader_copy(
     };
     once(0)?;
     if let Some(e) = pollster::block_on(oom.pop()) {
-        return Err(Error::from_wgpu("shader copy floor", e));
+        return Err(gpu_error("shader copy floor", e));
     }
     if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::from_wgpu("shader copy floor", e));
+        return Err(gpu_error("shader copy floor", e));
     }
     verify_copy(engine, &dst, host, bytes, "shader copy floor")?;
     let (kind, samples) = sample_pairs(budget, once)?;
@@ -589,4 +589,35 @@ pub fn measure_shader_copy(
         gbps: gbps(2 * bytes, time.median_ns),
         time,
     })
+}
+
+/// A failed wait for the GPU during a measurement.
+fn wait_error(context: &str, e: wgpu::PollError) -> Error {
+    Error::Wait {
+        context: context.into(),
+        source: Arc::new(e),
+    }
+}
+
+/// A failed map of a readback buffer during a measurement.
+fn map_error(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Map {
+        context: context.into(),
+        source: Arc::new(e),
+    }
+}
+
+/// An error wgpu reported in a measurement's error scope: out of memory
+/// stays out of memory, the rest is a validation error.
+fn gpu_error(context: &str, e: wgpu::Error) -> Error {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory {
+            message: context.into(),
+            source: Some(Arc::new(e)),
+        },
+        e => Error::Validation {
+            context: context.into(),
+            source: Arc::new(e),
+        },
+    }
 }
