@@ -1,6 +1,6 @@
 //! The engine facade: opens (or adopts) a wgpu device, builds the kernels
-//! once, and offers blocking reductions over slices, `ndarray` views and
-//! device-resident arrays.
+//! once, and offers reductions over slices, `ndarray` views and
+//! device-resident arrays, blocking here and async in `async_forms`.
 
 use std::sync::{Arc, Mutex};
 
@@ -62,7 +62,8 @@ impl PendingReduction {
     /// Calls `done` with the result once the GPU has finished submission
     /// `index` (what `queue.submit` returned for the encoder holding this
     /// reduction); someone must poll the device (`device.poll`) for the
-    /// callback to run. The index is a reminder to submit first (it is not
+    /// callback to run ([`PendingReduction::wait_async`] has the engine's
+    /// poller thread do it). The index is a reminder to submit first (it is not
     /// checked against this encoder: any earlier submission's index would
     /// pass): mapped before the submit, the result buffers would be read at
     /// once and `done` would get whatever they held. With no GPU work (only
@@ -201,6 +202,10 @@ impl DeviceArray {
 }
 
 /// The GPU reduction engine. Cheap to clone; clones share the device.
+///
+/// Every reduction has a blocking form (`sum`, `reduce_partitions`, ...)
+/// and the main ones an async form (`sum_async`,
+/// `reduce_partitions_async`, ...) returning a [`ReductionFuture`](crate::ReductionFuture).
 #[derive(Clone)]
 pub struct Engine {
     ctx: Arc<Context>,

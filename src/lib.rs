@@ -9,6 +9,9 @@
 //! let data: Vec<f32> = (0..1_000_000).map(|i| i as f32).collect();
 //! let total = engine.sum(&data)?;
 //! let per_block = engine.reduce_partitions(&data, Op::Max, &Partitions::EqualSize(1000), NanPolicy::Propagate)?;
+//! // The same from async code, on any executor: `engine.sum_async(&data).await?`.
+//! let again = pollster::block_on(engine.sum_async(&data))?;
+//! assert_eq!(again.to_bits(), total.to_bits());
 //! # Ok::<(), gpulanes::Error>(())
 //! ```
 //!
