@@ -15,8 +15,18 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gpulanes::bench::{check, data, size};
 use gpulanes::{DeviceArray, Engine, NanPolicy, Op, Partitions};
+
+// The helpers of the `gpulanes bench` command that this bench shares.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/bin/gpulanes/measure/check.rs"]
+mod check;
+#[allow(dead_code, unused_imports)]
+#[path = "../src/bin/gpulanes/measure/data.rs"]
+mod data;
+#[allow(dead_code, unused_imports)]
+#[path = "../src/bin/gpulanes/measure/size.rs"]
+mod size;
 
 const PARTITION: u64 = 4096;
 const SEED: u64 = 0x005E_ED0F_BE7C;

@@ -167,8 +167,11 @@ impl Engine {
     /// place; with nulls the non-null values are gathered first.
     ///
     /// # Errors
-    /// [`Error::Overflow`] for an integer sum outside int64; GPU errors as
-    /// for [`Engine::reduce_slice`].
+    /// [`Error::Overflow`] for an integer sum outside int64;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for
+    /// other GPU failures (see [`Error`]).
     pub fn reduce_arrow<T>(
         &self,
         array: &PrimitiveArray<T>,
@@ -185,6 +188,7 @@ impl Engine {
     /// [`Engine::reduce_arrow`] of an array known only at run time (a
     /// `RecordBatch` column, an `ArrayRef`): Float32, Float64, Int32,
     /// UInt32 and Int64 arrays are reduced, any other type is refused.
+    /// Empty, all-null and NaN results as for [`Engine::reduce_arrow`].
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the array's type when it is not one
@@ -205,7 +209,9 @@ impl Engine {
     }
 
     /// The partial [`State`] of `kind` over the non-null values of an Arrow
-    /// array (merge it with states of other chunks or machines).
+    /// array (merge it with states of other chunks or machines). An empty
+    /// or all-null array gives an empty state (count 0); NaNs are kept in
+    /// the state and handled by the policy given when it is finalised.
     ///
     /// # Errors
     /// GPU errors as for [`Engine::states`].
@@ -223,7 +229,8 @@ impl Engine {
 
     /// `op` over several Arrow arrays as one column (a chunked array):
     /// the chunks' states are merged, so the result is the same bits as
-    /// one array of all the values. No chunks is an empty column.
+    /// one array of all the values. No chunks is an empty column; empty,
+    /// all-null and NaN results as for [`Engine::reduce_arrow`].
     ///
     /// # Errors
     /// As [`Engine::reduce_arrow`].
@@ -334,13 +341,14 @@ impl Engine {
         Ok(values)
     }
 
-    /// `ops` over `values` grouped by a dictionary-encoded column's codes,
-    /// in one pass ([`Engine::reduce_by_key`] over the codes). Rows whose
-    /// code or value is null are skipped; a group with no other rows is
-    /// absent. The result's `keys` is a `DictionaryArray` sharing the
-    /// input's dictionary, one slot per group in ascending code order, so
-    /// each group is named by its dictionary value; `results` holds one
-    /// Arrow array per op in the order asked (null where the op has no
+    /// `ops` over `values` grouped by a dictionary-encoded column's codes, in
+    /// one pass ([`Engine::reduce_by_key`] over the codes). Rows whose code or
+    /// value is null are skipped; a group with no other rows is absent (no rows
+    /// at all: no groups); NaN values follow `nan` as in
+    /// [`Engine::reduce_by_key`]. The result's `keys` is a `DictionaryArray`
+    /// sharing the input's dictionary, one slot per group in ascending code
+    /// order, so each group is named by its dictionary value; `results` holds
+    /// one Arrow array per op in the order asked (null where the op has no
     /// value).
     ///
     /// # Errors

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{BLOCK, KernelShape, Kernels};
 use crate::options::EngineOptions;
 use crate::plan::DispatchLimits;
+use crate::poller::{Poller, Settle};
 use crate::pool::BufferPool;
 
 /// The limits the engine works within (device limits, possibly capped).
@@ -45,6 +46,8 @@ pub struct Context {
     pub(crate) device_buffer_bytes: u64,
     /// Whether the device is lost (see `device_health`).
     pub(crate) health: Arc<DeviceHealth>,
+    /// Waits for the async requests' submissions (see `poller`).
+    poller: Poller,
 }
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
@@ -141,6 +144,7 @@ impl Context {
             limits,
             device_buffer_bytes: dl.max_buffer_size,
             health,
+            poller: Poller::default(),
         })
     }
 
@@ -167,6 +171,17 @@ impl Context {
             })
             .map(|_| ())
             .map_err(|e| self.health.poll_failed(&self.device, &self.queue, what, e))
+    }
+
+    /// Has the engine's poller thread wait for submission `index` (which
+    /// runs its readback callbacks), then call `settle`, without blocking
+    /// this thread.
+    ///
+    /// # Errors
+    /// [`Error::Thread`] when the poller thread cannot be started.
+    pub(crate) fn watch(&self, index: wgpu::SubmissionIndex, settle: Settle) -> Result<()> {
+        self.poller
+            .watch(&self.device, &self.queue, &self.health, index, settle)
     }
 
     /// Hands `start` a callback (for a readback that completes inside the

@@ -1,6 +1,6 @@
 //! The engine facade: opens (or adopts) a wgpu device, builds the kernels
-//! once, and offers blocking reductions over slices, `ndarray` views and
-//! device-resident arrays.
+//! once, and offers reductions over slices, `ndarray` views and
+//! device-resident arrays, blocking here and async in `async_forms`.
 
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +22,8 @@ use crate::partial::scalar_to_f32;
 use crate::partition::Partitions;
 use crate::plan::Plan;
 use crate::state::{State, StateKind};
+
+mod async_forms;
 
 /// A reduction encoded into a caller's command encoder (see
 /// [`Engine::encode`]). Submit the encoder, then call [`PendingReduction::wait`]
@@ -60,7 +62,8 @@ impl PendingReduction {
     /// Calls `done` with the result once the GPU has finished submission
     /// `index` (what `queue.submit` returned for the encoder holding this
     /// reduction); someone must poll the device (`device.poll`) for the
-    /// callback to run. The index is a reminder to submit first (it is not
+    /// callback to run ([`PendingReduction::wait_async`] has the engine's
+    /// poller thread do it). The index is a reminder to submit first (it is not
     /// checked against this encoder: any earlier submission's index would
     /// pass): mapped before the submit, the result buffers would be read at
     /// once and `done` would get whatever they held. With no GPU work (only
@@ -92,6 +95,69 @@ impl PendingReduction {
                 }
             });
         }
+    }
+}
+
+/// A reduction of an array of any dtype encoded into a caller's command
+/// encoder (see [`Engine::encode_typed`]). Submit the encoder, then call
+/// [`PendingTypedReduction::wait`] or
+/// [`PendingTypedReduction::wait_async`].
+pub struct PendingTypedReduction {
+    op: Op,
+    nan: NanPolicy,
+    /// One per group of partitions, in order.
+    jobs: Vec<exec::Job>,
+}
+
+impl PendingTypedReduction {
+    /// Blocks until the GPU has finished submission `index` (what
+    /// `queue.submit` returned for the encoder holding this reduction) and
+    /// returns the result, each value in its op's result type.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`]: an empty
+    /// partition's `sum` and `count` are 0, its `mean`, `max` and `min` `None`;
+    /// under [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`Error::Overflow`] for an integer sum outside int64;
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
+    /// GPU failures (see [`Error`]).
+    pub fn wait(self, engine: &Engine, index: wgpu::SubmissionIndex) -> Result<Reduction<Scalar>> {
+        engine
+            .ctx
+            .wait_callback(&index, |done| read_jobs(self.jobs, self.op, self.nan, done))
+    }
+}
+
+/// Reads every job back and hands `done` their finished values, in order,
+/// once all are in (or the first error).
+fn read_jobs(
+    jobs: Vec<exec::Job>,
+    op: Op,
+    nan: NanPolicy,
+    done: impl FnOnce(Result<Reduction<Scalar>>) + Send + 'static,
+) {
+    let gather = Arc::new(Mutex::new((Gather::new(op, jobs.len()), Some(done))));
+    for (index, job) in jobs.into_iter().enumerate() {
+        let gather = gather.clone();
+        job.read_async(move |r| {
+            let r = r.and_then(|f| {
+                let mut out = Reduction::empty(op);
+                f.finish_into(op, nan, &mut out)?;
+                Ok(out)
+            });
+            let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(outcome) = g.0.put(index, r)
+                && let Some(done) = g.1.take()
+            {
+                drop(g);
+                done(outcome);
+            }
+        });
     }
 }
 
@@ -136,6 +202,10 @@ impl DeviceArray {
 }
 
 /// The GPU reduction engine. Cheap to clone; clones share the device.
+///
+/// Every reduction has a blocking form (`sum`, `reduce_partitions`, ...)
+/// and the main ones an async form (`sum_async`,
+/// `reduce_partitions_async`, ...) returning a [`ReductionFuture`](crate::ReductionFuture).
 #[derive(Clone)]
 pub struct Engine {
     ctx: Arc<Context>,
@@ -257,10 +327,13 @@ impl Engine {
         &self.ctx.queue
     }
 
-    /// Exact sum of `data`, rounded once to float32, NaN propagated.
+    /// Exact sum of `data`, rounded once to float32.
     ///
-    /// Empty input gives 0; any NaN gives NaN; `+inf` and `-inf` together
-    /// give NaN.
+    /// **NaN policy: [`NanPolicy::Propagate`]** (as NumPy's `sum`): any NaN
+    /// gives NaN. To skip NaNs, use [`Engine::reduce_partitions`] with
+    /// [`NanPolicy::Ignore`].
+    ///
+    /// Empty input gives 0; `+inf` and `-inf` together give NaN.
     ///
     /// ```
     /// let engine = gpulanes::Engine::new()?;
@@ -280,9 +353,13 @@ impl Engine {
         Ok(self.reduce(data, Op::Sum)?.unwrap_or(0.0))
     }
 
-    /// Mean of `data` (`None` for empty input).
+    /// Mean of `data`: its exact sum over its count, rounded once.
     ///
-    /// Any NaN gives `Some(NaN)`.
+    /// **NaN policy: [`NanPolicy::Propagate`]** (as NumPy's `mean`): any NaN
+    /// gives `Some(NaN)`. To skip NaNs, use [`Engine::reduce_partitions`]
+    /// with [`NanPolicy::Ignore`].
+    ///
+    /// Empty input gives `None`.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the device cannot hold the request (other
@@ -293,7 +370,11 @@ impl Engine {
         self.reduce(data, Op::Mean)
     }
 
-    /// Largest value of `data`, NaN if any is NaN (`None` for empty input).
+    /// Largest value of `data`.
+    ///
+    /// **NaN policy: [`NanPolicy::Propagate`]**: any NaN gives `Some(NaN)`
+    /// (skip NaNs with [`Engine::reduce_partitions`] and
+    /// [`NanPolicy::Ignore`]). Empty input gives `None`.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the device cannot hold the request (other
@@ -304,7 +385,11 @@ impl Engine {
         self.reduce(data, Op::Max)
     }
 
-    /// Smallest value of `data`, NaN if any is NaN (`None` for empty input).
+    /// Smallest value of `data`.
+    ///
+    /// **NaN policy: [`NanPolicy::Propagate`]**: any NaN gives `Some(NaN)`
+    /// (skip NaNs with [`Engine::reduce_partitions`] and
+    /// [`NanPolicy::Ignore`]). Empty input gives `None`.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the device cannot hold the request (other
@@ -315,10 +400,13 @@ impl Engine {
         self.reduce(data, Op::Min)
     }
 
-    /// `op` over the whole of `data`, NaN propagated.
+    /// `op` over the whole of `data`.
+    ///
+    /// **NaN policy: [`NanPolicy::Propagate`]**: any NaN gives NaN (see
+    /// [`crate::op`]; [`Engine::reduce_partitions`] takes a policy).
     ///
     /// Empty input: `Some(0.0)` for `sum` and `count`, `None` for `mean`,
-    /// `max` and `min`; any NaN gives NaN (see [`crate::op`]).
+    /// `max` and `min`.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the device cannot hold the request (other
@@ -869,11 +957,26 @@ impl Engine {
         self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
-        let spans = array.spans();
+        self.encode_offsets(encoder, &inputs, &array.spans(), &offsets, op, nan)
+    }
+
+    /// Encodes `op` over checked `offsets` of the float32 items in `inputs`
+    /// (buffers holding `spans`), in groups of at most
+    /// [`Engine::max_partitions`] partitions; on an error nothing is
+    /// encoded.
+    fn encode_offsets(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &[&wgpu::Buffer],
+        spans: &[crate::plan::Span],
+        offsets: &[u64],
+        op: Op,
+        nan: NanPolicy,
+    ) -> Result<PendingReduction> {
         let groups = PartitionGroups::new(offsets.len() - 1, self.max_partitions());
         // Offsets stay absolute, as in `reduce_device`.
         let plans = (0..groups.count()).map(|i| {
-            let plan = Plan::new(groups.offsets(&offsets, i))?;
+            let plan = Plan::new(groups.offsets(offsets, i))?;
             crate::fit::check(&self.ctx, &plan)?;
             Ok(plan)
         });
@@ -884,13 +987,88 @@ impl Engine {
             op,
             nan,
             plans,
-            &inputs,
-            &spans,
+            inputs,
+            spans,
         )?;
         Ok(PendingReduction {
             op,
             groups: recorded,
         })
+    }
+
+    /// [`Engine::encode`] for a device-resident array of any dtype: encodes
+    /// the reduction into `encoder` without submitting it; submit the
+    /// encoder, then wait on the returned [`PendingTypedReduction`]. Any
+    /// number of partitions, in consecutive groups (every group's buffers
+    /// are held until the result is read). On an error nothing is encoded.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`], as for
+    /// [`Engine::reduce_device_typed`] (the same bits).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an array of another engine;
+    /// [`Error::InvalidPartitions`] when `partitions` do not describe the
+    /// input; [`Error::OutOfMemory`] when a group would pass the device's
+    /// largest buffer; [`Error::DeviceLost`] once the device is lost. GPU
+    /// failures of the submitted work, and integer overflow, come back from
+    /// [`PendingTypedReduction::wait`].
+    pub fn encode_typed(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        array: &DeviceArray,
+        op: Op,
+        partitions: &Partitions,
+        nan: NanPolicy,
+    ) -> Result<PendingTypedReduction> {
+        if array.owner() != self.ctx.id {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
+        }
+        self.ctx.health.check()?;
+        let offsets = partitions.offsets(array.len())?;
+        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+        let jobs = self.encode_typed_offsets(
+            encoder,
+            array.dtype(),
+            &inputs,
+            &array.spans(),
+            &offsets,
+            op,
+        )?;
+        Ok(PendingTypedReduction { op, nan, jobs })
+    }
+
+    /// Prepares one job per group of partitions of `offsets` (in values)
+    /// over `inputs` (buffers holding `spans`, in words) of `dtype`, then
+    /// encodes them all; on an error nothing is encoded.
+    fn encode_typed_offsets(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dtype: Dtype,
+        inputs: &[&wgpu::Buffer],
+        spans: &[crate::plan::Span],
+        offsets: &[u64],
+        op: Op,
+    ) -> Result<Vec<exec::Job>> {
+        let ctx = &*self.ctx;
+        let w = dtype.words();
+        let groups = PartitionGroups::new(offsets.len() - 1, exec::max_partitions_for(ctx, dtype));
+        let jobs = (0..groups.count())
+            .map(|i| {
+                // Offsets stay absolute, in words.
+                let words: Vec<u64> = groups.offsets(offsets, i).iter().map(|o| o * w).collect();
+                let plan = Plan::new(&words)?;
+                crate::fit::check_dtype(ctx, &plan, dtype)?;
+                let kernel = kernel_of(StateKind::for_op(op));
+                exec::Job::prepare(ctx, dtype, kernel, plan, inputs, spans, None)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for job in &jobs {
+            job.encode(ctx, encoder, 0..job.dispatch_count());
+            job.encode_readback(encoder);
+        }
+        Ok(jobs)
     }
 
     /// `op` over a 1-D view (any stride).

@@ -22,7 +22,7 @@ use std::sync::Arc;
 ///   [`RequestDevice`](Error::RequestDevice);
 /// - retry smaller or later: [`OutOfMemory`](Error::OutOfMemory),
 ///   [`QueueFull`](Error::QueueFull), [`DeadlineExceeded`](Error::DeadlineExceeded),
-///   [`Wait`](Error::Wait);
+///   [`Wait`](Error::Wait), [`Map`](Error::Map), [`Thread`](Error::Thread);
 /// - report a bug: [`Validation`](Error::Validation) (unless the app shares
 ///   the device and misused it), [`Internal`](Error::Internal).
 #[derive(Clone, Debug, thiserror::Error)]
@@ -134,8 +134,9 @@ pub enum Error {
         #[source]
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
-    /// The operating system refused to start one of the scheduler's
-    /// threads (too many threads, out of memory): free resources and retry.
+    /// The operating system refused to start one of the engine's threads
+    /// (a scheduler's, or the poller of the async forms; too many threads,
+    /// out of memory): free resources and retry.
     #[error("cannot start the {thread} thread: {source}")]
     Thread {
         /// Which thread.

@@ -49,15 +49,15 @@ impl PartitionGroups {
 
 /// The groups' results, gathered as they arrive (in any order) until the
 /// whole result can be handed over.
-pub(crate) struct Gather {
+pub(crate) struct Gather<T = f32> {
     op: Op,
-    parts: Vec<Option<Reduction>>,
+    parts: Vec<Option<Reduction<T>>>,
     missing: usize,
     /// The whole result or an error has been handed over.
     delivered: bool,
 }
 
-impl Gather {
+impl<T> Gather<T> {
     pub fn new(op: Op, groups: usize) -> Self {
         Gather {
             op,
@@ -70,7 +70,11 @@ impl Gather {
     /// Stores group `index`'s result. Returns what to deliver: the first
     /// error at once, or every group's result concatenated in order once
     /// the last one is in; `None` until then, and after.
-    pub fn put(&mut self, index: usize, result: Result<Reduction>) -> Option<Result<Reduction>> {
+    pub fn put(
+        &mut self,
+        index: usize,
+        result: Result<Reduction<T>>,
+    ) -> Option<Result<Reduction<T>>> {
         if self.delivered {
             return None;
         }
@@ -94,7 +98,7 @@ impl Gather {
 }
 
 /// The groups' results as one, in order.
-pub(crate) fn concat(op: Op, parts: impl IntoIterator<Item = Reduction>) -> Reduction {
+pub(crate) fn concat<T>(op: Op, parts: impl IntoIterator<Item = Reduction<T>>) -> Reduction<T> {
     let mut parts = parts.into_iter();
     let mut out = parts.next().unwrap_or(Reduction {
         op,
@@ -158,6 +162,6 @@ mod tests {
         let mut g = Gather::new(Op::Sum, 1);
         assert!(g.put(0, Ok(part(&[1.0]))).is_some());
         assert!(g.put(0, Ok(part(&[1.0]))).is_none(), "delivered once");
-        assert_eq!(concat(Op::Max, []).op, Op::Max);
+        assert_eq!(concat::<f32>(Op::Max, []).op, Op::Max);
     }
 }

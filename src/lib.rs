@@ -9,6 +9,9 @@
 //! let data: Vec<f32> = (0..1_000_000).map(|i| i as f32).collect();
 //! let total = engine.sum(&data)?;
 //! let per_block = engine.reduce_partitions(&data, Op::Max, &Partitions::EqualSize(1000), NanPolicy::Propagate)?;
+//! // The same from async code, on any executor: `engine.sum_async(&data).await?`.
+//! let again = pollster::block_on(engine.sum_async(&data))?;
+//! assert_eq!(again.to_bits(), total.to_bits());
 //! # Ok::<(), gpulanes::Error>(())
 //! ```
 //!
@@ -31,6 +34,7 @@ mod error;
 pub mod exact;
 mod exec;
 mod fit;
+mod future;
 mod groups;
 mod keyed;
 pub mod lanes;
@@ -39,23 +43,19 @@ mod options;
 mod partial;
 mod partition;
 mod plan;
+mod poller;
 mod pool;
 mod readback;
 pub mod state;
 pub mod stream;
 
 // Not part of the library's API, so hidden from its documentation:
-// - `bench`: what `gpulanes bench` and the criterion benches measure with
-//   (it times every dtype's device reductions through the engine's jobs);
 // - `kernels` and `layout`: the WGSL sources and the constants and structs
 //   the engine builds from, for the shader and layout tests;
 // - `mixed`: the mixed-lanes experiment behind `gpulanes mixed` (it reads
 //   the schedulers' per-interval metrics, which `lanes` keeps to the crate);
 // - `npy`: the file readers, for the command-line tool, the fuzz targets and
 //   the reader tests (apps read files through `stream`).
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod bench;
 #[doc(hidden)]
 pub mod kernels;
 #[doc(hidden)]
@@ -83,8 +83,9 @@ pub use arrow::ArrowGrouped;
 pub use context::EffectiveLimits;
 pub use device_array::DeviceArray;
 pub use dtype::{Dtype, Element, Scalar};
-pub use engine::{Engine, PendingReduction};
+pub use engine::{Engine, PendingReduction, PendingTypedReduction};
 pub use error::{Error, Result};
+pub use future::ReductionFuture;
 pub use kernels::KernelShape;
 pub use keyed::stream::Column;
 pub use keyed::{DENSE_FLOOR, DENSE_SLACK, Grouped, GroupedStates, Key, SMALL_PARTITION};

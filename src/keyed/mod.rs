@@ -407,7 +407,10 @@ impl crate::Engine {
     /// # Errors
     /// [`Error::InvalidInput`] when `keys` and `values` differ in length or
     /// `ops` is empty; [`Error::Overflow`] for an integer sum outside int64;
-    /// GPU errors as for every reduction.
+    /// [`Error::OutOfMemory`] when the device cannot hold the request (other
+    /// requests go on); [`Error::DeviceLost`] once the device is lost;
+    /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for
+    /// other GPU failures (see [`Error`]).
     pub fn reduce_by_key<K: Key, E: Element>(
         &self,
         keys: &[K],
@@ -424,6 +427,11 @@ impl crate::Engine {
 
     /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) of 1-D
     /// `ndarray` views (non-contiguous views are copied first).
+    ///
+    /// Empty input gives no keys; NaN as for
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) (a key whose
+    /// rows are all NaN has, under `Ignore`, count 0, sum 0.0 and no mean,
+    /// max or min; under `Propagate` NaN for each).
     ///
     /// # Errors
     /// As [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
@@ -443,6 +451,9 @@ impl crate::Engine {
 
     /// The per-key [`State`]s of `kind` (mergeable with states of other
     /// rows of the same keys, e.g. on other machines).
+    ///
+    /// Empty input gives no keys; NaNs are kept in the states and handled
+    /// by the policy given when they are finalised.
     ///
     /// # Errors
     /// As [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
@@ -556,6 +567,11 @@ impl crate::Engine {
     /// device-resident keys (int32, uint32 or int64; returned as int64) and
     /// values of any dtype. Dense keys are read where they lie; sparse keys
     /// are read back once to be mapped to ids on the host.
+    ///
+    /// Empty input gives no keys; NaN as for
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) (a key whose
+    /// rows are all NaN has, under `Ignore`, count 0, sum 0.0 and no mean,
+    /// max or min; under `Propagate` NaN for each).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for keys of another dtype, arrays of another

@@ -67,7 +67,12 @@ impl Engine {
     /// two readers (little-endian, as they lie in memory), holding about a
     /// quarter of `options.budget_bytes` of rows at a time. Fewer bytes than
     /// announced is a truncation error naming the file; bytes after them are
-    /// left to the caller (see [`npy::check_end`]).
+    /// left to the caller to check.
+    ///
+    /// Empty input gives no keys; NaN as for
+    /// [`Engine::reduce_by_key`] (a key whose
+    /// rows are all NaN has, under `Ignore`, count 0, sum 0.0 and no mean,
+    /// max or min; under `Propagate` NaN for each).
     ///
     /// # Errors
     /// [`Error::File`] for a short or unreadable input, and as

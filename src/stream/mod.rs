@@ -295,6 +295,21 @@ impl Engine {
     /// size, then [`StreamReducer::finish`]. Supports every kind of
     /// [`Partitions`]; the result is bitwise equal to
     /// [`Engine::reduce_partitions`] over the concatenated input.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`], as for
+    /// [`Engine::reduce_partitions`]: an empty partition's `sum` and
+    /// `count` are 0, its `mean`, `max` and `min` `None`; under
+    /// [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for options out of range (a budget or chunk
+    /// size too small); [`Error::InvalidPartitions`] for partitions that
+    /// cannot describe any input (a zero size, offsets not starting at 0 or
+    /// decreasing); [`Error::DeviceLost`] once the device is lost. Later
+    /// errors come from [`StreamReducer::push`] and
+    /// [`StreamReducer::finish`].
     pub fn stream(
         &self,
         op: Op,
@@ -306,6 +321,23 @@ impl Engine {
     }
 
     /// Reduces chunks of any sizes (`Vec<f32>`, `&[f32]`, ...) as one input.
+    /// No chunks at all is an empty input.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`], as for
+    /// [`Engine::reduce_partitions`]: an empty partition's `sum` and
+    /// `count` are 0, its `mean`, `max` and `min` `None`; under
+    /// [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// As [`Engine::stream`]; [`Error::InvalidPartitions`] when the
+    /// partitions do not describe the whole input (offsets ending before or
+    /// after it);
+    /// [`Error::OutOfMemory`] when the device cannot hold the request;
+    /// [`Error::DeviceLost`] once the device is lost; [`Error::Validation`],
+    /// [`Error::Wait`], [`Error::Map`] or [`Error::Internal`] for other GPU
+    /// failures (see [`Error`]).
     pub fn reduce_chunks<I>(
         &self,
         chunks: I,
@@ -326,7 +358,19 @@ impl Engine {
     }
 
     /// Reduces little-endian float32 values read from `reader` until it ends,
-    /// on a reader thread that runs ahead of the GPU within the budget.
+    /// on a reader thread that runs ahead of the GPU within the budget. A
+    /// reader that ends at once is an empty input.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`], as for
+    /// [`Engine::reduce_partitions`]: an empty partition's `sum` and
+    /// `count` are 0, its `mean`, `max` and `min` `None`; under
+    /// [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_chunks`]; [`Error::File`] when reading fails or
+    /// the input ends inside a value (the message gives the byte offset).
     pub fn reduce_reader<R: Read + Send>(
         &self,
         reader: R,
@@ -348,6 +392,18 @@ impl Engine {
     /// (little-endian, as they lie in memory), one chunk of about a quarter
     /// of the budget at a time, each value in its op's result type. Fewer
     /// bytes than `len` values, or bytes after them, are errors.
+    ///
+    /// Empty partitions and NaN follow the table in [`crate::op`], as for
+    /// [`Engine::reduce_slice`]: an empty partition's `sum` and
+    /// `count` are 0, its `mean`, `max` and `min` `None`; under
+    /// [`NanPolicy::Propagate`] a NaN makes the value NaN, under
+    /// [`NanPolicy::Ignore`] NaNs are skipped (an all-NaN `max`/`min` is
+    /// `None`).
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_chunks`]; [`Error::File`] when reading fails, the
+    /// reader ends before `len` values or holds bytes after them;
+    /// [`Error::Overflow`] for an integer sum outside int64.
     pub fn reduce_reader_typed<E: Element, R: Read>(
         &self,
         reader: R,
@@ -365,6 +421,14 @@ impl Engine {
     /// (its length known: a regular file, or a `.npy` whose header gives
     /// it), as [`Engine::reduce_reader_typed`] does; errors name the file
     /// and the byte offset.
+    ///
+    /// An empty file gives empty partitions; NaN and empty partitions
+    /// follow [`Engine::reduce_reader_typed`].
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_reader_typed`]; [`Error::File`] as well when the
+    /// file holds another dtype than `E` or its length is unknown (a raw
+    /// pipe).
     pub fn reduce_input_file_typed<E: Element>(
         &self,
         input: InputFile,
@@ -405,6 +469,14 @@ impl Engine {
     /// Reduces a float32 file of any size (flat: a 2-D `.npy` is reduced in
     /// row-major order; use `Partitions::EqualSize(columns)` for per-row
     /// results). Errors name the file and the byte offset.
+    ///
+    /// An empty file gives empty partitions; NaN and empty partitions
+    /// follow [`Engine::reduce_reader`].
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_reader`]; [`Error::File`] as well for a file
+    /// that cannot be opened, a malformed or lying `.npy` header, a dtype
+    /// other than float32, or a size that disagrees with the header.
     pub fn reduce_file(
         &self,
         path: &Path,
@@ -420,6 +492,10 @@ impl Engine {
     }
 
     /// Like [`Engine::reduce_file`] for a file already opened, with stats.
+    /// Empty input and NaN as for [`Engine::reduce_file`].
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_file`].
     pub fn reduce_input_file(
         &self,
         input: InputFile,

@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
+use crate::measure::{self, BenchConfig, TimerChoice, size};
 use clap::Args;
-use gpulanes::bench::{self, BenchConfig, TimerChoice, size};
 use gpulanes::{Dtype, Engine, Op};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -210,7 +210,8 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let report = bench::run(&engine, &config, &mut |p| {
+    let report = measure::run(&engine, &config, &mut |p| {
+        bar.set_length(p.total);
         bar.set_position(p.done);
         bar.set_message(p.message.to_string());
     });

@@ -19,10 +19,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::measure::gpu::{self, GpuTimer};
+use crate::measure::size;
+use crate::measure::stats::{Budget, gbps, summarize};
 use clap::Args;
-use gpulanes::bench::gpu::{self, GpuTimer, TypedPending};
-use gpulanes::bench::size;
-use gpulanes::bench::stats::{Budget, gbps, summarize};
 use gpulanes::{
     AdapterSummary, DeviceArray, Dtype, Element, Engine, EngineOptions, KernelShape, NanPolicy, Op,
     Partitions, Reduction, Scalar, State, StateKind,
@@ -267,7 +267,7 @@ pub fn run(args: DoctorArgs) -> Result<(), Failure> {
     let copy_gbps = shader_copy.gbps;
     let mut report = Report {
         schema: "gpulanes-doctor/1",
-        date: gpulanes::bench::utc_date(
+        date: crate::measure::utc_date(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -464,12 +464,12 @@ fn back_to_back(
         if let Some(t) = &timer {
             t.stamp(&mut encoder, i);
         }
-        pending.push(TypedPending::encode(
-            engine,
+        pending.push(engine.encode_typed(
             &mut encoder,
             array,
             op,
             &Partitions::Whole,
+            NanPolicy::Propagate,
         )?);
     }
     if let Some(t) = &timer {

@@ -14,6 +14,7 @@ mod bench;
 mod doctor;
 mod group_by;
 mod info;
+mod measure;
 mod mixed;
 mod plot;
 mod reduce;

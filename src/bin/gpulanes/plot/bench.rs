@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gpulanes::bench::{BenchReport, GpuRow, Source};
+use crate::measure::{BenchReport, GpuRow, Source};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;

@@ -194,7 +194,7 @@ fn today() -> String {
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    gpulanes::bench::utc_date(unix)
+    crate::measure::utc_date(unix)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::{Engine, NanPolicy, Op, Partitions, Result, State, StateKind};
+use gpulanes::{Engine, NanPolicy, Op, Partitions, Result, State, StateKind};
 
 use super::config::BenchConfig;
 use super::data;
@@ -73,7 +73,7 @@ fn check_group_by(
     keys: &[i32],
     values: &[f32],
     cardinality: u64,
-    got: &crate::Grouped<i32>,
+    got: &gpulanes::Grouped<i32>,
 ) -> bool {
     let mut starts = vec![0usize; cardinality as usize + 1];
     for &k in keys {
@@ -168,7 +168,7 @@ pub fn measure(
         step(&format!("partitions of {size}"));
         let parts = Partitions::EqualSize(size);
         let got = engine.reduce_slice(&values, Op::Sum, &parts, NanPolicy::Propagate)?;
-        let want = crate::cpu::reduce(&values, Op::Sum, &parts, NanPolicy::Propagate)?;
+        let want = gpulanes::cpu::reduce(&values, Op::Sum, &parts, NanPolicy::Propagate)?;
         let check_pass = super::check::same_bits(&got, &want);
         let (time, whole_time) = alternate(
             runs,

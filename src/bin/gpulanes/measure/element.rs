@@ -4,7 +4,7 @@
 //! through the typed ones), and its CPU baselines (float32 and float64
 //! only).
 
-use crate::{DeviceArray, Dtype, Element, Engine, NanPolicy, Op, Partitions, Result};
+use gpulanes::{DeviceArray, Dtype, Element, Engine, NanPolicy, Op, Partitions, Result};
 
 use super::check::{self, Reference};
 use super::cpu::{self, CpuImpl};
@@ -39,7 +39,7 @@ pub trait BenchElement: Element {
         data: &[Self],
         op: Op,
         partitions: &Partitions,
-    ) -> Result<(crate::Reduction<crate::Scalar>, f64)> {
+    ) -> Result<(gpulanes::Reduction<gpulanes::Scalar>, f64)> {
         let start = std::time::Instant::now();
         let r = engine.reduce_slice(data, op, partitions, NanPolicy::Propagate)?;
         Ok((r, start.elapsed().as_nanos() as f64))
@@ -84,7 +84,7 @@ impl BenchElement for f32 {
         data: &[Self],
         op: Op,
         partitions: &Partitions,
-    ) -> Result<(crate::Reduction<crate::Scalar>, f64)> {
+    ) -> Result<(gpulanes::Reduction<gpulanes::Scalar>, f64)> {
         let (r, ns) = gpu::run_host(engine, data, op, partitions)?;
         Ok((check::f32_as_scalars(r), ns))
     }

@@ -3,15 +3,12 @@
 //! empty round trip, and one timed reduction (device-resident or from host
 //! memory).
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::exec::Job;
-use crate::groups::PartitionGroups;
-use crate::plan::Plan;
-use crate::{DeviceArray, Engine, Error, NanPolicy, Op, Partitions, Reduction, Result, Scalar};
+use gpulanes::{DeviceArray, Engine, Error, NanPolicy, Op, Partitions, Reduction, Result, Scalar};
 
 use super::stats::{Budget, Summary, gbps, summarize};
 
@@ -43,7 +40,7 @@ pub fn wait(engine: &Engine, index: wgpu::SubmissionIndex) -> Result<()> {
             timeout: None,
         })
         .map(|_| ())
-        .map_err(|e| Error::wait("waiting for the GPU", e))
+        .map_err(|e| wait_error("waiting for the GPU", e))
 }
 
 /// Maps the first `bytes` of `buffer` (already written by finished work),
@@ -59,14 +56,14 @@ pub fn read_mapped(engine: &Engine, buffer: &wgpu::Buffer, bytes: u64) -> Result
             submission_index: None,
             timeout: None,
         })
-        .map_err(|e| Error::wait("waiting for the GPU", e))?;
+        .map_err(|e| wait_error("waiting for the GPU", e))?;
     rx.recv()
         .map_err(|_| Error::Internal("a map callback never ran".into()))?
-        .map_err(|e| Error::map("mapping a readback buffer", e))?;
+        .map_err(|e| map_error("mapping a readback buffer", e))?;
     let out = {
         let view = buffer
             .get_mapped_range(0..bytes)
-            .map_err(|e| Error::map("reading a mapped buffer", e))?;
+            .map_err(|e| map_error("reading a mapped buffer", e))?;
         view.to_vec()
     };
     buffer.unmap();
@@ -131,11 +128,6 @@ impl GpuTimer {
     /// Nanoseconds per timestamp tick.
     pub fn period_ns(&self) -> f64 {
         self.period_ns
-    }
-
-    /// Stamps this timer writes.
-    pub fn stamps(&self) -> u32 {
-        self.stamps
     }
 
     /// Records stamp `i` (an empty compute pass writing at its beginning).
@@ -239,98 +231,11 @@ pub fn run_device(
     })
 }
 
-/// A reduction of a device array of any dtype, encoded into a caller's
-/// encoder: the jobs [`Engine::reduce_device_typed`] runs (one per group of
-/// at most [`Engine::max_partitions`] partitions), as [`Engine::encode`]
-/// encodes float32 ones, so that every dtype's device rows time the same
-/// thing. Submit the encoder, then [`TypedPending::wait`].
-pub struct TypedPending {
-    op: Op,
-    jobs: Vec<Job>,
-    partitions: usize,
-}
-
-impl TypedPending {
-    /// Encodes `op` over `array` into `encoder`.
-    pub fn encode(
-        engine: &Engine,
-        encoder: &mut wgpu::CommandEncoder,
-        array: &DeviceArray,
-        op: Op,
-        partitions: &Partitions,
-    ) -> Result<Self> {
-        let ctx = engine.context();
-        if array.owner() != ctx.id {
-            return Err(Error::InvalidInput(
-                "this DeviceArray was uploaded by another engine".into(),
-            ));
-        }
-        let offsets = partitions.offsets(array.len())?;
-        let w = array.dtype().words();
-        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
-        let spans = array.spans();
-        let groups = PartitionGroups::new(offsets.len() - 1, engine.max_partitions());
-        let jobs = (0..groups.count())
-            .map(|i| {
-                // Offsets stay absolute, in words.
-                let words: Vec<u64> = groups.offsets(&offsets, i).iter().map(|o| o * w).collect();
-                Job::prepare(
-                    ctx,
-                    array.dtype(),
-                    op.kernel(),
-                    Plan::new(&words)?,
-                    &inputs,
-                    &spans,
-                    None,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for job in &jobs {
-            job.encode(ctx, encoder, 0..job.dispatch_count());
-            job.encode_readback(encoder);
-        }
-        Ok(TypedPending {
-            op,
-            jobs,
-            partitions: offsets.len() - 1,
-        })
-    }
-
-    /// Waits for submission `index` and returns the result (NaN propagating).
-    pub fn wait(self, engine: &Engine, index: wgpu::SubmissionIndex) -> Result<Reduction<Scalar>> {
-        let (tx, rx) = mpsc::channel();
-        let count = self.jobs.len();
-        for (i, job) in self.jobs.into_iter().enumerate() {
-            let tx = tx.clone();
-            job.read_async(move |r| {
-                let _ = tx.send((i, r));
-            });
-        }
-        drop(tx);
-        wait(engine, index)?;
-        let mut parts: Vec<(usize, Vec<crate::State>)> = Vec::with_capacity(count);
-        for _ in 0..count {
-            let (i, r) = rx
-                .recv()
-                .map_err(|_| Error::Internal("a readback callback never ran".into()))?;
-            parts.push((i, r?.states()));
-        }
-        parts.sort_by_key(|p| p.0);
-        let mut values = Vec::with_capacity(self.partitions);
-        let mut counts = Vec::with_capacity(self.partitions);
-        for s in parts.iter().flat_map(|p| &p.1) {
-            values.push(s.finalize(self.op, NanPolicy::Propagate)?);
-            counts.push(s.count(NanPolicy::Propagate));
-        }
-        Ok(Reduction {
-            op: self.op,
-            values,
-            counts,
-        })
-    }
-}
-
-/// Like [`run_device`] for an array of any dtype (see [`TypedPending`]).
+/// Like [`run_device`] for an array of any dtype, with the results of
+/// [`Engine::reduce_device_typed`]: [`Engine::encode_typed`] records the
+/// same jobs into one encoder between the timestamps as [`Engine::encode`]
+/// does for float32 ones, so that every dtype's device rows time the same
+/// thing.
 pub fn run_device_typed(
     engine: &Engine,
     timer: Option<&GpuTimer>,
@@ -346,7 +251,7 @@ pub fn run_device_typed(
     if let Some(t) = timer {
         t.begin(&mut encoder);
     }
-    let pending = TypedPending::encode(engine, &mut encoder, array, op, partitions)?;
+    let pending = engine.encode_typed(&mut encoder, array, op, partitions, NanPolicy::Propagate)?;
     if let Some(t) = timer {
         t.end(&mut encoder);
     }
@@ -444,7 +349,7 @@ pub fn measure_upload(
         Ok::<_, Error>(start.elapsed().as_nanos() as f64)
     })?;
     if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::from_wgpu("upload floor", e));
+        return Err(gpu_error("upload floor", e));
     }
     let time = summarize(&samples);
     Ok((
@@ -499,7 +404,7 @@ pub fn measure_copy(
         Ok((wall, gpu))
     })?;
     if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::from_wgpu("copy floor", e));
+        return Err(gpu_error("copy floor", e));
     }
     verify_copy(engine, &dst, host, bytes, "copy floor")?;
     let time = summarize(&samples);
@@ -565,7 +470,7 @@ pub fn measure_round_trip(engine: &Engine, warmup: usize, runs: usize) -> Result
 }
 
 /// The WGSL copy kernel of the shader-copy floor.
-pub const COPY_SHADER: &str = include_str!("../../shaders/bench_copy.wgsl");
+pub const COPY_SHADER: &str = include_str!("../../../../shaders/bench_copy.wgsl");
 
 /// Reads `len` bytes at `offset` of `buffer` (which needs `COPY_SRC`).
 fn read_back(engine: &Engine, buffer: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -702,10 +607,10 @@ pub fn measure_shader_copy(
     };
     once(0)?;
     if let Some(e) = pollster::block_on(oom.pop()) {
-        return Err(Error::from_wgpu("shader copy floor", e));
+        return Err(gpu_error("shader copy floor", e));
     }
     if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::from_wgpu("shader copy floor", e));
+        return Err(gpu_error("shader copy floor", e));
     }
     verify_copy(engine, &dst, host, bytes, "shader copy floor")?;
     let (kind, samples) = sample_pairs(budget, once)?;
@@ -718,4 +623,35 @@ pub fn measure_shader_copy(
         time,
         runs_ns: samples,
     })
+}
+
+/// A failed wait for the GPU during a measurement.
+fn wait_error(context: &str, e: wgpu::PollError) -> Error {
+    Error::Wait {
+        context: context.into(),
+        source: Arc::new(e),
+    }
+}
+
+/// A failed map of a readback buffer during a measurement.
+fn map_error(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Map {
+        context: context.into(),
+        source: Arc::new(e),
+    }
+}
+
+/// An error wgpu reported in a measurement's error scope: out of memory
+/// stays out of memory, the rest is a validation error.
+fn gpu_error(context: &str, e: wgpu::Error) -> Error {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory {
+            message: context.into(),
+            source: Some(Arc::new(e)),
+        },
+        e => Error::Validation {
+            context: context.into(),
+            source: Arc::new(e),
+        },
+    }
 }

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::AdapterSummary;
+use gpulanes::AdapterSummary;
 
 use super::check::{self, Comparison};
 use super::config::BenchConfig;

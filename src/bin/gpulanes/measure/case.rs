@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crate::{Dtype, Engine, Error, Op, Partitions, Reduction, Result, Scalar};
+use gpulanes::{Dtype, Engine, Error, Op, Partitions, Reduction, Result, Scalar};
 
 use super::check::{self, Reference, compare_scalars, same_bits};
 use super::cpu::CpuImpl;
@@ -221,7 +221,7 @@ impl Case<'_> {
     /// A device-resident reduction, rotating over `arrays`.
     pub(super) fn device<E: BenchElement>(
         &self,
-        arrays: &[crate::DeviceArray],
+        arrays: &[gpulanes::DeviceArray],
         budget: &Budget,
     ) -> GpuRow {
         let scope = self
@@ -390,7 +390,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 mod tests {
     use super::*;
 
-    use crate::bench::data;
+    use crate::measure::data;
 
     #[test]
     fn rows_count_only_the_inputs_that_were_timed() {
@@ -441,9 +441,13 @@ mod tests {
         let r = references(std::slice::from_ref(&d), Op::Count, Some(1000), 2).unwrap();
         assert_eq!(r[0].exact.values, vec![Some(Scalar::F32(1000.0)); 3]);
         let r = references(std::slice::from_ref(&d), Op::Sum, None, 2).unwrap();
-        let want =
-            crate::cpu::reference(&d, Op::Sum, &Partitions::Whole, crate::NanPolicy::Propagate)
-                .unwrap();
+        let want = gpulanes::cpu::reference(
+            &d,
+            Op::Sum,
+            &Partitions::Whole,
+            gpulanes::NanPolicy::Propagate,
+        )
+        .unwrap();
         assert_eq!(r[0].exact.values, vec![want.values[0].map(Scalar::F32)]);
     }
 }

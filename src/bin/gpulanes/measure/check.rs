@@ -5,13 +5,13 @@
 //! `None`. Sums are exact on the GPU and rounded once, as in the reference,
 //! so there is no tolerance.
 //!
-//! The reference of a float32 input is [`crate::cpu::reference`] (the float32
+//! The reference of a float32 input is [`gpulanes::cpu::reference`] (the float32
 //! entry points' results: `count` as a float32); that of any other dtype is
-//! [`crate::cpu::reduce`] (values in their op's result type).
+//! [`gpulanes::cpu::reduce`] (values in their op's result type).
 
 use serde::Serialize;
 
-use crate::{Element, NanPolicy, Op, Partitions, Reduction, Result, Scalar};
+use gpulanes::{Element, NanPolicy, Op, Partitions, Reduction, Result, Scalar};
 
 /// The rule, as recorded in the JSON.
 pub const RULE: &str = "bit for bit: every value the CPU reference's bits (cpu::reduce; NaN = NaN); sums are exact, rounded once";
@@ -23,24 +23,24 @@ pub struct Reference {
 }
 
 /// The reference of `op` over float32 `data` (NaN propagated), as the
-/// float32 entry points ([`crate::Engine::encode`],
-/// [`crate::Engine::reduce_partitions`]) give it.
+/// float32 entry points ([`gpulanes::Engine::encode`],
+/// [`gpulanes::Engine::reduce_partitions`]) give it.
 pub fn reference(data: &[f32], op: Op, partitions: &Partitions) -> Result<Reference> {
-    let r = crate::cpu::reference(data, op, partitions, NanPolicy::Propagate)?;
+    let r = gpulanes::cpu::reference(data, op, partitions, NanPolicy::Propagate)?;
     Ok(Reference {
         exact: f32_as_scalars(r),
     })
 }
 
 /// The reference of `op` over `data` of any dtype (NaN propagated), as
-/// [`crate::Engine::reduce_slice`] gives it.
+/// [`gpulanes::Engine::reduce_slice`] gives it.
 pub fn reference_typed<E: Element>(
     data: &[E],
     op: Op,
     partitions: &Partitions,
 ) -> Result<Reference> {
     Ok(Reference {
-        exact: crate::cpu::reduce(data, op, partitions, NanPolicy::Propagate)?,
+        exact: gpulanes::cpu::reduce(data, op, partitions, NanPolicy::Propagate)?,
     })
 }
 
@@ -143,12 +143,16 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    // Used by the criterion bench (benches/reduce.rs), which shares this file.
+    #[allow(dead_code)]
     pub fn pass(&self) -> bool {
         self.first_bad.is_none()
     }
 }
 
 /// Compares a float32 result with the reference partition by partition.
+// Used by the criterion bench (benches/reduce.rs), which shares this file.
+#[allow(dead_code)]
 pub fn compare(got: &Reduction, want: &Reference) -> Comparison {
     compare_scalars(&f32_as_scalars(got.clone()), want)
 }

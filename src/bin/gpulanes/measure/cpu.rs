@@ -1,5 +1,5 @@
 //! CPU baselines on the same data as the GPU runs, for float32 and float64
-//! inputs: the plain single-threaded loop ([`crate::cpu::baseline`] for
+//! inputs: the plain single-threaded loop ([`gpulanes::cpu::baseline`] for
 //! float32, the same loop for float64: f64 accumulation), the same loop over
 //! `std::thread::scope` chunks, and `ndarray`'s own reductions (single
 //! threaded, accumulating in the input's type: what an `ndarray` user gets
@@ -8,7 +8,7 @@
 use ndarray::{ArrayView1, ArrayView2, Axis, NdFloat};
 use serde::Serialize;
 
-use crate::Op;
+use gpulanes::Op;
 
 /// A float type with CPU baselines.
 pub trait CpuFloat: NdFloat {
@@ -22,7 +22,7 @@ pub trait CpuFloat: NdFloat {
 
 impl CpuFloat for f32 {
     fn baseline(data: &[f32], op: Op) -> f64 {
-        crate::cpu::baseline(data, op)
+        gpulanes::cpu::baseline(data, op)
     }
     fn to_f64(self) -> f64 {
         self as f64

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
-use crate::{AdapterSummary, Dtype, Op};
+use gpulanes::{AdapterSummary, Dtype, Op};
 
 use super::size;
 use super::stats::Budget;

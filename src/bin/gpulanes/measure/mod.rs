@@ -2,9 +2,9 @@
 //! measurement functions, and the serialisable report they fill.
 //!
 //! What is measured, per dtype (float32 and float64 by default; any
-//! [`crate::Dtype`]), op, size and partitioning (whole, or equal partitions
+//! [`gpulanes::Dtype`]), op, size and partitioning (whole, or equal partitions
 //! of a few sizes):
-//! - **device**: a reduction of a device-resident [`crate::DeviceArray`],
+//! - **device**: a reduction of a device-resident [`gpulanes::DeviceArray`],
 //!   timed with GPU timestamp queries around the recorded work where the
 //!   device has `TIMESTAMP_QUERY` (wall clock from submit to result
 //!   otherwise), rotating over several input buffers so caches do not
@@ -44,7 +44,7 @@ mod table;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::{Dtype, Engine, Error, Result};
+use gpulanes::{Dtype, Engine, Error, Result};
 
 use case::{Case, case_label, failed_row, partitions_of, references};
 use cpu::CpuImpl;
@@ -53,9 +53,7 @@ use gpu::{GpuTimer, TimerKind};
 
 pub use config::{BenchConfig, TimerChoice};
 pub use date::utc_date;
-pub use report::{
-    BandwidthFloor, BenchReport, CheckReport, CpuRow, Floors, GpuRow, HostInfo, SCHEMA, Source,
-};
+pub use report::{BandwidthFloor, BenchReport, CpuRow, Floors, GpuRow, HostInfo, SCHEMA, Source};
 
 /// A progress update: `done` of `total` steps, and what runs next.
 pub struct Progress<'a> {
