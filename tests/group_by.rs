@@ -320,9 +320,9 @@ fn windows_and_chunks_under_tiny_caps_agree() {
 #[test]
 fn few_keys_on_the_workgroup_shape_agree() {
     // The 256-wide shape accumulates up to a few hundred keyed groups in
-    // workgroup memory first (the narrow shape of CPU adapters never does):
-    // every dtype, both NaN policies, cardinalities inside and just past
-    // what one workgroup holds.
+    // workgroup memory first, 256 invocations to a workgroup: every dtype,
+    // both NaN policies, cardinalities inside and just past what one
+    // workgroup holds.
     let e = no_subgroup_engine();
     let mut rng = SplitMix::new(23);
     let n = 30_011;

@@ -146,17 +146,13 @@ pub(crate) struct GroupKernels {
 impl GroupKernels {
     /// `private` false: no workgroup-private passes (wgpu's GL backend:
     /// the private variant's dispatch never completed on Mesa's llvmpipe,
-    /// so GL runs the global one, which gives the same bits). The narrow
-    /// shape (CPU adapters) never uses them either: a CPU core runs one
-    /// workgroup at a time, so global atomics do not contend there, and the
-    /// private accumulators would only add their clearing and merging.
+    /// so GL runs the global one, which gives the same bits).
     pub fn new(
         device: &wgpu::Device,
         shape: KernelShape,
         private: bool,
         build: KernelBuild,
     ) -> Self {
-        let private = private && shape != KernelShape::Narrow;
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("reduce groups"),
             entries: &layout_entries(&GROUP_BINDINGS, GROUP_PARAMS_BYTES, false),
