@@ -441,15 +441,19 @@ mod tests {
         round_to_float(negative, &quot, rem != 0, grid - 128, target)
     }
 
-    #[test]
-    fn division_matches_plain_long_division() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
+    /// A seeded xorshift generator for the randomised comparisons.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x
-        };
+        }
+    }
+
+    #[test]
+    fn division_matches_plain_long_division() {
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for case in 0..20_000 {
             let len = 1 + (next() % 12) as usize;
             let mut mag: Vec<u32> = (0..len).map(|_| next() as u32).collect();
@@ -478,13 +482,7 @@ mod tests {
 
     #[test]
     fn word_rounding_matches_bitwise_rounding() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for case in 0..20_000 {
             let len = 1 + (next() % 12) as usize;
             // Sparse bit patterns make ties, exact fits and lone sticky bits common.
