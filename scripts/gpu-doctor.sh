@@ -9,7 +9,8 @@
 #   2. `gpulanes doctor`: floors (upload, buffer copy, shader copy), sum/mean/max
 #      over 16M/256M/1G of float32 and float64, isolated and back to back,
 #      a workgroup-count sweep, on the engine variants (default, no workgroup
-#      zero-init, no shader runtime checks, both, and the kernel shapes);
+#      zero-init, no shader runtime checks, both, the kernel shapes, and 264
+#      or 1056 persistent workgroups: 2 or 8 per H100 multiprocessor);
 #   3. PyTorch on the same cases (scripts/gpu-doctor-peers.py), and the
 #      gpulanes-vs-PyTorch table;
 #   4. the doctor again (default variant) while another process holds a CUDA
@@ -91,7 +92,7 @@ timing_args=()
 [ $quick = 1 ] && timing_args=(--runs 5 --back-to-back 4 --warmup-ms 100)
 # shellcheck disable=SC2206
 timing_args+=(${DOCTOR_ARGS:-})
-variants=default,no-zero-init,unchecked,bare,workgroup,subgroup
+variants=default,no-zero-init,unchecked,bare,workgroup,subgroup,persistent-264,persistent-1056
 step "gpulanes doctor --variants $variants ${timing_args[*]}"
 timeout 300 "$bin" doctor --variants "$variants" "${timing_args[@]}" --json "$logs/doctor.json" > "$logs/doctor.txt" 2> "$logs/doctor-stderr.txt"
 echo "doctor exited $?"

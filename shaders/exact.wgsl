@@ -42,9 +42,10 @@
 //   LIMBS + 3,4  best order key (lo, hi)
 //
 // How it is dispatched
-//   One workgroup of WG invocations per unit, on a 2-D grid (unit =
+//   Workgroups of WG invocations on a 2-D grid (workgroup =
 //   workgroup_id.x + workgroup_id.y * num_workgroups.x) so that more than
-//   65535 units fit in one dispatch; surplus workgroups return at once.
+//   65535 fit in one dispatch; usually one per unit, surplus ones returning
+//   at once, or fewer, each taking several units (exact_entry.wgsl).
 //   This file is composed (src/kernels.rs) after a header that defines WG,
 //   LIMBS, WPE (words per value) and PARTIAL_WORDS, and before one dtype
 //   file (exact_f32.wgsl or exact_f64.wgsl, each followed by exact_float.wgsl,

@@ -13,8 +13,13 @@
 //     keys are combined across invocations with atomics.
 //
 // How it is dispatched
-//   @workgroup_size(WG), one workgroup per unit on the 2-D grid described
-//   in exact.wgsl. Composed last, after exact.wgsl and a dtype file.
+//   @workgroup_size(WG) on the 2-D grid described in exact.wgsl: workgroup
+//   w takes units w, w + grid, w + 2 grid, ... (grid = the workgroups
+//   dispatched), so a grid of one workgroup per unit runs each unit once,
+//   and a smaller grid (EngineOptions::persistent_workgroups) keeps its
+//   workgroups resident over several units. A unit's partial does not
+//   depend on which workgroup computes it. Composed last, after exact.wgsl
+//   and a dtype file.
 
 @compute @workgroup_size(WG)
 fn reduce_elements(
@@ -22,12 +27,26 @@ fn reduce_elements(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let unit_linear = wid.x + wid.y * nwg.x;
-    if unit_linear >= params.unit_count {
-        return;
+    let grid = nwg.x * nwg.y;
+    var u = wid.x + wid.y * nwg.x;
+    loop {
+        if u >= params.unit_count {
+            break;
+        }
+        element_unit(t, params.unit_base + u);
+        // The partial is written before the next unit clears the
+        // workgroup's accumulator.
+        workgroupBarrier();
+        if params.unit_count - u <= grid {
+            break;
+        }
+        u += grid;
     }
+}
+
+// One unit of the element pass (see reduce_elements).
+fn element_unit(t: u32, unit: u32) {
     clear_workgroup(t);
-    let unit = params.unit_base + unit_linear;
     let range = unit_range(unit, BLOCK);
     let fast = range.len == BLOCK && (range.start & 3u) == 0u;
     var acc = acc_new();
@@ -53,12 +72,24 @@ fn reduce_partials(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let unit_linear = wid.x + wid.y * nwg.x;
-    if unit_linear >= params.unit_count {
-        return;
+    let grid = nwg.x * nwg.y;
+    var u = wid.x + wid.y * nwg.x;
+    loop {
+        if u >= params.unit_count {
+            break;
+        }
+        partial_unit(t, params.unit_base + u);
+        workgroupBarrier();
+        if params.unit_count - u <= grid {
+            break;
+        }
+        u += grid;
     }
+}
+
+// One unit of the partial pass (see reduce_partials).
+fn partial_unit(t: u32, unit: u32) {
     clear_workgroup(t);
-    let unit = params.unit_base + unit_linear;
     let range = unit_range(unit, GROUP);
     if OP == OP_SUM {
         for (var l = t; l < LIMBS; l += WG) {

@@ -46,6 +46,10 @@ pub struct Context {
     pub(crate) device_buffer_bytes: u64,
     /// Whether the device is lost (see `device_health`).
     pub(crate) health: Arc<DeviceHealth>,
+    /// Most workgroups a tree-kernel dispatch launches, each then taking
+    /// several units (`EngineOptions::persistent_workgroups`); `None`: one
+    /// per unit.
+    pub(crate) persistent_workgroups: Option<u32>,
     /// Waits for the async requests' submissions (see `poller`).
     poller: Poller,
 }
@@ -144,6 +148,7 @@ impl Context {
             limits,
             device_buffer_bytes: dl.max_buffer_size,
             health,
+            persistent_workgroups: options.persistent_workgroups.map(|n| n.max(1)),
             poller: Poller::default(),
         })
     }

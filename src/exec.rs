@@ -89,11 +89,19 @@ pub(crate) fn write_params(
     params
 }
 
+/// Units one persistent workgroup takes at most in one dispatch (more
+/// workgroups are launched where a dispatch has more units): a bound on
+/// how long one invocation loops, which CPU drivers cap (Mesa's llvmpipe
+/// stops a loop after 65535 iterations in all), and past a few units per
+/// workgroup residency gains nothing more.
+const MAX_UNITS_PER_WORKGROUP: u32 = 64;
+
 /// Encodes dispatch `i` of a job or level: its bind group, with its
 /// [`Params`] at slot `i` of the uniform buffer ([`write_params`]), and one
-/// workgroup per unit on the 2-D grid reduce.wgsl linearises
-/// (`workgroup_id.x + workgroup_id.y * num_workgroups.x`), at most
-/// `max_workgroups_per_dim` wide.
+/// workgroup per unit (at most the engine's persistent workgroups, which
+/// then take several units each) on the 2-D grid exact_entry.wgsl
+/// linearises (`workgroup_id.x + workgroup_id.y * num_workgroups.x`), at
+/// most `max_workgroups_per_dim` wide.
 pub(crate) fn encode_dispatch(
     ctx: &Context,
     pass: &mut wgpu::ComputePass<'_>,
@@ -102,8 +110,11 @@ pub(crate) fn encode_dispatch(
     units: u32,
 ) {
     pass.set_bind_group(0, bind_group, &[(i as u64 * param_stride(ctx)) as u32]);
-    let x = units.min(ctx.limits.max_workgroups_per_dim);
-    pass.dispatch_workgroups(x, units.div_ceil(x), 1);
+    let groups = ctx.persistent_workgroups.map_or(units, |p| {
+        units.min(p.max(units.div_ceil(MAX_UNITS_PER_WORKGROUP)))
+    });
+    let x = groups.min(ctx.limits.max_workgroups_per_dim);
+    pass.dispatch_workgroups(x, groups.div_ceil(x), 1);
 }
 
 /// A byte range of a buffer, to bind as one storage or uniform binding.

@@ -37,6 +37,8 @@ pub struct EngineOptions {
     /// [`EngineOptions::zero_initialize_workgroup_memory`] and
     /// [`EngineOptions::unchecked_shaders`]).
     pub(crate) build: KernelBuild,
+    /// See [`EngineOptions::persistent_workgroups`].
+    pub(crate) persistent_workgroups: Option<u32>,
 }
 
 /// How the kernels are compiled: wgpu's safety measures, on by default,
@@ -118,6 +120,19 @@ impl EngineOptions {
     #[must_use]
     pub fn max_units_per_dispatch(mut self, count: u64) -> Self {
         self.max_units_per_dispatch = Some(count);
+        self
+    }
+
+    /// Launches at most `count` workgroups (at least 1) per dispatch of the
+    /// tree kernels, each taking several units of the input in turn
+    /// ("persistent" workgroups; at most 64 units each, so a dispatch of
+    /// more units launches more), instead of one workgroup per unit. Every
+    /// unit is reduced by the same code whichever workgroup takes it, so
+    /// the bits are the same; whether it is faster depends on the device
+    /// (`gpulanes doctor` compares). Default: one workgroup per unit.
+    #[must_use]
+    pub fn persistent_workgroups(mut self, count: u32) -> Self {
+        self.persistent_workgroups = Some(count);
         self
     }
 

@@ -1,8 +1,9 @@
 //! Engines whose kernels are built without wgpu's workgroup-memory
-//! zero-initialisation, or without its runtime bounds checks (the switches
-//! a GPU diagnosis compares), give the default engine's bits: the kernels
-//! clear their own workgroup memory, so nothing a previous workgroup left
-//! there reaches a result.
+//! zero-initialisation, or without its runtime bounds checks, or that keep
+//! a few workgroups resident over many units (the switches a GPU diagnosis
+//! compares), give the default engine's bits: the kernels clear their own
+//! workgroup memory, so nothing a previous workgroup or unit left there
+//! reaches a result.
 
 mod common;
 
@@ -26,6 +27,14 @@ fn engines(shape: KernelShape) -> Vec<(&'static str, Engine)> {
         (
             "no zero-init",
             open(base().zero_initialize_workgroup_memory(false)),
+        ),
+        (
+            "3 persistent workgroups, no zero-init",
+            open(
+                base()
+                    .persistent_workgroups(3)
+                    .zero_initialize_workgroup_memory(false),
+            ),
         ),
         (
             "no zero-init, unchecked",
@@ -87,6 +96,28 @@ fn kernels_without_zero_init_or_runtime_checks_give_the_same_bits() {
                     "{shape:?} {name}: result {i} differs from the default engine's"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn a_few_persistent_workgroups_over_hundreds_of_units_give_the_same_bits() {
+    // 300 units of 8192 values for 2 workgroups: each takes at most 64
+    // units per dispatch, so the engine launches more workgroups here.
+    let mut rng = SplitMix::new(37);
+    let data = mixed_data(&mut rng, 300 * 8192 + 3, 5);
+    let plain = Engine::new().expect("engine");
+    let persistent =
+        Engine::with_options(EngineOptions::default().persistent_workgroups(2)).expect("engine");
+    for op in Op::ALL {
+        for p in [Partitions::Whole, Partitions::EqualSize(1 << 20)] {
+            let want = plain
+                .reduce_slice(&data, op, &p, NanPolicy::Ignore)
+                .expect("plain");
+            let got = persistent
+                .reduce_slice(&data, op, &p, NanPolicy::Ignore)
+                .expect("persistent");
+            assert_eq!(bits(&got), bits(&want), "{op} {p:?}");
         }
     }
 }

@@ -62,7 +62,8 @@ pub struct DoctorArgs {
     /// Engine variants, comma-separated: default, no-zero-init (wgpu does
     /// not zero workgroup memory; the kernels clear their own), unchecked
     /// (no shader runtime bounds checks), bare (both), narrow, workgroup,
-    /// subgroup (kernel shapes).
+    /// subgroup (kernel shapes), persistent-N (at most N workgroups per
+    /// dispatch, each taking several units).
     #[arg(
         long,
         value_name = "LIST",
@@ -85,6 +86,7 @@ enum Variant {
     Unchecked,
     Bare,
     Shape(KernelShape),
+    Persistent(u32),
 }
 
 impl Variant {
@@ -94,11 +96,21 @@ impl Variant {
             "no-zero-init" => Variant::NoZeroInit,
             "unchecked" => Variant::Unchecked,
             "bare" => Variant::Bare,
+            other if other.starts_with("persistent-") => {
+                match other["persistent-".len()..].parse::<u32>() {
+                    Ok(n) if n > 0 => Variant::Persistent(n),
+                    _ => {
+                        return Err(Failure::Input(format!(
+                            "--variants: {other:?}: persistent-N takes a positive workgroup count"
+                        )));
+                    }
+                }
+            }
             other => match KernelShape::parse(other) {
                 Some(shape) => Variant::Shape(shape),
                 None => {
                     return Err(Failure::Input(format!(
-                        "--variants: unknown variant {other:?} (default, no-zero-init, unchecked, bare, narrow, workgroup, subgroup)"
+                        "--variants: unknown variant {other:?} (default, no-zero-init, unchecked, bare, narrow, workgroup, subgroup, persistent-N)"
                     )));
                 }
             },
@@ -112,6 +124,7 @@ impl Variant {
             Variant::Unchecked => "unchecked".into(),
             Variant::Bare => "bare".into(),
             Variant::Shape(s) => s.name().into(),
+            Variant::Persistent(n) => format!("persistent-{n}"),
         }
     }
 
@@ -128,6 +141,7 @@ impl Variant {
                     .unchecked_shaders()
             },
             Variant::Shape(shape) => base.kernels(shape),
+            Variant::Persistent(n) => base.persistent_workgroups(n),
         };
         Engine::with_options(options)
     }
