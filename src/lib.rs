@@ -48,6 +48,7 @@ mod pool;
 mod readback;
 pub mod state;
 pub mod stream;
+pub mod timing;
 
 // Not part of the library's API, so hidden from its documentation:
 // - `kernels` and `layout`: the WGSL sources and the constants and structs
@@ -99,3 +100,4 @@ pub use state::{State, StateKind};
 pub use stream::{
     FileFormat, InputFile, StreamOptions, StreamReducer, StreamStats, StreamThroughput,
 };
+pub use timing::{GpuTimer, TimerSlot};

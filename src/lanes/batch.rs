@@ -16,7 +16,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::handle::Slot;
 use super::poller::track;
@@ -35,6 +35,11 @@ use crate::pool::PooledBuffer;
 
 /// Batch chunks per chunk timed with GPU timestamps.
 const TIMED_EVERY: u64 = 4;
+
+/// Timed chunks that may be in flight at once (slots of the lanes' GPU
+/// timer, two stamps each): more than are ever in flight, so a chunk that
+/// finds every slot busy, and goes untimed, is rare.
+pub(super) const TIMER_SLOTS: u32 = 8;
 
 /// Device buffers a host job's input spans take turns in.
 const HOST_SLOTS: usize = 3;
@@ -270,8 +275,9 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
     let wall_clock_observation = sh.timer.is_none();
     if let Some(t) = timed {
         let sh3 = sh.clone();
-        t.read(move |gpu_time| {
-            if let Some(d) = gpu_time {
+        t.read(move |gpu_ns| {
+            if let Some(&ns) = gpu_ns.as_ref().and_then(|v| v.first()) {
+                let d = Duration::from_nanos(ns as u64);
                 lock(&sh3.throughput).observe(chunk_bytes, d, true);
             }
         });
