@@ -22,9 +22,9 @@ use super::handle::Slot;
 use super::poller::track;
 use super::request::{Input, Lane};
 use super::shared::{Shared, busy_for, lock, mark_done, release_slot};
+use crate::context::{Context, ErrorScopes};
 use crate::device_array::{pooled_input_buffer, split_into_spans};
 use crate::dtype::Dtype;
-use crate::engine::Context;
 use crate::error::Result;
 use crate::exec::{Job, max_partitions};
 use crate::groups::{Gather, PartitionGroups};
@@ -210,7 +210,7 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
         end += 1;
     }
     let last = end >= total;
-    let scope = crate::engine::ErrorScopes::push(ctx);
+    let scope = ErrorScopes::push(ctx);
     let mut chunk_bytes = 0u64;
     for i in active.next..end {
         if let Some((buffer, range)) = job.input_window(i) {
@@ -356,7 +356,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
     let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
     let units =
         lock(&sh.throughput).units_for(chunk_time, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
-    let scope = crate::engine::ErrorScopes::push(ctx);
+    let scope = ErrorScopes::push(ctx);
     let job = match &entry.input {
         Input::Device(array) => {
             let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();

@@ -52,8 +52,8 @@ use super::quantum::Throughput;
 use super::queued::{BatchJob, RtJob};
 use super::request::Lane;
 use super::space_line::SpaceLine;
+use crate::context::Context;
 use crate::device_health::LostListener;
-use crate::engine::Context;
 use crate::timing::GpuTimer;
 
 /// The queues and everything the dispatcher decides with, under one lock
