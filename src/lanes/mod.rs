@@ -102,7 +102,8 @@ use std::time::{Duration, Instant};
 pub use self::config::{LanesConfig, WhenFull};
 pub use self::handle::Handle;
 pub use self::keyed::KeyedRequest;
-pub(crate) use self::metrics::LaneMetrics;
+#[doc(hidden)]
+pub use self::metrics::LaneMetrics;
 pub use self::metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 pub use self::request::{Input, Lane, Request, Submission, TrySubmitError};
 
@@ -315,7 +316,9 @@ impl Lanes {
 
     /// The real-time and batch metrics gathered since the last reset,
     /// leaving them cleared (for experiments that merge several intervals).
-    pub(crate) fn take_lane_metrics(&self) -> (LaneMetrics, LaneMetrics) {
+    /// Not meant for apps, which read [`Lanes::metrics`].
+    #[doc(hidden)]
+    pub fn take_lane_metrics(&self) -> (LaneMetrics, LaneMetrics) {
         let m = std::mem::take(&mut *lock(&self.shared.metrics));
         (m.rt, m.batch)
     }
