@@ -9,7 +9,7 @@ use ndarray::{ArrayView1, ArrayView2, Axis};
 use crate::adapter::{self, AdapterSummary};
 // The schedulers in `lanes` reach the context through the engine.
 use crate::context::EffectiveLimits;
-pub(crate) use crate::context::{Context, ErrorScopes};
+use crate::context::{Context, ErrorScopes};
 use crate::device_array::{DeviceArray, pooled_input};
 use crate::dtype::{Dtype, Element, Scalar};
 use crate::error::{Error, Result};

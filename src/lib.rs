@@ -48,20 +48,17 @@ mod pool;
 mod readback;
 pub mod state;
 pub mod stream;
+pub mod timing;
 
 // Not part of the library's API, so hidden from its documentation:
 // - `kernels` and `layout`: the WGSL sources and the constants and structs
 //   the engine builds from, for the shader and layout tests;
-// - `mixed`: the mixed-lanes experiment behind `gpulanes mixed` (it reads
-//   the schedulers' per-interval metrics, which `lanes` keeps to the crate);
 // - `npy`: the file readers, for the command-line tool, the fuzz targets and
 //   the reader tests (apps read files through `stream`).
 #[doc(hidden)]
 pub mod kernels;
 #[doc(hidden)]
 pub mod layout;
-#[doc(hidden)]
-pub mod mixed;
 #[doc(hidden)]
 pub mod npy;
 
@@ -99,3 +96,4 @@ pub use state::{State, StateKind};
 pub use stream::{
     FileFormat, InputFile, StreamOptions, StreamReducer, StreamStats, StreamThroughput,
 };
+pub use timing::{GpuTimer, TimerSlot};

@@ -16,15 +16,15 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::handle::Slot;
 use super::poller::track;
 use super::request::{Input, Lane};
 use super::shared::{Shared, busy_for, lock, mark_done, release_slot};
+use crate::context::{Context, ErrorScopes};
 use crate::device_array::{pooled_input_buffer, split_into_spans};
 use crate::dtype::Dtype;
-use crate::engine::Context;
 use crate::error::Result;
 use crate::exec::{Job, max_partitions};
 use crate::groups::{Gather, PartitionGroups};
@@ -35,6 +35,11 @@ use crate::pool::PooledBuffer;
 
 /// Batch chunks per chunk timed with GPU timestamps.
 const TIMED_EVERY: u64 = 4;
+
+/// Timed chunks that may be in flight at once (slots of the lanes' GPU
+/// timer, two stamps each): more than are ever in flight, so a chunk that
+/// finds every slot busy, and goes untimed, is rare.
+pub(super) const TIMER_SLOTS: u32 = 8;
 
 /// Device buffers a host job's input spans take turns in.
 const HOST_SLOTS: usize = 3;
@@ -205,7 +210,7 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
         end += 1;
     }
     let last = end >= total;
-    let scope = crate::engine::ErrorScopes::push(ctx);
+    let scope = ErrorScopes::push(ctx);
     let mut chunk_bytes = 0u64;
     for i in active.next..end {
         if let Some((buffer, range)) = job.input_window(i) {
@@ -270,8 +275,9 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
     let wall_clock_observation = sh.timer.is_none();
     if let Some(t) = timed {
         let sh3 = sh.clone();
-        t.read(move |gpu_time| {
-            if let Some(d) = gpu_time {
+        t.read(move |gpu_ns| {
+            if let Some(&ns) = gpu_ns.as_ref().and_then(|v| v.first()) {
+                let d = Duration::from_nanos(ns as u64);
                 lock(&sh3.throughput).observe(chunk_bytes, d, true);
             }
         });
@@ -350,7 +356,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
     let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
     let units =
         lock(&sh.throughput).units_for(chunk_time, sh.cfg.min_chunk_units, sh.cfg.max_chunk_units);
-    let scope = crate::engine::ErrorScopes::push(ctx);
+    let scope = ErrorScopes::push(ctx);
     let job = match &entry.input {
         Input::Device(array) => {
             let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();

@@ -56,17 +56,22 @@ pub struct MetricsSnapshot {
     pub batch: LaneSnapshot,
 }
 
-/// The mutable counters behind a [`LaneSnapshot`].
+/// The counters behind a [`LaneSnapshot`], for one interval: what
+/// [`Lanes::take_lane_metrics`](super::Lanes::take_lane_metrics) hands
+/// out, so that an experiment can merge the intervals it measures (rounds
+/// of phases) and summarize them together. Not meant for apps, which read
+/// [`MetricsSnapshot`]s.
+#[doc(hidden)]
 #[derive(Clone)]
-pub(crate) struct LaneMetrics {
+pub struct LaneMetrics {
     latency_us: Histogram<u64>,
     chunk_bytes: Histogram<u64>,
-    pub submits: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-    pub deadline_misses: u64,
-    pub bytes: u64,
+    pub(crate) submits: u64,
+    pub(crate) completed: u64,
+    pub(crate) failed: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) deadline_misses: u64,
+    pub(crate) bytes: u64,
     first_dispatch: Option<Instant>,
     last_completion: Option<Instant>,
     /// Time between first dispatch and last completion of metrics merged
@@ -94,13 +99,13 @@ impl Default for LaneMetrics {
 }
 
 impl LaneMetrics {
-    pub fn on_submit(&mut self, bytes: u64, now: Instant) {
+    pub(crate) fn on_submit(&mut self, bytes: u64, now: Instant) {
         self.submits += 1;
         self.first_dispatch.get_or_insert(now);
         self.chunk_bytes.saturating_record(bytes.max(1));
     }
 
-    pub fn on_done(&mut self, latency: Duration, bytes: u64, now: Instant) {
+    pub(crate) fn on_done(&mut self, latency: Duration, bytes: u64, now: Instant) {
         self.completed += 1;
         self.bytes += bytes;
         self.latency_us
@@ -134,6 +139,7 @@ impl LaneMetrics {
         self.bytes += other.bytes;
     }
 
+    /// The summary of this interval, with `queue_depth` as the queue's.
     pub fn snapshot(&self, queue_depth: u64) -> LaneSnapshot {
         let h = &self.latency_us;
         let q = |p: f64| {

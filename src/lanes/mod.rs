@@ -64,8 +64,9 @@
 //! * `dispatcher`: the thread that decides what goes to the GPU next,
 //!   with `realtime` (coalesced groups), `batch` (chunks) and `keyed`
 //!   (keyed requests in either lane) submitting it,
-//!   and `pacing`, `quantum`, `calibration`, `chunk_timer` behind its
-//!   decisions.
+//!   and `pacing`, `quantum`, `calibration` and the crate's
+//!   [`GpuTimer`] (the GPU time of batch chunks) behind
+//!   its decisions.
 //! * `poller`: the thread that waits on the device and completes handles.
 //! * `shared`: the state both threads and the facade share, and the one
 //!   statement of the lock order.
@@ -73,7 +74,6 @@
 
 mod batch;
 mod calibration;
-mod chunk_timer;
 mod config;
 mod deadlines;
 mod dispatcher;
@@ -102,12 +102,12 @@ use std::time::{Duration, Instant};
 pub use self::config::{LanesConfig, WhenFull};
 pub use self::handle::Handle;
 pub use self::keyed::KeyedRequest;
-pub(crate) use self::metrics::LaneMetrics;
+#[doc(hidden)]
+pub use self::metrics::LaneMetrics;
 pub use self::metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 pub use self::request::{Input, Lane, Request, Submission, TrySubmitError};
 
 use self::calibration::calibrate;
-use self::chunk_timer::ChunkTimer;
 use self::config::Timing;
 use self::dispatcher::dispatcher_loop;
 use self::job_cache::JobCache;
@@ -118,6 +118,7 @@ use self::shutdown::survive_panic;
 use crate::device_health::LostListener;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::timing::GpuTimer;
 
 /// The scheduler. Dropping it fails queued work with [`Error::Shutdown`],
 /// lets work already on the GPU finish, and joins its threads (in the order
@@ -165,7 +166,12 @@ impl Lanes {
             inflight_cv: Condvar::new(),
             metrics: Mutex::new(Metrics::default()),
             throughput: Mutex::new(Throughput::new(seed, calibration.cold_factor)),
-            timer: ChunkTimer::new(&engine.context().device, &engine.context().queue),
+            timer: GpuTimer::new(
+                &engine.context().device,
+                &engine.context().queue,
+                2,
+                batch::TIMER_SLOTS,
+            ),
             chunks: AtomicU64::new(0),
             last_done: Mutex::new(Instant::now()),
             jobs: JobCache::default(),
@@ -310,7 +316,9 @@ impl Lanes {
 
     /// The real-time and batch metrics gathered since the last reset,
     /// leaving them cleared (for experiments that merge several intervals).
-    pub(crate) fn take_lane_metrics(&self) -> (LaneMetrics, LaneMetrics) {
+    /// Not meant for apps, which read [`Lanes::metrics`].
+    #[doc(hidden)]
+    pub fn take_lane_metrics(&self) -> (LaneMetrics, LaneMetrics) {
         let m = std::mem::take(&mut *lock(&self.shared.metrics));
         (m.rt, m.batch)
     }

@@ -16,6 +16,7 @@ use super::job_cache::{JobShape, PreparedJob};
 use super::poller::track;
 use super::request::Lane;
 use super::shared::{Shared, busy_for, lock, mark_done, release_slot, wake_all};
+use crate::context::ErrorScopes;
 use crate::device_array::{pooled_input, write_floats};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
@@ -119,7 +120,7 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes real-time"),
         });
-    let scope = crate::engine::ErrorScopes::push(ctx);
+    let scope = ErrorScopes::push(ctx);
     let mut prepared = Vec::new();
     for (kernel, group) in groups {
         prepare_isolated(sh, kernel, group, &mut prepared);
@@ -203,7 +204,7 @@ type Prepared = (JobShape, PreparedJob, Vec<RtEntry>);
 /// of their own, with the bits they would have had together).
 fn prepare_isolated(sh: &Shared, kernel: KernelOp, group: Vec<RtEntry>, into: &mut Vec<Prepared>) {
     let attempt = |group: &[RtEntry]| {
-        let scope = crate::engine::ErrorScopes::push(&sh.ctx);
+        let scope = ErrorScopes::push(&sh.ctx);
         let prepared = prepare_group(sh, kernel, group);
         // Popped whatever happened, so the scopes stay balanced.
         let checked = scope.check();

@@ -41,7 +41,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::chunk_timer::ChunkTimer;
 use super::config::LanesConfig;
 use super::deadlines::QueuedDeadlines;
 use super::handle::Wakeup;
@@ -53,8 +52,9 @@ use super::quantum::Throughput;
 use super::queued::{BatchJob, RtJob};
 use super::request::Lane;
 use super::space_line::SpaceLine;
+use crate::context::Context;
 use crate::device_health::LostListener;
-use crate::engine::Context;
+use crate::timing::GpuTimer;
 
 /// The queues and everything the dispatcher decides with, under one lock
 /// (`Shared::state`).
@@ -145,7 +145,7 @@ pub(super) struct Shared {
     pub(super) metrics: Mutex<Metrics>,
     pub(super) throughput: Mutex<Throughput>,
     /// GPU timestamps around batch chunks (`None` without TIMESTAMP_QUERY).
-    pub(super) timer: Option<Arc<ChunkTimer>>,
+    pub(super) timer: Option<GpuTimer>,
     /// Batch chunks submitted so far (picks the timed ones).
     pub(super) chunks: AtomicU64,
     /// When the GPU last finished something (busy-time estimates for

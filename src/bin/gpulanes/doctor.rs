@@ -19,13 +19,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::measure::gpu::{self, GpuTimer};
+use crate::measure::gpu;
 use crate::measure::size;
 use crate::measure::stats::{Budget, gbps, summarize};
 use clap::Args;
 use gpulanes::{
-    AdapterSummary, DeviceArray, Dtype, Element, Engine, EngineOptions, KernelShape, NanPolicy, Op,
-    Partitions, Reduction, Scalar, State, StateKind,
+    AdapterSummary, DeviceArray, Dtype, Element, Engine, EngineOptions, GpuTimer, KernelShape,
+    NanPolicy, Op, Partitions, Reduction, Scalar, State, StateKind,
 };
 use serde::Serialize;
 
@@ -259,7 +259,7 @@ pub fn run(args: DoctorArgs) -> Result<(), Failure> {
     }
     let largest = sizes.iter().copied().max().unwrap_or(16 << 20);
     let floor_data = values::<f32>(args.seed, (largest / 4) as usize);
-    let timer = GpuTimer::new(&base);
+    let timer = gpu::timer(&base, 2);
     let floor_budget = Budget::new(3, args.runs, args.runs, 0);
     let (upload, device_copy) = gpu::measure_upload(&base, &floor_data, &floor_budget)?;
     let copy = gpu::measure_copy(
@@ -467,7 +467,10 @@ fn back_to_back(
     count: u32,
     want: Option<(u8, u64)>,
 ) -> gpulanes::Result<(Vec<f64>, f64, bool)> {
-    let timer = GpuTimer::with_stamps(engine, count + 1);
+    // One stamp before each reduction and one after the last; more than
+    // a query set holds leaves the submission timed by the wall clock.
+    let timer = gpu::timer(engine, count.saturating_add(1));
+    let slot = timer.as_ref().and_then(GpuTimer::claim);
     let mut encoder = engine
         .device()
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -475,8 +478,8 @@ fn back_to_back(
         });
     let mut pending = Vec::new();
     for i in 0..count {
-        if let Some(t) = &timer {
-            t.stamp(&mut encoder, i);
+        if let Some(s) = &slot {
+            s.stamp(&mut encoder, i);
         }
         pending.push(engine.encode_typed(
             &mut encoder,
@@ -486,9 +489,9 @@ fn back_to_back(
             NanPolicy::Propagate,
         )?);
     }
-    if let Some(t) = &timer {
-        t.stamp(&mut encoder, count);
-        t.resolve(&mut encoder);
+    if let Some(s) = &slot {
+        s.stamp(&mut encoder, count);
+        s.resolve(&mut encoder);
     }
     let start = Instant::now();
     let index = engine.queue().submit([encoder.finish()]);
@@ -498,8 +501,8 @@ fn back_to_back(
         same &= one_value(&r).map(bits) == Some(want);
     }
     let wall = start.elapsed().as_nanos() as f64;
-    let gpu_ns = match &timer {
-        Some(t) => t.read_intervals_ns(engine)?.unwrap_or_default(),
+    let gpu_ns = match slot {
+        Some(s) => s.read_blocking(engine.device())?.unwrap_or_default(),
         None => Vec::new(),
     };
     Ok((gpu_ns, wall, same))
@@ -520,7 +523,7 @@ fn measure<E: Generate>(
     let n = (bytes / E::DTYPE.size()) as usize;
     let data = values::<E>(args.seed ^ bytes, n);
     let array = engine.upload(&data)?;
-    let timer = GpuTimer::new(engine);
+    let timer = gpu::timer(engine, 2);
     let mut cases = Vec::new();
     for &op in ops {
         let want = bits(reference(&data, op)?);
@@ -593,7 +596,7 @@ fn sweep(
     let n = (units * gpulanes::kernels::BLOCK) as usize;
     let data = values::<f32>(args.seed ^ units, n);
     let array = engine.upload(&data)?;
-    let timer = GpuTimer::new(engine);
+    let timer = gpu::timer(engine, 2);
     let start = Instant::now();
     while start.elapsed() < warmup / 4 {
         isolated(engine, None, &array, Op::Sum)?;

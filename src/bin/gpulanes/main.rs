@@ -12,6 +12,7 @@ use gpulanes::Error;
 
 mod bench;
 mod doctor;
+mod experiment;
 mod group_by;
 mod info;
 mod measure;

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use crate::experiment::{self, MIN_RT_RATE_HZ, MixedConfig, MixedReport, PhaseReport};
 use gpulanes::Engine;
 use gpulanes::lanes::LaneSnapshot;
-use gpulanes::mixed::{self, MIN_RT_RATE_HZ, MixedConfig, MixedReport};
 
 use crate::Failure;
 
@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         cfg.lanes.submit_lead = Some(Duration::from_micros(l));
     }
     let json = args.json;
-    let report = mixed::run(&engine, cfg, |phase| {
+    let report = experiment::run(&engine, cfg, |phase| {
         if !json {
             eprintln!("gpulanes mixed: {phase} ...");
         }
@@ -157,7 +157,7 @@ fn print_table(r: &MixedReport) {
         "{:<28} {:>12} {:>12} {:>12} {:>14}",
         "phase", "rt p50 (us)", "rt p99 (us)", "rt p99.9 (us)", "batch (GB/s)"
     );
-    let row = |name: &str, p: &gpulanes::mixed::PhaseReport, rt: bool, batch: bool| {
+    let row = |name: &str, p: &PhaseReport, rt: bool, batch: bool| {
         let (p50, p99, p999) = lat(&p.realtime);
         let f = |x: f64, on: bool| if on { format!("{x:.1}") } else { "-".into() };
         println!(

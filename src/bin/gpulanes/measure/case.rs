@@ -5,12 +5,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use gpulanes::{Dtype, Engine, Error, Op, Partitions, Reduction, Result, Scalar};
+use gpulanes::{Dtype, Engine, Error, GpuTimer, Op, Partitions, Reduction, Result, Scalar};
 
 use super::check::{self, Reference, compare_scalars, same_bits};
 use super::cpu::CpuImpl;
 use super::element::{BenchElement, has_cpu_baselines};
-use super::gpu::{GpuTimer, TimerKind};
+use super::gpu::TimerKind;
 use super::report::{CheckReport, CpuRow, GpuRow, Source, fold_checks};
 use super::size;
 use super::stats::{Budget, Summary, gbps, summarize};

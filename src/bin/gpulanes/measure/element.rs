@@ -4,12 +4,12 @@
 //! through the typed ones), and its CPU baselines (float32 and float64
 //! only).
 
-use gpulanes::{DeviceArray, Dtype, Element, Engine, NanPolicy, Op, Partitions, Result};
+use gpulanes::{DeviceArray, Dtype, Element, Engine, GpuTimer, NanPolicy, Op, Partitions, Result};
 
 use super::check::{self, Reference};
 use super::cpu::{self, CpuImpl};
 use super::data;
-use super::gpu::{self, DeviceRun, GpuTimer};
+use super::gpu::{self, DeviceRun};
 
 /// A dtype `gpulanes bench` measures.
 pub trait BenchElement: Element {

@@ -1,5 +1,5 @@
-//! GPU-side measurements: a timestamp-query timer that brackets work
-//! recorded into one encoder, the copy and upload bandwidth floors, the
+//! GPU-side measurements: work bracketed by the engine's timestamp timer
+//! ([`GpuTimer`]), the copy and upload bandwidth floors, the
 //! empty round trip, and one timed reduction (device-resident or from host
 //! memory).
 
@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use gpulanes::{DeviceArray, Engine, Error, NanPolicy, Op, Partitions, Reduction, Result, Scalar};
+use gpulanes::{
+    DeviceArray, Engine, Error, GpuTimer, NanPolicy, Op, Partitions, Reduction, Result, Scalar,
+    TimerSlot,
+};
 
 use super::stats::{Budget, Summary, gbps, summarize};
 
@@ -70,117 +73,35 @@ pub fn read_mapped(engine: &Engine, buffer: &wgpu::Buffer, bytes: u64) -> Result
     Ok(out)
 }
 
-/// Timestamps written between pieces of work recorded into one encoder:
-/// stamp i is an empty compute pass writing at its beginning, so the work
-/// recorded between stamps i and i + 1 is timed on the GPU. Two stamps
-/// bracket one piece of work ([`GpuTimer::begin`], [`GpuTimer::end`]);
-/// more time pieces submitted back to back.
-pub struct GpuTimer {
-    queries: wgpu::QuerySet,
-    stamps: u32,
-    resolve: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    period_ns: f64,
+/// A timer for measurements: one slot of `stamps` stamps, read back
+/// (blocking) before the next run claims it; `None` without
+/// `TIMESTAMP_QUERY`.
+pub fn timer(engine: &Engine, stamps: u32) -> Option<GpuTimer> {
+    GpuTimer::new(engine.device(), engine.queue(), stamps, 1)
 }
 
-impl GpuTimer {
-    /// Two stamps; `None` when the device has no `TIMESTAMP_QUERY`.
-    pub fn new(engine: &Engine) -> Option<Self> {
-        Self::with_stamps(engine, 2)
+/// Claims `timer`'s slot (when there is a timer) and records its first stamp.
+pub fn begin(timer: Option<&GpuTimer>, encoder: &mut wgpu::CommandEncoder) -> Option<TimerSlot> {
+    let slot = timer.and_then(GpuTimer::claim);
+    if let Some(s) = &slot {
+        s.begin(encoder);
     }
+    slot
+}
 
-    /// `stamps` stamps (at least 2); `None` without `TIMESTAMP_QUERY`.
-    pub fn with_stamps(engine: &Engine, stamps: u32) -> Option<Self> {
-        let device = engine.device();
-        if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
-            return None;
-        }
-        let stamps = stamps.max(2);
-        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("gpulanes bench timestamps"),
-            ty: wgpu::QueryType::Timestamp,
-            count: stamps,
-        });
-        let bytes = 8 * stamps as u64;
-        let buffer = |usage, label| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
-        Some(GpuTimer {
-            queries,
-            stamps,
-            resolve: buffer(
-                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                "gpulanes bench timestamp resolve",
-            ),
-            readback: buffer(
-                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                "gpulanes bench timestamp readback",
-            ),
-            period_ns: engine.queue().get_timestamp_period() as f64,
-        })
+/// Records the last stamp of `slot` and its resolve.
+pub fn end(slot: Option<&TimerSlot>, encoder: &mut wgpu::CommandEncoder) {
+    if let Some(s) = slot {
+        s.end(encoder);
     }
+}
 
-    /// Nanoseconds per timestamp tick.
-    pub fn period_ns(&self) -> f64 {
-        self.period_ns
-    }
-
-    /// Records stamp `i` (an empty compute pass writing at its beginning).
-    pub fn stamp(&self, encoder: &mut wgpu::CommandEncoder, i: u32) {
-        debug_assert!(i < self.stamps);
-        let _ = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("gpulanes bench timestamp"),
-            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                query_set: &self.queries,
-                beginning_of_pass_write_index: Some(i),
-                end_of_pass_write_index: None,
-            }),
-        });
-    }
-
-    /// Records the copy of every stamp into the readback (after the last stamp).
-    pub fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
-        encoder.resolve_query_set(&self.queries, 0..self.stamps, &self.resolve, 0);
-        encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, 8 * self.stamps as u64);
-    }
-
-    /// Records the first stamp.
-    pub fn begin(&self, encoder: &mut wgpu::CommandEncoder) {
-        self.stamp(encoder, 0);
-    }
-
-    /// Records the last stamp and the copy of all of them into the readback.
-    pub fn end(&self, encoder: &mut wgpu::CommandEncoder) {
-        self.stamp(encoder, self.stamps - 1);
-        self.resolve(encoder);
-    }
-
-    /// After the encoder has finished on the GPU: the time between
-    /// consecutive stamps, `None` if the timestamps are not usable (not
-    /// increasing).
-    pub fn read_intervals_ns(&self, engine: &Engine) -> Result<Option<Vec<f64>>> {
-        let bytes = read_mapped(engine, &self.readback, 8 * self.stamps as u64)?;
-        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
-        if ticks.windows(2).any(|w| w[1] < w[0]) || ticks[ticks.len() - 1] == ticks[0] {
-            return Ok(None);
-        }
-        Ok(Some(
-            ticks
-                .windows(2)
-                .map(|w| (w[1] - w[0]) as f64 * self.period_ns)
-                .collect(),
-        ))
-    }
-
-    /// After the encoder has finished on the GPU: the time from the first
-    /// stamp to the last, `None` if the timestamps are not usable.
-    pub fn read_ns(&self, engine: &Engine) -> Result<Option<f64>> {
-        Ok(self.read_intervals_ns(engine)?.map(|v| v.iter().sum()))
+/// After the stamped work has been submitted: the time from the first
+/// stamp to the last, `None` without a slot or usable timestamps.
+pub fn read_ns(engine: &Engine, slot: Option<TimerSlot>) -> Result<Option<f64>> {
+    match slot {
+        Some(s) => Ok(s.read_blocking(engine.device())?.map(|v| v.iter().sum())),
+        None => Ok(None),
     }
 }
 
@@ -208,22 +129,15 @@ pub fn run_device(
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes bench"),
         });
-    if let Some(t) = timer {
-        t.begin(&mut encoder);
-    }
+    let slot = begin(timer, &mut encoder);
     let pending = engine.encode(&mut encoder, array, op, partitions, NanPolicy::Propagate)?;
-    if let Some(t) = timer {
-        t.end(&mut encoder);
-    }
+    end(slot.as_ref(), &mut encoder);
     let commands = encoder.finish();
     let start = Instant::now();
     let index = engine.queue().submit([commands]);
     let result = pending.wait(engine, index)?;
     let wall_ns = start.elapsed().as_nanos() as f64;
-    let gpu_ns = match timer {
-        Some(t) => t.read_ns(engine)?,
-        None => None,
-    };
+    let gpu_ns = read_ns(engine, slot)?;
     Ok(DeviceRun {
         result: super::check::f32_as_scalars(result),
         wall_ns,
@@ -248,22 +162,15 @@ pub fn run_device_typed(
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes bench"),
         });
-    if let Some(t) = timer {
-        t.begin(&mut encoder);
-    }
+    let slot = begin(timer, &mut encoder);
     let pending = engine.encode_typed(&mut encoder, array, op, partitions, NanPolicy::Propagate)?;
-    if let Some(t) = timer {
-        t.end(&mut encoder);
-    }
+    end(slot.as_ref(), &mut encoder);
     let commands = encoder.finish();
     let start = Instant::now();
     let index = engine.queue().submit([commands]);
     let result = pending.wait(engine, index)?;
     let wall_ns = start.elapsed().as_nanos() as f64;
-    let gpu_ns = match timer {
-        Some(t) => t.read_ns(engine)?,
-        None => None,
-    };
+    let gpu_ns = read_ns(engine, slot)?;
     Ok(DeviceRun {
         result,
         wall_ns,
@@ -385,22 +292,15 @@ pub fn measure_copy(
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("gpulanes bench copy"),
             });
-        if let Some(t) = timer {
-            t.begin(&mut encoder);
-        }
+        let slot = begin(timer, &mut encoder);
         encoder.copy_buffer_to_buffer(src, 0, &dst, 0, bytes);
-        if let Some(t) = timer {
-            t.end(&mut encoder);
-        }
+        end(slot.as_ref(), &mut encoder);
         let commands = encoder.finish();
         let start = Instant::now();
         let index = engine.queue().submit([commands]);
         wait(engine, index)?;
         let wall = start.elapsed().as_nanos() as f64;
-        let gpu = match timer {
-            Some(t) => t.read_ns(engine)?,
-            None => None,
-        };
+        let gpu = read_ns(engine, slot)?;
         Ok((wall, gpu))
     })?;
     if let Some(e) = pollster::block_on(scope.pop()) {
@@ -577,9 +477,7 @@ pub fn measure_shader_copy(
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes bench shader copy"),
         });
-        if let Some(t) = timer {
-            t.begin(&mut encoder);
-        }
+        let slot = begin(timer, &mut encoder);
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("gpulanes bench shader copy"),
@@ -591,18 +489,13 @@ pub fn measure_shader_copy(
                 pass.dispatch_workgroups(*n, 1, 1);
             }
         }
-        if let Some(t) = timer {
-            t.end(&mut encoder);
-        }
+        end(slot.as_ref(), &mut encoder);
         let commands = encoder.finish();
         let start = Instant::now();
         let index = engine.queue().submit([commands]);
         wait(engine, index)?;
         let wall = start.elapsed().as_nanos() as f64;
-        let gpu = match timer {
-            Some(t) => t.read_ns(engine)?,
-            None => None,
-        };
+        let gpu = read_ns(engine, slot)?;
         Ok::<_, Error>((wall, gpu))
     };
     once(0)?;

@@ -44,12 +44,12 @@ mod table;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use gpulanes::{Dtype, Engine, Error, Result};
+use gpulanes::{Dtype, Engine, Error, GpuTimer, Result};
 
 use case::{Case, case_label, failed_row, partitions_of, references};
 use cpu::CpuImpl;
 use element::BenchElement;
-use gpu::{GpuTimer, TimerKind};
+use gpu::TimerKind;
 
 pub use config::{BenchConfig, TimerChoice};
 pub use date::utc_date;
@@ -84,7 +84,7 @@ pub fn run(
         done += 1;
     };
     let timer = match config.timer {
-        TimerChoice::Auto => GpuTimer::new(engine),
+        TimerChoice::Auto => gpu::timer(engine, 2),
         TimerChoice::Wall => None,
     };
     let timer = timer.as_ref();

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gpulanes::mixed::{MixedReport, PhaseTrace};
+use crate::experiment::{MixedReport, PhaseTrace};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 

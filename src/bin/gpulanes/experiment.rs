@@ -49,11 +49,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::adapter::AdapterSummary;
-use crate::engine::Engine;
-use crate::error::Result;
-use crate::lanes::{Handle, LaneMetrics, LaneSnapshot, Lanes, LanesConfig, Request};
-use crate::op::Op;
+use gpulanes::lanes::{Handle, LaneMetrics, LaneSnapshot, Lanes, LanesConfig, Request};
+use gpulanes::{AdapterSummary, DeviceArray, Engine, NanPolicy, Op, Partitions, Reduction, Result};
 
 /// The lowest real-time rate: one request per 1000 s (a lower one would
 /// overflow the period's `Duration`).
@@ -240,12 +237,8 @@ pub fn run(
         .map(|i| (i % 97) as f32 * 0.5)
         .collect::<Vec<_>>()
         .into();
-    let reference = engine.reduce_device(
-        &array,
-        Op::Sum,
-        &crate::Partitions::Whole,
-        crate::NanPolicy::Propagate,
-    )?;
+    let reference =
+        engine.reduce_device(&array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
     let mut identical = true;
     let clock = Instant::now();
     let mut trace = Vec::new();
@@ -404,8 +397,8 @@ fn phase(
     cfg: &MixedConfig,
     duration: Duration,
     rt: Option<&Arc<[f32]>>,
-    batch: Option<&Arc<crate::DeviceArray>>,
-    reference: &crate::Reduction,
+    batch: Option<&Arc<DeviceArray>>,
+    reference: &Reduction,
     clock: Instant,
 ) -> Result<(PhaseRun, PhaseTrace)> {
     lanes.wait_idle();
@@ -532,8 +525,8 @@ impl Wake for Stamp {
 /// A handle polled once with a [`Stamp`]'s waker: still pending (the
 /// stamp is set when it settles), or already settled at that poll.
 enum Watched {
-    Pending(Handle<crate::Reduction>),
-    Ready(Result<crate::Reduction>),
+    Pending(Handle<Reduction>),
+    Ready(Result<Reduction>),
 }
 
 impl Watched {
@@ -544,7 +537,7 @@ impl Watched {
         }
     }
 
-    fn wait(self) -> Result<crate::Reduction> {
+    fn wait(self) -> Result<Reduction> {
         match self {
             Watched::Pending(h) => h.wait(),
             Watched::Ready(r) => r,
@@ -554,7 +547,7 @@ impl Watched {
 
 impl RtTrace {
     /// Polls `handle` once with a waker that stamps its completion.
-    fn watch(&mut self, mut handle: Handle<crate::Reduction>, sent: Instant) -> Watched {
+    fn watch(&mut self, mut handle: Handle<Reduction>, sent: Instant) -> Watched {
         let stamp = Arc::new(Stamp::default());
         let waker = Waker::from(stamp.clone());
         let polled = std::pin::Pin::new(&mut handle).poll(&mut Context::from_waker(&waker));
@@ -591,9 +584,9 @@ impl RtTrace {
 fn cold_start(
     engine: &Engine,
     cfg: &MixedConfig,
-    array: &Arc<crate::DeviceArray>,
+    array: &Arc<DeviceArray>,
     rt_data: &Arc<[f32]>,
-    reference: &crate::Reduction,
+    reference: &Reduction,
     clock: Instant,
     trace: &mut Vec<PhaseTrace>,
 ) -> Result<(ColdStartReport, bool)> {
@@ -671,9 +664,9 @@ struct BatchDriven {
 /// submissions since the previous one (see [`PhaseTrace::batch_chunks`]).
 fn drive_batch(
     lanes: &Lanes,
-    array: &Arc<crate::DeviceArray>,
+    array: &Arc<DeviceArray>,
     stop: &AtomicBool,
-    reference: &crate::Reduction,
+    reference: &Reduction,
     start: Instant,
     clock: Instant,
 ) -> Result<(BatchDriven, Vec<f64>, Vec<u64>)> {
@@ -688,7 +681,7 @@ fn drive_batch(
             pending.push_back(lanes.batch(Request::device(array.clone(), Op::Sum))?);
             continue;
         }
-        let h: crate::lanes::Handle<crate::Reduction> = pending.pop_front().expect("non-empty");
+        let h: Handle<Reduction> = pending.pop_front().expect("non-empty");
         let r = h.wait()?;
         same &= r
             .values
