@@ -19,6 +19,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::measure::check::same_value;
 use crate::measure::gpu;
 use crate::measure::size;
 use crate::measure::stats::{Budget, gbps, summarize};
@@ -430,21 +431,13 @@ fn reference<E: Element>(data: &[E], op: Op) -> gpulanes::Result<Option<Scalar>>
     total.finalize(op, NanPolicy::Propagate)
 }
 
-/// The bits of a result value, NaN as one value.
-fn bits(v: Option<Scalar>) -> Option<(u8, u64)> {
-    v.map(|s| match s {
-        Scalar::F32(x) if x.is_nan() => (0, u64::MAX),
-        Scalar::F64(x) if x.is_nan() => (1, u64::MAX),
-        Scalar::F32(x) => (0, x.to_bits() as u64),
-        Scalar::F64(x) => (1, x.to_bits()),
-        Scalar::I32(x) => (2, x as u32 as u64),
-        Scalar::U32(x) => (3, x as u64),
-        Scalar::I64(x) => (4, x as u64),
-    })
-}
-
-fn one_value(r: &Reduction<Scalar>) -> Option<Option<Scalar>> {
-    (r.values.len() == 1).then(|| r.values[0])
+/// Whether `r` is one value with `want`'s bits (or both NaN, or both empty).
+fn is_exactly(r: &Reduction<Scalar>, want: Option<Scalar>) -> bool {
+    match (r.values.as_slice(), want) {
+        ([None], None) => true,
+        ([Some(got)], Some(want)) => same_value(*got, want),
+        _ => false,
+    }
 }
 
 /// Runs `op` once over `array` in its own submission.
@@ -465,7 +458,7 @@ fn back_to_back(
     array: &DeviceArray,
     op: Op,
     count: u32,
-    want: Option<(u8, u64)>,
+    want: Option<Scalar>,
 ) -> gpulanes::Result<(Vec<f64>, f64, bool)> {
     // One stamp before each reduction and one after the last; more than
     // a query set holds leaves the submission timed by the wall clock.
@@ -498,7 +491,7 @@ fn back_to_back(
     let mut same = true;
     for p in pending {
         let r = p.wait(engine, index.clone())?;
-        same &= one_value(&r).map(bits) == Some(want);
+        same &= is_exactly(&r, want);
     }
     let wall = start.elapsed().as_nanos() as f64;
     let gpu_ns = match slot {
@@ -526,9 +519,9 @@ fn measure<E: Generate>(
     let timer = gpu::timer(engine, 2);
     let mut cases = Vec::new();
     for &op in ops {
-        let want = bits(reference(&data, op)?);
+        let want = reference(&data, op)?;
         let first = isolated(engine, timer.as_ref(), &array, op)?;
-        let mut check = if one_value(&first.result).map(bits) == Some(want) {
+        let mut check = if is_exactly(&first.result, want) {
             "ok"
         } else {
             "differs from the CPU"
@@ -541,7 +534,7 @@ fn measure<E: Generate>(
         let mut wall_ns = Vec::with_capacity(args.runs);
         for _ in 0..args.runs {
             let r = isolated(engine, timer.as_ref(), &array, op)?;
-            if one_value(&r.result).map(bits) != Some(want) && check == "ok" {
+            if !is_exactly(&r.result, want) && check == "ok" {
                 check = "a timed run differs";
             }
             wall_ns.push(r.wall_ns);
