@@ -115,14 +115,13 @@ pub struct DeviceRun {
     pub gpu_ns: Option<f64>,
 }
 
-/// Encodes `op` over `array` (between timestamps when `timer` is given),
-/// submits, waits for the result and reads the timestamps.
-pub fn run_device(
+/// Records what `encode` records (between timestamps when `timer` is
+/// given), submits, calls `wait` for the result and reads the timestamps.
+fn timed_run<P>(
     engine: &Engine,
     timer: Option<&GpuTimer>,
-    array: &DeviceArray,
-    op: Op,
-    partitions: &Partitions,
+    encode: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<P>,
+    wait: impl FnOnce(P, wgpu::SubmissionIndex) -> Result<Reduction<Scalar>>,
 ) -> Result<DeviceRun> {
     let mut encoder = engine
         .device()
@@ -130,19 +129,37 @@ pub fn run_device(
             label: Some("gpulanes bench"),
         });
     let slot = begin(timer, &mut encoder);
-    let pending = engine.encode(&mut encoder, array, op, partitions, NanPolicy::Propagate)?;
+    let pending = encode(&mut encoder)?;
     end(slot.as_ref(), &mut encoder);
     let commands = encoder.finish();
     let start = Instant::now();
     let index = engine.queue().submit([commands]);
-    let result = pending.wait(engine, index)?;
+    let result = wait(pending, index)?;
     let wall_ns = start.elapsed().as_nanos() as f64;
     let gpu_ns = read_ns(engine, slot)?;
     Ok(DeviceRun {
-        result: super::check::f32_as_scalars(result),
+        result,
         wall_ns,
         gpu_ns,
     })
+}
+
+/// Encodes `op` over a float32 `array` with [`Engine::encode`] (between
+/// timestamps when `timer` is given), submits, waits for the result and
+/// reads the timestamps.
+pub fn run_device(
+    engine: &Engine,
+    timer: Option<&GpuTimer>,
+    array: &DeviceArray,
+    op: Op,
+    partitions: &Partitions,
+) -> Result<DeviceRun> {
+    timed_run(
+        engine,
+        timer,
+        |encoder| engine.encode(encoder, array, op, partitions, NanPolicy::Propagate),
+        |pending, index| Ok(super::check::f32_as_scalars(pending.wait(engine, index)?)),
+    )
 }
 
 /// Like [`run_device`] for an array of any dtype, with the results of
@@ -157,25 +174,12 @@ pub fn run_device_typed(
     op: Op,
     partitions: &Partitions,
 ) -> Result<DeviceRun> {
-    let mut encoder = engine
-        .device()
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("gpulanes bench"),
-        });
-    let slot = begin(timer, &mut encoder);
-    let pending = engine.encode_typed(&mut encoder, array, op, partitions, NanPolicy::Propagate)?;
-    end(slot.as_ref(), &mut encoder);
-    let commands = encoder.finish();
-    let start = Instant::now();
-    let index = engine.queue().submit([commands]);
-    let result = pending.wait(engine, index)?;
-    let wall_ns = start.elapsed().as_nanos() as f64;
-    let gpu_ns = read_ns(engine, slot)?;
-    Ok(DeviceRun {
-        result,
-        wall_ns,
-        gpu_ns,
-    })
+    timed_run(
+        engine,
+        timer,
+        |encoder| engine.encode_typed(encoder, array, op, partitions, NanPolicy::Propagate),
+        |pending, index| pending.wait(engine, index),
+    )
 }
 
 /// One timed run from host memory: upload included (wall clock).
