@@ -636,7 +636,7 @@ fn print_table(report: &Report, copy_gbps: f64) {
     }
     println!();
     println!(
-        "{:<13} {:<9} {:<8} {:<5} {:>6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8}  check",
+        "{:<15} {:<9} {:<8} {:<5} {:>6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8}  check",
         "variant",
         "kernels",
         "dtype",
@@ -647,7 +647,7 @@ fn print_table(report: &Report, copy_gbps: f64) {
         "iso max",
         "iso GB/s",
         "b2b GB/s",
-        "of copy"
+        "of scopy"
     );
     for c in &report.cases {
         let iso = if c.isolated_gpu_ns.is_empty() {
@@ -657,7 +657,7 @@ fn print_table(report: &Report, copy_gbps: f64) {
         };
         let s = summarize(iso);
         println!(
-            "{:<13} {:<9} {:<8} {:<5} {:>6} {:>8.1}us {:>8.1}us {:>8.1}us {:>9.2} {:>9.2} {:>7.0}%  {}",
+            "{:<15} {:<9} {:<8} {:<5} {:>6} {:>8.1}us {:>8.1}us {:>8.1}us {:>9.2} {:>9.2} {:>7.0}%  {}",
             c.variant,
             c.kernels,
             c.dtype,
@@ -676,12 +676,12 @@ fn print_table(report: &Report, copy_gbps: f64) {
         println!();
         println!("workgroup sweep (float32 sum, 8192 values per workgroup):");
         println!(
-            "{:<13} {:>7} {:>8} {:>10} {:>9}",
+            "{:<15} {:>7} {:>8} {:>10} {:>9}",
             "variant", "units", "size", "median", "GB/s"
         );
         for p in &report.sweep {
             println!(
-                "{:<13} {:>7} {:>8} {:>8.1}us {:>9.2}",
+                "{:<15} {:>7} {:>8} {:>8.1}us {:>9.2}",
                 p.variant,
                 p.units,
                 size::label(p.bytes),
