@@ -126,6 +126,7 @@ impl DeviceArray {
         let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut pieces = Vec::with_capacity(spans.len());
+        let mut written = Ok(());
         for span in spans {
             let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("gpulanes device array"),
@@ -135,9 +136,9 @@ impl DeviceArray {
                     | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            if let Some(data) = data {
+            if let (Some(data), Ok(())) = (data, &written) {
                 let slice = &data[span.base_item as usize..(span.base_item + span.items) as usize];
-                write_floats(&ctx.queue, &buffer, slice);
+                written = crate::upload::write(ctx, &buffer, bytemuck::cast_slice(slice));
             }
             pieces.push(Piece { buffer, span });
         }
@@ -150,6 +151,7 @@ impl DeviceArray {
         if let Some(err) = pollster::block_on(validation.pop()) {
             return Err(Error::validation("allocating a device array", err));
         }
+        written?;
         if data.is_some() {
             // wgpu stages the writes and sends them with the queue's next
             // submission, whoever makes it: left pending, a large upload

@@ -49,6 +49,7 @@ mod readback;
 pub mod state;
 pub mod stream;
 pub mod timing;
+mod upload;
 
 // Not part of the library's API, so hidden from its documentation:
 // - `kernels` and `layout`: the WGSL sources and the constants and structs

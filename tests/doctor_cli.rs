@@ -48,7 +48,7 @@ fn doctor_json_has_every_run() {
     let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(r["schema"], "gpulanes-doctor/1");
     let timestamps = r["timer"] == "timestamps";
-    assert_eq!(len(&r["floors"]), 3);
+    assert_eq!(len(&r["floors"]), 4);
     for f in r["floors"].as_array().unwrap() {
         assert_eq!(len(&f["runs_ns"]), 2, "{f}");
         assert!(f["gbps"].as_f64().unwrap() > 0.0, "{f}");

@@ -1,7 +1,8 @@
 //! `gpulanes doctor`: a GPU diagnosis in one run, for finding why a device
 //! runs the reductions slower than its memory allows. It records every run's
 //! time (not only medians, so bimodal timings show) for
-//! - the floors: upload, buffer copy and shader copy at the largest size;
+//! - the floors: upload (`write_buffer`), the engine's upload (through its
+//!   staging ring), buffer copy and shader copy at the largest size;
 //! - sum/mean/max (and any op) over device-resident arrays of each size and
 //!   dtype, run *isolated* (encode, submit, wait, read back; GPU timestamps
 //!   around the reduction and the wall clock around the round trip) and
@@ -263,6 +264,7 @@ pub fn run(args: DoctorArgs) -> Result<(), Failure> {
     let timer = gpu::timer(&base, 2);
     let floor_budget = Budget::new(3, args.runs, args.runs, 0);
     let (upload, device_copy) = gpu::measure_upload(&base, &floor_data, &floor_budget)?;
+    let engine_upload = gpu::measure_engine_upload(&base, &floor_data, &floor_budget)?;
     let copy = gpu::measure_copy(
         &base,
         timer.as_ref(),
@@ -294,8 +296,8 @@ pub fn run(args: DoctorArgs) -> Result<(), Failure> {
             "wall"
         },
         warmup_ms: args.warmup_ms,
-        floors: vec![upload, copy, shader_copy],
-        floor_names: vec!["upload", "buffer_copy", "shader_copy"],
+        floors: vec![upload, engine_upload, copy, shader_copy],
+        floor_names: vec!["upload", "engine_upload", "buffer_copy", "shader_copy"],
         cases: Vec::new(),
         sweep: Vec::new(),
         skipped: Vec::new(),
@@ -626,7 +628,7 @@ fn print_table(report: &Report, copy_gbps: f64) {
         let min = f.runs_ns.iter().copied().fold(f64::INFINITY, f64::min);
         let max = f.runs_ns.iter().copied().fold(0.0, f64::max);
         println!(
-            "floor {name:<12} {:>9} bytes: {:>8.2} GB/s median ({} runs, {:.1}..{:.1} us)",
+            "floor {name:<13} {:>9} bytes: {:>8.2} GB/s median ({} runs, {:.1}..{:.1} us)",
             f.bytes,
             f.gbps,
             f.runs_ns.len(),

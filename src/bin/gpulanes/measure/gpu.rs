@@ -276,6 +276,29 @@ pub fn measure_upload(
     ))
 }
 
+/// The engine's own upload: [`Engine::upload`] of `host` into a new device
+/// array, returned once the data is on the device (wall clock; arrays over
+/// one staging chunk go through the engine's ring of staging buffers).
+pub fn measure_engine_upload(engine: &Engine, host: &[f32], budget: &Budget) -> Result<Bandwidth> {
+    let bytes = (host.len() * 4) as u64;
+    let samples = budget.sample(|_| {
+        let start = Instant::now();
+        let array = engine.upload(host)?;
+        let ns = start.elapsed().as_nanos() as f64;
+        drop(array);
+        Ok::<_, Error>(ns)
+    })?;
+    let time = summarize(&samples);
+    Ok(Bandwidth {
+        bytes,
+        bytes_moved: bytes,
+        timer: TimerKind::Wall,
+        gbps: gbps(bytes, time.median_ns),
+        time,
+        runs_ns: samples,
+    })
+}
+
 /// Device copy bandwidth: `copy_buffer_to_buffer` of all of `src` into a
 /// fresh buffer, counting bytes read + bytes written.
 pub fn measure_copy(
