@@ -209,6 +209,22 @@ pub struct Bandwidth {
     pub runs_ns: Vec<f64>,
 }
 
+impl Bandwidth {
+    /// The floor of `runs` (nanoseconds, in order), each moving
+    /// `bytes_moved` bytes of a `bytes`-byte buffer, timed by `timer`.
+    fn from_runs(bytes: u64, bytes_moved: u64, timer: TimerKind, runs: Vec<f64>) -> Self {
+        let time = summarize(&runs);
+        Bandwidth {
+            bytes,
+            bytes_moved,
+            timer,
+            gbps: gbps(bytes_moved, time.median_ns),
+            time,
+            runs_ns: runs,
+        }
+    }
+}
+
 /// Runs `budget` runs of `once`, which returns (wall ns, gpu ns): the
 /// timestamps are used when every run produced one.
 fn sample_pairs(
@@ -262,16 +278,8 @@ pub fn measure_upload(
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(gpu_error("upload floor", e));
     }
-    let time = summarize(&samples);
     Ok((
-        Bandwidth {
-            bytes,
-            bytes_moved: bytes,
-            timer: TimerKind::Wall,
-            gbps: gbps(bytes, time.median_ns),
-            time,
-            runs_ns: samples,
-        },
+        Bandwidth::from_runs(bytes, bytes, TimerKind::Wall, samples),
         dst,
     ))
 }
@@ -288,15 +296,7 @@ pub fn measure_engine_upload(engine: &Engine, host: &[f32], budget: &Budget) -> 
         drop(array);
         Ok::<_, Error>(ns)
     })?;
-    let time = summarize(&samples);
-    Ok(Bandwidth {
-        bytes,
-        bytes_moved: bytes,
-        timer: TimerKind::Wall,
-        gbps: gbps(bytes, time.median_ns),
-        time,
-        runs_ns: samples,
-    })
+    Ok(Bandwidth::from_runs(bytes, bytes, TimerKind::Wall, samples))
 }
 
 /// Device copy bandwidth: `copy_buffer_to_buffer` of all of `src` into a
@@ -334,15 +334,7 @@ pub fn measure_copy(
         return Err(gpu_error("copy floor", e));
     }
     verify_copy(engine, &dst, host, bytes, "copy floor")?;
-    let time = summarize(&samples);
-    Ok(Bandwidth {
-        bytes,
-        bytes_moved: 2 * bytes,
-        timer: kind,
-        gbps: gbps(2 * bytes, time.median_ns),
-        time,
-        runs_ns: samples,
-    })
+    Ok(Bandwidth::from_runs(bytes, 2 * bytes, kind, samples))
 }
 
 /// The latency floor: what any request pays at least.
@@ -534,15 +526,7 @@ pub fn measure_shader_copy(
     }
     verify_copy(engine, &dst, host, bytes, "shader copy floor")?;
     let (kind, samples) = sample_pairs(budget, once)?;
-    let time = summarize(&samples);
-    Ok(Bandwidth {
-        bytes,
-        bytes_moved: 2 * bytes,
-        timer: kind,
-        gbps: gbps(2 * bytes, time.median_ns),
-        time,
-        runs_ns: samples,
-    })
+    Ok(Bandwidth::from_runs(bytes, 2 * bytes, kind, samples))
 }
 
 /// A failed wait for the GPU during a measurement.
