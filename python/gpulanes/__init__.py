@@ -374,13 +374,24 @@ class LaneFuture(concurrent.futures.Future):
     ``await`` in asyncio. ``cancel()`` cancels the request on the GPU side
     too (it stops at its next chunk)."""
 
-    def __init__(self, whole: bool) -> None:
+    def __init__(self, whole: bool, keyed_ops: Optional[Sequence[str]] = None, one_op: bool = True) -> None:
         super().__init__()
         self._whole = whole
+        self._keyed_ops = list(keyed_ops) if keyed_ops is not None else None
+        self._one_op = one_op
         self._token: Any = None
 
     def _deliver(self, values: np.ndarray, valid: Optional[np.ndarray]) -> None:
         value = _scalar(values, valid) if self._whole else _array(values, valid)
+        try:
+            self.set_result(value)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+    def _deliver_keyed(self, distinct: np.ndarray, pairs: List[Tuple[np.ndarray, Optional[np.ndarray]]]) -> None:
+        ops = self._keyed_ops or []
+        res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
+        value = (distinct, res[ops[0]] if self._one_op else res)
         try:
             self.set_result(value)
         except concurrent.futures.InvalidStateError:
@@ -407,7 +418,8 @@ class Lanes:
     requests that want an answer now (never queued behind a batch job),
     ``batch`` for large ones that want throughput. Both take float32 values
     (copied once on submission, since the scheduler owns its inputs) and
-    return a :class:`LaneFuture`."""
+    return a :class:`LaneFuture`; ``groupby`` submits a keyed reduction of
+    any value dtype to either lane."""
 
     def __init__(self, engine: Optional[Engine] = None) -> None:
         self.engine = engine if engine is not None else default_engine()
@@ -425,6 +437,34 @@ class Lanes:
         a deadline: a result not ready by then fails with ``TimeoutError``."""
         fut = LaneFuture(whole=True)
         fut._token = self._native.realtime(x, op, fut, nan, timeout)
+        return fut
+
+    def groupby(
+        self,
+        keys: Any,
+        x: Any,
+        op: Union[str, Sequence[str]] = "sum",
+        *,
+        lane: str = "realtime",
+        nan: str = "propagate",
+        timeout: Optional[float] = None,
+    ) -> LaneFuture:
+        """``op`` (a name, or a sequence of names, in one pass) over the
+        values of each distinct key, on ``lane`` ("realtime" or "batch").
+        The future's result is what :meth:`Engine.reduce` with ``keys=``
+        gives: ``(distinct_keys, result)``, the same bits. A real-time keyed
+        request is a submission of its own (not coalesced with others);
+        a batch one runs in steps sized like other batch chunks. ``timeout``
+        (seconds, real-time only) is a deadline. Keys and values are copied
+        once; bad keys or values raise ``ValueError`` here."""
+        ops = [op] if isinstance(op, str) else list(op)
+        for o in ops:
+            if not isinstance(o, str):
+                raise ValueError(f"op must be a name ({', '.join(OPS)}), got {o!r}")
+        if lane not in ("realtime", "batch"):
+            raise ValueError(f'lane must be "realtime" or "batch", got {lane!r}')
+        fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str))
+        fut._token = self._native.keyed(keys, x, ops, fut, lane == "realtime", nan, timeout)
         return fut
 
     def batch(

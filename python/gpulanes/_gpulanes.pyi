@@ -60,6 +60,16 @@ class Lanes:
         partition_size: Optional[int] = None,
         offsets: Optional[npt.NDArray[np.int64]] = None,
     ) -> CancelToken: ...
+    def keyed(
+        self,
+        keys: Any,
+        x: Any,
+        ops: Sequence[str],
+        future: Any,
+        realtime: bool,
+        nan: str = "propagate",
+        timeout: Optional[float] = None,
+    ) -> CancelToken: ...
 
 def merge(states: Sequence[bytes]) -> bytes: ...
 def finalize(state: bytes, op: Optional[str] = None, nan: str = "propagate") -> _Pair: ...

@@ -7,7 +7,10 @@
 //! a key whose values are all null, where SQL keeps the group with a NULL
 //! result, and the engine has no per-group null count to say so.
 
-use gpulanes::{Dtype, Element, Key, NanPolicy, Op, Partitions, Scalar, State, StateKind};
+use gpulanes::{
+    Dtype, Element, Grouped, Key, Lane, NanPolicy, Op, Partitions, Request, Scalar, State,
+    StateKind,
+};
 use numpy::PyArray1;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -72,7 +75,16 @@ pub struct KeyedStates {
     states: Vec<State>,
 }
 
-trait IntoKeys: Key + Element {
+impl KeyedResult {
+    fn of<K: IntoKeys>(g: Grouped<K>) -> Self {
+        KeyedResult {
+            keys: K::wrap(g.keys),
+            values: g.reductions.into_iter().map(|r| r.values).collect(),
+        }
+    }
+}
+
+pub(crate) trait IntoKeys: Key + Element {
     fn wrap(v: Vec<Self>) -> KeyArray;
 }
 impl IntoKeys for i32 {
@@ -106,10 +118,79 @@ fn by_key<K: IntoKeys>(
         Dtype::U32 => engine.reduce_by_key(keys, v.slice::<u32>(), ops, nan)?,
         Dtype::I64 => engine.reduce_by_key(keys, v.slice::<i64>(), ops, nan)?,
     };
-    Ok(KeyedResult {
-        keys: K::wrap(g.keys),
-        values: g.reductions.into_iter().map(|r| r.values).collect(),
-    })
+    Ok(KeyedResult::of(g))
+}
+
+/// Copies the keys and values of `input` into a keyed lane request and
+/// submits it to `lane`; `wait` gets the handle's result as a
+/// [`KeyedResult`] (on the thread it runs on) and hands it on.
+pub fn submit_lane(
+    lanes: &gpulanes::Lanes,
+    lane: Lane,
+    input: &KeyedInput,
+    ops: &[Op],
+    nan: NanPolicy,
+    timeout: Option<std::time::Duration>,
+) -> gpulanes::Result<Box<dyn LaneWait>> {
+    match input.keys.dtype {
+        Dtype::I32 => submit_keys::<i32>(lanes, lane, input, ops, nan, timeout),
+        Dtype::U32 => submit_keys::<u32>(lanes, lane, input, ops, nan, timeout),
+        _ => submit_keys::<i64>(lanes, lane, input, ops, nan, timeout),
+    }
+}
+
+/// A submitted keyed request: wait for it (in steps, so a waiter can
+/// check for cancellation) or cancel it.
+pub trait LaneWait: Send {
+    /// The result, or `None` if it is not in after `step`.
+    fn wait_step(&mut self, step: std::time::Duration) -> Option<gpulanes::Result<KeyedResult>>;
+    fn cancel(&self);
+}
+
+struct KeyedHandle<K: IntoKeys>(Option<gpulanes::Handle<Grouped<K>>>);
+
+impl<K: IntoKeys> LaneWait for KeyedHandle<K> {
+    fn wait_step(&mut self, step: std::time::Duration) -> Option<gpulanes::Result<KeyedResult>> {
+        let h = self.0.take()?;
+        match h.wait_timeout(step) {
+            Ok(r) => Some(r.map(KeyedResult::of)),
+            Err(back) => {
+                self.0 = Some(back);
+                None
+            }
+        }
+    }
+
+    fn cancel(&self) {
+        if let Some(h) = &self.0 {
+            h.cancel();
+        }
+    }
+}
+
+fn submit_keys<K: IntoKeys>(
+    lanes: &gpulanes::Lanes,
+    lane: Lane,
+    input: &KeyedInput,
+    ops: &[Op],
+    nan: NanPolicy,
+    timeout: Option<std::time::Duration>,
+) -> gpulanes::Result<Box<dyn LaneWait>> {
+    let keys: std::sync::Arc<[K]> = input.keys.slice::<K>().into();
+    let v = &input.values;
+    let request = match v.dtype {
+        Dtype::F32 => Request::keyed(keys, v.slice::<f32>(), ops, nan),
+        Dtype::F64 => Request::keyed(keys, v.slice::<f64>(), ops, nan),
+        Dtype::I32 => Request::keyed(keys, v.slice::<i32>(), ops, nan),
+        Dtype::U32 => Request::keyed(keys, v.slice::<u32>(), ops, nan),
+        Dtype::I64 => Request::keyed(keys, v.slice::<i64>(), ops, nan),
+    };
+    let request = match timeout {
+        Some(t) => request.timeout(t),
+        None => request,
+    };
+    let handle = lanes.submit(lane, request)?;
+    Ok(Box::new(KeyedHandle(Some(handle))))
 }
 
 fn states_by_key<K: IntoKeys>(

@@ -4,19 +4,22 @@
 //! a waiter thread, so threads block on `.result(timeout)` and asyncio
 //! tasks `await` it while the GIL stays free.
 //!
-//! The scheduler takes float32 host data it owns (`Arc<[f32]>`), so the
-//! values are copied once on submission.
+//! `keyed(...)` submits a keyed (group-by) reduction of any value dtype to
+//! either lane; its future gets the distinct keys and one result per op.
+//!
+//! The scheduler takes host data it owns (`Arc<[T]>`), so the values (and
+//! keys) are copied once on submission.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gpulanes::{Dtype, LanesConfig, Op, Partitions, Reduction, Request, Scalar};
+use gpulanes::{Dtype, Lane, LanesConfig, Op, Partitions, Reduction, Request, Scalar};
 use numpy::PyReadonlyArray1;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::{Engine, engine_error, input, parse_nan, parse_op, partitions, to_numpy};
+use crate::{Engine, engine_error, input, keyed, parse_nan, parse_op, partitions, to_numpy};
 
 /// Asks the waiter thread of one submission to cancel it.
 #[pyclass(frozen, module = "gpulanes._gpulanes")]
@@ -108,6 +111,17 @@ impl Lanes {
     }
 }
 
+/// A deadline in seconds as a `Duration`.
+fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    timeout
+        .map(|t| {
+            Duration::try_from_secs_f64(t).map_err(|_| {
+                PyValueError::new_err(format!("timeout must be a non-negative number, got {t}"))
+            })
+        })
+        .transpose()
+}
+
 /// Completes `future` with `(values, valid)` through its `_deliver`, or
 /// with the error through `_fail`. A future already cancelled by its owner
 /// refuses both; that is not an error.
@@ -174,13 +188,7 @@ impl Lanes {
     ) -> PyResult<CancelToken> {
         let op = parse_op(op)?;
         let nan = parse_nan(nan)?;
-        let timeout = timeout
-            .map(|t| {
-                Duration::try_from_secs_f64(t).map_err(|_| {
-                    PyValueError::new_err(format!("timeout must be a non-negative number, got {t}"))
-                })
-            })
-            .transpose()?;
+        let timeout = parse_timeout(timeout)?;
         self.submit(
             py,
             x,
@@ -196,6 +204,86 @@ impl Lanes {
             Partitions::Whole,
             future,
         )
+    }
+
+    /// Submits `ops` over the values of each distinct key to the real-time
+    /// lane (`realtime`, with `timeout` as its deadline) or the batch lane;
+    /// the future gets `_deliver_keyed(keys, [(values, valid), ...])`.
+    #[pyo3(signature = (keys, x, ops, future, realtime, nan = "propagate", timeout = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn keyed(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        x: &Bound<'_, PyAny>,
+        ops: Vec<String>,
+        future: Py<PyAny>,
+        realtime: bool,
+        nan: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<CancelToken> {
+        let ops = ops
+            .iter()
+            .map(|o| parse_op(o))
+            .collect::<PyResult<Vec<_>>>()?;
+        if ops.is_empty() {
+            return Err(PyValueError::new_err("no ops given"));
+        }
+        let nan = parse_nan(nan)?;
+        let timeout = parse_timeout(timeout)?;
+        if timeout.is_some() && !realtime {
+            return Err(PyValueError::new_err(
+                "timeout is a real-time deadline; batch jobs take none",
+            ));
+        }
+        let input = keyed::extract(keys, x)?;
+        let dtype = input.values.dtype;
+        let lane = if realtime {
+            Lane::RealTime
+        } else {
+            Lane::Batch
+        };
+        let lanes = self.inner.clone();
+        let mut handle = py
+            .detach(|| keyed::submit_lane(&lanes, lane, &input, &ops, nan, timeout))
+            .map_err(engine_error)?;
+        let flag = Arc::new(AtomicBool::new(false));
+        let cancel = flag.clone();
+        std::thread::Builder::new()
+            .name("gpulanes-py-waiter".into())
+            .spawn(move || {
+                let result = loop {
+                    if let Some(r) = handle.wait_step(CANCEL_POLL) {
+                        break r;
+                    }
+                    if cancel.load(Ordering::Relaxed) {
+                        handle.cancel();
+                    }
+                };
+                // As for `submit`: nothing is delivered once the interpreter
+                // has begun to shut down.
+                let mut slot = Some(future);
+                Python::try_attach(|py| {
+                    if let Some(f) = slot.take() {
+                        let outcome = match result {
+                            Ok(r) => keyed::to_python(py, r, &ops, dtype).and_then(
+                                |(distinct, pairs)| {
+                                    f.call_method1(py, "_deliver_keyed", (distinct, pairs))
+                                },
+                            ),
+                            Err(e) => f.call_method1(py, "_fail", (engine_error(e).value(py),)),
+                        };
+                        if let Err(e) = outcome {
+                            e.write_unraisable(py, Some(f.bind(py)));
+                        }
+                    }
+                });
+                if let Some(f) = slot.take() {
+                    std::mem::forget(f);
+                }
+            })
+            .map_err(|e| PyValueError::new_err(format!("cannot start a waiter thread: {e}")))?;
+        Ok(CancelToken(flag))
     }
 
     /// Submits to the batch lane, over the whole input or its partitions.

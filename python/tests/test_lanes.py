@@ -100,3 +100,69 @@ def test_exit_with_requests_in_flight_is_quiet():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "panicked" not in r.stderr, r.stderr
+
+
+def same_keyed(got, want):
+    """Two ``(keys, result)`` pairs of keyed reductions with the same bits
+    (results as masked or plain arrays, or dicts of them)."""
+    (gk, gr), (wk, wr) = got, want
+    if gk.dtype != wk.dtype or gk.tolist() != wk.tolist():
+        return False
+    if isinstance(wr, dict):
+        return gr.keys() == wr.keys() and all(same_keyed((gk, gr[k]), (wk, wr[k])) for k in wr)
+    gm = np.ma.getmaskarray(gr)
+    wm = np.ma.getmaskarray(wr)
+    g = np.ma.getdata(gr)
+    w = np.ma.getdata(wr)
+    if g.dtype != w.dtype or not np.array_equal(gm, wm):
+        return False
+    bits = {4: np.uint32, 8: np.uint64}[g.dtype.itemsize]
+    gv, wv = g[~gm], w[~wm]
+    if g.dtype.kind == "f":
+        nan = np.isnan(gv)
+        if not np.array_equal(nan, np.isnan(wv)):
+            return False
+        gv, wv = gv[~nan], wv[~nan]
+    return np.array_equal(gv.view(bits), wv.view(bits))
+
+
+def test_keyed_requests_in_both_lanes(engine, lanes):
+    rng = np.random.default_rng(5)
+    keys = rng.integers(-50, 50, 20_000).astype(np.int64)
+    x = rng.standard_normal(20_000)
+    x[::97] = np.nan
+    ops = ["sum", "mean", "max", "count"]
+    for nan in ["propagate", "ignore"]:
+        want = engine.reduce(x, ops, keys=keys, nan=nan)
+        for lane in ["realtime", "batch"]:
+            got = lanes.groupby(keys, x, ops, lane=lane, nan=nan).result(timeout=60)
+            assert same_keyed(got, want), (lane, nan)
+    ints = rng.integers(-1000, 1000, 50_000).astype(np.int32)
+    k32 = rng.integers(0, 7, 50_000).astype(np.uint32)
+    want = engine.reduce(ints, "sum", keys=k32)
+    got = lanes.groupby(k32, ints, "sum", lane="batch").result(timeout=60)
+    assert same_keyed(got, want)
+
+    async def together():
+        futs = [lanes.groupby(keys, x, "max") for _ in range(4)] + [lanes.realtime(x.astype(np.float32), "sum")]
+        return await asyncio.wait_for(asyncio.gather(*futs), timeout=120)
+
+    results = asyncio.run(together())
+    want = engine.reduce(x, "max", keys=keys)
+    assert all(same_keyed(r, want) for r in results[:4])
+
+
+def test_keyed_requests_refuse_bad_input(lanes):
+    x = np.ones(10, dtype=np.float32)
+    with pytest.raises(ValueError):
+        lanes.groupby(np.arange(9, dtype=np.int32), x)
+    with pytest.raises(ValueError):
+        lanes.groupby(np.arange(10, dtype=np.float32), x)
+    with pytest.raises(ValueError):
+        lanes.groupby(np.arange(10, dtype=np.int32), x, "median")
+    with pytest.raises(ValueError):
+        lanes.groupby(np.arange(10, dtype=np.int32), x, lane="later")
+    with pytest.raises(ValueError):
+        lanes.groupby(np.arange(10, dtype=np.int32), x, lane="batch", timeout=1.0)
+    with pytest.raises(TimeoutError):
+        lanes.groupby(np.arange(10, dtype=np.int32), x, timeout=0.0).result(timeout=30)
