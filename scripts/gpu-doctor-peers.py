@@ -170,6 +170,7 @@ def compare(doctor, peers):
     print(f"{'dtype':<8} {'op':<5} {'size':>6} {'gpulanes iso':>13} {'b2b':>8} {'torch iso':>10} {'b2b':>8}"
           f" {'x torch iso':>11} {'x b2b':>7} {'of scopy':>8}")
     lanes = {(c["dtype"], c["op"], c["bytes"]): c for c in doctor["cases"] if c["variant"] == "default"}
+    verdicts = []
     for p in peers["results"]:
         c = lanes.get((p["dtype"], p["op"], p["bytes"]))
         if c is None:
@@ -181,6 +182,15 @@ def compare(doctor, peers):
         print(f"{p['dtype']:<8} {p['op']:<5} {size:>6} {c['isolated_gbps']:>13.1f} {c['back_to_back_gbps']:>8.1f}"
               f" {p['isolated_gbps']:>10.1f} {p['back_to_back_gbps']:>8.1f} {r_iso:>11.2f} {r_b2b:>7.2f}"
               f" {100 * best / scopy:>7.0f}%")
+        if p["bytes"] >= 1 << 30 and p["dtype"] == "float32":
+            verdicts.append((p["op"], best / scopy, min(r_iso, r_b2b)))
+    # The goal for device-resident float32 at 1 GiB: >= 90% of the shader
+    # copy and >= 1.0x the same PyTorch op (the worse of isolated and back
+    # to back against PyTorch, the better of the two against the copy).
+    for op, of_copy, vs_torch in verdicts:
+        ok = of_copy >= 0.9 and vs_torch >= 1.0
+        print(f"goal float32 {op} 1G: {100 * of_copy:.0f}% of shader copy, {vs_torch:.2f}x PyTorch:"
+              f" {'met' if ok else 'NOT met'}")
 
 
 def main():
