@@ -17,7 +17,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gpulanes::{DeviceArray, Engine, NanPolicy, Op, Partitions};
 
-// The helpers of the `gpulanes bench` command that this bench shares.
+// The parts of the `gpulanes bench` command (checks, data, sizes) that this bench shares.
 #[allow(dead_code, unused_imports)]
 #[path = "../src/bin/gpulanes/measure/check.rs"]
 mod check;

@@ -76,39 +76,61 @@ impl Lanes {
                 }
             })
             .map_err(engine_error)?;
-        let flag = Arc::new(AtomicBool::new(false));
-        let cancel = flag.clone();
-        std::thread::Builder::new()
-            .name("gpulanes-py-waiter".into())
-            .spawn(move || {
-                let mut h = handle;
-                let result = loop {
-                    match h.wait_timeout(CANCEL_POLL) {
-                        Ok(r) => break r,
-                        Err(back) => {
-                            if cancel.load(Ordering::Relaxed) {
-                                back.cancel();
-                            }
-                            h = back;
+        let mut handle = Some(handle);
+        spawn_waiter(
+            future,
+            move |cancel| {
+                let h = handle.take()?;
+                match h.wait_timeout(CANCEL_POLL) {
+                    Ok(r) => Some(r),
+                    Err(back) => {
+                        if cancel.load(Ordering::Relaxed) {
+                            back.cancel();
                         }
+                        handle = Some(back);
+                        None
                     }
-                };
-                // After the interpreter has begun to shut down there is no
-                // one left to tell: the result is dropped, and so is the
-                // future, without touching Python (a leak at exit).
-                let mut slot = Some(future);
-                Python::try_attach(|py| {
-                    if let Some(f) = slot.take() {
-                        deliver(py, &f, op, result, &all_null);
-                    }
-                });
-                if let Some(f) = slot.take() {
-                    std::mem::forget(f);
                 }
-            })
-            .map_err(|e| PyValueError::new_err(format!("cannot start a waiter thread: {e}")))?;
-        Ok(CancelToken(flag))
+            },
+            move |py, f, result| deliver(py, f, op, result, &all_null),
+        )
     }
+}
+
+/// Starts the thread that waits for one submission and completes `future`:
+/// `step(cancel)` waits up to [`CANCEL_POLL`] and gives the result once it
+/// is in (cancelling the submission, after a wait, once `cancel` is set by
+/// the token);
+/// `deliver` hands the result to the future. After the interpreter has
+/// begun to shut down there is no one left to tell: the result is dropped,
+/// and so is the future, without touching Python (a leak at exit).
+fn spawn_waiter<R: Send + 'static>(
+    future: Py<PyAny>,
+    mut step: impl FnMut(&AtomicBool) -> Option<R> + Send + 'static,
+    deliver: impl FnOnce(Python<'_>, &Py<PyAny>, R) + Send + 'static,
+) -> PyResult<CancelToken> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let cancel = flag.clone();
+    std::thread::Builder::new()
+        .name("gpulanes-py-waiter".into())
+        .spawn(move || {
+            let result = loop {
+                if let Some(r) = step(&cancel) {
+                    break r;
+                }
+            };
+            let mut slot = Some(future);
+            Python::try_attach(|py| {
+                if let Some(f) = slot.take() {
+                    deliver(py, &f, result);
+                }
+            });
+            if let Some(f) = slot.take() {
+                std::mem::forget(f);
+            }
+        })
+        .map_err(|e| PyValueError::new_err(format!("cannot start a waiter thread: {e}")))?;
+    Ok(CancelToken(flag))
 }
 
 /// A deadline in seconds as a `Duration`.
@@ -247,43 +269,27 @@ impl Lanes {
         let mut handle = py
             .detach(|| keyed::submit_lane(&lanes, lane, &input, &ops, nan, timeout))
             .map_err(engine_error)?;
-        let flag = Arc::new(AtomicBool::new(false));
-        let cancel = flag.clone();
-        std::thread::Builder::new()
-            .name("gpulanes-py-waiter".into())
-            .spawn(move || {
-                let result = loop {
-                    if let Some(r) = handle.wait_step(CANCEL_POLL) {
-                        break r;
-                    }
-                    if cancel.load(Ordering::Relaxed) {
-                        handle.cancel();
-                    }
-                };
-                // As for `submit`: nothing is delivered once the interpreter
-                // has begun to shut down.
-                let mut slot = Some(future);
-                Python::try_attach(|py| {
-                    if let Some(f) = slot.take() {
-                        let outcome = match result {
-                            Ok(r) => keyed::to_python(py, r, &ops, dtype).and_then(
-                                |(distinct, pairs)| {
-                                    f.call_method1(py, "_deliver_keyed", (distinct, pairs))
-                                },
-                            ),
-                            Err(e) => f.call_method1(py, "_fail", (engine_error(e).value(py),)),
-                        };
-                        if let Err(e) = outcome {
-                            e.write_unraisable(py, Some(f.bind(py)));
-                        }
-                    }
-                });
-                if let Some(f) = slot.take() {
-                    std::mem::forget(f);
+        spawn_waiter(
+            future,
+            move |cancel| {
+                let r = handle.wait_step(CANCEL_POLL);
+                if r.is_none() && cancel.load(Ordering::Relaxed) {
+                    handle.cancel();
                 }
-            })
-            .map_err(|e| PyValueError::new_err(format!("cannot start a waiter thread: {e}")))?;
-        Ok(CancelToken(flag))
+                r
+            },
+            move |py, f, result| {
+                let outcome = match result {
+                    Ok(r) => keyed::to_python(py, r, &ops, dtype).and_then(|(distinct, pairs)| {
+                        f.call_method1(py, "_deliver_keyed", (distinct, pairs))
+                    }),
+                    Err(e) => f.call_method1(py, "_fail", (engine_error(e).value(py),)),
+                };
+                if let Err(e) = outcome {
+                    e.write_unraisable(py, Some(f.bind(py)));
+                }
+            },
+        )
     }
 
     /// Submits to the batch lane, over the whole input or its partitions.

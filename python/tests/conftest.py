@@ -1,4 +1,4 @@
-"""Shared fixtures: one engine per test session."""
+"""Shared fixtures: one engine for the whole test run."""
 
 import os
 

@@ -1,6 +1,6 @@
 //! What the scheduler's threads and the [`Lanes`](super::Lanes) facade
 //! share: the queues and counters under one state lock ([`State`]), the
-//! metrics, the throughput estimate, and the small helpers every side uses
+//! metrics, the throughput estimate, and the small functions every side uses
 //! to give back a GPU slot, predict GPU time and deliver wake-ups.
 //!
 //! # Lock order
