@@ -55,8 +55,15 @@ impl DeviceArray {
         self.pieces.iter().map(|p| p.buffer.size()).sum()
     }
 
-    pub(crate) fn owner(&self) -> u64 {
-        self.owner
+    /// [`Error::InvalidInput`] unless the engine of `ctx` uploaded (or
+    /// wraps) this array.
+    pub(crate) fn check_owner(&self, ctx: &Context) -> Result<()> {
+        if self.owner != ctx.id {
+            return Err(Error::InvalidInput(
+                "this DeviceArray was uploaded by another engine".into(),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn spans(&self) -> Vec<Span> {

@@ -755,11 +755,7 @@ impl Engine {
         partitions: &Partitions,
         each: impl FnMut(State) -> Result<()>,
     ) -> Result<bool> {
-        if array.owner() != self.ctx.id {
-            return Err(Error::InvalidInput(
-                "this DeviceArray was uploaded by another engine".into(),
-            ));
-        }
+        array.check_owner(&self.ctx)?;
         let Some(offsets) = self.small_partitions(array.len(), partitions)? else {
             return Ok(false);
         };
@@ -817,11 +813,7 @@ impl Engine {
         partitions: &Partitions,
         mut each: impl FnMut(exec::FinalPartials) -> Result<()>,
     ) -> Result<()> {
-        if array.owner() != self.ctx.id {
-            return Err(Error::InvalidInput(
-                "this DeviceArray was uploaded by another engine".into(),
-            ));
-        }
+        array.check_owner(&self.ctx)?;
         self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
         let w = array.dtype().words();
@@ -892,11 +884,7 @@ impl Engine {
         partitions: &Partitions,
         nan: NanPolicy,
     ) -> Result<Reduction> {
-        if array.owner() != self.ctx.id {
-            return Err(Error::InvalidInput(
-                "this DeviceArray was uploaded by another engine".into(),
-            ));
-        }
+        array.check_owner(&self.ctx)?;
         check_f32(array)?;
         if self.small_partitions(array.len(), partitions)?.is_some() {
             let r = self.reduce_device_typed(array, op, partitions, nan)?;
@@ -948,11 +936,7 @@ impl Engine {
         partitions: &Partitions,
         nan: NanPolicy,
     ) -> Result<PendingReduction> {
-        if array.owner() != self.ctx.id {
-            return Err(Error::InvalidInput(
-                "this DeviceArray was uploaded by another engine".into(),
-            ));
-        }
+        array.check_owner(&self.ctx)?;
         check_f32(array)?;
         self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
@@ -1020,11 +1004,7 @@ impl Engine {
         partitions: &Partitions,
         nan: NanPolicy,
     ) -> Result<PendingTypedReduction> {
-        if array.owner() != self.ctx.id {
-            return Err(Error::InvalidInput(
-                "this DeviceArray was uploaded by another engine".into(),
-            ));
-        }
+        array.check_owner(&self.ctx)?;
         self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
         let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();

@@ -50,8 +50,10 @@ pub(crate) fn write(ctx: &Context, dst: &wgpu::Buffer, data: &[u8]) -> Result<()
         staging.map_async(wgpu::MapMode::Write, 0..len, move |r| {
             let _ = tx.send(r);
         });
-        // The map completes once the slot's previous copy has finished (or
-        // at once for a slot not used yet), inside this wait's poll.
+        // The map completes once the slot's previous copy has finished,
+        // inside this wait's poll; a slot not used yet in this upload waits
+        // for everything submitted so far (its pooled buffer may still be
+        // in use by earlier work).
         let until = in_flight[slot].take();
         ctx.device
             .poll(wgpu::PollType::Wait {

@@ -16,7 +16,7 @@ use super::{Engine, PendingReduction, PendingTypedReduction, read_jobs};
 use crate::context::ErrorScopes;
 use crate::device_array::{DeviceArray, pooled_input};
 use crate::dtype::{Dtype, Element, Scalar};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::future::{Promise, ReductionFuture};
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::partition::Partitions;
@@ -194,11 +194,7 @@ impl Engine {
         nan: NanPolicy,
     ) -> ReductionFuture<Reduction<Scalar>> {
         let launched = self.ready_to_launch().and_then(|()| {
-            if array.owner() != self.ctx.id {
-                return Err(Error::InvalidInput(
-                    "this DeviceArray was uploaded by another engine".into(),
-                ));
-            }
+            array.check_owner(&self.ctx)?;
             let offsets = partitions.offsets(array.len())?;
             let scope = ErrorScopes::push(&self.ctx);
             let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();

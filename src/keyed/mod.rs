@@ -585,11 +585,8 @@ impl crate::Engine {
         nan: NanPolicy,
     ) -> Result<Grouped<i64>> {
         let ctx = self.context();
-        if keys.owner() != ctx.id || values.owner() != ctx.id {
-            return Err(Error::InvalidInput(
-                "this DeviceArray was uploaded by another engine".into(),
-            ));
-        }
+        keys.check_owner(ctx)?;
+        values.check_owner(ctx)?;
         if !matches!(keys.dtype(), Dtype::I32 | Dtype::U32 | Dtype::I64) {
             return Err(Error::InvalidInput(format!(
                 "keys must be int32, uint32 or int64, not {}",

@@ -32,12 +32,8 @@ impl Lanes {
         sh.ctx.health.check()?;
         let offsets = request.partitions.offsets(request.input.len())?;
         let bytes = request.input.len() * 4;
-        if let Input::Device(a) = &request.input
-            && a.owner() != sh.ctx.id
-        {
-            return Err(Error::InvalidInput(
-                "this DeviceArray was uploaded by another engine".into(),
-            ));
+        if let Input::Device(a) = &request.input {
+            a.check_owner(&sh.ctx)?;
         }
         if let Input::Device(a) = &request.input
             && a.dtype() != crate::Dtype::F32
