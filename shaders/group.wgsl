@@ -26,11 +26,21 @@
 //     2 LIMBS + 5, 6      max: best order key (lo, hi)
 //     2 LIMBS + 7, 8      min: best complemented order key (lo, hi)
 //   Keys of 32-bit dtypes sit in the high word (as in exact.wgsl).
+//   COMPACT passes (32-bit values added row by row) keep each group of
+//   the window in workgroup memory in PW words instead (P_* below): a
+//   64-bit two's complement sum with bit 0 at a grid position set by the
+//   group's first value (P_BELOW binades under it), and 32-bit counts,
+//   flags and keys; values more than P_SPAN positions above that bit or
+//   under it go straight to `acc`. The workgroup adds them to `acc` at the
+//   end.
 //   64-bit keys (float64, int64) need two passes (PHASE 0: high words,
 //   PHASE 1: low words among values whose high word is the group's best);
 //   PHASE 1 adds nothing else.
 //
-//   Each invocation takes RUN consecutive rows and keeps what it learns
+//   Each invocation takes RUN consecutive rows. With DIRECT (keys that
+//   change group on most rows, as random keys do) it adds each row straight
+//   to its group's accumulators: a few atomics and no bookkeeping per row.
+//   Otherwise it keeps what it learns
 //   about the current group in registers: a 96-bit two's complement window
 //   of the sum anchored at the first value's grid position (WIN_BELOW
 //   binades under it), the counts, flags and best keys. It flushes them with atomics when the group changes and
@@ -39,18 +49,23 @@
 //   WIN_SPAN binades above it flushes the window and re-anchors it.
 //
 // How it is dispatched
-//   @workgroup_size(WG), one workgroup per WG * RUN rows on a 2-D grid
-//   (workgroup_id.x + workgroup_id.y * num_workgroups.x); surplus
-//   workgroups return at once. Composed after a header (src/keyed/kernels.rs)
-//   defining WG, RUN, LIMBS, STRIDE, WPE, WIN_BELOW, WIN_SPAN and DTYPE (0 float32, 1 float64,
-//   2 int32, 3 uint32, 4 int64); MODE, WANT_SUM, WANT_MAX, WANT_MIN and PHASE
-//   are pipeline overrides.
+//   @workgroup_size(WG). The rows form units of WG * RUN rows; workgroup w
+//   (workgroup_id.x + workgroup_id.y * num_workgroups.x on a 2-D grid) takes
+//   units w, w + W, w + 2W, ... where W is the grid's size, so the host may
+//   launch one workgroup per unit or fewer that take several (PRIVATE
+//   passes do, to add their workgroup's accumulators to `acc` less often).
+//   Composed after a header (src/keyed/kernels.rs) defining WG, RUN, LIMBS,
+//   STRIDE, WPE, WIN_BELOW, WIN_SPAN, PRIVATE, COMPACT, P_BELOW, P_SPAN,
+//   PRIV_WORDS and DTYPE
+//   (0 float32, 1 float64, 2 int32, 3 uint32, 4 int64); MODE, WANT_SUM,
+//   WANT_MAX, WANT_MIN, PHASE and DIRECT are pipeline overrides.
 
 override MODE: u32 = 0u;
 override WANT_SUM: bool = true;
 override WANT_MAX: bool = false;
 override WANT_MIN: bool = false;
 override PHASE: u32 = 0u;
+override DIRECT: bool = false;
 
 const FLAG_NAN: u32 = 1u;
 const FLAG_POS_INF: u32 = 2u;
@@ -64,6 +79,16 @@ const A_MAX: u32 = 2u * LIMBS + 5u;
 const A_MIN: u32 = 2u * LIMBS + 7u;
 
 const NO_GROUP: u32 = 0xffffffffu;
+
+// A COMPACT group's words in `wacc`.
+const P_SUM: u32 = 0u;   // sum (lo, hi), 64-bit two's complement
+const P_BASE: u32 = 2u;  // grid position of the sum's bit 0, plus one (0: unset)
+const P_COUNT: u32 = 3u; // non-NaN values
+const P_NANS: u32 = 4u;  // NaN values
+const P_FLAGS: u32 = 5u;
+const P_MAX: u32 = 6u;   // best order key (high word; 32-bit dtypes have no low word)
+const P_MIN: u32 = 7u;   // best complemented order key
+const PW: u32 = 8u;
 
 struct Params {
     rows: u32,        // rows in this dispatch
@@ -83,7 +108,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> seg_start: array<u32>;
 
 // PRIVATE: the window's accumulators, private to the workgroup (the same
-// layout, PRIV_WORDS words), added to `acc` once at the end.
+// layout, PRIV_WORDS words), added to `acc` once at the end. COMPACT: the
+// window's groups in PW words each.
 var<workgroup> wacc: array<atomic<u32>, PRIV_WORDS>;
 
 // The accumulators runs flush into: `wacc` when PRIVATE, else `acc`.
@@ -404,98 +430,178 @@ fn reduce_groups(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    if PRIVATE {
+    if PRIVATE || COMPACT {
         // The private accumulators start at zero whether or not wgpu
         // zero-initialises workgroup memory.
-        for (var w = t; w < params.group_count * STRIDE; w += WG) {
+        let words = params.group_count * select(STRIDE, PW, COMPACT);
+        for (var w = t; w < words; w += WG) {
             atomicStore(&wacc[w], 0u);
         }
         workgroupBarrier();
     }
-    let unit = wid.x + wid.y * nwg.x;
-    // Each invocation takes RUN consecutive rows, so partitions and sorted
-    // keys give long runs.
-    let first = (unit * WG + t) * RUN;
-    if first < params.rows {
-        var seg = 0u;
-        if MODE == 3u {
-            seg = find_segment(first);
+    // Each invocation takes RUN consecutive rows of a unit, so partitions
+    // and sorted keys give long runs.
+    let per_unit = WG * RUN;
+    let units = params.rows / per_unit + select(0u, 1u, params.rows % per_unit != 0u);
+    for (var unit = wid.x + wid.y * nwg.x; unit < units; unit += nwg.x * nwg.y) {
+        let first = (unit * WG + t) * RUN;
+        if first >= params.rows {
+            continue;
         }
-        // Equal sizes: the group of row i and the position in it.
-        var eq_g = 0u;
-        var eq_in = 0u;
-        if MODE == 2u {
-            let p = params.first_skip + first;
-            eq_g = params.first_group + p / params.size;
-            eq_in = p % params.size;
+        if DIRECT {
+            direct_rows(first);
+        } else {
+            run_rows(first);
         }
-        // The inner loop adds rows to the current run until a row needs a
-        // flush first (another group, or a value outside the window) or
-        // the rows end; the flushes (atomics) live outside it, so devices
-        // that run both sides of a branch under a mask (CPU rasterizers)
-        // pay for them only where a run or window ends. A row that needs a
-        // flush is read again after it.
-        var r = run_new(NO_GROUP);
-        var i = 0u;
-        loop {
-            var g = NO_GROUP;
-            var miss = false;
-            loop {
-                if i >= RUN {
-                    break;
-                }
-                let row = first + i;
-                if row >= params.rows {
-                    break;
-                }
-                if MODE == 2u {
-                    g = eq_g;
-                } else {
-                    g = group_of(row, &seg);
-                }
-                if g >= params.group_count {
-                    g = NO_GROUP;
-                }
-                if g != r.g {
-                    miss = true;
-                    break;
-                }
-                if g != NO_GROUP {
-                    let v = value_at(row);
-                    if PHASE == 0u {
-                        if !run_add(&r, v) {
-                            miss = true;
-                            break;
-                        }
-                    } else {
-                        run_add_low(&r, v);
-                    }
-                }
-                i++;
-                if MODE == 2u {
-                    // Equal sizes: the next row's group.
-                    eq_in += 1u;
-                    if eq_in == params.size {
-                        eq_g += 1u;
-                        eq_in = 0u;
-                    }
-                }
-            }
-            if !miss {
-                break;
-            }
-            if g != r.g {
-                flush_run(r);
-                r = run_new(g);
-            } else {
-                flush_window(r);
-                r.has_window = false;
-            }
-        }
-        flush_run(r);
     }
     if PRIVATE {
         flush_private(t);
+    }
+    if COMPACT {
+        flush_compact(t);
+    }
+}
+
+// Adds rows first .. first + RUN (those in the dispatch) run by run.
+fn run_rows(first: u32) {
+    var seg = 0u;
+    if MODE == 3u {
+        seg = find_segment(first);
+    }
+    // Equal sizes: the group of row i and the position in it.
+    var eq_g = 0u;
+    var eq_in = 0u;
+    if MODE == 2u {
+        let p = params.first_skip + first;
+        eq_g = params.first_group + p / params.size;
+        eq_in = p % params.size;
+    }
+    // The inner loop adds rows to the current run until a row needs a
+    // flush first (another group, or a value outside the window) or
+    // the rows end; the flushes (atomics) live outside it, so devices
+    // that run both sides of a branch under a mask (CPU rasterizers)
+    // pay for them only where a run or window ends. A row that needs a
+    // flush is read again after it.
+    var r = run_new(NO_GROUP);
+    var i = 0u;
+    loop {
+        var g = NO_GROUP;
+        var miss = false;
+        loop {
+            if i >= RUN {
+                break;
+            }
+            let row = first + i;
+            if row >= params.rows {
+                break;
+            }
+            if MODE == 2u {
+                g = eq_g;
+            } else {
+                g = group_of(row, &seg);
+            }
+            if g >= params.group_count {
+                g = NO_GROUP;
+            }
+            if g != r.g {
+                miss = true;
+                break;
+            }
+            if g != NO_GROUP {
+                let v = value_at(row);
+                if PHASE == 0u {
+                    if !run_add(&r, v) {
+                        miss = true;
+                        break;
+                    }
+                } else {
+                    run_add_low(&r, v);
+                }
+            }
+            i++;
+            if MODE == 2u {
+                // Equal sizes: the next row's group.
+                eq_in += 1u;
+                if eq_in == params.size {
+                    eq_g += 1u;
+                    eq_in = 0u;
+                }
+            }
+        }
+        if !miss {
+            break;
+        }
+        if g != r.g {
+            flush_run(r);
+            r = run_new(g);
+        } else {
+            flush_window(r);
+            r.has_window = false;
+        }
+    }
+    flush_run(r);
+}
+
+// Adds rows first .. first + RUN (those in the dispatch) one by one, each
+// straight to its group's accumulators (keyed modes only).
+fn direct_rows(first: u32) {
+    let end = min(first + RUN, params.rows);
+    var seg = 0u;
+    for (var row = first; row < end; row++) {
+        let g = group_of(row, &seg);
+        if g < params.group_count {
+            if COMPACT {
+                add_row_compact(g, value_at(row));
+            } else if PHASE == 0u {
+                add_row(g, value_at(row));
+            } else {
+                add_row_low(g, value_at(row));
+            }
+        }
+    }
+}
+
+// Adds one value to group g's accumulators: what flush_run does for a run
+// of one row.
+fn add_row(g: u32, v: Value) {
+    let at = g * STRIDE;
+    if v.special == FLAG_NAN {
+        add_count(at + A_NANS, 1u, 0u);
+        if (target_load(at + A_FLAGS) & FLAG_NAN) == 0u {
+            target_or(at + A_FLAGS, FLAG_NAN);
+        }
+        return;
+    }
+    add_count(at + A_COUNT, 1u, 0u);
+    let nonneg = DTYPE <= 1u && !v.negative && v.special == 0u;
+    let flags = v.special | select(0u, FLAG_NONNEG, nonneg);
+    if flags != 0u && (target_load(at + A_FLAGS) & flags) != flags {
+        target_or(at + A_FLAGS, flags);
+    }
+    if WANT_MAX && v.key.y > target_load(at + A_MAX + 1u) {
+        target_max(at + A_MAX + 1u, v.key.y);
+    }
+    if WANT_MIN && ~v.key.y > target_load(at + A_MIN + 1u) {
+        target_max(at + A_MIN + 1u, ~v.key.y);
+    }
+    if WANT_SUM && v.special == 0u && any(v.mag != vec2<u32>(0u)) {
+        flush_magnitude(g, vec4<u32>(v.mag, 0u, 0u), v.pos, v.negative);
+    }
+}
+
+// Phase 1 of one value: its key's low word, where its high word is the
+// group's best.
+fn add_row_low(g: u32, v: Value) {
+    if v.special == FLAG_NAN {
+        return;
+    }
+    let at = g * STRIDE;
+    if WANT_MAX && v.key.y == atomicLoad(&acc[at + A_MAX + 1u]) {
+        atomicMax(&acc[at + A_MAX], v.key.x);
+    }
+    let k = ~v.key;
+    if WANT_MIN && k.y == atomicLoad(&acc[at + A_MIN + 1u]) {
+        atomicMax(&acc[at + A_MIN], k.x);
     }
 }
 
@@ -522,6 +628,105 @@ fn flush_private(t: u32) {
             atomicOr(&acc[w], x);
         } else {
             atomicMax(&acc[w], x);
+        }
+    }
+}
+
+// Adds one value to group g's COMPACT accumulators in workgroup memory (or
+// its sum to `acc`, when it lies outside the group's window).
+fn add_row_compact(g: u32, v: Value) {
+    let p = g * PW;
+    if v.special == FLAG_NAN {
+        atomicAdd(&wacc[p + P_NANS], 1u);
+        if (atomicLoad(&wacc[p + P_FLAGS]) & FLAG_NAN) == 0u {
+            atomicOr(&wacc[p + P_FLAGS], FLAG_NAN);
+        }
+        return;
+    }
+    atomicAdd(&wacc[p + P_COUNT], 1u);
+    let nonneg = DTYPE <= 1u && !v.negative && v.special == 0u;
+    let flags = v.special | select(0u, FLAG_NONNEG, nonneg);
+    if flags != 0u && (atomicLoad(&wacc[p + P_FLAGS]) & flags) != flags {
+        atomicOr(&wacc[p + P_FLAGS], flags);
+    }
+    if WANT_MAX && v.key.y > atomicLoad(&wacc[p + P_MAX]) {
+        atomicMax(&wacc[p + P_MAX], v.key.y);
+    }
+    if WANT_MIN && ~v.key.y > atomicLoad(&wacc[p + P_MIN]) {
+        atomicMax(&wacc[p + P_MIN], ~v.key.y);
+    }
+    if !WANT_SUM || v.special != 0u || all(v.mag == vec2<u32>(0u)) {
+        return;
+    }
+    // The group's window: set by its first value (compare-exchange, so
+    // every invocation agrees on it).
+    var base = atomicLoad(&wacc[p + P_BASE]);
+    let want = max(v.pos, P_BELOW) - P_BELOW + 1u;
+    while base == 0u {
+        let r = atomicCompareExchangeWeak(&wacc[p + P_BASE], 0u, want);
+        base = select(r.old_value, want, r.exchanged);
+    }
+    base -= 1u;
+    if v.pos < base || v.pos - base > P_SPAN {
+        flush_magnitude(g, vec4<u32>(v.mag, 0u, 0u), v.pos, v.negative);
+        return;
+    }
+    // Two's complement of the shifted magnitude (mag.y is 0 for 32-bit
+    // dtypes; P_SPAN keeps the sum of a workgroup's values inside 63 bits).
+    let s = v.pos - base;
+    var x = vec2<u32>(v.mag.x << (s & 31u), (v.mag.x >> 1u) >> (31u - (s & 31u)));
+    if s >= 32u {
+        x = vec2<u32>(0u, v.mag.x << (s - 32u));
+    }
+    if v.negative {
+        x = vec2<u32>(0u - x.x, ~x.y + select(0u, 1u, x.x == 0u));
+    }
+    let old = atomicAdd(&wacc[p + P_SUM], x.x);
+    let hi = x.y + carry(old + x.x, x.x);
+    if hi != 0u {
+        atomicAdd(&wacc[p + P_SUM + 1u], hi);
+    }
+}
+
+// Adds the workgroup's COMPACT accumulators to `acc`, a group per
+// invocation at a time.
+fn flush_compact(t: u32) {
+    workgroupBarrier();
+    for (var g = t; g < params.group_count; g += WG) {
+        let p = g * PW;
+        let count = atomicLoad(&wacc[p + P_COUNT]);
+        let nans = atomicLoad(&wacc[p + P_NANS]);
+        if count == 0u && nans == 0u {
+            continue;
+        }
+        let at = g * STRIDE;
+        add_count(at + A_COUNT, count, 0u);
+        add_count(at + A_NANS, nans, 0u);
+        let flags = atomicLoad(&wacc[p + P_FLAGS]);
+        if flags != 0u && (atomicLoad(&acc[at + A_FLAGS]) & flags) != flags {
+            atomicOr(&acc[at + A_FLAGS], flags);
+        }
+        if count != 0u {
+            let best_max = atomicLoad(&wacc[p + P_MAX]);
+            if WANT_MAX && best_max > atomicLoad(&acc[at + A_MAX + 1u]) {
+                atomicMax(&acc[at + A_MAX + 1u], best_max);
+            }
+            let best_min = atomicLoad(&wacc[p + P_MIN]);
+            if WANT_MIN && best_min > atomicLoad(&acc[at + A_MIN + 1u]) {
+                atomicMax(&acc[at + A_MIN + 1u], best_min);
+            }
+        }
+        let base = atomicLoad(&wacc[p + P_BASE]);
+        if WANT_SUM && base != 0u {
+            let sum = vec2<u32>(atomicLoad(&wacc[p + P_SUM]), atomicLoad(&wacc[p + P_SUM + 1u]));
+            let negative = (sum.y >> 31u) != 0u;
+            var mag = sum;
+            if negative {
+                mag = vec2<u32>(0u - sum.x, ~sum.y + select(0u, 1u, sum.x == 0u));
+            }
+            if any(mag != vec2<u32>(0u)) {
+                flush_magnitude(g, vec4<u32>(mag, 0u, 0u), base - 1u, negative);
+            }
         }
     }
 }

@@ -8,7 +8,9 @@
 use crate::dtype::Dtype;
 use crate::kernels::{BLOCK, GROUP, KernelShape};
 use crate::keyed::accumulators::AccumulatorLayout;
-use crate::keyed::kernels::{rows_per_invocation, stride_words};
+use crate::keyed::kernels::{
+    COMPACT_WORDS, Local, group_workgroup_size, rows_per_invocation, stride_words,
+};
 use crate::state::{FLAG_NAN, FLAG_NEG_INF, FLAG_NONNEG, FLAG_POS_INF, PartialLayout};
 
 /// One field of a host struct, in bytes.
@@ -86,12 +88,13 @@ pub fn exact_constants(dtype: Dtype, shape: KernelShape) -> Vec<(&'static str, u
     c
 }
 
-/// Every constant of group.wgsl, composed for `dtype` and `shape`, that
+/// Every constant of group.wgsl, composed for `dtype`, `shape` and `local`, that
 /// the host relies on, with the host's value.
-pub fn group_constants(dtype: Dtype, shape: KernelShape) -> Vec<(&'static str, u64)> {
+pub fn group_constants(dtype: Dtype, shape: KernelShape, local: Local) -> Vec<(&'static str, u64)> {
     let a = AccumulatorLayout::of(dtype);
     let mut c = vec![
-        ("WG", shape.workgroup_size() as u64),
+        ("WG", group_workgroup_size(shape, local) as u64),
+        ("PW", COMPACT_WORDS as u64),
         ("RUN", rows_per_invocation(shape) as u64),
         ("LIMBS", dtype.limbs() as u64),
         ("STRIDE", stride_words(dtype) as u64),

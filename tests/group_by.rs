@@ -354,6 +354,118 @@ fn few_keys_on_the_workgroup_shape_agree() {
 }
 
 #[test]
+fn rows_one_by_one_and_run_by_run_agree_on_every_accumulation() {
+    // The same rows in random order (keys change on most rows: added one by
+    // one), sorted (long runs) and in pairs (runs of two): cardinalities in
+    // compact, private and global accumulation, on both shapes.
+    let mut rng = SplitMix::new(29);
+    let n = 70_001;
+    for e in [engine(), no_subgroup_engine()] {
+        for card in [3u64, 250, 1000, 1100, 5000] {
+            let keys: Vec<i32> = (0..n).map(|_| rng.below(card) as i32).collect();
+            let f32s = adversarial_f32(&mut rng, n, true);
+            let i32s: Vec<i32> = (0..n).map(|_| rng.next_u64() as i32).collect();
+            let random = check(
+                e,
+                &format!("f32 random, {card} keys"),
+                &keys,
+                &f32s,
+                NanPolicy::Propagate,
+            );
+            check(
+                e,
+                &format!("i32 random, {card} keys"),
+                &keys,
+                &i32s,
+                NanPolicy::Propagate,
+            );
+            let mut rows: Vec<(i32, f32)> =
+                keys.iter().copied().zip(f32s.iter().copied()).collect();
+            rows.sort_by_key(|r| r.0);
+            let (k, v): (Vec<i32>, Vec<f32>) = rows.iter().copied().unzip();
+            let sorted = check(
+                e,
+                &format!("f32 sorted, {card} keys"),
+                &k,
+                &v,
+                NanPolicy::Propagate,
+            );
+            assert_eq!(all_bits(&sorted), all_bits(&random), "sorted, {card} keys");
+            // Keys in pairs: runs of two.
+            let paired: Vec<i32> = keys
+                .iter()
+                .map(|&k| k & !1)
+                .flat_map(|k| [k, k])
+                .take(n)
+                .collect();
+            check(
+                e,
+                &format!("f32 pairs, {card} keys"),
+                &paired,
+                &f32s,
+                NanPolicy::Ignore,
+            );
+        }
+    }
+}
+
+#[test]
+fn compact_sums_at_their_window_limits_and_past_them() {
+    // Keys alternate (rows added one by one, few groups: compact
+    // accumulation). Each invocation's first row of a group is small and
+    // sets the group's window; the other rows lie at the top of the window
+    // (the most a workgroup's sum may hold), past it, or under it.
+    let e = engine();
+    // Enough rows that every workgroup takes as many rows as it may.
+    let n = (1 << 21) + 5;
+    let keys: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+    // Binades above the first value's: the window's top (the most a
+    // workgroup's sum may hold, for the 8-wide shape) and past it, where a
+    // window taking them would overflow.
+    let mut cases: Vec<(String, f32, f32)> = [15, 16, 18]
+        .into_iter()
+        .map(|b| {
+            let v = (2.0f32).powi(b + 1) * (1.0 - f32::EPSILON);
+            (format!("2^{b} above"), 1.0, v)
+        })
+        .collect();
+    let v = (2.0f32).powi(16) * (1.0 - f32::EPSILON);
+    cases.push(("2^15 above, negative".into(), -1.0, -v));
+    cases.push(("far above the window".into(), 1.0, 1.0e9));
+    cases.push(("under the window".into(), 1.0e6, 3.0e-3));
+    for (what, first, rest) in cases {
+        let what = what.as_str();
+        let values: Vec<f32> = (0..n)
+            .map(|i| if i % 256 < 2 { first } else { rest })
+            .collect();
+        check(e, what, &keys, &values, NanPolicy::Propagate);
+        let mixed: Vec<f32> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 7 == 3 { -v } else { v })
+            .collect();
+        check(
+            e,
+            &format!("{what}, mixed signs"),
+            &keys,
+            &mixed,
+            NanPolicy::Propagate,
+        );
+    }
+    // float64 (private accumulation in the global layout) over as many
+    // rows per workgroup.
+    let f64s: Vec<f64> = (0..n).map(|i| (i % 1000) as f64 * 0.001 - 0.4).collect();
+    check(e, "float64, private", &keys, &f64s, NanPolicy::Propagate);
+    // int32 values at their extremes.
+    let ints: Vec<i32> = (0..n)
+        .map(|i| if i % 3 == 0 { i32::MIN } else { i32::MAX })
+        .collect();
+    check(e, "int32 extremes", &keys, &ints, NanPolicy::Propagate);
+    let uints = vec![u32::MAX; n];
+    check(e, "uint32 extremes", &keys, &uints, NanPolicy::Propagate);
+}
+
+#[test]
 fn empty_input_and_bad_input() {
     let e = engine();
     let g = e

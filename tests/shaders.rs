@@ -171,27 +171,33 @@ fn every_kernel_translates_to_every_backend() {
     }
 }
 
-/// The group kernel: every dtype and shape, global and workgroup-private
-/// accumulators, every group mode and key phase, all accumulators wanted.
+/// The group kernel: every dtype and shape, global, private and compact
+/// accumulation, every group mode and key phase, rows run by run and (keyed
+/// modes) one by one, all accumulators wanted.
 #[test]
 fn every_group_kernel_variant_validates_and_translates() {
-    use gpulanes::kernels::{group_shader_source, private_groups};
+    use gpulanes::kernels::{Local, group_shader_source};
     for shape in [KernelShape::Workgroup, KernelShape::Narrow] {
         for dtype in Dtype::ALL {
-            for private in [0, private_groups(dtype, 16384)] {
-                let source = group_shader_source(dtype, shape, private);
-                let label = format!("group {dtype} {} private {private}", shape.name());
+            for local in Local::ALL {
+                let source = group_shader_source(dtype, shape, local, 16384);
+                let label = format!("group {dtype} {} {local:?}", shape.name());
                 validate_entries(&source, &label, &["reduce_groups"], "MODE");
+                let global = local == Local::Global;
                 for mode in 0..4 {
-                    for phase in 0..if private > 0 { 1 } else { 2 } {
-                        let constants = [
-                            ("MODE", mode as f64),
-                            ("WANT_SUM", 1.0),
-                            ("WANT_MAX", 1.0),
-                            ("WANT_MIN", 1.0),
-                            ("PHASE", phase as f64),
-                        ];
-                        translate_with(&source, &label, &constants, "reduce_groups");
+                    for phase in 0..if global { 2 } else { 1 } {
+                        // Rows one by one: keyed modes only.
+                        for direct in if mode < 2 { 0..2 } else { 0..1 } {
+                            let constants = [
+                                ("MODE", mode as f64),
+                                ("WANT_SUM", 1.0),
+                                ("WANT_MAX", 1.0),
+                                ("WANT_MIN", 1.0),
+                                ("PHASE", phase as f64),
+                                ("DIRECT", direct as f64),
+                            ];
+                            translate_with(&source, &label, &constants, "reduce_groups");
+                        }
                     }
                 }
             }

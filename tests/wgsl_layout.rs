@@ -25,9 +25,8 @@
 use std::collections::BTreeMap;
 
 use gpulanes::kernels::{
-    BindingKind, ELEMENTS_BINDINGS, GROUP_BINDINGS, GROUP_PARAMS_BYTES, PARAMS_BYTES,
-    PARTIAL_BYTES, PARTIALS_BINDINGS, SEGMENT_BYTES, group_shader_source, private_groups,
-    shader_source,
+    BindingKind, ELEMENTS_BINDINGS, GROUP_BINDINGS, GROUP_PARAMS_BYTES, Local, PARAMS_BYTES,
+    PARTIAL_BYTES, PARTIALS_BINDINGS, SEGMENT_BYTES, group_shader_source, shader_source,
 };
 use gpulanes::layout::{self, HostStruct};
 use gpulanes::{Dtype, KernelShape};
@@ -229,17 +228,18 @@ fn exact_shaders() -> Vec<(Dtype, KernelShape, Shader)> {
     shaders
 }
 
-/// Every group-kernel variant: the global one, and private ones holding
-/// few and many groups (the workgroup-memory limits of common devices).
-fn group_shaders() -> Vec<(Dtype, KernelShape, Shader)> {
+/// Every group-kernel variant: the global one, and private and compact
+/// ones in the workgroup-memory limits of common devices.
+fn group_shaders() -> Vec<(Dtype, KernelShape, Local, Shader)> {
     let mut shaders = Vec::new();
     for shape in SHAPES {
         for dtype in Dtype::ALL {
-            for bytes in [0, 16384, 32768] {
-                let private = private_groups(dtype, bytes);
-                let label = format!("group {dtype} {} private {private}", shape.name());
-                let source = group_shader_source(dtype, shape, private);
-                shaders.push((dtype, shape, Shader::new(&source, label)));
+            for local in Local::ALL {
+                for bytes in [16384, 32768] {
+                    let label = format!("group {dtype} {} {local:?} {bytes}", shape.name());
+                    let source = group_shader_source(dtype, shape, local, bytes);
+                    shaders.push((dtype, shape, local, Shader::new(&source, label)));
+                }
             }
         }
     }
@@ -270,7 +270,7 @@ fn exact_structs_match_the_host() {
 #[test]
 fn group_structs_match_the_host() {
     let hosts = layout::group_structs();
-    for (_, _, shader) in group_shaders() {
+    for (_, _, _, shader) in group_shaders() {
         for host in &hosts {
             check_struct(&shader, host);
         }
@@ -293,7 +293,7 @@ fn exact_bindings_match_the_host_layouts() {
 
 #[test]
 fn group_bindings_match_the_host_layout() {
-    for (_, _, shader) in group_shaders() {
+    for (_, _, _, shader) in group_shaders() {
         check_bindings(&shader, "reduce_groups", &GROUP_BINDINGS);
     }
 }
@@ -326,11 +326,12 @@ fn exact_constants_match_the_host() {
 
 #[test]
 fn group_constants_match_the_host() {
-    for (dtype, shape, shader) in group_shaders() {
-        check_constants(&shader, &layout::group_constants(dtype, shape));
+    for (dtype, shape, local, shader) in group_shaders() {
+        let constants = layout::group_constants(dtype, shape, local);
+        check_constants(&shader, &constants);
         assert_eq!(
             shader.workgroup_size("reduce_groups"),
-            [shape.workgroup_size(), 1, 1],
+            [shader.constant("WG") as u32, 1, 1],
             "{}: reduce_groups' workgroup size",
             shader.label
         );

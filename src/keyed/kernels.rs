@@ -37,6 +37,32 @@ pub enum GroupMode {
     Offsets = 3,
 }
 
+/// Where a pass of keyed groups accumulates first (group.wgsl's `PRIVATE`
+/// and `COMPACT`): all give the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Local {
+    /// Straight into the global accumulators.
+    Global,
+    /// Each workgroup in workgroup memory, in the global layout (phase 0,
+    /// up to [`private_groups`]).
+    Private,
+    /// Each workgroup in workgroup memory, in [`COMPACT_WORDS`] words a
+    /// group (32-bit values added row by row, up to [`compact_groups`]).
+    Compact,
+}
+
+impl Local {
+    /// Every variant.
+    pub const ALL: [Local; 3] = [Local::Global, Local::Private, Local::Compact];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Words of one group in a compact pass's workgroup memory (`PW`).
+pub const COMPACT_WORDS: u32 = 8;
+
 /// Which accumulators a pass fills, and which pass of the keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PassKind {
@@ -46,8 +72,11 @@ pub struct PassKind {
     pub min: bool,
     /// 0: everything and the keys' high words; 1: the keys' low words.
     pub phase: u32,
-    /// Accumulate in workgroup memory first (phase 0, few groups).
-    pub private: bool,
+    /// Where the pass accumulates before the global accumulators.
+    pub local: Local,
+    /// Add rows one by one instead of run by run (keys that change group
+    /// on most rows; keyed modes only).
+    pub direct: bool,
 }
 
 /// Rows one invocation folds in a run (`RUN` in group.wgsl): CPU adapters
@@ -56,6 +85,31 @@ pub fn rows_per_invocation(shape: KernelShape) -> u32 {
     match shape {
         KernelShape::Narrow => 256,
         KernelShape::Workgroup | KernelShape::Subgroup => 16,
+    }
+}
+
+/// Invocations per workgroup of the group kernel (`WG`): the shape's,
+/// except that on CPU adapters (the narrow shape) private and compact
+/// passes run 64, eight 8-wide vectors that one core runs in turn, so that
+/// a workgroup's private accumulators serve many rows while no invocation
+/// loops long (Mesa's llvmpipe stops an invocation after 65535 loop
+/// iterations in all, over every loop of the shader).
+pub fn group_workgroup_size(shape: KernelShape, local: Local) -> u32 {
+    match (shape, local) {
+        (KernelShape::Narrow, Local::Private | Local::Compact) => 64,
+        _ => shape.workgroup_size(),
+    }
+}
+
+/// Units (WG * RUN rows) one workgroup of a private or compact pass takes:
+/// each workgroup adds its private accumulators to the global ones once,
+/// so fewer, longer workgroups add them less often, while GPUs need enough
+/// workgroups to fill their cores. An invocation then takes at most 2048
+/// rows, a few loop iterations each, far under llvmpipe's cap.
+pub fn units_per_private_workgroup(shape: KernelShape) -> u64 {
+    match shape {
+        KernelShape::Narrow => 16,
+        KernelShape::Workgroup | KernelShape::Subgroup => 4,
     }
 }
 
@@ -100,12 +154,52 @@ pub fn private_groups(dtype: Dtype, workgroup_bytes: u32) -> u32 {
     workgroup_bytes / (stride_words(dtype) as u32 * 4)
 }
 
-/// The group kernel's WGSL for one dtype and shape; `private_groups`
-/// nonzero makes the variant that accumulates up to that many groups in
-/// workgroup memory.
-pub fn group_shader_source(dtype: Dtype, shape: KernelShape, private_groups: u32) -> String {
+/// Groups one workgroup of a compact pass holds within `workgroup_bytes`
+/// (0 for 64-bit dtypes, whose values do not leave room in a 64-bit sum).
+pub fn compact_groups(dtype: Dtype, workgroup_bytes: u32) -> u32 {
+    if dtype.words() == 1 {
+        workgroup_bytes / (COMPACT_WORDS * 4)
+    } else {
+        0
+    }
+}
+
+/// How far above a compact group's bit 0 a value may lie (`P_SPAN`): the
+/// values one workgroup adds ([`units_per_private_workgroup`] units), each
+/// under 2^(span + magnitude bits), must sum inside 63 bits.
+fn compact_span(dtype: Dtype, shape: KernelShape) -> u32 {
+    let rows = units_per_private_workgroup(shape)
+        * group_workgroup_size(shape, Local::Compact) as u64
+        * rows_per_invocation(shape) as u64;
+    let headroom = 64 - (rows - 1).leading_zeros(); // ceil(log2(rows))
+    (63 - headroom).saturating_sub(magnitude_bits(dtype))
+}
+
+/// How far under a compact group's first value its bit 0 is placed
+/// (`P_BELOW`): a third of the span, most of it left for larger values
+/// (a group's sum grows past its first value). Integers sit at position 0.
+fn compact_below(dtype: Dtype, shape: KernelShape) -> u32 {
+    match dtype {
+        Dtype::F32 | Dtype::F64 => compact_span(dtype, shape) / 3,
+        _ => 0,
+    }
+}
+
+/// The group kernel's WGSL for one dtype and shape, accumulating first
+/// where `local` says, in up to `workgroup_bytes` of workgroup memory.
+pub fn group_shader_source(
+    dtype: Dtype,
+    shape: KernelShape,
+    local: Local,
+    workgroup_bytes: u32,
+) -> String {
+    let priv_words = match local {
+        Local::Global => 0,
+        Local::Private => private_groups(dtype, workgroup_bytes) * stride_words(dtype) as u32,
+        Local::Compact => compact_groups(dtype, workgroup_bytes) * COMPACT_WORDS,
+    };
     format!(
-        "// {dtype}, {shape} group kernel.\n\
+        "// {dtype}, {shape} group kernel, {local:?} accumulation.\n\
          const WG: u32 = {wg}u;\n\
          const RUN: u32 = {run}u;\n\
          const LIMBS: u32 = {limbs}u;\n\
@@ -115,10 +209,13 @@ pub fn group_shader_source(dtype: Dtype, shape: KernelShape, private_groups: u32
          const WIN_BELOW: u32 = {below}u;\n\
          const WIN_SPAN: u32 = {span}u;\n\
          const PRIVATE: bool = {private};\n\
+         const COMPACT: bool = {compact};\n\
+         const P_BELOW: u32 = {p_below}u;\n\
+         const P_SPAN: u32 = {p_span}u;\n\
          const PRIV_WORDS: u32 = {priv_words}u;\n\
          {GROUP_WGSL}",
         shape = shape.name(),
-        wg = shape.workgroup_size(),
+        wg = group_workgroup_size(shape, local),
         run = rows_per_invocation(shape),
         limbs = dtype.limbs(),
         stride = stride_words(dtype),
@@ -126,8 +223,11 @@ pub fn group_shader_source(dtype: Dtype, shape: KernelShape, private_groups: u32
         code = dtype.code(),
         below = window_below(dtype),
         span = window_span(dtype, shape),
-        private = private_groups > 0,
-        priv_words = (private_groups as usize * stride_words(dtype)).max(1),
+        private = local == Local::Private,
+        compact = local == Local::Compact,
+        p_below = compact_below(dtype, shape),
+        p_span = compact_span(dtype, shape),
+        priv_words = priv_words.max(1),
     )
 }
 
@@ -136,8 +236,8 @@ pub(crate) struct GroupKernels {
     shape: KernelShape,
     pub layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    /// Per dtype: the global variant and the private one.
-    modules: [[OnceLock<wgpu::ShaderModule>; 2]; 5],
+    /// Per dtype: the global, private and compact variants.
+    modules: [[OnceLock<wgpu::ShaderModule>; 3]; 5],
     workgroup_bytes: u32,
     pipelines: Mutex<HashMap<(Dtype, PassKind), wgpu::ComputePipeline>>,
     build: KernelBuild,
@@ -183,6 +283,11 @@ impl GroupKernels {
         private_groups(dtype, self.workgroup_bytes)
     }
 
+    /// Groups a compact pass of `dtype` holds (0: none).
+    pub fn compact_groups(&self, dtype: Dtype) -> u32 {
+        compact_groups(dtype, self.workgroup_bytes)
+    }
+
     pub fn shape(&self) -> KernelShape {
         self.shape
     }
@@ -198,17 +303,17 @@ impl GroupKernels {
         cache
             .entry((dtype, kind))
             .or_insert_with(|| {
-                let private = if kind.private {
-                    self.private_groups(dtype)
-                } else {
-                    0
-                };
-                let module = self.modules[dtype.code() as usize][kind.private as usize]
-                    .get_or_init(|| {
+                let module =
+                    self.modules[dtype.code() as usize][kind.local.index()].get_or_init(|| {
                         self.build.module(
                             device,
                             "reduce groups",
-                            group_shader_source(dtype, self.shape, private),
+                            group_shader_source(
+                                dtype,
+                                self.shape,
+                                kind.local,
+                                self.workgroup_bytes,
+                            ),
                         )
                     });
                 let flag = |b: bool| if b { 1.0 } else { 0.0 };
@@ -224,6 +329,7 @@ impl GroupKernels {
                             ("WANT_MAX", flag(kind.max)),
                             ("WANT_MIN", flag(kind.min)),
                             ("PHASE", kind.phase as f64),
+                            ("DIRECT", flag(kind.direct)),
                         ],
                         // The private accumulators are cleared by the kernel.
                         zero_initialize_workgroup_memory: self.build.zero_init(),

@@ -23,10 +23,27 @@
 //!   one storage binding ([`window_groups`](run::window_groups)); each
 //!   window reads the rows again and skips rows of other windows.
 //!
-//! Inside the kernel each invocation folds a run of consecutive rows and
-//! flushes its registers to the group's accumulator when the group changes,
-//! so sorted or clustered keys cost a few atomics per run, and random keys
-//! a few per row.
+//! Inside the kernel rows go to their group's accumulator one of two ways,
+//! chosen from a sample of host-held keys (device keys go run by run):
+//! - **Run by run** (sorted or clustered keys): each invocation folds a run
+//!   of consecutive rows of one group in registers and flushes it with a few
+//!   atomics when the group changes.
+//! - **Row by row** (keys that change on most adjacent rows, as random keys
+//!   do): each row is added straight to its group, with no per-run
+//!   bookkeeping.
+//!
+//! and accumulate first in one of three places:
+//! - **Compact** (32-bit values added row by row, up to 1024 groups in
+//!   32 KiB of workgroup memory): each workgroup keeps 8 words a group, a
+//!   64-bit sum anchored at the group's first value and 32-bit counts and
+//!   keys; values outside that window go straight to the global
+//!   accumulators.
+//! - **Private** (up to a few hundred groups otherwise): each workgroup
+//!   keeps its groups in the global layout in workgroup memory.
+//! - **Global**: straight into the global accumulators, for more groups.
+//!
+//! The private kinds add their workgroup's accumulators to the global ones
+//! once per workgroup, and a workgroup of them takes several units of rows.
 //!
 //! The same kernel reduces small partitions ([`crate::Partitions`] whose
 //! average size is under [`SMALL_PARTITION`] values), where a workgroup per

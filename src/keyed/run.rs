@@ -15,7 +15,14 @@ use crate::pool::PooledBuffer;
 use crate::readback::map_read;
 
 use super::accumulators::GroupAccumulators;
-use super::kernels::{GROUP_PARAMS_BYTES, GroupMode, PassKind, rows_per_invocation, stride_words};
+use super::kernels::{
+    GROUP_PARAMS_BYTES, GroupMode, Local, PassKind, group_workgroup_size, rows_per_invocation,
+    stride_words, units_per_private_workgroup,
+};
+
+/// Workgroups a private pass launches at least (where it has that many
+/// units), so that several cores share a small pass.
+const MIN_PRIVATE_WORKGROUPS: u64 = 16;
 
 /// Rows one dispatch covers at most (besides the binding limits), so that
 /// one chunk's upload stays a modest staging copy.
@@ -185,14 +192,42 @@ fn bind(b: &Bound) -> wgpu::BindingResource<'_> {
 /// How a pass of the group kernel is cut on this device: rows per chunk
 /// (each chunk's columns fit one binding and one dispatch), the alignment
 /// of chunk starts, groups per window (a window's accumulators fit one
-/// binding), and the phases (64-bit max/min keys take a second round for
-/// their low words, after every row's first round).
+/// binding), the phases (64-bit max/min keys take a second round for
+/// their low words, after every row's first round), and whether rows are
+/// added one by one ([`keys_change_often`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PassShape {
     pub chunk_rows: u64,
     pub align: u64,
     pub window: u64,
     pub phases: u32,
+    pub direct: bool,
+}
+
+/// Adjacent row pairs [`keys_change_often`] looks at.
+const SAMPLE_PAIRS: usize = 4096;
+
+/// True when host-held keys change between adjacent rows more often than
+/// not, judged from up to [`SAMPLE_PAIRS`] evenly spaced pairs: runs would
+/// end on nearly every row, and the kernel's per-run bookkeeping costs more
+/// than adding each row straight to its group (`DIRECT` in group.wgsl).
+/// Both ways give the same bits; device-resident keys are not sampled and
+/// go run by run.
+pub(crate) fn keys_change_often(by: &RowGroups<'_>) -> bool {
+    let (Some(Words::Host(words)), w) = (by.keys(), by.key_words() as usize) else {
+        return false;
+    };
+    let pairs = (words.len() / w).saturating_sub(1);
+    if pairs == 0 {
+        return false;
+    }
+    let samples = pairs.min(SAMPLE_PAIRS);
+    let step = pairs / samples;
+    let changes = (0..samples)
+        .map(|s| s * step * w)
+        .filter(|&at| words[at..at + w] != words[at + w..at + 2 * w])
+        .count();
+    changes * 2 > samples
 }
 
 impl PassShape {
@@ -223,6 +258,7 @@ impl PassShape {
             } else {
                 1
             },
+            direct: keys_change_often(by),
         }
     }
 }
@@ -287,14 +323,27 @@ pub(crate) fn encode_window_phase(
     g0: u64,
     count: u64,
     phase: u32,
+    direct: bool,
     window: &WindowBuffers,
 ) -> Vec<PooledBuffer> {
     let kernels = &ctx.group_kernels;
-    let wg = kernels.shape().workgroup_size() as u64;
-    let per_unit = wg * rows_per_invocation(kernels.shape()) as u64;
     // Few keyed groups: each workgroup accumulates privately first, so rows
-    // of the same group do not contend for the same global words.
-    let private = by.key_words() > 0 && count <= kernels.private_groups(dtype) as u64;
+    // of the same group do not contend for the same global words (CPU
+    // drivers also check every global access's bounds); rows added one by
+    // one use the compact layout, which holds more groups.
+    let direct = direct && by.key_words() > 0;
+    let local = if by.key_words() == 0 || phase != 0 {
+        Local::Global
+    } else if direct && count <= kernels.compact_groups(dtype) as u64 {
+        Local::Compact
+    } else if count <= kernels.private_groups(dtype) as u64 {
+        Local::Private
+    } else {
+        Local::Global
+    };
+    let private = local != Local::Global;
+    let wg = group_workgroup_size(kernels.shape(), local) as u64;
+    let per_unit = wg * rows_per_invocation(kernels.shape()) as u64;
     let pipeline = kernels.pipeline(
         &ctx.device,
         dtype,
@@ -304,7 +353,8 @@ pub(crate) fn encode_window_phase(
             max: wanted.max,
             min: wanted.min,
             phase,
-            private: private && phase == 0,
+            local,
+            direct,
         },
     );
     let rows = chunks.last().map_or(0, |c| c.rows.end);
@@ -359,8 +409,17 @@ pub(crate) fn encode_window_phase(
                 },
             ],
         });
-        let units = chunk.len().div_ceil(per_unit) as u32;
-        bound.push((bind_group, units, params));
+        let units = chunk.len().div_ceil(per_unit);
+        // A private workgroup takes several units (the kernel loops over
+        // them), and at least a few workgroups share the work.
+        let workgroups = if private {
+            units
+                .div_ceil(units_per_private_workgroup(kernels.shape()))
+                .max(units.min(MIN_PRIVATE_WORKGROUPS))
+        } else {
+            units
+        };
+        bound.push((bind_group, workgroups as u32, params));
     }
     {
         let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -422,6 +481,7 @@ pub(crate) fn reduce_groups(
                 g0,
                 count,
                 phase,
+                shape.direct,
                 &window,
             ));
         }

@@ -604,6 +604,7 @@ fn encode_all(sh: &Shared, entry: &KeyedEntry) -> Result<Encoded> {
                 g0,
                 count,
                 phase,
+                shape.direct,
                 &window,
             ));
         }
@@ -769,6 +770,7 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
         step.g0,
         step.count,
         step.phase,
+        job.shape.direct,
         window,
     );
     if step.last {
