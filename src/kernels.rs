@@ -33,12 +33,12 @@ pub const EXACT_INT_WGSL: &str = include_str!("../shaders/exact_int.wgsl");
 pub const EXACT_FLOAT_WGSL: &str = include_str!("../shaders/exact_float.wgsl");
 pub const EXACT_ENTRY_WGSL: &str = include_str!("../shaders/exact_entry.wgsl");
 
-#[doc(hidden)]
-pub use crate::keyed::kernels::{GROUP_BINDINGS, GROUP_PARAMS_BYTES};
 /// The group kernel (keyed reductions and small partitions).
 pub use crate::keyed::kernels::{
-    GROUP_WGSL, Local, compact_groups, group_shader_source, private_groups,
+    COMPACT_WORDS, GROUP_WGSL, Local, compact_groups, group_shader_source, private_groups,
 };
+#[doc(hidden)]
+pub use crate::keyed::kernels::{GROUP_BINDINGS, GROUP_PARAMS_BYTES};
 
 /// How the host binds one `@group(0)` binding: the bind group layouts are
 /// built from the tables below, which tests/wgsl_layout.rs checks against

@@ -42,11 +42,11 @@ impl Engine {
     /// ```
     ///
     /// # Errors
-    /// From the future: [`Error::OutOfMemory`] when the device cannot hold
-    /// the request (other requests go on); [`Error::DeviceLost`] once the
-    /// device is lost; [`Error::Validation`], [`Error::Wait`],
-    /// [`Error::Thread`] or [`Error::Internal`] for other failures (see
-    /// [`Error`]).
+    /// From the future: [`Error::OutOfMemory`](crate::Error::OutOfMemory) when the device cannot hold
+    /// the request (other requests go on); [`Error::DeviceLost`](crate::Error::DeviceLost) once the
+    /// device is lost; [`Error::Validation`](crate::Error::Validation), [`Error::Wait`](crate::Error::Wait),
+    /// [`Error::Thread`](crate::Error::Thread) or [`Error::Internal`](crate::Error::Internal) for other failures (see
+    /// [`Error`](crate::Error)).
     pub fn sum_async(&self, data: &[f32]) -> ReductionFuture<f32> {
         self.partitions_async(
             data,
@@ -94,7 +94,7 @@ impl Engine {
     /// ```
     ///
     /// # Errors
-    /// From the future: [`Error::InvalidPartitions`] when `partitions` do
+    /// From the future: [`Error::InvalidPartitions`](crate::Error::InvalidPartitions) when `partitions` do
     /// not describe the input; otherwise as [`Engine::sum_async`].
     pub fn reduce_partitions_async(
         &self,
@@ -117,9 +117,9 @@ impl Engine {
     /// `None`).
     ///
     /// # Errors
-    /// From the future: [`Error::InvalidInput`] for an array of another
+    /// From the future: [`Error::InvalidInput`](crate::Error::InvalidInput) for an array of another
     /// engine or of another dtype than float32 (use
-    /// [`Engine::reduce_device_typed_async`]); [`Error::InvalidPartitions`]
+    /// [`Engine::reduce_device_typed_async`]); [`Error::InvalidPartitions`](crate::Error::InvalidPartitions)
     /// when `partitions` do not describe the array; otherwise as
     /// [`Engine::sum_async`].
     pub fn reduce_device_async(
@@ -147,8 +147,8 @@ impl Engine {
     /// `None`).
     ///
     /// # Errors
-    /// From the future: [`Error::InvalidPartitions`] when `partitions` do
-    /// not describe the input; [`Error::Overflow`] for an integer sum
+    /// From the future: [`Error::InvalidPartitions`](crate::Error::InvalidPartitions) when `partitions` do
+    /// not describe the input; [`Error::Overflow`](crate::Error::Overflow) for an integer sum
     /// outside int64; otherwise as [`Engine::sum_async`].
     pub fn reduce_slice_async<E: Element>(
         &self,
@@ -182,9 +182,9 @@ impl Engine {
     /// `None`).
     ///
     /// # Errors
-    /// From the future: [`Error::InvalidInput`] for an array of another
-    /// engine; [`Error::InvalidPartitions`] when `partitions` do not
-    /// describe the array; [`Error::Overflow`] for an integer sum outside
+    /// From the future: [`Error::InvalidInput`](crate::Error::InvalidInput) for an array of another
+    /// engine; [`Error::InvalidPartitions`](crate::Error::InvalidPartitions) when `partitions` do not
+    /// describe the array; [`Error::Overflow`](crate::Error::Overflow) for an integer sum outside
     /// int64; otherwise as [`Engine::sum_async`].
     pub fn reduce_device_typed_async(
         &self,
@@ -339,7 +339,7 @@ impl PendingReduction {
     ///
     /// # Errors
     /// From the future: as [`PendingReduction::wait`], and
-    /// [`Error::Thread`] when the poller thread cannot be started.
+    /// [`Error::Thread`](crate::Error::Thread) when the poller thread cannot be started.
     pub fn wait_async(
         self,
         engine: &Engine,
@@ -362,7 +362,7 @@ impl PendingTypedReduction {
     ///
     /// # Errors
     /// From the future: as [`PendingTypedReduction::wait`], and
-    /// [`Error::Thread`] when the poller thread cannot be started.
+    /// [`Error::Thread`](crate::Error::Thread) when the poller thread cannot be started.
     pub fn wait_async(
         self,
         engine: &Engine,
