@@ -4,7 +4,7 @@
 # then checks formatting and lints and runs every test, the Arrow tests
 # (the arrow feature), the core tests
 # again on wgpu's GL backend (installing Mesa's EGL/GL drivers where
-# missing), the criterion benches in test mode and the examples in their
+# missing), the doc tests and API docs, the criterion benches in test mode and the examples in their
 # small default form, then the Python package's tests (scripts/python-test.sh).
 # tests/exact.rs runs its exact reference with python3.
 set -euo pipefail
@@ -32,6 +32,8 @@ echo "== core tests on wgpu's GL backend (llvmpipe where there is no GPU): the s
 ./scripts/ensure-gl.sh
 WGPU_BACKEND=gl cargo test --release --locked --test exact --test reduce_props
 echo "== doc tests"; cargo test --release --locked --doc
+echo "== API docs (broken links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib
 echo "== examples (small defaults)"
 for ex in $(ls examples/*.rs | xargs -n1 basename | sed 's/\.rs$//'); do
   echo "-- example $ex"; cargo run --release --locked --quiet --example "$ex" >/dev/null
