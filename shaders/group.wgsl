@@ -22,7 +22,9 @@
 //     2 LIMBS + 0, 1      non-NaN values (lo, hi)
 //     2 LIMBS + 2, 3      NaN values (lo, hi)
 //     2 LIMBS + 4         flags (exact.wgsl's: NaN, +inf, -inf, a non-NaN
-//                         float with a clear sign bit)
+//                         float with a clear sign bit; rows added one by
+//                         one set the last only for +0.0, the host adding
+//                         it where the positive limbs are nonzero)
 //     2 LIMBS + 5, 6      max: best order key (lo, hi)
 //     2 LIMBS + 7, 8      min: best complemented order key (lo, hi)
 //   Keys of 32-bit dtypes sit in the high word (as in exact.wgsl).
@@ -573,7 +575,10 @@ fn add_row(g: u32, v: Value) {
         return;
     }
     add_count(at + A_COUNT, 1u, 0u);
-    let nonneg = DTYPE <= 1u && !v.negative && v.special == 0u;
+    // A positive nonzero value shows in the positive limbs, which the host
+    // reads as FLAG_NONNEG (src/keyed/accumulators.rs); only +0.0 sets the
+    // flag here, so most rows skip reading the flags.
+    let nonneg = DTYPE <= 1u && !v.negative && v.special == 0u && all(v.mag == vec2<u32>(0u));
     let flags = v.special | select(0u, FLAG_NONNEG, nonneg);
     if flags != 0u && (target_load(at + A_FLAGS) & flags) != flags {
         target_or(at + A_FLAGS, flags);

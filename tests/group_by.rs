@@ -410,6 +410,61 @@ fn rows_one_by_one_and_run_by_run_agree_on_every_accumulation() {
 }
 
 #[test]
+fn signed_zero_sums_with_rows_added_one_by_one() {
+    // Random keys over enough groups for global accumulation: a group whose
+    // values cancel sums to +0.0, one of -0.0 only to -0.0, and +0.0 with
+    // -0.0 to +0.0, in every accumulation.
+    let e = engine();
+    let mut rng = SplitMix::new(31);
+    for card in [5u64, 600, 3000] {
+        let n = 40_000;
+        let keys: Vec<i32> = (0..n).map(|_| rng.below(card) as i32).collect();
+        let pick = |k: i32, r: u64| -> f64 {
+            match k % 4 {
+                0 => (if r.is_multiple_of(2) { 1.5 } else { -1.5 }) * (1 << (r % 5)) as f64,
+                1 => -0.0,
+                2 if r.is_multiple_of(2) => 0.0,
+                2 => -0.0,
+                _ => (r % 7) as f64 - 3.0,
+            }
+        };
+        // Cancelling groups get equal numbers of each sign: row i's value
+        // pairs with row i's twin below.
+        let mut f64s: Vec<f64> = keys.iter().map(|&k| pick(k, rng.next_u64())).collect();
+        let mut twin_keys = keys.clone();
+        twin_keys.extend(keys.iter().copied());
+        let twins: Vec<f64> = keys
+            .iter()
+            .zip(&f64s)
+            .map(|(&k, &v)| if k % 4 == 0 { -v } else { v })
+            .collect();
+        f64s.extend(twins);
+        let f32s: Vec<f32> = f64s.iter().map(|&v| v as f32).collect();
+        let sums = check(
+            e,
+            &format!("f32, {card} keys"),
+            &twin_keys,
+            &f32s,
+            NanPolicy::Propagate,
+        );
+        check(
+            e,
+            &format!("f64, {card} keys"),
+            &twin_keys,
+            &f64s,
+            NanPolicy::Propagate,
+        );
+        let zeros = sums.reductions[0]
+            .values
+            .iter()
+            .zip(&sums.keys)
+            .filter(|(v, k)| *k % 4 == 0 && matches!(v, Some(Scalar::F32(x)) if x.to_bits() == 0))
+            .count();
+        assert!(zeros > 0, "{card} keys: some cancelling group sums to +0.0");
+    }
+}
+
+#[test]
 fn compact_sums_at_their_window_limits_and_past_them() {
     // Keys alternate (rows added one by one, few groups: compact
     // accumulation). Each invocation's first row of a group is small and

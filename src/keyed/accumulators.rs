@@ -2,7 +2,7 @@
 //! shaders/group.wgsl), turned into [`State`]s one group at a time.
 
 use crate::dtype::Dtype;
-use crate::state::{PartialLayout, State, StateKind};
+use crate::state::{FLAG_NONNEG, PartialLayout, State, StateKind};
 
 use super::kernels::stride_words;
 
@@ -92,7 +92,10 @@ impl GroupAccumulators {
         );
         partial[part.count] = w[acc.count];
         partial[part.count + 1] = w[acc.count + 1];
-        partial[part.flags] = w[acc.flags];
+        // Rows added one by one flag only +0.0 as non-negative; a positive
+        // nonzero value left its magnitude in the positive limbs.
+        let positive = self.dtype.is_float() && w[..l].iter().any(|&x| x != 0);
+        partial[part.flags] = w[acc.flags] | if positive { FLAG_NONNEG as u32 } else { 0 };
         let key_at = match kind {
             StateKind::Sum => None,
             StateKind::Max => Some(acc.max),
