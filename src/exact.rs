@@ -138,16 +138,30 @@ impl ExactSum {
     /// A sum from two's complement limbs (as [`ExactSum::to_limbs`] gives).
     pub fn from_limbs(dtype: Dtype, limbs: &[u32]) -> Self {
         let mut s = ExactSum::new(dtype);
+        s.set_limbs(limbs);
+        s
+    }
+
+    /// Makes this the sum given by two's complement limbs of its dtype,
+    /// reusing its digits (no allocation: keyed reductions refill one sum
+    /// per group).
+    pub(crate) fn set_limbs(&mut self, limbs: &[u32]) {
+        self.clear();
         let negative = limbs.last().is_some_and(|&l| l >> 31 == 1);
-        for (d, &l) in s.digits.iter_mut().zip(limbs) {
+        for (d, &l) in self.digits.iter_mut().zip(limbs) {
             *d = l as i64;
         }
         if negative {
             // Sign-extend: subtract 2^(32 n).
-            s.digits[limbs.len()] -= 1;
+            self.digits[limbs.len()] -= 1;
         }
-        s.pending = 1;
-        s
+        self.pending = 1;
+    }
+
+    /// Makes this the empty sum, keeping its digits' storage.
+    pub(crate) fn clear(&mut self) {
+        self.digits.fill(0);
+        self.pending = 0;
     }
 
     /// The sum's two's complement limbs (as [`ExactSum::to_limbs`]),

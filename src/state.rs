@@ -239,6 +239,29 @@ impl State {
     /// A state from one GPU partial (`dtype.partial_words()` words, the
     /// layout in shaders/exact.wgsl) of a piece of `len` values.
     pub(crate) fn from_gpu(dtype: Dtype, kind: StateKind, len: u64, words: &[u32]) -> Self {
+        let mut s = State {
+            dtype,
+            kind,
+            len: 0,
+            count: 0,
+            flags: 0,
+            key: 0,
+            sum: ExactSum::new(dtype),
+        };
+        s.refill_from_gpu(dtype, kind, len, words);
+        s
+    }
+
+    /// Makes this the state [`State::from_gpu`] gives, reusing its sum's
+    /// storage where the dtype is the same (keyed reductions finish one
+    /// state per group and kind).
+    pub(crate) fn refill_from_gpu(
+        &mut self,
+        dtype: Dtype,
+        kind: StateKind,
+        len: u64,
+        words: &[u32],
+    ) {
         let l = dtype.limbs();
         let at = PartialLayout::of(dtype);
         let count = words[at.count] as u64 | (words[at.count + 1] as u64) << 32;
@@ -250,27 +273,28 @@ impl State {
             (_, StateKind::Min) => !raw_key,
             _ => raw_key,
         };
-        State {
-            dtype,
-            kind,
-            len,
-            count,
-            flags: words[at.flags] as u8
-                & if kind == StateKind::Sum {
-                    FLAGS_KNOWN
-                } else {
-                    FLAGS_KNOWN & !FLAG_NONNEG
-                },
-            key: if count == 0 || kind == StateKind::Sum {
-                0
+        if self.dtype != dtype {
+            self.sum = ExactSum::new(dtype);
+        }
+        self.dtype = dtype;
+        self.kind = kind;
+        self.len = len;
+        self.count = count;
+        self.flags = words[at.flags] as u8
+            & if kind == StateKind::Sum {
+                FLAGS_KNOWN
             } else {
-                key
-            },
-            sum: if kind == StateKind::Sum {
-                ExactSum::from_limbs(dtype, &words[..l])
-            } else {
-                ExactSum::new(dtype)
-            },
+                FLAGS_KNOWN & !FLAG_NONNEG
+            };
+        self.key = if count == 0 || kind == StateKind::Sum {
+            0
+        } else {
+            key
+        };
+        if kind == StateKind::Sum {
+            self.sum.set_limbs(&words[..l]);
+        } else {
+            self.sum.clear();
         }
     }
 

@@ -1,6 +1,8 @@
 //! Group accumulators as the group kernel leaves them (layout in
 //! shaders/group.wgsl), turned into [`State`]s one group at a time.
 
+use std::borrow::Cow;
+
 use crate::dtype::Dtype;
 use crate::state::{FLAG_NONNEG, PartialLayout, State, StateKind};
 
@@ -35,16 +37,24 @@ impl AccumulatorLayout {
 /// Words of the widest partial (float64's), a stack buffer's size.
 const MAX_PARTIAL_WORDS: usize = 80;
 
-/// The accumulators of a window of consecutive groups, read back.
-pub(crate) struct GroupAccumulators {
+/// The accumulators of a window of consecutive groups, read back: owned,
+/// or borrowed from the mapped readback buffer (no copy of what may be
+/// hundreds of megabytes).
+pub(crate) struct GroupAccumulators<'a> {
     dtype: Dtype,
-    words: Vec<u32>,
+    words: Cow<'a, [u32]>,
 }
 
-impl GroupAccumulators {
-    pub fn new(dtype: Dtype, words: Vec<u32>) -> Self {
+impl<'a> GroupAccumulators<'a> {
+    pub fn new(dtype: Dtype, words: impl Into<Cow<'a, [u32]>>) -> Self {
+        let words = words.into();
         debug_assert_eq!(words.len() % stride_words(dtype), 0);
         GroupAccumulators { dtype, words }
+    }
+
+    /// The dtype of the values.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
     }
 
     /// Groups in the window.
@@ -71,6 +81,13 @@ impl GroupAccumulators {
     /// The state of `kind` of group `g` (from the accumulators the pass
     /// filled: a kind it did not fill reads as if no value were seen).
     pub fn state(&self, g: usize, kind: StateKind) -> State {
+        let mut s = State::empty(self.dtype, kind);
+        self.state_into(g, kind, &mut s);
+        s
+    }
+
+    /// [`GroupAccumulators::state`] written into `out`, reusing its storage.
+    pub fn state_into(&self, g: usize, kind: StateKind, out: &mut State) {
         let l = self.dtype.limbs();
         let w = self.group(g);
         // The layout of one exact.wgsl partial: limbs, count, flags, key.
@@ -105,6 +122,6 @@ impl GroupAccumulators {
             partial[part.key] = w[k];
             partial[part.key + 1] = w[k + 1];
         }
-        State::from_gpu(self.dtype, kind, self.rows(g), partial)
+        out.refill_from_gpu(self.dtype, kind, self.rows(g), partial);
     }
 }

@@ -158,25 +158,37 @@ pub struct GroupedStates<K> {
     pub states: Vec<State>,
 }
 
-/// Appends group `g`'s value and count to each reduction, making each
-/// kind of state once.
-fn push_group(
-    reductions: &mut [Reduction<Scalar>],
-    acc: &accumulators::GroupAccumulators,
-    g: usize,
+/// One op's output slots for a run of groups: values and counts.
+type OpSlots<'a> = (Op, &'a mut [Option<Scalar>], &'a mut [u64]);
+
+/// Writes the value and count of each op for `groups` into `slots` (one
+/// entry per op, each as long as `groups`), making each kind of state once
+/// per group in storage reused from group to group.
+fn finish_groups<K>(
+    slots: &mut [OpSlots<'_>],
+    acc: &accumulators::GroupAccumulators<'_>,
+    groups: &[(K, usize)],
     nan: NanPolicy,
 ) -> Result<()> {
-    let mut made: [Option<State>; 3] = [None, None, None];
-    for r in reductions {
-        let kind = StateKind::for_op(r.op);
-        let slot = match kind {
-            StateKind::Sum => 0,
-            StateKind::Max => 1,
-            StateKind::Min => 2,
-        };
-        let s = made[slot].get_or_insert_with(|| acc.state(g, kind));
-        r.values.push(s.finalize(r.op, nan)?);
-        r.counts.push(s.count(nan));
+    let dtype = acc.dtype();
+    let mut states =
+        [StateKind::Sum, StateKind::Max, StateKind::Min].map(|k| State::empty(dtype, k));
+    for (i, &(_, g)) in groups.iter().enumerate() {
+        let mut made = [false; 3];
+        for (op, values, counts) in slots.iter_mut() {
+            let kind = StateKind::for_op(*op);
+            let slot = match kind {
+                StateKind::Sum => 0,
+                StateKind::Max => 1,
+                StateKind::Min => 2,
+            };
+            if !made[slot] {
+                acc.state_into(g, kind, &mut states[slot]);
+                made[slot] = true;
+            }
+            values[i] = states[slot].finalize(*op, nan)?;
+            counts[i] = states[slot].count(nan);
+        }
     }
     Ok(())
 }
@@ -185,34 +197,48 @@ fn push_group(
 const PARALLEL_GROUPS: usize = 1 << 14;
 
 /// Appends the keys, values and counts of a window's `groups` to `out`,
-/// in order, on several threads for large windows (building and
-/// finalising a group's states costs about a microsecond).
+/// in order, on several threads for large windows, each writing its share
+/// of the groups straight into the output.
 pub(crate) fn finish_window<K: Key>(
     out: &mut Grouped<K>,
-    acc: &accumulators::GroupAccumulators,
+    acc: &accumulators::GroupAccumulators<'_>,
     groups: &[(K, usize)],
     nan: NanPolicy,
 ) -> Result<()> {
-    let ops: Vec<Op> = out.reductions.iter().map(|r| r.op).collect();
-    let finish = |part: &[(K, usize)]| -> Result<Vec<Reduction<Scalar>>> {
-        let mut rs: Vec<Reduction<Scalar>> = ops.iter().map(|&op| Reduction::empty(op)).collect();
-        for &(_, g) in part {
-            push_group(&mut rs, acc, g, nan)?;
-        }
-        Ok(rs)
-    };
+    let n = groups.len();
     let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(groups.len().div_ceil(PARALLEL_GROUPS))
+        .map_or(1, |t| t.get())
+        .min(n.div_ceil(PARALLEL_GROUPS))
         .max(1);
-    let parts: Vec<Result<Vec<Reduction<Scalar>>>> = if threads == 1 {
-        vec![finish(groups)]
+    let size = n.div_ceil(threads).max(1);
+    // Each op's new slots, cut into one share per thread.
+    let mut shares: Vec<Vec<OpSlots<'_>>> = (0..threads).map(|_| Vec::new()).collect();
+    for r in &mut out.reductions {
+        let start = r.values.len();
+        r.values.resize(start + n, None);
+        r.counts.resize(start + n, 0);
+        let op = r.op;
+        for (share, (values, counts)) in shares.iter_mut().zip(
+            r.values[start..]
+                .chunks_mut(size)
+                .zip(r.counts[start..].chunks_mut(size)),
+        ) {
+            share.push((op, values, counts));
+        }
+    }
+    let parts: Vec<&[(K, usize)]> = groups.chunks(size).collect();
+    let results: Vec<Result<()>> = if threads == 1 || parts.len() == 1 {
+        shares
+            .iter_mut()
+            .zip(&parts)
+            .map(|(share, part)| finish_groups(share, acc, part, nan))
+            .collect()
     } else {
-        let size = groups.len().div_ceil(threads);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = groups
-                .chunks(size)
-                .map(|part| scope.spawn(move || finish(part)))
+            let handles: Vec<_> = shares
+                .iter_mut()
+                .zip(&parts)
+                .map(|(share, part)| scope.spawn(move || finish_groups(share, acc, part, nan)))
                 .collect();
             handles
                 .into_iter()
@@ -224,13 +250,8 @@ pub(crate) fn finish_window<K: Key>(
                 .collect()
         })
     };
+    results.into_iter().collect::<Result<()>>()?;
     out.keys.extend(groups.iter().map(|&(k, _)| k));
-    for part in parts {
-        for (r, p) in out.reductions.iter_mut().zip(part?) {
-            r.values.extend(p.values);
-            r.counts.extend(p.counts);
-        }
-    }
     Ok(())
 }
 
@@ -322,7 +343,7 @@ pub(crate) fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
 pub(crate) fn present_dense<K: Key>(
     min: K,
     g0: u64,
-    acc: &accumulators::GroupAccumulators,
+    acc: &accumulators::GroupAccumulators<'_>,
 ) -> Vec<(K, usize)> {
     (0..acc.len())
         .filter(|&g| acc.rows(g) > 0)
@@ -335,7 +356,7 @@ pub(crate) fn present_dense<K: Key>(
 pub(crate) fn present_sparse<K: Key>(
     distinct: &[K],
     g0: u64,
-    acc: &accumulators::GroupAccumulators,
+    acc: &accumulators::GroupAccumulators<'_>,
 ) -> Vec<(K, usize)> {
     (0..acc.len())
         .map(|g| (distinct[g0 as usize + g], g))
@@ -350,7 +371,7 @@ fn keyed_groups<K: Key, E: Element>(
     keys: &[K],
     values: &[E],
     ops: &[Op],
-    each: impl FnMut(&accumulators::GroupAccumulators, &[(K, usize)]) -> Result<()>,
+    each: impl FnMut(&accumulators::GroupAccumulators<'_>, &[(K, usize)]) -> Result<()>,
 ) -> Result<()> {
     check_request(keys.len() as u64, values.len() as u64, ops)?;
     ctx.health.check()?;
@@ -379,7 +400,7 @@ fn reduce_planned<K: Key>(
     wide: bool,
     plan: KeyPlan<K>,
     wanted: Wanted,
-    mut each: impl FnMut(&accumulators::GroupAccumulators, &[(K, usize)]) -> Result<()>,
+    mut each: impl FnMut(&accumulators::GroupAccumulators<'_>, &[(K, usize)]) -> Result<()>,
 ) -> Result<()> {
     match plan {
         KeyPlan::Dense { min, groups } => {
@@ -393,7 +414,7 @@ fn reduce_planned<K: Key>(
                 }
             };
             reduce_groups(ctx, dtype, values, by, groups, wanted, |g0, acc| {
-                each(&acc, &present_dense(min, g0, &acc))
+                each(acc, &present_dense(min, g0, acc))
             })
         }
         KeyPlan::Sparse { ids, distinct } => {
@@ -403,7 +424,7 @@ fn reduce_planned<K: Key>(
             };
             let groups = distinct.len() as u64;
             reduce_groups(ctx, dtype, values, by, groups, wanted, |g0, acc| {
-                each(&acc, &present_sparse(&distinct, g0, &acc))
+                each(acc, &present_sparse(&distinct, g0, acc))
             })
         }
     }

@@ -6,13 +6,13 @@
 
 use std::num::NonZeroU64;
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::context::{Context, ErrorScopes};
 use crate::device_array::DeviceArray;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::pool::PooledBuffer;
-use crate::readback::map_read;
 
 use super::accumulators::GroupAccumulators;
 use super::kernels::{
@@ -446,7 +446,7 @@ pub(crate) fn reduce_groups(
     by: RowGroups<'_>,
     groups: u64,
     wanted: Wanted,
-    mut each: impl FnMut(u64, GroupAccumulators) -> Result<()>,
+    mut each: impl FnMut(u64, &GroupAccumulators<'_>) -> Result<()>,
 ) -> Result<()> {
     let wpe = dtype.words();
     let rows = values.len() / wpe;
@@ -488,9 +488,11 @@ pub(crate) fn reduce_groups(
         window.encode_copy(&mut encoder);
         let index = ctx.queue.submit([encoder.finish()]);
         scope.check()?;
-        let words = read_words(ctx, &window.readback, window.bytes, index)?;
+        // Finished from the mapped readback, where the words lie.
+        read_mapped(ctx, &window.readback, window.bytes, index, |words| {
+            each(g0, &GroupAccumulators::new(dtype, words))
+        })??;
         drop(params);
-        each(g0, GroupAccumulators::new(dtype, words))?;
         g0 = g1;
     }
     Ok(())
@@ -671,13 +673,31 @@ pub(crate) fn read_words(
     bytes: u64,
     index: wgpu::SubmissionIndex,
 ) -> Result<Vec<u32>> {
+    read_mapped(ctx, readback, bytes, index, |words| words.to_vec())
+}
+
+/// Waits for submission `index`, maps `bytes` of `readback` and hands its
+/// words to `read` on this thread while mapped; unmaps it whatever
+/// happens after the map.
+pub(crate) fn read_mapped<R>(
+    ctx: &Context,
+    readback: &wgpu::Buffer,
+    bytes: u64,
+    index: wgpu::SubmissionIndex,
+    read: impl FnOnce(&[u32]) -> R,
+) -> Result<R> {
     ctx.wait_callback(&index, |done| {
-        map_read(
-            readback,
-            bytes,
-            "group accumulators",
-            |r| r.map(|b| bytemuck::cast_slice::<u8, u32>(b).to_vec()),
-            done,
-        )
-    })
+        readback.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            done(r.map_err(|e| Error::lost_while("mapping group accumulators failed", Arc::new(e))))
+        })
+    })?;
+    let out = match readback.get_mapped_range(0..bytes) {
+        Ok(view) => Ok(read(bytemuck::cast_slice::<u8, u32>(&view))),
+        Err(e) => Err(Error::lost_while(
+            "reading group accumulators failed",
+            Arc::new(e),
+        )),
+    };
+    readback.unmap();
+    out
 }

@@ -290,7 +290,7 @@ impl KeyedEntry {
 
 /// The accumulators of every window of a request, in group order, or why
 /// they could not be read.
-pub(super) type Outcome = Result<Vec<(u64, GroupAccumulators)>>;
+pub(super) type Outcome = Result<Vec<(u64, GroupAccumulators<'static>)>>;
 
 /// How a request's keys are named in its result.
 enum Names<K> {
@@ -310,7 +310,7 @@ struct Target<K: Key> {
 }
 
 impl<K: Key> Target<K> {
-    fn build(&self, windows: Vec<(u64, GroupAccumulators)>) -> Result<Grouped<K>> {
+    fn build(&self, windows: Vec<(u64, GroupAccumulators<'_>)>) -> Result<Grouped<K>> {
         let mut out = Grouped::empty(&self.ops);
         for (g0, acc) in &windows {
             let present = match &self.names {
@@ -423,7 +423,7 @@ impl Finisher {
 
 /// A request's windows read back so far, until the last one is in.
 struct Gather {
-    windows: Vec<(u64, GroupAccumulators)>,
+    windows: Vec<(u64, GroupAccumulators<'static>)>,
     left: usize,
     failed: bool,
 }
@@ -439,7 +439,7 @@ impl Gather {
 
     /// Adds window `g0`'s accumulators (or the error reading them); returns
     /// the outcome once every window is in, or at the first error.
-    fn put(&mut self, g0: u64, read: Result<GroupAccumulators>) -> Option<Outcome> {
+    fn put(&mut self, g0: u64, read: Result<GroupAccumulators<'static>>) -> Option<Outcome> {
         if self.failed {
             return None;
         }
@@ -467,7 +467,7 @@ fn read_window(
     window: WindowBuffers,
     dtype: Dtype,
     g0: u64,
-    then: impl FnOnce(u64, Result<GroupAccumulators>) + Send + 'static,
+    then: impl FnOnce(u64, Result<GroupAccumulators<'static>>) + Send + 'static,
 ) {
     let buffer: wgpu::Buffer = (*window.readback).clone();
     map_read(
