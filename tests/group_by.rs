@@ -659,6 +659,32 @@ fn device_arrays_and_views_give_the_host_bits() {
             assert_eq!(dev.keys, host.keys, "sparse device keys");
             assert_eq!(all_bits(&dev), all_bits(&host), "sparse device keys");
         }
+        // Device keys are sampled to choose rows one by one (random keys,
+        // above) or run by run (sorted, here; int64 keys two words each).
+        let mut rows: Vec<(i32, f64)> = dense.iter().copied().zip(f64s.iter().copied()).collect();
+        rows.sort_by_key(|r| r.0);
+        let (sk, sv): (Vec<i64>, Vec<f64>) = rows.iter().map(|&(k, v)| (k as i64, v)).unzip();
+        let host = e
+            .reduce_by_key(&sk, &sv, &OPS, NanPolicy::Propagate)
+            .unwrap();
+        let dev = e
+            .reduce_by_key_device(
+                &e.upload(&sk).unwrap(),
+                &e.upload(&sv).unwrap(),
+                &OPS,
+                NanPolicy::Propagate,
+            )
+            .unwrap();
+        assert_eq!(dev.keys, host.keys, "sorted int64 device keys");
+        assert_eq!(all_bits(&dev), all_bits(&host), "sorted int64 device keys");
+        let wide: Vec<i64> = dense.iter().map(|&k| k as i64 * 3).collect();
+        let host = e
+            .reduce_by_key(&wide, &f64s, &OPS, NanPolicy::Propagate)
+            .unwrap();
+        let dev = e
+            .reduce_by_key_device(&e.upload(&wide).unwrap(), &dv, &OPS, NanPolicy::Propagate)
+            .unwrap();
+        assert_eq!(all_bits(&dev), all_bits(&host), "random int64 device keys");
         let view = e
             .reduce_by_key_view(
                 ndarray::ArrayView1::from(&dense[..]).slice_move(ndarray::s![..;2]),

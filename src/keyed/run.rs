@@ -207,27 +207,95 @@ pub(crate) struct PassShape {
 /// Adjacent row pairs [`keys_change_often`] looks at.
 const SAMPLE_PAIRS: usize = 4096;
 
-/// True when host-held keys change between adjacent rows more often than
-/// not, judged from up to [`SAMPLE_PAIRS`] evenly spaced pairs: runs would
-/// end on nearly every row, and the kernel's per-run bookkeeping costs more
-/// than adding each row straight to its group (`DIRECT` in group.wgsl).
-/// Both ways give the same bits; device-resident keys are not sampled and
-/// go run by run.
-pub(crate) fn keys_change_often(by: &RowGroups<'_>) -> bool {
-    let (Some(Words::Host(words)), w) = (by.keys(), by.key_words() as usize) else {
-        return false;
-    };
-    let pairs = (words.len() / w).saturating_sub(1);
-    if pairs == 0 {
-        return false;
+/// Blocks of adjacent device-resident keys read back to judge them, and
+/// rows per block; smaller inputs are not sampled (either way costs little
+/// there).
+const DEVICE_SAMPLE_BLOCKS: u64 = 4;
+const DEVICE_SAMPLE_ROWS: u64 = 1024;
+const MIN_SAMPLED_DEVICE_ROWS: u64 = 1 << 16;
+
+/// True when the keys change between adjacent rows more often than not:
+/// runs would end on nearly every row, and the kernel's per-run
+/// bookkeeping costs more than adding each row straight to its group
+/// (`DIRECT` in group.wgsl). Host-held keys are judged from up to
+/// [`SAMPLE_PAIRS`] evenly spaced pairs; device-resident ones from a few
+/// evenly spaced blocks read back (a small copy and one wait), and go run
+/// by run where that fails. Both ways give the same bits.
+pub(crate) fn keys_change_often(ctx: &Context, by: &RowGroups<'_>) -> bool {
+    let w = by.key_words() as usize;
+    match by.keys() {
+        Some(Words::Host(words)) => {
+            let pairs = (words.len() / w).saturating_sub(1);
+            if pairs == 0 {
+                return false;
+            }
+            let samples = pairs.min(SAMPLE_PAIRS);
+            let step = pairs / samples;
+            let changes = (0..samples)
+                .map(|s| s * step * w)
+                .filter(|&at| words[at..at + w] != words[at + w..at + 2 * w])
+                .count();
+            changes * 2 > samples
+        }
+        Some(Words::Device(array)) => device_keys_change_often(ctx, array, w).unwrap_or(false),
+        None => false,
     }
-    let samples = pairs.min(SAMPLE_PAIRS);
-    let step = pairs / samples;
-    let changes = (0..samples)
-        .map(|s| s * step * w)
-        .filter(|&at| words[at..at + w] != words[at + w..at + 2 * w])
-        .count();
-    changes * 2 > samples
+}
+
+/// [`keys_change_often`] for keys in `array` (`w` words a key), from
+/// [`DEVICE_SAMPLE_BLOCKS`] blocks of adjacent keys; `None` where they
+/// cannot be read (a buffer without COPY_SRC, a GPU error).
+fn device_keys_change_often(ctx: &Context, array: &DeviceArray, w: usize) -> Option<bool> {
+    let w = w as u64;
+    let rows = array.len() * array.dtype().words() / w;
+    if rows < MIN_SAMPLED_DEVICE_ROWS
+        || array
+            .pieces
+            .iter()
+            .any(|p| !p.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC))
+    {
+        return None;
+    }
+    let block_words = DEVICE_SAMPLE_ROWS * w;
+    let bytes = DEVICE_SAMPLE_BLOCKS * block_words * 4;
+    let scope = ErrorScopes::push(ctx);
+    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("gpulanes key sample"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes key sample"),
+        });
+    // Each block lies inside one piece (cut short where the piece ends).
+    let mut lens = Vec::new();
+    for b in 0..DEVICE_SAMPLE_BLOCKS {
+        let word = (rows - DEVICE_SAMPLE_ROWS) * b / (DEVICE_SAMPLE_BLOCKS - 1) * w;
+        let piece = piece_at(array, word);
+        let reach = piece.span.base_item + piece.span.items - word;
+        let words = block_words.min(reach) / w * w;
+        encoder.copy_buffer_to_buffer(
+            &piece.buffer,
+            (word - piece.span.base_item) * 4,
+            &readback,
+            b * block_words * 4,
+            words * 4,
+        );
+        lens.push(words as usize);
+    }
+    let index = ctx.queue.submit([encoder.finish()]);
+    scope.check().ok()?;
+    let sample = read_words(ctx, &readback, bytes, index).ok()?;
+    let (mut pairs, mut changes) = (0, 0);
+    for (block, &len) in sample.chunks(block_words as usize).zip(&lens) {
+        let keys: Vec<&[u32]> = block[..len].chunks_exact(w as usize).collect();
+        pairs += keys.len().saturating_sub(1);
+        changes += keys.windows(2).filter(|k| k[0] != k[1]).count();
+    }
+    Some(pairs > 0 && changes * 2 > pairs)
 }
 
 impl PassShape {
@@ -258,7 +326,7 @@ impl PassShape {
             } else {
                 1
             },
-            direct: keys_change_often(by),
+            direct: keys_change_often(ctx, by),
         }
     }
 }
@@ -342,6 +410,10 @@ pub(crate) fn encode_window_phase(
         Local::Global
     };
     let private = local != Local::Global;
+    log::debug!(
+        "group pass: {dtype}, {count} groups, phase {phase}, {local:?} accumulation, rows {}",
+        if direct { "one by one" } else { "run by run" }
+    );
     let wg = group_workgroup_size(kernels.shape(), local) as u64;
     let per_unit = wg * rows_per_invocation(kernels.shape()) as u64;
     let pipeline = kernels.pipeline(
