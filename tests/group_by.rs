@@ -465,15 +465,51 @@ fn signed_zero_sums_with_rows_added_one_by_one() {
 }
 
 #[test]
+fn random_keys_going_run_by_run_over_many_rows() {
+    // Keys in a buffer without COPY_SRC are not sampled and go run by run;
+    // random ones end a run on nearly every row, the most loop iterations
+    // an invocation runs (CPU drivers stop an invocation after a fixed
+    // number of them, which would drop rows). Few groups: private
+    // accumulation.
+    use gpulanes::wgpu::util::DeviceExt;
+    let e = engine();
+    let mut rng = SplitMix::new(37);
+    let n = (1 << 22) + 4; // whole 16-byte words, as from_buffer asks
+    let keys: Vec<i32> = (0..n).map(|_| rng.below(200) as i32).collect();
+    let values = adversarial_f32(&mut rng, n, false);
+    let buffer = e
+        .device()
+        .create_buffer_init(&gpulanes::wgpu::util::BufferInitDescriptor {
+            label: Some("keys without COPY_SRC"),
+            contents: bytemuck::cast_slice(&keys),
+            usage: gpulanes::wgpu::BufferUsages::STORAGE,
+        });
+    let dk = gpulanes::DeviceArray::from_buffer(e, buffer, gpulanes::Dtype::I32, n as u64).unwrap();
+    let dv = e.upload(&values).unwrap();
+    let dev = e
+        .reduce_by_key_device(&dk, &dv, &OPS, NanPolicy::Propagate)
+        .unwrap();
+    let want = reference(&keys, &values, &OPS, NanPolicy::Propagate);
+    assert_eq!(
+        dev.keys,
+        want.keys.iter().map(|&k| k as i64).collect::<Vec<_>>()
+    );
+    assert_eq!(all_bits(&dev), all_bits(&want), "run by run, {n} rows");
+}
+
+#[test]
 fn compact_sums_at_their_window_limits_and_past_them() {
-    // Keys alternate (rows added one by one, few groups: compact
-    // accumulation). Each invocation's first row of a group is small and
-    // sets the group's window; the other rows lie at the top of the window
-    // (the most a workgroup's sum may hold), past it, or under it.
+    // Rows added one by one into few groups: compact accumulation. Each
+    // invocation's first rows are small and set their group's window; the
+    // other rows lie at the top of the window (where a workgroup's sum
+    // comes within a factor of two of what it may hold; one binade more
+    // overflows it), past it, or under it.
     let e = engine();
     // Enough rows that every workgroup takes as many rows as it may.
     let n = (1 << 21) + 5;
-    let keys: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+    // Two keys in the pattern 0, 0, 1: two rows in three change key (rows
+    // one by one), and key 0 takes two thirds of a workgroup's rows.
+    let keys: Vec<u32> = (0..n).map(|i| (i % 3 == 2) as u32).collect();
     // Binades above the first value's: the window's top (the most a
     // workgroup's sum may hold, for the 8-wide shape) and past it, where a
     // window taking them would overflow.
@@ -491,7 +527,7 @@ fn compact_sums_at_their_window_limits_and_past_them() {
     for (what, first, rest) in cases {
         let what = what.as_str();
         let values: Vec<f32> = (0..n)
-            .map(|i| if i % 256 < 2 { first } else { rest })
+            .map(|i| if i % 256 < 3 { first } else { rest })
             .collect();
         check(e, what, &keys, &values, NanPolicy::Propagate);
         let mixed: Vec<f32> = values

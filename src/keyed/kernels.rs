@@ -101,15 +101,23 @@ pub fn group_workgroup_size(shape: KernelShape, local: Local) -> u32 {
     }
 }
 
-/// Units (WG * RUN rows) one workgroup of a private or compact pass takes:
-/// each workgroup adds its private accumulators to the global ones once,
-/// so fewer, longer workgroups add them less often, while GPUs need enough
-/// workgroups to fill their cores. An invocation then takes at most 2048
-/// rows, a few loop iterations each, far under llvmpipe's cap.
-pub fn units_per_private_workgroup(shape: KernelShape) -> u64 {
-    match shape {
-        KernelShape::Narrow => 16,
-        KernelShape::Workgroup | KernelShape::Subgroup => 4,
+/// Units (WG * RUN rows) one workgroup of a private or compact pass takes
+/// at most: each workgroup adds its private accumulators to the global
+/// ones once, so fewer, longer workgroups add them less often, while GPUs
+/// need enough workgroups to fill their cores.
+///
+/// On CPU adapters an invocation of a pass adding rows one by one
+/// (`direct`) then takes 8 * 256 = 2048 rows, each at most about a dozen
+/// loop iterations (the row loop, the window's compare-exchange, five
+/// limb additions with their carries), some 25,000 in all: well under
+/// llvmpipe's 65535. Passes going run by run may end a run on every row
+/// and then run twice as many iterations per row, so they keep one unit
+/// (256 rows) per workgroup.
+pub fn units_per_private_workgroup(shape: KernelShape, direct: bool) -> u64 {
+    match (shape, direct) {
+        (KernelShape::Narrow, true) => 8,
+        (KernelShape::Narrow, false) => 1,
+        (KernelShape::Workgroup | KernelShape::Subgroup, _) => 4,
     }
 }
 
@@ -165,10 +173,11 @@ pub fn compact_groups(dtype: Dtype, workgroup_bytes: u32) -> u32 {
 }
 
 /// How far above a compact group's bit 0 a value may lie (`P_SPAN`): the
-/// values one workgroup adds ([`units_per_private_workgroup`] units), each
+/// values one workgroup adds ([`units_per_private_workgroup`] units of
+/// rows added one by one, the only way compact passes take rows), each
 /// under 2^(span + magnitude bits), must sum inside 63 bits.
 fn compact_span(dtype: Dtype, shape: KernelShape) -> u32 {
-    let rows = units_per_private_workgroup(shape)
+    let rows = units_per_private_workgroup(shape, true)
         * group_workgroup_size(shape, Local::Compact) as u64
         * rows_per_invocation(shape) as u64;
     let headroom = 64 - (rows - 1).leading_zeros(); // ceil(log2(rows))

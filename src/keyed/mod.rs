@@ -24,7 +24,9 @@
 //!   window reads the rows again and skips rows of other windows.
 //!
 //! Inside the kernel rows go to their group's accumulator one of two ways,
-//! chosen from a sample of host-held keys (device keys go run by run):
+//! chosen from a sample of the keys (evenly spaced adjacent pairs of
+//! host-held keys; four blocks of device-resident keys, read back with one
+//! small copy and a wait):
 //! - **Run by run** (sorted or clustered keys): each invocation folds a run
 //!   of consecutive rows of one group in registers and flushes it with a few
 //!   atomics when the group changes.
@@ -250,7 +252,15 @@ pub(crate) fn finish_window<K: Key>(
                 .collect()
         })
     };
-    results.into_iter().collect::<Result<()>>()?;
+    if let Err(e) = results.into_iter().collect::<Result<()>>() {
+        // Leave `out` as it was: keys, values and counts of equal length.
+        let keep = out.keys.len();
+        for r in &mut out.reductions {
+            r.values.truncate(keep);
+            r.counts.truncate(keep);
+        }
+        return Err(e);
+    }
     out.keys.extend(groups.iter().map(|&(k, _)| k));
     Ok(())
 }

@@ -486,7 +486,7 @@ pub(crate) fn encode_window_phase(
         // them), and at least a few workgroups share the work.
         let workgroups = if private {
             units
-                .div_ceil(units_per_private_workgroup(kernels.shape()))
+                .div_ceil(units_per_private_workgroup(kernels.shape(), direct))
                 .max(units.min(MIN_PRIVATE_WORKGROUPS))
         } else {
             units
