@@ -1,6 +1,7 @@
-//! The engine's async forms: the same bits as the blocking forms, many
-//! futures at once on a multi-threaded tokio runtime, futures dropped
-//! before they settle, and errors that come out of the future.
+//! The engine's async forms: the same bits as the blocking forms (keyed
+//! reductions too), many futures at once on a multi-threaded tokio
+//! runtime, futures dropped before they settle or outliving their engine,
+//! a lost device, and errors that come out of the future.
 
 mod common;
 
@@ -413,4 +414,144 @@ fn an_encoded_typed_reduction_gives_the_bits_of_reduce_device_typed() {
             assert_same_typed(&got, &want, &what);
         }
     }
+}
+
+/// One reduction's value bits and counts.
+type OpBits = (Vec<Option<(u8, u64)>>, Vec<u64>);
+
+/// Every value and count of a keyed result, as bits.
+fn grouped_bits<K: Clone>(g: &gpulanes::Grouped<K>) -> (Vec<K>, Vec<OpBits>) {
+    (
+        g.keys.clone(),
+        g.reductions
+            .iter()
+            .map(|r| {
+                (
+                    r.values.iter().map(|v| scalar_bits(*v)).collect(),
+                    r.counts.clone(),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn keyed_futures_give_the_bits_of_reduce_by_key() {
+    let engine = engine().clone();
+    let mut rng = SplitMix::new(41);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..24u64 {
+            let engine = engine.clone();
+            let n = 1 + (t as usize * 7919) % 60_000;
+            let card = [1u64, 7, 1000, 100_000][t as usize % 4];
+            let keys: Vec<i64> = (0..n)
+                .map(|_| (rng.below(card) as i64) << (t % 3 * 20))
+                .collect();
+            let values: Vec<f64> = mixed_data(&mut rng, n, 5)
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            tasks.push(tokio::spawn(async move {
+                let nan = POLICIES[t as usize % 2];
+                let got = engine
+                    .reduce_by_key_async(keys.clone(), values.clone(), &OPS, nan)
+                    .await
+                    .unwrap();
+                let want = engine.reduce_by_key(&keys, &values, &OPS, nan).unwrap();
+                assert_eq!(grouped_bits(&got), grouped_bits(&want), "task {t}");
+            }));
+        }
+        for task in tasks {
+            task.await.expect("a task panicked");
+        }
+    });
+    // Empty input, bad input.
+    let g = pollster::block_on(engine.reduce_by_key_async::<i32, f32>(
+        vec![],
+        vec![],
+        &OPS,
+        NanPolicy::Propagate,
+    ))
+    .unwrap();
+    assert!(g.is_empty());
+    let e = pollster::block_on(engine.reduce_by_key_async(
+        vec![1i32, 2],
+        vec![1.0f32],
+        &OPS,
+        NanPolicy::Propagate,
+    ))
+    .unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+    let e = pollster::block_on(engine.reduce_by_key_async(
+        vec![1u32],
+        vec![1.0f32],
+        &[],
+        NanPolicy::Propagate,
+    ))
+    .unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+}
+
+#[test]
+fn a_keyed_future_outlives_its_engine() {
+    let engine = Engine::new().unwrap();
+    let keys: Vec<u32> = (0..200_000).map(|i| i % 3).collect();
+    let futures: Vec<_> = (0..4)
+        .map(|_| {
+            engine.reduce_by_key_async(
+                keys.clone(),
+                vec![0.5f32; 200_000],
+                &[Op::Sum, Op::Count],
+                NanPolicy::Propagate,
+            )
+        })
+        .collect();
+    drop(engine);
+    for f in futures {
+        let g = pollster::block_on(f).unwrap();
+        assert_eq!(g.keys, vec![0, 1, 2]);
+        assert_eq!(g.reductions[1].counts, vec![66_667, 66_667, 66_666]);
+        let sums: Vec<_> = g.reductions[0].values.clone();
+        assert_eq!(
+            sums,
+            vec![
+                Some(Scalar::F32(33_333.5)),
+                Some(Scalar::F32(33_333.5)),
+                Some(Scalar::F32(33_333.0))
+            ]
+        );
+    }
+}
+
+#[test]
+fn keyed_futures_in_flight_when_the_device_is_lost_settle() {
+    let engine = Engine::new().unwrap();
+    let keys: Vec<i32> = (0..1 << 20).map(|i| (i * 7919) % 5000).collect();
+    let values: Vec<f32> = (0..1 << 20).map(|i| (i % 100) as f32).collect();
+    let futures: Vec<_> = (0..6)
+        .map(|_| {
+            engine.reduce_by_key_async(keys.clone(), values.clone(), &OPS, NanPolicy::Propagate)
+        })
+        .collect();
+    engine.device().destroy();
+    // Each settles (finished before the loss, or DeviceLost), none hangs.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcomes: Vec<_> = futures.into_iter().map(pollster::block_on).collect();
+        let _ = tx.send(outcomes);
+    });
+    let outcomes = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("keyed futures settle after the loss");
+    for r in outcomes {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::DeviceLost { .. }), "{e:?}");
+        }
+    }
+    let e =
+        pollster::block_on(engine.reduce_by_key_async(keys, values, &OPS, NanPolicy::Propagate))
+            .unwrap_err();
+    assert!(matches!(e, Error::DeviceLost { .. }), "{e:?}");
 }

@@ -62,6 +62,7 @@ use crate::context::Context;
 use crate::device_array::DeviceArray;
 use crate::dtype::{Dtype, Element, Scalar};
 use crate::error::{Error, Result};
+use crate::future::{Promise, ReductionFuture};
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::state::{State, StateKind};
 
@@ -471,6 +472,65 @@ impl crate::Engine {
             finish_window(&mut out, acc, groups, nan)
         })?;
         Ok(out)
+    }
+
+    /// Async [`Engine::reduce_by_key`](crate::Engine::reduce_by_key): the
+    /// same result, bit for bit, from a future. The keys and values are
+    /// moved in, so the future borrows nothing; a thread of the request's
+    /// own plans the keys, uploads the rows, waits for the GPU between
+    /// windows of groups and finishes the groups, so the calling thread
+    /// (an async executor's) never waits for any of it.
+    ///
+    /// ```
+    /// use gpulanes::{NanPolicy, Op, Scalar};
+    /// let engine = gpulanes::Engine::new()?;
+    /// let future = engine.reduce_by_key_async(vec![3i32, 1, 3], vec![0.5f32, 2.0, 0.25], &[Op::Sum], NanPolicy::Propagate);
+    /// let g = pollster::block_on(future)?;
+    /// assert_eq!(g.keys, vec![1, 3]);
+    /// assert_eq!(g.reductions[0].values, vec![Some(Scalar::F32(2.0)), Some(Scalar::F32(0.75))]);
+    /// # Ok::<(), gpulanes::Error>(())
+    /// ```
+    ///
+    /// Empty input gives no keys; NaN as for
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
+    ///
+    /// # Errors
+    /// From the future: as
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key), and
+    /// [`Error::Thread`] when the request's thread cannot be started.
+    pub fn reduce_by_key_async<K: Key, E: Element>(
+        &self,
+        keys: Vec<K>,
+        values: Vec<E>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> ReductionFuture<Grouped<K>> {
+        if let Err(e) = check_request(keys.len() as u64, values.len() as u64, ops) {
+            return ReductionFuture::ready(Err(e));
+        }
+        let (future, slot) = ReductionFuture::pending();
+        let ctx = self.context().clone();
+        let ops = ops.to_vec();
+        let on_thread = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gpulanes keyed reduction".into())
+            .spawn(move || {
+                // Made on the thread: if it panics, the promise dropped on
+                // the way out settles the future with Error::Internal.
+                let promise = Promise::new(&on_thread);
+                let mut out = Grouped::empty(&ops);
+                let done = keyed_groups(&ctx, &keys, &values, &ops, |acc, groups| {
+                    finish_window(&mut out, acc, groups, nan)
+                });
+                promise.keep(done.map(|()| out));
+            });
+        if let Err(e) = spawned {
+            slot.settle(Err(Error::Thread {
+                thread: "keyed reduction",
+                source: std::sync::Arc::new(e),
+            }));
+        }
+        future
     }
 
     /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) of 1-D
