@@ -479,7 +479,9 @@ impl crate::Engine {
     /// moved in, so the future borrows nothing; a thread of the request's
     /// own plans the keys, uploads the rows, waits for the GPU between
     /// windows of groups and finishes the groups, so the calling thread
-    /// (an async executor's) never waits for any of it.
+    /// (an async executor's) never waits for any of it. Each call starts a
+    /// thread: for many keyed requests at a time, the scheduler's bounded
+    /// queues ([`Request::keyed`](crate::Request::keyed)) suit better.
     ///
     /// ```
     /// use gpulanes::{NanPolicy, Op, Scalar};
