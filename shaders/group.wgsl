@@ -42,25 +42,29 @@
 //   Each invocation takes RUN consecutive rows. With DIRECT (keys that
 //   change group on most rows, as random keys do) it adds each row straight
 //   to its group's accumulators: a few atomics and no bookkeeping per row.
-//   Otherwise it keeps what it learns
-//   about the current group in registers: a 96-bit two's complement window
-//   of the sum anchored at the first value's grid position (WIN_BELOW
-//   binades under it), the counts, flags and best keys. It flushes them with atomics when the group changes and
-//   at the end, so sorted keys and small partitions cost a few atomics per
-//   run rather than per row. A value under the window's bit 0 or more than
-//   WIN_SPAN binades above it flushes the window and re-anchors it.
+//   Otherwise it keeps what it learns about the current group in
+//   registers: a 96-bit two's complement window of the sum anchored at the
+//   first value's grid position (WIN_BELOW binades under it), the counts,
+//   flags and best keys. It flushes them with atomics when the group
+//   changes and at the end, so sorted keys and small partitions cost a few
+//   atomics per run rather than per row. A value under the window's bit 0
+//   or more than WIN_SPAN binades above it flushes the window and
+//   re-anchors it.
 //
 // How it is dispatched
 //   @workgroup_size(WG). The rows form units of WG * RUN rows; workgroup w
 //   (workgroup_id.x + workgroup_id.y * num_workgroups.x on a 2-D grid) takes
 //   units w, w + W, w + 2W, ... where W is the grid's size, so the host may
-//   launch one workgroup per unit or fewer that take several (PRIVATE
-//   passes do, to add their workgroup's accumulators to `acc` less often).
+//   launch one workgroup per unit or fewer that take several (PRIVATE and
+//   COMPACT passes do, to add their workgroup's accumulators to `acc` less
+//   often). The host bounds the units a workgroup takes so that no
+//   invocation runs 65535 loop iterations in all, where Mesa's llvmpipe
+//   stops it (src/keyed/kernels.rs, units_per_private_workgroup).
 //   Composed after a header (src/keyed/kernels.rs) defining WG, RUN, LIMBS,
 //   STRIDE, WPE, WIN_BELOW, WIN_SPAN, PRIVATE, COMPACT, P_BELOW, P_SPAN,
-//   PRIV_WORDS and DTYPE
-//   (0 float32, 1 float64, 2 int32, 3 uint32, 4 int64); MODE, WANT_SUM,
-//   WANT_MAX, WANT_MIN, PHASE and DIRECT are pipeline overrides.
+//   PRIV_WORDS and DTYPE (0 float32, 1 float64, 2 int32, 3 uint32,
+//   4 int64); MODE, WANT_SUM, WANT_MAX, WANT_MIN, PHASE and DIRECT are
+//   pipeline overrides.
 
 override MODE: u32 = 0u;
 override WANT_SUM: bool = true;
