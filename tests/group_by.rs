@@ -3,7 +3,9 @@
 //! exact reference in tests/exact.rs): random keys at many cardinalities,
 //! sparse and extreme keys, every value dtype, NaN/inf/-0.0 per group under
 //! both NaN policies, row permutations giving identical bits, windows and
-//! chunks forced by tiny binding caps, and bad input.
+//! chunks forced by tiny binding caps, every way rows reach their groups
+//! and accumulate (with the limits of each), a property test over random
+//! keys and values, and bad input.
 
 mod common;
 
@@ -773,5 +775,48 @@ fn device_arrays_and_views_give_the_host_bits() {
             ),
             "{what}"
         );
+    }
+}
+
+/// Keys over a cardinality that crosses the compact, private and global
+/// accumulations, and values from the property tests' element strategy
+/// (80 binades, subnormals, signed zeros, specials at a case's rate).
+fn keyed_strategy() -> impl proptest::strategy::Strategy<Value = (Vec<i32>, Vec<f32>)> {
+    use proptest::prelude::*;
+    let card = prop_oneof![
+        Just(1i32),
+        Just(3),
+        Just(50),
+        Just(1000),
+        Just(1500),
+        Just(5000)
+    ];
+    let len = prop_oneof![3 => 0usize..3000, 1 => 0usize..40_000];
+    let rate = prop_oneof![Just(0u32), Just(2u32), Just(40u32)];
+    (card, len, rate).prop_flat_map(|(card, n, rate)| {
+        (
+            proptest::collection::vec(-7..card - 7, n),
+            proptest::collection::vec(common::element(rate), n),
+        )
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(common::config(24))]
+
+    /// Random keys and values, in their order (rows one by one where keys
+    /// change on most rows) and sorted by key (run by run), on the 8-wide
+    /// and the 256-wide shapes: the exact reference's bits.
+    #[test]
+    fn keyed_matches_the_reference((keys, values) in keyed_strategy()) {
+        let mut rows: Vec<(i32, f32)> = keys.iter().copied().zip(values.iter().copied()).collect();
+        rows.sort_by_key(|r| r.0);
+        let (sk, sv): (Vec<i32>, Vec<f32>) = rows.into_iter().unzip();
+        for e in [engine(), no_subgroup_engine()] {
+            for nan in POLICIES {
+                check(e, "rows in their order", &keys, &values, nan);
+                check(e, "rows sorted by key", &sk, &sv, nan);
+            }
+        }
     }
 }
