@@ -17,7 +17,8 @@
 #      context, since NVIDIA drivers may keep a Vulkan-only GPU at a lower
 #      performance level;
 #   5. `gpulanes bench` with the group-by and small-partition rows beside
-#      PyTorch's (scripts/gpu-compare.sh);
+#      PyTorch's (scripts/gpu-compare.sh), then the group-by rows under each
+#      forced way of taking rows and accumulating (GPULANES_GROUP);
 #   6. `gpulanes mixed` (the two lanes under a saturating batch stream);
 #   7. the correctness test binaries (.devbin/t_*) where they were carried.
 #
@@ -25,7 +26,7 @@
 #
 # --quick: fewer runs and sizes (a rehearsal, e.g. on lavapipe). Set
 # GPULANES_BIN to use another binary, DOCTOR_ARGS to add doctor arguments,
-# SKIP="peers cuda bench mixed tests" (any of them) to skip steps.
+# SKIP="peers cuda bench groups mixed tests" (any of them) to skip steps.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -133,6 +134,23 @@ if [[ $skip != *" bench "* ]]; then
   OUT="$logs" GPULANES_BIN="$bin" timeout 300 "$here/gpu-compare.sh" "${bench_args[@]}" > "$logs/gpu-compare.txt" 2>&1
   echo "gpu-compare exited $?"
   tail -60 "$logs/gpu-compare.txt"
+fi
+
+# 5b. The group-by rows under each forced way of taking rows and
+# accumulating (GPULANES_GROUP; the same bits each), to see which suits
+# this GPU at each cardinality.
+if [[ $skip != *" groups "* ]]; then
+  group_rows=16M
+  [ $quick = 1 ] && group_rows=1M
+  for way in runs direct,global direct,private direct,compact; do
+    name=${way//,/-}
+    step "group-by rows with GPULANES_GROUP=$way"
+    GPULANES_GROUP=$way timeout 120 "$bin" bench --dtype float32 --sizes 16M --ops sum --partitions none \
+      --no-cpu --no-progress --group-by-rows "$group_rows" --json "$logs/group-$name.json" \
+      > "$logs/group-$name.txt" 2>&1
+    echo "bench ($way) exited $?"
+    grep -A8 '^group-by' "$logs/group-$name.txt"
+  done
 fi
 
 # 6. The two lanes.

@@ -129,6 +129,7 @@ impl Context {
             shape,
             info.backend != wgpu::Backend::Gl,
             options.build,
+            options.group_strategy,
         );
         if let Some(e) = pollster::block_on(oom.pop()) {
             return Err(Error::from_wgpu("building the kernels", e));

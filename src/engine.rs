@@ -223,10 +223,13 @@ impl Engine {
     /// [`Error::Validation`], [`Error::Wait`] or [`Error::Internal`] for other
     /// GPU failures (see [`Error`]).
     pub fn new() -> Result<Self> {
-        Self::with_options(EngineOptions {
-            kernels: KernelShape::from_env()?,
-            ..Default::default()
-        })
+        Self::with_options(
+            EngineOptions {
+                kernels: KernelShape::from_env()?,
+                ..Default::default()
+            }
+            .group_strategy(crate::kernels::GroupStrategy::from_env()?),
+        )
     }
 
     /// Like [`Engine::new`], with options.

@@ -35,7 +35,8 @@ pub const EXACT_ENTRY_WGSL: &str = include_str!("../shaders/exact_entry.wgsl");
 
 /// The group kernel (keyed reductions and small partitions).
 pub use crate::keyed::kernels::{
-    COMPACT_WORDS, GROUP_WGSL, Local, compact_groups, group_shader_source, private_groups,
+    COMPACT_WORDS, GROUP_WGSL, GroupStrategy, Local, compact_groups, group_shader_source,
+    private_groups,
 };
 #[doc(hidden)]
 pub use crate::keyed::kernels::{GROUP_BINDINGS, GROUP_PARAMS_BYTES};

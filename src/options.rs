@@ -1,7 +1,7 @@
 //! The options an engine is opened with: caps below the device's own
 //! limits and a forced kernel shape, for tests and special deployments.
 
-use crate::kernels::KernelShape;
+use crate::kernels::{GroupStrategy, KernelShape};
 
 /// Knobs for tests and special deployments; the defaults use the device's
 /// own limits and the kernel shape that suits it.
@@ -39,6 +39,8 @@ pub struct EngineOptions {
     pub(crate) build: KernelBuild,
     /// See [`EngineOptions::persistent_workgroups`].
     pub(crate) persistent_workgroups: Option<u32>,
+    /// See [`EngineOptions::group_strategy`].
+    pub(crate) group_strategy: GroupStrategy,
 }
 
 /// How the kernels are compiled: wgpu's safety measures, on by default,
@@ -84,6 +86,16 @@ impl KernelBuild {
 }
 
 impl EngineOptions {
+    /// Forces how keyed reductions take rows and where they accumulate
+    /// (see [`GroupStrategy`]; every way gives the same bits), for
+    /// measuring the ways against one another.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn group_strategy(mut self, strategy: GroupStrategy) -> Self {
+        self.group_strategy = strategy;
+        self
+    }
+
     /// Forces the kernel shape (every shape gives the same bits;
     /// [`KernelShape::Subgroup`] fails on a device without
     /// `Features::SUBGROUP`).

@@ -820,3 +820,64 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn every_forced_strategy_gives_the_same_bits() {
+    use gpulanes::EngineOptions;
+    use gpulanes::kernels::{GroupStrategy, Local};
+    assert_eq!(
+        GroupStrategy::parse(" Direct, compact,"),
+        Some(GroupStrategy {
+            direct: Some(true),
+            local: Some(Local::Compact)
+        })
+    );
+    assert_eq!(GroupStrategy::parse(""), Some(GroupStrategy::default()));
+    assert_eq!(GroupStrategy::parse("runs,hash"), None);
+    let mut rng = SplitMix::new(43);
+    let n = 30_000;
+    let cases: Vec<(Vec<i32>, Vec<f32>, Vec<f64>)> = [5u64, 700, 3000]
+        .iter()
+        .map(|&card| {
+            let keys = (0..n).map(|_| rng.below(card) as i32).collect();
+            (
+                keys,
+                adversarial_f32(&mut rng, n, true),
+                adversarial_f64(&mut rng, n, true),
+            )
+        })
+        .collect();
+    let want: Vec<_> = cases
+        .iter()
+        .map(|(k, v, w)| {
+            (
+                all_bits(
+                    &engine()
+                        .reduce_by_key(k, v, &OPS, NanPolicy::Propagate)
+                        .unwrap(),
+                ),
+                all_bits(
+                    &engine()
+                        .reduce_by_key(k, w, &OPS, NanPolicy::Ignore)
+                        .unwrap(),
+                ),
+            )
+        })
+        .collect();
+    for direct in [Some(true), Some(false)] {
+        for local in [Local::Global, Local::Private, Local::Compact] {
+            let strategy = GroupStrategy {
+                direct,
+                local: Some(local),
+            };
+            let e =
+                Engine::with_options(EngineOptions::default().group_strategy(strategy)).unwrap();
+            for ((k, v, w), (f32_bits, f64_bits)) in cases.iter().zip(&want) {
+                let got = e.reduce_by_key(k, v, &OPS, NanPolicy::Propagate).unwrap();
+                assert_eq!(&all_bits(&got), f32_bits, "{strategy:?}, float32");
+                let got = e.reduce_by_key(k, w, &OPS, NanPolicy::Ignore).unwrap();
+                assert_eq!(&all_bits(&got), f64_bits, "{strategy:?}, float64");
+            }
+        }
+    }
+}

@@ -60,6 +60,61 @@ impl Local {
     }
 }
 
+/// A forced way for keyed passes to take rows and accumulate (each
+/// `None` leaves the engine's choice): for measuring the ways against one
+/// another, as `GPULANES_GROUP` sets it. Every way gives the same bits. A
+/// forced accumulation applies where it can hold the pass (compact: 32-bit
+/// values added row by row and up to [`compact_groups`] groups; private:
+/// up to [`private_groups`]; neither for the second phase of 64-bit keys
+/// or for partitions); elsewhere the engine chooses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupStrategy {
+    /// `Some(true)`: rows one by one; `Some(false)`: run by run.
+    pub direct: Option<bool>,
+    /// Where keyed passes accumulate first.
+    pub local: Option<Local>,
+}
+
+impl GroupStrategy {
+    /// What [`GroupStrategy::parse`] accepts.
+    pub const NAMES: &'static str =
+        "a comma-separated list of runs or direct, and global, private or compact";
+
+    /// Parses a comma-separated list of `runs` or `direct` and `global`,
+    /// `private` or `compact` (case-insensitive; empty items ignored).
+    pub fn parse(list: &str) -> Option<Self> {
+        let mut s = GroupStrategy::default();
+        for item in list.split(',').map(|i| i.trim().to_ascii_lowercase()) {
+            match item.as_str() {
+                "" => {}
+                "runs" => s.direct = Some(false),
+                "direct" => s.direct = Some(true),
+                "global" => s.local = Some(Local::Global),
+                "private" => s.local = Some(Local::Private),
+                "compact" => s.local = Some(Local::Compact),
+                _ => return None,
+            }
+        }
+        Some(s)
+    }
+
+    /// The strategy `GPULANES_GROUP` names (unset or empty: the engine's
+    /// choices), which [`Engine::new`](crate::Engine::new) honours.
+    pub fn from_env() -> crate::Result<Self> {
+        const VAR: &str = "GPULANES_GROUP";
+        let value = match std::env::var(VAR) {
+            Err(std::env::VarError::NotPresent) => return Ok(Self::default()),
+            Err(std::env::VarError::NotUnicode(v)) => v.to_string_lossy().into_owned(),
+            Ok(v) => v,
+        };
+        Self::parse(&value).ok_or(crate::Error::InvalidEnv {
+            var: VAR,
+            value,
+            expected: Self::NAMES,
+        })
+    }
+}
+
 /// Words of one group in a compact pass's workgroup memory (`PW`).
 pub const COMPACT_WORDS: u32 = 8;
 
@@ -250,6 +305,8 @@ pub(crate) struct GroupKernels {
     workgroup_bytes: u32,
     pipelines: Mutex<HashMap<(Dtype, PassKind), wgpu::ComputePipeline>>,
     build: KernelBuild,
+    /// Forced choices (see [`GroupStrategy`]).
+    pub strategy: GroupStrategy,
 }
 
 impl GroupKernels {
@@ -261,6 +318,7 @@ impl GroupKernels {
         shape: KernelShape,
         private: bool,
         build: KernelBuild,
+        strategy: GroupStrategy,
     ) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("reduce groups"),
@@ -278,6 +336,7 @@ impl GroupKernels {
             modules: Default::default(),
             pipelines: Mutex::default(),
             build,
+            strategy,
             workgroup_bytes: if private {
                 device.limits().max_compute_workgroup_storage_size
             } else {

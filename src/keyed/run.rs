@@ -326,7 +326,11 @@ impl PassShape {
             } else {
                 1
             },
-            direct: keys_change_often(ctx, by),
+            direct: ctx
+                .group_kernels
+                .strategy
+                .direct
+                .unwrap_or_else(|| keys_change_often(ctx, by)),
         }
     }
 }
@@ -400,14 +404,16 @@ pub(crate) fn encode_window_phase(
     // drivers also check every global access's bounds); rows added one by
     // one use the compact layout, which holds more groups.
     let direct = direct && by.key_words() > 0;
-    let local = if by.key_words() == 0 || phase != 0 {
-        Local::Global
-    } else if direct && count <= kernels.compact_groups(dtype) as u64 {
-        Local::Compact
-    } else if count <= kernels.private_groups(dtype) as u64 {
-        Local::Private
-    } else {
-        Local::Global
+    let compact_fits = direct && count <= kernels.compact_groups(dtype) as u64;
+    let private_fits = count <= kernels.private_groups(dtype) as u64;
+    let local = match kernels.strategy.local {
+        _ if by.key_words() == 0 || phase != 0 => Local::Global,
+        Some(Local::Global) => Local::Global,
+        Some(Local::Private) if private_fits => Local::Private,
+        Some(Local::Compact) if compact_fits => Local::Compact,
+        _ if compact_fits => Local::Compact,
+        _ if private_fits => Local::Private,
+        _ => Local::Global,
     };
     let private = local != Local::Global;
     log::debug!(
