@@ -24,6 +24,26 @@ pub struct DeviceArray {
     owner: u64,
 }
 
+impl DeviceArray {
+    /// Another handle on the same GPU buffers, for work that outlives a
+    /// borrow of this one (an async request's thread).
+    pub(crate) fn share(&self) -> DeviceArray {
+        DeviceArray {
+            pieces: self
+                .pieces
+                .iter()
+                .map(|p| Piece {
+                    buffer: p.buffer.clone(),
+                    span: p.span,
+                })
+                .collect(),
+            len: self.len,
+            dtype: self.dtype,
+            owner: self.owner,
+        }
+    }
+}
+
 impl std::fmt::Debug for DeviceArray {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceArray")

@@ -313,6 +313,12 @@ impl Engine {
         &self.ctx
     }
 
+    /// Another handle on the engine of `ctx` (an engine holds nothing but
+    /// its context), for work on threads of its own.
+    pub(crate) fn sharing(ctx: &Arc<Context>) -> Engine {
+        Engine { ctx: ctx.clone() }
+    }
+
     /// True once the device is lost (destroyed, reset by the driver): every
     /// request then fails with [`Error::DeviceLost`]; a new [`Engine`]
     /// opens a new device.

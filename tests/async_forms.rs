@@ -555,3 +555,53 @@ fn keyed_futures_in_flight_when_the_device_is_lost_settle() {
             .unwrap_err();
     assert!(matches!(e, Error::DeviceLost { .. }), "{e:?}");
 }
+
+#[test]
+fn keyed_device_futures_give_the_bits_of_reduce_by_key_device() {
+    let engine = Engine::new().unwrap();
+    let mut rng = SplitMix::new(47);
+    let n = 90_000;
+    // Dense int32 keys (read in place) and sparse int64 keys (read back to
+    // be mapped to ids), float64 values.
+    let dense: Vec<i32> = (0..n).map(|_| rng.below(3000) as i32 - 100).collect();
+    let sparse: Vec<i64> = (0..n).map(|_| (rng.below(500) as i64) << 40).collect();
+    let values: Vec<f64> = mixed_data(&mut rng, n, 5)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let (dk, sk, dv) = (
+        engine.upload(&dense).unwrap(),
+        engine.upload(&sparse).unwrap(),
+        engine.upload(&values).unwrap(),
+    );
+    let futures: Vec<_> = [&dk, &sk]
+        .into_iter()
+        .flat_map(|k| POLICIES.map(|nan| (k, nan)))
+        .map(|(k, nan)| {
+            let want = engine.reduce_by_key_device(k, &dv, &OPS, nan).unwrap();
+            (engine.reduce_by_key_device_async(k, &dv, &OPS, nan), want)
+        })
+        .collect();
+    // The arrays and the engine may go before the futures settle.
+    drop((dk, sk, dv));
+    drop(engine);
+    for (i, (future, want)) in futures.into_iter().enumerate() {
+        let got = pollster::block_on(future).unwrap();
+        assert_eq!(grouped_bits(&got), grouped_bits(&want), "request {i}");
+    }
+    let engine = Engine::new().unwrap();
+    let other = Engine::new().unwrap();
+    let keys = other.upload(&[1i32, 2]).unwrap();
+    let values = engine.upload(&[1.0f32, 2.0]).unwrap();
+    let e = pollster::block_on(engine.reduce_by_key_device_async(
+        &keys,
+        &values,
+        &OPS,
+        NanPolicy::Propagate,
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidInput(_)),
+        "another engine's keys: {e:?}"
+    );
+}

@@ -510,21 +510,50 @@ impl crate::Engine {
         if let Err(e) = check_request(keys.len() as u64, values.len() as u64, ops) {
             return ReductionFuture::ready(Err(e));
         }
-        let (future, slot) = ReductionFuture::pending();
-        let ctx = self.context().clone();
         let ops = ops.to_vec();
+        self.on_keyed_thread(move |engine| engine.reduce_by_key(&keys, &values, &ops, nan))
+    }
+
+    /// Async
+    /// [`Engine::reduce_by_key_device`](crate::Engine::reduce_by_key_device):
+    /// the same result, bit for bit, from a future, computed on a thread of
+    /// the request's own as [`Engine::reduce_by_key_async`] is. The future
+    /// holds the arrays' GPU buffers until it settles.
+    ///
+    /// Empty input gives no keys; NaN as for
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
+    ///
+    /// # Errors
+    /// From the future: as
+    /// [`Engine::reduce_by_key_device`](crate::Engine::reduce_by_key_device),
+    /// and [`Error::Thread`] when the request's thread cannot be started.
+    pub fn reduce_by_key_device_async(
+        &self,
+        keys: &DeviceArray,
+        values: &DeviceArray,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> ReductionFuture<Grouped<i64>> {
+        let (keys, values, ops) = (keys.share(), values.share(), ops.to_vec());
+        self.on_keyed_thread(move |engine| engine.reduce_by_key_device(&keys, &values, &ops, nan))
+    }
+
+    /// Runs `work` on a thread of its own with an engine on this one's
+    /// device, and returns the future its result settles.
+    fn on_keyed_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&crate::Engine) -> Result<T> + Send + 'static,
+    ) -> ReductionFuture<T> {
+        let (future, slot) = ReductionFuture::pending();
+        let engine = crate::Engine::sharing(self.context());
         let on_thread = slot.clone();
         let spawned = std::thread::Builder::new()
             .name("gpulanes keyed reduction".into())
             .spawn(move || {
-                // Made on the thread: if it panics, the promise dropped on
-                // the way out settles the future with Error::Internal.
+                // Made on the thread: if `work` panics, the promise dropped
+                // on the way out settles the future with Error::Internal.
                 let promise = Promise::new(&on_thread);
-                let mut out = Grouped::empty(&ops);
-                let done = keyed_groups(&ctx, &keys, &values, &ops, |acc, groups| {
-                    finish_window(&mut out, acc, groups, nan)
-                });
-                promise.keep(done.map(|()| out));
+                promise.keep(work(&engine));
             });
         if let Err(e) = spawned {
             slot.settle(Err(Error::Thread {
