@@ -517,7 +517,9 @@ impl crate::Engine {
     /// Async
     /// [`Engine::reduce_by_key_device`](crate::Engine::reduce_by_key_device):
     /// the same result, bit for bit, from a future, computed on a thread of
-    /// the request's own as [`Engine::reduce_by_key_async`] is. The future
+    /// the request's own as
+    /// [`Engine::reduce_by_key_async`](crate::Engine::reduce_by_key_async)
+    /// is. The future
     /// holds the arrays' GPU buffers until it settles.
     ///
     /// Empty input gives no keys; NaN as for
