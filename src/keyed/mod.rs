@@ -519,8 +519,7 @@ impl crate::Engine {
     /// the same result, bit for bit, from a future, computed on a thread of
     /// the request's own as
     /// [`Engine::reduce_by_key_async`](crate::Engine::reduce_by_key_async)
-    /// is. The future
-    /// holds the arrays' GPU buffers until it settles.
+    /// is. The future holds the arrays' GPU buffers until it settles.
     ///
     /// Empty input gives no keys; NaN as for
     /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
