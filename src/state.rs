@@ -239,15 +239,7 @@ impl State {
     /// A state from one GPU partial (`dtype.partial_words()` words, the
     /// layout in shaders/exact.wgsl) of a piece of `len` values.
     pub(crate) fn from_gpu(dtype: Dtype, kind: StateKind, len: u64, words: &[u32]) -> Self {
-        let mut s = State {
-            dtype,
-            kind,
-            len: 0,
-            count: 0,
-            flags: 0,
-            key: 0,
-            sum: ExactSum::new(dtype),
-        };
+        let mut s = State::empty(dtype, kind);
         s.refill_from_gpu(dtype, kind, len, words);
         s
     }

@@ -655,51 +655,13 @@ pub(crate) fn partition_states(
 /// The words of `array`, read back to the host (for keys the GPU cannot map
 /// to groups by themselves).
 fn read_device_words(ctx: &Context, array: &DeviceArray) -> Result<Vec<u32>> {
-    // Arrays an app wraps (`DeviceArray::from_buffer`) may lack COPY_SRC;
-    // a copy from such a buffer would be a validation error.
-    if let Some(p) = array
-        .pieces
-        .iter()
-        .find(|p| !p.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC))
-    {
-        return Err(Error::InvalidInput(format!(
-            "sparse group keys are read back, so their buffer needs COPY_SRC (usage: {:?})",
-            p.buffer.usage()
-        )));
-    }
     let total = array.len() * array.dtype().words();
-    let bytes = (total * 4).max(4);
-    let scope = crate::context::ErrorScopes::push(ctx);
-    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("gpulanes keys readback"),
-        size: bytes,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("gpulanes keys readback"),
-        });
-    let mut done = 0;
-    for p in &array.pieces {
-        let end = p.span.base_item + p.span.items;
-        if end > done {
-            let from = done - p.span.base_item;
-            encoder.copy_buffer_to_buffer(
-                &p.buffer,
-                from * 4,
-                &readback,
-                done * 4,
-                (end - done) * 4,
-            );
-            done = end;
-        }
-    }
-    let index = ctx.queue.submit([encoder.finish()]);
-    scope.check()?;
-    let words = run::read_words(ctx, &readback, total * 4, index)?;
-    Ok(words)
+    run::read_device_ranges(
+        ctx,
+        array,
+        std::slice::from_ref(&(0..total)),
+        "sparse group keys",
+    )
 }
 
 impl crate::Engine {

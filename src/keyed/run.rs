@@ -248,50 +248,18 @@ pub(crate) fn keys_change_often(ctx: &Context, by: &RowGroups<'_>) -> bool {
 fn device_keys_change_often(ctx: &Context, array: &DeviceArray, w: usize) -> Option<bool> {
     let w = w as u64;
     let rows = array.len() * array.dtype().words() / w;
-    if rows < MIN_SAMPLED_DEVICE_ROWS
-        || array
-            .pieces
-            .iter()
-            .any(|p| !p.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC))
-    {
+    if rows < MIN_SAMPLED_DEVICE_ROWS {
         return None;
     }
     let block_words = DEVICE_SAMPLE_ROWS * w;
-    let bytes = DEVICE_SAMPLE_BLOCKS * block_words * 4;
-    let scope = ErrorScopes::push(ctx);
-    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("gpulanes key sample"),
-        size: bytes,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("gpulanes key sample"),
-        });
-    // Each block lies inside one piece (cut short where the piece ends).
-    let mut lens = Vec::new();
-    for b in 0..DEVICE_SAMPLE_BLOCKS {
-        let word = (rows - DEVICE_SAMPLE_ROWS) * b / (DEVICE_SAMPLE_BLOCKS - 1) * w;
-        let piece = piece_at(array, word);
-        let reach = piece.span.base_item + piece.span.items - word;
-        let words = block_words.min(reach) / w * w;
-        encoder.copy_buffer_to_buffer(
-            &piece.buffer,
-            (word - piece.span.base_item) * 4,
-            &readback,
-            b * block_words * 4,
-            words * 4,
-        );
-        lens.push(words as usize);
-    }
-    let index = ctx.queue.submit([encoder.finish()]);
-    scope.check().ok()?;
-    let sample = read_words(ctx, &readback, bytes, index).ok()?;
+    let blocks: Vec<Range<u64>> = (0..DEVICE_SAMPLE_BLOCKS)
+        .map(|b| (rows - DEVICE_SAMPLE_ROWS) * b / (DEVICE_SAMPLE_BLOCKS - 1) * w)
+        .map(|word| word..word + block_words)
+        .collect();
+    let sample = read_device_ranges(ctx, array, &blocks, "sampled group keys").ok()?;
     let (mut pairs, mut changes) = (0, 0);
-    for (block, &len) in sample.chunks(block_words as usize).zip(&lens) {
-        let keys: Vec<&[u32]> = block[..len].chunks_exact(w as usize).collect();
+    for block in sample.chunks(block_words as usize) {
+        let keys: Vec<&[u32]> = block.chunks_exact(w as usize).collect();
         pairs += keys.len().saturating_sub(1);
         changes += keys.windows(2).filter(|k| k[0] != k[1]).count();
     }
@@ -574,6 +542,66 @@ pub(crate) fn reduce_groups(
         g0 = g1;
     }
     Ok(())
+}
+
+/// Reads the word ranges `ranges` of `array` back, one after another, in
+/// one submission; `what` names the words in the error for a buffer
+/// without COPY_SRC (arrays an app wraps may lack it, and a copy from such
+/// a buffer would be a validation error).
+pub(crate) fn read_device_ranges(
+    ctx: &Context,
+    array: &DeviceArray,
+    ranges: &[Range<u64>],
+    what: &str,
+) -> Result<Vec<u32>> {
+    if let Some(p) = array
+        .pieces
+        .iter()
+        .find(|p| !p.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC))
+    {
+        return Err(Error::InvalidInput(format!(
+            "{what} are read back, so their buffer needs COPY_SRC (usage: {:?})",
+            p.buffer.usage()
+        )));
+    }
+    let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+    let bytes = (total * 4).max(4);
+    let scope = ErrorScopes::push(ctx);
+    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("gpulanes words readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gpulanes words readback"),
+        });
+    // Pieces overlap and come in order: each part of a range is copied from
+    // the first piece that holds its start.
+    let mut at = 0;
+    for r in ranges {
+        let mut done = r.start;
+        for p in &array.pieces {
+            let end = (p.span.base_item + p.span.items).min(r.end);
+            if p.span.base_item <= done && end > done {
+                let from = done - p.span.base_item;
+                encoder.copy_buffer_to_buffer(
+                    &p.buffer,
+                    from * 4,
+                    &readback,
+                    at * 4,
+                    (end - done) * 4,
+                );
+                at += end - done;
+                done = end;
+            }
+        }
+    }
+    let index = ctx.queue.submit([encoder.finish()]);
+    scope.check()?;
+    read_words(ctx, &readback, total * 4, index)
 }
 
 /// The piece of `array` holding word `word` that reaches furthest (pieces
