@@ -350,6 +350,24 @@ fn an_engine_dropped_with_futures_in_flight_still_settles_them() {
     }
 }
 
+/// Awaits `futures` after their device was lost: each settles (finished
+/// before the loss, or DeviceLost) within two minutes, none hangs.
+fn settle_after_the_loss<T: Send + 'static>(futures: Vec<gpulanes::ReductionFuture<T>>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcomes: Vec<_> = futures.into_iter().map(pollster::block_on).collect();
+        let _ = tx.send(outcomes);
+    });
+    let outcomes = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("futures settle after the loss");
+    for r in outcomes {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::DeviceLost { .. }), "{e:?}");
+        }
+    }
+}
+
 #[test]
 fn futures_in_flight_when_the_device_is_lost_settle_with_device_lost() {
     let engine = Engine::new().unwrap();
@@ -366,20 +384,7 @@ fn futures_in_flight_when_the_device_is_lost_settle_with_device_lost() {
         })
         .collect();
     engine.device().destroy();
-    // Each settles (finished before the loss, or DeviceLost), none hangs.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let outcomes: Vec<_> = futures.into_iter().map(pollster::block_on).collect();
-        let _ = tx.send(outcomes);
-    });
-    let outcomes = rx
-        .recv_timeout(std::time::Duration::from_secs(120))
-        .expect("futures settle after the loss");
-    for r in outcomes {
-        if let Err(e) = r {
-            assert!(matches!(e, Error::DeviceLost { .. }), "{e:?}");
-        }
-    }
+    settle_after_the_loss(futures);
     let e = pollster::block_on(engine.sum_async(&data)).unwrap_err();
     assert!(matches!(e, Error::DeviceLost { .. }), "{e:?}");
 }
@@ -536,20 +541,7 @@ fn keyed_futures_in_flight_when_the_device_is_lost_settle() {
         })
         .collect();
     engine.device().destroy();
-    // Each settles (finished before the loss, or DeviceLost), none hangs.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let outcomes: Vec<_> = futures.into_iter().map(pollster::block_on).collect();
-        let _ = tx.send(outcomes);
-    });
-    let outcomes = rx
-        .recv_timeout(std::time::Duration::from_secs(120))
-        .expect("keyed futures settle after the loss");
-    for r in outcomes {
-        if let Err(e) = r {
-            assert!(matches!(e, Error::DeviceLost { .. }), "{e:?}");
-        }
-    }
+    settle_after_the_loss(futures);
     let e =
         pollster::block_on(engine.reduce_by_key_async(keys, values, &OPS, NanPolicy::Propagate))
             .unwrap_err();
