@@ -25,6 +25,11 @@ pub struct DeviceArray {
 }
 
 impl DeviceArray {
+    /// The buffers of its pieces, in order (the inputs a job binds).
+    pub(crate) fn buffers(&self) -> Vec<&wgpu::Buffer> {
+        self.pieces.iter().map(|p| &p.buffer).collect()
+    }
+
     /// Another handle on the same GPU buffers, for work that outlives a
     /// borrow of this one (an async request's thread).
     pub(crate) fn share(&self) -> DeviceArray {

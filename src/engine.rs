@@ -826,7 +826,7 @@ impl Engine {
         self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
         let w = array.dtype().words();
-        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+        let inputs = array.buffers();
         let spans = array.spans();
         let groups = PartitionGroups::new(
             offsets.len() - 1,
@@ -904,7 +904,7 @@ impl Engine {
             });
         }
         let offsets = partitions.offsets(array.len())?;
-        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+        let inputs = array.buffers();
         let spans = array.spans();
         self.in_groups(op, &offsets, |group| {
             // A group's offsets stay absolute: its partitions are read where
@@ -949,7 +949,7 @@ impl Engine {
         check_f32(array)?;
         self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
-        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+        let inputs = array.buffers();
         self.encode_offsets(encoder, &inputs, &array.spans(), &offsets, op, nan)
     }
 
@@ -1016,7 +1016,7 @@ impl Engine {
         array.check_owner(&self.ctx)?;
         self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
-        let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+        let inputs = array.buffers();
         let jobs = self.encode_typed_offsets(
             encoder,
             array.dtype(),

@@ -197,7 +197,7 @@ impl Engine {
             array.check_owner(&self.ctx)?;
             let offsets = partitions.offsets(array.len())?;
             let scope = ErrorScopes::push(&self.ctx);
-            let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+            let inputs = array.buffers();
             let spans = array.spans();
             self.typed_async(scope, array.dtype(), &inputs, &spans, &offsets, op, nan, ())
         });

@@ -359,7 +359,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
     let scope = ErrorScopes::push(ctx);
     let job = match &entry.input {
         Input::Device(array) => {
-            let inputs: Vec<&wgpu::Buffer> = array.pieces.iter().map(|p| &p.buffer).collect();
+            let inputs = array.buffers();
             Job::prepare(
                 ctx,
                 Dtype::F32,
