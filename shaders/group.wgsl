@@ -702,40 +702,23 @@ fn add_row_compact(g: u32, v: Value) {
 fn flush_compact(t: u32) {
     workgroupBarrier();
     for (var g = t; g < params.group_count; g += WG) {
+        // The group's words as a run (its 64-bit sum sign-extended to the
+        // run's 96-bit window), flushed as runs are.
         let p = g * PW;
-        let count = atomicLoad(&wacc[p + P_COUNT]);
-        let nans = atomicLoad(&wacc[p + P_NANS]);
-        if count == 0u && nans == 0u {
+        var r = run_new(g);
+        r.count = atomicLoad(&wacc[p + P_COUNT]);
+        r.nans = atomicLoad(&wacc[p + P_NANS]);
+        if r.count == 0u && r.nans == 0u {
             continue;
         }
-        let at = g * STRIDE;
-        add_count(at + A_COUNT, count, 0u);
-        add_count(at + A_NANS, nans, 0u);
-        let flags = atomicLoad(&wacc[p + P_FLAGS]);
-        if flags != 0u && (atomicLoad(&acc[at + A_FLAGS]) & flags) != flags {
-            atomicOr(&acc[at + A_FLAGS], flags);
-        }
-        if count != 0u {
-            let best_max = atomicLoad(&wacc[p + P_MAX]);
-            if WANT_MAX && best_max > atomicLoad(&acc[at + A_MAX + 1u]) {
-                atomicMax(&acc[at + A_MAX + 1u], best_max);
-            }
-            let best_min = atomicLoad(&wacc[p + P_MIN]);
-            if WANT_MIN && best_min > atomicLoad(&acc[at + A_MIN + 1u]) {
-                atomicMax(&acc[at + A_MIN + 1u], best_min);
-            }
-        }
+        r.flags = atomicLoad(&wacc[p + P_FLAGS]);
+        r.best_max = vec2<u32>(0u, atomicLoad(&wacc[p + P_MAX]));
+        r.best_min = vec2<u32>(0u, atomicLoad(&wacc[p + P_MIN]));
         let base = atomicLoad(&wacc[p + P_BASE]);
-        if WANT_SUM && base != 0u {
-            let sum = vec2<u32>(atomicLoad(&wacc[p + P_SUM]), atomicLoad(&wacc[p + P_SUM + 1u]));
-            let negative = (sum.y >> 31u) != 0u;
-            var mag = sum;
-            if negative {
-                mag = vec2<u32>(0u - sum.x, ~sum.y + select(0u, 1u, sum.x == 0u));
-            }
-            if any(mag != vec2<u32>(0u)) {
-                flush_magnitude(g, vec4<u32>(mag, 0u, 0u), base - 1u, negative);
-            }
-        }
+        r.has_window = base != 0u;
+        r.base = base - select(0u, 1u, r.has_window);
+        let hi = atomicLoad(&wacc[p + P_SUM + 1u]);
+        r.win = vec3<u32>(atomicLoad(&wacc[p + P_SUM]), hi, select(0u, 0xffffffffu, (hi >> 31u) != 0u));
+        flush_run(r);
     }
 }
