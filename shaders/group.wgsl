@@ -62,7 +62,7 @@
 //   stops it (src/keyed/kernels.rs, units_per_private_workgroup).
 //   Composed after a header (src/keyed/kernels.rs) defining WG, RUN, LIMBS,
 //   STRIDE, WPE, WIN_BELOW, WIN_SPAN, PRIVATE, COMPACT, P_BELOW, P_SPAN,
-//   PRIV_WORDS and DTYPE (0 float32, 1 float64, 2 int32, 3 uint32,
+//   PRIV_WORDS, TOUCH_FIRST and DTYPE (0 float32, 1 float64, 2 int32, 3 uint32,
 //   4 int64); MODE, WANT_SUM, WANT_MAX, WANT_MIN, PHASE and DIRECT are
 //   pipeline overrides.
 
@@ -553,18 +553,46 @@ fn run_rows(first: u32) {
 fn direct_rows(first: u32) {
     let end = min(first + RUN, params.rows);
     var seg = 0u;
+    var touched = 0u;
     for (var row = first; row < end; row++) {
         let g = group_of(row, &seg);
         if g < params.group_count {
+            let v = value_at(row);
             if COMPACT {
-                add_row_compact(g, value_at(row));
+                add_row_compact(g, v);
             } else if PHASE == 0u {
-                add_row(g, value_at(row));
+                if TOUCH_FIRST && !PRIVATE {
+                    touched ^= touch_row(g, v);
+                }
+                add_row(g, v);
             } else {
-                add_row_low(g, value_at(row));
+                add_row_low(g, v);
             }
         }
     }
+    // Keeps the touching loads (unused loads would be dropped); never true
+    // where rows were added, and adding 0 changes nothing anyway.
+    if TOUCH_FIRST && params.rows == 0u && touched == 1u {
+        atomicAdd(&acc[0], 0u);
+    }
+}
+
+// TOUCH_FIRST (CPU adapters): loads the words of group g's accumulator that
+// add_row changes for `v` before it changes them. A CPU driver runs each
+// atomic lane after lane, every one waiting for its cache line, while the
+// plain loads of all lanes overlap their misses; the atomics then find
+// their lines in cache. Returns the loaded words folded together.
+fn touch_row(g: u32, v: Value) -> u32 {
+    let at = g * STRIDE;
+    var t = atomicLoad(&acc[at + A_COUNT]);
+    t ^= atomicLoad(&acc[at + select(0u, LIMBS, v.negative) + (v.pos >> 5u)]);
+    if WANT_MAX {
+        t ^= atomicLoad(&acc[at + A_MAX + 1u]);
+    }
+    if WANT_MIN {
+        t ^= atomicLoad(&acc[at + A_MIN + 1u]);
+    }
+    return t;
 }
 
 // Adds one value to group g's accumulators: what flush_run does for a run

@@ -250,8 +250,20 @@ fn format_of(target: Dtype) -> (i32, i32, i32) {
 }
 
 /// `mant × 2^exp` as an f64, exactly (the caller ensures it is representable).
-fn ldexp(mant: u64, mut exp: i32) -> f64 {
+fn ldexp(mant: u64, exp: i32) -> f64 {
+    if mant == 0 {
+        return 0.0;
+    }
+    // A normal f64 (every value of this crate's results but float64
+    // subnormals) is put together from its bits.
+    let top = 63 - mant.leading_zeros() as i32;
+    let e = top + exp;
+    if top <= 52 && (-1022..=1023).contains(&e) {
+        let frac = (mant << (52 - top)) & ((1u64 << 52) - 1);
+        return f64::from_bits(((e + 1023) as u64) << 52 | frac);
+    }
     let mut v = mant as f64;
+    let mut exp = exp;
     while exp > 0 {
         let step = exp.min(1000);
         v *= 2f64.powi(step);
@@ -343,7 +355,16 @@ pub(crate) fn round_to_float(
     signed(ldexp(mant, exp as i32))
 }
 
-/// `±mag × 2^grid / count`, rounded once to nearest-even in `target`.
+/// Divides `±mag × 2^grid` by `count` and rounds the quotient once, to
+/// nearest-even in `target`.
+///
+/// Only the dividend's top 128 bits are divided: with `mag = H × 2^k + L`
+/// (H its top 128 bits, bit 127 set; L < 2^k the bits under them) and
+/// `H = q × count + r`, `mag / count = 2^k × (q + (r × 2^k + L) / (count ×
+/// 2^k))`, where the fraction lies in [0, 1) and is zero only when r and L
+/// are. So `q × 2^k` is the quotient truncated, with at least 64
+/// significant bits (q >= 2^127 / count >= 2^63), more than any precision
+/// needs, and a nonzero r or L is exactly the sticky bit.
 pub(crate) fn divide_and_round(
     negative: bool,
     mag: &[u32],
@@ -352,38 +373,22 @@ pub(crate) fn divide_and_round(
     target: Dtype,
 ) -> f64 {
     assert!(count > 0, "mean of no values");
-    // Scale the dividend so the quotient has at least 64 significant bits
-    // more than any precision needs: then the rounding bit is exact and a
-    // remainder only sets the sticky bit.
-    const EXTRA: u32 = 128;
-    let words = (EXTRA / 32) as usize;
-    // The quotient of (mag << EXTRA) by count, digit by digit from the top
-    // (the digits under `words` are the dividend's zeros).
-    let mut quot = [0u32; MAX_LIMBS + 4];
-    // Digits above the dividend's top nonzero one divide to 0 with no
-    // remainder: start under them.
-    let top = mag.iter().rposition(|&d| d != 0).map_or(0, |t| t + 1);
-    let quot = &mut quot[..words + top];
-    let digit = |i: usize| if i >= words { mag[i - words] } else { 0 };
-    let sticky = if count <= u32::MAX as u64 {
-        // The remainder stays under 2^32, so each step fits 64 bits.
-        let mut rem = 0u64;
-        for i in (0..quot.len()).rev() {
-            let cur = (rem << 32) | digit(i) as u64;
-            quot[i] = (cur / count) as u32;
-            rem = cur % count;
-        }
-        rem != 0
-    } else {
-        let mut rem = 0u128;
-        for i in (0..quot.len()).rev() {
-            let cur = (rem << 32) | digit(i) as u128;
-            quot[i] = (cur / count as u128) as u32;
-            rem = cur % count as u128;
-        }
-        rem != 0
+    let Some(top_digit) = mag.iter().rposition(|&d| d != 0) else {
+        return if negative { -0.0 } else { 0.0 };
     };
-    round_to_float(negative, quot, sticky, grid - EXTRA as i32, target)
+    let top = top_digit as i64 * 32 + 31 - mag[top_digit].leading_zeros() as i64;
+    // H: bits k .. k + 127 of mag (k < 0 shifts zeros in under mag).
+    let k = top - 127;
+    let head = (bits_at(mag, k + 64, 64) as u128) << 64 | bits_at(mag, k, 64) as u128;
+    let q = head / count as u128;
+    let sticky = !head.is_multiple_of(count as u128) || any_below(mag, k);
+    let digits = [
+        q as u32,
+        (q >> 32) as u32,
+        (q >> 64) as u32,
+        (q >> 96) as u32,
+    ];
+    round_to_float(negative, &digits, sticky, grid + k as i32, target)
 }
 
 #[cfg(test)]
@@ -491,6 +496,82 @@ mod tests {
                     "{mag:x?} / {count} grid {grid} {target}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn ldexp_puts_normal_floats_together_exactly() {
+        // mant × 2^exp by exact steps of powers of two.
+        fn by_steps(mant: u64, mut exp: i32) -> f64 {
+            let mut v = mant as f64;
+            while exp > 0 {
+                v *= 2.0;
+                exp -= 1;
+            }
+            while exp < 0 {
+                v /= 2.0;
+                exp += 1;
+            }
+            v
+        }
+        let mut next = xorshift(0x1405_7b7e_f767_814f);
+        for case in 0..20_000 {
+            let bits = 1 + case % 53;
+            let mant = (next() >> (64 - bits)) | 1 << (bits - 1);
+            // Results across float64's subnormal, normal and top binades.
+            let top = [-1080, -1030, -1022, -1021, -500, 0, 500, 1023][case as usize % 8]
+                + (next() % 8) as i32;
+            let exp = top - (bits - 1);
+            if top > 1023 || exp < -1074 {
+                continue;
+            }
+            assert_eq!(
+                ldexp(mant, exp).to_bits(),
+                by_steps(mant, exp).to_bits(),
+                "{mant:#x} {exp}"
+            );
+        }
+        assert_eq!(ldexp(0, 5).to_bits(), 0);
+    }
+
+    #[test]
+    fn division_sees_remainders_under_the_top_128_bits() {
+        // Dividends count × tie × 2^shift (+ 1): the quotient is exactly
+        // halfway between two floats of the target, so a lone bit far under
+        // the dividend's top 128 bits decides the rounding.
+        let mut next = xorshift(0x5851_f42d_4c95_7f2d);
+        for case in 0..4_000 {
+            let target = if case % 2 == 0 {
+                Dtype::F32
+            } else {
+                Dtype::F64
+            };
+            let precision = if target == Dtype::F32 { 24 } else { 53 };
+            let mant = (next() >> (64 - precision)) | 1 << (precision - 1);
+            let tie = (mant as u128) << 1 | 1;
+            let count = match case % 3 {
+                0 => 1 + next() % 1000,
+                1 => 1 + next() % (1 << 32),
+                _ => 1 + (next() >> 1) % (1 << 62),
+            };
+            let product = tie * count as u128;
+            let shift = 1 + (next() % 160) as u32;
+            let mut mag = vec![0u32; 10];
+            for (k, d) in mag.iter_mut().enumerate() {
+                let lo = 32 * k as i64 - shift as i64;
+                *d = if lo <= -32 || lo >= 128 {
+                    0
+                } else if lo < 0 {
+                    (product << (-lo) as u32) as u32
+                } else {
+                    (product >> lo as u32) as u32
+                };
+            }
+            mag[0] |= (case / 3 % 2) as u32;
+            let grid = -(shift as i32) - precision;
+            let got = divide_and_round(false, &mag, grid, count, target);
+            let want = divide_u128(false, &mag, grid, count, target);
+            assert_eq!(got.to_bits(), want.to_bits(), "{mag:x?} / {count} {target}");
         }
     }
 

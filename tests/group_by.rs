@@ -467,6 +467,21 @@ fn signed_zero_sums_with_rows_added_one_by_one() {
 }
 
 #[test]
+fn host_columns_larger_than_an_upload_staging_buffer() {
+    // Over 16 MiB of keys and of values: host columns go through the
+    // upload ring in several staging chunks. Random keys over many groups:
+    // rows added one by one to the global accumulators.
+    let e = engine();
+    let mut rng = SplitMix::new(41);
+    let n = (5 << 20) + 3;
+    let keys: Vec<i32> = (0..n).map(|_| rng.below(300_000) as i32 - 1000).collect();
+    let values = adversarial_f32(&mut rng, n, true);
+    for nan in POLICIES {
+        check(e, "5M host rows", &keys, &values, nan);
+    }
+}
+
+#[test]
 fn random_keys_going_run_by_run_over_many_rows() {
     // Keys in a buffer without COPY_SRC are not sampled and go run by run;
     // random ones end a run on nearly every row, the most loop iterations

@@ -277,6 +277,7 @@ pub fn group_shader_source(
          const P_BELOW: u32 = {p_below}u;\n\
          const P_SPAN: u32 = {p_span}u;\n\
          const PRIV_WORDS: u32 = {priv_words}u;\n\
+         const TOUCH_FIRST: bool = {touch_first};\n\
          {GROUP_WGSL}",
         shape = shape.name(),
         wg = group_workgroup_size(shape, local),
@@ -292,6 +293,8 @@ pub fn group_shader_source(
         p_below = compact_below(dtype, shape),
         p_span = compact_span(dtype, shape),
         priv_words = priv_words.max(1),
+        // CPU adapters run atomics lane after lane (group.wgsl's touch_row).
+        touch_first = shape == KernelShape::Narrow,
     )
 }
 

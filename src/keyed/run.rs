@@ -168,17 +168,36 @@ pub(crate) fn window_groups(ctx: &Context, dtype: Dtype) -> u64 {
     (ctx.limits.max_binding_bytes / (stride_words(dtype) as u64 * 4)).clamp(1, 1 << 30)
 }
 
-fn storage_buffer(ctx: &Context, words: &[u32], label: &str) -> PooledBuffer {
+/// How host rows reach the device: through the upload ring (large columns
+/// in reused staging buffers; may wait for earlier work, so only for callers
+/// that block anyway) or through the queue's own staging (never waits: the
+/// scheduler's thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Staging {
+    Ring,
+    Queue,
+}
+
+fn storage_buffer(
+    ctx: &Context,
+    words: &[u32],
+    label: &str,
+    staging: Staging,
+) -> Result<PooledBuffer> {
     let b = ctx.pool.take(
         &ctx.device,
         (words.len() as u64 * 4).max(16),
         wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         label,
     );
-    if !words.is_empty() {
-        ctx.queue.write_buffer(&b, 0, bytemuck::cast_slice(words));
+    match staging {
+        Staging::Ring => crate::upload::write(ctx, &b, bytemuck::cast_slice(words))?,
+        Staging::Queue if !words.is_empty() => {
+            ctx.queue.write_buffer(&b, 0, bytemuck::cast_slice(words))
+        }
+        Staging::Queue => {}
     }
-    b
+    Ok(b)
 }
 
 fn bind(b: &Bound) -> wgpu::BindingResource<'_> {
@@ -501,7 +520,16 @@ pub(crate) fn reduce_groups(
     }
     let shape = PassShape::new(ctx, dtype, &by, wanted);
     let mut first_scope = Some(ErrorScopes::push(ctx));
-    let chunks = make_chunks(ctx, values, wpe, by, 0..rows, shape.chunk_rows, shape.align)?;
+    let chunks = make_chunks(
+        ctx,
+        values,
+        wpe,
+        by,
+        0..rows,
+        shape.chunk_rows,
+        shape.align,
+        Staging::Ring,
+    )?;
     let mut g0 = 0;
     while g0 < groups {
         let scope = first_scope.take().unwrap_or_else(|| ErrorScopes::push(ctx));
@@ -623,11 +651,12 @@ fn bound(
     rows: &Range<u64>,
     uploads: &mut Vec<PooledBuffer>,
     label: &str,
-) -> Bound {
+    staging: Staging,
+) -> Result<Bound> {
     let (a, b) = (rows.start * w, rows.end * w);
-    match src {
+    Ok(match src {
         Words::Host(words) => {
-            let buf = storage_buffer(ctx, &words[a as usize..b as usize], label);
+            let buf = storage_buffer(ctx, &words[a as usize..b as usize], label, staging)?;
             let bound = Bound {
                 buffer: (*buf).clone(),
                 offset: 0,
@@ -644,13 +673,14 @@ fn bound(
                 bytes: (b - a) * 4,
             }
         }
-    }
+    })
 }
 
 /// Splits rows `range` into chunks of at most `chunk_rows` that start at
 /// multiples of `align` rows (`range.start` must be one) and lie inside one
-/// piece of every device column, and binds (or uploads) their values, keys
-/// and segment tables.
+/// piece of every device column, and binds (or uploads, by `staging`) their
+/// values, keys and segment tables.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn make_chunks(
     ctx: &Context,
     values: Words<'_>,
@@ -659,6 +689,7 @@ pub(crate) fn make_chunks(
     range: Range<u64>,
     chunk_rows: u64,
     align: u64,
+    staging: Staging,
 ) -> Result<Vec<Chunk>> {
     let rows = range.end;
     let columns: Vec<(Words<'_>, u64)> = std::iter::once((values, wpe))
@@ -691,17 +722,20 @@ pub(crate) fn make_chunks(
             &range,
             &mut uploads,
             "gpulanes group values",
-        );
-        let keys = by.keys().map(|k| {
-            bound(
+            staging,
+        )?;
+        let keys = match by.keys() {
+            Some(k) => Some(bound(
                 ctx,
                 k,
                 by.key_words(),
                 &range,
                 &mut uploads,
                 "gpulanes group keys",
-            )
-        });
+                staging,
+            )?),
+            None => None,
+        };
         let segments = match by {
             RowGroups::Offsets { offsets } => {
                 // The segments overlapping r0..r1: the last starting at or
@@ -713,7 +747,7 @@ pub(crate) fn make_chunks(
                     .map(|&o| (o.max(r0) - r0) as u32)
                     .collect();
                 let n = table.len() as u32;
-                let buf = storage_buffer(ctx, &table, "gpulanes segment starts");
+                let buf = storage_buffer(ctx, &table, "gpulanes segment starts", staging)?;
                 let b = Bound {
                     buffer: (*buf).clone(),
                     offset: 0,

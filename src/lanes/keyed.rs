@@ -33,7 +33,8 @@ use crate::error::{Error, Result};
 use crate::kernels::BLOCK;
 use crate::keyed::accumulators::GroupAccumulators;
 use crate::keyed::run::{
-    Chunk, PassShape, RowGroups, Wanted, WindowBuffers, Words, encode_window_phase, make_chunks,
+    Chunk, PassShape, RowGroups, Staging, Wanted, WindowBuffers, Words, encode_window_phase,
+    make_chunks,
 };
 use crate::keyed::{
     Grouped, Key, KeyPlan, check_request, finish_window, plan_keys, present_dense, present_sparse,
@@ -579,6 +580,7 @@ fn encode_all(sh: &Shared, entry: &KeyedEntry) -> Result<Encoded> {
         0..entry.rows,
         shape.chunk_rows,
         shape.align,
+        Staging::Queue,
     )?;
     let mut encoder = ctx
         .device
@@ -736,6 +738,7 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
         step.rows.clone(),
         job.shape.chunk_rows,
         job.shape.align,
+        Staging::Queue,
     ) {
         Ok(chunks) => chunks,
         Err(e) => {
