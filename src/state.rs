@@ -154,6 +154,163 @@ fn value_of_key(dtype: Dtype, key: u64) -> Scalar {
     }
 }
 
+/// What finishing a sum or mean asks of the exact sum: [`ExactSum`] itself,
+/// or its value and mean already rounded (keyed groups finished on the
+/// device, src/keyed/finish.rs).
+pub(crate) trait ExactValue {
+    /// True when the sum is exactly zero.
+    fn is_zero(&self) -> bool;
+    /// The sum rounded once to `target`, as an f64 holding it exactly.
+    fn round(&self, target: Dtype) -> f64;
+    /// The sum divided by `count`, rounded once to `target`.
+    fn mean(&self, count: u64, target: Dtype) -> f64;
+    /// The sum as an i64 (integer dtypes), `None` when it does not fit.
+    fn to_i64(&self) -> Option<i64>;
+}
+
+impl ExactValue for ExactSum {
+    fn is_zero(&self) -> bool {
+        ExactSum::is_zero(self)
+    }
+    fn round(&self, target: Dtype) -> f64 {
+        ExactSum::round(self, target)
+    }
+    fn mean(&self, count: u64, target: Dtype) -> f64 {
+        ExactSum::mean(self, count, target)
+    }
+    fn to_i64(&self) -> Option<i64> {
+        ExactSum::to_i64(self)
+    }
+}
+
+/// A state's parts besides its sum: what finishing reads with the sum (one
+/// set of rules for [`State`]s and for keyed groups finished on the device).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settled {
+    pub dtype: Dtype,
+    pub kind: StateKind,
+    /// Values, NaN included.
+    pub len: u64,
+    /// Non-NaN values.
+    pub count: u64,
+    pub flags: u8,
+    /// The best value's order key (max, min; min's uncomplemented).
+    pub key: u64,
+}
+
+impl Settled {
+    /// From the words a kernel left: `flags` as it set them, `raw_key` its
+    /// order key (a 32-bit dtype's in the high word, min's complemented).
+    pub(crate) fn from_gpu(
+        dtype: Dtype,
+        kind: StateKind,
+        len: u64,
+        count: u64,
+        flags: u32,
+        raw_key: u64,
+    ) -> Self {
+        let key = match (dtype.words(), kind) {
+            (1, StateKind::Min) => !(raw_key >> 32) & 0xffff_ffff,
+            (1, _) => raw_key >> 32,
+            (_, StateKind::Min) => !raw_key,
+            _ => raw_key,
+        };
+        Settled {
+            dtype,
+            kind,
+            len,
+            count,
+            flags: flags as u8
+                & if kind == StateKind::Sum {
+                    FLAGS_KNOWN
+                } else {
+                    FLAGS_KNOWN & !FLAG_NONNEG
+                },
+            key: if count == 0 || kind == StateKind::Sum {
+                0
+            } else {
+                key
+            },
+        }
+    }
+
+    /// Values counted under `nan`: NaN included under `Propagate`.
+    pub(crate) fn count(&self, nan: NanPolicy) -> u64 {
+        match nan {
+            NanPolicy::Propagate => self.len,
+            NanPolicy::Ignore => self.count,
+        }
+    }
+
+    pub(crate) fn finalize(
+        &self,
+        op: Op,
+        nan: NanPolicy,
+        sum: &impl ExactValue,
+    ) -> Result<Option<Scalar>> {
+        if StateKind::for_op(op) != self.kind && op != Op::Count {
+            return Err(Error::InvalidState(format!(
+                "a {:?} state cannot give {op}",
+                self.kind
+            )));
+        }
+        let d = self.dtype;
+        if op == Op::Count {
+            return Ok(Some(Scalar::I64(self.count(nan) as i64)));
+        }
+        let float = |v: f64, t: Dtype| match t {
+            Dtype::F32 => Scalar::F32(v as f32),
+            _ => Scalar::F64(v),
+        };
+        // The float type of sums and means: the input's, or float64.
+        let sum_type = if d == Dtype::F32 {
+            Dtype::F32
+        } else {
+            Dtype::F64
+        };
+        if self.len > 0 && nan == NanPolicy::Propagate && self.flags & FLAG_NAN != 0 {
+            return Ok(Some(float(f64::NAN, sum_type)));
+        }
+        let valid = self.count;
+        let pos_inf = self.flags & FLAG_POS_INF != 0;
+        let neg_inf = self.flags & FLAG_NEG_INF != 0;
+        match op {
+            Op::Sum | Op::Mean => {
+                if op == Op::Mean && valid == 0 {
+                    return Ok(None);
+                }
+                if pos_inf || neg_inf {
+                    let v = match (pos_inf, neg_inf) {
+                        (true, true) => f64::NAN,
+                        (true, false) => f64::INFINITY,
+                        _ => f64::NEG_INFINITY,
+                    };
+                    return Ok(Some(float(v, sum_type)));
+                }
+                if !d.is_float() && op == Op::Sum {
+                    return sum.to_i64().map(|v| Some(Scalar::I64(v))).ok_or_else(|| {
+                        Error::Overflow(format!(
+                            "the {d} sum of {valid} values does not fit in int64"
+                        ))
+                    });
+                }
+                if sum.is_zero() {
+                    // IEEE: a sum of only -0.0 values is -0.0 (so is the mean).
+                    let neg_zero = valid > 0 && self.flags & FLAG_NONNEG == 0 && d.is_float();
+                    return Ok(Some(float(if neg_zero { -0.0 } else { 0.0 }, sum_type)));
+                }
+                let v = match op {
+                    Op::Sum => sum.round(sum_type),
+                    _ => sum.mean(valid, sum_type),
+                };
+                Ok(Some(float(v, sum_type)))
+            }
+            Op::Max | Op::Min => Ok((valid > 0).then(|| value_of_key(d, self.key))),
+            Op::Count => unreachable!("handled above"),
+        }
+    }
+}
+
 fn corrupt(msg: impl Into<String>) -> Error {
     Error::InvalidState(msg.into())
 }
@@ -256,33 +413,24 @@ impl State {
     ) {
         let l = dtype.limbs();
         let at = PartialLayout::of(dtype);
-        let count = words[at.count] as u64 | (words[at.count + 1] as u64) << 32;
-        let raw_key = words[at.key] as u64 | (words[at.key + 1] as u64) << 32;
-        // Keys of 32-bit dtypes sit in the high word; min keeps complements.
-        let key = match (dtype.words(), kind) {
-            (1, StateKind::Min) => !(raw_key >> 32) & 0xffff_ffff,
-            (1, _) => raw_key >> 32,
-            (_, StateKind::Min) => !raw_key,
-            _ => raw_key,
-        };
+        let pair = |i: usize| words[i] as u64 | (words[i + 1] as u64) << 32;
+        let settled = Settled::from_gpu(
+            dtype,
+            kind,
+            len,
+            pair(at.count),
+            words[at.flags],
+            pair(at.key),
+        );
         if self.dtype != dtype {
             self.sum = ExactSum::new(dtype);
         }
         self.dtype = dtype;
         self.kind = kind;
-        self.len = len;
-        self.count = count;
-        self.flags = words[at.flags] as u8
-            & if kind == StateKind::Sum {
-                FLAGS_KNOWN
-            } else {
-                FLAGS_KNOWN & !FLAG_NONNEG
-            };
-        self.key = if count == 0 || kind == StateKind::Sum {
-            0
-        } else {
-            key
-        };
+        self.len = settled.len;
+        self.count = settled.count;
+        self.flags = settled.flags;
+        self.key = settled.key;
         if kind == StateKind::Sum {
             self.sum.set_limbs(&words[..l]);
         } else {
@@ -313,9 +461,18 @@ impl State {
     /// The count an op reports: every value under
     /// [`NanPolicy::Propagate`], non-NaN values under [`NanPolicy::Ignore`].
     pub fn count(&self, nan: NanPolicy) -> u64 {
-        match nan {
-            NanPolicy::Propagate => self.len,
-            NanPolicy::Ignore => self.count,
+        self.settled().count(nan)
+    }
+
+    /// The state's parts besides its sum.
+    fn settled(&self) -> Settled {
+        Settled {
+            dtype: self.dtype,
+            kind: self.kind,
+            len: self.len,
+            count: self.count,
+            flags: self.flags,
+            key: self.key,
         }
     }
 
@@ -352,70 +509,7 @@ impl State {
     /// `mean`, `max`, `min` of no values). Integer sums outside int64 are
     /// [`Error::Overflow`].
     pub fn finalize(&self, op: Op, nan: NanPolicy) -> Result<Option<Scalar>> {
-        if StateKind::for_op(op) != self.kind && op != Op::Count {
-            return Err(Error::InvalidState(format!(
-                "a {:?} state cannot give {op}",
-                self.kind
-            )));
-        }
-        let d = self.dtype;
-        if op == Op::Count {
-            return Ok(Some(Scalar::I64(self.count(nan) as i64)));
-        }
-        let float = |v: f64, t: Dtype| match t {
-            Dtype::F32 => Scalar::F32(v as f32),
-            _ => Scalar::F64(v),
-        };
-        // The float type of sums and means: the input's, or float64.
-        let sum_type = if d == Dtype::F32 {
-            Dtype::F32
-        } else {
-            Dtype::F64
-        };
-        if self.len > 0 && nan == NanPolicy::Propagate && self.flags & FLAG_NAN != 0 {
-            return Ok(Some(float(f64::NAN, sum_type)));
-        }
-        let valid = self.count;
-        let pos_inf = self.flags & FLAG_POS_INF != 0;
-        let neg_inf = self.flags & FLAG_NEG_INF != 0;
-        match op {
-            Op::Sum | Op::Mean => {
-                if op == Op::Mean && valid == 0 {
-                    return Ok(None);
-                }
-                if pos_inf || neg_inf {
-                    let v = match (pos_inf, neg_inf) {
-                        (true, true) => f64::NAN,
-                        (true, false) => f64::INFINITY,
-                        _ => f64::NEG_INFINITY,
-                    };
-                    return Ok(Some(float(v, sum_type)));
-                }
-                if !d.is_float() && op == Op::Sum {
-                    return self
-                        .sum
-                        .to_i64()
-                        .map(|v| Some(Scalar::I64(v)))
-                        .ok_or_else(|| {
-                            Error::Overflow(format!(
-                                "the {d} sum of {valid} values does not fit in int64"
-                            ))
-                        });
-                }
-                if self.sum.is_zero() {
-                    // IEEE: a sum of only -0.0 values is -0.0 (so is the mean).
-                    let neg_zero = valid > 0 && self.flags & FLAG_NONNEG == 0 && d.is_float();
-                    return Ok(Some(float(if neg_zero { -0.0 } else { 0.0 }, sum_type)));
-                }
-                let v = match op {
-                    Op::Sum => self.sum.round(sum_type),
-                    _ => self.sum.mean(valid, sum_type),
-                };
-                Ok(Some(float(v, sum_type)))
-            }
-            Op::Max | Op::Min => Ok((valid > 0).then(|| value_of_key(d, self.key))),
-            Op::Count => unreachable!("handled above"),
-        }
+        self.settled().finalize(op, nan, &self.sum)
     }
 
     /// The state as versioned bytes (see the module's layout table).

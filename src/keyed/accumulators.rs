@@ -1,11 +1,14 @@
-//! Group accumulators as the group kernel leaves them (layout in
-//! shaders/group.wgsl), turned into [`State`]s one group at a time.
+//! A window of groups read back: accumulators as the group kernel leaves
+//! them (layout in shaders/group.wgsl), turned into [`State`]s one group
+//! at a time, or records of groups finished on the device (layout in
+//! shaders/finish_groups.wgsl).
 
 use std::borrow::Cow;
 
 use crate::dtype::Dtype;
-use crate::state::{FLAG_NONNEG, PartialLayout, State, StateKind};
+use crate::state::{FLAG_NONNEG, PartialLayout, Settled, State, StateKind};
 
+use super::finish::{FinishedSum, RECORD_WORDS, record};
 use super::kernels::stride_words;
 
 /// Word offsets in one group's accumulator (group.wgsl's `A_COUNT`,
@@ -37,19 +40,49 @@ impl AccumulatorLayout {
 /// Words of the widest partial (float64's), a stack buffer's size.
 const MAX_PARTIAL_WORDS: usize = 80;
 
-/// The accumulators of a window of consecutive groups, read back: owned,
-/// or borrowed from the mapped readback buffer (no copy of what may be
-/// hundreds of megabytes).
+/// A window of consecutive groups, read back: owned, or borrowed from the
+/// mapped readback buffer (no copy of what may be hundreds of megabytes).
+/// Either the groups' accumulators, or (`finished`) their records.
 pub(crate) struct GroupAccumulators<'a> {
     dtype: Dtype,
     words: Cow<'a, [u32]>,
+    finished: bool,
 }
 
 impl<'a> GroupAccumulators<'a> {
+    /// Accumulators, `stride_words(dtype)` words a group.
     pub fn new(dtype: Dtype, words: impl Into<Cow<'a, [u32]>>) -> Self {
         let words = words.into();
         debug_assert_eq!(words.len() % stride_words(dtype), 0);
-        GroupAccumulators { dtype, words }
+        GroupAccumulators {
+            dtype,
+            words,
+            finished: false,
+        }
+    }
+
+    /// Records of groups finished on the device, [`RECORD_WORDS`] a group.
+    pub fn finished(dtype: Dtype, words: impl Into<Cow<'a, [u32]>>) -> Self {
+        let words = words.into();
+        debug_assert_eq!(words.len() % RECORD_WORDS, 0);
+        GroupAccumulators {
+            dtype,
+            words,
+            finished: true,
+        }
+    }
+
+    /// True for records of groups finished on the device.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn width(&self) -> usize {
+        if self.finished {
+            RECORD_WORDS
+        } else {
+            stride_words(self.dtype)
+        }
     }
 
     /// The dtype of the values.
@@ -59,11 +92,11 @@ impl<'a> GroupAccumulators<'a> {
 
     /// Groups in the window.
     pub fn len(&self) -> usize {
-        self.words.len() / stride_words(self.dtype)
+        self.words.len() / self.width()
     }
 
     fn group(&self, g: usize) -> &[u32] {
-        let s = stride_words(self.dtype);
+        let s = self.width();
         &self.words[g * s..(g + 1) * s]
     }
 
@@ -73,9 +106,37 @@ impl<'a> GroupAccumulators<'a> {
 
     /// Rows of group `g`, NaN included (0: no row had this group).
     pub fn rows(&self, g: usize) -> u64 {
-        let at = AccumulatorLayout::of(self.dtype);
         let w = self.group(g);
+        if self.finished {
+            return Self::pair(w, record::COUNT) + Self::pair(w, record::NANS);
+        }
+        let at = AccumulatorLayout::of(self.dtype);
         Self::pair(w, at.count) + Self::pair(w, at.nans)
+    }
+
+    /// A finished group's parts of `kind` besides its sum.
+    pub fn settled(&self, g: usize, kind: StateKind) -> Settled {
+        debug_assert!(self.finished);
+        let w = self.group(g);
+        let key = match kind {
+            StateKind::Sum => 0,
+            StateKind::Max => Self::pair(w, record::MAX),
+            StateKind::Min => Self::pair(w, record::MIN),
+        };
+        Settled::from_gpu(
+            self.dtype,
+            kind,
+            self.rows(g),
+            Self::pair(w, record::COUNT),
+            w[record::FLAGS],
+            key,
+        )
+    }
+
+    /// A finished group's sum and mean, rounded on the device.
+    pub fn finished_sum(&self, g: usize) -> FinishedSum {
+        debug_assert!(self.finished);
+        FinishedSum::of(self.dtype, self.group(g))
     }
 
     /// The state of `kind` of group `g` (from the accumulators the pass
@@ -87,7 +148,12 @@ impl<'a> GroupAccumulators<'a> {
     }
 
     /// [`GroupAccumulators::state`] written into `out`, reusing its storage.
+    /// Accumulators only: a finished record holds no exact sum.
     pub fn state_into(&self, g: usize, kind: StateKind, out: &mut State) {
+        assert!(
+            !self.finished,
+            "the state of a group finished on the device was asked for"
+        );
         let l = self.dtype.limbs();
         let w = self.group(g);
         // The layout of one exact.wgsl partial: limbs, count, flags, key.

@@ -310,6 +310,8 @@ pub(crate) struct GroupKernels {
     build: KernelBuild,
     /// Forced choices (see [`GroupStrategy`]).
     pub strategy: GroupStrategy,
+    /// The kernel that finishes groups on the device.
+    pub finish: super::finish::FinishKernels,
 }
 
 impl GroupKernels {
@@ -340,6 +342,7 @@ impl GroupKernels {
             pipelines: Mutex::default(),
             build,
             strategy,
+            finish: super::finish::FinishKernels::new(device, build),
             workgroup_bytes: if private {
                 device.limits().max_compute_workgroup_storage_size
             } else {

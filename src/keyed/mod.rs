@@ -47,11 +47,20 @@
 //! The private kinds add their workgroup's accumulators to the global ones
 //! once per workgroup, and a workgroup of them takes several units of rows.
 //!
+//! Results are finished on the device ([`finish`]): after a window's
+//! passes one invocation per group rounds its exact sum and mean once and
+//! writes a record of 14 words, which is read back instead of the
+//! accumulators (31 words a group for float32 values, 145 for float64), and
+//! the host only applies the NaN policy and infinities to it. Per-key
+//! states ([`Engine::states_by_key`](crate::Engine::states_by_key), streamed
+//! keyed reductions) read the accumulators back, since states merge.
+//!
 //! The same kernel reduces small partitions ([`crate::Partitions`] whose
 //! average size is under [`SMALL_PARTITION`] values), where a workgroup per
 //! partition would leave most of it idle.
 
 pub(crate) mod accumulators;
+pub(crate) mod finish;
 pub(crate) mod kernels;
 pub(crate) mod run;
 pub mod stream;
@@ -66,6 +75,7 @@ use crate::future::{Promise, ReductionFuture};
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::state::{State, StateKind};
 
+use finish::Finish;
 pub(crate) use run::Words;
 use run::{RowGroups, Wanted, reduce_groups};
 
@@ -173,6 +183,18 @@ fn finish_groups<K>(
     groups: &[(K, usize)],
     nan: NanPolicy,
 ) -> Result<()> {
+    if acc.is_finished() {
+        // Sums and means rounded on the device: no exact arithmetic here.
+        for (i, &(_, g)) in groups.iter().enumerate() {
+            let sum = acc.finished_sum(g);
+            for (op, values, counts) in slots.iter_mut() {
+                let settled = acc.settled(g, StateKind::for_op(*op));
+                values[i] = settled.finalize(*op, nan, &sum)?;
+                counts[i] = settled.count(nan);
+            }
+        }
+        return Ok(());
+    }
     let dtype = acc.dtype();
     let mut states =
         [StateKind::Sum, StateKind::Max, StateKind::Min].map(|k| State::empty(dtype, k));
@@ -264,6 +286,14 @@ pub(crate) fn finish_window<K: Key>(
     }
     out.keys.extend(groups.iter().map(|&(k, _)| k));
     Ok(())
+}
+
+/// Results of `ops` are finished on the device (means rounded there too
+/// where `ops` has one).
+pub(crate) fn finish_on_device(ops: &[Op]) -> Finish {
+    Finish::OnDevice {
+        mean: ops.contains(&Op::Mean),
+    }
 }
 
 /// The accumulators the ops need.
@@ -382,6 +412,7 @@ fn keyed_groups<K: Key, E: Element>(
     keys: &[K],
     values: &[E],
     ops: &[Op],
+    finish: Finish,
     each: impl FnMut(&accumulators::GroupAccumulators<'_>, &[(K, usize)]) -> Result<()>,
 ) -> Result<()> {
     check_request(keys.len() as u64, values.len() as u64, ops)?;
@@ -395,6 +426,7 @@ fn keyed_groups<K: Key, E: Element>(
         K::WORDS == 2,
         plan,
         wanted(ops),
+        finish,
         each,
     )
 }
@@ -411,6 +443,7 @@ fn reduce_planned<K: Key>(
     wide: bool,
     plan: KeyPlan<K>,
     wanted: Wanted,
+    finish: Finish,
     mut each: impl FnMut(&accumulators::GroupAccumulators<'_>, &[(K, usize)]) -> Result<()>,
 ) -> Result<()> {
     match plan {
@@ -424,7 +457,7 @@ fn reduce_planned<K: Key>(
                     base: base as u32,
                 }
             };
-            reduce_groups(ctx, dtype, values, by, groups, wanted, |g0, acc| {
+            reduce_groups(ctx, dtype, values, by, groups, wanted, finish, |g0, acc| {
                 each(acc, &present_dense(min, g0, acc))
             })
         }
@@ -434,7 +467,7 @@ fn reduce_planned<K: Key>(
                 base: 0,
             };
             let groups = distinct.len() as u64;
-            reduce_groups(ctx, dtype, values, by, groups, wanted, |g0, acc| {
+            reduce_groups(ctx, dtype, values, by, groups, wanted, finish, |g0, acc| {
                 each(acc, &present_sparse(&distinct, g0, acc))
             })
         }
@@ -468,9 +501,14 @@ impl crate::Engine {
         nan: NanPolicy,
     ) -> Result<Grouped<K>> {
         let mut out = Grouped::empty(ops);
-        keyed_groups(self.context(), keys, values, ops, |acc, groups| {
-            finish_window(&mut out, acc, groups, nan)
-        })?;
+        keyed_groups(
+            self.context(),
+            keys,
+            values,
+            ops,
+            finish_on_device(ops),
+            |acc, groups| finish_window(&mut out, acc, groups, nan),
+        )?;
         Ok(out)
     }
 
@@ -612,13 +650,20 @@ impl crate::Engine {
             keys: Vec::new(),
             states: Vec::new(),
         };
-        keyed_groups(self.context(), keys, values, &[op], |acc, groups| {
-            for &(key, g) in groups {
-                out.keys.push(key);
-                out.states.push(acc.state(g, kind));
-            }
-            Ok(())
-        })?;
+        keyed_groups(
+            self.context(),
+            keys,
+            values,
+            &[op],
+            Finish::OnHost,
+            |acc, groups| {
+                for &(key, g) in groups {
+                    out.keys.push(key);
+                    out.states.push(acc.state(g, kind));
+                }
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 }
@@ -644,12 +689,21 @@ pub(crate) fn partition_states(
         max: kind == StateKind::Max,
         min: kind == StateKind::Min,
     };
-    reduce_groups(ctx, dtype, values, by, parts, wanted, |_, acc| {
-        for g in 0..acc.len() {
-            each(acc.state(g, kind))?;
-        }
-        Ok(())
-    })
+    reduce_groups(
+        ctx,
+        dtype,
+        values,
+        by,
+        parts,
+        wanted,
+        Finish::OnHost,
+        |_, acc| {
+            for g in 0..acc.len() {
+                each(acc.state(g, kind))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The words of `array`, read back to the host (for keys the GPU cannot map
@@ -744,6 +798,7 @@ impl crate::Engine {
             keys.dtype() == Dtype::I64,
             plan,
             wanted(ops),
+            finish_on_device(ops),
             |acc, groups| finish_window(&mut out, acc, groups, nan),
         )?;
         Ok(out)

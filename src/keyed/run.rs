@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::pool::PooledBuffer;
 
 use super::accumulators::GroupAccumulators;
+use super::finish::{Finish, RECORD_WORDS, encode_finish};
 use super::kernels::{
     GROUP_PARAMS_BYTES, GroupMode, Local, PassKind, group_workgroup_size, rows_per_invocation,
     stride_words, units_per_private_workgroup,
@@ -322,17 +323,24 @@ impl PassShape {
     }
 }
 
-/// A window's accumulators on the device and the buffer they are read
-/// back through.
+/// A window's accumulators on the device, its finished records (when its
+/// groups are finished there) and the buffer they are read back through.
 pub(crate) struct WindowBuffers {
     pub acc: PooledBuffer,
+    pub records: Option<PooledBuffer>,
     pub readback: PooledBuffer,
+    /// Bytes of the accumulators.
     pub bytes: u64,
+    /// Bytes read back: the records', or the accumulators'.
+    pub read_bytes: u64,
+    pub count: u64,
+    pub dtype: Dtype,
 }
 
 impl WindowBuffers {
-    /// Buffers for `count` groups' accumulators of `dtype`.
-    pub fn new(ctx: &Context, dtype: Dtype, count: u64) -> Self {
+    /// Buffers for `count` groups' accumulators of `dtype` (and records,
+    /// for groups finished on the device).
+    pub fn new(ctx: &Context, dtype: Dtype, count: u64, finish: Finish) -> Self {
         let bytes = count * stride_words(dtype) as u64 * 4;
         let acc = ctx.pool.take(
             &ctx.device,
@@ -342,16 +350,33 @@ impl WindowBuffers {
                 | wgpu::BufferUsages::COPY_DST,
             "gpulanes group accumulators",
         );
+        let records = match finish {
+            Finish::OnHost => None,
+            Finish::OnDevice { .. } => Some(ctx.pool.take(
+                &ctx.device,
+                count * RECORD_WORDS as u64 * 4,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                "gpulanes group records",
+            )),
+        };
+        let read_bytes = match finish {
+            Finish::OnHost => bytes,
+            Finish::OnDevice { .. } => count * RECORD_WORDS as u64 * 4,
+        };
         let readback = ctx.pool.take(
             &ctx.device,
-            bytes,
+            read_bytes,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             "gpulanes group readback",
         );
         WindowBuffers {
             acc,
+            records,
             readback,
             bytes,
+            read_bytes,
+            count,
+            dtype,
         }
     }
 
@@ -360,10 +385,39 @@ impl WindowBuffers {
         encoder.clear_buffer(&self.acc, 0, Some(self.bytes));
     }
 
-    /// Copies the accumulators to the readback buffer (after a window's
-    /// last rows).
-    pub fn encode_copy(&self, encoder: &mut wgpu::CommandEncoder) {
-        encoder.copy_buffer_to_buffer(&self.acc, 0, &self.readback, 0, self.bytes);
+    /// After a window's last rows: finishes its groups on the device (where
+    /// it has records; `wanted`: what the passes filled, `mean`: means are
+    /// wanted) and copies the records, or the accumulators, to the readback
+    /// buffer. Returns the uniform buffer the finishing reads, to keep until
+    /// the submission is done.
+    pub fn encode_read(
+        &self,
+        ctx: &Context,
+        encoder: &mut wgpu::CommandEncoder,
+        wanted: Wanted,
+        mean: bool,
+    ) -> Option<PooledBuffer> {
+        match &self.records {
+            Some(records) => {
+                let params = encode_finish(
+                    ctx, encoder, self.dtype, wanted.sum, mean, self.count, &self.acc, records,
+                );
+                encoder.copy_buffer_to_buffer(records, 0, &self.readback, 0, self.read_bytes);
+                Some(params)
+            }
+            None => {
+                encoder.copy_buffer_to_buffer(&self.acc, 0, &self.readback, 0, self.bytes);
+                None
+            }
+        }
+    }
+
+    /// The words read back, as a window of groups.
+    pub fn view<'a>(&self, words: impl Into<std::borrow::Cow<'a, [u32]>>) -> GroupAccumulators<'a> {
+        match self.records {
+            Some(_) => GroupAccumulators::finished(self.dtype, words),
+            None => GroupAccumulators::new(self.dtype, words),
+        }
     }
 }
 
@@ -502,8 +556,10 @@ pub(crate) fn encode_window_phase(
 }
 
 /// Reduces `values` (`dtype`'s words, `rows` rows) into `groups` groups
-/// found by `by`, and hands each window of consecutive groups' accumulators
-/// to `each` with the window's first group, in order.
+/// found by `by`, and hands each window of consecutive groups to `each`
+/// with the window's first group, in order: its accumulators read back, or
+/// its records where `finish` finishes the groups on the device.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn reduce_groups(
     ctx: &Context,
     dtype: Dtype,
@@ -511,6 +567,7 @@ pub(crate) fn reduce_groups(
     by: RowGroups<'_>,
     groups: u64,
     wanted: Wanted,
+    finish: Finish,
     mut each: impl FnMut(u64, &GroupAccumulators<'_>) -> Result<()>,
 ) -> Result<()> {
     let wpe = dtype.words();
@@ -535,7 +592,7 @@ pub(crate) fn reduce_groups(
         let scope = first_scope.take().unwrap_or_else(|| ErrorScopes::push(ctx));
         let g1 = (g0 + shape.window).min(groups);
         let count = g1 - g0;
-        let window = WindowBuffers::new(ctx, dtype, count);
+        let window = WindowBuffers::new(ctx, dtype, count, finish);
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -559,12 +616,13 @@ pub(crate) fn reduce_groups(
                 &window,
             ));
         }
-        window.encode_copy(&mut encoder);
+        let mean = matches!(finish, Finish::OnDevice { mean: true });
+        params.extend(window.encode_read(ctx, &mut encoder, wanted, mean));
         let index = ctx.queue.submit([encoder.finish()]);
         scope.check()?;
         // Finished from the mapped readback, where the words lie.
-        read_mapped(ctx, &window.readback, window.bytes, index, |words| {
-            each(g0, &GroupAccumulators::new(dtype, words))
+        read_mapped(ctx, &window.readback, window.read_bytes, index, |words| {
+            each(g0, &window.view(words))
         })??;
         drop(params);
         g0 = g1;

@@ -115,6 +115,7 @@ impl Engine {
                 &key_buf,
                 &value_buf,
                 &state_ops,
+                super::finish::Finish::OnHost,
                 |acc, groups| {
                     for &(key, g) in groups {
                         let states: Vec<State> = kinds.iter().map(|&k| acc.state(g, k)).collect();

@@ -32,13 +32,14 @@ use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
 use crate::kernels::BLOCK;
 use crate::keyed::accumulators::GroupAccumulators;
+use crate::keyed::finish::Finish;
 use crate::keyed::run::{
     Chunk, PassShape, RowGroups, Staging, Wanted, WindowBuffers, Words, encode_window_phase,
     make_chunks,
 };
 use crate::keyed::{
-    Grouped, Key, KeyPlan, check_request, finish_window, plan_keys, present_dense, present_sparse,
-    wanted,
+    Grouped, Key, KeyPlan, check_request, finish_on_device, finish_window, plan_keys,
+    present_dense, present_sparse, wanted,
 };
 use crate::op::{NanPolicy, Op};
 use crate::pool::PooledBuffer;
@@ -168,6 +169,7 @@ impl<K: Key> KeyedRequest<K> {
             by,
             groups,
             wanted: wanted(&self.ops),
+            finish: finish_on_device(&self.ops),
             row_bytes: (self.dtype.words() + key_words) * 4,
             bytes: self.bytes(),
             deadline: self.deadline,
@@ -205,6 +207,8 @@ pub(super) struct KeyedEntry {
     by: Groups,
     groups: u64,
     wanted: Wanted,
+    /// Groups are finished on the device (means too where asked for).
+    finish: Finish,
     /// Bytes of one row's value and group words.
     row_bytes: u64,
     /// Input bytes (keys and values), what queue bounds count.
@@ -471,12 +475,20 @@ fn read_window(
     then: impl FnOnce(u64, Result<GroupAccumulators<'static>>) + Send + 'static,
 ) {
     let buffer: wgpu::Buffer = (*window.readback).clone();
+    let finished = window.records.is_some();
     map_read(
         &buffer,
-        window.bytes,
+        window.read_bytes,
         "group accumulators",
         move |view| {
-            view.map(|b| GroupAccumulators::new(dtype, bytemuck::cast_slice::<u8, u32>(b).to_vec()))
+            view.map(|b| {
+                let words = bytemuck::cast_slice::<u8, u32>(b).to_vec();
+                if finished {
+                    GroupAccumulators::finished(dtype, words)
+                } else {
+                    GroupAccumulators::new(dtype, words)
+                }
+            })
         },
         move |read| {
             drop(window);
@@ -592,7 +604,7 @@ fn encode_all(sh: &Shared, entry: &KeyedEntry) -> Result<Encoded> {
     let mut g0 = 0;
     while g0 < entry.groups {
         let count = shape.window.min(entry.groups - g0);
-        let window = WindowBuffers::new(ctx, entry.dtype, count);
+        let window = WindowBuffers::new(ctx, entry.dtype, count, entry.finish);
         window.encode_clear(&mut encoder);
         // Every chunk's high words before any chunk's low words.
         for phase in 0..shape.phases {
@@ -610,7 +622,12 @@ fn encode_all(sh: &Shared, entry: &KeyedEntry) -> Result<Encoded> {
                 &window,
             ));
         }
-        window.encode_copy(&mut encoder);
+        params.extend(window.encode_read(
+            ctx,
+            &mut encoder,
+            entry.wanted,
+            entry.finish == Finish::OnDevice { mean: true },
+        ));
         windows.push((g0, window));
         g0 += count;
     }
@@ -726,7 +743,7 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
     let dtype = job.entry.dtype;
     let scope = ErrorScopes::push(ctx);
     if step.first {
-        job.window = Some(WindowBuffers::new(ctx, dtype, step.count));
+        job.window = Some(WindowBuffers::new(ctx, dtype, step.count, job.entry.finish));
     }
     let by = job.entry.row_groups();
     // This step's rows only, uploaded right before they are read.
@@ -763,7 +780,7 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
     if step.first {
         window.encode_clear(&mut encoder);
     }
-    let params = encode_window_phase(
+    let mut params = encode_window_phase(
         ctx,
         &mut encoder,
         dtype,
@@ -777,7 +794,12 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
         window,
     );
     if step.last {
-        window.encode_copy(&mut encoder);
+        params.extend(window.encode_read(
+            ctx,
+            &mut encoder,
+            job.entry.wanted,
+            job.entry.finish == Finish::OnDevice { mean: true },
+        ));
     }
     let index = ctx.queue.submit([encoder.finish()]);
     let submitted = Instant::now();

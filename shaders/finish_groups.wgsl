@@ -1,0 +1,347 @@
+// finish_groups.wgsl: finishes keyed groups on the device. Each group's
+// accumulator (shaders/group.wgsl's layout, STRIDE words) becomes a record
+// of REC words from which the host takes results without arithmetic on the
+// exact sum, and which it reads back instead of the accumulators (31 words
+// a group for float32 values, 145 for float64):
+//   0, 1    non-NaN values (lo, hi)
+//   2, 3    NaN values (lo, hi)
+//   4       flags; FLAG_NONNEG also where the positive limbs are nonzero
+//           (rows added one by one flag only +0.0; floats only)
+//   5, 6    max: best order key (lo, hi)
+//   7, 8    min: best complemented order key (lo, hi)
+//   9       ST_ZERO: the exact sum is zero; ST_OVERFLOW: an integer sum
+//           outside int64
+//   10, 11  float dtypes: the exact sum (positive minus negative limbs)
+//           rounded once to nearest-even in the sum type (float32 bits in
+//           word 10 for float32 values, float64 bits otherwise); integer
+//           dtypes: the sum as int64 (lo, hi)
+//   12, 13  with WANT_MEAN: the exact sum divided by the non-NaN count,
+//           rounded once (float32 for float32 values, float64 otherwise)
+// The arithmetic is src/exact.rs's round_to_float and divide_and_round
+// step for step (the mean divides the sum's top 128 bits and takes the
+// rest as the sticky bit); the host's exact results are what the tests
+// hold it to. Sums and means of groups with NaN or infinities are the
+// finite sums' (the host applies the NaN policy and infinities).
+//
+// How it is dispatched
+//   @workgroup_size(64), one invocation per group: invocation i of
+//   workgroup w = workgroup_id.x + workgroup_id.y * num_workgroups.x
+//   finishes group w * 64 + i of the `groups` in the window. Composed after
+//   a header (src/keyed/finish.rs) defining LIMBS, STRIDE and DTYPE (0
+//   float32, 1 float64, 2 int32, 3 uint32, 4 int64); WANT_SUM and
+//   WANT_MEAN are pipeline overrides.
+
+override WANT_SUM: bool = true;
+override WANT_MEAN: bool = false;
+
+const REC: u32 = 14u;
+const A_COUNT: u32 = 2u * LIMBS;
+const A_FLAGS: u32 = 2u * LIMBS + 4u;
+const FLAG_NONNEG: u32 = 8u;
+const ST_ZERO: u32 = 1u;
+const ST_OVERFLOW: u32 = 2u;
+
+struct FinishParams {
+    groups: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> fparams: FinishParams;
+@group(0) @binding(1) var<storage, read> acc: array<u32>;
+@group(0) @binding(2) var<storage, read_write> rec: array<u32>;
+
+// The magnitude being rounded (little-endian words): the sum's, then the
+// mean's quotient.
+var<private> num: array<u32, LIMBS>;
+
+fn bit_len(x: u32) -> u32 {
+    return 32u - countLeadingZeros(x);
+}
+
+fn bit_len64(x: vec2<u32>) -> u32 {
+    return select(bit_len(x.x), 32u + bit_len(x.y), x.y != 0u);
+}
+
+fn word(i: i32) -> u32 {
+    if i < 0 || i >= i32(LIMBS) {
+        return 0u;
+    }
+    return num[i];
+}
+
+// Index of the highest set bit of `num`, or -1 when it is zero.
+fn top_bit() -> i32 {
+    for (var i = i32(LIMBS) - 1; i >= 0; i--) {
+        if num[i] != 0u {
+            return i * 32 + i32(bit_len(num[i])) - 1;
+        }
+    }
+    return -1;
+}
+
+// Bits lo .. lo + 31 of `num` (bits under 0 or above it read as 0).
+fn bits32(lo: i32) -> u32 {
+    if lo <= -32 {
+        return 0u;
+    }
+    if lo < 0 {
+        return word(0) << u32(-lo);
+    }
+    let s = u32(lo) & 31u;
+    let w = lo >> 5u;
+    // (hi << 1) << (31 - s) is hi << (32 - s), and 0 for s = 0.
+    return (word(w) >> s) | ((word(w + 1) << 1u) << (31u - s));
+}
+
+// `n` (at most 64) bits of `num` from bit `lo` up, as (lo, hi).
+fn bits_at(lo: i32, n: u32) -> vec2<u32> {
+    var x = vec2<u32>(bits32(lo), bits32(lo + 32));
+    if n < 32u {
+        x = vec2<u32>(x.x & ((1u << n) - 1u), 0u);
+    } else if n < 64u {
+        x.y &= (1u << (n - 32u)) - 1u;
+    }
+    return x;
+}
+
+// Whether any bit of `num` under bit `end` is set.
+fn any_below(end: i32) -> bool {
+    if end <= 0 {
+        return false;
+    }
+    let w = end >> 5u;
+    let s = u32(end) & 31u;
+    for (var i = 0; i < min(w, i32(LIMBS)); i++) {
+        if num[i] != 0u {
+            return true;
+        }
+    }
+    return s > 0u && (word(w) & ((1u << s) - 1u)) != 0u;
+}
+
+// `num` x 2^grid rounded to nearest-even with `p` bits, the lowest kept bit
+// not under 2^min_exp; `top` is num's highest set bit (top_bit()) and
+// `sticky` says a nonzero remainder lies under bit 0. mant 0: zero.
+struct Rounded {
+    mant: vec2<u32>,
+    exp: i32,
+    inf: bool,
+}
+
+fn round_num(p: u32, min_exp: i32, max_exp: i32, grid: i32, top: i32, sticky_in: bool) -> Rounded {
+    var r: Rounded;
+    if top < 0 {
+        return r;
+    }
+    let lowest = max(top - i32(p) + 1, min_exp - grid);
+    var mant = vec2<u32>(0u);
+    if lowest <= top {
+        mant = bits_at(lowest, u32(top - lowest + 1));
+    }
+    let round_bit = bits_at(lowest - 1, 1u).x;
+    let sticky = sticky_in || any_below(lowest - 1);
+    var exp = lowest + grid;
+    if round_bit == 1u && (sticky || (mant.x & 1u) == 1u) {
+        mant = vec2<u32>(mant.x + 1u, mant.y + select(0u, 1u, mant.x == 0xffffffffu));
+        if bit_len64(mant) > p {
+            mant = vec2<u32>((mant.x >> 1u) | (mant.y << 31u), mant.y >> 1u);
+            exp += 1;
+        }
+    }
+    if all(mant == vec2<u32>(0u)) {
+        return r;
+    }
+    r.mant = mant;
+    r.exp = exp;
+    r.inf = exp + i32(bit_len64(mant)) - 1 > max_exp;
+    return r;
+}
+
+// A rounded float32 value's bits.
+fn f32_bits(r: Rounded, negative: bool) -> u32 {
+    let sign = select(0u, 0x80000000u, negative);
+    if r.inf {
+        return sign | 0x7f800000u;
+    }
+    if r.mant.x == 0u {
+        return sign;
+    }
+    let len = bit_len(r.mant.x);
+    let top_exp = r.exp + i32(len) - 1;
+    if top_exp >= -126 {
+        return sign | (u32(top_exp + 127) << 23u) | ((r.mant.x << (24u - len)) & 0x7fffffu);
+    }
+    return sign | (r.mant.x << u32(r.exp + 149));
+}
+
+// x << s for 64-bit x (lo, hi), s < 64.
+fn shl64(x: vec2<u32>, s: u32) -> vec2<u32> {
+    if s >= 32u {
+        return vec2<u32>(0u, x.x << (s - 32u));
+    }
+    return vec2<u32>(x.x << s, (x.y << s) | ((x.x >> 1u) >> (31u - s)));
+}
+
+// A rounded float64 value's bits (lo, hi).
+fn f64_bits(r: Rounded, negative: bool) -> vec2<u32> {
+    let sign = select(0u, 0x80000000u, negative);
+    if r.inf {
+        return vec2<u32>(0u, sign | 0x7ff00000u);
+    }
+    if all(r.mant == vec2<u32>(0u)) {
+        return vec2<u32>(0u, sign);
+    }
+    let len = bit_len64(r.mant);
+    let top_exp = r.exp + i32(len) - 1;
+    if top_exp >= -1022 {
+        let frac = shl64(r.mant, 53u - len);
+        return vec2<u32>(frac.x, sign | (u32(top_exp + 1023) << 20u) | (frac.y & 0xfffffu));
+    }
+    let m = shl64(r.mant, u32(r.exp + 1074));
+    return vec2<u32>(m.x, sign | m.y);
+}
+
+// The rounded `num` x 2^grid in the sum type, as (lo, hi) bits (`top`:
+// num's highest set bit).
+fn rounded_bits(grid: i32, top: i32, sticky: bool, negative: bool) -> vec2<u32> {
+    if DTYPE == 0u {
+        return vec2<u32>(f32_bits(round_num(24u, -149, 127, grid, top, sticky), negative), 0u);
+    }
+    return f64_bits(round_num(53u, -1074, 1023, grid, top, sticky), negative);
+}
+
+// Bit 0 of the accumulator's limbs on the dtype's grid.
+fn grid_exponent() -> i32 {
+    if DTYPE == 0u {
+        return -149;
+    }
+    if DTYPE == 1u {
+        return -1074;
+    }
+    return 0;
+}
+
+// 96-bit r >= 64-bit c.
+fn at_least(r: vec3<u32>, c: vec2<u32>) -> bool {
+    return r.z != 0u || r.y > c.y || (r.y == c.y && r.x >= c.x);
+}
+
+// `num` (nonzero) x 2^grid divided by the count c (nonzero), rounded once:
+// the top 128 bits H of `num` (bit 127 set) divided bit by bit. After
+// bit_len(c) + 63 of them the quotient q of the bits taken lies in
+// [2^62, 2^64): more significant bits than any precision needs, inside 64.
+// The remainder, the bits of H not taken and the bits of `num` under H are
+// zero exactly when the rest of the quotient is: they make the sticky bit.
+fn mean_bits(c: vec2<u32>, grid: i32, top: i32, negative: bool) -> vec2<u32> {
+    let k = top - 127;
+    // H, shifted left a bit a step: its top bit is the next one taken, and
+    // what is left of it at the end is the bits not taken.
+    var h = vec4<u32>(bits32(k), bits32(k + 32), bits32(k + 64), bits32(k + 96));
+    let below = any_below(k);
+    let steps = bit_len64(c) + 63u;
+    var r = vec3<u32>(0u);
+    var q = vec2<u32>(0u);
+    for (var i = 0u; i < steps; i++) {
+        let b = h.w >> 31u;
+        h = vec4<u32>(h.x << 1u, (h.y << 1u) | (h.x >> 31u), (h.z << 1u) | (h.y >> 31u), (h.w << 1u) | (h.z >> 31u));
+        r = vec3<u32>((r.x << 1u) | b, (r.y << 1u) | (r.x >> 31u), (r.z << 1u) | (r.y >> 31u));
+        q = vec2<u32>(q.x << 1u, (q.y << 1u) | (q.x >> 31u));
+        if at_least(r, c) {
+            let lo = r.x - c.x;
+            let borrow = select(0u, 1u, r.x < c.x);
+            let mid = r.y - c.y - borrow;
+            let borrow2 = select(0u, 1u, r.y < c.y || (r.y == c.y && borrow == 1u));
+            r = vec3<u32>(lo, mid, r.z - borrow2);
+            q.x |= 1u;
+        }
+    }
+    let left = 128u - steps;
+    let sticky = below || any(h != vec4<u32>(0u)) || any(r != vec3<u32>(0u));
+    for (var i = 0; i < i32(LIMBS); i++) {
+        num[i] = 0u;
+    }
+    num[0] = q.x;
+    num[1] = q.y;
+    return rounded_bits(grid + k + i32(left), i32(bit_len64(q)) - 1, sticky, negative);
+}
+
+@compute @workgroup_size(64)
+fn finish_groups(
+    @builtin(local_invocation_index) t: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let g = (wid.x + wid.y * nwg.x) * 64u + t;
+    if g >= fparams.groups {
+        return;
+    }
+    let at = g * STRIDE;
+    let out = g * REC;
+    for (var i = 0u; i < 9u; i++) {
+        rec[out + i] = acc[at + A_COUNT + i];
+    }
+    var status = 0u;
+    var sum = vec2<u32>(0u);
+    var mean = vec2<u32>(0u);
+    if WANT_SUM {
+        // Positive minus negative limbs, two's complement (the sum stays
+        // inside them by construction, so the top bit is its sign).
+        var borrow = 0u;
+        var positive = false;
+        for (var i = 0u; i < LIMBS; i++) {
+            let p = acc[at + i];
+            let n = acc[at + LIMBS + i];
+            positive = positive || p != 0u;
+            let d = p - n;
+            num[i] = d - borrow;
+            borrow = select(0u, 1u, p < n || (p == n && borrow == 1u));
+        }
+        if DTYPE <= 1u && positive {
+            rec[out + 4u] |= FLAG_NONNEG;
+        }
+        let negative = (num[LIMBS - 1u] >> 31u) != 0u;
+        if negative {
+            var carry = 1u;
+            for (var i = 0u; i < LIMBS; i++) {
+                let v = ~num[i] + carry;
+                carry = select(0u, 1u, v == 0u && carry == 1u);
+                num[i] = v;
+            }
+        }
+        let top = top_bit();
+        if top < 0 {
+            status = ST_ZERO;
+        } else {
+            if DTYPE <= 1u {
+                sum = rounded_bits(grid_exponent(), top, false, negative);
+            } else {
+                // int64: |sum| <= 2^63 when negative, < 2^63 otherwise.
+                var wide = false;
+                for (var i = 2u; i < LIMBS; i++) {
+                    wide = wide || num[i] != 0u;
+                }
+                let m = vec2<u32>(num[0], num[1]);
+                let top = (m.y >> 31u) != 0u;
+                let at_limit = m.y == 0x80000000u && m.x == 0u;
+                if wide || (top && !(negative && at_limit)) {
+                    status = ST_OVERFLOW;
+                } else if negative {
+                    sum = vec2<u32>(0u - m.x, ~m.y + select(0u, 1u, m.x == 0u));
+                } else {
+                    sum = m;
+                }
+            }
+            let c = vec2<u32>(acc[at + A_COUNT], acc[at + A_COUNT + 1u]);
+            if WANT_MEAN && any(c != vec2<u32>(0u)) {
+                mean = mean_bits(c, grid_exponent(), top, negative);
+            }
+        }
+    }
+    rec[out + 9u] = status;
+    rec[out + 10u] = sum.x;
+    rec[out + 11u] = sum.y;
+    rec[out + 12u] = mean.x;
+    rec[out + 13u] = mean.y;
+}

@@ -1,0 +1,440 @@
+//! Keyed groups finished on the device (shaders/finish_groups.wgsl): after
+//! a window's passes, one invocation per group rounds its exact sum and
+//! mean once and writes a record of [`RECORD_WORDS`] words (counts, flags,
+//! best keys, rounded sum and mean), which is read back instead of the
+//! accumulators. The host then finishes a group with no arithmetic on the
+//! exact sum ([`FinishedSum`]), under the rules every state follows
+//! ([`Settled::finalize`]). Callers that need mergeable states read the
+//! accumulators themselves ([`Finish::OnHost`]).
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::{Mutex, OnceLock};
+
+use crate::context::Context;
+use crate::dtype::Dtype;
+use crate::kernels::{BindingKind, layout_entries};
+use crate::options::KernelBuild;
+use crate::pool::PooledBuffer;
+use crate::state::ExactValue;
+
+use super::kernels::stride_words;
+
+pub const FINISH_WGSL: &str = include_str!("../../shaders/finish_groups.wgsl");
+
+/// Words of one group's finished record (`REC` in finish_groups.wgsl).
+pub const RECORD_WORDS: usize = 14;
+
+/// Word offsets in a finished record: non-NaN count (lo, hi), NaN count
+/// (lo, hi), flags, max key (lo, hi), min key (lo, hi), status, rounded sum
+/// (lo, hi), rounded mean (lo, hi).
+pub(crate) mod record {
+    pub const COUNT: usize = 0;
+    pub const NANS: usize = 2;
+    pub const FLAGS: usize = 4;
+    pub const MAX: usize = 5;
+    pub const MIN: usize = 7;
+    pub const STATUS: usize = 9;
+    pub const SUM: usize = 10;
+    pub const MEAN: usize = 12;
+}
+
+/// Status bits (finish_groups.wgsl's `ST_ZERO`, `ST_OVERFLOW`).
+const ST_ZERO: u32 = 1;
+const ST_OVERFLOW: u32 = 2;
+
+/// Invocations per workgroup of the finishing kernel.
+const FINISH_WG: u64 = 64;
+
+/// Bytes of the finishing kernel's uniform (the window's group count, padded).
+const FINISH_PARAMS_BYTES: u64 = 16;
+
+/// The finishing kernel's bindings: params, accumulators, records.
+const FINISH_BINDINGS: [(u32, BindingKind); 3] = [
+    (0, BindingKind::Uniform),
+    (1, BindingKind::ReadOnly),
+    (2, BindingKind::ReadWrite),
+];
+
+/// Where a window's groups are finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// On the host, from the accumulators read back (states that merge).
+    OnHost,
+    /// On the device (results only); `mean`: means are wanted too.
+    OnDevice { mean: bool },
+}
+
+/// A group's sum as its finished record gives it: value and mean already
+/// rounded once in the sum type (float32 for float32 values, float64
+/// otherwise), or the int64 sum of an integer dtype.
+pub(crate) struct FinishedSum {
+    dtype: Dtype,
+    status: u32,
+    sum: u64,
+    mean: u64,
+}
+
+impl FinishedSum {
+    /// The sum of the record `r` of a group of `dtype` values.
+    pub fn of(dtype: Dtype, r: &[u32]) -> Self {
+        let pair = |i: usize| r[i] as u64 | (r[i + 1] as u64) << 32;
+        FinishedSum {
+            dtype,
+            status: r[record::STATUS],
+            sum: pair(record::SUM),
+            mean: pair(record::MEAN),
+        }
+    }
+
+    /// The float `bits` of the sum type as an f64 holding the value.
+    fn value(&self, bits: u64, target: Dtype) -> f64 {
+        debug_assert_eq!(
+            target,
+            if self.dtype == Dtype::F32 {
+                Dtype::F32
+            } else {
+                Dtype::F64
+            }
+        );
+        match self.dtype {
+            Dtype::F32 => f32::from_bits(bits as u32) as f64,
+            _ => f64::from_bits(bits),
+        }
+    }
+}
+
+impl ExactValue for FinishedSum {
+    fn is_zero(&self) -> bool {
+        self.status & ST_ZERO != 0
+    }
+    fn round(&self, target: Dtype) -> f64 {
+        debug_assert!(self.dtype.is_float());
+        self.value(self.sum, target)
+    }
+    fn mean(&self, _count: u64, target: Dtype) -> f64 {
+        self.value(self.mean, target)
+    }
+    fn to_i64(&self) -> Option<i64> {
+        (self.status & ST_OVERFLOW == 0).then_some(self.sum as i64)
+    }
+}
+
+/// The finishing kernel's layout and pipelines of one engine.
+pub(crate) struct FinishKernels {
+    layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    modules: [OnceLock<wgpu::ShaderModule>; 5],
+    pipelines: Mutex<HashMap<(Dtype, bool, bool), wgpu::ComputePipeline>>,
+    build: KernelBuild,
+}
+
+fn finish_shader_source(dtype: Dtype) -> String {
+    format!(
+        "// {dtype} group finishing kernel.\n\
+         const LIMBS: u32 = {limbs}u;\n\
+         const STRIDE: u32 = {stride}u;\n\
+         const DTYPE: u32 = {code}u;\n\
+         {FINISH_WGSL}",
+        limbs = dtype.limbs(),
+        stride = stride_words(dtype),
+        code = dtype.code(),
+    )
+}
+
+impl FinishKernels {
+    pub fn new(device: &wgpu::Device, build: KernelBuild) -> Self {
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("finish groups"),
+            entries: &layout_entries(&FINISH_BINDINGS, FINISH_PARAMS_BYTES, false),
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("finish groups"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        FinishKernels {
+            layout,
+            pipeline_layout,
+            modules: Default::default(),
+            pipelines: Mutex::default(),
+            build,
+        }
+    }
+
+    fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        dtype: Dtype,
+        sum: bool,
+        mean: bool,
+    ) -> wgpu::ComputePipeline {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((dtype, sum, mean))
+            .or_insert_with(|| {
+                let module = self.modules[dtype.code() as usize].get_or_init(|| {
+                    self.build
+                        .module(device, "finish groups", finish_shader_source(dtype))
+                });
+                let flag = |b: bool| if b { 1.0 } else { 0.0 };
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some("finish_groups"),
+                    layout: Some(&self.pipeline_layout),
+                    module,
+                    entry_point: Some("finish_groups"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[("WANT_SUM", flag(sum)), ("WANT_MEAN", flag(mean))],
+                        zero_initialize_workgroup_memory: self.build.zero_init(),
+                    },
+                    cache: None,
+                })
+            })
+            .clone()
+    }
+}
+
+/// Encodes the finishing of `count` groups whose accumulators are in `acc`
+/// into `records`; `sum`: the pass summed, `mean`: means are wanted. Returns
+/// the uniform buffer, to keep until the submission is done.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_finish(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    dtype: Dtype,
+    sum: bool,
+    mean: bool,
+    count: u64,
+    acc: &wgpu::Buffer,
+    records: &wgpu::Buffer,
+) -> PooledBuffer {
+    let kernels = &ctx.group_kernels.finish;
+    let params = ctx.pool.take(
+        &ctx.device,
+        FINISH_PARAMS_BYTES,
+        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        "gpulanes finish params",
+    );
+    let mut words = [0u32; 4];
+    words[0] = count as u32;
+    ctx.queue
+        .write_buffer(&params, 0, bytemuck::cast_slice(&words));
+    fn binding(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer,
+            offset: 0,
+            size: NonZeroU64::new(bytes),
+        })
+    }
+    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("finish groups"),
+        layout: &kernels.layout,
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: binding(&params, FINISH_PARAMS_BYTES),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: binding(acc, count * stride_words(dtype) as u64 * 4),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: binding(records, count * RECORD_WORDS as u64 * 4),
+            },
+        ],
+    });
+    let pipeline = kernels.pipeline(&ctx.device, dtype, sum, mean);
+    let workgroups = count.div_ceil(FINISH_WG);
+    let x = workgroups.min(ctx.limits.max_workgroups_per_dim as u64) as u32;
+    let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("finish groups"),
+        timestamp_writes: None,
+    });
+    cpass.set_pipeline(&pipeline);
+    cpass.set_bind_group(0, &bind_group, &[]);
+    cpass.dispatch_workgroups(x, workgroups.div_ceil(x as u64) as u32, 1);
+    drop(cpass);
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    //! The finishing kernel against the host's finishing of the same
+    //! accumulators (`State`, whose exact arithmetic tests/exact.rs checks
+    //! against an independent reference), on synthetic accumulators no
+    //! input of a test's size reaches: sums across every limb, ties and
+    //! lone sticky bits, counts past 2^32 and up to 2^64 - 1, int64 limits.
+
+    use super::*;
+    use crate::keyed::accumulators::{AccumulatorLayout, GroupAccumulators};
+    use crate::keyed::run::{WindowBuffers, read_mapped};
+    use crate::{Engine, NanPolicy, Op, Scalar, StateKind};
+
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// `groups` accumulators of `dtype`: sparse limb patterns (zeros, lone
+    /// bits, all ones) on both sides with headroom above the top limb,
+    /// counts of every size, random flags and keys.
+    fn accumulators(dtype: Dtype, groups: usize, seed: u64) -> Vec<u32> {
+        let mut next = xorshift(seed);
+        let l = dtype.limbs();
+        let stride = stride_words(dtype);
+        let at = AccumulatorLayout::of(dtype);
+        let mut words = vec![0u32; groups * stride];
+        for g in 0..groups {
+            let w = &mut words[g * stride..(g + 1) * stride];
+            // The highest limb either side may use, so some sums are small.
+            let reach = 1 + (next() % l as u64) as usize;
+            for side in 0..2 {
+                if g % 7 == 3 && side == 1 {
+                    continue; // positive only
+                }
+                for i in 0..reach {
+                    w[side * l + i] = match next() % 5 {
+                        0 | 1 => 0,
+                        2 => 1 << (next() % 32),
+                        3 => u32::MAX,
+                        _ => next() as u32,
+                    };
+                }
+                // Headroom: the difference's top bit is its sign.
+                w[side * l + l - 1] &= 0x3fff_ffff;
+            }
+            if g % 9 == 8 {
+                // count x tie x 2^shift (+ 1): a mean exactly halfway
+                // between two values of the sum type, which a lone bit
+                // anywhere under the dividend's top decides.
+                let precision = if dtype == Dtype::F32 { 24 } else { 53 };
+                let mant = (next() >> (64 - precision)) | 1 << (precision - 1);
+                let tie = (mant as u128) << 1 | 1;
+                let count = match g % 4 {
+                    0 => 1 + next() % 1000,
+                    1 => 1 + next() % (1 << 32),
+                    _ => 1 + (next() >> 1) % (1 << 62),
+                };
+                let product = tie * count as u128;
+                let room = 32 * l as u32 - 2 - (128 - product.leading_zeros());
+                let shift = (next() % (room.min(200) as u64 + 1)) as u32;
+                w[..2 * l].fill(0);
+                let side = (g / 9 % 2) * l;
+                for k in 0..l {
+                    let lo = 32 * k as i64 - shift as i64;
+                    w[side + k] = if lo <= -32 || lo >= 128 {
+                        0
+                    } else if lo < 0 {
+                        (product << (-lo) as u32) as u32
+                    } else {
+                        (product >> lo as u32) as u32
+                    };
+                }
+                w[side] |= (g / 18 % 2) as u32;
+                w[at.count] = count as u32;
+                w[at.count + 1] = (count >> 32) as u32;
+                w[at.nans] = 0;
+                w[at.flags] = 0;
+                continue;
+            }
+            if g % 11 == 5 {
+                // Equal sides: a zero sum.
+                let (pos, neg) = w[..2 * l].split_at_mut(l);
+                neg.copy_from_slice(pos);
+            }
+            let count: u64 = match g % 6 {
+                0 => 1 + next() % 4,
+                1 => 1 + next() % 1000,
+                2 => 1 + next() % (1 << 32),
+                3 => (1 << 32) + next() % 1000,
+                4 => next() | 1,
+                _ => u64::MAX - next() % 3,
+            };
+            w[at.count] = count as u32;
+            w[at.count + 1] = (count >> 32) as u32;
+            let nans = if g % 5 == 0 { next() % 3 } else { 0 };
+            w[at.nans] = nans as u32;
+            w[at.flags] = (next() % 16) as u32 & if nans > 0 { 15 } else { 14 };
+            for k in [at.max, at.min] {
+                w[k] = next() as u32;
+                w[k + 1] = next() as u32;
+            }
+        }
+        words
+    }
+
+    /// A value's type and bits (NaN equals NaN; -0.0 is not +0.0).
+    fn scalar_bits(s: Scalar) -> (u8, u64) {
+        match s {
+            Scalar::F32(x) => (0, x.to_bits() as u64),
+            Scalar::F64(x) => (1, x.to_bits()),
+            Scalar::I32(x) => (2, x as u32 as u64),
+            Scalar::U32(x) => (3, x as u64),
+            Scalar::I64(x) => (4, x as u64),
+        }
+    }
+
+    #[test]
+    fn device_finishing_gives_the_host_results() {
+        let engine = Engine::new().expect("an adapter");
+        let ctx = engine.context();
+        let groups = 3000;
+        let ops = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
+        for (i, dtype) in [Dtype::F32, Dtype::F64, Dtype::I32, Dtype::U32, Dtype::I64]
+            .into_iter()
+            .enumerate()
+        {
+            let words = accumulators(dtype, groups, 0x9e37_79b9 + i as u64);
+            let window =
+                WindowBuffers::new(ctx, dtype, groups as u64, Finish::OnDevice { mean: true });
+            ctx.queue
+                .write_buffer(&window.acc, 0, bytemuck::cast_slice(&words));
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let wanted = crate::keyed::run::Wanted {
+                sum: true,
+                max: true,
+                min: true,
+            };
+            let params = window.encode_read(ctx, &mut encoder, wanted, true);
+            let index = ctx.queue.submit([encoder.finish()]);
+            let records = read_mapped(ctx, &window.readback, window.read_bytes, index, |w| {
+                w.to_vec()
+            })
+            .expect("records");
+            drop(params);
+            let host = GroupAccumulators::new(dtype, words);
+            let device = GroupAccumulators::finished(dtype, records);
+            for g in 0..groups {
+                assert_eq!(device.rows(g), host.rows(g), "{dtype} group {g}: rows");
+                let sum = device.finished_sum(g);
+                for op in ops {
+                    let kind = StateKind::for_op(op);
+                    let state = host.state(g, kind);
+                    let settled = device.settled(g, kind);
+                    for nan in [NanPolicy::Propagate, NanPolicy::Ignore] {
+                        let want = state.finalize(op, nan);
+                        let got = settled.finalize(op, nan, &sum);
+                        let bits = |r: &crate::Result<Option<Scalar>>| match r {
+                            Ok(v) => Ok(v.map(scalar_bits)),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        assert_eq!(
+                            bits(&got),
+                            bits(&want),
+                            "{dtype} group {g} {op} {nan:?}: {:x?}",
+                            host.state(g, StateKind::Sum)
+                        );
+                        assert_eq!(settled.count(nan), state.count(nan));
+                    }
+                }
+            }
+        }
+    }
+}
