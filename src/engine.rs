@@ -573,18 +573,15 @@ impl Engine {
         let mut out = Reduction::empty(op);
         if let Some(small) = self.small_partitions(data.len() as u64, partitions)? {
             self.ctx.health.check()?;
-            crate::keyed::partition_states(
+            crate::keyed::partition_results(
                 &self.ctx,
                 E::DTYPE,
                 crate::keyed::Words::Host(bytemuck::cast_slice(data)),
                 &small,
                 partitions,
-                StateKind::for_op(op),
-                |s| {
-                    out.values.push(s.finalize(op, nan)?);
-                    out.counts.push(s.count(nan));
-                    Ok(())
-                },
+                op,
+                nan,
+                &mut out,
             )?;
             return Ok(out);
         }
@@ -741,11 +738,24 @@ impl Engine {
         nan: NanPolicy,
     ) -> Result<Reduction<Scalar>> {
         let mut out = Reduction::empty(op);
-        let small = self.small_device_states(array, StateKind::for_op(op), partitions, |s| {
-            out.values.push(s.finalize(op, nan)?);
-            out.counts.push(s.count(nan));
-            Ok(())
-        })?;
+        array.check_owner(&self.ctx)?;
+        let small = match self.small_partitions(array.len(), partitions)? {
+            Some(offsets) => {
+                self.ctx.health.check()?;
+                crate::keyed::partition_results(
+                    &self.ctx,
+                    array.dtype(),
+                    crate::keyed::Words::Device(array),
+                    &offsets,
+                    partitions,
+                    op,
+                    nan,
+                    &mut out,
+                )?;
+                true
+            }
+            None => false,
+        };
         if !small {
             self.device_groups(array, StateKind::for_op(op), partitions, |f| {
                 f.finish_into(op, nan, &mut out)

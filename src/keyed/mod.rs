@@ -668,6 +668,19 @@ impl crate::Engine {
     }
 }
 
+/// How the group kernel finds the partitions of `partitions` (whose
+/// checked `offsets` are given), and how many there are.
+fn partition_groups<'a>(
+    offsets: &'a [u64],
+    partitions: &crate::Partitions,
+) -> (RowGroups<'a>, u64) {
+    let by = match partitions {
+        crate::Partitions::EqualSize(size) => RowGroups::EqualSize { size: *size },
+        _ => RowGroups::Offsets { offsets },
+    };
+    (by, offsets.len() as u64 - 1)
+}
+
 /// The states of `kind` of each partition of `partitions` (whose checked
 /// `offsets` are given) through the group kernel, in order.
 pub(crate) fn partition_states(
@@ -679,11 +692,7 @@ pub(crate) fn partition_states(
     kind: StateKind,
     mut each: impl FnMut(State) -> Result<()>,
 ) -> Result<()> {
-    let parts = offsets.len() as u64 - 1;
-    let by = match partitions {
-        crate::Partitions::EqualSize(size) => RowGroups::EqualSize { size: *size },
-        _ => RowGroups::Offsets { offsets },
-    };
+    let (by, parts) = partition_groups(offsets, partitions);
     let wanted = Wanted {
         sum: kind == StateKind::Sum,
         max: kind == StateKind::Max,
@@ -702,6 +711,42 @@ pub(crate) fn partition_states(
                 each(acc.state(g, kind))?;
             }
             Ok(())
+        },
+    )
+}
+
+/// The value and count of `op` for each partition of `partitions` (whose
+/// checked `offsets` are given) through the group kernel, finished on the
+/// device, appended to `out` in order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn partition_results(
+    ctx: &Context,
+    dtype: Dtype,
+    values: Words<'_>,
+    offsets: &[u64],
+    partitions: &crate::Partitions,
+    op: Op,
+    nan: NanPolicy,
+    out: &mut Reduction<Scalar>,
+) -> Result<()> {
+    let (by, parts) = partition_groups(offsets, partitions);
+    let ops = [op];
+    reduce_groups(
+        ctx,
+        dtype,
+        values,
+        by,
+        parts,
+        wanted(&ops),
+        finish_on_device(&ops),
+        |_, acc| {
+            let n = acc.len();
+            let start = out.values.len();
+            out.values.resize(start + n, None);
+            out.counts.resize(start + n, 0);
+            let groups: Vec<((), usize)> = (0..n).map(|g| ((), g)).collect();
+            let mut slots = [(op, &mut out.values[start..], &mut out.counts[start..])];
+            finish_groups(&mut slots, acc, &groups, nan)
         },
     )
 }
