@@ -52,8 +52,7 @@ struct FinishParams {
 @group(0) @binding(1) var<storage, read> acc: array<u32>;
 @group(0) @binding(2) var<storage, read_write> rec: array<u32>;
 
-// The magnitude being rounded (little-endian words): the sum's, then the
-// mean's quotient.
+// The magnitude of the group's sum (little-endian words).
 var<private> num: array<u32, LIMBS>;
 
 fn bit_len(x: u32) -> u32 {
@@ -95,17 +94,6 @@ fn bits32(lo: i32) -> u32 {
     return (word(w) >> s) | ((word(w + 1) << 1u) << (31u - s));
 }
 
-// `n` (at most 64) bits of `num` from bit `lo` up, as (lo, hi).
-fn bits_at(lo: i32, n: u32) -> vec2<u32> {
-    var x = vec2<u32>(bits32(lo), bits32(lo + 32));
-    if n < 32u {
-        x = vec2<u32>(x.x & ((1u << n) - 1u), 0u);
-    } else if n < 64u {
-        x.y &= (1u << (n - 32u)) - 1u;
-    }
-    return x;
-}
-
 // Whether any bit of `num` under bit `end` is set.
 fn any_below(end: i32) -> bool {
     if end <= 0 {
@@ -121,8 +109,31 @@ fn any_below(end: i32) -> bool {
     return s > 0u && (word(w) & ((1u << s) - 1u)) != 0u;
 }
 
-// `num` x 2^grid rounded to nearest-even with `p` bits, the lowest kept bit
-// not under 2^min_exp; `top` is num's highest set bit (top_bit()) and
+// x >> s for 64-bit x (lo, hi); 0 for s >= 64.
+fn shr64(x: vec2<u32>, s: u32) -> vec2<u32> {
+    if s >= 64u {
+        return vec2<u32>(0u);
+    }
+    if s >= 32u {
+        return vec2<u32>(x.y >> (s - 32u), 0u);
+    }
+    // (hi << 1) << (31 - s) is hi << (32 - s), and 0 for s = 0.
+    return vec2<u32>((x.x >> s) | ((x.y << 1u) << (31u - s)), x.y >> s);
+}
+
+// Whether any of bits 0 .. n - 1 of 64-bit x is set.
+fn any_low(x: vec2<u32>, n: u32) -> bool {
+    if n >= 64u {
+        return any(x != vec2<u32>(0u));
+    }
+    if n >= 32u {
+        return x.x != 0u || (x.y & ((1u << (n - 32u)) - 1u)) != 0u;
+    }
+    return (x.x & ((1u << n) - 1u)) != 0u;
+}
+
+// 64-bit x (nonzero, its top bit at p or above) x 2^grid rounded to
+// nearest-even with `p` bits, the lowest kept bit not under 2^min_exp;
 // `sticky` says a nonzero remainder lies under bit 0. mant 0: zero.
 struct Rounded {
     mant: vec2<u32>,
@@ -130,23 +141,19 @@ struct Rounded {
     inf: bool,
 }
 
-fn round_num(p: u32, min_exp: i32, max_exp: i32, grid: i32, top: i32, sticky_in: bool) -> Rounded {
+fn round64(x: vec2<u32>, p: u32, min_exp: i32, max_exp: i32, grid: i32, sticky_in: bool) -> Rounded {
     var r: Rounded;
-    if top < 0 {
-        return r;
-    }
+    let top = i32(bit_len64(x)) - 1;
+    // At least 1: the top bit is at p or above.
     let lowest = max(top - i32(p) + 1, min_exp - grid);
-    var mant = vec2<u32>(0u);
-    if lowest <= top {
-        mant = bits_at(lowest, u32(top - lowest + 1));
-    }
-    let round_bit = bits_at(lowest - 1, 1u).x;
-    let sticky = sticky_in || any_below(lowest - 1);
+    var mant = shr64(x, u32(lowest));
+    let round_bit = shr64(x, u32(lowest - 1)).x & 1u;
+    let sticky = sticky_in || any_low(x, u32(lowest - 1));
     var exp = lowest + grid;
     if round_bit == 1u && (sticky || (mant.x & 1u) == 1u) {
         mant = vec2<u32>(mant.x + 1u, mant.y + select(0u, 1u, mant.x == 0xffffffffu));
         if bit_len64(mant) > p {
-            mant = vec2<u32>((mant.x >> 1u) | (mant.y << 31u), mant.y >> 1u);
+            mant = shr64(mant, 1u);
             exp += 1;
         }
     }
@@ -203,13 +210,13 @@ fn f64_bits(r: Rounded, negative: bool) -> vec2<u32> {
     return vec2<u32>(m.x, sign | m.y);
 }
 
-// The rounded `num` x 2^grid in the sum type, as (lo, hi) bits (`top`:
-// num's highest set bit).
-fn rounded_bits(grid: i32, top: i32, sticky: bool, negative: bool) -> vec2<u32> {
+// 64-bit x (its top bit at 55 or above) x 2^grid rounded once in the sum
+// type, as (lo, hi) bits.
+fn rounded_bits(x: vec2<u32>, grid: i32, sticky: bool, negative: bool) -> vec2<u32> {
     if DTYPE == 0u {
-        return vec2<u32>(f32_bits(round_num(24u, -149, 127, grid, top, sticky), negative), 0u);
+        return vec2<u32>(f32_bits(round64(x, 24u, -149, 127, grid, sticky), negative), 0u);
     }
-    return f64_bits(round_num(53u, -1074, 1023, grid, top, sticky), negative);
+    return f64_bits(round64(x, 53u, -1074, 1023, grid, sticky), negative);
 }
 
 // Bit 0 of the accumulator's limbs on the dtype's grid.
@@ -230,17 +237,18 @@ fn at_least(r: vec3<u32>, c: vec2<u32>) -> bool {
 
 // `num` (nonzero) x 2^grid divided by the count c (nonzero), rounded once:
 // the top 128 bits H of `num` (bit 127 set) divided bit by bit. After
-// bit_len(c) + 63 of them the quotient q of the bits taken lies in
-// [2^62, 2^64): more significant bits than any precision needs, inside 64.
-// The remainder, the bits of H not taken and the bits of `num` under H are
-// zero exactly when the rest of the quotient is: they make the sticky bit.
+// bit_len(c) + p + 1 of them (p: the sum type's precision) the quotient q
+// of the bits taken lies in [2^p, 2^(p + 2)): the p kept bits and the
+// rounding bit, inside 64 bits. The remainder, the bits of H not taken and
+// the bits of `num` under H are zero exactly when the rest of the quotient
+// is: they make the sticky bit.
 fn mean_bits(c: vec2<u32>, grid: i32, top: i32, negative: bool) -> vec2<u32> {
     let k = top - 127;
     // H, shifted left a bit a step: its top bit is the next one taken, and
     // what is left of it at the end is the bits not taken.
     var h = vec4<u32>(bits32(k), bits32(k + 32), bits32(k + 64), bits32(k + 96));
     let below = any_below(k);
-    let steps = bit_len64(c) + 63u;
+    let steps = bit_len64(c) + select(54u, 25u, DTYPE == 0u);
     var r = vec3<u32>(0u);
     var q = vec2<u32>(0u);
     for (var i = 0u; i < steps; i++) {
@@ -259,12 +267,7 @@ fn mean_bits(c: vec2<u32>, grid: i32, top: i32, negative: bool) -> vec2<u32> {
     }
     let left = 128u - steps;
     let sticky = below || any(h != vec4<u32>(0u)) || any(r != vec3<u32>(0u));
-    for (var i = 0; i < i32(LIMBS); i++) {
-        num[i] = 0u;
-    }
-    num[0] = q.x;
-    num[1] = q.y;
-    return rounded_bits(grid + k + i32(left), i32(bit_len64(q)) - 1, sticky, negative);
+    return rounded_bits(q, grid + k + i32(left), sticky, negative);
 }
 
 @compute @workgroup_size(64)
@@ -315,7 +318,11 @@ fn finish_groups(
             status = ST_ZERO;
         } else {
             if DTYPE <= 1u {
-                sum = rounded_bits(grid_exponent(), top, false, negative);
+                // The top 64 bits of the magnitude (bit 63 set) and whether
+                // any bit under them is: all that rounding reads.
+                let k = top - 63;
+                let head = vec2<u32>(bits32(k), bits32(k + 32));
+                sum = rounded_bits(head, grid_exponent() + k, any_below(k), negative);
             } else {
                 // int64: |sum| <= 2^63 when negative, < 2^63 otherwise.
                 var wide = false;

@@ -14,7 +14,8 @@
 //     3 (offsets): g = first_group + the last j with seg_start[j] <= row
 //   Rows whose g falls outside [0, group_count) belong to another pass's
 //   window of groups and are skipped (the host covers every group once).
-//   Each group's accumulator (STRIDE words; src/keyed/accumulators.rs reads it):
+//   Each group's accumulator (STRIDE words; shaders/finish_groups.wgsl and
+//   src/keyed/accumulators.rs read it):
 //     [0, LIMBS)          positive contributions to the sum, magnitudes in
 //                         little-endian limbs on the dtype's grid (2^-149
 //                         for float32, 2^-1074 for float64, 1 for integers)
@@ -23,8 +24,8 @@
 //     2 LIMBS + 2, 3      NaN values (lo, hi)
 //     2 LIMBS + 4         flags (exact.wgsl's: NaN, +inf, -inf, a non-NaN
 //                         float with a clear sign bit; rows added one by
-//                         one set the last only for +0.0, the host adding
-//                         it where the positive limbs are nonzero)
+//                         one set the last only for +0.0, its readers
+//                         adding it where the positive limbs are nonzero)
 //     2 LIMBS + 5, 6      max: best order key (lo, hi)
 //     2 LIMBS + 7, 8      min: best complemented order key (lo, hi)
 //   Keys of 32-bit dtypes sit in the high word (as in exact.wgsl).
@@ -607,9 +608,10 @@ fn add_row(g: u32, v: Value) {
         return;
     }
     add_count(at + A_COUNT, 1u, 0u);
-    // A positive nonzero value shows in the positive limbs, which the host
-    // reads as FLAG_NONNEG (src/keyed/accumulators.rs); only +0.0 sets the
-    // flag here, so most rows skip reading the flags.
+    // A positive nonzero value shows in the positive limbs, which readers of
+    // the accumulators take as FLAG_NONNEG (finish_groups.wgsl,
+    // src/keyed/accumulators.rs); only +0.0 sets the flag here, so most rows
+    // skip reading the flags.
     let nonneg = DTYPE <= 1u && !v.negative && v.special == 0u && all(v.mag == vec2<u32>(0u));
     let flags = v.special | select(0u, FLAG_NONNEG, nonneg);
     if flags != 0u && (target_load(at + A_FLAGS) & flags) != flags {

@@ -33,6 +33,10 @@ pub const EXACT_INT_WGSL: &str = include_str!("../shaders/exact_int.wgsl");
 pub const EXACT_FLOAT_WGSL: &str = include_str!("../shaders/exact_float.wgsl");
 pub const EXACT_ENTRY_WGSL: &str = include_str!("../shaders/exact_entry.wgsl");
 
+#[doc(hidden)]
+pub use crate::keyed::finish::{FINISH_BINDINGS, FINISH_PARAMS_BYTES, FINISH_WG, RECORD_WORDS};
+/// The kernel that finishes keyed groups on the device.
+pub use crate::keyed::finish::{FINISH_WGSL, finish_shader_source};
 /// The group kernel (keyed reductions and small partitions).
 pub use crate::keyed::kernels::{
     COMPACT_WORDS, GROUP_WGSL, GroupStrategy, Local, compact_groups, group_shader_source,

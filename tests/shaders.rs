@@ -61,6 +61,7 @@ fn every_shader_file_starts_with_a_description() {
         ("exact_float.wgsl", gpulanes::kernels::EXACT_FLOAT_WGSL),
         ("exact_entry.wgsl", gpulanes::kernels::EXACT_ENTRY_WGSL),
         ("group.wgsl", gpulanes::kernels::GROUP_WGSL),
+        ("finish_groups.wgsl", gpulanes::kernels::FINISH_WGSL),
     ] {
         let head: Vec<&str> = src.lines().take(3).collect();
         assert!(
@@ -201,6 +202,25 @@ fn every_group_kernel_variant_validates_and_translates() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The kernel that finishes keyed groups: every dtype, with and without
+/// sums and means.
+#[test]
+fn every_finishing_kernel_variant_validates_and_translates() {
+    use gpulanes::kernels::finish_shader_source;
+    for dtype in Dtype::ALL {
+        let source = finish_shader_source(dtype);
+        let label = format!("finish {dtype}");
+        validate_entries(&source, &label, &["finish_groups"], "WANT_MEAN");
+        for (sum, mean) in [(false, false), (true, false), (true, true)] {
+            let constants = [
+                ("WANT_SUM", sum as u32 as f64),
+                ("WANT_MEAN", mean as u32 as f64),
+            ];
+            translate_with(&source, &label, &constants, "finish_groups");
         }
     }
 }

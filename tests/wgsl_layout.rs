@@ -25,8 +25,9 @@
 use std::collections::BTreeMap;
 
 use gpulanes::kernels::{
-    BindingKind, ELEMENTS_BINDINGS, GROUP_BINDINGS, GROUP_PARAMS_BYTES, Local, PARAMS_BYTES,
-    PARTIAL_BYTES, PARTIALS_BINDINGS, SEGMENT_BYTES, group_shader_source, shader_source,
+    BindingKind, ELEMENTS_BINDINGS, FINISH_BINDINGS, FINISH_PARAMS_BYTES, FINISH_WG,
+    GROUP_BINDINGS, GROUP_PARAMS_BYTES, Local, PARAMS_BYTES, PARTIAL_BYTES, PARTIALS_BINDINGS,
+    RECORD_WORDS, SEGMENT_BYTES, finish_shader_source, group_shader_source, shader_source,
 };
 use gpulanes::layout::{self, HostStruct};
 use gpulanes::{Dtype, KernelShape};
@@ -341,6 +342,54 @@ fn group_constants_match_the_host() {
             shader.constant("STRIDE"),
             "{}: the accumulator ends with the min key",
             shader.label
+        );
+    }
+}
+
+/// The finishing kernel reads the accumulators the group kernel of its
+/// dtype writes and writes records the host reads: the same layout
+/// constants, the host's bindings, uniform size, record width and
+/// workgroup size.
+#[test]
+fn finishing_kernel_matches_the_group_kernel_and_the_host() {
+    for dtype in Dtype::ALL {
+        let finish = Shader::new(&finish_shader_source(dtype), format!("finish {dtype}"));
+        let group = Shader::new(
+            &group_shader_source(dtype, KernelShape::Workgroup, Local::Global, 16384),
+            format!("group {dtype}"),
+        );
+        for name in [
+            "LIMBS",
+            "STRIDE",
+            "DTYPE",
+            "A_COUNT",
+            "A_FLAGS",
+            "FLAG_NONNEG",
+        ] {
+            assert_eq!(
+                finish.constant(name),
+                group.constant(name),
+                "{dtype}: {name} (finish, group)"
+            );
+        }
+        // The record starts with the nine words from A_COUNT on: counts,
+        // flags and both keys, the accumulator's last fields.
+        assert_eq!(group.constant("A_MIN") + 2, group.constant("STRIDE"));
+        assert_eq!(group.constant("A_MIN") + 2 - group.constant("A_COUNT"), 9);
+        assert_eq!(
+            finish.constant("REC"),
+            RECORD_WORDS as u64,
+            "{dtype}: record words"
+        );
+        check_bindings(&finish, "finish_groups", &FINISH_BINDINGS);
+        assert_eq!(
+            finish.structure("FinishParams").0 as u64,
+            FINISH_PARAMS_BYTES,
+            "{dtype}: FinishParams bytes (WGSL, host)"
+        );
+        assert_eq!(
+            finish.workgroup_size("finish_groups"),
+            [FINISH_WG as u32, 1, 1]
         );
     }
 }

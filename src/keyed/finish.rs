@@ -44,13 +44,13 @@ const ST_ZERO: u32 = 1;
 const ST_OVERFLOW: u32 = 2;
 
 /// Invocations per workgroup of the finishing kernel.
-const FINISH_WG: u64 = 64;
+pub const FINISH_WG: u64 = 64;
 
 /// Bytes of the finishing kernel's uniform (the window's group count, padded).
-const FINISH_PARAMS_BYTES: u64 = 16;
+pub const FINISH_PARAMS_BYTES: u64 = 16;
 
 /// The finishing kernel's bindings: params, accumulators, records.
-const FINISH_BINDINGS: [(u32, BindingKind); 3] = [
+pub const FINISH_BINDINGS: [(u32, BindingKind); 3] = [
     (0, BindingKind::Uniform),
     (1, BindingKind::ReadOnly),
     (2, BindingKind::ReadWrite),
@@ -73,6 +73,8 @@ pub(crate) struct FinishedSum {
     status: u32,
     sum: u64,
     mean: u64,
+    /// The non-NaN count the mean divides by.
+    count: u64,
 }
 
 impl FinishedSum {
@@ -84,6 +86,7 @@ impl FinishedSum {
             status: r[record::STATUS],
             sum: pair(record::SUM),
             mean: pair(record::MEAN),
+            count: pair(record::COUNT),
         }
     }
 
@@ -112,7 +115,8 @@ impl ExactValue for FinishedSum {
         debug_assert!(self.dtype.is_float());
         self.value(self.sum, target)
     }
-    fn mean(&self, _count: u64, target: Dtype) -> f64 {
+    fn mean(&self, count: u64, target: Dtype) -> f64 {
+        debug_assert_eq!(count, self.count, "a record's mean is over its own count");
         self.value(self.mean, target)
     }
     fn to_i64(&self) -> Option<i64> {
@@ -129,7 +133,8 @@ pub(crate) struct FinishKernels {
     build: KernelBuild,
 }
 
-fn finish_shader_source(dtype: Dtype) -> String {
+/// The finishing kernel of `dtype`: its header and finish_groups.wgsl.
+pub fn finish_shader_source(dtype: Dtype) -> String {
     format!(
         "// {dtype} group finishing kernel.\n\
          const LIMBS: u32 = {limbs}u;\n\
@@ -379,59 +384,148 @@ mod tests {
         }
     }
 
+    /// `value << shift` as `l` little-endian words.
+    fn magnitude(l: usize, value: u128, shift: u32) -> Vec<u32> {
+        (0..l)
+            .map(|k| {
+                let lo = 32 * k as i64 - shift as i64;
+                if lo <= -32 || lo >= 128 {
+                    0
+                } else if lo < 0 {
+                    (value << (-lo) as u32) as u32
+                } else {
+                    (value >> lo as u32) as u32
+                }
+            })
+            .collect()
+    }
+
+    /// Subtracts one from little-endian words.
+    fn minus_one(mut m: Vec<u32>) -> Vec<u32> {
+        for w in m.iter_mut() {
+            let (v, borrow) = w.overflowing_sub(1);
+            *w = v;
+            if !borrow {
+                break;
+            }
+        }
+        m
+    }
+
+    /// Sums and counts at the edges of the results: int64's limits, sums
+    /// half an ulp under and at the overflow threshold of the sum type,
+    /// means rounding from the largest subnormal up to the smallest normal,
+    /// means underflowing to zero and halfway between subnormals, both
+    /// signs. (magnitude, negative, count)
+    fn edge_cases(dtype: Dtype) -> Vec<(Vec<u32>, bool, u64)> {
+        let l = dtype.limbs();
+        let mut cases = Vec::new();
+        if !dtype.is_float() {
+            for (value, shift) in [(1u128 << 63, 0), (1 << 64, 0), (1, 64), (1 << 62, 1)] {
+                for negative in [false, true] {
+                    cases.push((magnitude(l, value, shift), negative, 3));
+                    cases.push((minus_one(magnitude(l, value, shift)), negative, 3));
+                    let plus = magnitude(l, value + 1, shift);
+                    cases.push((plus, negative, 3));
+                }
+            }
+            return cases;
+        }
+        // Precision, and the grid position of the sum type's largest
+        // finite value's lowest bit and of its smallest normal.
+        let (p, max_low, min_normal) = if dtype == Dtype::F32 {
+            (24, 104 + 149, 23)
+        } else {
+            (53, 971 + 1074, 52)
+        };
+        // Halfway from the largest finite value to the next power of two:
+        // rounds to even, which overflows; one unit under it does not.
+        let half_over = ((1u128 << (p + 1)) - 1, max_low - 1);
+        for negative in [false, true] {
+            let at = magnitude(l, half_over.0, half_over.1);
+            cases.push((minus_one(at.clone()), negative, 1));
+            cases.push((at, negative, 1));
+            // Means: (3 x 2^min_normal - 1) / 3 rounds up to the smallest
+            // normal; 1/3, 1/2 and 3/2 of the smallest subnormal.
+            cases.push((magnitude(l, (3u128 << min_normal) - 1, 0), negative, 3));
+            for (value, count) in [(1u128, 3u64), (1, 2), (3, 2), (5, 2)] {
+                cases.push((magnitude(l, value, 0), negative, count));
+            }
+        }
+        cases
+    }
+
     #[test]
     fn device_finishing_gives_the_host_results() {
         let engine = Engine::new().expect("an adapter");
         let ctx = engine.context();
         let groups = 3000;
-        let ops = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
+        let all_ops = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
         for (i, dtype) in [Dtype::F32, Dtype::F64, Dtype::I32, Dtype::U32, Dtype::I64]
             .into_iter()
             .enumerate()
         {
-            let words = accumulators(dtype, groups, 0x9e37_79b9 + i as u64);
-            let window =
-                WindowBuffers::new(ctx, dtype, groups as u64, Finish::OnDevice { mean: true });
-            ctx.queue
-                .write_buffer(&window.acc, 0, bytemuck::cast_slice(&words));
-            let mut encoder = ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-            let wanted = crate::keyed::run::Wanted {
-                sum: true,
-                max: true,
-                min: true,
-            };
-            let params = window.encode_read(ctx, &mut encoder, wanted, true);
-            let index = ctx.queue.submit([encoder.finish()]);
-            let records = read_mapped(ctx, &window.readback, window.read_bytes, index, |w| {
-                w.to_vec()
-            })
-            .expect("records");
-            drop(params);
-            let host = GroupAccumulators::new(dtype, words);
-            let device = GroupAccumulators::finished(dtype, records);
-            for g in 0..groups {
-                assert_eq!(device.rows(g), host.rows(g), "{dtype} group {g}: rows");
-                let sum = device.finished_sum(g);
-                for op in ops {
-                    let kind = StateKind::for_op(op);
-                    let state = host.state(g, kind);
-                    let settled = device.settled(g, kind);
-                    for nan in [NanPolicy::Propagate, NanPolicy::Ignore] {
-                        let want = state.finalize(op, nan);
-                        let got = settled.finalize(op, nan, &sum);
-                        let bits = |r: &crate::Result<Option<Scalar>>| match r {
-                            Ok(v) => Ok(v.map(scalar_bits)),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        assert_eq!(
-                            bits(&got),
-                            bits(&want),
-                            "{dtype} group {g} {op} {nan:?}: {:x?}",
-                            host.state(g, StateKind::Sum)
-                        );
-                        assert_eq!(settled.count(nan), state.count(nan));
+            let mut words = accumulators(dtype, groups, 0x9e37_79b9 + i as u64);
+            let (l, stride) = (dtype.limbs(), stride_words(dtype));
+            let at = AccumulatorLayout::of(dtype);
+            for (g, (mag, negative, count)) in edge_cases(dtype).into_iter().enumerate() {
+                let w = &mut words[g * stride..(g + 1) * stride];
+                w.fill(0);
+                let side = if negative { l } else { 0 };
+                w[side..side + l].copy_from_slice(&mag);
+                w[at.count] = count as u32;
+                w[at.count + 1] = (count >> 32) as u32;
+            }
+            // Every finishing pipeline: sums and means, sums only, neither.
+            for (sum, mean) in [(true, true), (true, false), (false, false)] {
+                let window =
+                    WindowBuffers::new(ctx, dtype, groups as u64, Finish::OnDevice { mean });
+                ctx.queue
+                    .write_buffer(&window.acc, 0, bytemuck::cast_slice(&words));
+                let mut encoder = ctx
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                let wanted = crate::keyed::run::Wanted {
+                    sum,
+                    max: true,
+                    min: true,
+                };
+                let params = window.encode_read(ctx, &mut encoder, wanted, mean);
+                let index = ctx.queue.submit([encoder.finish()]);
+                let records = read_mapped(ctx, &window.readback, window.read_bytes, index, |w| {
+                    w.to_vec()
+                })
+                .expect("records");
+                drop(params);
+                let host = GroupAccumulators::new(dtype, words.as_slice());
+                let device = GroupAccumulators::finished(dtype, records);
+                let ops = all_ops.iter().filter(|&&op| match op {
+                    Op::Sum => sum,
+                    Op::Mean => mean,
+                    _ => true,
+                });
+                for g in 0..groups {
+                    assert_eq!(device.rows(g), host.rows(g), "{dtype} group {g}: rows");
+                    let finished = device.finished_sum(g);
+                    for &op in ops.clone() {
+                        let kind = StateKind::for_op(op);
+                        let state = host.state(g, kind);
+                        let settled = device.settled(g, kind);
+                        for nan in [NanPolicy::Propagate, NanPolicy::Ignore] {
+                            let want = state.finalize(op, nan);
+                            let got = settled.finalize(op, nan, &finished);
+                            let bits = |r: &crate::Result<Option<Scalar>>| match r {
+                                Ok(v) => Ok(v.map(scalar_bits)),
+                                Err(e) => Err(e.to_string()),
+                            };
+                            assert_eq!(
+                                bits(&got),
+                                bits(&want),
+                                "{dtype} group {g} {op} {nan:?} (sum {sum}, mean {mean}): {:x?}",
+                                host.state(g, StateKind::Sum)
+                            );
+                            assert_eq!(settled.count(nan), state.count(nan));
+                        }
                     }
                 }
             }

@@ -886,13 +886,13 @@ pub(crate) fn read_mapped<R>(
 ) -> Result<R> {
     ctx.wait_callback(&index, |done| {
         readback.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            done(r.map_err(|e| Error::lost_while("mapping group accumulators failed", Arc::new(e))))
+            done(r.map_err(|e| Error::lost_while("mapping groups read back failed", Arc::new(e))))
         })
     })?;
     let out = match readback.get_mapped_range(0..bytes) {
         Ok(view) => Ok(read(bytemuck::cast_slice::<u8, u32>(&view))),
         Err(e) => Err(Error::lost_while(
-            "reading group accumulators failed",
+            "reading groups read back failed",
             Arc::new(e),
         )),
     };

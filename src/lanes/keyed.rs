@@ -11,7 +11,8 @@
 //! * A batch keyed job is submitted a step at a time: each step is a range
 //!   of rows whose bytes (values and keys) match a batch chunk's, sized to
 //!   the quantum, folded into the same device accumulators as the steps
-//!   before it; a window's accumulators are read back after its last step.
+//!   before it; after a window's last step its groups are finished on the
+//!   device and their records read back.
 //!   The accumulators are exact integers updated with atomics, which
 //!   commute, so how the rows are cut into steps changes no bit of the
 //!   result.
@@ -293,8 +294,8 @@ impl KeyedEntry {
     }
 }
 
-/// The accumulators of every window of a request, in group order, or why
-/// they could not be read.
+/// The finished records of every window of a request, in group order, or
+/// why they could not be read.
 pub(super) type Outcome = Result<Vec<(u64, GroupAccumulators<'static>)>>;
 
 /// How a request's keys are named in its result.
@@ -306,7 +307,7 @@ enum Names<K> {
 }
 
 /// The typed end of a keyed request: its handle's slot and what turns
-/// accumulators into its [`Grouped`].
+/// finished records into its [`Grouped`].
 struct Target<K: Key> {
     slot: Arc<Slot<Grouped<K>>>,
     names: Names<K>,
@@ -442,7 +443,7 @@ impl Gather {
         }))
     }
 
-    /// Adds window `g0`'s accumulators (or the error reading them); returns
+    /// Adds window `g0`'s records (or the error reading them); returns
     /// the outcome once every window is in, or at the first error.
     fn put(&mut self, g0: u64, read: Result<GroupAccumulators<'static>>) -> Option<Outcome> {
         if self.failed {
@@ -467,7 +468,7 @@ impl Gather {
 }
 
 /// Maps a window's readback (its submission made) and hands its
-/// accumulators to `then`; the window's buffers stay alive until then.
+/// records to `then`; the window's buffers stay alive until then.
 fn read_window(
     window: WindowBuffers,
     dtype: Dtype,
@@ -479,7 +480,7 @@ fn read_window(
     map_read(
         &buffer,
         window.read_bytes,
-        "group accumulators",
+        "finished groups",
         move |view| {
             view.map(|b| {
                 let words = bytemuck::cast_slice::<u8, u32>(b).to_vec();
