@@ -738,30 +738,38 @@ impl Engine {
         nan: NanPolicy,
     ) -> Result<Reduction<Scalar>> {
         let mut out = Reduction::empty(op);
-        array.check_owner(&self.ctx)?;
-        let small = match self.small_partitions(array.len(), partitions)? {
-            Some(offsets) => {
-                self.ctx.health.check()?;
-                crate::keyed::partition_results(
-                    &self.ctx,
-                    array.dtype(),
-                    crate::keyed::Words::Device(array),
-                    &offsets,
-                    partitions,
-                    op,
-                    nan,
-                    &mut out,
-                )?;
-                true
-            }
-            None => false,
-        };
-        if !small {
-            self.device_groups(array, StateKind::for_op(op), partitions, |f| {
+        match self.small_device_offsets(array, partitions)? {
+            Some(offsets) => crate::keyed::partition_results(
+                &self.ctx,
+                array.dtype(),
+                crate::keyed::Words::Device(array),
+                &offsets,
+                partitions,
+                op,
+                nan,
+                &mut out,
+            )?,
+            None => self.device_groups(array, StateKind::for_op(op), partitions, |f| {
                 f.finish_into(op, nan, &mut out)
-            })?;
+            })?,
         }
         Ok(out)
+    }
+
+    /// The offsets of the partitions of `array` when they are small enough
+    /// for the group kernel ([`Engine::small_partitions`]), after checking
+    /// the array is this engine's and, for small ones, the device's health.
+    fn small_device_offsets(
+        &self,
+        array: &DeviceArray,
+        partitions: &Partitions,
+    ) -> Result<Option<Vec<u64>>> {
+        array.check_owner(&self.ctx)?;
+        let offsets = self.small_partitions(array.len(), partitions)?;
+        if offsets.is_some() {
+            self.ctx.health.check()?;
+        }
+        Ok(offsets)
     }
 
     /// Hands the state of each small partition of `array` to `each` (through
@@ -774,11 +782,9 @@ impl Engine {
         partitions: &Partitions,
         each: impl FnMut(State) -> Result<()>,
     ) -> Result<bool> {
-        array.check_owner(&self.ctx)?;
-        let Some(offsets) = self.small_partitions(array.len(), partitions)? else {
+        let Some(offsets) = self.small_device_offsets(array, partitions)? else {
             return Ok(false);
         };
-        self.ctx.health.check()?;
         crate::keyed::partition_states(
             &self.ctx,
             array.dtype(),
