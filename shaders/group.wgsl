@@ -552,9 +552,12 @@ fn run_rows(first: u32) {
 // Adds rows first .. first + RUN (those in the dispatch) one by one, each
 // straight to its group's accumulators (keyed modes only).
 fn direct_rows(first: u32) {
+    if TOUCH_FIRST && !PRIVATE && !COMPACT && PHASE == 0u {
+        direct_row_pairs(first);
+        return;
+    }
     let end = min(first + RUN, params.rows);
     var seg = 0u;
-    var touched = 0u;
     for (var row = first; row < end; row++) {
         let g = group_of(row, &seg);
         if g < params.group_count {
@@ -562,18 +565,45 @@ fn direct_rows(first: u32) {
             if COMPACT {
                 add_row_compact(g, v);
             } else if PHASE == 0u {
-                if TOUCH_FIRST && !PRIVATE {
-                    touched ^= touch_row(g, v);
-                }
                 add_row(g, v);
             } else {
                 add_row_low(g, v);
             }
         }
     }
+}
+
+// direct_rows for CPU adapters into the global accumulators (phase 0): two
+// rows at a time, both touched (touch_row) before either is added, so the
+// cache misses of both overlap.
+fn direct_row_pairs(first: u32) {
+    let end = min(first + RUN, params.rows);
+    var seg = 0u;
+    var touched = 0u;
+    for (var row = first; row < end; row += 2u) {
+        let next = min(row + 1u, end - 1u);
+        let g0 = group_of(row, &seg);
+        let g1 = select(NO_GROUP, group_of(next, &seg), row + 1u < end);
+        let v0 = value_at(row);
+        let v1 = value_at(next);
+        let in0 = g0 < params.group_count;
+        let in1 = g1 < params.group_count;
+        if in0 {
+            touched ^= touch_row(g0, v0);
+        }
+        if in1 {
+            touched ^= touch_row(g1, v1);
+        }
+        if in0 {
+            add_row(g0, v0);
+        }
+        if in1 {
+            add_row(g1, v1);
+        }
+    }
     // Keeps the touching loads (unused loads would be dropped); never true
     // where rows were added, and adding 0 changes nothing anyway.
-    if TOUCH_FIRST && params.rows == 0u && touched == 1u {
+    if params.rows == 0u && touched == 1u {
         atomicAdd(&acc[0], 0u);
     }
 }
