@@ -63,50 +63,56 @@ fn bit_len64(x: vec2<u32>) -> u32 {
     return select(bit_len(x.x), 32u + bit_len(x.y), x.y != 0u);
 }
 
-fn word(i: i32) -> u32 {
-    if i < 0 || i >= i32(LIMBS) {
-        return 0u;
-    }
-    return num[i];
+// The five words of the magnitude ending at its highest nonzero one, as
+// one 160-bit value W (`low`: words t - 4 .. t - 1, `top`: word t, where t
+// may be under 4 and the words under word 0 are zeros), and whether any
+// word under them is nonzero. Bits of W are picked by shifts and selects,
+// not by indexing the private array with a per-invocation index.
+struct Head {
+    t: i32,     // index of the highest nonzero word (-1: the magnitude is 0)
+    low: vec4<u32>,
+    top: u32,
+    under: bool,
 }
 
-// Index of the highest set bit of `num`, or -1 when it is zero.
-fn top_bit() -> i32 {
-    for (var i = i32(LIMBS) - 1; i >= 0; i--) {
-        if num[i] != 0u {
-            return i * 32 + i32(bit_len(num[i])) - 1;
-        }
-    }
-    return -1;
+// Word j (0..4) of W; 0 for j >= 5.
+fn head_word(h: Head, j: u32) -> u32 {
+    return select(select(select(select(select(0u, h.top, j == 4u), h.low.w, j == 3u), h.low.z, j == 2u), h.low.y, j == 1u), h.low.x, j == 0u);
 }
 
-// Bits lo .. lo + 31 of `num` (bits under 0 or above it read as 0).
-fn bits32(lo: i32) -> u32 {
-    if lo <= -32 {
-        return 0u;
-    }
-    if lo < 0 {
-        return word(0) << u32(-lo);
-    }
-    let s = u32(lo) & 31u;
-    let w = lo >> 5u;
+// Bits lo .. lo + 31 of W.
+fn head_bits(h: Head, lo: u32) -> u32 {
+    let j = lo >> 5u;
+    let s = lo & 31u;
     // (hi << 1) << (31 - s) is hi << (32 - s), and 0 for s = 0.
-    return (word(w) >> s) | ((word(w + 1) << 1u) << (31u - s));
+    return (head_word(h, j) >> s) | ((head_word(h, j + 1u) << 1u) << (31u - s));
 }
 
-// Whether any bit of `num` under bit `end` is set.
-fn any_below(end: i32) -> bool {
-    if end <= 0 {
-        return false;
-    }
-    let w = end >> 5u;
-    let s = u32(end) & 31u;
-    for (var i = 0; i < min(w, i32(LIMBS)); i++) {
-        if num[i] != 0u {
-            return true;
+// Whether any of bits 0 .. n - 1 (n <= 32) of W's lowest word `w` is set.
+fn low_bits_set(w: u32, n: u32) -> bool {
+    return (w & select((1u << n) - 1u, 0xffffffffu, n >= 32u)) != 0u;
+}
+
+// The head of `num` (see Head), in one pass with the same index for every
+// invocation.
+fn head_of_num() -> Head {
+    var h: Head;
+    h.t = -1;
+    // The four words under word i, and whether any word under those is set.
+    var under4 = vec4<u32>(0u);
+    var fell = false;
+    for (var i = 0u; i < LIMBS; i++) {
+        let x = num[i];
+        if x != 0u {
+            h.t = i32(i);
+            h.low = under4;
+            h.top = x;
+            h.under = fell;
         }
+        fell = fell || under4.x != 0u;
+        under4 = vec4<u32>(under4.y, under4.z, under4.w, x);
     }
-    return s > 0u && (word(w) & ((1u << s) - 1u)) != 0u;
+    return h;
 }
 
 // x >> s for 64-bit x (lo, hi); 0 for s >= 64.
@@ -242,12 +248,20 @@ fn at_least(r: vec3<u32>, c: vec2<u32>) -> bool {
 // rounding bit, inside 64 bits. The remainder, the bits of H not taken and
 // the bits of `num` under H are zero exactly when the rest of the quotient
 // is: they make the sticky bit.
-fn mean_bits(c: vec2<u32>, grid: i32, top: i32, negative: bool) -> vec2<u32> {
-    let k = top - 127;
+fn mean_bits(c: vec2<u32>, grid: i32, head: Head, negative: bool) -> vec2<u32> {
+    // W's top bit is at 128 + tb: H is W >> (tb + 1), the bits under it
+    // W's lowest tb + 1 and the words under W.
+    let tb = bit_len(head.top) - 1u;
+    let k = head.t * 32 + i32(tb) - 127;
     // H, shifted left a bit a step: its top bit is the next one taken, and
     // what is left of it at the end is the bits not taken.
-    var h = vec4<u32>(bits32(k), bits32(k + 32), bits32(k + 64), bits32(k + 96));
-    let below = any_below(k);
+    var h = vec4<u32>(
+        head_bits(head, tb + 1u),
+        head_bits(head, tb + 33u),
+        head_bits(head, tb + 65u),
+        head_bits(head, tb + 97u),
+    );
+    let below = head.under || low_bits_set(head.low.x, tb + 1u);
     let steps = bit_len64(c) + select(54u, 25u, DTYPE == 0u);
     var r = vec3<u32>(0u);
     var q = vec2<u32>(0u);
@@ -313,22 +327,23 @@ fn finish_groups(
                 num[i] = v;
             }
         }
-        let top = top_bit();
-        if top < 0 {
+        let head = head_of_num();
+        if head.t < 0 {
             status = ST_ZERO;
         } else {
             if DTYPE <= 1u {
-                // The top 64 bits of the magnitude (bit 63 set) and whether
-                // any bit under them is: all that rounding reads.
-                let k = top - 63;
-                let head = vec2<u32>(bits32(k), bits32(k + 32));
-                sum = rounded_bits(head, grid_exponent() + k, any_below(k), negative);
+                // The top 64 bits of the magnitude and whether any bit under
+                // them is: all that rounding reads. W's top bit is at
+                // 128 + tb, so they are W >> (tb + 65).
+                let tb = bit_len(head.top) - 1u;
+                let k = head.t * 32 + i32(tb) - 63;
+                let x = vec2<u32>(head_bits(head, tb + 65u), head_bits(head, tb + 97u));
+                let below = head.under || head.low.x != 0u || head.low.y != 0u
+                    || low_bits_set(head.low.z, tb + 1u);
+                sum = rounded_bits(x, grid_exponent() + k, below, negative);
             } else {
                 // int64: |sum| <= 2^63 when negative, < 2^63 otherwise.
-                var wide = false;
-                for (var i = 2u; i < LIMBS; i++) {
-                    wide = wide || num[i] != 0u;
-                }
+                let wide = head.t >= 2;
                 let m = vec2<u32>(num[0], num[1]);
                 let top = (m.y >> 31u) != 0u;
                 let at_limit = m.y == 0x80000000u && m.x == 0u;
@@ -342,7 +357,7 @@ fn finish_groups(
             }
             let c = vec2<u32>(acc[at + A_COUNT], acc[at + A_COUNT + 1u]);
             if WANT_MEAN && any(c != vec2<u32>(0u)) {
-                mean = mean_bits(c, grid_exponent(), top, negative);
+                mean = mean_bits(c, grid_exponent(), head, negative);
             }
         }
     }

@@ -413,7 +413,8 @@ mod tests {
     }
 
     /// Sums and counts at the edges of the results: int64's limits, sums
-    /// half an ulp under and at the overflow threshold of the sum type,
+    /// half an ulp under and at the overflow threshold of the sum type, sums
+    /// at a tie that a lone bit far under it decides,
     /// means rounding from the largest subnormal up to the smallest normal,
     /// means underflowing to zero and halfway between subnormals, both
     /// signs. (magnitude, negative, count)
@@ -445,6 +446,26 @@ mod tests {
             let at = magnitude(l, half_over.0, half_over.1);
             cases.push((minus_one(at.clone()), negative, 1));
             cases.push((at, negative, 1));
+            // Sums exactly halfway between two values of the sum type, but
+            // for a lone bit anywhere under them, which decides.
+            // An even mantissa: a tie alone rounds down (to even).
+            let mant = (1u128 << (p - 1)) | 0x5a5a4 & ((1 << (p - 1)) - 1);
+            let tie = mant << 1 | 1;
+            for shift in [70u32, 101, 133] {
+                for lone in [
+                    None,
+                    Some(0u32),
+                    Some(shift / 3),
+                    Some(shift - 40),
+                    Some(shift - 1),
+                ] {
+                    let mut m = magnitude(l, tie, shift);
+                    if let Some(j) = lone {
+                        m[j as usize / 32] |= 1 << (j % 32);
+                    }
+                    cases.push((m, negative, 1));
+                }
+            }
             // Means: (3 x 2^min_normal - 1) / 3 rounds up to the smallest
             // normal; 1/3, 1/2 and 3/2 of the smallest subnormal.
             cases.push((magnitude(l, (3u128 << min_normal) - 1, 0), negative, 3));
