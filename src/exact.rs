@@ -391,6 +391,24 @@ pub(crate) fn divide_and_round(
     round_to_float(negative, &digits, sticky, grid + k as i32, target)
 }
 
+/// `value << shift` as `len` little-endian 32-bit words (the bits past
+/// them dropped): dividends and sums the tests build at chosen positions.
+#[cfg(test)]
+pub(crate) fn shifted_words(value: u128, shift: u32, len: usize) -> Vec<u32> {
+    (0..len)
+        .map(|k| {
+            let lo = 32 * k as i64 - shift as i64;
+            if lo <= -32 || lo >= 128 {
+                0
+            } else if lo < 0 {
+                (value << (-lo) as u32) as u32
+            } else {
+                (value >> lo as u32) as u32
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,17 +574,7 @@ mod tests {
             };
             let product = tie * count as u128;
             let shift = 1 + (next() % 160) as u32;
-            let mut mag = vec![0u32; 10];
-            for (k, d) in mag.iter_mut().enumerate() {
-                let lo = 32 * k as i64 - shift as i64;
-                *d = if lo <= -32 || lo >= 128 {
-                    0
-                } else if lo < 0 {
-                    (product << (-lo) as u32) as u32
-                } else {
-                    (product >> lo as u32) as u32
-                };
-            }
+            let mut mag = shifted_words(product, shift, 10);
             mag[0] |= (case / 3 % 2) as u32;
             let grid = -(shift as i32) - precision;
             let got = divide_and_round(false, &mag, grid, count, target);

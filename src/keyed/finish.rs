@@ -330,16 +330,7 @@ mod tests {
                 let shift = (next() % (room.min(200) as u64 + 1)) as u32;
                 w[..2 * l].fill(0);
                 let side = (g / 9 % 2) * l;
-                for k in 0..l {
-                    let lo = 32 * k as i64 - shift as i64;
-                    w[side + k] = if lo <= -32 || lo >= 128 {
-                        0
-                    } else if lo < 0 {
-                        (product << (-lo) as u32) as u32
-                    } else {
-                        (product >> lo as u32) as u32
-                    };
-                }
+                w[side..side + l].copy_from_slice(&magnitude(l, product, shift));
                 w[side] |= (g / 18 % 2) as u32;
                 w[at.count] = count as u32;
                 w[at.count + 1] = (count >> 32) as u32;
@@ -386,18 +377,7 @@ mod tests {
 
     /// `value << shift` as `l` little-endian words.
     fn magnitude(l: usize, value: u128, shift: u32) -> Vec<u32> {
-        (0..l)
-            .map(|k| {
-                let lo = 32 * k as i64 - shift as i64;
-                if lo <= -32 || lo >= 128 {
-                    0
-                } else if lo < 0 {
-                    (value << (-lo) as u32) as u32
-                } else {
-                    (value >> lo as u32) as u32
-                }
-            })
-            .collect()
+        crate::exact::shifted_words(value, shift, l)
     }
 
     /// Subtracts one from little-endian words.
