@@ -482,6 +482,11 @@ impl crate::Engine {
     /// skipped and not counted). Keys need not be sorted; row order does not
     /// change a bit of the result. Sums are exact (integer sums exact int64).
     ///
+    /// Keys and values over 16 MiB go to the device through the engine's
+    /// reused staging buffers; before refilling one the first time, the call
+    /// waits for the work already submitted on the device (requests of the
+    /// engine's lanes included), which its own result would follow anyway.
+    ///
     /// Empty input gives no keys. Every key listed has at least one row; a
     /// key whose rows are all NaN has, under `Ignore`, count 0, sum 0.0 and
     /// no mean, max or min (`None`), and under `Propagate` NaN for each.
