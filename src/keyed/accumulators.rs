@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use crate::dtype::Dtype;
 use crate::state::{FLAG_NONNEG, PartialLayout, Settled, State, StateKind};
 
-use super::finish::{FinishedSum, RECORD_WORDS, record};
+use super::finish::{Finish, FinishedSum, RECORD_WORDS, record};
 use super::kernels::stride_words;
 
 /// Word offsets in one group's accumulator (group.wgsl's `A_COUNT`,
@@ -69,6 +69,14 @@ impl<'a> GroupAccumulators<'a> {
             dtype,
             words,
             finished: true,
+        }
+    }
+
+    /// What a window whose groups are finished by `finish` reads back.
+    pub fn read_back(dtype: Dtype, finish: Finish, words: impl Into<Cow<'a, [u32]>>) -> Self {
+        match finish {
+            Finish::OnHost => Self::new(dtype, words),
+            Finish::OnDevice { .. } => Self::finished(dtype, words),
         }
     }
 

@@ -491,7 +491,7 @@ mod tests {
                     max: true,
                     min: true,
                 };
-                let params = window.encode_read(ctx, &mut encoder, wanted, mean);
+                let params = window.encode_read(ctx, &mut encoder, wanted);
                 let index = ctx.queue.submit([encoder.finish()]);
                 let records = read_mapped(ctx, &window.readback, window.read_bytes, index, |w| {
                     w.to_vec()

@@ -335,6 +335,8 @@ pub(crate) struct WindowBuffers {
     pub read_bytes: u64,
     pub count: u64,
     pub dtype: Dtype,
+    /// Where the window's groups are finished.
+    pub finish: Finish,
 }
 
 impl WindowBuffers {
@@ -350,18 +352,18 @@ impl WindowBuffers {
                 | wgpu::BufferUsages::COPY_DST,
             "gpulanes group accumulators",
         );
-        let records = match finish {
-            Finish::OnHost => None,
-            Finish::OnDevice { .. } => Some(ctx.pool.take(
-                &ctx.device,
-                count * RECORD_WORDS as u64 * 4,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                "gpulanes group records",
-            )),
-        };
-        let read_bytes = match finish {
-            Finish::OnHost => bytes,
-            Finish::OnDevice { .. } => count * RECORD_WORDS as u64 * 4,
+        let (records, read_bytes) = match finish {
+            Finish::OnHost => (None, bytes),
+            Finish::OnDevice { .. } => {
+                let record_bytes = count * RECORD_WORDS as u64 * 4;
+                let records = ctx.pool.take(
+                    &ctx.device,
+                    record_bytes,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    "gpulanes group records",
+                );
+                (Some(records), record_bytes)
+            }
         };
         let readback = ctx.pool.take(
             &ctx.device,
@@ -377,6 +379,7 @@ impl WindowBuffers {
             read_bytes,
             count,
             dtype,
+            finish,
         }
     }
 
@@ -386,37 +389,28 @@ impl WindowBuffers {
     }
 
     /// After a window's last rows: finishes its groups on the device (where
-    /// it has records; `wanted`: what the passes filled, `mean`: means are
-    /// wanted) and copies the records, or the accumulators, to the readback
-    /// buffer. Returns the uniform buffer the finishing reads, to keep until
-    /// the submission is done.
+    /// it has records; `wanted`: what the passes filled) and copies the
+    /// records, or the accumulators, to the readback buffer. Returns the
+    /// uniform buffer the finishing reads, to keep until the submission is
+    /// done.
     pub fn encode_read(
         &self,
         ctx: &Context,
         encoder: &mut wgpu::CommandEncoder,
         wanted: Wanted,
-        mean: bool,
     ) -> Option<PooledBuffer> {
-        match &self.records {
-            Some(records) => {
+        match (&self.records, self.finish) {
+            (Some(records), Finish::OnDevice { mean }) => {
                 let params = encode_finish(
                     ctx, encoder, self.dtype, wanted.sum, mean, self.count, &self.acc, records,
                 );
                 encoder.copy_buffer_to_buffer(records, 0, &self.readback, 0, self.read_bytes);
                 Some(params)
             }
-            None => {
+            _ => {
                 encoder.copy_buffer_to_buffer(&self.acc, 0, &self.readback, 0, self.bytes);
                 None
             }
-        }
-    }
-
-    /// The words read back, as a window of groups.
-    pub fn view<'a>(&self, words: impl Into<std::borrow::Cow<'a, [u32]>>) -> GroupAccumulators<'a> {
-        match self.records {
-            Some(_) => GroupAccumulators::finished(self.dtype, words),
-            None => GroupAccumulators::new(self.dtype, words),
         }
     }
 }
@@ -616,13 +610,12 @@ pub(crate) fn reduce_groups(
                 &window,
             ));
         }
-        let mean = matches!(finish, Finish::OnDevice { mean: true });
-        params.extend(window.encode_read(ctx, &mut encoder, wanted, mean));
+        params.extend(window.encode_read(ctx, &mut encoder, wanted));
         let index = ctx.queue.submit([encoder.finish()]);
         scope.check()?;
         // Finished from the mapped readback, where the words lie.
         read_mapped(ctx, &window.readback, window.read_bytes, index, |words| {
-            each(g0, &window.view(words))
+            each(g0, &GroupAccumulators::read_back(dtype, finish, words))
         })??;
         drop(params);
         g0 = g1;

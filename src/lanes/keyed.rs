@@ -471,12 +471,11 @@ impl Gather {
 /// records to `then`; the window's buffers stay alive until then.
 fn read_window(
     window: WindowBuffers,
-    dtype: Dtype,
     g0: u64,
     then: impl FnOnce(u64, Result<GroupAccumulators<'static>>) + Send + 'static,
 ) {
     let buffer: wgpu::Buffer = (*window.readback).clone();
-    let finished = window.records.is_some();
+    let (dtype, finish) = (window.dtype, window.finish);
     map_read(
         &buffer,
         window.read_bytes,
@@ -484,11 +483,7 @@ fn read_window(
         move |view| {
             view.map(|b| {
                 let words = bytemuck::cast_slice::<u8, u32>(b).to_vec();
-                if finished {
-                    GroupAccumulators::finished(dtype, words)
-                } else {
-                    GroupAccumulators::new(dtype, words)
-                }
+                GroupAccumulators::read_back(dtype, finish, words)
             })
         },
         move |read| {
@@ -549,14 +544,13 @@ pub(super) fn run_keyed_realtime(sh: &Arc<Shared>, entry: KeyedEntry) {
     lock(&sh.state).pred.predict(submitted, busy);
     lock(&sh.metrics).rt.on_submit(entry.bytes, submitted);
     let gather = Gather::new(windows.len());
-    let dtype = entry.dtype;
     // Shared by the readbacks: the request fails (see `KeyedEntry`'s
     // `Drop`) should they all be dropped uncalled.
     let entry = Arc::new(entry);
     let keep = Arc::new(keep);
     for (g0, window) in windows {
         let (sh2, entry, gather, keep) = (sh.clone(), entry.clone(), gather.clone(), keep.clone());
-        read_window(window, dtype, g0, move |g0, read| {
+        read_window(window, g0, move |g0, read| {
             let outcome = lock(&gather).put(g0, read);
             if let Some(outcome) = outcome {
                 drop(keep);
@@ -623,12 +617,7 @@ fn encode_all(sh: &Shared, entry: &KeyedEntry) -> Result<Encoded> {
                 &window,
             ));
         }
-        params.extend(window.encode_read(
-            ctx,
-            &mut encoder,
-            entry.wanted,
-            entry.finish == Finish::OnDevice { mean: true },
-        ));
+        params.extend(window.encode_read(ctx, &mut encoder, entry.wanted));
         windows.push((g0, window));
         g0 += count;
     }
@@ -795,12 +784,7 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
         window,
     );
     if step.last {
-        params.extend(window.encode_read(
-            ctx,
-            &mut encoder,
-            job.entry.wanted,
-            job.entry.finish == Finish::OnDevice { mean: true },
-        ));
+        params.extend(window.encode_read(ctx, &mut encoder, job.entry.wanted));
     }
     let index = ctx.queue.submit([encoder.finish()]);
     let submitted = Instant::now();
@@ -832,7 +816,7 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
         && let Some(window) = job.window.take()
     {
         let (sh3, gather, finisher) = (sh.clone(), job.gather.clone(), job.entry.finisher());
-        read_window(window, dtype, step.g0, move |g0, read| {
+        read_window(window, step.g0, move |g0, read| {
             let outcome = lock(&gather).put(g0, read);
             if let Some(outcome) = outcome {
                 finisher.finish(&sh3, Lane::Batch, outcome, ());
