@@ -281,18 +281,13 @@ impl Kernels {
             .build
             .module(device, &label, shader_source(dtype, self.shape));
         let make = |layout: &wgpu::PipelineLayout, entry_point: &str, op: KernelOp| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry_point),
-                layout: Some(layout),
-                module: &module,
-                entry_point: Some(entry_point),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[("OP", op as u32 as f64)],
-                    // The kernels clear their accumulators themselves.
-                    zero_initialize_workgroup_memory: self.build.zero_init(),
-                },
-                cache: None,
-            })
+            self.build.pipeline(
+                device,
+                layout,
+                &module,
+                entry_point,
+                &[("OP", op as u32 as f64)],
+            )
         };
         let ops = [KernelOp::Sum, KernelOp::Max, KernelOp::Min];
         DtypePipelines {

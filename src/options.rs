@@ -83,6 +83,30 @@ impl KernelBuild {
     pub(crate) fn zero_init(self) -> bool {
         !self.skip_workgroup_zero_init
     }
+
+    /// The compute pipeline of `entry_point` in `module` with the override
+    /// `constants` (the kernels clear their own workgroup memory; see
+    /// [`KernelBuild::zero_init`] for wgpu's clearing).
+    pub(crate) fn pipeline(
+        self,
+        device: &wgpu::Device,
+        layout: &wgpu::PipelineLayout,
+        module: &wgpu::ShaderModule,
+        entry_point: &str,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry_point),
+            layout: Some(layout),
+            module,
+            entry_point: Some(entry_point),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: self.zero_init(),
+            },
+            cache: None,
+        })
+    }
 }
 
 impl EngineOptions {

@@ -183,17 +183,13 @@ impl FinishKernels {
                         .module(device, "finish groups", finish_shader_source(dtype))
                 });
                 let flag = |b: bool| if b { 1.0 } else { 0.0 };
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some("finish_groups"),
-                    layout: Some(&self.pipeline_layout),
+                self.build.pipeline(
+                    device,
+                    &self.pipeline_layout,
                     module,
-                    entry_point: Some("finish_groups"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("WANT_SUM", flag(sum)), ("WANT_MEAN", flag(mean))],
-                        zero_initialize_workgroup_memory: self.build.zero_init(),
-                    },
-                    cache: None,
-                })
+                    "finish_groups",
+                    &[("WANT_SUM", flag(sum)), ("WANT_MEAN", flag(mean))],
+                )
             })
             .clone()
     }

@@ -391,25 +391,20 @@ impl GroupKernels {
                         )
                     });
                 let flag = |b: bool| if b { 1.0 } else { 0.0 };
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some("reduce_groups"),
-                    layout: Some(&self.pipeline_layout),
+                self.build.pipeline(
+                    device,
+                    &self.pipeline_layout,
                     module,
-                    entry_point: Some("reduce_groups"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[
-                            ("MODE", kind.mode as u32 as f64),
-                            ("WANT_SUM", flag(kind.sum)),
-                            ("WANT_MAX", flag(kind.max)),
-                            ("WANT_MIN", flag(kind.min)),
-                            ("PHASE", kind.phase as f64),
-                            ("DIRECT", flag(kind.direct)),
-                        ],
-                        // The private accumulators are cleared by the kernel.
-                        zero_initialize_workgroup_memory: self.build.zero_init(),
-                    },
-                    cache: None,
-                })
+                    "reduce_groups",
+                    &[
+                        ("MODE", kind.mode as u32 as f64),
+                        ("WANT_SUM", flag(kind.sum)),
+                        ("WANT_MAX", flag(kind.max)),
+                        ("WANT_MIN", flag(kind.min)),
+                        ("PHASE", kind.phase as f64),
+                        ("DIRECT", flag(kind.direct)),
+                    ],
+                )
             })
             .clone()
     }
