@@ -79,6 +79,15 @@ impl StateKind {
         }
     }
 
+    /// The op whose pass fills a state of this kind (sum for sums).
+    pub(crate) fn op(self) -> Op {
+        match self {
+            StateKind::Sum => Op::Sum,
+            StateKind::Max => Op::Max,
+            StateKind::Min => Op::Min,
+        }
+    }
+
     fn code(self) -> u8 {
         match self {
             StateKind::Sum => 0,

@@ -646,11 +646,7 @@ impl crate::Engine {
         values: &[E],
         kind: StateKind,
     ) -> Result<GroupedStates<K>> {
-        let op = match kind {
-            StateKind::Sum => Op::Sum,
-            StateKind::Max => Op::Max,
-            StateKind::Min => Op::Min,
-        };
+        let op = kind.op();
         let mut out = GroupedStates {
             keys: Vec::new(),
             states: Vec::new(),
@@ -673,17 +669,35 @@ impl crate::Engine {
     }
 }
 
-/// How the group kernel finds the partitions of `partitions` (whose
-/// checked `offsets` are given), and how many there are.
-fn partition_groups<'a>(
-    offsets: &'a [u64],
+/// Runs the group kernel for `op` over each partition of `partitions`
+/// (whose checked `offsets` are given), finishing as `finish` says, and
+/// hands each window of partitions to `each`, in order.
+#[allow(clippy::too_many_arguments)]
+fn reduce_partitions(
+    ctx: &Context,
+    dtype: Dtype,
+    values: Words<'_>,
+    offsets: &[u64],
     partitions: &crate::Partitions,
-) -> (RowGroups<'a>, u64) {
+    op: Op,
+    finish: Finish,
+    mut each: impl FnMut(&accumulators::GroupAccumulators<'_>) -> Result<()>,
+) -> Result<()> {
     let by = match partitions {
         crate::Partitions::EqualSize(size) => RowGroups::EqualSize { size: *size },
         _ => RowGroups::Offsets { offsets },
     };
-    (by, offsets.len() as u64 - 1)
+    let parts = offsets.len() as u64 - 1;
+    reduce_groups(
+        ctx,
+        dtype,
+        values,
+        by,
+        parts,
+        wanted(&[op]),
+        finish,
+        |_, acc| each(acc),
+    )
 }
 
 /// The states of `kind` of each partition of `partitions` (whose checked
@@ -697,26 +711,16 @@ pub(crate) fn partition_states(
     kind: StateKind,
     mut each: impl FnMut(State) -> Result<()>,
 ) -> Result<()> {
-    let (by, parts) = partition_groups(offsets, partitions);
-    let wanted = Wanted {
-        sum: kind == StateKind::Sum,
-        max: kind == StateKind::Max,
-        min: kind == StateKind::Min,
-    };
-    reduce_groups(
+    let op = kind.op();
+    reduce_partitions(
         ctx,
         dtype,
         values,
-        by,
-        parts,
-        wanted,
+        offsets,
+        partitions,
+        op,
         Finish::OnHost,
-        |_, acc| {
-            for g in 0..acc.len() {
-                each(acc.state(g, kind))?;
-            }
-            Ok(())
-        },
+        |acc| (0..acc.len()).try_for_each(|g| each(acc.state(g, kind))),
     )
 }
 
@@ -734,26 +738,16 @@ pub(crate) fn partition_results(
     nan: NanPolicy,
     out: &mut Reduction<Scalar>,
 ) -> Result<()> {
-    let (by, parts) = partition_groups(offsets, partitions);
-    let ops = [op];
-    reduce_groups(
-        ctx,
-        dtype,
-        values,
-        by,
-        parts,
-        wanted(&ops),
-        finish_on_device(&ops),
-        |_, acc| {
-            let n = acc.len();
-            let start = out.values.len();
-            out.values.resize(start + n, None);
-            out.counts.resize(start + n, 0);
-            let groups: Vec<((), usize)> = (0..n).map(|g| ((), g)).collect();
-            let mut slots = [(op, &mut out.values[start..], &mut out.counts[start..])];
-            finish_groups(&mut slots, acc, &groups, nan)
-        },
-    )
+    let finish = finish_on_device(&[op]);
+    reduce_partitions(ctx, dtype, values, offsets, partitions, op, finish, |acc| {
+        let n = acc.len();
+        let start = out.values.len();
+        out.values.resize(start + n, None);
+        out.counts.resize(start + n, 0);
+        let groups: Vec<((), usize)> = (0..n).map(|g| ((), g)).collect();
+        let mut slots = [(op, &mut out.values[start..], &mut out.counts[start..])];
+        finish_groups(&mut slots, acc, &groups, nan)
+    })
 }
 
 /// The words of `array`, read back to the host (for keys the GPU cannot map

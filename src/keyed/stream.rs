@@ -102,14 +102,7 @@ impl Engine {
             value_buf.resize(n as usize, E::zeroed());
             fill_column(&mut keys, &mut key_buf, start, len)?;
             fill_column(&mut values, &mut value_buf, start, len)?;
-            let state_ops: Vec<Op> = kinds
-                .iter()
-                .map(|k| match k {
-                    StateKind::Sum => Op::Sum,
-                    StateKind::Max => Op::Max,
-                    StateKind::Min => Op::Min,
-                })
-                .collect();
+            let state_ops: Vec<Op> = kinds.iter().map(|k| k.op()).collect();
             keyed_groups(
                 self.context(),
                 &key_buf,
