@@ -1,8 +1,9 @@
 // finish_groups.wgsl: finishes keyed groups on the device. Each group's
-// accumulator (shaders/group.wgsl's layout, STRIDE words) becomes a record
+// accumulator (shaders/group.wgsl's layout, STRIDE words, LIMBS limbs a
+// side from limb `limb_base` of the full grid) becomes a record
 // of REC words from which the host takes results without arithmetic on the
-// exact sum, and which it reads back instead of the accumulators (31 words
-// a group for float32 values, 145 for float64):
+// exact sum, and which it reads back instead of the accumulators (16 to 145
+// words a group):
 //   0, 1    non-NaN values (lo, hi)
 //   2, 3    NaN values (lo, hi)
 //   4       flags; FLAG_NONNEG also where the positive limbs are nonzero
@@ -43,7 +44,8 @@ const ST_OVERFLOW: u32 = 2u;
 
 struct FinishParams {
     groups: u32,
-    pad0: u32,
+    limb_base: u32, // limb 0 of the accumulators is this limb of the full grid
+
     pad1: u32,
     pad2: u32,
 }
@@ -225,13 +227,15 @@ fn rounded_bits(x: vec2<u32>, grid: i32, sticky: bool, negative: bool) -> vec2<u
     return f64_bits(round64(x, 53u, -1074, 1023, grid, sticky), negative);
 }
 
-// Bit 0 of the accumulator's limbs on the dtype's grid.
+// Bit 0 of the accumulator's limbs: the dtype's grid moved up by the
+// limbs under the ones held (0 for integers, which are held from limb 0).
 fn grid_exponent() -> i32 {
+    let held = 32 * i32(fparams.limb_base);
     if DTYPE == 0u {
-        return -149;
+        return -149 + held;
     }
     if DTYPE == 1u {
-        return -1074;
+        return -1074 + held;
     }
     return 0;
 }
@@ -304,7 +308,8 @@ fn finish_groups(
     var mean = vec2<u32>(0u);
     if WANT_SUM {
         // Positive minus negative limbs, two's complement (the sum stays
-        // inside them by construction, so the top bit is its sign).
+        // inside them by construction, so the top bit is its sign; the
+        // host picks narrow limbs by the same rule, src/keyed/limbs.rs).
         var borrow = 0u;
         var positive = false;
         for (var i = 0u; i < LIMBS; i++) {

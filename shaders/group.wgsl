@@ -18,7 +18,10 @@
 //   src/keyed/accumulators.rs read it):
 //     [0, LIMBS)          positive contributions to the sum, magnitudes in
 //                         little-endian limbs on the dtype's grid (2^-149
-//                         for float32, 2^-1074 for float64, 1 for integers)
+//                         for float32, 2^-1074 for float64, 1 for integers):
+//                         limbs limb_base .. limb_base + LIMBS of it (the
+//                         host picks a span that holds every nonzero bit a
+//                         pass adds, src/keyed/limbs.rs)
 //     [LIMBS, 2 LIMBS)    negative contributions, magnitudes likewise
 //     2 LIMBS + 0, 1      non-NaN values (lo, hi)
 //     2 LIMBS + 2, 3      NaN values (lo, hi)
@@ -28,6 +31,8 @@
 //                         adding it where the positive limbs are nonzero)
 //     2 LIMBS + 5, 6      max: best order key (lo, hi)
 //     2 LIMBS + 7, 8      min: best complemented order key (lo, hi)
+//     2 LIMBS + 9 ..      padding up to STRIDE (narrow layouts start each
+//                         group on a 64-byte line)
 //   Keys of 32-bit dtypes sit in the high word (as in exact.wgsl).
 //   COMPACT passes (32-bit values added row by row) keep each group of
 //   the window in workgroup memory in PW words instead (P_* below): a
@@ -106,6 +111,10 @@ struct Params {
     first_group: u32, // modes 2, 3: group of the first row's partition (wrapping)
     first_skip: u32,  // mode 2: rows of that partition before the first row
     seg_count: u32,   // mode 3: entries in seg_start (the last is `rows`)
+    limb_base: u32,   // limb 0 of the accumulators is this limb of the grid
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -167,12 +176,14 @@ fn acc_add(first: u32, x: u32, end: u32, private_: bool) {
     }
 }
 
-// Adds the magnitude `m` (128 bits), scaled by 2^bit, to group g's
-// positive or negative limbs.
+// Adds the magnitude `m` (128 bits), scaled by 2^bit (a position on the
+// full grid), to group g's positive or negative limbs. Words of m's
+// shifted value under limb_base are zero (the host's rule), so their
+// index, which wraps, is never used: acc_add adds nothing for them.
 fn flush_magnitude(g: u32, m: vec4<u32>, bit: u32, negative: bool) {
     let region = g * STRIDE + select(0u, LIMBS, negative);
     let end = region + LIMBS;
-    let l = region + (bit >> 5u);
+    let l = region + (bit >> 5u) - params.limb_base;
     let r = bit & 31u;
     // m << r over five words; (x >> 1) >> (31 - r) is x >> (32 - r), and 0 for r = 0.
     acc_add(l, m.x << r, end, PRIVATE);
@@ -616,7 +627,10 @@ fn direct_row_pairs(first: u32) {
 fn touch_row(g: u32, v: Value) -> u32 {
     let at = g * STRIDE;
     var t = atomicLoad(&acc[at + A_COUNT]);
-    t ^= atomicLoad(&acc[at + select(0u, LIMBS, v.negative) + (v.pos >> 5u)]);
+    // The limb the value's low bits go to (nonzero finite values only: a
+    // zero's position may lie under limb_base).
+    let limb = select(0u, (v.pos >> 5u) - params.limb_base, v.special == 0u && any(v.mag != vec2<u32>(0u)));
+    t ^= atomicLoad(&acc[at + select(0u, LIMBS, v.negative) + limb]);
     if WANT_MAX {
         t ^= atomicLoad(&acc[at + A_MAX + 1u]);
     }

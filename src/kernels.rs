@@ -44,6 +44,8 @@ pub use crate::keyed::kernels::{
 };
 #[doc(hidden)]
 pub use crate::keyed::kernels::{GROUP_BINDINGS, GROUP_PARAMS_BYTES};
+/// The layouts of group accumulators (which limbs of the exact sum they hold).
+pub use crate::keyed::limbs::{Limbs, NARROW_LIMBS, Spread};
 
 /// How the host binds one `@group(0)` binding: the bind group layouts are
 /// built from the tables below, which tests/wgsl_layout.rs checks against

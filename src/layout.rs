@@ -8,9 +8,8 @@
 use crate::dtype::Dtype;
 use crate::kernels::{BLOCK, GROUP, KernelShape};
 use crate::keyed::accumulators::AccumulatorLayout;
-use crate::keyed::kernels::{
-    COMPACT_WORDS, Local, group_workgroup_size, rows_per_invocation, stride_words,
-};
+use crate::keyed::kernels::{COMPACT_WORDS, Local, group_workgroup_size, rows_per_invocation};
+use crate::keyed::limbs::Limbs;
 use crate::state::{FLAG_NAN, FLAG_NEG_INF, FLAG_NONNEG, FLAG_POS_INF, PartialLayout};
 
 /// One field of a host struct, in bytes.
@@ -88,16 +87,21 @@ pub fn exact_constants(dtype: Dtype, shape: KernelShape) -> Vec<(&'static str, u
     c
 }
 
-/// Every constant of group.wgsl, composed for `dtype`, `shape` and `local`, that
-/// the host relies on, with the host's value.
-pub fn group_constants(dtype: Dtype, shape: KernelShape, local: Local) -> Vec<(&'static str, u64)> {
-    let a = AccumulatorLayout::of(dtype);
+/// Every constant of group.wgsl, composed for `dtype`, `limbs`, `shape`
+/// and `local`, that the host relies on, with the host's value.
+pub fn group_constants(
+    dtype: Dtype,
+    limbs: Limbs,
+    shape: KernelShape,
+    local: Local,
+) -> Vec<(&'static str, u64)> {
+    let a = AccumulatorLayout::of(limbs);
     let mut c = vec![
         ("WG", group_workgroup_size(shape, local) as u64),
         ("PW", COMPACT_WORDS as u64),
         ("RUN", rows_per_invocation(shape) as u64),
-        ("LIMBS", dtype.limbs() as u64),
-        ("STRIDE", stride_words(dtype) as u64),
+        ("LIMBS", limbs.len as u64),
+        ("STRIDE", limbs.stride as u64),
         ("WPE", dtype.words()),
         ("DTYPE", dtype.code() as u64),
         ("A_COUNT", a.count as u64),

@@ -896,3 +896,124 @@ fn every_forced_strategy_gives_the_same_bits() {
         }
     }
 }
+
+/// A float of `E`'s bit layout at grid position `pos` (its biased exponent
+/// less one) with the magnitude `mant` (top bit set).
+fn at_position<E: Element>(pos: u32, mant: u64, negative: bool) -> E {
+    match E::DTYPE {
+        gpulanes::Dtype::F32 => {
+            let bits = (negative as u32) << 31 | (pos + 1) << 23 | (mant as u32 & 0x7f_ffff);
+            bytemuck::pod_read_unaligned(&bits.to_le_bytes())
+        }
+        _ => {
+            let bits =
+                (negative as u64) << 63 | ((pos + 1) as u64) << 52 | (mant & ((1 << 52) - 1));
+            bytemuck::pod_read_unaligned(&bits.to_le_bytes())
+        }
+    }
+}
+
+/// `n` rows of four groups: three quarters of them positive and as large
+/// as position `top` allows, in group 0 (a sum one bit under the top bit of
+/// a span that just holds it); values at `hi` and at the lowest position
+/// `lo` cancelling (group 1); a lone value whose lowest bit is bit `lo`
+/// among cancelling large ones (group 2); random positions in `lo ..= hi`
+/// and signs (group 3).
+fn narrow_span_rows<E: Element>(
+    rng: &mut SplitMix,
+    n: usize,
+    (lo, hi, top): (u32, u32, u32),
+    mant_bits: u32,
+) -> (Vec<i32>, Vec<E>) {
+    let top_mant = (1u64 << mant_bits) - 1;
+    let low_mant = (1u64 << (mant_bits - 1)) | 1;
+    let mut rows: Vec<(i32, E)> = Vec::new();
+    for _ in 0..n * 3 / 4 {
+        rows.push((0, at_position(top, top_mant, false)));
+    }
+    for i in 0..n / 32 {
+        let negative = i % 2 == 1;
+        rows.push((1, at_position(hi, top_mant, negative)));
+        rows.push((1, at_position(lo, low_mant, negative)));
+    }
+    rows.push((2, at_position(lo, low_mant, true)));
+    for i in 0..n / 32 {
+        rows.push((2, at_position(hi, top_mant - 2, i % 2 == 0)));
+    }
+    while rows.len() < n {
+        let pos = lo + rng.below((hi - lo + 1) as u64) as u32;
+        let mant = (1u64 << (mant_bits - 1)) | rng.below(1u64 << (mant_bits - 1));
+        rows.push((3, at_position(pos, mant, rng.below(2) == 1)));
+    }
+    shuffle(rng, &mut rows);
+    rows.into_iter().unzip()
+}
+
+/// Host-held columns get accumulators narrowed to their values' range
+/// (src/keyed/limbs.rs): sums one bit under the top of a narrow span, and
+/// one position higher (which needs the next layout), at the lowest and
+/// highest bases, match the exact reference and the same column held on
+/// the device (full accumulators), and each key's state matches the CPU's
+/// state of its values.
+#[test]
+fn narrow_accumulators_hold_sums_at_their_limits() {
+    use gpulanes::kernels::{Limbs, Spread};
+    fn run<E: Element>(e: &Engine, what: &str, keys: &[i32], values: &[E]) {
+        for nan in POLICIES {
+            let host = check(e, what, keys, values, nan);
+            let dev = e
+                .reduce_by_key_device(
+                    &e.upload(keys).unwrap(),
+                    &e.upload(values).unwrap(),
+                    &OPS,
+                    nan,
+                )
+                .unwrap();
+            assert_eq!(
+                all_bits(&dev),
+                all_bits(&host),
+                "{what}: device-resident values"
+            );
+        }
+        let mut groups: BTreeMap<i32, Vec<E>> = BTreeMap::new();
+        for (&k, &v) in keys.iter().zip(values) {
+            groups.entry(k).or_default().push(v);
+        }
+        let states = e.states_by_key(keys, values, StateKind::Sum).unwrap();
+        for (k, s) in states.keys.iter().zip(&states.states) {
+            let want = State::of(&groups[k], StateKind::Sum);
+            assert_eq!(s.to_bytes(), want.to_bytes(), "{what}: state of key {k}");
+        }
+    }
+    fn both<E: Element>(e: &Engine, rng: &mut SplitMix, n: usize, base: u32, mant_bits: u32) {
+        let dtype = E::DTYPE;
+        // The highest position whose sums of n values stay under the top
+        // bit of a 3-limb span from `base` (n < 2^13).
+        let lo = 32 * base;
+        let hi = 32 * (base + 3) - mant_bits - 13 - 1;
+        let narrow = Limbs::for_values(dtype, Spread::Within { lo, hi }, n as u64);
+        assert_eq!(
+            (narrow.base, narrow.len),
+            (base, 3),
+            "{dtype}: the span under test"
+        );
+        let wider = Limbs::for_values(dtype, Spread::Within { lo, hi: hi + 1 }, n as u64);
+        let _ = wider;
+        let what = format!("{dtype} from limb {base}");
+        let (keys, values) = narrow_span_rows::<E>(rng, n, (lo, hi, hi), mant_bits);
+        run(e, &what, &keys, &values);
+        let (keys, values) = narrow_span_rows::<E>(rng, n, (lo, hi, hi + 1), mant_bits);
+        run(e, &format!("{what}, one position higher"), &keys, &values);
+    }
+    let e = engine();
+    let mut rng = SplitMix::new(47);
+    // 2^13 - 1 rows: three quarters of them at the top reach the bit under
+    // the span's sign bit.
+    let n = 8191;
+    for base in [0, 4] {
+        both::<f32>(e, &mut rng, n, base, 24);
+    }
+    for base in [1, 30, 62] {
+        both::<f64>(e, &mut rng, n, base, 53);
+    }
+}

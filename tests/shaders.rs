@@ -172,17 +172,24 @@ fn every_kernel_translates_to_every_backend() {
     }
 }
 
-/// The group kernel: every dtype and shape, global, private and compact
-/// accumulation, every group mode and key phase, rows run by run and (keyed
-/// modes) one by one, all accumulators wanted.
+/// The group kernel: every dtype, accumulator layout and shape, global,
+/// private and compact accumulation, every group mode and key phase, rows
+/// run by run and (keyed modes) one by one, all accumulators wanted.
 #[test]
 fn every_group_kernel_variant_validates_and_translates() {
-    use gpulanes::kernels::{Local, group_shader_source};
+    use gpulanes::kernels::{Limbs, Local, group_shader_source};
     for shape in [KernelShape::Workgroup, KernelShape::Narrow] {
-        for dtype in Dtype::ALL {
+        for (dtype, limbs) in Dtype::ALL
+            .into_iter()
+            .flat_map(|d| Limbs::classes(d).into_iter().map(move |l| (d, l)))
+        {
             for local in Local::ALL {
-                let source = group_shader_source(dtype, shape, local, 16384);
-                let label = format!("group {dtype} {} {local:?}", shape.name());
+                let source = group_shader_source(dtype, limbs, shape, local, 16384);
+                let label = format!(
+                    "group {dtype} {} limbs {} {local:?}",
+                    shape.name(),
+                    limbs.len
+                );
                 validate_entries(&source, &label, &["reduce_groups"], "MODE");
                 let global = local == Local::Global;
                 for mode in 0..4 {
@@ -206,14 +213,17 @@ fn every_group_kernel_variant_validates_and_translates() {
     }
 }
 
-/// The kernel that finishes keyed groups: every dtype, with and without
-/// sums and means.
+/// The kernel that finishes keyed groups: every dtype and accumulator
+/// layout, with and without sums and means.
 #[test]
 fn every_finishing_kernel_variant_validates_and_translates() {
-    use gpulanes::kernels::finish_shader_source;
-    for dtype in Dtype::ALL {
-        let source = finish_shader_source(dtype);
-        let label = format!("finish {dtype}");
+    use gpulanes::kernels::{Limbs, finish_shader_source};
+    for (dtype, limbs) in Dtype::ALL
+        .into_iter()
+        .flat_map(|d| Limbs::classes(d).into_iter().map(move |l| (d, l)))
+    {
+        let source = finish_shader_source(dtype, limbs);
+        let label = format!("finish {dtype} limbs {}", limbs.len);
         validate_entries(&source, &label, &["finish_groups"], "WANT_MEAN");
         for (sum, mean) in [(false, false), (true, false), (true, true)] {
             let constants = [

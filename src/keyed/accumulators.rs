@@ -9,7 +9,7 @@ use crate::dtype::Dtype;
 use crate::state::{FLAG_NONNEG, PartialLayout, Settled, State, StateKind};
 
 use super::finish::{Finish, FinishedSum, RECORD_WORDS, record};
-use super::kernels::stride_words;
+use super::limbs::Limbs;
 
 /// Word offsets in one group's accumulator (group.wgsl's `A_COUNT`,
 /// `A_NANS`, `A_FLAGS`, `A_MAX`, `A_MIN`), after the positive and the
@@ -25,8 +25,9 @@ pub(crate) struct AccumulatorLayout {
 }
 
 impl AccumulatorLayout {
-    pub(crate) fn of(dtype: Dtype) -> Self {
-        let l = dtype.limbs();
+    /// The offsets where the limbs are `limbs.len` a side.
+    pub(crate) fn of(limbs: Limbs) -> Self {
+        let l = limbs.len as usize;
         AccumulatorLayout {
             count: 2 * l,
             nans: 2 * l + 2,
@@ -45,17 +46,20 @@ const MAX_PARTIAL_WORDS: usize = 80;
 /// Either the groups' accumulators, or (`finished`) their records.
 pub(crate) struct GroupAccumulators<'a> {
     dtype: Dtype,
+    /// The limbs the accumulators hold (unused for records).
+    limbs: Limbs,
     words: Cow<'a, [u32]>,
     finished: bool,
 }
 
 impl<'a> GroupAccumulators<'a> {
-    /// Accumulators, `stride_words(dtype)` words a group.
-    pub fn new(dtype: Dtype, words: impl Into<Cow<'a, [u32]>>) -> Self {
+    /// Accumulators holding `limbs`, `limbs.stride` words a group.
+    pub fn new(dtype: Dtype, limbs: Limbs, words: impl Into<Cow<'a, [u32]>>) -> Self {
         let words = words.into();
-        debug_assert_eq!(words.len() % stride_words(dtype), 0);
+        debug_assert_eq!(words.len() % limbs.stride as usize, 0);
         GroupAccumulators {
             dtype,
+            limbs,
             words,
             finished: false,
         }
@@ -67,15 +71,22 @@ impl<'a> GroupAccumulators<'a> {
         debug_assert_eq!(words.len() % RECORD_WORDS, 0);
         GroupAccumulators {
             dtype,
+            limbs: Limbs::full(dtype),
             words,
             finished: true,
         }
     }
 
-    /// What a window whose groups are finished by `finish` reads back.
-    pub fn read_back(dtype: Dtype, finish: Finish, words: impl Into<Cow<'a, [u32]>>) -> Self {
+    /// What a window whose groups are finished by `finish` reads back, its
+    /// accumulators holding `limbs`.
+    pub fn read_back(
+        dtype: Dtype,
+        limbs: Limbs,
+        finish: Finish,
+        words: impl Into<Cow<'a, [u32]>>,
+    ) -> Self {
         match finish {
-            Finish::OnHost => Self::new(dtype, words),
+            Finish::OnHost => Self::new(dtype, limbs, words),
             Finish::OnDevice { .. } => Self::finished(dtype, words),
         }
     }
@@ -89,7 +100,7 @@ impl<'a> GroupAccumulators<'a> {
         if self.finished {
             RECORD_WORDS
         } else {
-            stride_words(self.dtype)
+            self.limbs.stride as usize
         }
     }
 
@@ -118,7 +129,7 @@ impl<'a> GroupAccumulators<'a> {
         if self.finished {
             return Self::pair(w, record::COUNT) + Self::pair(w, record::NANS);
         }
-        let at = AccumulatorLayout::of(self.dtype);
+        let at = AccumulatorLayout::of(self.limbs);
         Self::pair(w, at.count) + Self::pair(w, at.nans)
     }
 
@@ -162,23 +173,28 @@ impl<'a> GroupAccumulators<'a> {
             !self.finished,
             "the state of a group finished on the device was asked for"
         );
-        let l = self.dtype.limbs();
+        let (l, base) = (self.limbs.len as usize, self.limbs.base as usize);
         let w = self.group(g);
         // The layout of one exact.wgsl partial: limbs, count, flags, key.
         let mut buf = [0u32; MAX_PARTIAL_WORDS];
         let partial = &mut buf[..self.dtype.partial_words()];
         if kind == StateKind::Sum {
-            // Positive minus negative magnitudes, with the borrow carried up.
+            // Positive minus negative magnitudes, with the borrow carried
+            // up, into the full grid's limbs from `base`; the limbs above
+            // take the sign (the difference's top bit, by the rule of
+            // super::limbs).
             let mut borrow = 0u32;
             for i in 0..l {
                 let (d, b1) = w[i].overflowing_sub(w[l + i]);
                 let (d2, b2) = d.overflowing_sub(borrow);
-                partial[i] = d2;
+                partial[base + i] = d2;
                 borrow = b1 as u32 + b2 as u32;
             }
+            let sign = if borrow != 0 { u32::MAX } else { 0 };
+            partial[base + l..self.dtype.limbs()].fill(sign);
         }
         let (acc, part) = (
-            AccumulatorLayout::of(self.dtype),
+            AccumulatorLayout::of(self.limbs),
             PartialLayout::of(self.dtype),
         );
         partial[part.count] = w[acc.count];

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use crate::context::Context;
 use crate::dtype::Dtype;
@@ -18,7 +18,7 @@ use crate::options::KernelBuild;
 use crate::pool::PooledBuffer;
 use crate::state::ExactValue;
 
-use super::kernels::stride_words;
+use super::limbs::Limbs;
 
 pub const FINISH_WGSL: &str = include_str!("../../shaders/finish_groups.wgsl");
 
@@ -46,7 +46,8 @@ const ST_OVERFLOW: u32 = 2;
 /// Invocations per workgroup of the finishing kernel.
 pub const FINISH_WG: u64 = 64;
 
-/// Bytes of the finishing kernel's uniform (the window's group count, padded).
+/// Bytes of the finishing kernel's uniform (the window's group count and
+/// the accumulators' first limb, padded).
 pub const FINISH_PARAMS_BYTES: u64 = 16;
 
 /// The finishing kernel's bindings: params, accumulators, records.
@@ -128,21 +129,23 @@ impl ExactValue for FinishedSum {
 pub(crate) struct FinishKernels {
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    modules: [OnceLock<wgpu::ShaderModule>; 5],
-    pipelines: Mutex<HashMap<(Dtype, bool, bool), wgpu::ComputePipeline>>,
+    /// Per dtype and limbs a side.
+    modules: Mutex<HashMap<(Dtype, u32), wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<(Dtype, u32, bool, bool), wgpu::ComputePipeline>>,
     build: KernelBuild,
 }
 
-/// The finishing kernel of `dtype`: its header and finish_groups.wgsl.
-pub fn finish_shader_source(dtype: Dtype) -> String {
+/// The finishing kernel of `dtype` over accumulators of `limbs.len` limbs
+/// a side: its header and finish_groups.wgsl.
+pub fn finish_shader_source(dtype: Dtype, limbs: Limbs) -> String {
     format!(
-        "// {dtype} group finishing kernel.\n\
+        "// {dtype} group finishing kernel, {limbs} limbs.\n\
          const LIMBS: u32 = {limbs}u;\n\
          const STRIDE: u32 = {stride}u;\n\
          const DTYPE: u32 = {code}u;\n\
          {FINISH_WGSL}",
-        limbs = dtype.limbs(),
-        stride = stride_words(dtype),
+        limbs = limbs.len,
+        stride = limbs.stride,
         code = dtype.code(),
     )
 }
@@ -161,7 +164,7 @@ impl FinishKernels {
         FinishKernels {
             layout,
             pipeline_layout,
-            modules: Default::default(),
+            modules: Mutex::default(),
             pipelines: Mutex::default(),
             build,
         }
@@ -171,16 +174,22 @@ impl FinishKernels {
         &self,
         device: &wgpu::Device,
         dtype: Dtype,
+        limbs: Limbs,
         sum: bool,
         mean: bool,
     ) -> wgpu::ComputePipeline {
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry((dtype, sum, mean))
+            .entry((dtype, limbs.len, sum, mean))
             .or_insert_with(|| {
-                let module = self.modules[dtype.code() as usize].get_or_init(|| {
-                    self.build
-                        .module(device, "finish groups", finish_shader_source(dtype))
+                let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+                let module = modules.entry((dtype, limbs.len)).or_insert_with(|| {
+                    self.build.module(
+                        device,
+                        "finish groups",
+                        // Base 0: the base is a uniform, not compiled in.
+                        finish_shader_source(dtype, Limbs { base: 0, ..limbs }),
+                    )
                 });
                 let flag = |b: bool| if b { 1.0 } else { 0.0 };
                 self.build.pipeline(
@@ -195,14 +204,16 @@ impl FinishKernels {
     }
 }
 
-/// Encodes the finishing of `count` groups whose accumulators are in `acc`
-/// into `records`; `sum`: the pass summed, `mean`: means are wanted. Returns
-/// the uniform buffer, to keep until the submission is done.
+/// Encodes the finishing of `count` groups whose accumulators (holding
+/// `limbs`) are in `acc` into `records`; `sum`: the pass summed, `mean`:
+/// means are wanted. Returns the uniform buffer, to keep until the
+/// submission is done.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_finish(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     dtype: Dtype,
+    limbs: Limbs,
     sum: bool,
     mean: bool,
     count: u64,
@@ -218,6 +229,7 @@ pub(crate) fn encode_finish(
     );
     let mut words = [0u32; 4];
     words[0] = count as u32;
+    words[1] = limbs.base;
     ctx.queue
         .write_buffer(&params, 0, bytemuck::cast_slice(&words));
     fn binding(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BindingResource<'_> {
@@ -237,7 +249,7 @@ pub(crate) fn encode_finish(
             },
             wgpu::BindGroupEntry {
                 binding: 1,
-                resource: binding(acc, count * stride_words(dtype) as u64 * 4),
+                resource: binding(acc, count * limbs.stride as u64 * 4),
             },
             wgpu::BindGroupEntry {
                 binding: 2,
@@ -245,7 +257,7 @@ pub(crate) fn encode_finish(
             },
         ],
     });
-    let pipeline = kernels.pipeline(&ctx.device, dtype, sum, mean);
+    let pipeline = kernels.pipeline(&ctx.device, dtype, limbs, sum, mean);
     let workgroups = count.div_ceil(FINISH_WG);
     let x = workgroups.min(ctx.limits.max_workgroups_per_dim as u64) as u32;
     let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -281,14 +293,15 @@ mod tests {
         }
     }
 
-    /// `groups` accumulators of `dtype`: sparse limb patterns (zeros, lone
-    /// bits, all ones) on both sides with headroom above the top limb,
-    /// counts of every size, random flags and keys.
-    fn accumulators(dtype: Dtype, groups: usize, seed: u64) -> Vec<u32> {
+    /// `groups` accumulators of `dtype` laid out as `limbs` says: sparse
+    /// limb patterns (zeros, lone bits, all ones) on both sides with
+    /// headroom above the top limb, counts of every size, random flags and
+    /// keys.
+    fn accumulators(dtype: Dtype, limbs: Limbs, groups: usize, seed: u64) -> Vec<u32> {
         let mut next = xorshift(seed);
-        let l = dtype.limbs();
-        let stride = stride_words(dtype);
-        let at = AccumulatorLayout::of(dtype);
+        let l = limbs.len as usize;
+        let stride = limbs.stride as usize;
+        let at = AccumulatorLayout::of(limbs);
         let mut words = vec![0u32; groups * stride];
         for g in 0..groups {
             let w = &mut words[g * stride..(g + 1) * stride];
@@ -322,17 +335,19 @@ mod tests {
                     _ => 1 + (next() >> 1) % (1 << 62),
                 };
                 let product = tie * count as u128;
-                let room = 32 * l as u32 - 2 - (128 - product.leading_zeros());
-                let shift = (next() % (room.min(200) as u64 + 1)) as u32;
-                w[..2 * l].fill(0);
-                let side = (g / 9 % 2) * l;
-                w[side..side + l].copy_from_slice(&magnitude(l, product, shift));
-                w[side] |= (g / 18 % 2) as u32;
-                w[at.count] = count as u32;
-                w[at.count + 1] = (count >> 32) as u32;
-                w[at.nans] = 0;
-                w[at.flags] = 0;
-                continue;
+                // Under the top bit (narrow layouts may not hold the widest).
+                if let Some(room) = (32 * l as u32).checked_sub(2 + 128 - product.leading_zeros()) {
+                    let shift = (next() % (room.min(200) as u64 + 1)) as u32;
+                    w[..2 * l].fill(0);
+                    let side = (g / 9 % 2) * l;
+                    w[side..side + l].copy_from_slice(&magnitude(l, product, shift));
+                    w[side] |= (g / 18 % 2) as u32;
+                    w[at.count] = count as u32;
+                    w[at.count + 1] = (count >> 32) as u32;
+                    w[at.nans] = 0;
+                    w[at.flags] = 0;
+                    continue;
+                }
             }
             if g % 11 == 5 {
                 // Equal sides: a zero sum.
@@ -452,20 +467,64 @@ mod tests {
         cases
     }
 
+    /// A full-grid magnitude's limbs `limbs.base ..` where it lies inside
+    /// them under their top bit (the rule narrow layouts keep).
+    fn inside(mag: &[u32], limbs: Limbs) -> Option<Vec<u32>> {
+        let (base, end) = (limbs.base as usize, (limbs.base + limbs.len) as usize);
+        let outside = mag[..base].iter().chain(&mag[end..]).any(|&w| w != 0);
+        (!outside && mag[end - 1] >> 31 == 0).then(|| mag[base..end].to_vec())
+    }
+
+    /// Every layout a pass may use: the full one, and each narrow class at
+    /// the lowest, a middle and the highest base (floats; integers sit at
+    /// base 0).
+    fn layouts(dtype: Dtype) -> Vec<Limbs> {
+        let full = Limbs::full(dtype);
+        let mut out = Vec::new();
+        for class in Limbs::classes(dtype) {
+            let top = full.len - class.len;
+            let bases = if dtype.is_float() {
+                vec![0, top / 2, top]
+            } else {
+                vec![0]
+            };
+            out.extend(bases.into_iter().map(|base| Limbs { base, ..class }));
+        }
+        out
+    }
+
     #[test]
     fn device_finishing_gives_the_host_results() {
         let engine = Engine::new().expect("an adapter");
         let ctx = engine.context();
         let groups = 3000;
         let all_ops = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
-        for (i, dtype) in [Dtype::F32, Dtype::F64, Dtype::I32, Dtype::U32, Dtype::I64]
-            .into_iter()
-            .enumerate()
+        for (i, dtype) in Dtype::ALL.into_iter().enumerate() {
+            for limbs in layouts(dtype) {
+                finish_and_compare(ctx, dtype, limbs, groups, 0x9e37_79b9 + i as u64, &all_ops);
+            }
+        }
+    }
+
+    /// Finishes synthetic accumulators of `dtype` in the layout `limbs` on
+    /// the device with every finishing pipeline, and checks each group's
+    /// results against the host's exact finishing of the same words.
+    fn finish_and_compare(
+        ctx: &Context,
+        dtype: Dtype,
+        limbs: Limbs,
+        groups: usize,
+        seed: u64,
+        all_ops: &[Op],
+    ) {
         {
-            let mut words = accumulators(dtype, groups, 0x9e37_79b9 + i as u64);
-            let (l, stride) = (dtype.limbs(), stride_words(dtype));
-            let at = AccumulatorLayout::of(dtype);
-            for (g, (mag, negative, count)) in edge_cases(dtype).into_iter().enumerate() {
+            let mut words = accumulators(dtype, limbs, groups, seed);
+            let (l, stride) = (limbs.len as usize, limbs.stride as usize);
+            let at = AccumulatorLayout::of(limbs);
+            let cases = edge_cases(dtype)
+                .into_iter()
+                .filter_map(|(mag, negative, count)| Some((inside(&mag, limbs)?, negative, count)));
+            for (g, (mag, negative, count)) in cases.enumerate() {
                 let w = &mut words[g * stride..(g + 1) * stride];
                 w.fill(0);
                 let side = if negative { l } else { 0 };
@@ -476,7 +535,7 @@ mod tests {
             // Every finishing pipeline: sums and means, sums only, neither.
             for (sum, mean) in [(true, true), (true, false), (false, false)] {
                 let window =
-                    WindowBuffers::new(ctx, dtype, groups as u64, Finish::OnDevice { mean });
+                    WindowBuffers::new(ctx, dtype, limbs, groups as u64, Finish::OnDevice { mean });
                 ctx.queue
                     .write_buffer(&window.acc, 0, bytemuck::cast_slice(&words));
                 let mut encoder = ctx
@@ -494,7 +553,7 @@ mod tests {
                 })
                 .expect("records");
                 drop(params);
-                let host = GroupAccumulators::new(dtype, words.as_slice());
+                let host = GroupAccumulators::new(dtype, limbs, words.as_slice());
                 let device = GroupAccumulators::finished(dtype, records);
                 let ops = all_ops.iter().filter(|&&op| match op {
                     Op::Sum => sum,
@@ -518,7 +577,7 @@ mod tests {
                             assert_eq!(
                                 bits(&got),
                                 bits(&want),
-                                "{dtype} group {g} {op} {nan:?} (sum {sum}, mean {mean}): {:x?}",
+                                "{dtype} {limbs:?} group {g} {op} {nan:?} (sum {sum}, mean {mean}): {:x?}",
                                 host.state(g, StateKind::Sum)
                             );
                             assert_eq!(settled.count(nan), state.count(nan));

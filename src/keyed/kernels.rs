@@ -3,16 +3,18 @@
 //! mode, wanted accumulators and key phase, built on first use and reused.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use crate::dtype::Dtype;
 use crate::kernels::{BindingKind, KernelShape, layout_entries};
 use crate::options::KernelBuild;
 
+use super::limbs::{Limbs, magnitude_bits};
+
 pub const GROUP_WGSL: &str = include_str!("../../shaders/group.wgsl");
 
 /// Bytes of the group kernel's `Params` uniform.
-pub const GROUP_PARAMS_BYTES: u64 = 32;
+pub const GROUP_PARAMS_BYTES: u64 = 48;
 
 /// The group kernel's bindings (group.wgsl): params, keys, values,
 /// accumulators, partition starts.
@@ -54,10 +56,6 @@ pub enum Local {
 impl Local {
     /// Every variant.
     pub const ALL: [Local; 3] = [Local::Global, Local::Private, Local::Compact];
-
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// A forced way for keyed passes to take rows and accumulate (each
@@ -176,22 +174,6 @@ pub fn units_per_private_workgroup(shape: KernelShape, direct: bool) -> u64 {
     }
 }
 
-/// Words of one group's accumulator (`STRIDE` in group.wgsl).
-pub fn stride_words(dtype: Dtype) -> usize {
-    2 * dtype.limbs() + 9
-}
-
-/// Bits of a value's magnitude on its grid (the mantissa with its hidden
-/// bit, or the integer's magnitude).
-fn magnitude_bits(dtype: Dtype) -> u32 {
-    match dtype {
-        Dtype::F32 => 24,
-        Dtype::F64 => 53,
-        Dtype::I32 | Dtype::U32 => 32,
-        Dtype::I64 => 64,
-    }
-}
-
 /// How far above a window's bit 0 a value may lie (`WIN_SPAN`): a run of
 /// RUN values each under 2^(span + magnitude bits) must fit the 96-bit
 /// window.
@@ -211,10 +193,11 @@ fn window_below(dtype: Dtype) -> u32 {
     }
 }
 
-/// Groups whose accumulators one workgroup keeps privately (the
-/// `PRIVATE` variant) within `workgroup_bytes` of workgroup memory.
-pub fn private_groups(dtype: Dtype, workgroup_bytes: u32) -> u32 {
-    workgroup_bytes / (stride_words(dtype) as u32 * 4)
+/// Groups whose accumulators (laid out as `limbs` says) one workgroup
+/// keeps privately (the `PRIVATE` variant) within `workgroup_bytes` of
+/// workgroup memory.
+pub fn private_groups(limbs: Limbs, workgroup_bytes: u32) -> u32 {
+    workgroup_bytes / (limbs.stride * 4)
 }
 
 /// Groups one workgroup of a compact pass holds within `workgroup_bytes`
@@ -249,21 +232,23 @@ fn compact_below(dtype: Dtype, shape: KernelShape) -> u32 {
     }
 }
 
-/// The group kernel's WGSL for one dtype and shape, accumulating first
-/// where `local` says, in up to `workgroup_bytes` of workgroup memory.
+/// The group kernel's WGSL for one dtype, accumulator layout and shape,
+/// accumulating first where `local` says, in up to `workgroup_bytes` of
+/// workgroup memory.
 pub fn group_shader_source(
     dtype: Dtype,
+    limbs: Limbs,
     shape: KernelShape,
     local: Local,
     workgroup_bytes: u32,
 ) -> String {
     let priv_words = match local {
         Local::Global => 0,
-        Local::Private => private_groups(dtype, workgroup_bytes) * stride_words(dtype) as u32,
+        Local::Private => private_groups(limbs, workgroup_bytes) * limbs.stride,
         Local::Compact => compact_groups(dtype, workgroup_bytes) * COMPACT_WORDS,
     };
     format!(
-        "// {dtype}, {shape} group kernel, {local:?} accumulation.\n\
+        "// {dtype}, {shape} group kernel, {limbs} limbs, {local:?} accumulation.\n\
          const WG: u32 = {wg}u;\n\
          const RUN: u32 = {run}u;\n\
          const LIMBS: u32 = {limbs}u;\n\
@@ -282,8 +267,8 @@ pub fn group_shader_source(
         shape = shape.name(),
         wg = group_workgroup_size(shape, local),
         run = rows_per_invocation(shape),
-        limbs = dtype.limbs(),
-        stride = stride_words(dtype),
+        limbs = limbs.len,
+        stride = limbs.stride,
         wpe = dtype.words(),
         code = dtype.code(),
         below = window_below(dtype),
@@ -303,10 +288,11 @@ pub(crate) struct GroupKernels {
     shape: KernelShape,
     pub layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    /// Per dtype: the global, private and compact variants.
-    modules: [[OnceLock<wgpu::ShaderModule>; 3]; 5],
+    /// Per dtype and limbs a side: the global, private and compact
+    /// variants.
+    modules: Mutex<HashMap<(Dtype, u32, Local), wgpu::ShaderModule>>,
     workgroup_bytes: u32,
-    pipelines: Mutex<HashMap<(Dtype, PassKind), wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<(Dtype, u32, PassKind), wgpu::ComputePipeline>>,
     build: KernelBuild,
     /// Forced choices (see [`GroupStrategy`]).
     pub strategy: GroupStrategy,
@@ -338,7 +324,7 @@ impl GroupKernels {
             shape,
             layout,
             pipeline_layout,
-            modules: Default::default(),
+            modules: Mutex::default(),
             pipelines: Mutex::default(),
             build,
             strategy,
@@ -351,10 +337,10 @@ impl GroupKernels {
         }
     }
 
-    /// Groups a private pass of `dtype` holds (0: none fit, or no private
-    /// passes on this device).
-    pub fn private_groups(&self, dtype: Dtype) -> u32 {
-        private_groups(dtype, self.workgroup_bytes)
+    /// Groups a private pass of accumulators laid out as `limbs` says holds
+    /// (0: none fit, or no private passes on this device).
+    pub fn private_groups(&self, limbs: Limbs) -> u32 {
+        private_groups(limbs, self.workgroup_bytes)
     }
 
     /// Groups a compact pass of `dtype` holds (0: none).
@@ -366,24 +352,30 @@ impl GroupKernels {
         self.shape
     }
 
-    /// The pipeline for `dtype` and `kind`, built on first use.
+    /// The pipeline for `dtype`, accumulators of `limbs.len` limbs a side
+    /// and `kind`, built on first use.
     pub fn pipeline(
         &self,
         device: &wgpu::Device,
         dtype: Dtype,
+        limbs: Limbs,
         kind: PassKind,
     ) -> wgpu::ComputePipeline {
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry((dtype, kind))
+            .entry((dtype, limbs.len, kind))
             .or_insert_with(|| {
-                let module =
-                    self.modules[dtype.code() as usize][kind.local.index()].get_or_init(|| {
+                let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+                let module = modules
+                    .entry((dtype, limbs.len, kind.local))
+                    .or_insert_with(|| {
                         self.build.module(
                             device,
                             "reduce groups",
                             group_shader_source(
                                 dtype,
+                                // Base 0: the base is a uniform, not compiled in.
+                                Limbs { base: 0, ..limbs },
                                 self.shape,
                                 kind.local,
                                 self.workgroup_bytes,

@@ -47,11 +47,17 @@
 //! The private kinds add their workgroup's accumulators to the global ones
 //! once per workgroup, and a workgroup of them takes several units of rows.
 //!
+//! A group's accumulators hold only the limbs of the exact sum its column
+//! can reach ([`limbs`]): host-held values are scanned for their exponent
+//! range once, and uniform float32 values in [-1, 1) take 16 words (one
+//! 64-byte line) a group instead of 31, float64 32 instead of 145;
+//! device-resident floats keep the full layout.
+//!
 //! Results are finished on the device ([`finish`]): after a window's
 //! passes one invocation per group rounds its exact sum and mean once and
 //! writes a record of 14 words, which is read back instead of the
-//! accumulators (31 words a group for float32 values, 145 for float64), and
-//! the host only applies the NaN policy and infinities to it. Per-key
+//! accumulators, and the host only applies the NaN policy and infinities
+//! to it. Per-key
 //! states ([`Engine::states_by_key`](crate::Engine::states_by_key), streamed
 //! keyed reductions) read the accumulators back, since states merge.
 //!
@@ -62,6 +68,7 @@
 pub(crate) mod accumulators;
 pub(crate) mod finish;
 pub(crate) mod kernels;
+pub(crate) mod limbs;
 pub(crate) mod run;
 pub mod stream;
 

@@ -18,8 +18,9 @@ use super::accumulators::GroupAccumulators;
 use super::finish::{Finish, RECORD_WORDS, encode_finish};
 use super::kernels::{
     GROUP_PARAMS_BYTES, GroupMode, Local, PassKind, group_workgroup_size, rows_per_invocation,
-    stride_words, units_per_private_workgroup,
+    units_per_private_workgroup,
 };
+use super::limbs::{Limbs, Spread, spread_of_words};
 
 /// Workgroups a private pass launches at least (where it has that many
 /// units), so that several cores share a small pass.
@@ -110,6 +111,10 @@ struct GroupParams {
     first_group: u32,
     first_skip: u32,
     seg_count: u32,
+    limb_base: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 /// `GroupParams`' layout, checked against group.wgsl's `Params` by
@@ -126,6 +131,10 @@ pub(crate) fn group_params_layout() -> crate::layout::HostStruct {
             first_group,
             first_skip,
             seg_count,
+            limb_base,
+            pad0,
+            pad1,
+            pad2,
         }
     )
 }
@@ -164,9 +173,23 @@ impl Chunk {
     }
 }
 
-/// Groups one window's accumulators may hold on this device.
-pub(crate) fn window_groups(ctx: &Context, dtype: Dtype) -> u64 {
-    (ctx.limits.max_binding_bytes / (stride_words(dtype) as u64 * 4)).clamp(1, 1 << 30)
+/// Groups one window's accumulators (laid out as `limbs` says) may hold on
+/// this device.
+pub(crate) fn window_groups(ctx: &Context, limbs: Limbs) -> u64 {
+    (ctx.limits.max_binding_bytes / (limbs.stride as u64 * 4)).clamp(1, 1 << 30)
+}
+
+/// The accumulator layout for `values` of `dtype`: narrow where their
+/// spread is known (host-held values, scanned here; integers), full for
+/// device-resident floats.
+pub(crate) fn limbs_for(dtype: Dtype, values: Words<'_>) -> Limbs {
+    let rows = values.len() / dtype.words();
+    let spread = match values {
+        Words::Host(words) => spread_of_words(dtype, words),
+        Words::Device(_) if !dtype.is_float() => Spread::Within { lo: 0, hi: 0 },
+        Words::Device(_) => Spread::Unknown,
+    };
+    Limbs::for_values(dtype, spread, rows)
 }
 
 /// How host rows reach the device: through the upload ring (large columns
@@ -219,6 +242,8 @@ fn bind(b: &Bound) -> wgpu::BindingResource<'_> {
 pub(crate) struct PassShape {
     pub chunk_rows: u64,
     pub align: u64,
+    /// The accumulators' layout.
+    pub limbs: Limbs,
     pub window: u64,
     pub phases: u32,
     pub direct: bool,
@@ -287,8 +312,14 @@ fn device_keys_change_often(ctx: &Context, array: &DeviceArray, w: usize) -> Opt
 }
 
 impl PassShape {
-    /// The shape of a pass over `dtype` values grouped by `by`.
-    pub fn new(ctx: &Context, dtype: Dtype, by: &RowGroups<'_>, wanted: Wanted) -> Self {
+    /// The shape of a pass over `values` of `dtype` grouped by `by`.
+    pub fn new(
+        ctx: &Context,
+        dtype: Dtype,
+        values: Words<'_>,
+        by: &RowGroups<'_>,
+        wanted: Wanted,
+    ) -> Self {
         let wpe = dtype.words();
         let kernels = &ctx.group_kernels;
         let wg = kernels.shape().workgroup_size() as u64;
@@ -305,10 +336,12 @@ impl PassShape {
             .min(ctx.limits.max_units_per_dispatch.saturating_mul(per_unit))
             .clamp(1, MAX_CHUNK_ROWS);
         let chunk_rows = (chunk_rows / align * align).max(align);
+        let limbs = limbs_for(dtype, values);
         PassShape {
             chunk_rows,
             align,
-            window: window_groups(ctx, dtype),
+            limbs,
+            window: window_groups(ctx, limbs),
             phases: if wpe == 2 && (wanted.max || wanted.min) {
                 2
             } else {
@@ -335,15 +368,17 @@ pub(crate) struct WindowBuffers {
     pub read_bytes: u64,
     pub count: u64,
     pub dtype: Dtype,
+    /// The accumulators' layout.
+    pub limbs: Limbs,
     /// Where the window's groups are finished.
     pub finish: Finish,
 }
 
 impl WindowBuffers {
-    /// Buffers for `count` groups' accumulators of `dtype` (and records,
-    /// for groups finished on the device).
-    pub fn new(ctx: &Context, dtype: Dtype, count: u64, finish: Finish) -> Self {
-        let bytes = count * stride_words(dtype) as u64 * 4;
+    /// Buffers for `count` groups' accumulators of `dtype`, laid out as
+    /// `limbs` says (and records, for groups finished on the device).
+    pub fn new(ctx: &Context, dtype: Dtype, limbs: Limbs, count: u64, finish: Finish) -> Self {
+        let bytes = count * limbs.stride as u64 * 4;
         let acc = ctx.pool.take(
             &ctx.device,
             bytes,
@@ -379,6 +414,7 @@ impl WindowBuffers {
             read_bytes,
             count,
             dtype,
+            limbs,
             finish,
         }
     }
@@ -402,7 +438,8 @@ impl WindowBuffers {
         match (&self.records, self.finish) {
             (Some(records), Finish::OnDevice { mean }) => {
                 let params = encode_finish(
-                    ctx, encoder, self.dtype, wanted.sum, mean, self.count, &self.acc, records,
+                    ctx, encoder, self.dtype, self.limbs, wanted.sum, mean, self.count, &self.acc,
+                    records,
                 );
                 encoder.copy_buffer_to_buffer(records, 0, &self.readback, 0, self.read_bytes);
                 Some(params)
@@ -440,7 +477,7 @@ pub(crate) fn encode_window_phase(
     // one use the compact layout, which holds more groups.
     let direct = direct && by.key_words() > 0;
     let compact_fits = direct && count <= kernels.compact_groups(dtype) as u64;
-    let private_fits = count <= kernels.private_groups(dtype) as u64;
+    let private_fits = count <= kernels.private_groups(window.limbs) as u64;
     let local = match kernels.strategy.local {
         _ if by.key_words() == 0 || phase != 0 => Local::Global,
         Some(Local::Global) => Local::Global,
@@ -460,6 +497,7 @@ pub(crate) fn encode_window_phase(
     let pipeline = kernels.pipeline(
         &ctx.device,
         dtype,
+        window.limbs,
         PassKind {
             mode: by.mode(),
             sum: wanted.sum,
@@ -477,7 +515,10 @@ pub(crate) fn encode_window_phase(
         .iter()
         .filter(|c| c.rows.start < row_range.end && row_range.start < c.rows.end)
     {
-        let p = chunk_params(by, chunk, g0, count);
+        let p = GroupParams {
+            limb_base: window.limbs.base,
+            ..chunk_params(by, chunk, g0, count)
+        };
         let params = ctx.pool.take(
             &ctx.device,
             GROUP_PARAMS_BYTES,
@@ -569,7 +610,7 @@ pub(crate) fn reduce_groups(
     if groups == 0 {
         return Ok(());
     }
-    let shape = PassShape::new(ctx, dtype, &by, wanted);
+    let shape = PassShape::new(ctx, dtype, values, &by, wanted);
     let mut first_scope = Some(ErrorScopes::push(ctx));
     let chunks = make_chunks(
         ctx,
@@ -586,7 +627,7 @@ pub(crate) fn reduce_groups(
         let scope = first_scope.take().unwrap_or_else(|| ErrorScopes::push(ctx));
         let g1 = (g0 + shape.window).min(groups);
         let count = g1 - g0;
-        let window = WindowBuffers::new(ctx, dtype, count, finish);
+        let window = WindowBuffers::new(ctx, dtype, shape.limbs, count, finish);
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -615,7 +656,10 @@ pub(crate) fn reduce_groups(
         scope.check()?;
         // Finished from the mapped readback, where the words lie.
         read_mapped(ctx, &window.readback, window.read_bytes, index, |words| {
-            each(g0, &GroupAccumulators::read_back(dtype, finish, words))
+            each(
+                g0,
+                &GroupAccumulators::read_back(dtype, shape.limbs, finish, words),
+            )
         })??;
         drop(params);
         g0 = g1;

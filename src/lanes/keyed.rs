@@ -267,7 +267,13 @@ impl KeyedEntry {
     }
 
     fn shape(&self, sh: &Shared) -> PassShape {
-        PassShape::new(&sh.ctx, self.dtype, &self.row_groups(), self.wanted)
+        PassShape::new(
+            &sh.ctx,
+            self.dtype,
+            self.values(),
+            &self.row_groups(),
+            self.wanted,
+        )
     }
 
     /// What completes the request, to hand to readback callbacks.
@@ -475,7 +481,7 @@ fn read_window(
     then: impl FnOnce(u64, Result<GroupAccumulators<'static>>) + Send + 'static,
 ) {
     let buffer: wgpu::Buffer = (*window.readback).clone();
-    let (dtype, finish) = (window.dtype, window.finish);
+    let (dtype, limbs, finish) = (window.dtype, window.limbs, window.finish);
     map_read(
         &buffer,
         window.read_bytes,
@@ -483,7 +489,7 @@ fn read_window(
         move |view| {
             view.map(|b| {
                 let words = bytemuck::cast_slice::<u8, u32>(b).to_vec();
-                GroupAccumulators::read_back(dtype, finish, words)
+                GroupAccumulators::read_back(dtype, limbs, finish, words)
             })
         },
         move |read| {
@@ -599,7 +605,7 @@ fn encode_all(sh: &Shared, entry: &KeyedEntry) -> Result<Encoded> {
     let mut g0 = 0;
     while g0 < entry.groups {
         let count = shape.window.min(entry.groups - g0);
-        let window = WindowBuffers::new(ctx, entry.dtype, count, entry.finish);
+        let window = WindowBuffers::new(ctx, entry.dtype, shape.limbs, count, entry.finish);
         window.encode_clear(&mut encoder);
         // Every chunk's high words before any chunk's low words.
         for phase in 0..shape.phases {
@@ -733,7 +739,13 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
     let dtype = job.entry.dtype;
     let scope = ErrorScopes::push(ctx);
     if step.first {
-        job.window = Some(WindowBuffers::new(ctx, dtype, step.count, job.entry.finish));
+        job.window = Some(WindowBuffers::new(
+            ctx,
+            dtype,
+            job.shape.limbs,
+            step.count,
+            job.entry.finish,
+        ));
     }
     let by = job.entry.row_groups();
     // This step's rows only, uploaded right before they are read.
