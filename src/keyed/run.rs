@@ -180,8 +180,9 @@ pub(crate) fn window_groups(ctx: &Context, limbs: Limbs) -> u64 {
 }
 
 /// The accumulator layout for `values` of `dtype`: narrow where their
-/// spread is known (host-held values, scanned here; integers), full for
-/// device-resident floats.
+/// spread is known (host-held values, scanned here, a pass over the
+/// column on the calling thread; integers), full for device-resident
+/// floats.
 pub(crate) fn limbs_for(dtype: Dtype, values: Words<'_>) -> Limbs {
     let rows = values.len() / dtype.words();
     let spread = match values {
@@ -312,11 +313,12 @@ fn device_keys_change_often(ctx: &Context, array: &DeviceArray, w: usize) -> Opt
 }
 
 impl PassShape {
-    /// The shape of a pass over `values` of `dtype` grouped by `by`.
+    /// The shape of a pass over values of `dtype` grouped by `by`, into
+    /// accumulators laid out as `limbs` says ([`limbs_for`] the values).
     pub fn new(
         ctx: &Context,
         dtype: Dtype,
-        values: Words<'_>,
+        limbs: Limbs,
         by: &RowGroups<'_>,
         wanted: Wanted,
     ) -> Self {
@@ -336,7 +338,6 @@ impl PassShape {
             .min(ctx.limits.max_units_per_dispatch.saturating_mul(per_unit))
             .clamp(1, MAX_CHUNK_ROWS);
         let chunk_rows = (chunk_rows / align * align).max(align);
-        let limbs = limbs_for(dtype, values);
         PassShape {
             chunk_rows,
             align,
@@ -610,7 +611,7 @@ pub(crate) fn reduce_groups(
     if groups == 0 {
         return Ok(());
     }
-    let shape = PassShape::new(ctx, dtype, values, &by, wanted);
+    let shape = PassShape::new(ctx, dtype, limbs_for(dtype, values), &by, wanted);
     let mut first_scope = Some(ErrorScopes::push(ctx));
     let chunks = make_chunks(
         ctx,

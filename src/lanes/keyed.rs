@@ -34,9 +34,10 @@ use crate::error::{Error, Result};
 use crate::kernels::BLOCK;
 use crate::keyed::accumulators::GroupAccumulators;
 use crate::keyed::finish::Finish;
+use crate::keyed::limbs::Limbs;
 use crate::keyed::run::{
     Chunk, PassShape, RowGroups, Staging, Wanted, WindowBuffers, Words, encode_window_phase,
-    make_chunks,
+    limbs_for, make_chunks,
 };
 use crate::keyed::{
     Grouped, Key, KeyPlan, check_request, finish_on_device, finish_window, plan_keys,
@@ -166,6 +167,7 @@ impl<K: Key> KeyedRequest<K> {
         Ok(KeyedEntry {
             values: self.values.clone(),
             dtype: self.dtype,
+            limbs: limbs_for(self.dtype, Words::Host(self.values.words())),
             rows: self.rows,
             by,
             groups,
@@ -204,6 +206,9 @@ enum Groups {
 pub(super) struct KeyedEntry {
     values: Arc<dyn HostWords>,
     dtype: Dtype,
+    /// The accumulators' layout, from the values' spread (scanned on the
+    /// submitting thread, not the scheduler's).
+    limbs: Limbs,
     rows: u64,
     by: Groups,
     groups: u64,
@@ -270,7 +275,7 @@ impl KeyedEntry {
         PassShape::new(
             &sh.ctx,
             self.dtype,
-            self.values(),
+            self.limbs,
             &self.row_groups(),
             self.wanted,
         )
