@@ -627,6 +627,12 @@ fn direct_row_pairs(first: u32) {
 fn touch_row(g: u32, v: Value) -> u32 {
     let at = g * STRIDE;
     var t = atomicLoad(&acc[at + A_COUNT]);
+    if STRIDE == 16u {
+        // A 16-word group fills one 64-byte line (where the buffer starts
+        // on one, as device allocations do): one load brings it all, and
+        // each load is a loop over the lanes on a CPU driver.
+        return t;
+    }
     // The limb the value's low bits go to (nonzero finite values only: a
     // zero's position may lie under limb_base).
     let limb = select(0u, (v.pos >> 5u) - params.limb_base, v.special == 0u && any(v.mag != vec2<u32>(0u)));
