@@ -951,14 +951,17 @@ fn narrow_span_rows<E: Element>(
 
 /// Host-held columns get accumulators narrowed to their values' range
 /// (src/keyed/limbs.rs): sums one bit under the top of a narrow span, and
-/// one position higher (which needs the next layout), at the lowest and
-/// highest bases, match the exact reference and the same column held on
-/// the device (full accumulators), and each key's state matches the CPU's
-/// state of its values.
+/// one position higher (which needs the next layout), from the lowest base
+/// to the highest, rows shuffled and sorted by key, under every way of
+/// taking rows and accumulating, and small partitions of the same values,
+/// match the exact reference and the same column held on the device (full
+/// accumulators); each key's state matches the CPU's state of its values.
 #[test]
 fn narrow_accumulators_hold_sums_at_their_limits() {
-    use gpulanes::kernels::{Limbs, Spread};
-    fn run<E: Element>(e: &Engine, what: &str, keys: &[i32], values: &[E]) {
+    use gpulanes::EngineOptions;
+    use gpulanes::kernels::{GroupStrategy, Limbs, Local, Spread};
+    fn run<E: Element>(engines: &[Engine], what: &str, keys: &[i32], values: &[E]) {
+        let e = engine();
         for nan in POLICIES {
             let host = check(e, what, keys, values, nan);
             let dev = e
@@ -974,6 +977,10 @@ fn narrow_accumulators_hold_sums_at_their_limits() {
                 all_bits(&host),
                 "{what}: device-resident values"
             );
+            for forced in engines {
+                let got = forced.reduce_by_key(keys, values, &OPS, nan).unwrap();
+                assert_eq!(all_bits(&got), all_bits(&host), "{what}: a forced way");
+            }
         }
         let mut groups: BTreeMap<i32, Vec<E>> = BTreeMap::new();
         for (&k, &v) in keys.iter().zip(values) {
@@ -984,36 +991,76 @@ fn narrow_accumulators_hold_sums_at_their_limits() {
             let want = State::of(&groups[k], StateKind::Sum);
             assert_eq!(s.to_bytes(), want.to_bytes(), "{what}: state of key {k}");
         }
+        for size in [3, 40] {
+            let parts = Partitions::EqualSize(size);
+            let got = e
+                .reduce_slice(values, Op::Sum, &parts, NanPolicy::Propagate)
+                .unwrap();
+            let want =
+                gpulanes::cpu::reduce(values, Op::Sum, &parts, NanPolicy::Propagate).unwrap();
+            let bits = |r: &gpulanes::Reduction<Scalar>| -> Vec<_> {
+                r.values.iter().map(|v| scalar_bits(*v)).collect()
+            };
+            assert_eq!(bits(&got), bits(&want), "{what}: partitions of {size}");
+        }
     }
-    fn both<E: Element>(e: &Engine, rng: &mut SplitMix, n: usize, base: u32, mant_bits: u32) {
+    fn both<E: Element>(engines: &[Engine], rng: &mut SplitMix, n: usize, base: u32, bits: u32) {
         let dtype = E::DTYPE;
         // The highest position whose sums of n values stay under the top
-        // bit of a 3-limb span from `base` (n < 2^13).
+        // bit of a 3-limb span from `base` (n < 2^13), or the largest finite
+        // value's (253 for float32, 2045 for float64) where that is lower.
+        let max_pos = if dtype == gpulanes::Dtype::F32 {
+            253
+        } else {
+            2045
+        };
         let lo = 32 * base;
-        let hi = 32 * (base + 3) - mant_bits - 13 - 1;
+        let hi = (32 * (base + 3) - bits - 13 - 1).min(max_pos);
         let narrow = Limbs::for_values(dtype, Spread::Within { lo, hi }, n as u64);
         assert_eq!(
             (narrow.base, narrow.len),
             (base, 3),
             "{dtype}: the span under test"
         );
-        let wider = Limbs::for_values(dtype, Spread::Within { lo, hi: hi + 1 }, n as u64);
-        let _ = wider;
-        let what = format!("{dtype} from limb {base}");
-        let (keys, values) = narrow_span_rows::<E>(rng, n, (lo, hi, hi), mant_bits);
-        run(e, &what, &keys, &values);
-        let (keys, values) = narrow_span_rows::<E>(rng, n, (lo, hi, hi + 1), mant_bits);
-        run(e, &format!("{what}, one position higher"), &keys, &values);
+        let mut tops = vec![(hi, "")];
+        if hi < max_pos {
+            let wider = Limbs::for_values(dtype, Spread::Within { lo, hi: hi + 1 }, n as u64);
+            assert!(wider.len > 3, "{dtype}: one position more needs more limbs");
+            tops.push((hi + 1, ", one position higher"));
+        }
+        for (top, how) in tops {
+            let what = format!("{dtype} from limb {base}{how}");
+            let (keys, values) = narrow_span_rows::<E>(rng, n, (lo, hi, top), bits);
+            run(engines, &what, &keys, &values);
+            let mut rows: Vec<(i32, E)> = keys.into_iter().zip(values).collect();
+            rows.sort_by_key(|r| r.0);
+            let (keys, values): (Vec<i32>, Vec<E>) = rows.into_iter().unzip();
+            run(engines, &format!("{what}, sorted"), &keys, &values);
+        }
     }
-    let e = engine();
+    let engines: Vec<Engine> = [
+        (Some(true), Local::Global),
+        (Some(false), Local::Global),
+        (Some(false), Local::Private),
+    ]
+    .into_iter()
+    .map(|(direct, local)| {
+        let strategy = GroupStrategy {
+            direct,
+            local: Some(local),
+        };
+        Engine::with_options(EngineOptions::default().group_strategy(strategy)).unwrap()
+    })
+    .collect();
     let mut rng = SplitMix::new(47);
     // 2^13 - 1 rows: three quarters of them at the top reach the bit under
-    // the span's sign bit.
+    // the span's sign bit (from every base but the highest, whose span
+    // reaches past the largest finite value).
     let n = 8191;
-    for base in [0, 4] {
-        both::<f32>(e, &mut rng, n, base, 24);
+    for base in [0, 3, 6, 7] {
+        both::<f32>(&engines, &mut rng, n, base, 24);
     }
-    for base in [1, 30, 62] {
-        both::<f64>(e, &mut rng, n, base, 53);
+    for base in [1, 30, 62, 63] {
+        both::<f64>(&engines, &mut rng, n, base, 53);
     }
 }

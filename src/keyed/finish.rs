@@ -476,18 +476,27 @@ mod tests {
     }
 
     /// Every layout a pass may use: the full one, and each narrow class at
-    /// the lowest, a middle and the highest base (floats; integers sit at
-    /// base 0).
+    /// the lowest, a middle and the highest base, and at the base whose
+    /// limbs hold the sums at the overflow threshold of `edge_cases`
+    /// (floats; integers sit at base 0).
     fn layouts(dtype: Dtype) -> Vec<Limbs> {
         let full = Limbs::full(dtype);
+        // The limb of the sum type's largest finite value's lowest bit.
+        let overflow_limb = if dtype == Dtype::F32 {
+            252 / 32
+        } else {
+            2044 / 32
+        };
         let mut out = Vec::new();
         for class in Limbs::classes(dtype) {
             let top = full.len - class.len;
-            let bases = if dtype.is_float() {
-                vec![0, top / 2, top]
+            let mut bases = if dtype.is_float() {
+                vec![0, top / 2, top, overflow_limb.min(top)]
             } else {
                 vec![0]
             };
+            bases.sort();
+            bases.dedup();
             out.extend(bases.into_iter().map(|base| Limbs { base, ..class }));
         }
         out

@@ -87,6 +87,12 @@ impl Limbs {
             .collect()
     }
 
+    /// The layout of passes that add nothing to the limbs (no sum wanted):
+    /// the narrowest class.
+    pub fn unsummed(dtype: Dtype) -> Self {
+        Self::classes(dtype)[0]
+    }
+
     /// Whether this is the dtype's full layout.
     pub fn is_full(self, dtype: Dtype) -> bool {
         self.len as usize == dtype.limbs()
@@ -257,6 +263,16 @@ mod tests {
         assert_eq!(spread_f32(&values), Spread::Within { lo, hi: top - 1 });
         assert_eq!(lo, (3.0e-30f32.to_bits() >> 23) - 1);
         assert_eq!(top, (7.0e20f32.to_bits() >> 23));
+        // Float64 values are two words: shares never split one.
+        let mut values = vec![-0.25f64; n];
+        values[n / 2 + 1] = 1.0e-300;
+        values[3] = f64::from_bits(0x7ff0_0000_0000_0001);
+        values[n - 2] = 3.0e300;
+        let words: &[u32] = bytemuck::cast_slice(&values);
+        let (lo, top) = positions(Dtype::F64, words);
+        assert_eq!(spread_f64(&values), Spread::Within { lo, hi: top - 1 });
+        assert_eq!(lo, (1.0e-300f64.to_bits() >> 52) as u32 - 1);
+        assert_eq!(top, (3.0e300f64.to_bits() >> 52) as u32);
     }
 
     /// The exact rule: the span starts at or under `lo`, and its top bit

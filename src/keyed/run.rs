@@ -179,11 +179,15 @@ pub(crate) fn window_groups(ctx: &Context, limbs: Limbs) -> u64 {
     (ctx.limits.max_binding_bytes / (limbs.stride as u64 * 4)).clamp(1, 1 << 30)
 }
 
-/// The accumulator layout for `values` of `dtype`: narrow where their
-/// spread is known (host-held values, scanned here, a pass over the
-/// column on the calling thread; integers), full for device-resident
-/// floats.
-pub(crate) fn limbs_for(dtype: Dtype, values: Words<'_>) -> Limbs {
+/// The accumulator layout for `values` of `dtype` (`sum`: the pass adds
+/// them to the limbs): narrow where their spread is known (host-held
+/// values, scanned here, a pass over the column on the calling thread;
+/// integers), full for device-resident floats; the narrowest where no sum
+/// is wanted.
+pub(crate) fn limbs_for(dtype: Dtype, values: Words<'_>, sum: bool) -> Limbs {
+    if !sum {
+        return Limbs::unsummed(dtype);
+    }
     let rows = values.len() / dtype.words();
     let spread = match values {
         Words::Host(words) => spread_of_words(dtype, words),
@@ -611,7 +615,13 @@ pub(crate) fn reduce_groups(
     if groups == 0 {
         return Ok(());
     }
-    let shape = PassShape::new(ctx, dtype, limbs_for(dtype, values), &by, wanted);
+    let shape = PassShape::new(
+        ctx,
+        dtype,
+        limbs_for(dtype, values, wanted.sum),
+        &by,
+        wanted,
+    );
     let mut first_scope = Some(ErrorScopes::push(ctx));
     let chunks = make_chunks(
         ctx,

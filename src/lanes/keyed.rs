@@ -167,7 +167,11 @@ impl<K: Key> KeyedRequest<K> {
         Ok(KeyedEntry {
             values: self.values.clone(),
             dtype: self.dtype,
-            limbs: limbs_for(self.dtype, Words::Host(self.values.words())),
+            limbs: limbs_for(
+                self.dtype,
+                Words::Host(self.values.words()),
+                wanted(&self.ops).sum,
+            ),
             rows: self.rows,
             by,
             groups,
