@@ -46,6 +46,10 @@ pub use crate::keyed::kernels::{
 pub use crate::keyed::kernels::{GROUP_BINDINGS, GROUP_PARAMS_BYTES};
 /// The layouts of group accumulators (which limbs of the exact sum they hold).
 pub use crate::keyed::limbs::{Limbs, NARROW_LIMBS, Spread};
+#[doc(hidden)]
+pub use crate::keyed::spread::{SPREAD_BINDINGS, SPREAD_PARAMS_BYTES, SPREAD_WG};
+/// The kernel that finds the spread of a device-resident float column.
+pub use crate::keyed::spread::{SPREAD_WGSL, spread_shader_source};
 
 /// How the host binds one `@group(0)` binding: the bind group layouts are
 /// built from the tables below, which tests/wgsl_layout.rs checks against

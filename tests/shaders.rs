@@ -62,6 +62,7 @@ fn every_shader_file_starts_with_a_description() {
         ("exact_entry.wgsl", gpulanes::kernels::EXACT_ENTRY_WGSL),
         ("group.wgsl", gpulanes::kernels::GROUP_WGSL),
         ("finish_groups.wgsl", gpulanes::kernels::FINISH_WGSL),
+        ("spread.wgsl", gpulanes::kernels::SPREAD_WGSL),
     ] {
         let head: Vec<&str> = src.lines().take(3).collect();
         assert!(
@@ -232,5 +233,33 @@ fn every_finishing_kernel_variant_validates_and_translates() {
             ];
             translate_with(&source, &label, &constants, "finish_groups");
         }
+    }
+}
+
+/// The kernel that finds a device-resident float column's spread: both
+/// float dtypes.
+#[test]
+fn every_spread_kernel_validates_and_translates() {
+    use gpulanes::kernels::spread_shader_source;
+    for dtype in [Dtype::F32, Dtype::F64] {
+        let source = spread_shader_source(dtype);
+        let label = format!("spread {dtype}");
+        let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
+            panic!("{label}: WGSL parse error:\n{}", e.emit_to_string(&source))
+        });
+        let mut validator = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        );
+        if let Err(e) = validator.validate(&module) {
+            panic!("{label}: validation error:\n{}", e.emit_to_string(&source));
+        }
+        let names: Vec<&str> = module
+            .entry_points
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["spread"], "{label}: entry points");
+        translate_with(&source, &label, &[], "spread");
     }
 }

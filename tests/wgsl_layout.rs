@@ -408,3 +408,23 @@ fn finishing_kernel_matches_the_group_kernel_and_the_host() {
         );
     }
 }
+
+/// The spread kernel's bindings, uniform size and workgroup size are the
+/// host's.
+#[test]
+fn spread_kernel_matches_the_host() {
+    use gpulanes::kernels::{
+        SPREAD_BINDINGS, SPREAD_PARAMS_BYTES, SPREAD_WG, spread_shader_source,
+    };
+    for dtype in [Dtype::F32, Dtype::F64] {
+        let shader = Shader::new(&spread_shader_source(dtype), format!("spread {dtype}"));
+        check_bindings(&shader, "spread", &SPREAD_BINDINGS);
+        assert_eq!(
+            shader.structure("SpreadParams").0 as u64,
+            SPREAD_PARAMS_BYTES,
+            "{dtype}: SpreadParams bytes (WGSL, host)"
+        );
+        assert_eq!(shader.workgroup_size("spread"), [SPREAD_WG, 1, 1]);
+        assert_eq!(shader.constant("DTYPE"), dtype.code() as u64);
+    }
+}

@@ -298,6 +298,8 @@ pub(crate) struct GroupKernels {
     pub strategy: GroupStrategy,
     /// The kernel that finishes groups on the device.
     pub finish: super::finish::FinishKernels,
+    /// The kernel that finds a device-resident float column's spread.
+    pub spread: super::spread::SpreadKernel,
 }
 
 impl GroupKernels {
@@ -329,6 +331,7 @@ impl GroupKernels {
             build,
             strategy,
             finish: super::finish::FinishKernels::new(device, build),
+            spread: super::spread::SpreadKernel::new(device, build),
             workgroup_bytes: if private {
                 device.limits().max_compute_workgroup_storage_size
             } else {

@@ -50,8 +50,10 @@
 //! A group's accumulators hold only the limbs of the exact sum its column
 //! can reach ([`limbs`]): host-held values are scanned for their exponent
 //! range once, and uniform float32 values in [-1, 1) take 16 words (one
-//! 64-byte line) a group instead of 31, float64 32 instead of 145;
-//! device-resident floats keep the full layout.
+//! 64-byte line) a group instead of 31, float64 32 instead of 145.
+//! Device-resident floats get their range from one more pass on the device
+//! ([`spread`]) where there are more groups than workgroup memory holds in
+//! the full layout, and keep the full layout otherwise.
 //!
 //! Results are finished on the device ([`finish`]): after a window's
 //! passes one invocation per group rounds its exact sum and mean once and
@@ -70,6 +72,7 @@ pub(crate) mod finish;
 pub(crate) mod kernels;
 pub(crate) mod limbs;
 pub(crate) mod run;
+pub(crate) mod spread;
 pub mod stream;
 
 use std::collections::HashMap;

@@ -21,6 +21,7 @@ use super::kernels::{
     units_per_private_workgroup,
 };
 use super::limbs::{Limbs, Spread, spread_of_words};
+use super::spread::device_spread;
 
 /// Workgroups a private pass launches at least (where it has that many
 /// units), so that several cores share a small pass.
@@ -195,6 +196,26 @@ pub(crate) fn limbs_for(dtype: Dtype, values: Words<'_>, sum: bool) -> Limbs {
         Words::Device(_) => Spread::Unknown,
     };
     Limbs::for_values(dtype, spread, rows)
+}
+
+/// The accumulator layout of a pass over `values` into `groups` groups:
+/// [`limbs_for`], except that device-resident floats get their spread from
+/// the device ([`device_spread`]: one more pass over the column and a
+/// wait) where there are more groups than workgroup memory holds in the
+/// full layout, so that the accumulators' footprint matters; the full
+/// layout where the spread cannot be read.
+fn pass_limbs(ctx: &Context, dtype: Dtype, values: Words<'_>, sum: bool, groups: u64) -> Limbs {
+    let kernels = &ctx.group_kernels;
+    let local = kernels
+        .compact_groups(dtype)
+        .max(kernels.private_groups(Limbs::full(dtype)));
+    match values {
+        Words::Device(array) if sum && dtype.is_float() && groups > local as u64 => {
+            let spread = device_spread(ctx, array).unwrap_or(Spread::Unknown);
+            Limbs::for_values(dtype, spread, values.len() / dtype.words())
+        }
+        _ => limbs_for(dtype, values, sum),
+    }
 }
 
 /// How host rows reach the device: through the upload ring (large columns
@@ -615,13 +636,8 @@ pub(crate) fn reduce_groups(
     if groups == 0 {
         return Ok(());
     }
-    let shape = PassShape::new(
-        ctx,
-        dtype,
-        limbs_for(dtype, values, wanted.sum),
-        &by,
-        wanted,
-    );
+    let limbs = pass_limbs(ctx, dtype, values, wanted.sum, groups);
+    let shape = PassShape::new(ctx, dtype, limbs, &by, wanted);
     let mut first_scope = Some(ErrorScopes::push(ctx));
     let chunks = make_chunks(
         ctx,
