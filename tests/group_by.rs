@@ -955,7 +955,9 @@ fn narrow_span_rows<E: Element>(
 /// to the highest, rows shuffled and sorted by key, under every way of
 /// taking rows and accumulating, and small partitions of the same values,
 /// match the exact reference and the same column held on the device (full
-/// accumulators); each key's state matches the CPU's state of its values.
+/// accumulators for four groups, sized from the device's scan of the
+/// column for 4,000); each key's state matches the CPU's state of its
+/// values.
 #[test]
 fn narrow_accumulators_hold_sums_at_their_limits() {
     use gpulanes::EngineOptions;
@@ -982,6 +984,34 @@ fn narrow_accumulators_hold_sums_at_their_limits() {
                 assert_eq!(all_bits(&got), all_bits(&host), "{what}: a forced way");
             }
         }
+        // The same rows over 4,000 groups: device-resident floats then
+        // find their spread on the device (more groups than workgroup
+        // memory holds in the full layout).
+        let many: Vec<i32> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| k * 1000 + (i % 1000) as i32)
+            .collect();
+        let host = check(
+            e,
+            &format!("{what}, 4,000 groups"),
+            &many,
+            values,
+            NanPolicy::Propagate,
+        );
+        let dev = e
+            .reduce_by_key_device(
+                &e.upload(&many).unwrap(),
+                &e.upload(values).unwrap(),
+                &OPS,
+                NanPolicy::Propagate,
+            )
+            .unwrap();
+        assert_eq!(
+            all_bits(&dev),
+            all_bits(&host),
+            "{what}: 4,000 groups on the device"
+        );
         let mut groups: BTreeMap<i32, Vec<E>> = BTreeMap::new();
         for (&k, &v) in keys.iter().zip(values) {
             groups.entry(k).or_default().push(v);
