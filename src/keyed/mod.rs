@@ -193,14 +193,22 @@ fn finish_groups<K>(
     groups: &[(K, usize)],
     nan: NanPolicy,
 ) -> Result<()> {
+    // Ops of one kind (sum, mean and count) share a group's state.
+    let slot_of = |kind: StateKind| match kind {
+        StateKind::Sum => 0,
+        StateKind::Max => 1,
+        StateKind::Min => 2,
+    };
     if acc.is_finished() {
         // Sums and means rounded on the device: no exact arithmetic here.
         for (i, &(_, g)) in groups.iter().enumerate() {
             let sum = acc.finished_sum(g);
+            let mut settled = [None; 3];
             for (op, values, counts) in slots.iter_mut() {
-                let settled = acc.settled(g, StateKind::for_op(*op));
-                values[i] = settled.finalize(*op, nan, &sum)?;
-                counts[i] = settled.count(nan);
+                let kind = StateKind::for_op(*op);
+                let s = settled[slot_of(kind)].get_or_insert_with(|| acc.settled(g, kind));
+                values[i] = s.finalize(*op, nan, &sum)?;
+                counts[i] = s.count(nan);
             }
         }
         return Ok(());
@@ -212,11 +220,7 @@ fn finish_groups<K>(
         let mut made = [false; 3];
         for (op, values, counts) in slots.iter_mut() {
             let kind = StateKind::for_op(*op);
-            let slot = match kind {
-                StateKind::Sum => 0,
-                StateKind::Max => 1,
-                StateKind::Min => 2,
-            };
+            let slot = slot_of(kind);
             if !made[slot] {
                 acc.state_into(g, kind, &mut states[slot]);
                 made[slot] = true;
