@@ -89,6 +89,27 @@ pub const PARTIALS_BINDINGS: [(u32, BindingKind); 4] = [
 /// The layout entries of `bindings`, all visible to compute; the uniform
 /// holds `uniform_bytes` and is bound at a dynamic offset when
 /// `dynamic_uniform`.
+/// A kernel's bind group layout (its one group, from its binding table)
+/// and the pipeline layout of that group.
+pub(crate) fn kernel_layouts(
+    device: &wgpu::Device,
+    label: &str,
+    bindings: &[(u32, BindingKind)],
+    uniform_bytes: u64,
+    dynamic_uniform: bool,
+) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(label),
+        entries: &layout_entries(bindings, uniform_bytes, dynamic_uniform),
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(label),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    (layout, pipeline_layout)
+}
+
 pub(crate) fn layout_entries(
     bindings: &[(u32, BindingKind)],
     uniform_bytes: u64,
@@ -253,25 +274,24 @@ pub(crate) struct Kernels {
 
 impl Kernels {
     pub fn new(device: &wgpu::Device, shape: KernelShape, build: KernelBuild) -> Self {
-        let elements_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("reduce elements"),
-            entries: &layout_entries(&ELEMENTS_BINDINGS, PARAMS_BYTES, true),
-        });
-        let partials_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("reduce partials"),
-            entries: &layout_entries(&PARTIALS_BINDINGS, PARAMS_BYTES, true),
-        });
-        let pipeline_layout = |layout: &wgpu::BindGroupLayout, label| {
-            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(label),
-                bind_group_layouts: &[Some(layout)],
-                immediate_size: 0,
-            })
-        };
+        let (elements_layout, elements_pipeline_layout) = kernel_layouts(
+            device,
+            "reduce elements",
+            &ELEMENTS_BINDINGS,
+            PARAMS_BYTES,
+            true,
+        );
+        let (partials_layout, partials_pipeline_layout) = kernel_layouts(
+            device,
+            "reduce partials",
+            &PARTIALS_BINDINGS,
+            PARAMS_BYTES,
+            true,
+        );
         let kernels = Kernels {
             shape,
-            elements_pipeline_layout: pipeline_layout(&elements_layout, "reduce elements"),
-            partials_pipeline_layout: pipeline_layout(&partials_layout, "reduce partials"),
+            elements_pipeline_layout,
+            partials_pipeline_layout,
             elements_layout,
             partials_layout,
             by_dtype: Default::default(),

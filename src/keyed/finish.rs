@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use crate::context::Context;
 use crate::dtype::Dtype;
-use crate::kernels::{BindingKind, layout_entries};
+use crate::kernels::{BindingKind, kernel_layouts};
 use crate::options::KernelBuild;
 use crate::pool::PooledBuffer;
 use crate::state::ExactValue;
@@ -152,15 +152,13 @@ pub fn finish_shader_source(dtype: Dtype, limbs: Limbs) -> String {
 
 impl FinishKernels {
     pub fn new(device: &wgpu::Device, build: KernelBuild) -> Self {
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("finish groups"),
-            entries: &layout_entries(&FINISH_BINDINGS, FINISH_PARAMS_BYTES, false),
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("finish groups"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
+        let (layout, pipeline_layout) = kernel_layouts(
+            device,
+            "finish groups",
+            &FINISH_BINDINGS,
+            FINISH_PARAMS_BYTES,
+            false,
+        );
         FinishKernels {
             layout,
             pipeline_layout,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::dtype::Dtype;
-use crate::kernels::{BindingKind, KernelShape, layout_entries};
+use crate::kernels::{BindingKind, KernelShape, kernel_layouts};
 use crate::options::KernelBuild;
 
 use super::limbs::{Limbs, magnitude_bits};
@@ -313,15 +313,13 @@ impl GroupKernels {
         build: KernelBuild,
         strategy: GroupStrategy,
     ) -> Self {
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("reduce groups"),
-            entries: &layout_entries(&GROUP_BINDINGS, GROUP_PARAMS_BYTES, false),
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("reduce groups"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
+        let (layout, pipeline_layout) = kernel_layouts(
+            device,
+            "reduce groups",
+            &GROUP_BINDINGS,
+            GROUP_PARAMS_BYTES,
+            false,
+        );
         GroupKernels {
             shape,
             layout,

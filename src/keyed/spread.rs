@@ -11,7 +11,7 @@ use crate::context::{Context, ErrorScopes};
 use crate::device_array::DeviceArray;
 use crate::dtype::Dtype;
 use crate::error::Result;
-use crate::kernels::{BindingKind, layout_entries};
+use crate::kernels::{BindingKind, kernel_layouts};
 use crate::options::KernelBuild;
 
 use super::limbs::Spread;
@@ -57,15 +57,13 @@ pub(crate) struct SpreadKernel {
 
 impl SpreadKernel {
     pub fn new(device: &wgpu::Device, build: KernelBuild) -> Self {
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("value spread"),
-            entries: &layout_entries(&SPREAD_BINDINGS, SPREAD_PARAMS_BYTES, false),
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("value spread"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
+        let (layout, pipeline_layout) = kernel_layouts(
+            device,
+            "value spread",
+            &SPREAD_BINDINGS,
+            SPREAD_PARAMS_BYTES,
+            false,
+        );
         SpreadKernel {
             layout,
             pipeline_layout,
