@@ -1,0 +1,208 @@
+//! Criterion: keyed reductions (sum, mean, max and count in one pass) of
+//! float32 and float64 values by int32 keys uniform over 16, 1K, 64K and
+//! 1M values, from host memory (`f32-host/1M`: upload, key planning and the
+//! values' exponent scan included) and device-resident (`f32-device/1M`:
+//! keys and values uploaded once; the device's scan of the values, where
+//! the groups need it, included). `Throughput::Bytes` counts the keys and
+//! values read. Rows: 16M on a GPU, 4M on a software adapter, 64K in test
+//! mode (`GPULANES_BENCH_ROWS` to choose; `GPULANES_BENCH_CARDINALITIES`,
+//! a list like 16,1K,1M, for the key counts). Values are uniform in
+//! [-1, 1); every case is checked against the exact CPU reference before
+//! it is timed.
+//!
+//! `cargo bench --bench group_by`; `cargo test --benches` runs each
+//! benchmark once on a small input. `gpulanes bench` has the float32 rows
+//! from host memory beside the whole-buffer sum.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use gpulanes::{Element, Engine, Grouped, NanPolicy, Op, State, StateKind};
+
+// The parts of the `gpulanes bench` command (checks, data, sizes) that this bench shares.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/bin/gpulanes/measure/check.rs"]
+mod check;
+#[allow(dead_code, unused_imports)]
+#[path = "../src/bin/gpulanes/measure/data.rs"]
+mod data;
+#[allow(dead_code, unused_imports)]
+#[path = "../src/bin/gpulanes/measure/size.rs"]
+mod size;
+
+const OPS: [Op; 4] = [Op::Sum, Op::Mean, Op::Max, Op::Count];
+const SEED: u64 = 0x000C_0FFE_E6B7;
+
+/// `cargo test --benches` (no `--bench` argument) or `-- --test`.
+fn test_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
+}
+
+/// A size list from the environment (suffixes K, M), or `default`.
+fn env_list(var: &str, default: Vec<u64>) -> Vec<u64> {
+    match std::env::var(var) {
+        Ok(list) => {
+            size::parse_list(&list).unwrap_or_else(|e| panic!("{var}: a list like 16,1K,1M ({e})"))
+        }
+        Err(_) => default,
+    }
+}
+
+fn rows(software: bool) -> u64 {
+    let default = match (test_mode(), software) {
+        (true, _) => 1 << 16,
+        (false, true) => 4 << 20,
+        (false, false) => 16 << 20,
+    };
+    env_list("GPULANES_BENCH_ROWS", vec![default])[0]
+}
+
+fn cardinalities() -> Vec<u64> {
+    let default = if test_mode() {
+        vec![16, 1 << 10]
+    } else {
+        vec![16, 1 << 10, 1 << 16, 1 << 20]
+    };
+    env_list("GPULANES_BENCH_CARDINALITIES", default)
+}
+
+/// Checks the engine's keyed reduction of `values` by `keys` (in
+/// `0..cardinality`) against each group's exact CPU state; a benchmark of
+/// wrong results is worthless.
+fn check_keyed<E: Element>(got: &Grouped<i32>, keys: &[i32], values: &[E], cardinality: u64) {
+    let mut groups: Vec<Vec<E>> = vec![Vec::new(); cardinality as usize];
+    for (&k, &v) in keys.iter().zip(values) {
+        groups[k as usize].push(v);
+    }
+    let present: Vec<(i32, &Vec<E>)> = groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !g.is_empty())
+        .map(|(k, g)| (k as i32, g))
+        .collect();
+    assert_eq!(
+        got.keys,
+        present.iter().map(|p| p.0).collect::<Vec<_>>(),
+        "keys"
+    );
+    for r in &got.reductions {
+        for (i, (k, group)) in present.iter().enumerate() {
+            let s = State::of(group, StateKind::for_op(r.op));
+            let want = s.finalize(r.op, NanPolicy::Propagate).unwrap();
+            let same = match (r.values[i], want) {
+                (Some(a), Some(b)) => check::same_value(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            };
+            assert!(
+                same,
+                "{} of key {k}: {:?}, want {want:?}",
+                r.op, r.values[i]
+            );
+            assert_eq!(
+                r.counts[i],
+                s.count(NanPolicy::Propagate),
+                "count of key {k}"
+            );
+        }
+    }
+}
+
+/// The host and device-resident cases of one value type.
+fn bench_dtype<E: Element>(
+    c: &mut Criterion,
+    engine: &Engine,
+    software: bool,
+    name: &str,
+    values: &[E],
+) {
+    let n = values.len();
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let mut group = c.benchmark_group(format!("group_by/{name}"));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(if software { 4 } else { 2 }));
+    let device_values = engine.upload(values).expect("upload the values");
+    for cardinality in cardinalities() {
+        let keys: Vec<i32> = data::random_u32(n, SEED ^ cardinality, threads)
+            .into_iter()
+            .map(|x| ((x as u64 * cardinality) >> 32) as i32)
+            .collect();
+        let device_keys = engine.upload(&keys).expect("upload the keys");
+        let from_host = engine
+            .reduce_by_key(&keys, values, &OPS, NanPolicy::Propagate)
+            .unwrap();
+        check_keyed(&from_host, &keys, values, cardinality);
+        let from_device = engine
+            .reduce_by_key_device(&device_keys, &device_values, &OPS, NanPolicy::Propagate)
+            .unwrap();
+        assert_eq!(
+            from_device.keys,
+            from_host.keys.iter().map(|&k| k as i64).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            from_device.reductions, from_host.reductions,
+            "device-resident, {cardinality} keys"
+        );
+        let label = size::label(cardinality);
+        group.throughput(Throughput::Bytes(
+            (n * (4 + std::mem::size_of::<E>())) as u64,
+        ));
+        group.bench_function(BenchmarkId::new("host", &label), |b| {
+            b.iter(|| {
+                black_box(
+                    engine
+                        .reduce_by_key(&keys, values, &OPS, NanPolicy::Propagate)
+                        .unwrap(),
+                )
+            })
+        });
+        group.bench_function(BenchmarkId::new("device", &label), |b| {
+            b.iter(|| {
+                black_box(
+                    engine
+                        .reduce_by_key_device(
+                            &device_keys,
+                            &device_values,
+                            &OPS,
+                            NanPolicy::Propagate,
+                        )
+                        .unwrap(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+fn group_by(c: &mut Criterion) {
+    let engine = Engine::new().expect("an adapter (run scripts/ensure-vulkan.sh)");
+    let software = engine.adapter().software;
+    if software {
+        eprintln!(
+            "group_by bench: software adapter {:?}: timings say nothing about GPU speed",
+            engine.adapter().name
+        );
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let n = rows(software) as usize;
+    bench_dtype(
+        c,
+        &engine,
+        software,
+        "f32",
+        &data::random_f32(n, SEED, threads),
+    );
+    bench_dtype(
+        c,
+        &engine,
+        software,
+        "f64",
+        &data::random_f64(n, SEED ^ 0xF64, threads),
+    );
+}
+
+criterion_group!(benches, group_by);
+criterion_main!(benches);
