@@ -86,9 +86,6 @@ pub const PARTIALS_BINDINGS: [(u32, BindingKind); 4] = [
     (5, BindingKind::ReadOnly),
 ];
 
-/// The layout entries of `bindings`, all visible to compute; the uniform
-/// holds `uniform_bytes` and is bound at a dynamic offset when
-/// `dynamic_uniform`.
 /// A kernel's bind group layout (its one group, from its binding table)
 /// and the pipeline layout of that group.
 pub(crate) fn kernel_layouts(
@@ -110,6 +107,9 @@ pub(crate) fn kernel_layouts(
     (layout, pipeline_layout)
 }
 
+/// The layout entries of `bindings`, all visible to compute; the uniform
+/// holds `uniform_bytes` and is bound at a dynamic offset when
+/// `dynamic_uniform`.
 pub(crate) fn layout_entries(
     bindings: &[(u32, BindingKind)],
     uniform_bytes: u64,

@@ -202,15 +202,12 @@ pub(crate) fn limbs_for(dtype: Dtype, values: Words<'_>, sum: bool) -> Limbs {
 /// [`limbs_for`], except that device-resident floats get their spread from
 /// the device ([`device_spread`]: one more pass over the column and a
 /// wait) where there are more groups than workgroup memory holds in the
-/// full layout, so that the accumulators' footprint matters; the full
-/// layout where the spread cannot be read.
+/// full layout (private accumulation), so that the accumulators' footprint
+/// matters; the full layout where the spread cannot be read.
 fn pass_limbs(ctx: &Context, dtype: Dtype, values: Words<'_>, sum: bool, groups: u64) -> Limbs {
-    let kernels = &ctx.group_kernels;
-    let local = kernels
-        .compact_groups(dtype)
-        .max(kernels.private_groups(Limbs::full(dtype)));
+    let local = ctx.group_kernels.private_groups(Limbs::full(dtype)) as u64;
     match values {
-        Words::Device(array) if sum && dtype.is_float() && groups > local as u64 => {
+        Words::Device(array) if sum && dtype.is_float() && groups > local => {
             let spread = device_spread(ctx, array).unwrap_or(Spread::Unknown);
             Limbs::for_values(dtype, spread, values.len() / dtype.words())
         }

@@ -110,9 +110,14 @@ pub(crate) fn device_spread(ctx: &Context, array: &DeviceArray) -> Result<Spread
         mapped_at_creation: false,
     });
     let wpe = dtype.words();
-    // Windows of whole values starting at aligned offsets.
+    let max_dim = ctx.limits.max_workgroups_per_dim as u64;
+    // Windows of whole values starting at aligned offsets, each small
+    // enough for the grid to give every invocation at most
+    // VALUES_PER_INVOCATION values (more windows on a small grid, never
+    // longer loops).
     let align = (ctx.limits.offset_alignment / 4).max(wpe);
-    let window = (ctx.limits.max_binding_bytes / 4 / align * align).max(align);
+    let grid_words = max_dim * max_dim * SPREAD_WG as u64 * VALUES_PER_INVOCATION * wpe;
+    let window = ((ctx.limits.max_binding_bytes / 4).min(grid_words) / align * align).max(align);
     let pipeline = kernel.pipeline(&ctx.device, dtype);
     let mut encoder = ctx
         .device
@@ -161,7 +166,6 @@ pub(crate) fn device_spread(ctx: &Context, array: &DeviceArray) -> Result<Spread
                         },
                     ],
                 });
-                let max_dim = ctx.limits.max_workgroups_per_dim as u64;
                 let groups = values
                     .div_ceil(SPREAD_WG as u64 * VALUES_PER_INVOCATION)
                     .clamp(1, max_dim * max_dim);
@@ -193,7 +197,8 @@ mod tests {
     /// Float32 and float64 columns of every kind (NaN, infinities, signed
     /// zeros, subnormals, the largest finite values, nothing counted at
     /// all), in arrays of one buffer and of many (small buffers and
-    /// bindings, a 3 x 3 grid): the device's spread is the host scan's.
+    /// bindings, a 3 x 3 grid), and on a one-workgroup grid: the device's
+    /// spread is the host scan's.
     #[test]
     fn device_spreads_match_the_host_scan() {
         let engines = [
@@ -205,6 +210,10 @@ mod tests {
                     .max_workgroups_per_dim(3),
             )
             .expect("an engine with small buffers"),
+            // One workgroup a dispatch: windows of 8,192 values, not loops
+            // past llvmpipe's limit on an invocation.
+            Engine::with_options(EngineOptions::default().max_workgroups_per_dim(1))
+                .expect("an engine with a one-workgroup grid"),
         ];
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
@@ -263,5 +272,18 @@ mod tests {
                 .expect("upload");
             assert_eq!(device_spread(ctx, &none).expect("spread"), Spread::Nothing);
         }
+        // More values than one workgroup's 256 invocations could take in
+        // 65535 iterations each, the extremes last.
+        let e = &engines[2];
+        let mut many = vec![0.5f32; 256 * 65536 + 512];
+        let n = many.len();
+        many[n - 1] = 1.0e30;
+        many[n - 2] = -1.0e-30;
+        let a = e.upload(&many).expect("upload");
+        assert_eq!(
+            device_spread(e.context(), &a).expect("spread"),
+            spread_of_words(Dtype::F32, bytemuck::cast_slice(&many)),
+            "{n} values on a one-workgroup grid"
+        );
     }
 }
