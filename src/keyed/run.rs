@@ -202,10 +202,25 @@ pub(crate) fn limbs_for(dtype: Dtype, values: Words<'_>, sum: bool) -> Limbs {
 /// [`limbs_for`], except that device-resident floats get their spread from
 /// the device ([`device_spread`]: one more pass over the column and a
 /// wait) where there are more groups than workgroup memory holds in the
-/// full layout (private accumulation), so that the accumulators' footprint
-/// matters; the full layout where the spread cannot be read.
-fn pass_limbs(ctx: &Context, dtype: Dtype, values: Words<'_>, sum: bool, groups: u64) -> Limbs {
-    let local = ctx.group_kernels.private_groups(Limbs::full(dtype)) as u64;
+/// full layout (private accumulation, or compact where rows go one by one
+/// (`direct`), which does not depend on the layout), so that the
+/// accumulators' footprint matters; the full layout where the spread
+/// cannot be read.
+fn pass_limbs(
+    ctx: &Context,
+    dtype: Dtype,
+    values: Words<'_>,
+    sum: bool,
+    groups: u64,
+    direct: bool,
+) -> Limbs {
+    let kernels = &ctx.group_kernels;
+    let compact = if direct {
+        kernels.compact_groups(dtype)
+    } else {
+        0
+    };
+    let local = kernels.private_groups(Limbs::full(dtype)).max(compact) as u64;
     match values {
         Words::Device(array) if sum && dtype.is_float() && groups > local => {
             let spread = device_spread(ctx, array).unwrap_or(Spread::Unknown);
@@ -336,11 +351,12 @@ fn device_keys_change_often(ctx: &Context, array: &DeviceArray, w: usize) -> Opt
 
 impl PassShape {
     /// The shape of a pass over values of `dtype` grouped by `by`, into
-    /// accumulators laid out as `limbs` says ([`limbs_for`] the values).
+    /// accumulators laid out as `limbs` says given whether rows go one by
+    /// one ([`limbs_for`] the values).
     pub fn new(
         ctx: &Context,
         dtype: Dtype,
-        limbs: Limbs,
+        limbs: impl FnOnce(bool) -> Limbs,
         by: &RowGroups<'_>,
         wanted: Wanted,
     ) -> Self {
@@ -360,6 +376,12 @@ impl PassShape {
             .min(ctx.limits.max_units_per_dispatch.saturating_mul(per_unit))
             .clamp(1, MAX_CHUNK_ROWS);
         let chunk_rows = (chunk_rows / align * align).max(align);
+        let direct = ctx
+            .group_kernels
+            .strategy
+            .direct
+            .unwrap_or_else(|| keys_change_often(ctx, by));
+        let limbs = limbs(direct && by.key_words() > 0);
         PassShape {
             chunk_rows,
             align,
@@ -370,11 +392,7 @@ impl PassShape {
             } else {
                 1
             },
-            direct: ctx
-                .group_kernels
-                .strategy
-                .direct
-                .unwrap_or_else(|| keys_change_often(ctx, by)),
+            direct,
         }
     }
 }
@@ -633,7 +651,7 @@ pub(crate) fn reduce_groups(
     if groups == 0 {
         return Ok(());
     }
-    let limbs = pass_limbs(ctx, dtype, values, wanted.sum, groups);
+    let limbs = |direct| pass_limbs(ctx, dtype, values, wanted.sum, groups, direct);
     let shape = PassShape::new(ctx, dtype, limbs, &by, wanted);
     let mut first_scope = Some(ErrorScopes::push(ctx));
     let chunks = make_chunks(

@@ -279,7 +279,7 @@ impl KeyedEntry {
         PassShape::new(
             &sh.ctx,
             self.dtype,
-            self.limbs,
+            |_| self.limbs,
             &self.row_groups(),
             self.wanted,
         )
