@@ -18,7 +18,9 @@
 #      performance level;
 #   5. `gpulanes bench` with the group-by and small-partition rows beside
 #      PyTorch's (scripts/gpu-compare.sh), then the group-by rows under each
-#      forced way of taking rows and accumulating (GPULANES_GROUP);
+#      forced way of taking rows and accumulating (GPULANES_GROUP), and
+#      the criterion group-by bench (float32 and float64, from host memory
+#      and device-resident) where .devbin/b_group_by was carried;
 #   6. `gpulanes mixed` (the two lanes under a saturating batch stream);
 #   7. the correctness test binaries (.devbin/t_*) where they were carried.
 #
@@ -26,7 +28,8 @@
 #
 # --quick: fewer runs and sizes (a rehearsal, e.g. on lavapipe). Set
 # GPULANES_BIN to use another binary, DOCTOR_ARGS to add doctor arguments,
-# SKIP="peers cuda bench groups mixed tests" (any of them) to skip steps.
+# SKIP="peers cuda bench groups criterion mixed tests" (any of them) to skip
+# steps.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -151,6 +154,20 @@ if [[ $skip != *" groups "* ]]; then
     echo "bench ($way) exited $?"
     grep -A8 '^group-by' "$logs/group-$name.txt"
   done
+fi
+
+# 5c. The criterion group-by bench: float32 and float64 values, from host
+# memory and device-resident (the device rows compare with PyTorch's keyed
+# ops on GPU tensors), each case checked against the exact reference first.
+if [[ $skip != *" criterion "* ]] && [ -x "$root/.devbin/b_group_by" ]; then
+  step "criterion group-by bench"
+  rows=16M
+  [ $quick = 1 ] && rows=1M
+  # Criterion's own reports (hundreds of small files) stay out of the logs.
+  CRITERION_HOME=$(mktemp -d) GPULANES_BENCH_ROWS=$rows timeout 240 "$root/.devbin/b_group_by" \
+    --bench > "$logs/criterion-group-by.txt" 2>&1
+  echo "criterion group-by exited $?"
+  grep -E 'time:' "$logs/criterion-group-by.txt"
 fi
 
 # 6. The two lanes.

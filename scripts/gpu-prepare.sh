@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a run on a lent GPU machine (which has no Rust and no Vulkan
-# loader): builds the release CLI and a few test binaries, strips them into
-# .devbin/ (gpulanes, t_<test>), and downloads Debian's Vulkan loader
+# loader): builds the release CLI, a few test binaries and the criterion
+# group-by bench, strips them into .devbin/ (gpulanes, t_<test>,
+# b_group_by), and downloads Debian's Vulkan loader
 # package into .gl/ once. Both folders are git-ignored; carry them to the
 # GPU machine and run scripts/gpu-doctor.sh there.
 #
@@ -34,6 +35,14 @@ for line in sys.stdin:
   [ -n "$exe" ] || { echo "gpu-prepare: no test binary for $t" >&2; exit 1; }
   cp "$exe" ".devbin/t_$t"
 done
+bench=$(cargo bench --locked --no-run --bench group_by --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["bench"]:
+        print(m["executable"])' | tail -1)
+[ -n "$bench" ] || { echo "gpu-prepare: no group_by bench binary" >&2; exit 1; }
+cp "$bench" .devbin/b_group_by
 strip .devbin/*
 total=$(du -sm .devbin | cut -f1)
 ls -la .devbin .gl
