@@ -23,24 +23,25 @@ if ! compgen -G ".gl/*.deb" >/dev/null; then
   apt-get "${o[@]}" update >/dev/null && (cd .gl && apt-get "${o[@]}" download libvulkan1)
 fi
 rm -rf .devbin && mkdir -p .devbin
+# The executable cargo builds for `$1` (test or bench) with the cargo
+# arguments after it.
+built() {
+  local kind=$1; shift
+  cargo "$@" --locked --no-run --message-format=json 2>/dev/null |
+    KIND=$kind python3 -c 'import json,os,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == [os.environ["KIND"]]:
+        print(m["executable"])' | tail -1
+}
 cargo build --release --locked --bin gpulanes
 cp target/release/gpulanes .devbin/gpulanes
 for t in "${tests[@]}"; do
-  exe=$(cargo test --release --locked --no-run --test "$t" --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        print(m["executable"])' | tail -1)
+  exe=$(built test test --release --test "$t")
   [ -n "$exe" ] || { echo "gpu-prepare: no test binary for $t" >&2; exit 1; }
   cp "$exe" ".devbin/t_$t"
 done
-bench=$(cargo bench --locked --no-run --bench group_by --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["bench"]:
-        print(m["executable"])' | tail -1)
+bench=$(built bench bench --bench group_by)
 [ -n "$bench" ] || { echo "gpu-prepare: no group_by bench binary" >&2; exit 1; }
 cp "$bench" .devbin/b_group_by
 strip .devbin/*
