@@ -20,6 +20,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gpulanes::{Element, Engine, Grouped, NanPolicy, Op, State, StateKind};
 
+mod common;
+use common::test_mode;
+
 // The parts of the `gpulanes bench` command (checks, data, sizes) that this bench shares.
 #[allow(dead_code, unused_imports)]
 #[path = "../src/bin/gpulanes/measure/check.rs"]
@@ -33,12 +36,6 @@ mod size;
 
 const OPS: [Op; 4] = [Op::Sum, Op::Mean, Op::Max, Op::Count];
 const SEED: u64 = 0x000C_0FFE_E6B7;
-
-/// `cargo test --benches` (no `--bench` argument) or `-- --test`.
-fn test_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
-}
 
 /// A size list from the environment (suffixes K, M), or `default`.
 fn env_list(var: &str, default: Vec<u64>) -> Vec<u64> {
@@ -118,7 +115,7 @@ fn bench_dtype<E: Element>(
     values: &[E],
 ) {
     let n = values.len();
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let threads = common::threads();
     let mut group = c.benchmark_group(format!("group_by/{name}"));
     group
         .sample_size(10)
@@ -178,15 +175,8 @@ fn bench_dtype<E: Element>(
 }
 
 fn group_by(c: &mut Criterion) {
-    let engine = Engine::new().expect("an adapter (run scripts/ensure-vulkan.sh)");
-    let software = engine.adapter().software;
-    if software {
-        eprintln!(
-            "group_by bench: software adapter {:?}: timings say nothing about GPU speed",
-            engine.adapter().name
-        );
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let (engine, software) = common::engine("group_by");
+    let threads = common::threads();
     let n = rows(software) as usize;
     bench_dtype(
         c,

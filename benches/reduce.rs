@@ -17,6 +17,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gpulanes::{DeviceArray, Engine, NanPolicy, Op, Partitions};
 
+mod common;
+use common::test_mode;
+
 // The parts of the `gpulanes bench` command (checks, data, sizes) that this bench shares.
 #[allow(dead_code, unused_imports)]
 #[path = "../src/bin/gpulanes/measure/check.rs"]
@@ -30,12 +33,6 @@ mod size;
 
 const PARTITION: u64 = 4096;
 const SEED: u64 = 0x005E_ED0F_BE7C;
-
-/// `cargo test --benches` (no `--bench` argument) or `-- --test`.
-fn test_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
-}
 
 fn sizes(software: bool) -> Vec<u64> {
     if let Ok(list) = std::env::var("GPULANES_BENCH_SIZES") {
@@ -81,15 +78,8 @@ fn check_op(engine: &Engine, inputs: &Inputs, op: Op) {
 }
 
 fn reduce(c: &mut Criterion) {
-    let engine = Engine::new().expect("an adapter (run scripts/ensure-vulkan.sh)");
-    let software = engine.adapter().software;
-    if software {
-        eprintln!(
-            "reduce bench: software adapter {:?}: timings say nothing about GPU speed",
-            engine.adapter().name
-        );
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (engine, software) = common::engine("reduce");
+    let threads = common::threads();
     let rotate_bytes: u64 = if software { 64 << 20 } else { 512 << 20 };
     let all: Vec<Inputs> = sizes(software)
         .into_iter()
