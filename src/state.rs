@@ -210,6 +210,7 @@ pub(crate) struct Settled {
 impl Settled {
     /// From the words a kernel left: `flags` as it set them, `raw_key` its
     /// order key (a 32-bit dtype's in the high word, min's complemented).
+    #[inline]
     pub(crate) fn from_gpu(
         dtype: Dtype,
         kind: StateKind,
@@ -244,6 +245,7 @@ impl Settled {
     }
 
     /// Values counted under `nan`: NaN included under `Propagate`.
+    #[inline]
     pub(crate) fn count(&self, nan: NanPolicy) -> u64 {
         match nan {
             NanPolicy::Propagate => self.len,
@@ -251,6 +253,7 @@ impl Settled {
         }
     }
 
+    #[inline]
     pub(crate) fn finalize(
         &self,
         op: Op,

@@ -592,6 +592,31 @@ fn empty_input_and_bad_input() {
     // An int64 group sum outside int64 is an error, not a wrapped value.
     let r = e.reduce_by_key(&[1i32, 1], &[i64::MAX, 1], &[Op::Sum], NanPolicy::Propagate);
     assert!(matches!(r, Err(Error::Overflow(_))), "{r:?}");
+    // ... also where a window's groups are finished on several threads and
+    // the group that overflows is the last of the last thread's range.
+    let groups = 40_000i32;
+    let mut keys: Vec<i32> = (0..groups).collect();
+    let mut values = vec![1i64; groups as usize];
+    values[groups as usize - 1] = i64::MAX;
+    keys.push(groups - 1);
+    values.push(1);
+    let r = e.reduce_by_key(&keys, &values, &[Op::Count, Op::Sum], NanPolicy::Propagate);
+    assert!(matches!(r, Err(Error::Overflow(_))), "{r:?}");
+    // Without the overflowing row every group is there.
+    let g = e
+        .reduce_by_key(
+            &keys[..groups as usize],
+            &values[..groups as usize],
+            &[Op::Sum],
+            NanPolicy::Propagate,
+        )
+        .unwrap();
+    assert_eq!(g.keys, (0..groups).collect::<Vec<_>>());
+    assert_eq!(
+        g.reductions[0].values[groups as usize - 1],
+        Some(Scalar::I64(i64::MAX))
+    );
+    assert_eq!(g.reductions[0].values[0], Some(Scalar::I64(1)));
 }
 
 #[test]

@@ -114,6 +114,7 @@ impl<'a> GroupAccumulators<'a> {
         self.words.len() / self.width()
     }
 
+    #[inline]
     fn group(&self, g: usize) -> &[u32] {
         let s = self.width();
         &self.words[g * s..(g + 1) * s]
@@ -124,6 +125,7 @@ impl<'a> GroupAccumulators<'a> {
     }
 
     /// Rows of group `g`, NaN included (0: no row had this group).
+    #[inline]
     pub fn rows(&self, g: usize) -> u64 {
         let w = self.group(g);
         if self.finished {
@@ -134,6 +136,7 @@ impl<'a> GroupAccumulators<'a> {
     }
 
     /// A finished group's parts of `kind` besides its sum.
+    #[inline]
     pub fn settled(&self, g: usize, kind: StateKind) -> Settled {
         debug_assert!(self.finished);
         let w = self.group(g);
@@ -153,6 +156,7 @@ impl<'a> GroupAccumulators<'a> {
     }
 
     /// A finished group's sum and mean, rounded on the device.
+    #[inline]
     pub fn finished_sum(&self, g: usize) -> FinishedSum {
         debug_assert!(self.finished);
         FinishedSum::of(self.dtype, self.group(g))

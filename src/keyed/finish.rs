@@ -80,6 +80,7 @@ pub(crate) struct FinishedSum {
 
 impl FinishedSum {
     /// The sum of the record `r` of a group of `dtype` values.
+    #[inline]
     pub fn of(dtype: Dtype, r: &[u32]) -> Self {
         let pair = |i: usize| r[i] as u64 | (r[i + 1] as u64) << 32;
         FinishedSum {

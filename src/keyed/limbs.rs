@@ -145,25 +145,15 @@ pub(crate) fn spread_of_words(dtype: Dtype, words: &[u32]) -> Spread {
     }
     let wpe = dtype.words() as usize;
     let values = words.len() / wpe;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(values / PARALLEL_VALUES)
-        .max(1);
+    let threads = crate::threads::threads_for(values, PARALLEL_VALUES);
     let per = values.div_ceil(threads).max(1) * wpe;
-    let parts: Vec<(u32, u32)> = if threads == 1 {
-        vec![positions(dtype, words)]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = words
-                .chunks(per)
-                .map(|part| scope.spawn(move || positions(dtype, part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or((0, u32::MAX)))
-                .collect()
-        })
-    };
+    // A part whose thread panicked reads as every position, so the layout
+    // falls back to the full one.
+    let parts: Vec<(u32, u32)> =
+        crate::threads::on_threads(words.chunks(per).collect(), |part| positions(dtype, part))
+            .into_iter()
+            .map(|p| p.unwrap_or((0, u32::MAX)))
+            .collect();
     let (lo, top) = parts
         .into_iter()
         .fold((u32::MAX, 0), |(lo, top), (l, t)| (lo.min(l), top.max(t)));

@@ -76,6 +76,7 @@ pub(crate) mod spread;
 pub mod stream;
 
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 
 use crate::context::Context;
 use crate::device_array::DeviceArray;
@@ -84,6 +85,7 @@ use crate::error::{Error, Result};
 use crate::future::{Promise, ReductionFuture};
 use crate::op::{NanPolicy, Op, Reduction};
 use crate::state::{State, StateKind};
+use crate::threads;
 
 use finish::Finish;
 pub(crate) use run::Words;
@@ -181,124 +183,229 @@ pub struct GroupedStates<K> {
     pub states: Vec<State>,
 }
 
-/// One op's output slots for a run of groups: values and counts.
-type OpSlots<'a> = (Op, &'a mut [Option<Scalar>], &'a mut [u64]);
+/// How a window's groups are named in the result.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum WindowKeys<'a, K> {
+    /// Dense keys from `min`: group g of the window (from group `g0`) is
+    /// key `min + g0 + g`; groups no row has are left out.
+    Dense { min: K, g0: u64 },
+    /// Sparse keys: group g is `distinct[g0 + g]`; every id has rows.
+    Sparse { distinct: &'a [K], g0: u64 },
+    /// Partitions: every group, empty or not, named by its index `g0 + g`.
+    Every { g0: u64 },
+}
 
-/// Writes the value and count of each op for `groups` into `slots` (one
-/// entry per op, each as long as `groups`), making each kind of state once
-/// per group in storage reused from group to group.
-fn finish_groups<K>(
-    slots: &mut [OpSlots<'_>],
+impl<K: Key> WindowKeys<'_, K> {
+    /// The key of the window's group `g`.
+    fn key(&self, g: usize) -> K {
+        match *self {
+            WindowKeys::Dense { min, g0 } => {
+                K::from_i128(min.to_i128() + (g0 as usize + g) as i128)
+            }
+            WindowKeys::Sparse { distinct, g0 } => distinct[g0 as usize + g],
+            WindowKeys::Every { g0 } => K::from_i128((g0 as usize + g) as i128),
+        }
+    }
+
+    /// True where group `g` of `acc` belongs in the result.
+    fn present(&self, acc: &accumulators::GroupAccumulators<'_>, g: usize) -> bool {
+        !matches!(self, WindowKeys::Dense { .. }) || acc.rows(g) > 0
+    }
+
+    /// The window's groups that belong in the result, as (key, index in
+    /// the window), in key order.
+    pub(crate) fn groups<'s>(
+        &'s self,
+        acc: &'s accumulators::GroupAccumulators<'_>,
+    ) -> impl Iterator<Item = (K, usize)> + 's {
+        (0..acc.len())
+            .filter(|&g| self.present(acc, g))
+            .map(|g| (self.key(g), g))
+    }
+}
+
+/// Where one thread writes the results of its range of a window's groups:
+/// the keys (where they are wanted), and each op's values and counts,
+/// `len` slots each: the range's groups in the result.
+struct Share<'a, K> {
+    groups: std::ops::Range<usize>,
+    len: usize,
+    keys: Option<&'a mut [MaybeUninit<K>]>,
+    ops: Vec<OpSlots<'a>>,
+}
+
+/// One op's output slots: values and counts.
+type OpSlots<'a> = (
+    Op,
+    &'a mut [MaybeUninit<Option<Scalar>>],
+    &'a mut [MaybeUninit<u64>],
+);
+
+/// Writes the key, and each op's value and count, of every group of
+/// `share.groups` that `names` puts in the result into `share`'s slots, in
+/// order, making each kind of state once per group in storage reused from
+/// group to group. Returns the slots written (every one of them unless
+/// `share` is longer than the range's groups).
+fn finish_groups<K: Key>(
+    share: &mut Share<'_, K>,
     acc: &accumulators::GroupAccumulators<'_>,
-    groups: &[(K, usize)],
+    names: WindowKeys<'_, K>,
     nan: NanPolicy,
-) -> Result<()> {
+) -> Result<usize> {
     // Ops of one kind (sum, mean and count) share a group's state.
     let slot_of = |kind: StateKind| match kind {
         StateKind::Sum => 0,
         StateKind::Max => 1,
         StateKind::Min => 2,
     };
+    let present = share
+        .groups
+        .clone()
+        .filter(|&g| names.present(acc, g))
+        .zip(0..share.len);
     if acc.is_finished() {
         // Sums and means rounded on the device: no exact arithmetic here.
-        for (i, &(_, g)) in groups.iter().enumerate() {
+        let mut written = 0;
+        for (g, i) in present {
             let sum = acc.finished_sum(g);
             let mut settled = [None; 3];
-            for (op, values, counts) in slots.iter_mut() {
+            for (op, values, counts) in share.ops.iter_mut() {
                 let kind = StateKind::for_op(*op);
                 let s = settled[slot_of(kind)].get_or_insert_with(|| acc.settled(g, kind));
-                values[i] = s.finalize(*op, nan, &sum)?;
-                counts[i] = s.count(nan);
+                values[i].write(s.finalize(*op, nan, &sum)?);
+                counts[i].write(s.count(nan));
             }
+            if let Some(keys) = share.keys.as_deref_mut() {
+                keys[i].write(names.key(g));
+            }
+            written = i + 1;
         }
-        return Ok(());
+        return Ok(written);
     }
     let dtype = acc.dtype();
     let mut states =
         [StateKind::Sum, StateKind::Max, StateKind::Min].map(|k| State::empty(dtype, k));
-    for (i, &(_, g)) in groups.iter().enumerate() {
+    let mut written = 0;
+    for (g, i) in present {
         let mut made = [false; 3];
-        for (op, values, counts) in slots.iter_mut() {
+        for (op, values, counts) in share.ops.iter_mut() {
             let kind = StateKind::for_op(*op);
             let slot = slot_of(kind);
             if !made[slot] {
                 acc.state_into(g, kind, &mut states[slot]);
                 made[slot] = true;
             }
-            values[i] = states[slot].finalize(*op, nan)?;
-            counts[i] = states[slot].count(nan);
+            values[i].write(states[slot].finalize(*op, nan)?);
+            counts[i].write(states[slot].count(nan));
         }
+        if let Some(keys) = share.keys.as_deref_mut() {
+            keys[i].write(names.key(g));
+        }
+        written = i + 1;
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Groups below which a window is finished on one thread.
 const PARALLEL_GROUPS: usize = 1 << 14;
 
-/// Appends the keys, values and counts of a window's `groups` to `out`,
-/// in order, on several threads for large windows, each writing its share
-/// of the groups straight into the output.
+/// Appends the keys, values and counts of the groups of a window (named
+/// by `names`) to `out`, in order.
 pub(crate) fn finish_window<K: Key>(
     out: &mut Grouped<K>,
     acc: &accumulators::GroupAccumulators<'_>,
-    groups: &[(K, usize)],
+    names: WindowKeys<'_, K>,
     nan: NanPolicy,
 ) -> Result<()> {
-    let n = groups.len();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(n.div_ceil(PARALLEL_GROUPS))
-        .max(1);
-    let size = n.div_ceil(threads).max(1);
-    // Each op's new slots, cut into one share per thread.
-    let mut shares: Vec<Vec<OpSlots<'_>>> = (0..threads).map(|_| Vec::new()).collect();
-    for r in &mut out.reductions {
-        let start = r.values.len();
-        r.values.resize(start + n, None);
-        r.counts.resize(start + n, 0);
-        let op = r.op;
-        for (share, (values, counts)) in shares.iter_mut().zip(
-            r.values[start..]
-                .chunks_mut(size)
-                .zip(r.counts[start..].chunks_mut(size)),
-        ) {
-            share.push((op, values, counts));
-        }
-    }
-    let parts: Vec<&[(K, usize)]> = groups.chunks(size).collect();
-    let results: Vec<Result<()>> = if threads == 1 || parts.len() == 1 {
-        shares
-            .iter_mut()
-            .zip(&parts)
-            .map(|(share, part)| finish_groups(share, acc, part, nan))
-            .collect()
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = shares
-                .iter_mut()
-                .zip(&parts)
-                .map(|(share, part)| scope.spawn(move || finish_groups(share, acc, part, nan)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::Internal("a thread finishing groups panicked".into()))
-                    })
-                })
-                .collect()
+    finish_into(&mut out.reductions, Some(&mut out.keys), acc, names, nan)
+}
+
+/// Appends each op's value and count of the groups of a window that
+/// `names` puts in the result to `reductions` (and their keys to `keys`,
+/// where given), in order. Large windows are cut into one range of groups
+/// a thread: each thread counts the groups of its range in the result,
+/// then writes their results straight into the outputs' spare capacity,
+/// so no slot is written twice and a million groups cost no
+/// single-threaded pass over hundreds of megabytes.
+fn finish_into<K: Key>(
+    reductions: &mut [Reduction<Scalar>],
+    mut keys: Option<&mut Vec<K>>,
+    acc: &accumulators::GroupAccumulators<'_>,
+    names: WindowKeys<'_, K>,
+    nan: NanPolicy,
+) -> Result<()> {
+    let n = acc.len();
+    let ranges = threads::ranges(n, threads::threads_for(n, PARALLEL_GROUPS));
+    let lost = || Error::Internal("a thread finishing groups panicked".into());
+    let lens: Vec<usize> = match names {
+        WindowKeys::Dense { .. } => threads::on_threads(ranges.clone(), |r| {
+            r.filter(|&g| names.present(acc, g)).count()
         })
+        .into_iter()
+        .map(|c| c.ok_or_else(lost))
+        .collect::<Result<_>>()?,
+        _ => ranges.iter().map(|r| r.len()).collect(),
     };
-    if let Err(e) = results.into_iter().collect::<Result<()>>() {
-        // Leave `out` as it was: keys, values and counts of equal length.
-        let keep = out.keys.len();
-        for r in &mut out.reductions {
-            r.values.truncate(keep);
-            r.counts.truncate(keep);
+    let total: usize = lens.iter().sum();
+    // Each output's new slots, cut into one share per range.
+    let mut shares: Vec<Share<'_, K>> = ranges
+        .iter()
+        .zip(&lens)
+        .map(|(r, &len)| Share {
+            groups: r.clone(),
+            len,
+            keys: None,
+            ops: Vec::with_capacity(reductions.len()),
+        })
+        .collect();
+    if let Some(keys) = keys.as_deref_mut() {
+        keys.reserve(total);
+        let mut rest = &mut keys.spare_capacity_mut()[..total];
+        for share in &mut shares {
+            let (head, tail) = rest.split_at_mut(share.len);
+            share.keys = Some(head);
+            rest = tail;
         }
-        return Err(e);
     }
-    out.keys.extend(groups.iter().map(|&(k, _)| k));
+    for r in reductions.iter_mut() {
+        r.values.reserve(total);
+        r.counts.reserve(total);
+        let mut values = &mut r.values.spare_capacity_mut()[..total];
+        let mut counts = &mut r.counts.spare_capacity_mut()[..total];
+        for share in &mut shares {
+            let (v, v_rest) = values.split_at_mut(share.len);
+            let (c, c_rest) = counts.split_at_mut(share.len);
+            values = v_rest;
+            counts = c_rest;
+            share.ops.push((r.op, v, c));
+        }
+    }
+    let finished = threads::on_threads(shares, |mut share| {
+        let want = share.len;
+        match finish_groups(&mut share, acc, names, nan)? {
+            w if w == want => Ok(()),
+            w => Err(Error::Internal(format!(
+                "{w} of {want} groups of a window were finished"
+            ))),
+        }
+    });
+    for f in finished {
+        f.ok_or_else(lost)??;
+    }
+    // SAFETY: the shares cut `total` slots past the length of the keys and
+    // of each op's values and counts, and every share wrote every one of
+    // its slots (finish_groups writes a share's slots in order, and
+    // returned its length); the elements have no drop glue. On an error
+    // above the lengths stay as they were.
+    unsafe {
+        if let Some(keys) = keys {
+            keys.set_len(keys.len() + total);
+        }
+        for r in reductions.iter_mut() {
+            r.values.set_len(r.values.len() + total);
+            r.counts.set_len(r.counts.len() + total);
+        }
+    }
     Ok(())
 }
 
@@ -392,42 +499,15 @@ pub(crate) fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
     Ok(KeyPlan::Sparse { ids, distinct })
 }
 
-/// The groups of a window from group `g0` of dense keys from `min` that
-/// have rows, as (key, index in the window): groups no row has are left
-/// out.
-pub(crate) fn present_dense<K: Key>(
-    min: K,
-    g0: u64,
-    acc: &accumulators::GroupAccumulators<'_>,
-) -> Vec<(K, usize)> {
-    (0..acc.len())
-        .filter(|&g| acc.rows(g) > 0)
-        .map(|g| (K::from_i128(min.to_i128() + (g0 as usize + g) as i128), g))
-        .collect()
-}
-
-/// The groups of a window from group `g0` of sparse keys (`distinct`,
-/// ascending), as (key, index in the window): every id has rows.
-pub(crate) fn present_sparse<K: Key>(
-    distinct: &[K],
-    g0: u64,
-    acc: &accumulators::GroupAccumulators<'_>,
-) -> Vec<(K, usize)> {
-    (0..acc.len())
-        .map(|g| (distinct[g0 as usize + g], g))
-        .collect()
-}
-
-/// Calls `each(accumulators, groups)` for every window of groups, in
-/// ascending key order, with the window's groups that have rows as (key,
-/// index in the window) pairs.
+/// Calls `each(accumulators, names)` for every window of groups, in
+/// ascending key order, with how the window's groups are named.
 fn keyed_groups<K: Key, E: Element>(
     ctx: &Context,
     keys: &[K],
     values: &[E],
     ops: &[Op],
     finish: Finish,
-    each: impl FnMut(&accumulators::GroupAccumulators<'_>, &[(K, usize)]) -> Result<()>,
+    each: impl FnMut(&accumulators::GroupAccumulators<'_>, WindowKeys<'_, K>) -> Result<()>,
 ) -> Result<()> {
     check_request(keys.len() as u64, values.len() as u64, ops)?;
     ctx.health.check()?;
@@ -458,7 +538,7 @@ fn reduce_planned<K: Key>(
     plan: KeyPlan<K>,
     wanted: Wanted,
     finish: Finish,
-    mut each: impl FnMut(&accumulators::GroupAccumulators<'_>, &[(K, usize)]) -> Result<()>,
+    mut each: impl FnMut(&accumulators::GroupAccumulators<'_>, WindowKeys<'_, K>) -> Result<()>,
 ) -> Result<()> {
     match plan {
         KeyPlan::Dense { min, groups } => {
@@ -472,7 +552,7 @@ fn reduce_planned<K: Key>(
                 }
             };
             reduce_groups(ctx, dtype, values, by, groups, wanted, finish, |g0, acc| {
-                each(acc, &present_dense(min, g0, acc))
+                each(acc, WindowKeys::Dense { min, g0 })
             })
         }
         KeyPlan::Sparse { ids, distinct } => {
@@ -482,7 +562,13 @@ fn reduce_planned<K: Key>(
             };
             let groups = distinct.len() as u64;
             reduce_groups(ctx, dtype, values, by, groups, wanted, finish, |g0, acc| {
-                each(acc, &present_sparse(&distinct, g0, acc))
+                each(
+                    acc,
+                    WindowKeys::Sparse {
+                        distinct: &distinct,
+                        g0,
+                    },
+                )
             })
         }
     }
@@ -526,7 +612,7 @@ impl crate::Engine {
             values,
             ops,
             finish_on_device(ops),
-            |acc, groups| finish_window(&mut out, acc, groups, nan),
+            |acc, names| finish_window(&mut out, acc, names, nan),
         )?;
         Ok(out)
     }
@@ -671,8 +757,8 @@ impl crate::Engine {
             values,
             &[op],
             Finish::OnHost,
-            |acc, groups| {
-                for &(key, g) in groups {
+            |acc, names| {
+                for (key, g) in names.groups(acc) {
                     out.keys.push(key);
                     out.states.push(acc.state(g, kind));
                 }
@@ -753,14 +839,11 @@ pub(crate) fn partition_results(
     out: &mut Reduction<Scalar>,
 ) -> Result<()> {
     let finish = finish_on_device(&[op]);
+    let mut g0 = 0;
     reduce_partitions(ctx, dtype, values, offsets, partitions, op, finish, |acc| {
-        let n = acc.len();
-        let start = out.values.len();
-        out.values.resize(start + n, None);
-        out.counts.resize(start + n, 0);
-        let groups: Vec<((), usize)> = (0..n).map(|g| ((), g)).collect();
-        let mut slots = [(op, &mut out.values[start..], &mut out.counts[start..])];
-        finish_groups(&mut slots, acc, &groups, nan)
+        let names: WindowKeys<'_, i32> = WindowKeys::Every { g0 };
+        g0 += acc.len() as u64;
+        finish_into(std::slice::from_mut(out), None, acc, names, nan)
     })
 }
 
@@ -857,7 +940,7 @@ impl crate::Engine {
             plan,
             wanted(ops),
             finish_on_device(ops),
-            |acc, groups| finish_window(&mut out, acc, groups, nan),
+            |acc, names| finish_window(&mut out, acc, names, nan),
         )?;
         Ok(out)
     }

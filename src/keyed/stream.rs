@@ -109,8 +109,8 @@ impl Engine {
                 &value_buf,
                 &state_ops,
                 super::finish::Finish::OnHost,
-                |acc, groups| {
-                    for &(key, g) in groups {
+                |acc, names| {
+                    for (key, g) in names.groups(acc) {
                         let states: Vec<State> = kinds.iter().map(|&k| acc.state(g, k)).collect();
                         match merged.get_mut(&key) {
                             Some(held) => {

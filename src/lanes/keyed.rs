@@ -40,8 +40,8 @@ use crate::keyed::run::{
     limbs_for, make_chunks,
 };
 use crate::keyed::{
-    Grouped, Key, KeyPlan, check_request, finish_on_device, finish_window, plan_keys,
-    present_dense, present_sparse, wanted,
+    Grouped, Key, KeyPlan, WindowKeys, check_request, finish_on_device, finish_window, plan_keys,
+    wanted,
 };
 use crate::op::{NanPolicy, Op};
 use crate::pool::PooledBuffer;
@@ -334,11 +334,11 @@ impl<K: Key> Target<K> {
     fn build(&self, windows: Vec<(u64, GroupAccumulators<'_>)>) -> Result<Grouped<K>> {
         let mut out = Grouped::empty(&self.ops);
         for (g0, acc) in &windows {
-            let present = match &self.names {
-                Names::Dense(min) => present_dense(*min, *g0, acc),
-                Names::Sparse(distinct) => present_sparse(distinct, *g0, acc),
+            let names = match &self.names {
+                Names::Dense(min) => WindowKeys::Dense { min: *min, g0: *g0 },
+                Names::Sparse(distinct) => WindowKeys::Sparse { distinct, g0: *g0 },
             };
-            finish_window(&mut out, acc, &present, self.nan)?;
+            finish_window(&mut out, acc, names, self.nan)?;
         }
         Ok(out)
     }

@@ -1,0 +1,87 @@
+//! Host work split over the machine's cores: one part a thread, each on a
+//! scoped thread, so parts may borrow from the caller.
+
+use std::ops::Range;
+
+/// Threads for `items` items where a thread is worth it only for at least
+/// `per_thread` of them: at most the machine's cores, at least one.
+pub(crate) fn threads_for(items: usize, per_thread: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(items / per_thread.max(1))
+        .max(1)
+}
+
+/// `0..items` cut into `parts` consecutive ranges whose lengths differ by
+/// at most one (empty ranges where there are more parts than items).
+pub(crate) fn ranges(items: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.max(1);
+    (0..parts)
+        .map(|p| items * p / parts..items * (p + 1) / parts)
+        .collect()
+}
+
+/// `f` of every part, in order, each on its own thread (on the calling
+/// thread where there is one part); `None` for a part whose thread
+/// panicked.
+pub(crate) fn on_threads<I: Send, T: Send>(
+    parts: Vec<I>,
+    f: impl Fn(I) -> T + Sync,
+) -> Vec<Option<T>> {
+    if parts.len() <= 1 {
+        return parts.into_iter().map(|p| Some(f(p))).collect();
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|p| scope.spawn(move || f(p)))
+            .collect();
+        handles.into_iter().map(|h| h.join().ok()).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_item_once_in_order() {
+        for items in [0, 1, 2, 7, 100, 1 << 20] {
+            for parts in [1, 2, 3, 16, 200] {
+                let r = ranges(items, parts);
+                assert_eq!(r.len(), parts);
+                assert_eq!(r[0].start, 0);
+                assert_eq!(r[parts - 1].end, items);
+                for w in r.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                }
+                let (min, max) = r.iter().fold((usize::MAX, 0), |(a, b), x| {
+                    (a.min(x.len()), b.max(x.len()))
+                });
+                assert!(max - min <= 1, "{items} items in {parts} parts: {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn results_come_back_in_order_and_panics_as_none() {
+        let parts: Vec<u32> = (0..5).collect();
+        let got = on_threads(parts, |p| {
+            assert!(p != 3, "part 3 panics");
+            p * 10
+        });
+        assert_eq!(got, vec![Some(0), Some(10), Some(20), None, Some(40)]);
+        assert_eq!(on_threads(vec![7u32], |p| p + 1), vec![Some(8)]);
+        assert!(on_threads(Vec::<u32>::new(), |p| p).is_empty());
+    }
+
+    #[test]
+    fn threads_follow_the_work() {
+        assert_eq!(threads_for(0, 100), 1);
+        assert_eq!(threads_for(99, 100), 1);
+        let cores = std::thread::available_parallelism().map_or(1, |t| t.get());
+        assert_eq!(threads_for(100 * cores + 99, 100), cores);
+        assert_eq!(threads_for(usize::MAX, 0), cores);
+    }
+}
