@@ -16,14 +16,14 @@ pub(crate) fn threads_for(items: usize, per_thread: usize) -> usize {
 /// at most one (empty ranges where there are more parts than items).
 pub(crate) fn ranges(items: usize, parts: usize) -> Vec<Range<usize>> {
     let parts = parts.max(1);
-    (0..parts)
-        .map(|p| items * p / parts..items * (p + 1) / parts)
-        .collect()
+    // In u128: items * parts may pass usize::MAX.
+    let at = |p: usize| (items as u128 * p as u128 / parts as u128) as usize;
+    (0..parts).map(|p| at(p)..at(p + 1)).collect()
 }
 
-/// `f` of every part, in order, each on its own thread (on the calling
-/// thread where there is one part); `None` for a part whose thread
-/// panicked.
+/// `f` of every part, in order, each on its own thread; `None` for a part
+/// whose thread panicked. A single part runs on the calling thread, where
+/// a panic unwinds to the caller as it would without threads.
 pub(crate) fn on_threads<I: Send, T: Send>(
     parts: Vec<I>,
     f: impl Fn(I) -> T + Sync,
@@ -47,7 +47,7 @@ mod tests {
 
     #[test]
     fn ranges_cover_every_item_once_in_order() {
-        for items in [0, 1, 2, 7, 100, 1 << 20] {
+        for items in [0, 1, 2, 7, 100, 1 << 20, usize::MAX] {
             for parts in [1, 2, 3, 16, 200] {
                 let r = ranges(items, parts);
                 assert_eq!(r.len(), parts);

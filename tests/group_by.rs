@@ -592,8 +592,9 @@ fn empty_input_and_bad_input() {
     // An int64 group sum outside int64 is an error, not a wrapped value.
     let r = e.reduce_by_key(&[1i32, 1], &[i64::MAX, 1], &[Op::Sum], NanPolicy::Propagate);
     assert!(matches!(r, Err(Error::Overflow(_))), "{r:?}");
-    // ... also where a window's groups are finished on several threads and
-    // the group that overflows is the last of the last thread's range.
+    // ... also where a window's groups are finished on several threads (on
+    // a host with several cores) and the group that overflows is the last
+    // of the last thread's range.
     let groups = 40_000i32;
     let mut keys: Vec<i32> = (0..groups).collect();
     let mut values = vec![1i64; groups as usize];
@@ -654,7 +655,8 @@ fn states_by_key_merge_across_splits_to_the_whole() {
 
 /// Partitions of sizes 0, 1, 2, 31, 32, 33, 64, 255, 256, 257 mixed in one
 /// offsets array, and equal sizes around the small-partition rule, agree
-/// with the CPU on every dtype.
+/// with the CPU on every dtype (single values: 37,240 partitions, whose
+/// results the host writes on several threads where it has several cores).
 #[test]
 fn small_and_mixed_partitions_match_the_cpu() {
     let mut rng = SplitMix::new(29);

@@ -147,8 +147,8 @@ pub(crate) fn spread_of_words(dtype: Dtype, words: &[u32]) -> Spread {
     let values = words.len() / wpe;
     let threads = crate::threads::threads_for(values, PARALLEL_VALUES);
     let per = values.div_ceil(threads).max(1) * wpe;
-    // A part whose thread panicked reads as every position, so the layout
-    // falls back to the full one.
+    // A part whose own thread panicked reads as every position, so the
+    // layout falls back to the full one.
     let parts: Vec<(u32, u32)> =
         crate::threads::on_threads(words.chunks(per).collect(), |part| positions(dtype, part))
             .into_iter()

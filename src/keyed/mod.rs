@@ -191,8 +191,9 @@ pub(crate) enum WindowKeys<'a, K> {
     Dense { min: K, g0: u64 },
     /// Sparse keys: group g is `distinct[g0 + g]`; every id has rows.
     Sparse { distinct: &'a [K], g0: u64 },
-    /// Partitions: every group, empty or not, named by its index `g0 + g`.
-    Every { g0: u64 },
+    /// Partitions: every group, empty or not; they have no keys (their
+    /// results are finished with none).
+    Every,
 }
 
 impl<K: Key> WindowKeys<'_, K> {
@@ -203,7 +204,8 @@ impl<K: Key> WindowKeys<'_, K> {
                 K::from_i128(min.to_i128() + (g0 as usize + g) as i128)
             }
             WindowKeys::Sparse { distinct, g0 } => distinct[g0 as usize + g],
-            WindowKeys::Every { g0 } => K::from_i128((g0 as usize + g) as i128),
+            // Never asked for: partitions are finished without keys.
+            WindowKeys::Every => K::zeroed(),
         }
     }
 
@@ -306,7 +308,7 @@ fn finish_groups<K: Key>(
     Ok(written)
 }
 
-/// Groups below which a window is finished on one thread.
+/// Groups a thread finishes at least: smaller windows take fewer threads.
 const PARALLEL_GROUPS: usize = 1 << 14;
 
 /// Appends the keys, values and counts of the groups of a window (named
@@ -323,10 +325,11 @@ pub(crate) fn finish_window<K: Key>(
 /// Appends each op's value and count of the groups of a window that
 /// `names` puts in the result to `reductions` (and their keys to `keys`,
 /// where given), in order. Large windows are cut into one range of groups
-/// a thread: each thread counts the groups of its range in the result,
-/// then writes their results straight into the outputs' spare capacity,
-/// so no slot is written twice and a million groups cost no
-/// single-threaded pass over hundreds of megabytes.
+/// a thread. Where dense keys leave groups out, the groups each range puts
+/// in the result are counted first (one pass on the threads); then each
+/// thread writes its range's results straight into its share of the
+/// outputs' spare capacity, so no slot is written twice and a million
+/// groups cost no single-threaded pass over hundreds of megabytes.
 fn finish_into<K: Key>(
     reductions: &mut [Reduction<Scalar>],
     mut keys: Option<&mut Vec<K>>,
@@ -839,11 +842,8 @@ pub(crate) fn partition_results(
     out: &mut Reduction<Scalar>,
 ) -> Result<()> {
     let finish = finish_on_device(&[op]);
-    let mut g0 = 0;
     reduce_partitions(ctx, dtype, values, offsets, partitions, op, finish, |acc| {
-        let names: WindowKeys<'_, i32> = WindowKeys::Every { g0 };
-        g0 += acc.len() as u64;
-        finish_into(std::slice::from_mut(out), None, acc, names, nan)
+        finish_into::<i32>(std::slice::from_mut(out), None, acc, WindowKeys::Every, nan)
     })
 }
 
