@@ -18,6 +18,7 @@ use crate::options::EngineOptions;
 use crate::plan::DispatchLimits;
 use crate::poller::{Poller, Settle};
 use crate::pool::BufferPool;
+use crate::workers::{Job, KEYED_THREADS, Workers};
 
 /// The limits the engine works within (device limits, possibly capped).
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +53,8 @@ pub struct Context {
     pub(crate) persistent_workgroups: Option<u32>,
     /// Waits for the async requests' submissions (see `poller`).
     poller: Poller,
+    /// Runs the keyed async requests (see `workers`).
+    keyed_workers: Workers,
 }
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
@@ -151,6 +154,7 @@ impl Context {
             health,
             persistent_workgroups: options.persistent_workgroups.map(|n| n.max(1)),
             poller: Poller::default(),
+            keyed_workers: Workers::new("gpulanes-keyed", KEYED_THREADS),
         })
     }
 
@@ -188,6 +192,15 @@ impl Context {
     pub(crate) fn watch(&self, index: wgpu::SubmissionIndex, settle: Settle) -> Result<()> {
         self.poller
             .watch(&self.device, &self.queue, &self.health, index, settle)
+    }
+
+    /// Runs `job` (a keyed async request's blocking work) on one of the
+    /// engine's keyed threads, after the jobs queued before it.
+    ///
+    /// # Errors
+    /// [`Error::Thread`] when no such thread runs and none can be started.
+    pub(crate) fn run_keyed(&self, job: Job) -> Result<()> {
+        self.keyed_workers.run(job)
     }
 
     /// Hands `start` a callback (for a readback that completes inside the

@@ -51,6 +51,7 @@ pub mod stream;
 mod threads;
 pub mod timing;
 mod upload;
+mod workers;
 
 // Not part of the library's API, so hidden from its documentation:
 // - `kernels` and `layout`: the WGSL sources and the constants and structs

@@ -622,12 +622,15 @@ impl crate::Engine {
 
     /// Async [`Engine::reduce_by_key`](crate::Engine::reduce_by_key): the
     /// same result, bit for bit, from a future. The keys and values are
-    /// moved in, so the future borrows nothing; a thread of the request's
-    /// own plans the keys, uploads the rows, waits for the GPU between
+    /// moved in, so the future borrows nothing; one of the engine's keyed
+    /// threads plans the keys, uploads the rows, waits for the GPU between
     /// windows of groups and finishes the groups, so the calling thread
-    /// (an async executor's) never waits for any of it. Each call starts a
-    /// thread: for many keyed requests at a time, the scheduler's bounded
-    /// queues ([`Request::keyed`](crate::Request::keyed)) suit better.
+    /// (an async executor's) never waits for any of it. The engine runs
+    /// these requests on two threads at most, started on demand; more
+    /// requests in flight wait their turn in order, so a burst of them
+    /// costs neither a thread nor device memory each. For deadlines and
+    /// priorities between keyed requests, the scheduler's lanes
+    /// ([`Request::keyed`](crate::Request::keyed)) suit better.
     ///
     /// ```
     /// use gpulanes::{NanPolicy, Op, Scalar};
@@ -645,7 +648,7 @@ impl crate::Engine {
     /// # Errors
     /// From the future: as
     /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key), and
-    /// [`Error::Thread`] when the request's thread cannot be started.
+    /// [`Error::Thread`] when no keyed thread runs and none can be started.
     pub fn reduce_by_key_async<K: Key, E: Element>(
         &self,
         keys: Vec<K>,
@@ -662,8 +665,8 @@ impl crate::Engine {
 
     /// Async
     /// [`Engine::reduce_by_key_device`](crate::Engine::reduce_by_key_device):
-    /// the same result, bit for bit, from a future, computed on a thread of
-    /// the request's own as
+    /// the same result, bit for bit, from a future, computed on one of the
+    /// engine's keyed threads as
     /// [`Engine::reduce_by_key_async`](crate::Engine::reduce_by_key_async)
     /// is. The future holds the arrays' GPU buffers until it settles.
     ///
@@ -673,7 +676,8 @@ impl crate::Engine {
     /// # Errors
     /// From the future: as
     /// [`Engine::reduce_by_key_device`](crate::Engine::reduce_by_key_device),
-    /// and [`Error::Thread`] when the request's thread cannot be started.
+    /// and [`Error::Thread`] when no keyed thread runs and none can be
+    /// started.
     pub fn reduce_by_key_device_async(
         &self,
         keys: &DeviceArray,
@@ -685,8 +689,9 @@ impl crate::Engine {
         self.on_keyed_thread(move |engine| engine.reduce_by_key_device(&keys, &values, &ops, nan))
     }
 
-    /// Runs `work` on a thread of its own with an engine on this one's
-    /// device, and returns the future its result settles.
+    /// Runs `work` on one of the engine's keyed threads (see `workers`)
+    /// with an engine on this one's device, and returns the future its
+    /// result settles.
     fn on_keyed_thread<T: Send + 'static>(
         &self,
         work: impl FnOnce(&crate::Engine) -> Result<T> + Send + 'static,
@@ -694,19 +699,14 @@ impl crate::Engine {
         let (future, slot) = ReductionFuture::pending();
         let engine = crate::Engine::sharing(self.context());
         let on_thread = slot.clone();
-        let spawned = std::thread::Builder::new()
-            .name("gpulanes keyed reduction".into())
-            .spawn(move || {
-                // Made on the thread: if `work` panics, the promise dropped
-                // on the way out settles the future with Error::Internal.
-                let promise = Promise::new(&on_thread);
-                promise.keep(work(&engine));
-            });
-        if let Err(e) = spawned {
-            slot.settle(Err(Error::Thread {
-                thread: "keyed reduction",
-                source: std::sync::Arc::new(e),
-            }));
+        let queued = self.context().run_keyed(Box::new(move || {
+            // Made on the thread: if `work` panics, the promise dropped on
+            // the way out settles the future with Error::Internal.
+            let promise = Promise::new(&on_thread);
+            promise.keep(work(&engine));
+        }));
+        if let Err(e) = queued {
+            slot.settle(Err(e));
         }
         future
     }
