@@ -46,10 +46,10 @@ const MAX_PARTIAL_WORDS: usize = 80;
 /// Either the groups' accumulators, or (`finished`) their records.
 pub(crate) struct GroupAccumulators<'a> {
     dtype: Dtype,
-    /// The limbs the accumulators hold (unused for records).
-    limbs: Limbs,
+    /// What the words are: the accumulators holding `Some(limbs)`, or
+    /// (`None`) finished records.
+    limbs: Option<Limbs>,
     words: Cow<'a, [u32]>,
-    finished: bool,
 }
 
 impl<'a> GroupAccumulators<'a> {
@@ -59,9 +59,8 @@ impl<'a> GroupAccumulators<'a> {
         debug_assert_eq!(words.len() % limbs.stride as usize, 0);
         GroupAccumulators {
             dtype,
-            limbs,
+            limbs: Some(limbs),
             words,
-            finished: false,
         }
     }
 
@@ -71,9 +70,8 @@ impl<'a> GroupAccumulators<'a> {
         debug_assert_eq!(words.len() % RECORD_WORDS, 0);
         GroupAccumulators {
             dtype,
-            limbs: Limbs::full(dtype),
+            limbs: None,
             words,
-            finished: true,
         }
     }
 
@@ -93,15 +91,11 @@ impl<'a> GroupAccumulators<'a> {
 
     /// True for records of groups finished on the device.
     pub fn is_finished(&self) -> bool {
-        self.finished
+        self.limbs.is_none()
     }
 
     fn width(&self) -> usize {
-        if self.finished {
-            RECORD_WORDS
-        } else {
-            self.limbs.stride as usize
-        }
+        self.limbs.map_or(RECORD_WORDS, |l| l.stride as usize)
     }
 
     /// The dtype of the values.
@@ -128,17 +122,19 @@ impl<'a> GroupAccumulators<'a> {
     #[inline]
     pub fn rows(&self, g: usize) -> u64 {
         let w = self.group(g);
-        if self.finished {
-            return Self::pair(w, record::COUNT) + Self::pair(w, record::NANS);
+        match self.limbs {
+            None => Self::pair(w, record::COUNT) + Self::pair(w, record::NANS),
+            Some(limbs) => {
+                let at = AccumulatorLayout::of(limbs);
+                Self::pair(w, at.count) + Self::pair(w, at.nans)
+            }
         }
-        let at = AccumulatorLayout::of(self.limbs);
-        Self::pair(w, at.count) + Self::pair(w, at.nans)
     }
 
     /// A finished group's parts of `kind` besides its sum.
     #[inline]
     pub fn settled(&self, g: usize, kind: StateKind) -> Settled {
-        debug_assert!(self.finished);
+        debug_assert!(self.is_finished());
         let w = self.group(g);
         let key = match kind {
             StateKind::Sum => 0,
@@ -158,7 +154,7 @@ impl<'a> GroupAccumulators<'a> {
     /// A finished group's sum and mean, rounded on the device.
     #[inline]
     pub fn finished_sum(&self, g: usize) -> FinishedSum {
-        debug_assert!(self.finished);
+        debug_assert!(self.is_finished());
         FinishedSum::of(self.dtype, self.group(g))
     }
 
@@ -173,11 +169,10 @@ impl<'a> GroupAccumulators<'a> {
     /// [`GroupAccumulators::state`] written into `out`, reusing its storage.
     /// Accumulators only: a finished record holds no exact sum.
     pub fn state_into(&self, g: usize, kind: StateKind, out: &mut State) {
-        assert!(
-            !self.finished,
-            "the state of a group finished on the device was asked for"
-        );
-        let (l, base) = (self.limbs.len as usize, self.limbs.base as usize);
+        let limbs = self
+            .limbs
+            .expect("the state of a group finished on the device was asked for");
+        let (l, base) = (limbs.len as usize, limbs.base as usize);
         let w = self.group(g);
         // The layout of one exact.wgsl partial: limbs, count, flags, key.
         let mut buf = [0u32; MAX_PARTIAL_WORDS];
@@ -198,7 +193,7 @@ impl<'a> GroupAccumulators<'a> {
             partial[base + l..self.dtype.limbs()].fill(sign);
         }
         let (acc, part) = (
-            AccumulatorLayout::of(self.limbs),
+            AccumulatorLayout::of(limbs),
             PartialLayout::of(self.dtype),
         );
         partial[part.count] = w[acc.count];
