@@ -100,24 +100,14 @@ impl StateKind {
 /// The partial state of one reduction over a piece of the data.
 #[derive(Clone, Debug)]
 pub struct State {
-    dtype: Dtype,
-    kind: StateKind,
-    len: u64,
-    count: u64,
-    flags: u8,
-    key: u64,
+    /// Everything but the sum.
+    parts: Settled,
     sum: ExactSum,
 }
 
 impl PartialEq for State {
     fn eq(&self, o: &State) -> bool {
-        self.dtype == o.dtype
-            && self.kind == o.kind
-            && self.len == o.len
-            && self.count == o.count
-            && self.flags == o.flags
-            && self.key == o.key
-            && self.sum.to_limbs() == o.sum.to_limbs()
+        self.parts == o.parts && self.sum.to_limbs() == o.sum.to_limbs()
     }
 }
 
@@ -194,7 +184,7 @@ impl ExactValue for ExactSum {
 
 /// A state's parts besides its sum: what finishing reads with the sum (one
 /// set of rules for [`State`]s and for keyed groups finished on the device).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Settled {
     pub dtype: Dtype,
     pub kind: StateKind,
@@ -331,12 +321,14 @@ impl State {
     /// The state of no values.
     pub fn empty(dtype: Dtype, kind: StateKind) -> Self {
         State {
-            dtype,
-            kind,
-            len: 0,
-            count: 0,
-            flags: 0,
-            key: 0,
+            parts: Settled {
+                dtype,
+                kind,
+                len: 0,
+                count: 0,
+                flags: 0,
+                key: 0,
+            },
             sum: ExactSum::new(dtype),
         }
     }
@@ -357,8 +349,8 @@ impl State {
 
     /// Adds one value given by its bits.
     fn add_bits(&mut self, bits: u64) {
-        self.len += 1;
-        let d = self.dtype;
+        self.parts.len += 1;
+        let d = self.parts.dtype;
         if d.is_float() {
             let (nan, inf, neg) = match d {
                 Dtype::F32 => {
@@ -371,20 +363,20 @@ impl State {
                 }
             };
             if nan {
-                self.flags |= FLAG_NAN;
+                self.parts.flags |= FLAG_NAN;
                 return;
             }
             // As the kernels do: infinities leave the sum (flags only), and
             // only a finite value with a clear sign bit sets FLAG_NONNEG
             // (which only sums need: the sign of an exactly zero sum).
             if inf {
-                self.flags |= if neg { FLAG_NEG_INF } else { FLAG_POS_INF };
-            } else if !neg && self.kind == StateKind::Sum {
-                self.flags |= FLAG_NONNEG;
+                self.parts.flags |= if neg { FLAG_NEG_INF } else { FLAG_POS_INF };
+            } else if !neg && self.parts.kind == StateKind::Sum {
+                self.parts.flags |= FLAG_NONNEG;
             }
         }
-        self.count += 1;
-        match self.kind {
+        self.parts.count += 1;
+        match self.parts.kind {
             StateKind::Sum => match d {
                 Dtype::F32 => self.sum.add_f32(f32::from_bits(bits as u32)),
                 Dtype::F64 => self.sum.add_f64(f64::from_bits(bits)),
@@ -394,12 +386,12 @@ impl State {
             },
             StateKind::Max | StateKind::Min => {
                 let k = order_key(d, bits);
-                let better = match self.kind {
-                    StateKind::Max => k > self.key,
-                    _ => k < self.key,
+                let better = match self.parts.kind {
+                    StateKind::Max => k > self.parts.key,
+                    _ => k < self.parts.key,
                 };
-                if self.count == 1 || better {
-                    self.key = k;
+                if self.parts.count == 1 || better {
+                    self.parts.key = k;
                 }
             }
         }
@@ -434,15 +426,10 @@ impl State {
             words[at.flags],
             pair(at.key),
         );
-        if self.dtype != dtype {
+        if self.parts.dtype != dtype {
             self.sum = ExactSum::new(dtype);
         }
-        self.dtype = dtype;
-        self.kind = kind;
-        self.len = settled.len;
-        self.count = settled.count;
-        self.flags = settled.flags;
-        self.key = settled.key;
+        self.parts = settled;
         if kind == StateKind::Sum {
             self.sum.set_limbs(&words[..l]);
         } else {
@@ -452,66 +439,54 @@ impl State {
 
     /// The input dtype.
     pub fn dtype(&self) -> Dtype {
-        self.dtype
+        self.parts.dtype
     }
 
     /// What the state accumulates.
     pub fn kind(&self) -> StateKind {
-        self.kind
+        self.parts.kind
     }
 
     /// Values seen, NaN included.
     pub fn len(&self) -> u64 {
-        self.len
+        self.parts.len
     }
 
     /// True when no value was seen.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.parts.len == 0
     }
 
     /// The count an op reports: every value under
     /// [`NanPolicy::Propagate`], non-NaN values under [`NanPolicy::Ignore`].
     pub fn count(&self, nan: NanPolicy) -> u64 {
-        self.settled().count(nan)
-    }
-
-    /// The state's parts besides its sum.
-    fn settled(&self) -> Settled {
-        Settled {
-            dtype: self.dtype,
-            kind: self.kind,
-            len: self.len,
-            count: self.count,
-            flags: self.flags,
-            key: self.key,
-        }
+        self.parts.count(nan)
     }
 
     /// Adds `other` (the state of other values of the same dtype and kind).
     pub fn merge(&mut self, other: &State) -> Result<()> {
-        if self.dtype != other.dtype || self.kind != other.kind {
+        if self.parts.dtype != other.parts.dtype || self.parts.kind != other.parts.kind {
             return Err(Error::InvalidState(format!(
                 "cannot merge a {} {:?} state into a {} {:?} state",
-                other.dtype, other.kind, self.dtype, self.kind
+                other.parts.dtype, other.parts.kind, self.parts.dtype, self.parts.kind
             )));
         }
-        if other.count > 0 {
-            let better = match self.kind {
+        if other.parts.count > 0 {
+            let better = match self.parts.kind {
                 StateKind::Sum => false,
-                StateKind::Max => other.key > self.key,
-                StateKind::Min => other.key < self.key,
+                StateKind::Max => other.parts.key > self.parts.key,
+                StateKind::Min => other.parts.key < self.parts.key,
             };
-            if self.kind != StateKind::Sum && (self.count == 0 || better) {
-                self.key = other.key;
+            if self.parts.kind != StateKind::Sum && (self.parts.count == 0 || better) {
+                self.parts.key = other.parts.key;
             }
         }
-        self.len = self.len.checked_add(other.len).ok_or_else(|| {
+        self.parts.len = self.parts.len.checked_add(other.parts.len).ok_or_else(|| {
             Error::InvalidState("merged states hold more than 2^64 values".into())
         })?;
-        self.count += other.count;
-        self.flags |= other.flags;
-        if self.kind == StateKind::Sum {
+        self.parts.count += other.parts.count;
+        self.parts.flags |= other.parts.flags;
+        if self.parts.kind == StateKind::Sum {
             self.sum.merge(&other.sum);
         }
         Ok(())
@@ -521,12 +496,12 @@ impl State {
     /// `mean`, `max`, `min` of no values). Integer sums outside int64 are
     /// [`Error::Overflow`].
     pub fn finalize(&self, op: Op, nan: NanPolicy) -> Result<Option<Scalar>> {
-        self.settled().finalize(op, nan, &self.sum)
+        self.parts.finalize(op, nan, &self.sum)
     }
 
     /// The state as versioned bytes (see the module's layout table).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let limbs = if self.kind == StateKind::Sum {
+        let limbs = if self.parts.kind == StateKind::Sum {
             self.sum.to_limbs()
         } else {
             Vec::new()
@@ -546,12 +521,12 @@ impl State {
         let mut out = Vec::with_capacity(HEADER_BYTES + 4 * stored.len());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        out.push(self.dtype.code());
-        out.push(self.kind.code());
-        out.push(self.flags);
-        out.extend_from_slice(&self.len.to_le_bytes());
-        out.extend_from_slice(&self.count.to_le_bytes());
-        out.extend_from_slice(&self.key.to_le_bytes());
+        out.push(self.parts.dtype.code());
+        out.push(self.parts.kind.code());
+        out.push(self.parts.flags);
+        out.extend_from_slice(&self.parts.len.to_le_bytes());
+        out.extend_from_slice(&self.parts.count.to_le_bytes());
+        out.extend_from_slice(&self.parts.key.to_le_bytes());
         out.extend_from_slice(&(first as u16).to_le_bytes());
         out.extend_from_slice(&(stored.len() as u16).to_le_bytes());
         for l in stored {
@@ -630,12 +605,14 @@ impl State {
             limbs[first + n..].iter_mut().for_each(|l| *l = u32::MAX);
         }
         let state = State {
-            dtype,
-            kind,
-            len,
-            count,
-            flags,
-            key,
+            parts: Settled {
+                dtype,
+                kind,
+                len,
+                count,
+                flags,
+                key,
+            },
             sum: ExactSum::from_limbs(dtype, &limbs),
         };
         state.check_consistent()?;
@@ -650,20 +627,20 @@ impl State {
     /// What states made from real values always satisfy, so that no bytes
     /// can make a merge wrap around or finalise to a value no data has.
     fn check_consistent(&self) -> Result<()> {
-        let d = self.dtype;
-        let nan_seen = self.flags & FLAG_NAN != 0;
-        if d.is_float() && nan_seen != (self.count < self.len) {
+        let d = self.parts.dtype;
+        let nan_seen = self.parts.flags & FLAG_NAN != 0;
+        if d.is_float() && nan_seen != (self.parts.count < self.parts.len) {
             return Err(corrupt(format!(
                 "the NaN flag disagrees with {} non-NaN values of {}",
-                self.count, self.len
+                self.parts.count, self.parts.len
             )));
         }
-        if !d.is_float() && self.count != self.len {
+        if !d.is_float() && self.parts.count != self.parts.len {
             return Err(corrupt(
                 "integer values without NaN, yet fewer counted than seen",
             ));
         }
-        if self.count == 0 && (self.flags & !FLAG_NAN != 0 || !self.sum.is_zero()) {
+        if self.parts.count == 0 && (self.parts.flags & !FLAG_NAN != 0 || !self.sum.is_zero()) {
             return Err(corrupt("flags or a sum for no non-NaN values"));
         }
         // |sum| <= count x the largest magnitude of the dtype: bit lengths.
@@ -678,20 +655,23 @@ impl State {
             Dtype::I32 | Dtype::U32 => 32,
             Dtype::I64 => 64,
         };
-        let count_bits = 64 - self.count.leading_zeros() as u64;
+        let count_bits = 64 - self.parts.count.leading_zeros() as u64;
         if bits > value_bits + count_bits {
             return Err(corrupt(format!(
                 "a sum of {bits} bits, more than {} {d} values can reach",
-                self.count
+                self.parts.count
             )));
         }
-        if self.kind != StateKind::Sum && self.count > 0 {
-            let fits = d.words() == 2 || self.key >> 32 == 0;
-            if !fits || value_of_key(d, self.key).is_nan() {
-                return Err(corrupt(format!("key {:#x} is no {d} value", self.key)));
+        if self.parts.kind != StateKind::Sum && self.parts.count > 0 {
+            let fits = d.words() == 2 || self.parts.key >> 32 == 0;
+            if !fits || value_of_key(d, self.parts.key).is_nan() {
+                return Err(corrupt(format!(
+                    "key {:#x} is no {d} value",
+                    self.parts.key
+                )));
             }
         }
-        if self.count == 0 && self.key != 0 {
+        if self.parts.count == 0 && self.parts.key != 0 {
             return Err(corrupt("a key for no values"));
         }
         Ok(())

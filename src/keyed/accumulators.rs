@@ -192,10 +192,7 @@ impl<'a> GroupAccumulators<'a> {
             let sign = if borrow != 0 { u32::MAX } else { 0 };
             partial[base + l..self.dtype.limbs()].fill(sign);
         }
-        let (acc, part) = (
-            AccumulatorLayout::of(limbs),
-            PartialLayout::of(self.dtype),
-        );
+        let (acc, part) = (AccumulatorLayout::of(limbs), PartialLayout::of(self.dtype));
         partial[part.count] = w[acc.count];
         partial[part.count + 1] = w[acc.count + 1];
         // Rows added one by one flag only +0.0 as non-negative; a positive
