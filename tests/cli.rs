@@ -1522,7 +1522,7 @@ fn group_by_keys_through_the_cli() {
     write_npy(p("short.npy"), &Array1::from(vec![1i32, 2])).unwrap();
     write_npy(p("float.npy"), &Array1::from(vec![1.0f32; 7])).unwrap();
     write_npy(p("2d.npy"), &Array2::<i32>::zeros((7, 1))).unwrap();
-    let cases: [(&[&str], &str, &[&str]); 5] = [
+    let cases: [(&[&str], &str, &[&str]); 6] = [
         (
             &["--keys", &p("short.npy"), &v],
             "short keys",
@@ -1547,6 +1547,11 @@ fn group_by_keys_through_the_cli() {
             &["--keys", &k, "--op", "sum,median", &v],
             "unknown op",
             &["median"],
+        ),
+        (
+            &["--keys", &k, "--op", "sum,max,sum", &v],
+            "an op twice (the JSON keys results by op)",
+            &["sum twice"],
         ),
     ];
     for (extra, what, needles) in cases {

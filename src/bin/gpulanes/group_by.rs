@@ -214,7 +214,15 @@ fn print_table<K: std::fmt::Display>(g: &Grouped<K>) {
 
 /// `sum` or a comma-separated list (`sum,mean,max`).
 pub fn parse_ops(s: &str) -> Result<Vec<Op>, Failure> {
-    s.split(',')
+    let ops: Vec<Op> = s
+        .split(',')
         .map(|o| o.trim().parse::<Op>().map_err(Failure::from))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // The JSON output keys its results by op name: one entry each.
+    for (i, op) in ops.iter().enumerate() {
+        if ops[..i].contains(op) {
+            return Err(Failure::Input(format!("--op lists {op} twice")));
+        }
+    }
+    Ok(ops)
 }
