@@ -96,6 +96,37 @@ impl Prepared {
     }
 }
 
+/// `$body` with `$s` bound to the values of `$p` (a [`Prepared`]) as a
+/// slice of its dtype's element type: one arm per dtype, so code generic
+/// over [`Element`] is written once.
+macro_rules! with_values {
+    ($p:expr, |$s:ident| $body:expr) => {
+        match $p.dtype {
+            gpulanes::Dtype::F32 => {
+                let $s = $p.slice::<f32>();
+                $body
+            }
+            gpulanes::Dtype::F64 => {
+                let $s = $p.slice::<f64>();
+                $body
+            }
+            gpulanes::Dtype::I32 => {
+                let $s = $p.slice::<i32>();
+                $body
+            }
+            gpulanes::Dtype::U32 => {
+                let $s = $p.slice::<u32>();
+                $body
+            }
+            gpulanes::Dtype::I64 => {
+                let $s = $p.slice::<i64>();
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_values;
+
 fn bad(msg: impl Into<String>) -> PyErr {
     PyValueError::new_err(msg.into())
 }

@@ -111,13 +111,7 @@ fn by_key<K: IntoKeys>(
     nan: NanPolicy,
 ) -> gpulanes::Result<KeyedResult> {
     let keys = k.slice::<K>();
-    let g = match v.dtype {
-        Dtype::F32 => engine.reduce_by_key(keys, v.slice::<f32>(), ops, nan)?,
-        Dtype::F64 => engine.reduce_by_key(keys, v.slice::<f64>(), ops, nan)?,
-        Dtype::I32 => engine.reduce_by_key(keys, v.slice::<i32>(), ops, nan)?,
-        Dtype::U32 => engine.reduce_by_key(keys, v.slice::<u32>(), ops, nan)?,
-        Dtype::I64 => engine.reduce_by_key(keys, v.slice::<i64>(), ops, nan)?,
-    };
+    let g = input::with_values!(v, |values| engine.reduce_by_key(keys, values, ops, nan)?);
     Ok(KeyedResult::of(g))
 }
 
@@ -178,13 +172,7 @@ fn submit_keys<K: IntoKeys>(
 ) -> gpulanes::Result<Box<dyn LaneWait>> {
     let keys: std::sync::Arc<[K]> = input.keys.slice::<K>().into();
     let v = &input.values;
-    let request = match v.dtype {
-        Dtype::F32 => Request::keyed(keys, v.slice::<f32>(), ops, nan),
-        Dtype::F64 => Request::keyed(keys, v.slice::<f64>(), ops, nan),
-        Dtype::I32 => Request::keyed(keys, v.slice::<i32>(), ops, nan),
-        Dtype::U32 => Request::keyed(keys, v.slice::<u32>(), ops, nan),
-        Dtype::I64 => Request::keyed(keys, v.slice::<i64>(), ops, nan),
-    };
+    let request = input::with_values!(v, |values| Request::keyed(keys, values, ops, nan));
     let request = match timeout {
         Some(t) => request.timeout(t),
         None => request,
@@ -200,13 +188,7 @@ fn states_by_key<K: IntoKeys>(
     kind: StateKind,
 ) -> gpulanes::Result<KeyedStates> {
     let keys = k.slice::<K>();
-    let g = match v.dtype {
-        Dtype::F32 => engine.states_by_key(keys, v.slice::<f32>(), kind)?,
-        Dtype::F64 => engine.states_by_key(keys, v.slice::<f64>(), kind)?,
-        Dtype::I32 => engine.states_by_key(keys, v.slice::<i32>(), kind)?,
-        Dtype::U32 => engine.states_by_key(keys, v.slice::<u32>(), kind)?,
-        Dtype::I64 => engine.states_by_key(keys, v.slice::<i64>(), kind)?,
-    };
+    let g = input::with_values!(v, |values| engine.states_by_key(keys, values, kind)?);
     Ok(KeyedStates {
         keys: K::wrap(g.keys),
         states: g.states,

@@ -228,13 +228,7 @@ fn dispatch_ops(
     nan: NanPolicy,
 ) -> gpulanes::Result<Vec<Vec<Option<Scalar>>>> {
     let parts = &p.partitions;
-    match p.dtype {
-        Dtype::F32 => run_ops(engine, p.slice::<f32>(), ops, parts, nan),
-        Dtype::F64 => run_ops(engine, p.slice::<f64>(), ops, parts, nan),
-        Dtype::I32 => run_ops(engine, p.slice::<i32>(), ops, parts, nan),
-        Dtype::U32 => run_ops(engine, p.slice::<u32>(), ops, parts, nan),
-        Dtype::I64 => run_ops(engine, p.slice::<i64>(), ops, parts, nan),
-    }
+    input::with_values!(p, |data| run_ops(engine, data, ops, parts, nan))
 }
 
 /// `ops` over the pieces of one whole input: one piece is reduced as it
@@ -289,13 +283,7 @@ fn dispatch_states(
     kind: StateKind,
 ) -> gpulanes::Result<Vec<State>> {
     let parts = &p.partitions;
-    match p.dtype {
-        Dtype::F32 => engine.states(p.slice::<f32>(), kind, parts),
-        Dtype::F64 => engine.states(p.slice::<f64>(), kind, parts),
-        Dtype::I32 => engine.states(p.slice::<i32>(), kind, parts),
-        Dtype::U32 => engine.states(p.slice::<u32>(), kind, parts),
-        Dtype::I64 => engine.states(p.slice::<i64>(), kind, parts),
-    }
+    input::with_values!(p, |data| engine.states(data, kind, parts))
 }
 
 /// The GPU reduction engine (native side of `gpulanes.Engine`).
