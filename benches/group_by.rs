@@ -21,18 +21,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use gpulanes::{Element, Engine, Grouped, NanPolicy, Op, State, StateKind};
 
 mod common;
-use common::test_mode;
-
-// The parts of the `gpulanes bench` command (checks, data, sizes) that this bench shares.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/bin/gpulanes/measure/check.rs"]
-mod check;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/bin/gpulanes/measure/data.rs"]
-mod data;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/bin/gpulanes/measure/size.rs"]
-mod size;
+use common::{check, data, size, test_mode};
 
 const OPS: [Op; 4] = [Op::Sum, Op::Mean, Op::Max, Op::Count];
 const SEED: u64 = 0x000C_0FFE_E6B7;

@@ -18,18 +18,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use gpulanes::{DeviceArray, Engine, NanPolicy, Op, Partitions};
 
 mod common;
-use common::test_mode;
-
-// The parts of the `gpulanes bench` command (checks, data, sizes) that this bench shares.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/bin/gpulanes/measure/check.rs"]
-mod check;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/bin/gpulanes/measure/data.rs"]
-mod data;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/bin/gpulanes/measure/size.rs"]
-mod size;
+use common::{check, data, size, test_mode};
 
 const PARTITION: u64 = 4096;
 const SEED: u64 = 0x005E_ED0F_BE7C;

@@ -1,7 +1,18 @@
 //! What the criterion benches share: test mode, the engine they measure,
-//! the threads that make their inputs.
+//! the threads that make their inputs, and the parts of the `gpulanes
+//! bench` command (checks, data, sizes) they use as the CLI does.
 
 use gpulanes::Engine;
+
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/bin/gpulanes/measure/check.rs"]
+pub mod check;
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/bin/gpulanes/measure/data.rs"]
+pub mod data;
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/bin/gpulanes/measure/size.rs"]
+pub mod size;
 
 /// `cargo test --benches` (no `--bench` argument) or `-- --test`.
 pub fn test_mode() -> bool {
