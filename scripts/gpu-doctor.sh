@@ -20,7 +20,9 @@
 #      PyTorch's (scripts/gpu-compare.sh), then the group-by rows under each
 #      forced way of taking rows and accumulating (GPULANES_GROUP), and
 #      the criterion group-by bench (float32 and float64, from host memory
-#      and device-resident) where .devbin/b_group_by was carried;
+#      and device-resident) where .devbin/b_group_by was carried, and where
+#      one group-by call spends its time (the engine's debug log: keys
+#      planned, values scanned, rows uploaded, passes, results);
 #   6. `gpulanes mixed` (the two lanes under a saturating batch stream);
 #   7. the correctness test binaries (.devbin/t_*) where they were carried.
 #
@@ -28,7 +30,7 @@
 #
 # --quick: fewer runs and sizes (a rehearsal, e.g. on lavapipe). Set
 # GPULANES_BIN to use another binary, DOCTOR_ARGS to add doctor arguments,
-# SKIP="peers cuda bench groups criterion mixed tests" (any of them) to skip
+# SKIP="peers cuda bench groups criterion stages mixed tests" (any of them) to skip
 # steps.
 set -uo pipefail
 
@@ -168,6 +170,21 @@ if [[ $skip != *" criterion "* ]] && [ -x "$root/.devbin/b_group_by" ]; then
     --bench > "$logs/criterion-group-by.txt" 2>&1
   echo "criterion group-by exited $?"
   grep -E 'time:' "$logs/criterion-group-by.txt"
+fi
+
+# 5d. Where the time of a group-by call goes: the engine logs each call's
+# stages at debug level (key planning; the values' exponent scan; rows to
+# the device; passes recorded until the readback is mapped; the host's
+# results). On a GPU the host stages may be most of a call.
+if [[ $skip != *" stages "* ]]; then
+  step "group-by stages (debug log)"
+  stage_rows=16M
+  [ $quick = 1 ] && stage_rows=1M
+  RUST_LOG=gpulanes::keyed=debug timeout 120 "$bin" bench --dtype float32 --sizes 1M --ops sum \
+    --partitions none --no-cpu --no-progress --group-by-rows "$stage_rows" \
+    > /dev/null 2> "$logs/group-stages.txt"
+  echo "bench (stages) exited $?"
+  grep -E 'planned|passes recorded' "$logs/group-stages.txt" | sed 's/^.*DEBUG //' | tail -8
 fi
 
 # 6. The two lanes.

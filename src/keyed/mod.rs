@@ -458,10 +458,35 @@ fn dense_groups(min: i128, max: i128, rows: u64) -> Option<u64> {
     (range <= bound && range <= u32::MAX as u128).then_some(range as u64)
 }
 
+/// Keys per thread below which [`key_range`] reads them on one thread.
+const PARALLEL_KEYS: usize = 1 << 20;
+
+/// The smallest and the largest of `keys` (`None` for none): one pass,
+/// split over threads for many keys, in a loop that vectorises.
+fn key_range<K: Key>(keys: &[K]) -> Option<(K, K)> {
+    let &first = keys.first()?;
+    let range_of = |part: &[K]| {
+        part.iter()
+            .fold((first, first), |(lo, hi), &k| (lo.min(k), hi.max(k)))
+    };
+    let parts: Vec<&[K]> =
+        threads::ranges(keys.len(), threads::threads_for(keys.len(), PARALLEL_KEYS))
+            .into_iter()
+            .map(|r| &keys[r])
+            .collect();
+    threads::on_threads(parts.clone(), range_of)
+        .into_iter()
+        .zip(parts)
+        // A fold cannot panic; were its thread lost anyway, its part is read
+        // again here.
+        .map(|(done, part)| done.unwrap_or_else(|| range_of(part)))
+        .reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
+}
+
 /// Plans how `keys` become groups: dense keys as they are, sparse ones
 /// through ids (see the module documentation).
 pub(crate) fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
-    let (Some(&min), Some(&max)) = (keys.iter().min(), keys.iter().max()) else {
+    let Some((min, max)) = key_range(keys) else {
         return Ok(KeyPlan::Dense {
             min: K::from_i128(0),
             groups: 0,
@@ -514,7 +539,17 @@ fn keyed_groups<K: Key, E: Element>(
 ) -> Result<()> {
     check_request(keys.len() as u64, values.len() as u64, ops)?;
     ctx.health.check()?;
+    let started = std::time::Instant::now();
     let plan = plan_keys(keys)?;
+    log::debug!(
+        "groups: {} keys planned in {:?} ({})",
+        keys.len(),
+        started.elapsed(),
+        match &plan {
+            KeyPlan::Dense { groups, .. } => format!("dense, {groups} groups"),
+            KeyPlan::Sparse { distinct, .. } => format!("sparse, {} distinct", distinct.len()),
+        }
+    );
     reduce_planned(
         ctx,
         E::DTYPE,
@@ -943,5 +978,31 @@ impl crate::Engine {
             |acc, names| finish_window(&mut out, acc, names, nan),
         )?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_range_finds_the_extremes_wherever_they_lie() {
+        assert_eq!(key_range::<i32>(&[]), None);
+        assert_eq!(key_range(&[7i64]), Some((7, 7)));
+        // More keys than one thread reads, the extremes at each end, in the
+        // middle and at the split between threads' parts.
+        let n = 3 * PARALLEL_KEYS + 5;
+        for at in [0, 1, n / 2, n / 3, PARALLEL_KEYS, n - 1] {
+            let mut keys = vec![5i32; n];
+            keys[at] = i32::MIN;
+            keys[(at + n / 2 + 1) % n] = i32::MAX;
+            assert_eq!(key_range(&keys), Some((i32::MIN, i32::MAX)), "at {at}");
+            let mut keys = vec![1u32 << 20; n];
+            keys[at] = 3;
+            assert_eq!(key_range(&keys), Some((3, 1 << 20)), "at {at}");
+            let mut keys: Vec<i64> = (0..n as i64).map(|i| i % 1000 - 500).collect();
+            keys[at] = i64::MAX;
+            assert_eq!(key_range(&keys), Some((-500, i64::MAX)), "at {at}");
+        }
     }
 }

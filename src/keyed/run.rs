@@ -7,6 +7,7 @@
 use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::context::{Context, ErrorScopes};
 use crate::device_array::DeviceArray;
@@ -651,8 +652,11 @@ pub(crate) fn reduce_groups(
     if groups == 0 {
         return Ok(());
     }
+    // Stage times, logged at debug level: what a slow call spends where.
+    let started = Instant::now();
     let limbs = |direct| pass_limbs(ctx, dtype, values, wanted.sum, groups, direct);
     let shape = PassShape::new(ctx, dtype, limbs, &by, wanted);
+    let planned = started.elapsed();
     let mut first_scope = Some(ErrorScopes::push(ctx));
     let chunks = make_chunks(
         ctx,
@@ -664,8 +668,11 @@ pub(crate) fn reduce_groups(
         shape.align,
         Staging::Ring,
     )?;
+    let uploaded = started.elapsed() - planned;
+    let (mut on_device, mut finishing) = (Duration::ZERO, Duration::ZERO);
     let mut g0 = 0;
     while g0 < groups {
+        let window_started = Instant::now();
         let scope = first_scope.take().unwrap_or_else(|| ErrorScopes::push(ctx));
         let g1 = (g0 + shape.window).min(groups);
         let count = g1 - g0;
@@ -697,15 +704,26 @@ pub(crate) fn reduce_groups(
         let index = ctx.queue.submit([encoder.finish()]);
         scope.check()?;
         // Finished from the mapped readback, where the words lie.
+        let mut mapped = Duration::ZERO;
         read_mapped(ctx, &window.readback, window.read_bytes, index, |words| {
+            mapped = window_started.elapsed();
             each(
                 g0,
                 &GroupAccumulators::read_back(dtype, shape.limbs, finish, words),
             )
         })??;
+        on_device += mapped;
+        finishing += window_started.elapsed() - mapped;
         drop(params);
         g0 = g1;
     }
+    log::debug!(
+        "groups: {rows} {dtype} rows into {groups} groups ({} a window, {} limbs a side): \
+         layout {planned:?} (value scan), rows to the device {uploaded:?}, \
+         passes recorded to readback mapped {on_device:?}, results {finishing:?}",
+        shape.window,
+        shape.limbs.len,
+    );
     Ok(())
 }
 
