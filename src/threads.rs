@@ -2,6 +2,7 @@
 //! scoped thread, so parts may borrow from the caller.
 
 use std::ops::Range;
+use std::sync::mpsc;
 
 /// Threads for `items` items where a thread is worth it only for at least
 /// `per_thread` of them: at most the machine's cores, at least one.
@@ -22,8 +23,9 @@ pub(crate) fn ranges(items: usize, parts: usize) -> Vec<Range<usize>> {
 }
 
 /// `f` of every part, in order, each on its own thread; `None` for a part
-/// whose thread panicked. A single part runs on the calling thread, where
-/// a panic unwinds to the caller as it would without threads.
+/// whose thread panicked. A single part, and a part whose thread cannot be
+/// started, runs on the calling thread, where a panic unwinds to the caller
+/// as it would without threads.
 pub(crate) fn on_threads<I: Send, T: Send>(
     parts: Vec<I>,
     f: impl Fn(I) -> T + Sync,
@@ -33,11 +35,30 @@ pub(crate) fn on_threads<I: Send, T: Send>(
     }
     let f = &f;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
+        let started: Vec<_> = parts
             .into_iter()
-            .map(|p| scope.spawn(move || f(p)))
+            .map(|p| {
+                // The part goes to its thread once the thread runs, so a
+                // thread that cannot start leaves the part here.
+                let (give, take) = mpsc::channel::<I>();
+                let thread = std::thread::Builder::new()
+                    .spawn_scoped(scope, move || take.recv().ok().map(f));
+                match thread {
+                    Ok(handle) => match give.send(p) {
+                        Ok(()) => Ok(handle),
+                        Err(mpsc::SendError(p)) => Err(f(p)),
+                    },
+                    Err(_) => Err(f(p)),
+                }
+            })
             .collect();
-        handles.into_iter().map(|h| h.join().ok()).collect()
+        started
+            .into_iter()
+            .map(|s| match s {
+                Ok(handle) => handle.join().ok().flatten(),
+                Err(done) => Some(done),
+            })
+            .collect()
     })
 }
 

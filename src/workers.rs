@@ -92,7 +92,11 @@ impl Workers {
                 // The running threads take the job in turn.
                 Err(_) if !threads.is_empty() => {}
                 Err(e) => {
-                    drop(lock(&self.shared.queue).jobs.pop_back());
+                    // Dropped once the lock is released: a job may hold the
+                    // last reference to what owns this pool.
+                    let unrun = lock(&self.shared.queue).jobs.pop_back();
+                    drop(threads);
+                    drop(unrun);
                     return Err(Error::Thread {
                         thread: self.name,
                         source: Arc::new(e),

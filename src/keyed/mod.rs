@@ -735,6 +735,12 @@ impl crate::Engine {
         let engine = crate::Engine::sharing(self.context());
         let on_thread = slot.clone();
         let queued = self.context().run_keyed(Box::new(move || {
+            // A request whose future was dropped while it waited in the
+            // queue is not run: nothing would read its result, and the
+            // requests queued after it would wait for it.
+            if std::sync::Arc::strong_count(&on_thread) == 1 {
+                return;
+            }
             // Made on the thread: if `work` panics, the promise dropped on
             // the way out settles the future with Error::Internal.
             let promise = Promise::new(&on_thread);

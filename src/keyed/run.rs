@@ -668,7 +668,7 @@ pub(crate) fn reduce_groups(
         shape.align,
         Staging::Ring,
     )?;
-    let uploaded = started.elapsed() - planned;
+    let uploaded = started.elapsed().saturating_sub(planned);
     let (mut on_device, mut finishing) = (Duration::ZERO, Duration::ZERO);
     let mut g0 = 0;
     while g0 < groups {
@@ -713,7 +713,7 @@ pub(crate) fn reduce_groups(
             )
         })??;
         on_device += mapped;
-        finishing += window_started.elapsed() - mapped;
+        finishing += window_started.elapsed().saturating_sub(mapped);
         drop(params);
         g0 = g1;
     }
