@@ -663,7 +663,8 @@ impl crate::Engine {
     /// (an async executor's) never waits for any of it. The engine runs
     /// these requests on two threads at most, started on demand; more
     /// requests in flight wait their turn in order, so a burst of them
-    /// costs neither a thread nor device memory each. For deadlines and
+    /// costs neither a thread nor device memory each; a request whose
+    /// future is dropped before its turn is not run. For deadlines and
     /// priorities between keyed requests, the scheduler's lanes
     /// ([`Request::keyed`](crate::Request::keyed)) suit better.
     ///
