@@ -15,10 +15,11 @@
 //! [`DeviceHealth::confirm_loss`] asks the device directly: a lost device
 //! refuses even an empty submission, a live one never does.
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// Told once when the device is lost (the lanes' scheduler, to fail its
 /// queued work and wake whoever waits on it).
@@ -40,10 +41,6 @@ pub(crate) struct DeviceHealth {
     lost: Mutex<Option<Loss>>,
     /// Dropped listeners are pruned when another registers.
     listeners: Mutex<Vec<Weak<dyn LostListener>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl DeviceHealth {

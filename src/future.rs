@@ -10,10 +10,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// The result of one of the engine's async reductions (see
 /// [`Engine::reduce_partitions_async`](crate::Engine::reduce_partitions_async)):
@@ -39,10 +40,6 @@ struct State<T> {
     result: Option<Result<T>>,
     settled: bool,
     waker: Option<Waker>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<T> Slot<T> {

@@ -48,6 +48,7 @@ mod pool;
 mod readback;
 pub mod state;
 pub mod stream;
+mod sync;
 mod threads;
 pub mod timing;
 mod upload;

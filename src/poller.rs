@@ -13,11 +13,12 @@
 //! is what lets an async request finish without blocking the caller's.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::device_health::DeviceHealth;
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// Called once the GPU has finished a submission (`Ok`: its callbacks have
 /// been taken out to run) or the wait for it failed.
@@ -45,10 +46,6 @@ struct Queue {
     waits: VecDeque<(wgpu::SubmissionIndex, Settle)>,
     /// The engine is gone: finish what is queued, then stop.
     closed: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Poller {

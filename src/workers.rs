@@ -17,10 +17,11 @@
 //! (a job's engine may be the context's last reference).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// Most threads one context runs keyed async requests on.
 pub(crate) const KEYED_THREADS: usize = 2;
@@ -49,10 +50,6 @@ struct Queue {
     idle: usize,
     /// The pool is dropped: the threads end once the queue is empty.
     closed: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Workers {

@@ -38,7 +38,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::config::LanesConfig;
@@ -170,9 +170,7 @@ impl LostListener for Shared {
 /// Takes `m`, also after a thread panicked holding it: a panicking
 /// scheduler thread shuts the scheduler down (see `shutdown`), which still
 /// needs the state to fail the queued work.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(super) use crate::sync::lock;
 
 /// Delivers wake-ups held back while locks were held (see [`Slot::settle`]).
 pub(super) fn wake_all(wakeups: Vec<Wakeup>) {
