@@ -421,25 +421,6 @@ fn an_encoded_typed_reduction_gives_the_bits_of_reduce_device_typed() {
     }
 }
 
-/// One reduction's value bits and counts.
-type OpBits = (Vec<Option<(u8, u64)>>, Vec<u64>);
-
-/// Every value and count of a keyed result, as bits.
-fn grouped_bits<K: Clone>(g: &gpulanes::Grouped<K>) -> (Vec<K>, Vec<OpBits>) {
-    (
-        g.keys.clone(),
-        g.reductions
-            .iter()
-            .map(|r| {
-                (
-                    r.values.iter().map(|v| scalar_bits(*v)).collect(),
-                    r.counts.clone(),
-                )
-            })
-            .collect(),
-    )
-}
-
 #[test]
 fn keyed_futures_give_the_bits_of_reduce_by_key() {
     let engine = engine().clone();

@@ -12,7 +12,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    POLICIES, SplitMix, engine, no_subgroup_engine, scalar_bits, small_binding_engine, tiny_engine,
+    POLICIES, SplitMix, engine, no_subgroup_engine, reduction_bits, scalar_bits,
+    small_binding_engine, tiny_engine,
 };
 use gpulanes::{
     Element, Engine, Error, Grouped, Key, NanPolicy, Op, Partitions, Scalar, State, StateKind,
@@ -78,23 +79,6 @@ fn check<K: Key + std::fmt::Debug, E: Element>(
         }
     }
     got
-}
-
-/// One reduction as its op, value bits and counts.
-type ReductionBits = (Op, Vec<Option<(u8, u64)>>, Vec<u64>);
-
-/// The bits of every value and count of every reduction.
-fn all_bits<K>(g: &Grouped<K>) -> Vec<ReductionBits> {
-    g.reductions
-        .iter()
-        .map(|r| {
-            (
-                r.op,
-                r.values.iter().map(|v| scalar_bits(*v)).collect(),
-                r.counts.clone(),
-            )
-        })
-        .collect()
 }
 
 fn shuffle<T>(rng: &mut SplitMix, v: &mut [T]) {
@@ -295,7 +279,7 @@ fn row_order_does_not_change_a_bit() {
     rows.sort_by_key(|r| r.0);
     let sorted = run(&rows);
     assert_eq!(sorted.keys, first.keys);
-    assert_eq!(all_bits(&sorted), all_bits(&first));
+    assert_eq!(reduction_bits(&sorted), reduction_bits(&first));
 }
 
 #[test]
@@ -392,7 +376,11 @@ fn rows_one_by_one_and_run_by_run_agree_on_every_accumulation() {
                 &v,
                 NanPolicy::Propagate,
             );
-            assert_eq!(all_bits(&sorted), all_bits(&random), "sorted, {card} keys");
+            assert_eq!(
+                reduction_bits(&sorted),
+                reduction_bits(&random),
+                "sorted, {card} keys"
+            );
             // Keys in pairs: runs of two.
             let paired: Vec<i32> = keys
                 .iter()
@@ -511,7 +499,11 @@ fn random_keys_going_run_by_run_over_many_rows() {
         dev.keys,
         want.keys.iter().map(|&k| k as i64).collect::<Vec<_>>()
     );
-    assert_eq!(all_bits(&dev), all_bits(&want), "run by run, {n} rows");
+    assert_eq!(
+        reduction_bits(&dev),
+        reduction_bits(&want),
+        "run by run, {n} rows"
+    );
 }
 
 #[test]
@@ -732,12 +724,20 @@ fn device_arrays_and_views_give_the_host_bits() {
                 dev.keys,
                 host.keys.iter().map(|&k| k as i64).collect::<Vec<_>>()
             );
-            assert_eq!(all_bits(&dev), all_bits(&host), "dense device keys");
+            assert_eq!(
+                reduction_bits(&dev),
+                reduction_bits(&host),
+                "dense device keys"
+            );
             let host = e.reduce_by_key(&sparse, &f64s, &OPS, nan).unwrap();
             let sk = e.upload(&sparse).unwrap();
             let dev = e.reduce_by_key_device(&sk, &dv, &OPS, nan).unwrap();
             assert_eq!(dev.keys, host.keys, "sparse device keys");
-            assert_eq!(all_bits(&dev), all_bits(&host), "sparse device keys");
+            assert_eq!(
+                reduction_bits(&dev),
+                reduction_bits(&host),
+                "sparse device keys"
+            );
         }
         // Device keys are sampled to choose rows one by one (random keys,
         // above) or run by run (sorted, here; int64 keys two words each).
@@ -756,7 +756,11 @@ fn device_arrays_and_views_give_the_host_bits() {
             )
             .unwrap();
         assert_eq!(dev.keys, host.keys, "sorted int64 device keys");
-        assert_eq!(all_bits(&dev), all_bits(&host), "sorted int64 device keys");
+        assert_eq!(
+            reduction_bits(&dev),
+            reduction_bits(&host),
+            "sorted int64 device keys"
+        );
         let wide: Vec<i64> = dense.iter().map(|&k| k as i64 * 3).collect();
         let host = e
             .reduce_by_key(&wide, &f64s, &OPS, NanPolicy::Propagate)
@@ -764,7 +768,11 @@ fn device_arrays_and_views_give_the_host_bits() {
         let dev = e
             .reduce_by_key_device(&e.upload(&wide).unwrap(), &dv, &OPS, NanPolicy::Propagate)
             .unwrap();
-        assert_eq!(all_bits(&dev), all_bits(&host), "random int64 device keys");
+        assert_eq!(
+            reduction_bits(&dev),
+            reduction_bits(&host),
+            "random int64 device keys"
+        );
         let view = e
             .reduce_by_key_view(
                 ndarray::ArrayView1::from(&dense[..]).slice_move(ndarray::s![..;2]),
@@ -786,7 +794,7 @@ fn device_arrays_and_views_give_the_host_bits() {
             .reduce_by_key(&strided_k, &strided_v, &OPS, NanPolicy::Ignore)
             .unwrap();
         assert_eq!(view.keys, copied.keys);
-        assert_eq!(all_bits(&view), all_bits(&copied));
+        assert_eq!(reduction_bits(&view), reduction_bits(&copied));
         let df = e.upload(&f32s).unwrap();
         for parts in [Partitions::EqualSize(7), Partitions::EqualSize(64)] {
             for op in OPS {
@@ -893,12 +901,12 @@ fn every_forced_strategy_gives_the_same_bits() {
         .iter()
         .map(|(k, v, w)| {
             (
-                all_bits(
+                reduction_bits(
                     &engine()
                         .reduce_by_key(k, v, &OPS, NanPolicy::Propagate)
                         .unwrap(),
                 ),
-                all_bits(
+                reduction_bits(
                     &engine()
                         .reduce_by_key(k, w, &OPS, NanPolicy::Ignore)
                         .unwrap(),
@@ -916,9 +924,9 @@ fn every_forced_strategy_gives_the_same_bits() {
                 Engine::with_options(EngineOptions::default().group_strategy(strategy)).unwrap();
             for ((k, v, w), (f32_bits, f64_bits)) in cases.iter().zip(&want) {
                 let got = e.reduce_by_key(k, v, &OPS, NanPolicy::Propagate).unwrap();
-                assert_eq!(&all_bits(&got), f32_bits, "{strategy:?}, float32");
+                assert_eq!(&reduction_bits(&got), f32_bits, "{strategy:?}, float32");
                 let got = e.reduce_by_key(k, w, &OPS, NanPolicy::Ignore).unwrap();
-                assert_eq!(&all_bits(&got), f64_bits, "{strategy:?}, float64");
+                assert_eq!(&reduction_bits(&got), f64_bits, "{strategy:?}, float64");
             }
         }
     }
@@ -1002,13 +1010,17 @@ fn narrow_accumulators_hold_sums_at_their_limits() {
                 )
                 .unwrap();
             assert_eq!(
-                all_bits(&dev),
-                all_bits(&host),
+                reduction_bits(&dev),
+                reduction_bits(&host),
                 "{what}: device-resident values"
             );
             for forced in engines {
                 let got = forced.reduce_by_key(keys, values, &OPS, nan).unwrap();
-                assert_eq!(all_bits(&got), all_bits(&host), "{what}: a forced way");
+                assert_eq!(
+                    reduction_bits(&got),
+                    reduction_bits(&host),
+                    "{what}: a forced way"
+                );
             }
         }
         // The same rows over 4,000 groups: device-resident floats then
@@ -1035,8 +1047,8 @@ fn narrow_accumulators_hold_sums_at_their_limits() {
             )
             .unwrap();
         assert_eq!(
-            all_bits(&dev),
-            all_bits(&host),
+            reduction_bits(&dev),
+            reduction_bits(&host),
             "{what}: 4,000 groups on the device"
         );
         let mut groups: BTreeMap<i32, Vec<E>> = BTreeMap::new();

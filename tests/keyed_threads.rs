@@ -5,28 +5,10 @@
 
 mod common;
 
-use common::{SplitMix, scalar_bits};
-use gpulanes::{Engine, Grouped, NanPolicy, Op};
+use common::{ReductionBits, SplitMix, grouped_bits};
+use gpulanes::{Engine, NanPolicy, Op};
 
 const OPS: [Op; 5] = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
-
-/// Keys, then each op's value bits and counts.
-type Bits = (Vec<i32>, Vec<(Vec<Option<(u8, u64)>>, Vec<u64>)>);
-
-fn bits(g: &Grouped<i32>) -> Bits {
-    (
-        g.keys.clone(),
-        g.reductions
-            .iter()
-            .map(|r| {
-                (
-                    r.values.iter().map(|v| scalar_bits(*v)).collect(),
-                    r.counts.clone(),
-                )
-            })
-            .collect(),
-    )
-}
 
 /// Threads of this process named `name` (Linux: /proc/self/task; `None`
 /// elsewhere).
@@ -71,20 +53,20 @@ fn a_burst_of_keyed_futures_runs_on_two_threads() {
         .iter()
         .map(|(k, v)| engine.reduce_by_key_async(k.clone(), v.clone(), &OPS, NanPolicy::Ignore))
         .collect();
-    let want: Vec<Bits> = cases
+    let want: Vec<(Vec<i32>, Vec<ReductionBits>)> = cases
         .iter()
-        .map(|(k, v)| bits(&engine.reduce_by_key(k, v, &OPS, NanPolicy::Ignore).unwrap()))
+        .map(|(k, v)| grouped_bits(&engine.reduce_by_key(k, v, &OPS, NanPolicy::Ignore).unwrap()))
         .collect();
     // Once the first request is done its thread has started (and named
     // itself); the threads live as long as the engine. Twelve requests,
     // two keyed threads: the rest waited in the queue.
     let first = settle(futures.remove(0)).unwrap();
-    assert_eq!(bits(&first), want[0]);
+    assert_eq!(grouped_bits(&first), want[0]);
     if let Some(t) = threads_named("gpulanes-keyed") {
         assert!((1..=2).contains(&t), "{t} keyed threads for 12 requests");
     }
     for (f, want) in futures.into_iter().zip(&want[1..]) {
-        assert_eq!(&bits(&settle(f).unwrap()), want);
+        assert_eq!(&grouped_bits(&settle(f).unwrap()), want);
     }
     if let Some(t) = threads_named("gpulanes-keyed") {
         assert!((1..=2).contains(&t), "{t} keyed threads after the burst");

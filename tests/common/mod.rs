@@ -386,3 +386,26 @@ pub fn scalar_bits(v: Option<Scalar>) -> Option<(u8, u64)> {
         Scalar::I64(x) => (4, x as u64),
     })
 }
+
+/// One reduction of a keyed result as its op, value bits and counts.
+pub type ReductionBits = (Op, Vec<Option<(u8, u64)>>, Vec<u64>);
+
+/// Every reduction of a keyed result as bits, its keys left out (compare
+/// them apart: the same groups may come keyed by another type).
+pub fn reduction_bits<K>(g: &gpulanes::Grouped<K>) -> Vec<ReductionBits> {
+    g.reductions
+        .iter()
+        .map(|r| {
+            (
+                r.op,
+                r.values.iter().map(|v| scalar_bits(*v)).collect(),
+                r.counts.clone(),
+            )
+        })
+        .collect()
+}
+
+/// A keyed result as bits: its keys, and every reduction's bits.
+pub fn grouped_bits<K: Clone>(g: &gpulanes::Grouped<K>) -> (Vec<K>, Vec<ReductionBits>) {
+    (g.keys.clone(), reduction_bits(g))
+}
