@@ -8,8 +8,9 @@ one reduction. See ``gpulanes.dask`` for Dask arrays.
 Inputs
     * NumPy arrays of float32, float64, int32, uint32 or int64. Contiguous
       arrays are read in place (no copy); strided or unaligned ones are
-      copied once (``numpy.ascontiguousarray``). Partitioned and ``axis``
-      reductions read C order, so a Fortran-ordered array is copied there.
+      copied once (``numpy.ascontiguousarray``). Partitioned, ``axis`` and
+      keyed reductions read C order (keys and values pair up as their
+      ``ravel()`` does), so a Fortran-ordered array is copied there.
     * Objects with the Arrow PyCapsule interface (``__arrow_c_array__`` or
       ``__arrow_c_stream__``: PyArrow arrays and chunked arrays, Polars
       series, ...). One chunk without nulls is read in place, and so are
@@ -20,6 +21,10 @@ Inputs
       bitmap, so the non-null values are gathered into one buffer first (a
       copy), as are smaller chunks and the chunks of a partitioned
       reduction.
+    * NumPy masked arrays: masked entries are NULL, as Arrow nulls are
+      (never the values under the mask); 1-D ones with masked entries go
+      through PyArrow (``pyarrow.array(data, mask=mask)``, a copy), and
+      ``axis`` reductions refuse masked entries.
     * Anything else ``numpy.asarray`` accepts (a copy).
 
 NaN is not NULL: ``nan="propagate"`` (NumPy's rule) makes any NaN the
@@ -129,6 +134,9 @@ def _lanes_for_axis(x: Any, axis: Any) -> tuple:
     ):
         # NumPy would turn Arrow nulls into NaN (and integers into floats).
         raise ValueError("axis= takes NumPy arrays; reduce Arrow columns with partition_size= or offsets=")
+    if np.ma.isMaskedArray(x) and np.ma.getmaskarray(x).any():
+        # Masked entries are nulls, never the values under the mask.
+        raise ValueError("axis= takes no masked entries; pass .filled(...), or a 1-D masked array without axis=")
     a = np.asarray(x)
     nd = a.ndim
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)

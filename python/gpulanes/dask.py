@@ -205,7 +205,8 @@ _KIND_OP = {"sum": "sum", "mean": "sum", "count": "sum", "max": "max", "min": "m
 
 
 def _keyed_partial(keys: Any, values: Any, kind: str) -> Any:
-    return default_engine().partial(np.asarray(values), kind, keys=np.asarray(keys))
+    # asanyarray: a masked chunk keeps its mask (its masked entries are nulls).
+    return default_engine().partial(np.asanyarray(values), kind, keys=np.asanyarray(keys))
 
 
 def _merge_pairs(*pairs: Any) -> Any:

@@ -165,6 +165,10 @@ fn copy_words(src: *const u8, bytes: usize) -> Vec<u64> {
 /// contiguous order.
 pub fn extract<'py>(obj: &Bound<'py, PyAny>, c_order: bool) -> PyResult<Column<'py>> {
     let py = obj.py();
+    // A plain ndarray has no `mask`; a NumPy masked array does.
+    if obj.hasattr("mask")? && is_masked_array(obj)? {
+        return from_masked(obj, c_order);
+    }
     if let Ok(array) = obj.cast::<PyUntypedArray>() {
         return from_numpy(array, c_order, false);
     }
@@ -179,6 +183,41 @@ pub fn extract<'py>(obj: &Bound<'py, PyAny>, c_order: bool) -> PyResult<Column<'
         .cast::<PyUntypedArray>()
         .map_err(|_| bad("numpy.asarray did not return an array"))?;
     from_numpy(array, c_order, true)
+}
+
+fn is_masked_array(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let ma = obj.py().import("numpy")?.getattr("ma")?;
+    ma.call_method1("isMaskedArray", (obj,))?.is_truthy()
+}
+
+/// A NumPy masked array. Its masked entries are nulls, as an Arrow array's
+/// are (never the values under the mask), so it is read through pyarrow
+/// (`pyarrow.array(data, mask=mask)`, 1-D); without a masked entry it is
+/// its data.
+fn from_masked<'py>(obj: &Bound<'py, PyAny>, c_order: bool) -> PyResult<Column<'py>> {
+    let py = obj.py();
+    let ma = py.import("numpy")?.getattr("ma")?;
+    let mask = ma.call_method1("getmaskarray", (obj,))?;
+    let data = ma.call_method1("getdata", (obj,))?;
+    if !mask.call_method0("any")?.is_truthy()? {
+        return extract(&data, c_order);
+    }
+    if data.getattr("ndim")?.extract::<usize>()? != 1 {
+        return Err(bad(
+            "masked entries of a masked array are nulls, supported in 1-D arrays only: \
+             pass a 1-D array, or .filled(...) / .compressed()",
+        ));
+    }
+    let pa = py.import("pyarrow").map_err(|_| {
+        bad(
+            "masked entries of a masked array are nulls, which need pyarrow installed: \
+             install it, or pass .filled(...) / .compressed()",
+        )
+    })?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("mask", mask)?;
+    let nulls = pa.call_method("array", (data,), Some(&kwargs))?;
+    extract(&nulls, c_order)
 }
 
 fn from_numpy<'py>(

@@ -24,10 +24,20 @@ pub struct KeyedInput {
     pub values: Prepared,
 }
 
-/// Reads `keys` and `x` for a keyed reduction.
-pub fn extract(keys: &Bound<'_, PyAny>, x: &Bound<'_, PyAny>) -> PyResult<KeyedInput> {
-    let mut kc = input::extract(keys, false)?;
-    let mut vc = input::extract(x, false)?;
+/// A keyed call's input together with the columns its keys and values may
+/// point into (NumPy's copies of strided, reordered or converted inputs,
+/// Arrow exports): use the input through this, so the columns outlive
+/// every use of it.
+pub struct Extracted<'py> {
+    pub input: KeyedInput,
+    _columns: (input::Column<'py>, input::Column<'py>),
+}
+
+/// Reads `keys` and `x` for a keyed reduction. Both are read in C order,
+/// so the n-th key goes with the n-th value whatever the arrays' layouts.
+pub fn extract<'py>(keys: &Bound<'py, PyAny>, x: &Bound<'py, PyAny>) -> PyResult<Extracted<'py>> {
+    let mut kc = input::extract(keys, true)?;
+    let mut vc = input::extract(x, true)?;
     if !matches!(kc.dtype, Dtype::I32 | Dtype::U32 | Dtype::I64) {
         return Err(PyValueError::new_err(format!(
             "keys must be int32, uint32 or int64, got {}",
@@ -50,9 +60,13 @@ pub fn extract(keys: &Bound<'_, PyAny>, x: &Bound<'_, PyAny>) -> PyResult<KeyedI
             vc.len()
         )));
     }
-    Ok(KeyedInput {
+    let input = KeyedInput {
         keys: kc.prepare(Partitions::Whole)?,
         values: vc.prepare(Partitions::Whole)?,
+    };
+    Ok(Extracted {
+        input,
+        _columns: (kc, vc),
     })
 }
 

@@ -258,7 +258,8 @@ impl Lanes {
                 "timeout is a real-time deadline; batch jobs take none",
             ));
         }
-        let input = keyed::extract(keys, x)?;
+        let read = keyed::extract(keys, x)?;
+        let input = &read.input;
         let dtype = input.values.dtype;
         let lane = if realtime {
             Lane::RealTime
@@ -267,7 +268,7 @@ impl Lanes {
         };
         let lanes = self.inner.clone();
         let mut handle = py
-            .detach(|| keyed::submit_lane(&lanes, lane, &input, &ops, nan, timeout))
+            .detach(|| keyed::submit_lane(&lanes, lane, input, &ops, nan, timeout))
             .map_err(engine_error)?;
         spawn_waiter(
             future,

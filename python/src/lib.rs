@@ -390,11 +390,12 @@ impl Engine {
             return Err(value_error("no ops given"));
         }
         let nan = parse_nan(nan)?;
-        let input = keyed::extract(keys, x)?;
+        let read = keyed::extract(keys, x)?;
+        let input = &read.input;
         let dtype = input.values.dtype;
         let engine = &*self.inner;
         let r = py
-            .detach(|| keyed::reduce(engine, &input, &ops, nan))
+            .detach(|| keyed::reduce(engine, input, &ops, nan))
             .map_err(engine_error)?;
         keyed::to_python(py, r, &ops, dtype)
     }
@@ -408,10 +409,11 @@ impl Engine {
         op: &str,
     ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         let kind = StateKind::for_op(parse_op(op)?);
-        let input = keyed::extract(keys, x)?;
+        let read = keyed::extract(keys, x)?;
+        let input = &read.input;
         let engine = &*self.inner;
         let s = py
-            .detach(|| keyed::states(engine, &input, kind))
+            .detach(|| keyed::states(engine, input, kind))
             .map_err(engine_error)?;
         keyed::states_to_python(py, s)
     }

@@ -130,6 +130,14 @@ def test_keyed_reduction_same_bits_as_one_process(client, engine):
     assert k1.tobytes() == want_keys.tobytes() and np.array_equal(s1, engine.reduce(vals, "max", keys=keys)[1], equal_nan=True)
 
 
+def test_keyed_reduction_of_broadcast_chunks(client):
+    # da.zeros / da.ones chunks are stride-0 views, copied on the way in.
+    n = 2_000_000
+    keys = da.zeros(n, dtype=np.int64, chunks=500_000)
+    got_keys, got = client.compute(gd.groupby_agg(keys, da.ones(n, chunks=500_000), ["count", "sum"])).result()
+    assert np.array_equal(got_keys, [0]) and got["count"][0] == n and got["sum"][0] == float(n)
+
+
 def test_keyed_reduction_of_dataframe_columns_same_bits_as_one_process(client, engine):
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")

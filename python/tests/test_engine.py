@@ -322,3 +322,67 @@ def test_keyed_reductions(engine, key_dtype):
         engine.reduce(np.arange(3.0), "sum", keys=np.arange(3, dtype=key_dtype), partition_size=2)
     empty_keys, empty = engine.reduce(np.zeros(0), "sum", keys=np.zeros(0, dtype=key_dtype))
     assert len(empty_keys) == 0 and len(empty) == 0
+
+
+def keyed_counts(keys):
+    distinct, counts = np.unique(np.asarray(keys).ravel(), return_counts=True)
+    return distinct, counts
+
+
+def test_keyed_inputs_copied_on_the_way_in_stay_alive(engine):
+    # Strided, reversed, broadcast (stride 0) and list keys and values are
+    # copied by NumPy inside the call; the copies must live until the
+    # engine has read them (large enough that freed memory is returned).
+    n = 1_000_000
+    base = np.arange(2 * n, dtype=np.int64) % 977
+    cases = {
+        "strided": (base[::2], np.ones(2 * n)[::2]),
+        "reversed": (base[:n][::-1], np.arange(n, dtype=np.float64)[::-1]),
+        "broadcast": (np.broadcast_to(np.int64(5), (n,)), np.broadcast_to(2.0, (n,))),
+        "list": ((base[:n] % 13).tolist(), np.ones(n)),
+    }
+    for name, (keys, x) in cases.items():
+        want_keys, want_counts = keyed_counts(keys)
+        got_keys, got = engine.reduce(x, ["count", "sum"], keys=keys)
+        assert np.array_equal(got_keys, want_keys), name
+        assert np.array_equal(got["count"], want_counts), name
+        xs, ks = np.asarray(x, dtype=np.float64), np.asarray(keys)
+        want_sums = [xs[ks == k].sum() for k in want_keys[:5]]
+        assert np.allclose(got["sum"][:5], want_sums, rtol=0, atol=0), name
+        # Per-key states read the same copies.
+        pk, states = engine.partial(x, "sum", keys=keys)
+        fk, counts = gpulanes.finalize_keyed(pk, states, "count")
+        assert np.array_equal(fk, want_keys) and np.array_equal(counts, want_counts), name
+
+
+def test_keyed_inputs_pair_up_in_c_order(engine):
+    k = np.array([3, 1, 3, 2, 1, 3])
+    v = np.arange(6.0)
+    want_keys, want = engine.reduce(v, "sum", keys=k)
+    assert np.array_equal(want, [5.0, 3.0, 7.0])
+    for keys, x in [
+        (np.asfortranarray(k.reshape(2, 3)), v.reshape(2, 3)),
+        (k.reshape(2, 3), np.asfortranarray(v.reshape(2, 3))),
+        (np.asfortranarray(k.reshape(2, 3)), v),
+    ]:
+        got_keys, got = engine.reduce(x, "sum", keys=keys)
+        assert np.array_equal(got_keys, want_keys) and got.tobytes() == want.tobytes()
+
+
+def test_masked_entries_are_nulls(engine):
+    pa = pytest.importorskip("pyarrow")
+    mv = np.ma.masked_array([1.0, 2.0, 100.0, 200.0, 5.0], mask=[0, 1, 1, 1, 0])
+    assert engine.sum(mv) == 6.0 and engine.count(mv) == 2
+    assert engine.reduce(mv, "sum") == engine.reduce(pa.array([1.0, None, None, None, 5.0]), "sum")
+    # A masked array without a masked entry is its data.
+    clear = np.ma.masked_array([1.0, 2.0, 3.0], mask=[0, 0, 0])
+    assert engine.sum(clear) == 6.0
+    # Keyed reductions refuse nulls in values and in keys, masked or Arrow.
+    keys = np.array([1, 1, 2, 2, 3])
+    with pytest.raises(ValueError, match="null"):
+        engine.reduce(mv, ["sum", "count"], keys=keys)
+    with pytest.raises(ValueError, match="null"):
+        engine.reduce(np.arange(5.0), "sum", keys=np.ma.masked_array(keys, mask=[0, 0, 1, 0, 0]))
+    # axis= reads NumPy memory: masked entries are refused, not read.
+    with pytest.raises(ValueError, match="masked"):
+        engine.reduce(np.ma.masked_array(np.ones((2, 3)), mask=[[0, 1, 0], [0, 0, 0]]), "sum", axis=0)

@@ -152,6 +152,19 @@ def test_keyed_requests_in_both_lanes(engine, lanes):
     assert all(same_keyed(r, want) for r in results[:4])
 
 
+def test_keyed_requests_of_strided_inputs(engine, lanes):
+    # NumPy copies strided keys and values inside the call; the request
+    # must be made from the copies while they live.
+    n = 800_000
+    keys = np.repeat(np.arange(n, dtype=np.int64) % 5, 2)[::2]
+    x = np.repeat(np.arange(n, dtype=np.float64), 2)[::2]
+    want = engine.reduce(np.ascontiguousarray(x), ["count", "sum"], keys=np.ascontiguousarray(keys))
+    assert np.array_equal(want[1]["count"], [n // 5] * 5)
+    for lane in ["realtime", "batch"]:
+        got = lanes.groupby(keys, x, ["count", "sum"], lane=lane).result(timeout=120)
+        assert same_keyed(got, want), lane
+
+
 def test_keyed_requests_refuse_bad_input(lanes):
     x = np.ones(10, dtype=np.float32)
     with pytest.raises(ValueError):
