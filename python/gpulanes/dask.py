@@ -213,13 +213,23 @@ def _merge_pairs(*pairs: Any) -> Any:
     return merge_keyed(pairs)
 
 
-def _finalize_groups(merged: dict, ops: list, nan: str, single: bool) -> Any:
+def _result_dtype(op: str, dtype: np.dtype) -> np.dtype:
+    """NumPy's result type of ``op`` over ``dtype`` values, as the engine's."""
+    if op == "count" or (op == "sum" and dtype.kind != "f"):
+        return np.dtype(np.int64)
+    if op == "mean" and dtype != np.float32:
+        return np.dtype(np.float64)
+    return dtype
+
+
+def _finalize_groups(merged: dict, ops: list, nan: str, single: bool, dtype: np.dtype) -> Any:
     out = {}
     keys = None
     for op in ops:
         group_keys, states = merged[_KIND_OP[op]]
         keys, values = finalize_keyed(group_keys, states, op, nan)
-        out[op] = values
+        # No key at all: an empty array of the op's type, as Engine.reduce gives.
+        out[op] = values if len(states) else np.zeros(0, dtype=_result_dtype(op, dtype))
     if keys is None:
         keys = np.zeros(0, dtype=np.int64)
     return keys, (out[ops[0]] if single else out)
@@ -253,14 +263,18 @@ def groupby_agg(
 
     single = isinstance(ops, str)
     op_list = [str(o) for o in ([ops] if isinstance(ops, str) else ops)]
+    if not op_list:
+        raise ValueError("no ops given")
     for op in op_list:
         if op not in _KIND_OP:
             raise ValueError(f"unknown op {op!r}: expected sum, mean, max, min or count")
+    if nan not in ("propagate", "ignore"):
+        raise ValueError(f"unknown NaN policy {nan!r}: expected propagate or ignore")
     keys, values = da.asarray(keys), da.asarray(values)
     if keys.ndim != 1 or values.ndim != 1 or keys.shape != values.shape:
         raise ValueError(f"keys {keys.shape} and values {values.shape} must be 1-D of one length")
     keys = keys.rechunk(values.chunks)
-    every = split_every or 8
+    every = 8 if split_every is None else int(split_every)
     if every < 2:
         raise ValueError("split_every must be at least 2")
     kb, vb = keys.to_delayed().ravel(), values.to_delayed().ravel()
@@ -270,4 +284,4 @@ def groupby_agg(
         while len(parts) > 1:
             parts = [delayed(_merge_pairs, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
         merged[kind] = parts[0]
-    return delayed(_finalize_groups, pure=True)(merged, op_list, nan, single)
+    return delayed(_finalize_groups, pure=True)(merged, op_list, nan, single, np.dtype(values.dtype))

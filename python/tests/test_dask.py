@@ -130,6 +130,22 @@ def test_keyed_reduction_same_bits_as_one_process(client, engine):
     assert k1.tobytes() == want_keys.tobytes() and np.array_equal(s1, engine.reduce(vals, "max", keys=keys)[1], equal_nan=True)
 
 
+def test_keyed_reduction_of_nothing_and_bad_arguments(client, engine):
+    ops = ["sum", "mean", "max", "count"]
+    for vdtype in [np.float32, np.float64, np.int32, np.int64]:
+        keys, vals = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=vdtype)
+        want_keys, want = engine.reduce(vals, ops, keys=keys)
+        got_keys, got = client.compute(gd.groupby_agg(da.from_array(keys), da.from_array(vals), ops)).result()
+        assert len(got_keys) == 0
+        for op in ops:
+            assert got[op].dtype == want[op].dtype and len(got[op]) == 0, (vdtype, op)
+    k, v = da.zeros(10, dtype=np.int64, chunks=5), da.ones(10, chunks=5)
+    for bad in [dict(ops=[]), dict(nan="sometimes"), dict(split_every=0), dict(split_every=1)]:
+        args = {"ops": "sum", **bad}
+        with pytest.raises(ValueError):
+            gd.groupby_agg(k, v, args.pop("ops"), **args)
+
+
 def test_keyed_reduction_of_broadcast_chunks(client):
     # da.zeros / da.ones chunks are stride-0 views, copied on the way in.
     n = 2_000_000
