@@ -138,7 +138,9 @@ fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     timeout
         .map(|t| {
             Duration::try_from_secs_f64(t).map_err(|_| {
-                PyValueError::new_err(format!("timeout must be a non-negative number, got {t}"))
+                PyValueError::new_err(format!(
+                    "timeout must be a finite, non-negative number of seconds under 2^64, got {t}"
+                ))
             })
         })
         .transpose()
