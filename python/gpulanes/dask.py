@@ -72,14 +72,17 @@ def _chunk(
     """A block's partial states, one per kept position (keepdims shape).
     Dask's meta probe (``computing_meta``) gets an empty object array and
     opens no engine."""
-    x = np.asarray(x)
+    # asanyarray: a masked chunk keeps its mask (masked entries are nulls).
+    x = np.asanyarray(x)
     if computing_meta:
         return np.empty((0,) * x.ndim, dtype=object)
     eng = default_engine()
     kept, reduced = _split(x.ndim, axis)
     out_shape = tuple(1 if i in reduced else x.shape[i] for i in range(x.ndim))
     if not kept:
-        return _objects([eng.partial(x, op)], out_shape)
+        return _objects([eng.partial(x.ravel() if np.ma.isMaskedArray(x) else x, op)], out_shape)
+    if np.ma.isMaskedArray(x) and np.ma.getmaskarray(x).any():
+        raise ValueError("axis= takes no masked entries; pass .filled(...), or reduce over every axis")
     moved = np.ascontiguousarray(x.transpose(kept + reduced))
     lanes = int(np.prod([x.shape[i] for i in kept], dtype=np.int64))
     lane = int(np.prod([x.shape[i] for i in reduced], dtype=np.int64))

@@ -130,6 +130,17 @@ def test_keyed_reduction_same_bits_as_one_process(client, engine):
     assert k1.tobytes() == want_keys.tobytes() and np.array_equal(s1, engine.reduce(vals, "max", keys=keys)[1], equal_nan=True)
 
 
+def test_masked_chunks_skip_their_masked_entries(client, engine):
+    pytest.importorskip("pyarrow")
+    data = np.arange(24, dtype=np.float64).reshape(4, 6)
+    mask = (np.arange(24) % 5 == 0).reshape(4, 6)
+    x = da.from_array(np.ma.masked_array(data, mask=mask), chunks=(2, 3))
+    assert client.compute(gd.sum(x)).result() == data[~mask].sum()
+    assert client.compute(gd.count(x)).result() == (~mask).sum()
+    with pytest.raises(ValueError, match="masked"):
+        client.compute(gd.sum(x, axis=0)).result()
+
+
 def test_keyed_reduction_of_nothing_and_bad_arguments(client, engine):
     ops = ["sum", "mean", "max", "count"]
     for vdtype in [np.float32, np.float64, np.int32, np.int64]:
