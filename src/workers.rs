@@ -1,4 +1,6 @@
-//! The threads behind the keyed async forms.
+//! Threads that run an engine's blocking background work, in order: the
+//! poller's waits for the GPU (one thread, see `poller`) and the keyed
+//! async requests (a few threads).
 //!
 //! A keyed request plans its keys, uploads its rows, waits for the GPU
 //! between windows of groups and finishes its groups on the host: work
@@ -11,10 +13,11 @@
 //! (two let one request's host work overlap another's GPU work; more would
 //! only share the same GPU queue and cores).
 //!
-//! A queued job holds its own engine, so the context, and with it the
-//! pool, lives until every job is done. The threads end when the context
-//! is dropped; dropping it joins them, except the thread that dropped it
-//! (a job's engine may be the context's last reference).
+//! A queued keyed job holds its own engine, so the context, and with it
+//! the pool, lives until every job is done. A pool's threads end when it
+//! is dropped, once its queue is empty; dropping it joins them, except the
+//! thread that dropped it (a job's engine may be the context's last
+//! reference). A job that panics leaves its thread running the next.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
