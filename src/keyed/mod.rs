@@ -260,37 +260,26 @@ fn finish_groups<K: Key>(
         StateKind::Max => 1,
         StateKind::Min => 2,
     };
-    let present = share
-        .groups
-        .clone()
-        .filter(|&g| names.present(acc, g))
-        .zip(0..share.len);
     if acc.is_finished() {
         // Sums and means rounded on the device: no exact arithmetic here.
-        let mut written = 0;
-        for (g, i) in present {
+        return fill_groups(share, acc, names, |g, i, ops| {
             let sum = acc.finished_sum(g);
             let mut settled = [None; 3];
-            for (op, values, counts) in share.ops.iter_mut() {
+            for (op, values, counts) in ops.iter_mut() {
                 let kind = StateKind::for_op(*op);
                 let s = settled[slot_of(kind)].get_or_insert_with(|| acc.settled(g, kind));
                 values[i].write(s.finalize(*op, nan, &sum)?);
                 counts[i].write(s.count(nan));
             }
-            if let Some(keys) = share.keys.as_deref_mut() {
-                keys[i].write(names.key(g));
-            }
-            written = i + 1;
-        }
-        return Ok(written);
+            Ok(())
+        });
     }
     let dtype = acc.dtype();
     let mut states =
         [StateKind::Sum, StateKind::Max, StateKind::Min].map(|k| State::empty(dtype, k));
-    let mut written = 0;
-    for (g, i) in present {
+    fill_groups(share, acc, names, |g, i, ops| {
         let mut made = [false; 3];
-        for (op, values, counts) in share.ops.iter_mut() {
+        for (op, values, counts) in ops.iter_mut() {
             let kind = StateKind::for_op(*op);
             let slot = slot_of(kind);
             if !made[slot] {
@@ -300,6 +289,28 @@ fn finish_groups<K: Key>(
             values[i].write(states[slot].finalize(*op, nan)?);
             counts[i].write(states[slot].count(nan));
         }
+        Ok(())
+    })
+}
+
+/// Calls `fill(g, i, ops)` for every group g of `share.groups` that `names`
+/// puts in the result, the i-th of them, to write its ops' slots i, then
+/// writes its key into slot i (where keys are wanted). Returns the slots
+/// written.
+fn fill_groups<K: Key>(
+    share: &mut Share<'_, K>,
+    acc: &accumulators::GroupAccumulators<'_>,
+    names: WindowKeys<'_, K>,
+    mut fill: impl FnMut(usize, usize, &mut [OpSlots<'_>]) -> Result<()>,
+) -> Result<usize> {
+    let present = share
+        .groups
+        .clone()
+        .filter(|&g| names.present(acc, g))
+        .zip(0..share.len);
+    let mut written = 0;
+    for (g, i) in present {
+        fill(g, i, &mut share.ops)?;
         if let Some(keys) = share.keys.as_deref_mut() {
             keys[i].write(names.key(g));
         }
