@@ -495,8 +495,25 @@ fn key_range<K: Key>(keys: &[K]) -> Option<(K, K)> {
 }
 
 /// Plans how `keys` become groups: dense keys as they are, sparse ones
-/// through ids (see the module documentation).
+/// through ids (see the module documentation). Logs the plan and its time
+/// at debug level.
 pub(crate) fn plan_keys<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
+    let started = std::time::Instant::now();
+    let plan = make_plan(keys)?;
+    log::debug!(
+        "groups: {} keys planned in {:?} ({})",
+        keys.len(),
+        started.elapsed(),
+        match &plan {
+            KeyPlan::Dense { groups, .. } => format!("dense, {groups} groups"),
+            KeyPlan::Sparse { distinct, .. } => format!("sparse, {} distinct", distinct.len()),
+        }
+    );
+    Ok(plan)
+}
+
+/// [`plan_keys`]' plan.
+fn make_plan<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
     let Some((min, max)) = key_range(keys) else {
         return Ok(KeyPlan::Dense {
             min: K::from_i128(0),
@@ -550,17 +567,7 @@ fn keyed_groups<K: Key, E: Element>(
 ) -> Result<()> {
     check_request(keys.len() as u64, values.len() as u64, ops)?;
     ctx.health.check()?;
-    let started = std::time::Instant::now();
     let plan = plan_keys(keys)?;
-    log::debug!(
-        "groups: {} keys planned in {:?} ({})",
-        keys.len(),
-        started.elapsed(),
-        match &plan {
-            KeyPlan::Dense { groups, .. } => format!("dense, {groups} groups"),
-            KeyPlan::Sparse { distinct, .. } => format!("sparse, {} distinct", distinct.len()),
-        }
-    );
     reduce_planned(
         ctx,
         E::DTYPE,
