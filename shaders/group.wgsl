@@ -176,21 +176,37 @@ fn acc_add(first: u32, x: u32, end: u32, private_: bool) {
     }
 }
 
+// Adds w + c (c a carry in of 0 or 1) at word `i` of the accumulators
+// (the workgroup's when `private_`), when it is nonzero and under `end`,
+// and returns the carry out: a multi-word addition costs one atomic a
+// nonzero word, the carry of the word below folded into the next word's
+// add rather than added on its own.
+fn add_word(i: u32, w: u32, c: u32, end: u32, private_: bool) -> u32 {
+    let v = w + c;
+    var out = carry(v, w);
+    if v != 0u && i < end {
+        let old = target_add(i, v, private_);
+        out |= carry(old + v, v);
+    }
+    return out;
+}
+
 // Adds the magnitude `m` (128 bits), scaled by 2^bit (a position on the
 // full grid), to group g's positive or negative limbs. Words of m's
 // shifted value under limb_base are zero (the host's rule), so their
-// index, which wraps, is never used: acc_add adds nothing for them.
+// index, which wraps, is never used: add_word adds nothing for them.
 fn flush_magnitude(g: u32, m: vec4<u32>, bit: u32, negative: bool) {
     let region = g * STRIDE + select(0u, LIMBS, negative);
     let end = region + LIMBS;
     let l = region + (bit >> 5u) - params.limb_base;
     let r = bit & 31u;
     // m << r over five words; (x >> 1) >> (31 - r) is x >> (32 - r), and 0 for r = 0.
-    acc_add(l, m.x << r, end, PRIVATE);
-    acc_add(l + 1u, (m.y << r) | ((m.x >> 1u) >> (31u - r)), end, PRIVATE);
-    acc_add(l + 2u, (m.z << r) | ((m.y >> 1u) >> (31u - r)), end, PRIVATE);
-    acc_add(l + 3u, (m.w << r) | ((m.z >> 1u) >> (31u - r)), end, PRIVATE);
-    acc_add(l + 4u, (m.w >> 1u) >> (31u - r), end, PRIVATE);
+    var c = add_word(l, m.x << r, 0u, end, PRIVATE);
+    c = add_word(l + 1u, (m.y << r) | ((m.x >> 1u) >> (31u - r)), c, end, PRIVATE);
+    c = add_word(l + 2u, (m.z << r) | ((m.y >> 1u) >> (31u - r)), c, end, PRIVATE);
+    c = add_word(l + 3u, (m.w << r) | ((m.z >> 1u) >> (31u - r)), c, end, PRIVATE);
+    c = add_word(l + 4u, (m.w >> 1u) >> (31u - r), c, end, PRIVATE);
+    acc_add(l + 5u, c, end, PRIVATE);
 }
 
 // Adds a 64-bit count (lo, hi) at word `at` of the accumulators.
