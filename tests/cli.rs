@@ -1522,7 +1522,9 @@ fn group_by_keys_through_the_cli() {
     write_npy(p("short.npy"), &Array1::from(vec![1i32, 2])).unwrap();
     write_npy(p("float.npy"), &Array1::from(vec![1.0f32; 7])).unwrap();
     write_npy(p("2d.npy"), &Array2::<i32>::zeros((7, 1))).unwrap();
-    let cases: [(&[&str], &str, &[&str]); 6] = [
+    write_npy(p("0d.npy"), &ndarray::arr0(7i32)).unwrap();
+    write_npy(p("3d.npy"), &Array3::<i32>::zeros((7, 1, 1))).unwrap();
+    let cases: [(&[&str], &str, &[&str]); 8] = [
         (
             &["--keys", &p("short.npy"), &v],
             "short keys",
@@ -1537,6 +1539,16 @@ fn group_by_keys_through_the_cli() {
             &["--keys", &p("2d.npy"), &v],
             "2-D keys",
             &["1-D", "[7, 1]"],
+        ),
+        (
+            &["--keys", &p("0d.npy"), &v],
+            "0-D keys",
+            &["--keys must be a 1-D", "0d.npy", "0-D"],
+        ),
+        (
+            &["--keys", &p("3d.npy"), &v],
+            "3-D keys",
+            &["--keys must be a 1-D", "3d.npy", "[7, 1, 1]"],
         ),
         (
             &["--keys", &k, "--partition-size", "2", &v],

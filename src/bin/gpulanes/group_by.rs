@@ -30,7 +30,17 @@ pub struct KeyedArgs<'a> {
 
 /// Opens a 1-D `.npy` (header only), naming the file and its role in errors.
 fn open_1d(path: &Path, role: &str) -> Result<(InputFile, u64), Failure> {
-    let file = InputFile::open_typed(path, FileFormat::Npy, Dtype::F32)?;
+    // The reader's own shape rule is the data's (1-D or 2-D): name the
+    // input and its rule in front of what it found.
+    let file =
+        InputFile::open_typed(path, FileFormat::Npy, Dtype::F32).map_err(
+            |e| match Failure::from(e) {
+                Failure::Input(m) => {
+                    Failure::Input(format!("{role} must be a 1-D .npy array: {m}"))
+                }
+                runtime => runtime,
+            },
+        )?;
     let name = file.path.display().to_string();
     match file.shape.as_deref() {
         Some(&[n]) => Ok((file, n)),
