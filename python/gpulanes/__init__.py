@@ -25,6 +25,10 @@ Inputs
       (never the values under the mask); 1-D ones with masked entries go
       through PyArrow (``pyarrow.array(data, mask=mask)``, a copy), and
       ``axis`` reductions refuse masked entries.
+    * pandas Series export themselves through the Arrow interface, where
+      pandas counts a float NaN as missing: their NaNs arrive as NULL
+      (skipped whatever ``nan`` says, refused by keyed reductions). Pass
+      ``series.to_numpy()`` to keep NaN as NaN.
     * Anything else ``numpy.asarray`` accepts (a copy).
 
 NaN is not NULL: ``nan="propagate"`` (NumPy's rule) makes any NaN the
@@ -335,16 +339,33 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[np.ndarra
     return np.array(distinct, dtype=key_dtype if key_dtype is not None else np.int64), out
 
 
+def _result_dtype(op: Optional[str], dtype: Any) -> np.dtype:
+    """NumPy's result type of ``op`` over ``dtype`` values, as the engine's
+    (``op=None``: the values' own type, as a max or min state gives)."""
+    dtype = np.dtype(dtype)
+    if op == "count" or (op == "sum" and dtype.kind != "f"):
+        return np.dtype(np.int64)
+    if op == "mean" and dtype != np.float32:
+        return np.dtype(np.float64)
+    return dtype
+
+
 def finalize_keyed(
-    keys: Any, states: Sequence[bytes], op: Optional[str] = None, nan: str = "propagate"
+    keys: Any,
+    states: Sequence[bytes],
+    op: Optional[str] = None,
+    nan: str = "propagate",
+    dtype: Any = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """``(keys, values)`` from keyed states: one value of ``op`` per key, as
-    an array of the op's result type, masked where a key has no value."""
+    an array of the op's result type, masked where a key has no value.
+    ``dtype``, the values' dtype, types the result when there are no
+    states (it has no other way to know it); float64 without it."""
     keys = np.asarray(keys)
     if len(keys) != len(states):
         raise ValueError(f"{len(keys)} keys for {len(states)} states")
     if not states:
-        return keys, np.zeros(0)
+        return keys, np.zeros(0, dtype=np.float64 if dtype is None else _result_dtype(op, dtype))
     pairs = [_gpulanes.finalize(bytes(s), op, nan) for s in states]
     values = np.concatenate([v for v, _ in pairs])
     if all(m is None for _, m in pairs):

@@ -29,24 +29,11 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import default_engine, finalize, finalize_keyed, merge, merge_keyed, state_info
+from . import _result_dtype, default_engine, finalize, finalize_keyed, merge, merge_keyed, state_info
 
 __all__ = ["sum", "mean", "max", "min", "count", "reduction", "groupby_agg"]
 
 Axis = Union[None, int, Sequence[int]]
-
-_FLOAT = {np.dtype(np.float32), np.dtype(np.float64)}
-
-
-def _result_dtype(op: str, dtype: np.dtype) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if op == "count":
-        return np.dtype(np.int64)
-    if op in ("max", "min"):
-        return dtype
-    if op == "sum":
-        return dtype if dtype in _FLOAT else np.dtype(np.int64)
-    return dtype if dtype == np.dtype(np.float32) else np.dtype(np.float64)
 
 
 def _objects(items: list, shape: Tuple[int, ...]) -> np.ndarray:
@@ -216,23 +203,12 @@ def _merge_pairs(*pairs: Any) -> Any:
     return merge_keyed(pairs)
 
 
-def _result_dtype(op: str, dtype: np.dtype) -> np.dtype:
-    """NumPy's result type of ``op`` over ``dtype`` values, as the engine's."""
-    if op == "count" or (op == "sum" and dtype.kind != "f"):
-        return np.dtype(np.int64)
-    if op == "mean" and dtype != np.float32:
-        return np.dtype(np.float64)
-    return dtype
-
-
 def _finalize_groups(merged: dict, ops: list, nan: str, single: bool, dtype: np.dtype) -> Any:
     out = {}
     keys = None
     for op in ops:
         group_keys, states = merged[_KIND_OP[op]]
-        keys, values = finalize_keyed(group_keys, states, op, nan)
-        # No key at all: an empty array of the op's type, as Engine.reduce gives.
-        out[op] = values if len(states) else np.zeros(0, dtype=_result_dtype(op, dtype))
+        keys, out[op] = finalize_keyed(group_keys, states, op, nan, dtype=dtype)
     if keys is None:
         keys = np.zeros(0, dtype=np.int64)
     return keys, (out[ops[0]] if single else out)

@@ -355,6 +355,29 @@ def test_keyed_inputs_copied_on_the_way_in_stay_alive(engine):
         assert np.array_equal(fk, want_keys) and np.array_equal(counts, want_counts), name
 
 
+def test_finalize_keyed_types_empty_results_by_the_values_dtype(engine):
+    # No states: the op's result type over the values' dtype, as
+    # Engine.reduce gives for no rows; float64 where the dtype is not said.
+    empty_keys = np.zeros(0, dtype=np.int32)
+    cases = [
+        ("sum", np.int32, np.int64),
+        ("sum", np.float32, np.float32),
+        ("mean", np.int64, np.float64),
+        ("mean", np.float32, np.float32),
+        ("max", np.uint32, np.uint32),
+        ("count", np.float64, np.int64),
+        (None, np.int32, np.int32),
+    ]
+    for op, dtype, want in cases:
+        keys, values = gpulanes.finalize_keyed(empty_keys, [], op, dtype=dtype)
+        assert keys.dtype == np.int32 and len(values) == 0
+        assert values.dtype == np.dtype(want), (op, dtype, values.dtype)
+        if op is not None:
+            _, direct = engine.reduce(np.zeros(0, dtype=dtype), op, keys=empty_keys)
+            assert direct.dtype == values.dtype, (op, dtype)
+    assert gpulanes.finalize_keyed([], [], "sum")[1].dtype == np.float64
+
+
 def test_keyed_inputs_pair_up_in_c_order(engine):
     k = np.array([3, 1, 3, 2, 1, 3])
     v = np.arange(6.0)
@@ -386,3 +409,17 @@ def test_masked_entries_are_nulls(engine):
     # axis= reads NumPy memory: masked entries are refused, not read.
     with pytest.raises(ValueError, match="masked"):
         engine.reduce(np.ma.masked_array(np.ones((2, 3)), mask=[[0, 1, 0], [0, 0, 0]]), "sum", axis=0)
+
+
+def test_pandas_series_nan_arrives_as_null(engine):
+    # pandas exports a Series through the Arrow interface with its NaNs as
+    # nulls (pandas' own rule for missing floats): what the docs tell users.
+    pd = pytest.importorskip("pandas")
+    s = pd.Series([1.0, float("nan"), 2.0])
+    if not hasattr(s, "__arrow_c_stream__"):
+        pytest.skip("this pandas has no Arrow export: Series go through NumPy")
+    assert engine.sum(s) == 3.0
+    assert engine.count(s) == 2
+    assert np.isnan(engine.sum(s.to_numpy()))
+    with pytest.raises(ValueError):
+        engine.reduce(s, "sum", keys=np.zeros(3, dtype=np.int32))
