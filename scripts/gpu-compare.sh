@@ -23,6 +23,8 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=gpu-env.sh
+. "$here/gpu-env.sh"
 
 bin=${GPULANES_BIN:-}
 if [ $# -gt 0 ] && [ -f "$1" ]; then
@@ -46,8 +48,6 @@ mkdir -p "$logs"
 echo "gpu-compare: logs in $logs" >&2
 
 # Vulkan loader and driver.
-# shellcheck source=gpu-env.sh
-. "$here/gpu-env.sh"
 echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-}" > "$logs/env.txt"
 
 {

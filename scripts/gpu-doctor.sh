@@ -36,6 +36,8 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=gpu-env.sh
+. "$here/gpu-env.sh"
 bin=${GPULANES_BIN:-}
 if [ -z "$bin" ]; then
   for c in "$root/.devbin/gpulanes" "$root/target/release/gpulanes"; do
@@ -53,8 +55,6 @@ logs=${OUT:+$OUT/gpu-doctor}
 logs=${logs:-$(mktemp -d -t gpu-doctor.XXXXXX)}
 mkdir -p "$logs"
 echo "gpu-doctor: logs in $logs" >&2
-# shellcheck source=gpu-env.sh
-. "$here/gpu-env.sh"
 stamp() { date -u +%H:%M:%S; }
 step() { echo; echo "== $* ($(stamp))"; }
 

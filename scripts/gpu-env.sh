@@ -1,7 +1,15 @@
 # Sourced by the scripts that run on a lent GPU machine (no Rust, no Vulkan
-# loader installed there): unpacks the Vulkan loader carried in .gl/*.deb
-# when libvulkan.so.1 is missing (as root), and points VK_DRIVER_FILES at
-# NVIDIA's ICD manifest when it is unset. Expects $root (the checkout).
+# loader installed there): unpacks the binaries carried in
+# .devbin/bins.tar.gz (scripts/gpu-prepare.sh packs them, since a run
+# carries 64 MiB at most) where they are not unpacked yet, unpacks the
+# Vulkan loader carried in .gl/*.deb when libvulkan.so.1 is missing (as
+# root), and points VK_DRIVER_FILES at NVIDIA's ICD manifest when it is
+# unset. Expects $root (the checkout).
+packed="$root/.devbin/bins.tar.gz"
+if [ -f "$packed" ] && { [ ! -x "$root/.devbin/gpulanes" ] || [ "$packed" -nt "$root/.devbin/gpulanes" ]; }; then
+  echo "gpu-env: unpacking the binaries from .devbin/bins.tar.gz" >&2
+  tar -xzmf "$packed" -C "$root/.devbin"
+fi
 if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
   if compgen -G "$root/.gl/*.deb" >/dev/null; then
     echo "gpu-env: unpacking the Vulkan loader from .gl/" >&2

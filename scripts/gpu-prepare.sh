@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Prepares a run on a lent GPU machine (which has no Rust and no Vulkan
 # loader): builds the release CLI, a few test binaries and the criterion
-# group-by bench, strips them into .devbin/ (gpulanes, t_<test>,
-# b_group_by), and downloads Debian's Vulkan loader
+# group-by bench, strips them and packs them into .devbin/bins.tar.gz
+# (gpulanes, t_<test>, b_group_by), and downloads Debian's Vulkan loader
 # package into .gl/ once. Both folders are git-ignored; carry them to the
 # GPU machine and run scripts/gpu-doctor.sh there.
 #
-#   scripts/gpu-prepare.sh [TEST ...]     (default: exact adversarial group_by kernel_build lanes_keyed)
+#   scripts/gpu-prepare.sh [TEST ...]     (default: exact adversarial group_by kernel_build lanes_keyed reduce_props upload)
 #
 # What travels is limited (64 MiB in all: the tracked files, .gl and
 # .devbin): the script stops where the three come within 1 MiB of that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=("$@")
-[ ${#tests[@]} -eq 0 ] && tests=(exact adversarial group_by kernel_build lanes_keyed)
+[ ${#tests[@]} -eq 0 ] && tests=(exact adversarial group_by kernel_build lanes_keyed reduce_props upload)
 for d in .gl .devbin; do
   grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
 done
@@ -45,6 +45,9 @@ bench=$(built bench bench --bench group_by)
 [ -n "$bench" ] || { echo "gpu-prepare: no group_by bench binary" >&2; exit 1; }
 cp "$bench" .devbin/b_group_by
 strip .devbin/*
+# Packed, about a third of their size: scripts/gpu-env.sh unpacks them on
+# the device.
+(cd .devbin && tar -czf bins.tar.gz -- * && find . -type f ! -name bins.tar.gz -delete)
 ls -la .devbin .gl
 # The device run carries the tracked files, .gl and .devbin: 64 MiB in all.
 tracked=$(git ls-files -z | xargs -0 cat | wc -c)
