@@ -6,9 +6,10 @@
 # (gpulanes / PyTorch, and % of the measured copy bandwidth).
 #
 #   scripts/gpu-compare.sh [GPULANES_BIN] [-- gpulanes bench args...]
-#   GPULANES_BIN=.devbin/gpulanes scripts/gpu-compare.sh --quick
+#   GPULANES_BIN=.devrun/gpulanes scripts/gpu-compare.sh --quick
 #
-# The binary defaults to $GPULANES_BIN, else .devbin/gpulanes, else
+# The binary defaults to $GPULANES_BIN, else the carried one (.devrun/ once
+# unpacked, scripts/gpu-env.sh), else
 # target/release/gpulanes. Arguments after it (or all arguments, when the
 # first is not a file) go to `gpulanes bench`, e.g. --quick or
 # --sizes 64M,256M,1G. PEERS_ARGS adds arguments to gpu-peers.py.
@@ -33,7 +34,7 @@ if [ $# -gt 0 ] && [ -f "$1" ]; then
 fi
 [ "${1:-}" = "--" ] && shift
 if [ -z "$bin" ]; then
-  for c in "$root/.devbin/gpulanes" "$root/target/release/gpulanes"; do
+  for c in "$devbin/gpulanes" "$root/target/release/gpulanes"; do
     if [ -x "$c" ]; then bin=$c; break; fi
   done
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU diagnosis, in one run on a lent GPU machine (no Rust there; the
-# binaries come prebuilt in .devbin/ and the Vulkan loader in .gl/, see
+# binaries come prebuilt and packed in .devbin/ and the Vulkan loader in .gl/, see
 # scripts/gpu-prepare.sh). Every step writes under $OUT/gpu-doctor/ and has
 # its own time limit, so one failing or slow step leaves the others' files:
 #   1. the GPU's state: `nvidia-smi -q -d CLOCK,PERFORMANCE` before and after,
@@ -20,11 +20,11 @@
 #      PyTorch's (scripts/gpu-compare.sh), then the group-by rows under each
 #      forced way of taking rows and accumulating (GPULANES_GROUP), and
 #      the criterion group-by bench (float32 and float64, from host memory
-#      and device-resident) where .devbin/b_group_by was carried, and where
+#      and device-resident) where the bench binary was carried, and where
 #      one group-by call spends its time (the engine's debug log: keys
 #      planned, values scanned, rows uploaded, passes, results);
 #   6. `gpulanes mixed` (the two lanes under a saturating batch stream);
-#   7. the correctness test binaries (.devbin/t_*) where they were carried.
+#   7. the correctness test binaries (t_*) where they were carried.
 #
 #   OUT=/tmp/out scripts/gpu-doctor.sh [--quick]
 #
@@ -40,7 +40,7 @@ root=$(cd "$here/.." && pwd)
 . "$here/gpu-env.sh"
 bin=${GPULANES_BIN:-}
 if [ -z "$bin" ]; then
-  for c in "$root/.devbin/gpulanes" "$root/target/release/gpulanes"; do
+  for c in "$devbin/gpulanes" "$root/target/release/gpulanes"; do
     if [ -x "$c" ]; then bin=$c; break; fi
   done
 fi
@@ -161,12 +161,12 @@ fi
 # 5c. The criterion group-by bench: float32 and float64 values, from host
 # memory and device-resident (the device rows compare with PyTorch's keyed
 # ops on GPU tensors), each case checked against the exact reference first.
-if [[ $skip != *" criterion "* ]] && [ -x "$root/.devbin/b_group_by" ]; then
+if [[ $skip != *" criterion "* ]] && [ -x "$devbin/b_group_by" ]; then
   step "criterion group-by bench"
   rows=16M
   [ $quick = 1 ] && rows=1M
   # Criterion's own reports (hundreds of small files) stay out of the logs.
-  CRITERION_HOME=$(mktemp -d) GPULANES_BENCH_ROWS=$rows timeout 240 "$root/.devbin/b_group_by" \
+  CRITERION_HOME=$(mktemp -d) GPULANES_BENCH_ROWS=$rows timeout 240 "$devbin/b_group_by" \
     --bench > "$logs/criterion-group-by.txt" 2>&1
   echo "criterion group-by exited $?"
   grep -E 'time:' "$logs/criterion-group-by.txt"
@@ -203,10 +203,10 @@ PY
 fi
 
 # 7. Correctness on this GPU.
-if [[ $skip != *" tests "* ]] && compgen -G "$root/.devbin/t_*" >/dev/null; then
+if [[ $skip != *" tests "* ]] && compgen -G "$devbin/t_*" >/dev/null; then
   step "test binaries"
   export GPULANES_ORACLE="$root/tests/oracle.py"
-  for t in "$root"/.devbin/t_*; do
+  for t in "$devbin"/t_*; do
     name=$(basename "$t")
     timeout 240 "$t" --test-threads=4 > "$logs/$name.log" 2>&1
     echo "$name exited $?: $(grep -E '^test result' "$logs/$name.log" | tail -1)"

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=("$@")
 [ ${#tests[@]} -eq 0 ] && tests=(exact adversarial group_by kernel_build lanes_keyed reduce_props upload)
-for d in .gl .devbin; do
+for d in .gl .devbin .devrun; do
   grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
 done
 if ! compgen -G ".gl/*.deb" >/dev/null; then
@@ -22,7 +22,7 @@ if ! compgen -G ".gl/*.deb" >/dev/null; then
   o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
   apt-get "${o[@]}" update >/dev/null && (cd .gl && apt-get "${o[@]}" download libvulkan1)
 fi
-rm -rf .devbin && mkdir -p .devbin
+rm -rf .devbin .devrun && mkdir -p .devbin
 # The executable cargo builds for `$1` (test or bench) with the cargo
 # arguments after it.
 built() {

@@ -3,7 +3,10 @@
 # sum/mean/max vs the copy floor), PyTorch peers on the same sizes, mixed lanes.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpulanes-run}; mkdir -p "$OUT"
-bin=.devbin
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=gpu-env.sh
+. "$root/scripts/gpu-env.sh"
+bin=$devbin
 $bin/gpulanes info --json > "$OUT/info.json"; $bin/gpulanes info
 for t in $bin/t_*; do
   echo "== $t"; $t --test-threads=4 > "$OUT/$(basename $t).log" 2>&1; grep -E "^test result|FAILED" "$OUT/$(basename $t).log" | head -8

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Correctness and lanes smoke run on a lent GPU machine (no Rust there):
-# prebuilt binaries in .devbin/ (gpulanes, t_* test binaries). Logs go to $OUT.
+# prebuilt binaries carried in .devbin/ (gpulanes, t_* test binaries; see
+# scripts/gpu-env.sh). Logs go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpulanes-smoke}; mkdir -p "$OUT"
-bin=.devbin
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=gpu-env.sh
+. "$root/scripts/gpu-env.sh"
+bin=$devbin
 $bin/gpulanes info | tee "$OUT/info.txt"
 $bin/gpulanes info --json > "$OUT/info.json"
 for t in $bin/t_*; do
