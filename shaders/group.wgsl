@@ -45,10 +45,13 @@
 //   PHASE 1: low words among values whose high word is the group's best);
 //   PHASE 1 adds nothing else.
 //
-//   Each invocation takes RUN consecutive rows. With DIRECT (keys that
+//   Each invocation takes RUN rows of a unit. With DIRECT (keys that
 //   change group on most rows, as random keys do) it adds each row straight
 //   to its group's accumulators: a few atomics and no bookkeeping per row.
-//   Otherwise it keeps what it learns about the current group in
+//   On GPUs (no TOUCH_FIRST) its rows are then t, t + WG, t + 2 WG, ... of
+//   the unit, so the invocations of a subgroup read adjacent keys and
+//   values together (coalesced loads); on CPU adapters, and for runs, they
+//   are RUN consecutive rows. Otherwise it keeps what it learns about the current group in
 //   registers: a 96-bit two's complement window of the sum anchored at the
 //   first value's grid position (WIN_BELOW binades under it), the counts,
 //   flags and best keys. It flushes them with atomics when the group
@@ -474,10 +477,15 @@ fn reduce_groups(
         workgroupBarrier();
     }
     // Each invocation takes RUN consecutive rows of a unit, so partitions
-    // and sorted keys give long runs.
+    // and sorted keys give long runs; rows added one by one on a GPU are
+    // strided by WG instead (coalesced).
     let per_unit = WG * RUN;
     let units = params.rows / per_unit + select(0u, 1u, params.rows % per_unit != 0u);
     for (var unit = wid.x + wid.y * nwg.x; unit < units; unit += nwg.x * nwg.y) {
+        if DIRECT && !TOUCH_FIRST {
+            direct_rows_strided(unit * per_unit + t);
+            continue;
+        }
         let first = (unit * WG + t) * RUN;
         if first >= params.rows {
             continue;
@@ -584,18 +592,35 @@ fn direct_rows(first: u32) {
         return;
     }
     let end = min(first + RUN, params.rows);
-    var seg = 0u;
     for (var row = first; row < end; row++) {
-        let g = group_of(row, &seg);
-        if g < params.group_count {
-            let v = value_at(row);
-            if COMPACT {
-                add_row_compact(g, v);
-            } else if PHASE == 0u {
-                add_row(g, v);
-            } else {
-                add_row_low(g, v);
-            }
+        add_direct(row);
+    }
+}
+
+// Adds rows first, first + WG, ... (RUN of them, those in the dispatch)
+// one by one, as direct_rows does: the rows of a GPU's direct passes.
+fn direct_rows_strided(first: u32) {
+    for (var i = 0u; i < RUN; i++) {
+        let row = first + i * WG;
+        if row >= params.rows {
+            break;
+        }
+        add_direct(row);
+    }
+}
+
+// Adds one row straight to its group's accumulators (keyed modes only).
+fn add_direct(row: u32) {
+    var seg = 0u;
+    let g = group_of(row, &seg);
+    if g < params.group_count {
+        let v = value_at(row);
+        if COMPACT {
+            add_row_compact(g, v);
+        } else if PHASE == 0u {
+            add_row(g, v);
+        } else {
+            add_row_low(g, v);
         }
     }
 }
