@@ -1543,12 +1543,12 @@ fn group_by_keys_through_the_cli() {
         (
             &["--keys", &p("0d.npy"), &v],
             "0-D keys",
-            &["--keys must be a 1-D", "0d.npy", "0-D"],
+            &["--keys (a 1-D .npy array)", "0d.npy", "0-D"],
         ),
         (
             &["--keys", &p("3d.npy"), &v],
             "3-D keys",
-            &["--keys must be a 1-D", "3d.npy", "[7, 1, 1]"],
+            &["--keys (a 1-D .npy array)", "3d.npy", "[7, 1, 1]"],
         ),
         (
             &["--keys", &k, "--partition-size", "2", &v],

@@ -30,14 +30,12 @@ pub struct KeyedArgs<'a> {
 
 /// Opens a 1-D `.npy` (header only), naming the file and its role in errors.
 fn open_1d(path: &Path, role: &str) -> Result<(InputFile, u64), Failure> {
-    // The reader's own shape rule is the data's (1-D or 2-D): name the
-    // input and its rule in front of what it found.
+    // The reader's errors (a missing file, a bad header, its own shape
+    // rule for data: 1-D or 2-D) come after the input's role and rule.
     let file =
         InputFile::open_typed(path, FileFormat::Npy, Dtype::F32).map_err(
             |e| match Failure::from(e) {
-                Failure::Input(m) => {
-                    Failure::Input(format!("{role} must be a 1-D .npy array: {m}"))
-                }
+                Failure::Input(m) => Failure::Input(format!("{role} (a 1-D .npy array): {m}")),
                 runtime => runtime,
             },
         )?;
