@@ -48,17 +48,17 @@
 //   Each invocation takes RUN rows of a unit. With DIRECT (keys that
 //   change group on most rows, as random keys do) it adds each row straight
 //   to its group's accumulators: a few atomics and no bookkeeping per row.
-//   On GPUs (no TOUCH_FIRST) its rows are then t, t + WG, t + 2 WG, ... of
-//   the unit, so the invocations of a subgroup read adjacent keys and
-//   values together (coalesced loads); on CPU adapters, and for runs, they
-//   are RUN consecutive rows. Otherwise it keeps what it learns about the current group in
+//   Otherwise it keeps what it learns about the current group in
 //   registers: a 96-bit two's complement window of the sum anchored at the
 //   first value's grid position (WIN_BELOW binades under it), the counts,
 //   flags and best keys. It flushes them with atomics when the group
 //   changes and at the end, so sorted keys and small partitions cost a few
 //   atomics per run rather than per row. A value under the window's bit 0
 //   or more than WIN_SPAN binades above it flushes the window and
-//   re-anchors it.
+//   re-anchors it. Runs take RUN consecutive rows, and so do DIRECT rows
+//   on CPU adapters (TOUCH_FIRST); on GPUs DIRECT rows are t, t + WG,
+//   t + 2 WG, ... of the unit, so a subgroup's invocations load adjacent
+//   keys and values together.
 //
 // How it is dispatched
 //   @workgroup_size(WG). The rows form units of WG * RUN rows; workgroup w
