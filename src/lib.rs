@@ -89,7 +89,9 @@ pub use error::{Error, Result};
 pub use future::ReductionFuture;
 pub use kernels::KernelShape;
 pub use keyed::stream::Column;
-pub use keyed::{DENSE_FLOOR, DENSE_SLACK, Grouped, GroupedStates, Key, SMALL_PARTITION};
+pub use keyed::{
+    DENSE_FLOOR, DENSE_SLACK, Grouped, GroupedStates, Key, MAX_SORTED_ROWS, SMALL_PARTITION,
+};
 pub use lanes::{
     Handle, KeyedRequest, Lane, Lanes, LanesConfig, Request, Submission, TrySubmitError,
 };

@@ -172,6 +172,56 @@ fn every_value_dtype_and_key_type() {
     }
 }
 
+/// Rows put in group order on the host before the pass (forced here on
+/// any adapter; CPU adapters do it by default for many groups): every key
+/// type, dense and sparse, against the reference, and the same bits as
+/// the rows as given.
+#[test]
+fn rows_sorted_on_the_host_match_the_reference() {
+    use gpulanes::EngineOptions;
+    use gpulanes::kernels::GroupStrategy;
+    let with_sort = |sort| {
+        Engine::with_options(EngineOptions::default().group_strategy(GroupStrategy {
+            sort: Some(sort),
+            ..GroupStrategy::default()
+        }))
+        .unwrap()
+    };
+    let (sorted, unsorted) = (with_sort(true), with_sort(false));
+    let mut rng = SplitMix::new(19);
+    let n = 20_011;
+    for card in [2u64, 3000, n as u64] {
+        // Dense int64 keys far from zero (group = key - min in 64 bits),
+        // int32 keys around zero, uint32 keys at the top of their range,
+        // and sparse int64 keys (through the dictionary).
+        let k64: Vec<i64> = (0..n).map(|_| rng.below(card) as i64 - (1 << 45)).collect();
+        let k32: Vec<i32> = (0..n).map(|_| rng.below(card) as i32 - 1000).collect();
+        let ku32: Vec<u32> = (0..n).map(|_| u32::MAX - rng.below(card) as u32).collect();
+        let sparse: Vec<i64> = (0..n)
+            .map(|_| (rng.below(card) as i64).wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64))
+            .collect();
+        let f32s = adversarial_f32(&mut rng, n, true);
+        let f64s = adversarial_f64(&mut rng, n, true);
+        let i64s: Vec<i64> = (0..n).map(|_| (rng.next_u64() as i64) >> 12).collect();
+        for nan in POLICIES {
+            let what = |s: &str| format!("sorted on the host, cardinality {card}, {s}, {nan:?}");
+            let a = check(&sorted, &what("f32 by int64"), &k64, &f32s, nan);
+            let b = unsorted.reduce_by_key(&k64, &f32s, &OPS, nan).unwrap();
+            assert_eq!(
+                reduction_bits(&a),
+                reduction_bits(&b),
+                "{}",
+                what("f32 by int64")
+            );
+            check(&sorted, &what("f64 by int32"), &k32, &f64s, nan);
+            check(&sorted, &what("int64 by uint32"), &ku32, &i64s, nan);
+            let a = check(&sorted, &what("f64 by sparse int64"), &sparse, &f64s, nan);
+            let b = unsorted.reduce_by_key(&sparse, &f64s, &OPS, nan).unwrap();
+            assert_eq!(reduction_bits(&a), reduction_bits(&b), "{}", what("sparse"));
+        }
+    }
+}
+
 #[test]
 fn sparse_and_extreme_keys_use_the_dictionary_and_agree() {
     let e = engine();
@@ -879,8 +929,20 @@ fn every_forced_strategy_gives_the_same_bits() {
         GroupStrategy::parse(" Direct, compact,"),
         Some(GroupStrategy {
             direct: Some(true),
-            local: Some(Local::Compact)
+            local: Some(Local::Compact),
+            sort: None,
         })
+    );
+    assert_eq!(
+        GroupStrategy::parse("SORT"),
+        Some(GroupStrategy {
+            sort: Some(true),
+            ..GroupStrategy::default()
+        })
+    );
+    assert_eq!(
+        GroupStrategy::parse("no-sort,runs").map(|s| (s.sort, s.direct)),
+        Some((Some(false), Some(false)))
     );
     assert_eq!(GroupStrategy::parse(""), Some(GroupStrategy::default()));
     assert_eq!(GroupStrategy::parse("runs,hash"), None);
@@ -914,12 +976,35 @@ fn every_forced_strategy_gives_the_same_bits() {
             )
         })
         .collect();
+    // Every way of taking rows and accumulating on rows as given, and
+    // rows put in group order on the host (alone: the engine's choices
+    // after it; with a way: that way on the sorted rows).
+    let mut strategies = vec![
+        GroupStrategy {
+            sort: Some(true),
+            ..GroupStrategy::default()
+        },
+        GroupStrategy {
+            sort: Some(false),
+            ..GroupStrategy::default()
+        },
+        GroupStrategy {
+            direct: Some(true),
+            local: Some(Local::Global),
+            sort: Some(true),
+        },
+    ];
     for direct in [Some(true), Some(false)] {
         for local in [Local::Global, Local::Private, Local::Compact] {
-            let strategy = GroupStrategy {
+            strategies.push(GroupStrategy {
                 direct,
                 local: Some(local),
-            };
+                sort: None,
+            });
+        }
+    }
+    for strategy in strategies {
+        {
             let e =
                 Engine::with_options(EngineOptions::default().group_strategy(strategy)).unwrap();
             for ((k, v, w), (f32_bits, f64_bits)) in cases.iter().zip(&want) {
@@ -1117,6 +1202,7 @@ fn narrow_accumulators_hold_sums_at_their_limits() {
         let strategy = GroupStrategy {
             direct,
             local: Some(local),
+            sort: None,
         };
         Engine::with_options(EngineOptions::default().group_strategy(strategy)).unwrap()
     })

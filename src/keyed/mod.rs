@@ -72,6 +72,7 @@ pub(crate) mod finish;
 pub(crate) mod kernels;
 pub(crate) mod limbs;
 pub(crate) mod run;
+pub(crate) mod sort;
 pub(crate) mod spread;
 pub mod stream;
 
@@ -90,6 +91,7 @@ use crate::threads;
 use finish::Finish;
 pub(crate) use run::Words;
 use run::{RowGroups, Wanted, reduce_groups};
+pub use sort::MAX_SORTED_ROWS;
 
 /// Dense keys: the range may be up to this many times the row count ...
 pub const DENSE_SLACK: u64 = 2;
@@ -607,6 +609,8 @@ fn reduce_planned<K: Key>(
                     base: base as u32,
                 }
             };
+            let sorted = sort_rows(ctx, dtype, values, &by, groups);
+            let (values, by) = sorted_or(&sorted, values, by);
             reduce_groups(ctx, dtype, values, by, groups, wanted, finish, |g0, acc| {
                 each(acc, WindowKeys::Dense { min, g0 })
             })
@@ -617,6 +621,8 @@ fn reduce_planned<K: Key>(
                 base: 0,
             };
             let groups = distinct.len() as u64;
+            let sorted = sort_rows(ctx, dtype, values, &by, groups);
+            let (values, by) = sorted_or(&sorted, values, by);
             reduce_groups(ctx, dtype, values, by, groups, wanted, finish, |g0, acc| {
                 each(
                     acc,
@@ -627,6 +633,89 @@ fn reduce_planned<K: Key>(
                 )
             })
         }
+    }
+}
+
+/// Host-held rows put in group order ([`sort`]) where the engine's
+/// strategy says so: by default on CPU adapters, for keys that change on
+/// most adjacent rows into more groups than a workgroup holds (there the
+/// pass would add rows one by one into global accumulators); `None` where
+/// the rows stay as they are.
+fn sort_rows(
+    ctx: &Context,
+    dtype: Dtype,
+    values: Words<'_>,
+    by: &RowGroups<'_>,
+    groups: u64,
+) -> Option<sort::SortedRows> {
+    let kernels = &ctx.group_kernels;
+    let strategy = kernels.strategy;
+    let Words::Host(words) = values else {
+        return None;
+    };
+    let wanted = strategy.sort.unwrap_or_else(|| {
+        strategy == kernels::GroupStrategy::default()
+            && kernels.shape() == crate::kernels::KernelShape::Narrow
+            && groups > kernels.compact_groups(Dtype::F32) as u64
+            && run::keys_change_often(ctx, by)
+    });
+    if !wanted {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    let sorted = match *by {
+        RowGroups::Keys32 {
+            keys: Words::Host(keys),
+            base,
+        } => sort::sort_by_group(
+            |row| keys[row].wrapping_sub(base),
+            groups,
+            words,
+            dtype.words() as usize,
+        ),
+        RowGroups::Keys64 {
+            keys: Words::Host(keys),
+            base,
+        } => sort::sort_by_group(
+            |row| {
+                let key = keys[2 * row] as u64 | (keys[2 * row + 1] as u64) << 32;
+                key.wrapping_sub(base) as u32
+            },
+            groups,
+            words,
+            dtype.words() as usize,
+        ),
+        _ => None,
+    };
+    log::debug!(
+        "groups: {} rows {} on the host in {:?}",
+        words.len() as u64 / dtype.words(),
+        if sorted.is_some() {
+            "sorted by group"
+        } else {
+            "left unsorted"
+        },
+        started.elapsed()
+    );
+    sorted
+}
+
+/// The values and groups of `sorted` rows where there are any, else
+/// `values` and `by` as they are.
+fn sorted_or<'a>(
+    sorted: &'a Option<sort::SortedRows>,
+    values: Words<'a>,
+    by: RowGroups<'a>,
+) -> (Words<'a>, RowGroups<'a>) {
+    match sorted {
+        Some(s) => (
+            Words::Host(&s.values),
+            RowGroups::Keys32 {
+                keys: Words::Host(&s.groups),
+                base: 0,
+            },
+        ),
+        None => (values, by),
     }
 }
 
