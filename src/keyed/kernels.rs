@@ -255,7 +255,7 @@ pub fn group_shader_source(
         Local::Private => private_groups(limbs, workgroup_bytes) * limbs.stride,
         Local::Compact => compact_groups(dtype, workgroup_bytes) * COMPACT_WORDS,
     };
-    let mut src = format!(
+    format!(
         "// {dtype}, {shape} group kernel, {limbs} limbs, {local:?} accumulation.\n\
          const WG: u32 = {wg}u;\n\
          const RUN: u32 = {run}u;\n\
@@ -288,16 +288,7 @@ pub fn group_shader_source(
         priv_words = priv_words.max(1),
         // CPU adapters run atomics lane after lane (group.wgsl's touch_row).
         touch_first = shape == KernelShape::Narrow,
-    );
-    if let Ok(xr) = std::env::var("XR") {
-        for pair in xr.split(";;") {
-            if let Some((a, b)) = pair.split_once("=>") {
-                assert!(src.contains(a), "XR: {a}");
-                src = src.replace(a, b);
-            }
-        }
-    }
-    src
+    )
 }
 
 /// The group kernel's layout and pipelines of one engine.
