@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use common::{
     POLICIES, SplitMix, engine, no_subgroup_engine, reduction_bits, scalar_bits,
-    small_binding_engine, tiny_engine,
+    small_binding_engine, tiny_engine, tiny_options, unsorted_engine,
 };
 use gpulanes::{
     Element, Engine, Error, Grouped, Key, NanPolicy, Op, Partitions, Scalar, State, StateKind,
@@ -126,14 +126,16 @@ fn adversarial_f64(rng: &mut SplitMix, n: usize, specials: bool) -> Vec<f64> {
 
 #[test]
 fn random_keys_at_every_cardinality_match_the_reference() {
-    let e = engine();
     let mut rng = SplitMix::new(7);
     let n = 100_000;
     for card in [1, 7, 1000, 65536, n / 2, n] {
         let keys: Vec<i32> = (0..n).map(|_| rng.below(card as u64) as i32).collect();
         let values = adversarial_f32(&mut rng, n, true);
-        for nan in POLICIES {
-            check(e, &format!("f32, cardinality {card}"), &keys, &values, nan);
+        for (e, how) in [(engine(), "default"), (unsorted_engine(), "unsorted")] {
+            for nan in POLICIES {
+                let what = format!("f32, cardinality {card}, {how}");
+                check(e, &what, &keys, &values, nan);
+            }
         }
     }
 }
@@ -341,7 +343,21 @@ fn windows_and_chunks_under_tiny_caps_agree() {
     let n = 40_000;
     let keys: Vec<u32> = (0..n).map(|_| rng.below(3000) as u32).collect();
     let values = adversarial_f32(&mut rng, n, true);
-    for e in [tiny_engine(), small_binding_engine(), no_subgroup_engine()] {
+    // The tiny-caps engine again without host sorting: rows one by one
+    // across chunks and windows on CPU adapters too.
+    let tiny_unsorted = Engine::with_options(tiny_options().group_strategy(
+        gpulanes::kernels::GroupStrategy {
+            sort: Some(false),
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    for e in [
+        tiny_engine(),
+        &tiny_unsorted,
+        small_binding_engine(),
+        no_subgroup_engine(),
+    ] {
         for nan in POLICIES {
             check(e, "tiny caps f32", &keys, &values, nan);
         }
@@ -396,7 +412,7 @@ fn rows_one_by_one_and_run_by_run_agree_on_every_accumulation() {
     // compact, private and global accumulation, on both shapes.
     let mut rng = SplitMix::new(29);
     let n = 70_001;
-    for e in [engine(), no_subgroup_engine()] {
+    for e in [engine(), unsorted_engine(), no_subgroup_engine()] {
         for card in [3u64, 250, 1000, 1100, 5000] {
             let keys: Vec<i32> = (0..n).map(|_| rng.below(card) as i32).collect();
             let f32s = adversarial_f32(&mut rng, n, true);
@@ -454,7 +470,7 @@ fn signed_zero_sums_with_rows_added_one_by_one() {
     // Random keys over enough groups for global accumulation: a group whose
     // values cancel sums to +0.0, one of -0.0 only to -0.0, and +0.0 with
     // -0.0 to +0.0, in every accumulation.
-    let e = engine();
+    let e = unsorted_engine();
     let mut rng = SplitMix::new(31);
     for card in [5u64, 600, 3000] {
         let n = 40_000;
@@ -563,7 +579,7 @@ fn compact_sums_at_their_window_limits_and_past_them() {
     // other rows lie at the top of the window (where a workgroup's sum
     // comes within a factor of two of what it may hold; one binade more
     // overflows it), past it, or under it.
-    let e = engine();
+    let e = unsorted_engine();
     // Enough rows that every workgroup takes as many rows as it may.
     let n = (1 << 21) + 5;
     // Two keys in the pattern 0, 0, 1: two rows in three change key (rows

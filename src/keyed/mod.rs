@@ -638,9 +638,9 @@ fn reduce_planned<K: Key>(
 
 /// Host-held rows put in group order ([`sort`]) where the engine's
 /// strategy says so: by default on CPU adapters, for keys that change on
-/// most adjacent rows into more groups than a workgroup holds (there the
-/// pass would add rows one by one into global accumulators); `None` where
-/// the rows stay as they are.
+/// most adjacent rows (there the pass would add rows one by one, each with
+/// atomics the driver runs lane after lane); `None` where the rows stay as
+/// they are.
 fn sort_rows(
     ctx: &Context,
     dtype: Dtype,
@@ -656,7 +656,7 @@ fn sort_rows(
     let wanted = strategy.sort.unwrap_or_else(|| {
         strategy == kernels::GroupStrategy::default()
             && kernels.shape() == crate::kernels::KernelShape::Narrow
-            && groups > kernels.compact_groups(Dtype::F32) as u64
+            && groups > 1
             && run::keys_change_often(ctx, by)
     });
     if !wanted {

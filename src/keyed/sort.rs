@@ -6,7 +6,7 @@
 //! bit of the result.
 //!
 //! The sort is a two-level counting sort over the host's threads: rows are
-//! first scattered by the high digit of their group (at most 2^11 buckets,
+//! first scattered by the high digit of their group (at most 2^9 buckets,
 //! so the scatter writes to few places at once), then each bucket, small
 //! enough to stay in cache, is sorted by the remaining low bits. Its output
 //! is a group id (not a key) and the value words of every row.
@@ -28,7 +28,7 @@ pub(crate) struct SortedRows {
 pub const MAX_SORTED_ROWS: usize = 1 << 25;
 
 /// Bits of the high digit (the scatter's buckets).
-const HIGH_BITS: u32 = 11;
+const HIGH_BITS: u32 = 9;
 
 /// Bits a bucket is sorted by at most (its histogram's size): more group
 /// bits go to the high digit.

@@ -33,6 +33,23 @@ pub fn engine() -> &'static Engine {
     E.get_or_init(|| Engine::new().expect("default engine (is a Vulkan driver installed?)"))
 }
 
+/// The default engine with keyed rows never put in group order on the
+/// host (`GPULANES_GROUP=no-sort`): on CPU adapters, where the default
+/// engine sorts host-held rows whose keys change often, this one sends
+/// them to the kernels that add rows one by one (compact, private and
+/// global accumulation).
+pub fn unsorted_engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
+        let no_sort = gpulanes::kernels::GroupStrategy {
+            sort: Some(false),
+            ..Default::default()
+        };
+        Engine::with_options(EngineOptions::default().group_strategy(no_sort))
+            .expect("engine without host sorting")
+    })
+}
+
 /// Caps that force binding, buffer, grid and dispatch splitting on small
 /// inputs: 64 KiB bindings (16384 floats, 2 blocks), 256 KiB buffers
 /// (65536 floats), a 3x3 workgroup grid and 5 units per dispatch.
