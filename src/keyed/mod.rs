@@ -47,6 +47,13 @@
 //! The private kinds add their workgroup's accumulators to the global ones
 //! once per workgroup, and a workgroup of them takes several units of rows.
 //!
+//! On CPU adapters (the narrow kernel shape) host-held rows whose keys
+//! change on most rows are first put in group order on the host ([`sort`]:
+//! group ids and values, a two-level counting sort over the host's
+//! threads, up to [`MAX_SORTED_ROWS`] rows), so the pass goes run by run:
+//! a CPU driver runs each atomic lane after lane, and a row-by-row pass
+//! pays several of them a row where a run pays a few in all.
+//!
 //! A group's accumulators hold only the limbs of the exact sum its column
 //! can reach ([`limbs`]): host-held values are scanned for their exponent
 //! range once, and uniform float32 values in [-1, 1) take 16 words (one
