@@ -478,15 +478,7 @@ mod tests {
         round_to_float(negative, &quot, rem != 0, grid - 128, target)
     }
 
-    /// A seeded xorshift generator for the randomised comparisons.
-    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
-        move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        }
-    }
+    use crate::test_rng::xorshift;
 
     #[test]
     fn division_matches_plain_long_division() {

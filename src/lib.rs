@@ -49,6 +49,8 @@ mod readback;
 pub mod state;
 pub mod stream;
 mod sync;
+#[cfg(test)]
+mod test_rng;
 mod threads;
 pub mod timing;
 mod upload;

@@ -283,14 +283,7 @@ mod tests {
     use crate::keyed::run::{WindowBuffers, read_mapped};
     use crate::{Engine, NanPolicy, Op, Scalar, StateKind};
 
-    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
-        move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        }
-    }
+    use crate::test_rng::xorshift;
 
     /// `groups` accumulators of `dtype` laid out as `limbs` says: sparse
     /// limb patterns (zeros, lone bits, all ones) on both sides with

@@ -255,14 +255,7 @@ fn sort_buckets<V: Pod + Send + Sync>(
 mod tests {
     use super::*;
 
-    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
-        move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        }
-    }
+    use crate::test_rng::xorshift;
 
     /// Sorts rows whose value words carry their row number, and checks
     /// that the groups come out ascending, every row once, each with its
