@@ -48,7 +48,8 @@
 //! once per workgroup, and a workgroup of them takes several units of rows.
 //!
 //! On CPU adapters (the narrow kernel shape) host-held rows whose keys
-//! change on most rows are first put in group order on the host ([`sort`]:
+//! change on most rows (every form but lanes requests, which keep the
+//! rows as given) are first put in group order on the host ([`sort`]:
 //! group ids and values, a two-level counting sort over the host's
 //! threads, up to [`MAX_SORTED_ROWS`] rows), so the pass goes run by run:
 //! a CPU driver runs each atomic lane after lane, and a row-by-row pass

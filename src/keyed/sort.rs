@@ -6,10 +6,12 @@
 //! bit of the result.
 //!
 //! The sort is a two-level counting sort over the host's threads: rows are
-//! first scattered by the high digit of their group (at most 2^9 buckets,
-//! so the scatter writes to few places at once), then each bucket, small
-//! enough to stay in cache, is sorted by the remaining low bits. Its output
-//! is a group id (not a key) and the value words of every row.
+//! first scattered by the high digit of their group (512 buckets, so the
+//! scatter writes to few places at once; more only where groups span over
+//! 2^25 ids, so that a bucket's low digit stays within 16 bits), then each
+//! bucket, small enough to stay in cache, is sorted by the remaining low
+//! bits. Its output is a group id (not a key) and the value words of every
+//! row.
 
 use bytemuck::Pod;
 
@@ -38,9 +40,12 @@ const MAX_LOW_BITS: u32 = 16;
 const PARALLEL_ROWS: usize = 1 << 16;
 
 /// The rows of `values` (`wpe` words a row) in ascending order of
-/// `group_of(row)`, each below `groups`; `None` where there are more than
-/// [`MAX_SORTED_ROWS`] rows, a group does not fit 32 bits, `wpe` is not 1
-/// or 2, or a sorting thread was lost (the caller goes on unsorted).
+/// `group_of(row)`, each below `groups`; `None` (the caller goes on
+/// unsorted) where there are more than [`MAX_SORTED_ROWS`] rows, a group
+/// does not fit 32 bits, `wpe` is not 1 or 2, the sorted copy cannot be
+/// allocated, a sorting thread panicked (a part run on the calling
+/// thread, as a single part is, unwinds instead), or `group_of` gave a
+/// row two different groups.
 pub(crate) fn sort_by_group(
     group_of: impl Fn(usize) -> u32 + Sync,
     groups: u64,
@@ -69,8 +74,8 @@ fn sort_rows<V: Pod + Send + Sync>(
     let high_bits = bits.saturating_sub(MAX_LOW_BITS).max(bits.min(HIGH_BITS));
     let shift = bits - high_bits;
     // Zeroed allocations come as fresh pages: no pass writes them twice.
-    let mut out_groups = vec![0u32; n];
-    let mut out_words = vec![0u32; words.len()];
+    let mut out_groups = zeroed(n)?;
+    let mut out_words = zeroed(words.len())?;
     let out_values: &mut [V] = bytemuck::cast_slice_mut(&mut out_words);
     let starts = scatter_by_high_digit(
         group_of,
@@ -87,6 +92,14 @@ fn sort_rows<V: Pod + Send + Sync>(
         groups: out_groups,
         values: out_words,
     })
+}
+
+/// `len` zeros, or `None` where the memory cannot be had.
+fn zeroed(len: usize) -> Option<Vec<u32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    v.resize(len, 0);
+    Some(v)
 }
 
 /// Raw pointers to the outputs of a parallel scatter, whose threads write
@@ -115,18 +128,21 @@ fn scatter_by_high_digit<V: Pod + Send + Sync>(
 ) -> Option<Vec<usize>> {
     let n = values.len();
     let ranges = threads::ranges(n, threads::threads_for(n, PARALLEL_ROWS));
+    // A group at or past 2^bits (never below `groups`) leaves the rows
+    // unsorted.
     let counts: Vec<Vec<usize>> = threads::on_threads(ranges.clone(), |rows| {
         let mut count = vec![0usize; buckets];
         for row in rows {
-            count[(group_of(row) >> shift) as usize] += 1;
+            *count.get_mut((group_of(row) >> shift) as usize)? += 1;
         }
-        count
+        Some(count)
     })
     .into_iter()
-    .collect::<Option<_>>()?;
-    // Each range's first slot in each bucket: buckets in order, and the
-    // ranges in order inside a bucket.
+    .collect::<Option<Option<_>>>()??;
+    // Each range's slots in each bucket, first and end: buckets in order,
+    // and the ranges in order inside a bucket.
     let mut next: Vec<Vec<usize>> = vec![vec![0; buckets]; ranges.len()];
+    let mut ends: Vec<Vec<usize>> = vec![vec![0; buckets]; ranges.len()];
     let mut starts = Vec::with_capacity(buckets + 1);
     let mut at = 0;
     for b in 0..buckets {
@@ -134,6 +150,7 @@ fn scatter_by_high_digit<V: Pod + Send + Sync>(
         for (r, count) in counts.iter().enumerate() {
             next[r][b] = at;
             at += count[b];
+            ends[r][b] = at;
         }
     }
     starts.push(at);
@@ -145,26 +162,31 @@ fn scatter_by_high_digit<V: Pod + Send + Sync>(
         values: out_values.as_mut_ptr(),
     };
     let outputs = &outputs;
-    let written = threads::on_threads(
-        ranges.into_iter().zip(next).collect(),
-        |(rows, mut next)| {
-            for row in rows {
-                let g = group_of(row);
-                let slot = &mut next[(g >> shift) as usize];
-                // SAFETY: range r writes bucket b's slots next[r][b] ..
-                // next[r][b] + counts[r][b] (counted above from the same
-                // group_of, which depends on the row alone), which no other
-                // range or bucket shares and which lie inside 0..n, the
-                // outputs' length.
-                unsafe {
-                    *outputs.groups.add(*slot) = g;
-                    *outputs.values.add(*slot) = values[row];
-                }
-                *slot += 1;
+    let parts: Vec<_> = ranges.into_iter().zip(next).zip(ends).collect();
+    let written = threads::on_threads(parts, |((rows, mut next), ends)| {
+        for row in rows {
+            let g = group_of(row);
+            let b = (g >> shift) as usize;
+            // A group that differs from the one counted would overrun the
+            // range's slots in its bucket: stop there.
+            if b >= buckets || next[b] >= ends[b] {
+                return false;
             }
-        },
-    );
-    written.into_iter().collect::<Option<Vec<()>>>()?;
+            // SAFETY: range r writes only bucket b's slots next[r][b] ..
+            // ends[r][b] (checked just above), which no other range or
+            // bucket shares and which lie inside 0..n (the counts add up
+            // to n), the outputs' length.
+            unsafe {
+                *outputs.groups.add(next[b]) = g;
+                *outputs.values.add(next[b]) = values[row];
+            }
+            next[b] += 1;
+        }
+        true
+    });
+    if !written.into_iter().all(|w| w == Some(true)) {
+        return None;
+    }
     Some(starts)
 }
 
@@ -322,8 +344,42 @@ mod tests {
     }
 
     #[test]
-    fn too_many_rows_or_groups_go_unsorted() {
+    fn a_bucket_sorted_by_sixteen_low_bits() {
+        // 2^32 groups: 16 high and 16 low bits. Rows in two high buckets,
+        // enough of them for the bucket pass's counting branch.
+        let mut next = xorshift(0xB0C);
+        let rows: Vec<u32> = (0..100_000)
+            .map(|_| (next() as u32 & 0xffff) | ((next() as u32 & 1) << 31))
+            .collect();
+        check(&rows, 1 << 32, 2);
+    }
+
+    #[test]
+    fn more_than_32_bits_of_groups_odd_rows_or_groups_past_the_count_go_unsorted() {
         assert!(sort_by_group(|_| 0, (1 << 32) + 1, &[0, 0], 1).is_none());
         assert!(sort_by_group(|_| 0, 4, &[0, 0, 0], 3).is_none());
+        assert!(sort_by_group(|r| r as u32 * 1000, 600, &[0; 600], 1).is_none());
+    }
+
+    #[test]
+    fn a_group_that_changes_between_reads_stops_the_sort() {
+        // group_of gives row 7 another group on its second read: the
+        // scatter must not write past the slots it counted.
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let reads = AtomicUsize::new(0);
+        let words: Vec<u32> = (0..1000).collect();
+        let sorted = sort_by_group(
+            |row| {
+                if row == 7 && reads.fetch_add(1, Ordering::Relaxed) == 1 {
+                    1999
+                } else {
+                    row as u32
+                }
+            },
+            2000,
+            &words,
+            1,
+        );
+        assert!(sorted.is_none());
     }
 }
