@@ -91,6 +91,9 @@ impl Engine {
         super::check_request(len, len, ops)?;
         let kinds = kinds_of(ops);
         let row_bytes = (K::WORDS * 4) as u64 + E::DTYPE.size();
+        // A chunk's rows take a quarter of the budget: they are held on
+        // the host, on the device, and (CPU adapters) as a copy in group
+        // order, three quarters in all, the rest for the merged states.
         let chunk_rows = (options.budget_bytes / 4 / row_bytes).max(4096);
         let mut merged: BTreeMap<K, Vec<State>> = BTreeMap::new();
         let mut key_buf: Vec<K> = Vec::new();
