@@ -139,10 +139,9 @@ fn scatter_by_high_digit<V: Pod + Send + Sync>(
     })
     .into_iter()
     .collect::<Option<Option<_>>>()??;
-    // Each range's slots in each bucket, first and end: buckets in order,
-    // and the ranges in order inside a bucket.
+    // Each range's first slot in each bucket: buckets in order, and the
+    // ranges in order inside a bucket.
     let mut next: Vec<Vec<usize>> = vec![vec![0; buckets]; ranges.len()];
-    let mut ends: Vec<Vec<usize>> = vec![vec![0; buckets]; ranges.len()];
     let mut starts = Vec::with_capacity(buckets + 1);
     let mut at = 0;
     for b in 0..buckets {
@@ -150,7 +149,6 @@ fn scatter_by_high_digit<V: Pod + Send + Sync>(
         for (r, count) in counts.iter().enumerate() {
             next[r][b] = at;
             at += count[b];
-            ends[r][b] = at;
         }
     }
     starts.push(at);
@@ -162,25 +160,28 @@ fn scatter_by_high_digit<V: Pod + Send + Sync>(
         values: out_values.as_mut_ptr(),
     };
     let outputs = &outputs;
-    let parts: Vec<_> = ranges.into_iter().zip(next).zip(ends).collect();
-    let written = threads::on_threads(parts, |((rows, mut next), ends)| {
+    // Each range takes its counts along: the slots it has left in each
+    // bucket.
+    let parts: Vec<_> = ranges.into_iter().zip(next).zip(counts).collect();
+    let written = threads::on_threads(parts, |((rows, mut next), mut left)| {
         for row in rows {
             let g = group_of(row);
             let b = (g >> shift) as usize;
             // A group that differs from the one counted would overrun the
             // range's slots in its bucket: stop there.
-            if b >= buckets || next[b] >= ends[b] {
+            if b >= buckets || left[b] == 0 {
                 return false;
             }
-            // SAFETY: range r writes only bucket b's slots next[r][b] ..
-            // ends[r][b] (checked just above), which no other range or
-            // bucket shares and which lie inside 0..n (the counts add up
-            // to n), the outputs' length.
+            // SAFETY: range r writes only the counts[r][b] slots of bucket
+            // b from the first next[r][b] gave (`left` checked just above),
+            // which no other range or bucket shares and which lie inside
+            // 0..n (the counts add up to n), the outputs' length.
             unsafe {
                 *outputs.groups.add(next[b]) = g;
                 *outputs.values.add(next[b]) = values[row];
             }
             next[b] += 1;
+            left[b] -= 1;
         }
         true
     });
