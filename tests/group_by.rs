@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    POLICIES, SplitMix, engine, no_subgroup_engine, reduction_bits, scalar_bits,
+    POLICIES, SplitMix, engine, no_host_sort, no_subgroup_engine, reduction_bits, scalar_bits,
     small_binding_engine, tiny_engine, tiny_options, unsorted_engine,
 };
 use gpulanes::{
@@ -185,14 +185,12 @@ fn every_value_dtype_and_key_type() {
 fn rows_sorted_on_the_host_match_the_reference() {
     use gpulanes::EngineOptions;
     use gpulanes::kernels::GroupStrategy;
-    let with_sort = |sort| {
-        Engine::with_options(EngineOptions::default().group_strategy(GroupStrategy {
-            sort: Some(sort),
-            ..GroupStrategy::default()
-        }))
-        .unwrap()
-    };
-    let (sorted, unsorted) = (with_sort(true), with_sort(false));
+    let sorted = Engine::with_options(EngineOptions::default().group_strategy(GroupStrategy {
+        sort: Some(true),
+        ..GroupStrategy::default()
+    }))
+    .unwrap();
+    let unsorted = unsorted_engine();
     let mut rng = SplitMix::new(19);
     let n = 20_011;
     for card in [2u64, 3000, n as u64] {
@@ -348,13 +346,7 @@ fn windows_and_chunks_under_tiny_caps_agree() {
     let values = adversarial_f32(&mut rng, n, true);
     // The tiny-caps engine again without host sorting: rows one by one
     // across chunks and windows on CPU adapters too.
-    let tiny_unsorted = Engine::with_options(tiny_options().group_strategy(
-        gpulanes::kernels::GroupStrategy {
-            sort: Some(false),
-            ..Default::default()
-        },
-    ))
-    .unwrap();
+    let tiny_unsorted = Engine::with_options(no_host_sort(tiny_options())).unwrap();
     for e in [
         tiny_engine(),
         &tiny_unsorted,
@@ -1027,15 +1019,12 @@ fn every_forced_strategy_gives_the_same_bits() {
         }
     }
     for strategy in strategies {
-        {
-            let e =
-                Engine::with_options(EngineOptions::default().group_strategy(strategy)).unwrap();
-            for ((k, v, w), (f32_bits, f64_bits)) in cases.iter().zip(&want) {
-                let got = e.reduce_by_key(k, v, &OPS, NanPolicy::Propagate).unwrap();
-                assert_eq!(&reduction_bits(&got), f32_bits, "{strategy:?}, float32");
-                let got = e.reduce_by_key(k, w, &OPS, NanPolicy::Ignore).unwrap();
-                assert_eq!(&reduction_bits(&got), f64_bits, "{strategy:?}, float64");
-            }
+        let e = Engine::with_options(EngineOptions::default().group_strategy(strategy)).unwrap();
+        for ((k, v, w), (f32_bits, f64_bits)) in cases.iter().zip(&want) {
+            let got = e.reduce_by_key(k, v, &OPS, NanPolicy::Propagate).unwrap();
+            assert_eq!(&reduction_bits(&got), f32_bits, "{strategy:?}, float32");
+            let got = e.reduce_by_key(k, w, &OPS, NanPolicy::Ignore).unwrap();
+            assert_eq!(&reduction_bits(&got), f64_bits, "{strategy:?}, float64");
         }
     }
 }

@@ -41,12 +41,16 @@ pub fn engine() -> &'static Engine {
 pub fn unsorted_engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
-        let no_sort = gpulanes::kernels::GroupStrategy {
-            sort: Some(false),
-            ..Default::default()
-        };
-        Engine::with_options(EngineOptions::default().group_strategy(no_sort))
+        Engine::with_options(no_host_sort(EngineOptions::default()))
             .expect("engine without host sorting")
+    })
+}
+
+/// `options` with keyed rows never put in group order on the host.
+pub fn no_host_sort(options: EngineOptions) -> EngineOptions {
+    options.group_strategy(gpulanes::kernels::GroupStrategy {
+        sort: Some(false),
+        ..Default::default()
     })
 }
 
