@@ -16,9 +16,10 @@
 //!   codes, small integer ids, most real group columns), the kernel reads
 //!   the keys themselves and uses `key - min` as the group: no hashing, no
 //!   copy. Groups no row has are dropped from the result.
-//! - **Sparse keys**: otherwise the keys are mapped to dense ids on the
-//!   host with a hash table (one pass, then the distinct keys are sorted),
-//!   and the kernel reads the ids.
+//! - **Sparse keys**: otherwise the keys are mapped to dense ids in key
+//!   order on the host's threads ([`dictionary`]: a hash table a thread
+//!   for few, often repeated keys, else a sample sort), and the kernel
+//!   reads the ids.
 //! - **Many groups**: groups are processed in windows whose accumulators fit
 //!   one storage binding ([`window_groups`](run::window_groups)); each
 //!   window reads the rows again and skips rows of other windows.
@@ -76,6 +77,7 @@
 //! partition would leave most of it idle.
 
 pub(crate) mod accumulators;
+pub(crate) mod dictionary;
 pub(crate) mod finish;
 pub(crate) mod kernels;
 pub(crate) mod limbs;
@@ -84,7 +86,6 @@ pub(crate) mod sort;
 pub(crate) mod spread;
 pub mod stream;
 
-use std::collections::HashMap;
 use std::mem::MaybeUninit;
 
 use crate::context::Context;
@@ -533,35 +534,7 @@ fn make_plan<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
     if let Some(groups) = dense_groups(min.to_i128(), max.to_i128(), keys.len() as u64) {
         return Ok(KeyPlan::Dense { min, groups });
     }
-    let mut first_seen: HashMap<K, u32> = HashMap::new();
-    let mut distinct = Vec::new();
-    let mut ids = Vec::with_capacity(keys.len());
-    for &k in keys {
-        let next = distinct.len();
-        let id = *first_seen.entry(k).or_insert_with(|| {
-            distinct.push(k);
-            next as u32
-        });
-        ids.push(id);
-    }
-    if distinct.len() as u64 > u32::MAX as u64 {
-        return Err(Error::InvalidInput(format!(
-            "{} distinct keys exceed 2^32",
-            distinct.len()
-        )));
-    }
-    // Ids in key order, so that windows of consecutive ids come out in key
-    // order and none needs holding until the end.
-    let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
-    order.sort_unstable_by_key(|&i| distinct[i as usize]);
-    let mut rank = vec![0u32; distinct.len()];
-    for (r, &first) in order.iter().enumerate() {
-        rank[first as usize] = r as u32;
-    }
-    for id in &mut ids {
-        *id = rank[*id as usize];
-    }
-    let distinct = order.iter().map(|&i| distinct[i as usize]).collect();
+    let dictionary::Dictionary { ids, distinct } = dictionary::dictionary(keys)?;
     Ok(KeyPlan::Sparse { ids, distinct })
 }
 
