@@ -691,10 +691,7 @@ fn sorted_or<'a>(
     match sorted {
         Some(s) => (
             Words::Host(&s.values),
-            RowGroups::Keys32 {
-                keys: Words::Host(&s.groups),
-                base: 0,
-            },
+            RowGroups::SortedIds { ids: &s.groups },
         ),
         None => (values, by),
     }

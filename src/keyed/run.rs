@@ -56,6 +56,10 @@ pub(crate) enum RowGroups<'a> {
     Keys32 { keys: Words<'a>, base: u32 },
     /// Two key words per row (lo, hi); group = key - base.
     Keys64 { keys: Words<'a>, base: u64 },
+    /// Host-held group ids in ascending order (rows sorted by group): a
+    /// window's rows are one range of them, and its passes read only
+    /// that range.
+    SortedIds { ids: &'a [u32] },
     /// Partitions of `size` rows (the last may be shorter).
     EqualSize { size: u64 },
     /// Partition j holds rows offsets[j]..offsets[j + 1].
@@ -65,7 +69,7 @@ pub(crate) enum RowGroups<'a> {
 impl RowGroups<'_> {
     fn mode(&self) -> GroupMode {
         match self {
-            RowGroups::Keys32 { .. } => GroupMode::Keys32,
+            RowGroups::Keys32 { .. } | RowGroups::SortedIds { .. } => GroupMode::Keys32,
             RowGroups::Keys64 { .. } => GroupMode::Keys64,
             RowGroups::EqualSize { .. } => GroupMode::EqualSize,
             RowGroups::Offsets { .. } => GroupMode::Offsets,
@@ -75,22 +79,27 @@ impl RowGroups<'_> {
     fn keys(&self) -> Option<Words<'_>> {
         match *self {
             RowGroups::Keys32 { keys, .. } | RowGroups::Keys64 { keys, .. } => Some(keys),
+            RowGroups::SortedIds { ids } => Some(Words::Host(ids)),
             _ => None,
         }
     }
 
     fn key_words(&self) -> u64 {
         match self {
-            RowGroups::Keys32 { .. } => 1,
+            RowGroups::Keys32 { .. } | RowGroups::SortedIds { .. } => 1,
             RowGroups::Keys64 { .. } => 2,
             _ => 0,
         }
     }
 
-    /// Rows that may hold groups `groups` (all rows for keys).
+    /// Rows that may hold groups `groups` (all rows for unsorted keys).
     fn rows_of(&self, groups: &Range<u64>, rows: u64) -> Range<u64> {
         match self {
             RowGroups::Keys32 { .. } | RowGroups::Keys64 { .. } => 0..rows,
+            RowGroups::SortedIds { ids } => {
+                let first = |g: u64| ids.partition_point(|&id| (id as u64) < g) as u64;
+                first(groups.start)..first(groups.end)
+            }
             RowGroups::EqualSize { size } => {
                 (groups.start * size).min(rows)..(groups.end.saturating_mul(*size)).min(rows)
             }
@@ -169,9 +178,70 @@ pub(crate) struct Chunk {
     _uploads: Vec<PooledBuffer>,
 }
 
+/// What one dispatch reads of a chunk: how many rows, and their values
+/// and keys bound.
+struct ChunkRead {
+    rows: u64,
+    values: Bound,
+    keys: Option<Bound>,
+}
+
+/// Rows from a multiple of this can start a binding (chunks start there):
+/// their words, one or more a row, lie on the binding offset alignment.
+fn row_alignment(ctx: &Context) -> u64 {
+    (ctx.limits.offset_alignment / 4).max(1)
+}
+
+impl Bound {
+    /// `rows` rows of `words` words each, from row `skip` of this range.
+    fn rows(&self, skip: u64, rows: u64, words: u64) -> Bound {
+        Bound {
+            buffer: self.buffer.clone(),
+            offset: self.offset + skip * words * 4,
+            bytes: rows * words * 4,
+        }
+    }
+}
+
 impl Chunk {
     fn len(&self) -> u64 {
         self.rows.end - self.rows.start
+    }
+
+    /// What a window's pass reads of this chunk: for rows sorted by group
+    /// only the part of `window_rows` in it (from a row that `align`
+    /// divides, as the chunk's own start is; rows of other groups before
+    /// it are skipped by the kernel), else every row of it (rows of other
+    /// windows are skipped there too).
+    fn read_for(
+        &self,
+        by: &RowGroups<'_>,
+        window_rows: &Range<u64>,
+        align: u64,
+        wpe: u64,
+    ) -> ChunkRead {
+        let whole = ChunkRead {
+            rows: self.len(),
+            values: self.values.rows(0, self.len(), wpe),
+            keys: self
+                .keys
+                .as_ref()
+                .map(|k| k.rows(0, self.len(), by.key_words())),
+        };
+        if !matches!(by, RowGroups::SortedIds { .. }) {
+            return whole;
+        }
+        let start = (window_rows.start / align * align).max(self.rows.start);
+        let end = window_rows.end.min(self.rows.end).max(start);
+        let (skip, rows) = (start - self.rows.start, end - start);
+        ChunkRead {
+            rows,
+            values: self.values.rows(skip, rows, wpe),
+            keys: self
+                .keys
+                .as_ref()
+                .map(|k| k.rows(skip, rows, by.key_words())),
+        }
     }
 }
 
@@ -370,8 +440,7 @@ impl PassShape {
             0 => u64::MAX,
             w => binding / (w * 4),
         };
-        // Chunks start at rows whose words are aligned for a binding offset.
-        let align = (ctx.limits.offset_alignment / 4).max(1);
+        let align = row_alignment(ctx);
         let chunk_rows = (binding / (wpe * 4))
             .min(key_limit)
             .min(ctx.limits.max_units_per_dispatch.saturating_mul(per_unit))
@@ -557,8 +626,13 @@ pub(crate) fn encode_window_phase(
         .iter()
         .filter(|c| c.rows.start < row_range.end && row_range.start < c.rows.end)
     {
+        let read = chunk.read_for(by, &row_range, row_alignment(ctx), dtype.words());
+        if read.rows == 0 {
+            continue;
+        }
         let p = GroupParams {
             limb_base: window.limbs.base,
+            rows: read.rows as u32,
             ..chunk_params(by, chunk, g0, count)
         };
         let params = ctx.pool.take(
@@ -569,7 +643,7 @@ pub(crate) fn encode_window_phase(
         );
         ctx.queue.write_buffer(&params, 0, bytemuck::bytes_of(&p));
         // Absent bindings are bound to the values (never read).
-        let keys = chunk.keys.as_ref().unwrap_or(&chunk.values);
+        let keys = read.keys.as_ref().unwrap_or(&read.values);
         let segs = chunk.segments.as_ref().map_or(&chunk.values, |s| &s.0);
         let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("reduce groups"),
@@ -589,7 +663,7 @@ pub(crate) fn encode_window_phase(
                 },
                 wgpu::BindGroupEntry {
                     binding: 2,
-                    resource: bind(&chunk.values),
+                    resource: bind(&read.values),
                 },
                 wgpu::BindGroupEntry {
                     binding: 3,
@@ -605,7 +679,7 @@ pub(crate) fn encode_window_phase(
                 },
             ],
         });
-        let units = chunk.len().div_ceil(per_unit);
+        let units = read.rows.div_ceil(per_unit);
         // A private workgroup takes several units (the kernel loops over
         // them), and at least a few workgroups share the work.
         let workgroups = if private {
@@ -938,6 +1012,7 @@ fn chunk_params(by: &RowGroups<'_>, chunk: &Chunk, g0: u64, count: u64) -> Group
     };
     match *by {
         RowGroups::Keys32 { base, .. } => p.key_base_lo = base.wrapping_add(g0 as u32),
+        RowGroups::SortedIds { .. } => p.key_base_lo = g0 as u32,
         RowGroups::Keys64 { base, .. } => {
             let b = base.wrapping_add(g0);
             p.key_base_lo = b as u32;
