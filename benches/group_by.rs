@@ -3,10 +3,13 @@
 //! 1M values, from host memory (`f32-host/1M`: upload, key planning and the
 //! values' exponent scan included) and device-resident (`f32-device/1M`:
 //! keys and values uploaded once; the device's scan of the values, where
-//! the groups need it, included). `Throughput::Bytes` counts the keys and
-//! values read. Rows: 16M on a GPU, 4M on a software adapter, 64K in test
-//! mode (`GPULANES_BENCH_ROWS` to choose; `GPULANES_BENCH_CARDINALITIES`,
-//! a list like 16,1K,1M, for the key counts). Values are uniform in
+//! the groups need it, included), and the same groups from host memory
+//! under int64 keys a million apart (`f32-host-sparse/1M`: named through
+//! the host's dictionary of distinct keys). `Throughput::Bytes` counts the
+//! keys and values read. Rows: 16M on a GPU, 4M on a software adapter, 64K
+//! in test mode (`GPULANES_BENCH_ROWS` to choose;
+//! `GPULANES_BENCH_CARDINALITIES`, a list like 16,1K,1M, for the key
+//! counts). Values are uniform in
 //! [-1, 1); every case is checked against the exact CPU reference before
 //! it is timed.
 //!
@@ -95,6 +98,12 @@ fn check_keyed<E: Element>(got: &Grouped<i32>, keys: &[i32], values: &[E], cardi
     }
 }
 
+/// Key `k` spread out (in the same order) so far that the keys' range
+/// exceeds what the kernel takes as group ids.
+fn sparse_key(k: i32) -> i64 {
+    k as i64 * 1_000_003 - (1 << 40)
+}
+
 /// The host and device-resident cases of one value type.
 fn bench_dtype<E: Element>(
     c: &mut Criterion,
@@ -117,6 +126,9 @@ fn bench_dtype<E: Element>(
             .map(|x| ((x as u64 * cardinality) >> 32) as i32)
             .collect();
         let device_keys = engine.upload(&keys).expect("upload the keys");
+        // The same groups under int64 keys too far apart to be used as
+        // they are: named through the host's dictionary.
+        let sparse: Vec<i64> = keys.iter().map(|&k| sparse_key(k)).collect();
         let from_host = engine
             .reduce_by_key(&keys, values, &OPS, NanPolicy::Propagate)
             .unwrap();
@@ -132,6 +144,21 @@ fn bench_dtype<E: Element>(
             from_device.reductions, from_host.reductions,
             "device-resident, {cardinality} keys"
         );
+        let from_sparse = engine
+            .reduce_by_key(&sparse, values, &OPS, NanPolicy::Propagate)
+            .unwrap();
+        assert_eq!(
+            from_sparse.keys,
+            from_host
+                .keys
+                .iter()
+                .map(|&k| sparse_key(k))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            from_sparse.reductions, from_host.reductions,
+            "sparse int64 keys, {cardinality} keys"
+        );
         let label = size::label(cardinality);
         group.throughput(Throughput::Bytes(
             (n * (4 + std::mem::size_of::<E>())) as u64,
@@ -145,6 +172,21 @@ fn bench_dtype<E: Element>(
                 )
             })
         });
+        group.throughput(Throughput::Bytes(
+            (n * (8 + std::mem::size_of::<E>())) as u64,
+        ));
+        group.bench_function(BenchmarkId::new("host-sparse", &label), |b| {
+            b.iter(|| {
+                black_box(
+                    engine
+                        .reduce_by_key(&sparse, values, &OPS, NanPolicy::Propagate)
+                        .unwrap(),
+                )
+            })
+        });
+        group.throughput(Throughput::Bytes(
+            (n * (4 + std::mem::size_of::<E>())) as u64,
+        ));
         group.bench_function(BenchmarkId::new("device", &label), |b| {
             b.iter(|| {
                 black_box(
