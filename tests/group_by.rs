@@ -185,10 +185,9 @@ fn every_value_dtype_and_key_type() {
 fn rows_sorted_on_the_host_match_the_reference() {
     use gpulanes::EngineOptions;
     use gpulanes::kernels::GroupStrategy;
-    let sorted = Engine::with_options(EngineOptions::default().group_strategy(GroupStrategy {
-        sort: Some(true),
-        ..GroupStrategy::default()
-    }))
+    let sorted = Engine::with_options(
+        EngineOptions::default().group_strategy(GroupStrategy::default().with_sort(true)),
+    )
     .unwrap();
     let unsorted = unsorted_engine();
     let mut rng = SplitMix::new(19);
@@ -372,12 +371,9 @@ fn windows_and_chunks_under_tiny_caps_agree() {
 /// without sorting.
 #[test]
 fn sorted_rows_read_only_their_windows_rows() {
-    let sorting = Engine::with_options(tiny_options().group_strategy(
-        gpulanes::kernels::GroupStrategy {
-            sort: Some(true),
-            ..Default::default()
-        },
-    ))
+    let sorting = Engine::with_options(
+        tiny_options().group_strategy(gpulanes::kernels::GroupStrategy::default().with_sort(true)),
+    )
     .unwrap();
     let unsorted = Engine::with_options(no_host_sort(tiny_options())).unwrap();
     let mut rng = SplitMix::new(29);
@@ -1001,18 +997,15 @@ fn every_forced_strategy_gives_the_same_bits() {
     use gpulanes::kernels::{GroupStrategy, Local};
     assert_eq!(
         GroupStrategy::parse(" Direct, compact,"),
-        Some(GroupStrategy {
-            direct: Some(true),
-            local: Some(Local::Compact),
-            sort: None,
-        })
+        Some(
+            GroupStrategy::default()
+                .with_direct(true)
+                .with_local(Local::Compact)
+        )
     );
     assert_eq!(
         GroupStrategy::parse("SORT"),
-        Some(GroupStrategy {
-            sort: Some(true),
-            ..GroupStrategy::default()
-        })
+        Some(GroupStrategy::default().with_sort(true))
     );
     assert_eq!(
         GroupStrategy::parse("no-sort,runs").map(|s| (s.sort, s.direct)),
@@ -1054,27 +1047,20 @@ fn every_forced_strategy_gives_the_same_bits() {
     // rows put in group order on the host (alone: the engine's choices
     // after it; with a way: that way on the sorted rows).
     let mut strategies = vec![
-        GroupStrategy {
-            sort: Some(true),
-            ..GroupStrategy::default()
-        },
-        GroupStrategy {
-            sort: Some(false),
-            ..GroupStrategy::default()
-        },
-        GroupStrategy {
-            direct: Some(true),
-            local: Some(Local::Global),
-            sort: Some(true),
-        },
+        GroupStrategy::default().with_sort(true),
+        GroupStrategy::default().with_sort(false),
+        GroupStrategy::default()
+            .with_direct(true)
+            .with_local(Local::Global)
+            .with_sort(true),
     ];
-    for direct in [Some(true), Some(false)] {
+    for direct in [true, false] {
         for local in [Local::Global, Local::Private, Local::Compact] {
-            strategies.push(GroupStrategy {
-                direct,
-                local: Some(local),
-                sort: None,
-            });
+            strategies.push(
+                GroupStrategy::default()
+                    .with_direct(direct)
+                    .with_local(local),
+            );
         }
     }
     for strategy in strategies {
@@ -1264,17 +1250,15 @@ fn narrow_accumulators_hold_sums_at_their_limits() {
         }
     }
     let engines: Vec<Engine> = [
-        (Some(true), Local::Global),
-        (Some(false), Local::Global),
-        (Some(false), Local::Private),
+        (true, Local::Global),
+        (false, Local::Global),
+        (false, Local::Private),
     ]
     .into_iter()
     .map(|(direct, local)| {
-        let strategy = GroupStrategy {
-            direct,
-            local: Some(local),
-            sort: None,
-        };
+        let strategy = GroupStrategy::default()
+            .with_direct(direct)
+            .with_local(local);
         Engine::with_options(EngineOptions::default().group_strategy(strategy)).unwrap()
     })
     .collect();

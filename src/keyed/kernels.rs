@@ -66,7 +66,14 @@ impl Local {
 /// up to [`private_groups`]; neither for the second phase of 64-bit keys
 /// or for partitions); elsewhere the engine chooses. Naming any way turns
 /// off the engine's own sorting of host-held rows unless `sort` is named.
+///
+/// ```
+/// use gpulanes::kernels::{GroupStrategy, Local};
+/// let forced = GroupStrategy::default().with_direct(true).with_local(Local::Compact);
+/// assert_eq!(GroupStrategy::parse("direct,compact"), Some(forced));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupStrategy {
     /// `Some(true)`: rows one by one; `Some(false)`: run by run.
     pub direct: Option<bool>,
@@ -79,6 +86,25 @@ pub struct GroupStrategy {
 }
 
 impl GroupStrategy {
+    /// Rows one by one (`true`) or run by run (`false`).
+    pub fn with_direct(mut self, direct: bool) -> Self {
+        self.direct = Some(direct);
+        self
+    }
+
+    /// Accumulation first in `local`.
+    pub fn with_local(mut self, local: Local) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// Host-held rows put in group order first (`true`), or never
+    /// (`false`).
+    pub fn with_sort(mut self, sort: bool) -> Self {
+        self.sort = Some(sort);
+        self
+    }
+
     /// What [`GroupStrategy::parse`] accepts.
     pub const NAMES: &'static str =
         "a comma-separated list of runs or direct, global, private or compact, and sort or no-sort";

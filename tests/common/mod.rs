@@ -48,10 +48,7 @@ pub fn unsorted_engine() -> &'static Engine {
 
 /// `options` with keyed rows never put in group order on the host.
 pub fn no_host_sort(options: EngineOptions) -> EngineOptions {
-    options.group_strategy(gpulanes::kernels::GroupStrategy {
-        sort: Some(false),
-        ..Default::default()
-    })
+    options.group_strategy(gpulanes::kernels::GroupStrategy::default().with_sort(false))
 }
 
 /// Caps that force binding, buffer, grid and dispatch splitting on small
