@@ -4,7 +4,7 @@
 //! values' exponent scan included) and device-resident (`f32-device/1M`:
 //! keys and values uploaded once; the device's scan of the values, where
 //! the groups need it, included), and the same groups from host memory
-//! under int64 keys a million apart (`f32-host-sparse/1M`: named through
+//! under int64 keys 2^33 apart (`f32-host-sparse/1M`: named through
 //! the host's dictionary of distinct keys). `Throughput::Bytes` counts the
 //! keys and values read. Rows: 16M on a GPU, 4M on a software adapter, 64K
 //! in test mode (`GPULANES_BENCH_ROWS` to choose;
@@ -101,7 +101,7 @@ fn check_keyed<E: Element>(got: &Grouped<i32>, keys: &[i32], values: &[E], cardi
 /// Key `k` spread out (in the same order) so far that the keys' range
 /// exceeds what the kernel takes as group ids.
 fn sparse_key(k: i32) -> i64 {
-    k as i64 * 1_000_003 - (1 << 40)
+    ((k as i64) << 33) - (1 << 40)
 }
 
 /// The host and device-resident cases of one value type.

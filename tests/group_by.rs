@@ -363,9 +363,9 @@ fn windows_and_chunks_under_tiny_caps_agree() {
     }
 }
 
-/// Rows sorted by group read only their window's rows: under 64 KiB
-/// bindings (528 float32 groups a window, 16384 rows a chunk) windows
-/// start and end inside chunks, at rows the binding alignment does not
+/// Rows sorted by group read only their window's rows: under the tiny
+/// caps (64 KiB bindings: a few hundred groups a window, a few thousand
+/// rows a chunk) windows start and end inside chunks, at rows the binding alignment does not
 /// divide, and dense keys with wide gaps leave windows with no rows at
 /// all. Against the reference, and bit for bit against the same caps
 /// without sorting.
@@ -392,10 +392,30 @@ fn sorted_rows_read_only_their_windows_rows() {
     let sparse: Vec<i64> = (0..n)
         .map(|_| (rng.below(5000) as i64).wrapping_mul(0x2545_F491_4F6C_DD1D))
         .collect();
+    // Sparse keys nearly all distinct: the dictionary sorts them.
+    let sparse_distinct: Vec<i64> = (0..n)
+        .map(|_| (rng.below(4 * n as u64) as i64).wrapping_mul(0x2545_F491_4F6C_DD1D))
+        .collect();
     let f32s = adversarial_f32(&mut rng, n, true);
     let f64s = adversarial_f64(&mut rng, n, true);
     for nan in POLICIES {
         let what = |s: &str| format!("sorted rows, windows inside chunks, {s}, {nan:?}");
+        let a = check(
+            &sorting,
+            &what("sparse distinct keys"),
+            &sparse_distinct,
+            &f64s,
+            nan,
+        );
+        let b = unsorted
+            .reduce_by_key(&sparse_distinct, &f64s, &OPS, nan)
+            .unwrap();
+        assert_eq!(
+            reduction_bits(&a),
+            reduction_bits(&b),
+            "{}",
+            what("sparse distinct")
+        );
         let a = check(&sorting, &what("gapped int32 keys"), &gapped, &f32s, nan);
         let b = unsorted.reduce_by_key(&gapped, &f32s, &OPS, nan).unwrap();
         assert_eq!(reduction_bits(&a), reduction_bits(&b), "{}", what("gapped"));

@@ -87,12 +87,14 @@ pub struct GroupStrategy {
 
 impl GroupStrategy {
     /// Rows one by one (`true`) or run by run (`false`).
+    #[must_use]
     pub fn with_direct(mut self, direct: bool) -> Self {
         self.direct = Some(direct);
         self
     }
 
     /// Accumulation first in `local`.
+    #[must_use]
     pub fn with_local(mut self, local: Local) -> Self {
         self.local = Some(local);
         self
@@ -100,6 +102,7 @@ impl GroupStrategy {
 
     /// Host-held rows put in group order first (`true`), or never
     /// (`false`).
+    #[must_use]
     pub fn with_sort(mut self, sort: bool) -> Self {
         self.sort = Some(sort);
         self

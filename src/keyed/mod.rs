@@ -22,7 +22,8 @@
 //!   reads the ids.
 //! - **Many groups**: groups are processed in windows whose accumulators fit
 //!   one storage binding ([`window_groups`](run::window_groups)); each
-//!   window reads the rows again and skips rows of other windows.
+//!   window reads the rows again and skips rows of other windows (rows
+//!   put in group order on the host: only the window's own rows).
 //!
 //! Inside the kernel rows go to their group's accumulator one of two ways,
 //! chosen from a sample of the keys (evenly spaced adjacent pairs of
@@ -534,7 +535,7 @@ fn make_plan<K: Key>(keys: &[K]) -> Result<KeyPlan<K>> {
     if let Some(groups) = dense_groups(min.to_i128(), max.to_i128(), keys.len() as u64) {
         return Ok(KeyPlan::Dense { min, groups });
     }
-    let dictionary::Dictionary { ids, distinct } = dictionary::dictionary(keys)?;
+    let dictionary::Dictionary { ids, distinct } = dictionary::dictionary(keys, min, max)?;
     Ok(KeyPlan::Sparse { ids, distinct })
 }
 

@@ -1,8 +1,11 @@
 //! Running the group kernel over rows held on the host: the rows are
 //! uploaded once in chunks that each fit one binding, then every window of
 //! consecutive groups whose accumulators fit one binding is cleared, filled
-//! by one dispatch per chunk (and a second round for the low words of
-//! 64-bit max/min keys), and read back.
+//! by one dispatch per chunk that holds rows of its groups (and a second
+//! round for the low words of 64-bit max/min keys), and read back. Rows in
+//! group order ([`RowGroups::SortedIds`]) are read only where the window's
+//! groups lie; otherwise every window reads every row and skips the rows
+//! of other windows.
 
 use std::num::NonZeroU64;
 use std::ops::Range;
@@ -622,10 +625,9 @@ pub(crate) fn encode_window_phase(
     let rows = chunks.last().map_or(0, |c| c.rows.end);
     let row_range = by.rows_of(&(g0..g0 + count), rows);
     let mut bound = Vec::new();
-    for chunk in chunks
-        .iter()
-        .filter(|c| c.rows.start < row_range.end && row_range.start < c.rows.end)
-    {
+    for chunk in chunks.iter().filter(|c| {
+        !row_range.is_empty() && c.rows.start < row_range.end && row_range.start < c.rows.end
+    }) {
         let read = chunk.read_for(by, &row_range, row_alignment(ctx), dtype.words());
         if read.rows == 0 {
             continue;

@@ -94,6 +94,11 @@ impl Engine {
         // A chunk's rows take a quarter of the budget: they are held on
         // the host, on the device, and (CPU adapters) as a copy in group
         // order, three quarters in all, the rest for the merged states.
+        // Sparse keys are first named by the host's dictionary
+        // (dictionary.rs), before the copies are made: sorting, it holds
+        // up to 28 bytes a row (16-byte pairs, ids and distinct int64
+        // keys; 18 for 32-bit keys), at most about 0.6 of the budget
+        // beside the chunk; hashing, a table of up to 2^21 keys a thread.
         let chunk_rows = (options.budget_bytes / 4 / row_bytes).max(4096);
         let mut merged: BTreeMap<K, Vec<State>> = BTreeMap::new();
         let mut key_buf: Vec<K> = Vec::new();
