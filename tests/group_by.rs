@@ -81,6 +81,20 @@ fn check<K: Key + std::fmt::Debug, E: Element>(
     got
 }
 
+/// [`check`] on `e`, and the same bits from `other`.
+fn check_same_as<K: Key + std::fmt::Debug, E: Element>(
+    e: &Engine,
+    other: &Engine,
+    what: &str,
+    keys: &[K],
+    values: &[E],
+    nan: NanPolicy,
+) {
+    let got = check(e, what, keys, values, nan);
+    let theirs = other.reduce_by_key(keys, values, &OPS, nan).unwrap();
+    assert_eq!(reduction_bits(&got), reduction_bits(&theirs), "{what}");
+}
+
 fn shuffle<T>(rng: &mut SplitMix, v: &mut [T]) {
     for i in (1..v.len()).rev() {
         v.swap(i, rng.below(i as u64 + 1) as usize);
@@ -207,19 +221,17 @@ fn rows_sorted_on_the_host_match_the_reference() {
         let i64s: Vec<i64> = (0..n).map(|_| (rng.next_u64() as i64) >> 12).collect();
         for nan in POLICIES {
             let what = |s: &str| format!("sorted on the host, cardinality {card}, {s}, {nan:?}");
-            let a = check(&sorted, &what("f32 by int64"), &k64, &f32s, nan);
-            let b = unsorted.reduce_by_key(&k64, &f32s, &OPS, nan).unwrap();
-            assert_eq!(
-                reduction_bits(&a),
-                reduction_bits(&b),
-                "{}",
-                what("f32 by int64")
-            );
+            check_same_as(&sorted, unsorted, &what("f32 by int64"), &k64, &f32s, nan);
             check(&sorted, &what("f64 by int32"), &k32, &f64s, nan);
             check(&sorted, &what("int64 by uint32"), &ku32, &i64s, nan);
-            let a = check(&sorted, &what("f64 by sparse int64"), &sparse, &f64s, nan);
-            let b = unsorted.reduce_by_key(&sparse, &f64s, &OPS, nan).unwrap();
-            assert_eq!(reduction_bits(&a), reduction_bits(&b), "{}", what("sparse"));
+            check_same_as(
+                &sorted,
+                unsorted,
+                &what("f64 by sparse int64"),
+                &sparse,
+                &f64s,
+                nan,
+            );
         }
     }
 }
@@ -400,42 +412,29 @@ fn sorted_rows_read_only_their_windows_rows() {
     let f64s = adversarial_f64(&mut rng, n, true);
     for nan in POLICIES {
         let what = |s: &str| format!("sorted rows, windows inside chunks, {s}, {nan:?}");
-        let a = check(
+        let cases = [
+            ("sparse distinct int64 keys", &sparse_distinct, &f64s),
+            ("distinct int64 keys", &distinct, &f64s),
+        ];
+        for (name, keys, values) in cases {
+            check_same_as(&sorting, &unsorted, &what(name), keys, values, nan);
+        }
+        check_same_as(
             &sorting,
-            &what("sparse distinct keys"),
-            &sparse_distinct,
-            &f64s,
+            &unsorted,
+            &what("gapped int32 keys"),
+            &gapped,
+            &f32s,
             nan,
         );
-        let b = unsorted
-            .reduce_by_key(&sparse_distinct, &f64s, &OPS, nan)
-            .unwrap();
-        assert_eq!(
-            reduction_bits(&a),
-            reduction_bits(&b),
-            "{}",
-            what("sparse distinct")
-        );
-        let a = check(&sorting, &what("gapped int32 keys"), &gapped, &f32s, nan);
-        let b = unsorted.reduce_by_key(&gapped, &f32s, &OPS, nan).unwrap();
-        assert_eq!(reduction_bits(&a), reduction_bits(&b), "{}", what("gapped"));
-        let a = check(
+        check_same_as(
             &sorting,
-            &what("distinct int64 keys"),
-            &distinct,
-            &f64s,
+            &unsorted,
+            &what("sparse int64 keys"),
+            &sparse,
+            &f32s,
             nan,
         );
-        let b = unsorted.reduce_by_key(&distinct, &f64s, &OPS, nan).unwrap();
-        assert_eq!(
-            reduction_bits(&a),
-            reduction_bits(&b),
-            "{}",
-            what("distinct")
-        );
-        let a = check(&sorting, &what("sparse int64 keys"), &sparse, &f32s, nan);
-        let b = unsorted.reduce_by_key(&sparse, &f32s, &OPS, nan).unwrap();
-        assert_eq!(reduction_bits(&a), reduction_bits(&b), "{}", what("sparse"));
     }
 }
 
