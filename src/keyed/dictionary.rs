@@ -4,9 +4,10 @@
 //! Two ways, chosen from a sample of the keys (one row at a seeded random
 //! place in each of evenly spaced strides, so periodic keys do not alias
 //! with it); both give the same ids:
-//! - **Few distinct keys, often repeated** (up to [`HASHED_KEYS`], each
-//!   on [`HASHED_REPEATS`] rows or more on average, as estimated from the
-//!   sample by [`estimated_distinct`]): each thread names the keys of its
+//! - **Few distinct keys, often repeated** (up to [`HASHED_KEYS`], and
+//!   [`MERGED_KEYS`] over the threads' tables, each on [`HASHED_REPEATS`]
+//!   rows or more on average, as estimated from the sample by
+//!   [`estimated_distinct`]): each thread names the keys of its
 //!   range of rows with its own hash table; the tables' keys are then
 //!   sorted into one list and every thread renames its rows' ids into it.
 //!   A table that grows past [`HASH_GIVE_UP`] keys (the sample misled)
@@ -65,8 +66,13 @@ const MIN_SAMPLE: usize = 4096;
 /// server CPU) ...
 pub(crate) const HASHED_KEYS: usize = 1 << 19;
 /// ... and each comes this many times or more on average (a table costs
-/// more a new key than a repeated one).
+/// more a new key than a repeated one) ...
 pub(crate) const HASHED_REPEATS: usize = 8;
+/// ... and the threads' tables hold at most about this many keys in all
+/// (they are sorted into one list on one thread, and every thread looks
+/// its keys up in it: past a few million keys that costs more than the
+/// sample sort on as many threads).
+pub(crate) const MERGED_KEYS: usize = 1 << 21;
 /// A thread's hash table stops at this many keys, and the keys are sorted
 /// instead.
 pub(crate) const HASH_GIVE_UP: usize = 4 * HASHED_KEYS;
@@ -111,14 +117,22 @@ pub(crate) fn dictionary<K: Key>(keys: &[K], min: K, max: K) -> Result<Dictionar
         order,
         order.of(max),
         &sample,
-        way_for(&sample, keys.len()),
+        way_for(
+            &sample,
+            keys.len(),
+            threads::threads_for(keys.len(), PARALLEL_ROWS),
+        ),
     )
 }
 
-/// The way to name `rows` keys of which `sample` is [`sorted_sample`].
-fn way_for(sample: &[u64], rows: usize) -> Way {
+/// The way to name `rows` keys of which `sample` is [`sorted_sample`], on
+/// `threads` threads.
+fn way_for(sample: &[u64], rows: usize, threads: usize) -> Way {
     let distinct = estimated_distinct(sample, rows);
-    if distinct <= HASHED_KEYS as f64 && distinct * HASHED_REPEATS as f64 <= rows as f64 {
+    if distinct <= HASHED_KEYS as f64
+        && distinct * threads as f64 <= MERGED_KEYS as f64
+        && distinct * HASHED_REPEATS as f64 <= rows as f64
+    {
         Way::Hash
     } else {
         Way::Sort
@@ -660,7 +674,14 @@ mod tests {
             } else {
                 Way::Sort
             };
-            assert_eq!(way_for(&sample, n), want, "{distinct} keys");
+            assert_eq!(way_for(&sample, n, 2), want, "{distinct} keys");
+            // More threads: more tables to merge, so fewer keys hashed.
+            let want = if distinct <= 10_000 {
+                Way::Hash
+            } else {
+                Way::Sort
+            };
+            assert_eq!(way_for(&sample, n, 16), want, "{distinct} keys, 16 threads");
         }
         // A few frequent keys beside many rare ones: the rare ones count.
         let keys: Vec<i64> = (0..n as i64)
@@ -674,7 +695,7 @@ mod tests {
             .collect();
         let sample = sorted_sample(&keys, Order::from_min(-7i64));
         assert!(estimated_distinct(&sample, n) > (n / 8) as f64);
-        assert_eq!(way_for(&sample, n), Way::Sort);
+        assert_eq!(way_for(&sample, n, 2), Way::Sort);
         // A key on every 256th row (the sample's stride here), every other
         // row distinct: the sample's places are not periodic.
         let keys: Vec<i64> = (0..n as i64)
@@ -682,7 +703,7 @@ mod tests {
             .collect();
         let sample = sorted_sample(&keys, Order::from_min(-1i64));
         assert!(estimated_distinct(&sample, n) > (n / 2) as f64);
-        assert_eq!(way_for(&sample, n), Way::Sort);
+        assert_eq!(way_for(&sample, n, 2), Way::Sort);
         check(&keys, "a key on every 256th row");
     }
 
