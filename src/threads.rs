@@ -22,6 +22,22 @@ pub(crate) fn ranges(items: usize, parts: usize) -> Vec<Range<usize>> {
     (0..parts).map(|p| at(p)..at(p + 1)).collect()
 }
 
+/// `slice` cut into consecutive pieces of `lens`, one a part (the lens add
+/// up to its length, or the last pieces come short).
+pub(crate) fn split_into<T>(
+    mut slice: &mut [T],
+    lens: impl IntoIterator<Item = usize>,
+) -> Vec<&mut [T]> {
+    lens.into_iter()
+        .map(|len| {
+            let len = len.min(slice.len());
+            let (piece, rest) = std::mem::take(&mut slice).split_at_mut(len);
+            slice = rest;
+            piece
+        })
+        .collect()
+}
+
 /// `f` of every part, in order, each on its own thread; `None` for a part
 /// whose thread panicked. A single part, and a part whose thread cannot be
 /// started, runs on the calling thread, where a panic unwinds to the caller

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::Key;
 use crate::error::{Error, Result};
-use crate::threads;
+use crate::threads::{self, split_into};
 
 /// Sparse keys as dense ids.
 #[derive(Debug, PartialEq)]
@@ -243,19 +243,6 @@ fn lost() -> Error {
     Error::Internal("a thread naming the group keys panicked".into())
 }
 
-/// `slice` cut into consecutive pieces of `lens` (which add up to its
-/// length, or the last pieces come short).
-fn split_into<T>(mut slice: &mut [T], lens: impl IntoIterator<Item = usize>) -> Vec<&mut [T]> {
-    lens.into_iter()
-        .map(|len| {
-            let len = len.min(slice.len());
-            let (piece, rest) = std::mem::take(&mut slice).split_at_mut(len);
-            slice = rest;
-            piece
-        })
-        .collect()
-}
-
 /// What a thread's hash table ended with.
 enum Hashed<K> {
     /// Its range's distinct keys, in the order first seen: its ids.
@@ -385,7 +372,8 @@ fn by_sorting<K: Key, P: Pair>(
 
     // Each range of rows counts its rows in each bucket and keeps each
     // row's bucket for the scatter.
-    let ranges = threads::ranges(n, threads::threads_for(n, PARALLEL_ROWS));
+    let parallel = threads::threads_for(n, PARALLEL_ROWS);
+    let ranges = threads::ranges(n, parallel);
     let (counts, row_buckets): (Vec<Vec<usize>>, Vec<Vec<u16>>) =
         threads::on_threads(ranges.clone(), |rows| {
             let mut count = vec![0usize; buckets];
@@ -443,7 +431,7 @@ fn by_sorting<K: Key, P: Pair>(
     let sizes: Vec<usize> = (0..buckets)
         .map(|b| counts.iter().map(|c| c[b]).sum())
         .collect();
-    let parts = balanced(&sizes, threads::threads_for(n, PARALLEL_ROWS));
+    let parts = balanced(&sizes, parallel);
     let part_rows: Vec<usize> = parts
         .iter()
         .map(|p| sizes[p.clone()].iter().sum())

@@ -386,23 +386,26 @@ fn finish_into<K: Key>(
         .collect();
     if let Some(keys) = keys.as_deref_mut() {
         keys.reserve(total);
-        let mut rest = &mut keys.spare_capacity_mut()[..total];
-        for share in &mut shares {
-            let (head, tail) = rest.split_at_mut(share.len);
-            share.keys = Some(head);
-            rest = tail;
+        let pieces = threads::split_into(
+            &mut keys.spare_capacity_mut()[..total],
+            lens.iter().copied(),
+        );
+        for (share, piece) in shares.iter_mut().zip(pieces) {
+            share.keys = Some(piece);
         }
     }
     for r in reductions.iter_mut() {
         r.values.reserve(total);
         r.counts.reserve(total);
-        let mut values = &mut r.values.spare_capacity_mut()[..total];
-        let mut counts = &mut r.counts.spare_capacity_mut()[..total];
-        for share in &mut shares {
-            let (v, v_rest) = values.split_at_mut(share.len);
-            let (c, c_rest) = counts.split_at_mut(share.len);
-            values = v_rest;
-            counts = c_rest;
+        let values = threads::split_into(
+            &mut r.values.spare_capacity_mut()[..total],
+            lens.iter().copied(),
+        );
+        let counts = threads::split_into(
+            &mut r.counts.spare_capacity_mut()[..total],
+            lens.iter().copied(),
+        );
+        for ((share, v), c) in shares.iter_mut().zip(values).zip(counts) {
             share.ops.push((r.op, v, c));
         }
     }

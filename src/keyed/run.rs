@@ -223,20 +223,14 @@ impl Chunk {
         align: u64,
         wpe: u64,
     ) -> ChunkRead {
-        let whole = ChunkRead {
-            rows: self.len(),
-            values: self.values.rows(0, self.len(), wpe),
-            keys: self
-                .keys
-                .as_ref()
-                .map(|k| k.rows(0, self.len(), by.key_words())),
+        let (skip, rows) = match by {
+            RowGroups::SortedIds { .. } => {
+                let start = (window_rows.start / align * align).max(self.rows.start);
+                let end = window_rows.end.min(self.rows.end).max(start);
+                (start - self.rows.start, end - start)
+            }
+            _ => (0, self.len()),
         };
-        if !matches!(by, RowGroups::SortedIds { .. }) {
-            return whole;
-        }
-        let start = (window_rows.start / align * align).max(self.rows.start);
-        let end = window_rows.end.min(self.rows.end).max(start);
-        let (skip, rows) = (start - self.rows.start, end - start);
         ChunkRead {
             rows,
             values: self.values.rows(skip, rows, wpe),
@@ -624,14 +618,14 @@ pub(crate) fn encode_window_phase(
     );
     let rows = chunks.last().map_or(0, |c| c.rows.end);
     let row_range = by.rows_of(&(g0..g0 + count), rows);
+    let align = row_alignment(ctx);
     let mut bound = Vec::new();
+    // A window without rows dispatches nothing; otherwise each chunk that
+    // overlaps its rows reads at least one row.
     for chunk in chunks.iter().filter(|c| {
         !row_range.is_empty() && c.rows.start < row_range.end && row_range.start < c.rows.end
     }) {
-        let read = chunk.read_for(by, &row_range, row_alignment(ctx), dtype.words());
-        if read.rows == 0 {
-            continue;
-        }
+        let read = chunk.read_for(by, &row_range, align, dtype.words());
         let p = GroupParams {
             limb_base: window.limbs.base,
             rows: read.rows as u32,

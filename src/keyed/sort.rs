@@ -212,16 +212,17 @@ fn sort_buckets<V: Pod + Send + Sync>(
         cuts.push(b.max(*cuts.last().unwrap_or(&0)));
     }
     cuts.push(buckets);
-    let mut parts = Vec::with_capacity(threads);
-    let (mut rest_g, mut rest_v) = (groups, values);
-    for w in cuts.windows(2) {
-        let len = starts[w[1]] - starts[w[0]];
-        let (g, tail_g) = rest_g.split_at_mut(len);
-        let (v, tail_v) = rest_v.split_at_mut(len);
-        rest_g = tail_g;
-        rest_v = tail_v;
-        parts.push((&starts[w[0]..=w[1]], g, v));
-    }
+    let lens: Vec<usize> = cuts
+        .windows(2)
+        .map(|w| starts[w[1]] - starts[w[0]])
+        .collect();
+    let parts: Vec<_> = cuts
+        .windows(2)
+        .map(|w| &starts[w[0]..=w[1]])
+        .zip(threads::split_into(groups, lens.iter().copied()))
+        .zip(threads::split_into(values, lens.iter().copied()))
+        .map(|((bounds, g), v)| (bounds, g, v))
+        .collect();
     let mask = (1u32 << shift) - 1;
     threads::on_threads(parts, |(bounds, groups, values)| {
         let first = bounds[0];
