@@ -32,8 +32,9 @@
 //! - List offsets are rebased to the first list's offset and widened to
 //!   u64 (k+1 values), as [`Partitions::Offsets`] holds them.
 //! - Dictionary codes of type int32, uint32 or int64 are read in place when
-//!   neither codes nor values have nulls; other code types (int8, int16,
-//!   uint8, uint16, uint64) are widened to int64 on the host.
+//!   they have no nulls (with null values, the rows with a value are
+//!   gathered); other code types (int8, int16, uint8, uint16, uint64), and
+//!   codes with nulls, are widened to int64 on the host.
 //!
 //! # Chunked columns
 //! [`Engine::reduce_arrow_chunks`] reduces several arrays as one column:
@@ -65,6 +66,7 @@ use crate::keyed::Key;
 use crate::op::{NanPolicy, Op};
 use crate::partition::Partitions;
 use crate::state::{State, StateKind};
+use crate::validity::Validity;
 
 /// The values of `array` the engine reduces: the values buffer itself
 /// when nothing is null, else the non-null values gathered on the host.
@@ -342,9 +344,12 @@ impl Engine {
     }
 
     /// `ops` over `values` grouped by a dictionary-encoded column's codes, in
-    /// one pass ([`Engine::reduce_by_key`] over the codes). Rows whose code or
-    /// value is null are skipped; a group with no other rows is absent (no rows
-    /// at all: no groups); NaN values follow `nan` as in
+    /// one pass ([`Engine::reduce_by_key`] over the codes). Rows whose code
+    /// is null are skipped. Null values are skipped and not counted, but
+    /// their code still names a group, so a code whose values are all null
+    /// has a slot with `count` 0 and null for every other op, as SQL's
+    /// `GROUP BY` gives ([`Engine::reduce_by_key_with_nulls`]); no rows at
+    /// all give no groups. NaN values follow `nan` as in
     /// [`Engine::reduce_by_key`]. The result's `keys` is a `DictionaryArray`
     /// sharing the input's dictionary, one slot per group in ascending code
     /// order, so each group is named by its dictionary value; `results` holds
@@ -375,20 +380,23 @@ impl Engine {
             )));
         }
         let codes = keys.keys();
-        let any_null = codes.null_count() > 0 || values.null_count() > 0;
         let codes_any = codes as &dyn Any;
-        let grouped = if let (false, Some(c)) = (any_null, codes_any.downcast_ref::<Int32Array>()) {
-            widen_keys(self.reduce_by_key(c.values(), values.values(), ops, nan)?)
-        } else if let (false, Some(c)) = (any_null, codes_any.downcast_ref::<UInt32Array>()) {
-            widen_keys(self.reduce_by_key(c.values(), values.values(), ops, nan)?)
-        } else if let (false, Some(c)) = (any_null, codes_any.downcast_ref::<Int64Array>()) {
-            self.reduce_by_key(c.values(), values.values(), ops, nan)?
+        let no_null_codes = codes.null_count() == 0;
+        let grouped = if let (true, Some(c)) =
+            (no_null_codes, codes_any.downcast_ref::<Int32Array>())
+        {
+            widen_keys(self.by_key_with_nulls(c.values(), values, ops, nan)?)
+        } else if let (true, Some(c)) = (no_null_codes, codes_any.downcast_ref::<UInt32Array>()) {
+            widen_keys(self.by_key_with_nulls(c.values(), values, ops, nan)?)
+        } else if let (true, Some(c)) = (no_null_codes, codes_any.downcast_ref::<Int64Array>()) {
+            self.by_key_with_nulls(c.values(), values, ops, nan)?
         } else {
-            // Codes widened to int64, null rows dropped.
+            // Codes widened to int64, rows with a null code dropped.
             let mut k = Vec::with_capacity(values.len());
             let mut v = Vec::with_capacity(values.len());
+            let mut valid = Vec::with_capacity(values.len());
             for i in 0..values.len() {
-                if codes.is_null(i) || values.is_null(i) {
+                if codes.is_null(i) {
                     continue;
                 }
                 let code = codes.value(i).to_i64().ok_or_else(|| {
@@ -396,8 +404,10 @@ impl Engine {
                 })?;
                 k.push(code);
                 v.push(values.value(i));
+                valid.push(values.is_valid(i));
             }
-            self.reduce_by_key(&k, &v, ops, nan)?
+            let bits = Validity::pack(valid);
+            self.reduce_by_key_with_nulls(&k, &v, Validity::new(&bits, 0, k.len())?, ops, nan)?
         };
         let dtype = <T::Native as Element>::DTYPE;
         let group_codes = grouped
@@ -424,6 +434,31 @@ impl Engine {
             ops: ops.to_vec(),
             results,
         })
+    }
+}
+
+impl Engine {
+    /// [`Engine::reduce_by_key_with_nulls`] of `keys` and an Arrow array's
+    /// values and null buffer.
+    fn by_key_with_nulls<K: Key, T>(
+        &self,
+        keys: &[K],
+        values: &PrimitiveArray<T>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> Result<crate::Grouped<K>>
+    where
+        T: ArrowPrimitiveType,
+        T::Native: Element,
+    {
+        match values.nulls().filter(|n| n.null_count() > 0) {
+            None => self.reduce_by_key(keys, values.values(), ops, nan),
+            Some(nulls) => {
+                let bits = nulls.inner();
+                let valid = Validity::new(bits.values(), bits.offset(), bits.len())?;
+                self.reduce_by_key_with_nulls(keys, values.values(), valid, ops, nan)
+            }
+        }
     }
 }
 

@@ -54,6 +54,7 @@ mod test_rng;
 mod threads;
 pub mod timing;
 mod upload;
+mod validity;
 mod workers;
 
 // Not part of the library's API, so hidden from its documentation:
@@ -105,3 +106,4 @@ pub use stream::{
     FileFormat, InputFile, StreamOptions, StreamReducer, StreamStats, StreamThroughput,
 };
 pub use timing::{GpuTimer, TimerSlot};
+pub use validity::Validity;

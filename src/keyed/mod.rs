@@ -82,6 +82,7 @@ pub(crate) mod dictionary;
 pub(crate) mod finish;
 pub(crate) mod kernels;
 pub(crate) mod limbs;
+pub(crate) mod nulls;
 pub(crate) mod run;
 pub(crate) mod sort;
 pub(crate) mod spread;

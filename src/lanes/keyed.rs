@@ -35,6 +35,7 @@ use crate::kernels::BLOCK;
 use crate::keyed::accumulators::GroupAccumulators;
 use crate::keyed::finish::Finish;
 use crate::keyed::limbs::Limbs;
+use crate::keyed::nulls::{check_validity, split};
 use crate::keyed::run::{
     Chunk, PassShape, RowGroups, Staging, Wanted, WindowBuffers, Words, encode_window_phase,
     limbs_for, make_chunks,
@@ -46,6 +47,7 @@ use crate::keyed::{
 use crate::op::{NanPolicy, Op};
 use crate::pool::PooledBuffer;
 use crate::readback::map_read;
+use crate::validity::Validity;
 
 /// Bytes of input in one unit of a batch chunk (8192 floats).
 const UNIT_BYTES: u64 = BLOCK * 4;
@@ -81,6 +83,11 @@ pub struct KeyedRequest<K: Key> {
     rows: u64,
     ops: Vec<Op>,
     nan: NanPolicy,
+    /// The distinct keys of rows whose values are null, ascending: groups
+    /// the result gets even where no row of theirs has a value.
+    null_keys: Arc<[K]>,
+    /// Why the request is refused when submitted, found when it was made.
+    refused: Option<Error>,
     pub(super) deadline: Option<Instant>,
 }
 
@@ -111,7 +118,40 @@ impl Request {
             dtype: E::DTYPE,
             ops: ops.to_vec(),
             nan,
+            null_keys: Arc::new([]),
+            refused: None,
             deadline: None,
+        }
+    }
+
+    /// [`Request::keyed`] where `valid` marks which values hold a value,
+    /// as [`Engine::reduce_by_key_with_nulls`](crate::Engine::reduce_by_key_with_nulls)
+    /// takes it: null values are skipped and not counted, and a key whose
+    /// values are all null is in the result with `count` 0 and no other
+    /// value. The rows with a value are gathered into the request here, on
+    /// the calling thread.
+    ///
+    /// Keys, values and `valid` of different lengths, or no ops, are
+    /// refused when the request is submitted ([`Error::InvalidInput`]).
+    pub fn keyed_with_nulls<K: Key, E: Element>(
+        keys: &[K],
+        values: &[E],
+        valid: Validity<'_>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> KeyedRequest<K> {
+        let present = check_request(keys.len() as u64, values.len() as u64, ops)
+            .and_then(|()| check_validity(values.len(), &valid))
+            .and_then(|()| split(keys, values, &valid));
+        match present {
+            Ok(p) => KeyedRequest {
+                null_keys: p.null_keys.into(),
+                ..Request::keyed(p.keys, p.values, ops, nan)
+            },
+            Err(e) => KeyedRequest {
+                refused: Some(e),
+                ..Request::keyed(Vec::<K>::new(), Vec::<E>::new(), ops, nan)
+            },
         }
     }
 }
@@ -142,6 +182,9 @@ impl<K: Key> KeyedRequest<K> {
     /// Checks the request (the errors of `reduce_by_key`) and plans its
     /// keys, on the calling (submitting) thread.
     pub(super) fn plan(&self, slot: Arc<Slot<Grouped<K>>>, lane: Lane) -> Result<KeyedEntry> {
+        if let Some(e) = &self.refused {
+            return Err(e.clone());
+        }
         check_request(self.keys.len() as u64, self.rows, &self.ops)?;
         let (by, groups, names) = match plan_keys(&self.keys)? {
             KeyPlan::Dense { min, groups } => (
@@ -187,6 +230,7 @@ impl<K: Key> KeyedRequest<K> {
                 names,
                 ops: self.ops.clone(),
                 nan: self.nan,
+                null_keys: self.null_keys.clone(),
             }),
             settle_on_drop: lane == Lane::RealTime,
         })
@@ -328,6 +372,7 @@ struct Target<K: Key> {
     names: Names<K>,
     ops: Vec<Op>,
     nan: NanPolicy,
+    null_keys: Arc<[K]>,
 }
 
 impl<K: Key> Target<K> {
@@ -340,7 +385,7 @@ impl<K: Key> Target<K> {
             };
             finish_window(&mut out, acc, names, self.nan)?;
         }
-        Ok(out)
+        Ok(out.with_null_groups(&self.null_keys))
     }
 }
 
