@@ -197,7 +197,10 @@ class Engine:
         result)``: the keys ascending, and an array with one entry per key
         (a dict of them for a sequence of ops), masked where a key has no
         value (max/min/mean of only NaN under ``nan="ignore"``). Row order
-        does not change a bit of it. Values with nulls are refused here.
+        does not change a bit of it. Null values (Arrow nulls, masked
+        entries) are skipped and not counted, but their keys are kept: a
+        key whose values are all null has count 0 and every other op
+        masked, as SQL's ``GROUP BY`` gives. Keys must not be null.
 
         Without partitions or ``axis``, the result of one op is a scalar
         (or ``None``); with ``partition_size`` (consecutive partitions of
@@ -282,8 +285,10 @@ class Engine:
         :func:`merge` and get the value with :func:`finalize`. Nulls are
         left out of a state and a state has no count of them, so an
         all-null piece finalises as an empty one (sum 0). With ``keys``,
-        the result is ``(distinct_keys, states)``, one state per key; merge
-        such pairs with :func:`merge_keyed`.
+        the result is ``(distinct_keys, states)``, one state per key (an
+        empty one for a key whose values are all null); merge such pairs
+        with :func:`merge_keyed` and finish them with
+        :func:`finalize_keyed`.
         """
         if keys is not None:
             if partition_size is not None or offsets is not None:
@@ -358,7 +363,9 @@ def finalize_keyed(
     dtype: Any = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """``(keys, values)`` from keyed states: one value of ``op`` per key, as
-    an array of the op's result type, masked where a key has no value.
+    an array of the op's result type, masked where a key has no value. An
+    empty state is a key whose values were all null: count 0, every other
+    op masked (as :meth:`Engine.reduce` with ``keys=`` gives it).
     ``dtype``, the values' dtype, types the result when there are no
     states (it has no other way to know it); float64 without it."""
     keys = np.asarray(keys)
@@ -366,7 +373,7 @@ def finalize_keyed(
         raise ValueError(f"{len(keys)} keys for {len(states)} states")
     if not states:
         return keys, np.zeros(0, dtype=np.float64 if dtype is None else _result_dtype(op, dtype))
-    pairs = [_gpulanes.finalize(bytes(s), op, nan) for s in states]
+    pairs = [_gpulanes.finalize(bytes(s), op, nan, True) for s in states]
     values = np.concatenate([v for v, _ in pairs])
     if all(m is None for _, m in pairs):
         return keys, values

@@ -231,7 +231,9 @@ def groupby_agg(
     worker, states are merged ``split_every`` (default 8) at a time, and the
     last merge finalises. Columns are taken as arrays
     (``to_dask_array(lengths=True)``, which computes each partition's
-    length); nulls are not allowed in them."""
+    length). Null values (masked entries of a masked chunk) are skipped
+    and their keys kept, as ``Engine.reduce(values, ops, keys=keys)`` keeps
+    them (count 0, other ops masked); keys must not be null."""
     import dask.array as da
     from dask import delayed
 

@@ -363,22 +363,7 @@ impl Column<'_> {
     pub fn prepare(&mut self, partitions: Partitions) -> PyResult<Prepared> {
         let n = self.len();
         if self.chunks.len() == 1 && self.chunks[0].validity.is_none() {
-            let c = &mut self.chunks[0];
-            let owned = match &mut c.buf {
-                Buf::Owned(v) => Some(std::mem::take(v)),
-                Buf::Borrowed(_) => None,
-            };
-            let ptr = owned
-                .as_ref()
-                .map_or_else(|| c.ptr(), |v| v.as_ptr() as *const u8);
-            return Ok(Prepared {
-                dtype: self.dtype,
-                ptr,
-                len: n,
-                _owned: owned,
-                partitions,
-                all_null: Vec::new(),
-            });
+            return Ok(self.first_chunk(partitions));
         }
         let whole = partitions == Partitions::Whole;
         let offsets = partitions.offsets(n as u64).map_err(engine_error)?;
@@ -404,6 +389,72 @@ impl Column<'_> {
             },
             all_null,
         })
+    }
+}
+
+impl Column<'_> {
+    /// The first chunk's values where they are (or its copy, taken over),
+    /// over `partitions`.
+    fn first_chunk(&mut self, partitions: Partitions) -> Prepared {
+        let c = &mut self.chunks[0];
+        let owned = match &mut c.buf {
+            Buf::Owned(v) => Some(std::mem::take(v)),
+            Buf::Borrowed(_) => None,
+        };
+        let ptr = owned
+            .as_ref()
+            .map_or_else(|| c.ptr(), |v| v.as_ptr() as *const u8);
+        Prepared {
+            dtype: self.dtype,
+            ptr,
+            len: c.len,
+            _owned: owned,
+            partitions,
+            all_null: Vec::new(),
+        }
+    }
+
+    /// Every row's value, null slots included (the engine never reads
+    /// them), for a keyed reduction, which keeps the rows of null values
+    /// for their keys; with a validity bitmap over the rows (bit `i` set
+    /// where row `i` holds a value, offset 0) where some value is null.
+    /// One chunk is read in place; several are copied into one buffer.
+    pub fn prepare_rows(&mut self) -> PyResult<(Prepared, Option<Vec<u8>>)> {
+        if !self.has_nulls() {
+            return Ok((self.prepare(Partitions::Whole)?, None));
+        }
+        let n = self.len();
+        let size = self.dtype.size() as usize;
+        let mut bits = vec![0u8; n.div_ceil(8)];
+        let mut row = 0;
+        for c in &self.chunks {
+            for i in 0..c.len {
+                let ok = c.validity.is_none_or(|(b, bit0)| is_valid(b, bit0 + i));
+                bits[(row + i) / 8] |= u8::from(ok) << ((row + i) % 8);
+            }
+            row += c.len;
+        }
+        if self.chunks.len() == 1 {
+            return Ok((self.first_chunk(Partitions::Whole), Some(bits)));
+        }
+        let mut out = vec![0u64; (n * size).div_ceil(8)];
+        let dst = out.as_mut_ptr() as *mut u8;
+        let mut at = 0;
+        for c in &self.chunks {
+            // SAFETY: each chunk holds `c.len` values of `size` bytes, and
+            // `out` has room for all of them.
+            unsafe { ptr::copy_nonoverlapping(c.ptr(), dst.add(at * size), c.len * size) };
+            at += c.len;
+        }
+        let prepared = Prepared {
+            dtype: self.dtype,
+            ptr: out.as_ptr() as *const u8,
+            len: n,
+            _owned: Some(out),
+            partitions: Partitions::Whole,
+            all_null: Vec::new(),
+        };
+        Ok((prepared, Some(bits)))
     }
 }
 

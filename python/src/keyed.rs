@@ -3,13 +3,14 @@
 //! Keys are int32, uint32 or int64 (NumPy or Arrow, without nulls), one
 //! per value; the distinct keys come back ascending, as a NumPy array.
 //!
-//! Values with nulls are refused here: dropping their rows would also drop
-//! a key whose values are all null, where SQL keeps the group with a NULL
-//! result, and the engine has no per-group null count to say so.
+//! Values may have nulls (Arrow nulls, masked entries): they are skipped
+//! and not counted, and a key whose values are all null is a group with
+//! count 0 and no other value, as SQL's `GROUP BY` gives
+//! (`reduce_by_key_with_nulls`); its state is empty.
 
 use gpulanes::{
     Dtype, Element, Grouped, Key, Lane, NanPolicy, Op, Partitions, Request, Scalar, State,
-    StateKind,
+    StateKind, Validity,
 };
 use numpy::PyArray1;
 use pyo3::exceptions::PyValueError;
@@ -21,7 +22,20 @@ use crate::{Pair, to_numpy};
 /// The keys and values of a keyed call, read and checked.
 pub struct KeyedInput {
     pub keys: Prepared,
+    /// Every row's value, null slots included.
     pub values: Prepared,
+    /// Bit `i` set where row `i` holds a value; `None` without nulls.
+    pub valid: Option<Vec<u8>>,
+}
+
+impl KeyedInput {
+    /// Which rows hold a value, where some do not.
+    fn validity(&self) -> gpulanes::Result<Option<Validity<'_>>> {
+        self.valid
+            .as_deref()
+            .map(|bits| Validity::new(bits, 0, self.values.len))
+            .transpose()
+    }
 }
 
 /// A keyed call's input together with the columns its keys and values may
@@ -45,12 +59,8 @@ pub fn extract<'py>(keys: &Bound<'py, PyAny>, x: &Bound<'py, PyAny>) -> PyResult
         )));
     }
     if kc.has_nulls() {
-        return Err(PyValueError::new_err("keys must not be null"));
-    }
-    if vc.has_nulls() {
         return Err(PyValueError::new_err(
-            "keyed reductions of values with nulls are not supported (a group whose \
-             values are all null would vanish): fill or drop the nulls first",
+            "keys must not be null: drop the rows whose key is null, or fill their keys",
         ));
     }
     if kc.len() != vc.len() {
@@ -60,9 +70,11 @@ pub fn extract<'py>(keys: &Bound<'py, PyAny>, x: &Bound<'py, PyAny>) -> PyResult
             vc.len()
         )));
     }
+    let (values, valid) = vc.prepare_rows()?;
     let input = KeyedInput {
         keys: kc.prepare(Partitions::Whole)?,
-        values: vc.prepare(Partitions::Whole)?,
+        values,
+        valid,
     };
     Ok(Extracted {
         input,
@@ -119,13 +131,17 @@ impl IntoKeys for i64 {
 
 fn by_key<K: IntoKeys>(
     engine: &gpulanes::Engine,
-    k: &Prepared,
-    v: &Prepared,
+    input: &KeyedInput,
     ops: &[Op],
     nan: NanPolicy,
 ) -> gpulanes::Result<KeyedResult> {
-    let keys = k.slice::<K>();
-    let g = input::with_values!(v, |values| engine.reduce_by_key(keys, values, ops, nan)?);
+    let keys = input.keys.slice::<K>();
+    let v = &input.values;
+    let g = match input.validity()? {
+        None => input::with_values!(v, |values| engine.reduce_by_key(keys, values, ops, nan)?),
+        Some(valid) => input::with_values!(v, |values| engine
+            .reduce_by_key_with_nulls(keys, values, valid, ops, nan)?),
+    };
     Ok(KeyedResult::of(g))
 }
 
@@ -184,9 +200,19 @@ fn submit_keys<K: IntoKeys>(
     nan: NanPolicy,
     timeout: Option<std::time::Duration>,
 ) -> gpulanes::Result<Box<dyn LaneWait>> {
-    let keys: std::sync::Arc<[K]> = input.keys.slice::<K>().into();
     let v = &input.values;
-    let request = input::with_values!(v, |values| Request::keyed(keys, values, ops, nan));
+    let request = match input.validity()? {
+        None => {
+            let keys: std::sync::Arc<[K]> = input.keys.slice::<K>().into();
+            input::with_values!(v, |values| Request::keyed(keys, values, ops, nan))
+        }
+        Some(valid) => {
+            let keys = input.keys.slice::<K>();
+            input::with_values!(v, |values| Request::keyed_with_nulls(
+                keys, values, valid, ops, nan
+            ))
+        }
+    };
     let request = match timeout {
         Some(t) => request.timeout(t),
         None => request,
@@ -197,12 +223,16 @@ fn submit_keys<K: IntoKeys>(
 
 fn states_by_key<K: IntoKeys>(
     engine: &gpulanes::Engine,
-    k: &Prepared,
-    v: &Prepared,
+    input: &KeyedInput,
     kind: StateKind,
 ) -> gpulanes::Result<KeyedStates> {
-    let keys = k.slice::<K>();
-    let g = input::with_values!(v, |values| engine.states_by_key(keys, values, kind)?);
+    let keys = input.keys.slice::<K>();
+    let v = &input.values;
+    let g = match input.validity()? {
+        None => input::with_values!(v, |values| engine.states_by_key(keys, values, kind)?),
+        Some(valid) => input::with_values!(v, |values| engine
+            .states_by_key_with_nulls(keys, values, valid, kind)?),
+    };
     Ok(KeyedStates {
         keys: K::wrap(g.keys),
         states: g.states,
@@ -216,11 +246,10 @@ pub fn reduce(
     ops: &[Op],
     nan: NanPolicy,
 ) -> gpulanes::Result<KeyedResult> {
-    let (k, v) = (&input.keys, &input.values);
-    match k.dtype {
-        Dtype::I32 => by_key::<i32>(engine, k, v, ops, nan),
-        Dtype::U32 => by_key::<u32>(engine, k, v, ops, nan),
-        _ => by_key::<i64>(engine, k, v, ops, nan),
+    match input.keys.dtype {
+        Dtype::I32 => by_key::<i32>(engine, input, ops, nan),
+        Dtype::U32 => by_key::<u32>(engine, input, ops, nan),
+        _ => by_key::<i64>(engine, input, ops, nan),
     }
 }
 
@@ -230,11 +259,10 @@ pub fn states(
     input: &KeyedInput,
     kind: StateKind,
 ) -> gpulanes::Result<KeyedStates> {
-    let (k, v) = (&input.keys, &input.values);
-    match k.dtype {
-        Dtype::I32 => states_by_key::<i32>(engine, k, v, kind),
-        Dtype::U32 => states_by_key::<u32>(engine, k, v, kind),
-        _ => states_by_key::<i64>(engine, k, v, kind),
+    match input.keys.dtype {
+        Dtype::I32 => states_by_key::<i32>(engine, input, kind),
+        Dtype::U32 => states_by_key::<u32>(engine, input, kind),
+        _ => states_by_key::<i64>(engine, input, kind),
     }
 }
 

@@ -500,10 +500,18 @@ fn merge<'py>(py: Python<'py>, states: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyBy
 }
 
 /// The value of `op` from a serialised state, as (values, valid) arrays of
-/// one element; `op` `None` is the state's own op (sum, max or min).
+/// one element; `op` `None` is the state's own op (sum, max or min). With
+/// `keyed`, the state is a key's, and an empty one is a key whose values
+/// were all null: count 0 and no other value (SQL's `GROUP BY`).
 #[pyfunction]
-#[pyo3(signature = (state, op = None, nan = "propagate"))]
-fn finalize(py: Python<'_>, state: &[u8], op: Option<&str>, nan: &str) -> PyResult<Pair> {
+#[pyo3(signature = (state, op = None, nan = "propagate", keyed = false))]
+fn finalize(
+    py: Python<'_>,
+    state: &[u8],
+    op: Option<&str>,
+    nan: &str,
+    keyed: bool,
+) -> PyResult<Pair> {
     let s = state_of(state)?;
     let op = match op {
         Some(o) => parse_op(o)?,
@@ -513,7 +521,11 @@ fn finalize(py: Python<'_>, state: &[u8], op: Option<&str>, nan: &str) -> PyResu
             StateKind::Min => Op::Min,
         },
     };
-    let v = s.finalize(op, parse_nan(nan)?).map_err(engine_error)?;
+    let v = if keyed && s.is_empty() && op != Op::Count {
+        None
+    } else {
+        s.finalize(op, parse_nan(nan)?).map_err(engine_error)?
+    };
     to_numpy(py, op, s.dtype(), &[v])
 }
 

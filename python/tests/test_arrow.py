@@ -7,6 +7,7 @@ import pytest
 
 pa = pytest.importorskip("pyarrow")
 
+import gpulanes  # noqa: E402
 from reference import reference, same_bits  # noqa: E402
 
 OPS = ["sum", "mean", "max", "min", "count"]
@@ -131,7 +132,83 @@ def test_keyed_reductions_of_arrow_columns(engine):
     v = pa.array([1.0, 2.0, 3.0])
     ks, r = engine.reduce(v, "sum", keys=k)
     assert ks.tolist() == [1, 2] and r.tolist() == [4.0, 2.0]
-    with pytest.raises(ValueError):
-        engine.reduce(pa.array([1.0, None, 3.0]), "sum", keys=k)
+    # Null values are skipped (key 2's only value is null); null keys are refused.
+    ks, r = engine.reduce(pa.array([1.0, None, 3.0]), "sum", keys=k)
+    assert ks.tolist() == [1, 2] and r.mask.tolist() == [False, True] and r[0] == 4.0
     with pytest.raises(ValueError):
         engine.reduce(v, "sum", keys=pa.array([1, None, 1], pa.int64()))
+
+
+def keyed_reference(keys, values, valid, op):
+    """Per distinct key (ascending): the exact ``op`` over its non-null
+    values, or for a key whose values are all null count 0 and ``None``."""
+    out = []
+    for k in np.unique(keys):
+        rows = (keys == k) & valid
+        if not rows.any():
+            out.append(np.int64(0) if op == "count" else None)
+        else:
+            out.append(reference(values[rows], op))
+    return out
+
+
+def assert_keyed(got_keys, got, keys, values, valid, what):
+    assert np.array_equal(got_keys, np.unique(keys)), what
+    for op in OPS:
+        want = keyed_reference(keys, values, valid, op)
+        mask = np.ma.getmaskarray(got[op])
+        for i, w in enumerate(want):
+            g = None if mask[i] else got[op].data[i]
+            assert same_bits(g, w), (what, op, got_keys[i], g, w)
+
+
+@pytest.mark.parametrize("pa_type,np_type", TYPES)
+def test_keyed_null_values_are_skipped_and_their_keys_kept(engine, pa_type, np_type):
+    rng = np.random.default_rng(5)
+    n = 6000
+    values, valid = with_nulls(np_type, n, seed=6)
+    keys = rng.integers(-40, 260, n).astype(np.int64)
+    valid &= keys < 200  # keys 200.. have only nulls
+    arr = pa.array(values, type=pa_type, mask=~valid)
+    got_keys, got = engine.reduce(arr, OPS, keys=keys)
+    assert_keyed(got_keys, got, keys, values, valid, "one chunk")
+    # Several chunks (copied into one buffer with one bitmap), and int32
+    # keys given as an Arrow array.
+    chunked = pa.chunked_array([arr.slice(0, 1000), arr.slice(1000, 1), arr.slice(1001)])
+    k32 = pa.array(keys.astype(np.int32))
+    got_keys, got = engine.reduce(chunked, OPS, keys=k32)
+    assert got_keys.dtype == np.int32
+    assert_keyed(got_keys, got, keys, values, valid, "chunks")
+    # A sliced array: its bitmap starts inside a byte.
+    sl, sk, sv, sm = arr.slice(13, 4000), keys[13:4013], values[13:4013], valid[13:4013]
+    got_keys, got = engine.reduce(sl, OPS, keys=sk)
+    assert_keyed(got_keys, got, sk, sv, sm, "slice")
+    # States of pieces merge to the same values; a key all null in one
+    # piece and with values in another gets its values.
+    for op in OPS:
+        kind = {"mean": "sum", "count": "sum"}.get(op, op)
+        pieces = [engine.partial(arr.slice(a, b - a), kind, keys=keys[a:b]) for a, b in [(0, 2500), (2500, 2501), (2501, n)]]
+        mk, ms = gpulanes.merge_keyed(pieces[::-1])
+        fk, fv = gpulanes.finalize_keyed(mk, ms, op)
+        direct_keys, direct = engine.reduce(arr, op, keys=keys)
+        assert np.array_equal(fk, direct_keys)
+        assert np.array_equal(np.ma.getmaskarray(fv), np.ma.getmaskarray(direct)), op
+        assert np.ma.filled(fv, 0).tobytes() == np.ma.filled(direct, 0).tobytes(), op
+
+
+def test_keyed_all_null_and_nan_groups_differ(engine):
+    keys = np.array([1, 2, 3, 1, 2, 3], dtype=np.int32)
+    arr = pa.array([None, float("nan"), 1.5, None, float("nan"), None], type=pa.float64())
+    k, got = engine.reduce(arr, ["sum", "mean", "count"], keys=keys, nan="ignore")
+    assert k.tolist() == [1, 2, 3]
+    # Key 1: only nulls. Key 2: only NaN, ignored: sum 0, no mean.
+    assert got["sum"].mask.tolist() == [True, False, False]
+    assert got["sum"].data[1] == 0.0 and got["sum"].data[2] == 1.5
+    assert got["mean"].mask.tolist() == [True, True, False]
+    assert got["count"].tolist() == [0, 0, 1]
+    # Everything null: every key with count 0.
+    k, got = engine.reduce(pa.array([None] * 4, type=pa.int32()), ["sum", "count"], keys=np.array([5, 4, 5, 4]))
+    assert k.tolist() == [4, 5] and got["count"].tolist() == [0, 0] and got["sum"].mask.all()
+    # Null keys stay refused, with what to do about them.
+    with pytest.raises(ValueError, match="key is null"):
+        engine.reduce(np.arange(3.0), "sum", keys=pa.array([1, None, 2]))

@@ -141,6 +141,28 @@ def test_masked_chunks_skip_their_masked_entries(client, engine):
         client.compute(gd.sum(x, axis=0)).result()
 
 
+def test_keyed_reduction_of_masked_chunks_keeps_the_keys_of_nulls(client, engine):
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(10)
+    n = 20_000
+    keys = rng.integers(0, 500, n).astype(np.int64)
+    # Keys 400.. have only masked values; some chunks hold only masked ones.
+    mask = (keys >= 400) | (rng.random(n) < 0.2)
+    mask[:3000] = True
+    vals = np.ma.masked_array(rng.standard_normal(n), mask=mask)
+    ops = ["sum", "mean", "max", "count"]
+    want_keys, want = engine.reduce(vals, ops, keys=keys)
+    assert (want["count"][400:] == 0).all() and np.ma.getmaskarray(want["max"])[400:].all()
+    for chunks, split_every in [(3000, 2), (7_001, 8)]:
+        dk, dv = da.from_array(keys, chunks=chunks), da.from_array(vals, chunks=chunks, asarray=False)
+        got_keys, got = client.compute(gd.groupby_agg(dk, dv, ops, split_every=split_every)).result()
+        assert got_keys.tobytes() == want_keys.tobytes()
+        for op in ops:
+            gm, wm = np.ma.getmaskarray(got[op]), np.ma.getmaskarray(want[op])
+            assert np.array_equal(gm, wm), (op, chunks)
+            assert np.ma.filled(got[op], 0).tobytes() == np.ma.filled(want[op], 0).tobytes(), (op, chunks)
+
+
 def test_keyed_reduction_of_nothing_and_bad_arguments(client, engine):
     ops = ["sum", "mean", "max", "count"]
     for vdtype in [np.float32, np.float64, np.int32, np.int64]:

@@ -400,10 +400,13 @@ def test_masked_entries_are_nulls(engine):
     # A masked array without a masked entry is its data.
     clear = np.ma.masked_array([1.0, 2.0, 3.0], mask=[0, 0, 0])
     assert engine.sum(clear) == 6.0
-    # Keyed reductions refuse nulls in values and in keys, masked or Arrow.
+    # Keyed reductions skip masked values and keep their keys (key 2 has
+    # only masked values); masked keys are refused.
     keys = np.array([1, 1, 2, 2, 3])
-    with pytest.raises(ValueError, match="null"):
-        engine.reduce(mv, ["sum", "count"], keys=keys)
+    k, got = engine.reduce(mv, ["sum", "count"], keys=keys)
+    assert k.tolist() == [1, 2, 3] and got["count"].tolist() == [1, 0, 1]
+    assert got["sum"].mask.tolist() == [False, True, False]
+    assert got["sum"].data[0] == 1.0 and got["sum"].data[2] == 5.0
     with pytest.raises(ValueError, match="null"):
         engine.reduce(np.arange(5.0), "sum", keys=np.ma.masked_array(keys, mask=[0, 0, 1, 0, 0]))
     # axis= reads NumPy memory: masked entries are refused, not read.
@@ -421,5 +424,6 @@ def test_pandas_series_nan_arrives_as_null(engine):
     assert engine.sum(s) == 3.0
     assert engine.count(s) == 2
     assert np.isnan(engine.sum(s.to_numpy()))
-    with pytest.raises(ValueError):
-        engine.reduce(s, "sum", keys=np.zeros(3, dtype=np.int32))
+    # Keyed, the NaN is a null too: skipped and not counted.
+    k, got = engine.reduce(s, ["sum", "count"], keys=np.zeros(3, dtype=np.int32))
+    assert k.tolist() == [0] and got["sum"].tolist() == [3.0] and got["count"].tolist() == [2]

@@ -152,6 +152,19 @@ def test_keyed_requests_in_both_lanes(engine, lanes):
     assert all(same_keyed(r, want) for r in results[:4])
 
 
+def test_keyed_requests_with_null_values(engine, lanes):
+    # Masked values: skipped, their keys kept (keys 90.. have only nulls).
+    rng = np.random.default_rng(6)
+    keys = rng.integers(0, 100, 30_000).astype(np.int32)
+    x = np.ma.masked_array(rng.standard_normal(30_000), mask=(keys >= 90) | (rng.random(30_000) < 0.3))
+    ops = ["sum", "mean", "min", "count"]
+    want = engine.reduce(x, ops, keys=keys)
+    assert np.ma.getmaskarray(want[1]["sum"])[90:].all() and (want[1]["count"][90:] == 0).all()
+    for lane in ["realtime", "batch"]:
+        got = lanes.groupby(keys, x, ops, lane=lane).result(timeout=60)
+        assert same_keyed(got, want), lane
+
+
 def test_keyed_requests_of_strided_inputs(engine, lanes):
     # NumPy copies strided keys and values inside the call; the request
     # must be made from the copies while they live.

@@ -73,6 +73,10 @@
 //! states ([`Engine::states_by_key`](crate::Engine::states_by_key), streamed
 //! keyed reductions) read the accumulators back, since states merge.
 //!
+//! Values with nulls ([`nulls`]) keep the keys of their null rows as
+//! groups, as SQL's `GROUP BY` does; the rows with a value are gathered on
+//! the host and reduced as above.
+//!
 //! The same kernel reduces small partitions ([`crate::Partitions`] whose
 //! average size is under [`SMALL_PARTITION`] values), where a workgroup per
 //! partition would leave most of it idle.
@@ -718,6 +722,8 @@ impl crate::Engine {
     /// Empty input gives no keys. Every key listed has at least one row; a
     /// key whose rows are all NaN has, under `Ignore`, count 0, sum 0.0 and
     /// no mean, max or min (`None`), and under `Propagate` NaN for each.
+    /// Values with nulls (SQL NULL) go through
+    /// [`Engine::reduce_by_key_with_nulls`](crate::Engine::reduce_by_key_with_nulls).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when `keys` and `values` differ in length or

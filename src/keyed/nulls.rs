@@ -229,12 +229,12 @@ impl crate::Engine {
     /// [`Engine::states_by_key`](crate::Engine::states_by_key) where
     /// `valid` marks which values hold a value: a key whose values are all
     /// null gets an empty state ([`State::is_empty`]), which finalises as
-    /// [`Engine::reduce_by_key_with_nulls`] gives such a group once the
+    /// [`Engine::reduce_by_key_with_nulls`](crate::Engine::reduce_by_key_with_nulls) gives such a group once the
     /// caller applies its rule (count 0, no other value); merged with
     /// states of other rows of the key it changes nothing.
     ///
     /// # Errors
-    /// As [`Engine::reduce_by_key_with_nulls`].
+    /// As [`Engine::reduce_by_key_with_nulls`](crate::Engine::reduce_by_key_with_nulls).
     pub fn states_by_key_with_nulls<K: Key, E: Element>(
         &self,
         keys: &[K],
