@@ -20,9 +20,14 @@
 //!   counted. `count` counts the non-null values (under
 //!   [`NanPolicy::Ignore`] the non-null, non-NaN values).
 //! - NaN is a value: it follows the [`NanPolicy`] (propagates by default).
-//! - No values (empty, all-null, an empty or all-null list): `sum` is 0,
-//!   `count` 0, `mean`, `max` and `min` have no value (`None`, or a null slot
-//!   in an Arrow result). A null list gives a null result for every op.
+//! - No values at all (an empty array, an empty list): `sum` is 0, `count`
+//!   0, `mean`, `max` and `min` have no value (`None`, or a null slot in an
+//!   Arrow result). Values that are all null (an all-null array, column or
+//!   list, a dictionary code whose values are all null): `count` 0 and no
+//!   value for every other op, as SQL's `SUM` of only NULLs is NULL. A null
+//!   list gives a null result for every op.
+//! - A partial [`State`] holds no count of nulls: an all-null chunk's
+//!   state is empty, and finalised alone it gives `sum` 0.
 //!
 //! # Copies
 //! - Without nulls the values buffer is reduced in place (the array's
@@ -163,9 +168,10 @@ fn child_dtype(array: &dyn Array, what: &str) -> Result<Dtype> {
 
 impl Engine {
     /// `op` over the non-null values of an Arrow array (see the module
-    /// docs: nulls skipped and not counted, NaN by `nan`). An empty or
-    /// all-null array gives `Some(0)` for `sum` and `count` and `None` for
-    /// `mean`, `max` and `min`. Without nulls the values are reduced in
+    /// docs: nulls skipped and not counted, NaN by `nan`). An empty array
+    /// gives `Some(0)` for `sum` and `count` and `None` for `mean`, `max`
+    /// and `min`; an array of only nulls `Some(0)` for `count` and `None`
+    /// for every other op (SQL). Without nulls the values are reduced in
     /// place; with nulls the non-null values are gathered first.
     ///
     /// # Errors
@@ -251,15 +257,20 @@ impl Engine {
         for chunk in chunks {
             total.merge(&self.arrow_state(chunk, kind)?)?;
         }
+        let all_null = total.is_empty() && chunks.iter().any(|c| !c.is_empty());
+        if all_null && op != Op::Count {
+            return Ok(None);
+        }
         total.finalize(op, nan)
     }
 
     /// `op` over each list of a `ListArray` or `LargeListArray` whose child
     /// is a float32, float64, int32, uint32 or int64 array: one result per
     /// list, as an Arrow array of the op's result type (see
-    /// [`crate::dtype`]). A null list, and the `mean`, `max` or `min` of an
-    /// empty or all-null list, is a null slot; null child values are
-    /// skipped and not counted; NaN follows `nan`.
+    /// [`crate::dtype`]). A null list, every op but `count` of an all-null
+    /// list, and the `mean`, `max` or `min` of an empty list, is a null
+    /// slot; null child values are skipped and not counted; NaN follows
+    /// `nan`.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a child of another type;
@@ -313,7 +324,7 @@ impl Engine {
         };
         // The lists' values: rebased to the first list's start.
         let window = child.slice(first, last - first);
-        let (data, parts) = match window.nulls().filter(|n| n.null_count() > 0) {
+        let (data, parts): (_, Vec<u64>) = match window.nulls().filter(|n| n.null_count() > 0) {
             None => (
                 dense(&window),
                 offsets.iter().map(|&o| (o - first) as u64).collect(),
@@ -331,8 +342,21 @@ impl Engine {
                 (dense(&window), parts)
             }
         };
+        // Lists with values, all of them null: no value but a count of 0.
+        let all_null: Vec<bool> = offsets
+            .windows(2)
+            .zip(parts.windows(2))
+            .map(|(o, p)| o[1] > o[0] && p[1] == p[0])
+            .collect();
         let r = self.reduce_slice(&data, op, &Partitions::Offsets(parts), nan)?;
         let mut values = r.values;
+        if op != Op::Count {
+            for (v, &null) in values.iter_mut().zip(&all_null) {
+                if null {
+                    *v = None;
+                }
+            }
+        }
         if let Some(nulls) = lists.nulls() {
             for (i, v) in values.iter_mut().enumerate() {
                 if nulls.is_null(i) {

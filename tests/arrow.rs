@@ -24,9 +24,13 @@ use gpulanes::{Dtype, Element, NanPolicy, Op, Scalar, State, StateKind};
 
 const OPS: [Op; 5] = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
 
-/// The exact reference: `op` over the non-null values.
+/// The exact reference: `op` over the non-null values; values that are
+/// all null have a count of 0 and no other value (SQL).
 fn reference<E: Element>(values: &[Option<E>], op: Op, nan: NanPolicy) -> Option<Scalar> {
     let dense: Vec<E> = values.iter().flatten().copied().collect();
+    if dense.is_empty() && !values.is_empty() && op != Op::Count {
+        return None;
+    }
     State::of(&dense, StateKind::for_op(op))
         .finalize(op, nan)
         .unwrap()
@@ -214,15 +218,28 @@ fn every_dtype_with_nulls_and_slices() {
 #[test]
 fn empty_and_all_null() {
     let e = engine();
-    for a in [
-        Float64Array::from(Vec::<Option<f64>>::new()),
-        Float64Array::from(vec![None, None, None]),
-        Float64Array::from(vec![Some(1.0), None]).slice(1, 1),
+    // Chunks: only nulls and an empty chunk have no sum; one value has.
+    let nulls = Float64Array::from(vec![None, None]);
+    let none = Float64Array::from(Vec::<Option<f64>>::new());
+    let one = Float64Array::from(vec![Some(2.5)]);
+    for nan in POLICIES {
+        let chunks = |c: &[&Float64Array], op| e.reduce_arrow_chunks(c, op, nan).unwrap();
+        assert_eq!(chunks(&[&nulls, &none], Op::Sum), None);
+        assert_eq!(chunks(&[&nulls, &none], Op::Count), Some(Scalar::I64(0)));
+        assert_eq!(chunks(&[&none], Op::Sum), Some(Scalar::F64(0.0)));
+        assert_eq!(chunks(&[&nulls, &one], Op::Sum), Some(Scalar::F64(2.5)));
+        assert_eq!(chunks(&[&nulls, &one], Op::Count), Some(Scalar::I64(1)));
+    }
+    for (a, empty) in [
+        (Float64Array::from(Vec::<Option<f64>>::new()), true),
+        (Float64Array::from(vec![None, None, None]), false),
+        (Float64Array::from(vec![Some(1.0), None]).slice(1, 1), false),
     ] {
         for nan in POLICIES {
+            // Sum of nothing is 0; of only nulls, NULL (SQL).
             assert_eq!(
                 e.reduce_arrow(&a, Op::Sum, nan).unwrap(),
-                Some(Scalar::F64(0.0))
+                empty.then_some(Scalar::F64(0.0))
             );
             assert_eq!(
                 e.reduce_arrow(&a, Op::Count, nan).unwrap(),
