@@ -28,6 +28,7 @@ cargo test --release --locked --all-targets
 echo "== Arrow input (the arrow feature)"
 cargo clippy --locked --features arrow --lib --test arrow -- -D warnings
 cargo test --release --locked --features arrow --test arrow
+cargo test --release --locked --features arrow --doc arrow
 echo "== core tests on wgpu's GL backend (llvmpipe where there is no GPU): the same bits as on Vulkan"
 ./scripts/ensure-gl.sh
 WGPU_BACKEND=gl cargo test --release --locked --test exact --test reduce_props

@@ -1,7 +1,8 @@
 //! Arrow input and output (the `arrow` feature): arrow-rs
 //! [`PrimitiveArray`]s of float32, float64, int32, uint32 and int64,
-//! [`GenericListArray`] offsets as partitions, [`DictionaryArray`] codes as
-//! group keys, and results as Arrow arrays with validity.
+//! [`GenericListArray`] offsets as partitions, integer columns and
+//! [`DictionaryArray`] codes as group keys, and results as Arrow arrays
+//! with validity.
 //!
 //! ```
 //! use arrow_array::Float64Array;
@@ -365,6 +366,62 @@ impl Engine {
             }
         }
         Ok(values)
+    }
+
+    /// `ops` over `values` per distinct key of an Arrow integer column
+    /// (Int32, UInt32 or Int64, unsorted), in one pass: as
+    /// [`Engine::reduce_by_key`] over the arrays' values, with their
+    /// offsets respected. Null values are skipped and not counted, but
+    /// their key still names a group, so a key whose values are all null
+    /// has `count` 0 and no value for every other op
+    /// ([`Engine::reduce_by_key_with_nulls`]).
+    ///
+    /// ```
+    /// use arrow_array::{Float64Array, Int64Array};
+    /// use gpulanes::{Engine, NanPolicy, Op, Scalar};
+    /// let engine = Engine::new()?;
+    /// let customer = Int64Array::from(vec![7, 3, 7, 5]);
+    /// let amount = Float64Array::from(vec![Some(1.5), Some(2.0), Some(2.0), None]);
+    /// let g = engine.reduce_arrow_by_key(&customer, &amount, &[Op::Sum, Op::Count], NanPolicy::Propagate)?;
+    /// assert_eq!(g.keys, vec![3, 5, 7]);
+    /// assert_eq!(g.reductions[0].values[1], None); // customer 5: only a null
+    /// assert_eq!(g.reductions[0].values[2], Some(Scalar::F64(3.5)));
+    /// assert_eq!(g.reductions[1].counts, vec![1, 0, 2]);
+    /// # Ok::<(), gpulanes::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `keys` and `values` differ in length or
+    /// a key is null (drop or fill those rows first); otherwise as
+    /// [`Engine::reduce_by_key`].
+    pub fn reduce_arrow_by_key<K, T>(
+        &self,
+        keys: &PrimitiveArray<K>,
+        values: &PrimitiveArray<T>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> Result<crate::Grouped<K::Native>>
+    where
+        K: ArrowPrimitiveType,
+        K::Native: Key,
+        T: ArrowPrimitiveType,
+        T::Native: Element,
+    {
+        if keys.len() != values.len() {
+            return Err(Error::InvalidInput(format!(
+                "the key column has {} rows and the values {}",
+                keys.len(),
+                values.len()
+            )));
+        }
+        if keys.null_count() > 0 {
+            return Err(Error::InvalidInput(format!(
+                "{} of the {} keys are null: drop the rows whose key is null, or fill their keys",
+                keys.null_count(),
+                keys.len()
+            )));
+        }
+        self.by_key_with_nulls(keys.values(), values, ops, nan)
     }
 
     /// `ops` over `values` grouped by a dictionary-encoded column's codes, in

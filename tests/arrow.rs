@@ -433,3 +433,59 @@ fn dictionary_codes_are_group_keys() {
         .to_string();
     assert!(err.contains("rows"), "{err}");
 }
+
+#[test]
+fn integer_key_columns_group_values_with_nulls() {
+    let e = engine();
+    let n = 5000;
+    let keys: Vec<i64> = (0..n).map(|i| (i * 7919 % 613) as i64 - 300).collect();
+    // Keys above 250 have only nulls; other rows are null one in four.
+    let values: Vec<Option<f32>> = (0..n)
+        .map(|i| (keys[i] <= 250 && i % 4 != 1).then(|| (i as f32 - 2500.0) * 1.25e-3))
+        .collect();
+    let key_col = Int64Array::from(keys.clone());
+    let value_col = Float32Array::from(values.clone());
+    for (lo, len) in [(0, n), (13, 3001)] {
+        let (kc, vc) = (key_col.slice(lo, len), value_col.slice(lo, len));
+        for nan in POLICIES {
+            let g = e.reduce_arrow_by_key(&kc, &vc, &OPS, nan).unwrap();
+            let mut want: std::collections::BTreeMap<i64, Vec<Option<f32>>> = Default::default();
+            for i in lo..lo + len {
+                want.entry(keys[i]).or_default().push(values[i]);
+            }
+            assert_eq!(g.keys, want.keys().copied().collect::<Vec<_>>());
+            for r in &g.reductions {
+                for (gi, rows) in want.values().enumerate() {
+                    let w = reference(rows, r.op, nan);
+                    assert_eq!(
+                        scalar_bits(r.values[gi]),
+                        scalar_bits(w),
+                        "{} at {lo}",
+                        r.op
+                    );
+                }
+            }
+            assert!(g.keys.iter().any(|&k| k > 250));
+        }
+    }
+    let err = e
+        .reduce_arrow_by_key(
+            &Int32Array::from(vec![Some(1), None]),
+            &Float64Array::from(vec![1.0, 2.0]),
+            &OPS,
+            NanPolicy::Propagate,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("null"), "{err}");
+    let err = e
+        .reduce_arrow_by_key(
+            &UInt32Array::from(vec![1]),
+            &Float64Array::from(vec![1.0, 2.0]),
+            &OPS,
+            NanPolicy::Propagate,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rows"), "{err}");
+}
