@@ -441,7 +441,7 @@ fn integer_key_columns_group_values_with_nulls() {
     let keys: Vec<i64> = (0..n).map(|i| (i * 7919 % 613) as i64 - 300).collect();
     // Keys above 250 have only nulls; other rows are null one in four.
     let values: Vec<Option<f32>> = (0..n)
-        .map(|i| (keys[i] <= 250 && i % 4 != 1).then(|| (i as f32 - 2500.0) * 1.25e-3))
+        .map(|i| (keys[i] <= 250 && i % 4 != 1).then_some((i as f32 - 2500.0) * 1.25e-3))
         .collect();
     let key_col = Int64Array::from(keys.clone());
     let value_col = Float32Array::from(values.clone());
