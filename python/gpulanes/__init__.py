@@ -112,6 +112,34 @@ def _array(values: np.ndarray, valid: Optional[np.ndarray]) -> np.ndarray:
     return np.ma.masked_array(values, mask=~valid)
 
 
+_KEY_DTYPES = (np.dtype(np.int32), np.dtype(np.uint32), np.dtype(np.int64))
+
+
+def _engine_keys(keys: Any) -> Tuple[Any, Optional[np.dtype]]:
+    """Keys as the engine takes them, and the dtype to give the distinct
+    keys back in (``None``: as they come). Integer and bool keys of other
+    NumPy types (int8/int16 codes such as pandas' ``cat.codes``, uint8,
+    uint16, uint64) are widened exactly to int32 or int64; uint64 keys
+    above the int64 range are refused."""
+    dtype = getattr(keys, "dtype", None)
+    try:
+        dtype = np.dtype(dtype) if dtype is not None else None
+    except TypeError:  # a dtype NumPy does not know (Polars, pandas' nullable ones)
+        return keys, None
+    if dtype is None or dtype.kind not in "iub" or dtype in _KEY_DTYPES:
+        return keys, None
+    arr = np.asanyarray(keys)
+    if dtype == np.uint64:
+        if arr.size and np.ma.getdata(arr).max() > np.iinfo(np.int64).max:
+            raise ValueError("uint64 keys above 2**63 - 1 are not supported: the engine groups int64 at most")
+        return arr.astype(np.int64), dtype
+    return arr.astype(np.int32), dtype
+
+
+def _restore_keys(distinct: np.ndarray, dtype: Optional[np.dtype]) -> np.ndarray:
+    return distinct if dtype is None else distinct.astype(dtype)
+
+
 def _offsets(offsets: Any) -> Optional[np.ndarray]:
     if offsets is None:
         return None
@@ -192,7 +220,9 @@ class Engine:
     ) -> Any:
         """``op`` (a name, or a sequence of names) over ``x``.
 
-        With ``keys`` (int32, uint32 or int64, one per value, unsorted), the
+        With ``keys`` (int32, uint32 or int64, one per value, unsorted; NumPy
+        and pandas int8, int16, uint8, uint16, bool and uint64 keys are
+        widened exactly and come back in their own type), the
         reduction is per distinct key and the result is ``(distinct_keys,
         result)``: the keys ascending, and an array with one entry per key
         (a dict of them for a sequence of ops), masked where a key has no
@@ -217,9 +247,10 @@ class Engine:
         if keys is not None:
             if axis is not None or partition_size is not None or offsets is not None:
                 raise ValueError("give keys or partitions/axis, not both")
+            keys, key_dtype = _engine_keys(keys)
             distinct, pairs = self._native.reduce_by_key(x, keys, ops, nan)
             res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
-            return distinct, (res[ops[0]] if isinstance(op, str) else res)
+            return _restore_keys(distinct, key_dtype), (res[ops[0]] if isinstance(op, str) else res)
         shape = None
         if axis is not None:
             if partition_size is not None or offsets is not None:
@@ -293,7 +324,9 @@ class Engine:
         if keys is not None:
             if partition_size is not None or offsets is not None:
                 raise ValueError("give keys or partitions, not both")
-            return self._native.partial_by_key(x, keys, op)
+            keys, key_dtype = _engine_keys(keys)
+            distinct, states = self._native.partial_by_key(x, keys, op)
+            return _restore_keys(distinct, key_dtype), states
         return self._native.partial(x, op, _size(partition_size), _offsets(offsets))
 
     def _input_address(self, x: Any, partitioned: bool = False) -> tuple:
@@ -410,11 +443,18 @@ class LaneFuture(concurrent.futures.Future):
     ``await`` in asyncio. ``cancel()`` cancels the request on the GPU side
     too (it stops at its next chunk)."""
 
-    def __init__(self, whole: bool, keyed_ops: Optional[Sequence[str]] = None, one_op: bool = True) -> None:
+    def __init__(
+        self,
+        whole: bool,
+        keyed_ops: Optional[Sequence[str]] = None,
+        one_op: bool = True,
+        key_dtype: Optional[np.dtype] = None,
+    ) -> None:
         super().__init__()
         self._whole = whole
         self._keyed_ops = list(keyed_ops) if keyed_ops is not None else None
         self._one_op = one_op
+        self._key_dtype = key_dtype
         self._token: Any = None
 
     def _deliver(self, values: np.ndarray, valid: Optional[np.ndarray]) -> None:
@@ -427,7 +467,7 @@ class LaneFuture(concurrent.futures.Future):
     def _deliver_keyed(self, distinct: np.ndarray, pairs: List[Tuple[np.ndarray, Optional[np.ndarray]]]) -> None:
         ops = self._keyed_ops or []
         res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
-        value = (distinct, res[ops[0]] if self._one_op else res)
+        value = (_restore_keys(distinct, self._key_dtype), res[ops[0]] if self._one_op else res)
         try:
             self.set_result(value)
         except concurrent.futures.InvalidStateError:
@@ -499,7 +539,8 @@ class Lanes:
                 raise ValueError(f"op must be a name ({', '.join(OPS)}), got {o!r}")
         if lane not in ("realtime", "batch"):
             raise ValueError(f'lane must be "realtime" or "batch", got {lane!r}')
-        fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str))
+        keys, key_dtype = _engine_keys(keys)
+        fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), key_dtype=key_dtype)
         fut._token = self._native.keyed(keys, x, ops, fut, lane == "realtime", nan, timeout)
         return fut
 

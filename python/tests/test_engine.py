@@ -427,3 +427,38 @@ def test_pandas_series_nan_arrives_as_null(engine):
     # Keyed, the NaN is a null too: skipped and not counted.
     k, got = engine.reduce(s, ["sum", "count"], keys=np.zeros(3, dtype=np.int32))
     assert k.tolist() == [0] and got["sum"].tolist() == [3.0] and got["count"].tolist() == [2]
+
+
+@pytest.mark.parametrize("key_dtype", [np.int8, np.int16, np.uint8, np.uint16, np.uint64, np.bool_])
+def test_narrow_and_unsigned_keys_are_widened_and_come_back_in_their_type(engine, key_dtype):
+    rng = np.random.default_rng(21)
+    n = 5000
+    info = np.iinfo(key_dtype) if key_dtype != np.bool_ else None
+    if info is None:
+        keys = rng.integers(0, 2, n).astype(np.bool_)
+    else:
+        # Both ends of the type's range, and values between.
+        keys = rng.integers(info.min, min(int(info.max), 2**62), n, dtype=np.int64, endpoint=True).astype(key_dtype)
+        keys[:2] = [info.min, min(int(info.max), 2**63 - 1)]
+    x = data(np.float64, n, seed=22)
+    got_keys, got = engine.reduce(x, ["sum", "count"], keys=keys)
+    wide = keys.astype(np.int64)
+    want_keys, want = engine.reduce(x, ["sum", "count"], keys=wide)
+    assert got_keys.dtype == np.dtype(key_dtype)
+    assert np.array_equal(got_keys.astype(np.int64), want_keys)
+    assert got["sum"].tobytes() == want["sum"].tobytes() and np.array_equal(got["count"], want["count"])
+    pk, states = engine.partial(x, "sum", keys=keys)
+    assert pk.dtype == np.dtype(key_dtype) and np.array_equal(pk, got_keys)
+    fk, fv = gpulanes.finalize_keyed(*gpulanes.merge_keyed([(pk, states)]), "sum")
+    assert fk.dtype == np.dtype(key_dtype) and fv.tobytes() == got["sum"].tobytes()
+
+
+def test_keys_outside_the_engine_range_and_categorical_codes(engine):
+    with pytest.raises(ValueError, match="uint64"):
+        engine.reduce(np.ones(2), "sum", keys=np.array([1, 2**63], dtype=np.uint64))
+    with pytest.raises(ValueError):
+        engine.reduce(np.ones(2), "sum", keys=np.array([1.0, 2.0]))
+    pd = pytest.importorskip("pandas")
+    cat = pd.Series(pd.Categorical(["b", "a", "c", "a", "b"]))
+    k, s = engine.reduce(np.arange(5.0), "sum", keys=cat.cat.codes)
+    assert k.dtype == np.int8 and k.tolist() == [0, 1, 2] and s.tolist() == [4.0, 4.0, 2.0]
