@@ -60,7 +60,7 @@ import asyncio
 import operator
 import concurrent.futures
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, overload
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -114,14 +114,45 @@ def _array(values: np.ndarray, valid: Optional[np.ndarray]) -> np.ndarray:
 
 _KEY_DTYPES = (np.dtype(np.int32), np.dtype(np.uint32), np.dtype(np.int64))
 
+_Restore = Optional[Callable[[np.ndarray], Any]]
 
-def _engine_keys(keys: Any) -> Tuple[Any, Optional[np.dtype]]:
-    """Keys as the engine takes them, and the dtype to give the distinct
-    keys back in (``None``: as they come). Integer and bool keys of other
-    NumPy types (int8/int16 codes such as pandas' ``cat.codes``, uint8,
-    uint16, uint64) are widened exactly to int32 or int64; uint64 keys
-    above the int64 range are refused."""
+
+_NULL_KEYS = "keys must not be null: drop the rows whose key is null, or fill their keys"
+
+
+def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
+    """Keys as the engine takes them, and how to turn the distinct keys
+    it returns back into the caller's kind of key (``None``: as they
+    come).
+
+    * Integer and bool keys of other NumPy types (int8/int16 codes, uint8,
+      uint16, uint64) are widened exactly to int32 or int64 and the
+      distinct keys come back in their own type; uint64 keys above the
+      int64 range are refused.
+    * Categorical keys (a pandas categorical Series, a PyArrow dictionary
+      array or chunked array) are grouped by their codes, and the distinct
+      keys come back as the categories' values, in code order.
+    """
     dtype = getattr(keys, "dtype", None)
+    if dtype is not None and str(dtype) == "category" and hasattr(keys, "cat"):
+        categories = keys.cat.categories
+        codes = np.asarray(keys.cat.codes)
+        if (codes < 0).any():  # pandas' code of a missing value
+            raise ValueError(_NULL_KEYS)
+        return codes.astype(np.int32), lambda d: np.asarray(categories.take(d))
+    arrow_type = getattr(keys, "type", None)
+    if arrow_type is not None and type(keys).__module__.startswith("pyarrow"):
+        import pyarrow as pa
+
+        if pa.types.is_dictionary(arrow_type):
+            if isinstance(keys, pa.ChunkedArray):
+                keys = keys.unify_dictionaries().combine_chunks()
+            if keys.indices.null_count:
+                raise ValueError(_NULL_KEYS)
+            codes = keys.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            dictionary = keys.dictionary
+            return codes, lambda d: dictionary.take(pa.array(d)).to_numpy(zero_copy_only=False)
+        return keys, None
     try:
         dtype = np.dtype(dtype) if dtype is not None else None
     except TypeError:  # a dtype NumPy does not know (Polars, pandas' nullable ones)
@@ -132,12 +163,12 @@ def _engine_keys(keys: Any) -> Tuple[Any, Optional[np.dtype]]:
     if dtype == np.uint64:
         if arr.size and np.ma.getdata(arr).max() > np.iinfo(np.int64).max:
             raise ValueError("uint64 keys above 2**63 - 1 are not supported: the engine groups int64 at most")
-        return arr.astype(np.int64), dtype
-    return arr.astype(np.int32), dtype
+        return arr.astype(np.int64), lambda d: d.astype(dtype)
+    return arr.astype(np.int32), lambda d: d.astype(dtype)
 
 
-def _restore_keys(distinct: np.ndarray, dtype: Optional[np.dtype]) -> np.ndarray:
-    return distinct if dtype is None else distinct.astype(dtype)
+def _restore_keys(distinct: np.ndarray, restore: _Restore) -> Any:
+    return distinct if restore is None else restore(distinct)
 
 
 def _offsets(offsets: Any) -> Optional[np.ndarray]:
@@ -222,7 +253,9 @@ class Engine:
 
         With ``keys`` (int32, uint32 or int64, one per value, unsorted; NumPy
         and pandas int8, int16, uint8, uint16, bool and uint64 keys are
-        widened exactly and come back in their own type), the
+        widened exactly and come back in their own type; categorical keys,
+        pandas or PyArrow dictionary ones, are grouped by code and come back
+        as their categories' values in code order), the
         reduction is per distinct key and the result is ``(distinct_keys,
         result)``: the keys ascending, and an array with one entry per key
         (a dict of them for a sequence of ops), masked where a key has no
@@ -247,10 +280,10 @@ class Engine:
         if keys is not None:
             if axis is not None or partition_size is not None or offsets is not None:
                 raise ValueError("give keys or partitions/axis, not both")
-            keys, key_dtype = _engine_keys(keys)
+            keys, restore = _engine_keys(keys)
             distinct, pairs = self._native.reduce_by_key(x, keys, ops, nan)
             res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
-            return _restore_keys(distinct, key_dtype), (res[ops[0]] if isinstance(op, str) else res)
+            return _restore_keys(distinct, restore), (res[ops[0]] if isinstance(op, str) else res)
         shape = None
         if axis is not None:
             if partition_size is not None or offsets is not None:
@@ -324,9 +357,9 @@ class Engine:
         if keys is not None:
             if partition_size is not None or offsets is not None:
                 raise ValueError("give keys or partitions, not both")
-            keys, key_dtype = _engine_keys(keys)
+            keys, restore = _engine_keys(keys)
             distinct, states = self._native.partial_by_key(x, keys, op)
-            return _restore_keys(distinct, key_dtype), states
+            return _restore_keys(distinct, restore), states
         return self._native.partial(x, op, _size(partition_size), _offsets(offsets))
 
     def _input_address(self, x: Any, partitioned: bool = False) -> tuple:
@@ -448,13 +481,13 @@ class LaneFuture(concurrent.futures.Future):
         whole: bool,
         keyed_ops: Optional[Sequence[str]] = None,
         one_op: bool = True,
-        key_dtype: Optional[np.dtype] = None,
+        restore: _Restore = None,
     ) -> None:
         super().__init__()
         self._whole = whole
         self._keyed_ops = list(keyed_ops) if keyed_ops is not None else None
         self._one_op = one_op
-        self._key_dtype = key_dtype
+        self._restore = restore
         self._token: Any = None
 
     def _deliver(self, values: np.ndarray, valid: Optional[np.ndarray]) -> None:
@@ -467,7 +500,7 @@ class LaneFuture(concurrent.futures.Future):
     def _deliver_keyed(self, distinct: np.ndarray, pairs: List[Tuple[np.ndarray, Optional[np.ndarray]]]) -> None:
         ops = self._keyed_ops or []
         res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
-        value = (_restore_keys(distinct, self._key_dtype), res[ops[0]] if self._one_op else res)
+        value = (_restore_keys(distinct, self._restore), res[ops[0]] if self._one_op else res)
         try:
             self.set_result(value)
         except concurrent.futures.InvalidStateError:
@@ -539,8 +572,8 @@ class Lanes:
                 raise ValueError(f"op must be a name ({', '.join(OPS)}), got {o!r}")
         if lane not in ("realtime", "batch"):
             raise ValueError(f'lane must be "realtime" or "batch", got {lane!r}')
-        keys, key_dtype = _engine_keys(keys)
-        fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), key_dtype=key_dtype)
+        keys, restore = _engine_keys(keys)
+        fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), restore=restore)
         fut._token = self._native.keyed(keys, x, ops, fut, lane == "realtime", nan, timeout)
         return fut
 

@@ -212,3 +212,27 @@ def test_keyed_all_null_and_nan_groups_differ(engine):
     # Null keys stay refused, with what to do about them.
     with pytest.raises(ValueError, match="key is null"):
         engine.reduce(np.arange(3.0), "sum", keys=pa.array([1, None, 2]))
+
+
+def test_dictionary_keys_group_by_code_and_name_groups_by_value(engine):
+    names = ["b", "a", "c", "a", "b", "a", "c", "a"]
+    values = np.arange(8.0)
+    arr = pa.array(names).dictionary_encode()
+    k, got = engine.reduce(values, ["sum", "count"], keys=arr)
+    # Code order: "b" (0), "a" (1), "c" (2).
+    assert k.tolist() == ["b", "a", "c"]
+    assert got["sum"].tolist() == [4.0, 16.0, 8.0] and got["count"].tolist() == [2, 4, 2]
+    # Chunks with different dictionaries are unified first.
+    chunked = pa.chunked_array([pa.array(names[:3]).dictionary_encode(), pa.array(names[3:]).dictionary_encode()])
+    k2, got2 = engine.reduce(values, "sum", keys=chunked)
+    assert dict(zip(k2.tolist(), got2.tolist())) == {"b": 4.0, "a": 16.0, "c": 8.0}
+    with pytest.raises(ValueError, match="null"):
+        engine.reduce(values[:3], "sum", keys=pa.array(["x", None, "y"]).dictionary_encode())
+    pd = pytest.importorskip("pandas")
+    cat = pd.Series(pd.Categorical(names, categories=["c", "b", "a"]))
+    k3, got3 = engine.reduce(values, ["sum", "mean"], keys=cat)
+    assert k3.tolist() == ["c", "b", "a"] and got3["sum"].tolist() == [8.0, 4.0, 16.0]
+    pk, states = engine.partial(values, "sum", keys=cat)
+    assert pk.tolist() == ["c", "b", "a"] and len(states) == 3
+    with pytest.raises(ValueError, match="null"):
+        engine.reduce(values[:2], "sum", keys=pd.Series(pd.Categorical(["a", None])))

@@ -165,6 +165,11 @@ def test_keyed_requests_with_null_values(engine, lanes):
     for lane in ["realtime", "batch"]:
         got = lanes.groupby(keys, x, ops, lane=lane).result(timeout=60)
         assert same_keyed(got, want), lane
+    # Categorical keys come back as their categories.
+    pa = pytest.importorskip("pyarrow")
+    names = pa.array(["x", "y", "x", "z"]).dictionary_encode()
+    k, s = lanes.groupby(names, np.array([1.0, 2.0, 3.0, 4.0]), "sum").result(timeout=60)
+    assert k.tolist() == ["x", "y", "z"] and s.tolist() == [4.0, 2.0, 4.0]
 
 
 def test_keyed_requests_of_strided_inputs(engine, lanes):
