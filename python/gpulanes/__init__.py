@@ -439,11 +439,7 @@ def finalize_keyed(
         raise ValueError(f"{len(keys)} keys for {len(states)} states")
     if not states:
         return keys, np.zeros(0, dtype=np.float64 if dtype is None else _result_dtype(op, dtype))
-    pairs = [_gpulanes.finalize(bytes(s), op, nan, True) for s in states]
-    values = np.concatenate([v for v, _ in pairs])
-    if all(m is None for _, m in pairs):
-        return keys, values
-    valid = np.array([True if m is None else bool(m[0]) for _, m in pairs])
+    values, valid = _gpulanes.finalize_keyed_states([bytes(s) for s in states], op, nan)
     return keys, _array(values, valid)
 
 

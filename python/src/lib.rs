@@ -481,6 +481,15 @@ impl Engine {
     }
 }
 
+/// The op a state of `kind` gives by default.
+fn own_op(kind: StateKind) -> Op {
+    match kind {
+        StateKind::Sum => Op::Sum,
+        StateKind::Max => Op::Max,
+        StateKind::Min => Op::Min,
+    }
+}
+
 fn state_of(b: &[u8]) -> PyResult<State> {
     State::from_bytes(b).map_err(engine_error)
 }
@@ -500,33 +509,65 @@ fn merge<'py>(py: Python<'py>, states: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyBy
 }
 
 /// The value of `op` from a serialised state, as (values, valid) arrays of
-/// one element; `op` `None` is the state's own op (sum, max or min). With
-/// `keyed`, the state is a key's, and an empty one is a key whose values
-/// were all null: count 0 and no other value (SQL's `GROUP BY`).
+/// one element; `op` `None` is the state's own op (sum, max or min).
 #[pyfunction]
-#[pyo3(signature = (state, op = None, nan = "propagate", keyed = false))]
-fn finalize(
-    py: Python<'_>,
-    state: &[u8],
-    op: Option<&str>,
-    nan: &str,
-    keyed: bool,
-) -> PyResult<Pair> {
+#[pyo3(signature = (state, op = None, nan = "propagate"))]
+fn finalize(py: Python<'_>, state: &[u8], op: Option<&str>, nan: &str) -> PyResult<Pair> {
     let s = state_of(state)?;
     let op = match op {
         Some(o) => parse_op(o)?,
-        None => match s.kind() {
-            StateKind::Sum => Op::Sum,
-            StateKind::Max => Op::Max,
-            StateKind::Min => Op::Min,
-        },
+        None => own_op(s.kind()),
     };
-    let v = if keyed && s.is_empty() && op != Op::Count {
-        None
-    } else {
-        s.finalize(op, parse_nan(nan)?).map_err(engine_error)?
-    };
+    let v = s.finalize(op, parse_nan(nan)?).map_err(engine_error)?;
     to_numpy(py, op, s.dtype(), &[v])
+}
+
+/// The value of `op` from each of a list of keyed states, as one (values,
+/// valid) pair; the states must share a dtype. An empty keyed state is a
+/// key whose values were all null: count 0 and no other value (SQL's
+/// `GROUP BY`).
+#[pyfunction]
+#[pyo3(signature = (states, op = None, nan = "propagate"))]
+fn finalize_keyed_states(
+    py: Python<'_>,
+    states: Vec<Bound<'_, PyBytes>>,
+    op: Option<&str>,
+    nan: &str,
+) -> PyResult<Pair> {
+    let nan = parse_nan(nan)?;
+    let parsed = states
+        .iter()
+        .map(|b| state_of(b.as_bytes()))
+        .collect::<PyResult<Vec<_>>>()?;
+    let Some(first) = parsed.first() else {
+        return Err(value_error(
+            "finalize_keyed_states needs at least one state",
+        ));
+    };
+    let dtype = first.dtype();
+    let op = match op {
+        Some(o) => parse_op(o)?,
+        None => own_op(first.kind()),
+    };
+    let values = py.detach(|| {
+        parsed
+            .iter()
+            .map(|s| {
+                if s.dtype() != dtype {
+                    return Err(Error::InvalidState(format!(
+                        "keyed states of {} and {dtype} cannot be finalised together",
+                        s.dtype()
+                    )));
+                }
+                if s.is_empty() && op != Op::Count {
+                    Ok(None)
+                } else {
+                    s.finalize(op, nan)
+                }
+            })
+            .collect::<gpulanes::Result<Vec<_>>>()
+    });
+    to_numpy(py, op, dtype, &values.map_err(engine_error)?)
 }
 
 /// What a serialised state holds: dtype, kind and number of values.
@@ -556,6 +597,7 @@ fn _gpulanes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lanes::CancelToken>()?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(finalize, m)?)?;
+    m.add_function(wrap_pyfunction!(finalize_keyed_states, m)?)?;
     m.add_function(wrap_pyfunction!(state_info, m)?)?;
     m.add("GpuError", py.get_type::<GpuError>())?;
     m.add("NoAdapterError", py.get_type::<NoAdapterError>())?;

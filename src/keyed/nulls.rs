@@ -12,7 +12,8 @@
 //! How: the rows with a value are gathered into new key and value columns
 //! on the host's threads (the kernels read no bitmap) and reduced as any
 //! keyed input; the distinct keys of the null rows that the result lacks
-//! are merged in afterwards. Without nulls nothing is copied.
+//! are merged in afterwards. Without nulls the engine's calls copy
+//! nothing; a lanes request holds a copy of its rows either way.
 
 use crate::dtype::{Dtype, Element, Scalar};
 use crate::error::{Error, Result};

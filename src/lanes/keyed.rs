@@ -128,8 +128,9 @@ impl Request {
     /// as [`Engine::reduce_by_key_with_nulls`](crate::Engine::reduce_by_key_with_nulls)
     /// takes it: null values are skipped and not counted, and a key whose
     /// values are all null is in the result with `count` 0 and no other
-    /// value. The rows with a value are gathered into the request here, on
-    /// the calling thread.
+    /// value. The rows with a value are gathered into the request here,
+    /// before it is submitted (over the host's threads for large inputs);
+    /// like any request, it holds its own copy of the rows, nulls or not.
     ///
     /// Keys, values and `valid` of different lengths, or no ops, are
     /// refused when the request is submitted ([`Error::InvalidInput`]).
@@ -218,6 +219,7 @@ impl<K: Key> KeyedRequest<K> {
             rows: self.rows,
             by,
             groups,
+            null_groups: self.null_keys.len() as u64,
             wanted: wanted(&self.ops),
             finish: finish_on_device(&self.ops),
             row_bytes: (self.dtype.words() + key_words) * 4,
@@ -260,6 +262,8 @@ pub(super) struct KeyedEntry {
     rows: u64,
     by: Groups,
     groups: u64,
+    /// Groups of keys whose values are all null, added to the result.
+    null_groups: u64,
     wanted: Wanted,
     /// Groups are finished on the device (means too where asked for).
     finish: Finish,
@@ -338,7 +342,7 @@ impl KeyedEntry {
                 bytes: self.bytes,
                 deadline: self.deadline,
             },
-            groups: self.groups,
+            groups: self.groups + self.null_groups,
         }
     }
 
