@@ -199,6 +199,22 @@ def _keyed_partial(keys: Any, values: Any, kind: str) -> Any:
     return default_engine().partial(np.asanyarray(values), kind, keys=np.asanyarray(keys))
 
 
+def _keyed_partial_of_columns(keys: Any, values: Any, kind: str) -> Any:
+    # Pandas columns as they are, so each partition reads as
+    # Engine.reduce reads a pandas column (its Arrow export: nulls,
+    # pandas' missing floats, categorical keys).
+    return default_engine().partial(values, kind, keys=keys)
+
+
+def _numpy_dtype(dtype: Any) -> np.dtype:
+    """The NumPy dtype of a column's dtype (a pandas extension dtype's
+    NumPy counterpart; float64 where there is none)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype(getattr(dtype, "numpy_dtype", np.float64))
+
+
 def _merge_pairs(*pairs: Any) -> Any:
     return merge_keyed(pairs)
 
@@ -229,20 +245,37 @@ def groupby_agg(
     ops, keys=keys)``, with the same bits whatever the chunking, the
     partitioning or the merge tree: each chunk gives per-key states on its
     worker, states are merged ``split_every`` (default 8) at a time, and the
-    last merge finalises. Columns are taken as arrays
-    (``to_dask_array(lengths=True)``, which computes each partition's
-    length). Null values (masked entries of a masked chunk) are skipped
-    and their keys kept, as ``Engine.reduce(values, ops, keys=keys)`` keeps
-    them (count 0, other ops masked); keys must not be null."""
+    last merge finalises. Two columns of one DataFrame go partition by
+    partition as pandas columns, read as ``Engine.reduce`` reads a pandas
+    column: missing values (pandas' NaN in float columns, ``pd.NA``) are
+    nulls and categorical keys name their groups by category. Null values
+    (those, and masked entries of a masked array chunk) are skipped and
+    their keys kept (count 0, other ops masked); keys must not be null."""
     import dask.array as da
-    from dask import delayed
 
+    _checked_ops(ops, nan, split_every)
+    if hasattr(keys, "to_dask_array") and hasattr(values, "to_dask_array"):
+        if keys.npartitions != values.npartitions:
+            raise ValueError(
+                f"keys in {keys.npartitions} partitions and values in {values.npartitions}: "
+                "give two columns of one DataFrame"
+            )
+        kb, vb = keys.to_delayed(), values.to_delayed()
+        return _groupby_parts(kb, vb, _keyed_partial_of_columns, ops, nan, split_every, _numpy_dtype(values.dtype))
     if hasattr(keys, "to_dask_array"):
         keys = keys.to_dask_array(lengths=True)
     if hasattr(values, "to_dask_array"):
         values = values.to_dask_array(lengths=True)
+    keys, values = da.asarray(keys), da.asarray(values)
+    if keys.ndim != 1 or values.ndim != 1 or keys.shape != values.shape:
+        raise ValueError(f"keys {keys.shape} and values {values.shape} must be 1-D of one length")
+    keys = keys.rechunk(values.chunks)
+    kb, vb = keys.to_delayed().ravel(), values.to_delayed().ravel()
+    return _groupby_parts(kb, vb, _keyed_partial, ops, nan, split_every, np.dtype(values.dtype))
 
-    single = isinstance(ops, str)
+
+def _checked_ops(ops: Union[str, Sequence[str]], nan: str, split_every: Optional[int]) -> list:
+    """The ops of :func:`groupby_agg` as a list, its arguments checked."""
     op_list = [str(o) for o in ([ops] if isinstance(ops, str) else ops)]
     if not op_list:
         raise ValueError("no ops given")
@@ -251,18 +284,23 @@ def groupby_agg(
             raise ValueError(f"unknown op {op!r}: expected sum, mean, max, min or count")
     if nan not in ("propagate", "ignore"):
         raise ValueError(f"unknown NaN policy {nan!r}: expected propagate or ignore")
-    keys, values = da.asarray(keys), da.asarray(values)
-    if keys.ndim != 1 or values.ndim != 1 or keys.shape != values.shape:
-        raise ValueError(f"keys {keys.shape} and values {values.shape} must be 1-D of one length")
-    keys = keys.rechunk(values.chunks)
-    every = 8 if split_every is None else int(split_every)
-    if every < 2:
+    if split_every is not None and int(split_every) < 2:
         raise ValueError("split_every must be at least 2")
-    kb, vb = keys.to_delayed().ravel(), values.to_delayed().ravel()
+    return op_list
+
+
+def _groupby_parts(kb: Any, vb: Any, partial: Any, ops: Any, nan: str, split_every: Optional[int], dtype: np.dtype) -> Any:
+    """The Delayed of :func:`groupby_agg` over delayed pieces of keys and
+    values (pairs of one length), each turned into states by ``partial``."""
+    from dask import delayed
+
+    single = isinstance(ops, str)
+    op_list = _checked_ops(ops, nan, split_every)
+    every = 8 if split_every is None else int(split_every)
     merged = {}
     for kind in sorted({_KIND_OP[op] for op in op_list}):
-        parts = [delayed(_keyed_partial, pure=True)(k, v, kind) for k, v in zip(kb, vb)]
+        parts = [delayed(partial, pure=True)(k, v, kind) for k, v in zip(kb, vb)]
         while len(parts) > 1:
             parts = [delayed(_merge_pairs, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
         merged[kind] = parts[0]
-    return delayed(_finalize_groups, pure=True)(merged, op_list, nan, single, np.dtype(values.dtype))
+    return delayed(_finalize_groups, pure=True)(merged, op_list, nan, single, dtype)

@@ -203,3 +203,40 @@ def test_keyed_reduction_of_dataframe_columns_same_bits_as_one_process(client, e
         assert got_keys.tobytes() == want_keys.tobytes()
         for op in ops:
             assert got[op].dtype == want[op].dtype and got[op].tobytes() == want[op].tobytes(), (op, npartitions)
+
+
+def same_masked(got, want):
+    gm, wm = np.ma.getmaskarray(got), np.ma.getmaskarray(want)
+    return got.dtype == want.dtype and np.array_equal(gm, wm) and np.ma.filled(got, 0).tobytes() == np.ma.filled(want, 0).tobytes()
+
+
+def test_dataframe_columns_read_as_pandas_columns_are(client, engine):
+    # Missing values (NaN in a float column, pd.NA) are nulls, as
+    # Engine.reduce reads a pandas column; categorical keys name groups.
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    if not hasattr(pd.Series([1.0]), "__arrow_c_stream__"):
+        pytest.skip("this pandas has no Arrow export")
+    rng = np.random.default_rng(12)
+    n = 9_001
+    k = rng.integers(0, 60, n).astype(np.int64)
+    v = rng.standard_normal(n)
+    v[(k >= 50) | (rng.random(n) < 0.2)] = np.nan  # keys 50.. have only missing values
+    ops = ["sum", "mean", "max", "count"]
+    frames = {
+        "float NaN": pd.DataFrame({"k": k, "v": v}),
+        "nullable": pd.DataFrame({"k": k, "v": pd.array(np.where(np.isnan(v), None, v), dtype="Float64")}),
+        "categorical keys": pd.DataFrame({"k": pd.Categorical(np.array(["c%02d" % i for i in k])), "v": v}),
+    }
+    for name, pdf in frames.items():
+        want_keys, want = engine.reduce(pdf["v"], ops, keys=pdf["k"])
+        assert (want["count"][-10:] == 0).all(), name
+        for npartitions in (1, 4):
+            ddf = dd.from_pandas(pdf, npartitions=npartitions)
+            got_keys, got = client.compute(gd.groupby_agg(ddf["k"], ddf["v"], ops, split_every=2)).result()
+            assert got_keys.tolist() == want_keys.tolist(), (name, npartitions)
+            for op in ops:
+                assert same_masked(got[op], want[op]), (name, op, npartitions)
+    other = dd.from_pandas(frames["float NaN"], npartitions=3)
+    with pytest.raises(ValueError, match="partitions"):
+        gd.groupby_agg(dd.from_pandas(frames["float NaN"], npartitions=2)["k"], other["v"], "sum")
