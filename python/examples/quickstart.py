@@ -1,7 +1,7 @@
 """A short tour of the gpulanes Python package: exact sums, partitions,
-Arrow nulls, partial states merged out of order, and a Dask array reduced
-with the same bits (Dask's threaded scheduler; a distributed cluster gives
-the same result)."""
+Arrow nulls, a group-by with missing values and categorical keys, partial
+states merged out of order, and a Dask array reduced with the same bits
+(Dask's threaded scheduler; a distributed cluster gives the same result)."""
 
 import math
 import os
@@ -26,6 +26,20 @@ try:
 
     a = pa.array([1.5, None, float("nan"), 2.5])
     print(f"Arrow [1.5, null, nan, 2.5]: count {engine.count(a)}, mean ignoring NaN {engine.mean(a, nan='ignore')}")
+except ImportError:
+    pass
+try:
+    import pandas as pd
+
+    orders = pd.DataFrame(
+        {
+            "region": pd.Categorical(["north", "south", "north", "east", "south"]),
+            "amount": [12.5, None, 7.5, None, 3.0],  # missing amounts are nulls
+        }
+    )
+    regions, totals = engine.reduce(orders["amount"], ["sum", "count"], keys=orders["region"])
+    # "east" has only a missing amount: count 0, no sum (SQL's GROUP BY).
+    print(f"per region {list(regions)}: sums {totals['sum']}, counts {totals['count']}")
 except ImportError:
     pass
 states = [engine.partial(p, "sum") for p in np.array_split(x, 7)][::-1]
