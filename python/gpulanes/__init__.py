@@ -171,6 +171,24 @@ def _restore_keys(distinct: np.ndarray, restore: _Restore) -> Any:
     return distinct if restore is None else restore(distinct)
 
 
+def _prepare_keys(keys: Any) -> Tuple[Any, bool, _Restore]:
+    """:func:`_engine_keys` of one key column, or of each of several (a
+    list or tuple of columns, rather than of keys): the keys for the
+    engine, whether they are several columns, and how to turn the distinct
+    keys back (a tuple of arrays, one a column, for several)."""
+    if isinstance(keys, (list, tuple)) and len(keys) > 0:
+        if all(hasattr(k, "__len__") and not isinstance(k, (str, bytes)) for k in keys):
+            prepared = [_engine_keys(k) for k in keys]
+            restores = [r for _, r in prepared]
+            return (
+                [k for k, _ in prepared],
+                True,
+                lambda d: tuple(_restore_keys(c, r) for c, r in zip(d, restores)),
+            )
+    k, restore = _engine_keys(keys)
+    return k, False, restore
+
+
 def _offsets(offsets: Any) -> Optional[np.ndarray]:
     if offsets is None:
         return None
@@ -256,7 +274,10 @@ class Engine:
         widened exactly and come back in their own type; categorical keys,
         pandas or PyArrow dictionary ones, are grouped by code and come back
         as their categories' values in code order), the
-        reduction is per distinct key and the result is ``(distinct_keys,
+        reduction is per distinct key; with a list or tuple of key columns
+        (``keys=[region, product]``), per distinct key tuple, and the
+        distinct keys are a tuple of arrays, one a column, in the tuples'
+        lexicographic order and the result is ``(distinct_keys,
         result)``: the keys ascending, and an array with one entry per key
         (a dict of them for a sequence of ops), masked where a key has no
         value (max/min/mean of only NaN under ``nan="ignore"``). Row order
@@ -280,8 +301,8 @@ class Engine:
         if keys is not None:
             if axis is not None or partition_size is not None or offsets is not None:
                 raise ValueError("give keys or partitions/axis, not both")
-            keys, restore = _engine_keys(keys)
-            distinct, pairs = self._native.reduce_by_key(x, keys, ops, nan)
+            keys, composite, restore = _prepare_keys(keys)
+            distinct, pairs = self._native.reduce_by_key(x, keys, ops, nan, composite)
             res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
             return _restore_keys(distinct, restore), (res[ops[0]] if isinstance(op, str) else res)
         shape = None
@@ -357,8 +378,8 @@ class Engine:
         if keys is not None:
             if partition_size is not None or offsets is not None:
                 raise ValueError("give keys or partitions, not both")
-            keys, restore = _engine_keys(keys)
-            distinct, states = self._native.partial_by_key(x, keys, op)
+            keys, composite, restore = _prepare_keys(keys)
+            distinct, states = self._native.partial_by_key(x, keys, op, composite)
             return _restore_keys(distinct, restore), states
         return self._native.partial(x, op, _size(partition_size), _offsets(offsets))
 
@@ -388,26 +409,40 @@ def state_info(state: bytes) -> Dict[str, Any]:
     return _gpulanes.state_info(bytes(state))
 
 
-def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[np.ndarray, List[bytes]]:
+def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List[bytes]]:
     """Merges keyed partial states (``(keys, states)`` pairs from
     :meth:`Engine.partial` with ``keys=``, or from this function) of any
     split of the rows, in any order: the distinct keys of all of them
-    ascending, and each key's merged state."""
+    ascending, and each key's merged state. Keys of several columns (a
+    tuple of arrays) merge by key tuple and come back as a tuple of
+    arrays, in the tuples' lexicographic order."""
     acc: Dict[Any, List[bytes]] = {}
-    key_dtype = None
+    key_dtypes: Optional[Tuple[np.dtype, ...]] = None
+    columns: Optional[bool] = None
     for keys, states in parts:
-        keys = np.asarray(keys)
-        if len(keys) != len(states):
-            raise ValueError(f"{len(keys)} keys for {len(states)} states")
-        if key_dtype is None:
-            key_dtype = keys.dtype
-        elif keys.dtype != key_dtype:
-            raise ValueError(f"keys of {keys.dtype} and {key_dtype} cannot be merged")
-        for k, s in zip(keys.tolist(), states):
+        several = isinstance(keys, tuple)
+        cols = [np.asarray(c) for c in keys] if several else [np.asarray(keys)]
+        if columns is not None and several != columns:
+            raise ValueError("keys of one column and of several cannot be merged")
+        columns = several
+        for c in cols:
+            if len(c) != len(states):
+                raise ValueError(f"{len(c)} keys for {len(states)} states")
+        dtypes = tuple(c.dtype for c in cols)
+        if key_dtypes is None:
+            key_dtypes = dtypes
+        elif dtypes != key_dtypes:
+            raise ValueError(f"keys of {dtypes} and {key_dtypes} cannot be merged")
+        rows = zip(*[c.tolist() for c in cols]) if several else cols[0].tolist()
+        for k, s in zip(rows, states):
             acc.setdefault(k, []).append(bytes(s))
     distinct = sorted(acc)
     out = [acc[k][0] if len(acc[k]) == 1 else merge(acc[k]) for k in distinct]
-    return np.array(distinct, dtype=key_dtype if key_dtype is not None else np.int64), out
+    if key_dtypes is None:
+        return np.zeros(0, dtype=np.int64), out
+    if columns:
+        return tuple(np.array([k[i] for k in distinct], dtype=d) for i, d in enumerate(key_dtypes)), out
+    return np.array(distinct, dtype=key_dtypes[0]), out
 
 
 def _result_dtype(op: Optional[str], dtype: Any) -> np.dtype:
@@ -427,16 +462,18 @@ def finalize_keyed(
     op: Optional[str] = None,
     nan: str = "propagate",
     dtype: Any = None,
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> Tuple[Any, np.ndarray]:
     """``(keys, values)`` from keyed states: one value of ``op`` per key, as
     an array of the op's result type, masked where a key has no value. An
     empty state is a key whose values were all null: count 0, every other
     op masked (as :meth:`Engine.reduce` with ``keys=`` gives it).
     ``dtype``, the values' dtype, types the result when there are no
     states (it has no other way to know it); float64 without it."""
-    keys = np.asarray(keys)
-    if len(keys) != len(states):
-        raise ValueError(f"{len(keys)} keys for {len(states)} states")
+    if not isinstance(keys, tuple):
+        keys = np.asarray(keys)
+    for c in keys if isinstance(keys, tuple) else [keys]:
+        if len(c) != len(states):
+            raise ValueError(f"{len(c)} keys for {len(states)} states")
     if not states:
         return keys, np.zeros(0, dtype=np.float64 if dtype is None else _result_dtype(op, dtype))
     values, valid = _gpulanes.finalize_keyed_states([bytes(s) for s in states], op, nan)
@@ -568,9 +605,9 @@ class Lanes:
                 raise ValueError(f"op must be a name ({', '.join(OPS)}), got {o!r}")
         if lane not in ("realtime", "batch"):
             raise ValueError(f'lane must be "realtime" or "batch", got {lane!r}')
-        keys, restore = _engine_keys(keys)
+        keys, composite, restore = _prepare_keys(keys)
         fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), restore=restore)
-        fut._token = self._native.keyed(keys, x, ops, fut, lane == "realtime", nan, timeout)
+        fut._token = self._native.keyed(keys, x, ops, fut, lane == "realtime", nan, timeout, composite)
         return fut
 
     def batch(

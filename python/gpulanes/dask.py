@@ -25,7 +25,7 @@ A Dask dataframe group-by is not here yet.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -196,7 +196,8 @@ _KIND_OP = {"sum": "sum", "mean": "sum", "count": "sum", "max": "max", "min": "m
 
 def _keyed_partial(keys: Any, values: Any, kind: str) -> Any:
     # asanyarray: a masked chunk keeps its mask (its masked entries are nulls).
-    return default_engine().partial(np.asanyarray(values), kind, keys=np.asanyarray(keys))
+    keys = [np.asanyarray(k) for k in keys] if isinstance(keys, list) else np.asanyarray(keys)
+    return default_engine().partial(np.asanyarray(values), kind, keys=keys)
 
 
 def _keyed_partial_of_columns(keys: Any, values: Any, kind: str) -> Any:
@@ -240,7 +241,9 @@ def groupby_agg(
 ) -> Any:
     """``ops`` over ``values`` per distinct key of ``keys`` (1-D Dask arrays
     of the same length, or two columns of one Dask DataFrame such as
-    ``ddf["customer"], ddf["amount"]``; keys int32, uint32 or int64), as a
+    ``ddf["customer"], ddf["amount"]``; keys int32, uint32 or int64, or a
+    list of key columns for key tuples, whose distinct keys come back as a
+    tuple of arrays), as a
     ``Delayed`` of ``(distinct_keys, result)`` like ``Engine.reduce(values,
     ops, keys=keys)``, with the same bits whatever the chunking, the
     partitioning or the merge tree: each chunk gives per-key states on its
@@ -254,24 +257,38 @@ def groupby_agg(
     import dask.array as da
 
     _checked_ops(ops, nan, split_every)
-    if hasattr(keys, "to_dask_array") and hasattr(values, "to_dask_array"):
-        if keys.npartitions != values.npartitions:
-            raise ValueError(
-                f"keys in {keys.npartitions} partitions and values in {values.npartitions}: "
-                "give two columns of one DataFrame"
-            )
-        kb, vb = keys.to_delayed(), values.to_delayed()
-        return _groupby_parts(kb, vb, _keyed_partial_of_columns, ops, nan, split_every, _numpy_dtype(values.dtype))
-    if hasattr(keys, "to_dask_array"):
-        keys = keys.to_dask_array(lengths=True)
+    several = isinstance(keys, (list, tuple))
+    key_list = list(keys) if several else [keys]
+    if not key_list:
+        raise ValueError("no key columns given")
+
+    def pieces(per_column: List[Any]) -> List[Any]:
+        # One piece of keys a chunk: a list of the columns' pieces for
+        # several key columns.
+        return [list(p) for p in zip(*per_column)] if several else list(per_column[0])
+
+    if all(hasattr(k, "to_dask_array") for k in key_list) and hasattr(values, "to_dask_array"):
+        for k in key_list:
+            if k.npartitions != values.npartitions:
+                raise ValueError(
+                    f"keys in {k.npartitions} partitions and values in {values.npartitions}: "
+                    "give columns of one DataFrame"
+                )
+        kb = pieces([k.to_delayed() for k in key_list])
+        return _groupby_parts(
+            kb, values.to_delayed(), _keyed_partial_of_columns, ops, nan, split_every, _numpy_dtype(values.dtype)
+        )
     if hasattr(values, "to_dask_array"):
         values = values.to_dask_array(lengths=True)
-    keys, values = da.asarray(keys), da.asarray(values)
-    if keys.ndim != 1 or values.ndim != 1 or keys.shape != values.shape:
-        raise ValueError(f"keys {keys.shape} and values {values.shape} must be 1-D of one length")
-    keys = keys.rechunk(values.chunks)
-    kb, vb = keys.to_delayed().ravel(), values.to_delayed().ravel()
-    return _groupby_parts(kb, vb, _keyed_partial, ops, nan, split_every, np.dtype(values.dtype))
+    values = da.asarray(values)
+    arrays = []
+    for k in key_list:
+        k = da.asarray(k.to_dask_array(lengths=True) if hasattr(k, "to_dask_array") else k)
+        if k.ndim != 1 or values.ndim != 1 or k.shape != values.shape:
+            raise ValueError(f"keys {k.shape} and values {values.shape} must be 1-D of one length")
+        arrays.append(k.rechunk(values.chunks))
+    kb = pieces([k.to_delayed().ravel() for k in arrays])
+    return _groupby_parts(kb, values.to_delayed().ravel(), _keyed_partial, ops, nan, split_every, np.dtype(values.dtype))
 
 
 def _checked_ops(ops: Union[str, Sequence[str]], nan: str, split_every: Optional[int]) -> list:

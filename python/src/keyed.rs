@@ -2,15 +2,20 @@
 //! `Engine.partial`, on the engine's `reduce_by_key` / `states_by_key`.
 //! Keys are int32, uint32 or int64 (NumPy or Arrow, without nulls), one
 //! per value; the distinct keys come back ascending, as a NumPy array.
+//! Several key columns are combined into one int64 key a row
+//! ([`CompositeKeys`]) and the distinct keys come back as a tuple of
+//! arrays, one a column, in the tuples' lexicographic order.
 //!
 //! Values may have nulls (Arrow nulls, masked entries): they are skipped
 //! and not counted, and a key whose values are all null is a group with
 //! count 0 and no other value, as SQL's `GROUP BY` gives
 //! (`reduce_by_key_with_nulls`); its state is empty.
 
+use std::sync::Arc;
+
 use gpulanes::{
-    Dtype, Element, Grouped, Key, Lane, NanPolicy, Op, Partitions, Request, Scalar, State,
-    StateKind, Validity,
+    CompositeKeys, Dtype, Element, Grouped, Key, KeyColumn, KeyValues, Lane, NanPolicy, Op,
+    Partitions, Request, Scalar, State, StateKind, Validity,
 };
 use numpy::PyArray1;
 use pyo3::exceptions::PyValueError;
@@ -19,9 +24,53 @@ use pyo3::prelude::*;
 use crate::input::{self, Prepared};
 use crate::{Pair, to_numpy};
 
+/// The keys of a keyed call: one column, or several combined.
+pub enum Keys {
+    One(Prepared),
+    Combined(Arc<CompositeKeys>),
+}
+
+impl Keys {
+    /// The type of the keys the engine reads.
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            Keys::One(p) => p.dtype,
+            Keys::Combined(_) => Dtype::I64,
+        }
+    }
+
+    /// The keys the engine reads, as `K` (of [`Keys::dtype`]).
+    fn slice<K: Key + Element>(&self) -> &[K] {
+        match self {
+            Keys::One(p) => p.slice::<K>(),
+            Keys::Combined(c) => {
+                assert_eq!(K::DTYPE, Dtype::I64, "dispatch on the keys' dtype");
+                bytemuck::cast_slice(c.keys())
+            }
+        }
+    }
+
+    /// The combination of several key columns, if any.
+    fn composite(&self) -> Option<Arc<CompositeKeys>> {
+        match self {
+            Keys::One(_) => None,
+            Keys::Combined(c) => Some(c.clone()),
+        }
+    }
+}
+
+/// The distinct keys the engine returned, as the caller's keys: combined
+/// keys decoded into their columns.
+fn decoded(keys: KeyArray, composite: Option<&CompositeKeys>) -> gpulanes::Result<KeyArray> {
+    match (keys, composite) {
+        (KeyArray::I64(k), Some(c)) => Ok(KeyArray::Columns(c.columns_of(&k)?)),
+        (keys, _) => Ok(keys),
+    }
+}
+
 /// The keys and values of a keyed call, read and checked.
 pub struct KeyedInput {
-    pub keys: Prepared,
+    pub keys: Keys,
     /// Every row's value, null slots included.
     pub values: Prepared,
     /// Bit `i` set where row `i` holds a value; `None` without nulls.
@@ -44,14 +93,12 @@ impl KeyedInput {
 /// every use of it.
 pub struct Extracted<'py> {
     pub input: KeyedInput,
-    _columns: (input::Column<'py>, input::Column<'py>),
+    _columns: Vec<input::Column<'py>>,
 }
 
-/// Reads `keys` and `x` for a keyed reduction. Both are read in C order,
-/// so the n-th key goes with the n-th value whatever the arrays' layouts.
-pub fn extract<'py>(keys: &Bound<'py, PyAny>, x: &Bound<'py, PyAny>) -> PyResult<Extracted<'py>> {
-    let mut kc = input::extract(keys, true)?;
-    let mut vc = input::extract(x, true)?;
+/// Reads one column of keys, checked against `rows` values.
+fn key_column<'py>(keys: &Bound<'py, PyAny>, rows: usize) -> PyResult<input::Column<'py>> {
+    let kc = input::extract(keys, true)?;
     if !matches!(kc.dtype, Dtype::I32 | Dtype::U32 | Dtype::I64) {
         return Err(PyValueError::new_err(format!(
             "keys must be int32, uint32 or int64, got {}",
@@ -63,22 +110,62 @@ pub fn extract<'py>(keys: &Bound<'py, PyAny>, x: &Bound<'py, PyAny>) -> PyResult
             "keys must not be null: drop the rows whose key is null, or fill their keys",
         ));
     }
-    if kc.len() != vc.len() {
+    if kc.len() != rows {
         return Err(PyValueError::new_err(format!(
-            "{} keys for {} values: give one key per value",
-            kc.len(),
-            vc.len()
+            "{} keys for {rows} values: give one key per value",
+            kc.len()
         )));
     }
-    let (values, valid) = vc.prepare_rows()?;
-    let input = KeyedInput {
-        keys: kc.prepare(Partitions::Whole)?,
-        values,
-        valid,
+    Ok(kc)
+}
+
+/// Reads `keys` (with `composite`, a sequence of key columns, combined on
+/// the host's threads without the GIL) and `x` for a keyed reduction. All
+/// are read in C order, so the n-th key goes with the n-th value whatever
+/// the arrays' layouts.
+pub fn extract<'py>(
+    keys: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    composite: bool,
+) -> PyResult<Extracted<'py>> {
+    let mut vc = input::extract(x, true)?;
+    let rows = vc.len();
+    let mut columns = Vec::new();
+    let keys = if composite {
+        let mut prepared = Vec::new();
+        for k in keys.try_iter()? {
+            let mut kc = key_column(&k?, rows)?;
+            prepared.push(kc.prepare(Partitions::Whole)?);
+            columns.push(kc);
+        }
+        let cols: Vec<KeyColumn<'_>> = prepared
+            .iter()
+            .map(|p| match p.dtype {
+                Dtype::I32 => KeyColumn::I32(p.slice()),
+                Dtype::U32 => KeyColumn::U32(p.slice()),
+                _ => KeyColumn::I64(p.slice()),
+            })
+            .collect();
+        let combined = keys
+            .py()
+            .detach(|| CompositeKeys::new(&cols))
+            .map_err(crate::engine_error)?;
+        Keys::Combined(Arc::new(combined))
+    } else {
+        let mut kc = key_column(keys, rows)?;
+        let k = kc.prepare(Partitions::Whole)?;
+        columns.push(kc);
+        Keys::One(k)
     };
+    let (values, valid) = vc.prepare_rows()?;
+    columns.push(vc);
     Ok(Extracted {
-        input,
-        _columns: (kc, vc),
+        input: KeyedInput {
+            keys,
+            values,
+            valid,
+        },
+        _columns: columns,
     })
 }
 
@@ -93,6 +180,8 @@ pub enum KeyArray {
     I32(Vec<i32>),
     U32(Vec<u32>),
     I64(Vec<i64>),
+    /// Distinct key tuples, one column of keys each.
+    Columns(Vec<KeyValues>),
 }
 
 /// The distinct keys and per-key states.
@@ -107,6 +196,14 @@ impl KeyedResult {
             keys: K::wrap(g.keys),
             values: g.reductions.into_iter().map(|r| r.values).collect(),
         }
+    }
+
+    /// The result with its keys decoded where they were combined.
+    fn decoded(self, composite: Option<&CompositeKeys>) -> gpulanes::Result<Self> {
+        Ok(KeyedResult {
+            keys: decoded(self.keys, composite)?,
+            values: self.values,
+        })
     }
 }
 
@@ -142,7 +239,7 @@ fn by_key<K: IntoKeys>(
         Some(valid) => input::with_values!(v, |values| engine
             .reduce_by_key_with_nulls(keys, values, valid, ops, nan)?),
     };
-    Ok(KeyedResult::of(g))
+    KeyedResult::of(g).decoded(input.keys.composite().as_deref())
 }
 
 /// Copies the keys and values of `input` into a keyed lane request and
@@ -156,7 +253,7 @@ pub fn submit_lane(
     nan: NanPolicy,
     timeout: Option<std::time::Duration>,
 ) -> gpulanes::Result<Box<dyn LaneWait>> {
-    match input.keys.dtype {
+    match input.keys.dtype() {
         Dtype::I32 => submit_keys::<i32>(lanes, lane, input, ops, nan, timeout),
         Dtype::U32 => submit_keys::<u32>(lanes, lane, input, ops, nan, timeout),
         _ => submit_keys::<i64>(lanes, lane, input, ops, nan, timeout),
@@ -171,22 +268,26 @@ pub trait LaneWait: Send {
     fn cancel(&self);
 }
 
-struct KeyedHandle<K: IntoKeys>(Option<gpulanes::Handle<Grouped<K>>>);
+struct KeyedHandle<K: IntoKeys> {
+    handle: Option<gpulanes::Handle<Grouped<K>>>,
+    /// How the request's keys were combined, to decode its result's.
+    composite: Option<Arc<CompositeKeys>>,
+}
 
 impl<K: IntoKeys> LaneWait for KeyedHandle<K> {
     fn wait_step(&mut self, step: std::time::Duration) -> Option<gpulanes::Result<KeyedResult>> {
-        let h = self.0.take()?;
+        let h = self.handle.take()?;
         match h.wait_timeout(step) {
-            Ok(r) => Some(r.map(KeyedResult::of)),
+            Ok(r) => Some(r.and_then(|g| KeyedResult::of(g).decoded(self.composite.as_deref()))),
             Err(back) => {
-                self.0 = Some(back);
+                self.handle = Some(back);
                 None
             }
         }
     }
 
     fn cancel(&self) {
-        if let Some(h) = &self.0 {
+        if let Some(h) = &self.handle {
             h.cancel();
         }
     }
@@ -218,7 +319,10 @@ fn submit_keys<K: IntoKeys>(
         None => request,
     };
     let handle = lanes.submit(lane, request)?;
-    Ok(Box::new(KeyedHandle(Some(handle))))
+    Ok(Box::new(KeyedHandle {
+        handle: Some(handle),
+        composite: input.keys.composite(),
+    }))
 }
 
 fn states_by_key<K: IntoKeys>(
@@ -234,7 +338,7 @@ fn states_by_key<K: IntoKeys>(
             .states_by_key_with_nulls(keys, values, valid, kind)?),
     };
     Ok(KeyedStates {
-        keys: K::wrap(g.keys),
+        keys: decoded(K::wrap(g.keys), input.keys.composite().as_deref())?,
         states: g.states,
     })
 }
@@ -246,7 +350,7 @@ pub fn reduce(
     ops: &[Op],
     nan: NanPolicy,
 ) -> gpulanes::Result<KeyedResult> {
-    match input.keys.dtype {
+    match input.keys.dtype() {
         Dtype::I32 => by_key::<i32>(engine, input, ops, nan),
         Dtype::U32 => by_key::<u32>(engine, input, ops, nan),
         _ => by_key::<i64>(engine, input, ops, nan),
@@ -259,19 +363,27 @@ pub fn states(
     input: &KeyedInput,
     kind: StateKind,
 ) -> gpulanes::Result<KeyedStates> {
-    match input.keys.dtype {
+    match input.keys.dtype() {
         Dtype::I32 => states_by_key::<i32>(engine, input, kind),
         Dtype::U32 => states_by_key::<u32>(engine, input, kind),
         _ => states_by_key::<i64>(engine, input, kind),
     }
 }
 
-fn key_array(py: Python<'_>, keys: KeyArray) -> Py<PyAny> {
-    match keys {
+fn key_array(py: Python<'_>, keys: KeyArray) -> PyResult<Py<PyAny>> {
+    Ok(match keys {
         KeyArray::I32(v) => PyArray1::from_vec(py, v).into_any().unbind(),
         KeyArray::U32(v) => PyArray1::from_vec(py, v).into_any().unbind(),
         KeyArray::I64(v) => PyArray1::from_vec(py, v).into_any().unbind(),
-    }
+        KeyArray::Columns(columns) => {
+            let arrays = columns.into_iter().map(|c| match c {
+                KeyValues::I32(v) => PyArray1::from_vec(py, v).into_any(),
+                KeyValues::U32(v) => PyArray1::from_vec(py, v).into_any(),
+                KeyValues::I64(v) => PyArray1::from_vec(py, v).into_any(),
+            });
+            pyo3::types::PyTuple::new(py, arrays)?.into_any().unbind()
+        }
+    })
 }
 
 /// The keys array and one (values, valid) pair per op.
@@ -286,7 +398,7 @@ pub fn to_python(
         .zip(&r.values)
         .map(|(&op, v)| to_numpy(py, op, dtype, v))
         .collect::<PyResult<Vec<_>>>()?;
-    Ok((key_array(py, r.keys), pairs))
+    Ok((key_array(py, r.keys)?, pairs))
 }
 
 /// The keys array and the states as a list of bytes.
@@ -294,5 +406,5 @@ pub fn states_to_python(py: Python<'_>, s: KeyedStates) -> PyResult<(Py<PyAny>, 
     let bytes: Vec<Vec<u8>> = s.states.iter().map(State::to_bytes).collect();
     let list =
         pyo3::types::PyList::new(py, bytes.iter().map(|b| pyo3::types::PyBytes::new(py, b)))?;
-    Ok((key_array(py, s.keys), list.into_any().unbind()))
+    Ok((key_array(py, s.keys)?, list.into_any().unbind()))
 }

@@ -233,7 +233,8 @@ impl Lanes {
     /// Submits `ops` over the values of each distinct key to the real-time
     /// lane (`realtime`, with `timeout` as its deadline) or the batch lane;
     /// the future gets `_deliver_keyed(keys, [(values, valid), ...])`.
-    #[pyo3(signature = (keys, x, ops, future, realtime, nan = "propagate", timeout = None))]
+    /// With `composite`, `keys` is a sequence of key columns.
+    #[pyo3(signature = (keys, x, ops, future, realtime, nan = "propagate", timeout = None, composite = false))]
     #[allow(clippy::too_many_arguments)]
     fn keyed(
         &self,
@@ -245,6 +246,7 @@ impl Lanes {
         realtime: bool,
         nan: &str,
         timeout: Option<f64>,
+        composite: bool,
     ) -> PyResult<CancelToken> {
         let ops = ops
             .iter()
@@ -260,7 +262,7 @@ impl Lanes {
                 "timeout is a real-time deadline; batch jobs take none",
             ));
         }
-        let read = keyed::extract(keys, x)?;
+        let read = keyed::extract(keys, x, composite)?;
         let input = &read.input;
         let dtype = input.values.dtype;
         let lane = if realtime {

@@ -372,8 +372,9 @@ impl Engine {
     }
 
     /// `ops` over the values of each distinct key: the keys (ascending)
-    /// and one `(values, valid)` pair per op.
-    #[pyo3(signature = (x, keys, ops, nan = "propagate"))]
+    /// and one `(values, valid)` pair per op. With `composite`, `keys` is a
+    /// sequence of key columns and the keys come back as a tuple of arrays.
+    #[pyo3(signature = (x, keys, ops, nan = "propagate", composite = false))]
     fn reduce_by_key(
         &self,
         py: Python<'_>,
@@ -381,6 +382,7 @@ impl Engine {
         keys: &Bound<'_, PyAny>,
         ops: Vec<String>,
         nan: &str,
+        composite: bool,
     ) -> PyResult<(Py<PyAny>, Vec<Pair>)> {
         let ops = ops
             .iter()
@@ -390,7 +392,7 @@ impl Engine {
             return Err(value_error("no ops given"));
         }
         let nan = parse_nan(nan)?;
-        let read = keyed::extract(keys, x)?;
+        let read = keyed::extract(keys, x, composite)?;
         let input = &read.input;
         let dtype = input.values.dtype;
         let engine = &*self.inner;
@@ -400,16 +402,19 @@ impl Engine {
         keyed::to_python(py, r, &ops, dtype)
     }
 
-    /// The distinct keys (ascending) and the state (bytes) of `op` of each.
+    /// The distinct keys (ascending) and the state (bytes) of `op` of
+    /// each; `composite` as for `reduce_by_key`.
+    #[pyo3(signature = (x, keys, op, composite = false))]
     fn partial_by_key(
         &self,
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
         keys: &Bound<'_, PyAny>,
         op: &str,
+        composite: bool,
     ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         let kind = StateKind::for_op(parse_op(op)?);
-        let read = keyed::extract(keys, x)?;
+        let read = keyed::extract(keys, x, composite)?;
         let input = &read.input;
         let engine = &*self.inner;
         let s = py

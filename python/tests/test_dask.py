@@ -240,3 +240,31 @@ def test_dataframe_columns_read_as_pandas_columns_are(client, engine):
     other = dd.from_pandas(frames["float NaN"], npartitions=3)
     with pytest.raises(ValueError, match="partitions"):
         gd.groupby_agg(dd.from_pandas(frames["float NaN"], npartitions=2)["k"], other["v"], "sum")
+
+
+def test_several_key_columns_same_bits_as_one_process(client, engine):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    rng = np.random.default_rng(13)
+    n = 30_001
+    pdf = pd.DataFrame(
+        {
+            "region": rng.integers(0, 4, n).astype(np.int32),
+            "customer": rng.integers(0, 300, n).astype(np.int64) << 33,
+            "amount": values(np.float64, n, seed=14),
+        }
+    )
+    ops = ["sum", "mean", "count"]
+    want_keys, want = engine.reduce(pdf["amount"], ops, keys=[pdf["region"], pdf["customer"]])
+    ddf = dd.from_pandas(pdf, npartitions=5)
+    got_keys, got = client.compute(gd.groupby_agg([ddf["region"], ddf["customer"]], ddf["amount"], ops)).result()
+    assert isinstance(got_keys, tuple) and all(a.tobytes() == b.tobytes() for a, b in zip(got_keys, want_keys))
+    for op in ops:
+        assert got[op].tobytes() == want[op].tobytes(), op
+    # Dask arrays, chunked unlike each other.
+    dk1 = da.from_array(pdf["region"].to_numpy(), chunks=7_000)
+    dk2 = da.from_array(pdf["customer"].to_numpy(), chunks=11_000)
+    dv = da.from_array(pdf["amount"].to_numpy(), chunks=5_000)
+    got_keys, got = client.compute(gd.groupby_agg((dk1, dk2), dv, "sum", split_every=3)).result()
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(got_keys, want_keys))
+    assert got.tobytes() == want["sum"].tobytes()

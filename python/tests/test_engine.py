@@ -462,3 +462,36 @@ def test_keys_outside_the_engine_range_and_categorical_codes(engine):
     cat = pd.Series(pd.Categorical(["b", "a", "c", "a", "b"]))
     k, s = engine.reduce(np.arange(5.0), "sum", keys=cat.cat.codes)
     assert k.dtype == np.int8 and k.tolist() == [0, 1, 2] and s.tolist() == [4.0, 4.0, 2.0]
+
+
+def test_several_key_columns_group_by_key_tuple(engine):
+    rng = np.random.default_rng(31)
+    n = 20_000
+    region = rng.integers(-3, 3, n).astype(np.int32)
+    customer = (rng.integers(0, 500, n) * 1_000_000_007).astype(np.int64)
+    code = rng.integers(0, 200, n).astype(np.uint8)
+    x = data(np.float64, n, seed=32)
+    (r, c, k), got = engine.reduce(x, ["sum", "max", "count"], keys=[region, customer, code])
+    assert r.dtype == np.int32 and c.dtype == np.int64 and k.dtype == np.uint8
+    tuples = sorted(set(zip(region.tolist(), customer.tolist(), code.tolist())))
+    assert list(zip(r.tolist(), c.tolist(), k.tolist())) == tuples
+    for i in range(0, len(tuples), max(1, len(tuples) // 25)):
+        rows = (region == r[i]) & (customer == c[i]) & (code == k[i])
+        assert same_bits(got["sum"][i], reference(x[rows], "sum")) and got["count"][i] == rows.sum()
+    # Row order changes no bit; states of pieces merge by tuple.
+    perm = rng.permutation(n)
+    again = engine.reduce(x[perm], "sum", keys=(region[perm], customer[perm], code[perm]))
+    assert all(np.array_equal(a, b) for a, b in zip(again[0], (r, c, k)))
+    assert again[1].tobytes() == got["sum"].tobytes()
+    pieces = [engine.partial(x[a:b], "sum", keys=[region[a:b], customer[a:b], code[a:b]]) for a, b in [(0, 5000), (5000, n)]]
+    mk, ms = gpulanes.merge_keyed(pieces[::-1])
+    fk, fv = gpulanes.finalize_keyed(mk, ms, "sum")
+    assert isinstance(fk, tuple) and all(np.array_equal(a, b) for a, b in zip(fk, (r, c, k)))
+    assert fv.tobytes() == got["sum"].tobytes()
+    # A categorical column beside an integer one; a column of another length.
+    pd = pytest.importorskip("pandas")
+    cat = pd.Series(pd.Categorical(np.where(region > 0, "up", "down")))
+    (names, regs), s = engine.reduce(x, "count", keys=[cat, region])
+    assert set(names.tolist()) == {"up", "down"} and s.sum() == n
+    with pytest.raises(ValueError, match="keys for"):
+        engine.reduce(x, "sum", keys=[region, customer[:-1]])

@@ -170,6 +170,13 @@ def test_keyed_requests_with_null_values(engine, lanes):
     names = pa.array(["x", "y", "x", "z"]).dictionary_encode()
     k, s = lanes.groupby(names, np.array([1.0, 2.0, 3.0, 4.0]), "sum").result(timeout=60)
     assert k.tolist() == ["x", "y", "z"] and s.tolist() == [4.0, 2.0, 4.0]
+    # Several key columns: key tuples, in both lanes.
+    k2 = (keys.astype(np.int64) * 7) % 3
+    want = engine.reduce(x, ops, keys=[keys, k2])
+    for lane in ["realtime", "batch"]:
+        (ga, gb), got = lanes.groupby([keys, k2], x, ops, lane=lane).result(timeout=60)
+        assert np.array_equal(ga, want[0][0]) and np.array_equal(gb, want[0][1]), lane
+        assert all(same_keyed((ga, got[op]), (want[0][0], want[1][op])) for op in ops), lane
 
 
 def test_keyed_requests_of_strided_inputs(engine, lanes):
