@@ -120,46 +120,9 @@ _Restore = Optional[Callable[[np.ndarray], Any]]
 _NULL_KEYS = "keys must not be null: drop the rows whose key is null, or fill their keys"
 
 
-def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
-    """Keys as the engine takes them, and how to turn the distinct keys
-    it returns back into the caller's kind of key (``None``: as they
-    come).
-
-    * Integer and bool keys of other NumPy types (int8/int16 codes, uint8,
-      uint16, uint64) are widened exactly to int32 or int64 and the
-      distinct keys come back in their own type; uint64 keys above the
-      int64 range are refused.
-    * Categorical keys (a pandas categorical Series, a PyArrow dictionary
-      array or chunked array) are grouped by their codes, and the distinct
-      keys come back as the categories' values, in code order.
-    """
-    dtype = getattr(keys, "dtype", None)
-    if dtype is not None and str(dtype) == "category" and hasattr(keys, "cat"):
-        categories = keys.cat.categories
-        codes = np.asarray(keys.cat.codes)
-        if (codes < 0).any():  # pandas' code of a missing value
-            raise ValueError(_NULL_KEYS)
-        return codes.astype(np.int32), lambda d: np.asarray(categories.take(d))
-    arrow_type = getattr(keys, "type", None)
-    if arrow_type is not None and type(keys).__module__.startswith("pyarrow"):
-        import pyarrow as pa
-
-        if pa.types.is_dictionary(arrow_type):
-            if isinstance(keys, pa.ChunkedArray):
-                keys = keys.unify_dictionaries().combine_chunks()
-            if keys.indices.null_count:
-                raise ValueError(_NULL_KEYS)
-            codes = keys.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-            dictionary = keys.dictionary
-            return codes, lambda d: dictionary.take(pa.array(d)).to_numpy(zero_copy_only=False)
-        return keys, None
-    try:
-        dtype = np.dtype(dtype) if dtype is not None else None
-    except TypeError:  # a dtype NumPy does not know (Polars, pandas' nullable ones)
-        return keys, None
-    if dtype is None or dtype.kind not in "iub" or dtype in _KEY_DTYPES:
-        return keys, None
-    arr = np.asanyarray(keys)
+def _widened(arr: np.ndarray, dtype: np.dtype) -> Tuple[Any, _Restore]:
+    """NumPy integer or bool keys of a type the engine does not group,
+    widened exactly (uint64 to int64, others to int32), and the way back."""
     if dtype == np.uint64:
         if arr.size and np.ma.getdata(arr).max() > np.iinfo(np.int64).max:
             raise ValueError("uint64 keys above 2**63 - 1 are not supported: the engine groups int64 at most")
@@ -167,24 +130,112 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
     return arr.astype(np.int32), lambda d: d.astype(dtype)
 
 
+def _categorical(codes: np.ndarray, categories: Any) -> Tuple[Any, _Restore]:
+    """Categorical keys as their codes (pandas' -1, a missing value, is a
+    null key: refused), and the way back to the categories' values."""
+    if (codes < 0).any():
+        raise ValueError(_NULL_KEYS)
+    return codes.astype(np.int32), lambda d: np.asarray(categories.take(d))
+
+
+def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
+    """Keys as the engine takes them, and how to turn the distinct keys
+    it returns back into the caller's kind of key (``None``: as they
+    come).
+
+    * Integer and bool keys of other types (NumPy, pandas and PyArrow
+      int8/int16 codes, uint8, uint16, uint64, bool; pandas' nullable
+      ones without a missing value) are widened exactly to int32 or int64
+      and the distinct keys come back as NumPy arrays of their own type;
+      uint64 keys above the int64 range are refused.
+    * Categorical keys (a pandas categorical Series, ``Categorical`` or
+      ``CategoricalIndex``, a PyArrow dictionary array or chunked array)
+      are grouped by their codes, and the distinct keys come back as the
+      categories' values, in code order.
+    """
+    dtype = getattr(keys, "dtype", None)
+    if dtype is not None and str(dtype) == "category":
+        if hasattr(keys, "cat"):
+            return _categorical(np.asarray(keys.cat.codes), keys.cat.categories)
+        if hasattr(keys, "codes") and hasattr(keys, "categories"):
+            return _categorical(np.asarray(keys.codes), keys.categories)
+    arrow_type = getattr(keys, "type", None)
+    if arrow_type is not None and type(keys).__module__.startswith("pyarrow"):
+        import pyarrow as pa
+
+        if isinstance(keys, pa.ChunkedArray) and pa.types.is_dictionary(arrow_type):
+            keys = keys.unify_dictionaries().combine_chunks()
+        if pa.types.is_dictionary(arrow_type):
+            if keys.indices.null_count:
+                raise ValueError(_NULL_KEYS)
+            codes = keys.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            dictionary = keys.dictionary
+            if dictionary.null_count:  # a code naming a null value is a null key
+                null_codes = np.flatnonzero(dictionary.is_null().to_numpy(zero_copy_only=False))
+                if np.isin(codes, null_codes).any():
+                    raise ValueError(_NULL_KEYS)
+            return codes, lambda d: dictionary.take(pa.array(d)).to_numpy(zero_copy_only=False)
+        if (pa.types.is_integer(arrow_type) or pa.types.is_boolean(arrow_type)) and arrow_type not in (
+            pa.int32(),
+            pa.uint32(),
+            pa.int64(),
+        ):
+            if keys.null_count:
+                raise ValueError(_NULL_KEYS)
+            arr = keys.to_numpy(zero_copy_only=False) if isinstance(keys, pa.Array) else np.asarray(keys)
+            return _widened(arr, arr.dtype)
+        return keys, None
+    numpy_dtype = getattr(dtype, "numpy_dtype", None)
+    if numpy_dtype is not None and not isinstance(dtype, np.dtype):
+        # A pandas extension dtype (Int8, UInt64, boolean, ...): nulls are
+        # null keys; without them, its NumPy counterpart.
+        if np.dtype(numpy_dtype).kind in "iub" and np.dtype(numpy_dtype) not in _KEY_DTYPES:
+            if keys.isna().any():
+                raise ValueError(_NULL_KEYS)
+            return _widened(keys.to_numpy(dtype=numpy_dtype), np.dtype(numpy_dtype))
+        return keys, None
+    try:
+        dtype = np.dtype(dtype) if dtype is not None else None
+    except TypeError:  # a dtype NumPy does not know (Polars)
+        return keys, None
+    if dtype is None or dtype.kind not in "iub" or dtype in _KEY_DTYPES:
+        return keys, None
+    return _widened(np.asanyarray(keys), dtype)
+
+
 def _restore_keys(distinct: np.ndarray, restore: _Restore) -> Any:
     return distinct if restore is None else restore(distinct)
 
 
+def _is_column(obj: Any) -> bool:
+    """True for an array (NumPy, pandas, Arrow), as opposed to a key or a
+    Python list of keys."""
+    return any(hasattr(obj, a) for a in ("__array__", "__arrow_c_array__", "__arrow_c_stream__"))
+
+
+def _key_columns(keys: Any) -> Optional[list]:
+    """The key columns of ``keys`` when it is several of them (a list or
+    tuple of arrays), else ``None`` (one column: an array, or a Python
+    list of keys)."""
+    if isinstance(keys, (list, tuple)) and len(keys) > 0 and all(_is_column(k) for k in keys):
+        return list(keys)
+    return None
+
+
 def _prepare_keys(keys: Any) -> Tuple[Any, bool, _Restore]:
     """:func:`_engine_keys` of one key column, or of each of several (a
-    list or tuple of columns, rather than of keys): the keys for the
-    engine, whether they are several columns, and how to turn the distinct
-    keys back (a tuple of arrays, one a column, for several)."""
-    if isinstance(keys, (list, tuple)) and len(keys) > 0:
-        if all(hasattr(k, "__len__") and not isinstance(k, (str, bytes)) for k in keys):
-            prepared = [_engine_keys(k) for k in keys]
-            restores = [r for _, r in prepared]
-            return (
-                [k for k, _ in prepared],
-                True,
-                lambda d: tuple(_restore_keys(c, r) for c, r in zip(d, restores)),
-            )
+    list or tuple of arrays): the keys for the engine, whether they are
+    several columns, and how to turn the distinct keys back (a tuple of
+    arrays, one a column, for several)."""
+    columns = _key_columns(keys)
+    if columns is not None:
+        prepared = [_engine_keys(k) for k in columns]
+        restores = [r for _, r in prepared]
+        return (
+            [k for k, _ in prepared],
+            True,
+            lambda d: tuple(_restore_keys(c, r) for c, r in zip(d, restores)),
+        )
     k, restore = _engine_keys(keys)
     return k, False, restore
 
@@ -274,10 +325,10 @@ class Engine:
         widened exactly and come back in their own type; categorical keys,
         pandas or PyArrow dictionary ones, are grouped by code and come back
         as their categories' values in code order), the
-        reduction is per distinct key; with a list or tuple of key columns
-        (``keys=[region, product]``), per distinct key tuple, and the
-        distinct keys are a tuple of arrays, one a column, in the tuples'
-        lexicographic order and the result is ``(distinct_keys,
+        reduction is per distinct key; with a list or tuple of arrays as key
+        columns (``keys=[region, product]``; a Python list of keys stays
+        one column), per distinct key tuple, and the distinct keys are a
+        tuple of arrays, one a column, in the tuples' lexicographic order and the result is ``(distinct_keys,
         result)``: the keys ascending, and an array with one entry per key
         (a dict of them for a sequence of ops), masked where a key has no
         value (max/min/mean of only NaN under ``nan="ignore"``). Row order
@@ -413,18 +464,22 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List
     """Merges keyed partial states (``(keys, states)`` pairs from
     :meth:`Engine.partial` with ``keys=``, or from this function) of any
     split of the rows, in any order: the distinct keys of all of them
-    ascending, and each key's merged state. Keys of several columns (a
-    tuple of arrays) merge by key tuple and come back as a tuple of
-    arrays, in the tuples' lexicographic order."""
+    ascending by value, and each key's merged state. Keys of several
+    columns (a tuple of arrays, as :meth:`Engine.partial` gives them)
+    merge by key tuple and come back as a tuple of arrays, in the tuples'
+    lexicographic order. Categorical keys come back as their categories'
+    values, so their merge orders by value: to keep code order, reduce the
+    codes (``series.cat.codes``) and map the merged keys to categories."""
     acc: Dict[Any, List[bytes]] = {}
     key_dtypes: Optional[Tuple[np.dtype, ...]] = None
-    columns: Optional[bool] = None
+    several_columns: Optional[bool] = None
     for keys, states in parts:
-        several = isinstance(keys, tuple)
-        cols = [np.asarray(c) for c in keys] if several else [np.asarray(keys)]
-        if columns is not None and several != columns:
+        columns = _key_columns(keys)
+        several = columns is not None
+        cols = [np.asarray(c) for c in columns] if columns is not None else [np.asarray(keys)]
+        if several_columns is not None and several != several_columns:
             raise ValueError("keys of one column and of several cannot be merged")
-        columns = several
+        several_columns = several
         for c in cols:
             if len(c) != len(states):
                 raise ValueError(f"{len(c)} keys for {len(states)} states")
@@ -440,7 +495,7 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List
     out = [acc[k][0] if len(acc[k]) == 1 else merge(acc[k]) for k in distinct]
     if key_dtypes is None:
         return np.zeros(0, dtype=np.int64), out
-    if columns:
+    if several_columns:
         return tuple(np.array([k[i] for k in distinct], dtype=d) for i, d in enumerate(key_dtypes)), out
     return np.array(distinct, dtype=key_dtypes[0]), out
 
@@ -469,9 +524,10 @@ def finalize_keyed(
     op masked (as :meth:`Engine.reduce` with ``keys=`` gives it).
     ``dtype``, the values' dtype, types the result when there are no
     states (it has no other way to know it); float64 without it."""
-    if not isinstance(keys, tuple):
+    columns = _key_columns(keys)
+    if columns is None:
         keys = np.asarray(keys)
-    for c in keys if isinstance(keys, tuple) else [keys]:
+    for c in columns if columns is not None else [keys]:
         if len(c) != len(states):
             raise ValueError(f"{len(c)} keys for {len(states)} states")
     if not states:

@@ -25,9 +25,9 @@ class Engine:
         offsets: Optional[npt.NDArray[np.int64]] = None,
     ) -> List[_Pair]: ...
     def reduce_by_key(
-        self, x: Any, keys: Any, ops: Sequence[str], nan: str = "propagate"
-    ) -> Tuple[np.ndarray, List[_Pair]]: ...
-    def partial_by_key(self, x: Any, keys: Any, op: str) -> Tuple[np.ndarray, List[bytes]]: ...
+        self, x: Any, keys: Any, ops: Sequence[str], nan: str = "propagate", composite: bool = False
+    ) -> Tuple[Any, List[_Pair]]: ...
+    def partial_by_key(self, x: Any, keys: Any, op: str, composite: bool = False) -> Tuple[Any, List[bytes]]: ...
     def partial(
         self,
         x: Any,
@@ -50,6 +50,7 @@ class Lanes:
         future: Any,
         nan: str = "propagate",
         timeout: Optional[float] = None,
+        composite: bool = False,
     ) -> CancelToken: ...
     def batch(
         self,

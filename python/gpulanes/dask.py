@@ -17,9 +17,10 @@ Reductions of a zero-size array follow NumPy: ``sum`` is 0, ``count`` 0,
 ``mean`` NaN, ``max``/``min`` raise ``ValueError``. Under ``nan="ignore"``,
 a mean, max or min of values that are all NaN is NaN.
 
-:func:`groupby_agg` reduces the values of a Dask array per distinct key
-(a Dask array of int keys, one per value) the same way, as a ``Delayed``.
-A Dask dataframe group-by is not here yet.
+:func:`groupby_agg` reduces values per distinct key (or key tuple) the
+same way, as a ``Delayed``: Dask arrays of keys and values, or columns of
+one Dask DataFrame (read partition by partition as pandas columns, so
+missing values are nulls and categorical keys name their groups).
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def _merge_pairs(*pairs: Any) -> Any:
     return merge_keyed(pairs)
 
 
-def _finalize_groups(merged: dict, ops: list, nan: str, single: bool, dtype: np.dtype) -> Any:
+def _finalize_groups(merged: dict, ops: list, nan: str, single: bool, dtype: np.dtype, restore: Any = None) -> Any:
     out = {}
     keys = None
     for op in ops:
@@ -228,6 +229,8 @@ def _finalize_groups(merged: dict, ops: list, nan: str, single: bool, dtype: np.
         keys, out[op] = finalize_keyed(group_keys, states, op, nan, dtype=dtype)
     if keys is None:
         keys = np.zeros(0, dtype=np.int64)
+    if restore is not None:
+        keys = restore(keys)
     return keys, (out[ops[0]] if single else out)
 
 
@@ -274,9 +277,29 @@ def groupby_agg(
                     f"keys in {k.npartitions} partitions and values in {values.npartitions}: "
                     "give columns of one DataFrame"
                 )
+        # Categorical keys go by code, which all partitions share once the
+        # categories are known, so the merge keeps code order; the codes
+        # become categories at the end.
+        restores = []
+        for i, k in enumerate(key_list):
+            if str(k.dtype) == "category":
+                if not k.cat.known:
+                    k = k.cat.as_known()
+                restores.append(partial(_categories_of, k.cat.categories))
+                key_list[i] = k.cat.codes
+            else:
+                restores.append(None)
         kb = pieces([k.to_delayed() for k in key_list])
+        restore = partial(_restore_columns, restores, several)
         return _groupby_parts(
-            kb, values.to_delayed(), _keyed_partial_of_columns, ops, nan, split_every, _numpy_dtype(values.dtype)
+            kb,
+            values.to_delayed(),
+            _keyed_partial_of_columns,
+            ops,
+            nan,
+            split_every,
+            _numpy_dtype(values.dtype),
+            restore,
         )
     if hasattr(values, "to_dask_array"):
         values = values.to_dask_array(lengths=True)
@@ -306,9 +329,31 @@ def _checked_ops(ops: Union[str, Sequence[str]], nan: str, split_every: Optional
     return op_list
 
 
-def _groupby_parts(kb: Any, vb: Any, partial: Any, ops: Any, nan: str, split_every: Optional[int], dtype: np.dtype) -> Any:
+def _categories_of(categories: Any, codes: np.ndarray) -> np.ndarray:
+    return np.asarray(categories.take(codes))
+
+
+def _restore_columns(restores: List[Any], several: bool, keys: Any) -> Any:
+    """The merged keys with each key column's ``restore`` (or ``None``)
+    applied: a tuple of columns for ``several``, else one."""
+    cols = list(keys) if several else [keys]
+    out = tuple(c if r is None else r(c) for c, r in zip(cols, restores))
+    return out if several else out[0]
+
+
+def _groupby_parts(
+    kb: Any,
+    vb: Any,
+    to_states: Any,
+    ops: Any,
+    nan: str,
+    split_every: Optional[int],
+    dtype: np.dtype,
+    restore: Any = None,
+) -> Any:
     """The Delayed of :func:`groupby_agg` over delayed pieces of keys and
-    values (pairs of one length), each turned into states by ``partial``."""
+    values (pairs of one length), each turned into states by
+    ``to_states``; ``restore`` maps the merged keys to the caller's."""
     from dask import delayed
 
     single = isinstance(ops, str)
@@ -316,8 +361,8 @@ def _groupby_parts(kb: Any, vb: Any, partial: Any, ops: Any, nan: str, split_eve
     every = 8 if split_every is None else int(split_every)
     merged = {}
     for kind in sorted({_KIND_OP[op] for op in op_list}):
-        parts = [delayed(partial, pure=True)(k, v, kind) for k, v in zip(kb, vb)]
+        parts = [delayed(to_states, pure=True)(k, v, kind) for k, v in zip(kb, vb)]
         while len(parts) > 1:
             parts = [delayed(_merge_pairs, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
         merged[kind] = parts[0]
-    return delayed(_finalize_groups, pure=True)(merged, op_list, nan, single, dtype)
+    return delayed(_finalize_groups, pure=True)(merged, op_list, nan, single, dtype, restore)

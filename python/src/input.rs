@@ -47,6 +47,26 @@ impl Chunk {
             Buf::Owned(v) => v.as_ptr() as *const u8,
         }
     }
+
+    /// The chunk's values where they are (a copy is taken over, leaving
+    /// the chunk empty of it), as `dtype` values over `partitions`.
+    fn take(&mut self, dtype: Dtype, partitions: Partitions) -> Prepared {
+        let owned = match &mut self.buf {
+            Buf::Owned(v) => Some(std::mem::take(v)),
+            Buf::Borrowed(_) => None,
+        };
+        let ptr = owned
+            .as_ref()
+            .map_or_else(|| self.ptr(), |v| v.as_ptr() as *const u8);
+        Prepared {
+            dtype,
+            ptr,
+            len: self.len,
+            _owned: owned,
+            partitions,
+            all_null: Vec::new(),
+        }
+    }
 }
 
 /// A column of values read from a Python object.
@@ -336,23 +356,7 @@ impl Column<'_> {
         Ok(self
             .chunks
             .iter_mut()
-            .map(|c| {
-                let owned = match &mut c.buf {
-                    Buf::Owned(v) => Some(std::mem::take(v)),
-                    Buf::Borrowed(_) => None,
-                };
-                let ptr = owned
-                    .as_ref()
-                    .map_or_else(|| c.ptr(), |v| v.as_ptr() as *const u8);
-                Prepared {
-                    dtype,
-                    ptr,
-                    len: c.len,
-                    _owned: owned,
-                    partitions: Partitions::Whole,
-                    all_null: Vec::new(),
-                }
-            })
+            .map(|c| c.take(dtype, Partitions::Whole))
             .collect())
     }
 
@@ -396,22 +400,8 @@ impl Column<'_> {
     /// The first chunk's values where they are (or its copy, taken over),
     /// over `partitions`.
     fn first_chunk(&mut self, partitions: Partitions) -> Prepared {
-        let c = &mut self.chunks[0];
-        let owned = match &mut c.buf {
-            Buf::Owned(v) => Some(std::mem::take(v)),
-            Buf::Borrowed(_) => None,
-        };
-        let ptr = owned
-            .as_ref()
-            .map_or_else(|| c.ptr(), |v| v.as_ptr() as *const u8);
-        Prepared {
-            dtype: self.dtype,
-            ptr,
-            len: c.len,
-            _owned: owned,
-            partitions,
-            all_null: Vec::new(),
-        }
+        let dtype = self.dtype;
+        self.chunks[0].take(dtype, partitions)
     }
 
     /// Every row's value, null slots included (the engine never reads

@@ -268,3 +268,35 @@ def test_several_key_columns_same_bits_as_one_process(client, engine):
     got_keys, got = client.compute(gd.groupby_agg((dk1, dk2), dv, "sum", split_every=3)).result()
     assert all(a.tobytes() == b.tobytes() for a, b in zip(got_keys, want_keys))
     assert got.tobytes() == want["sum"].tobytes()
+
+
+def test_categorical_keys_keep_code_order_over_partitions(client, engine):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    levels = ["high", "low", "mid"]
+    rng = np.random.default_rng(15)
+    n = 6_000
+    pdf = pd.DataFrame(
+        {
+            # Code order differs from value order; one category unused.
+            "k": pd.Categorical(rng.choice(["z", "a", "m"], n), categories=["z", "a", "m", "b"]),
+            "level": pd.Categorical(rng.choice(levels, n), categories=["low", "mid", "high"], ordered=True),
+            "v": values(np.float64, n, seed=16),
+        }
+    )
+    for keys in (["k"], ["level", "k"]):
+        cols = [pdf[c] for c in keys]
+        want_keys, want = engine.reduce(pdf["v"], ["sum", "count"], keys=cols if len(cols) > 1 else cols[0])
+        for npartitions in (1, 3):
+            ddf = dd.from_pandas(pdf, npartitions=npartitions)
+            dcols = [ddf[c] for c in keys]
+            got_keys, got = client.compute(
+                gd.groupby_agg(dcols if len(dcols) > 1 else dcols[0], ddf["v"], ["sum", "count"])
+            ).result()
+            if len(cols) == 1:
+                got_keys, want_keys_ = (got_keys,), (want_keys,)
+            else:
+                want_keys_ = want_keys
+            assert [list(g) for g in got_keys] == [list(w) for w in want_keys_], (keys, npartitions)
+            assert got["sum"].tobytes() == want["sum"].tobytes() and np.array_equal(got["count"], want["count"])
+    assert list(engine.reduce(pdf["v"], "sum", keys=pdf["k"])[0]) == ["z", "a", "m"]

@@ -495,3 +495,38 @@ def test_several_key_columns_group_by_key_tuple(engine):
     assert set(names.tolist()) == {"up", "down"} and s.sum() == n
     with pytest.raises(ValueError, match="keys for"):
         engine.reduce(x, "sum", keys=[region, customer[:-1]])
+
+
+def test_what_counts_as_several_key_columns_and_other_key_forms(engine):
+    x = np.arange(4.0)
+    # A Python list of keys is one column; a list of arrays is several.
+    k, s = engine.reduce(x, "sum", keys=[1, 2, 1, 2])
+    assert k.tolist() == [1, 2] and s.tolist() == [2.0, 4.0]
+    with pytest.raises(ValueError):
+        engine.reduce(x[:2], "sum", keys=[[1, 2], [3, 4]])  # rows of keys, not columns
+    a, b = np.array([1, 1, 2, 2]), np.array([5, 6, 5, 5])
+    (ka, kb), s = engine.reduce(x, "sum", keys=[a, b])
+    assert ka.tolist() == [1, 1, 2] and kb.tolist() == [5, 6, 5] and s.tolist() == [0.0, 1.0, 5.0]
+    # merge_keyed and finalize_keyed take the columns as a tuple or a list.
+    keys, states = engine.partial(x, "sum", keys=[a, b])
+    mk, ms = gpulanes.merge_keyed([(list(keys), states)])
+    assert isinstance(mk, tuple) and [c.tolist() for c in mk] == [[1, 1, 2], [5, 6, 5]]
+    fk, fv = gpulanes.finalize_keyed(list(mk), ms, "sum")
+    assert fv.tolist() == [0.0, 1.0, 5.0]
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    # Nullable pandas and Arrow narrow integers are widened; their nulls refused.
+    for keys in [pd.Series([1, 2, 1, 2], dtype="Int8"), pd.Series([3, 4, 3, 4], dtype="UInt64"), pa.array([1, 2, 1, 2], pa.int8()), pa.array([True, False, True, False])]:
+        k, s = engine.reduce(x, "sum", keys=keys)
+        assert len(k) == 2 and s.tolist() in ([2.0, 4.0], [4.0, 2.0]), keys
+    for keys in [pd.Series([1, None, 1, 2], dtype="Int8"), pa.array([1, None, 1, 2], pa.int16())]:
+        with pytest.raises(ValueError, match="null"):
+            engine.reduce(x, "sum", keys=keys)
+    # A Categorical and a CategoricalIndex, and a dictionary naming a null.
+    cat = pd.Categorical(["b", "a", "b", "a"], categories=["b", "a"])
+    for keys in [cat, pd.CategoricalIndex(cat)]:
+        k, s = engine.reduce(x, "sum", keys=keys)
+        assert k.tolist() == ["b", "a"] and s.tolist() == [2.0, 4.0]
+    named_null = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0, 0], pa.int32()), pa.array(["x", None]))
+    with pytest.raises(ValueError, match="null"):
+        engine.reduce(x, "sum", keys=named_null)

@@ -254,8 +254,9 @@ impl CompositeKeys {
     /// in the columns' types, `combined.len()` keys long.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a key that no row could have combined
-    /// to.
+    /// [`Error::InvalidInput`] for a key outside the range the columns
+    /// combine to (a key inside it decodes to the tuple it stands for,
+    /// whether or not a row has that tuple).
     pub fn columns_of(&self, combined: &[i64]) -> Result<Vec<KeyValues>> {
         let mut out: Vec<KeyValues> = self
             .types
@@ -268,7 +269,8 @@ impl CompositeKeys {
             .collect();
         let mut keys = vec![0i128; self.types.len()];
         for &k in combined {
-            let bad = || Error::InvalidInput(format!("{k} is not a key these columns combine to"));
+            let bad =
+                || Error::InvalidInput(format!("{k} is outside the keys these columns combine to"));
             if k < 0 || k as u64 >= self.limit {
                 return Err(bad());
             }
