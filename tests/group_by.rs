@@ -12,8 +12,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    POLICIES, SplitMix, engine, no_host_sort, no_subgroup_engine, reduction_bits, scalar_bits,
-    small_binding_engine, tiny_engine, tiny_options, unsorted_engine,
+    POLICIES, SplitMix, engine, keyed_reference, no_host_sort, no_subgroup_engine, reduction_bits,
+    scalar_bits, small_binding_engine, tiny_engine, tiny_options, unsorted_engine,
 };
 use gpulanes::{
     Element, Engine, Error, Grouped, Key, NanPolicy, Op, Partitions, Scalar, State, StateKind,
@@ -28,29 +28,7 @@ fn reference<K: Key, E: Element>(
     ops: &[Op],
     nan: NanPolicy,
 ) -> Grouped<K> {
-    let mut groups: BTreeMap<K, Vec<E>> = BTreeMap::new();
-    for (&k, &v) in keys.iter().zip(values) {
-        groups.entry(k).or_default().push(v);
-    }
-    let mut out = Grouped {
-        keys: groups.keys().copied().collect(),
-        reductions: ops
-            .iter()
-            .map(|&op| gpulanes::Reduction {
-                op,
-                values: Vec::new(),
-                counts: Vec::new(),
-            })
-            .collect(),
-    };
-    for vals in groups.values() {
-        for r in &mut out.reductions {
-            let s = State::of(vals, StateKind::for_op(r.op));
-            r.values.push(s.finalize(r.op, nan).unwrap());
-            r.counts.push(s.count(nan));
-        }
-    }
-    out
+    keyed_reference(keys, values, None, ops, nan)
 }
 
 fn check<K: Key + std::fmt::Debug, E: Element>(

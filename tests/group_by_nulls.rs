@@ -11,55 +11,24 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{POLICIES, SplitMix, engine, reduction_bits, scalar_bits, unsorted_engine};
+use common::{
+    POLICIES, SplitMix, engine, keyed_reference, reduction_bits, scalar_bits, unsorted_engine,
+};
 use gpulanes::{
-    Element, Engine, Error, Grouped, Key, Lane, Lanes, LanesConfig, NanPolicy, Op, Reduction,
-    Request, Scalar, State, StateKind, Validity,
+    Element, Engine, Error, Grouped, Key, Lane, Lanes, LanesConfig, NanPolicy, Op, Request, Scalar,
+    State, StateKind, Validity,
 };
 
 const OPS: [Op; 5] = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
 
-/// The reference: rows grouped in a BTreeMap (a null row only names its
-/// key), each group's exact state over its values; a group without values
-/// gives count 0 and `None` for the other ops.
+/// The reference (`keyed_reference` with the nulls marked).
 fn reference<K: Key, E: Element>(
     keys: &[K],
     values: &[E],
     valid: &[bool],
     nan: NanPolicy,
 ) -> Grouped<K> {
-    let mut groups: BTreeMap<K, Vec<E>> = BTreeMap::new();
-    for ((&k, &v), &ok) in keys.iter().zip(values).zip(valid) {
-        let g = groups.entry(k).or_default();
-        if ok {
-            g.push(v);
-        }
-    }
-    let mut out = Grouped {
-        keys: groups.keys().copied().collect(),
-        reductions: OPS
-            .iter()
-            .map(|&op| Reduction {
-                op,
-                values: Vec::new(),
-                counts: Vec::new(),
-            })
-            .collect(),
-    };
-    for vals in groups.values() {
-        for r in &mut out.reductions {
-            if vals.is_empty() {
-                let none = (r.op == Op::Count).then_some(Scalar::I64(0));
-                r.values.push(none);
-                r.counts.push(0);
-            } else {
-                let s = State::of(vals, StateKind::for_op(r.op));
-                r.values.push(s.finalize(r.op, nan).unwrap());
-                r.counts.push(s.count(nan));
-            }
-        }
-    }
-    out
+    keyed_reference(keys, values, Some(valid), &OPS, nan)
 }
 
 fn assert_same<K: Key + std::fmt::Debug>(what: &str, got: &Grouped<K>, want: &Grouped<K>) {

@@ -18,8 +18,11 @@
 
 use std::sync::OnceLock;
 
+use std::collections::BTreeMap;
+
 use gpulanes::{
-    Engine, EngineOptions, KernelShape, NanPolicy, Op, Partitions, Reduction, Scalar, cpu,
+    Element, Engine, EngineOptions, Grouped, KernelShape, Key, NanPolicy, Op, Partitions,
+    Reduction, Scalar, State, StateKind, cpu,
 };
 use proptest::prelude::*;
 
@@ -426,4 +429,48 @@ pub fn reduction_bits<K>(g: &gpulanes::Grouped<K>) -> Vec<ReductionBits> {
 /// A keyed result as bits: its keys, and every reduction's bits.
 pub fn grouped_bits<K: Clone>(g: &gpulanes::Grouped<K>) -> (Vec<K>, Vec<ReductionBits>) {
     (g.keys.clone(), reduction_bits(g))
+}
+
+/// The exact reference of a keyed reduction: rows grouped in a BTreeMap,
+/// each group's exact `State` over its values finalised. With `valid`, a
+/// row marked false is null: it names its key's group and adds no value,
+/// and a group without values has count 0 and no other value (SQL).
+pub fn keyed_reference<K: Key, E: Element>(
+    keys: &[K],
+    values: &[E],
+    valid: Option<&[bool]>,
+    ops: &[Op],
+    nan: NanPolicy,
+) -> Grouped<K> {
+    let mut groups: BTreeMap<K, Vec<E>> = BTreeMap::new();
+    for (i, (&k, &v)) in keys.iter().zip(values).enumerate() {
+        let g = groups.entry(k).or_default();
+        if valid.is_none_or(|m| m[i]) {
+            g.push(v);
+        }
+    }
+    let mut out = Grouped {
+        keys: groups.keys().copied().collect(),
+        reductions: ops
+            .iter()
+            .map(|&op| Reduction {
+                op,
+                values: Vec::new(),
+                counts: Vec::new(),
+            })
+            .collect(),
+    };
+    for vals in groups.values() {
+        for r in &mut out.reductions {
+            if vals.is_empty() {
+                r.values.push((r.op == Op::Count).then_some(Scalar::I64(0)));
+                r.counts.push(0);
+            } else {
+                let s = State::of(vals, StateKind::for_op(r.op));
+                r.values.push(s.finalize(r.op, nan).unwrap());
+                r.counts.push(s.count(nan));
+            }
+        }
+    }
+    out
 }
