@@ -12,8 +12,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    POLICIES, SplitMix, engine, keyed_reference, no_host_sort, no_subgroup_engine, reduction_bits,
-    scalar_bits, small_binding_engine, tiny_engine, tiny_options, unsorted_engine,
+    POLICIES, SplitMix, assert_grouped_same, engine, keyed_reference, no_host_sort,
+    no_subgroup_engine, reduction_bits, scalar_bits, small_binding_engine, tiny_engine,
+    tiny_options, unsorted_engine,
 };
 use gpulanes::{
     Element, Engine, Error, Grouped, Key, NanPolicy, Op, Partitions, Scalar, State, StateKind,
@@ -42,20 +43,7 @@ fn check<K: Key + std::fmt::Debug, E: Element>(
         .reduce_by_key(keys, values, &OPS, nan)
         .unwrap_or_else(|err| panic!("{what}: {err}"));
     let want = reference(keys, values, &OPS, nan);
-    assert_eq!(got.keys, want.keys, "{what}: keys");
-    for (g, w) in got.reductions.iter().zip(&want.reductions) {
-        assert_eq!(g.op, w.op);
-        assert_eq!(g.counts, w.counts, "{what}: {} counts", g.op.name());
-        for (i, (a, b)) in g.values.iter().zip(&w.values).enumerate() {
-            assert_eq!(
-                scalar_bits(*a),
-                scalar_bits(*b),
-                "{what}: {} of key {:?}: got {a:?}, want {b:?}",
-                g.op.name(),
-                got.keys[i]
-            );
-        }
-    }
+    assert_grouped_same(what, &got, &want);
     got
 }
 

@@ -12,7 +12,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    POLICIES, SplitMix, engine, keyed_reference, reduction_bits, scalar_bits, unsorted_engine,
+    POLICIES, SplitMix, assert_grouped_same, engine, keyed_reference, reduction_bits, scalar_bits,
+    unsorted_engine,
 };
 use gpulanes::{
     Element, Engine, Error, Grouped, Key, Lane, Lanes, LanesConfig, NanPolicy, Op, Request, Scalar,
@@ -29,23 +30,6 @@ fn reference<K: Key, E: Element>(
     nan: NanPolicy,
 ) -> Grouped<K> {
     keyed_reference(keys, values, Some(valid), &OPS, nan)
-}
-
-fn assert_same<K: Key + std::fmt::Debug>(what: &str, got: &Grouped<K>, want: &Grouped<K>) {
-    assert_eq!(got.keys, want.keys, "{what}: keys");
-    for (g, w) in got.reductions.iter().zip(&want.reductions) {
-        assert_eq!(g.op, w.op);
-        assert_eq!(g.counts, w.counts, "{what}: {} counts", g.op.name());
-        for (i, (a, b)) in g.values.iter().zip(&w.values).enumerate() {
-            assert_eq!(
-                scalar_bits(*a),
-                scalar_bits(*b),
-                "{what}: {} of key {:?}: got {a:?}, want {b:?}",
-                g.op.name(),
-                got.keys[i]
-            );
-        }
-    }
 }
 
 /// `valid` packed at bit `offset` of a bitmap whose other bits are set
@@ -107,7 +91,7 @@ fn check<K: Key + std::fmt::Debug, E: Poison>(
         let got = e
             .reduce_by_key_with_nulls(keys, &poisoned, v, &OPS, nan)
             .unwrap_or_else(|err| panic!("{what}: {err}"));
-        assert_same(&format!("{what} (bit offset {offset})"), &got, &want);
+        assert_grouped_same(&format!("{what} (bit offset {offset})"), &got, &want);
         first.get_or_insert(got);
     }
     first.unwrap()
@@ -314,7 +298,7 @@ fn both_lanes_give_the_bits_of_the_engine() {
                 let want = check(e, "lanes", &keys, &values, &valid, nan);
                 let request = Request::keyed_with_nulls(&keys, &values, v, &OPS, nan);
                 let got = lanes.submit(lane, request).unwrap().wait().unwrap();
-                assert_same(&format!("{n} rows, {lane:?}, {nan:?}"), &got, &want);
+                assert_grouped_same(&format!("{n} rows, {lane:?}, {nan:?}"), &got, &want);
             }
         }
     }

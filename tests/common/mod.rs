@@ -474,3 +474,27 @@ pub fn keyed_reference<K: Key, E: Element>(
     }
     out
 }
+
+/// Asserts `got` has the keys, counts and value bits of `want`, naming the
+/// first key whose value differs.
+pub fn assert_grouped_same<K: Key + std::fmt::Debug>(
+    what: &str,
+    got: &Grouped<K>,
+    want: &Grouped<K>,
+) {
+    assert_eq!(got.keys, want.keys, "{what}: keys");
+    assert_eq!(got.reductions.len(), want.reductions.len(), "{what}: ops");
+    for (g, w) in got.reductions.iter().zip(&want.reductions) {
+        assert_eq!(g.op, w.op);
+        assert_eq!(g.counts, w.counts, "{what}: {} counts", g.op.name());
+        for (i, (a, b)) in g.values.iter().zip(&w.values).enumerate() {
+            assert_eq!(
+                scalar_bits(*a),
+                scalar_bits(*b),
+                "{what}: {} of key {:?}: got {a:?}, want {b:?}",
+                g.op.name(),
+                got.keys[i]
+            );
+        }
+    }
+}
