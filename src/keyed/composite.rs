@@ -11,8 +11,8 @@
 //! most 2^63 (one pass, no naming); otherwise each column is planned as a
 //! single key column is (dense keys as offsets, sparse ones named in key
 //! order by the key dictionary), and where the digits still do not fit
-//! together, the columns combined so far are named densely (in order)
-//! before the next is added. Every step keeps order, so ascending combined
+//! together, the distinct combined keys so far are named in order before
+//! the next column is added. Every step keeps order, so ascending combined
 //! keys are the key tuples in lexicographic order.
 //!
 //! A combined key means something only with the [`CompositeKeys`] that
@@ -22,6 +22,7 @@
 use crate::error::{Error, Result};
 use crate::threads;
 
+use super::dictionary::{Dictionary, dictionary};
 use super::{Key, KeyPlan, make_plan};
 
 /// Rows a thread combines at least.
@@ -187,6 +188,12 @@ impl CompositeKeys {
     /// [`Error::InvalidInput`] when there are no columns or they differ in
     /// length; [`Error::Internal`] when a thread combining rows fails.
     pub fn new(columns: &[KeyColumn<'_>]) -> Result<Self> {
+        Self::within(columns, COMBINED_LIMIT)
+    }
+
+    /// [`CompositeKeys::new`] with combined keys kept below `bound` (at
+    /// most 2^63; lower in tests, to reach renames with few rows).
+    fn within(columns: &[KeyColumn<'_>], bound: u128) -> Result<Self> {
         let Some(first) = columns.first() else {
             return Err(Error::InvalidInput("no key columns given".into()));
         };
@@ -210,8 +217,7 @@ impl CompositeKeys {
         let ranges: Vec<Option<(i128, i128)>> = columns.iter().map(column_range).collect();
         let raw_product = ranges.iter().try_fold(1u128, |p, r| {
             let (lo, hi) = r.unwrap_or((0, 0));
-            p.checked_mul((hi - lo + 1) as u128)
-                .filter(|&p| p <= COMBINED_LIMIT)
+            p.checked_mul((hi - lo + 1) as u128).filter(|&p| p <= bound)
         });
         for (c, column) in columns.iter().enumerate() {
             let (min, _) = ranges[c].unwrap_or((0, 0));
@@ -223,9 +229,9 @@ impl CompositeKeys {
                 }
                 None => plan_column(column)?,
             };
-            if out.limit as u128 * span as u128 > COMBINED_LIMIT {
+            if out.limit as u128 * span as u128 > bound {
                 out.rename()?;
-                if out.limit as u128 * span as u128 > COMBINED_LIMIT {
+                if out.limit as u128 * span as u128 > bound {
                     return Err(Error::InvalidInput(format!(
                         "{} distinct key tuples of the first {c} columns and {span} keys of \
                          column {c} do not fit one int64 key",
@@ -301,25 +307,22 @@ impl CompositeKeys {
     /// Names the combined keys so far densely, in order, so the next
     /// column's digits fit beside them.
     fn rename(&mut self) -> Result<()> {
-        let (span, naming, ids) = plan_column(&KeyColumn::I64(&self.combined))?;
-        match (&naming, ids) {
-            (_, Some(ids)) => {
-                for (c, id) in self.combined.iter_mut().zip(ids) {
-                    *c = id as i64;
-                }
-            }
-            (Naming::Offset { min }, None) => {
-                let min = *min as i64;
-                for c in &mut self.combined {
-                    *c -= min;
-                }
-            }
-            (Naming::Named { .. }, None) => {
-                return Err(Error::Internal("a named column without ids".into()));
-            }
+        // Named by their distinct values, the tightest digits there are
+        // (offsets would leave every unused value between the smallest and
+        // the largest).
+        let Some((min, max)) = super::key_range(&self.combined) else {
+            return Ok(());
+        };
+        let Dictionary { ids, distinct } = dictionary(&self.combined, min, max)?;
+        for (c, id) in self.combined.iter_mut().zip(ids) {
+            *c = id as i64;
         }
-        self.steps.push(Step::Rename { naming });
-        self.limit = span;
+        self.limit = (distinct.len() as u64).max(1);
+        self.steps.push(Step::Rename {
+            naming: Naming::Named {
+                distinct: KeyValues::I64(distinct),
+            },
+        });
         Ok(())
     }
 
@@ -501,6 +504,40 @@ mod tests {
         let cols: Vec<KeyColumn<'_>> = big.iter().map(|c| c.as_slice().into()).collect();
         let ck = check(&cols, "renamed");
         assert!(ck.steps.iter().any(|s| matches!(s, Step::Rename { .. })));
+    }
+
+    #[test]
+    fn a_prefix_of_few_tuples_is_renamed_and_too_many_refused() {
+        // Under a bound of 2^12: 20 x 30 x 10 spans do not fit (6,000), nor
+        // does the 20 x 30 prefix beside the third column, but the prefix
+        // holds only 20 distinct tuples (b follows a), so once they are
+        // named the third column fits.
+        let mut next = xorshift(8);
+        let n = 2000;
+        let a: Vec<i32> = (0..n).map(|_| (next() % 20) as i32 + 7).collect();
+        let b: Vec<u32> = a.iter().map(|&a| (a as u32 * 7) % 30).collect();
+        let c: Vec<i64> = (0..n).map(|_| (next() % 10) as i64 - 5).collect();
+        let cols = [
+            a.as_slice().into(),
+            b.as_slice().into(),
+            c.as_slice().into(),
+        ];
+        let ck = CompositeKeys::within(&cols, 1 << 12).unwrap();
+        assert!(ck.steps.iter().any(|s| matches!(s, Step::Rename { .. })));
+        assert!(ck.limit <= 1 << 12);
+        let mut distinct: Vec<i64> = ck.keys().to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let decoded = ck.columns_of(&distinct).unwrap();
+        let want = tuples(&cols);
+        assert_eq!(distinct.len(), want.len());
+        for (i, t) in want.iter().enumerate() {
+            let got: Vec<i128> = decoded.iter().map(|c| c.get(i)).collect();
+            assert_eq!(&got, t);
+        }
+        // Under 2^7 the 20 named tuples and b's 30 keys do not fit.
+        let err = CompositeKeys::within(&cols, 1 << 7).unwrap_err();
+        assert!(err.to_string().contains("do not fit"), "{err}");
     }
 
     #[test]
