@@ -467,10 +467,12 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List
     ascending by value, and each key's merged state. Keys of several
     columns (a tuple of arrays, as :meth:`Engine.partial` gives them)
     merge by key tuple and come back as a tuple of arrays, in the tuples'
-    lexicographic order. Categorical keys come back as their categories'
-    values, so their merge orders by value: to keep code order, reduce the
-    codes (``series.cat.codes``) and map the merged keys to categories."""
-    acc: Dict[Any, List[bytes]] = {}
+    lexicographic order. Integer and bool keys merge in one native call;
+    other keys (categories' values) through a dict. Categorical keys come
+    back as their categories' values, so their merge orders by value: to
+    keep code order, reduce the codes (``series.cat.codes``) and map the
+    merged keys to categories."""
+    checked = []
     key_dtypes: Optional[Tuple[np.dtype, ...]] = None
     several_columns: Optional[bool] = None
     for keys, states in parts:
@@ -488,13 +490,29 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List
             key_dtypes = dtypes
         elif dtypes != key_dtypes:
             raise ValueError(f"keys of {dtypes} and {key_dtypes} cannot be merged")
-        rows = zip(*[c.tolist() for c in cols]) if several else cols[0].tolist()
+        checked.append((cols, [bytes(s) for s in states]))
+    if key_dtypes is None:
+        return np.zeros(0, dtype=np.int64), []
+
+    def as_int64(c: np.ndarray) -> bool:
+        # Integer and bool keys order as int64s (uint64 ones up to 2^63 - 1).
+        if c.dtype.kind not in "iub":
+            return False
+        return c.dtype != np.uint64 or c.size == 0 or int(c.max()) <= np.iinfo(np.int64).max
+
+    if all(as_int64(c) for cols, _ in checked for c in cols):
+        merged_keys, out = _gpulanes.merge_keyed_states(
+            [([c.astype(np.int64) for c in cols], states) for cols, states in checked]
+        )
+        typed = tuple(k.astype(d) for k, d in zip(merged_keys, key_dtypes))
+        return (typed if several_columns else typed[0]), list(out)
+    acc: Dict[Any, List[bytes]] = {}
+    for cols, states in checked:
+        rows = zip(*[c.tolist() for c in cols]) if several_columns else cols[0].tolist()
         for k, s in zip(rows, states):
-            acc.setdefault(k, []).append(bytes(s))
+            acc.setdefault(k, []).append(s)
     distinct = sorted(acc)
     out = [acc[k][0] if len(acc[k]) == 1 else merge(acc[k]) for k in distinct]
-    if key_dtypes is None:
-        return np.zeros(0, dtype=np.int64), out
     if several_columns:
         return tuple(np.array([k[i] for k in distinct], dtype=d) for i, d in enumerate(key_dtypes)), out
     return np.array(distinct, dtype=key_dtypes[0]), out

@@ -513,6 +513,85 @@ fn merge<'py>(py: Python<'py>, states: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyBy
     Ok(PyBytes::new(py, &acc.to_bytes()))
 }
 
+/// One part of a keyed merge: its key columns (int64) and its states.
+type KeyedPart<'py> = (Vec<PyReadonlyArray1<'py, i64>>, Vec<Bound<'py, PyBytes>>);
+
+/// A keyed merge's result: the distinct key columns and their states.
+type MergedKeyed<'py> = (
+    Vec<Bound<'py, PyArray1<i64>>>,
+    Bound<'py, pyo3::types::PyList>,
+);
+
+/// Merges keyed states (parts of `(key columns, states)`, the columns
+/// int64, one key a state each): the distinct key tuples ascending, as one
+/// int64 array a column, and each tuple's merged state. A key with one
+/// state keeps its bytes object; states of one key merge in any order to
+/// the same bits.
+#[pyfunction]
+fn merge_keyed_states<'py>(
+    py: Python<'py>,
+    parts: Vec<KeyedPart<'py>>,
+) -> PyResult<MergedKeyed<'py>> {
+    let columns = parts.first().map_or(1, |(k, _)| k.len());
+    let mut keys: Vec<Vec<i64>> = vec![Vec::new(); columns];
+    let mut states: Vec<&Bound<'py, PyBytes>> = Vec::new();
+    for (cols, part_states) in &parts {
+        if cols.len() != columns {
+            return Err(value_error(format!(
+                "parts with {} and {columns} key columns cannot be merged",
+                cols.len()
+            )));
+        }
+        for (c, col) in cols.iter().enumerate() {
+            let col = col.as_slice().map_err(|e| value_error(e.to_string()))?;
+            if col.len() != part_states.len() {
+                return Err(value_error(format!(
+                    "{} keys for {} states",
+                    col.len(),
+                    part_states.len()
+                )));
+            }
+            keys[c].extend_from_slice(col);
+        }
+        states.extend(part_states);
+    }
+    // Entries in key-tuple order (ties in any order: merges commute).
+    let mut order: Vec<usize> = (0..states.len()).collect();
+    let key_cols = &keys;
+    py.detach(|| {
+        order.sort_unstable_by(|&a, &b| {
+            key_cols
+                .iter()
+                .map(|c| c[a].cmp(&c[b]))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+    });
+    let same = |a: usize, b: usize| keys.iter().all(|c| c[a] == c[b]);
+    let mut out_keys: Vec<Vec<i64>> = vec![Vec::new(); columns];
+    let out_states = pyo3::types::PyList::empty(py);
+    for run in order.chunk_by(|&a, &b| same(a, b)) {
+        for (c, out) in out_keys.iter_mut().enumerate() {
+            out.push(keys[c][run[0]]);
+        }
+        if let [one] = run {
+            out_states.append(states[*one])?;
+            continue;
+        }
+        let mut acc = state_of(states[run[0]].as_bytes())?;
+        for &i in &run[1..] {
+            acc.merge(&state_of(states[i].as_bytes())?)
+                .map_err(engine_error)?;
+        }
+        out_states.append(PyBytes::new(py, &acc.to_bytes()))?;
+    }
+    let arrays = out_keys
+        .into_iter()
+        .map(|k| PyArray1::from_vec(py, k))
+        .collect();
+    Ok((arrays, out_states))
+}
+
 /// The value of `op` from a serialised state, as (values, valid) arrays of
 /// one element; `op` `None` is the state's own op (sum, max or min).
 #[pyfunction]
@@ -603,6 +682,7 @@ fn _gpulanes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(finalize, m)?)?;
     m.add_function(wrap_pyfunction!(finalize_keyed_states, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_keyed_states, m)?)?;
     m.add_function(wrap_pyfunction!(state_info, m)?)?;
     m.add("GpuError", py.get_type::<GpuError>())?;
     m.add("NoAdapterError", py.get_type::<NoAdapterError>())?;

@@ -530,3 +530,28 @@ def test_what_counts_as_several_key_columns_and_other_key_forms(engine):
     named_null = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0, 0], pa.int32()), pa.array(["x", None]))
     with pytest.raises(ValueError, match="null"):
         engine.reduce(x, "sum", keys=named_null)
+
+
+def test_merge_keyed_native_and_dict_paths_agree(engine):
+    rng = np.random.default_rng(41)
+    n = 30_000
+    a = rng.integers(-50, 50, n).astype(np.int64)
+    b = rng.integers(0, 3, n).astype(np.uint8)
+    x = data(np.float64, n, seed=42)
+    cuts = [(0, 9000), (9000, 9001), (9001, 20_000), (20_000, n)]
+    pieces = [engine.partial(x[i:j], "max", keys=[a[i:j], b[i:j]]) for i, j in cuts]
+    nk, ns = gpulanes.merge_keyed(pieces[::-1])  # integer keys: one native call
+    assert nk[0].dtype == np.int64 and nk[1].dtype == np.uint8
+    # The same keys as floats merge through the dict path: the same states.
+    as_float = [((ka.astype(np.float64), kb.astype(np.float64)), st) for (ka, kb), st in pieces]
+    fk, fs = gpulanes.merge_keyed(as_float)
+    assert np.array_equal(fk[0], nk[0]) and np.array_equal(fk[1], nk[1])
+    assert [bytes(s) for s in fs] == [bytes(s) for s in ns]
+    (wa, wb), want = engine.reduce(x, "max", keys=[a, b])
+    assert np.array_equal(wa, nk[0]) and np.array_equal(wb, nk[1])
+    assert gpulanes.finalize_keyed(nk, ns, "max")[1].tobytes() == want.tobytes()
+    # One column, and keys that disagree with their states.
+    k1, s1 = gpulanes.merge_keyed([engine.partial(x[i:j], "sum", keys=a[i:j]) for i, j in cuts])
+    assert np.array_equal(k1, np.unique(a)) and len(s1) == len(k1)
+    with pytest.raises(ValueError, match="keys for"):
+        gpulanes.merge_keyed([(a[:3], s1[:2])])
