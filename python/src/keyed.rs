@@ -98,7 +98,18 @@ pub struct Extracted<'py> {
 
 /// Reads one column of keys, checked against `rows` values.
 fn key_column<'py>(keys: &Bound<'py, PyAny>, rows: usize) -> PyResult<input::Column<'py>> {
-    let kc = input::extract(keys, true)?;
+    let py = keys.py();
+    let kc = input::extract(keys, true).map_err(|e| {
+        if e.is_instance_of::<PyValueError>(py) {
+            PyValueError::new_err(format!(
+                "keys: {} (keys are int32, uint32 or int64; the package widens other \
+                 integer, bool and categorical keys of NumPy, pandas and PyArrow)",
+                e.value(py)
+            ))
+        } else {
+            e
+        }
+    })?;
     if !matches!(kc.dtype, Dtype::I32 | Dtype::U32 | Dtype::I64) {
         return Err(PyValueError::new_err(format!(
             "keys must be int32, uint32 or int64, got {}",

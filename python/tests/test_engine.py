@@ -530,6 +530,11 @@ def test_what_counts_as_several_key_columns_and_other_key_forms(engine):
     named_null = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0, 0], pa.int32()), pa.array(["x", None]))
     with pytest.raises(ValueError, match="null"):
         engine.reduce(x, "sum", keys=named_null)
+    # Keys of a type no path takes say that it is the keys.
+    with pytest.raises(ValueError, match="keys must be int32, uint32 or int64, got float64"):
+        engine.reduce(x, "sum", keys=pa.array([1.0, 2.0, 3.0, 4.0]))
+    with pytest.raises(ValueError, match="^keys: .*int32, uint32 or int64"):
+        engine.reduce(x, "sum", keys=pa.array(["a", "b", "a", "b"]))
 
 
 def test_merge_keyed_native_and_dict_paths_agree(engine):
