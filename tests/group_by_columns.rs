@@ -17,22 +17,7 @@ const OPS: [Op; 5] = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
 
 /// Row `r`'s key tuple.
 fn tuple(columns: &[KeyColumn<'_>], r: usize) -> Vec<i128> {
-    columns
-        .iter()
-        .map(|c| match c {
-            KeyColumn::I32(k) => k[r] as i128,
-            KeyColumn::U32(k) => k[r] as i128,
-            KeyColumn::I64(k) => k[r] as i128,
-        })
-        .collect()
-}
-
-fn key_at(c: &KeyValues, i: usize) -> i128 {
-    match c {
-        KeyValues::I32(k) => k[i] as i128,
-        KeyValues::U32(k) => k[i] as i128,
-        KeyValues::I64(k) => k[i] as i128,
-    }
+    columns.iter().map(|c| c.key(r)).collect()
 }
 
 /// Groups by tuple with `CompositeKeys` on `e` and checks every group's
@@ -66,7 +51,7 @@ fn check(
     let decoded = by.columns_of(&g.keys).unwrap();
     assert_eq!(g.keys.len(), groups.len(), "{what}: groups");
     for (i, (t, vals)) in groups.iter().enumerate() {
-        let got: Vec<i128> = decoded.iter().map(|c| key_at(c, i)).collect();
+        let got: Vec<i128> = decoded.iter().map(|c| c.key(i)).collect();
         assert_eq!(&got, t, "{what}: tuple of group {i}");
         for r in &g.reductions {
             let want = if vals.is_empty() {
@@ -182,10 +167,7 @@ fn lanes_and_states_group_by_tuples_too() {
     let cols = by.columns_of(&want.keys).unwrap();
     assert_eq!(merged.len(), want.keys.len());
     for (i, ((x, y), st)) in merged.iter().enumerate() {
-        assert_eq!(
-            (key_at(&cols[0], i), key_at(&cols[1], i)),
-            (*x as i128, *y as i128)
-        );
+        assert_eq!((cols[0].key(i), cols[1].key(i)), (*x as i128, *y as i128));
         let got = st.finalize(Op::Sum, NanPolicy::Propagate).unwrap();
         assert_eq!(scalar_bits(got), scalar_bits(want.reductions[0].values[i]));
     }

@@ -69,6 +69,16 @@ impl KeyColumn<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The key of row `row` (below [`KeyColumn::len`]), widened to i128.
+    #[inline]
+    pub fn key(&self, row: usize) -> i128 {
+        match self {
+            KeyColumn::I32(k) => k[row] as i128,
+            KeyColumn::U32(k) => k[row] as i128,
+            KeyColumn::I64(k) => k[row] as i128,
+        }
+    }
 }
 
 /// One column of distinct keys, in its own type.
@@ -94,8 +104,8 @@ impl KeyValues {
         self.len() == 0
     }
 
-    /// Key `i` widened to i128.
-    fn get(&self, i: usize) -> i128 {
+    /// Key `i` (below [`KeyValues::len`]), widened to i128.
+    pub fn key(&self, i: usize) -> i128 {
         match self {
             KeyValues::I32(k) => k[i] as i128,
             KeyValues::U32(k) => k[i] as i128,
@@ -135,7 +145,7 @@ impl Naming {
     fn key(&self, digit: u64) -> i128 {
         match self {
             Naming::Offset { min } => min + digit as i128,
-            Naming::Named { distinct } => distinct.get(digit as usize),
+            Naming::Named { distinct } => distinct.key(digit as usize),
         }
     }
 }
@@ -220,12 +230,11 @@ impl CompositeKeys {
             p.checked_mul((hi - lo + 1) as u128).filter(|&p| p <= bound)
         });
         for (c, column) in columns.iter().enumerate() {
-            let (min, _) = ranges[c].unwrap_or((0, 0));
             let (span, naming, ids) = match raw_product {
                 // Offsets fit together: no column needs naming.
                 Some(_) => {
                     let (lo, hi) = ranges[c].unwrap_or((0, 0));
-                    ((hi - lo + 1) as u64, Naming::Offset { min }, None)
+                    ((hi - lo + 1) as u64, Naming::Offset { min: lo }, None)
                 }
                 None => plan_column(column)?,
             };
@@ -349,11 +358,9 @@ impl CompositeKeys {
         let span = span as i64;
         let done = threads::on_threads(parts, |(rows, out)| {
             let digit = |row: usize| -> i64 {
-                match (ids, column) {
-                    (Some(ids), _) => ids[row] as i64,
-                    (None, KeyColumn::I32(k)) => (k[row] as i128 - min) as i64,
-                    (None, KeyColumn::U32(k)) => (k[row] as i128 - min) as i64,
-                    (None, KeyColumn::I64(k)) => (k[row] as i128 - min) as i64,
+                match ids {
+                    Some(ids) => ids[row] as i64,
+                    None => (column.key(row) - min) as i64,
                 }
             };
             for (c, row) in out.iter_mut().zip(rows) {
@@ -417,16 +424,7 @@ mod tests {
     fn tuples(columns: &[KeyColumn<'_>]) -> Vec<Vec<i128>> {
         let n = columns[0].len();
         let set: BTreeSet<Vec<i128>> = (0..n)
-            .map(|r| {
-                columns
-                    .iter()
-                    .map(|c| match c {
-                        KeyColumn::I32(k) => k[r] as i128,
-                        KeyColumn::U32(k) => k[r] as i128,
-                        KeyColumn::I64(k) => k[r] as i128,
-                    })
-                    .collect()
-            })
+            .map(|r| columns.iter().map(|c| c.key(r)).collect())
             .collect();
         set.into_iter().collect()
     }
@@ -442,7 +440,7 @@ mod tests {
         let want = tuples(columns);
         assert_eq!(distinct.len(), want.len(), "{what}: distinct");
         for (i, t) in want.iter().enumerate() {
-            let got: Vec<i128> = decoded.iter().map(|c| c.get(i)).collect();
+            let got: Vec<i128> = decoded.iter().map(|c| c.key(i)).collect();
             assert_eq!(&got, t, "{what}: group {i}");
         }
         assert!(ck.keys().iter().all(|&k| k >= 0 && (k as u64) < ck.limit));
@@ -532,7 +530,7 @@ mod tests {
         let want = tuples(&cols);
         assert_eq!(distinct.len(), want.len());
         for (i, t) in want.iter().enumerate() {
-            let got: Vec<i128> = decoded.iter().map(|c| c.get(i)).collect();
+            let got: Vec<i128> = decoded.iter().map(|c| c.key(i)).collect();
             assert_eq!(&got, t);
         }
         // Under 2^7 the 20 named tuples and b's 30 keys do not fit.
