@@ -82,10 +82,11 @@ pub(crate) fn split<K: Key, E: Element>(
                 null_at += 1;
             }
         }
+        // The range's distinct null keys, ascending.
         n.sort_unstable();
-        let mut d = n.to_vec();
-        d.dedup();
-        d
+        n.chunk_by(|a, b| a == b)
+            .map(|run| run[0])
+            .collect::<Vec<K>>()
     });
     let mut null_distinct = Vec::new();
     for d in distinct {
