@@ -499,10 +499,12 @@ fn state_of(b: &[u8]) -> PyResult<State> {
     State::from_bytes(b).map_err(engine_error)
 }
 
-/// Merges serialised states (of one dtype and kind) into one.
-#[pyfunction]
-fn merge<'py>(py: Python<'py>, states: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyBytes>> {
-    let mut it = states.iter();
+/// The merge of serialised states (of one dtype and kind), as bytes.
+fn merged<'a, 'py>(
+    py: Python<'py>,
+    states: impl IntoIterator<Item = &'a [u8]>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut it = states.into_iter();
     let first = it
         .next()
         .ok_or_else(|| value_error("merge needs at least one state"))?;
@@ -511,6 +513,12 @@ fn merge<'py>(py: Python<'py>, states: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyBy
         acc.merge(&state_of(b)?).map_err(engine_error)?;
     }
     Ok(PyBytes::new(py, &acc.to_bytes()))
+}
+
+/// Merges serialised states (of one dtype and kind) into one.
+#[pyfunction]
+fn merge<'py>(py: Python<'py>, states: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyBytes>> {
+    merged(py, states.iter().map(Vec::as_slice))
 }
 
 /// One part of a keyed merge: its key columns (int64) and its states.
@@ -578,12 +586,7 @@ fn merge_keyed_states<'py>(
             out_states.append(states[*one])?;
             continue;
         }
-        let mut acc = state_of(states[run[0]].as_bytes())?;
-        for &i in &run[1..] {
-            acc.merge(&state_of(states[i].as_bytes())?)
-                .map_err(engine_error)?;
-        }
-        out_states.append(PyBytes::new(py, &acc.to_bytes()))?;
+        out_states.append(merged(py, run.iter().map(|&i| states[i].as_bytes()))?)?;
     }
     let arrays = out_keys
         .into_iter()
