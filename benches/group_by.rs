@@ -5,7 +5,10 @@
 //! keys and values uploaded once; the device's scan of the values, where
 //! the groups need it, included), and the same groups from host memory
 //! under int64 keys 2^33 apart (`f32-host-sparse/1M`: named through
-//! the host's dictionary of distinct keys). `Throughput::Bytes` counts the
+//! the host's dictionary of distinct keys; `f32-host-sparse-indexed/1M`:
+//! those keys indexed once by `Engine::group_index`, so a row times what
+//! each further value column grouped by them costs). `Throughput::Bytes`
+//! counts the
 //! keys and values read. Rows: 16M on a GPU, 4M on a software adapter, 64K
 //! in test mode (`GPULANES_BENCH_ROWS` to choose;
 //! `GPULANES_BENCH_CARDINALITIES`, a list like 16,1K,1M, for the key
@@ -184,9 +187,28 @@ fn bench_dtype<E: Element>(
                 )
             })
         });
+        // The same sparse keys indexed once (`Engine::group_index`): what
+        // each further value column grouped by them costs.
+        let index = engine.group_index(&sparse).expect("index the sparse keys");
+        let from_index = engine
+            .reduce_by_index(&index, values, &OPS, NanPolicy::Propagate)
+            .unwrap();
+        assert_eq!(
+            from_index, from_sparse,
+            "indexed sparse keys, {cardinality} keys"
+        );
         group.throughput(Throughput::Bytes(
             (n * (4 + std::mem::size_of::<E>())) as u64,
         ));
+        group.bench_function(BenchmarkId::new("host-sparse-indexed", &label), |b| {
+            b.iter(|| {
+                black_box(
+                    engine
+                        .reduce_by_index(&index, values, &OPS, NanPolicy::Propagate)
+                        .unwrap(),
+                )
+            })
+        });
         group.bench_function(BenchmarkId::new("device", &label), |b| {
             b.iter(|| {
                 black_box(

@@ -92,6 +92,7 @@ pub use error::{Error, Result};
 pub use future::ReductionFuture;
 pub use kernels::KernelShape;
 pub use keyed::composite::{CompositeKeys, KeyColumn, KeyValues};
+pub use keyed::index::GroupIndex;
 pub use keyed::stream::Column;
 pub use keyed::{
     DENSE_FLOOR, DENSE_SLACK, Grouped, GroupedStates, Key, MAX_SORTED_ROWS, SMALL_PARTITION,

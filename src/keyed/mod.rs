@@ -85,6 +85,7 @@ pub(crate) mod accumulators;
 pub mod composite;
 pub(crate) mod dictionary;
 pub(crate) mod finish;
+pub mod index;
 pub(crate) mod kernels;
 pub(crate) mod limbs;
 pub(crate) mod nulls;
@@ -207,7 +208,8 @@ pub(crate) enum WindowKeys<'a, K> {
     /// Dense keys from `min`: group g of the window (from group `g0`) is
     /// key `min + g0 + g`; groups no row has are left out.
     Dense { min: K, g0: u64 },
-    /// Sparse keys: group g is `distinct[g0 + g]`; every id has rows.
+    /// Sparse keys: group g is `distinct[g0 + g]`; groups no row has (a
+    /// group index's keys whose values are all null) are left out.
     Sparse { distinct: &'a [K], g0: u64 },
     /// Partitions: every group, empty or not; they have no keys (their
     /// results are finished with none).
@@ -229,7 +231,7 @@ impl<K: Key> WindowKeys<'_, K> {
 
     /// True where group `g` of `acc` belongs in the result.
     fn present(&self, acc: &accumulators::GroupAccumulators<'_>, g: usize) -> bool {
-        !matches!(self, WindowKeys::Dense { .. }) || acc.rows(g) > 0
+        matches!(self, WindowKeys::Every) || acc.rows(g) > 0
     }
 
     /// The window's groups that belong in the result, as (key, index in
@@ -354,8 +356,9 @@ pub(crate) fn finish_window<K: Key>(
 /// Appends each op's value and count of the groups of a window that
 /// `names` puts in the result to `reductions` (and their keys to `keys`,
 /// where given), in order. Large windows are cut into one range of groups
-/// a thread. Where dense keys leave groups out, the groups each range puts
-/// in the result are counted first (one pass on the threads); then each
+/// a thread. Where keys can leave groups out (all but partitions: groups
+/// without rows), the groups each range puts in the result are counted
+/// first (one pass on the threads); then each
 /// thread writes its range's results straight into its share of the
 /// outputs' spare capacity, so no slot is written twice and a million
 /// groups cost no single-threaded pass over hundreds of megabytes.
@@ -370,13 +373,13 @@ fn finish_into<K: Key>(
     let ranges = threads::ranges(n, threads::threads_for(n, PARALLEL_GROUPS));
     let lost = || Error::Internal("a thread finishing groups panicked".into());
     let lens: Vec<usize> = match names {
-        WindowKeys::Dense { .. } => threads::on_threads(ranges.clone(), |r| {
+        WindowKeys::Every => ranges.iter().map(|r| r.len()).collect(),
+        _ => threads::on_threads(ranges.clone(), |r| {
             r.filter(|&g| names.present(acc, g)).count()
         })
         .into_iter()
         .map(|c| c.ok_or_else(lost))
         .collect::<Result<_>>()?,
-        _ => ranges.iter().map(|r| r.len()).collect(),
     };
     let total: usize = lens.iter().sum();
     // Each output's new slots, cut into one share per range.
@@ -632,25 +635,17 @@ fn reduce_planned<K: Key>(
 /// most adjacent rows (there the pass would add rows one by one, each with
 /// atomics the driver runs lane after lane); `None` where the rows stay as
 /// they are.
-fn sort_rows(
+pub(crate) fn sort_rows(
     ctx: &Context,
     dtype: Dtype,
     values: Words<'_>,
     by: &RowGroups<'_>,
     groups: u64,
 ) -> Option<sort::SortedRows> {
-    let kernels = &ctx.group_kernels;
-    let strategy = kernels.strategy;
     let Words::Host(words) = values else {
         return None;
     };
-    let wanted = strategy.sort.unwrap_or_else(|| {
-        strategy == kernels::GroupStrategy::default()
-            && kernels.shape() == crate::kernels::KernelShape::Narrow
-            && groups > 1
-            && run::keys_change_often(ctx, by)
-    });
-    if !wanted {
+    if !sort_wanted(ctx, by, groups) {
         return None;
     }
     let started = std::time::Instant::now();
@@ -691,9 +686,23 @@ fn sort_rows(
     sorted
 }
 
+/// Whether host-held rows grouped `by` go in group order first: what the
+/// engine's strategy says, by default on CPU adapters where there are
+/// several groups and the keys change on most adjacent rows.
+fn sort_wanted(ctx: &Context, by: &RowGroups<'_>, groups: u64) -> bool {
+    let kernels = &ctx.group_kernels;
+    let strategy = kernels.strategy;
+    strategy.sort.unwrap_or_else(|| {
+        strategy == kernels::GroupStrategy::default()
+            && kernels.shape() == crate::kernels::KernelShape::Narrow
+            && groups > 1
+            && run::keys_change_often(ctx, by)
+    })
+}
+
 /// The values and groups of `sorted` rows where there are any, else
 /// `values` and `by` as they are.
-fn sorted_or<'a>(
+pub(crate) fn sorted_or<'a>(
     sorted: &'a Option<sort::SortedRows>,
     values: Words<'a>,
     by: RowGroups<'a>,

@@ -1,0 +1,489 @@
+//! Group indexes: the groups of one key column found once, then used to
+//! reduce any number of value columns by them.
+//!
+//! A keyed reduction spends host time on its keys before the device sees a
+//! value: their range, dense ids for sparse keys (a hash table or a sample
+//! sort, [`dictionary`](super::dictionary)), and on CPU adapters a sort of
+//! the rows by group ([`sort`](super::sort)). `GROUP BY k` with aggregates
+//! over several columns (`SUM(a), MAX(b), AVG(c)`) needs that once, not
+//! once a column: a [`GroupIndex`] holds it.
+//!
+//! Every value column reduced by an index gives one result per distinct
+//! key of the index, in the index's key order ([`GroupIndex::keys`]), so
+//! the results of several columns line up row for row. With nulls
+//! ([`Engine::reduce_by_index_with_nulls`](crate::Engine::reduce_by_index_with_nulls)),
+//! a key whose values are all null keeps its row (count 0, no value), as
+//! in [`nulls`](super::nulls). Results have the same bits as
+//! [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) over the same
+//! keys and values.
+//!
+//! What an index holds besides its distinct keys: for dense keys, the keys
+//! themselves (the kernel reads `key - min`); for sparse keys, each row's
+//! dense id. Where rows go in group order on the host (CPU adapters), each
+//! column is still sorted by those groups: the counting sort reads its
+//! rows in order and writes to few places at once, where gathering a
+//! column by a stored row order reads it at random, which measured
+//! slower.
+
+use std::borrow::Cow;
+
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+use crate::op::{NanPolicy, Op};
+use crate::state::StateKind;
+use crate::threads;
+use crate::validity::Validity;
+
+use super::finish::Finish;
+use super::nulls::check_validity;
+use super::run::{RowGroups, Words, reduce_groups};
+use super::{
+    Grouped, GroupedStates, Key, KeyPlan, WindowKeys, accumulators, finish_on_device,
+    finish_window, plan_keys, sort_rows, sorted_or, wanted,
+};
+
+/// Rows a thread reads at least when gathering.
+const PARALLEL_ROWS: usize = 1 << 18;
+
+/// The groups of a key column (int32, uint32 or int64), found once by
+/// [`Engine::group_index`](crate::Engine::group_index) to reduce several
+/// value columns of the same rows by them. It borrows the keys where it
+/// is given a slice (`'k`) and owns them where it is given a `Vec`.
+pub struct GroupIndex<'k, K: Key> {
+    rows: usize,
+    groups: IndexGroups<'k, K>,
+    /// Every distinct key of the column once, ascending.
+    distinct: Vec<K>,
+}
+
+/// How a row's group is found.
+enum IndexGroups<'k, K: Key> {
+    /// group = key - min, over `groups` groups; the kernel reads the keys.
+    Dense {
+        keys: Cow<'k, [K]>,
+        min: K,
+        groups: u64,
+    },
+    /// group = ids[row], the index of the row's key in the distinct keys.
+    Sparse { ids: Vec<u32> },
+}
+
+impl<K: Key> std::fmt::Debug for GroupIndex<'_, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupIndex")
+            .field("rows", &self.rows)
+            .field("keys", &self.distinct.len())
+            .field("dense", &matches!(self.groups, IndexGroups::Dense { .. }))
+            .finish()
+    }
+}
+
+impl<K: Key> GroupIndex<'_, K> {
+    /// The distinct keys, ascending: the keys of every result the index
+    /// gives, in that order.
+    pub fn keys(&self) -> &[K] {
+        &self.distinct
+    }
+
+    /// Number of distinct keys.
+    pub fn len(&self) -> usize {
+        self.distinct.len()
+    }
+
+    /// True where the key column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.distinct.is_empty()
+    }
+
+    /// Rows of the key column: every value column reduced by the index has
+    /// this many values.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Groups the kernel accumulates (for dense keys, the keys' range).
+    fn group_count(&self) -> u64 {
+        match self.groups {
+            IndexGroups::Dense { groups, .. } => groups,
+            IndexGroups::Sparse { .. } => self.distinct.len() as u64,
+        }
+    }
+
+    /// The group of `row`.
+    #[inline]
+    fn group_of(&self, row: usize) -> u32 {
+        match &self.groups {
+            IndexGroups::Dense { keys, min, .. } => (keys[row].to_i128() - min.to_i128()) as u32,
+            IndexGroups::Sparse { ids } => ids[row],
+        }
+    }
+
+    /// How the window of groups from `g0` is named.
+    fn names(&self, g0: u64) -> WindowKeys<'_, K> {
+        match self.groups {
+            IndexGroups::Dense { min, .. } => WindowKeys::Dense { min, g0 },
+            IndexGroups::Sparse { .. } => WindowKeys::Sparse {
+                distinct: &self.distinct,
+                g0,
+            },
+        }
+    }
+
+    /// The index's rows grouped as the kernel reads them where no row is
+    /// gathered: the keys or the ids.
+    fn row_groups(&self) -> RowGroups<'_> {
+        match &self.groups {
+            IndexGroups::Dense { keys, min, .. } => {
+                let keys = Words::Host(bytemuck::cast_slice(keys));
+                if K::WORDS == 2 {
+                    RowGroups::Keys64 {
+                        keys,
+                        base: min.to_i128() as u64,
+                    }
+                } else {
+                    RowGroups::Keys32 {
+                        keys,
+                        base: min.to_i128() as u32,
+                    }
+                }
+            }
+            IndexGroups::Sparse { ids } => RowGroups::Keys32 {
+                keys: Words::Host(ids),
+                base: 0,
+            },
+        }
+    }
+
+    /// Checks that a request over `values` values fits the index.
+    fn check(&self, values: usize, ops: &[Op]) -> Result<()> {
+        if values != self.rows {
+            return Err(Error::InvalidInput(format!(
+                "the group index has {} rows, the values {values}",
+                self.rows
+            )));
+        }
+        if ops.is_empty() {
+            return Err(Error::InvalidInput("no ops asked for".into()));
+        }
+        Ok(())
+    }
+
+    /// Runs the group kernel over `values` (the rows `valid` marks, where
+    /// given) by the index's groups; hands each window to `each` as
+    /// `keyed_groups` does.
+    fn run<E: Element>(
+        &self,
+        ctx: &crate::context::Context,
+        values: &[E],
+        valid: Option<&Validity<'_>>,
+        ops: &[Op],
+        finish: Finish,
+        mut each: impl FnMut(&accumulators::GroupAccumulators<'_>, WindowKeys<'_, K>) -> Result<()>,
+    ) -> Result<()> {
+        ctx.health.check()?;
+        let gathered = valid.map(|v| present_rows(self, values, v)).transpose()?;
+        let (words, by) = match &gathered {
+            None => (Words::Host(bytemuck::cast_slice(values)), self.row_groups()),
+            Some(g) => (
+                Words::Host(bytemuck::cast_slice(&g.values)),
+                RowGroups::Keys32 {
+                    keys: Words::Host(&g.groups),
+                    base: 0,
+                },
+            ),
+        };
+        let groups = self.group_count();
+        let sorted = sort_rows(ctx, E::DTYPE, words, &by, groups);
+        let (words, by) = sorted_or(&sorted, words, by);
+        reduce_groups(
+            ctx,
+            E::DTYPE,
+            words,
+            by,
+            groups,
+            wanted(ops),
+            finish,
+            |g0, acc| each(acc, self.names(g0)),
+        )
+    }
+}
+
+/// The rows with a value, gathered for a pass: their groups and values.
+struct Gathered<E> {
+    groups: Vec<u32>,
+    values: Vec<E>,
+}
+
+/// The error of a gathering thread that panicked.
+fn panicked() -> Error {
+    Error::Internal("a thread gathering rows panicked".into())
+}
+
+/// Gathers, over the host's threads, the items `keep(i)` selects among
+/// `0..n` in order, as `(group(i), value(i))`: a counting pass, then
+/// each thread fills its share.
+fn gather_kept<E: Element>(
+    n: usize,
+    keep: impl Fn(usize) -> bool + Sync,
+    group: impl Fn(usize) -> u32 + Sync,
+    value: impl Fn(usize) -> E + Sync,
+) -> Result<Gathered<E>> {
+    let ranges = threads::ranges(n, threads::threads_for(n, PARALLEL_ROWS));
+    let counted = threads::on_threads(ranges.clone(), |r| r.filter(|&i| keep(i)).count());
+    let kept: Vec<usize> = counted
+        .into_iter()
+        .map(|c| c.ok_or_else(panicked))
+        .collect::<Result<_>>()?;
+    let total = kept.iter().sum();
+    let mut groups = vec![0u32; total];
+    let mut values = vec![E::zeroed(); total];
+    let parts: Vec<_> = ranges
+        .into_iter()
+        .zip(threads::split_into(&mut groups, kept.iter().copied()))
+        .zip(threads::split_into(&mut values, kept.iter().copied()))
+        .map(|((r, g), v)| (r, g, v))
+        .collect();
+    let done = threads::on_threads(parts, |(range, g, v)| {
+        let mut at = 0;
+        for i in range {
+            if keep(i) {
+                g[at] = group(i);
+                v[at] = value(i);
+                at += 1;
+            }
+        }
+    });
+    done.into_iter()
+        .try_for_each(|d| d.map(|_| ()).ok_or_else(panicked))?;
+    Ok(Gathered { groups, values })
+}
+
+/// The rows with a value, in row order, with their groups.
+fn present_rows<K: Key, E: Element>(
+    index: &GroupIndex<'_, K>,
+    values: &[E],
+    valid: &Validity<'_>,
+) -> Result<Gathered<E>> {
+    gather_kept(
+        values.len(),
+        |row| valid.is_valid(row),
+        |row| index.group_of(row),
+        |row| values[row],
+    )
+}
+
+/// The keys of `keys` (dense from `min`, `groups` of them) that some row
+/// has, ascending: one bitmap of groups a thread, or-ed together.
+fn present_keys<K: Key>(keys: &[K], min: K, groups: u64) -> Result<Vec<K>> {
+    let words = groups.div_ceil(64) as usize;
+    let n = keys.len();
+    let base = min.to_i128();
+    let ranges = threads::ranges(n, threads::threads_for(n, PARALLEL_ROWS));
+    let maps = threads::on_threads(ranges, |range| {
+        let mut map = vec![0u64; words];
+        for &k in &keys[range] {
+            let g = (k.to_i128() - base) as usize;
+            map[g >> 6] |= 1 << (g & 63);
+        }
+        map
+    });
+    let mut all = vec![0u64; words];
+    for map in maps {
+        for (a, m) in all.iter_mut().zip(map.ok_or_else(panicked)?) {
+            *a |= m;
+        }
+    }
+    let mut out = Vec::new();
+    for (w, &bits) in all.iter().enumerate() {
+        let mut bits = bits;
+        while bits != 0 {
+            let g = w * 64 + bits.trailing_zeros() as usize;
+            out.push(K::from_i128(base + g as i128));
+            bits &= bits - 1;
+        }
+    }
+    Ok(out)
+}
+
+impl crate::Engine {
+    /// The groups of `keys` (int32, uint32 or int64, unsorted), found once
+    /// to reduce several value columns of the same rows by them with
+    /// [`Engine::reduce_by_index`](crate::Engine::reduce_by_index) and its
+    /// kin: the keys' range and which keys occur, and for sparse keys
+    /// their dense ids (a hash table or a sort over the host's threads:
+    /// the part of a keyed call an index saves). A slice is borrowed, a
+    /// `Vec` moved in.
+    ///
+    /// ```
+    /// use gpulanes::{NanPolicy, Op, Scalar};
+    /// let engine = gpulanes::Engine::new()?;
+    /// let region = vec![7i64, 3, 7, 5];
+    /// let amount = [1.5f64, 2.0, 2.5, 4.0];
+    /// let units = [1i32, 2, 3, 4];
+    /// let index = engine.group_index(&region)?;
+    /// assert_eq!(index.keys(), &[3, 5, 7]);
+    /// let sums = engine.reduce_by_index(&index, &amount, &[Op::Sum], NanPolicy::Propagate)?;
+    /// let most = engine.reduce_by_index(&index, &units, &[Op::Max], NanPolicy::Propagate)?;
+    /// assert_eq!(sums.reductions[0].values[2], Some(Scalar::F64(4.0)));
+    /// assert_eq!(most.reductions[0].values[2], Some(Scalar::I32(3)));
+    /// # Ok::<(), gpulanes::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for more than 2^32 distinct keys (groups
+    /// are named by 32-bit ids), as for
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
+    pub fn group_index<'k, K: Key>(
+        &self,
+        keys: impl Into<Cow<'k, [K]>>,
+    ) -> Result<GroupIndex<'k, K>> {
+        let keys = keys.into();
+        let rows = keys.len();
+        Ok(match plan_keys(&keys)? {
+            KeyPlan::Dense { min, groups } => GroupIndex {
+                rows,
+                distinct: present_keys(&keys, min, groups)?,
+                groups: IndexGroups::Dense { keys, min, groups },
+            },
+            KeyPlan::Sparse { ids, distinct } => GroupIndex {
+                rows,
+                distinct,
+                groups: IndexGroups::Sparse { ids },
+            },
+        })
+    }
+
+    /// `ops` over `values` (one per row of `index`) for each key of the
+    /// index: [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) over
+    /// the index's keys, with the same bits, without finding the groups
+    /// again. The result's keys are [`GroupIndex::keys`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] where `values` has not one value a row of
+    /// the index, or no op is asked for; otherwise as
+    /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
+    pub fn reduce_by_index<K: Key, E: Element>(
+        &self,
+        index: &GroupIndex<'_, K>,
+        values: &[E],
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> Result<Grouped<K>> {
+        index.check(values.len(), ops)?;
+        let mut out = Grouped::empty(ops);
+        index.run(
+            self.context(),
+            values,
+            None,
+            ops,
+            finish_on_device(ops),
+            |acc, names| finish_window(&mut out, acc, names, nan),
+        )?;
+        Ok(out)
+    }
+
+    /// [`Engine::reduce_by_index`](crate::Engine::reduce_by_index) where
+    /// `valid` marks which values hold one: the others are SQL NULL,
+    /// skipped and not counted, and a key whose values are all null keeps
+    /// its place with `count` 0 and no value for every other op, as in
+    /// [`Engine::reduce_by_key_with_nulls`](crate::Engine::reduce_by_key_with_nulls).
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_by_index`](crate::Engine::reduce_by_index), and
+    /// [`Error::InvalidInput`] where `valid` does not describe one value a
+    /// row.
+    pub fn reduce_by_index_with_nulls<K: Key, E: Element>(
+        &self,
+        index: &GroupIndex<'_, K>,
+        values: &[E],
+        valid: Validity<'_>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> Result<Grouped<K>> {
+        index.check(values.len(), ops)?;
+        check_validity(values.len(), &valid)?;
+        if valid.null_count() == 0 {
+            return self.reduce_by_index(index, values, ops, nan);
+        }
+        let mut out = Grouped::empty(ops);
+        index.run(
+            self.context(),
+            values,
+            Some(&valid),
+            ops,
+            finish_on_device(ops),
+            |acc, names| finish_window(&mut out, acc, names, nan),
+        )?;
+        Ok(out.with_null_groups(&index.distinct))
+    }
+
+    /// One partial state of `kind` per key of `index` over `values`:
+    /// [`Engine::states_by_key`](crate::Engine::states_by_key) over the
+    /// index's keys, without finding the groups again.
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_by_index`](crate::Engine::reduce_by_index).
+    pub fn states_by_index<K: Key, E: Element>(
+        &self,
+        index: &GroupIndex<'_, K>,
+        values: &[E],
+        kind: StateKind,
+    ) -> Result<GroupedStates<K>> {
+        self.index_states(index, values, None, kind)
+    }
+
+    /// [`Engine::states_by_index`](crate::Engine::states_by_index) where
+    /// `valid` marks which values hold one: a key whose values are all
+    /// null gets an empty state, as in
+    /// [`Engine::states_by_key_with_nulls`](crate::Engine::states_by_key_with_nulls).
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_by_index_with_nulls`](crate::Engine::reduce_by_index_with_nulls).
+    pub fn states_by_index_with_nulls<K: Key, E: Element>(
+        &self,
+        index: &GroupIndex<'_, K>,
+        values: &[E],
+        valid: Validity<'_>,
+        kind: StateKind,
+    ) -> Result<GroupedStates<K>> {
+        self.index_states(index, values, Some(&valid), kind)
+    }
+
+    /// The states of [`Engine::states_by_index`](crate::Engine::states_by_index)
+    /// and its form with nulls.
+    fn index_states<K: Key, E: Element>(
+        &self,
+        index: &GroupIndex<'_, K>,
+        values: &[E],
+        valid: Option<&Validity<'_>>,
+        kind: StateKind,
+    ) -> Result<GroupedStates<K>> {
+        index.check(values.len(), &[kind.op()])?;
+        if let Some(valid) = valid {
+            check_validity(values.len(), valid)?;
+        }
+        let valid = valid.filter(|v| v.null_count() > 0);
+        let mut out = GroupedStates {
+            keys: Vec::with_capacity(index.len()),
+            states: Vec::with_capacity(index.len()),
+        };
+        index.run(
+            self.context(),
+            values,
+            valid,
+            &[kind.op()],
+            Finish::OnHost,
+            |acc, names| {
+                for (key, g) in names.groups(acc) {
+                    out.keys.push(key);
+                    out.states.push(acc.state(g, kind));
+                }
+                Ok(())
+            },
+        )?;
+        Ok(match valid {
+            Some(_) => out.with_null_groups(&index.distinct, E::DTYPE, kind),
+            None => out,
+        })
+    }
+}

@@ -1,0 +1,312 @@
+//! Group indexes (`Engine::group_index`): one key column's groups found
+//! once, then several value columns of every dtype reduced by them. Each
+//! result is checked against the exact reference and bit for bit against
+//! `reduce_by_key` over the same keys and values; with nulls against the
+//! reference with SQL's rule and `reduce_by_key_with_nulls`; states
+//! against `states_by_key`. Covers dense, sparse and extreme keys of each
+//! key type, rows around workgroup and binding sizes, windows of groups
+//! (tiny caps), rows in group order and as given, both NaN policies,
+//! bitmaps at bit offsets with poison in the null slots, and bad input.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{
+    POLICIES, SplitMix, assert_grouped_same, engine, keyed_reference, mixed_data, tiny_options,
+    unsorted_engine,
+};
+use gpulanes::kernels::GroupStrategy;
+use gpulanes::{Element, Engine, Error, GroupIndex, Key, NanPolicy, Op, StateKind, Validity};
+
+const OPS: [Op; 5] = [Op::Sum, Op::Mean, Op::Max, Op::Min, Op::Count];
+
+/// Tiny caps (windows of groups, split bindings) with rows put in group
+/// order on the host, and the same without.
+fn tiny_engines() -> [&'static Engine; 2] {
+    static SORTED: OnceLock<Engine> = OnceLock::new();
+    static UNSORTED: OnceLock<Engine> = OnceLock::new();
+    let with = |sort: bool| {
+        move || {
+            Engine::with_options(
+                tiny_options().group_strategy(GroupStrategy::default().with_sort(sort)),
+            )
+            .expect("engine with tiny caps")
+        }
+    };
+    [
+        SORTED.get_or_init(with(true)),
+        UNSORTED.get_or_init(with(false)),
+    ]
+}
+
+/// Every engine a case runs on, named.
+fn engines() -> Vec<(&'static str, &'static Engine)> {
+    let [sorted, unsorted] = tiny_engines();
+    vec![
+        ("default", engine()),
+        ("no host sort", unsorted_engine()),
+        ("tiny caps, sorted", sorted),
+        ("tiny caps, unsorted", unsorted),
+    ]
+}
+
+/// `valid` packed at bit 3 of a bitmap whose other bits are set.
+fn bitmap_at_3(valid: &[bool]) -> Vec<u8> {
+    Validity::pack(
+        [true; 3]
+            .into_iter()
+            .chain(valid.iter().copied())
+            .chain([true; 9]),
+    )
+}
+
+/// Checks one value column reduced by `index` (over `keys`) against the
+/// reference and against the keyed calls, with and without nulls.
+fn check_column<K: Key + std::fmt::Debug, E: Element>(
+    e: &Engine,
+    what: &str,
+    index: &GroupIndex<'_, K>,
+    keys: &[K],
+    values: &[E],
+    valid: &[bool],
+    poison: E,
+) {
+    for nan in POLICIES {
+        let what = format!("{what}, {}, {nan:?}", E::DTYPE.name());
+        let got = e.reduce_by_index(index, values, &OPS, nan).unwrap();
+        let want = keyed_reference(keys, values, None, &OPS, nan);
+        assert_grouped_same(&format!("{what}: reference"), &got, &want);
+        let by_key = e.reduce_by_key(keys, values, &OPS, nan).unwrap();
+        assert_grouped_same(&format!("{what}: reduce_by_key"), &got, &by_key);
+        assert_eq!(got.keys, index.keys(), "{what}: the index's keys");
+
+        // Nulls, with poison where the bitmap says null.
+        let poisoned: Vec<E> = values
+            .iter()
+            .zip(valid)
+            .map(|(&v, &ok)| if ok { v } else { poison })
+            .collect();
+        let bits = bitmap_at_3(valid);
+        let bitmap = Validity::new(&bits, 3, valid.len()).unwrap();
+        let got = e
+            .reduce_by_index_with_nulls(index, &poisoned, bitmap, &OPS, nan)
+            .unwrap();
+        let want = keyed_reference(keys, values, Some(valid), &OPS, nan);
+        assert_grouped_same(&format!("{what}: nulls, reference"), &got, &want);
+        assert_eq!(got.keys, index.keys(), "{what}: nulls keep every key");
+        let by_key = e
+            .reduce_by_key_with_nulls(keys, &poisoned, bitmap, &OPS, nan)
+            .unwrap();
+        assert_grouped_same(&format!("{what}: reduce_by_key_with_nulls"), &got, &by_key);
+    }
+    for kind in [StateKind::Sum, StateKind::Max, StateKind::Min] {
+        let got = e.states_by_index(index, values, kind).unwrap();
+        let want = e.states_by_key(keys, values, kind).unwrap();
+        assert_eq!(got.keys, want.keys, "{what}: {kind:?} state keys");
+        let bytes = |s: &[gpulanes::State]| s.iter().map(|s| s.to_bytes()).collect::<Vec<_>>();
+        assert_eq!(
+            bytes(&got.states),
+            bytes(&want.states),
+            "{what}: {kind:?} states"
+        );
+
+        let bits = bitmap_at_3(valid);
+        let bitmap = Validity::new(&bits, 3, valid.len()).unwrap();
+        let got = e
+            .states_by_index_with_nulls(index, values, bitmap, kind)
+            .unwrap();
+        let want = e
+            .states_by_key_with_nulls(keys, values, bitmap, kind)
+            .unwrap();
+        assert_eq!(got.keys, index.keys(), "{what}: {kind:?} null states' keys");
+        assert_eq!(got.keys, want.keys, "{what}: {kind:?} null state keys");
+        assert_eq!(
+            bytes(&got.states),
+            bytes(&want.states),
+            "{what}: {kind:?} null states"
+        );
+    }
+}
+
+/// Builds an index over `keys` on `e` (borrowed) and checks every value
+/// dtype against it, the same index reused for each column.
+fn check_keys<K: Key + std::fmt::Debug>(
+    e: &Engine,
+    what: &str,
+    keys: &[K],
+    rng: &mut SplitMix,
+    null_share: u64,
+) {
+    let n = keys.len();
+    let index = e.group_index(keys).unwrap();
+    let mut distinct = keys.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(index.keys(), distinct.as_slice(), "{what}: distinct keys");
+    assert_eq!(index.len(), distinct.len());
+    assert_eq!(index.is_empty(), n == 0);
+    assert_eq!(index.rows(), n);
+
+    let valid: Vec<bool> = (0..n).map(|_| rng.below(100) >= null_share).collect();
+    let f32s = mixed_data(rng, n, 30);
+    let f64s: Vec<f64> = (0..n)
+        .map(|i| match rng.below(50) {
+            0 => f64::NAN,
+            1 => f64::INFINITY,
+            2 => -0.0,
+            3 => 1e300 * if i % 2 == 0 { 1.0 } else { -1.0 },
+            4 => 5e-324,
+            _ => rng.range(-1e6, 1e6),
+        })
+        .collect();
+    let i32s: Vec<i32> = (0..n)
+        .map(|_| match rng.below(20) {
+            0 => i32::MAX,
+            1 => i32::MIN,
+            _ => rng.below(2001) as i32 - 1000,
+        })
+        .collect();
+    let u32s: Vec<u32> = (0..n).map(|_| rng.next_u64() as u32).collect();
+    let i64s: Vec<i64> = (0..n)
+        .map(|_| (rng.next_u64() >> 20) as i64 * if rng.below(2) == 0 { 1 } else { -1 })
+        .collect();
+    check_column(e, what, &index, keys, &f32s, &valid, f32::NAN);
+    check_column(e, what, &index, keys, &f64s, &valid, f64::INFINITY);
+    check_column(e, what, &index, keys, &i32s, &valid, i32::MAX);
+    check_column(e, what, &index, keys, &u32s, &valid, u32::MAX);
+    check_column(e, what, &index, keys, &i64s, &valid, i64::MIN);
+}
+
+#[test]
+fn every_column_matches_the_reference_and_reduce_by_key() {
+    let mut rng = SplitMix::new(0x1de7);
+    for (name, e) in engines() {
+        for n in [0usize, 1, 2, 63, 65, 1000, 16_385, 70_001] {
+            let share = [0, 30, 100][n % 3];
+            let what = format!("{name}, {n} rows, {share}% null");
+            // Dense int32 keys, few groups and many.
+            let groups = 1 + n as u64 / 3;
+            let dense: Vec<i32> = (0..n).map(|_| rng.below(groups) as i32 - 50).collect();
+            check_keys(e, &format!("{what}, dense i32"), &dense, &mut rng, share);
+            // Sparse int64 keys, 2^33 apart, and a few type extremes.
+            let sparse: Vec<i64> = (0..n)
+                .map(|_| match rng.below(40) {
+                    0 => i64::MIN,
+                    1 => i64::MAX,
+                    _ => (rng.below(1 + n as u64 / 2) as i64 - 7) << 33,
+                })
+                .collect();
+            check_keys(e, &format!("{what}, sparse i64"), &sparse, &mut rng, share);
+            // uint32 keys at both ends of their range (sparse).
+            let wide: Vec<u32> = (0..n)
+                .map(|_| match rng.below(3) {
+                    0 => u32::MAX - rng.below(5) as u32,
+                    _ => rng.below(40) as u32,
+                })
+                .collect();
+            check_keys(e, &format!("{what}, u32 ends"), &wide, &mut rng, share);
+        }
+    }
+}
+
+#[test]
+fn sorted_clustered_and_single_keys() {
+    let mut rng = SplitMix::new(0x50f7);
+    for (name, e) in engines() {
+        let n = 20_000usize;
+        let sorted: Vec<i64> = (0..n as i64).map(|i| i / 37).collect();
+        check_keys(e, &format!("{name}, sorted runs"), &sorted, &mut rng, 20);
+        let one: Vec<i32> = vec![-9; n];
+        check_keys(e, &format!("{name}, one key"), &one, &mut rng, 50);
+        // Every row its own group (more groups than a tiny window holds).
+        let mut own: Vec<u32> = (0..n as u32).map(|i| i * 3).collect();
+        rng.shuffle(&mut own);
+        check_keys(e, &format!("{name}, own group"), &own, &mut rng, 10);
+    }
+}
+
+#[test]
+fn an_owned_index_outlives_its_keys_and_permutations_change_no_bit() {
+    let e = engine();
+    let mut rng = SplitMix::new(0x0b7e);
+    let n = 30_000;
+    let keys: Vec<i64> = (0..n).map(|_| (rng.below(500) as i64) << 40).collect();
+    let values = mixed_data(&mut rng, n, 10);
+    let index: GroupIndex<'static, i64> = e.group_index(keys.clone()).unwrap();
+    let got = e
+        .reduce_by_index(&index, &values, &OPS, NanPolicy::Ignore)
+        .unwrap();
+    let mut order: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut order);
+    let keys2: Vec<i64> = order.iter().map(|&i| keys[i]).collect();
+    let values2: Vec<f32> = order.iter().map(|&i| values[i]).collect();
+    drop(keys);
+    let index2 = e.group_index(&keys2).unwrap();
+    let got2 = e
+        .reduce_by_index(&index2, &values2, &OPS, NanPolicy::Ignore)
+        .unwrap();
+    assert_grouped_same("permuted rows", &got2, &got);
+    // An index is Send and Sync: columns reduced from several threads.
+    std::thread::scope(|s| {
+        let index = &index;
+        let values = &values;
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(move || e.reduce_by_index(index, values, &OPS, NanPolicy::Ignore)))
+            .collect();
+        for h in handles {
+            assert_grouped_same("from a thread", &h.join().unwrap().unwrap(), &got);
+        }
+    });
+}
+
+#[test]
+fn bad_requests_are_named_errors() {
+    let e = engine();
+    let keys = [1i32, 2, 3];
+    let index = e.group_index(&keys[..]).unwrap();
+    let err = e
+        .reduce_by_index(&index, &[1.0f32, 2.0], &[Op::Sum], NanPolicy::Propagate)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("3 rows") && m.contains("2")),
+        "{err}"
+    );
+    let err = e
+        .reduce_by_index(&index, &[1.0f32; 3], &[], NanPolicy::Propagate)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("no ops")),
+        "{err}"
+    );
+    let bits = [0xffu8];
+    let short = Validity::new(&bits, 0, 2).unwrap();
+    let err = e
+        .reduce_by_index_with_nulls(
+            &index,
+            &[1.0f32; 3],
+            short,
+            &[Op::Sum],
+            NanPolicy::Propagate,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("validity")),
+        "{err}"
+    );
+    let err = e
+        .states_by_index(&index, &[1i64; 4], StateKind::Sum)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("rows")),
+        "{err}"
+    );
+
+    // No rows: no keys, every op's result empty.
+    let empty = e.group_index(Vec::<u32>::new()).unwrap();
+    assert!(empty.is_empty());
+    let g = e
+        .reduce_by_index(&empty, &[] as &[f64], &OPS, NanPolicy::Propagate)
+        .unwrap();
+    assert!(g.keys.is_empty() && g.reductions.iter().all(|r| r.values.is_empty()));
+}
