@@ -41,8 +41,9 @@ integers are float64, ``count`` is int64. ``sum`` of nothing is 0;
 
 Keyed reductions (group-by): ``Engine.reduce(x, ops, keys=k)`` with int32,
 uint32 or int64 keys gives the distinct keys ascending and one result per
-key; ``Engine.partial(x, op, keys=k)``, :func:`merge_keyed` and
-:func:`finalize_keyed` carry them across machines
+key; ``Engine.group_index(k)`` reads the keys once for several value
+columns (``keys=index``); ``Engine.partial(x, op, keys=k)``,
+:func:`merge_keyed` and :func:`finalize_keyed` carry them across machines
 (``gpulanes.dask.groupby_agg`` for Dask arrays).
 
 Errors: ``ValueError`` for bad input (dtype, partitions, corrupt or foreign
@@ -77,6 +78,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Engine",
+    "GroupIndex",
     "Lanes",
     "LaneFuture",
     "info",
@@ -227,6 +229,8 @@ def _prepare_keys(keys: Any) -> Tuple[Any, bool, _Restore]:
     list or tuple of arrays): the keys for the engine, whether they are
     several columns, and how to turn the distinct keys back (a tuple of
     arrays, one a column, for several)."""
+    if isinstance(keys, GroupIndex):
+        raise ValueError("a GroupIndex is taken by Engine.reduce and Engine.partial: give the key arrays here")
     columns = _key_columns(keys)
     if columns is not None:
         prepared = [_engine_keys(k) for k in columns]
@@ -238,6 +242,43 @@ def _prepare_keys(keys: Any) -> Tuple[Any, bool, _Restore]:
         )
     k, restore = _engine_keys(keys)
     return k, False, restore
+
+
+class GroupIndex:
+    """The groups of a key column (or of several key columns), found once by
+    :meth:`Engine.group_index` and given as ``keys=`` to
+    :meth:`Engine.reduce` and :meth:`Engine.partial` for each value column
+    of the same rows: the keys are read, named and planned once, not once
+    a column (what ``df.groupby(k).agg(...)`` over several columns needs).
+
+    Every result by an index has one entry per key of :attr:`keys`, in
+    that order, so the results of several columns line up; a key whose
+    values in a column are all null keeps its entry there (count 0, other
+    ops masked). The index holds a copy of the keys; the arrays it was made
+    from may go."""
+
+    __slots__ = ("_native", "_restore")
+
+    def __init__(self, native: Any, restore: _Restore) -> None:
+        self._native = native
+        self._restore = restore
+
+    @property
+    def keys(self) -> Any:
+        """The distinct keys, ascending, as ``Engine.reduce`` with these
+        keys returns them (a tuple of arrays for several key columns)."""
+        return _restore_keys(self._native.keys(), self._restore)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the keys: each value column must have this many values."""
+        return int(self._native.rows)
+
+    def __len__(self) -> int:
+        return len(self._native)
+
+    def __repr__(self) -> str:
+        return f"<gpulanes.GroupIndex of {len(self)} keys over {self.rows} rows>"
 
 
 def _offsets(offsets: Any) -> Optional[np.ndarray]:
@@ -336,6 +377,8 @@ class Engine:
         entries) are skipped and not counted, but their keys are kept: a
         key whose values are all null has count 0 and every other op
         masked, as SQL's ``GROUP BY`` gives. Keys must not be null.
+        ``keys`` may be a :class:`GroupIndex` (:meth:`group_index`) to
+        reduce several value columns by keys read once.
 
         Without partitions or ``axis``, the result of one op is a scalar
         (or ``None``); with ``partition_size`` (consecutive partitions of
@@ -352,8 +395,12 @@ class Engine:
         if keys is not None:
             if axis is not None or partition_size is not None or offsets is not None:
                 raise ValueError("give keys or partitions/axis, not both")
-            keys, composite, restore = _prepare_keys(keys)
-            distinct, pairs = self._native.reduce_by_key(x, keys, ops, nan, composite)
+            if isinstance(keys, GroupIndex):
+                restore = keys._restore
+                distinct, pairs = self._native.reduce_by_index(x, keys._native, ops, nan)
+            else:
+                keys, composite, restore = _prepare_keys(keys)
+                distinct, pairs = self._native.reduce_by_key(x, keys, ops, nan, composite)
             res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
             return _restore_keys(distinct, restore), (res[ops[0]] if isinstance(op, str) else res)
         shape = None
@@ -373,6 +420,20 @@ class Engine:
                 arr = _array(values, valid)
                 out[name] = arr.reshape(shape) if shape is not None else arr
         return out[ops[0]] if isinstance(op, str) else out
+
+    def group_index(self, keys: Any) -> GroupIndex:
+        """The groups of ``keys`` (any keys ``reduce`` takes: one column, or
+        a list or tuple of key columns), found once: pass the result as
+        ``keys=`` to :meth:`reduce` and :meth:`partial` for each value
+        column of the same rows, and the keys are not read, named or
+        planned again. Results have the bits the keys themselves give.
+
+        >>> index = engine.group_index(df["region"])           # doctest: +SKIP
+        >>> keys, total = engine.reduce(df["amount"], "sum", keys=index)
+        >>> keys, most = engine.reduce(df["units"], "max", keys=index)
+        """
+        keys, composite, restore = _prepare_keys(keys)
+        return GroupIndex(self._native.group_index(keys, composite), restore)
 
     def sum(self, x: Any, nan: str = "propagate") -> Any:
         """The exact sum of ``x``, rounded once (0 for no values)."""
@@ -429,6 +490,9 @@ class Engine:
         if keys is not None:
             if partition_size is not None or offsets is not None:
                 raise ValueError("give keys or partitions, not both")
+            if isinstance(keys, GroupIndex):
+                distinct, states = self._native.partial_by_index(x, keys._native, op)
+                return _restore_keys(distinct, keys._restore), states
             keys, composite, restore = _prepare_keys(keys)
             distinct, states = self._native.partial_by_key(x, keys, op, composite)
             return _restore_keys(distinct, restore), states

@@ -40,7 +40,7 @@ impl Keys {
     }
 
     /// The keys the engine reads, as `K` (of [`Keys::dtype`]).
-    fn slice<K: Key + Element>(&self) -> &[K] {
+    pub fn slice<K: Key + Element>(&self) -> &[K] {
         match self {
             Keys::One(p) => p.slice::<K>(),
             Keys::Combined(c) => {
@@ -51,7 +51,7 @@ impl Keys {
     }
 
     /// The combination of several key columns, if any.
-    fn composite(&self) -> Option<Arc<CompositeKeys>> {
+    pub fn composite(&self) -> Option<Arc<CompositeKeys>> {
         match self {
             Keys::One(_) => None,
             Keys::Combined(c) => Some(c.clone()),
@@ -61,7 +61,7 @@ impl Keys {
 
 /// The distinct keys the engine returned, as the caller's keys: combined
 /// keys decoded into their columns.
-fn decoded(keys: KeyArray, composite: Option<&CompositeKeys>) -> gpulanes::Result<KeyArray> {
+pub fn decoded(keys: KeyArray, composite: Option<&CompositeKeys>) -> gpulanes::Result<KeyArray> {
     match (keys, composite) {
         (KeyArray::I64(k), Some(c)) => Ok(KeyArray::Columns(c.columns_of(&k)?)),
         (keys, _) => Ok(keys),
@@ -96,8 +96,8 @@ pub struct Extracted<'py> {
     _columns: Vec<input::Column<'py>>,
 }
 
-/// Reads one column of keys, checked against `rows` values.
-fn key_column<'py>(keys: &Bound<'py, PyAny>, rows: usize) -> PyResult<input::Column<'py>> {
+/// Reads one column of keys, checked against `rows` values where given.
+fn key_column<'py>(keys: &Bound<'py, PyAny>, rows: Option<usize>) -> PyResult<input::Column<'py>> {
     let py = keys.py();
     let kc = input::extract(keys, true).map_err(|e| {
         if e.is_instance_of::<PyValueError>(py) {
@@ -121,13 +121,13 @@ fn key_column<'py>(keys: &Bound<'py, PyAny>, rows: usize) -> PyResult<input::Col
             "keys must not be null: drop the rows whose key is null, or fill their keys",
         ));
     }
-    if kc.len() != rows {
-        return Err(PyValueError::new_err(format!(
+    match rows {
+        Some(rows) if kc.len() != rows => Err(PyValueError::new_err(format!(
             "{} keys for {rows} values: give one key per value",
             kc.len()
-        )));
+        ))),
+        _ => Ok(kc),
     }
-    Ok(kc)
 }
 
 /// Reads `keys` (with `composite`, a sequence of key columns, combined on
@@ -140,12 +140,33 @@ pub fn extract<'py>(
     composite: bool,
 ) -> PyResult<Extracted<'py>> {
     let mut vc = input::extract(x, true)?;
-    let rows = vc.len();
+    let (keys, mut columns) = extract_keys(keys, Some(vc.len()), composite)?;
+    let (values, valid) = vc.prepare_rows()?;
+    columns.push(vc);
+    Ok(Extracted {
+        input: KeyedInput {
+            keys,
+            values,
+            valid,
+        },
+        _columns: columns,
+    })
+}
+
+/// Reads `keys` as [`extract`] does, checked against `rows` values where
+/// given (else the key columns must agree with each other); returns them
+/// with the columns they may point into.
+pub fn extract_keys<'py>(
+    keys: &Bound<'py, PyAny>,
+    mut rows: Option<usize>,
+    composite: bool,
+) -> PyResult<(Keys, Vec<input::Column<'py>>)> {
     let mut columns = Vec::new();
     let keys = if composite {
         let mut prepared = Vec::new();
         for k in keys.try_iter()? {
             let mut kc = key_column(&k?, rows)?;
+            rows = Some(kc.len());
             prepared.push(kc.prepare(Partitions::Whole)?);
             columns.push(kc);
         }
@@ -168,16 +189,7 @@ pub fn extract<'py>(
         columns.push(kc);
         Keys::One(k)
     };
-    let (values, valid) = vc.prepare_rows()?;
-    columns.push(vc);
-    Ok(Extracted {
-        input: KeyedInput {
-            keys,
-            values,
-            valid,
-        },
-        _columns: columns,
-    })
+    Ok((keys, columns))
 }
 
 /// One keyed result: the distinct keys and, per op, its values.
@@ -197,12 +209,12 @@ pub enum KeyArray {
 
 /// The distinct keys and per-key states.
 pub struct KeyedStates {
-    keys: KeyArray,
-    states: Vec<State>,
+    pub keys: KeyArray,
+    pub states: Vec<State>,
 }
 
 impl KeyedResult {
-    fn of<K: IntoKeys>(g: Grouped<K>) -> Self {
+    pub fn of<K: IntoKeys>(g: Grouped<K>) -> Self {
         KeyedResult {
             keys: K::wrap(g.keys),
             values: g.reductions.into_iter().map(|r| r.values).collect(),
@@ -210,7 +222,7 @@ impl KeyedResult {
     }
 
     /// The result with its keys decoded where they were combined.
-    fn decoded(self, composite: Option<&CompositeKeys>) -> gpulanes::Result<Self> {
+    pub fn decoded(self, composite: Option<&CompositeKeys>) -> gpulanes::Result<Self> {
         Ok(KeyedResult {
             keys: decoded(self.keys, composite)?,
             values: self.values,
@@ -381,7 +393,7 @@ pub fn states(
     }
 }
 
-fn key_array(py: Python<'_>, keys: KeyArray) -> PyResult<Py<PyAny>> {
+pub fn key_array(py: Python<'_>, keys: KeyArray) -> PyResult<Py<PyAny>> {
     Ok(match keys {
         KeyArray::I32(v) => PyArray1::from_vec(py, v).into_any().unbind(),
         KeyArray::U32(v) => PyArray1::from_vec(py, v).into_any().unbind(),

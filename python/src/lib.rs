@@ -9,6 +9,7 @@
 //! the partitions that have a value.
 
 mod arrow;
+mod index;
 mod input;
 mod keyed;
 mod lanes;
@@ -423,6 +424,68 @@ impl Engine {
         keyed::states_to_python(py, s)
     }
 
+    /// The groups of `keys` (with `composite`, a sequence of key columns),
+    /// found once for `reduce_by_index` and `partial_by_index`.
+    #[pyo3(signature = (keys, composite = false))]
+    fn group_index(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        composite: bool,
+    ) -> PyResult<index::GroupIndex> {
+        let (keys, _columns) = keyed::extract_keys(keys, None, composite)?;
+        let engine = &*self.inner;
+        py.detach(|| index::build(engine, &keys))
+            .map_err(engine_error)
+    }
+
+    /// `ops` over the values of each key of `index`: the keys and one
+    /// `(values, valid)` pair per op, as `reduce_by_key` gives them.
+    #[pyo3(signature = (x, index, ops, nan = "propagate"))]
+    fn reduce_by_index(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        index: &index::GroupIndex,
+        ops: Vec<String>,
+        nan: &str,
+    ) -> PyResult<(Py<PyAny>, Vec<Pair>)> {
+        let ops = ops
+            .iter()
+            .map(|o| parse_op(o))
+            .collect::<PyResult<Vec<_>>>()?;
+        if ops.is_empty() {
+            return Err(value_error("no ops given"));
+        }
+        let nan = parse_nan(nan)?;
+        let mut col = input::extract(x, true)?;
+        let (values, bits) = col.prepare_rows()?;
+        let engine = &*self.inner;
+        let r = py
+            .detach(|| index::reduce(engine, index, &values, bits.as_deref(), &ops, nan))
+            .map_err(engine_error)?;
+        keyed::to_python(py, r, &ops, values.dtype)
+    }
+
+    /// The keys of `index` and the state (bytes) of `op` of each.
+    #[pyo3(signature = (x, index, op))]
+    fn partial_by_index(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        index: &index::GroupIndex,
+        op: &str,
+    ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        let kind = StateKind::for_op(parse_op(op)?);
+        let mut col = input::extract(x, true)?;
+        let (values, bits) = col.prepare_rows()?;
+        let engine = &*self.inner;
+        let s = py
+            .detach(|| index::states(engine, index, &values, bits.as_deref(), kind))
+            .map_err(engine_error)?;
+        keyed::states_to_python(py, s)
+    }
+
     /// The partial state (bytes) of `op` over `x`, or one per partition.
     #[pyo3(signature = (x, op, partition_size = None, offsets = None))]
     fn partial(
@@ -681,6 +744,7 @@ fn _gpulanes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Engine>()?;
     m.add_class::<lanes::Lanes>()?;
+    m.add_class::<index::GroupIndex>()?;
     m.add_class::<lanes::CancelToken>()?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(finalize, m)?)?;
