@@ -20,7 +20,8 @@ a mean, max or min of values that are all NaN is NaN.
 :func:`groupby_agg` reduces values per distinct key (or key tuple) the
 same way, as a ``Delayed``: Dask arrays of keys and values, or columns of
 one Dask DataFrame (read partition by partition as pandas columns, so
-missing values are nulls and categorical keys name their groups).
+missing values are nulls and categorical keys name their groups); several
+value columns read each chunk's keys once.
 """
 
 from __future__ import annotations
@@ -195,17 +196,33 @@ def count(x: Any, axis: Axis = None, *, nan: str = "propagate", keepdims: bool =
 _KIND_OP = {"sum": "sum", "mean": "sum", "count": "sum", "max": "max", "min": "min"}
 
 
-def _keyed_partial(keys: Any, values: Any, kind: str) -> Any:
+def _is_frame(obj: Any) -> bool:
+    """True for a Dask DataFrame (several columns), not a Series (whose
+    attribute lookup answers ``columns`` too)."""
+    return getattr(obj, "ndim", None) == 2 and hasattr(obj, "columns") and hasattr(obj, "to_delayed")
+
+
+def _index_keys(keys: Any) -> Any:
     # asanyarray: a masked chunk keeps its mask (its masked entries are nulls).
-    keys = [np.asanyarray(k) for k in keys] if isinstance(keys, list) else np.asanyarray(keys)
-    return default_engine().partial(np.asanyarray(values), kind, keys=keys)
+    return [np.asanyarray(k) for k in keys] if isinstance(keys, list) else np.asanyarray(keys)
 
 
-def _keyed_partial_of_columns(keys: Any, values: Any, kind: str) -> Any:
-    # Pandas columns as they are, so each partition reads as
-    # Engine.reduce reads a pandas column (its Arrow export: nulls,
-    # pandas' missing floats, categorical keys).
-    return default_engine().partial(values, kind, keys=keys)
+def _keyed_partials(keys: Any, kinds: List[Tuple[str, ...]], of_columns: bool, *values: Any) -> dict:
+    """Per-key states of one chunk: ``{(column, kind): (keys, states)}``
+    for each value column and each kind it needs, its keys read once
+    (:meth:`gpulanes.Engine.group_index`), so every column's states have
+    every key of the chunk. Pandas columns (``of_columns``) go as they
+    are, read as ``Engine.reduce`` reads a pandas column (its Arrow
+    export: nulls, pandas' missing floats, categorical keys); array chunks
+    through ``asanyarray``, so masked entries stay nulls."""
+    engine = default_engine()
+    index = engine.group_index(keys if of_columns else _index_keys(keys))
+    out = {}
+    for i, (v, column_kinds) in enumerate(zip(values, kinds)):
+        v = v if of_columns else np.asanyarray(v)
+        for kind in column_kinds:
+            out[(i, kind)] = engine.partial(v, kind, keys=index)
+    return out
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype:
@@ -217,27 +234,68 @@ def _numpy_dtype(dtype: Any) -> np.dtype:
         return np.dtype(getattr(dtype, "numpy_dtype", np.float64))
 
 
-def _merge_pairs(*pairs: Any) -> Any:
-    return merge_keyed(pairs)
+def _merge_partials(*parts: dict) -> dict:
+    """The chunks' states of each (column, kind) merged by key."""
+    return {ck: merge_keyed([p[ck] for p in parts]) for ck in parts[0]}
 
 
-def _finalize_groups(merged: dict, ops: list, nan: str, single: bool, dtype: np.dtype, restore: Any = None) -> Any:
-    out = {}
+def _finalize_columns(
+    merged: dict,
+    column_ops: List[List[str]],
+    singles: List[bool],
+    names: Optional[list],
+    nan: str,
+    dtypes: List[np.dtype],
+    restore: Any = None,
+) -> Any:
+    """``(keys, result)`` from the merged states: one value column's result
+    (an array, or a dict of them by op), or with ``names`` a dict of them
+    by column name."""
+    results = []
     keys = None
-    for op in ops:
-        group_keys, states = merged[_KIND_OP[op]]
-        keys, out[op] = finalize_keyed(group_keys, states, op, nan, dtype=dtype)
+    for i, (ops, single, dtype) in enumerate(zip(column_ops, singles, dtypes)):
+        out = {}
+        for op in ops:
+            group_keys, states = merged[(i, _KIND_OP[op])]
+            keys, out[op] = finalize_keyed(group_keys, states, op, nan, dtype=dtype)
+        results.append(out[ops[0]] if single else out)
     if keys is None:
         keys = np.zeros(0, dtype=np.int64)
     if restore is not None:
         keys = restore(keys)
-    return keys, (out[ops[0]] if single else out)
+    return keys, (results[0] if names is None else dict(zip(names, results)))
+
+
+def _value_columns(values: Any, ops: Any) -> Tuple[List[Any], Optional[list], List[Any]]:
+    """The value columns of :func:`groupby_agg`, their names (``None`` for
+    one column) and each one's ops (as given: a name or a sequence)."""
+    if _is_frame(values):
+        names: Optional[list] = list(values.columns)
+        columns = [values[c] for c in names]
+    elif isinstance(values, (list, tuple)):
+        names = list(range(len(values)))
+        columns = list(values)
+    else:
+        if isinstance(ops, dict):
+            raise ValueError("ops as a dict names value columns: give a list of columns or a DataFrame")
+        return [values], None, [ops]
+    if not columns:
+        raise ValueError("no value columns given")
+    if not isinstance(ops, dict):
+        return columns, names, [ops] * len(columns)
+    unknown = [c for c in ops if c not in names]
+    if unknown:
+        raise ValueError(f"ops name columns {unknown!r} that are not among the values' columns {names!r}")
+    if not ops:
+        raise ValueError("no ops given")
+    picked = [names.index(c) for c in ops]
+    return [columns[i] for i in picked], list(ops), list(ops.values())
 
 
 def groupby_agg(
     keys: Any,
     values: Any,
-    ops: Union[str, Sequence[str]] = "sum",
+    ops: Any = "sum",
     *,
     nan: str = "propagate",
     split_every: Optional[int] = None,
@@ -256,25 +314,35 @@ def groupby_agg(
     column: missing values (pandas' NaN in float columns, ``pd.NA``) are
     nulls and categorical keys name their groups by category. Null values
     (those, and masked entries of a masked array chunk) are skipped and
-    their keys kept (count 0, other ops masked); keys must not be null."""
+    their keys kept (count 0, other ops masked); keys must not be null.
+
+    Several value columns (a list of columns, or a DataFrame such as
+    ``ddf[["amount", "units"]]``) are reduced by keys each chunk reads once
+    (:meth:`gpulanes.Engine.group_index`), and ``result`` is a dict by
+    column name (list position for a list) of what one column gives;
+    ``ops`` may then be a dict from column name to ops, as pandas' ``agg``
+    takes it, and only those columns are reduced. Every column's result
+    has an entry for every key, in the order of ``distinct_keys``."""
     import dask.array as da
 
-    _checked_ops(ops, nan, split_every)
     several = isinstance(keys, (list, tuple))
     key_list = list(keys) if several else [keys]
     if not key_list:
         raise ValueError("no key columns given")
+    value_list, names, given_ops = _value_columns(values, ops)
+    for o in given_ops:
+        _checked_ops(o, nan, split_every)
 
     def pieces(per_column: List[Any]) -> List[Any]:
         # One piece of keys a chunk: a list of the columns' pieces for
         # several key columns.
         return [list(p) for p in zip(*per_column)] if several else list(per_column[0])
 
-    if all(hasattr(k, "to_dask_array") for k in key_list) and hasattr(values, "to_dask_array"):
-        for k in key_list:
-            if k.npartitions != values.npartitions:
+    if all(hasattr(k, "to_dask_array") for k in key_list) and all(hasattr(v, "to_dask_array") for v in value_list):
+        for k in key_list + value_list:
+            if k.npartitions != value_list[0].npartitions:
                 raise ValueError(
-                    f"keys in {k.npartitions} partitions and values in {values.npartitions}: "
+                    f"columns in {k.npartitions} partitions and in {value_list[0].npartitions}: "
                     "give columns of one DataFrame"
                 )
         # Categorical keys go by code, which all partitions share once the
@@ -290,28 +358,29 @@ def groupby_agg(
             else:
                 restores.append(None)
         kb = pieces([k.to_delayed() for k in key_list])
-        restore = partial(_restore_columns, restores, several)
         return _groupby_parts(
             kb,
-            values.to_delayed(),
-            _keyed_partial_of_columns,
-            ops,
+            [v.to_delayed() for v in value_list],
+            True,
+            given_ops,
+            names,
             nan,
             split_every,
-            _numpy_dtype(values.dtype),
-            restore,
+            [_numpy_dtype(v.dtype) for v in value_list],
+            partial(_restore_columns, restores, several),
         )
-    if hasattr(values, "to_dask_array"):
-        values = values.to_dask_array(lengths=True)
-    values = da.asarray(values)
-    arrays = []
-    for k in key_list:
-        k = da.asarray(k.to_dask_array(lengths=True) if hasattr(k, "to_dask_array") else k)
-        if k.ndim != 1 or values.ndim != 1 or k.shape != values.shape:
-            raise ValueError(f"keys {k.shape} and values {values.shape} must be 1-D of one length")
-        arrays.append(k.rechunk(values.chunks))
-    kb = pieces([k.to_delayed().ravel() for k in arrays])
-    return _groupby_parts(kb, values.to_delayed().ravel(), _keyed_partial, ops, nan, split_every, np.dtype(values.dtype))
+    def dask_array(column: Any) -> Any:
+        return da.asarray(column.to_dask_array(lengths=True) if hasattr(column, "to_dask_array") else column)
+
+    arrays = [dask_array(v) for v in value_list]
+    key_arrays = [dask_array(k) for k in key_list]
+    first = arrays[0]
+    for a in arrays + key_arrays:
+        if a.ndim != 1 or first.ndim != 1 or a.shape != first.shape:
+            raise ValueError(f"keys and values {a.shape} and {first.shape} must be 1-D of one length")
+    kb = pieces([k.rechunk(first.chunks).to_delayed().ravel() for k in key_arrays])
+    vbs = [a.rechunk(first.chunks).to_delayed().ravel() for a in arrays]
+    return _groupby_parts(kb, vbs, False, given_ops, names, nan, split_every, [np.dtype(a.dtype) for a in arrays])
 
 
 def _checked_ops(ops: Union[str, Sequence[str]], nan: str, split_every: Optional[int]) -> list:
@@ -343,26 +412,29 @@ def _restore_columns(restores: List[Any], several: bool, keys: Any) -> Any:
 
 def _groupby_parts(
     kb: Any,
-    vb: Any,
-    to_states: Any,
-    ops: Any,
+    vbs: List[Any],
+    of_columns: bool,
+    given_ops: List[Any],
+    names: Optional[list],
     nan: str,
     split_every: Optional[int],
-    dtype: np.dtype,
+    dtypes: List[np.dtype],
     restore: Any = None,
 ) -> Any:
     """The Delayed of :func:`groupby_agg` over delayed pieces of keys and
-    values (pairs of one length), each turned into states by
-    ``to_states``; ``restore`` maps the merged keys to the caller's."""
+    of each value column (pieces of one length, chunk by chunk): one task
+    a chunk gives the states of every (column, kind), tasks merge them
+    ``split_every`` at a time, the last finalises; ``restore`` maps the
+    merged keys to the caller's."""
     from dask import delayed
 
-    single = isinstance(ops, str)
-    op_list = _checked_ops(ops, nan, split_every)
     every = 8 if split_every is None else int(split_every)
-    merged = {}
-    for kind in sorted({_KIND_OP[op] for op in op_list}):
-        parts = [delayed(to_states, pure=True)(k, v, kind) for k, v in zip(kb, vb)]
-        while len(parts) > 1:
-            parts = [delayed(_merge_pairs, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
-        merged[kind] = parts[0]
-    return delayed(_finalize_groups, pure=True)(merged, op_list, nan, single, dtype, restore)
+    column_ops = [_checked_ops(o, nan, split_every) for o in given_ops]
+    singles = [isinstance(o, str) for o in given_ops]
+    kinds = [tuple(sorted({_KIND_OP[op] for op in ops})) for ops in column_ops]
+    parts = [
+        delayed(_keyed_partials, pure=True)(k, kinds, of_columns, *vs) for k, *vs in zip(kb, *vbs)
+    ]
+    while len(parts) > 1:
+        parts = [delayed(_merge_partials, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
+    return delayed(_finalize_columns, pure=True)(parts[0], column_ops, singles, names, nan, dtypes, restore)

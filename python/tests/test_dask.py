@@ -300,3 +300,65 @@ def test_categorical_keys_keep_code_order_over_partitions(client, engine):
             assert [list(g) for g in got_keys] == [list(w) for w in want_keys_], (keys, npartitions)
             assert got["sum"].tobytes() == want["sum"].tobytes() and np.array_equal(got["count"], want["count"])
     assert list(engine.reduce(pdf["v"], "sum", keys=pdf["k"])[0]) == ["z", "a", "m"]
+
+
+def test_several_value_columns_read_their_keys_once_and_line_up(client, engine):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    rng = np.random.default_rng(21)
+    n = 30_001
+    k = rng.integers(0, 400, n).astype(np.int64) << 34
+    a = values(np.float32, n, seed=22)
+    a[rng.random(n) < 0.1] = np.nan  # pandas' missing floats: nulls
+    b = rng.integers(-(2**40), 2**40, n)
+    c = pd.array(np.where(rng.random(n) < 0.2, None, rng.standard_normal(n)), dtype="Float64")
+    # Key 0's rows of c are all null: its entry there is count 0.
+    c[k == k.min()] = None
+    pdf = pd.DataFrame({"k": k, "a": a, "b": b, "c": c})
+    ops = ["sum", "mean", "max", "min", "count"]
+    want = {col: engine.reduce(pdf[col], ops, keys=pdf["k"]) for col in "abc"}
+    want_keys = want["a"][0]
+    for npartitions, split_every in [(1, None), (5, 2)]:
+        ddf = dd.from_pandas(pdf, npartitions=npartitions)
+        got_keys, got = client.compute(gd.groupby_agg(ddf["k"], ddf[["a", "b", "c"]], ops, split_every=split_every)).result()
+        assert got_keys.tolist() == want_keys.tolist() and set(got) == {"a", "b", "c"}
+        for col in "abc":
+            assert want[col][0].tolist() == want_keys.tolist()
+            for op in ops:
+                assert same_masked(got[col][op], want[col][1][op]), (col, op, npartitions)
+        assert got["c"]["count"][0] == 0 and np.ma.getmaskarray(got["c"]["sum"])[0]
+        # ops by column, as pandas' agg takes them: only those columns.
+        got_keys, got = client.compute(
+            gd.groupby_agg(ddf["k"], ddf[["a", "b", "c"]], {"c": ["sum", "count"], "a": "max"})
+        ).result()
+        assert list(got) == ["c", "a"] and got_keys.tolist() == want_keys.tolist()
+        assert same_masked(got["a"], want["a"][1]["max"]) and same_masked(got["c"]["count"], want["c"][1]["count"])
+    # Dask arrays in a list, chunked differently: results by position.
+    da = pytest.importorskip("dask.array")
+    dk = da.from_array(k, chunks=7_000)
+    cols = [da.from_array(a, chunks=9_000), da.from_array(b, chunks=4_001)]
+    got_keys, got = client.compute(gd.groupby_agg(dk, cols, ["sum", "max"], split_every=3)).result()
+    for i, x in enumerate([a, b]):
+        wk, w = engine.reduce(x, ["sum", "max"], keys=k)
+        assert got_keys.tolist() == wk.tolist()
+        for op in ["sum", "max"]:
+            assert same_masked(got[i][op], w[op]), (i, op)
+
+
+def test_several_value_columns_bad_arguments(client):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    ddf = dd.from_pandas(pd.DataFrame({"k": np.arange(10), "a": np.ones(10), "b": np.ones(10)}), npartitions=2)
+    for values, ops, match in [
+        (ddf["a"], {"a": "sum"}, "dict"),
+        (ddf[["a", "b"]], {"x": "sum"}, "not among"),
+        (ddf[["a", "b"]], {}, "no ops"),
+        (ddf[["a", "b"]], {"a": []}, "no ops"),
+        ([], "sum", "no value columns"),
+        (ddf[["a", "b"]], {"a": "median"}, "unknown op"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            gd.groupby_agg(ddf["k"], values, ops)
+    other = dd.from_pandas(pd.DataFrame({"a": np.ones(10)}), npartitions=3)
+    with pytest.raises(ValueError, match="partitions"):
+        gd.groupby_agg(ddf["k"], [ddf["a"], other["a"]], "sum")
