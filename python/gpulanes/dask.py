@@ -26,12 +26,13 @@ value columns read each chunk's keys once.
 
 from __future__ import annotations
 
+import operator
 from functools import partial
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _result_dtype, default_engine, finalize, finalize_keyed, merge, merge_keyed, state_info
+from . import _array, _gpulanes, _restore_keys, _result_dtype, default_engine, finalize, merge, merge_keyed, state_info
 
 __all__ = ["sum", "mean", "max", "min", "count", "reduction", "groupby_agg"]
 
@@ -208,7 +209,8 @@ def _index_keys(keys: Any) -> Any:
 
 
 def _keyed_partials(keys: Any, kinds: List[Tuple[str, ...]], of_columns: bool, *values: Any) -> dict:
-    """Per-key states of one chunk: ``{(column, kind): (keys, states)}``
+    """Per-key states of one chunk: ``{(column, kind): packed states}``
+    (:func:`_packed`)
     for each value column and each kind it needs, its keys read once
     (:meth:`gpulanes.Engine.group_index`), so every column's states have
     every key of the chunk. Pandas columns (``of_columns``) go as they
@@ -221,8 +223,45 @@ def _keyed_partials(keys: Any, kinds: List[Tuple[str, ...]], of_columns: bool, *
     for i, (v, column_kinds) in enumerate(zip(values, kinds)):
         v = v if of_columns else np.asanyarray(v)
         for kind in column_kinds:
-            out[(i, kind)] = engine.partial(v, kind, keys=index)
+            distinct, blob, offsets = engine._native.partial_by_index_packed(v, index._native, kind)
+            out[(i, kind)] = (_restore_keys(distinct, index._restore), blob, offsets)
     return out
+
+
+# Keyed states travel packed: ``(keys, bytes, offsets)``, every state's
+# bytes in one uint8 array, state i at ``bytes[offsets[i]:offsets[i + 1]]``.
+# Distributed sends an array as one frame, where a list of bytes objects
+# costs a frame (and a Python object) a key: twenty times slower at a few
+# hundred thousand keys a chunk.
+
+
+def _packed(pair: Tuple[Any, List[bytes]]) -> Tuple[Any, np.ndarray, np.ndarray]:
+    """``(keys, states)`` packed."""
+    keys, states = pair
+    offsets = np.zeros(len(states) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in states], out=offsets[1:])
+    return keys, np.frombuffer(b"".join(states), dtype=np.uint8), offsets
+
+
+def _unpacked(packed: Tuple[Any, np.ndarray, np.ndarray]) -> Tuple[Any, List[bytes]]:
+    """Packed keyed states as ``(keys, states)``."""
+    keys, blob, offsets = packed
+    data = blob.tobytes()
+    bounds = offsets.tolist()
+    return keys, [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _int64_columns(keys: Any) -> Optional[List[np.ndarray]]:
+    """The key columns of packed states (one array, or a tuple of them)
+    where all are integers or bools that fit int64, else ``None``."""
+    cols = list(keys) if isinstance(keys, tuple) else [keys]
+    cols = [np.asarray(c) for c in cols]
+    for c in cols:
+        if c.dtype.kind not in "iub":
+            return None
+        if c.dtype == np.uint64 and c.size and int(c.max()) > np.iinfo(np.int64).max:
+            return None
+    return cols
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype:
@@ -234,13 +273,25 @@ def _numpy_dtype(dtype: Any) -> np.dtype:
         return np.dtype(getattr(dtype, "numpy_dtype", np.float64))
 
 
-def _merge_partials(*parts: dict) -> dict:
-    """The chunks' states of each (column, kind) merged by key."""
-    return {ck: merge_keyed([p[ck] for p in parts]) for ck in parts[0]}
+def _merge_packed(*parts: Tuple[Any, np.ndarray, np.ndarray]) -> Tuple[Any, np.ndarray, np.ndarray]:
+    """Packed keyed states of several chunks merged by key, packed: in one
+    native call for integer and bool keys, else through
+    :func:`gpulanes.merge_keyed`."""
+    columns = [_int64_columns(p[0]) for p in parts]
+    if any(c is None for c in columns):
+        return _packed(merge_keyed([_unpacked(p) for p in parts]))
+    first = parts[0][0]
+    dtypes = [c.dtype for c in columns[0]]
+    keys, blob, offsets = _gpulanes.merge_keyed_packed(
+        [([c.astype(np.int64) for c in cols], p[1], p[2]) for cols, p in zip(columns, parts)]
+    )
+    typed = tuple(k.astype(d) for k, d in zip(keys, dtypes))
+    return (typed if isinstance(first, tuple) else typed[0]), blob, offsets
 
 
 def _finalize_columns(
-    merged: dict,
+    merged_list: list,
+    pairs: List[Tuple[int, str]],
     column_ops: List[List[str]],
     singles: List[bool],
     names: Optional[list],
@@ -251,13 +302,17 @@ def _finalize_columns(
     """``(keys, result)`` from the merged states: one value column's result
     (an array, or a dict of them by op), or with ``names`` a dict of them
     by column name."""
+    merged = dict(zip(pairs, merged_list))
     results = []
     keys = None
     for i, (ops, single, dtype) in enumerate(zip(column_ops, singles, dtypes)):
         out = {}
         for op in ops:
-            group_keys, states = merged[(i, _KIND_OP[op])]
-            keys, out[op] = finalize_keyed(group_keys, states, op, nan, dtype=dtype)
+            keys, blob, offsets = merged[(i, _KIND_OP[op])]
+            if len(offsets) == 1:
+                out[op] = np.zeros(0, dtype=_result_dtype(op, dtype))
+            else:
+                out[op] = _array(*_gpulanes.finalize_keyed_packed(blob, offsets, op, nan))
         results.append(out[ops[0]] if single else out)
     if keys is None:
         keys = np.zeros(0, dtype=np.int64)
@@ -423,18 +478,23 @@ def _groupby_parts(
 ) -> Any:
     """The Delayed of :func:`groupby_agg` over delayed pieces of keys and
     of each value column (pieces of one length, chunk by chunk): one task
-    a chunk gives the states of every (column, kind), tasks merge them
-    ``split_every`` at a time, the last finalises; ``restore`` maps the
-    merged keys to the caller's."""
+    a chunk gives the states of every (column, kind), each (column, kind)
+    has its own tree of tasks merging them ``split_every`` at a time, and
+    the last task finalises; ``restore`` maps the merged keys to the
+    caller's."""
     from dask import delayed
 
     every = 8 if split_every is None else int(split_every)
     column_ops = [_checked_ops(o, nan, split_every) for o in given_ops]
     singles = [isinstance(o, str) for o in given_ops]
     kinds = [tuple(sorted({_KIND_OP[op] for op in ops})) for ops in column_ops]
-    parts = [
-        delayed(_keyed_partials, pure=True)(k, kinds, of_columns, *vs) for k, *vs in zip(kb, *vbs)
-    ]
-    while len(parts) > 1:
-        parts = [delayed(_merge_partials, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
-    return delayed(_finalize_columns, pure=True)(parts[0], column_ops, singles, names, nan, dtypes, restore)
+    chunks = [delayed(_keyed_partials, pure=True)(k, kinds, of_columns, *vs) for k, *vs in zip(kb, *vbs)]
+    # One merge tree a (column, kind), so the trees run side by side.
+    pairs = [(i, kind) for i, column_kinds in enumerate(kinds) for kind in column_kinds]
+    merged = []
+    for pair in pairs:
+        parts = [delayed(operator.getitem, pure=True)(c, pair) for c in chunks]
+        while len(parts) > 1:
+            parts = [delayed(_merge_packed, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
+        merged.append(parts[0])
+    return delayed(_finalize_columns, pure=True)(merged, pairs, column_ops, singles, names, nan, dtypes, restore)

@@ -13,6 +13,7 @@ mod index;
 mod input;
 mod keyed;
 mod lanes;
+mod packed;
 
 use std::sync::Arc;
 
@@ -99,7 +100,7 @@ pub(crate) fn engine_error(e: Error) -> PyErr {
     }
 }
 
-fn value_error(msg: impl Into<String>) -> PyErr {
+pub(crate) fn value_error(msg: impl Into<String>) -> PyErr {
     PyValueError::new_err(msg.into())
 }
 
@@ -467,6 +468,26 @@ impl Engine {
         keyed::to_python(py, r, &ops, values.dtype)
     }
 
+    /// The keys of `index` and the states of `op` of each, packed
+    /// ([`packed`]): `(keys, bytes, offsets)`.
+    #[pyo3(signature = (x, index, op))]
+    fn partial_by_index_packed(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        index: &index::GroupIndex,
+        op: &str,
+    ) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+        let kind = StateKind::for_op(parse_op(op)?);
+        let mut col = input::extract(x, true)?;
+        let (values, bits) = col.prepare_rows()?;
+        let engine = &*self.inner;
+        let s = py
+            .detach(|| index::states(engine, index, &values, bits.as_deref(), kind))
+            .map_err(engine_error)?;
+        packed::states_to_python(py, s)
+    }
+
     /// The keys of `index` and the state (bytes) of `op` of each.
     #[pyo3(signature = (x, index, op))]
     fn partial_by_index(
@@ -558,7 +579,7 @@ fn own_op(kind: StateKind) -> Op {
     }
 }
 
-fn state_of(b: &[u8]) -> PyResult<State> {
+pub(crate) fn state_of(b: &[u8]) -> PyResult<State> {
     State::from_bytes(b).map_err(engine_error)
 }
 
@@ -684,11 +705,21 @@ fn finalize_keyed_states(
     op: Option<&str>,
     nan: &str,
 ) -> PyResult<Pair> {
-    let nan = parse_nan(nan)?;
     let parsed = states
         .iter()
         .map(|b| state_of(b.as_bytes()))
         .collect::<PyResult<Vec<_>>>()?;
+    finalize_states(py, &parsed, op, nan)
+}
+
+/// [`finalize_keyed_states`] of states already parsed.
+pub(crate) fn finalize_states(
+    py: Python<'_>,
+    parsed: &[State],
+    op: Option<&str>,
+    nan: &str,
+) -> PyResult<Pair> {
+    let nan = parse_nan(nan)?;
     let Some(first) = parsed.first() else {
         return Err(value_error(
             "finalize_keyed_states needs at least one state",
@@ -750,6 +781,8 @@ fn _gpulanes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(finalize, m)?)?;
     m.add_function(wrap_pyfunction!(finalize_keyed_states, m)?)?;
     m.add_function(wrap_pyfunction!(merge_keyed_states, m)?)?;
+    m.add_function(wrap_pyfunction!(packed::merge_keyed_packed, m)?)?;
+    m.add_function(wrap_pyfunction!(packed::finalize_keyed_packed, m)?)?;
     m.add_function(wrap_pyfunction!(state_info, m)?)?;
     m.add("GpuError", py.get_type::<GpuError>())?;
     m.add("NoAdapterError", py.get_type::<NoAdapterError>())?;

@@ -180,3 +180,33 @@ def test_bad_uses_of_an_index_are_clear_errors(engine):
     empty = engine.group_index(np.zeros(0, dtype=np.int64))
     k, r = engine.reduce(np.zeros(0, dtype=np.float32), OPS, keys=empty)
     assert len(k) == 0 and len(r["sum"]) == 0 and r["sum"].dtype == np.float32
+
+
+def test_packed_keyed_states_merge_and_finalize_as_lists_of_bytes(engine):
+    from gpulanes import _gpulanes
+    from gpulanes.dask import _packed, _unpacked
+
+    rng = np.random.default_rng(31)
+    n = 50_000
+    keys = rng.integers(-1000, 1000, n).astype(np.int64)
+    x = rng.standard_normal(n).astype(np.float32)
+    cuts = [(0, 20_000), (20_000, 20_001), (20_001, n)]
+    for op in ["sum", "max", "min"]:
+        parts = [engine.partial(x[a:b], op, keys=keys[a:b]) for a, b in cuts]
+        index = engine.group_index(keys[:20_000])
+        k, blob, offsets = engine._native.partial_by_index_packed(x[:20_000], index._native, op)
+        assert np.array_equal(k, parts[0][0]) and _unpacked((k, blob, offsets))[1] == list(parts[0][1])
+        packed = [_packed(p) for p in parts]
+        mk, mb, mo = _gpulanes.merge_keyed_packed([([pk], pb, po) for pk, pb, po in packed[::-1]])
+        want_keys, want_states = gpulanes.merge_keyed(parts)
+        assert np.array_equal(mk[0], want_keys) and _unpacked((mk[0], mb, mo))[1] == list(want_states)
+        values, valid = _gpulanes.finalize_keyed_packed(mb, mo, op)
+        assert values.tobytes() == gpulanes.finalize_keyed(want_keys, want_states, op)[1].tobytes()
+    k, blob, offsets = packed[0]
+    for bad in [offsets[1:], offsets + 1, np.concatenate([offsets[:1], offsets[2:3], offsets[1:2], offsets[3:]])]:
+        with pytest.raises(ValueError, match="offsets"):
+            _gpulanes.finalize_keyed_packed(blob, bad)
+    with pytest.raises(ValueError):
+        _gpulanes.finalize_keyed_packed(np.frombuffer(b"not a state", dtype=np.uint8), np.array([0, 11]))
+    with pytest.raises(ValueError, match="keys for"):
+        _gpulanes.merge_keyed_packed([([k[:-1]], blob, offsets)])

@@ -1,0 +1,189 @@
+//! Keyed states packed into arrays, for moving them between processes:
+//! `(keys, bytes, offsets)`, every state's serialised bytes in one uint8
+//! array and state i at `bytes[offsets[i]..offsets[i + 1]]`. A cluster
+//! sends an array as one buffer, where a list of bytes objects costs
+//! one message frame (and one Python object) a key; at hundreds of
+//! thousands of keys a chunk that dominated a group-by. The Dask
+//! integration makes, merges and finalises its keyed states this way.
+
+use gpulanes::State;
+use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+
+use crate::keyed::{KeyedStates, key_array};
+use crate::{Pair, engine_error, finalize_states, value_error};
+
+/// Serialised states one after another, and where each starts and ends.
+struct Packed {
+    bytes: Vec<u8>,
+    offsets: Vec<i64>,
+}
+
+impl Packed {
+    fn with_capacity(states: usize) -> Self {
+        let mut offsets = Vec::with_capacity(states + 1);
+        offsets.push(0);
+        Packed {
+            bytes: Vec::new(),
+            offsets,
+        }
+    }
+
+    fn push(&mut self, state: &[u8]) {
+        self.bytes.extend_from_slice(state);
+        self.offsets.push(self.bytes.len() as i64);
+    }
+
+    fn into_python(self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
+        (
+            PyArray1::from_vec(py, self.bytes).into_any().unbind(),
+            PyArray1::from_vec(py, self.offsets).into_any().unbind(),
+        )
+    }
+}
+
+/// Keyed states as `(keys, bytes, offsets)`.
+pub fn states_to_python(
+    py: Python<'_>,
+    s: KeyedStates,
+) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+    let mut packed = Packed::with_capacity(s.states.len());
+    for state in &s.states {
+        packed.push(&state.to_bytes());
+    }
+    let (bytes, offsets) = packed.into_python(py);
+    Ok((key_array(py, s.keys)?, bytes, offsets))
+}
+
+/// The states of one packed part, as slices, checked against its offsets.
+fn slices<'a>(bytes: &'a [u8], offsets: &[i64]) -> PyResult<Vec<&'a [u8]>> {
+    if offsets.first() != Some(&0) || offsets.last().copied() != Some(bytes.len() as i64) {
+        return Err(value_error(
+            "packed states: the offsets must start at 0 and end at the bytes' length",
+        ));
+    }
+    offsets
+        .windows(2)
+        .map(|w| {
+            if w[0] > w[1] {
+                return Err(value_error("packed states: the offsets must not decrease"));
+            }
+            Ok(&bytes[w[0] as usize..w[1] as usize])
+        })
+        .collect()
+}
+
+/// One packed part of a keyed merge: its key columns (int64), its states'
+/// bytes and their offsets.
+type PackedPart<'py> = (
+    Vec<PyReadonlyArray1<'py, i64>>,
+    PyReadonlyArray1<'py, u8>,
+    PyReadonlyArray1<'py, i64>,
+);
+
+/// A packed merge's result: the distinct key columns, bytes and offsets.
+type MergedPacked = (Vec<Py<PyAny>>, Py<PyAny>, Py<PyAny>);
+
+/// Merges packed keyed states (parts of `(key columns, bytes, offsets)`,
+/// the columns int64, one key a state each): the distinct key tuples
+/// ascending, one int64 array a column, and their merged states packed.
+/// States of one key merge in any order to the same bits.
+#[pyfunction]
+pub fn merge_keyed_packed(py: Python<'_>, parts: Vec<PackedPart<'_>>) -> PyResult<MergedPacked> {
+    let columns = parts.first().map_or(1, |(k, _, _)| k.len());
+    let mut keys: Vec<Vec<i64>> = vec![Vec::new(); columns];
+    let mut states: Vec<&[u8]> = Vec::new();
+    for (cols, bytes, offsets) in &parts {
+        let part = slices(
+            bytes.as_slice().map_err(|e| value_error(e.to_string()))?,
+            offsets.as_slice().map_err(|e| value_error(e.to_string()))?,
+        )?;
+        if cols.len() != columns {
+            return Err(value_error(format!(
+                "parts with {} and {columns} key columns cannot be merged",
+                cols.len()
+            )));
+        }
+        for (c, col) in cols.iter().enumerate() {
+            let col = col.as_slice().map_err(|e| value_error(e.to_string()))?;
+            if col.len() != part.len() {
+                return Err(value_error(format!(
+                    "{} keys for {} states",
+                    col.len(),
+                    part.len()
+                )));
+            }
+            keys[c].extend_from_slice(col);
+        }
+        states.extend(part);
+    }
+    let (out_keys, packed) = py
+        .detach(|| merge_runs(&keys, &states))
+        .map_err(engine_error)?;
+    let (bytes, offsets) = packed.into_python(py);
+    let arrays = out_keys
+        .into_iter()
+        .map(|k| PyArray1::from_vec(py, k).into_any().unbind())
+        .collect();
+    Ok((arrays, bytes, offsets))
+}
+
+/// The states of each distinct key tuple of `keys` (columns, one row a
+/// state) merged, in key-tuple order: the distinct tuples' columns and
+/// their states packed. A key with one state keeps its bytes.
+fn merge_runs(keys: &[Vec<i64>], states: &[&[u8]]) -> gpulanes::Result<(Vec<Vec<i64>>, Packed)> {
+    let mut order: Vec<usize> = (0..states.len()).collect();
+    // Ties in any order: merges commute.
+    order.sort_unstable_by(|&a, &b| {
+        keys.iter()
+            .map(|c| c[a].cmp(&c[b]))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let same = |a: usize, b: usize| keys.iter().all(|c| c[a] == c[b]);
+    let mut out_keys: Vec<Vec<i64>> = vec![Vec::new(); keys.len()];
+    let mut packed = Packed::with_capacity(states.len());
+    for run in order.chunk_by(|&a, &b| same(a, b)) {
+        for (c, out) in out_keys.iter_mut().enumerate() {
+            out.push(keys[c][run[0]]);
+        }
+        if let [one] = run {
+            // Copied unparsed, as `merge_keyed_states` keeps its bytes
+            // object: finalising parses every state.
+            packed.push(states[*one]);
+            continue;
+        }
+        let mut acc = State::from_bytes(states[run[0]])?;
+        for &i in &run[1..] {
+            acc.merge(&State::from_bytes(states[i])?)?;
+        }
+        packed.push(&acc.to_bytes());
+    }
+    Ok((out_keys, packed))
+}
+
+/// The value of `op` from each packed keyed state, as one (values, valid)
+/// pair, as `finalize_keyed_states` gives it.
+#[pyfunction]
+#[pyo3(signature = (bytes, offsets, op = None, nan = "propagate"))]
+pub fn finalize_keyed_packed(
+    py: Python<'_>,
+    bytes: PyReadonlyArray1<'_, u8>,
+    offsets: PyReadonlyArray1<'_, i64>,
+    op: Option<&str>,
+    nan: &str,
+) -> PyResult<Pair> {
+    let states = slices(
+        bytes.as_slice().map_err(|e| value_error(e.to_string()))?,
+        offsets.as_slice().map_err(|e| value_error(e.to_string()))?,
+    )?;
+    let parsed = py
+        .detach(|| {
+            states
+                .iter()
+                .map(|b| State::from_bytes(b))
+                .collect::<gpulanes::Result<Vec<_>>>()
+        })
+        .map_err(engine_error)?;
+    finalize_states(py, &parsed, op, nan)
+}
