@@ -324,3 +324,73 @@ fn bad_requests_are_named_errors() {
         .unwrap();
     assert!(g.keys.is_empty() && g.reductions.iter().all(|r| r.values.is_empty()));
 }
+
+#[test]
+fn an_index_on_the_device_gives_the_host_bits_and_serves_other_engines_from_the_host() {
+    let mut rng = SplitMix::new(0xde71);
+    let [_, tiny_unsorted] = tiny_engines();
+    // Engines that keep rows as given, so the device copy is read.
+    for (name, e) in [
+        ("no host sort", unsorted_engine()),
+        ("tiny caps", tiny_unsorted),
+    ] {
+        for n in [1usize, 1000, 70_001] {
+            let dense32: Vec<i32> = (0..n).map(|_| rng.below(300) as i32 - 9).collect();
+            let dense64: Vec<i64> = (0..n).map(|_| rng.below(5000) as i64 - (1 << 40)).collect();
+            let sparse: Vec<u32> = (0..n).map(|_| (rng.below(700) as u32) << 22).collect();
+            let values = mixed_data(&mut rng, n, 20);
+            let valid: Vec<bool> = (0..n).map(|_| rng.below(4) > 0).collect();
+            let what = format!("{name}, {n} rows");
+            check_uploaded(e, &format!("{what}, dense i32"), &dense32, &values, &valid);
+            check_uploaded(e, &format!("{what}, dense i64"), &dense64, &values, &valid);
+            check_uploaded(e, &format!("{what}, sparse u32"), &sparse, &values, &valid);
+        }
+    }
+}
+
+/// An index uploaded to `e` reduces `values` (and an int64 column) on `e`
+/// and on another engine with the bits of `reduce_by_key`; with nulls too.
+fn check_uploaded<K: Key + std::fmt::Debug>(
+    e: &Engine,
+    what: &str,
+    keys: &[K],
+    values: &[f32],
+    valid: &[bool],
+) {
+    let mut index = e.group_index(keys).unwrap();
+    index.upload(e).unwrap();
+    assert!(index.on_device(), "{what}");
+    let ints: Vec<i64> = values.iter().map(|v| (v.to_bits() >> 7) as i64).collect();
+    let other = engine();
+    for (engine_name, on) in [("own engine", e), ("another engine", other)] {
+        let what = format!("{what}, {engine_name}");
+        for nan in POLICIES {
+            let got = on.reduce_by_index(&index, values, &OPS, nan).unwrap();
+            let want = on.reduce_by_key(keys, values, &OPS, nan).unwrap();
+            assert_grouped_same(&what, &got, &want);
+        }
+        let got = on
+            .reduce_by_index(&index, &ints, &OPS, NanPolicy::Propagate)
+            .unwrap();
+        assert_grouped_same(
+            &format!("{what}, int64"),
+            &got,
+            &keyed_reference(keys, &ints, None, &OPS, NanPolicy::Propagate),
+        );
+        let got = on.states_by_index(&index, values, StateKind::Max).unwrap();
+        let want = on.states_by_key(keys, values, StateKind::Max).unwrap();
+        assert_eq!(got.keys, want.keys, "{what}: state keys");
+        assert_eq!(
+            got.states.iter().map(|s| s.to_bytes()).collect::<Vec<_>>(),
+            want.states.iter().map(|s| s.to_bytes()).collect::<Vec<_>>(),
+            "{what}: states"
+        );
+        let bits = Validity::pack(valid.iter().copied());
+        let bitmap = Validity::new(&bits, 0, valid.len()).unwrap();
+        let got = on
+            .reduce_by_index_with_nulls(&index, values, bitmap, &OPS, NanPolicy::Ignore)
+            .unwrap();
+        let want = keyed_reference(keys, values, Some(valid), &OPS, NanPolicy::Ignore);
+        assert_grouped_same(&format!("{what}, nulls"), &got, &want);
+    }
+}

@@ -19,7 +19,9 @@
 //!
 //! What an index holds besides its distinct keys: for dense keys, the keys
 //! themselves (the kernel reads `key - min`); for sparse keys, each row's
-//! dense id. Where rows go in group order on the host (CPU adapters), each
+//! dense id; on GPUs, a device copy of those (each value column then
+//! uploads only its values: half the bytes for 4-byte values by 4-byte
+//! keys). Where rows go in group order on the host (CPU adapters), each
 //! column is still sorted by those groups: the counting sort reads its
 //! rows in order and writes to few places at once, where gathering a
 //! column by a stored row order reads it at random, which measured
@@ -27,6 +29,7 @@
 
 use std::borrow::Cow;
 
+use crate::device_array::DeviceArray;
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::op::{NanPolicy, Op};
@@ -54,6 +57,9 @@ pub struct GroupIndex<'k, K: Key> {
     groups: IndexGroups<'k, K>,
     /// Every distinct key of the column once, ascending.
     distinct: Vec<K>,
+    /// The words the kernel reads for each row's group (the keys, or the
+    /// ids), kept in one engine's device memory ([`GroupIndex::upload`]).
+    device: Option<DeviceArray>,
 }
 
 /// How a row's group is found.
@@ -74,6 +80,7 @@ impl<K: Key> std::fmt::Debug for GroupIndex<'_, K> {
             .field("rows", &self.rows)
             .field("keys", &self.distinct.len())
             .field("dense", &matches!(self.groups, IndexGroups::Dense { .. }))
+            .field("on_device", &self.device.is_some())
             .finish()
     }
 }
@@ -99,6 +106,60 @@ impl<K: Key> GroupIndex<'_, K> {
     /// this many values.
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Keeps the words the kernel reads for each row's group (the keys
+    /// themselves for dense keys, 4 or 8 bytes a row; the dense ids for
+    /// sparse keys, 4 bytes a row) in `engine`'s device memory until the
+    /// index is dropped, so each value column reduced on that engine
+    /// uploads only its values. [`Engine::group_index`](crate::Engine::group_index)
+    /// does this on GPUs; on CPU adapters, whose rows usually go in group
+    /// order on the host first, it is not done (a column whose rows are put
+    /// in group order reads its groups from the host either way). Reducing
+    /// on another engine, or values with nulls (their rows are gathered on
+    /// the host), reads the groups from the host as before: the same bits.
+    ///
+    /// # Errors
+    /// As [`Engine::upload`](crate::Engine::upload) (device memory, a lost
+    /// device); the index is unchanged then.
+    pub fn upload(&mut self, engine: &crate::Engine) -> Result<()> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let array = match &self.groups {
+            IndexGroups::Dense { keys, .. } if K::WORDS == 2 => {
+                engine.upload::<i64>(bytemuck::cast_slice(keys))?
+            }
+            IndexGroups::Dense { keys, .. } => engine.upload::<u32>(bytemuck::cast_slice(keys))?,
+            IndexGroups::Sparse { ids } => engine.upload::<u32>(ids)?,
+        };
+        self.device = Some(array);
+        Ok(())
+    }
+
+    /// True where the index keeps its rows' groups in device memory
+    /// ([`GroupIndex::upload`]).
+    pub fn on_device(&self) -> bool {
+        self.device.is_some()
+    }
+
+    /// The index's rows grouped as the kernel reads them from its device
+    /// copy, where it has one on the engine of `ctx`.
+    fn device_row_groups(&self, ctx: &crate::context::Context) -> Option<RowGroups<'_>> {
+        let array = self.device.as_ref()?;
+        array.check_owner(ctx).ok()?;
+        let keys = Words::Device(array);
+        Some(match &self.groups {
+            IndexGroups::Dense { min, .. } if K::WORDS == 2 => RowGroups::Keys64 {
+                keys,
+                base: min.to_i128() as u64,
+            },
+            IndexGroups::Dense { min, .. } => RowGroups::Keys32 {
+                keys,
+                base: min.to_i128() as u32,
+            },
+            IndexGroups::Sparse { .. } => RowGroups::Keys32 { keys, base: 0 },
+        })
     }
 
     /// Groups the kernel accumulates (for dense keys, the keys' range).
@@ -195,6 +256,11 @@ impl<K: Key> GroupIndex<'_, K> {
         let groups = self.group_count();
         let sorted = sort_rows(ctx, E::DTYPE, words, &by, groups);
         let (words, by) = sorted_or(&sorted, words, by);
+        // Rows as given, groups as indexed: the device copy serves.
+        let by = match (&gathered, &sorted) {
+            (None, None) => self.device_row_groups(ctx).unwrap_or(by),
+            _ => by,
+        };
         reduce_groups(
             ctx,
             E::DTYPE,
@@ -312,7 +378,10 @@ impl crate::Engine {
     /// kin: the keys' range and which keys occur, and for sparse keys
     /// their dense ids (a hash table or a sort over the host's threads:
     /// the part of a keyed call an index saves). A slice is borrowed, a
-    /// `Vec` moved in.
+    /// `Vec` moved in. On GPUs the index also keeps the words its kernel
+    /// reads for each row's group in device memory
+    /// ([`GroupIndex::upload`]), so each value column then uploads only
+    /// its values.
     ///
     /// ```
     /// use gpulanes::{NanPolicy, Op, Scalar};
@@ -339,18 +408,28 @@ impl crate::Engine {
     ) -> Result<GroupIndex<'k, K>> {
         let keys = keys.into();
         let rows = keys.len();
-        Ok(match plan_keys(&keys)? {
+        let mut index = match plan_keys(&keys)? {
             KeyPlan::Dense { min, groups } => GroupIndex {
                 rows,
                 distinct: present_keys(&keys, min, groups)?,
                 groups: IndexGroups::Dense { keys, min, groups },
+                device: None,
             },
             KeyPlan::Sparse { ids, distinct } => GroupIndex {
                 rows,
                 distinct,
                 groups: IndexGroups::Sparse { ids },
+                device: None,
             },
-        })
+        };
+        if !self.adapter().software {
+            // Without the device copy the index still serves (from the
+            // host), so a failed upload is not the caller's error.
+            if let Err(e) = index.upload(self) {
+                log::debug!("groups: the group index stays on the host: {e}");
+            }
+        }
+        Ok(index)
     }
 
     /// `ops` over `values` (one per row of `index`) for each key of the
