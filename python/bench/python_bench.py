@@ -2,7 +2,9 @@
 Python on 4 KiB, 1 MiB and 64 MiB float32 NumPy arrays against the same
 engine call timed inside Rust (the Python layer's overhead) and against
 ``numpy.sum``; then a Dask ``LocalCluster`` (worker processes on loopback)
-summing one array against one process's ``Engine.sum`` of the same data.
+summing one array against one process's ``Engine.sum`` of the same data;
+then a group-by of three value columns, in one process and on the
+cluster (``--groupby-rows``).
 
 Run with the package installed (``scripts/python-test.sh`` builds it):
 ``target/python-venv/bin/python python/bench/python_bench.py [--quick]``.
@@ -94,10 +96,76 @@ def dask_run(engine: gpulanes.Engine, mib: int, chunk_mib: int, runs: int) -> tu
     return mib, chunk_mib, one, dist
 
 
+def groupby_run(engine: gpulanes.Engine, rows: int, runs: int) -> list:
+    """Group-by of three value columns (float32, float64, int64; sum and
+    max) by sparse int64 keys (``rows // 20`` distinct): in one process by
+    the keys each time and by one ``GroupIndex``; on the cluster as three
+    ``groupby_agg`` calls computed together and as one call over the three
+    columns (8 partitions, persisted). Every result is checked to be the
+    same bits as one process's ``Engine.reduce`` first."""
+    import dask.dataframe as dd
+    import distributed
+    import pandas as pd
+
+    import gpulanes.dask as gd
+
+    rng = np.random.default_rng(7)
+    cols = ["a", "b", "c"]
+    pdf = pd.DataFrame(
+        {
+            "k": rng.integers(0, max(rows // 20, 1), rows).astype(np.int64) << 33,
+            "a": rng.standard_normal(rows).astype(np.float32),
+            "b": rng.standard_normal(rows),
+            "c": rng.integers(0, 1000, rows),
+        }
+    )
+    ops = ["sum", "max"]
+    want = {c: engine.reduce(pdf[c], ops, keys=pdf["k"]) for c in cols}
+
+    def by_index():
+        index = engine.group_index(pdf["k"])
+        return {c: engine.reduce(pdf[c], ops, keys=index) for c in cols}
+
+    for c, (k, r) in by_index().items():
+        assert k.tobytes() == want[c][0].tobytes() and all(r[o].tobytes() == want[c][1][o].tobytes() for o in ops)
+    out = [
+        ("one process, Engine.reduce by the keys, a call a column",
+         median_time(lambda: [engine.reduce(pdf[c], ops, keys=pdf["k"]) for c in cols], runs)),
+        ("one process, Engine.group_index once, then a call a column", median_time(by_index, runs)),
+    ]
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        ddf = client.persist(dd.from_pandas(pdf, npartitions=8))
+        distributed.wait(ddf)
+
+        def separate():
+            return client.compute([gd.groupby_agg(ddf["k"], ddf[c], ops) for c in cols], sync=True)
+
+        def together():
+            return client.compute(gd.groupby_agg(ddf["k"], ddf[cols], ops), sync=True)
+
+        keys, got = together()
+        for i, c in enumerate(cols):
+            assert keys.tobytes() == want[c][0].tobytes()
+            assert all(got[c][o].tobytes() == want[c][1][o].tobytes() for o in ops)
+            assert all(separate()[i][1][o].tobytes() == want[c][1][o].tobytes() for o in ops)
+        out.append(("LocalCluster, 2 worker processes x 1 thread, groupby_agg a column, three computed together",
+                    median_time(separate, runs)))
+        out.append(("LocalCluster, 2 worker processes x 1 thread, one groupby_agg of the three columns",
+                    median_time(together, runs)))
+    finally:
+        client.close()
+        cluster.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs")
     ap.add_argument("--dask-mib", type=int, default=64)
+    ap.add_argument("--groupby-rows", type=int, default=4_000_000, help="rows of the group-by table (0 skips it)")
     args = ap.parse_args()
     runs = 30 if args.quick else 200
     engine = gpulanes.default_engine()
@@ -118,6 +186,16 @@ def main() -> None:
     print(f"| one process, Engine.sum | {mib} MiB float32 | {one * 1e3:.0f} ms | {gb / one:.2f} | 1.00x |")
     print(f"| LocalCluster, 2 worker processes x 1 thread, gpulanes.dask.sum, {chunk} MiB chunks (persisted) "
           f"| {mib} MiB float32 | {dist * 1e3:.0f} ms | {gb / dist:.2f} | {one / dist:.2f}x |")
+    if args.groupby_rows > 0:
+        rows = args.groupby_rows
+        print()
+        print(f"Group-by of 3 value columns (float32, float64, int64; sum and max) by {rows} sparse int64 keys, "
+              f"{rows // 20} distinct:")
+        print()
+        print("| run | time |")
+        print("|---|---|")
+        for label, t in groupby_run(engine, rows, 3 if args.quick else 5):
+            print(f"| {label} | {t:.2f} s |")
 
 
 if __name__ == "__main__":

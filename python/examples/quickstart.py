@@ -35,11 +35,16 @@ try:
         {
             "region": pd.Categorical(["north", "south", "north", "east", "south"]),
             "amount": [12.5, None, 7.5, None, 3.0],  # missing amounts are nulls
+            "units": [1, 4, 2, 6, 3],
         }
     )
     regions, totals = engine.reduce(orders["amount"], ["sum", "count"], keys=orders["region"])
     # "east" has only a missing amount: count 0, no sum (SQL's GROUP BY).
     print(f"per region {list(regions)}: sums {totals['sum']}, counts {totals['count']}")
+    # Several columns by the same keys: read the keys once.
+    by_region = engine.group_index(orders["region"])
+    _, most_units = engine.reduce(orders["units"], "max", keys=by_region)
+    print(f"per region {list(by_region.keys)}: most units {most_units}")
 except ImportError:
     pass
 states = [engine.partial(p, "sum") for p in np.array_split(x, 7)][::-1]

@@ -28,6 +28,7 @@
 //! slower.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::device_array::DeviceArray;
 use crate::dtype::Element;
@@ -339,29 +340,28 @@ fn present_rows<K: Key, E: Element>(
 }
 
 /// The keys of `keys` (dense from `min`, `groups` of them) that some row
-/// has, ascending: one bitmap of groups a thread, or-ed together.
+/// has, ascending: one bitmap of the groups, set by the threads (a word is
+/// read first, so a group costs an atomic or only the first times a thread
+/// meets it), then read in order.
 fn present_keys<K: Key>(keys: &[K], min: K, groups: u64) -> Result<Vec<K>> {
     let words = groups.div_ceil(64) as usize;
     let n = keys.len();
     let base = min.to_i128();
+    let map: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
     let ranges = threads::ranges(n, threads::threads_for(n, PARALLEL_ROWS));
-    let maps = threads::on_threads(ranges, |range| {
-        let mut map = vec![0u64; words];
+    let done = threads::on_threads(ranges, |range| {
         for &k in &keys[range] {
             let g = (k.to_i128() - base) as usize;
-            map[g >> 6] |= 1 << (g & 63);
+            let (word, bit) = (&map[g >> 6], 1u64 << (g & 63));
+            if word.load(Ordering::Relaxed) & bit == 0 {
+                word.fetch_or(bit, Ordering::Relaxed);
+            }
         }
-        map
     });
-    let mut all = vec![0u64; words];
-    for map in maps {
-        for (a, m) in all.iter_mut().zip(map.ok_or_else(panicked)?) {
-            *a |= m;
-        }
-    }
+    done.into_iter().try_for_each(|d| d.ok_or_else(panicked))?;
     let mut out = Vec::new();
-    for (w, &bits) in all.iter().enumerate() {
-        let mut bits = bits;
+    for (w, word) in map.iter().enumerate() {
+        let mut bits = word.load(Ordering::Relaxed);
         while bits != 0 {
             let g = w * 64 + bits.trailing_zeros() as usize;
             out.push(K::from_i128(base + g as i128));
