@@ -244,6 +244,18 @@ def _prepare_keys(keys: Any) -> Tuple[Any, bool, _Restore]:
     return k, False, restore
 
 
+def _value_columns(x: Any) -> Optional[Tuple[list, list]]:
+    """The names and columns of several value columns (a pandas DataFrame,
+    a PyArrow table or record batch, a dict of columns), else ``None``."""
+    if isinstance(x, dict):
+        return list(x), list(x.values())
+    if type(x).__module__.startswith("pyarrow") and hasattr(x, "column_names"):
+        return list(x.column_names), [x.column(i) for i in range(x.num_columns)]
+    if not isinstance(x, np.ndarray) and getattr(x, "ndim", None) == 2 and hasattr(x, "columns"):
+        return list(x.columns), [x.iloc[:, i] for i in range(len(x.columns))]
+    return None
+
+
 class GroupIndex:
     """The groups of a key column (or of several key columns), found once by
     :meth:`Engine.group_index` and given as ``keys=`` to
@@ -351,7 +363,7 @@ class Engine:
     def reduce(
         self,
         x: Any,
-        op: Union[str, Sequence[str]],
+        op: Union[str, Sequence[str], Dict[Any, Any]],
         *,
         nan: str = "propagate",
         partition_size: Optional[int] = None,
@@ -378,7 +390,13 @@ class Engine:
         key whose values are all null has count 0 and every other op
         masked, as SQL's ``GROUP BY`` gives. Keys must not be null.
         ``keys`` may be a :class:`GroupIndex` (:meth:`group_index`) to
-        reduce several value columns by keys read once.
+        reduce several value columns by keys read once. With keys, ``x``
+        may also be several value columns (a pandas DataFrame, a PyArrow
+        table or record batch, a dict of columns): the keys are read once
+        and the result is ``(distinct_keys, {column: result})``, each
+        column's result what ``reduce`` of that column gives, all keyed by
+        ``distinct_keys``; ``op`` may then be a dict from column to ops, as
+        pandas' ``agg`` takes it, and only those columns are reduced.
 
         Without partitions or ``axis``, the result of one op is a scalar
         (or ``None``); with ``partition_size`` (consecutive partitions of
@@ -388,6 +406,13 @@ class Engine:
         A sequence of ops gives a dict from op name to result; ops of one
         kind (sum, mean, count) share one pass over the data.
         """
+        frame = _value_columns(x) if keys is not None else None
+        if frame is not None:
+            if axis is not None or partition_size is not None or offsets is not None:
+                raise ValueError("give keys or partitions/axis, not both")
+            return self._reduce_columns(frame, op, nan, keys)
+        if isinstance(op, dict):
+            raise ValueError("ops as a dict name value columns: give a DataFrame, a PyArrow table or a dict of columns, with keys")
         ops = [op] if isinstance(op, str) else list(op)
         for o in ops:
             if not isinstance(o, str):
@@ -420,6 +445,24 @@ class Engine:
                 arr = _array(values, valid)
                 out[name] = arr.reshape(shape) if shape is not None else arr
         return out[ops[0]] if isinstance(op, str) else out
+
+    def _reduce_columns(self, frame: Tuple[list, list], op: Any, nan: str, keys: Any) -> Any:
+        """:meth:`reduce` of several value columns by one key column (or
+        key tuple), the keys read once: ``(distinct_keys, {column:
+        result})``."""
+        names, columns = frame
+        if isinstance(op, dict):
+            unknown = [c for c in op if c not in names]
+            if unknown:
+                raise ValueError(f"ops name columns {unknown!r} that are not among the values' columns {names!r}")
+            picked = [(c, columns[names.index(c)], o) for c, o in op.items()]
+        else:
+            picked = [(c, col, op) for c, col in zip(names, columns)]
+        if not picked:
+            raise ValueError("no value columns given")
+        index = keys if isinstance(keys, GroupIndex) else self.group_index(keys)
+        out = {name: self.reduce(col, o, nan=nan, keys=index)[1] for name, col, o in picked}
+        return index.keys, out
 
     def group_index(self, keys: Any) -> GroupIndex:
         """The groups of ``keys`` (any keys ``reduce`` takes: one column, or

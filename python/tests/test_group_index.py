@@ -210,3 +210,37 @@ def test_packed_keyed_states_merge_and_finalize_as_lists_of_bytes(engine):
         _gpulanes.finalize_keyed_packed(np.frombuffer(b"not a state", dtype=np.uint8), np.array([0, 11]))
     with pytest.raises(ValueError, match="keys for"):
         _gpulanes.merge_keyed_packed([([k[:-1]], blob, offsets)])
+
+
+def test_several_value_columns_in_one_reduce_read_the_keys_once(engine):
+    import pandas as pd
+    import pyarrow as pa
+
+    rng = np.random.default_rng(41)
+    n = 25_000
+    k = rng.integers(0, 700, n).astype(np.int64) << 36
+    a = rng.standard_normal(n).astype(np.float32)
+    a[rng.random(n) < 0.1] = np.nan  # pandas' missing floats: nulls
+    b = rng.integers(-(2**40), 2**40, n)
+    c = pd.array(np.where(rng.random(n) < 0.3, None, rng.integers(0, 9, n)), dtype="Int32")
+    df = pd.DataFrame({"a": a, "b": b, "c": c})
+    want = {col: engine.reduce(df[col], OPS, keys=k) for col in df.columns}
+    for x in [df, pa.table({"a": pa.array(a, from_pandas=True), "b": b, "c": pa.array(c)}), dict(df.items())]:
+        keys, got = engine.reduce(x, OPS, keys=k)
+        assert list(got) == ["a", "b", "c"] and np.array_equal(keys, want["a"][0])
+        for col in "abc":
+            same_result((keys, got[col]), want[col])
+    # ops by column, as pandas' agg takes them, and an index for keys.
+    index = engine.group_index(k)
+    keys, got = engine.reduce(df, {"c": ["sum", "count"], "a": "max"}, keys=index)
+    assert list(got) == ["c", "a"] and np.array_equal(keys, index.keys)
+    assert got["a"].tobytes() == want["a"][1]["max"].tobytes()
+    assert got["c"]["count"].tobytes() == want["c"][1]["count"].tobytes()
+    with pytest.raises(ValueError, match="not among"):
+        engine.reduce(df, {"z": "sum"}, keys=k)
+    with pytest.raises(ValueError, match="no value columns"):
+        engine.reduce(df[[]], "sum", keys=k)
+    with pytest.raises(ValueError, match="dict"):
+        engine.reduce(a, {"a": "sum"}, keys=k)
+    with pytest.raises(ValueError, match="not both"):
+        engine.reduce(df, "sum", keys=k, partition_size=3)
