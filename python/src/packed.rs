@@ -34,6 +34,14 @@ impl Packed {
         self.offsets.push(self.bytes.len() as i64);
     }
 
+    /// Appends `other`'s states after this one's.
+    fn append(&mut self, other: Packed) {
+        let base = self.bytes.len() as i64;
+        self.bytes.extend_from_slice(&other.bytes);
+        self.offsets
+            .extend(other.offsets[1..].iter().map(|o| o + base));
+    }
+
     fn into_python(self, py: Python<'_>) -> (Py<PyAny>, Py<PyAny>) {
         (
             PyArray1::from_vec(py, self.bytes).into_any().unbind(),
@@ -128,21 +136,87 @@ pub fn merge_keyed_packed(py: Python<'_>, parts: Vec<PackedPart<'_>>) -> PyResul
     Ok((arrays, bytes, offsets))
 }
 
+/// Entries a thread merges at least.
+const PARALLEL_ENTRIES: usize = 1 << 16;
+
 /// The states of each distinct key tuple of `keys` (columns, one row a
 /// state) merged, in key-tuple order: the distinct tuples' columns and
-/// their states packed. A key with one state keeps its bytes.
+/// their states packed. A key with one state keeps its bytes. The sorted
+/// entries are cut at key boundaries into one range a thread.
 fn merge_runs(keys: &[Vec<i64>], states: &[&[u8]]) -> gpulanes::Result<(Vec<Vec<i64>>, Packed)> {
-    let mut order: Vec<usize> = (0..states.len()).collect();
     // Ties in any order: merges commute.
-    order.sort_unstable_by(|&a, &b| {
-        keys.iter()
-            .map(|c| c[a].cmp(&c[b]))
-            .find(|o| o.is_ne())
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    let order: Vec<usize> = if let [one] = keys {
+        // One key column: (key, entry) pairs sort in place, no indirection.
+        let mut pairs: Vec<(i64, usize)> = one.iter().copied().zip(0..).collect();
+        pairs.sort_unstable();
+        pairs.into_iter().map(|(_, i)| i).collect()
+    } else {
+        let mut order: Vec<usize> = (0..states.len()).collect();
+        order.sort_unstable_by(|&a, &b| {
+            keys.iter()
+                .map(|c| c[a].cmp(&c[b]))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        order
+    };
     let same = |a: usize, b: usize| keys.iter().all(|c| c[a] == c[b]);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(order.len() / PARALLEL_ENTRIES)
+        .max(1);
+    let mut cuts = vec![0];
+    for t in 1..threads {
+        let mut at = (order.len() * t / threads).max(*cuts.last().unwrap_or(&0));
+        while at > 0 && at < order.len() && same(order[at - 1], order[at]) {
+            at += 1;
+        }
+        cuts.push(at);
+    }
+    cuts.push(order.len());
+    let ranges: Vec<&[usize]> = cuts.windows(2).map(|w| &order[w[0]..w[1]]).collect();
+    let merged: Vec<gpulanes::Result<(Vec<Vec<i64>>, Packed)>> = if ranges.len() == 1 {
+        vec![merge_range(keys, states, ranges[0])]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .map(|r| scope.spawn(move || merge_range(keys, states, r)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(gpulanes::Error::Internal(
+                            "a thread merging keyed states panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        })
+    };
     let mut out_keys: Vec<Vec<i64>> = vec![Vec::new(); keys.len()];
     let mut packed = Packed::with_capacity(states.len());
+    for part in merged {
+        let (part_keys, part_packed) = part?;
+        for (out, k) in out_keys.iter_mut().zip(part_keys) {
+            out.extend(k);
+        }
+        packed.append(part_packed);
+    }
+    Ok((out_keys, packed))
+}
+
+/// [`merge_runs`] of one range of the sorted entries, whose key runs do
+/// not continue outside it.
+fn merge_range(
+    keys: &[Vec<i64>],
+    states: &[&[u8]],
+    order: &[usize],
+) -> gpulanes::Result<(Vec<Vec<i64>>, Packed)> {
+    let same = |a: usize, b: usize| keys.iter().all(|c| c[a] == c[b]);
+    let mut out_keys: Vec<Vec<i64>> = vec![Vec::new(); keys.len()];
+    let mut packed = Packed::with_capacity(order.len());
     for run in order.chunk_by(|&a, &b| same(a, b)) {
         for (c, out) in out_keys.iter_mut().enumerate() {
             out.push(keys[c][run[0]]);

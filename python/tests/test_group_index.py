@@ -202,6 +202,16 @@ def test_packed_keyed_states_merge_and_finalize_as_lists_of_bytes(engine):
         assert np.array_equal(mk[0], want_keys) and _unpacked((mk[0], mb, mo))[1] == list(want_states)
         values, valid = _gpulanes.finalize_keyed_packed(mb, mo, op)
         assert values.tobytes() == gpulanes.finalize_keyed(want_keys, want_states, op)[1].tobytes()
+    # Enough entries for the merge to run on several threads, cut at key
+    # boundaries: keys repeated across parts and within runs.
+    big = []
+    for seed in range(3):
+        r = np.random.default_rng(seed)
+        bk = r.integers(0, 60_000, 120_000).astype(np.int64)
+        big.append(engine.partial(r.standard_normal(120_000), "sum", keys=bk))
+    mk, mb, mo = _gpulanes.merge_keyed_packed([([p[0]], *_packed(p)[1:]) for p in big])
+    want_keys, want_states = gpulanes.merge_keyed(big)
+    assert np.array_equal(mk[0], want_keys) and _unpacked((mk[0], mb, mo))[1] == list(want_states)
     k, blob, offsets = packed[0]
     for bad in [offsets[1:], offsets + 1, np.concatenate([offsets[:1], offsets[2:3], offsets[1:2], offsets[3:]])]:
         with pytest.raises(ValueError, match="offsets"):
