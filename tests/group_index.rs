@@ -394,3 +394,67 @@ fn check_uploaded<K: Key + std::fmt::Debug>(
         assert_grouped_same(&format!("{what}, nulls"), &got, &want);
     }
 }
+
+#[test]
+fn lanes_requests_by_an_index_give_the_bits_of_reduce_by_index() {
+    use gpulanes::{Lane, Lanes, LanesConfig, Request};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let e = engine();
+    // Small batch steps: a batch job takes many submissions.
+    let config = LanesConfig::default()
+        .quantum(Duration::ZERO)
+        .min_chunk_units(1)
+        .max_chunk_units(1);
+    let lanes = Lanes::new(e, config).unwrap();
+    let mut rng = SplitMix::new(0x1a7e5);
+    for n in [0usize, 1, 5000, 70_001] {
+        let dense: Vec<i32> = (0..n).map(|_| rng.below(900) as i32 - 450).collect();
+        let sparse: Vec<i64> = (0..n).map(|_| (rng.below(400) as i64) << 41).collect();
+        let values = mixed_data(&mut rng, n, 20);
+        let ints: Vec<i64> = (0..n).map(|_| rng.below(1 << 40) as i64).collect();
+        let dense_index = Arc::new(e.group_index(dense.clone()).unwrap());
+        let sparse_index = Arc::new(e.group_index(sparse.clone()).unwrap());
+        for lane in [Lane::RealTime, Lane::Batch] {
+            for nan in POLICIES {
+                let what = format!("{n} rows, {lane:?}, {nan:?}");
+                let got = lanes
+                    .submit(
+                        lane,
+                        Request::keyed_by_index(dense_index.clone(), values.clone(), &OPS, nan),
+                    )
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+                let want = e.reduce_by_key(&dense, &values, &OPS, nan).unwrap();
+                assert_grouped_same(&format!("{what}, dense"), &got, &want);
+                let got = lanes
+                    .submit(
+                        lane,
+                        Request::keyed_by_index(sparse_index.clone(), ints.clone(), &OPS, nan),
+                    )
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+                let want = keyed_reference(&sparse, &ints, None, &OPS, nan);
+                assert_grouped_same(&format!("{what}, sparse"), &got, &want);
+            }
+        }
+    }
+    // Values of another length than the index's rows are refused.
+    let index = Arc::new(e.group_index(vec![1u32, 2, 3]).unwrap());
+    let err = lanes
+        .realtime(Request::keyed_by_index(
+            index,
+            vec![1.0f32; 4],
+            &[Op::Sum],
+            NanPolicy::Propagate,
+        ))
+        .and_then(|h| h.wait())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("3 keys") && m.contains("4 values")),
+        "{err}"
+    );
+}

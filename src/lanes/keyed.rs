@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::kernels::BLOCK;
 use crate::keyed::accumulators::GroupAccumulators;
 use crate::keyed::finish::Finish;
+use crate::keyed::index::GroupIndex;
 use crate::keyed::limbs::Limbs;
 use crate::keyed::nulls::{check_validity, split};
 use crate::keyed::run::{
@@ -88,6 +89,9 @@ pub struct KeyedRequest<K: Key> {
     null_keys: Arc<[K]>,
     /// Why the request is refused when submitted, found when it was made.
     refused: Option<Error>,
+    /// The rows' groups, found before ([`Request::keyed_by_index`]); the
+    /// keys are then empty.
+    index: Option<Arc<GroupIndex<'static, K>>>,
     pub(super) deadline: Option<Instant>,
 }
 
@@ -120,7 +124,30 @@ impl Request {
             nan,
             null_keys: Arc::new([]),
             refused: None,
+            index: None,
             deadline: None,
+        }
+    }
+
+    /// [`Request::keyed`] by a [`GroupIndex`] of the rows' keys
+    /// ([`Engine::group_index`](crate::Engine::group_index)): the keys are
+    /// not read, named or copied again at submission, so a real-time
+    /// request that groups by a column seen before (sparse keys above all,
+    /// whose naming is most of such a request's host time) starts on the
+    /// GPU sooner. The handle yields the bits
+    /// [`Engine::reduce_by_index`](crate::Engine::reduce_by_index) gives
+    /// (keyed by every key of the index). Values of another length than
+    /// the index's rows, or no ops, are refused when the request is
+    /// submitted ([`Error::InvalidInput`]).
+    pub fn keyed_by_index<K: Key, E: Element>(
+        index: impl Into<Arc<GroupIndex<'static, K>>>,
+        values: impl Into<Arc<[E]>>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> KeyedRequest<K> {
+        KeyedRequest {
+            index: Some(index.into()),
+            ..Request::keyed(Vec::<K>::new(), values, ops, nan)
         }
     }
 
@@ -176,8 +203,12 @@ impl<K: Key> KeyedRequest<K> {
 
     /// Input bytes (keys and values), what queue bounds count.
     pub(super) fn bytes(&self) -> u64 {
-        self.keys.len() as u64 * std::mem::size_of::<K>() as u64
-            + self.values.words().len() as u64 * 4
+        self.key_rows() * std::mem::size_of::<K>() as u64 + self.values.words().len() as u64 * 4
+    }
+
+    /// Rows of the keys (of the index, where the request has one).
+    fn key_rows(&self) -> u64 {
+        self.index.as_ref().map_or(self.keys.len(), |ix| ix.rows()) as u64
     }
 
     /// Checks the request (the errors of `reduce_by_key`) and plans its
@@ -186,23 +217,12 @@ impl<K: Key> KeyedRequest<K> {
         if let Some(e) = &self.refused {
             return Err(e.clone());
         }
-        check_request(self.keys.len() as u64, self.rows, &self.ops)?;
-        let (by, groups, names) = match plan_keys(&self.keys)? {
-            KeyPlan::Dense { min, groups } => (
-                Groups::Keys {
-                    keys: Arc::new(self.keys.clone()),
-                    wide: K::WORDS == 2,
-                    base: min.to_i128() as u64,
-                },
-                groups,
-                Names::Dense(min),
-            ),
-            KeyPlan::Sparse { ids, distinct } => (
-                Groups::Ids(Arc::new(Arc::<[u32]>::from(ids))),
-                distinct.len() as u64,
-                Names::Sparse(distinct),
-            ),
+        check_request(self.key_rows(), self.rows, &self.ops)?;
+        let planned = match &self.index {
+            Some(index) => indexed(index),
+            None => plan_keys(&self.keys).map(|p| planned(&self.keys, p))?,
         };
+        let (by, groups, names) = planned;
         // Dense int64 keys are read as two words; ids are one.
         let key_words = match &by {
             Groups::Keys { wide: true, .. } => 2,
@@ -236,6 +256,60 @@ impl<K: Key> KeyedRequest<K> {
             }),
             settle_on_drop: lane == Lane::RealTime,
         })
+    }
+}
+
+/// How a request's rows are grouped: where each row's group comes from,
+/// the number of groups, and how they are named.
+type Planned<K> = (Groups, u64, Names<K>);
+
+/// The grouping of `keys` by their plan.
+fn planned<K: Key>(keys: &Arc<[K]>, plan: KeyPlan<K>) -> Planned<K> {
+    match plan {
+        KeyPlan::Dense { min, groups } => (
+            Groups::Keys {
+                keys: Arc::new(keys.clone()),
+                wide: K::WORDS == 2,
+                base: min.to_i128() as u64,
+            },
+            groups,
+            Names::Dense(min),
+        ),
+        KeyPlan::Sparse { ids, distinct } => (
+            Groups::Ids(Arc::new(Arc::<[u32]>::from(ids))),
+            distinct.len() as u64,
+            Names::Sparse(distinct.into()),
+        ),
+    }
+}
+
+/// The grouping of a group index's rows: its own words, shared.
+fn indexed<K: Key>(index: &Arc<GroupIndex<'static, K>>) -> Planned<K> {
+    let words: Arc<dyn HostWords> = Arc::new(IndexWords(index.clone()));
+    match index.dense() {
+        Some((min, groups)) => (
+            Groups::Keys {
+                keys: words,
+                wide: K::WORDS == 2,
+                base: min.to_i128() as u64,
+            },
+            groups,
+            Names::Dense(min),
+        ),
+        None => (
+            Groups::Ids(words),
+            index.len() as u64,
+            Names::Sparse(index.shared_keys()),
+        ),
+    }
+}
+
+/// A group index's words for each row's group, as a request holds them.
+struct IndexWords<K: Key>(Arc<GroupIndex<'static, K>>);
+
+impl<K: Key> HostWords for IndexWords<K> {
+    fn words(&self) -> &[u32] {
+        self.0.group_words()
     }
 }
 
@@ -366,7 +440,7 @@ enum Names<K> {
     /// group g is key `min + g`.
     Dense(K),
     /// group g is key `distinct[g]`.
-    Sparse(Vec<K>),
+    Sparse(Arc<[K]>),
 }
 
 /// The typed end of a keyed request: its handle's slot and what turns
