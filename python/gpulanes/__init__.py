@@ -293,6 +293,12 @@ class GroupIndex:
         return f"<gpulanes.GroupIndex of {len(self)} keys over {self.rows} rows>"
 
 
+def _not_an_index(keys: Any) -> None:
+    """Refuses a :class:`GroupIndex` where keyed states' keys are wanted."""
+    if isinstance(keys, GroupIndex):
+        raise ValueError("give the states' keys (index.keys), not the GroupIndex")
+
+
 def _offsets(offsets: Any) -> Optional[np.ndarray]:
     if offsets is None:
         return None
@@ -583,6 +589,7 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List
     key_dtypes: Optional[Tuple[np.dtype, ...]] = None
     several_columns: Optional[bool] = None
     for keys, states in parts:
+        _not_an_index(keys)
         columns = _key_columns(keys)
         several = columns is not None
         cols = [np.asarray(c) for c in columns] if columns is not None else [np.asarray(keys)]
@@ -649,6 +656,7 @@ def finalize_keyed(
     op masked (as :meth:`Engine.reduce` with ``keys=`` gives it).
     ``dtype``, the values' dtype, types the result when there are no
     states (it has no other way to know it); float64 without it."""
+    _not_an_index(keys)
     columns = _key_columns(keys)
     if columns is None:
         keys = np.asarray(keys)

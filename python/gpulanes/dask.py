@@ -32,7 +32,19 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _array, _gpulanes, _restore_keys, _result_dtype, default_engine, finalize, merge, merge_keyed, state_info
+from . import (
+    _NULL_KEYS,
+    GroupIndex,
+    _array,
+    _gpulanes,
+    _restore_keys,
+    _result_dtype,
+    default_engine,
+    finalize,
+    merge,
+    merge_keyed,
+    state_info,
+)
 
 __all__ = ["sum", "mean", "max", "min", "count", "reduction", "groupby_agg"]
 
@@ -380,6 +392,8 @@ def groupby_agg(
     has an entry for every key, in the order of ``distinct_keys``."""
     import dask.array as da
 
+    if isinstance(keys, GroupIndex):
+        raise ValueError("groupby_agg takes Dask key columns, not a GroupIndex (each chunk indexes its own keys)")
     several = isinstance(keys, (list, tuple))
     key_list = list(keys) if several else [keys]
     if not key_list:
@@ -409,7 +423,7 @@ def groupby_agg(
                 if not k.cat.known:
                     k = k.cat.as_known()
                 restores.append(partial(_categories_of, k.cat.categories))
-                key_list[i] = k.cat.codes
+                key_list[i] = k.cat.codes.map_partitions(_non_null_codes)
             else:
                 restores.append(None)
         kb = pieces([k.to_delayed() for k in key_list])
@@ -451,6 +465,14 @@ def _checked_ops(ops: Union[str, Sequence[str]], nan: str, split_every: Optional
     if split_every is not None and int(split_every) < 2:
         raise ValueError("split_every must be at least 2")
     return op_list
+
+
+def _non_null_codes(codes: Any) -> Any:
+    """A partition's categorical codes, refused where a key is null (code
+    -1), as ``Engine.reduce`` refuses null keys."""
+    if len(codes) and (np.asarray(codes) < 0).any():
+        raise ValueError(_NULL_KEYS)
+    return codes
 
 
 def _categories_of(categories: Any, codes: np.ndarray) -> np.ndarray:

@@ -158,15 +158,24 @@ pub fn extract<'py>(
 /// with the columns they may point into.
 pub fn extract_keys<'py>(
     keys: &Bound<'py, PyAny>,
-    mut rows: Option<usize>,
+    rows: Option<usize>,
     composite: bool,
 ) -> PyResult<(Keys, Vec<input::Column<'py>>)> {
     let mut columns = Vec::new();
     let keys = if composite {
         let mut prepared = Vec::new();
+        let mut first_len: Option<usize> = None;
         for k in keys.try_iter()? {
             let mut kc = key_column(&k?, rows)?;
-            rows = Some(kc.len());
+            match first_len {
+                Some(n) if n != kc.len() => {
+                    return Err(PyValueError::new_err(format!(
+                        "key columns of {n} and {} keys: give columns of one length",
+                        kc.len()
+                    )));
+                }
+                _ => first_len = Some(kc.len()),
+            }
             prepared.push(kc.prepare(Partitions::Whole)?);
             columns.push(kc);
         }

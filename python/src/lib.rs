@@ -625,6 +625,9 @@ fn merge_keyed_states<'py>(
     parts: Vec<KeyedPart<'py>>,
 ) -> PyResult<MergedKeyed<'py>> {
     let columns = parts.first().map_or(1, |(k, _)| k.len());
+    if columns == 0 {
+        return Err(value_error("keyed states need at least one key column"));
+    }
     let mut keys: Vec<Vec<i64>> = vec![Vec::new(); columns];
     let mut states: Vec<&Bound<'py, PyBytes>> = Vec::new();
     for (cols, part_states) in &parts {
@@ -721,9 +724,7 @@ pub(crate) fn finalize_states(
 ) -> PyResult<Pair> {
     let nan = parse_nan(nan)?;
     let Some(first) = parsed.first() else {
-        return Err(value_error(
-            "finalize_keyed_states needs at least one state",
-        ));
+        return Err(value_error("no keyed states to finalise"));
     };
     let dtype = first.dtype();
     let op = match op {

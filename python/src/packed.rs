@@ -70,15 +70,14 @@ fn slices<'a>(bytes: &'a [u8], offsets: &[i64]) -> PyResult<Vec<&'a [u8]>> {
             "packed states: the offsets must start at 0 and end at the bytes' length",
         ));
     }
-    offsets
+    if offsets.windows(2).any(|w| w[0] > w[1]) {
+        return Err(value_error("packed states: the offsets must not decrease"));
+    }
+    // From 0 to the length without decreasing: every range is in bounds.
+    Ok(offsets
         .windows(2)
-        .map(|w| {
-            if w[0] > w[1] {
-                return Err(value_error("packed states: the offsets must not decrease"));
-            }
-            Ok(&bytes[w[0] as usize..w[1] as usize])
-        })
-        .collect()
+        .map(|w| &bytes[w[0] as usize..w[1] as usize])
+        .collect())
 }
 
 /// One packed part of a keyed merge: its key columns (int64), its states'
@@ -99,6 +98,11 @@ type MergedPacked = (Vec<Py<PyAny>>, Py<PyAny>, Py<PyAny>);
 #[pyfunction]
 pub fn merge_keyed_packed(py: Python<'_>, parts: Vec<PackedPart<'_>>) -> PyResult<MergedPacked> {
     let columns = parts.first().map_or(1, |(k, _, _)| k.len());
+    if columns == 0 {
+        return Err(value_error(
+            "packed keyed states need at least one key column",
+        ));
+    }
     let mut keys: Vec<Vec<i64>> = vec![Vec::new(); columns];
     let mut states: Vec<&[u8]> = Vec::new();
     for (cols, bytes, offsets) in &parts {

@@ -362,3 +362,16 @@ def test_several_value_columns_bad_arguments(client):
     other = dd.from_pandas(pd.DataFrame({"a": np.ones(10)}), npartitions=3)
     with pytest.raises(ValueError, match="partitions"):
         gd.groupby_agg(ddf["k"], [ddf["a"], other["a"]], "sum")
+
+
+def test_null_categorical_keys_and_an_index_are_refused(client):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    pdf = pd.DataFrame({"k": pd.Categorical(["a", None, "b", "a"]), "v": [1.0, 2.0, 3.0, 4.0]})
+    ddf = dd.from_pandas(pdf, npartitions=2)
+    for values in [ddf["v"], ddf[["v"]]]:
+        with pytest.raises(ValueError, match="null"):
+            client.compute(gd.groupby_agg(ddf["k"], values, "sum")).result()
+    index = gpulanes.default_engine().group_index(np.arange(4))
+    with pytest.raises(ValueError, match="GroupIndex"):
+        gd.groupby_agg(index, ddf["v"], "sum")

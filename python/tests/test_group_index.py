@@ -177,6 +177,12 @@ def test_bad_uses_of_an_index_are_clear_errors(engine):
         import pyarrow as pa
 
         engine.group_index(pa.array([1, None, 2], pa.int64()))
+    with pytest.raises(ValueError, match="3 and 4 keys"):
+        engine.group_index([np.arange(3), np.arange(4)])
+    with pytest.raises(ValueError, match="GroupIndex"):
+        gpulanes.merge_keyed([(index, [b"x", b"y"])])
+    with pytest.raises(ValueError, match="GroupIndex"):
+        gpulanes.finalize_keyed(index, [b"x", b"y"], "sum")
     empty = engine.group_index(np.zeros(0, dtype=np.int64))
     k, r = engine.reduce(np.zeros(0, dtype=np.float32), OPS, keys=empty)
     assert len(k) == 0 and len(r["sum"]) == 0 and r["sum"].dtype == np.float32
@@ -220,6 +226,17 @@ def test_packed_keyed_states_merge_and_finalize_as_lists_of_bytes(engine):
         _gpulanes.finalize_keyed_packed(np.frombuffer(b"not a state", dtype=np.uint8), np.array([0, 11]))
     with pytest.raises(ValueError, match="keys for"):
         _gpulanes.merge_keyed_packed([([k[:-1]], blob, offsets)])
+    # An offset past the bytes before a later one that decreases.
+    end = len(blob)
+    for bad in [np.array([0, end + 5, end, end]), np.array([0, 2**62, end])]:
+        with pytest.raises(ValueError, match="offsets"):
+            _gpulanes.finalize_keyed_packed(blob, bad)
+        with pytest.raises(ValueError, match="offsets"):
+            _gpulanes.merge_keyed_packed([([np.arange(len(bad) - 1)], blob, bad)])
+    with pytest.raises(ValueError, match="key column"):
+        _gpulanes.merge_keyed_packed([([], blob, offsets)])
+    with pytest.raises(ValueError, match="no keyed states"):
+        _gpulanes.finalize_keyed_packed(np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64))
 
 
 def test_several_value_columns_in_one_reduce_read_the_keys_once(engine):

@@ -28,6 +28,7 @@
 //! slower.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::device_array::DeviceArray;
@@ -56,8 +57,9 @@ const PARALLEL_ROWS: usize = 1 << 18;
 pub struct GroupIndex<'k, K: Key> {
     rows: usize,
     groups: IndexGroups<'k, K>,
-    /// Every distinct key of the column once, ascending.
-    distinct: Vec<K>,
+    /// Every distinct key of the column once, ascending (shared with the
+    /// lanes' requests that name their groups by it).
+    distinct: Arc<[K]>,
     /// The words the kernel reads for each row's group (the keys, or the
     /// ids), kept in one engine's device memory ([`GroupIndex::upload`]).
     device: Option<DeviceArray>,
@@ -109,6 +111,29 @@ impl<K: Key> GroupIndex<'_, K> {
         self.rows
     }
 
+    /// The words the kernel reads for each row's group (the dense keys,
+    /// or the sparse ids).
+    pub(crate) fn group_words(&self) -> &[u32] {
+        match &self.groups {
+            IndexGroups::Dense { keys, .. } => bytemuck::cast_slice(keys),
+            IndexGroups::Sparse { ids } => ids,
+        }
+    }
+
+    /// The index's distinct keys, shared.
+    pub(crate) fn shared_keys(&self) -> Arc<[K]> {
+        self.distinct.clone()
+    }
+
+    /// The smallest key and the group count where the kernel reads the
+    /// keys themselves (`key - min`); `None` where it reads ids.
+    pub(crate) fn dense(&self) -> Option<(K, u64)> {
+        match self.groups {
+            IndexGroups::Dense { min, groups, .. } => Some((min, groups)),
+            IndexGroups::Sparse { .. } => None,
+        }
+    }
+
     /// Keeps the words the kernel reads for each row's group (the keys
     /// themselves for dense keys, 4 or 8 bytes a row; the dense ids for
     /// sparse keys, 4 bytes a row) in `engine`'s device memory until the
@@ -149,7 +174,10 @@ impl<K: Key> GroupIndex<'_, K> {
     fn device_row_groups(&self, ctx: &crate::context::Context) -> Option<RowGroups<'_>> {
         let array = self.device.as_ref()?;
         array.check_owner(ctx).ok()?;
-        let keys = Words::Device(array);
+        let keys = Words::Mirrored {
+            host: self.group_words(),
+            device: array,
+        };
         Some(match &self.groups {
             IndexGroups::Dense { min, .. } if K::WORDS == 2 => RowGroups::Keys64 {
                 keys,
@@ -411,13 +439,13 @@ impl crate::Engine {
         let mut index = match plan_keys(&keys)? {
             KeyPlan::Dense { min, groups } => GroupIndex {
                 rows,
-                distinct: present_keys(&keys, min, groups)?,
+                distinct: present_keys(&keys, min, groups)?.into(),
                 groups: IndexGroups::Dense { keys, min, groups },
                 device: None,
             },
             KeyPlan::Sparse { ids, distinct } => GroupIndex {
                 rows,
-                distinct,
+                distinct: distinct.into(),
                 groups: IndexGroups::Sparse { ids },
                 device: None,
             },

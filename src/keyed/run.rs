@@ -35,19 +35,40 @@ const MIN_PRIVATE_WORKGROUPS: u64 = 16;
 /// one chunk's upload stays a modest staging copy.
 const MAX_CHUNK_ROWS: u64 = 1 << 24;
 
-/// Where a column's words are: on the host (uploaded chunk by chunk) or in
-/// a device array (bound in place).
+/// Where a column's words are: on the host (uploaded chunk by chunk), in
+/// a device array (bound in place), or both (a group index's groups:
+/// bound in place, sampled on the host without a readback).
 #[derive(Clone, Copy)]
 pub(crate) enum Words<'a> {
     Host(&'a [u32]),
     Device(&'a DeviceArray),
+    Mirrored {
+        host: &'a [u32],
+        device: &'a DeviceArray,
+    },
 }
 
-impl Words<'_> {
+impl<'a> Words<'a> {
     fn len(&self) -> u64 {
         match self {
-            Words::Host(w) => w.len() as u64,
+            Words::Host(w) | Words::Mirrored { host: w, .. } => w.len() as u64,
             Words::Device(a) => a.len() * a.dtype().words(),
+        }
+    }
+
+    /// The words on the host, where they are there.
+    fn host(&self) -> Option<&'a [u32]> {
+        match *self {
+            Words::Host(w) | Words::Mirrored { host: w, .. } => Some(w),
+            Words::Device(_) => None,
+        }
+    }
+
+    /// The device array, where the words are in one.
+    fn device(&self) -> Option<&'a DeviceArray> {
+        match *self {
+            Words::Device(a) | Words::Mirrored { device: a, .. } => Some(a),
+            Words::Host(_) => None,
         }
     }
 }
@@ -258,10 +279,10 @@ pub(crate) fn limbs_for(dtype: Dtype, values: Words<'_>, sum: bool) -> Limbs {
         return Limbs::unsummed(dtype);
     }
     let rows = values.len() / dtype.words();
-    let spread = match values {
-        Words::Host(words) => spread_of_words(dtype, words),
-        Words::Device(_) if !dtype.is_float() => Spread::Within { lo: 0, hi: 0 },
-        Words::Device(_) => Spread::Unknown,
+    let spread = match values.host() {
+        Some(words) => spread_of_words(dtype, words),
+        None if !dtype.is_float() => Spread::Within { lo: 0, hi: 0 },
+        None => Spread::Unknown,
     };
     Limbs::for_values(dtype, spread, rows)
 }
@@ -375,22 +396,28 @@ const MIN_SAMPLED_DEVICE_ROWS: u64 = 1 << 16;
 pub(crate) fn keys_change_often(ctx: &Context, by: &RowGroups<'_>) -> bool {
     let w = by.key_words() as usize;
     match by.keys() {
-        Some(Words::Host(words)) => {
-            let pairs = (words.len() / w).saturating_sub(1);
-            if pairs == 0 {
-                return false;
-            }
-            let samples = pairs.min(SAMPLE_PAIRS);
-            let step = pairs / samples;
-            let changes = (0..samples)
-                .map(|s| s * step * w)
-                .filter(|&at| words[at..at + w] != words[at + w..at + 2 * w])
-                .count();
-            changes * 2 > samples
+        Some(Words::Host(words) | Words::Mirrored { host: words, .. }) => {
+            host_keys_change_often(words, w)
         }
         Some(Words::Device(array)) => device_keys_change_often(ctx, array, w).unwrap_or(false),
         None => false,
     }
+}
+
+/// [`keys_change_often`] for host-held keys (`w` words a key), from
+/// [`SAMPLE_PAIRS`] evenly spaced adjacent pairs.
+fn host_keys_change_often(words: &[u32], w: usize) -> bool {
+    let pairs = (words.len() / w).saturating_sub(1);
+    if pairs == 0 {
+        return false;
+    }
+    let samples = pairs.min(SAMPLE_PAIRS);
+    let step = pairs / samples;
+    let changes = (0..samples)
+        .map(|s| s * step * w)
+        .filter(|&at| words[at..at + w] != words[at + w..at + 2 * w])
+        .count();
+    changes * 2 > samples
 }
 
 /// [`keys_change_often`] for keys in `array` (`w` words a key), from
@@ -879,8 +906,9 @@ fn bound(
     staging: Staging,
 ) -> Result<Bound> {
     let (a, b) = (rows.start * w, rows.end * w);
-    Ok(match src {
-        Words::Host(words) => {
+    Ok(match src.device() {
+        None => {
+            let words = src.host().unwrap_or_default();
             let buf = storage_buffer(ctx, &words[a as usize..b as usize], label, staging)?;
             let bound = Bound {
                 buffer: (*buf).clone(),
@@ -890,7 +918,7 @@ fn bound(
             uploads.push(buf);
             bound
         }
-        Words::Device(array) => {
+        Some(array) => {
             let piece = piece_at(array, a);
             Bound {
                 buffer: piece.buffer.clone(),
@@ -925,7 +953,7 @@ pub(crate) fn make_chunks(
     while r0 < rows {
         let mut r1 = (r0 + chunk_rows).min(rows);
         for &(col, w) in &columns {
-            if let Words::Device(array) = col {
+            if let Some(array) = col.device() {
                 let p = piece_at(array, r0 * w);
                 r1 = r1.min((p.span.base_item + p.span.items) / w);
             }
