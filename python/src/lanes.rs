@@ -19,7 +19,9 @@ use numpy::PyReadonlyArray1;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::{Engine, engine_error, input, keyed, parse_nan, parse_op, partitions, to_numpy};
+use crate::{
+    Engine, engine_error, input, keyed, parse_nan, parse_op, parse_ops, partitions, to_numpy,
+};
 
 /// Asks the waiter thread of one submission to cancel it.
 #[pyclass(frozen, module = "gpulanes._gpulanes")]
@@ -248,13 +250,7 @@ impl Lanes {
         timeout: Option<f64>,
         composite: bool,
     ) -> PyResult<CancelToken> {
-        let ops = ops
-            .iter()
-            .map(|o| parse_op(o))
-            .collect::<PyResult<Vec<_>>>()?;
-        if ops.is_empty() {
-            return Err(PyValueError::new_err("no ops given"));
-        }
+        let ops = parse_ops(&ops)?;
         let nan = parse_nan(nan)?;
         let timeout = parse_timeout(timeout)?;
         if timeout.is_some() && !realtime {

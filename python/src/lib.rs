@@ -108,6 +108,14 @@ pub(crate) fn parse_op(op: &str) -> PyResult<Op> {
     op.parse().map_err(engine_error)
 }
 
+/// The ops of a call, at least one.
+pub(crate) fn parse_ops(ops: &[String]) -> PyResult<Vec<Op>> {
+    if ops.is_empty() {
+        return Err(value_error("no ops given"));
+    }
+    ops.iter().map(|o| parse_op(o)).collect()
+}
+
 pub(crate) fn parse_nan(nan: &str) -> PyResult<NanPolicy> {
     nan.parse().map_err(engine_error)
 }
@@ -335,13 +343,7 @@ impl Engine {
         partition_size: Option<u64>,
         offsets: Option<PyReadonlyArray1<'_, i64>>,
     ) -> PyResult<Vec<Pair>> {
-        let ops = ops
-            .iter()
-            .map(|o| parse_op(o))
-            .collect::<PyResult<Vec<_>>>()?;
-        if ops.is_empty() {
-            return Err(value_error("no ops given"));
-        }
+        let ops = parse_ops(&ops)?;
         let nan = parse_nan(nan)?;
         let parts = partitions(partition_size, offsets)?;
         let whole = parts == Partitions::Whole;
@@ -386,13 +388,7 @@ impl Engine {
         nan: &str,
         composite: bool,
     ) -> PyResult<(Py<PyAny>, Vec<Pair>)> {
-        let ops = ops
-            .iter()
-            .map(|o| parse_op(o))
-            .collect::<PyResult<Vec<_>>>()?;
-        if ops.is_empty() {
-            return Err(value_error("no ops given"));
-        }
+        let ops = parse_ops(&ops)?;
         let nan = parse_nan(nan)?;
         let read = keyed::extract(keys, x, composite)?;
         let input = &read.input;
@@ -451,13 +447,7 @@ impl Engine {
         ops: Vec<String>,
         nan: &str,
     ) -> PyResult<(Py<PyAny>, Vec<Pair>)> {
-        let ops = ops
-            .iter()
-            .map(|o| parse_op(o))
-            .collect::<PyResult<Vec<_>>>()?;
-        if ops.is_empty() {
-            return Err(value_error("no ops given"));
-        }
+        let ops = parse_ops(&ops)?;
         let nan = parse_nan(nan)?;
         let mut col = input::extract(x, true)?;
         let (values, bits) = col.prepare_rows()?;

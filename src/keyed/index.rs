@@ -43,8 +43,8 @@ use super::finish::Finish;
 use super::nulls::check_validity;
 use super::run::{RowGroups, Words, reduce_groups};
 use super::{
-    Grouped, GroupedStates, Key, KeyPlan, WindowKeys, accumulators, finish_on_device,
-    finish_window, plan_keys, sort_rows, sorted_or, wanted,
+    Grouped, GroupedStates, Key, KeyPlan, WindowKeys, accumulators, collect_states,
+    finish_on_device, finish_window, plan_keys, sort_rows, sorted_or, wanted,
 };
 
 /// Rows a thread reads at least when gathering.
@@ -580,13 +580,7 @@ impl crate::Engine {
             valid,
             &[kind.op()],
             Finish::OnHost,
-            |acc, names| {
-                for (key, g) in names.groups(acc) {
-                    out.keys.push(key);
-                    out.states.push(acc.state(g, kind));
-                }
-                Ok(())
-            },
+            collect_states(&mut out, kind),
         )?;
         Ok(match valid {
             Some(_) => out.with_null_groups(&index.distinct, E::DTYPE, kind),

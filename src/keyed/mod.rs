@@ -464,6 +464,21 @@ pub(crate) fn wanted(ops: &[Op]) -> Wanted {
     }
 }
 
+/// A window handler that appends each group's key and state of `kind`
+/// to `out`, in order.
+pub(crate) fn collect_states<K: Key>(
+    out: &mut GroupedStates<K>,
+    kind: StateKind,
+) -> impl FnMut(&accumulators::GroupAccumulators<'_>, WindowKeys<'_, K>) -> Result<()> + '_ {
+    move |acc, names| {
+        for (key, g) in names.groups(acc) {
+            out.keys.push(key);
+            out.states.push(acc.state(g, kind));
+        }
+        Ok(())
+    }
+}
+
 /// How the keys become groups.
 pub(crate) enum KeyPlan<K> {
     /// group = key - min.
@@ -908,13 +923,7 @@ impl crate::Engine {
             values,
             &[op],
             Finish::OnHost,
-            |acc, names| {
-                for (key, g) in names.groups(acc) {
-                    out.keys.push(key);
-                    out.states.push(acc.state(g, kind));
-                }
-                Ok(())
-            },
+            collect_states(&mut out, kind),
         )?;
         Ok(out)
     }
