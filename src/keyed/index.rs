@@ -5,8 +5,8 @@
 //! value: their range, dense ids for sparse keys (a hash table or a sample
 //! sort, [`dictionary`](super::dictionary)), and on CPU adapters a sort of
 //! the rows by group ([`sort`](super::sort)). `GROUP BY k` with aggregates
-//! over several columns (`SUM(a), MAX(b), AVG(c)`) needs that once, not
-//! once a column: a [`GroupIndex`] holds it.
+//! over several columns (`SUM(a), MAX(b), AVG(c)`) needs the keys' range
+//! and ids once, not once a column: a [`GroupIndex`] holds them.
 //!
 //! Every value column reduced by an index gives one result per distinct
 //! key of the index, in the index's key order ([`GroupIndex::keys`]), so
