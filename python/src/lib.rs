@@ -302,6 +302,25 @@ struct Engine {
     inner: Arc<gpulanes::Engine>,
 }
 
+impl Engine {
+    /// The states of `op` per key of `index` over `x` (nulls as keyed
+    /// calls read them), for `partial_by_index` and its packed form.
+    fn index_states(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        index: &index::GroupIndex,
+        op: &str,
+    ) -> PyResult<keyed::KeyedStates> {
+        let kind = StateKind::for_op(parse_op(op)?);
+        let mut col = input::extract(x, true)?;
+        let (values, bits) = col.prepare_rows()?;
+        let engine = &*self.inner;
+        py.detach(|| index::states(engine, index, &values, bits.as_deref(), kind))
+            .map_err(engine_error)
+    }
+}
+
 #[pymethods]
 impl Engine {
     #[new]
@@ -468,13 +487,7 @@ impl Engine {
         index: &index::GroupIndex,
         op: &str,
     ) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
-        let kind = StateKind::for_op(parse_op(op)?);
-        let mut col = input::extract(x, true)?;
-        let (values, bits) = col.prepare_rows()?;
-        let engine = &*self.inner;
-        let s = py
-            .detach(|| index::states(engine, index, &values, bits.as_deref(), kind))
-            .map_err(engine_error)?;
+        let s = self.index_states(py, x, index, op)?;
         packed::states_to_python(py, s)
     }
 
@@ -487,13 +500,7 @@ impl Engine {
         index: &index::GroupIndex,
         op: &str,
     ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
-        let kind = StateKind::for_op(parse_op(op)?);
-        let mut col = input::extract(x, true)?;
-        let (values, bits) = col.prepare_rows()?;
-        let engine = &*self.inner;
-        let s = py
-            .detach(|| index::states(engine, index, &values, bits.as_deref(), kind))
-            .map_err(engine_error)?;
+        let s = self.index_states(py, x, index, op)?;
         keyed::states_to_python(py, s)
     }
 
@@ -604,6 +611,34 @@ type MergedKeyed<'py> = (
     Bound<'py, pyo3::types::PyList>,
 );
 
+/// Appends one part's key columns (int64, `states` keys each) to `keys`,
+/// one vector a column, checking the part has as many columns and one key
+/// a state.
+pub(crate) fn append_key_columns(
+    keys: &mut [Vec<i64>],
+    cols: &[PyReadonlyArray1<'_, i64>],
+    states: usize,
+) -> PyResult<()> {
+    if cols.len() != keys.len() {
+        return Err(value_error(format!(
+            "parts with {} and {} key columns cannot be merged",
+            cols.len(),
+            keys.len()
+        )));
+    }
+    for (out, col) in keys.iter_mut().zip(cols) {
+        let col = col.as_slice().map_err(|e| value_error(e.to_string()))?;
+        if col.len() != states {
+            return Err(value_error(format!(
+                "{} keys for {states} states",
+                col.len()
+            )));
+        }
+        out.extend_from_slice(col);
+    }
+    Ok(())
+}
+
 /// Merges keyed states (parts of `(key columns, states)`, the columns
 /// int64, one key a state each): the distinct key tuples ascending, as one
 /// int64 array a column, and each tuple's merged state. A key with one
@@ -621,23 +656,7 @@ fn merge_keyed_states<'py>(
     let mut keys: Vec<Vec<i64>> = vec![Vec::new(); columns];
     let mut states: Vec<&Bound<'py, PyBytes>> = Vec::new();
     for (cols, part_states) in &parts {
-        if cols.len() != columns {
-            return Err(value_error(format!(
-                "parts with {} and {columns} key columns cannot be merged",
-                cols.len()
-            )));
-        }
-        for (c, col) in cols.iter().enumerate() {
-            let col = col.as_slice().map_err(|e| value_error(e.to_string()))?;
-            if col.len() != part_states.len() {
-                return Err(value_error(format!(
-                    "{} keys for {} states",
-                    col.len(),
-                    part_states.len()
-                )));
-            }
-            keys[c].extend_from_slice(col);
-        }
+        append_key_columns(&mut keys, cols, part_states.len())?;
         states.extend(part_states);
     }
     // Entries in key-tuple order (ties in any order: merges commute).

@@ -11,7 +11,7 @@ use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 
 use crate::keyed::{KeyedStates, key_array};
-use crate::{Pair, engine_error, finalize_states, value_error};
+use crate::{Pair, append_key_columns, engine_error, finalize_states, value_error};
 
 /// Serialised states one after another, and where each starts and ends.
 struct Packed {
@@ -110,23 +110,7 @@ pub fn merge_keyed_packed(py: Python<'_>, parts: Vec<PackedPart<'_>>) -> PyResul
             bytes.as_slice().map_err(|e| value_error(e.to_string()))?,
             offsets.as_slice().map_err(|e| value_error(e.to_string()))?,
         )?;
-        if cols.len() != columns {
-            return Err(value_error(format!(
-                "parts with {} and {columns} key columns cannot be merged",
-                cols.len()
-            )));
-        }
-        for (c, col) in cols.iter().enumerate() {
-            let col = col.as_slice().map_err(|e| value_error(e.to_string()))?;
-            if col.len() != part.len() {
-                return Err(value_error(format!(
-                    "{} keys for {} states",
-                    col.len(),
-                    part.len()
-                )));
-            }
-            keys[c].extend_from_slice(col);
-        }
+        append_key_columns(&mut keys, cols, part.len())?;
         states.extend(part);
     }
     let (out_keys, packed) = py
