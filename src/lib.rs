@@ -47,6 +47,7 @@ mod poller;
 mod pool;
 mod readback;
 pub mod state;
+pub mod state_columns;
 pub mod stream;
 mod sync;
 #[cfg(test)]
@@ -91,6 +92,7 @@ pub use engine::{Engine, PendingReduction, PendingTypedReduction};
 pub use error::{Error, Result};
 pub use future::ReductionFuture;
 pub use kernels::KernelShape;
+pub use keyed::columns::GroupedStateColumns;
 pub use keyed::composite::{CompositeKeys, KeyColumn, KeyValues};
 pub use keyed::index::GroupIndex;
 pub use keyed::stream::Column;
@@ -104,6 +106,7 @@ pub use op::{NanPolicy, Op, Reduction};
 pub use options::EngineOptions;
 pub use partition::Partitions;
 pub use state::{State, StateKind};
+pub use state_columns::StateColumns;
 pub use stream::{
     FileFormat, InputFile, StreamOptions, StreamReducer, StreamStats, StreamThroughput,
 };

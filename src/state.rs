@@ -333,6 +333,16 @@ impl State {
         }
     }
 
+    /// A state from its parts (the readers of state columns).
+    pub(crate) fn from_parts(parts: Settled, sum: ExactSum) -> Self {
+        State { parts, sum }
+    }
+
+    /// Everything but the sum, and the sum (the writers of state columns).
+    pub(crate) fn parts(&self) -> (&Settled, &ExactSum) {
+        (&self.parts, &self.sum)
+    }
+
     /// The state of `data`, computed on the CPU (the crate's reference, and
     /// a fallback where no GPU is wanted).
     pub fn of<E: Element>(data: &[E], kind: StateKind) -> Self {
@@ -627,52 +637,72 @@ impl State {
     /// What states made from real values always satisfy, so that no bytes
     /// can make a merge wrap around or finalise to a value no data has.
     fn check_consistent(&self) -> Result<()> {
-        let d = self.parts.dtype;
-        let nan_seen = self.parts.flags & FLAG_NAN != 0;
-        if d.is_float() && nan_seen != (self.parts.count < self.parts.len) {
-            return Err(corrupt(format!(
-                "the NaN flag disagrees with {} non-NaN values of {}",
-                self.parts.count, self.parts.len
-            )));
-        }
-        if !d.is_float() && self.parts.count != self.parts.len {
-            return Err(corrupt(
-                "integer values without NaN, yet fewer counted than seen",
-            ));
-        }
-        if self.parts.count == 0 && (self.parts.flags & !FLAG_NAN != 0 || !self.sum.is_zero()) {
-            return Err(corrupt("flags or a sum for no non-NaN values"));
-        }
-        // |sum| <= count x the largest magnitude of the dtype: bit lengths.
         let (_, mag) = self.sum.sign_magnitude();
         let bits = mag
             .iter()
             .rposition(|&l| l != 0)
             .map_or(0, |i| 32 * i as u64 + 32 - mag[i].leading_zeros() as u64);
+        self.parts.check(bits)
+    }
+}
+
+impl Settled {
+    /// What the parts of a state made from real values always satisfy,
+    /// with its sum's magnitude `sum_bits` bits long (0 for a zero sum):
+    /// the rules every reader of serialised states applies.
+    pub(crate) fn check(&self, sum_bits: u64) -> Result<()> {
+        let d = self.dtype;
+        let nan_seen = self.flags & FLAG_NAN != 0;
+        if self.count > self.len {
+            return Err(corrupt(format!(
+                "{} non-NaN values of {} in all",
+                self.count, self.len
+            )));
+        }
+        if d.is_float() && nan_seen != (self.count < self.len) {
+            return Err(corrupt(format!(
+                "the NaN flag disagrees with {} non-NaN values of {}",
+                self.count, self.len
+            )));
+        }
+        if !d.is_float() && (self.count != self.len || self.flags != 0) {
+            return Err(corrupt(
+                "integer values with flags, or fewer counted than seen",
+            ));
+        }
+        if self.flags & !FLAGS_KNOWN != 0
+            || (self.kind != StateKind::Sum && self.flags & FLAG_NONNEG != 0)
+        {
+            return Err(corrupt(format!(
+                "flags {:#x} are not valid for a {d} {:?} state",
+                self.flags, self.kind
+            )));
+        }
+        if self.count == 0 && (self.flags & !FLAG_NAN != 0 || sum_bits != 0) {
+            return Err(corrupt("flags or a sum for no non-NaN values"));
+        }
+        // |sum| <= count x the largest magnitude of the dtype: bit lengths.
         let value_bits = match d {
             Dtype::F32 => 277,
             Dtype::F64 => 2098,
             Dtype::I32 | Dtype::U32 => 32,
             Dtype::I64 => 64,
         };
-        let count_bits = 64 - self.parts.count.leading_zeros() as u64;
-        if bits > value_bits + count_bits {
+        let count_bits = 64 - self.count.leading_zeros() as u64;
+        if sum_bits > value_bits + count_bits {
             return Err(corrupt(format!(
-                "a sum of {bits} bits, more than {} {d} values can reach",
-                self.parts.count
+                "a sum of {sum_bits} bits, more than {} {d} values can reach",
+                self.count
             )));
         }
-        if self.parts.kind != StateKind::Sum && self.parts.count > 0 {
-            let fits = d.words() == 2 || self.parts.key >> 32 == 0;
-            if !fits || value_of_key(d, self.parts.key).is_nan() {
-                return Err(corrupt(format!(
-                    "key {:#x} is no {d} value",
-                    self.parts.key
-                )));
+        if self.kind != StateKind::Sum && self.count > 0 {
+            let fits = d.words() == 2 || self.key >> 32 == 0;
+            if !fits || value_of_key(d, self.key).is_nan() {
+                return Err(corrupt(format!("key {:#x} is no {d} value", self.key)));
             }
         }
-        if self.parts.count == 0 && self.parts.key != 0 {
-            return Err(corrupt("a key for no values"));
+        if (self.count == 0 || self.kind == StateKind::Sum) && self.key != 0 {
+            return Err(corrupt("a key for no values, or for a sum"));
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use crate::dtype::Dtype;
 use crate::state::{FLAG_NONNEG, PartialLayout, Settled, State, StateKind};
+use crate::state_columns::StateColumns;
 
 use super::finish::{Finish, FinishedSum, RECORD_WORDS, record};
 use super::limbs::Limbs;
@@ -166,39 +167,52 @@ impl<'a> GroupAccumulators<'a> {
         s
     }
 
+    /// Group `g`'s exact sum as the full grid's two's complement limbs,
+    /// into `full` (`dtype.limbs()` of them): positive minus negative
+    /// magnitudes, with the borrow carried up, from `base`; the limbs
+    /// above take the sign (the difference's top bit, by the rule of
+    /// super::limbs). Accumulators only.
+    fn sum_limbs(&self, limbs: Limbs, w: &[u32], full: &mut [u32]) {
+        let (l, base) = (limbs.len as usize, limbs.base as usize);
+        full[..base].fill(0);
+        let mut borrow = 0u32;
+        for i in 0..l {
+            let (d, b1) = w[i].overflowing_sub(w[l + i]);
+            let (d2, b2) = d.overflowing_sub(borrow);
+            full[base + i] = d2;
+            borrow = b1 as u32 + b2 as u32;
+        }
+        let sign = if borrow != 0 { u32::MAX } else { 0 };
+        full[base + l..].fill(sign);
+    }
+
+    /// Group `g`'s flags as the pass left them, with the non-negative flag
+    /// where a sum was filled: rows added one by one flag only +0.0 as
+    /// non-negative, and a positive nonzero value left its magnitude in the
+    /// positive limbs.
+    fn sum_flags(&self, limbs: Limbs, w: &[u32]) -> u32 {
+        let l = limbs.len as usize;
+        let positive = self.dtype.is_float() && w[..l].iter().any(|&x| x != 0);
+        w[AccumulatorLayout::of(limbs).flags] | if positive { FLAG_NONNEG as u32 } else { 0 }
+    }
+
     /// [`GroupAccumulators::state`] written into `out`, reusing its storage.
     /// Accumulators only: a finished record holds no exact sum.
     pub fn state_into(&self, g: usize, kind: StateKind, out: &mut State) {
         let limbs = self
             .limbs
             .expect("the state of a group finished on the device was asked for");
-        let (l, base) = (limbs.len as usize, limbs.base as usize);
         let w = self.group(g);
         // The layout of one exact.wgsl partial: limbs, count, flags, key.
         let mut buf = [0u32; MAX_PARTIAL_WORDS];
         let partial = &mut buf[..self.dtype.partial_words()];
         if kind == StateKind::Sum {
-            // Positive minus negative magnitudes, with the borrow carried
-            // up, into the full grid's limbs from `base`; the limbs above
-            // take the sign (the difference's top bit, by the rule of
-            // super::limbs).
-            let mut borrow = 0u32;
-            for i in 0..l {
-                let (d, b1) = w[i].overflowing_sub(w[l + i]);
-                let (d2, b2) = d.overflowing_sub(borrow);
-                partial[base + i] = d2;
-                borrow = b1 as u32 + b2 as u32;
-            }
-            let sign = if borrow != 0 { u32::MAX } else { 0 };
-            partial[base + l..self.dtype.limbs()].fill(sign);
+            self.sum_limbs(limbs, w, &mut partial[..self.dtype.limbs()]);
         }
         let (acc, part) = (AccumulatorLayout::of(limbs), PartialLayout::of(self.dtype));
         partial[part.count] = w[acc.count];
         partial[part.count + 1] = w[acc.count + 1];
-        // Rows added one by one flag only +0.0 as non-negative; a positive
-        // nonzero value left its magnitude in the positive limbs.
-        let positive = self.dtype.is_float() && w[..l].iter().any(|&x| x != 0);
-        partial[part.flags] = w[acc.flags] | if positive { FLAG_NONNEG as u32 } else { 0 };
+        partial[part.flags] = self.sum_flags(limbs, w);
         let key_at = match kind {
             StateKind::Sum => None,
             StateKind::Max => Some(acc.max),
@@ -209,5 +223,39 @@ impl<'a> GroupAccumulators<'a> {
             partial[part.key + 1] = w[k + 1];
         }
         out.refill_from_gpu(self.dtype, kind, self.rows(g), partial);
+    }
+
+    /// Appends group `g` to `out` (of this window's dtype) with every kind
+    /// `out` holds, read from the accumulators one pass filled for all of
+    /// them: the parts [`GroupAccumulators::state`] gives each kind.
+    /// Accumulators only.
+    pub fn push_columns(&self, g: usize, out: &mut StateColumns) {
+        let limbs = self
+            .limbs
+            .expect("the states of a group finished on the device were asked for");
+        let w = self.group(g);
+        let acc = AccumulatorLayout::of(limbs);
+        let (len, count) = (self.rows(g), Self::pair(w, acc.count));
+        let flags = self.sum_flags(limbs, w);
+        let parts = |kind: StateKind, at: Option<usize>| {
+            let raw = at.map_or(0, |k| Self::pair(w, k));
+            Settled::from_gpu(self.dtype, kind, len, count, flags, raw)
+        };
+        let key = |kind: StateKind, at| {
+            if out.holds(kind) {
+                parts(kind, Some(at)).key
+            } else {
+                0
+            }
+        };
+        let (max, min) = (key(StateKind::Max, acc.max), key(StateKind::Min, acc.min));
+        let mut buf = [0u32; MAX_PARTIAL_WORDS];
+        let full = &mut buf[..self.dtype.limbs()];
+        let with_sum = out.holds(StateKind::Sum);
+        if with_sum {
+            self.sum_limbs(limbs, w, full);
+        }
+        let flags = parts(StateKind::Sum, None).flags;
+        out.push_parts(len, count, flags, max, min, with_sum.then_some(&*full));
     }
 }

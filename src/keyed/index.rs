@@ -39,6 +39,7 @@ use crate::state::StateKind;
 use crate::threads;
 use crate::validity::Validity;
 
+use super::columns::GroupedStateColumns;
 use super::finish::Finish;
 use super::nulls::check_validity;
 use super::run::{RowGroups, Words, reduce_groups};
@@ -554,6 +555,69 @@ impl crate::Engine {
         kind: StateKind,
     ) -> Result<GroupedStates<K>> {
         self.index_states(index, values, Some(&valid), kind)
+    }
+
+    /// The states of `kinds` of every key of `index` over `values`, from
+    /// one pass over the rows:
+    /// [`Engine::state_columns_by_key`](crate::Engine::state_columns_by_key)
+    /// over the index's keys, without finding the groups again.
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_by_index`](crate::Engine::reduce_by_index), and
+    /// for no kinds.
+    pub fn state_columns_by_index<K: Key, E: Element>(
+        &self,
+        index: &GroupIndex<'_, K>,
+        values: &[E],
+        kinds: &[StateKind],
+    ) -> Result<GroupedStateColumns<K>> {
+        self.index_columns(index, values, None, kinds)
+    }
+
+    /// [`Engine::state_columns_by_index`](crate::Engine::state_columns_by_index)
+    /// where `valid` marks which values hold one: every key of the index
+    /// is in the result, a key whose values are all null with a group
+    /// that has seen no value.
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_by_index_with_nulls`](crate::Engine::reduce_by_index_with_nulls),
+    /// and for no kinds.
+    pub fn state_columns_by_index_with_nulls<K: Key, E: Element>(
+        &self,
+        index: &GroupIndex<'_, K>,
+        values: &[E],
+        valid: Validity<'_>,
+        kinds: &[StateKind],
+    ) -> Result<GroupedStateColumns<K>> {
+        self.index_columns(index, values, Some(&valid), kinds)
+    }
+
+    fn index_columns<K: Key, E: Element>(
+        &self,
+        index: &GroupIndex<'_, K>,
+        values: &[E],
+        valid: Option<&Validity<'_>>,
+        kinds: &[StateKind],
+    ) -> Result<GroupedStateColumns<K>> {
+        let mut out = GroupedStateColumns::empty::<E>(kinds, index.len())?;
+        let ops = out.ops();
+        index.check(values.len(), &ops)?;
+        if let Some(valid) = valid {
+            check_validity(values.len(), valid)?;
+        }
+        let valid = valid.filter(|v| v.null_count() > 0);
+        index.run(
+            self.context(),
+            values,
+            valid,
+            &ops,
+            Finish::OnHost,
+            out.collect(),
+        )?;
+        Ok(match valid {
+            Some(_) => out.with_null_groups(&index.distinct),
+            None => out,
+        })
     }
 
     /// The states of [`Engine::states_by_index`](crate::Engine::states_by_index)

@@ -82,6 +82,7 @@
 //! partition would leave most of it idle.
 
 pub(crate) mod accumulators;
+pub mod columns;
 pub mod composite;
 pub(crate) mod dictionary;
 pub(crate) mod finish;

@@ -104,7 +104,7 @@ pub(crate) fn split<K: Key, E: Element>(
 
 /// Where the keys of `extra` (ascending) that `keys` (ascending) lacks go:
 /// for each, the number of `keys` before it, ascending.
-fn insertions<K: Ord>(keys: &[K], extra: &[K]) -> Vec<(usize, usize)> {
+pub(crate) fn insertions<K: Ord>(keys: &[K], extra: &[K]) -> Vec<(usize, usize)> {
     let mut at = 0;
     let mut out = Vec::new();
     for (i, k) in extra.iter().enumerate() {
@@ -118,7 +118,11 @@ fn insertions<K: Ord>(keys: &[K], extra: &[K]) -> Vec<(usize, usize)> {
 
 /// `items` with `make(j)` inserted before its element `at` for each
 /// `(at, j)` of `insert` (ascending `at`).
-fn merged<T>(items: Vec<T>, insert: &[(usize, usize)], make: impl Fn(usize) -> T) -> Vec<T> {
+pub(crate) fn merged<T>(
+    items: Vec<T>,
+    insert: &[(usize, usize)],
+    make: impl Fn(usize) -> T,
+) -> Vec<T> {
     let mut out = Vec::with_capacity(items.len() + insert.len());
     let mut next = insert.iter().peekable();
     for (i, item) in items.into_iter().enumerate() {
