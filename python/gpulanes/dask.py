@@ -42,7 +42,6 @@ from . import (
     default_engine,
     finalize,
     merge,
-    merge_keyed,
     state_info,
 )
 
@@ -220,10 +219,11 @@ def _index_keys(keys: Any) -> Any:
     return [np.asanyarray(k) for k in keys] if isinstance(keys, list) else np.asanyarray(keys)
 
 
-def _keyed_partials(keys: Any, kinds: List[Tuple[str, ...]], of_columns: bool, *values: Any) -> dict:
-    """Per-key states of one chunk: ``{(column, kind): packed states}``
-    (:func:`_packed`)
-    for each value column and each kind it needs, its keys read once
+def _keyed_partials(keys: Any, column_ops: List[List[str]], of_columns: bool, *values: Any) -> list:
+    """Per-key states of one chunk, one ``(keys, bytes)`` a value column:
+    the keys (an array, or a tuple of them) and, from one pass, the state
+    columns of every kind its ops need (:class:`gpulanes.StateColumns`'
+    bytes, as one uint8 array). The keys are read once
     (:meth:`gpulanes.Engine.group_index`), so every column's states have
     every key of the chunk. Pandas columns (``of_columns``) go as they
     are, read as ``Engine.reduce`` reads a pandas column (its Arrow
@@ -231,48 +231,30 @@ def _keyed_partials(keys: Any, kinds: List[Tuple[str, ...]], of_columns: bool, *
     through ``asanyarray``, so masked entries stay nulls."""
     engine = default_engine()
     index = engine.group_index(keys if of_columns else _index_keys(keys))
-    out = {}
-    for i, (v, column_kinds) in enumerate(zip(values, kinds)):
+    out = []
+    for v, ops in zip(values, column_ops):
         v = v if of_columns else np.asanyarray(v)
-        for kind in column_kinds:
-            distinct, blob, offsets = engine._native.partial_by_index_packed(v, index._native, kind)
-            out[(i, kind)] = (_restore_keys(distinct, index._restore), blob, offsets)
+        distinct, blob = engine._native.partial_by_index_columns(v, index._native, list(ops))
+        out.append((_restore_keys(distinct, index._restore), blob))
     return out
 
 
-# Keyed states travel packed: ``(keys, bytes, offsets)``, every state's
-# bytes in one uint8 array, state i at ``bytes[offsets[i]:offsets[i + 1]]``.
-# Distributed sends an array as one frame, where a list of bytes objects
-# costs a frame (and a Python object) a key: twenty times slower at a few
-# hundred thousand keys a chunk.
+# Keyed states travel as state columns: ``(keys, bytes)``, every key's
+# states of every kind a column needs in one uint8 array. Distributed
+# sends an array as one frame, where a list of bytes objects costs a frame
+# (and a Python object) a key.
 
 
-def _packed(pair: Tuple[Any, List[bytes]]) -> Tuple[Any, np.ndarray, np.ndarray]:
-    """``(keys, states)`` packed."""
-    keys, states = pair
-    offsets = np.zeros(len(states) + 1, dtype=np.int64)
-    np.cumsum([len(s) for s in states], out=offsets[1:])
-    return keys, np.frombuffer(b"".join(states), dtype=np.uint8), offsets
-
-
-def _unpacked(packed: Tuple[Any, np.ndarray, np.ndarray]) -> Tuple[Any, List[bytes]]:
-    """Packed keyed states as ``(keys, states)``."""
-    keys, blob, offsets = packed
-    data = blob.tobytes()
-    bounds = offsets.tolist()
-    return keys, [data[a:b] for a, b in zip(bounds, bounds[1:])]
-
-
-def _int64_columns(keys: Any) -> Optional[List[np.ndarray]]:
-    """The key columns of packed states (one array, or a tuple of them)
-    where all are integers or bools that fit int64, else ``None``."""
+def _int64_columns(keys: Any) -> List[np.ndarray]:
+    """The key columns of keyed state columns (one array, or a tuple of
+    them), each integer or bool and within int64."""
     cols = list(keys) if isinstance(keys, tuple) else [keys]
     cols = [np.asarray(c) for c in cols]
     for c in cols:
         if c.dtype.kind not in "iub":
-            return None
+            raise ValueError(f"keyed states by {c.dtype} keys: keys must be integers or bools")
         if c.dtype == np.uint64 and c.size and int(c.max()) > np.iinfo(np.int64).max:
-            return None
+            raise ValueError("uint64 keys past the int64 range are not supported")
     return cols
 
 
@@ -285,25 +267,26 @@ def _numpy_dtype(dtype: Any) -> np.dtype:
         return np.dtype(getattr(dtype, "numpy_dtype", np.float64))
 
 
-def _merge_packed(*parts: Tuple[Any, np.ndarray, np.ndarray]) -> Tuple[Any, np.ndarray, np.ndarray]:
-    """Packed keyed states of several chunks merged by key, packed: in one
-    native call for integer and bool keys, else through
-    :func:`gpulanes.merge_keyed`."""
+def _merge_columns(*parts: Tuple[Any, np.ndarray]) -> Tuple[Any, np.ndarray]:
+    """Keyed state columns of several chunks merged by key, in one native
+    call; keys keep their dtype."""
     columns = [_int64_columns(p[0]) for p in parts]
-    if any(c is None for c in columns):
-        return _packed(merge_keyed([_unpacked(p) for p in parts]))
     first = parts[0][0]
     dtypes = [c.dtype for c in columns[0]]
-    keys, blob, offsets = _gpulanes.merge_keyed_packed(
-        [([c.astype(np.int64) for c in cols], p[1], p[2]) for cols, p in zip(columns, parts)]
+    keys, blob = _gpulanes.merge_keyed_columns(
+        [([c.astype(np.int64) for c in cols], p[1]) for cols, p in zip(columns, parts)]
     )
     typed = tuple(k.astype(d) for k, d in zip(keys, dtypes))
-    return (typed if isinstance(first, tuple) else typed[0]), blob, offsets
+    return (typed if isinstance(first, tuple) else typed[0]), blob
+
+
+def _groups(keys: Any) -> int:
+    """Keys in merged keys (an array, or a tuple of arrays)."""
+    return len(keys[0] if isinstance(keys, tuple) else keys)
 
 
 def _finalize_columns(
-    merged_list: list,
-    pairs: List[Tuple[int, str]],
+    merged: list,
     column_ops: List[List[str]],
     singles: List[bool],
     names: Optional[list],
@@ -311,20 +294,18 @@ def _finalize_columns(
     dtypes: List[np.dtype],
     restore: Any = None,
 ) -> Any:
-    """``(keys, result)`` from the merged states: one value column's result
-    (an array, or a dict of them by op), or with ``names`` a dict of them
-    by column name."""
-    merged = dict(zip(pairs, merged_list))
+    """``(keys, result)`` from each value column's merged state columns:
+    one column's result (an array, or a dict of them by op), or with
+    ``names`` a dict of them by column name."""
     results = []
     keys = None
-    for i, (ops, single, dtype) in enumerate(zip(column_ops, singles, dtypes)):
-        out = {}
-        for op in ops:
-            keys, blob, offsets = merged[(i, _KIND_OP[op])]
-            if len(offsets) == 1:
-                out[op] = np.zeros(0, dtype=_result_dtype(op, dtype))
-            else:
-                out[op] = _array(*_gpulanes.finalize_keyed_packed(blob, offsets, op, nan))
+    for (keys, blob), ops, single, dtype in zip(merged, column_ops, singles, dtypes):
+        out = {
+            op: _array(*_gpulanes.finalize_keyed_columns(blob, op, nan))
+            if len(blob) and _groups(keys)
+            else np.zeros(0, dtype=_result_dtype(op, dtype))
+            for op in ops
+        }
         results.append(out[ops[0]] if single else out)
     if keys is None:
         keys = np.zeros(0, dtype=np.int64)
@@ -500,7 +481,7 @@ def _groupby_parts(
 ) -> Any:
     """The Delayed of :func:`groupby_agg` over delayed pieces of keys and
     of each value column (pieces of one length, chunk by chunk): one task
-    a chunk gives the states of every (column, kind), each (column, kind)
+    a chunk gives every value column's state columns, each value column
     has its own tree of tasks merging them ``split_every`` at a time, and
     the last task finalises; ``restore`` maps the merged keys to the
     caller's."""
@@ -509,14 +490,12 @@ def _groupby_parts(
     every = 8 if split_every is None else int(split_every)
     column_ops = [_checked_ops(o, nan, split_every) for o in given_ops]
     singles = [isinstance(o, str) for o in given_ops]
-    kinds = [tuple(sorted({_KIND_OP[op] for op in ops})) for ops in column_ops]
-    chunks = [delayed(_keyed_partials, pure=True)(k, kinds, of_columns, *vs) for k, *vs in zip(kb, *vbs)]
-    # One merge tree a (column, kind), so the trees run side by side.
-    pairs = [(i, kind) for i, column_kinds in enumerate(kinds) for kind in column_kinds]
+    chunks = [delayed(_keyed_partials, pure=True)(k, column_ops, of_columns, *vs) for k, *vs in zip(kb, *vbs)]
+    # One merge tree a value column, so the trees run side by side.
     merged = []
-    for pair in pairs:
-        parts = [delayed(operator.getitem, pure=True)(c, pair) for c in chunks]
+    for i in range(len(column_ops)):
+        parts = [delayed(operator.getitem, pure=True)(c, i) for c in chunks]
         while len(parts) > 1:
-            parts = [delayed(_merge_packed, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
+            parts = [delayed(_merge_columns, pure=True)(*parts[i : i + every]) for i in range(0, len(parts), every)]
         merged.append(parts[0])
-    return delayed(_finalize_columns, pure=True)(merged, pairs, column_ops, singles, names, nan, dtypes, restore)
+    return delayed(_finalize_columns, pure=True)(merged, column_ops, singles, names, nan, dtypes, restore)

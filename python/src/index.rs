@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use gpulanes::{CompositeKeys, Dtype, Engine, NanPolicy, Op, StateKind, Validity};
+use gpulanes::{CompositeKeys, Dtype, Engine, NanPolicy, Op, StateColumns, StateKind, Validity};
 use pyo3::prelude::*;
 
 use crate::input::{self, Prepared};
@@ -107,6 +107,27 @@ pub fn reduce(
         KeyedResult::of(g)
     });
     r.decoded(index.composite.as_deref())
+}
+
+/// The state columns of `kinds` per key of `index` over `values`, from
+/// one pass.
+pub fn state_columns(
+    engine: &Engine,
+    index: &GroupIndex,
+    values: &Prepared,
+    bits: Option<&[u8]>,
+    kinds: &[StateKind],
+) -> gpulanes::Result<(KeyArray, StateColumns)> {
+    let valid = validity(values, bits)?;
+    let (keys, states) = with_index!(&index.index, |ix| {
+        let g = match valid {
+            None => input::with_values!(values, |v| engine.state_columns_by_index(ix, v, kinds)?),
+            Some(valid) => input::with_values!(values, |v| engine
+                .state_columns_by_index_with_nulls(ix, v, valid, kinds)?),
+        };
+        (IntoKeys::wrap(g.keys), g.states)
+    });
+    Ok((decoded(keys, index.composite.as_deref())?, states))
 }
 
 /// The states of `kind` per key of `index` over `values`.

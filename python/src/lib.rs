@@ -9,11 +9,11 @@
 //! the partitions that have a value.
 
 mod arrow;
+mod columns;
 mod index;
 mod input;
 mod keyed;
 mod lanes;
-mod packed;
 
 use std::sync::Arc;
 
@@ -304,7 +304,7 @@ struct Engine {
 
 impl Engine {
     /// The states of `op` per key of `index` over `x` (nulls as keyed
-    /// calls read them), for `partial_by_index` and its packed form.
+    /// calls read them), for `partial_by_index`.
     fn index_states(
         &self,
         py: Python<'_>,
@@ -477,18 +477,31 @@ impl Engine {
         keyed::to_python(py, r, &ops, values.dtype)
     }
 
-    /// The keys of `index` and the states of `op` of each, packed
-    /// ([`packed`]): `(keys, bytes, offsets)`.
-    #[pyo3(signature = (x, index, op))]
-    fn partial_by_index_packed(
+    /// The keys of `index` and, from one pass, the state columns of the
+    /// kinds `ops` need ([`columns`]): `(keys, bytes)`.
+    #[pyo3(signature = (x, index, ops))]
+    fn partial_by_index_columns(
         &self,
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
         index: &index::GroupIndex,
-        op: &str,
-    ) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
-        let s = self.index_states(py, x, index, op)?;
-        packed::states_to_python(py, s)
+        ops: Vec<String>,
+    ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        let kinds: Vec<StateKind> = parse_ops(&ops)?
+            .into_iter()
+            .map(StateKind::for_op)
+            .collect();
+        let mut col = input::extract(x, true)?;
+        let (values, bits) = col.prepare_rows()?;
+        let engine = &*self.inner;
+        let (keys, states) = py
+            .detach(|| index::state_columns(engine, index, &values, bits.as_deref(), &kinds))
+            .map_err(engine_error)?;
+        let bytes = py.detach(|| states.to_bytes());
+        Ok((
+            keyed::key_array(py, keys)?,
+            PyArray1::from_vec(py, bytes).into_any().unbind(),
+        ))
     }
 
     /// The keys of `index` and the state (bytes) of `op` of each.
@@ -791,8 +804,8 @@ fn _gpulanes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(finalize, m)?)?;
     m.add_function(wrap_pyfunction!(finalize_keyed_states, m)?)?;
     m.add_function(wrap_pyfunction!(merge_keyed_states, m)?)?;
-    m.add_function(wrap_pyfunction!(packed::merge_keyed_packed, m)?)?;
-    m.add_function(wrap_pyfunction!(packed::finalize_keyed_packed, m)?)?;
+    m.add_function(wrap_pyfunction!(columns::merge_keyed_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(columns::finalize_keyed_columns, m)?)?;
     m.add_function(wrap_pyfunction!(state_info, m)?)?;
     m.add("GpuError", py.get_type::<GpuError>())?;
     m.add("NoAdapterError", py.get_type::<NoAdapterError>())?;

@@ -188,55 +188,80 @@ def test_bad_uses_of_an_index_are_clear_errors(engine):
     assert len(k) == 0 and len(r["sum"]) == 0 and r["sum"].dtype == np.float32
 
 
-def test_packed_keyed_states_merge_and_finalize_as_lists_of_bytes(engine):
+def test_keyed_state_columns_merge_and_finalize_as_lists_of_bytes(engine):
     from gpulanes import _gpulanes
-    from gpulanes.dask import _packed, _unpacked
 
     rng = np.random.default_rng(31)
     n = 50_000
     keys = rng.integers(-1000, 1000, n).astype(np.int64)
     x = rng.standard_normal(n).astype(np.float32)
+    x[::97] = np.nan
+    x[5::101] = -np.inf
     cuts = [(0, 20_000), (20_000, 20_001), (20_001, n)]
+    ops = ["sum", "mean", "max", "min", "count"]
+    columns = []
+    for a, b in cuts:
+        index = engine.group_index(keys[a:b])
+        columns.append(engine._native.partial_by_index_columns(x[a:b], index._native, ops))
     for op in ["sum", "max", "min"]:
         parts = [engine.partial(x[a:b], op, keys=keys[a:b]) for a, b in cuts]
-        index = engine.group_index(keys[:20_000])
-        k, blob, offsets = engine._native.partial_by_index_packed(x[:20_000], index._native, op)
-        assert np.array_equal(k, parts[0][0]) and _unpacked((k, blob, offsets))[1] == list(parts[0][1])
-        packed = [_packed(p) for p in parts]
-        mk, mb, mo = _gpulanes.merge_keyed_packed([([pk], pb, po) for pk, pb, po in packed[::-1]])
+        assert np.array_equal(columns[0][0], parts[0][0])
         want_keys, want_states = gpulanes.merge_keyed(parts)
-        assert np.array_equal(mk[0], want_keys) and _unpacked((mk[0], mb, mo))[1] == list(want_states)
-        values, valid = _gpulanes.finalize_keyed_packed(mb, mo, op)
-        assert values.tobytes() == gpulanes.finalize_keyed(want_keys, want_states, op)[1].tobytes()
+        mk, mb = _gpulanes.merge_keyed_columns([([k], b) for k, b in columns[::-1]])
+        assert np.array_equal(mk[0], want_keys)
+        for o in [o for o in ops if o == op or (op == "sum" and o in ("mean", "count"))]:
+            for nan in ["propagate", "ignore"]:
+                got = _gpulanes.finalize_keyed_columns(mb, o, nan)
+                want = gpulanes.finalize_keyed(want_keys, want_states, o, nan)[1]
+                assert got[0].tobytes() == np.asarray(want).tobytes(), (o, nan)
     # Enough entries for the merge to run on several threads, cut at key
-    # boundaries: keys repeated across parts and within runs.
-    big = []
+    # boundaries: keys repeated across parts and within runs; two key
+    # columns sort by tuple.
+    big, big_states = [], []
     for seed in range(3):
         r = np.random.default_rng(seed)
         bk = r.integers(0, 60_000, 120_000).astype(np.int64)
-        big.append(engine.partial(r.standard_normal(120_000), "sum", keys=bk))
-    mk, mb, mo = _gpulanes.merge_keyed_packed([([p[0]], *_packed(p)[1:]) for p in big])
-    want_keys, want_states = gpulanes.merge_keyed(big)
-    assert np.array_equal(mk[0], want_keys) and _unpacked((mk[0], mb, mo))[1] == list(want_states)
-    k, blob, offsets = packed[0]
-    for bad in [offsets[1:], offsets + 1, np.concatenate([offsets[:1], offsets[2:3], offsets[1:2], offsets[3:]])]:
-        with pytest.raises(ValueError, match="offsets"):
-            _gpulanes.finalize_keyed_packed(blob, bad)
-    with pytest.raises(ValueError):
-        _gpulanes.finalize_keyed_packed(np.frombuffer(b"not a state", dtype=np.uint8), np.array([0, 11]))
+        bx = r.standard_normal(120_000)
+        index = engine.group_index(bk)
+        big.append(engine._native.partial_by_index_columns(bx, index._native, ["sum"]))
+        big_states.append(engine.partial(bx, "sum", keys=bk))
+    mk, mb = _gpulanes.merge_keyed_columns([([k], b) for k, b in big])
+    want_keys, want_states = gpulanes.merge_keyed(big_states)
+    assert np.array_equal(mk[0], want_keys)
+    got = _gpulanes.finalize_keyed_columns(mb, "sum")[0]
+    assert got.tobytes() == gpulanes.finalize_keyed(want_keys, want_states, "sum")[1].tobytes()
+    pair_keys, pair_bytes = _gpulanes.merge_keyed_columns([([k // 7, k % 7], b) for k, b in big])
+    assert np.array_equal(pair_keys[0] * 7 + pair_keys[1], want_keys)
+    assert _gpulanes.finalize_keyed_columns(pair_bytes, "sum")[0].tobytes() == got.tobytes()
+    # Bad input: named errors, never a crash.
+    k, blob = columns[0]
+    with pytest.raises(ValueError, match="bad magic"):
+        _gpulanes.finalize_keyed_columns(np.frombuffer(b"these bytes are not state columns", dtype=np.uint8), "sum")
+    for cut in [0, 10, 24, len(blob) - 1]:
+        with pytest.raises(ValueError):
+            _gpulanes.finalize_keyed_columns(blob[:cut], "sum")
+        with pytest.raises(ValueError):
+            _gpulanes.merge_keyed_columns([([k], blob[:cut])])
     with pytest.raises(ValueError, match="keys for"):
-        _gpulanes.merge_keyed_packed([([k[:-1]], blob, offsets)])
-    # An offset past the bytes before a later one that decreases.
-    end = len(blob)
-    for bad in [np.array([0, end + 5, end, end]), np.array([0, 2**62, end])]:
-        with pytest.raises(ValueError, match="offsets"):
-            _gpulanes.finalize_keyed_packed(blob, bad)
-        with pytest.raises(ValueError, match="offsets"):
-            _gpulanes.merge_keyed_packed([([np.arange(len(bad) - 1)], blob, bad)])
+        _gpulanes.merge_keyed_columns([([k[:-1]], blob)])
     with pytest.raises(ValueError, match="key column"):
-        _gpulanes.merge_keyed_packed([([], blob, offsets)])
-    with pytest.raises(ValueError, match="no keyed states"):
-        _gpulanes.finalize_keyed_packed(np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64))
+        _gpulanes.merge_keyed_columns([([], blob)])
+    with pytest.raises(ValueError, match="no keyed state columns"):
+        _gpulanes.merge_keyed_columns([])
+    sums_only = big[0][1]
+    with pytest.raises(ValueError, match="hold no Max"):
+        _gpulanes.finalize_keyed_columns(sums_only, "max")
+    with pytest.raises(ValueError, match="do not merge"):
+        _gpulanes.merge_keyed_columns([([k], blob), ([big[0][0]], sums_only)])
+    rng_bytes = np.random.default_rng(5)
+    for _ in range(200):
+        noisy = blob.copy()
+        at = rng_bytes.integers(0, len(noisy), 3)
+        noisy[at] ^= rng_bytes.integers(1, 256, 3).astype(np.uint8)
+        try:
+            _gpulanes.finalize_keyed_columns(noisy, "sum")
+        except ValueError:
+            pass
 
 
 def test_several_value_columns_in_one_reduce_read_the_keys_once(engine):
