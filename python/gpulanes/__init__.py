@@ -87,6 +87,8 @@ __all__ = [
     "state_info",
     "merge_keyed",
     "finalize_keyed",
+    "merge_keyed_columns",
+    "finalize_keyed_columns",
     "default_engine",
     "GpuError",
     "NoAdapterError",
@@ -547,6 +549,24 @@ class Engine:
             return _restore_keys(distinct, restore), states
         return self._native.partial(x, op, _size(partition_size), _offsets(offsets))
 
+    def partial_columns(self, x: Any, ops: Any, *, keys: Any) -> Tuple[Any, np.ndarray]:
+        """Per-key partial states of ``x`` by ``keys`` (any keys
+        :meth:`reduce` takes, or a :class:`GroupIndex`), for ``ops`` (one
+        op or a list), from one pass over the rows: ``(distinct_keys,
+        states)``, ``states`` one uint8 array holding every key's states of
+        the kinds the ops need (sum for sum, mean and count; max; min)
+        column by column, with one count and one set of flags a key
+        (``gpulanes::StateColumns``' versioned bytes; a key whose values
+        are all null holds an empty state). Merge pairs of any split of the
+        rows with :func:`merge_keyed_columns` and finish them with
+        :func:`finalize_keyed_columns`. One array a chunk: where many keys
+        cross processes, far cheaper than :meth:`partial`'s bytes object a
+        key."""
+        index = keys if isinstance(keys, GroupIndex) else self.group_index(keys)
+        op_list = [ops] if isinstance(ops, str) else list(ops)
+        distinct, blob = self._native.partial_by_index_columns(x, index._native, op_list)
+        return _restore_keys(distinct, index._restore), blob
+
     def _input_address(self, x: Any, partitioned: bool = False) -> tuple:
         """(address of the first value the engine reads, whether x is copied)."""
         return self._native.input_address(x, partitioned)
@@ -573,6 +593,45 @@ def state_info(state: bytes) -> Dict[str, Any]:
     return _gpulanes.state_info(bytes(state))
 
 
+def _key_parts(parts: Iterable[Tuple[Any, Any]], count: Any) -> Tuple[list, Optional[Tuple[np.dtype, ...]], bool]:
+    """The parts of a keyed merge checked alike: ``[(key columns, payload)]``,
+    the key columns' dtypes (``None`` for no parts) and whether the keys
+    are several columns. ``count(payload)`` is the number of keys a part
+    needs, or ``None`` where the native merge checks it."""
+    checked = []
+    key_dtypes: Optional[Tuple[np.dtype, ...]] = None
+    several_columns: Optional[bool] = None
+    for keys, payload in parts:
+        _not_an_index(keys)
+        columns = _key_columns(keys)
+        several = columns is not None
+        cols = [np.asarray(c) for c in columns] if columns is not None else [np.asarray(keys)]
+        if several_columns is not None and several != several_columns:
+            raise ValueError("keys of one column and of several cannot be merged")
+        several_columns = several
+        want = count(payload)
+        for c in cols:
+            if c.ndim != 1:
+                raise ValueError(f"keys of shape {c.shape}: each key column must be 1-D")
+            if want is not None and len(c) != want:
+                raise ValueError(f"{len(c)} keys for {want} states")
+        dtypes = tuple(c.dtype for c in cols)
+        if key_dtypes is None:
+            key_dtypes = dtypes
+        elif dtypes != key_dtypes:
+            raise ValueError(f"keys of {dtypes} and {key_dtypes} cannot be merged")
+        checked.append((cols, payload))
+    return checked, key_dtypes, bool(several_columns)
+
+
+def _as_int64(c: np.ndarray) -> bool:
+    """True where key column ``c`` orders as int64s: integers and bools
+    (uint64 ones up to 2^63 - 1)."""
+    if c.dtype.kind not in "iub":
+        return False
+    return c.dtype != np.uint64 or c.size == 0 or int(c.max()) <= np.iinfo(np.int64).max
+
+
 def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List[bytes]]:
     """Merges keyed partial states (``(keys, states)`` pairs from
     :meth:`Engine.partial` with ``keys=``, or from this function) of any
@@ -585,36 +644,12 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List
     back as their categories' values, so their merge orders by value: to
     keep code order, reduce the codes (``series.cat.codes``) and map the
     merged keys to categories."""
-    checked = []
-    key_dtypes: Optional[Tuple[np.dtype, ...]] = None
-    several_columns: Optional[bool] = None
-    for keys, states in parts:
-        _not_an_index(keys)
-        columns = _key_columns(keys)
-        several = columns is not None
-        cols = [np.asarray(c) for c in columns] if columns is not None else [np.asarray(keys)]
-        if several_columns is not None and several != several_columns:
-            raise ValueError("keys of one column and of several cannot be merged")
-        several_columns = several
-        for c in cols:
-            if len(c) != len(states):
-                raise ValueError(f"{len(c)} keys for {len(states)} states")
-        dtypes = tuple(c.dtype for c in cols)
-        if key_dtypes is None:
-            key_dtypes = dtypes
-        elif dtypes != key_dtypes:
-            raise ValueError(f"keys of {dtypes} and {key_dtypes} cannot be merged")
-        checked.append((cols, [bytes(s) for s in states]))
+    checked, key_dtypes, several_columns = _key_parts(
+        ((k, [bytes(s) for s in states]) for k, states in parts), len
+    )
     if key_dtypes is None:
         return np.zeros(0, dtype=np.int64), []
-
-    def as_int64(c: np.ndarray) -> bool:
-        # Integer and bool keys order as int64s (uint64 ones up to 2^63 - 1).
-        if c.dtype.kind not in "iub":
-            return False
-        return c.dtype != np.uint64 or c.size == 0 or int(c.max()) <= np.iinfo(np.int64).max
-
-    if all(as_int64(c) for cols, _ in checked for c in cols):
+    if all(_as_int64(c) for cols, _ in checked for c in cols):
         merged_keys, out = _gpulanes.merge_keyed_states(
             [([c.astype(np.int64) for c in cols], states) for cols, states in checked]
         )
@@ -630,6 +665,65 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List
     if several_columns:
         return tuple(np.array([k[i] for k in distinct], dtype=d) for i, d in enumerate(key_dtypes)), out
     return np.array(distinct, dtype=key_dtypes[0]), out
+
+
+def merge_keyed_columns(parts: Iterable[Tuple[Any, np.ndarray]]) -> Tuple[Any, np.ndarray]:
+    """Merges keyed state columns (``(keys, states)`` pairs from
+    :meth:`Engine.partial_columns`, or from this function) of any split of
+    the rows, in any order, into one such pair: the distinct keys
+    ascending by value (a tuple of arrays for several key columns, in the
+    tuples' lexicographic order) and their merged states, one uint8 array.
+    The same bits for any split, order or grouping of the merges. Integer
+    and bool keys merge as they are; other keys (categories' values) are
+    numbered by value first. Corrupt, foreign or mismatched states raise
+    ``ValueError``."""
+    checked, key_dtypes, several_columns = _key_parts(parts, lambda states: None)
+    if key_dtypes is None:
+        raise ValueError("no keyed state columns to merge")
+    blobs = [np.ascontiguousarray(np.asarray(b), dtype=np.uint8) for _, b in checked]
+    # Each key column as int64s that order as its keys: the keys
+    # themselves, or their rank among all parts' keys.
+    ranked: List[Optional[np.ndarray]] = []
+    per_part: List[List[np.ndarray]] = [[] for _ in checked]
+    for i in range(len(key_dtypes)):
+        cols = [cols[i] for cols, _ in checked]
+        if all(_as_int64(c) for c in cols):
+            ranked.append(None)
+            for p, c in zip(per_part, cols):
+                p.append(c.astype(np.int64))
+            continue
+        try:
+            values, codes = np.unique(np.concatenate(cols), return_inverse=True)
+        except TypeError as e:
+            raise ValueError(f"keys that do not order: {e}") from None
+        ranked.append(values)
+        ends = np.cumsum([len(c) for c in cols])
+        for p, part in zip(per_part, np.split(codes.reshape(-1).astype(np.int64), ends[:-1])):
+            p.append(part)
+    merged, blob = _gpulanes.merge_keyed_columns(list(zip(per_part, blobs)))
+    typed = tuple(
+        (k.astype(d) if values is None else values[k]) for k, d, values in zip(merged, key_dtypes, ranked)
+    )
+    return (typed if several_columns else typed[0]), blob
+
+
+def finalize_keyed_columns(keys: Any, states: np.ndarray, ops: Any = "sum", nan: str = "propagate") -> Tuple[Any, Any]:
+    """``(keys, result)`` from keyed state columns, as :meth:`Engine.reduce`
+    with ``keys=`` gives them: for one op an array with a value per key,
+    for a list of ops a dict of them by op; masked where a key has no
+    value (a key whose values were all null: count 0, every other op
+    masked). The ops must be among those the states were made for."""
+    _not_an_index(keys)
+    op_list = [ops] if isinstance(ops, str) else list(ops)
+    if not op_list:
+        raise ValueError("no ops given")
+    blob = np.ascontiguousarray(np.asarray(states), dtype=np.uint8)
+    out = {op: _array(*_gpulanes.finalize_keyed_columns(blob, op, nan)) for op in op_list}
+    for c in _key_columns(keys) or [keys]:
+        n = len(next(iter(out.values())))
+        if len(c) != n:
+            raise ValueError(f"{len(c)} keys for {n} states")
+    return keys, (out[op_list[0]] if isinstance(ops, str) else out)
 
 
 def _result_dtype(op: Optional[str], dtype: Any) -> np.dtype:

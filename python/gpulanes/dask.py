@@ -42,6 +42,7 @@ from . import (
     default_engine,
     finalize,
     merge,
+    merge_keyed_columns,
     state_info,
 )
 
@@ -245,19 +246,6 @@ def _keyed_partials(keys: Any, column_ops: List[List[str]], of_columns: bool, *v
 # (and a Python object) a key.
 
 
-def _int64_columns(keys: Any) -> List[np.ndarray]:
-    """The key columns of keyed state columns (one array, or a tuple of
-    them), each integer or bool and within int64."""
-    cols = list(keys) if isinstance(keys, tuple) else [keys]
-    cols = [np.asarray(c) for c in cols]
-    for c in cols:
-        if c.dtype.kind not in "iub":
-            raise ValueError(f"keyed states by {c.dtype} keys: keys must be integers or bools")
-        if c.dtype == np.uint64 and c.size and int(c.max()) > np.iinfo(np.int64).max:
-            raise ValueError("uint64 keys past the int64 range are not supported")
-    return cols
-
-
 def _numpy_dtype(dtype: Any) -> np.dtype:
     """The NumPy dtype of a column's dtype (a pandas extension dtype's
     NumPy counterpart; float64 where there is none)."""
@@ -268,16 +256,8 @@ def _numpy_dtype(dtype: Any) -> np.dtype:
 
 
 def _merge_columns(*parts: Tuple[Any, np.ndarray]) -> Tuple[Any, np.ndarray]:
-    """Keyed state columns of several chunks merged by key, in one native
-    call; keys keep their dtype."""
-    columns = [_int64_columns(p[0]) for p in parts]
-    first = parts[0][0]
-    dtypes = [c.dtype for c in columns[0]]
-    keys, blob = _gpulanes.merge_keyed_columns(
-        [([c.astype(np.int64) for c in cols], p[1]) for cols, p in zip(columns, parts)]
-    )
-    typed = tuple(k.astype(d) for k, d in zip(keys, dtypes))
-    return (typed if isinstance(first, tuple) else typed[0]), blob
+    """Keyed state columns of several chunks merged by key."""
+    return merge_keyed_columns(parts)
 
 
 def _groups(keys: Any) -> int:

@@ -1,0 +1,133 @@
+"""Keyed state columns (``Engine.partial_columns``,
+``merge_keyed_columns``, ``finalize_keyed_columns``): chunks of the rows
+reduced apart, merged in any order and grouping, finish with the bits of
+one ``Engine.reduce`` with ``keys=`` over all of them, for every value
+dtype (NaN, infinities, extremes, nulls) and key form (integers of each
+width, bools, several columns, categoricals, a GroupIndex); bad input is
+a ``ValueError``."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import gpulanes
+from test_group_index import OPS, columns, same_result
+
+pa = pytest.importorskip("pyarrow")
+pd = pytest.importorskip("pandas")
+
+
+def cuts(n, rng):
+    """Chunk bounds: an empty chunk, a one-row chunk and random ones."""
+    return sorted([0, 0, min(1, n), n] + rng.integers(0, n + 1, 4).tolist())
+
+
+def take(column, a, b):
+    return column[a:b] if not isinstance(column, list) else [c[a:b] for c in column]
+
+
+def merged_by_chunks(engine, values, keys, ops, rng, keys_of=None):
+    """``values`` reduced by ``keys`` chunk by chunk, merged in a random
+    order and grouping (through pickle), finalised."""
+    bounds = cuts(len(values), rng)
+    parts = []
+    for a, b in zip(bounds, bounds[1:]):
+        k = keys_of(a, b) if keys_of else take(keys, a, b)
+        part = engine.partial_columns(values[a:b], ops, keys=k)
+        parts.append(pickle.loads(pickle.dumps(part)))
+    rng.shuffle(parts)
+    while len(parts) > 1:
+        at = int(rng.integers(1, len(parts)))
+        parts = [gpulanes.merge_keyed_columns(parts[:at])] + parts[at:]
+        if len(parts) > 1:
+            parts = parts[:-2] + [gpulanes.merge_keyed_columns(parts[-2:])]
+    k, states = parts[0]
+    return gpulanes.finalize_keyed_columns(k, states, ops)
+
+
+@pytest.mark.parametrize("n", [0, 1, 257, 30_011])
+def test_chunks_merged_finish_as_one_reduce(engine, n):
+    rng = np.random.default_rng(n + 3)
+    keys = rng.integers(-50, 50, n).astype(np.int64) * (2**40)
+    for x in columns(n, rng):
+        want = engine.reduce(x, OPS, keys=keys)
+        got = merged_by_chunks(engine, x, keys, OPS, rng)
+        same_result(got, want)
+        # Nulls (Arrow), their keys kept with count 0.
+        mask = rng.random(n) < 0.3
+        arr = pa.array(x, mask=mask)
+        same_result(merged_by_chunks(engine, arr, keys, OPS, rng), engine.reduce(arr, OPS, keys=keys))
+
+
+def test_key_forms(engine):
+    rng = np.random.default_rng(8)
+    n = 20_000
+    x = rng.standard_normal(n)
+    x[::37] = np.nan
+    forms = {
+        "int32": rng.integers(-9, 9, n).astype(np.int32),
+        "uint16": rng.integers(0, 60_000, n).astype(np.uint16),
+        "bool": rng.random(n) < 0.5,
+        "uint32 ends": np.where(rng.random(n) < 0.5, 0, 2**32 - 1).astype(np.uint32),
+    }
+    for name, k in forms.items():
+        same_result(merged_by_chunks(engine, x, k, OPS, rng), engine.reduce(x, OPS, keys=k))
+    a = rng.integers(0, 30, n).astype(np.int32)
+    b = rng.integers(-(2**62), 2**62, n) // (2**55)
+    same_result(merged_by_chunks(engine, x, [a, b], OPS, rng), engine.reduce(x, OPS, keys=[a, b]))
+    # Categorical keys come back as their values (strings here): merged
+    # by value, as merge_keyed merges them.
+    cats = pd.Categorical(rng.choice(["north", "south", "east", "west", "x"], n))
+    got_keys, got = merged_by_chunks(engine, x, None, OPS, rng, keys_of=lambda a, b: cats[a:b])
+    want_keys, want = engine.reduce(x, OPS, keys=cats)
+    order = np.argsort(np.asarray(want_keys))
+    assert list(got_keys) == sorted(want_keys)
+    for op in OPS:
+        assert np.asarray(got[op]).tobytes() == np.asarray(want[op])[order].tobytes(), op
+    # A GroupIndex reads the keys once; its keys come back.
+    index = engine.group_index(forms["int32"])
+    k, states = engine.partial_columns(x, ["sum", "min"], keys=index)
+    assert np.array_equal(k, index.keys)
+    _, r = gpulanes.finalize_keyed_columns(k, states, ["mean", "min"])
+    _, w = engine.reduce(x, ["mean", "min"], keys=index)
+    assert all(r[o].tobytes() == w[o].tobytes() for o in ["mean", "min"])
+    # One op as a string gives an array.
+    k, states = engine.partial_columns(x, "max", keys=forms["int32"])
+    assert gpulanes.finalize_keyed_columns(k, states, "max")[1].tobytes() == engine.reduce(x, "max", keys=forms["int32"])[1].tobytes()
+
+
+def test_bad_input_is_a_value_error(engine):
+    x = np.arange(10, dtype=np.float32)
+    k32 = np.arange(10, dtype=np.int32) % 3
+    a = engine.partial_columns(x, "sum", keys=k32)
+    b = engine.partial_columns(x.astype(np.float64), "sum", keys=k32)
+    with pytest.raises(ValueError, match="do not merge"):
+        gpulanes.merge_keyed_columns([a, b])
+    with pytest.raises(ValueError, match="cannot be merged"):
+        gpulanes.merge_keyed_columns([a, (a[0].astype(np.int64), a[1])])
+    with pytest.raises(ValueError, match="one column and of several"):
+        gpulanes.merge_keyed_columns([a, ((a[0], a[0]), a[1])])
+    with pytest.raises(ValueError, match="keys for"):
+        gpulanes.merge_keyed_columns([(a[0][:-1], a[1])])
+    with pytest.raises(ValueError, match="keys for"):
+        gpulanes.finalize_keyed_columns(a[0][:-1], a[1], "sum")
+    with pytest.raises(ValueError, match="no keyed state columns"):
+        gpulanes.merge_keyed_columns([])
+    with pytest.raises(ValueError, match="hold no Max"):
+        gpulanes.finalize_keyed_columns(*a, "max")
+    with pytest.raises(ValueError, match="no ops"):
+        gpulanes.finalize_keyed_columns(*a, [])
+    with pytest.raises(ValueError, match="unknown op|op"):
+        engine.partial_columns(x, "median", keys=k32)
+    with pytest.raises(ValueError):
+        engine.partial_columns(x[:3], "sum", keys=k32)
+    with pytest.raises(ValueError, match="GroupIndex"):
+        gpulanes.finalize_keyed_columns(engine.group_index(k32), a[1], "sum")
+    with pytest.raises(ValueError):
+        gpulanes.finalize_keyed_columns(a[0], a[1][:-3], "sum")
+    with pytest.raises(ValueError, match="magic"):
+        gpulanes.finalize_keyed_columns(a[0], np.full(len(a[1]), 7, dtype=np.uint8), "sum")
+    mixed = np.array([1, "a"], dtype=object)
+    with pytest.raises(ValueError, match="do not order"):
+        gpulanes.merge_keyed_columns([(mixed[:1], a[1][:0]), (mixed[1:], a[1][:0])])
