@@ -84,7 +84,7 @@ struct ReadmeDoctests;
 
 pub use adapter::AdapterSummary;
 #[cfg(feature = "arrow")]
-pub use arrow::ArrowGrouped;
+pub use arrow::{Aggregate, ArrowGrouped};
 pub use context::EffectiveLimits;
 pub use device_array::DeviceArray;
 pub use dtype::{Dtype, Element, Scalar};

@@ -489,3 +489,289 @@ fn integer_key_columns_group_values_with_nulls() {
         .to_string();
     assert!(err.contains("rows"), "{err}");
 }
+
+/// A key of an integer result array as an i128.
+fn key_at(a: &ArrayRef, i: usize) -> i128 {
+    use arrow_array::types::{Int16Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+    macro_rules! try_as {
+        ($t:ty) => {
+            if let Some(p) = a.as_primitive_opt::<$t>() {
+                return p.value(i) as i128;
+            }
+        };
+    }
+    try_as!(Int8Type);
+    try_as!(Int16Type);
+    try_as!(Int32Type);
+    try_as!(Int64Type);
+    try_as!(UInt8Type);
+    try_as!(UInt16Type);
+    try_as!(UInt32Type);
+    try_as!(UInt64Type);
+    panic!("not an integer key array: {}", a.data_type())
+}
+
+/// Checks `group_record_batch` of `batch` by `keys` (every op over every
+/// value column) against `reduce_arrow_by_key` by dense ids of the key
+/// tuples, numbered in tuple order.
+fn check_record_batch(
+    batch: &arrow_array::RecordBatch,
+    keys: &[&str],
+    values: &[&str],
+    what: &str,
+) {
+    use gpulanes::Aggregate;
+    let e = engine();
+    let aggregates: Vec<Aggregate<'_>> = values
+        .iter()
+        .flat_map(|&c| OPS.iter().map(move |&op| Aggregate::new(c, op)))
+        .collect();
+    let tuples: Vec<Vec<i128>> = (0..batch.num_rows())
+        .map(|r| {
+            keys.iter()
+                .map(|k| key_at(batch.column_by_name(k).unwrap(), r))
+                .collect()
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<&Vec<i128>> = tuples.iter().collect();
+    let ids: std::collections::BTreeMap<&Vec<i128>, i64> = distinct
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (*t, i as i64))
+        .collect();
+    let id_keys = Int64Array::from(tuples.iter().map(|t| ids[t]).collect::<Vec<_>>());
+    for nan in POLICIES {
+        let out = e.group_record_batch(batch, keys, &aggregates, nan).unwrap();
+        assert_eq!(out.num_rows(), distinct.len(), "{what}");
+        assert_eq!(out.num_columns(), keys.len() + aggregates.len());
+        for (c, k) in keys.iter().enumerate() {
+            let col = out.column(c);
+            assert_eq!(
+                col.data_type(),
+                batch.column_by_name(k).unwrap().data_type(),
+                "{what}"
+            );
+            assert_eq!(out.schema().field(c).name(), k);
+            let got: Vec<i128> = (0..col.len()).map(|i| key_at(col, i)).collect();
+            let want: Vec<i128> = distinct.iter().map(|t| t[c]).collect();
+            assert_eq!(got, want, "{what}: key column {k}");
+        }
+        for (j, a) in aggregates.iter().enumerate() {
+            let col = out.column(keys.len() + j);
+            assert_eq!(out.schema().field(keys.len() + j).name(), &a.name());
+            let v = batch.column_by_name(a.column).unwrap();
+            macro_rules! want {
+                ($t:ty) => {
+                    v.as_primitive_opt::<$t>()
+                        .map(|p| e.reduce_arrow_by_key(&id_keys, p, &[a.op], nan).unwrap())
+                };
+            }
+            let g = want!(Float32Type)
+                .or_else(|| want!(Float64Type))
+                .or_else(|| want!(Int32Type))
+                .or_else(|| want!(arrow_array::types::UInt32Type))
+                .or_else(|| want!(arrow_array::types::Int64Type))
+                .unwrap();
+            let got: Vec<_> = (0..col.len()).map(|i| scalar_bits(slot(col, i))).collect();
+            let want: Vec<_> = g.reductions[0]
+                .values
+                .iter()
+                .map(|&s| scalar_bits(s))
+                .collect();
+            assert_eq!(got, want, "{what}: {} {nan:?}", a.name());
+        }
+    }
+}
+
+/// A record batch of key columns of every integer type and value columns
+/// of every dtype (NaN, infinities, extremes; nulls in two of them).
+fn mixed_batch(n: usize, seed: u64) -> arrow_array::RecordBatch {
+    use arrow_array::{Int8Array, Int16Array, UInt8Array, UInt16Array, UInt64Array};
+    let mut rng = common::SplitMix::new(seed);
+    let mut pick = |m: u64| rng.below(m);
+    let k8: Vec<i8> = (0..n).map(|_| pick(256) as u8 as i8).collect();
+    let k16: Vec<i16> = (0..n).map(|_| (pick(7) as i16 - 3) * 9000).collect();
+    let ku8: Vec<u8> = (0..n).map(|_| pick(3) as u8 * 127).collect();
+    let ku16: Vec<u16> = (0..n).map(|_| pick(40) as u16 * 1600).collect();
+    let k32: Vec<i32> = (0..n)
+        .map(|_| {
+            if pick(2) == 0 {
+                i32::MIN
+            } else {
+                pick(50) as i32
+            }
+        })
+        .collect();
+    let ku32: Vec<u32> = (0..n).map(|_| u32::MAX - pick(4) as u32).collect();
+    let k64: Vec<i64> = (0..n).map(|_| (pick(5000) as i64 - 2500) << 40).collect();
+    let ku64: Vec<u64> = (0..n)
+        .map(|_| {
+            if pick(3) == 0 {
+                i64::MAX as u64
+            } else {
+                pick(9)
+            }
+        })
+        .collect();
+    let f: Vec<Option<f32>> = (0..n)
+        .map(|i| match pick(20) {
+            0 => Some(f32::NAN),
+            1 => Some(f32::NEG_INFINITY),
+            2 => None,
+            3 => Some(-0.0),
+            _ => Some((i as f32 - 700.0) * 0.37),
+        })
+        .collect();
+    let d: Vec<Option<f64>> = (0..n)
+        .map(|i| match pick(15) {
+            0 => Some(f64::MAX),
+            1 => Some(-f64::MAX),
+            2 => None,
+            3 => Some(f64::from_bits(1 + i as u64)),
+            _ => Some(i as f64 * 1e-3 - 2.0),
+        })
+        .collect();
+    let i: Vec<i32> = (0..n)
+        .map(|_| {
+            if pick(9) == 0 {
+                i32::MIN
+            } else {
+                pick(1000) as i32
+            }
+        })
+        .collect();
+    let u: Vec<u32> = (0..n).map(|_| u32::MAX - pick(1000) as u32).collect();
+    let l: Vec<Option<i64>> = (0..n)
+        .map(|_| match pick(10) {
+            0 => None,
+            1 => Some(-(1i64 << 52)),
+            _ => Some(pick(1 << 40) as i64),
+        })
+        .collect();
+    arrow_array::RecordBatch::try_from_iter([
+        ("k8", Arc::new(Int8Array::from(k8)) as ArrayRef),
+        ("k16", Arc::new(Int16Array::from(k16)) as ArrayRef),
+        ("ku8", Arc::new(UInt8Array::from(ku8)) as ArrayRef),
+        ("ku16", Arc::new(UInt16Array::from(ku16)) as ArrayRef),
+        ("k32", Arc::new(Int32Array::from(k32)) as ArrayRef),
+        ("ku32", Arc::new(UInt32Array::from(ku32)) as ArrayRef),
+        ("k64", Arc::new(Int64Array::from(k64)) as ArrayRef),
+        ("ku64", Arc::new(UInt64Array::from(ku64)) as ArrayRef),
+        ("f", Arc::new(Float32Array::from(f)) as ArrayRef),
+        ("d", Arc::new(Float64Array::from(d)) as ArrayRef),
+        ("i", Arc::new(Int32Array::from(i)) as ArrayRef),
+        ("u", Arc::new(UInt32Array::from(u)) as ArrayRef),
+        ("l", Arc::new(Int64Array::from(l)) as ArrayRef),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn record_batches_group_by_key_columns_of_every_integer_type() {
+    let values = ["f", "d", "i", "u", "l"];
+    for (n, seed) in [(0usize, 1u64), (1, 2), (300, 3), (5000, 4)] {
+        let batch = mixed_batch(n, seed);
+        for key in ["k8", "k16", "ku8", "ku16", "k32", "ku32", "k64", "ku64"] {
+            check_record_batch(&batch, &[key], &values, &format!("{n} rows by {key}"));
+        }
+        check_record_batch(
+            &batch,
+            &["k16", "ku64"],
+            &values,
+            &format!("{n} rows by k16, ku64"),
+        );
+        check_record_batch(
+            &batch,
+            &["ku8", "k64", "k8"],
+            &["d", "l"],
+            &format!("{n} rows by three"),
+        );
+        if n > 10 {
+            // A slice reads only its own rows, keys and nulls alike.
+            let sliced = batch.slice(7, n - 10);
+            check_record_batch(
+                &sliced,
+                &["k32"],
+                &values,
+                &format!("{n} rows sliced by k32"),
+            );
+            check_record_batch(
+                &sliced,
+                &["ku16", "k8"],
+                &values,
+                &format!("{n} rows sliced by two"),
+            );
+        }
+    }
+}
+
+#[test]
+fn record_batch_aggregates_repeat_and_mix_columns() {
+    use gpulanes::Aggregate;
+    let batch = mixed_batch(2000, 9);
+    let aggs = [
+        Aggregate::new("d", Op::Max),
+        Aggregate::new("f", Op::Sum),
+        Aggregate::new("d", Op::Max),
+        Aggregate::new("d", Op::Count),
+    ];
+    let out = engine()
+        .group_record_batch(&batch, &["ku8"], &aggs, NanPolicy::Ignore)
+        .unwrap();
+    let names: Vec<String> = out
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["ku8", "max(d)", "sum(f)", "max(d)", "count(d)"]);
+    assert_eq!(out.column(1).as_ref(), out.column(3).as_ref());
+    assert!(!out.schema().field(0).is_nullable() && out.schema().field(1).is_nullable());
+}
+
+#[test]
+fn bad_record_batches_are_refused_by_name() {
+    use arrow_array::{BooleanArray, Int8Array, UInt64Array};
+    use gpulanes::Aggregate;
+    let e = engine();
+    let batch = arrow_array::RecordBatch::try_from_iter([
+        (
+            "k",
+            Arc::new(Int32Array::from(vec![Some(1), None, Some(2)])) as ArrayRef,
+        ),
+        (
+            "s",
+            Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef,
+        ),
+        (
+            "b",
+            Arc::new(BooleanArray::from(vec![true, false, true])) as ArrayRef,
+        ),
+        ("n", Arc::new(Int8Array::from(vec![1, 2, 3])) as ArrayRef),
+        (
+            "big",
+            Arc::new(UInt64Array::from(vec![1, u64::MAX, 3])) as ArrayRef,
+        ),
+        (
+            "v",
+            Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let sum_v = [Aggregate::new("v", Op::Sum)];
+    let err = |keys: &[&str], aggs: &[Aggregate<'_>]| {
+        e.group_record_batch(&batch, keys, aggs, NanPolicy::Propagate)
+            .unwrap_err()
+            .to_string()
+    };
+    let m = err(&["nope"], &sum_v);
+    assert!(m.contains("\"nope\"") && m.contains("\"big\""), "{m}");
+    assert!(err(&["n"], &[Aggregate::new("nope", Op::Sum)]).contains("no column named"));
+    assert!(err(&["k"], &sum_v).contains("null"));
+    assert!(err(&["s"], &sum_v).contains("Utf8"));
+    assert!(err(&["big"], &sum_v).contains("past the int64"));
+    assert!(err(&["n"], &[Aggregate::new("b", Op::Sum)]).contains("Boolean"));
+    assert!(err(&["n"], &[Aggregate::new("n", Op::Sum)]).contains("Int8"));
+    assert!(err(&[], &sum_v).contains("no key columns"));
+    assert!(err(&["n"], &[]).contains("no aggregates"));
+}

@@ -74,6 +74,10 @@ use crate::partition::Partitions;
 use crate::state::{State, StateKind};
 use crate::validity::Validity;
 
+mod batch;
+
+pub use batch::Aggregate;
+
 /// The values of `array` the engine reduces: the values buffer itself
 /// when nothing is null, else the non-null values gathered on the host.
 fn dense<T>(array: &PrimitiveArray<T>) -> std::borrow::Cow<'_, [T::Native]>
@@ -95,7 +99,7 @@ where
 }
 
 /// The result type of `op` over `dtype` (see [`crate::dtype`]).
-fn result_dtype(dtype: Dtype, op: Op) -> Dtype {
+pub(crate) fn result_dtype(dtype: Dtype, op: Op) -> Dtype {
     match op {
         Op::Count => Dtype::I64,
         Op::Sum if dtype.is_float() => dtype,
@@ -107,7 +111,7 @@ fn result_dtype(dtype: Dtype, op: Op) -> Dtype {
 }
 
 /// An Arrow array of type `t` from result values (`None` is a null slot).
-fn to_array(t: Dtype, values: &[Option<Scalar>]) -> Result<ArrayRef> {
+pub(crate) fn to_array(t: Dtype, values: &[Option<Scalar>]) -> Result<ArrayRef> {
     fn col<N>(
         t: Dtype,
         values: &[Option<Scalar>],
@@ -148,7 +152,7 @@ fn to_array(t: Dtype, values: &[Option<Scalar>]) -> Result<ArrayRef> {
 }
 
 /// The engine dtype of an Arrow array, or an error naming its type.
-fn child_dtype(array: &dyn Array, what: &str) -> Result<Dtype> {
+pub(crate) fn child_dtype(array: &dyn Array, what: &str) -> Result<Dtype> {
     let t = array.data_type();
     [
         (Float32Type::DATA_TYPE, Dtype::F32),
