@@ -638,21 +638,40 @@ impl State {
     /// can make a merge wrap around or finalise to a value no data has.
     fn check_consistent(&self) -> Result<()> {
         let (_, mag) = self.sum.sign_magnitude();
-        let bits = mag
-            .iter()
-            .rposition(|&l| l != 0)
-            .map_or(0, |i| 32 * i as u64 + 32 - mag[i].leading_zeros() as u64);
-        self.parts.check(bits)
+        self.parts.check(&mag)
     }
+}
+
+/// True when the magnitude `mag` (little-endian u32 digits) is at most
+/// (`inclusive`) or below `count` x 2^`shift`.
+fn within(mag: &[u32], count: u64, shift: u32, inclusive: bool) -> bool {
+    let bits = mag
+        .iter()
+        .rposition(|&l| l != 0)
+        .map_or(0, |i| 32 * i as u64 + 32 - mag[i].leading_zeros() as u64);
+    if bits == 0 {
+        return true;
+    }
+    if bits > shift as u64 + 64 {
+        return false;
+    }
+    let (limb, bit) = ((shift / 32) as usize, shift % 32);
+    let word = |i: usize| mag.get(i).copied().unwrap_or(0) as u128;
+    // mag >> shift, below 2^64 by the bit length.
+    let wide = (0..4).fold(0u128, |w, i| w | word(limb + i) << (32 * i));
+    let q = (wide >> bit) as u64;
+    let exact = mag.iter().take(limb).all(|&l| l == 0) && word(limb) & ((1u128 << bit) - 1) == 0;
+    q < count || (inclusive && q == count && exact)
 }
 
 impl Settled {
     /// What the parts of a state made from real values always satisfy,
-    /// with its sum's magnitude `sum_bits` bits long (0 for a zero sum):
-    /// the rules every reader of serialised states applies.
-    pub(crate) fn check(&self, sum_bits: u64) -> Result<()> {
+    /// with its sum's magnitude `mag` (little-endian u32 digits): the rules
+    /// every reader of serialised states applies.
+    pub(crate) fn check(&self, mag: &[u32]) -> Result<()> {
         let d = self.dtype;
         let nan_seen = self.flags & FLAG_NAN != 0;
+        let sum_zero = mag.iter().all(|&l| l == 0);
         if self.count > self.len {
             return Err(corrupt(format!(
                 "{} non-NaN values of {} in all",
@@ -678,20 +697,31 @@ impl Settled {
                 self.flags, self.kind
             )));
         }
-        if self.count == 0 && (self.flags & !FLAG_NAN != 0 || sum_bits != 0) {
+        if self.count == 0 && (self.flags & !FLAG_NAN != 0 || !sum_zero) {
             return Err(corrupt("flags or a sum for no non-NaN values"));
         }
-        // |sum| <= count x the largest magnitude of the dtype: bit lengths.
-        let value_bits = match d {
-            Dtype::F32 => 277,
-            Dtype::F64 => 2098,
-            Dtype::I32 | Dtype::U32 => 32,
-            Dtype::I64 => 64,
+        let infs = self.flags & (FLAG_POS_INF | FLAG_NEG_INF);
+        if self.count == 1
+            && infs != 0
+            && (infs == FLAG_POS_INF | FLAG_NEG_INF || !sum_zero || self.flags & FLAG_NONNEG != 0)
+        {
+            return Err(corrupt(
+                "one value that is an infinity, yet two infinities or a finite sum",
+            ));
+        }
+        // |sum| <= count x the largest magnitude of one value, on the
+        // dtype's grid: below 2^277 (float32) or 2^2098 (float64), at most
+        // 2^31 (int32) or 2^63 (int64), below 2^32 (uint32).
+        let (shift, inclusive) = match d {
+            Dtype::F32 => (277, false),
+            Dtype::F64 => (2098, false),
+            Dtype::I32 => (31, true),
+            Dtype::U32 => (32, false),
+            Dtype::I64 => (63, true),
         };
-        let count_bits = 64 - self.count.leading_zeros() as u64;
-        if sum_bits > value_bits + count_bits {
+        if !within(mag, self.count, shift, inclusive) {
             return Err(corrupt(format!(
-                "a sum of {sum_bits} bits, more than {} {d} values can reach",
+                "a sum larger than {} {d} values can reach",
                 self.count
             )));
         }
@@ -705,6 +735,17 @@ impl Settled {
             return Err(corrupt("a key for no values, or for a sum"));
         }
         Ok(())
+    }
+
+    /// The best value's order key where the state has one (max or min of
+    /// some non-NaN value).
+    pub(crate) fn best(&self) -> Option<u64> {
+        (self.kind != StateKind::Sum && self.count > 0).then_some(self.key)
+    }
+
+    /// The best value (max or min) where the state has one.
+    pub(crate) fn best_value(&self) -> Option<Scalar> {
+        self.best().map(|k| value_of_key(self.dtype, k))
     }
 }
 

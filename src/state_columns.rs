@@ -38,7 +38,7 @@ use crate::dtype::{Dtype, Scalar};
 use crate::error::{Error, Result};
 use crate::exact::ExactSum;
 use crate::op::{NanPolicy, Op};
-use crate::state::{FLAG_NONNEG, Settled, State, StateKind};
+use crate::state::{FLAG_NEG_INF, FLAG_NONNEG, FLAG_POS_INF, Settled, State, StateKind};
 use crate::threads;
 
 const MAGIC: &[u8; 4] = b"GLSC";
@@ -754,10 +754,16 @@ impl StateColumns {
     }
 
     /// What a group made from real values satisfies: [`Settled::check`]
-    /// for every kind held, and its sum stored as `to_bytes` stores it.
+    /// for every kind held, its kinds agreeing with each other (min at
+    /// most max, the infinity flags where the max or min is one, the sum's
+    /// sign and the non-negative flag as the max and min allow, one value's
+    /// sum that value), and its sum stored as `to_bytes` stores it.
     fn check_group(&self, g: usize) -> Result<()> {
-        let mut sum_bits = 0;
-        if self.holds(StateKind::Sum) {
+        let mut mag = [0u32; MAX_LIMBS];
+        let mut negative = false;
+        let mut full = [0u32; MAX_LIMBS];
+        let with_sum = self.holds(StateKind::Sum);
+        if with_sum {
             let first = self.first[g] as usize;
             let stored = self.stored(g);
             let limbs = self.dtype.limbs();
@@ -771,14 +777,86 @@ impl StateColumns {
             if trimmed_at(first, stored) != (first, stored.len()) {
                 return Err(corrupt("sum limbs not in canonical form"));
             }
-            let mut buf = [0u32; MAX_LIMBS];
-            sum_bits = magnitude_bits(self.full_limbs(g, &mut buf));
+            let l = self.full_limbs(g, &mut full).len();
+            negative = magnitude(&full[..l], &mut mag[..l]);
+        } else if self.flags[g] & FLAG_NONNEG != 0 {
+            return Err(corrupt("the non-negative flag without a sum"));
         }
+        let mag = &mag[..self.dtype.limbs()];
         for kind in self.kinds() {
-            self.settled(g, kind).check(sum_bits)?;
+            self.settled(g, kind)
+                .check(if kind == StateKind::Sum { mag } else { &[] })?;
+        }
+        let value = |kind| {
+            self.holds(kind)
+                .then(|| self.settled(g, kind).best_value())
+                .flatten()
+        };
+        let (max, min) = (value(StateKind::Max), value(StateKind::Min));
+        let flags = self.flags[g];
+        let pos_inf = flags & FLAG_POS_INF != 0;
+        let neg_inf = flags & FLAG_NEG_INF != 0;
+        if let (Some(_), Some(_)) = (max, min) {
+            let (hi, lo) = (self.max[g], self.min[g]);
+            if lo > hi || (self.count[g] == 1 && lo != hi) {
+                return Err(corrupt("a min above the max, or two for one value"));
+            }
+        }
+        let is = |v: Option<Scalar>, x: f64| v.is_some_and(|v| v.as_f64() == x);
+        let sign = |v: Option<Scalar>| v.map(|v| v.as_f64().is_sign_negative());
+        if (max.is_some() && is(max, f64::INFINITY) != pos_inf)
+            || (min.is_some() && is(min, f64::NEG_INFINITY) != neg_inf)
+            || (is(max, f64::NEG_INFINITY) && !neg_inf)
+            || (is(min, f64::INFINITY) && !pos_inf)
+        {
+            return Err(corrupt("infinity flags that disagree with the max or min"));
+        }
+        if with_sum {
+            let zero = mag.iter().all(|&l| l == 0);
+            let nonneg = flags & FLAG_NONNEG != 0;
+            let finite = |v: Option<Scalar>| v.is_some_and(|v| v.as_f64().is_finite());
+            let bad_sign = (sign(max) == Some(true) && (!negative && !zero || nonneg))
+                || (sign(min) == Some(false) && negative)
+                || (self.dtype.is_float() && finite(max) && sign(max) == Some(false) && !nonneg)
+                || (self.dtype.is_float() && finite(min) && sign(min) == Some(false) && !nonneg);
+            if bad_sign {
+                return Err(corrupt("a sum or sign flag the max and min rule out"));
+            }
+            let single = (self.count[g] == 1 && !pos_inf && !neg_inf)
+                .then(|| max.or(min))
+                .flatten();
+            if let Some(v) = single {
+                let mut one = ExactSum::new(self.dtype);
+                match v {
+                    Scalar::F32(x) => one.add_f32(x),
+                    Scalar::F64(x) => one.add_f64(x),
+                    Scalar::I32(x) => one.add_i64(x as i64),
+                    Scalar::U32(x) => one.add_i64(x as i64),
+                    Scalar::I64(x) => one.add_i64(x),
+                }
+                if one.to_limbs()[..] != full[..self.dtype.limbs()] {
+                    return Err(corrupt("one value whose sum is not that value"));
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// The magnitude of full two's complement limbs into `mag` (same length);
+/// true when they are negative.
+fn magnitude(full: &[u32], mag: &mut [u32]) -> bool {
+    mag.copy_from_slice(full);
+    let negative = full.last().is_some_and(|&t| t >> 31 == 1);
+    if negative {
+        let mut carry = 1u64;
+        for l in mag.iter_mut() {
+            let v = (!*l) as u64 + carry;
+            *l = v as u32;
+            carry = v >> 32;
+        }
+    }
+    negative
 }
 
 /// Settles the carries of 32-bit digits held in i64 from digit `from`
@@ -837,24 +915,6 @@ fn trimmed_at(first: usize, stored: &[u32]) -> (usize, usize) {
             (first + lead, last - lead)
         }
     }
-}
-
-/// The bit length of the magnitude of full two's complement limbs.
-fn magnitude_bits(full: &[u32]) -> u64 {
-    let mut mag = [0u32; MAX_LIMBS];
-    let mag = &mut mag[..full.len()];
-    mag.copy_from_slice(full);
-    if full.last().is_some_and(|&t| t >> 31 == 1) {
-        let mut carry = 1u64;
-        for l in mag.iter_mut() {
-            let v = (!*l) as u64 + carry;
-            *l = v as u32;
-            carry = v >> 32;
-        }
-    }
-    mag.iter()
-        .rposition(|&l| l != 0)
-        .map_or(0, |i| 32 * i as u64 + 32 - mag[i].leading_zeros() as u64)
 }
 
 #[cfg(test)]
@@ -1109,6 +1169,128 @@ mod tests {
         let none = StateColumns::merge_runs(&[&a], &[], &[]).unwrap();
         assert!(none.is_empty());
         assert!(StateColumns::merge_by_key(&[(&[1i64][..], &a)]).is_err());
+    }
+
+    /// Columns of one group from forged parts, read back from bytes.
+    fn forged(
+        dtype: Dtype,
+        kinds: &[StateKind],
+        parts: (u64, u64, u8, u64, u64),
+        sum: &[u32],
+    ) -> Result<StateColumns> {
+        let mut c = StateColumns::new(dtype, kinds).unwrap();
+        let mut full = vec![0u32; dtype.limbs()];
+        full[..sum.len()].copy_from_slice(sum);
+        let (len, count, flags, max, min) = parts;
+        c.push_parts(len, count, flags, max, min, Some(&full));
+        StateColumns::from_bytes(&c.to_bytes())
+    }
+
+    #[test]
+    fn groups_no_data_makes_are_refused() {
+        use crate::state::{FLAG_NEG_INF, FLAG_POS_INF};
+        let sum = [StateKind::Sum];
+        let m = u32::MAX;
+        // 2^62 int64 values sum to at most 2^125 in magnitude: 2^127 - 1
+        // would wrap a merge with itself.
+        let big = 1u64 << 62;
+        assert!(
+            forged(
+                Dtype::I64,
+                &sum,
+                (big, big, 0, 0, 0),
+                &[m, m, m, 0x7fff_ffff]
+            )
+            .is_err()
+        );
+        // -2^125 is 2^62 values of i64::MIN: real.
+        assert!(
+            forged(
+                Dtype::I64,
+                &sum,
+                (big, big, 0, 0, 0),
+                &[0, 0, 0, 0xe000_0000]
+            )
+            .is_ok()
+        );
+        // One float64 of 2^1024 (2^2098 on the grid) is no value.
+        let mut limbs = vec![0u32; 66];
+        limbs[65] = 1 << 18;
+        assert!(forged(Dtype::F64, &sum, (1, 1, FLAG_NONNEG, 0, 0), &limbs).is_err());
+        let one_max = columns_of(&[vec![f64::MAX]], &sum);
+        assert_eq!(
+            StateColumns::from_bytes(&one_max.to_bytes()).unwrap(),
+            one_max
+        );
+        // Kinds that disagree: int32 sum 5, max 1, min 3 of one value.
+        let key = |v: i32| (v as u32 ^ 0x8000_0000) as u64;
+        let all = [StateKind::Sum, StateKind::Max, StateKind::Min];
+        assert!(forged(Dtype::I32, &all, (1, 1, 0, key(1), key(3)), &[5]).is_err());
+        assert!(forged(Dtype::I32, &all, (2, 2, 0, key(1), key(3)), &[4]).is_err());
+        assert!(forged(Dtype::I32, &all, (1, 1, 0, key(5), key(5)), &[5]).is_ok());
+        // A max of 1.0 beside a +inf flag; one +inf with a finite sum.
+        let k1 = 1.0f64.to_bits() | 1 << 63;
+        let max = [StateKind::Max];
+        assert!(forged(Dtype::F64, &max, (1, 1, FLAG_POS_INF, k1, 0), &[]).is_err());
+        assert!(forged(Dtype::F64, &sum, (1, 1, FLAG_POS_INF, 0, 0), &[7]).is_err());
+        assert!(
+            forged(
+                Dtype::F64,
+                &sum,
+                (1, 1, FLAG_POS_INF | FLAG_NEG_INF, 0, 0),
+                &[]
+            )
+            .is_err()
+        );
+        // A negative max beside a positive sum or the non-negative flag.
+        let km = !(-1.0f64).to_bits();
+        let sm = [StateKind::Sum, StateKind::Max];
+        assert!(
+            forged(
+                Dtype::F64,
+                &sm,
+                (2, 2, 0, km, 0),
+                &[
+                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0, 0, 0, 0, 0, 1
+                ]
+            )
+            .is_err()
+        );
+        assert!(
+            forged(
+                Dtype::F64,
+                &sm,
+                (1, 1, FLAG_NONNEG | FLAG_NEG_INF, km, 0),
+                &[]
+            )
+            .is_err()
+        );
+        // The non-negative flag where no sum is held.
+        let mut c = StateColumns::new(Dtype::F64, &max).unwrap();
+        c.push_parts(1, 1, 0, k1, 0, None);
+        let mut b = c.to_bytes();
+        b[HEADER_BYTES + 16] = FLAG_NONNEG;
+        assert!(StateColumns::from_bytes(&b).is_err());
+        // And the same holes through a per-group State's bytes.
+        let forged_state = |dtype, len, flags, limbs: &[u32]| {
+            let mut full = vec![0u32; crate::dtype::Dtype::limbs(dtype)];
+            full[..limbs.len()].copy_from_slice(limbs);
+            let parts = Settled {
+                dtype,
+                kind: StateKind::Sum,
+                len,
+                count: len,
+                flags,
+                key: 0,
+            };
+            State::from_bytes(
+                &State::from_parts(parts, ExactSum::from_limbs(dtype, &full)).to_bytes(),
+            )
+        };
+        assert!(forged_state(Dtype::I64, big, 0, &[m, m, m, 0x7fff_ffff]).is_err());
+        assert!(forged_state(Dtype::F64, 1, FLAG_NONNEG, &limbs).is_err());
+        assert!(forged_state(Dtype::F64, 1, FLAG_POS_INF, &[7]).is_err());
     }
 
     #[test]

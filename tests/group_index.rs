@@ -439,6 +439,49 @@ fn lanes_requests_by_an_index_give_the_bits_of_reduce_by_index() {
                     .unwrap();
                 let want = keyed_reference(&sparse, &ints, None, &OPS, nan);
                 assert_grouped_same(&format!("{what}, sparse"), &got, &want);
+                // With nulls (at bit offset 3, the bits around them set):
+                // every key of the index, all-null keys with count 0.
+                for share in [0u64, 3, 10] {
+                    let valid: Vec<bool> = (0..n)
+                        .map(|i| (i as u64 * 7 + share) % 10 >= share)
+                        .collect();
+                    let bits = bitmap_at_3(&valid);
+                    let v = Validity::new(&bits, 3, n).unwrap();
+                    let got = lanes
+                        .submit(
+                            lane,
+                            Request::keyed_by_index_with_nulls(
+                                dense_index.clone(),
+                                &values,
+                                v,
+                                &OPS,
+                                nan,
+                            ),
+                        )
+                        .unwrap()
+                        .wait()
+                        .unwrap();
+                    let want = e
+                        .reduce_by_index_with_nulls(&dense_index, &values, v, &OPS, nan)
+                        .unwrap();
+                    assert_grouped_same(&format!("{what}, nulls {share}/10"), &got, &want);
+                    let got = lanes
+                        .submit(
+                            lane,
+                            Request::keyed_by_index_with_nulls(
+                                sparse_index.clone(),
+                                &ints,
+                                v,
+                                &OPS,
+                                nan,
+                            ),
+                        )
+                        .unwrap()
+                        .wait()
+                        .unwrap();
+                    let want = keyed_reference(&sparse, &ints, Some(&valid), &OPS, nan);
+                    assert_grouped_same(&format!("{what}, sparse nulls {share}/10"), &got, &want);
+                }
             }
         }
     }
@@ -457,4 +500,19 @@ fn lanes_requests_by_an_index_give_the_bits_of_reduce_by_index() {
         matches!(&err, Error::InvalidInput(m) if m.contains("3 keys") && m.contains("4 values")),
         "{err}"
     );
+    let index = Arc::new(e.group_index(vec![1u32, 2, 3]).unwrap());
+    let bits = Validity::pack([true, false]);
+    for (values, len) in [(vec![1.0f32; 3], 2), (vec![1.0f32; 2], 2)] {
+        let err = lanes
+            .realtime(Request::keyed_by_index_with_nulls(
+                index.clone(),
+                &values,
+                Validity::new(&bits, 0, len).unwrap(),
+                &[Op::Sum],
+                NanPolicy::Propagate,
+            ))
+            .and_then(|h| h.wait())
+            .unwrap_err();
+        assert!(matches!(&err, Error::InvalidInput(_)), "{err}");
+    }
 }

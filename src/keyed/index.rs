@@ -202,6 +202,17 @@ impl<K: Key> GroupIndex<'_, K> {
 
     /// The group of `row`.
     #[inline]
+    /// The rows of `values` that `valid` marks as holding one: each one's
+    /// group (dense: key - min; sparse: id) and value, in row order.
+    pub(crate) fn present_groups<E: Element>(
+        &self,
+        values: &[E],
+        valid: &Validity<'_>,
+    ) -> Result<(Vec<u32>, Vec<E>)> {
+        let g = present_rows(self, values, valid)?;
+        Ok((g.groups, g.values))
+    }
+
     fn group_of(&self, row: usize) -> u32 {
         match &self.groups {
             IndexGroups::Dense { keys, min, .. } => (keys[row].to_i128() - min.to_i128()) as u32,
@@ -246,7 +257,7 @@ impl<K: Key> GroupIndex<'_, K> {
     }
 
     /// Checks that a request over `values` values fits the index.
-    fn check(&self, values: usize, ops: &[Op]) -> Result<()> {
+    pub(crate) fn check(&self, values: usize, ops: &[Op]) -> Result<()> {
         if values != self.rows {
             return Err(Error::InvalidInput(format!(
                 "the group index has {} rows, the values {values}",

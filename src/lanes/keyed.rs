@@ -92,6 +92,9 @@ pub struct KeyedRequest<K: Key> {
     /// The rows' groups, found before ([`Request::keyed_by_index`]); the
     /// keys are then empty.
     index: Option<Arc<GroupIndex<'static, K>>>,
+    /// With an index and nulls: the group of each row that has a value
+    /// (the rows gathered into `values`), as the index numbers groups.
+    present_groups: Option<Arc<dyn HostWords>>,
     pub(super) deadline: Option<Instant>,
 }
 
@@ -125,6 +128,7 @@ impl Request {
             null_keys: Arc::new([]),
             refused: None,
             index: None,
+            present_groups: None,
             deadline: None,
         }
     }
@@ -148,6 +152,44 @@ impl Request {
         KeyedRequest {
             index: Some(index.into()),
             ..Request::keyed(Vec::<K>::new(), values, ops, nan)
+        }
+    }
+
+    /// [`Request::keyed_by_index`] where `valid` marks which values hold
+    /// one: the bits
+    /// [`Engine::reduce_by_index_with_nulls`](crate::Engine::reduce_by_index_with_nulls)
+    /// gives (null values skipped and not counted; every key of the index
+    /// in the result, a key whose values are all null with `count` 0 and
+    /// no other value). The rows with a value and their groups are
+    /// gathered into the request here, before it is submitted; the keys
+    /// are not read again.
+    ///
+    /// Values or `valid` of another length than the index's rows, or no
+    /// ops, are refused when the request is submitted
+    /// ([`Error::InvalidInput`]).
+    pub fn keyed_by_index_with_nulls<K: Key, E: Element>(
+        index: impl Into<Arc<GroupIndex<'static, K>>>,
+        values: &[E],
+        valid: Validity<'_>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> KeyedRequest<K> {
+        let index = index.into();
+        let gathered = index
+            .check(values.len(), ops)
+            .and_then(|()| check_validity(values.len(), &valid))
+            .and_then(|()| index.present_groups(values, &valid));
+        match gathered {
+            Ok((groups, kept)) => KeyedRequest {
+                present_groups: Some(Arc::new(Arc::<[u32]>::from(groups))),
+                null_keys: index.shared_keys(),
+                index: Some(index),
+                ..Request::keyed(Vec::<K>::new(), kept, ops, nan)
+            },
+            Err(e) => KeyedRequest {
+                refused: Some(e),
+                ..Request::keyed(Vec::<K>::new(), Vec::<E>::new(), ops, nan)
+            },
         }
     }
 
@@ -208,7 +250,11 @@ impl<K: Key> KeyedRequest<K> {
 
     /// Rows of the keys (of the index, where the request has one).
     fn key_rows(&self) -> u64 {
-        self.index.as_ref().map_or(self.keys.len(), |ix| ix.rows()) as u64
+        match (&self.present_groups, &self.index) {
+            (Some(groups), _) => groups.words().len() as u64,
+            (None, Some(ix)) => ix.rows() as u64,
+            (None, None) => self.keys.len() as u64,
+        }
     }
 
     /// Checks the request (the errors of `reduce_by_key`) and plans its
@@ -218,9 +264,10 @@ impl<K: Key> KeyedRequest<K> {
             return Err(e.clone());
         }
         check_request(self.key_rows(), self.rows, &self.ops)?;
-        let planned = match &self.index {
-            Some(index) => indexed(index),
-            None => plan_keys(&self.keys).map(|p| planned(&self.keys, p))?,
+        let planned = match (&self.index, &self.present_groups) {
+            (Some(index), Some(groups)) => gathered(index, groups.clone()),
+            (Some(index), None) => indexed(index),
+            (None, _) => plan_keys(&self.keys).map(|p| planned(&self.keys, p))?,
         };
         let (by, groups, names) = planned;
         // Dense int64 keys are read as two words; ids are one.
@@ -298,6 +345,27 @@ fn indexed<K: Key>(index: &Arc<GroupIndex<'static, K>>) -> Planned<K> {
         ),
         None => (
             Groups::Ids(words),
+            index.len() as u64,
+            Names::Sparse(index.shared_keys()),
+        ),
+    }
+}
+
+/// The grouping of rows gathered by a group index: `groups` holds each
+/// row's group as the index numbers them (dense: key - min, one word).
+fn gathered<K: Key>(index: &GroupIndex<'static, K>, groups: Arc<dyn HostWords>) -> Planned<K> {
+    match index.dense() {
+        Some((min, n)) => (
+            Groups::Keys {
+                keys: groups,
+                wide: false,
+                base: 0,
+            },
+            n,
+            Names::Dense(min),
+        ),
+        None => (
+            Groups::Ids(groups),
             index.len() as u64,
             Names::Sparse(index.shared_keys()),
         ),
