@@ -497,7 +497,7 @@ fn lanes_requests_by_an_index_give_the_bits_of_reduce_by_index() {
         .and_then(|h| h.wait())
         .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidInput(m) if m.contains("3 keys") && m.contains("4 values")),
+        matches!(&err, Error::InvalidInput(m) if m.contains("3 rows") && m.contains("values 4")),
         "{err}"
     );
     let index = Arc::new(e.group_index(vec![1u32, 2, 3]).unwrap());

@@ -232,7 +232,9 @@ def _prepare_keys(keys: Any) -> Tuple[Any, bool, _Restore]:
     several columns, and how to turn the distinct keys back (a tuple of
     arrays, one a column, for several)."""
     if isinstance(keys, GroupIndex):
-        raise ValueError("a GroupIndex is taken by Engine.reduce and Engine.partial: give the key arrays here")
+        raise ValueError(
+            "a GroupIndex is taken by Engine.reduce, Engine.partial(_columns) and Lanes.groupby: give the key arrays here"
+        )
     columns = _key_columns(keys)
     if columns is not None:
         prepared = [_engine_keys(k) for k in columns]
@@ -881,13 +883,20 @@ class Lanes:
         request is a submission of its own (not coalesced with others);
         a batch one runs in steps sized like other batch chunks. ``timeout``
         (seconds, real-time only) is a deadline. Keys and values are copied
-        once; bad keys or values raise ``ValueError`` here."""
+        once; bad keys or values raise ``ValueError`` here. ``keys`` may be a
+        :class:`GroupIndex` (:meth:`Engine.group_index`): the keys are then
+        not read or copied again, and the result has every key of the
+        index, in order, as ``Engine.reduce`` by the index gives it."""
         ops = [op] if isinstance(op, str) else list(op)
         for o in ops:
             if not isinstance(o, str):
                 raise ValueError(f"op must be a name ({', '.join(OPS)}), got {o!r}")
         if lane not in ("realtime", "batch"):
             raise ValueError(f'lane must be "realtime" or "batch", got {lane!r}')
+        if isinstance(keys, GroupIndex):
+            fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), restore=keys._restore)
+            fut._token = self._native.keyed_by_index(keys._native, x, ops, fut, lane == "realtime", nan, timeout)
+            return fut
         keys, composite, restore = _prepare_keys(keys)
         fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), restore=restore)
         fut._token = self._native.keyed(keys, x, ops, fut, lane == "realtime", nan, timeout, composite)

@@ -84,6 +84,17 @@ class Lanes:
         realtime: bool,
         nan: str = "propagate",
         timeout: Optional[float] = None,
+        composite: bool = False,
+    ) -> CancelToken: ...
+    def keyed_by_index(
+        self,
+        index: GroupIndex,
+        x: Any,
+        ops: Sequence[str],
+        future: Any,
+        realtime: bool,
+        nan: str = "propagate",
+        timeout: Optional[float] = None,
     ) -> CancelToken: ...
 
 def merge(states: Sequence[bytes]) -> bytes: ...

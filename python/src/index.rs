@@ -11,13 +11,15 @@ use gpulanes::{CompositeKeys, Dtype, Engine, NanPolicy, Op, StateColumns, StateK
 use pyo3::prelude::*;
 
 use crate::input::{self, Prepared};
-use crate::keyed::{IntoKeys, KeyArray, KeyedResult, KeyedStates, Keys, decoded, key_array};
+use crate::keyed::{
+    IntoKeys, KeyArray, KeyedResult, KeyedStates, Keys, LaneWait, decoded, key_array, lane_wait,
+};
 
 /// An index over keys of one of the engine's key types.
 enum IndexOf {
-    I32(gpulanes::GroupIndex<'static, i32>),
-    U32(gpulanes::GroupIndex<'static, u32>),
-    I64(gpulanes::GroupIndex<'static, i64>),
+    I32(Arc<gpulanes::GroupIndex<'static, i32>>),
+    U32(Arc<gpulanes::GroupIndex<'static, u32>>),
+    I64(Arc<gpulanes::GroupIndex<'static, i64>>),
 }
 
 /// Calls `$body` with `$ix` bound to the index, whatever its key type.
@@ -70,9 +72,9 @@ impl GroupIndex {
 /// engine reads copied into the index.
 pub fn build(engine: &Engine, keys: &Keys) -> gpulanes::Result<GroupIndex> {
     let index = match keys.dtype() {
-        Dtype::I32 => IndexOf::I32(engine.group_index(keys.slice::<i32>().to_vec())?),
-        Dtype::U32 => IndexOf::U32(engine.group_index(keys.slice::<u32>().to_vec())?),
-        _ => IndexOf::I64(engine.group_index(keys.slice::<i64>().to_vec())?),
+        Dtype::I32 => IndexOf::I32(Arc::new(engine.group_index(keys.slice::<i32>().to_vec())?)),
+        Dtype::U32 => IndexOf::U32(Arc::new(engine.group_index(keys.slice::<u32>().to_vec())?)),
+        _ => IndexOf::I64(Arc::new(engine.group_index(keys.slice::<i64>().to_vec())?)),
     };
     Ok(GroupIndex {
         index,
@@ -150,5 +152,40 @@ pub fn states(
     Ok(KeyedStates {
         keys: decoded(keys, index.composite.as_deref())?,
         states,
+    })
+}
+
+/// Submits `ops` over `values` by `index` to `lane` (nulls where `bits`
+/// has them): a keyed request whose keys are not read again.
+#[allow(clippy::too_many_arguments)]
+pub fn submit_lane(
+    lanes: &gpulanes::Lanes,
+    lane: gpulanes::Lane,
+    index: &GroupIndex,
+    values: &Prepared,
+    bits: Option<&[u8]>,
+    ops: &[Op],
+    nan: NanPolicy,
+    timeout: Option<std::time::Duration>,
+) -> gpulanes::Result<Box<dyn LaneWait>> {
+    let valid = validity(values, bits)?;
+    let composite = index.composite.clone();
+    with_index!(&index.index, |ix| {
+        let request = match valid {
+            None => input::with_values!(values, |v| gpulanes::Request::keyed_by_index(
+                ix.clone(),
+                v,
+                ops,
+                nan
+            )),
+            Some(valid) => input::with_values!(values, |v| {
+                gpulanes::Request::keyed_by_index_with_nulls(ix.clone(), v, valid, ops, nan)
+            }),
+        };
+        let request = match timeout {
+            Some(t) => request.timeout(t),
+            None => request,
+        };
+        Ok(lane_wait(lanes.submit(lane, request)?, composite))
     })
 }

@@ -350,11 +350,22 @@ fn submit_keys<K: IntoKeys>(
         Some(t) => request.timeout(t),
         None => request,
     };
-    let handle = lanes.submit(lane, request)?;
-    Ok(Box::new(KeyedHandle {
+    Ok(lane_wait(
+        lanes.submit(lane, request)?,
+        input.keys.composite(),
+    ))
+}
+
+/// A submitted keyed request's handle as a [`LaneWait`], its keys decoded
+/// by `composite` where several columns were combined.
+pub fn lane_wait<K: IntoKeys>(
+    handle: gpulanes::Handle<Grouped<K>>,
+    composite: Option<Arc<CompositeKeys>>,
+) -> Box<dyn LaneWait> {
+    Box::new(KeyedHandle {
         handle: Some(handle),
-        composite: input.keys.composite(),
-    }))
+        composite,
+    })
 }
 
 fn states_by_key<K: IntoKeys>(

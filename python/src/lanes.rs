@@ -267,30 +267,60 @@ impl Lanes {
             Lane::Batch
         };
         let lanes = self.inner.clone();
-        let mut handle = py
+        let handle = py
             .detach(|| keyed::submit_lane(&lanes, lane, input, &ops, nan, timeout))
             .map_err(engine_error)?;
-        spawn_waiter(
-            future,
-            move |cancel| {
-                let r = handle.wait_step(CANCEL_POLL);
-                if r.is_none() && cancel.load(Ordering::Relaxed) {
-                    handle.cancel();
-                }
-                r
-            },
-            move |py, f, result| {
-                let outcome = match result {
-                    Ok(r) => keyed::to_python(py, r, &ops, dtype).and_then(|(distinct, pairs)| {
-                        f.call_method1(py, "_deliver_keyed", (distinct, pairs))
-                    }),
-                    Err(e) => f.call_method1(py, "_fail", (engine_error(e).value(py),)),
-                };
-                if let Err(e) = outcome {
-                    e.write_unraisable(py, Some(f.bind(py)));
-                }
-            },
-        )
+        keyed_waiter(future, ops, dtype, handle)
+    }
+
+    /// Submits `ops` per key of `index` over `x` to the real-time lane
+    /// (`realtime`, with `timeout` as its deadline) or the batch lane, as
+    /// `keyed` does; the keys are not read again.
+    #[pyo3(signature = (index, x, ops, future, realtime, nan = "propagate", timeout = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn keyed_by_index(
+        &self,
+        py: Python<'_>,
+        index: &crate::index::GroupIndex,
+        x: &Bound<'_, PyAny>,
+        ops: Vec<String>,
+        future: Py<PyAny>,
+        realtime: bool,
+        nan: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<CancelToken> {
+        let ops = parse_ops(&ops)?;
+        let nan = parse_nan(nan)?;
+        let timeout = parse_timeout(timeout)?;
+        if timeout.is_some() && !realtime {
+            return Err(PyValueError::new_err(
+                "timeout is a real-time deadline; batch jobs take none",
+            ));
+        }
+        let mut col = input::extract(x, true)?;
+        let (values, bits) = col.prepare_rows()?;
+        let dtype = values.dtype;
+        let lane = if realtime {
+            Lane::RealTime
+        } else {
+            Lane::Batch
+        };
+        let lanes = self.inner.clone();
+        let handle = py
+            .detach(|| {
+                crate::index::submit_lane(
+                    &lanes,
+                    lane,
+                    index,
+                    &values,
+                    bits.as_deref(),
+                    &ops,
+                    nan,
+                    timeout,
+                )
+            })
+            .map_err(engine_error)?;
+        keyed_waiter(future, ops, dtype, handle)
     }
 
     /// Submits to the batch lane, over the whole input or its partitions.
@@ -311,4 +341,36 @@ impl Lanes {
         let parts = partitions(partition_size, offsets)?;
         self.submit(py, x, false, op, |r| r.nan(nan), parts, future)
     }
+}
+
+/// Waits for a submitted keyed request on a thread of its own and gives
+/// the Python `future` its result (`_deliver_keyed(keys, [(values,
+/// valid), ...])`) or error.
+fn keyed_waiter(
+    future: Py<PyAny>,
+    ops: Vec<Op>,
+    dtype: Dtype,
+    mut handle: Box<dyn keyed::LaneWait>,
+) -> PyResult<CancelToken> {
+    spawn_waiter(
+        future,
+        move |cancel| {
+            let r = handle.wait_step(CANCEL_POLL);
+            if r.is_none() && cancel.load(Ordering::Relaxed) {
+                handle.cancel();
+            }
+            r
+        },
+        move |py, f, result| {
+            let outcome = match result {
+                Ok(r) => keyed::to_python(py, r, &ops, dtype).and_then(|(distinct, pairs)| {
+                    f.call_method1(py, "_deliver_keyed", (distinct, pairs))
+                }),
+                Err(e) => f.call_method1(py, "_fail", (engine_error(e).value(py),)),
+            };
+            if let Err(e) = outcome {
+                e.write_unraisable(py, Some(f.bind(py)));
+            }
+        },
+    )
 }

@@ -263,6 +263,9 @@ impl<K: Key> KeyedRequest<K> {
         if let Some(e) = &self.refused {
             return Err(e.clone());
         }
+        if let (Some(index), None) = (&self.index, &self.present_groups) {
+            index.check(self.rows as usize, &self.ops)?;
+        }
         check_request(self.key_rows(), self.rows, &self.ops)?;
         let planned = match (&self.index, &self.present_groups) {
             (Some(index), Some(groups)) => gathered(index, groups.clone()),
