@@ -6,14 +6,14 @@
 # package into .gl/ once. Both folders are git-ignored; carry them to the
 # GPU machine and run scripts/gpu-doctor.sh there.
 #
-#   scripts/gpu-prepare.sh [TEST ...]     (default: exact adversarial group_by group_index kernel_build lanes_keyed reduce_props upload)
+#   scripts/gpu-prepare.sh [TEST ...]     (default: exact adversarial group_by group_index state_columns kernel_build lanes_keyed reduce_props upload)
 #
 # What travels is limited (64 MiB in all: the tracked files, .gl and
 # .devbin): the script stops where the three come within 1 MiB of that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=("$@")
-[ ${#tests[@]} -eq 0 ] && tests=(exact adversarial group_by group_index kernel_build lanes_keyed reduce_props upload)
+[ ${#tests[@]} -eq 0 ] && tests=(exact adversarial group_by group_index state_columns kernel_build lanes_keyed reduce_props upload)
 for d in .gl .devbin .devrun; do
   grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
 done
