@@ -16,6 +16,15 @@
 //! [-1, 1); every case is checked against the exact CPU reference before
 //! it is timed.
 //!
+//! `group_by_states/f64/...`: the keyed partial states a distributed
+//! group-by ships (sum and max of float64 values by 2^33-apart int64 keys
+//! over an index, 8 chunks, rows / 20 keys): `per-key-states` makes one
+//! `State` a key and kind and serialises each, `state-columns` one
+//! `StateColumns` a chunk (both kinds from one pass) as one buffer; the
+//! `merge-` rows read the 8 chunks' bytes back and merge them by key.
+//! `Throughput::Bytes` counts the values (and keys) of the rows behind
+//! the states.
+//!
 //! `cargo bench --bench group_by`; `cargo test --benches` runs each
 //! benchmark once on a small input. `gpulanes bench` has the float32 rows
 //! from host memory beside the whole-buffer sum.
@@ -24,7 +33,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gpulanes::{Element, Engine, Grouped, NanPolicy, Op, State, StateKind};
+use gpulanes::{
+    Element, Engine, GroupIndex, Grouped, NanPolicy, Op, State, StateColumns, StateKind,
+};
 
 mod common;
 use common::{check, data, size, test_mode};
@@ -247,5 +258,148 @@ fn group_by(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, group_by);
+/// Chunks of the states benchmark.
+const CHUNKS: usize = 8;
+
+/// A chunk's keys and the bytes of each key's sum and max states.
+type PerKey = (Vec<i64>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// The per-key states of one chunk, one `State` a key and kind, each
+/// serialised.
+fn per_key_states(engine: &Engine, index: &GroupIndex<'_, i64>, values: &[f64]) -> PerKey {
+    let sums = engine
+        .states_by_index(index, values, StateKind::Sum)
+        .unwrap();
+    let maxes = engine
+        .states_by_index(index, values, StateKind::Max)
+        .unwrap();
+    let bytes = |s: &[State]| s.iter().map(State::to_bytes).collect::<Vec<_>>();
+    (sums.keys, bytes(&sums.states), bytes(&maxes.states))
+}
+
+/// Merges chunks' per-key state bytes by key (as a merge task receives
+/// them): the distinct keys and one merged state a key and kind.
+fn merge_per_key(parts: &[PerKey]) -> (Vec<i64>, Vec<State>, Vec<State>) {
+    let mut entries: Vec<(i64, usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, (k, _, _))| k.iter().enumerate().map(move |(i, &key)| (key, p, i)))
+        .collect();
+    entries.sort_unstable();
+    let (mut keys, mut sums, mut maxes) = (Vec::new(), Vec::<State>::new(), Vec::<State>::new());
+    for run in entries.chunk_by(|a, b| a.0 == b.0) {
+        let read = |kind: usize, (_, p, i): (i64, usize, usize)| {
+            let part = &parts[p];
+            State::from_bytes(if kind == 0 { &part.1[i] } else { &part.2[i] }).unwrap()
+        };
+        let mut s = read(0, run[0]);
+        let mut m = read(1, run[0]);
+        for &e in &run[1..] {
+            s.merge(&read(0, e)).unwrap();
+            m.merge(&read(1, e)).unwrap();
+        }
+        keys.push(run[0].0);
+        sums.push(s);
+        maxes.push(m);
+    }
+    (keys, sums, maxes)
+}
+
+fn states(c: &mut Criterion) {
+    let (engine, software) = common::engine("group_by_states");
+    let threads = common::threads();
+    let n = rows(software) as usize;
+    let values = data::random_f64(n, SEED ^ 0x57A7, threads);
+    let cardinality = (n / 20).max(1) as u64;
+    let keys: Vec<i64> = data::random_u32(n, SEED ^ cardinality, threads)
+        .into_iter()
+        .map(|x| sparse_key(((x as u64 * cardinality) >> 32) as i32))
+        .collect();
+    let kinds = [StateKind::Sum, StateKind::Max];
+    let cuts: Vec<usize> = (0..=CHUNKS).map(|c| n * c / CHUNKS).collect();
+    let indexes: Vec<GroupIndex<'_, i64>> = cuts
+        .windows(2)
+        .map(|w| engine.group_index(&keys[w[0]..w[1]]).unwrap())
+        .collect();
+    let chunk = |c: usize| &values[cuts[c]..cuts[c + 1]];
+    // Both forms hold the same states, and merge to the same.
+    let per_key: Vec<_> = (0..CHUNKS)
+        .map(|c| per_key_states(&engine, &indexes[c], chunk(c)))
+        .collect();
+    let columns: Vec<(Vec<i64>, Vec<u8>)> = (0..CHUNKS)
+        .map(|c| {
+            let g = engine
+                .state_columns_by_index(&indexes[c], chunk(c), &kinds)
+                .unwrap();
+            (g.keys, g.states.to_bytes())
+        })
+        .collect();
+    let read_columns = |parts: &[(Vec<i64>, Vec<u8>)]| {
+        let states: Vec<StateColumns> = parts
+            .iter()
+            .map(|(_, b)| StateColumns::from_bytes(b).unwrap())
+            .collect();
+        let refs: Vec<(&[i64], &StateColumns)> = parts
+            .iter()
+            .zip(&states)
+            .map(|((k, _), s)| (&k[..], s))
+            .collect();
+        StateColumns::merge_by_key(&refs).unwrap()
+    };
+    let (keys_a, sums, maxes) = merge_per_key(&per_key);
+    let (keys_b, merged) = read_columns(&columns);
+    assert_eq!(keys_a, keys_b, "merged keys");
+    for (g, (s, m)) in sums.iter().zip(&maxes).enumerate() {
+        assert_eq!(
+            &merged.state(g, StateKind::Sum).unwrap(),
+            s,
+            "merged sum of group {g}"
+        );
+        assert_eq!(
+            &merged.state(g, StateKind::Max).unwrap(),
+            m,
+            "merged max of group {g}"
+        );
+    }
+    let mut group = c.benchmark_group("group_by_states/f64");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(if software { 4 } else { 2 }))
+        .throughput(Throughput::Bytes((n * (8 + 8)) as u64));
+    let label = size::label(n as u64);
+    group.bench_function(BenchmarkId::new("per-key-states", &label), |b| {
+        b.iter(|| {
+            black_box(
+                (0..CHUNKS)
+                    .map(|c| per_key_states(&engine, &indexes[c], chunk(c)))
+                    .collect::<Vec<_>>(),
+            )
+        })
+    });
+    group.bench_function(BenchmarkId::new("state-columns", &label), |b| {
+        b.iter(|| {
+            black_box(
+                (0..CHUNKS)
+                    .map(|c| {
+                        engine
+                            .state_columns_by_index(&indexes[c], chunk(c), &kinds)
+                            .unwrap()
+                            .states
+                            .to_bytes()
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+    });
+    group.bench_function(BenchmarkId::new("merge-per-key-states", &label), |b| {
+        b.iter(|| black_box(merge_per_key(&per_key)))
+    });
+    group.bench_function(BenchmarkId::new("merge-state-columns", &label), |b| {
+        b.iter(|| black_box(read_columns(&columns)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, group_by, states);
 criterion_main!(benches);
