@@ -669,6 +669,17 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List
     return np.array(distinct, dtype=key_dtypes[0]), out
 
 
+def _state_columns(states: Any) -> np.ndarray:
+    """Keyed state columns as the native calls take them: a 1-D uint8
+    array (as made), or bytes."""
+    if isinstance(states, (bytes, bytearray, memoryview)):
+        return np.frombuffer(states, dtype=np.uint8)
+    a = np.asarray(states)
+    if a.dtype != np.uint8 or a.ndim != 1:
+        raise ValueError(f"keyed state columns are a 1-D uint8 array or bytes, not {a.dtype} of shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
 def merge_keyed_columns(parts: Iterable[Tuple[Any, np.ndarray]]) -> Tuple[Any, np.ndarray]:
     """Merges keyed state columns (``(keys, states)`` pairs from
     :meth:`Engine.partial_columns`, or from this function) of any split of
@@ -682,7 +693,7 @@ def merge_keyed_columns(parts: Iterable[Tuple[Any, np.ndarray]]) -> Tuple[Any, n
     checked, key_dtypes, several_columns = _key_parts(parts, lambda states: None)
     if key_dtypes is None:
         raise ValueError("no keyed state columns to merge")
-    blobs = [np.ascontiguousarray(np.asarray(b), dtype=np.uint8) for _, b in checked]
+    blobs = [_state_columns(b) for _, b in checked]
     # Each key column as int64s that order as its keys: the keys
     # themselves, or their rank among all parts' keys.
     ranked: List[Optional[np.ndarray]] = []
@@ -719,7 +730,7 @@ def finalize_keyed_columns(keys: Any, states: np.ndarray, ops: Any = "sum", nan:
     op_list = [ops] if isinstance(ops, str) else list(ops)
     if not op_list:
         raise ValueError("no ops given")
-    blob = np.ascontiguousarray(np.asarray(states), dtype=np.uint8)
+    blob = _state_columns(states)
     out = {op: _array(*_gpulanes.finalize_keyed_columns(blob, op, nan)) for op in op_list}
     for c in _key_columns(keys) or [keys]:
         n = len(next(iter(out.values())))

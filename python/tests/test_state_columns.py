@@ -128,6 +128,14 @@ def test_bad_input_is_a_value_error(engine):
         gpulanes.finalize_keyed_columns(a[0], a[1][:-3], "sum")
     with pytest.raises(ValueError, match="magic"):
         gpulanes.finalize_keyed_columns(a[0], np.full(len(a[1]), 7, dtype=np.uint8), "sum")
+    # Bytes are read as the array; other arrays are refused by name.
+    assert gpulanes.finalize_keyed_columns(a[0], a[1].tobytes(), "sum")[1].tobytes() == gpulanes.finalize_keyed_columns(*a, "sum")[1].tobytes()
+    assert np.array_equal(gpulanes.merge_keyed_columns([(a[0], a[1].tobytes())])[1], a[1])
+    for bad in (a[1].astype(np.int64), a[1].reshape(1, -1)):
+        with pytest.raises(ValueError, match="1-D uint8"):
+            gpulanes.finalize_keyed_columns(a[0], bad, "sum")
+        with pytest.raises(ValueError, match="1-D uint8"):
+            gpulanes.merge_keyed_columns([(a[0], bad)])
     mixed = np.array([1, "a"], dtype=object)
     with pytest.raises(ValueError, match="do not order"):
         gpulanes.merge_keyed_columns([(mixed[:1], a[1][:0]), (mixed[1:], a[1][:0])])

@@ -187,7 +187,8 @@ impl Engine {
     /// `aggregates` per distinct key (tuple): a record batch of the key
     /// columns (distinct keys ascending, tuples in lexicographic order, each
     /// column in its own type) followed by one column an aggregate, named
-    /// as [`Aggregate::name`] gives (`sum(amount)`), typed as the op's
+    /// as [`Aggregate::name`] gives (`sum(amount)`; an aggregate asked for
+    /// twice gives two columns of that name), typed as the op's
     /// result (see [`crate::dtype`]) and null where a key has no value. The
     /// keys are read once and each value column is reduced once for all its
     /// ops; the bits are those of [`Engine::reduce_by_key`] over the same

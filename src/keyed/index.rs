@@ -200,8 +200,6 @@ impl<K: Key> GroupIndex<'_, K> {
         }
     }
 
-    /// The group of `row`.
-    #[inline]
     /// The rows of `values` that `valid` marks as holding one: each one's
     /// group (dense: key - min; sparse: id) and value, in row order.
     pub(crate) fn present_groups<E: Element>(
@@ -213,6 +211,8 @@ impl<K: Key> GroupIndex<'_, K> {
         Ok((g.groups, g.values))
     }
 
+    /// The group of `row`.
+    #[inline]
     fn group_of(&self, row: usize) -> u32 {
         match &self.groups {
             IndexGroups::Dense { keys, min, .. } => (keys[row].to_i128() - min.to_i128()) as u32,
