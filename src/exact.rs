@@ -183,15 +183,7 @@ impl ExactSum {
     fn with_sign_magnitude<R>(&self, f: impl FnOnce(bool, &[u32]) -> R) -> R {
         let mut buf = [0u32; MAX_LIMBS];
         let limbs = self.limbs_into(&mut buf);
-        let negative = limbs.last().is_some_and(|&l| l >> 31 == 1);
-        if negative {
-            let mut carry = 1u64;
-            for l in limbs.iter_mut() {
-                let v = (!*l) as u64 + carry;
-                *l = v as u32;
-                carry = v >> 32;
-            }
-        }
+        let negative = to_magnitude(limbs);
         f(negative, limbs)
     }
 
@@ -310,6 +302,21 @@ fn any_below(mag: &[u32], end: i64) -> bool {
             && mag
                 .get(word)
                 .is_some_and(|&d| d & ((1u32 << shift) - 1) != 0))
+}
+
+/// Two's complement limbs (little-endian) made their magnitude in place;
+/// true when they were negative.
+pub(crate) fn to_magnitude(limbs: &mut [u32]) -> bool {
+    let negative = limbs.last().is_some_and(|&l| l >> 31 == 1);
+    if negative {
+        let mut carry = 1u64;
+        for l in limbs.iter_mut() {
+            let v = (!*l) as u64 + carry;
+            *l = v as u32;
+            carry = v >> 32;
+        }
+    }
+    negative
 }
 
 /// Rounds `±mag × 2^grid` (mag little-endian u32 digits; `sticky` says a

@@ -36,7 +36,7 @@
 
 use crate::dtype::{Dtype, Scalar};
 use crate::error::{Error, Result};
-use crate::exact::ExactSum;
+use crate::exact::{ExactSum, to_magnitude};
 use crate::op::{NanPolicy, Op};
 use crate::state::{FLAG_NEG_INF, FLAG_NONNEG, FLAG_POS_INF, Settled, State, StateKind};
 use crate::threads;
@@ -778,7 +778,8 @@ impl StateColumns {
                 return Err(corrupt("sum limbs not in canonical form"));
             }
             let l = self.full_limbs(g, &mut full).len();
-            negative = magnitude(&full[..l], &mut mag[..l]);
+            mag[..l].copy_from_slice(&full[..l]);
+            negative = to_magnitude(&mut mag[..l]);
         } else if self.flags[g] & FLAG_NONNEG != 0 {
             return Err(corrupt("the non-negative flag without a sum"));
         }
@@ -841,22 +842,6 @@ impl StateColumns {
         }
         Ok(())
     }
-}
-
-/// The magnitude of full two's complement limbs into `mag` (same length);
-/// true when they are negative.
-fn magnitude(full: &[u32], mag: &mut [u32]) -> bool {
-    mag.copy_from_slice(full);
-    let negative = full.last().is_some_and(|&t| t >> 31 == 1);
-    if negative {
-        let mut carry = 1u64;
-        for l in mag.iter_mut() {
-            let v = (!*l) as u64 + carry;
-            *l = v as u32;
-            carry = v >> 32;
-        }
-    }
-    negative
 }
 
 /// Settles the carries of 32-bit digits held in i64 from digit `from`

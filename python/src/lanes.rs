@@ -250,22 +250,10 @@ impl Lanes {
         timeout: Option<f64>,
         composite: bool,
     ) -> PyResult<CancelToken> {
-        let ops = parse_ops(&ops)?;
-        let nan = parse_nan(nan)?;
-        let timeout = parse_timeout(timeout)?;
-        if timeout.is_some() && !realtime {
-            return Err(PyValueError::new_err(
-                "timeout is a real-time deadline; batch jobs take none",
-            ));
-        }
+        let (ops, nan, timeout, lane) = keyed_args(&ops, nan, timeout, realtime)?;
         let read = keyed::extract(keys, x, composite)?;
         let input = &read.input;
         let dtype = input.values.dtype;
-        let lane = if realtime {
-            Lane::RealTime
-        } else {
-            Lane::Batch
-        };
         let lanes = self.inner.clone();
         let handle = py
             .detach(|| keyed::submit_lane(&lanes, lane, input, &ops, nan, timeout))
@@ -289,22 +277,10 @@ impl Lanes {
         nan: &str,
         timeout: Option<f64>,
     ) -> PyResult<CancelToken> {
-        let ops = parse_ops(&ops)?;
-        let nan = parse_nan(nan)?;
-        let timeout = parse_timeout(timeout)?;
-        if timeout.is_some() && !realtime {
-            return Err(PyValueError::new_err(
-                "timeout is a real-time deadline; batch jobs take none",
-            ));
-        }
+        let (ops, nan, timeout, lane) = keyed_args(&ops, nan, timeout, realtime)?;
         let mut col = input::extract(x, true)?;
         let (values, bits) = col.prepare_rows()?;
         let dtype = values.dtype;
-        let lane = if realtime {
-            Lane::RealTime
-        } else {
-            Lane::Batch
-        };
         let lanes = self.inner.clone();
         let handle = py
             .detach(|| {
@@ -341,6 +317,28 @@ impl Lanes {
         let parts = partitions(partition_size, offsets)?;
         self.submit(py, x, false, op, |r| r.nan(nan), parts, future)
     }
+}
+
+/// A keyed submission's ops, NaN policy, deadline (real-time only) and
+/// lane, checked.
+fn keyed_args(
+    ops: &[String],
+    nan: &str,
+    timeout: Option<f64>,
+    realtime: bool,
+) -> PyResult<(Vec<Op>, gpulanes::NanPolicy, Option<Duration>, Lane)> {
+    let timeout = parse_timeout(timeout)?;
+    if timeout.is_some() && !realtime {
+        return Err(PyValueError::new_err(
+            "timeout is a real-time deadline; batch jobs take none",
+        ));
+    }
+    let lane = if realtime {
+        Lane::RealTime
+    } else {
+        Lane::Batch
+    };
+    Ok((parse_ops(ops)?, parse_nan(nan)?, timeout, lane))
 }
 
 /// Waits for a submitted keyed request on a thread of its own and gives
