@@ -65,6 +65,11 @@ impl Dtype {
         }
     }
 
+    /// The dtype of a serialised code ([`Dtype::code`]), `None` for none.
+    pub(crate) fn from_code(code: u8) -> Option<Dtype> {
+        Dtype::ALL.into_iter().find(|d| d.code() == code)
+    }
+
     /// Bytes per value.
     pub fn size(self) -> u64 {
         4 * self.words()

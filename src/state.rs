@@ -516,18 +516,11 @@ impl State {
         } else {
             Vec::new()
         };
-        let first = limbs.iter().position(|&l| l != 0).unwrap_or(limbs.len());
-        // The last limb that is not just the sign extension of the one below.
-        let mut last = limbs.len();
-        while last > first + 1 {
-            let below = limbs[last - 2];
-            let ext = if below >> 31 == 1 { u32::MAX } else { 0 };
-            if limbs[last - 1] != ext {
-                break;
-            }
-            last -= 1;
-        }
-        let stored = &limbs[first..last.max(first)];
+        // A zero sum stores no limb, from the limbs' end.
+        let (first, stored) = match crate::state_columns::trimmed(&limbs) {
+            (_, []) => (limbs.len(), &[][..]),
+            window => window,
+        };
         let mut out = Vec::with_capacity(HEADER_BYTES + 4 * stored.len());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
@@ -564,9 +557,7 @@ impl State {
                 bytes[4]
             )));
         }
-        let dtype = *Dtype::ALL
-            .iter()
-            .find(|d| d.code() == bytes[5])
+        let dtype = Dtype::from_code(bytes[5])
             .ok_or_else(|| corrupt(format!("unknown dtype code {}", bytes[5])))?;
         let kind = [StateKind::Sum, StateKind::Max, StateKind::Min]
             .into_iter()

@@ -672,9 +672,7 @@ impl StateColumns {
                 bytes[4]
             )));
         }
-        let dtype = *Dtype::ALL
-            .iter()
-            .find(|d| d.code() == bytes[5])
+        let dtype = Dtype::from_code(bytes[5])
             .ok_or_else(|| corrupt(format!("unknown dtype code {}", bytes[5])))?;
         let kinds = bytes[6];
         if kinds == 0 || kinds > 7 || bytes[7] != 0 {
@@ -857,10 +855,11 @@ fn settle(digits: &mut [i64], from: usize) {
     digits[last] += carry;
 }
 
-/// The stored window of full two's complement limbs: the first nonzero
-/// limb, and the limbs from it up to the highest that is not the sign
-/// extension of the one below (none, from limb 0, for zero).
-fn trimmed(full: &[u32]) -> (usize, &[u32]) {
+/// The stored window of two's complement limbs: the first nonzero limb,
+/// and the limbs from it up to the highest that is not the sign extension
+/// of the one below (none, from limb 0, for zero). Per-group states store
+/// the same window ([`State::to_bytes`]).
+pub(crate) fn trimmed(full: &[u32]) -> (usize, &[u32]) {
     let Some(first) = full.iter().position(|&l| l != 0) else {
         return (0, &[]);
     };
@@ -882,23 +881,9 @@ fn trimmed(full: &[u32]) -> (usize, &[u32]) {
 /// Where a stored window starting at limb `first` would be trimmed to:
 /// `(first, len)` of its canonical form, as [`trimmed`] gives it.
 fn trimmed_at(first: usize, stored: &[u32]) -> (usize, usize) {
-    match stored.iter().position(|&l| l != 0) {
-        None => (0, 0),
-        Some(lead) => {
-            let mut last = stored.len();
-            while last > lead + 1 {
-                let ext = if stored[last - 2] >> 31 == 1 {
-                    u32::MAX
-                } else {
-                    0
-                };
-                if stored[last - 1] != ext {
-                    break;
-                }
-                last -= 1;
-            }
-            (first + lead, last - lead)
-        }
+    match trimmed(stored) {
+        (_, []) => (0, 0),
+        (lead, window) => (first + lead, window.len()),
     }
 }
 

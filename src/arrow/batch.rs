@@ -30,7 +30,6 @@ use crate::keyed::composite::{CompositeKeys, KeyColumn};
 use crate::keyed::index::GroupIndex;
 use crate::keyed::{Grouped, Key};
 use crate::op::{NanPolicy, Op, Reduction};
-use crate::validity::Validity;
 
 /// One aggregate of [`Engine::group_record_batch`]: `op` over the column
 /// named `column`.
@@ -361,13 +360,9 @@ impl Engine {
         T: ArrowPrimitiveType,
         T::Native: Element,
     {
-        match values.nulls().filter(|n| n.null_count() > 0) {
+        match super::validity_of(values)? {
             None => self.reduce_by_index(index, values.values(), ops, nan),
-            Some(nulls) => {
-                let bits = nulls.inner();
-                let valid = Validity::new(bits.values(), bits.offset(), bits.len())?;
-                self.reduce_by_index_with_nulls(index, values.values(), valid, ops, nan)
-            }
+            Some(valid) => self.reduce_by_index_with_nulls(index, values.values(), valid, ops, nan),
         }
     }
 }

@@ -536,15 +536,25 @@ impl Engine {
         T: ArrowPrimitiveType,
         T::Native: Element,
     {
-        match values.nulls().filter(|n| n.null_count() > 0) {
+        match validity_of(values)? {
             None => self.reduce_by_key(keys, values.values(), ops, nan),
-            Some(nulls) => {
-                let bits = nulls.inner();
-                let valid = Validity::new(bits.values(), bits.offset(), bits.len())?;
-                self.reduce_by_key_with_nulls(keys, values.values(), valid, ops, nan)
-            }
+            Some(valid) => self.reduce_by_key_with_nulls(keys, values.values(), valid, ops, nan),
         }
     }
+}
+
+/// An Arrow array's null buffer as a [`Validity`], where some slot is null.
+pub(crate) fn validity_of<T: ArrowPrimitiveType>(
+    values: &PrimitiveArray<T>,
+) -> Result<Option<Validity<'_>>> {
+    values
+        .nulls()
+        .filter(|n| n.null_count() > 0)
+        .map(|nulls| {
+            let bits = nulls.inner();
+            Validity::new(bits.values(), bits.offset(), bits.len())
+        })
+        .transpose()
 }
 
 /// Group keys of a keyed reduction widened to int64.
