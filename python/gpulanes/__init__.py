@@ -596,12 +596,12 @@ def state_info(state: bytes) -> Dict[str, Any]:
 
 
 def _key_parts(parts: Iterable[Tuple[Any, Any]], count: Any) -> Tuple[list, Optional[Tuple[np.dtype, ...]], bool]:
-    """The parts of a keyed merge checked alike: ``[(key columns, payload)]``,
-    the key columns' dtypes (``None`` for no parts) and whether the keys
-    are several columns. ``count(payload)`` is the number of keys a part
+    """The parts of a keyed merge checked alike: ``[(key columns, payload)]``
+    with each key column in the dtype all parts' keys of that column merge
+    in (:func:`_common_key_dtype`), those dtypes (``None`` for no parts) and
+    whether the keys are several columns. ``count(payload)`` is the number of keys a part
     needs, or ``None`` where the native merge checks it."""
-    checked = []
-    key_dtypes: Optional[Tuple[np.dtype, ...]] = None
+    checked: list = []
     several_columns: Optional[bool] = None
     for keys, payload in parts:
         _not_an_index(keys)
@@ -617,13 +617,45 @@ def _key_parts(parts: Iterable[Tuple[Any, Any]], count: Any) -> Tuple[list, Opti
                 raise ValueError(f"keys of shape {c.shape}: each key column must be 1-D")
             if want is not None and len(c) != want:
                 raise ValueError(f"{len(c)} keys for {want} states")
-        dtypes = tuple(c.dtype for c in cols)
-        if key_dtypes is None:
-            key_dtypes = dtypes
-        elif dtypes != key_dtypes:
-            raise ValueError(f"keys of {dtypes} and {key_dtypes} cannot be merged")
+        if checked and len(cols) != len(checked[0][0]):
+            raise ValueError(f"keys of {len(cols)} columns and of {len(checked[0][0])} cannot be merged")
         checked.append((cols, payload))
+    if not checked:
+        return checked, None, bool(several_columns)
+    key_dtypes = tuple(_common_key_dtype([cols[i] for cols, _ in checked]) for i in range(len(checked[0][0])))
+    checked = [([c.astype(d, copy=False) for c, d in zip(cols, key_dtypes)], payload) for cols, payload in checked]
     return checked, key_dtypes, bool(several_columns)
+
+
+def _common_key_dtype(cols: List[np.ndarray]) -> np.dtype:
+    """The dtype parts' keys of one column merge in, and come back in. Parts
+    of one dtype keep it. Integer and bool parts merge in NumPy's common
+    type (int32 with int64 as int64, uint8 with int16 as int16); int64 with
+    uint64, whose common NumPy type is a float that would round keys past
+    2^53, merge as int64 where every key fits one (as the engine's keys
+    do), and are refused otherwise. Strings merge in the widest
+    (``<U1`` with ``<U3`` as ``<U3``), bytes likewise, floats as floats.
+    Other mixes (numbers with strings) have no common order and are
+    refused by name."""
+    dtypes = list(dict.fromkeys(c.dtype for c in cols))
+    if len(dtypes) == 1:
+        return dtypes[0]
+    kinds = {d.kind for d in dtypes}
+    refused = ValueError(f"keys of {' and '.join(str(d) for d in dtypes)} cannot be merged: they have no common order")
+    if not (kinds <= set("iub") or kinds == {"f"} or kinds == {"U"} or kinds == {"S"}):
+        raise refused
+    try:
+        common = np.result_type(*dtypes)
+    except TypeError:
+        raise refused from None
+    if kinds <= set("iub") and common.kind == "f":
+        if all(_as_int64(c) for c in cols):
+            return np.dtype(np.int64)
+        raise ValueError(
+            f"keys of {' and '.join(str(d) for d in dtypes)} cannot be merged: "
+            "some are past int64's range, so no integer type holds them all"
+        )
+    return common
 
 
 def _as_int64(c: np.ndarray) -> bool:
@@ -645,7 +677,9 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List
     other keys (categories' values) through a dict. Categorical keys come
     back as their categories' values, so their merge orders by value: to
     keep code order, reduce the codes (``series.cat.codes``) and map the
-    merged keys to categories."""
+    merged keys to categories. Parts whose keys differ in width (int32 and
+    int64, strings of different lengths) merge in the type that holds
+    them all."""
     checked, key_dtypes, several_columns = _key_parts(
         ((k, [bytes(s) for s in states]) for k, states in parts), len
     )
@@ -688,8 +722,9 @@ def merge_keyed_columns(parts: Iterable[Tuple[Any, np.ndarray]]) -> Tuple[Any, n
     tuples' lexicographic order) and their merged states, one uint8 array.
     The same bits for any split, order or grouping of the merges. Integer
     and bool keys merge as they are; other keys (categories' values) are
-    numbered by value first. Corrupt, foreign or mismatched states raise
-    ``ValueError``."""
+    numbered by value first. Parts whose keys differ in width (int32 and
+    int64, strings of different lengths) merge in the type that holds
+    them all. Corrupt, foreign or mismatched states raise ``ValueError``."""
     checked, key_dtypes, several_columns = _key_parts(parts, lambda states: None)
     if key_dtypes is None:
         raise ValueError("no keyed state columns to merge")

@@ -104,8 +104,10 @@ def test_bad_input_is_a_value_error(engine):
     b = engine.partial_columns(x.astype(np.float64), "sum", keys=k32)
     with pytest.raises(ValueError, match="do not merge"):
         gpulanes.merge_keyed_columns([a, b])
-    with pytest.raises(ValueError, match="cannot be merged"):
-        gpulanes.merge_keyed_columns([a, (a[0].astype(np.int64), a[1])])
+    with pytest.raises(ValueError, match="no common order"):
+        gpulanes.merge_keyed_columns([a, (a[0].astype(str), a[1])])
+    with pytest.raises(ValueError, match="no integer type holds them all"):
+        gpulanes.merge_keyed_columns([(a[0] - 1, a[1]), (a[0].astype(np.uint64) + np.uint64(2**63), a[1])])
     with pytest.raises(ValueError, match="one column and of several"):
         gpulanes.merge_keyed_columns([a, ((a[0], a[0]), a[1])])
     with pytest.raises(ValueError, match="keys for"):
@@ -139,3 +141,53 @@ def test_bad_input_is_a_value_error(engine):
     mixed = np.array([1, "a"], dtype=object)
     with pytest.raises(ValueError, match="do not order"):
         gpulanes.merge_keyed_columns([(mixed[:1], a[1][:0]), (mixed[1:], a[1][:0])])
+
+
+@pytest.mark.parametrize("merge", ["columns", "states"])
+def test_parts_with_differing_key_dtypes_merge_in_a_common_one(engine, merge):
+    """Parts made apart may carry keys of different widths (one chunk's
+    keys read as int32, another's as int64; category values of different
+    lengths): they merge in the type that holds them all, with the
+    results one reduction over all rows gives."""
+    rng = np.random.default_rng(21)
+    n = 3_000
+    half = n // 2
+    x = rng.standard_normal(n)
+    x[::101] = np.nan
+    wide = rng.integers(-40, 40, n)
+    words = rng.choice(["a", "bb", "ccc", "dddd"], n)
+    cases = [
+        (wide.astype(np.int32), wide.astype(np.int64), np.int64),
+        (wide.astype(np.int8), (wide + 100).astype(np.uint8), np.int16),
+        (wide > 0, wide.astype(np.int16), np.int16),
+        (wide.astype(np.int64) + 40, (wide + 40).astype(np.uint64), np.int64),
+        (np.array([w[:1] for w in words]), words, np.dtype("<U4")),
+        (words.astype("S"), np.array([w[:2] for w in words]).astype("S"), np.dtype("S4")),
+    ]
+
+    def keyed(k):
+        # String keys reach the engine as categories.
+        return pd.Categorical(k) if k.dtype.kind in "US" else k
+
+    for first, second, want_dtype in cases:
+        a, b = keyed(first[:half]), keyed(second[half:])
+        if merge == "columns":
+            parts = [engine.partial_columns(x[:half], OPS, keys=a), engine.partial_columns(x[half:], OPS, keys=b)]
+            # Category values come back as objects; parts kept as NumPy
+            # strings carry their own widths.
+            parts = [(k.astype(c.dtype), st) for (k, st), c in zip(parts, (first, second))]
+            keys, states = gpulanes.merge_keyed_columns(parts[::-1])
+            keys, got = gpulanes.finalize_keyed_columns(keys, states, OPS)
+        else:
+            parts = [engine.partial(x[:half], "sum", keys=a), engine.partial(x[half:], "sum", keys=b)]
+            parts = [(k.astype(c.dtype), st) for (k, st), c in zip(parts, (first, second))]
+            keys, states = gpulanes.merge_keyed(parts[::-1])
+            keys, got = gpulanes.finalize_keyed(keys, states, "sum")
+            got = {"sum": got}
+        assert np.asarray(keys).dtype == want_dtype, (first.dtype, second.dtype)
+        whole = np.concatenate([first[:half].astype(want_dtype), second[half:].astype(want_dtype)])
+        want_keys, want = engine.reduce(x, list(got), keys=keyed(whole))
+        assert np.asarray(keys).tolist() == np.asarray(want_keys).tolist()
+        for op in got:
+            assert np.array_equal(np.ma.getmaskarray(got[op]), np.ma.getmaskarray(want[op])), op
+            assert np.ma.filled(got[op], 0).tobytes() == np.ma.filled(want[op], 0).tobytes(), op
