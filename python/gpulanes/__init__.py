@@ -142,6 +142,85 @@ def _categorical(codes: np.ndarray, categories: Any) -> Tuple[Any, _Restore]:
     return codes.astype(np.int32), lambda d: np.asarray(categories.take(d))
 
 
+_FLOAT_ORDER = np.int64(0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _float_keys(arr: np.ndarray) -> Tuple[Any, _Restore]:
+    """Float keys as int64s that order as the floats do, and the way back:
+    the bits of each float64 with a negative one's magnitude bits inverted
+    (a bijection, so every key comes back exactly). -0.0 groups with 0.0,
+    as it compares equal to it; NaN, pandas' missing value, is a null key
+    and refused."""
+    wide = arr.astype(np.float64)
+    if np.isnan(wide).any():
+        raise ValueError("NaN keys are not grouped (NaN is a missing key in pandas): drop or fill them")
+    bits = (wide + 0.0).view(np.int64)  # + 0.0 turns -0.0 into 0.0
+    ordered = np.where(bits < 0, bits ^ _FLOAT_ORDER, bits)
+    return ordered, lambda d: np.where(d < 0, d ^ _FLOAT_ORDER, d).view(np.float64).astype(arr.dtype)
+
+
+def _numbered_by_value(arr: np.ndarray) -> Tuple[Any, _Restore]:
+    """Keys that are values, not numbers the engine groups (strings, bytes,
+    Python objects that order: dates, decimals), numbered by their rank
+    among the distinct keys, and the way back to the values. pandas'
+    hash factorisation where pandas is installed, NumPy's sort otherwise.
+    None (a missing value) is a null key and refused, as are keys that do
+    not order."""
+    try:
+        try:
+            import pandas as pd
+        except ImportError:
+            uniques, codes = np.unique(arr, return_inverse=True)
+        else:
+            codes, uniques = pd.factorize(arr, sort=True)
+            if (codes < 0).any():
+                raise ValueError(_NULL_KEYS)
+    except TypeError as e:
+        raise ValueError(f"keys that do not order: {e}") from None
+    uniques = np.asarray(uniques)
+    if arr.dtype.kind in "US":
+        uniques = uniques.astype(arr.dtype)
+    width = np.int32 if len(uniques) < 2**31 else np.int64
+    return codes.reshape(-1).astype(width), lambda d: uniques[d]
+
+
+def _arrow_by_value(keys: Any) -> Tuple[Any, _Restore]:
+    """PyArrow strings or binaries numbered by rank, as
+    :func:`_numbered_by_value` does, without Python objects: Arrow's hash
+    encoding, its dictionary sorted once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if keys.null_count:
+        raise ValueError(_NULL_KEYS)
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    encoded = pc.dictionary_encode(keys)
+    order = pc.array_sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    values = encoded.dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if len(order) else np.zeros(len(encoded), np.int32)
+    return codes, lambda d: values[d]
+
+
+def _ordered_keys(arr: np.ndarray) -> Tuple[Any, _Restore]:
+    """NumPy keys of a kind the engine does not group, as int keys that
+    order as they do: floats by their bits, dates and durations as their
+    int64 ticks (NaT is a null key), strings and objects by rank."""
+    kind = arr.dtype.kind
+    if kind == "f":
+        return _float_keys(arr)
+    if kind in "Mm":
+        ticks = arr.view(np.int64)
+        if (ticks == np.iinfo(np.int64).min).any():
+            raise ValueError(_NULL_KEYS)
+        return ticks, lambda d: d.view(arr.dtype)
+    if kind in "USO":
+        return _numbered_by_value(arr)
+    raise ValueError(f"keys of dtype {arr.dtype} are not grouped: keys are integers, bools, floats, dates, strings or categories")
+
+
 def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
     """Keys as the engine takes them, and how to turn the distinct keys
     it returns back into the caller's kind of key (``None``: as they
@@ -156,6 +235,10 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
       ``CategoricalIndex``, a PyArrow dictionary array or chunked array)
       are grouped by their codes, and the distinct keys come back as the
       categories' values, in code order.
+    * Other keys are grouped by value and come back as their values,
+      ascending: floats (exactly; -0.0 with 0.0; NaN refused as a null
+      key), dates and durations, strings and bytes (NumPy, pandas object
+      and string Series, PyArrow), Python objects that order.
     """
     dtype = getattr(keys, "dtype", None)
     if dtype is not None and str(dtype) == "category":
@@ -188,7 +271,13 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
                 raise ValueError(_NULL_KEYS)
             arr = keys.to_numpy(zero_copy_only=False) if isinstance(keys, pa.Array) else np.asarray(keys)
             return _widened(arr, arr.dtype)
-        return keys, None
+        if pa.types.is_integer(arrow_type):
+            return keys, None
+        if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+            return _arrow_by_value(keys)
+        if keys.null_count:
+            raise ValueError(_NULL_KEYS)
+        return _ordered_keys(np.asarray(keys.to_numpy(zero_copy_only=False) if isinstance(keys, pa.Array) else keys.to_numpy()))
     numpy_dtype = getattr(dtype, "numpy_dtype", None)
     if numpy_dtype is not None and not isinstance(dtype, np.dtype):
         # A pandas extension dtype (Int8, UInt64, boolean, ...): nulls are
@@ -197,13 +286,30 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
             if keys.isna().any():
                 raise ValueError(_NULL_KEYS)
             return _widened(keys.to_numpy(dtype=numpy_dtype), np.dtype(numpy_dtype))
-        return keys, None
+        if np.dtype(numpy_dtype).kind in "iub":
+            return keys, None
+        if keys.isna().any():
+            raise ValueError(_NULL_KEYS)
+        return _ordered_keys(keys.to_numpy(dtype=numpy_dtype))
+    if dtype is not None and not isinstance(dtype, np.dtype) and hasattr(keys, "isna") and hasattr(keys, "to_numpy"):
+        # pandas' string dtype and other extension types without a NumPy
+        # counterpart: their values, missing ones refused.
+        if keys.isna().any():
+            raise ValueError(_NULL_KEYS)
+        return _numbered_by_value(keys.to_numpy(dtype=object))
+    if dtype is None and isinstance(keys, (list, tuple)):
+        dtype = np.asarray(keys).dtype
+        keys = np.asarray(keys)
     try:
         dtype = np.dtype(dtype) if dtype is not None else None
     except TypeError:  # a dtype NumPy does not know (Polars)
         return keys, None
-    if dtype is None or dtype.kind not in "iub" or dtype in _KEY_DTYPES:
+    if dtype is None or dtype in _KEY_DTYPES:
         return keys, None
+    if dtype.kind not in "iub":
+        if getattr(keys, "ndim", 1) != 1:
+            return keys, None  # the engine names the shape
+        return _ordered_keys(np.asarray(keys))
     return _widened(np.asanyarray(keys), dtype)
 
 
@@ -387,7 +493,11 @@ class Engine:
         and pandas int8, int16, uint8, uint16, bool and uint64 keys are
         widened exactly and come back in their own type; categorical keys,
         pandas or PyArrow dictionary ones, are grouped by code and come back
-        as their categories' values in code order), the
+        as their categories' values in code order; floats, dates, strings
+        and bytes of NumPy, pandas and PyArrow, and Python objects that
+        order, are grouped by value, -0.0 with 0.0, and come back as their
+        values; a missing key, NaN, NaT or None as well as a null, is
+        refused), the
         reduction is per distinct key; with a list or tuple of arrays as key
         columns (``keys=[region, product]``; a Python list of keys stays
         one column), per distinct key tuple, and the distinct keys are a

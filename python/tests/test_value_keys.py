@@ -1,0 +1,159 @@
+"""Keys that are values, not integers: floats, dates and durations,
+strings and bytes (NumPy, pandas, PyArrow), Python objects. Each form
+groups as its values do (-0.0 with 0.0), gives the bits of the same
+reduction by integer ranks of those values, and returns the distinct
+values ascending in the caller's type; a missing key (NaN, NaT, None,
+an Arrow or pandas null) is refused by name, as are keys that have no
+order."""
+
+import datetime
+import decimal
+import pickle
+
+import numpy as np
+import pytest
+
+import gpulanes
+from test_group_index import OPS, columns, same_result
+
+pa = pytest.importorskip("pyarrow")
+pd = pytest.importorskip("pandas")
+
+
+def normalised(v):
+    """A key as Python compares it for grouping: -0.0 is 0.0."""
+    return 0.0 if isinstance(v, float) and v == 0.0 else v
+
+
+def ranks(values):
+    """The oracle: each row's rank among the distinct values (Python's
+    own equality and order), and the distinct values ascending."""
+    plain = [normalised(v) for v in values]
+    distinct = sorted(set(plain))
+    at = {v: i for i, v in enumerate(distinct)}
+    return np.array([at[v] for v in plain], dtype=np.int64), distinct
+
+
+def key_forms(n, rng):
+    """``(name, keys, python values of the keys, dtype of the returned keys)``."""
+    words = rng.choice(["", "a", "ab", "b", "ba", "zz", "é", "日本"], n)
+    floats = rng.choice([-np.inf, -1e300, -2.5, -5e-324, -0.0, 0.0, 5e-324, 1.0, 1.5, 1e300, np.inf], n)
+    ticks = rng.integers(-(2**40), 2**40, n) // (2**30)
+    dates = ticks.astype("datetime64[s]")
+    yield "U", words, words.tolist(), words.dtype
+    yield "S", np.char.encode(words, "utf-8"), np.char.encode(words, "utf-8").tolist(), np.char.encode(words, "utf-8").dtype
+    yield "object", words.astype(object), words.tolist(), np.dtype(object)
+    yield "list", words.tolist(), words.tolist(), np.asarray(words.tolist()).dtype
+    yield "float64", floats, floats.tolist(), np.dtype(np.float64)
+    with np.errstate(over="ignore"):  # 1e300 is an infinity in these
+        narrow = [floats.astype(np.float32), floats.astype(np.float16)]
+    for f in narrow:
+        yield str(f.dtype), f, f.tolist(), f.dtype
+    yield "datetime64", dates, ticks.tolist(), dates.dtype
+    yield "timedelta64", ticks.astype("timedelta64[ms]"), ticks.tolist(), np.dtype("timedelta64[ms]")
+    yield "pandas object", pd.Series(words.astype(object)), words.tolist(), np.dtype(object)
+    yield "pandas string", pd.Series(words, dtype="string"), words.tolist(), np.dtype(object)
+    yield "pandas float", pd.Series(floats), floats.tolist(), np.dtype(np.float64)
+    yield "pandas Float64", pd.Series(floats, dtype="Float64"), floats.tolist(), np.dtype(np.float64)
+    yield "pyarrow string", pa.array(words.tolist()), words.tolist(), np.dtype(object)
+    yield "pyarrow large_string", pa.array(words.tolist(), pa.large_string()), words.tolist(), np.dtype(object)
+    yield "pyarrow binary", pa.array(np.char.encode(words, "utf-8").tolist()), np.char.encode(words, "utf-8").tolist(), np.dtype(object)
+    chunked = pa.chunked_array([words[: n // 3].tolist(), [], words[n // 3 :].tolist()], pa.string())
+    yield "pyarrow chunked string", chunked, words.tolist(), np.dtype(object)
+    yield "pyarrow float", pa.array(floats), floats.tolist(), np.dtype(np.float64)
+    yield "pyarrow timestamp", pa.array(ticks, pa.timestamp("us")), ticks.tolist(), np.dtype("datetime64[us]")
+    small = [datetime.date(2000, 1, 1) + datetime.timedelta(days=int(t) % 500) for t in ticks]
+    yield "python dates", np.array(small, dtype=object), small, np.dtype(object)
+    money = [decimal.Decimal(int(t) % 97) / 4 for t in ticks]
+    yield "decimals", np.array(money, dtype=object), money, np.dtype(object)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1_000, 20_011])
+def test_value_keys_group_as_their_ranks(engine, n):
+    rng = np.random.default_rng(n + 11)
+    for name, keys, python_values, dtype in key_forms(n, rng):
+        codes, distinct = ranks(python_values)
+        for x in columns(n, rng):
+            got_keys, got = engine.reduce(x, OPS, keys=keys)
+            want_keys, want = engine.reduce(x, OPS, keys=codes)
+            assert np.array_equal(want_keys, np.arange(len(distinct))), name
+            assert np.asarray(got_keys).dtype == dtype, name
+            back = np.asarray(got_keys).tolist()
+            if dtype.kind in "Mm":
+                back = np.asarray(got_keys).view(np.int64).tolist()
+            assert [normalised(v) for v in back] == distinct, name
+            same_result((want_keys, got), (want_keys, want))
+
+
+def test_float_keys_keep_every_bit_and_merge_zeros(engine):
+    # Neighbouring floats stay apart, -0.0 joins 0.0, and the keys come
+    # back bit for bit.
+    keys = np.array([1.0, np.nextafter(1.0, 2.0), -0.0, 0.0, 5e-324, -5e-324, np.nextafter(1.0, 0.0)])
+    got_keys, counts = engine.reduce(np.ones(len(keys)), "count", keys=keys)
+    assert got_keys.view(np.int64).tolist() == np.array(
+        [-5e-324, 0.0, 5e-324, np.nextafter(1.0, 0.0), 1.0, np.nextafter(1.0, 2.0)]
+    ).view(np.int64).tolist()
+    assert counts.tolist() == [1, 2, 1, 1, 1, 1]
+
+
+def test_value_keys_through_every_keyed_call(engine):
+    rng = np.random.default_rng(5)
+    n = 12_000
+    words = rng.choice(["north", "south", "east", "west", "x"], n)
+    prices = rng.choice([0.5, 1.25, -3.0, 1e9], n)
+    x = rng.standard_normal(n)
+    x[::53] = np.nan
+    codes, _ = ranks(words.tolist())
+    want = engine.reduce(x, OPS, keys=codes)[1]
+    # A GroupIndex, several key columns, state columns merged over chunks.
+    index = engine.group_index(words)
+    assert index.keys.tolist() == sorted(set(words.tolist()))
+    same_result((index.keys, engine.reduce(x, OPS, keys=index)[1]), (index.keys, want))
+    k, r = engine.reduce(x, OPS, keys=[words, prices])
+    pairs = sorted(set(zip(words.tolist(), prices.tolist())))
+    assert list(zip(k[0].tolist(), k[1].tolist())) == pairs
+    pair_codes = np.array([pairs.index(p) for p in zip(words.tolist(), prices.tolist())])
+    same_result((np.arange(len(pairs)), r), (np.arange(len(pairs)), engine.reduce(x, OPS, keys=pair_codes)[1]))
+    parts = []
+    for a, b in [(0, 0), (0, 5), (5, 4000), (4000, n)]:
+        parts.append(pickle.loads(pickle.dumps(engine.partial_columns(x[a:b], OPS, keys=pa.array(words[a:b].tolist())))))
+    merged = gpulanes.merge_keyed_columns(parts[::-1])
+    mk, mr = gpulanes.finalize_keyed_columns(*merged, OPS)
+    assert mk.tolist() == sorted(set(words.tolist()))
+    same_result((codes[:0], mr), (codes[:0], want))
+    kk, states = gpulanes.merge_keyed([engine.partial(x[:100], "sum", keys=words[:100]), engine.partial(x[100:], "sum", keys=words[100:])])
+    assert gpulanes.finalize_keyed(kk, states, "sum")[1].tobytes() == want["sum"].tobytes()
+    # Both lanes.
+    lanes = gpulanes.Lanes(engine)
+    for lane in ("realtime", "batch"):
+        lk, lr = lanes.groupby(words, x, OPS, lane=lane).result(timeout=120)
+        assert lk.tolist() == sorted(set(words.tolist()))
+        same_result((codes[:0], lr), (codes[:0], want))
+
+
+def test_missing_and_unordered_keys_are_refused_by_name(engine):
+    x = np.arange(3.0)
+    missing = [
+        np.array([1.0, np.nan, 2.0]),
+        np.array([1.0, np.nan, 2.0], dtype=np.float32),
+        np.array(["2020-01-01", "NaT", "2020-01-02"], dtype="datetime64[D]"),
+        np.array(["a", None, "b"], dtype=object),
+        pd.Series(["a", None, "b"], dtype="string"),
+        pd.Series([1.0, None, 2.0], dtype="Float64"),
+        pa.array(["a", None, "b"]),
+        pa.chunked_array([["a"], [None, "b"]]),
+        pa.array([1.0, None, 2.0]),
+    ]
+    for keys in missing:
+        with pytest.raises(ValueError, match="null|NaN"):
+            engine.reduce(x, "sum", keys=keys)
+        with pytest.raises(ValueError, match="null|NaN"):
+            engine.group_index(keys)
+    with pytest.raises(ValueError, match="complex128"):
+        engine.reduce(x, "sum", keys=np.array([1j, 2j, 1j]))
+    with pytest.raises(ValueError, match="do not order"):
+        engine.reduce(x, "sum", keys=np.array([{"a": 1}, {"b": 2}, {"a": 1}], dtype=object))
+    with pytest.raises(ValueError):
+        engine.reduce(x, "sum", keys=np.array(["a", "b"]))
+    with pytest.raises(ValueError):
+        engine.reduce(x, "sum", keys=np.array([["a"], ["b"], ["c"]]))
