@@ -298,8 +298,12 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
             raise ValueError(_NULL_KEYS)
         return _numbered_by_value(keys.to_numpy(dtype=object))
     if dtype is None and isinstance(keys, (list, tuple)):
-        dtype = np.asarray(keys).dtype
         keys = np.asarray(keys)
+        if keys.ndim != 1:
+            raise ValueError(
+                f"keys of shape {keys.shape}: a list of keys is one key column; give several as a list of arrays"
+            )
+        dtype = keys.dtype
     try:
         dtype = np.dtype(dtype) if dtype is not None else None
     except TypeError:  # a dtype NumPy does not know (Polars)

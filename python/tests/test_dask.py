@@ -375,3 +375,25 @@ def test_null_categorical_keys_and_an_index_are_refused(client):
     index = gpulanes.default_engine().group_index(np.arange(4))
     with pytest.raises(ValueError, match="GroupIndex"):
         gd.groupby_agg(index, ddf["v"], "sum")
+
+
+def test_string_and_float_key_columns_group_by_value_over_partitions(client, engine):
+    # Each partition numbers its own strings and floats; the merge orders
+    # the partitions' keys by value, so the result is one reduction's.
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    rng = np.random.default_rng(31)
+    n = 30_007
+    region = rng.choice(["north", "south", "east", "west", "", "Ω"], n)
+    price = rng.choice([-0.0, 0.0, 0.25, -7.5, 1e-300, 3e300], n)
+    vals = values(np.float64, n, seed=32)
+    ops = ["sum", "max", "count"]
+    df = pd.DataFrame({"region": region, "price": price, "amount": vals})
+    for keys in (["region"], ["price"], ["region", "price"]):
+        want_keys, want = engine.reduce(vals, ops, keys=[df[k].to_numpy() for k in keys])
+        for npartitions in (1, 4):
+            ddf = dd.from_pandas(df, npartitions=npartitions)
+            got_keys, got = client.compute(gd.groupby_agg([ddf[k] for k in keys], ddf["amount"], ops, split_every=2)).result()
+            assert [np.asarray(k).tolist() for k in got_keys] == [np.asarray(k).tolist() for k in want_keys], keys
+            for op in ops:
+                assert got[op].tobytes() == want[op].tobytes(), (keys, op, npartitions)

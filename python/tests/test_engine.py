@@ -317,7 +317,7 @@ def test_keyed_reductions(engine, key_dtype):
     with pytest.raises(ValueError):
         engine.reduce(np.arange(3.0), "sum", keys=np.arange(4, dtype=key_dtype))
     with pytest.raises(ValueError):
-        engine.reduce(np.arange(3.0), "sum", keys=np.arange(3, dtype=np.float64))
+        engine.reduce(np.arange(3.0), "sum", keys=np.arange(3) * 1j)
     with pytest.raises(ValueError):
         engine.reduce(np.arange(3.0), "sum", keys=np.arange(3, dtype=key_dtype), partition_size=2)
     empty_keys, empty = engine.reduce(np.zeros(0), "sum", keys=np.zeros(0, dtype=key_dtype))
@@ -457,7 +457,7 @@ def test_keys_outside_the_engine_range_and_categorical_codes(engine):
     with pytest.raises(ValueError, match="uint64"):
         engine.reduce(np.ones(2), "sum", keys=np.array([1, 2**63], dtype=np.uint64))
     with pytest.raises(ValueError):
-        engine.reduce(np.ones(2), "sum", keys=np.array([1.0, 2.0]))
+        engine.reduce(np.ones(2), "sum", keys=np.array([1j, 2j]))
     pd = pytest.importorskip("pandas")
     cat = pd.Series(pd.Categorical(["b", "a", "c", "a", "b"]))
     k, s = engine.reduce(np.arange(5.0), "sum", keys=cat.cat.codes)
@@ -531,10 +531,8 @@ def test_what_counts_as_several_key_columns_and_other_key_forms(engine):
     with pytest.raises(ValueError, match="null"):
         engine.reduce(x, "sum", keys=named_null)
     # Keys of a type no path takes say that it is the keys.
-    with pytest.raises(ValueError, match="keys must be int32, uint32 or int64, got float64"):
-        engine.reduce(x, "sum", keys=pa.array([1.0, 2.0, 3.0, 4.0]))
-    with pytest.raises(ValueError, match="^keys: .*int32, uint32 or int64"):
-        engine.reduce(x, "sum", keys=pa.array(["a", "b", "a", "b"]))
+    with pytest.raises(ValueError, match="do not order"):
+        engine.reduce(x, "sum", keys=pa.array([[1], [2], [1], [2]]))
 
 
 def test_merge_keyed_native_and_dict_paths_agree(engine):
