@@ -756,6 +756,28 @@ fn bad_record_batches_are_refused_by_name() {
             "v",
             Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])) as ArrayRef,
         ),
+        (
+            "nan",
+            Arc::new(Float32Array::from(vec![1.0, f32::NAN, 3.0])) as ArrayRef,
+        ),
+        (
+            "list",
+            Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+                Some(vec![Some(1)]),
+                Some(vec![]),
+                Some(vec![Some(2)]),
+            ])) as ArrayRef,
+        ),
+        (
+            "nulldict",
+            Arc::new(
+                DictionaryArray::<Int8Type>::try_new(
+                    PrimitiveArray::from_iter_values([0, 1, 0]),
+                    Arc::new(StringArray::from(vec![Some("a"), None])),
+                )
+                .unwrap(),
+            ) as ArrayRef,
+        ),
     ])
     .unwrap();
     let sum_v = [Aggregate::new("v", Op::Sum)];
@@ -768,10 +790,400 @@ fn bad_record_batches_are_refused_by_name() {
     assert!(m.contains("\"nope\"") && m.contains("\"big\""), "{m}");
     assert!(err(&["n"], &[Aggregate::new("nope", Op::Sum)]).contains("no column named"));
     assert!(err(&["k"], &sum_v).contains("null"));
-    assert!(err(&["s"], &sum_v).contains("Utf8"));
     assert!(err(&["big"], &sum_v).contains("past the int64"));
-    assert!(err(&["n"], &[Aggregate::new("b", Op::Sum)]).contains("Boolean"));
-    assert!(err(&["n"], &[Aggregate::new("n", Op::Sum)]).contains("Int8"));
+    assert!(err(&["n"], &[Aggregate::new("big", Op::Sum)]).contains("at row 1, past the int64"));
+    assert!(err(&["n"], &[Aggregate::new("s", Op::Sum)]).contains("Utf8"));
+    assert!(err(&["nan"], &sum_v).contains("NaN"));
+    assert!(err(&["list"], &sum_v).contains("List"));
+    assert!(err(&["nulldict"], &sum_v).contains("dictionary"));
     assert!(err(&[], &sum_v).contains("no key columns"));
     assert!(err(&["n"], &[]).contains("no aggregates"));
+}
+
+/// A key as the oracle orders and compares it: integers (booleans and
+/// temporal ticks too), bytes (strings), floats by a total order in
+/// which -0.0 is 0.0.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum KeyValue {
+    Int(i128),
+    Bytes(Vec<u8>),
+    Float(u64),
+}
+
+fn float_key(v: f64) -> KeyValue {
+    let bits = (v + 0.0).to_bits();
+    KeyValue::Float(if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    })
+}
+
+/// Row `i` of key column `a` as the oracle reads it (a dictionary's
+/// value, not its code).
+fn key_value(a: &dyn Array, i: usize) -> KeyValue {
+    use arrow_array::types::{Date32Type, DurationSecondType, TimestampMillisecondType};
+    if let Some(d) = a.as_any_dictionary_opt() {
+        return key_value(d.values().as_ref(), d.normalized_keys()[i]);
+    }
+    if let Some(p) = a.as_primitive_opt::<Float64Type>() {
+        return float_key(p.value(i));
+    }
+    if let Some(p) = a.as_primitive_opt::<Float32Type>() {
+        return float_key(f64::from(p.value(i)));
+    }
+    if let Some(b) = a.as_boolean_opt() {
+        return KeyValue::Int(i128::from(b.value(i)));
+    }
+    if let Some(p) = a.as_primitive_opt::<Date32Type>() {
+        return KeyValue::Int(p.value(i).into());
+    }
+    if let Some(p) = a.as_primitive_opt::<TimestampMillisecondType>() {
+        return KeyValue::Int(p.value(i).into());
+    }
+    if let Some(p) = a.as_primitive_opt::<DurationSecondType>() {
+        return KeyValue::Int(p.value(i).into());
+    }
+    if let Some(s) = a.as_string_opt::<i32>() {
+        return KeyValue::Bytes(s.value(i).as_bytes().to_vec());
+    }
+    if let Some(s) = a.as_string_opt::<i64>() {
+        return KeyValue::Bytes(s.value(i).as_bytes().to_vec());
+    }
+    if let Some(s) = a.as_string_view_opt() {
+        return KeyValue::Bytes(s.value(i).as_bytes().to_vec());
+    }
+    if let Some(s) = a.as_binary_opt::<i32>() {
+        return KeyValue::Bytes(s.value(i).to_vec());
+    }
+    let a: ArrayRef = arrow_array::make_array(a.to_data());
+    KeyValue::Int(key_at(&a, i))
+}
+
+/// A value column widened as the engine reads it, for the reference.
+fn widened_values(a: &ArrayRef) -> ArrayRef {
+    use arrow_array::types::{Int16Type, UInt8Type, UInt64Type};
+    if let Some(p) = a.as_primitive_opt::<Int8Type>() {
+        return Arc::new(p.unary::<_, Int32Type>(i32::from));
+    }
+    if let Some(p) = a.as_primitive_opt::<Int16Type>() {
+        return Arc::new(p.unary::<_, Int32Type>(i32::from));
+    }
+    if let Some(p) = a.as_primitive_opt::<UInt8Type>() {
+        return Arc::new(p.unary::<_, arrow_array::types::UInt32Type>(u32::from));
+    }
+    if let Some(p) = a.as_primitive_opt::<UInt64Type>() {
+        return Arc::new(p.unary::<_, arrow_array::types::Int64Type>(|v| v as i64));
+    }
+    if let Some(b) = a.as_boolean_opt() {
+        return Arc::new(UInt32Array::from_iter(b.iter().map(|v| v.map(u32::from))));
+    }
+    a.clone()
+}
+
+/// Slot `i` of a result column of any numeric or boolean type as a
+/// scalar of the engine's widened type (`None` for a null slot).
+fn wide_slot(a: &ArrayRef, i: usize) -> Option<Scalar> {
+    if a.is_null(i) {
+        return None;
+    }
+    match a.data_type() {
+        arrow_schema::DataType::Int8 | arrow_schema::DataType::Int16 => {
+            Some(Scalar::I32(key_at(a, i) as i32))
+        }
+        arrow_schema::DataType::UInt8 | arrow_schema::DataType::Boolean => Some(Scalar::U32(
+            a.as_boolean_opt()
+                .map(|b| u32::from(b.value(i)))
+                .unwrap_or_else(|| key_at(a, i) as u32),
+        )),
+        arrow_schema::DataType::UInt64 => Some(Scalar::I64(key_at(a, i) as i64)),
+        _ => slot(a, i),
+    }
+}
+
+/// Checks `group_record_batch` of `batch` by key columns of any type
+/// against `reduce_arrow_by_key` by dense ids of the oracle's key tuples,
+/// and each returned key against the oracle's distinct tuples.
+fn check_value_keys(batch: &arrow_array::RecordBatch, keys: &[&str], values: &[&str], what: &str) {
+    use gpulanes::Aggregate;
+    let e = engine();
+    let aggregates: Vec<Aggregate<'_>> = values
+        .iter()
+        .flat_map(|&c| OPS.iter().map(move |&op| Aggregate::new(c, op)))
+        .collect();
+    let tuples: Vec<Vec<KeyValue>> = (0..batch.num_rows())
+        .map(|r| {
+            keys.iter()
+                .map(|k| key_value(batch.column_by_name(k).unwrap().as_ref(), r))
+                .collect()
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<&Vec<KeyValue>> = tuples.iter().collect();
+    let ids: std::collections::BTreeMap<&Vec<KeyValue>, i64> = distinct
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (*t, i as i64))
+        .collect();
+    let id_keys = Int64Array::from(tuples.iter().map(|t| ids[t]).collect::<Vec<_>>());
+    for nan in POLICIES {
+        let out = e.group_record_batch(batch, keys, &aggregates, nan).unwrap();
+        assert_eq!(out.num_rows(), distinct.len(), "{what}");
+        for (c, k) in keys.iter().enumerate() {
+            let input = batch.column_by_name(k).unwrap();
+            let want_type = match input.data_type() {
+                arrow_schema::DataType::Dictionary(_, v) => v.as_ref().clone(),
+                t => t.clone(),
+            };
+            assert_eq!(out.column(c).data_type(), &want_type, "{what}: {k}");
+            let got: Vec<KeyValue> = (0..out.num_rows())
+                .map(|i| key_value(out.column(c).as_ref(), i))
+                .collect();
+            let want: Vec<KeyValue> = distinct.iter().map(|t| t[c].clone()).collect();
+            assert_eq!(got, want, "{what}: key column {k}");
+        }
+        for (j, a) in aggregates.iter().enumerate() {
+            let col = out.column(keys.len() + j);
+            let v = widened_values(batch.column_by_name(a.column).unwrap());
+            if matches!(a.op, Op::Max | Op::Min) {
+                assert_eq!(
+                    col.data_type(),
+                    batch.column_by_name(a.column).unwrap().data_type(),
+                    "{what}: {} keeps its column's type",
+                    a.name()
+                );
+            }
+            macro_rules! want {
+                ($t:ty) => {
+                    v.as_primitive_opt::<$t>()
+                        .map(|p| e.reduce_arrow_by_key(&id_keys, p, &[a.op], nan).unwrap())
+                };
+            }
+            let g = want!(Float32Type)
+                .or_else(|| want!(Float64Type))
+                .or_else(|| want!(Int32Type))
+                .or_else(|| want!(arrow_array::types::UInt32Type))
+                .or_else(|| want!(arrow_array::types::Int64Type))
+                .unwrap();
+            let got: Vec<_> = (0..col.len())
+                .map(|i| scalar_bits(wide_slot(col, i)))
+                .collect();
+            let want: Vec<_> = g.reductions[0]
+                .values
+                .iter()
+                .map(|&s| scalar_bits(s))
+                .collect();
+            assert_eq!(got, want, "{what}: {} {nan:?}", a.name());
+        }
+    }
+}
+
+/// A record batch of key columns of every non-integer key type and value
+/// columns of narrow types, with nulls.
+fn value_key_batch(n: usize, seed: u64) -> arrow_array::RecordBatch {
+    use arrow_array::types::{Int8Type, UInt8Type};
+    use arrow_array::{
+        BinaryArray, BooleanArray, Date32Array, DurationSecondArray, Int8Array, Int16Array,
+        LargeStringArray, StringViewArray, TimestampMillisecondArray, UInt8Array, UInt64Array,
+    };
+    let mut rng = common::SplitMix::new(seed);
+    let mut pick = |m: u64| rng.below(m);
+    const WORDS: [&str; 9] = ["", "a", "ab", "b", "ba", "zz", "é", "日本", "a\u{0}"];
+    let floats = [
+        f64::NEG_INFINITY,
+        -1e300,
+        -2.5,
+        -5e-324,
+        -0.0,
+        0.0,
+        5e-324,
+        1.0,
+        1.0 + f64::EPSILON,
+        1e300,
+        f64::INFINITY,
+    ];
+    let w: Vec<&str> = (0..n).map(|_| WORDS[pick(9) as usize]).collect();
+    let f: Vec<f64> = (0..n).map(|_| floats[pick(11) as usize]).collect();
+    let f32s: Vec<f32> = (0..n).map(|_| floats[pick(11) as usize] as f32).collect();
+    let ticks: Vec<i64> = (0..n)
+        .map(|_| (pick(50) as i64 - 25) * 86_400_000)
+        .collect();
+    // A dictionary whose values repeat: codes 0 and 3 both name "x".
+    let dict_values = StringArray::from(vec!["x", "y", "", "x", "w"]);
+    let codes = PrimitiveArray::<Int8Type>::from_iter_values((0..n).map(|_| pick(5) as i8));
+    let dict = DictionaryArray::<Int8Type>::try_new(codes, Arc::new(dict_values)).unwrap();
+    let float_dict = DictionaryArray::<UInt8Type>::try_new(
+        PrimitiveArray::from_iter_values((0..n).map(|_| pick(3) as u8)),
+        Arc::new(Float64Array::from(vec![-0.0, 0.0, 2.0])),
+    )
+    .unwrap();
+    let narrow8: Vec<Option<i8>> = (0..n)
+        .map(|_| match pick(8) {
+            0 => None,
+            1 => Some(i8::MIN),
+            2 => Some(i8::MAX),
+            _ => Some(pick(256) as u8 as i8),
+        })
+        .collect();
+    let narrow16: Vec<i16> = (0..n).map(|_| pick(65536) as u16 as i16).collect();
+    let byte: Vec<u8> = (0..n).map(|_| pick(256) as u8).collect();
+    let wide: Vec<u64> = (0..n)
+        .map(|_| {
+            if pick(4) == 0 {
+                1 << 50
+            } else {
+                pick(1000)
+            }
+        })
+        .collect();
+    let flags: Vec<Option<bool>> = (0..n)
+        .map(|_| match pick(3) {
+            0 => None,
+            1 => Some(true),
+            _ => Some(false),
+        })
+        .collect();
+    let d: Vec<Option<f64>> = (0..n)
+        .map(|i| {
+            if pick(7) == 0 {
+                None
+            } else {
+                Some(i as f64 * 0.25 - 3.0)
+            }
+        })
+        .collect();
+    arrow_array::RecordBatch::try_from_iter([
+        ("s", Arc::new(StringArray::from(w.clone())) as ArrayRef),
+        (
+            "ls",
+            Arc::new(LargeStringArray::from(w.clone())) as ArrayRef,
+        ),
+        ("sv", Arc::new(StringViewArray::from(w.clone())) as ArrayRef),
+        (
+            "bin",
+            Arc::new(BinaryArray::from_iter_values(
+                w.iter().map(|s| s.as_bytes()),
+            )) as ArrayRef,
+        ),
+        ("dict", Arc::new(dict) as ArrayRef),
+        ("fdict", Arc::new(float_dict) as ArrayRef),
+        ("f64", Arc::new(Float64Array::from(f)) as ArrayRef),
+        ("f32", Arc::new(Float32Array::from(f32s)) as ArrayRef),
+        (
+            "flag",
+            Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 3 == 0)))) as ArrayRef,
+        ),
+        (
+            "day",
+            Arc::new(Date32Array::from_iter_values(
+                ticks.iter().map(|&t| (t / 86_400_000) as i32),
+            )) as ArrayRef,
+        ),
+        (
+            "at",
+            Arc::new(TimestampMillisecondArray::from(ticks.clone()).with_timezone("Europe/Paris"))
+                as ArrayRef,
+        ),
+        (
+            "took",
+            Arc::new(DurationSecondArray::from(
+                ticks.iter().map(|t| t / 1000).collect::<Vec<_>>(),
+            )) as ArrayRef,
+        ),
+        ("i8", Arc::new(Int8Array::from(narrow8)) as ArrayRef),
+        ("i16", Arc::new(Int16Array::from(narrow16)) as ArrayRef),
+        ("u8", Arc::new(UInt8Array::from(byte)) as ArrayRef),
+        ("u64", Arc::new(UInt64Array::from(wide)) as ArrayRef),
+        ("bool", Arc::new(BooleanArray::from(flags)) as ArrayRef),
+        ("d", Arc::new(Float64Array::from(d)) as ArrayRef),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn record_batches_group_by_string_float_temporal_and_dictionary_keys() {
+    let values = ["i8", "i16", "u8", "u64", "bool", "d"];
+    for (n, seed) in [(0usize, 5u64), (1, 6), (400, 7), (6000, 8)] {
+        let batch = value_key_batch(n, seed);
+        for key in [
+            "s", "ls", "sv", "bin", "dict", "fdict", "f64", "f32", "flag", "day", "at", "took",
+        ] {
+            check_value_keys(&batch, &[key], &values, &format!("{n} rows by {key}"));
+        }
+        check_value_keys(
+            &batch,
+            &["dict", "f32"],
+            &["d", "i8"],
+            &format!("{n} rows by dict, f32"),
+        );
+        check_value_keys(
+            &batch,
+            &["s", "flag", "at"],
+            &["u64", "bool"],
+            &format!("{n} rows by three"),
+        );
+        if n > 10 {
+            let sliced = batch.slice(3, n - 7);
+            check_value_keys(&sliced, &["sv"], &values, &format!("{n} rows sliced by sv"));
+            check_value_keys(
+                &sliced,
+                &["dict", "bin"],
+                &["d"],
+                &format!("{n} rows sliced by two"),
+            );
+        }
+    }
+}
+
+#[test]
+fn float_keys_keep_every_bit_and_join_signed_zeros() {
+    use gpulanes::Aggregate;
+    let keys = vec![
+        1.0,
+        1.0 + f64::EPSILON,
+        -0.0,
+        0.0,
+        5e-324,
+        -5e-324,
+        1.0 - f64::EPSILON / 2.0,
+        f64::MAX,
+        -f64::MAX,
+    ];
+    let batch = arrow_array::RecordBatch::try_from_iter([
+        ("k", Arc::new(Float64Array::from(keys)) as ArrayRef),
+        ("v", Arc::new(Int32Array::from(vec![1; 9])) as ArrayRef),
+    ])
+    .unwrap();
+    let out = engine()
+        .group_record_batch(
+            &batch,
+            &["k"],
+            &[Aggregate::new("v", Op::Sum)],
+            NanPolicy::Propagate,
+        )
+        .unwrap();
+    let got: Vec<u64> = out
+        .column(0)
+        .as_primitive::<Float64Type>()
+        .values()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    let want: Vec<u64> = [
+        -f64::MAX,
+        -5e-324,
+        0.0,
+        5e-324,
+        1.0 - f64::EPSILON / 2.0,
+        1.0,
+        1.0 + f64::EPSILON,
+        f64::MAX,
+    ]
+    .iter()
+    .map(|v| v.to_bits())
+    .collect();
+    assert_eq!(got, want);
+    let sums = out
+        .column(1)
+        .as_primitive::<arrow_array::types::Int64Type>();
+    assert_eq!(sums.values().to_vec(), vec![1, 1, 2, 1, 1, 1, 1, 1]);
 }

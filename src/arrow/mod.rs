@@ -75,6 +75,8 @@ use crate::state::{State, StateKind};
 use crate::validity::Validity;
 
 mod batch;
+mod keys;
+mod values;
 
 pub use batch::Aggregate;
 
