@@ -967,8 +967,13 @@ class LaneFuture(concurrent.futures.Future):
         self._one_op = one_op
         self._restore = restore
         self._token: Any = None
+        # The Lanes that took the request, held until it settles: a future
+        # outliving every other reference to its Lanes still gets its
+        # result (dropping a Lanes shuts its scheduler down).
+        self._lanes: Any = None
 
     def _deliver(self, values: np.ndarray, valid: Optional[np.ndarray]) -> None:
+        self._lanes = None
         value = _scalar(values, valid) if self._whole else _array(values, valid)
         try:
             self.set_result(value)
@@ -976,6 +981,7 @@ class LaneFuture(concurrent.futures.Future):
             pass
 
     def _deliver_keyed(self, distinct: np.ndarray, pairs: List[Tuple[np.ndarray, Optional[np.ndarray]]]) -> None:
+        self._lanes = None
         ops = self._keyed_ops or []
         res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
         value = (_restore_keys(distinct, self._restore), res[ops[0]] if self._one_op else res)
@@ -985,6 +991,7 @@ class LaneFuture(concurrent.futures.Future):
             pass
 
     def _fail(self, exc: BaseException) -> None:
+        self._lanes = None
         try:
             self.set_exception(exc)
         except concurrent.futures.InvalidStateError:
@@ -1023,6 +1030,7 @@ class Lanes:
         """``op`` over ``x`` on the real-time lane. ``timeout`` (seconds) is
         a deadline: a result not ready by then fails with ``TimeoutError``."""
         fut = LaneFuture(whole=True)
+        fut._lanes = self
         fut._token = self._native.realtime(x, op, fut, nan, timeout)
         return fut
 
@@ -1055,10 +1063,12 @@ class Lanes:
             raise ValueError(f'lane must be "realtime" or "batch", got {lane!r}')
         if isinstance(keys, GroupIndex):
             fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), restore=keys._restore)
+            fut._lanes = self
             fut._token = self._native.keyed_by_index(keys._native, x, ops, fut, lane == "realtime", nan, timeout)
             return fut
         keys, composite, restore = _prepare_keys(keys)
         fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), restore=restore)
+        fut._lanes = self
         fut._token = self._native.keyed(keys, x, ops, fut, lane == "realtime", nan, timeout, composite)
         return fut
 
@@ -1074,6 +1084,7 @@ class Lanes:
         """``op`` over ``x`` (or its partitions) on the batch lane."""
         whole = partition_size is None and offsets is None
         fut = LaneFuture(whole=whole)
+        fut._lanes = self
         fut._token = self._native.batch(
             x, op, fut, nan, _size(partition_size), _offsets(offsets)
         )

@@ -2,6 +2,7 @@
 from threads (``.result(timeout)``) and from asyncio (``await``) at once."""
 
 import asyncio
+import gc
 import concurrent.futures
 import threading
 
@@ -206,3 +207,22 @@ def test_keyed_requests_refuse_bad_input(lanes):
         lanes.groupby(np.arange(10, dtype=np.int32), x, lane="batch", timeout=1.0)
     with pytest.raises(TimeoutError):
         lanes.groupby(np.arange(10, dtype=np.int32), x, timeout=0.0).result(timeout=30)
+
+
+def test_futures_keep_their_lanes_until_they_settle(engine):
+    # A Lanes made for one call and dropped at once: its futures still
+    # get their results (the scheduler stays up while they are pending).
+    x = np.ones(1 << 20, dtype=np.float32)
+    assert gpulanes.Lanes(engine).batch(x, "sum").result(timeout=60) == 2**20
+    futures = [
+        gpulanes.Lanes(engine).groupby(np.arange(len(x)) % 10, x, "sum", lane="batch"),
+        gpulanes.Lanes(engine).realtime(x[:1000], "max"),
+        gpulanes.Lanes(engine).batch(x, "count", partition_size=1 << 10),
+    ]
+    gc.collect()
+    keys, sums = futures[0].result(timeout=60)
+    assert keys.tolist() == list(range(10)) and sums.sum() == 2**20
+    assert futures[1].result(timeout=60) == 1.0
+    assert futures[2].result(timeout=60).tolist() == [1 << 10] * (1 << 10)
+    settled = futures[0]
+    assert settled._lanes is None  # released once settled
