@@ -747,16 +747,24 @@ def _common_key_dtype(cols: List[np.ndarray]) -> np.dtype:
     type (int32 with int64 as int64, uint8 with int16 as int16); int64 with
     uint64, whose common NumPy type is a float that would round keys past
     2^53, merge as int64 where every key fits one (as the engine's keys
-    do), and are refused otherwise. Strings merge in the widest
-    (``<U1`` with ``<U3`` as ``<U3``), bytes likewise, floats as floats.
-    Other mixes (numbers with strings) have no common order and are
-    refused by name."""
+    do), and are refused otherwise. Integers with floats merge as float64
+    where every integer is one exactly (up to 2^53), else are refused.
+    Floats merge in the widest, strings too (``<U1`` with ``<U3`` as
+    ``<U3``), bytes likewise, dates and durations in the finer unit. Parts
+    where some keys are Python objects (pandas' and PyArrow's strings, for
+    one) merge as objects, compared by value. Other mixes (numbers with
+    strings) have no common order and are refused by name."""
     dtypes = list(dict.fromkeys(c.dtype for c in cols))
     if len(dtypes) == 1:
         return dtypes[0]
     kinds = {d.kind for d in dtypes}
-    refused = ValueError(f"keys of {' and '.join(str(d) for d in dtypes)} cannot be merged: they have no common order")
-    if not (kinds <= set("iub") or kinds == {"f"} or kinds == {"U"} or kinds == {"S"}):
+    names = " and ".join(str(d) for d in dtypes)
+    refused = ValueError(f"keys of {names} cannot be merged: they have no common order")
+    if "O" in kinds or kinds == {"U", "S"}:
+        # Compared as Python values; str with bytes is refused where the
+        # merge orders them.
+        return np.dtype(object)
+    if not (kinds <= set("iubf") or kinds in ({"U"}, {"S"}, {"M"}, {"m"})):
         raise refused
     try:
         common = np.result_type(*dtypes)
@@ -765,10 +773,13 @@ def _common_key_dtype(cols: List[np.ndarray]) -> np.dtype:
     if kinds <= set("iub") and common.kind == "f":
         if all(_as_int64(c) for c in cols):
             return np.dtype(np.int64)
-        raise ValueError(
-            f"keys of {' and '.join(str(d) for d in dtypes)} cannot be merged: "
-            "some are past int64's range, so no integer type holds them all"
-        )
+        raise ValueError(f"keys of {names} cannot be merged: some are past int64's range, so no integer type holds them all")
+    if "f" in kinds and kinds & set("iub"):
+        exact = 2**53
+        for c in cols:
+            if c.dtype.kind in "iu" and c.size and (int(c.max()) > exact or int(c.min()) < -exact):
+                raise ValueError(f"keys of {names} cannot be merged: integer keys past 2^53 have no exact float64")
+        return np.dtype(np.float64) if common.itemsize <= 8 else common
     return common
 
 

@@ -145,9 +145,9 @@ def test_bad_input_is_a_value_error(engine):
 
 @pytest.mark.parametrize("merge", ["columns", "states"])
 def test_parts_with_differing_key_dtypes_merge_in_a_common_one(engine, merge):
-    """Parts made apart may carry keys of different widths (one chunk's
-    keys read as int32, another's as int64; category values of different
-    lengths): they merge in the type that holds them all, with the
+    """Parts made apart may carry keys of different types (one chunk's
+    keys read as int32, another's as int64; NumPy strings in one, pandas'
+    in another): they merge in the type that holds them all, with the
     results one reduction over all rows gives."""
     rng = np.random.default_rng(21)
     n = 3_000
@@ -156,38 +156,53 @@ def test_parts_with_differing_key_dtypes_merge_in_a_common_one(engine, merge):
     x[::101] = np.nan
     wide = rng.integers(-40, 40, n)
     words = rng.choice(["a", "bb", "ccc", "dddd"], n)
+    days = rng.integers(0, 30, n).astype("datetime64[D]")
     cases = [
         (wide.astype(np.int32), wide.astype(np.int64), np.int64),
         (wide.astype(np.int8), (wide + 100).astype(np.uint8), np.int16),
         (wide > 0, wide.astype(np.int16), np.int16),
         (wide.astype(np.int64) + 40, (wide + 40).astype(np.uint64), np.int64),
+        (wide.astype(np.int64), wide * 0.5, np.float64),
+        (wide.astype(np.float16), wide.astype(np.float32), np.float32),
         (np.array([w[:1] for w in words]), words, np.dtype("<U4")),
-        (words.astype("S"), np.array([w[:2] for w in words]).astype("S"), np.dtype("S4")),
+        (np.char.encode(words, "ascii"), np.char.encode([w[:2] for w in words], "ascii"), np.dtype("S4")),
+        (words, pd.Series(words), np.dtype(object)),
+        (pd.Categorical(words), pa.array(words.tolist()), np.dtype(object)),
+        (days, days.astype("datetime64[s]") + np.timedelta64(1, "s"), np.dtype("datetime64[s]")),
     ]
 
-    def keyed(k):
-        # String keys reach the engine as categories.
-        return pd.Categorical(k) if k.dtype.kind in "US" else k
+    def rows(k, a, b):
+        return k.iloc[a:b] if hasattr(k, "iloc") else k[a:b]
+
+    def values_of(k):
+        if hasattr(k, "to_pylist"):
+            return np.array(k.to_pylist(), dtype=object)
+        return np.asarray(k)
 
     for first, second, want_dtype in cases:
-        a, b = keyed(first[:half]), keyed(second[half:])
+        a, b = rows(first, 0, half), rows(second, half, n)
         if merge == "columns":
             parts = [engine.partial_columns(x[:half], OPS, keys=a), engine.partial_columns(x[half:], OPS, keys=b)]
-            # Category values come back as objects; parts kept as NumPy
-            # strings carry their own widths.
-            parts = [(k.astype(c.dtype), st) for (k, st), c in zip(parts, (first, second))]
             keys, states = gpulanes.merge_keyed_columns(parts[::-1])
             keys, got = gpulanes.finalize_keyed_columns(keys, states, OPS)
         else:
             parts = [engine.partial(x[:half], "sum", keys=a), engine.partial(x[half:], "sum", keys=b)]
-            parts = [(k.astype(c.dtype), st) for (k, st), c in zip(parts, (first, second))]
             keys, states = gpulanes.merge_keyed(parts[::-1])
             keys, got = gpulanes.finalize_keyed(keys, states, "sum")
             got = {"sum": got}
         assert np.asarray(keys).dtype == want_dtype, (first.dtype, second.dtype)
-        whole = np.concatenate([first[:half].astype(want_dtype), second[half:].astype(want_dtype)])
-        want_keys, want = engine.reduce(x, list(got), keys=keyed(whole))
+        whole = np.concatenate([values_of(a).astype(want_dtype), values_of(b).astype(want_dtype)])
+        want_keys, want = engine.reduce(x, list(got), keys=whole)
         assert np.asarray(keys).tolist() == np.asarray(want_keys).tolist()
         for op in got:
             assert np.array_equal(np.ma.getmaskarray(got[op]), np.ma.getmaskarray(want[op])), op
             assert np.ma.filled(got[op], 0).tobytes() == np.ma.filled(want[op], 0).tobytes(), op
+    # No common order, or no exact common type: refused by name.
+    a = engine.partial_columns(x[:10], "sum", keys=words[:10])
+    b = engine.partial_columns(x[10:20], "sum", keys=np.char.encode(words[10:20], "ascii"))
+    with pytest.raises(ValueError, match="do not order"):
+        gpulanes.merge_keyed_columns([a, b])
+    c = engine.partial_columns(x[:10], "sum", keys=np.full(10, 2**60))
+    d = engine.partial_columns(x[:10], "sum", keys=np.full(10, 0.5))
+    with pytest.raises(ValueError, match="2\\^53"):
+        gpulanes.merge_keyed_columns([c, d])
