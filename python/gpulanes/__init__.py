@@ -151,6 +151,10 @@ def _float_keys(arr: np.ndarray) -> Tuple[Any, _Restore]:
     (a bijection, so every key comes back exactly). -0.0 groups with 0.0,
     as it compares equal to it; NaN, pandas' missing value, is a null key
     and refused."""
+    if arr.dtype.itemsize > 8:
+        raise ValueError(
+            f"keys of dtype {arr.dtype} are not grouped: float64 is the widest float key (cast them, knowing they round)"
+        )
     wide = arr.astype(np.float64)
     if np.isnan(wide).any():
         raise ValueError("NaN keys are not grouped (NaN is a missing key in pandas): drop or fill them")
@@ -166,6 +170,8 @@ def _numbered_by_value(arr: np.ndarray) -> Tuple[Any, _Restore]:
     hash factorisation where pandas is installed, NumPy's sort otherwise.
     None (a missing value) is a null key and refused, as are keys that do
     not order."""
+    shape = arr.shape
+    arr = arr.reshape(-1)
     try:
         try:
             import pandas as pd
@@ -181,7 +187,7 @@ def _numbered_by_value(arr: np.ndarray) -> Tuple[Any, _Restore]:
     if arr.dtype.kind in "US":
         uniques = uniques.astype(arr.dtype)
     width = np.int32 if len(uniques) < 2**31 else np.int64
-    return codes.reshape(-1).astype(width), lambda d: uniques[d]
+    return codes.reshape(shape).astype(width), lambda d: uniques[d]
 
 
 def _arrow_by_value(keys: Any) -> Tuple[Any, _Restore]:
@@ -277,6 +283,11 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
             return _arrow_by_value(keys)
         if keys.null_count:
             raise ValueError(_NULL_KEYS)
+        if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None:
+            # Ticks in the zone's instant; the keys come back as datetimes
+            # in that zone.
+            ticks = np.asarray(keys.cast(pa.int64()).to_numpy(zero_copy_only=False) if isinstance(keys, pa.Array) else keys.cast(pa.int64()).to_numpy())
+            return ticks, lambda d: np.array(pa.array(d, pa.int64()).cast(arrow_type).to_pylist(), dtype=object)
         return _ordered_keys(np.asarray(keys.to_numpy(zero_copy_only=False) if isinstance(keys, pa.Array) else keys.to_numpy()))
     numpy_dtype = getattr(dtype, "numpy_dtype", None)
     if numpy_dtype is not None and not isinstance(dtype, np.dtype):
@@ -311,8 +322,6 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
     if dtype is None or dtype in _KEY_DTYPES:
         return keys, None
     if dtype.kind not in "iub":
-        if getattr(keys, "ndim", 1) != 1:
-            return keys, None  # the engine names the shape
         return _ordered_keys(np.asarray(keys))
     return _widened(np.asanyarray(keys), dtype)
 

@@ -155,5 +155,19 @@ def test_missing_and_unordered_keys_are_refused_by_name(engine):
         engine.reduce(x, "sum", keys=np.array([{"a": 1}, {"b": 2}, {"a": 1}], dtype=object))
     with pytest.raises(ValueError):
         engine.reduce(x, "sum", keys=np.array(["a", "b"]))
-    with pytest.raises(ValueError):
-        engine.reduce(x, "sum", keys=np.array([["a"], ["b"], ["c"]]))
+
+
+def test_value_keys_of_a_2d_array_and_zoned_times(engine):
+    # Keys shaped as the values are read row by row, as integer keys are.
+    v = np.arange(6.0).reshape(2, 3)
+    k, r = engine.reduce(v, "sum", keys=np.array([[1.5, 0, 1.5], [0, 2, 2]]))
+    assert k.tolist() == [0.0, 1.5, 2.0] and r.tolist() == [4.0, 2.0, 9.0]
+    k, r = engine.reduce(v, "sum", keys=np.array([["a", "b", "a"], ["b", "c", "c"]]))
+    assert k.tolist() == ["a", "b", "c"] and r.tolist() == [2.0, 4.0, 9.0]
+    # PyArrow timestamps with a zone come back in that zone.
+    zoned = pa.array([7200, 3600, 7200], type=pa.timestamp("s", tz="Europe/Paris"))
+    k, r = engine.reduce(np.arange(3.0), "sum", keys=zoned)
+    assert [t.utcoffset() is not None for t in k] == [True, True]
+    assert [int(t.timestamp()) for t in k] == [3600, 7200] and r.tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="float64 is the widest"):
+        engine.reduce(np.arange(2.0), "sum", keys=np.array([1, 2], dtype=np.longdouble))
