@@ -326,6 +326,90 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
     return _widened(np.asanyarray(keys), dtype)
 
 
+_WIDER_VALUES = {
+    np.dtype(np.int8): np.dtype(np.int32),
+    np.dtype(np.int16): np.dtype(np.int32),
+    np.dtype(np.uint8): np.dtype(np.uint32),
+    np.dtype(np.uint16): np.dtype(np.uint32),
+    np.dtype(np.bool_): np.dtype(np.uint32),
+    np.dtype(np.float16): np.dtype(np.float32),
+}
+
+
+def _wider_uint64(arr: Any) -> Any:
+    """uint64 values as int64, every one that is not null fitting."""
+    data = np.ma.getdata(arr)
+    seen = data[~np.ma.getmaskarray(arr)] if np.ma.isMaskedArray(arr) else data
+    if seen.size and seen.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"uint64 value {int(seen.max())} is past int64, the widest integer the engine sums")
+    return arr.astype(np.int64)
+
+
+def _engine_values(x: Any) -> Tuple[Any, Optional[np.dtype]]:
+    """Values of a type the engine does not reduce, widened exactly (int8
+    and int16 to int32; uint8, uint16 and bool to uint32; float16 to
+    float32; uint64 to int64 where every value fits), or put in native
+    byte order; and their own dtype where max and min go back to it
+    (``None``: the values as they are). NumPy arrays (masked ones too),
+    pandas Series (nullable ones too) and PyArrow arrays, their nulls
+    kept."""
+    if type(x).__module__.startswith("pyarrow"):
+        import pyarrow as pa
+
+        t = getattr(x, "type", None)
+        if t is None or not (pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_float16(t)):
+            return x, None
+        own = np.dtype(np.bool_) if pa.types.is_boolean(t) else np.dtype(t.to_pandas_dtype())
+        if own == np.uint64:
+            import pyarrow.compute as pc
+
+            top = pc.max(x).as_py()
+            if top is not None and top > np.iinfo(np.int64).max:
+                raise ValueError(f"uint64 value {top} is past int64, the widest integer the engine sums")
+            return x.cast(pa.int64()), own
+        wider = _WIDER_VALUES.get(own)
+        return (x, None) if wider is None else (x.cast(pa.from_numpy_dtype(wider)), own)
+    dtype = getattr(x, "dtype", None)
+    numpy_dtype = getattr(dtype, "numpy_dtype", None)
+    if numpy_dtype is not None and not isinstance(dtype, np.dtype) and hasattr(x, "astype"):
+        # A pandas nullable Series (Int8, UInt16, boolean, ...): widened to
+        # the nullable type of the wider dtype, its missing values kept.
+        own = np.dtype(numpy_dtype)
+        wider = np.dtype(np.int64) if own == np.uint64 else _WIDER_VALUES.get(own)
+        if wider is None:
+            return x, None
+        if own == np.uint64:
+            import pandas as pd
+
+            top = x.max(skipna=True)
+            if not pd.isna(top) and int(top) > np.iinfo(np.int64).max:
+                raise ValueError(f"uint64 value {int(top)} is past int64, the widest integer the engine sums")
+        return x.astype(str(wider).capitalize().replace("Uint", "UInt")), own
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "iubf":
+        return x, None
+    if dtype.isnative and dtype != np.uint64 and dtype not in _WIDER_VALUES:
+        return x, None
+    # NumPy arrays, and pandas Series kept as Series (their float NaN is
+    # a null, as the engine reads a Series), converted alike.
+    if not dtype.isnative:
+        x = x.astype(dtype.newbyteorder("="))
+    own = np.dtype(x.dtype)
+    if own == np.uint64:
+        return _wider_uint64(x if isinstance(x, np.ndarray) else x.to_numpy()), own
+    wider = _WIDER_VALUES.get(own)
+    return (x, None) if wider is None else (x.astype(wider), own)
+
+
+def _own_type(result: Any, op: str, own: Optional[np.dtype]) -> Any:
+    """A ``max``/``min`` result of widened values back in their own dtype
+    (every value is one exactly); other results as they are."""
+    if own is None or op not in ("max", "min") or result is None:
+        return result
+    if isinstance(result, np.ndarray):
+        return result.astype(own)
+    return own.type(result)
+
+
 def _restore_keys(distinct: np.ndarray, restore: _Restore) -> Any:
     return distinct if restore is None else restore(distinct)
 
@@ -550,6 +634,7 @@ class Engine:
         for o in ops:
             if not isinstance(o, str):
                 raise ValueError(f"op must be a name ({', '.join(OPS)}), got {o!r}")
+        x, own = _engine_values(x)
         if keys is not None:
             if axis is not None or partition_size is not None or offsets is not None:
                 raise ValueError("give keys or partitions/axis, not both")
@@ -559,7 +644,7 @@ class Engine:
             else:
                 keys, composite, restore = _prepare_keys(keys)
                 distinct, pairs = self._native.reduce_by_key(x, keys, ops, nan, composite)
-            res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
+            res = {name: _own_type(_array(values, valid), name, own) for name, (values, valid) in zip(ops, pairs)}
             return _restore_keys(distinct, restore), (res[ops[0]] if isinstance(op, str) else res)
         shape = None
         if axis is not None:
@@ -573,9 +658,9 @@ class Engine:
         out = {}
         for name, (values, valid) in zip(ops, pairs):
             if whole:
-                out[name] = _scalar(values, valid)
+                out[name] = _own_type(_scalar(values, valid), name, own)
             else:
-                arr = _array(values, valid)
+                arr = _own_type(_array(values, valid), name, own)
                 out[name] = arr.reshape(shape) if shape is not None else arr
         return out[ops[0]] if isinstance(op, str) else out
 
@@ -584,6 +669,9 @@ class Engine:
         key tuple), the keys read once: ``(distinct_keys, {column:
         result})``."""
         names, columns = frame
+        repeated = sorted({str(n) for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"value columns named alike ({', '.join(repeated)}): results are keyed by column name")
         if isinstance(op, dict):
             unknown = [c for c in op if c not in names]
             if unknown:
@@ -663,6 +751,7 @@ class Engine:
         with :func:`merge_keyed` and finish them with
         :func:`finalize_keyed`.
         """
+        x, _ = _engine_values(x)
         if keys is not None:
             if partition_size is not None or offsets is not None:
                 raise ValueError("give keys or partitions, not both")
@@ -689,6 +778,7 @@ class Engine:
         key."""
         index = keys if isinstance(keys, GroupIndex) else self.group_index(keys)
         op_list = [ops] if isinstance(ops, str) else list(ops)
+        x, _ = _engine_values(x)
         distinct, blob = self._native.partial_by_index_columns(x, index._native, op_list)
         return _restore_keys(distinct, index._restore), blob
 
@@ -980,12 +1070,14 @@ class LaneFuture(concurrent.futures.Future):
         keyed_ops: Optional[Sequence[str]] = None,
         one_op: bool = True,
         restore: _Restore = None,
+        own: Optional[np.dtype] = None,
     ) -> None:
         super().__init__()
         self._whole = whole
         self._keyed_ops = list(keyed_ops) if keyed_ops is not None else None
         self._one_op = one_op
         self._restore = restore
+        self._own = own
         self._token: Any = None
         # The Lanes that took the request, held until it settles: a future
         # outliving every other reference to its Lanes still gets its
@@ -1003,7 +1095,7 @@ class LaneFuture(concurrent.futures.Future):
     def _deliver_keyed(self, distinct: np.ndarray, pairs: List[Tuple[np.ndarray, Optional[np.ndarray]]]) -> None:
         self._lanes = None
         ops = self._keyed_ops or []
-        res = {name: _array(values, valid) for name, (values, valid) in zip(ops, pairs)}
+        res = {name: _own_type(_array(values, valid), name, self._own) for name, (values, valid) in zip(ops, pairs)}
         value = (_restore_keys(distinct, self._restore), res[ops[0]] if self._one_op else res)
         try:
             self.set_result(value)
@@ -1081,13 +1173,14 @@ class Lanes:
                 raise ValueError(f"op must be a name ({', '.join(OPS)}), got {o!r}")
         if lane not in ("realtime", "batch"):
             raise ValueError(f'lane must be "realtime" or "batch", got {lane!r}')
+        x, own = _engine_values(x)
         if isinstance(keys, GroupIndex):
-            fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), restore=keys._restore)
+            fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), restore=keys._restore, own=own)
             fut._lanes = self
             fut._token = self._native.keyed_by_index(keys._native, x, ops, fut, lane == "realtime", nan, timeout)
             return fut
         keys, composite, restore = _prepare_keys(keys)
-        fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), restore=restore)
+        fut = LaneFuture(whole=False, keyed_ops=ops, one_op=isinstance(op, str), restore=restore, own=own)
         fut._lanes = self
         fut._token = self._native.keyed(keys, x, ops, fut, lane == "realtime", nan, timeout, composite)
         return fut

@@ -195,8 +195,8 @@ def test_corrupt_and_foreign_states_raise_value_error(engine):
 
 
 def test_bad_input_raises(engine):
-    for x in [np.zeros(3, dtype=np.float16), np.zeros(3, dtype=bool), np.zeros(3, dtype=complex),
-              np.zeros(3, dtype=">f8"), np.array(["a"])]:
+    for x in [np.zeros(3, dtype=complex), np.zeros(3, dtype="datetime64[s]"),
+              np.zeros(3, dtype=object), np.array(["a"])]:
         with pytest.raises(ValueError):
             engine.sum(x)
     x = np.arange(10.0)
