@@ -1000,8 +1000,15 @@ def finalize_keyed_columns(keys: Any, states: np.ndarray, ops: Any = "sum", nan:
 
 def _result_dtype(op: Optional[str], dtype: Any) -> np.dtype:
     """NumPy's result type of ``op`` over ``dtype`` values, as the engine's
-    (``op=None``: the values' own type, as a max or min state gives)."""
+    (``op=None``: the values' own type, as a max or min state gives).
+    Values the engine widens (:func:`_engine_values`) keep their type for
+    max and min and take the wider type's otherwise."""
     dtype = np.dtype(dtype)
+    if dtype.kind in "iubf" and not dtype.isnative:
+        dtype = dtype.newbyteorder("=")
+    if op in (None, "max", "min"):
+        return dtype
+    dtype = np.dtype(np.int64) if dtype == np.uint64 else _WIDER_VALUES.get(dtype, dtype)
     if op == "count" or (op == "sum" and dtype.kind != "f"):
         return np.dtype(np.int64)
     if op == "mean" and dtype != np.float32:

@@ -15,7 +15,12 @@ give each worker its own with ``WGPU_ADAPTER_NAME`` in its environment
 
 Reductions of a zero-size array follow NumPy: ``sum`` is 0, ``count`` 0,
 ``mean`` NaN, ``max``/``min`` raise ``ValueError``. Under ``nan="ignore"``,
-a mean, max or min of values that are all NaN is NaN.
+a mean, max or min of values that are all NaN is NaN. Values that are all
+null (every entry of masked chunks masked) have no value, as
+``Engine.reduce`` gives ``None``: a masked result for every op but
+``count`` (0). Values of narrow types (int8, int16, uint8, uint16, bool,
+float16, uint64) are widened as ``Engine.reduce`` widens them, with the
+same result types.
 
 :func:`groupby_agg` reduces values per distinct key (or key tuple) the
 same way, as a ``Delayed``: Dask arrays of keys and values, or columns of
@@ -38,6 +43,8 @@ from . import (
     _array,
     _gpulanes,
     _restore_keys,
+    _engine_values,
+    _own_type,
     _result_dtype,
     default_engine,
     finalize,
@@ -71,9 +78,11 @@ def _chunk(
     computing_meta: bool = False,
     **_: Any,
 ) -> np.ndarray:
-    """A block's partial states, one per kept position (keepdims shape).
-    Dask's meta probe (``computing_meta``) gets an empty object array and
-    opens no engine."""
+    """A block's partial states, one per kept position (keepdims shape),
+    each as ``(state, rows)``: rows counts the entries read, masked ones
+    too, since a state counts no nulls and an all-null reduction has no
+    value where an empty one has a sum of 0. Dask's meta probe
+    (``computing_meta``) gets an empty object array and opens no engine."""
     # asanyarray: a masked chunk keeps its mask (masked entries are nulls).
     x = np.asanyarray(x)
     if computing_meta:
@@ -82,7 +91,7 @@ def _chunk(
     kept, reduced = _split(x.ndim, axis)
     out_shape = tuple(1 if i in reduced else x.shape[i] for i in range(x.ndim))
     if not kept:
-        return _objects([eng.partial(x.ravel() if np.ma.isMaskedArray(x) else x, op)], out_shape)
+        return _objects([(eng.partial(x.ravel() if np.ma.isMaskedArray(x) else x, op), x.size)], out_shape)
     if np.ma.isMaskedArray(x) and np.ma.getmaskarray(x).any():
         raise ValueError("axis= takes no masked entries; pass .filled(...), or reduce over every axis")
     moved = np.ascontiguousarray(x.transpose(kept + reduced))
@@ -90,15 +99,17 @@ def _chunk(
     lane = int(np.prod([x.shape[i] for i in reduced], dtype=np.int64))
     offsets = np.arange(lanes + 1, dtype=np.int64) * lane
     states = eng.partial(moved, op, offsets=offsets) if lanes else []
-    return _objects(list(states), out_shape)
+    return _objects([(state, lane) for state in states], out_shape)
 
 
 def _merge_states(s: np.ndarray, axis: Tuple[int, ...]) -> np.ndarray:
-    """Merges the states of ``s`` along ``axis`` (keepdims shape)."""
+    """Merges the ``(state, rows)`` pairs of ``s`` along ``axis``
+    (keepdims shape)."""
     kept, reduced = _split(s.ndim, axis)
     out_shape = tuple(1 if i in reduced else s.shape[i] for i in range(s.ndim))
-    rows = s.transpose(kept + reduced).reshape(int(np.prod(out_shape, dtype=np.int64)), -1)
-    return _objects([merge(list(r)) for r in rows], out_shape)
+    lines = s.transpose(kept + reduced).reshape(int(np.prod(out_shape, dtype=np.int64)), -1)
+    merged = [(merge([state for state, _ in line]), int(np.sum([n for _, n in line], dtype=np.int64))) for line in lines]
+    return _objects(merged, out_shape)
 
 
 def _combine(
@@ -124,17 +135,27 @@ def _aggregate(
     merged = _merge_states(np.asarray(s, dtype=object), axis)
     rt = _result_dtype(op, in_dtype)
     values = []
-    for state in merged.ravel():
+    nulls = []
+    for state, rows in merged.ravel():
+        seen = state_info(state)["len"]
+        all_null = seen == 0 and rows > 0
         v = finalize(state, op, nan)
-        if v is None:
+        if all_null and op != "count":
+            # Values that were all null have no value (as Engine.reduce
+            # gives None): a masked entry.
+            v = 0
+        elif v is None:
             # No value: a mean of nothing, or values that were all NaN
             # under nan="ignore", is NaN (as numpy.nanmean); max/min of
             # nothing at all have no identity (as numpy.max).
-            if op != "mean" and state_info(state)["len"] == 0:
+            if op != "mean" and seen == 0:
                 raise ValueError(f"zero-size array to reduction operation {op} which has no identity")
             v = np.nan
         values.append(v)
+        nulls.append(all_null and op != "count")
     out = np.array(values, dtype=rt).reshape(merged.shape)
+    if any(nulls):
+        out = np.ma.masked_array(out, mask=np.array(nulls).reshape(merged.shape))
     if not keepdims:
         kept, _reduced = _split(out.ndim, axis)
         out = out.reshape(tuple(out.shape[i] for i in kept))
@@ -160,8 +181,8 @@ def reduction(
         raise ValueError(f"unknown NaN policy {nan!r}: expected propagate or ignore")
     if not isinstance(x, da.Array):
         x = da.asarray(x)
-    if np.dtype(x.dtype) not in {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.uint32, np.int64)}:
-        raise ValueError(f"unsupported dtype {x.dtype}: expected float32, float64, int32, uint32 or int64")
+    if np.dtype(x.dtype).kind not in "iubf" or np.dtype(x.dtype).itemsize > 8:
+        raise ValueError(f"unsupported dtype {x.dtype}: expected integers, bools or floats of up to 64 bits")
     rt = _result_dtype(op, x.dtype)
     meta_ndim = 0 if axis is None else x.ndim - (1 if isinstance(axis, (int, np.integer)) else len(axis))
     if keepdims:
@@ -234,7 +255,7 @@ def _keyed_partials(keys: Any, column_ops: List[List[str]], of_columns: bool, *v
     index = engine.group_index(keys if of_columns else _index_keys(keys))
     out = []
     for v, ops in zip(values, column_ops):
-        v = v if of_columns else np.asanyarray(v)
+        v, _ = _engine_values(v if of_columns else np.asanyarray(v))
         distinct, blob = engine._native.partial_by_index_columns(v, index._native, list(ops))
         out.append((_restore_keys(distinct, index._restore), blob))
     return out
@@ -281,7 +302,7 @@ def _finalize_columns(
     keys = None
     for (keys, blob), ops, single, dtype in zip(merged, column_ops, singles, dtypes):
         out = {
-            op: _array(*_gpulanes.finalize_keyed_columns(blob, op, nan))
+            op: _own_type(_array(*_gpulanes.finalize_keyed_columns(blob, op, nan)), op, _result_dtype(op, dtype))
             if len(blob) and _groups(keys)
             else np.zeros(0, dtype=_result_dtype(op, dtype))
             for op in ops

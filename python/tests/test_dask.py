@@ -83,7 +83,7 @@ def test_nan_policy_and_empty(client):
     nans = da.from_array(np.full(10, np.nan), chunks=3)
     assert np.isnan(client.compute(gd.max(nans, nan="ignore")).result())
     with pytest.raises(ValueError):
-        gd.sum(da.zeros(3, dtype=np.float16))
+        gd.sum(da.zeros(3, dtype=np.complex64))
 
 
 def _die_once(block, marker):
@@ -397,3 +397,33 @@ def test_string_and_float_key_columns_group_by_value_over_partitions(client, eng
             assert [np.asarray(k).tolist() for k in got_keys] == [np.asarray(k).tolist() for k in want_keys], keys
             for op in ops:
                 assert got[op].tobytes() == want[op].tobytes(), (keys, op, npartitions)
+
+
+def test_all_null_values_have_no_value_and_narrow_values_are_widened(client, engine):
+    # Values that are all null: no value (masked) for every op but count,
+    # as Engine.reduce gives None; one all-null chunk among others is no
+    # null result.
+    x = np.ma.masked_array(np.arange(6.0), mask=True)
+    dx = da.from_array(x, chunks=2, asarray=False)
+    for op in ["sum", "mean", "max", "min"]:
+        got = client.compute(gd.reduction(dx, op)).result()
+        assert np.ma.is_masked(got) and engine.reduce(x, op) is None, op
+    assert client.compute(gd.count(dx)).result() == 0
+    y = np.ma.masked_array(np.arange(6.0), mask=[1, 1, 0, 1, 1, 1])
+    assert client.compute(gd.sum(da.from_array(y, chunks=2, asarray=False))).result() == 2.0
+    with pytest.raises(ValueError, match="zero-size"):
+        client.compute(gd.max(da.zeros(0, chunks=1))).result()
+    # Narrow values: the engine's bits and types, whole and by key.
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 50, 20_000)
+    for dtype in (np.int8, np.uint16, np.bool_, np.float16, np.uint64):
+        v = (rng.integers(0, 100, 20_000) if dtype != np.bool_ else rng.random(20_000) < 0.5).astype(dtype)
+        dv = da.from_array(v, chunks=3_001)
+        for op in ["sum", "mean", "max", "min", "count"]:
+            got, want = client.compute(gd.reduction(dv, op)).result(), engine.reduce(v, op)
+            assert got.dtype == np.asarray(want).dtype and got.tobytes() == np.asarray(want).tobytes(), (dtype, op)
+        gk, got = client.compute(gd.groupby_agg(da.from_array(keys, chunks=3_001), dv, ["sum", "max"])).result()
+        wk, want = engine.reduce(v, ["sum", "max"], keys=keys)
+        assert np.array_equal(gk, wk)
+        for op in ["sum", "max"]:
+            assert got[op].dtype == want[op].dtype and got[op].tobytes() == want[op].tobytes(), (dtype, op)
