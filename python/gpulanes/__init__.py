@@ -512,6 +512,9 @@ def _offsets(offsets: Any) -> Optional[np.ndarray]:
     o = np.asarray(offsets)
     if o.ndim != 1 or not (o.size == 0 or np.issubdtype(o.dtype, np.integer)):
         raise ValueError("offsets must be a 1-D sequence of integers")
+    if o.dtype == np.uint64 and o.size and o.max() > np.iinfo(np.int64).max:
+        at = int(np.argmax(o > np.iinfo(np.int64).max))
+        raise ValueError(f"invalid partitions: offset {at} is {int(o[at])}, past any array's length")
     return np.ascontiguousarray(o, dtype=np.int64)
 
 

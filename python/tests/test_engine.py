@@ -212,6 +212,9 @@ def test_bad_input_raises(engine):
         engine.reduce(x, "sum", offsets=[0, -1, 10])
     with pytest.raises(ValueError):
         engine.reduce(x, "sum", offsets=[0, 6, 5, 10])
+    for past in (2**63, 2**64 - 1):
+        with pytest.raises(ValueError, match=f"offset 1 is {past}, past"):
+            engine.reduce(x, "sum", offsets=np.array([0, past, 10], dtype=np.uint64))
     with pytest.raises(ValueError):
         engine.reduce(x, "sum", partition_size=0)
     with pytest.raises(ValueError):
