@@ -1027,13 +1027,7 @@ fn value_key_batch(n: usize, seed: u64) -> arrow_array::RecordBatch {
     let narrow16: Vec<i16> = (0..n).map(|_| pick(65536) as u16 as i16).collect();
     let byte: Vec<u8> = (0..n).map(|_| pick(256) as u8).collect();
     let wide: Vec<u64> = (0..n)
-        .map(|_| {
-            if pick(4) == 0 {
-                1 << 50
-            } else {
-                pick(1000)
-            }
-        })
+        .map(|_| if pick(4) == 0 { 1 << 50 } else { pick(1000) })
         .collect();
     let flags: Vec<Option<bool>> = (0..n)
         .map(|_| match pick(3) {

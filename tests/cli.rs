@@ -1511,12 +1511,32 @@ fn group_by_keys_through_the_cli() {
             }
         }
     }
-    // The table names every op and key.
+    // The table names every op and key, and closes each line with the
+    // key's count unless `count` has its own column.
     let out = run(&["reduce", "--op", "sum,min", "--keys", &k, &v]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     assert!(
         table.contains("sum") && table.contains("min") && table.contains("9223372036854775807")
+    );
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["key", "sum", "min", "count"]);
+    let out = run(&["reduce", "--op", "count,max", "--keys", &k, &v]);
+    let table = text(&out.stdout);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["key", "count", "max"]);
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|l| l.split_whitespace().count() == 3),
+        "{table}"
+    );
+    // Several ops without keys are named as such.
+    assert_one_line_error(
+        &run(&["reduce", "--op", "sum,mean", &v]),
+        "several ops without keys",
+        &["--keys", "sum,mean"],
     );
     // Bad keys exit 2 naming the problem.
     write_npy(p("short.npy"), &Array1::from(vec![1i32, 2])).unwrap();
@@ -1524,7 +1544,13 @@ fn group_by_keys_through_the_cli() {
     write_npy(p("2d.npy"), &Array2::<i32>::zeros((7, 1))).unwrap();
     write_npy(p("0d.npy"), &ndarray::arr0(7i32)).unwrap();
     write_npy(p("3d.npy"), &Array3::<i32>::zeros((7, 1, 1))).unwrap();
-    let cases: [(&[&str], &str, &[&str]); 8] = [
+    write_npy(p("i8.npy"), &Array1::from(vec![1i8; 7])).unwrap();
+    let cases: [(&[&str], &str, &[&str]); 9] = [
+        (
+            &["--keys", &p("i8.npy"), &v],
+            "int8 keys",
+            &["int32, uint32 or int64", "|i1"],
+        ),
         (
             &["--keys", &p("short.npy"), &v],
             "short keys",

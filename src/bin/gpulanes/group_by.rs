@@ -35,6 +35,11 @@ fn open_1d(path: &Path, role: &str) -> Result<(InputFile, u64), Failure> {
     let file =
         InputFile::open_typed(path, FileFormat::Npy, Dtype::F32).map_err(
             |e| match Failure::from(e) {
+                Failure::Input(m) if role == "--keys" && m.contains("unsupported dtype") => {
+                    Failure::Input(format!(
+                        "{role} (a 1-D .npy array of int32, uint32 or int64): {m}"
+                    ))
+                }
                 Failure::Input(m) => Failure::Input(format!("{role} (a 1-D .npy array): {m}")),
                 runtime => runtime,
             },
@@ -208,15 +213,24 @@ fn print_table<K: std::fmt::Display>(g: &Grouped<K>) {
     for r in &g.reductions {
         header += &format!("  {:>24}", r.op.name());
     }
-    println!("{header}  {:>12}", "count");
+    // Each key's count closes the line, unless `count` was asked for
+    // (then its own column is that count).
+    let count_column = !g.reductions.iter().any(|r| r.op == Op::Count);
+    if count_column {
+        header += &format!("  {:>12}", "count");
+    }
+    println!("{header}");
     for (i, k) in g.keys.iter().enumerate() {
         let mut line = format!("{k:>20}");
         for r in &g.reductions {
             let v = crate::reduce::table_value(r.op, r.values[i], r.counts[i]);
             line += &format!("  {v:>24}");
         }
-        let count = g.reductions.first().map_or(0, |r| r.counts[i]);
-        println!("{line}  {count:>12}");
+        if count_column {
+            let count = g.reductions.first().map_or(0, |r| r.counts[i]);
+            line += &format!("  {count:>12}");
+        }
+        println!("{line}");
     }
 }
 

@@ -125,6 +125,11 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
             ));
         }
     };
+    if op.contains(',') {
+        return Err(Failure::Input(format!(
+            "--op {op:?}: several ops in one run are for --keys; without keys give one op"
+        )));
+    }
     let op: Op = op.parse()?;
     let nan: NanPolicy = nan.parse()?;
     if partition_size.is_some() && offsets.is_some() {
