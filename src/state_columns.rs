@@ -176,6 +176,16 @@ impl StateColumns {
         self.len.get(g).copied()
     }
 
+    /// The count an op reports for every group: its values under
+    /// [`NanPolicy::Propagate`], its non-NaN values under
+    /// [`NanPolicy::Ignore`] (as [`State::count`]).
+    pub fn counts(&self, nan: NanPolicy) -> Vec<u64> {
+        match nan {
+            NanPolicy::Propagate => self.len.clone(),
+            NanPolicy::Ignore => self.count.clone(),
+        }
+    }
+
     /// Appends a group that has seen no value (a key whose values are
     /// all null).
     pub fn push_empty(&mut self) {

@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    POLICIES, SplitMix, assert_grouped_same, engine, keyed_reference, no_host_sort,
+    POLICIES, SplitMix, assert_grouped_same, engine, grouped_bits, keyed_reference, no_host_sort,
     no_subgroup_engine, reduction_bits, scalar_bits, small_binding_engine, tiny_engine,
     tiny_options, unsorted_engine,
 };
@@ -1258,4 +1258,82 @@ fn narrow_accumulators_hold_sums_at_their_limits() {
     for base in [1, 30, 62, 63] {
         both::<f64>(&engines, &mut rng, n, base, 53);
     }
+}
+
+/// Keys and values read from readers in chunks within a small budget
+/// (keys that appear in one chunk only, in every chunk, or in a run of
+/// chunks, so each chunk's merge meets keys on one side, the other and
+/// both) give the bits of one in-memory reduction and of the exact
+/// reference, for every op under both NaN policies and every value type.
+#[test]
+fn streamed_keyed_reductions_match_one_in_memory_reduction() {
+    use gpulanes::{Column, StreamOptions};
+    use std::path::Path;
+    fn run<E: gpulanes::Element>(values: &[E], keys: &[i64], what: &str) {
+        let e = engine();
+        let options = StreamOptions {
+            budget_bytes: gpulanes::stream::MIN_BUDGET_BYTES,
+            ..StreamOptions::default()
+        };
+        let key_bytes: &[u8] = bytemuck::cast_slice(keys);
+        let value_bytes: &[u8] = bytemuck::cast_slice(values);
+        for nan in POLICIES {
+            let column = |bytes| Column {
+                reader: std::io::Cursor::new(bytes),
+                name: Path::new("in-memory"),
+                data_offset: 0,
+            };
+            let streamed = e
+                .reduce_by_key_readers::<i64, E, _, _>(
+                    column(key_bytes),
+                    column(value_bytes),
+                    keys.len() as u64,
+                    &OPS,
+                    nan,
+                    &options,
+                )
+                .unwrap();
+            let whole = e.reduce_by_key(keys, values, &OPS, nan).unwrap();
+            assert_eq!(
+                grouped_bits(&streamed),
+                grouped_bits(&whole),
+                "{what} {nan:?}"
+            );
+            let reference = keyed_reference(keys, values, None, &OPS, nan);
+            assert_eq!(
+                grouped_bits(&streamed),
+                grouped_bits(&reference),
+                "{what} {nan:?}"
+            );
+        }
+    }
+    let mut rng = SplitMix::new(77);
+    let n = 120_000;
+    let keys: Vec<i64> = (0..n)
+        .map(|i| match rng.below(4) {
+            0 => (rng.below(50) as i64 - 25) << 40, // in every chunk
+            1 => i as i64 / 20_000 * 1_000 + rng.below(7) as i64, // a run of chunks
+            2 => i64::MIN + i as i64,               // one chunk
+            _ => i64::MAX - rng.below(3) as i64,
+        })
+        .collect();
+    let f64s: Vec<f64> = (0..n)
+        .map(|i| match rng.below(40) {
+            0 => f64::NAN,
+            1 => f64::INFINITY,
+            2 => -0.0,
+            3 => f64::MAX,
+            4 => f64::from_bits(1 + i as u64),
+            _ => rng.range(-1e6, 1e6),
+        })
+        .collect();
+    run(&f64s, &keys, "f64");
+    let f32s: Vec<f32> = f64s.iter().map(|&v| v as f32).collect();
+    run(&f32s, &keys, "f32");
+    let ints: Vec<i32> = (0..n)
+        .map(|_| rng.below(u32::MAX as u64) as u32 as i32)
+        .collect();
+    run(&ints, &keys, "i32");
+    run(&ints[..0], &keys[..0], "empty");
+    run(&ints[..1], &keys[..1], "one row");
 }

@@ -1,10 +1,11 @@
 //! Keyed reductions of inputs larger than memory: keys and values are read
-//! together in chunks within a memory budget, each chunk is reduced to one
-//! [`State`] per key and kind on the GPU, and the states are merged per
-//! key. States are exact and merge in any order, so the result is the bits
-//! of one in-memory [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
+//! together in chunks within a memory budget, each chunk is reduced on the
+//! GPU to its keys' [`StateColumns`] (every kind the ops need, from one
+//! pass), and each chunk's keys and states are merged into those of the
+//! chunks before it (both ascending by key: one linear merge). States are
+//! exact and merge in any order, so the result is the bits of one
+//! in-memory [`Engine::reduce_by_key`](crate::Engine::reduce_by_key).
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -13,9 +14,11 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::npy;
 use crate::op::{NanPolicy, Op};
-use crate::state::{State, StateKind};
+use crate::state::StateKind;
+use crate::state_columns::StateColumns;
 use crate::stream::StreamOptions;
 
+use super::columns::GroupedStateColumns;
 use super::{Grouped, Key, keyed_groups};
 
 /// One column being read: its reader, file name (for errors) and where its
@@ -36,6 +39,46 @@ fn kinds_of(ops: &[Op]) -> Vec<StateKind> {
         }
     }
     kinds
+}
+
+/// `a` and `b` (distinct keys ascending, with their states) merged into
+/// one such pair: one linear pass over both key lists, then
+/// [`StateColumns::merge_runs`] for the states.
+fn merge_sorted<K: Key>(
+    a: GroupedStateColumns<K>,
+    b: GroupedStateColumns<K>,
+) -> Result<GroupedStateColumns<K>> {
+    if a.keys.is_empty() {
+        return Ok(b);
+    }
+    if b.keys.is_empty() {
+        return Ok(a);
+    }
+    let (na, nb) = (a.keys.len(), b.keys.len());
+    let mut keys = Vec::with_capacity(na.max(nb));
+    let mut entries = Vec::with_capacity(na + nb);
+    let mut run_ends = Vec::with_capacity(na.max(nb));
+    let (mut i, mut j) = (0, 0);
+    while i < na || j < nb {
+        let next = match (a.keys.get(i), b.keys.get(j)) {
+            (Some(x), Some(y)) => *x.min(y),
+            (Some(x), None) => *x,
+            (None, Some(y)) => *y,
+            (None, None) => unreachable!("the loop runs while a key is left"),
+        };
+        if a.keys.get(i) == Some(&next) {
+            entries.push((0, i));
+            i += 1;
+        }
+        if b.keys.get(j) == Some(&next) {
+            entries.push((1, j));
+            j += 1;
+        }
+        keys.push(next);
+        run_ends.push(entries.len());
+    }
+    let states = StateColumns::merge_runs(&[&a.states, &b.states], &entries, &run_ends)?;
+    Ok(GroupedStateColumns { keys, states })
 }
 
 fn fill_column<T: bytemuck::Pod, R: Read>(
@@ -100,7 +143,8 @@ impl Engine {
         // keys; 18 for 32-bit keys), at most about 0.6 of the budget
         // beside the chunk; hashing, a table of up to 2^21 keys a thread.
         let chunk_rows = (options.budget_bytes / 4 / row_bytes).max(4096);
-        let mut merged: BTreeMap<K, Vec<State>> = BTreeMap::new();
+        let mut merged = GroupedStateColumns::<K>::empty::<E>(&kinds, 0)?;
+        let state_ops = merged.ops();
         let mut key_buf: Vec<K> = Vec::new();
         let mut value_buf: Vec<E> = Vec::new();
         let mut start = 0u64;
@@ -110,43 +154,23 @@ impl Engine {
             value_buf.resize(n as usize, E::zeroed());
             fill_column(&mut keys, &mut key_buf, start, len)?;
             fill_column(&mut values, &mut value_buf, start, len)?;
-            let state_ops: Vec<Op> = kinds.iter().map(|k| k.op()).collect();
+            let mut chunk = GroupedStateColumns::<K>::empty::<E>(&kinds, 0)?;
             keyed_groups(
                 self.context(),
                 &key_buf,
                 &value_buf,
                 &state_ops,
                 super::finish::Finish::OnHost,
-                |acc, names| {
-                    for (key, g) in names.groups(acc) {
-                        let states: Vec<State> = kinds.iter().map(|&k| acc.state(g, k)).collect();
-                        match merged.get_mut(&key) {
-                            Some(held) => {
-                                for (h, s) in held.iter_mut().zip(&states) {
-                                    h.merge(s)?;
-                                }
-                            }
-                            None => {
-                                merged.insert(key, states);
-                            }
-                        }
-                    }
-                    Ok(())
-                },
+                chunk.collect(),
             )?;
+            merged = merge_sorted(merged, chunk)?;
             start += n;
         }
         let mut out = Grouped::empty(ops);
-        for (key, states) in merged {
-            out.keys.push(key);
-            for r in &mut out.reductions {
-                let at = kinds
-                    .iter()
-                    .position(|&k| k == StateKind::for_op(r.op))
-                    .expect("every op's kind was reduced");
-                r.values.push(states[at].finalize(r.op, nan)?);
-                r.counts.push(states[at].count(nan));
-            }
+        out.keys = merged.keys;
+        for r in &mut out.reductions {
+            r.values = merged.states.finalize(r.op, nan)?;
+            r.counts = merged.states.counts(nan);
         }
         Ok(out)
     }
