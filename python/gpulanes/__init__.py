@@ -6,7 +6,9 @@ partial states (``bytes``) of any split of the data merge into the bits of
 one reduction. See ``gpulanes.dask`` for Dask arrays.
 
 Inputs
-    * NumPy arrays of float32, float64, int32, uint32 or int64. Contiguous
+    * NumPy arrays of float32, float64, int32, uint32 or int64 (int8,
+      int16, uint8, uint16, bool, float16 and uint64 are widened exactly
+      first, and max/min come back in their own type). Contiguous
       arrays are read in place (no copy); strided or unaligned ones are
       copied once (``numpy.ascontiguousarray``). Partitioned, ``axis`` and
       keyed reductions read C order (keys and values pair up as their
@@ -39,9 +41,11 @@ are int64 (``OverflowError`` when the exact sum does not fit), means of
 integers are float64, ``count`` is int64. ``sum`` of nothing is 0;
 ``mean``/``max``/``min`` of nothing are ``None`` (in arrays: masked).
 
-Keyed reductions (group-by): ``Engine.reduce(x, ops, keys=k)`` with int32,
-uint32 or int64 keys gives the distinct keys ascending and one result per
-key; ``Engine.group_index(k)`` reads the keys once for several value
+Keyed reductions (group-by): ``Engine.reduce(x, ops, keys=k)`` gives the
+distinct keys ascending and one result per key; keys are integers of any
+width, bools, categoricals (grouped by code), or values of any type that
+orders (floats, dates, strings, bytes; NumPy, pandas and PyArrow), each
+returned in its own type; ``Engine.group_index(k)`` reads the keys once for several value
 columns (``keys=index``); ``Engine.partial(x, op, keys=k)``,
 :func:`merge_keyed` and :func:`finalize_keyed` carry them across machines
 (``gpulanes.dask.groupby_agg`` for Dask arrays).
@@ -124,14 +128,21 @@ _Restore = Optional[Callable[[np.ndarray], Any]]
 _NULL_KEYS = "keys must not be null: drop the rows whose key is null, or fill their keys"
 
 
-def _widened(arr: np.ndarray, dtype: np.dtype) -> Tuple[Any, _Restore]:
-    """NumPy integer or bool keys of a type the engine does not group,
-    widened exactly (uint64 to int64, others to int32), and the way back."""
-    if dtype == np.uint64:
-        if arr.size and np.ma.getdata(arr).max() > np.iinfo(np.int64).max:
+def _widened(arr: np.ndarray) -> Tuple[Any, _Restore]:
+    """NumPy integer or bool keys of a type the engine does not group (or
+    in the other byte order), as keys it groups: in native order, and
+    widened exactly (uint64 to int64, narrower ones to int32); and the way
+    back to their own type."""
+    own = arr.dtype
+    native = arr if own.isnative else arr.astype(own.newbyteorder("="))
+    back = (lambda d: d.astype(own))
+    if native.dtype in _KEY_DTYPES:
+        return native, (None if own.isnative else back)
+    if native.dtype.itemsize == 8:
+        if native.dtype.kind == "u" and native.size and np.ma.getdata(native).max() > np.iinfo(np.int64).max:
             raise ValueError("uint64 keys above 2**63 - 1 are not supported: the engine groups int64 at most")
-        return arr.astype(np.int64), lambda d: d.astype(dtype)
-    return arr.astype(np.int32), lambda d: d.astype(dtype)
+        return native.astype(np.int64), back
+    return native.astype(np.int32), back
 
 
 def _categorical(codes: np.ndarray, categories: Any) -> Tuple[Any, _Restore]:
@@ -181,9 +192,11 @@ def _numbered_by_value(arr: np.ndarray) -> Tuple[Any, _Restore]:
             codes, uniques = pd.factorize(arr, sort=True)
             if (codes < 0).any():
                 raise ValueError(_NULL_KEYS)
+        uniques = np.asarray(uniques)
+        if uniques.dtype == object and len({type(u) for u in uniques.tolist()}) > 1:
+            sorted(uniques.tolist())  # pandas orders mixed types its own way
     except TypeError as e:
-        raise ValueError(f"keys that do not order: {e}") from None
-    uniques = np.asarray(uniques)
+        raise ValueError(f"keys that do not order or cannot be hashed: {e}") from None
     if arr.dtype.kind in "US":
         uniques = uniques.astype(arr.dtype)
     width = np.int32 if len(uniques) < 2**31 else np.int64
@@ -210,11 +223,57 @@ def _arrow_by_value(keys: Any) -> Tuple[Any, _Restore]:
     return codes, lambda d: values[d]
 
 
+def _list_keys(keys: Sequence[Any]) -> np.ndarray:
+    """A Python list of keys as one key column: integers and bools as
+    NumPy makes them, floats as float64 where every integer among them is
+    one exactly, anything else (strings, bytes, mixed numbers, objects) as
+    objects, since NumPy's fixed-width strings drop trailing NULs."""
+    arr = np.asarray(keys)
+    if arr.ndim != 1:
+        raise ValueError(f"keys of shape {arr.shape}: a list of keys is one key column; give several as a list of arrays")
+    if arr.dtype.kind in "iub":
+        return arr
+    if arr.dtype.kind == "f" and all(float(k) == k for k in keys if isinstance(k, (int, np.integer))):
+        return arr
+    out = np.empty(len(keys), dtype=object)
+    out[:] = list(keys)
+    return out
+
+
+def _arrow_ticks(keys: Any) -> Tuple[Any, _Restore]:
+    """PyArrow dates, times, timestamps and durations as their integer
+    ticks (exact, whatever the unit), and the way back: dates, timestamps
+    and durations as NumPy datetime64/timedelta64 of their unit (zoned
+    timestamps as datetimes in their zone), times of day as timedelta64
+    since midnight (no precision is lost)."""
+    import pyarrow as pa
+
+    arrow_type = keys.type
+    if keys.null_count:
+        raise ValueError(_NULL_KEYS)
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    ints = pa.int32() if arrow_type.bit_width == 32 else pa.int64()
+    ticks = keys.view(ints).to_numpy(zero_copy_only=False)
+
+    def restore(d: np.ndarray) -> Any:
+        if pa.types.is_time(arrow_type):
+            return np.asarray(d).astype(f"timedelta64[{arrow_type.unit}]")
+        back = pa.array(np.asarray(d).astype(ints.to_pandas_dtype()), ints).view(arrow_type)
+        if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None:
+            return np.array(back.to_pylist(), dtype=object)
+        return back.to_numpy(zero_copy_only=False)
+
+    return ticks, restore
+
+
 def _ordered_keys(arr: np.ndarray) -> Tuple[Any, _Restore]:
     """NumPy keys of a kind the engine does not group, as int keys that
     order as they do: floats by their bits, dates and durations as their
     int64 ticks (NaT is a null key), strings and objects by rank."""
     kind = arr.dtype.kind
+    if not arr.dtype.isnative and kind in "fMm":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if kind == "f":
         return _float_keys(arr)
     if kind in "Mm":
@@ -255,6 +314,7 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
     arrow_type = getattr(keys, "type", None)
     if arrow_type is not None and type(keys).__module__.startswith("pyarrow"):
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         if isinstance(keys, pa.ChunkedArray) and pa.types.is_dictionary(arrow_type):
             keys = keys.unify_dictionaries().combine_chunks()
@@ -267,28 +327,32 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
                 null_codes = np.flatnonzero(dictionary.is_null().to_numpy(zero_copy_only=False))
                 if np.isin(codes, null_codes).any():
                     raise ValueError(_NULL_KEYS)
+            if len(dictionary) and pc.count_distinct(dictionary, mode="all").as_py() < len(dictionary):
+                # A value named by several codes is one key: each code
+                # becomes the first code of its value.
+                ids = pc.dictionary_encode(dictionary).indices.to_numpy(zero_copy_only=False)
+                _, first = np.unique(ids, return_index=True)
+                codes = first[ids][codes]
             return codes, lambda d: dictionary.take(pa.array(d)).to_numpy(zero_copy_only=False)
-        if (pa.types.is_integer(arrow_type) or pa.types.is_boolean(arrow_type)) and arrow_type not in (
-            pa.int32(),
-            pa.uint32(),
-            pa.int64(),
-        ):
+        if pa.types.is_integer(arrow_type) or pa.types.is_boolean(arrow_type):
+            if arrow_type in (pa.int32(), pa.uint32(), pa.int64()):
+                return keys, None
             if keys.null_count:
                 raise ValueError(_NULL_KEYS)
-            arr = keys.to_numpy(zero_copy_only=False) if isinstance(keys, pa.Array) else np.asarray(keys)
-            return _widened(arr, arr.dtype)
-        if pa.types.is_integer(arrow_type):
-            return keys, None
+            return _widened(np.asarray(keys.to_numpy(zero_copy_only=False)))
         if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
             return _arrow_by_value(keys)
+        if pa.types.is_temporal(arrow_type) and not pa.types.is_interval(arrow_type):
+            return _arrow_ticks(keys)
         if keys.null_count:
             raise ValueError(_NULL_KEYS)
-        if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None:
-            # Ticks in the zone's instant; the keys come back as datetimes
-            # in that zone.
-            ticks = np.asarray(keys.cast(pa.int64()).to_numpy(zero_copy_only=False) if isinstance(keys, pa.Array) else keys.cast(pa.int64()).to_numpy())
-            return ticks, lambda d: np.array(pa.array(d, pa.int64()).cast(arrow_type).to_pylist(), dtype=object)
-        return _ordered_keys(np.asarray(keys.to_numpy(zero_copy_only=False) if isinstance(keys, pa.Array) else keys.to_numpy()))
+        return _ordered_keys(np.asarray(keys.to_numpy(zero_copy_only=False)))
+    if type(dtype).__name__ == "ArrowDtype" and hasattr(dtype, "pyarrow_dtype"):
+        # A pandas Series backed by PyArrow: its Arrow data, read as
+        # PyArrow keys are.
+        import pyarrow as pa
+
+        return _engine_keys(pa.array(keys))
     numpy_dtype = getattr(dtype, "numpy_dtype", None)
     if numpy_dtype is not None and not isinstance(dtype, np.dtype):
         # A pandas extension dtype (Int8, UInt64, boolean, ...): nulls are
@@ -296,7 +360,7 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
         if np.dtype(numpy_dtype).kind in "iub" and np.dtype(numpy_dtype) not in _KEY_DTYPES:
             if keys.isna().any():
                 raise ValueError(_NULL_KEYS)
-            return _widened(keys.to_numpy(dtype=numpy_dtype), np.dtype(numpy_dtype))
+            return _widened(keys.to_numpy(dtype=numpy_dtype))
         if np.dtype(numpy_dtype).kind in "iub":
             return keys, None
         if keys.isna().any():
@@ -309,11 +373,7 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
             raise ValueError(_NULL_KEYS)
         return _numbered_by_value(keys.to_numpy(dtype=object))
     if dtype is None and isinstance(keys, (list, tuple)):
-        keys = np.asarray(keys)
-        if keys.ndim != 1:
-            raise ValueError(
-                f"keys of shape {keys.shape}: a list of keys is one key column; give several as a list of arrays"
-            )
+        keys = _list_keys(keys)
         dtype = keys.dtype
     try:
         dtype = np.dtype(dtype) if dtype is not None else None
@@ -323,7 +383,7 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
         return keys, None
     if dtype.kind not in "iub":
         return _ordered_keys(np.asarray(keys))
-    return _widened(np.asanyarray(keys), dtype)
+    return _widened(np.asanyarray(keys))
 
 
 _WIDER_VALUES = {
@@ -336,12 +396,18 @@ _WIDER_VALUES = {
 }
 
 
+def _check_uint64_values(top: Any) -> None:
+    """Refuses uint64 values whose largest (non-null) one, ``top``
+    (``None`` for none), is past int64."""
+    if top is not None and int(top) > np.iinfo(np.int64).max:
+        raise ValueError(f"uint64 value {int(top)} is past int64, the widest integer the engine sums")
+
+
 def _wider_uint64(arr: Any) -> Any:
     """uint64 values as int64, every one that is not null fitting."""
     data = np.ma.getdata(arr)
     seen = data[~np.ma.getmaskarray(arr)] if np.ma.isMaskedArray(arr) else data
-    if seen.size and seen.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"uint64 value {int(seen.max())} is past int64, the widest integer the engine sums")
+    _check_uint64_values(seen.max() if seen.size else None)
     return arr.astype(np.int64)
 
 
@@ -363,9 +429,7 @@ def _engine_values(x: Any) -> Tuple[Any, Optional[np.dtype]]:
         if own == np.uint64:
             import pyarrow.compute as pc
 
-            top = pc.max(x).as_py()
-            if top is not None and top > np.iinfo(np.int64).max:
-                raise ValueError(f"uint64 value {top} is past int64, the widest integer the engine sums")
+            _check_uint64_values(pc.max(x).as_py())
             return x.cast(pa.int64()), own
         wider = _WIDER_VALUES.get(own)
         return (x, None) if wider is None else (x.cast(pa.from_numpy_dtype(wider)), own)
@@ -382,8 +446,7 @@ def _engine_values(x: Any) -> Tuple[Any, Optional[np.dtype]]:
             import pandas as pd
 
             top = x.max(skipna=True)
-            if not pd.isna(top) and int(top) > np.iinfo(np.int64).max:
-                raise ValueError(f"uint64 value {int(top)} is past int64, the widest integer the engine sums")
+            _check_uint64_values(None if pd.isna(top) else top)
         return x.astype(str(wider).capitalize().replace("Uint", "UInt")), own
     if not isinstance(dtype, np.dtype) or dtype.kind not in "iubf":
         return x, None
@@ -855,8 +918,10 @@ def _common_key_dtype(cols: List[np.ndarray]) -> np.dtype:
     ``<U3``), bytes likewise, dates and durations in the finer unit. Parts
     where some keys are Python objects (pandas' and PyArrow's strings, for
     one) merge as objects, compared by value. Other mixes (numbers with
-    strings) have no common order and are refused by name."""
-    dtypes = list(dict.fromkeys(c.dtype for c in cols))
+    strings) have no common order and are refused by name. Parts without
+    keys take the type of the others."""
+    dtypes = list(dict.fromkeys(c.dtype for c in cols if c.size)) or list(dict.fromkeys(c.dtype for c in cols))
+    cols = [c for c in cols if c.size] or cols
     if len(dtypes) == 1:
         return dtypes[0]
     kinds = {d.kind for d in dtypes}
@@ -882,6 +947,10 @@ def _common_key_dtype(cols: List[np.ndarray]) -> np.dtype:
             if c.dtype.kind in "iu" and c.size and (int(c.max()) > exact or int(c.min()) < -exact):
                 raise ValueError(f"keys of {names} cannot be merged: integer keys past 2^53 have no exact float64")
         return np.dtype(np.float64) if common.itemsize <= 8 else common
+    if kinds in ({"M"}, {"m"}):
+        for c in cols:
+            if not np.array_equal(c.astype(common).astype(c.dtype), c):
+                raise ValueError(f"keys of {names} cannot be merged: some {c.dtype} keys are past {common}'s range")
     return common
 
 
@@ -923,7 +992,10 @@ def merge_keyed(parts: Iterable[Tuple[Any, Sequence[bytes]]]) -> Tuple[Any, List
         rows = zip(*[c.tolist() for c in cols]) if several_columns else cols[0].tolist()
         for k, s in zip(rows, states):
             acc.setdefault(k, []).append(s)
-    distinct = sorted(acc)
+    try:
+        distinct = sorted(acc)
+    except TypeError as e:
+        raise ValueError(f"keys that do not order: {e}") from None
     out = [acc[k][0] if len(acc[k]) == 1 else merge(acc[k]) for k in distinct]
     if several_columns:
         return tuple(np.array([k[i] for k in distinct], dtype=d) for i, d in enumerate(key_dtypes)), out

@@ -43,7 +43,7 @@ def key_forms(n, rng):
     yield "U", words, words.tolist(), words.dtype
     yield "S", np.char.encode(words, "utf-8"), np.char.encode(words, "utf-8").tolist(), np.char.encode(words, "utf-8").dtype
     yield "object", words.astype(object), words.tolist(), np.dtype(object)
-    yield "list", words.tolist(), words.tolist(), np.asarray(words.tolist()).dtype
+    yield "list", words.tolist(), words.tolist(), np.dtype(object if n else np.float64)
     yield "float64", floats, floats.tolist(), np.dtype(np.float64)
     with np.errstate(over="ignore"):  # 1e300 is an infinity in these
         narrow = [floats.astype(np.float32), floats.astype(np.float16)]
@@ -151,10 +151,11 @@ def test_missing_and_unordered_keys_are_refused_by_name(engine):
             engine.group_index(keys)
     with pytest.raises(ValueError, match="complex128"):
         engine.reduce(x, "sum", keys=np.array([1j, 2j, 1j]))
-    with pytest.raises(ValueError, match="do not order"):
+    with pytest.raises(ValueError, match="cannot be hashed"):
         engine.reduce(x, "sum", keys=np.array([{"a": 1}, {"b": 2}, {"a": 1}], dtype=object))
-    with pytest.raises(ValueError):
-        engine.reduce(x, "sum", keys=np.array(["a", "b"]))
+    for mixed in (["a", 1, "a"], np.array(["a", 1, "a"], dtype=object), [b"a", "a", "b"]):
+        with pytest.raises(ValueError, match="do not order"):
+            engine.reduce(x, "sum", keys=mixed)
 
 
 def test_value_keys_of_a_2d_array_and_zoned_times(engine):
@@ -171,3 +172,74 @@ def test_value_keys_of_a_2d_array_and_zoned_times(engine):
     assert [int(t.timestamp()) for t in k] == [3600, 7200] and r.tolist() == [1.0, 2.0]
     with pytest.raises(ValueError, match="float64 is the widest"):
         engine.reduce(np.arange(2.0), "sum", keys=np.array([1, 2], dtype=np.longdouble))
+
+
+def test_keys_in_the_other_byte_order_and_python_lists(engine):
+    x = np.array([1.0, 2.0, 4.0])
+    for keys, want_keys, want in [
+        (np.array([2**32, 0, 2**32], dtype=">i8"), [0, 2**32], [2.0, 5.0]),
+        (np.array([3_000_000_000, 1, 2], dtype=">u4"), [1, 2, 3_000_000_000], [2.0, 4.0, 1.0]),
+        (np.array([-7, 300, -7], dtype=">i2"), [-7, 300], [5.0, 2.0]),
+        (np.array([1.5, -0.0, 1.5], dtype=">f8"), [0.0, 1.5], [2.0, 5.0]),
+        (np.array(["2021-01-01", "2020-01-01", "2021-01-01"], dtype=">M8[D]"), [18262, 18628], [2.0, 5.0]),
+        # A list keeps every string whole (NumPy's strings drop trailing
+        # NULs) and every integer exact (as objects beside floats).
+        (["a\x00", "a", "a\x00"], ["a", "a\x00"], [2.0, 5.0]),
+        ([b"a\x00", b"a", b"a"], [b"a", b"a\x00"], [6.0, 1.0]),
+        ([2**60 + 1, 0.5, 2**60], [0.5, 2**60, 2**60 + 1], [2.0, 4.0, 1.0]),
+        ([3, 1, 3], [1, 3], [2.0, 5.0]),
+    ]:
+        k, r = engine.reduce(x, "sum", keys=keys)
+        got = k.view(np.int64).tolist() if k.dtype.kind == "M" else k.tolist()
+        assert got == want_keys and r.tolist() == want, keys
+        if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
+            assert k.dtype == keys.dtype
+    with pytest.raises(ValueError, match="2\\*\\*63"):
+        engine.reduce(x, "sum", keys=np.array([2**63 + 5, 1, 1], dtype=">u8"))
+
+
+def test_arrow_temporal_and_dictionary_keys(engine):
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    ticks = pa.array([1, 0, 1, 3], pa.int64())
+    ticks32 = pa.array([1, 0, 1, 3], pa.int32())
+    for keys, want_dtype in [
+        (ticks.view(pa.time64("ns")), "timedelta64[ns]"),
+        (ticks32.view(pa.time32("ms")), "timedelta64[ms]"),
+        (ticks32.view(pa.date32()), "datetime64[D]"),
+        (ticks.view(pa.date64()), "datetime64[ms]"),
+        (ticks.view(pa.duration("us")), "timedelta64[us]"),
+        (ticks.view(pa.timestamp("ns")), "datetime64[ns]"),
+        (pa.chunked_array([ticks.slice(0, 1), ticks.slice(1)]).cast(pa.timestamp("s")), "datetime64[s]"),
+    ]:
+        k, r = engine.reduce(x, "sum", keys=keys)
+        assert k.dtype == np.dtype(want_dtype), keys.type
+        assert k.view(np.int64).tolist() == [0, 1, 3] and r.tolist() == [2.0, 5.0, 8.0], keys.type
+    # pandas Series backed by PyArrow read as PyArrow keys are.
+    k, r = engine.reduce(x[:3], "sum", keys=pd.Series(["a\x00", "a", "a\x00"], dtype=pd.ArrowDtype(pa.string())))
+    assert k.tolist() == ["a", "a\x00"] and r.tolist() == [2.0, 5.0]
+    k, r = engine.reduce(x, "sum", keys=pd.Series(ticks.view(pa.time64("ns")), dtype=pd.ArrowDtype(pa.time64("ns"))))
+    assert k.view(np.int64).tolist() == [0, 1, 3]
+    # A dictionary naming one value by several codes has one key for it.
+    dup = pa.DictionaryArray.from_arrays(pa.array([0, 1, 1, 2]), pa.array(["a", "a", "b"]))
+    k, r = engine.reduce(x, "sum", keys=dup)
+    assert k.tolist() == ["a", "b"] and r.tolist() == [7.0, 8.0]
+
+
+def test_merges_of_date_units_and_empty_parts(engine):
+    def part(keys, values):
+        return engine.partial_columns(np.asarray(values, dtype=float), "sum", keys=keys)
+
+    far = part(np.array(["3000-01-01", "2000-01-01"], dtype="M8[s]"), [1, 2])
+    fine = part(np.array(["2000-01-01"], dtype="M8[ns]"), [4])
+    with pytest.raises(ValueError, match="range"):
+        gpulanes.merge_keyed_columns([far, fine])
+    near = part(np.array(["2000-01-01"], dtype="M8[s]"), [8])
+    k, states = gpulanes.merge_keyed_columns([near, fine])
+    assert k.dtype == np.dtype("M8[ns]") and gpulanes.finalize_keyed_columns(k, states, "sum")[1].tolist() == [12.0]
+    # A part without keys merges with any.
+    empty = part(np.zeros(0), [])
+    words = part(np.array(["x", "y"]), [1, 2])
+    k, states = gpulanes.merge_keyed_columns([empty, words])
+    assert k.tolist() == ["x", "y"]
+    with pytest.raises(ValueError, match="do not order"):
+        gpulanes.merge_keyed([engine.partial(np.ones(1), "sum", keys=["a"]), engine.partial(np.ones(1), "sum", keys=[b"a"])])
