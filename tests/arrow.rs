@@ -769,6 +769,31 @@ fn bad_record_batches_are_refused_by_name() {
             ])) as ArrayRef,
         ),
         (
+            "nandict",
+            Arc::new(
+                DictionaryArray::<Int8Type>::try_new(
+                    PrimitiveArray::from_iter_values([0, 1, 0]),
+                    Arc::new(Float64Array::from(vec![1.0, f64::NAN])),
+                )
+                .unwrap(),
+            ) as ArrayRef,
+        ),
+        (
+            "unused",
+            Arc::new(
+                DictionaryArray::<Int8Type>::try_new(
+                    PrimitiveArray::from_iter_values([3, 0, 3]),
+                    Arc::new(Float64Array::from(vec![
+                        Some(2.0),
+                        None,
+                        Some(f64::NAN),
+                        Some(0.5),
+                    ])),
+                )
+                .unwrap(),
+            ) as ArrayRef,
+        ),
+        (
             "nulldict",
             Arc::new(
                 DictionaryArray::<Int8Type>::try_new(
@@ -795,7 +820,20 @@ fn bad_record_batches_are_refused_by_name() {
     assert!(err(&["n"], &[Aggregate::new("s", Op::Sum)]).contains("Utf8"));
     assert!(err(&["nan"], &sum_v).contains("NaN"));
     assert!(err(&["list"], &sum_v).contains("List"));
-    assert!(err(&["nulldict"], &sum_v).contains("dictionary"));
+    assert!(err(&["nulldict"], &sum_v).contains("1 of the 3 keys of column \"nulldict\" are null"));
+    assert!(err(&["nandict"], &sum_v).contains("NaN"));
+    // Entries no row names may be null or NaN.
+    let out = e
+        .group_record_batch(&batch, &["unused"], &sum_v, NanPolicy::Propagate)
+        .unwrap();
+    assert_eq!(
+        out.column(0).as_ref(),
+        &Float64Array::from(vec![0.5, 2.0]) as &dyn Array
+    );
+    assert_eq!(
+        out.column(1).as_ref(),
+        &Float64Array::from(vec![4.0, 2.0]) as &dyn Array
+    );
     assert!(err(&[], &sum_v).contains("no key columns"));
     assert!(err(&["n"], &[]).contains("no aggregates"));
 }

@@ -1538,6 +1538,18 @@ fn group_by_keys_through_the_cli() {
         "several ops without keys",
         &["--keys", "sum,mean"],
     );
+    let one = run(&["reduce", "--op", "sum,", &v]);
+    assert!(
+        !text(&one.stderr).contains("several"),
+        "{}",
+        text(&one.stderr)
+    );
+    let err = run(&["reduce", "--op", "sum", "--keys", &p("i8.npy"), &v]);
+    assert!(
+        !text(&err.stderr).contains("supported:"),
+        "{}",
+        text(&err.stderr)
+    );
     // Bad keys exit 2 naming the problem.
     write_npy(p("short.npy"), &Array1::from(vec![1i32, 2])).unwrap();
     write_npy(p("float.npy"), &Array1::from(vec![1.0f32; 7])).unwrap();
@@ -1549,7 +1561,7 @@ fn group_by_keys_through_the_cli() {
         (
             &["--keys", &p("i8.npy"), &v],
             "int8 keys",
-            &["int32, uint32 or int64", "|i1"],
+            &["int32, uint32 or int64): ", "i8.npy: unsupported dtype \"|i1\""],
         ),
         (
             &["--keys", &p("short.npy"), &v],

@@ -63,21 +63,17 @@ impl Keys<'_> {
         }
     }
 
-    /// The keys of the rows whose dictionary codes are `codes`, or `None`
-    /// where a code is past the keys.
-    fn gathered(&self, codes: &[usize]) -> Option<Keys<'static>> {
-        fn by<K: Copy>(keys: &[K], codes: &[usize]) -> Option<Cow<'static, [K]>> {
-            codes
-                .iter()
-                .map(|&c| keys.get(c).copied())
-                .collect::<Option<Vec<K>>>()
-                .map(Cow::Owned)
+    /// The keys of the rows whose dictionary codes are `codes` (each
+    /// below the keys' length, as arrow-rs's normalized keys are).
+    fn gathered(&self, codes: &[usize]) -> Keys<'static> {
+        fn by<K: Copy>(keys: &[K], codes: &[usize]) -> Cow<'static, [K]> {
+            Cow::Owned(codes.iter().map(|&c| keys[c]).collect())
         }
-        Some(match self {
-            Keys::I32(k) => Keys::I32(by(k, codes)?),
-            Keys::U32(k) => Keys::U32(by(k, codes)?),
-            Keys::I64(k) => Keys::I64(by(k, codes)?),
-        })
+        match self {
+            Keys::I32(k) => Keys::I32(by(k, codes)),
+            Keys::U32(k) => Keys::U32(by(k, codes)),
+            Keys::I64(k) => Keys::I64(by(k, codes)),
+        }
     }
 }
 
@@ -174,12 +170,19 @@ where
 impl<'a> KeyInput<'a> {
     /// Key column `name` (`array`) as the engine groups it.
     pub(super) fn read(name: &str, array: &'a ArrayRef) -> Result<Self> {
+        Self::read_entries(name, array, true)
+    }
+
+    /// `array`'s keys; `strict` refuses null and NaN ones, where a
+    /// dictionary's values are read without it (an entry no row names may
+    /// be null or NaN: the dictionary checks the entries its rows name).
+    fn read_entries(name: &str, array: &'a ArrayRef, strict: bool) -> Result<Self> {
         let null_keys = |nulls: usize, len: usize| {
             Error::InvalidInput(format!(
                 "{nulls} of the {len} keys of column {name:?} are null: drop the rows whose key is null, or fill their keys"
             ))
         };
-        if array.null_count() > 0 {
+        if strict && array.null_count() > 0 {
             return Err(null_keys(array.null_count(), array.len()));
         }
         let data_type = array.data_type().clone();
@@ -233,7 +236,7 @@ impl<'a> KeyInput<'a> {
             ))
         };
         if let Some(a) = array.as_primitive_opt::<Float64Type>() {
-            if a.values().iter().any(|v| v.is_nan()) {
+            if strict && a.values().iter().any(|v| v.is_nan()) {
                 return Err(nan_keys());
             }
             return Ok(KeyInput {
@@ -242,7 +245,7 @@ impl<'a> KeyInput<'a> {
             });
         }
         if let Some(a) = array.as_primitive_opt::<Float32Type>() {
-            if a.values().iter().any(|v| v.is_nan()) {
+            if strict && a.values().iter().any(|v| v.is_nan()) {
                 return Err(nan_keys());
             }
             return Ok(KeyInput {
@@ -267,30 +270,41 @@ impl<'a> KeyInput<'a> {
         }
         if let Some(dictionary) = array.as_any_dictionary_opt() {
             let values = dictionary.values();
-            if values.null_count() > 0 {
-                return Err(Error::InvalidInput(format!(
-                    "the dictionary of key column {name:?} holds nulls: a null key is not grouped"
-                )));
-            }
-            let entries = KeyInput::read(name, values)?;
             let codes = if values.is_empty() {
                 Vec::new()
             } else {
                 dictionary.normalized_keys()
             };
-            let keys = entries.keys.gathered(&codes).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "key column {name:?} has a code past its dictionary"
-                ))
-            })?;
+            if values.null_count() > 0 {
+                let named = codes.iter().filter(|&&c| values.is_null(c)).count();
+                if named > 0 {
+                    return Err(null_keys(named, array.len()));
+                }
+            }
+            let nan_named = match values.data_type() {
+                DataType::Float64 => {
+                    let v = values.as_primitive::<Float64Type>();
+                    codes.iter().any(|&c| v.value(c).is_nan())
+                }
+                DataType::Float32 => {
+                    let v = values.as_primitive::<Float32Type>();
+                    codes.iter().any(|&c| v.value(c).is_nan())
+                }
+                _ => false,
+            };
+            if nan_named {
+                return Err(nan_keys());
+            }
+            let entries = KeyInput::read_entries(name, values, false)?;
             return Ok(KeyInput {
-                keys,
+                keys: entries.keys.gathered(&codes),
                 decode: entries.decode,
             });
         }
         Err(Error::InvalidInput(format!(
-            "key column {name:?} has Arrow type {data_type}: expected an integer, boolean, \
-             date, time, timestamp, duration, float, string or binary type, or a dictionary of one"
+            "key column {name:?} has Arrow type {data_type}: expected an integer, Boolean, \
+             date, time, timestamp, duration, Float32, Float64, string or binary type, \
+             or a dictionary of one"
         )))
     }
 

@@ -36,6 +36,8 @@ fn open_1d(path: &Path, role: &str) -> Result<(InputFile, u64), Failure> {
         InputFile::open_typed(path, FileFormat::Npy, Dtype::F32).map_err(
             |e| match Failure::from(e) {
                 Failure::Input(m) if role == "--keys" && m.contains("unsupported dtype") => {
+                    // The reader lists the value dtypes it takes; keys take fewer.
+                    let m = m.split(" (supported:").next().unwrap_or(&m);
                     Failure::Input(format!(
                         "{role} (a 1-D .npy array of int32, uint32 or int64): {m}"
                     ))

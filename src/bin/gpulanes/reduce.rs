@@ -125,7 +125,7 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
             ));
         }
     };
-    if op.contains(',') {
+    if op.split(',').filter(|o| !o.trim().is_empty()).count() > 1 {
         return Err(Failure::Input(format!(
             "--op {op:?}: several ops in one run are for --keys; without keys give one op"
         )));
