@@ -1561,7 +1561,10 @@ fn group_by_keys_through_the_cli() {
         (
             &["--keys", &p("i8.npy"), &v],
             "int8 keys",
-            &["int32, uint32 or int64): ", "i8.npy: unsupported dtype \"|i1\""],
+            &[
+                "int32, uint32 or int64): ",
+                "i8.npy: unsupported dtype \"|i1\"",
+            ],
         ),
         (
             &["--keys", &p("short.npy"), &v],
