@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, IxDyn, ShapeBuilder};
 
 use crate::error::{Error, Result};
 pub use dtype::Dtype;
@@ -126,7 +126,8 @@ fn check_f32_header(header: &NpyHeader, path: &Path) -> Result<()> {
     check_array_header(header, path)
 }
 
-/// The shape rules of the data inputs, for any dtype: 1-D or 2-D, C order.
+/// The shape rules of the data inputs, for any dtype: 1-D or 2-D (C or
+/// Fortran order: readers of 2-D data take the order into account).
 fn check_array_header(header: &NpyHeader, path: &Path) -> Result<()> {
     let shape = &header.shape;
     if !(1..=2).contains(&shape.len()) {
@@ -136,12 +137,6 @@ fn check_array_header(header: &NpyHeader, path: &Path) -> Result<()> {
                 "expected a 1-D or 2-D array, found {}-D with shape {shape:?}",
                 shape.len()
             ),
-        ));
-    }
-    if header.fortran_order && shape.iter().filter(|&&d| d > 1).count() > 1 {
-        return Err(file_error(
-            path,
-            "Fortran-order arrays are not supported: save it in C order",
         ));
     }
     Ok(())
@@ -211,8 +206,9 @@ pub(crate) fn read_data<T: LeValue>(
     .map_err(|m| file_error(name, m))
 }
 
-/// Reads a little-endian float32 `.npy` of one or two dimensions (C
-/// order) from any reader at byte 0 (`available`: its length, when known).
+/// Reads a little-endian float32 `.npy` of one or two dimensions (C or
+/// Fortran order, the array in its own layout) from any reader at byte 0
+/// (`available`: its length, when known).
 pub fn read_f32_from(
     reader: &mut impl Read,
     name: &Path,
@@ -222,7 +218,7 @@ pub fn read_f32_from(
     let data_left = available.map(|a| a.saturating_sub(header.data_offset));
     let data = read_data::<f32>(reader, &header, name, data_left)?;
     let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
-    ArrayD::from_shape_vec(IxDyn(&shape), data)
+    ArrayD::from_shape_vec(IxDyn(&shape).set_f(header.fortran_order), data)
         .map_err(|e| file_error(name, format!("shape {:?}: {e}", header.shape)))
 }
 
@@ -316,7 +312,7 @@ pub(crate) struct NpyStream {
 }
 
 /// Opens a `.npy` of any supported dtype for streaming: parses and checks
-/// the header (1-D or 2-D, C order) and, for a regular file, that the file
+/// the header (1-D or 2-D) and, for a regular file, that the file
 /// holds exactly the data the header announces.
 pub(crate) fn open_stream(path: &Path) -> Result<NpyStream> {
     let mut file = open_input(path)?;
@@ -381,6 +377,24 @@ mod tests {
     }
 
     #[test]
+    fn fortran_order_arrays_are_read_in_their_own_layout() {
+        // Column-major data of [[1, 2, 3], [4, 5, 6]]: 1, 4, 2, 5, 3, 6.
+        let mut bytes = header("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }");
+        for v in [1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        let a = read_f32_from(
+            &mut &bytes[..],
+            Path::new("f.npy"),
+            Some(bytes.len() as u64),
+        )
+        .unwrap();
+        assert_eq!(a.shape(), &[2, 3]);
+        let rows: Vec<f32> = a.iter().copied().collect();
+        assert_eq!(rows, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+
+    #[test]
     fn rejects_bad_headers_naming_the_offset() {
         for (bytes, needle) in [
             (b"\x93NUMPZ\x01\x00".to_vec(), "bad magic at byte 0"),
@@ -388,10 +402,6 @@ mod tests {
             (
                 header("{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }"),
                 "wrong dtype",
-            ),
-            (
-                header("{'descr': '<f4', 'fortran_order': True, 'shape': (3, 2), }"),
-                "Fortran",
             ),
             (
                 header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3), }"),

@@ -187,6 +187,12 @@ pub struct InputFile {
     pub data_offset: u64,
     /// The element type (float32 for [`InputFile::open`]).
     pub dtype: Dtype,
+    /// True for a 2-D `.npy` stored in Fortran (column-major) order: its
+    /// data is then the C-order array of `shape`, which is the stored
+    /// array's shape reversed (the file's rows are `shape`'s columns), so
+    /// a reduction along the file's axis `a` is one along `shape`'s axis
+    /// `1 - a`.
+    pub transposed: bool,
 }
 
 impl InputFile {
@@ -212,13 +218,19 @@ impl InputFile {
         match format {
             FileFormat::Npy => {
                 let s = npy::open_stream(path)?;
+                let transposed = s.header.fortran_order && s.header.shape.len() == 2;
+                let mut shape = s.header.shape;
+                if transposed {
+                    shape.reverse();
+                }
                 Ok(InputFile {
                     path: npy::input_name(path),
                     format,
                     file: s.file,
                     data_offset: s.header.data_offset,
-                    shape: Some(s.header.shape),
+                    shape: Some(shape),
                     dtype: s.header.dtype,
+                    transposed,
                 })
             }
             FileFormat::RawF32 => {
@@ -230,6 +242,7 @@ impl InputFile {
                     shape: len.map(|l| vec![l]),
                     data_offset: 0,
                     dtype: raw_dtype,
+                    transposed: false,
                 })
             }
         }

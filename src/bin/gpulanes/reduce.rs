@@ -174,6 +174,9 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
         FileFormat::Npy
     };
     let mut file = InputFile::open_typed(&input, format, raw_dtype)?;
+    // A Fortran-order 2-D file is read as the C-order array of its
+    // transpose: the file's axis 0 is that array's axis 1.
+    let axis = axis.map(|a| if file.transposed { 1 - a } else { a });
     let name = file.path.clone();
     let bad_shape = |msg: String| Failure::Input(format!("{}: {msg}", name.display()));
     // Results not backed by data the file was checked to hold (empty rows
@@ -206,7 +209,12 @@ pub fn run(args: ReduceArgs) -> Result<(), Failure> {
             Partitions::Offsets(row_offsets(rows, cols).map_err(bad_shape)?)
         }
         (Some(&[_, _]), Some(_)) => partitions,
-        (Some(shape @ &[_, _]), None) => {
+        (Some(&[rows, cols]), None) => {
+            let shape = if file.transposed {
+                [cols, rows]
+            } else {
+                [rows, cols]
+            };
             return Err(bad_shape(format!(
                 "2-D array of shape {shape:?} needs --axis 0 or 1"
             )));
