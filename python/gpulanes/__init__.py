@@ -626,10 +626,16 @@ class Engine:
     (``WGPU_BACKEND``, ``WGPU_ADAPTER_NAME``, ``WGPU_POWER_PREF``); on a
     machine without a GPU, Mesa's lavapipe runs the kernels on the CPU.
 
-    One engine per process is enough and may be shared by threads."""
+    One engine per process is enough and may be shared by threads. An
+    engine holds a device, which cannot cross processes: pickled (sent to a
+    Dask worker, say), it arrives as the receiving process's
+    :func:`default_engine`."""
 
     def __init__(self) -> None:
         self._native = _gpulanes.Engine()
+
+    def __reduce__(self) -> Tuple[Any, tuple]:
+        return (default_engine, ())
 
     def info(self) -> Dict[str, Any]:
         """The adapter, backend, driver and limits."""

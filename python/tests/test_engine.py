@@ -561,3 +561,13 @@ def test_merge_keyed_native_and_dict_paths_agree(engine):
     assert np.array_equal(k1, np.unique(a)) and len(s1) == len(k1)
     with pytest.raises(ValueError, match="keys for"):
         gpulanes.merge_keyed([(a[:3], s1[:2])])
+
+
+def test_an_engine_pickles_as_the_receiving_process_default(engine):
+    import pickle
+
+    other = gpulanes.Engine()
+    back = pickle.loads(pickle.dumps(other))
+    assert back is gpulanes.default_engine()
+    x = np.arange(1000, dtype=np.float32)
+    assert back.sum(x) == other.sum(x)
