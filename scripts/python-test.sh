@@ -28,7 +28,7 @@ echo "== python: installing the build and test tools"
 # dask[distributed] pins distributed to the same release (an unpinned pair
 # can resolve to a dask without its distributed).
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-  "maturin>=1.5,<2" numpy pytest "dask[array,dataframe,distributed]" pyarrow
+  "maturin>=1.5,<2" numpy pytest "dask[array,dataframe,distributed]" pyarrow polars
 if [ -z "${MESA_VK_DEVICE_SELECT:-}" ]; then export NODEVICE_SELECT="${NODEVICE_SELECT:-1}"; fi
 # The binding is built for the venv's interpreter (pyo3 reads its config).
 export PYO3_PYTHON="$PWD/$VENV/bin/python"

@@ -15,7 +15,9 @@ Inputs
       ``ravel()`` does), so a Fortran-ordered array is copied there.
     * Objects with the Arrow PyCapsule interface (``__arrow_c_array__`` or
       ``__arrow_c_stream__``: PyArrow arrays and chunked arrays, Polars
-      series, ...). One chunk without nulls is read in place, and so are
+      series and DataFrames, ...; those that are not PyArrow are viewed
+      as PyArrow, so the same key and type rules apply). One chunk
+      without nulls is read in place, and so are
       several chunks without nulls of 1 MiB or more on average in a whole
       reduction (one pass per chunk, states merged: the same bits). Nulls
       are SQL NULL: skipped, not counted, and a partition whose values are
@@ -286,6 +288,40 @@ def _ordered_keys(arr: np.ndarray) -> Tuple[Any, _Restore]:
     raise ValueError(f"keys of dtype {arr.dtype} are not grouped: keys are integers, bools, floats, dates, strings or categories")
 
 
+def _unviewed(arr: Any) -> Any:
+    """PyArrow string or binary views as large strings or binaries (which
+    Arrow's hashing kernels take); other arrays as they are."""
+    import pyarrow as pa
+
+    if pa.types.is_string_view(arr.type):
+        return arr.cast(pa.large_string())
+    if pa.types.is_binary_view(arr.type):
+        return arr.cast(pa.large_binary())
+    return arr
+
+
+def _as_pyarrow(obj: Any) -> Any:
+    """``obj`` as a PyArrow chunked array (a column) or table (several)
+    when it is neither NumPy, pandas nor PyArrow but speaks the Arrow
+    PyCapsule interface (Polars, ...): a view of its buffers, so every
+    PyArrow rule applies to it. Else ``obj`` itself."""
+    module = type(obj).__module__
+    if module.startswith(("numpy", "pandas", "pyarrow")) or isinstance(obj, np.ndarray):
+        return obj
+    if not (hasattr(obj, "__arrow_c_stream__") or hasattr(obj, "__arrow_c_array__")):
+        return obj
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return obj
+    if hasattr(obj, "columns") and hasattr(obj, "__arrow_c_stream__"):
+        try:
+            return pa.table(obj)
+        except (TypeError, ValueError, pa.ArrowException):
+            pass
+    return pa.chunked_array(obj) if hasattr(obj, "__arrow_c_stream__") else pa.array(obj)
+
+
 def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
     """Keys as the engine takes them, and how to turn the distinct keys
     it returns back into the caller's kind of key (``None``: as they
@@ -305,6 +341,7 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
       key), dates and durations, strings and bytes (NumPy, pandas object
       and string Series, PyArrow), Python objects that order.
     """
+    keys = _as_pyarrow(keys)
     dtype = getattr(keys, "dtype", None)
     if dtype is not None and str(dtype) == "category":
         if hasattr(keys, "cat"):
@@ -322,7 +359,7 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
             if keys.indices.null_count:
                 raise ValueError(_NULL_KEYS)
             codes = keys.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-            dictionary = keys.dictionary
+            dictionary = _unviewed(keys.dictionary)
             if dictionary.null_count:  # a code naming a null value is a null key
                 null_codes = np.flatnonzero(dictionary.is_null().to_numpy(zero_copy_only=False))
                 if np.isin(codes, null_codes).any():
@@ -340,6 +377,8 @@ def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:
             if keys.null_count:
                 raise ValueError(_NULL_KEYS)
             return _widened(np.asarray(keys.to_numpy(zero_copy_only=False)))
+        keys = _unviewed(keys)
+        arrow_type = keys.type
         if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
             return _arrow_by_value(keys)
         if pa.types.is_temporal(arrow_type) and not pa.types.is_interval(arrow_type):
@@ -419,6 +458,7 @@ def _engine_values(x: Any) -> Tuple[Any, Optional[np.dtype]]:
     (``None``: the values as they are). NumPy arrays (masked ones too),
     pandas Series (nullable ones too) and PyArrow arrays, their nulls
     kept."""
+    x = _as_pyarrow(x)
     if type(x).__module__.startswith("pyarrow"):
         import pyarrow as pa
 
@@ -519,6 +559,7 @@ def _value_columns(x: Any) -> Optional[Tuple[list, list]]:
     a PyArrow table or record batch, a dict of columns), else ``None``."""
     if isinstance(x, dict):
         return list(x), list(x.values())
+    x = _as_pyarrow(x)
     if type(x).__module__.startswith("pyarrow") and hasattr(x, "column_names"):
         return list(x.column_names), [x.column(i) for i in range(x.num_columns)]
     if not isinstance(x, np.ndarray) and getattr(x, "ndim", None) == 2 and hasattr(x, "columns"):
