@@ -516,3 +516,86 @@ fn lanes_requests_by_an_index_give_the_bits_of_reduce_by_index() {
         assert!(matches!(&err, Error::InvalidInput(_)), "{err}");
     }
 }
+
+/// Async reductions by a shared index, several in flight at once over
+/// different value columns, give the bits of the blocking ones; bad
+/// lengths settle the future at once; a dropped future harms none.
+#[test]
+fn async_reductions_by_an_index_match_the_blocking_ones() {
+    use std::sync::Arc;
+    let e = engine();
+    let mut rng = SplitMix::new(91);
+    let n = 30_011;
+    let dense: Vec<i32> = (0..n).map(|_| rng.below(500) as i32 - 250).collect();
+    let sparse: Vec<i64> = (0..n)
+        .map(|_| (rng.below(3000) as i64 - 1500) << 35)
+        .collect();
+    let f64s: Vec<f64> = (0..n)
+        .map(|i| match rng.below(30) {
+            0 => f64::NAN,
+            1 => -0.0,
+            2 => f64::MAX,
+            _ => rng.range(-1e9, 1e9) * if i % 7 == 0 { 1e-300 } else { 1.0 },
+        })
+        .collect();
+    let i64s: Vec<i64> = (0..n)
+        .map(|_| rng.below(1 << 40) as i64 - (1 << 39))
+        .collect();
+    let f32s: Vec<f32> = f64s.iter().map(|&v| v as f32).collect();
+    fn check<K: Key + std::fmt::Debug>(
+        e: &Engine,
+        index: Arc<GroupIndex<'static, K>>,
+        f64s: &[f64],
+        f32s: &[f32],
+        i64s: &[i64],
+    ) {
+        for nan in POLICIES {
+            let futures = (
+                e.reduce_by_index_async(index.clone(), f64s.to_vec(), &OPS, nan),
+                e.reduce_by_index_async(index.clone(), f32s.to_vec(), &OPS, nan),
+                e.reduce_by_index_async(index.clone(), i64s.to_vec(), &OPS, nan),
+            );
+            // A future dropped before its turn is not run; the others settle.
+            drop(e.reduce_by_index_async(index.clone(), f64s.to_vec(), &OPS, nan));
+            let (a, b, c) =
+                pollster::block_on(async { (futures.0.await, futures.1.await, futures.2.await) });
+            let blocking = |g: &gpulanes::Grouped<K>| common::grouped_bits(g);
+            assert_eq!(
+                blocking(&a.unwrap()),
+                blocking(&e.reduce_by_index(&index, f64s, &OPS, nan).unwrap())
+            );
+            assert_eq!(
+                blocking(&b.unwrap()),
+                blocking(&e.reduce_by_index(&index, f32s, &OPS, nan).unwrap())
+            );
+            assert_eq!(
+                blocking(&c.unwrap()),
+                blocking(&e.reduce_by_index(&index, i64s, &OPS, nan).unwrap())
+            );
+        }
+        let short = e.reduce_by_index_async(
+            index.clone(),
+            f64s[1..].to_vec(),
+            &OPS,
+            NanPolicy::Propagate,
+        );
+        let err = pollster::block_on(short).unwrap_err().to_string();
+        assert!(err.contains("rows"), "{err}");
+        let none = e.reduce_by_index_async(index, f64s.to_vec(), &[], NanPolicy::Propagate);
+        assert!(pollster::block_on(none).is_err());
+    }
+    check(
+        e,
+        Arc::new(e.group_index(dense).unwrap()),
+        &f64s,
+        &f32s,
+        &i64s,
+    );
+    check(
+        e,
+        Arc::new(e.group_index(sparse).unwrap()),
+        &f64s,
+        &f32s,
+        &i64s,
+    );
+}

@@ -501,6 +501,45 @@ impl crate::Engine {
         Ok(out)
     }
 
+    /// Async [`Engine::reduce_by_index`](crate::Engine::reduce_by_index):
+    /// the same result, bit for bit, from a future, computed on one of the
+    /// engine's keyed threads as
+    /// [`Engine::reduce_by_key_async`](crate::Engine::reduce_by_key_async)
+    /// is. The index is shared (an `Arc`, so one index serves many
+    /// requests at once) and the values moved in, so the future borrows
+    /// nothing.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use gpulanes::{NanPolicy, Op, Scalar};
+    /// let engine = gpulanes::Engine::new()?;
+    /// let index = Arc::new(engine.group_index(vec![7i64, 2, 7])?);
+    /// let sums = engine.reduce_by_index_async(index.clone(), vec![1.0f64, 2.0, 4.0], &[Op::Sum], NanPolicy::Propagate);
+    /// let maxes = engine.reduce_by_index_async(index, vec![3i32, -1, 9], &[Op::Max], NanPolicy::Propagate);
+    /// let (sums, maxes) = pollster::block_on(async { (sums.await, maxes.await) });
+    /// assert_eq!(sums?.reductions[0].values, vec![Some(Scalar::F64(2.0)), Some(Scalar::F64(5.0))]);
+    /// assert_eq!(maxes?.reductions[0].values, vec![Some(Scalar::I32(-1)), Some(Scalar::I32(9))]);
+    /// # Ok::<(), gpulanes::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Engine::reduce_by_index`](crate::Engine::reduce_by_index) (a
+    /// length or op error settles the future at once), and
+    /// [`Error::Thread`] when no keyed thread runs and none can be started.
+    pub fn reduce_by_index_async<K: Key, E: Element>(
+        &self,
+        index: Arc<GroupIndex<'static, K>>,
+        values: Vec<E>,
+        ops: &[Op],
+        nan: NanPolicy,
+    ) -> crate::future::ReductionFuture<Grouped<K>> {
+        if let Err(e) = index.check(values.len(), ops) {
+            return crate::future::ReductionFuture::ready(Err(e));
+        }
+        let ops = ops.to_vec();
+        self.on_keyed_thread(move |engine| engine.reduce_by_index(&index, &values, &ops, nan))
+    }
+
     /// [`Engine::reduce_by_index`](crate::Engine::reduce_by_index) where
     /// `valid` marks which values hold one: the others are SQL NULL,
     /// skipped and not counted, and a key whose values are all null keeps
