@@ -112,41 +112,46 @@ pub(crate) fn result_dtype(dtype: Dtype, op: Op) -> Dtype {
     }
 }
 
+/// Result values as the natives of an Arrow array (`None` a null slot):
+/// `f` takes each value's native, `None` where it has none, an internal
+/// error naming `what` (the column being made).
+pub(crate) fn natives<N>(
+    what: &str,
+    values: &[Option<Scalar>],
+    f: impl Fn(Scalar) -> Option<N>,
+) -> Result<Vec<Option<N>>> {
+    values
+        .iter()
+        .map(|v| match v {
+            None => Ok(None),
+            Some(s) => f(*s)
+                .map(Some)
+                .ok_or_else(|| Error::Internal(format!("{what} got the value {s:?}"))),
+        })
+        .collect()
+}
+
 /// An Arrow array of type `t` from result values (`None` is a null slot).
 pub(crate) fn to_array(t: Dtype, values: &[Option<Scalar>]) -> Result<ArrayRef> {
-    fn col<N>(
-        t: Dtype,
-        values: &[Option<Scalar>],
-        f: impl Fn(Scalar) -> Option<N>,
-    ) -> Result<Vec<Option<N>>> {
-        values
-            .iter()
-            .map(|v| match v {
-                None => Ok(None),
-                Some(s) => f(*s).map(Some).ok_or_else(|| {
-                    Error::Internal(format!("a {t} result column got the value {s:?}"))
-                }),
-            })
-            .collect()
-    }
+    let what = format!("a {t} result column");
     Ok(match t {
-        Dtype::F32 => Arc::new(Float32Array::from(col(t, values, |s| match s {
+        Dtype::F32 => Arc::new(Float32Array::from(natives(&what, values, |s| match s {
             Scalar::F32(v) => Some(v),
             _ => None,
         })?)),
-        Dtype::F64 => Arc::new(Float64Array::from(col(t, values, |s| match s {
+        Dtype::F64 => Arc::new(Float64Array::from(natives(&what, values, |s| match s {
             Scalar::F64(v) => Some(v),
             _ => None,
         })?)),
-        Dtype::I32 => Arc::new(Int32Array::from(col(t, values, |s| match s {
+        Dtype::I32 => Arc::new(Int32Array::from(natives(&what, values, |s| match s {
             Scalar::I32(v) => Some(v),
             _ => None,
         })?)),
-        Dtype::U32 => Arc::new(UInt32Array::from(col(t, values, |s| match s {
+        Dtype::U32 => Arc::new(UInt32Array::from(natives(&what, values, |s| match s {
             Scalar::U32(v) => Some(v),
             _ => None,
         })?)),
-        Dtype::I64 => Arc::new(Int64Array::from(col(t, values, |s| match s {
+        Dtype::I64 => Arc::new(Int64Array::from(natives(&what, values, |s| match s {
             Scalar::I64(v) => Some(v),
             _ => None,
         })?)),

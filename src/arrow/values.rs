@@ -26,7 +26,7 @@ use arrow_array::{
 };
 use arrow_schema::DataType;
 
-use super::{result_dtype, to_array};
+use super::{natives, result_dtype, to_array};
 use crate::dtype::{Dtype, Scalar};
 use crate::error::{Error, Result};
 use crate::op::Op;
@@ -140,20 +140,7 @@ fn to_array_type(t: Dtype) -> DataType {
 
 /// Max or min results of a widened column, back in its type `t`.
 fn narrowed(t: &DataType, values: &[Option<Scalar>]) -> Result<ArrayRef> {
-    fn each<N>(
-        values: &[Option<Scalar>],
-        f: impl Fn(Scalar) -> Option<N>,
-    ) -> Result<Vec<Option<N>>> {
-        values
-            .iter()
-            .map(|v| match v {
-                None => Ok(None),
-                Some(s) => f(*s).map(Some).ok_or_else(|| {
-                    Error::Internal(format!("a max or min of a narrow column is {s:?}"))
-                }),
-            })
-            .collect()
-    }
+    let what = format!("a max or min column of type {t}");
     let int = |s: Scalar| match s {
         Scalar::I32(v) => Some(i64::from(v)),
         Scalar::U32(v) => Some(i64::from(v)),
@@ -161,20 +148,30 @@ fn narrowed(t: &DataType, values: &[Option<Scalar>]) -> Result<ArrayRef> {
         _ => None,
     };
     Ok(match t {
-        DataType::Int8 => Arc::new(Int8Array::from(each(values, |s| int(s)?.try_into().ok())?)),
-        DataType::Int16 => Arc::new(Int16Array::from(each(values, |s| int(s)?.try_into().ok())?)),
-        DataType::UInt8 => Arc::new(UInt8Array::from(each(values, |s| int(s)?.try_into().ok())?)),
-        DataType::UInt16 => Arc::new(UInt16Array::from(each(values, |s| {
+        DataType::Int8 => Arc::new(Int8Array::from(natives(&what, values, |s| {
             int(s)?.try_into().ok()
         })?)),
-        DataType::UInt64 => Arc::new(UInt64Array::from(each(values, |s| {
+        DataType::Int16 => Arc::new(Int16Array::from(natives(&what, values, |s| {
             int(s)?.try_into().ok()
         })?)),
-        DataType::Boolean => Arc::new(BooleanArray::from(each(values, |s| match int(s)? {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
+        DataType::UInt8 => Arc::new(UInt8Array::from(natives(&what, values, |s| {
+            int(s)?.try_into().ok()
         })?)),
+        DataType::UInt16 => Arc::new(UInt16Array::from(natives(&what, values, |s| {
+            int(s)?.try_into().ok()
+        })?)),
+        DataType::UInt64 => Arc::new(UInt64Array::from(natives(&what, values, |s| {
+            int(s)?.try_into().ok()
+        })?)),
+        DataType::Boolean => Arc::new(BooleanArray::from(natives(
+            &what,
+            values,
+            |s| match int(s)? {
+                0 => Some(false),
+                1 => Some(true),
+                _ => None,
+            },
+        )?)),
         other => {
             return Err(Error::Internal(format!(
                 "no narrow result array of type {other}"
