@@ -1707,4 +1707,12 @@ fn fortran_order_files_reduce_along_their_own_axes() {
         "{}",
         text(&err.stderr)
     );
+    // As keys, a 2-D file is named by the shape it gives.
+    write_npy(p("fk.npy"), &Array2::<i32>::zeros((3, 2)).reversed_axes()).unwrap();
+    let err = run(&["reduce", "--op", "sum", "--keys", &p("fk.npy"), &p("c.npy")]);
+    assert!(
+        text(&err.stderr).contains("found shape [2, 3]"),
+        "{}",
+        text(&err.stderr)
+    );
 }

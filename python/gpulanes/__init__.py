@@ -235,7 +235,13 @@ def _list_keys(keys: Sequence[Any]) -> np.ndarray:
         raise ValueError(f"keys of shape {arr.shape}: a list of keys is one key column; give several as a list of arrays")
     if arr.dtype.kind in "iub":
         return arr
-    if arr.dtype.kind == "f" and all(float(k) == k for k in keys if isinstance(k, (int, np.integer))):
+    # NumPy makes integers past int64 floats: keys are floats only where
+    # some key is one, and every integer among them is a float exactly.
+    if (
+        arr.dtype.kind == "f"
+        and any(isinstance(k, (float, np.floating)) for k in keys)
+        and all(float(k) == k for k in keys if isinstance(k, (int, np.integer)))
+    ):
         return arr
     out = np.empty(len(keys), dtype=object)
     out[:] = list(keys)
@@ -319,7 +325,10 @@ def _as_pyarrow(obj: Any) -> Any:
             return pa.table(obj)
         except (TypeError, ValueError, pa.ArrowException):
             pass
-    return pa.chunked_array(obj) if hasattr(obj, "__arrow_c_stream__") else pa.array(obj)
+    try:
+        return pa.chunked_array(obj) if hasattr(obj, "__arrow_c_stream__") else pa.array(obj)
+    except pa.ArrowException as e:
+        raise ValueError(f"an Arrow column PyArrow cannot read: {e}") from None
 
 
 def _engine_keys(keys: Any) -> Tuple[Any, _Restore]:

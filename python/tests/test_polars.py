@@ -40,6 +40,9 @@ def test_polars_keys_group_as_their_arrow_columns(engine):
         same_result((np.asarray(want[0]), got[1]), (np.asarray(want[0]), want[1]))
     with pytest.raises(ValueError, match="null"):
         engine.reduce(x[:3], "sum", keys=pl.Series([1, None, 1]))
+    if hasattr(pl, "Int128"):
+        with pytest.raises(ValueError):
+            engine.reduce(x[:3], "sum", keys=pl.Series([1, 2, 1], dtype=pl.Int128))
 
 
 def test_polars_values_and_frames(engine):

@@ -49,9 +49,16 @@ fn open_1d(path: &Path, role: &str) -> Result<(InputFile, u64), Failure> {
     let name = file.path.display().to_string();
     match file.shape.as_deref() {
         Some(&[n]) => Ok((file, n)),
-        Some(shape) => Err(Failure::Input(format!(
-            "{name}: {role} must be a 1-D array, found shape {shape:?}"
-        ))),
+        Some(shape) => {
+            // A Fortran-order file's shape, as the file gives it.
+            let mut shape = shape.to_vec();
+            if file.transposed {
+                shape.reverse();
+            }
+            Err(Failure::Input(format!(
+                "{name}: {role} must be a 1-D array, found shape {shape:?}"
+            )))
+        }
         None => Err(Failure::Input(format!(
             "{name}: {role} must be a .npy file"
         ))),
