@@ -1,6 +1,6 @@
 //! Reading `.npy` and raw inputs with errors that name the file and the
 //! problem: the header of any supported dtype ([`Dtype`]), float32 data
-//! (1-D or 2-D, C order), int32/int64 partition offsets, raw float32.
+//! (1-D or 2-D, C or Fortran order), int32/int64 partition offsets, raw float32.
 //!
 //! No allocation is sized by what a header claims before the input was
 //! checked to hold it: a regular file's size is compared with the header
@@ -106,7 +106,7 @@ pub fn parse_header(bytes: &[u8], name: &Path) -> Result<NpyHeader> {
 
 /// Parses a float32 `.npy` header from `reader` (positioned at byte 0),
 /// leaving it at the first data byte: dtype `'<f4'` (any other is an error
-/// naming it), 1-D or 2-D, C order. `path` names the file in errors.
+/// naming it), 1-D or 2-D (C or Fortran order). `path` names the file in errors.
 pub(crate) fn parse_f32_header(reader: &mut impl Read, path: &Path) -> Result<NpyHeader> {
     let header = read_header(reader, path)?;
     check_f32_header(&header, path)?;

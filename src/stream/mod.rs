@@ -166,7 +166,7 @@ pub struct StreamStats {
 /// Encoding of a streamed file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileFormat {
-    /// A float32 `.npy` (`'<f4'`, C order, 1-D or 2-D; reduced flat).
+    /// A float32 `.npy` (`'<f4'`, 1-D or 2-D, C or Fortran order; reduced flat).
     Npy,
     /// Raw little-endian float32 values, nothing else.
     RawF32,
