@@ -281,13 +281,29 @@ impl FinalPartials {
         Reduction { op, values, counts }
     }
 
-    /// Appends every partition's value (in its result type) and count.
-    pub fn finish_into(&self, op: Op, nan: NanPolicy, out: &mut Reduction<Scalar>) -> Result<()> {
-        for i in 0..self.len() {
+    /// Values (each in its result type) and counts of partitions `range`
+    /// for `op` under `nan`; [`Error::Overflow`](crate::Error::Overflow)
+    /// for an integer sum past int64.
+    pub fn finish_range(
+        &self,
+        op: Op,
+        nan: NanPolicy,
+        range: Range<usize>,
+    ) -> Result<Reduction<Scalar>> {
+        let mut out = Reduction::empty(op);
+        for i in range {
             let s = self.state(i);
             out.values.push(s.finalize(op, nan)?);
             out.counts.push(s.count(nan));
         }
+        Ok(out)
+    }
+
+    /// Appends every partition's value (in its result type) and count.
+    pub fn finish_into(&self, op: Op, nan: NanPolicy, out: &mut Reduction<Scalar>) -> Result<()> {
+        let all = self.finish_range(op, nan, 0..self.len())?;
+        out.values.extend(all.values);
+        out.counts.extend(all.counts);
         Ok(())
     }
 }

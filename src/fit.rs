@@ -14,7 +14,7 @@
 use crate::context::Context;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::kernels::{PARTIAL_BYTES, SEGMENT_BYTES};
+use crate::kernels::SEGMENT_BYTES;
 use crate::plan::Plan;
 
 /// What sizes a reduction's unsplittable buffers.
@@ -27,30 +27,38 @@ pub(crate) struct Footprint {
     pub partitions: u64,
     /// Levels of the tree (0 when there is nothing to run).
     pub levels: u64,
+    /// Bytes of one partial (float64 partials are larger than float32
+    /// ones; the largest where reductions of several dtypes coalesce).
+    pub partial_size: u64,
 }
 
 impl Footprint {
-    pub fn of(plan: &Plan) -> Self {
+    /// The footprint of `plan` over `dtype` values.
+    pub fn of(plan: &Plan, dtype: Dtype) -> Self {
         Footprint {
             units: plan.levels.first().map_or(0, |l| l.units),
             partitions: plan.partition_lens.len() as u64,
             levels: plan.levels.len() as u64,
+            partial_size: dtype.partial_bytes(),
         }
     }
 
     /// Two reductions coalesced into one, their partitions side by side:
-    /// units and partitions add up, the tree is as deep as the deeper one.
+    /// units and partitions add up, the tree is as deep as the deeper one,
+    /// and every partial counts at the larger size (a bound: coalesced
+    /// reductions of two dtypes run as two jobs, each smaller).
     pub fn with(self, other: Footprint) -> Self {
         Footprint {
             units: self.units.saturating_add(other.units),
             partitions: self.partitions.saturating_add(other.partitions),
             levels: self.levels.max(other.levels),
+            partial_size: self.partial_size.max(other.partial_size),
         }
     }
 
-    /// Bytes of the first level's partials buffer, partials of `size` bytes.
-    fn partial_bytes(&self, size: u64) -> u64 {
-        self.units.saturating_mul(size)
+    /// Bytes of the first level's partials buffer.
+    fn partial_bytes(&self) -> u64 {
+        self.units.saturating_mul(self.partial_size)
     }
 
     /// Bytes of the buffer holding every level's segment table (each at an
@@ -77,24 +85,10 @@ impl Footprint {
         self.check_limit(ctx.device_buffer_bytes, ctx.limits.offset_alignment)
     }
 
-    /// [`Footprint::check`] for partials of `dtype` (float64 partials are
-    /// larger than float32 ones).
-    pub fn check_dtype(&self, ctx: &Context, dtype: Dtype) -> Result<()> {
-        self.check_sized(
-            ctx.device_buffer_bytes,
-            ctx.limits.offset_alignment,
-            dtype.partial_bytes(),
-        )
-    }
-
     /// `Err(OutOfMemory)` naming the buffer that does not fit in `limit`
     /// bytes, tables aligned to `align`.
     fn check_limit(&self, limit: u64, align: u64) -> Result<()> {
-        self.check_sized(limit, align, PARTIAL_BYTES)
-    }
-
-    fn check_sized(&self, limit: u64, align: u64, partial_size: u64) -> Result<()> {
-        let partials = self.partial_bytes(partial_size);
+        let partials = self.partial_bytes();
         let tables = self.table_bytes(align);
         let (what, need) = if partials > limit {
             ("partials", partials)
@@ -110,19 +104,21 @@ impl Footprint {
     }
 }
 
-/// `Err(OutOfMemory)` when `plan` cannot run on this device.
+/// `Err(OutOfMemory)` when `plan` over float32 values cannot run on this
+/// device.
 pub(crate) fn check(ctx: &Context, plan: &Plan) -> Result<()> {
-    Footprint::of(plan).check(ctx)
+    check_dtype(ctx, plan, Dtype::F32)
 }
 
 /// `Err(OutOfMemory)` when `plan` over `dtype` values cannot run here.
 pub(crate) fn check_dtype(ctx: &Context, plan: &Plan, dtype: Dtype) -> Result<()> {
-    Footprint::of(plan).check_dtype(ctx, dtype)
+    Footprint::of(plan, dtype).check(ctx)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::PARTIAL_BYTES;
 
     /// Offsets of partitions of `lens` items, 0 first.
     fn offsets(lens: &[u64]) -> Vec<u64> {
@@ -150,12 +146,21 @@ mod tests {
             let group: Vec<&[u64]> = requests[first..].to_vec();
             let added = group.iter().fold(Footprint::default(), |f, lens| {
                 let plan = Plan::new(&offsets(lens)).unwrap();
-                f.with(Footprint::of(&plan))
+                f.with(Footprint::of(&plan, Dtype::F32))
             });
             let all: Vec<u64> = group.iter().flat_map(|l| l.iter().copied()).collect();
-            let whole = Footprint::of(&Plan::new(&offsets(&all)).unwrap());
+            let whole = Footprint::of(&Plan::new(&offsets(&all)).unwrap(), Dtype::F32);
             assert_eq!(added, whole, "requests {first}..");
         }
+        // Coalesced dtypes count every partial at the larger size.
+        let plan = Plan::new(&offsets(&[100_000])).unwrap();
+        let (f32s, f64s) = (
+            Footprint::of(&plan, Dtype::F32),
+            Footprint::of(&plan, Dtype::F64),
+        );
+        assert!(f64s.partial_size > f32s.partial_size);
+        assert_eq!(f32s.with(f64s).partial_size, f64s.partial_size);
+        assert_eq!(f64s.with(f32s).partial_size, f64s.partial_size);
     }
 
     #[test]
@@ -164,8 +169,9 @@ mod tests {
             units: 400,
             partitions: 999,
             levels: 2,
+            partial_size: PARTIAL_BYTES,
         };
-        assert_eq!(f.partial_bytes(PARTIAL_BYTES), 25_600);
+        assert_eq!(f.partial_bytes(), 25_600);
         // Two tables of 1000 entries of 16 bytes, each aligned to 256.
         assert_eq!(f.table_bytes(256), 2 * 16_128);
         assert!(f.check_limit(32_256, 256).is_ok());

@@ -1209,9 +1209,11 @@ class LaneFuture(concurrent.futures.Future):
         one_op: bool = True,
         restore: _Restore = None,
         own: Optional[np.dtype] = None,
+        op: Optional[str] = None,
     ) -> None:
         super().__init__()
         self._whole = whole
+        self._op = op
         self._keyed_ops = list(keyed_ops) if keyed_ops is not None else None
         self._one_op = one_op
         self._restore = restore
@@ -1225,6 +1227,7 @@ class LaneFuture(concurrent.futures.Future):
     def _deliver(self, values: np.ndarray, valid: Optional[np.ndarray]) -> None:
         self._lanes = None
         value = _scalar(values, valid) if self._whole else _array(values, valid)
+        value = _own_type(value, self._op, self._own)
         try:
             self.set_result(value)
         except concurrent.futures.InvalidStateError:
@@ -1260,10 +1263,11 @@ class LaneFuture(concurrent.futures.Future):
 class Lanes:
     """The scheduler's two lanes on one engine: ``realtime`` for small
     requests that want an answer now (never queued behind a batch job),
-    ``batch`` for large ones that want throughput. Both take float32 values
-    (copied once on submission, since the scheduler owns its inputs) and
-    return a :class:`LaneFuture`; ``groupby`` submits a keyed reduction of
-    any value dtype to either lane."""
+    ``batch`` for large ones that want throughput. Both take values of any
+    dtype :meth:`Engine.reduce` takes, with the same results (the same
+    bits, in the same result types; copied once on submission, since the
+    scheduler owns its inputs), and return a :class:`LaneFuture`;
+    ``groupby`` submits a keyed reduction to either lane."""
 
     def __init__(self, engine: Optional[Engine] = None) -> None:
         self.engine = engine if engine is not None else default_engine()
@@ -1279,7 +1283,8 @@ class Lanes:
     ) -> LaneFuture:
         """``op`` over ``x`` on the real-time lane. ``timeout`` (seconds) is
         a deadline: a result not ready by then fails with ``TimeoutError``."""
-        fut = LaneFuture(whole=True)
+        x, own = _engine_values(x)
+        fut = LaneFuture(whole=True, own=own, op=op)
         fut._lanes = self
         fut._token = self._native.realtime(x, op, fut, nan, timeout)
         return fut
@@ -1334,7 +1339,8 @@ class Lanes:
     ) -> LaneFuture:
         """``op`` over ``x`` (or its partitions) on the batch lane."""
         whole = partition_size is None and offsets is None
-        fut = LaneFuture(whole=whole)
+        x, own = _engine_values(x)
+        fut = LaneFuture(whole=whole, own=own, op=op)
         fut._lanes = self
         fut._token = self._native.batch(
             x, op, fut, nan, _size(partition_size), _offsets(offsets)

@@ -167,8 +167,9 @@ fn dtype_of(array: &Bound<'_, PyUntypedArray>) -> PyResult<Dtype> {
         }
     }
     Err(bad(format!(
-        "unsupported dtype {}: expected float32, float64, int32, uint32 or int64 \
-         (in native byte order)",
+        "unsupported dtype {}: expected integers, bools or floats of up to 64 bits \
+         (float32, float64, int32, uint32 and int64 are reduced as they are; narrower \
+         ones are widened, uint64 where every value fits int64)",
         d.str()?
     )))
 }

@@ -1,5 +1,5 @@
 //! The two lanes from Python: `realtime(...)` and `batch(...)` submit a
-//! float32 reduction and complete a Python future (a
+//! reduction of any dtype the engine takes and complete a Python future (a
 //! `concurrent.futures.Future` subclass the package makes awaitable) from
 //! a waiter thread, so threads block on `.result(timeout)` and asyncio
 //! tasks `await` it while the GIL stays free.
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gpulanes::{Dtype, Lane, LanesConfig, Op, Partitions, Reduction, Request, Scalar};
+use gpulanes::{Dtype, Element, Lane, LanesConfig, Op, Partitions, Reduction, Request, Scalar};
 use numpy::PyReadonlyArray1;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -52,22 +52,26 @@ impl Lanes {
         x: &Bound<'_, PyAny>,
         rt: bool,
         op: Op,
-        build: impl FnOnce(Request) -> Request,
+        build: impl FnOnce(Request<Scalar>) -> Request<Scalar>,
         parts: Partitions,
         future: Py<PyAny>,
     ) -> PyResult<CancelToken> {
         let whole = parts == Partitions::Whole;
         let mut col = input::extract(x, !whole)?;
-        if col.dtype != Dtype::F32 {
-            return Err(PyValueError::new_err(format!(
-                "the lanes reduce float32 values, got {} (use Engine for other dtypes)",
-                col.dtype
-            )));
-        }
+        let dtype = col.dtype;
         let prepared = col.prepare(parts)?;
-        let data: Arc<[f32]> = prepared.slice::<f32>().into();
+        fn copied<E: Element>(p: &input::Prepared, op: Op) -> Request<Scalar> {
+            Request::host_typed(Arc::<[E]>::from(p.slice::<E>()), op)
+        }
+        let request = match dtype {
+            Dtype::F32 => copied::<f32>(&prepared, op),
+            Dtype::F64 => copied::<f64>(&prepared, op),
+            Dtype::I32 => copied::<i32>(&prepared, op),
+            Dtype::U32 => copied::<u32>(&prepared, op),
+            Dtype::I64 => copied::<i64>(&prepared, op),
+        };
         let all_null = prepared.all_null.clone();
-        let request = build(Request::host(data, op).partitions(prepared.partitions.clone()));
+        let request = build(request.partitions(prepared.partitions.clone()));
         let lanes = self.inner.clone();
         let handle = py
             .detach(move || {
@@ -94,7 +98,7 @@ impl Lanes {
                     }
                 }
             },
-            move |py, f, result| deliver(py, f, op, result, &all_null),
+            move |py, f, result| deliver(py, f, op, dtype, result, &all_null),
         )
     }
 }
@@ -155,7 +159,8 @@ fn deliver(
     py: Python<'_>,
     future: &Py<PyAny>,
     op: Op,
-    result: gpulanes::Result<Reduction>,
+    dtype: Dtype,
+    result: gpulanes::Result<Reduction<Scalar>>,
     all_null: &[bool],
 ) {
     let outcome = match result {
@@ -173,12 +178,12 @@ fn deliver(
                         if all_null.get(i).copied().unwrap_or(false) {
                             None
                         } else {
-                            v.map(Scalar::F32)
+                            *v
                         }
                     })
                     .collect()
             };
-            to_numpy(py, op, Dtype::F32, &values)
+            to_numpy(py, op, dtype, &values)
                 .and_then(|pair| future.call_method1(py, "_deliver", pair))
         }
         Err(e) => future.call_method1(py, "_fail", (engine_error(e).value(py),)),

@@ -18,18 +18,18 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::handle::Slot;
+use super::answer::Answer;
 use super::poller::track;
 use super::request::{Input, Lane};
 use super::shared::{Shared, busy_for, lock, mark_done, release_slot};
 use crate::context::{Context, ErrorScopes};
 use crate::device_array::{pooled_input_buffer, split_into_spans};
-use crate::dtype::Dtype;
+use crate::dtype::Scalar;
 use crate::error::Result;
-use crate::exec::{Job, max_partitions};
+use crate::exec::{Job, max_partitions_for};
 use crate::groups::{Gather, PartitionGroups};
 use crate::kernels::BLOCK;
-use crate::op::{NanPolicy, Op, Reduction};
+use crate::op::{NanPolicy, Op};
 use crate::plan::{Plan, Span};
 use crate::pool::PooledBuffer;
 
@@ -50,11 +50,12 @@ const CHUNKS_PER_SPAN: u64 = 4;
 /// A queued batch job.
 pub(super) struct BatchEntry {
     pub input: Input,
+    /// Partition offsets in values.
     offsets: Vec<u64>,
     op: Op,
     nan: NanPolicy,
     enqueued: Instant,
-    pub slot: Arc<Slot<Reduction>>,
+    pub answer: Answer,
     /// Groups of at most the device's per-reduction limit of partitions.
     groups: PartitionGroups,
     /// The group to activate next.
@@ -63,21 +64,21 @@ pub(super) struct BatchEntry {
     /// shared by every group's job (made when the first group starts).
     host: Option<Arc<HostInput>>,
     /// The groups' results until the last one is in.
-    results: Arc<Mutex<Gather>>,
+    results: Arc<Mutex<Gather<Scalar>>>,
     /// The group being submitted chunk by chunk.
     active: Option<ActiveGroup>,
 }
 
 /// Device buffers for a job's host input: its spans (a few chunks each,
-/// overlapping by a block like any input's spans) and the ring of buffers
-/// they take turns in.
+/// overlapping by a block like any input's spans; in 32-bit words) and the
+/// ring of buffers they take turns in.
 struct HostInput {
     slots: Vec<PooledBuffer>,
     spans: Vec<Span>,
 }
 
 impl HostInput {
-    /// The ring for `len` items, in spans of [`CHUNKS_PER_SPAN`] chunks of
+    /// The ring for `len` words, in spans of [`CHUNKS_PER_SPAN`] chunks of
     /// `units` units.
     fn new(ctx: &Context, len: u64, units: u64) -> Self {
         let spans = host_spans(len, units, ctx.max_buffer_items());
@@ -125,16 +126,19 @@ impl BatchEntry {
         offsets: Vec<u64>,
         op: Op,
         nan: NanPolicy,
-        slot: Arc<Slot<Reduction>>,
+        answer: Answer,
     ) -> Self {
-        let groups = PartitionGroups::new(offsets.len() - 1, max_partitions(&sh.ctx));
+        let groups = PartitionGroups::new(
+            offsets.len() - 1,
+            max_partitions_for(&sh.ctx, input.dtype()),
+        );
         BatchEntry {
             input,
             offsets,
             op,
             nan,
             enqueued: Instant::now(),
-            slot,
+            answer,
             groups,
             next_group: 0,
             host: None,
@@ -164,7 +168,7 @@ impl BatchEntry {
     }
 
     fn fail(&self, sh: &Shared, e: crate::error::Error) {
-        if self.slot.complete(Err(e)) {
+        if self.answer.fail(e) {
             lock(&sh.metrics).batch.failed += 1;
         }
     }
@@ -172,7 +176,7 @@ impl BatchEntry {
 
 /// Submits the next chunk of a batch job; returns the entry if unfinished.
 pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option<BatchEntry> {
-    if entry.slot.is_settled() {
+    if entry.answer.is_settled() {
         return None; // cancelled (or a group failed): stop here, buffers are released
     }
     // A lost device: the job fails without touching it.
@@ -224,7 +228,7 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
                     ctx.queue.write_buffer(
                         host.slot(buffer),
                         range.start,
-                        bytemuck::cast_slice(&data[first as usize..end_item as usize]),
+                        bytemuck::cast_slice(&data.words()[first as usize..end_item as usize]),
                     );
                 }
             }
@@ -305,26 +309,23 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
 /// fails it at once. Returns the entry while groups remain to run.
 fn finish_group(sh: &Arc<Shared>, entry: BatchEntry, active: ActiveGroup) -> Option<BatchEntry> {
     let (op, nan, enqueued) = (entry.op, entry.nan, entry.enqueued);
-    let slot = entry.slot.clone();
+    let answer = entry.answer.clone();
     let results = entry.results.clone();
-    let bytes = entry.input.len() * 4;
+    let bytes = entry.input.bytes();
     let sh2 = sh.clone();
     // The input stays alive until the group's results are read.
     let keep = (entry.input.clone(), entry.host.clone());
     let index = active.index;
     active.job.read_async(move |r| {
         let _keep = keep;
-        let r = r.map(|f| {
-            let k = f.len();
-            f.finish(op, nan, 0..k)
-        });
+        let r = r.and_then(|f| f.finish_range(op, nan, 0..f.len()));
         let Some(outcome) = lock(&results).put(index, r) else {
             return; // the last group's readback (or the first error) completes the job
         };
         let now = Instant::now();
         let mut m = lock(&sh2.metrics);
         let ok = outcome.is_ok();
-        let wakeup = slot.settle(outcome);
+        let wakeup = answer.settle(outcome);
         if wakeup.is_some() {
             if ok {
                 m.batch.on_done(now - enqueued, bytes, now);
@@ -347,8 +348,16 @@ fn finish_group(sh: &Arc<Shared>, entry: BatchEntry, active: ActiveGroup) -> Opt
 fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
     let ctx = &sh.ctx;
     let index = entry.next_group;
-    let plan = Plan::new(entry.groups.offsets(&entry.offsets, index))?;
-    crate::fit::check(ctx, &plan)?;
+    let dtype = entry.input.dtype();
+    let w = dtype.words();
+    let words: Vec<u64> = entry
+        .groups
+        .offsets(&entry.offsets, index)
+        .iter()
+        .map(|o| o * w)
+        .collect();
+    let plan = Plan::new(&words)?;
+    crate::fit::check_dtype(ctx, &plan, dtype)?;
     // The quantum bounds the batch work queued ahead of a real-time
     // request: one chunk plus at most the lead of the next one. (A chunk
     // gets at least half the quantum, so a lead above half the quantum
@@ -362,7 +371,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
             let inputs = array.buffers();
             Job::prepare(
                 ctx,
-                Dtype::F32,
+                dtype,
                 entry.op.kernel(),
                 plan,
                 &inputs,
@@ -372,13 +381,14 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
         }
         Input::Host(data) => {
             // Filled chunk by chunk, right before each chunk runs.
+            let words = data.words().len() as u64;
             let host = entry
                 .host
-                .get_or_insert_with(|| Arc::new(HostInput::new(ctx, data.len() as u64, units)));
+                .get_or_insert_with(|| Arc::new(HostInput::new(ctx, words, units)));
             let inputs: Vec<&wgpu::Buffer> = (0..host.spans.len()).map(|k| host.slot(k)).collect();
             Job::prepare(
                 ctx,
-                Dtype::F32,
+                dtype,
                 entry.op.kernel(),
                 plan,
                 &inputs,

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::device_array::DeviceArray;
+use crate::dtype::{Dtype, Element};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernels::BLOCK;
@@ -60,7 +61,7 @@ pub(super) fn calibrate(engine: &Engine) -> Result<Calibration> {
     let data: Vec<f32> = (0..n).map(|i| (i % 1024) as f32 * 0.5 - 7.0).collect();
     let mut big = engine.upload(&data)?;
     let one = engine.upload(&data[..1])?;
-    warm_kernels(engine, &data[..(2 * BLOCK + 1) as usize])?;
+    warm_dtype(engine, Dtype::F32)?;
     drop(data);
     // The chosen quantile of `runs` timed runs after `warm_up`, and the
     // first timed run.
@@ -116,17 +117,32 @@ fn cold_factor(first: Duration, warm: Duration, round_trip: Duration) -> f64 {
     (work(first) / work(warm)).clamp(1.0, MAX_COLD_FACTOR)
 }
 
-/// Runs every float32 kernel the lanes use (the element and the partial
-/// pass of each kernel op) once. Some drivers compile a pipeline on its
-/// first dispatch, not when it is made: on lavapipe a fresh scheduler's
-/// first `Max` request took 1-5 ms instead of 0.2 ms, the compilation
-/// holding the queue. `data` spans three blocks, so both passes run.
-fn warm_kernels(engine: &Engine, data: &[f32]) -> Result<()> {
-    let array = engine.upload(data)?;
-    for op in [Op::Sum, Op::Max, Op::Min] {
-        engine.reduce_device(&array, op, &Partitions::Whole, NanPolicy::Propagate)?;
+/// Runs every kernel the lanes use for `dtype` (the element and the
+/// partial pass of each kernel op) once, over zeros spanning three blocks
+/// (so both passes run). Pipelines are made on a dtype's first use, and
+/// some drivers compile a pipeline on its first dispatch, not when it is
+/// made: on lavapipe a fresh scheduler's first `Max` request took 1-5 ms
+/// instead of 0.2 ms, the compilation holding the queue, and a first
+/// float64 reduction 100 ms. The lanes warm float32 when they start and
+/// each other dtype on the thread that first submits it, so no request
+/// waits for another dtype's compilation.
+pub(super) fn warm_dtype(engine: &Engine, dtype: Dtype) -> Result<()> {
+    fn run<E: Element + Default>(engine: &Engine) -> Result<()> {
+        let words = 2 * BLOCK + 1;
+        let zeros = vec![E::default(); words.div_ceil(E::DTYPE.words()) as usize];
+        let array = engine.upload(&zeros)?;
+        for op in [Op::Sum, Op::Max, Op::Min] {
+            engine.reduce_device_typed(&array, op, &Partitions::Whole, NanPolicy::Propagate)?;
+        }
+        Ok(())
     }
-    Ok(())
+    match dtype {
+        Dtype::F32 => run::<f32>(engine),
+        Dtype::F64 => run::<f64>(engine),
+        Dtype::I32 => run::<i32>(engine),
+        Dtype::U32 => run::<u32>(engine),
+        Dtype::I64 => run::<i64>(engine),
+    }
 }
 
 /// Whether a reduction taking `full` has enough work beyond the fixed

@@ -18,7 +18,7 @@ use super::realtime::{RtEntry, run_realtime};
 use super::shared::{Shared, State, lock, wake_all};
 use super::shutdown::{self, FailOnPanic, fail_queued};
 use crate::error::Error;
-use crate::exec::max_partitions;
+use crate::exec::max_partitions_for;
 use crate::fit::Footprint;
 
 /// What the dispatcher does next.
@@ -75,7 +75,6 @@ fn next_action(sh: &Arc<Shared>) -> Action {
             Duration::MAX
         },
     };
-    let max_group_partitions = max_partitions(&sh.ctx);
     let mut st = lock(&sh.state);
     loop {
         if st.shutdown {
@@ -146,23 +145,29 @@ fn next_action(sh: &Arc<Shared>) -> Action {
                 // tables within the device's largest buffer, or every
                 // request in it would fail for the size of the others.
                 // (Each request alone was checked when submitted.)
+                // (Partitions are held to the smallest limit of the
+                // dtypes in the group: a bound, as its dtypes run as
+                // separate jobs.)
                 let mut partitions = 0;
+                let mut partition_limit = u64::MAX;
                 let mut footprint = Footprint::default();
                 // Up to the first keyed request, which goes alone next.
                 while let Some(RtJob::Reduce(r)) = st.rt.front() {
-                    let b = r.data.len() as u64 * 4;
-                    let k = r.offsets.len() as u64 - 1;
+                    let b = r.bytes();
+                    let k = r.partitions();
+                    let limit = partition_limit.min(max_partitions_for(&sh.ctx, r.data.dtype()));
                     let grown = footprint.with(r.footprint);
                     if !reqs.is_empty()
                         && (reqs.len() >= cfg.max_coalesced_requests
                             || bytes + b > cfg.max_coalesced_bytes
-                            || partitions + k > max_group_partitions
+                            || partitions + k > limit
                             || !grown.fits_in(&sh.ctx))
                     {
                         break;
                     }
                     bytes += b;
                     partitions += k;
+                    partition_limit = limit;
                     footprint = grown;
                     if let Some(RtJob::Reduce(r)) = st.rt.pop_front() {
                         reqs.push(r);

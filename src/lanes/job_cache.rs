@@ -1,5 +1,5 @@
 //! Prepared real-time jobs kept for reuse. A group of real-time requests
-//! whose shape (kernel and partition offsets) was seen before gets back the
+//! whose shape (kernel, dtype and partition offsets) was seen before gets back the
 //! buffers, segment tables, parameters and bind groups made for it then
 //! (as wgpu's `repeated_compute` example makes them once), so the repeat
 //! costs one upload of its data instead of a plan, three uploads and a bind
@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use crate::dtype::Dtype;
 use crate::exec::Job;
 use crate::op::KernelOp;
 use crate::pool::PooledBuffer;
@@ -26,7 +27,8 @@ pub(crate) struct PreparedJob {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) struct JobShape {
     pub kernel: KernelOp,
-    /// The group's partition offsets, 0 first, total last.
+    pub dtype: Dtype,
+    /// The group's partition offsets in 32-bit words, 0 first, total last.
     pub offsets: Vec<u64>,
 }
 

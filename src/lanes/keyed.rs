@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::handle::{AnySlot, Slot};
 use super::poller::track;
-use super::request::{Lane, Request};
+use super::request::{HostWords, Lane, Request};
 use super::shared::{Shared, busy_for, lock, mark_done, release_slot};
 use crate::context::ErrorScopes;
 use crate::dtype::{Dtype, Element};
@@ -58,19 +58,6 @@ const UNIT_BYTES: u64 = BLOCK * 4;
 /// (finishing a group costs about a microsecond).
 const FINISH_APART: u64 = 1 << 14;
 
-/// A column of host data as the 32-bit words the group kernel reads.
-trait HostWords: Send + Sync {
-    fn words(&self) -> &[u32];
-}
-
-/// Only keys and elements are wrapped (4- and 8-byte integers and floats),
-/// so the cast always holds.
-impl<T: bytemuck::Pod + Send + Sync> HostWords for Arc<[T]> {
-    fn words(&self) -> &[u32] {
-        bytemuck::cast_slice(&self[..])
-    }
-}
-
 /// A keyed reduction (group-by) to submit to a lane: `ops` over the values
 /// of each distinct key, as
 /// [`Engine::reduce_by_key`](crate::Engine::reduce_by_key) computes it.
@@ -98,7 +85,7 @@ pub struct KeyedRequest<K: Key> {
     pub(super) deadline: Option<Instant>,
 }
 
-impl Request {
+impl Request<f32> {
     /// A keyed reduction (group-by): `ops` over the `values` of each
     /// distinct key in `keys` (int32, uint32 or int64, unsorted), one key
     /// per value, with `nan` as in

@@ -72,6 +72,7 @@
 //!   statement of the lock order.
 //! * `shutdown`: the one shutdown sequence.
 
+mod answer;
 mod batch;
 mod calibration;
 mod config;
@@ -105,7 +106,7 @@ pub use self::keyed::KeyedRequest;
 #[doc(hidden)]
 pub use self::metrics::LaneMetrics;
 pub use self::metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
-pub use self::request::{Input, Lane, Request, Submission, TrySubmitError};
+pub use self::request::{Lane, Request, Submission, TrySubmitError};
 
 use self::calibration::calibrate;
 use self::config::Timing;
@@ -116,6 +117,7 @@ use self::quantum::Throughput;
 use self::shared::{Metrics, Shared, State, lock};
 use self::shutdown::survive_panic;
 use crate::device_health::LostListener;
+use crate::dtype::Dtype;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::timing::GpuTimer;
@@ -175,6 +177,9 @@ impl Lanes {
             chunks: AtomicU64::new(0),
             last_done: Mutex::new(Instant::now()),
             jobs: JobCache::default(),
+            warmed: Mutex::new(std::array::from_fn(|code| {
+                code == Dtype::F32.code() as usize
+            })),
         });
         let listener: Weak<dyn LostListener> = Arc::downgrade(&shared) as Weak<Shared>;
         shared.ctx.health.subscribe(listener);
@@ -227,11 +232,20 @@ impl Lanes {
     }
 
     /// Submits `request` to `lane`: a [`Request`] (its handle yields a
-    /// [`Reduction`](crate::Reduction)) or a keyed [`Request::keyed`] (its handle yields a
-    /// [`Grouped`](crate::Grouped)). Invalid requests fail here, alone. When
-    /// the lane's queue is full this waits for room (or, with
-    /// [`WhenFull::Reject`], fails with [`Error::QueueFull`]); the `try_`
-    /// forms never wait and hand the request back instead.
+    /// [`Reduction`](crate::Reduction), of `f32` or of
+    /// [`Scalar`](crate::Scalar) for a typed request) or a keyed
+    /// [`Request::keyed`] (its handle yields a [`Grouped`](crate::Grouped)).
+    /// Invalid requests fail here, alone. When the lane's queue is full this
+    /// waits for room (or, with [`WhenFull::Reject`], fails with
+    /// [`Error::QueueFull`]); the `try_` forms never wait for room and hand
+    /// the request back instead.
+    ///
+    /// The first reduction of a dtype other than float32 (whose kernels run
+    /// when the scheduler starts) runs that dtype's kernels once, here, on
+    /// the calling thread, before it is queued: some drivers build a
+    /// pipeline on its first dispatch (a first float64 reduction took
+    /// 100 ms on lavapipe), and that wait is the new dtype's submitter's,
+    /// not the queue's.
     ///
     /// # Errors
     /// [`Error::InvalidPartitions`] or [`Error::InvalidInput`] for a request

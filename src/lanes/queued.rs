@@ -22,7 +22,7 @@ impl RtJob {
     /// Input bytes, what the queue's byte bound counts.
     pub fn bytes(&self) -> u64 {
         match self {
-            RtJob::Reduce(r) => r.data.len() as u64 * 4,
+            RtJob::Reduce(r) => r.bytes(),
             RtJob::Keyed(k) => k.bytes,
         }
     }
@@ -43,7 +43,7 @@ impl RtJob {
 
     pub fn slot(&self) -> &dyn AnySlot {
         match self {
-            RtJob::Reduce(r) => &*r.slot,
+            RtJob::Reduce(r) => r.answer.as_any(),
             RtJob::Keyed(k) => &*k.slot,
         }
     }
@@ -58,7 +58,7 @@ pub(super) enum BatchJob {
 impl BatchJob {
     pub fn slot(&self) -> Arc<dyn AnySlot> {
         match self {
-            BatchJob::Reduce(b) => b.slot.clone(),
+            BatchJob::Reduce(b) => b.answer.shared(),
             BatchJob::Keyed(k) => k.entry.slot.clone(),
         }
     }

@@ -1,9 +1,9 @@
 //! The real-time lane's side of the dispatcher: a group of queued
 //! requests becomes one coalesced submission (one upload, one segmented
 //! dispatch per kernel family, one readback), and its results are split
-//! back into each request's handle. Each request's partitions keep their
-//! own reduction tree, so a coalesced result has the same bits as the
-//! request run alone. A group shape seen before reuses the job prepared for
+//! back into each request's handle. Requests of one kernel family and one
+//! dtype share a job; each request's partitions keep their own reduction
+//! tree, so a coalesced result has the same bits as the request run alone. A group shape seen before reuses the job prepared for
 //! it (see `job_cache`).
 
 use std::borrow::Cow;
@@ -11,23 +11,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::handle::Slot;
+use super::answer::Answer;
 use super::job_cache::{JobShape, PreparedJob};
 use super::poller::track;
-use super::request::Lane;
+use super::request::{HostValues, Lane};
 use super::shared::{Shared, busy_for, lock, mark_done, release_slot, wake_all};
 use crate::context::ErrorScopes;
 use crate::device_array::{pooled_input, write_floats};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::exec::{FinalPartials, Job, max_partitions};
+use crate::exec::{FinalPartials, Job, max_partitions_for};
 use crate::fit::Footprint;
-use crate::op::{KernelOp, NanPolicy, Op, Reduction};
+use crate::op::{KernelOp, NanPolicy, Op};
 use crate::plan::Plan;
 
 /// A queued real-time request.
 pub(super) struct RtEntry {
-    pub data: Arc<[f32]>,
+    pub data: HostValues,
+    /// Partition offsets in values.
     pub offsets: Vec<u64>,
     pub op: Op,
     pub nan: NanPolicy,
@@ -35,7 +36,7 @@ pub(super) struct RtEntry {
     /// What sizes its share of a coalesced group's partials and tables.
     pub footprint: Footprint,
     pub enqueued: Instant,
-    pub slot: Arc<Slot<Reduction>>,
+    pub answer: Answer,
     /// See [`Request::inject_failure`](super::Request::inject_failure).
     pub inject_failure: bool,
 }
@@ -46,28 +47,49 @@ impl Drop for RtEntry {
     /// (a bug in gpulanes), or a readback's callback was dropped uncalled.
     /// Every normal path settles the request first; then this does nothing.
     fn drop(&mut self) {
-        if let Some(w) = self.slot.settle(Err(Error::Shutdown)) {
+        if let Some(w) = self.answer.settle(Err(Error::Shutdown)) {
             w.wake();
         }
     }
 }
 
-/// Checks a real-time request's partitions before it is queued: a valid
-/// plan, no more partitions than one reduction may have on this device
-/// (a group is one reduction; a request with no items needs no segment
-/// table; the batch lane takes any number), and buffers that fit the
-/// device (else [`Error::OutOfMemory`], for this request alone). Returns
-/// what sizes the request's share of a group's buffers.
-pub(super) fn check_realtime_plan(sh: &Shared, offsets: &[u64]) -> Result<Footprint> {
-    let plan = Plan::new(offsets)?;
+impl RtEntry {
+    /// Bytes of its values.
+    pub fn bytes(&self) -> u64 {
+        self.data.words().len() as u64 * 4
+    }
+
+    /// Partitions.
+    pub fn partitions(&self) -> u64 {
+        self.offsets.len() as u64 - 1
+    }
+
+    /// The partition offsets in 32-bit words, what plans count.
+    fn word_offsets(&self) -> impl Iterator<Item = u64> + '_ {
+        let w = self.data.dtype().words();
+        self.offsets.iter().map(move |o| o * w)
+    }
+}
+
+/// Checks a real-time request's partitions (`offsets`, in values of
+/// `dtype`) before it is queued: a valid plan, no more partitions than one
+/// reduction may have on this device (a group is one reduction; a request
+/// with no items needs no segment table; the batch lane takes any number),
+/// and buffers that fit the device (else [`Error::OutOfMemory`], for this
+/// request alone). Returns what sizes the request's share of a group's
+/// buffers.
+pub(super) fn check_realtime_plan(sh: &Shared, offsets: &[u64], dtype: Dtype) -> Result<Footprint> {
+    let w = dtype.words();
+    let words: Vec<u64> = offsets.iter().map(|o| o * w).collect();
+    let plan = Plan::new(&words)?;
     let partitions = offsets.len() as u64 - 1;
-    let limit = max_partitions(&sh.ctx);
+    let limit = max_partitions_for(&sh.ctx, dtype);
     if !plan.levels.is_empty() && partitions > limit {
         return Err(Error::InvalidPartitions(format!(
             "a real-time request of {partitions} partitions exceeds this device's limit of {limit} per reduction; the batch lane takes any number"
         )));
     }
-    let footprint = Footprint::of(&plan);
+    let footprint = Footprint::of(&plan, dtype);
     footprint.check(&sh.ctx)?;
     Ok(footprint)
 }
@@ -93,7 +115,7 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         for r in expired {
             let late_by = now - r.deadline.expect("expired has a deadline");
             // A request cancelled meanwhile counts as cancelled only.
-            if let Some(w) = r.slot.settle(Err(Error::DeadlineExceeded { late_by })) {
+            if let Some(w) = r.answer.settle(Err(Error::DeadlineExceeded { late_by })) {
                 m.rt.deadline_misses += 1;
                 m.rt.failed += 1;
                 wakeups.push(w);
@@ -102,12 +124,14 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         drop(m);
         wake_all(wakeups);
     }
-    // One job per kernel family; requests keep their own partition ranges.
-    let mut groups: Vec<(KernelOp, Vec<RtEntry>)> = Vec::new();
+    // One job per kernel family and dtype; requests keep their own
+    // partition ranges.
+    let mut groups: Vec<(Family, Vec<RtEntry>)> = Vec::new();
     for r in live {
-        match groups.iter_mut().find(|(k, _)| *k == r.op.kernel()) {
+        let family = (r.op.kernel(), r.data.dtype());
+        match groups.iter_mut().find(|(f, _)| *f == family) {
             Some((_, g)) => g.push(r),
-            None => groups.push((r.op.kernel(), vec![r])),
+            None => groups.push((family, vec![r])),
         }
     }
     if groups.is_empty() {
@@ -122,15 +146,15 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
         });
     let scope = ErrorScopes::push(ctx);
     let mut prepared = Vec::new();
-    for (kernel, group) in groups {
-        prepare_isolated(sh, kernel, group, &mut prepared);
+    for (family, group) in groups {
+        prepare_isolated(sh, family, group, &mut prepared);
     }
     let mut total_bytes = 0u64;
     for (_, prepared_job, group) in &prepared {
         let job = &prepared_job.job;
         job.encode(ctx, &mut encoder, 0..job.dispatch_count());
         job.encode_readback(&mut encoder);
-        total_bytes += group.iter().map(|r| r.data.len() as u64 * 4).sum::<u64>();
+        total_bytes += group.iter().map(RtEntry::bytes).sum::<u64>();
     }
     if prepared.is_empty() {
         let _ = scope.check();
@@ -197,15 +221,18 @@ pub(super) fn run_realtime(sh: &Arc<Shared>, reqs: Vec<RtEntry>) {
 /// A group's job, ready to encode, with its requests.
 type Prepared = (JobShape, PreparedJob, Vec<RtEntry>);
 
+/// What requests must share to be one job: the kernel family and dtype.
+type Family = (KernelOp, Dtype);
+
 /// Prepares `group` as one job in its own error scopes, so that an
 /// allocation or validation failure is known to be this group's. Where a
 /// group of several requests fails, each request is prepared alone, in its
 /// own scopes: the one that fails fails alone, and the others run (in jobs
 /// of their own, with the bits they would have had together).
-fn prepare_isolated(sh: &Shared, kernel: KernelOp, group: Vec<RtEntry>, into: &mut Vec<Prepared>) {
+fn prepare_isolated(sh: &Shared, family: Family, group: Vec<RtEntry>, into: &mut Vec<Prepared>) {
     let attempt = |group: &[RtEntry]| {
         let scope = ErrorScopes::push(&sh.ctx);
-        let prepared = prepare_group(sh, kernel, group);
+        let prepared = prepare_group(sh, family, group);
         // Popped whatever happened, so the scopes stay balanced.
         let checked = scope.check();
         let (shape, job) = prepared?;
@@ -231,7 +258,7 @@ fn fail_all(sh: &Shared, group: Vec<RtEntry>, e: &Error) {
     let mut m = lock(&sh.metrics);
     let mut wakeups = Vec::new();
     for r in group {
-        if let Some(w) = r.slot.settle(Err(e.clone())) {
+        if let Some(w) = r.answer.settle(Err(e.clone())) {
             m.rt.failed += 1;
             wakeups.push(w);
         }
@@ -245,22 +272,25 @@ fn fail_all(sh: &Shared, group: Vec<RtEntry>, e: &Error) {
 /// is uploaded).
 fn prepare_group(
     sh: &Shared,
-    kernel: KernelOp,
+    (kernel, dtype): Family,
     group: &[RtEntry],
 ) -> Result<(JobShape, PreparedJob)> {
     let ctx = &sh.ctx;
     // A group of one request (the common case at low rates) is uploaded
-    // from the request's own data, not a copy.
-    let (data, offsets): (Cow<'_, [f32]>, Vec<u64>) = match group {
-        [one] => (Cow::Borrowed(&one.data[..]), one.offsets.clone()),
+    // from the request's own data, not a copy. Offsets count words.
+    let (data, offsets): (Cow<'_, [u32]>, Vec<u64>) = match group {
+        [one] => (
+            Cow::Borrowed(one.data.words()),
+            one.word_offsets().collect(),
+        ),
         _ => {
-            let total: usize = group.iter().map(|r| r.data.len()).sum();
+            let total: usize = group.iter().map(|r| r.data.words().len()).sum();
             let mut data = Vec::with_capacity(total);
             let mut offsets = vec![0u64];
             for r in group {
                 let base = data.len() as u64;
-                offsets.extend(r.offsets[1..].iter().map(|o| o + base));
-                data.extend_from_slice(&r.data);
+                offsets.extend(r.word_offsets().skip(1).map(|o| o + base));
+                data.extend_from_slice(r.data.words());
             }
             (Cow::Owned(data), offsets)
         }
@@ -275,7 +305,11 @@ fn prepare_group(
             mapped_at_creation: false,
         });
     }
-    let shape = JobShape { kernel, offsets };
+    let shape = JobShape {
+        kernel,
+        dtype,
+        offsets,
+    };
     if let Some(kept) = sh.jobs.take(&shape) {
         write_floats(&ctx.queue, &kept.input, &data);
         return Ok((shape, kept));
@@ -288,7 +322,7 @@ fn prepare_group(
         "gpulanes real-time input",
     );
     let inputs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| &**b).collect();
-    let job = Job::prepare(ctx, Dtype::F32, kernel, plan, &inputs, &spans, None)?;
+    let job = Job::prepare(ctx, dtype, kernel, plan, &inputs, &spans, None)?;
     // Inputs over one buffer (only under tiny buffer caps) keep the rest
     // alive inside the job and are never reused.
     let single_buffer = buffers.len() == 1;
@@ -304,7 +338,8 @@ fn prepare_group(
     ))
 }
 
-/// Splits a group's final partials back into per-request results.
+/// Splits a group's final partials back into per-request results (each
+/// finished alone: one request's integer overflow fails that request only).
 fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>) {
     let now = Instant::now();
     let mut m = lock(&sh.metrics);
@@ -319,7 +354,7 @@ fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>)
                 Some(d) if late && sh.cfg.reject_late => {
                     Err(Error::DeadlineExceeded { late_by: now - d })
                 }
-                _ => Ok(f.finish(r.op, r.nan, first..first + k)),
+                _ => f.finish_range(r.op, r.nan, first..first + k),
             },
         };
         first += k;
@@ -330,15 +365,15 @@ fn finish_group(sh: &Shared, group: Vec<RtEntry>, result: Result<FinalPartials>)
         // deadline miss: lateness is never silent in the metrics.
         match outcome {
             Ok(v) => {
-                if let Some(w) = r.slot.settle(Ok(v)) {
-                    m.rt.on_done(now - r.enqueued, r.data.len() as u64 * 4, now);
+                if let Some(w) = r.answer.settle(Ok(v)) {
+                    m.rt.on_done(now - r.enqueued, r.bytes(), now);
                     m.rt.deadline_misses += u64::from(late);
                     wakeups.push(w);
                 }
             }
             Err(e) => {
                 let missed = matches!(e, Error::DeadlineExceeded { .. });
-                if let Some(w) = r.slot.settle(Err(e)) {
+                if let Some(w) = r.answer.settle(Err(e)) {
                     m.rt.failed += 1;
                     m.rt.deadline_misses += u64::from(missed);
                     wakeups.push(w);

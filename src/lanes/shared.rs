@@ -153,6 +153,11 @@ pub(super) struct Shared {
     pub(super) last_done: Mutex<Instant>,
     /// Real-time jobs kept for groups of the same shape.
     pub(super) jobs: JobCache,
+    /// The dtypes whose kernels have run once (by [`Dtype::code`]; see
+    /// `calibration::warm_dtype`). Taken alone, never with another lock.
+    ///
+    /// [`Dtype::code`]: crate::Dtype::code
+    pub(super) warmed: Mutex<[bool; 5]>,
 }
 
 impl LostListener for Shared {

@@ -7,7 +7,9 @@ use std::sync::{Arc, MutexGuard, Weak};
 use std::time::Instant;
 
 use super::Lanes;
+use super::answer::Answer;
 use super::batch::BatchEntry;
+use super::calibration::warm_dtype;
 use super::config::WhenFull;
 use super::handle::{Handle, Slot};
 use super::keyed::{KeyedBatch, KeyedRequest};
@@ -15,36 +17,32 @@ use super::queued::{BatchJob, RtJob};
 use super::realtime::{RtEntry, check_realtime_plan};
 use super::request::{Input, Lane, Request};
 use super::shared::{Shared, State, lock};
+use crate::dtype::Dtype;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::keyed::{Grouped, Key};
-use crate::op::Reduction;
 
 impl Lanes {
-    /// Checks and queues `request` (its input shared, not copied). With
-    /// `wait` false a full queue is [`Error::QueueFull`] at once.
-    pub(super) fn enqueue(
+    /// Checks and queues `request` (its input shared, not copied), its
+    /// result to go to `answer`. With `wait` false a full queue is
+    /// [`Error::QueueFull`] at once. `Ok` also where the request was queued
+    /// and failed at once (a batch job that cannot be prepared): `answer`
+    /// has its error.
+    pub(super) fn enqueue<T>(
         &self,
         lane: Lane,
-        request: &Request,
+        request: &Request<T>,
+        answer: Answer,
         wait: bool,
-    ) -> Result<Handle<Reduction>> {
+    ) -> Result<()> {
         let sh = &self.shared;
         sh.ctx.health.check()?;
         let offsets = request.partitions.offsets(request.input.len())?;
-        let bytes = request.input.len() * 4;
+        let bytes = request.input.bytes();
         if let Input::Device(a) = &request.input {
             a.check_owner(&sh.ctx)?;
         }
-        if let Input::Device(a) = &request.input
-            && a.dtype() != crate::Dtype::F32
-        {
-            return Err(Error::InvalidInput(format!(
-                "the lanes reduce float32 arrays; this DeviceArray holds {} \
-                 (use Engine::reduce_device_typed)",
-                a.dtype()
-            )));
-        }
-        let slot = Slot::new();
+        self.warm(request.input.dtype())?;
         match lane {
             Lane::RealTime => {
                 let Input::Host(data) = &request.input else {
@@ -60,7 +58,7 @@ impl Lanes {
                     )));
                 }
                 // Validate the plan now so a bad request never joins a group.
-                let footprint = check_realtime_plan(sh, &offsets)?;
+                let footprint = check_realtime_plan(sh, &offsets, data.dtype())?;
                 let mut st = self.wait_for_space(lane, bytes, wait)?;
                 st.rt_bytes += bytes;
                 if let Some(d) = request.deadline.filter(|_| sh.cfg.reject_late) {
@@ -74,7 +72,7 @@ impl Lanes {
                     deadline: request.deadline,
                     footprint,
                     enqueued: Instant::now(),
-                    slot: slot.clone(),
+                    answer,
                     inject_failure: request.inject_failure,
                 }));
             }
@@ -93,7 +91,7 @@ impl Lanes {
                     offsets,
                     request.op,
                     request.nan,
-                    slot.clone(),
+                    answer.clone(),
                 );
                 // Prepared here, not by the dispatcher, once it has queue
                 // space (held meanwhile, so a rejected job costs nothing);
@@ -113,10 +111,10 @@ impl Lanes {
                 if let Err(e) = prepared {
                     drop(st);
                     sh.space.notify_all();
-                    if slot.complete(Err(e)) {
+                    if answer.fail(e) {
                         lock(&sh.metrics).batch.failed += 1;
                     }
-                    return Ok(Handle::new(slot, || {}));
+                    return Ok(());
                 }
                 // Its latency counts from here, as a real-time request's
                 // does.
@@ -125,7 +123,23 @@ impl Lanes {
             }
         }
         sh.work.notify_all();
-        Ok(self.handle(lane, slot))
+        Ok(())
+    }
+
+    /// Runs `dtype`'s kernels once, on this thread, if nothing has yet (see
+    /// `calibration::warm_dtype`): the first request of a dtype pays for
+    /// its pipelines itself instead of holding the queue for every other
+    /// request. Two threads may both warm a dtype; the second run costs a
+    /// few small reductions.
+    fn warm(&self, dtype: Dtype) -> Result<()> {
+        let sh = &self.shared;
+        let code = dtype.code() as usize;
+        if lock(&sh.warmed)[code] {
+            return Ok(());
+        }
+        warm_dtype(&Engine::sharing(&sh.ctx), dtype)?;
+        lock(&sh.warmed)[code] = true;
+        Ok(())
     }
 
     /// Checks, plans and queues a keyed `request` (its data shared, not
@@ -201,7 +215,7 @@ impl Lanes {
     /// The handle of a request queued on `lane`; cancelling it counts in
     /// the lane's metrics and has the dispatcher drop the request from the
     /// queue.
-    fn handle<T: Send + 'static>(&self, lane: Lane, slot: Arc<Slot<T>>) -> Handle<T> {
+    pub(super) fn handle<T: Send + 'static>(&self, lane: Lane, slot: Arc<Slot<T>>) -> Handle<T> {
         let weak: Weak<Shared> = Arc::downgrade(&self.shared);
         Handle::new(slot, move || {
             if let Some(sh) = weak.upgrade() {
