@@ -292,6 +292,7 @@ impl<K: Key> KeyedRequest<K> {
                 null_keys: self.null_keys.clone(),
             }),
             settle_on_drop: lane == Lane::RealTime,
+            encoded: None,
         })
     }
 }
@@ -409,6 +410,9 @@ pub(super) struct KeyedEntry {
     target: Arc<dyn Deliver>,
     /// Real-time: see `Drop`.
     settle_on_drop: bool,
+    /// Real-time: the request's commands, recorded on the submitting
+    /// thread (see [`KeyedEntry::encode_now`]).
+    encoded: Option<Result<Encoded>>,
 }
 
 impl Drop for KeyedEntry {
@@ -426,6 +430,24 @@ impl Drop for KeyedEntry {
 }
 
 impl KeyedEntry {
+    /// Uploads a real-time request's rows and records its commands now, on
+    /// the calling thread (the submitter's), in error scopes of its own:
+    /// the dispatcher then only submits them. Recording builds the
+    /// pipelines of a kind of request not seen before (a first float64
+    /// request's took about 100 ms on lavapipe), which on the dispatcher
+    /// would hold every real-time request queued behind it. A failure is
+    /// kept, to fail the request through its handle when it is reached.
+    pub(super) fn encode_now(&mut self, sh: &Shared) {
+        if self.is_empty() {
+            return;
+        }
+        let scope = ErrorScopes::push(&sh.ctx);
+        let encoded = encode_all(sh, self);
+        // Popped whatever happened, so the scopes stay balanced.
+        let checked = scope.check();
+        self.encoded = Some(encoded.and_then(|e| checked.map(|()| e)));
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.groups == 0
     }
@@ -693,7 +715,7 @@ fn read_window(
 type Keep = (Vec<Chunk>, Vec<PooledBuffer>);
 
 /// One real-time keyed request: one submission of its own.
-pub(super) fn run_keyed_realtime(sh: &Arc<Shared>, entry: KeyedEntry) {
+pub(super) fn run_keyed_realtime(sh: &Arc<Shared>, mut entry: KeyedEntry) {
     let lane = Lane::RealTime;
     // A lost device: the request fails without touching it.
     if let Err(lost) = sh.ctx.health.check() {
@@ -715,11 +737,15 @@ pub(super) fn run_keyed_realtime(sh: &Arc<Shared>, entry: KeyedEntry) {
     }
     let ctx = &sh.ctx;
     let scope = ErrorScopes::push(ctx);
+    let encoded = match entry.encoded.take() {
+        Some(encoded) => encoded,
+        None => encode_all(sh, &entry),
+    };
     let Encoded {
         commands,
         windows,
         keep,
-    } = match encode_all(sh, &entry) {
+    } = match encoded {
         Ok(encoded) => encoded,
         Err(e) => {
             // Popped whatever happened, so the scopes stay balanced.

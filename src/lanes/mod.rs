@@ -2,8 +2,16 @@
 //! **real-time** requests and large throughput-first **batch** jobs into the
 //! one GPU queue wgpu gives a device.
 //!
+//! * Requests reduce float32 values ([`Request::host`], [`Request::device`])
+//!   or values of any element type ([`Request::host_typed`],
+//!   [`Request::device_typed`], each result in its op's result type). The
+//!   first reduction of a dtype other than float32 runs its kernels once on
+//!   the submitting thread, and real-time keyed requests are recorded
+//!   there, so building a new kind of request's pipelines never holds the
+//!   dispatcher.
 //! * Real-time requests that arrive together are coalesced: one upload, one
-//!   segmented dispatch per kernel, one submit, whatever their number. Each
+//!   segmented dispatch per kernel and dtype, one submit, whatever their
+//!   number. Each
 //!   request's partitions keep their own reduction tree (the tree depends
 //!   only on positions inside a partition), so a coalesced result has the
 //!   same bits as the request run alone. A group shape seen before reuses

@@ -163,9 +163,11 @@ impl Lanes {
                         sh.cfg.max_realtime_request_bytes
                     )));
                 }
-                // Checked and planned now, on this thread: a real-time
-                // request is small, and the dispatcher only submits.
-                let entry = request.plan(slot.clone(), lane)?;
+                // Checked, planned and recorded now, on this thread: a
+                // real-time request is small, and the dispatcher only
+                // submits.
+                let mut entry = request.plan(slot.clone(), lane)?;
+                entry.encode_now(sh);
                 let mut st = self.wait_for_space(lane, bytes, wait)?;
                 st.rt_bytes += bytes;
                 if let Some(d) = entry.deadline.filter(|_| sh.cfg.reject_late) {
