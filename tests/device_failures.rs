@@ -295,6 +295,40 @@ fn a_destroyed_device_is_a_typed_loss_with_its_reason() {
 
 /// An engine on a device whose largest buffer (and binding) is 1 MiB:
 /// 32768 partials, 65535 partitions per reduction.
+/// Warming a dtype's kernels (on its first request) is only a saving: on
+/// a lost device the requests of dtypes never warmed fail as every other
+/// request does, with `DeviceLost`, each time they are tried.
+#[test]
+fn requests_of_dtypes_not_yet_warmed_fail_with_device_lost_on_a_lost_device() {
+    let engine = Engine::new().unwrap();
+    let lanes = Lanes::new(&engine, LanesConfig::default()).unwrap();
+    engine.device().destroy();
+    for round in 0..3 {
+        for lane in [gpulanes::Lane::RealTime, gpulanes::Lane::Batch] {
+            let outcomes = [
+                lanes
+                    .submit(lane, Request::host_typed(vec![1.0f64; 16], Op::Sum))
+                    .and_then(|h| h.wait()),
+                lanes
+                    .submit(lane, Request::host_typed(vec![1i32; 16], Op::Max))
+                    .and_then(|h| h.wait()),
+                lanes
+                    .submit(lane, Request::host_typed(vec![1i64; 16], Op::Mean))
+                    .and_then(|h| h.wait()),
+            ];
+            for (i, outcome) in outcomes.into_iter().enumerate() {
+                match outcome {
+                    Err(e) => assert!(is_lost(&e), "round {round} {lane:?} request {i}: {e:?}"),
+                    Ok(r) => panic!(
+                        "round {round} {lane:?} request {i}: a result {r:?} on a lost device"
+                    ),
+                }
+            }
+        }
+    }
+    bounded("dropping the lanes", move || drop(lanes));
+}
+
 fn small_device_engine() -> Engine {
     let (_instance, adapter) = gpulanes::adapter::open().expect("an adapter");
     let info = adapter.get_info();

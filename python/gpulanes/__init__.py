@@ -444,6 +444,15 @@ _WIDER_VALUES = {
 }
 
 
+def _engine_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype the engine reduces values of ``dtype`` as (narrow ones
+    widened, uint64 as int64, native byte order)."""
+    dtype = dtype.newbyteorder("=")
+    if dtype == np.uint64:
+        return np.dtype(np.int64)
+    return _WIDER_VALUES.get(dtype, dtype)
+
+
 def _check_uint64_values(top: Any) -> None:
     """Refuses uint64 values whose largest (non-null) one, ``top``
     (``None`` for none), is past int64."""
@@ -1269,9 +1278,49 @@ class Lanes:
     scheduler owns its inputs), and return a :class:`LaneFuture`;
     ``groupby`` submits a keyed reduction to either lane."""
 
-    def __init__(self, engine: Optional[Engine] = None) -> None:
+    def __init__(self, engine: Optional[Engine] = None, *, warm_dtypes: Sequence[Any] = (), **settings: Any) -> None:
+        """The scheduler on ``engine`` (the default engine if ``None``).
+
+        ``settings`` are the Rust ``LanesConfig`` fields, durations in
+        seconds: ``quantum``, ``submit_lead``, ``coalesce_delay``,
+        ``max_batch_in_flight``, ``max_realtime_in_flight``,
+        ``max_coalesced_requests``, ``max_coalesced_bytes``,
+        ``max_realtime_request_bytes``, ``realtime_queue_len``,
+        ``realtime_queue_bytes``, ``batch_queue_len``, ``when_full``
+        (``"block"``, the default, or ``"reject"``: a full queue raises
+        :class:`QueueFullError`), ``batch_min_share``, ``reject_late``,
+        ``min_chunk_units``, ``max_chunk_units``.
+
+        The float32 kernels run once here; a reduction of another dtype
+        runs its kernels once when it is first submitted, within its own
+        latency (and deadline). ``warm_dtypes`` (NumPy dtypes or their
+        names) are run here instead: name the types submitted with tight
+        timeouts."""
         self.engine = engine if engine is not None else default_engine()
-        self._native = _gpulanes.Lanes(self.engine._native)
+        names = [_engine_dtype(np.dtype(d)).name for d in warm_dtypes]
+        self._native = _gpulanes.Lanes(self.engine._native, warm_dtypes=names, **settings)
+
+    def metrics(self) -> dict:
+        """Both lanes' metrics, ``{"realtime": {...}, "batch": {...}}``:
+        queue depth, submissions, completed, failed, cancelled and
+        deadline-missed requests, bytes, throughput (bytes/s), chunk sizes
+        and latency (``count``, ``p50``, ``p99``, ``p999``, ``max``,
+        ``mean``, in seconds, from submission to result)."""
+        return self._native.metrics()
+
+    def reset_metrics(self) -> None:
+        """Clears the metrics (between the phases of a measurement, say)."""
+        self._native.reset_metrics()
+
+    @property
+    def quantum(self) -> float:
+        """The batch quantum in use, in seconds: the GPU time of batch work
+        a real-time request may find ahead of it."""
+        return self._native.quantum
+
+    def wait_idle(self) -> None:
+        """Blocks until both queues are empty and nothing is on the GPU."""
+        self._native.wait_idle()
 
     def realtime(
         self,

@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use gpulanes::lanes::{LaneSnapshot, WhenFull};
 use gpulanes::{Dtype, Element, Lane, LanesConfig, Op, Partitions, Reduction, Request, Scalar};
 use numpy::PyReadonlyArray1;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::{
     Engine, engine_error, input, keyed, parse_nan, parse_op, parse_ops, partitions, to_numpy,
@@ -193,17 +195,181 @@ fn deliver(
     }
 }
 
+/// A duration setting in seconds, checked.
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name} must be a finite, non-negative number of seconds, got {value}"
+        ))
+    })
+}
+
+/// A lane's metrics as a dict (latencies in seconds).
+fn lane_dict<'py>(py: Python<'py>, lane: &LaneSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("queue_depth", lane.queue_depth)?;
+    d.set_item("submits", lane.submits)?;
+    d.set_item("completed", lane.completed)?;
+    d.set_item("failed", lane.failed)?;
+    d.set_item("cancelled", lane.cancelled)?;
+    d.set_item("deadline_misses", lane.deadline_misses)?;
+    d.set_item("bytes", lane.bytes)?;
+    d.set_item("throughput_bytes_per_s", lane.throughput_bytes_per_s)?;
+    d.set_item("chunk_bytes_p50", lane.chunk_bytes_p50)?;
+    d.set_item("chunk_bytes_max", lane.chunk_bytes_max)?;
+    let l = &lane.latency;
+    let latency = PyDict::new(py);
+    latency.set_item("count", l.count)?;
+    for (name, us) in [
+        ("p50", l.p50_us),
+        ("p99", l.p99_us),
+        ("p999", l.p999_us),
+        ("max", l.max_us),
+        ("mean", l.mean_us),
+    ] {
+        latency.set_item(name, us * 1e-6)?;
+    }
+    d.set_item("latency", latency)?;
+    Ok(d)
+}
+
 #[pymethods]
 impl Lanes {
+    /// The scheduler on `engine`, with the settings given (durations in
+    /// seconds; see `LanesConfig`); `None` keeps a setting's default.
     #[new]
-    fn new(py: Python<'_>, engine: &Engine) -> PyResult<Self> {
+    #[pyo3(signature = (
+        engine, *, quantum = None, submit_lead = None, coalesce_delay = None,
+        max_batch_in_flight = None, max_realtime_in_flight = None,
+        max_coalesced_requests = None, max_coalesced_bytes = None,
+        max_realtime_request_bytes = None, realtime_queue_len = None,
+        realtime_queue_bytes = None, batch_queue_len = None, when_full = None,
+        batch_min_share = None, reject_late = None, min_chunk_units = None,
+        max_chunk_units = None, warm_dtypes = Vec::new()
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        engine: &Engine,
+        quantum: Option<f64>,
+        submit_lead: Option<f64>,
+        coalesce_delay: Option<f64>,
+        max_batch_in_flight: Option<usize>,
+        max_realtime_in_flight: Option<usize>,
+        max_coalesced_requests: Option<usize>,
+        max_coalesced_bytes: Option<u64>,
+        max_realtime_request_bytes: Option<u64>,
+        realtime_queue_len: Option<usize>,
+        realtime_queue_bytes: Option<u64>,
+        batch_queue_len: Option<usize>,
+        when_full: Option<&str>,
+        batch_min_share: Option<f64>,
+        reject_late: Option<bool>,
+        min_chunk_units: Option<u64>,
+        max_chunk_units: Option<u64>,
+        warm_dtypes: Vec<String>,
+    ) -> PyResult<Self> {
+        let warm = warm_dtypes
+            .iter()
+            .map(|d| d.parse::<Dtype>().map_err(engine_error))
+            .collect::<PyResult<Vec<_>>>()?;
+        let mut cfg = LanesConfig::default().warm_dtypes(warm);
+        if let Some(q) = quantum {
+            cfg = cfg.quantum(seconds("quantum", q)?);
+        }
+        if let Some(l) = submit_lead {
+            cfg = cfg.submit_lead(seconds("submit_lead", l)?);
+        }
+        if let Some(d) = coalesce_delay {
+            cfg = cfg.coalesce_delay(seconds("coalesce_delay", d)?);
+        }
+        if let Some(n) = max_batch_in_flight {
+            cfg = cfg.max_batch_in_flight(n);
+        }
+        if let Some(n) = max_realtime_in_flight {
+            cfg = cfg.max_realtime_in_flight(n);
+        }
+        if let Some(n) = max_coalesced_requests {
+            cfg = cfg.max_coalesced_requests(n);
+        }
+        if let Some(b) = max_coalesced_bytes {
+            cfg = cfg.max_coalesced_bytes(b);
+        }
+        if let Some(b) = max_realtime_request_bytes {
+            cfg = cfg.max_realtime_request_bytes(b);
+        }
+        if let Some(n) = realtime_queue_len {
+            cfg = cfg.realtime_queue_len(n);
+        }
+        if let Some(b) = realtime_queue_bytes {
+            cfg = cfg.realtime_queue_bytes(b);
+        }
+        if let Some(n) = batch_queue_len {
+            cfg = cfg.batch_queue_len(n);
+        }
+        if let Some(w) = when_full {
+            cfg = cfg.when_full(match w {
+                "block" => WhenFull::Block,
+                "reject" => WhenFull::Reject,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "when_full must be \"block\" or \"reject\", got {other:?}"
+                    )));
+                }
+            });
+        }
+        if let Some(share) = batch_min_share {
+            cfg = cfg.batch_min_share(share);
+        }
+        if let Some(r) = reject_late {
+            cfg = cfg.reject_late(r);
+        }
+        if let Some(u) = min_chunk_units {
+            cfg = cfg.min_chunk_units(u);
+        }
+        if let Some(u) = max_chunk_units {
+            cfg = cfg.max_chunk_units(u);
+        }
         let e = engine.inner.clone();
         let inner = py
-            .detach(move || gpulanes::Lanes::new(&e, LanesConfig::default()))
+            .detach(move || gpulanes::Lanes::new(&e, cfg))
             .map_err(engine_error)?;
         Ok(Lanes {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Both lanes' metrics: `{"realtime": {...}, "batch": {...}}`.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = self.inner.metrics();
+        let d = PyDict::new(py);
+        d.set_item("realtime", lane_dict(py, &m.realtime)?)?;
+        d.set_item("batch", lane_dict(py, &m.batch)?)?;
+        Ok(d)
+    }
+
+    /// Clears the metrics.
+    fn reset_metrics(&self) {
+        self.inner.reset_metrics();
+    }
+
+    /// The batch quantum in use, in seconds.
+    #[getter]
+    fn quantum(&self) -> f64 {
+        self.inner.quantum().as_secs_f64()
+    }
+
+    /// The just-in-time submission lead in use, in seconds.
+    #[getter]
+    fn submit_lead(&self) -> f64 {
+        self.inner.submit_lead().as_secs_f64()
+    }
+
+    /// Blocks (the GIL released) until both queues are empty and nothing
+    /// is on the GPU.
+    fn wait_idle(&self, py: Python<'_>) {
+        let lanes = self.inner.clone();
+        py.detach(move || lanes.wait_idle());
     }
 
     /// Submits to the real-time lane; `timeout` (seconds) is its deadline.

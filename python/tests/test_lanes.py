@@ -226,3 +226,44 @@ def test_futures_keep_their_lanes_until_they_settle(engine):
     assert futures[2].result(timeout=60).tolist() == [1 << 10] * (1 << 10)
     settled = futures[0]
     assert settled._lanes is None  # released once settled
+
+
+def test_settings_metrics_and_a_full_queue(engine):
+    # A long coalescing delay holds the first real-time request in its
+    # queue of one: the next is refused at once under "reject".
+    lanes = gpulanes.Lanes(
+        engine,
+        coalesce_delay=0.5,
+        realtime_queue_len=1,
+        when_full="reject",
+        warm_dtypes=["float64", np.int8, np.dtype(">i8")],
+    )
+    x = np.arange(100, dtype=np.float64)
+    first = lanes.realtime(x, "sum")
+    with pytest.raises(gpulanes.QueueFullError):
+        lanes.realtime(x, "max")
+    assert first.result(timeout=30) == np.float64(4950.0)
+    lanes.wait_idle()
+    m = lanes.metrics()
+    rt = m["realtime"]
+    assert (rt["completed"], rt["failed"], rt["queue_depth"]) == (1, 0, 0)
+    assert rt["bytes"] == 800 and rt["latency"]["count"] == 1
+    assert 0 < rt["latency"]["p50"] <= rt["latency"]["max"] < 30
+    assert m["batch"]["completed"] == 0
+    assert lanes.quantum > 0
+    lanes.reset_metrics()
+    assert lanes.metrics()["realtime"]["completed"] == 0
+
+
+def test_bad_settings_are_refused_by_name(engine):
+    for settings, match in [
+        ({"when_full": "drop"}, "when_full"),
+        ({"quantum": -1.0}, "quantum"),
+        ({"quantum": 0.001, "submit_lead": 0.002}, "lead"),
+        ({"realtime_queue_len": 0}, "realtime_queue_len"),
+        ({"warm_dtypes": ["complex64"]}, "complex64"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            gpulanes.Lanes(engine, **settings)
+    with pytest.raises(TypeError):
+        gpulanes.Lanes(engine, quantum_us=5)

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::calibration::{Calibration, default_quantum};
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 
 /// What submission does when a lane's queue is full.
@@ -121,6 +122,13 @@ pub struct LanesConfig {
     /// that when woken they preempt CPU-bound work promptly (Linux 6.12+,
     /// no privilege needed; elsewhere ignored). `None` leaves them alone.
     pub thread_slice: Option<Duration>,
+    /// Dtypes whose kernels [`Lanes::new`](super::Lanes::new) runs once
+    /// besides float32's (always run). A reduction of a dtype not run yet
+    /// runs them on its submitting thread before it is queued (some
+    /// drivers build a pipeline on its first dispatch), so its own latency,
+    /// and its deadline, pay for them: name the dtypes an app submits with
+    /// tight deadlines here to pay that at start instead.
+    pub warm_dtypes: Vec<Dtype>,
 }
 
 impl Default for LanesConfig {
@@ -143,6 +151,7 @@ impl Default for LanesConfig {
             min_chunk_units: 4,
             max_chunk_units: 1 << 20,
             thread_slice: Some(Duration::from_micros(100)),
+            warm_dtypes: Vec::new(),
         }
     }
 }
@@ -271,6 +280,13 @@ impl LanesConfig {
     #[must_use]
     pub fn thread_slice(mut self, slice: impl Into<Option<Duration>>) -> Self {
         self.thread_slice = slice.into();
+        self
+    }
+
+    /// Sets [`warm_dtypes`](LanesConfig#structfield.warm_dtypes).
+    #[must_use]
+    pub fn warm_dtypes(mut self, dtypes: impl IntoIterator<Item = Dtype>) -> Self {
+        self.warm_dtypes = dtypes.into_iter().collect();
         self
     }
 }

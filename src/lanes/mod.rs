@@ -116,7 +116,7 @@ pub use self::metrics::LaneMetrics;
 pub use self::metrics::{LaneSnapshot, LatencySummary, MetricsSnapshot};
 pub use self::request::{Lane, Request, Submission, TrySubmitError};
 
-use self::calibration::calibrate;
+use self::calibration::{calibrate, warm_dtype};
 use self::config::Timing;
 use self::dispatcher::dispatcher_loop;
 use self::job_cache::JobCache;
@@ -146,6 +146,14 @@ impl Lanes {
         cfg.validate()?;
         engine.context().health.check()?;
         let calibration = calibrate(engine)?;
+        let mut warmed = [false; 5];
+        warmed[Dtype::F32.code() as usize] = true;
+        for &dtype in &cfg.warm_dtypes {
+            if !warmed[dtype.code() as usize] {
+                warm_dtype(engine, dtype)?;
+                warmed[dtype.code() as usize] = true;
+            }
+        }
         let Timing {
             quantum,
             lead,
@@ -185,9 +193,7 @@ impl Lanes {
             chunks: AtomicU64::new(0),
             last_done: Mutex::new(Instant::now()),
             jobs: JobCache::default(),
-            warmed: Mutex::new(std::array::from_fn(|code| {
-                code == Dtype::F32.code() as usize
-            })),
+            warmed: Mutex::new(warmed),
         });
         let listener: Weak<dyn LostListener> = Arc::downgrade(&shared) as Weak<Shared>;
         shared.ctx.health.subscribe(listener);

@@ -42,7 +42,6 @@ impl Lanes {
         if let Input::Device(a) = &request.input {
             a.check_owner(&sh.ctx)?;
         }
-        self.warm(request.input.dtype())?;
         match lane {
             Lane::RealTime => {
                 let Input::Host(data) = &request.input else {
@@ -59,6 +58,7 @@ impl Lanes {
                 }
                 // Validate the plan now so a bad request never joins a group.
                 let footprint = check_realtime_plan(sh, &offsets, data.dtype())?;
+                self.warm(data.dtype());
                 let mut st = self.wait_for_space(lane, bytes, wait)?;
                 st.rt_bytes += bytes;
                 if let Some(d) = request.deadline.filter(|_| sh.cfg.reject_late) {
@@ -82,6 +82,7 @@ impl Lanes {
                         "deadlines apply to real-time requests only".into(),
                     ));
                 }
+                self.warm(request.input.dtype());
                 // Any number of partitions: over the per-reduction limit the
                 // job runs in groups (see `batch`), each planned when it
                 // starts (the offsets are checked above).
@@ -129,17 +130,20 @@ impl Lanes {
     /// Runs `dtype`'s kernels once, on this thread, if nothing has yet (see
     /// `calibration::warm_dtype`): the first request of a dtype pays for
     /// its pipelines itself instead of holding the queue for every other
-    /// request. Two threads may both warm a dtype; the second run costs a
-    /// few small reductions.
-    fn warm(&self, dtype: Dtype) -> Result<()> {
+    /// request. Warming only saves time: where it fails (a lost device, no
+    /// memory) the request goes on and meets the failure itself, with the
+    /// error it names, and the next request tries again. Two threads may
+    /// both warm a dtype; the second run costs a few small reductions.
+    fn warm(&self, dtype: Dtype) {
         let sh = &self.shared;
         let code = dtype.code() as usize;
         if lock(&sh.warmed)[code] {
-            return Ok(());
+            return;
         }
-        warm_dtype(&Engine::sharing(&sh.ctx), dtype)?;
-        lock(&sh.warmed)[code] = true;
-        Ok(())
+        match warm_dtype(&Engine::sharing(&sh.ctx), dtype) {
+            Ok(()) => lock(&sh.warmed)[code] = true,
+            Err(e) => log::debug!("warming the {dtype} kernels failed ({e}); the request goes on"),
+        }
     }
 
     /// Checks, plans and queues a keyed `request` (its data shared, not
