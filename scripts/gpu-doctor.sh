@@ -23,14 +23,15 @@
 #      and device-resident) where the bench binary was carried, and where
 #      one group-by call spends its time (the engine's debug log: keys
 #      planned, values scanned, rows uploaded, passes, results);
-#   6. `gpulanes mixed` (the two lanes under a saturating batch stream);
+#   6. `gpulanes mixed` (the two lanes under a saturating batch stream),
+#      and 6b. the same, shorter, with float64 values;
 #   7. the correctness test binaries (t_*) where they were carried.
 #
 #   OUT=/tmp/out scripts/gpu-doctor.sh [--quick]
 #
 # --quick: fewer runs and sizes (a rehearsal, e.g. on lavapipe). Set
 # GPULANES_BIN to use another binary, DOCTOR_ARGS to add doctor arguments,
-# SKIP="peers cuda bench groups criterion stages mixed tests" (any of them) to skip
+# SKIP="peers cuda bench groups criterion stages mixed mixed64 tests" (any of them) to skip
 # steps.
 set -uo pipefail
 
@@ -200,6 +201,20 @@ keys = [k for k in r if any(w in k for w in ("ratio", "share", "p99", "throughpu
 for k in keys:
     if not isinstance(r[k], (dict, list)):
         print(f"{k}: {r[k]}")
+PY
+fi
+
+# 6b. The two lanes with float64 values (shorter).
+if [[ $skip != *" mixed64 "* ]]; then
+  step "gpulanes mixed --dtype float64"
+  timeout 90 "$bin" mixed --json --dtype float64 --duration 2 --rounds 2 --cold-starts 2 \
+    > "$logs/mixed-float64.json" 2> "$logs/mixed-float64-stderr.txt"
+  echo "mixed (float64) exited $?"
+  python3 - "$logs/mixed-float64.json" <<'PY' 2>/dev/null | tee "$logs/mixed-float64-summary.txt"
+import json, sys
+r = json.load(open(sys.argv[1]))
+for k in ("rt_p99_ratio", "batch_throughput_ratio", "cold_rt_p99_ratio", "batch_results_identical"):
+    print(f"{k}: {r.get(k)}")
 PY
 fi
 

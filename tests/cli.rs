@@ -1283,7 +1283,8 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
     }
     // At a rate far below one request per phase, batch work under load
     // still runs the whole phase (it used to stop once the next request
-    // was due after the phase: at once, with no batch job done).
+    // was due after the phase: at once, with no batch job done). Values of
+    // another dtype run the same way.
     let out = run(&[
         "mixed",
         "--json",
@@ -1293,6 +1294,8 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         "1",
         "--rt-rate",
         "0.001",
+        "--dtype",
+        "int64",
         "--rt-size",
         "1000",
         "--batch-size",
@@ -1302,6 +1305,9 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
     ]);
     assert!(out.status.success(), "mixed failed: {}", text(&out.stderr));
     let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["config"]["dtype"], "int64");
+    assert_eq!(r["batch_results_identical"], true);
+    assert_eq!(r["together"]["realtime"]["failed"], 0);
     assert!(r["cold_start"].is_null(), "{}", r["cold_start"]);
     assert_eq!(r["together"]["realtime_sent"], 1);
     let jobs = r["together"]["batch"]["completed"].as_u64().unwrap_or(0);
@@ -1322,6 +1328,7 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         ("--duration", "1e20"),
         ("--rt-rate", "0"),
         ("--rt-rate", "1e-6"),
+        ("--dtype", "complex64"),
     ] {
         let arg = format!("{flag}={value}");
         assert_bad_input(&["mixed", &arg], "mixed", &[flag]);

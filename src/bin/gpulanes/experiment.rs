@@ -50,7 +50,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use gpulanes::lanes::{Handle, LaneMetrics, LaneSnapshot, Lanes, LanesConfig, Request};
-use gpulanes::{AdapterSummary, DeviceArray, Engine, NanPolicy, Op, Partitions, Reduction, Result};
+use gpulanes::{
+    AdapterSummary, DeviceArray, Dtype, Element, Engine, NanPolicy, Op, Partitions, Reduction,
+    Result, Scalar,
+};
 
 /// The lowest real-time rate: one request per 1000 s (a lower one would
 /// overflow the period's `Duration`).
@@ -67,15 +70,23 @@ pub struct MixedConfig {
     /// Real-time requests per second (rates below [`MIN_RT_RATE_HZ`] count
     /// as that).
     pub rt_rate_hz: f64,
-    /// Floats per real-time request.
+    /// The values' element type (both lanes).
+    #[serde(serialize_with = "dtype_name")]
+    pub dtype: Dtype,
+    /// Values per real-time request.
     pub rt_size: usize,
-    /// Floats per batch job.
+    /// Values per batch job.
     pub batch_size: usize,
     /// Fresh schedulers in the cold-start phase (0 skips it).
     pub cold_starts: usize,
     /// Scheduler settings used for all three phases.
     #[serde(skip)]
     pub lanes: LanesConfig,
+}
+
+/// A dtype in JSON: its name (`float32`, ...).
+fn dtype_name<S: serde::Serializer>(dtype: &Dtype, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(dtype.name())
 }
 
 /// Default real-time rate on a GPU.
@@ -107,6 +118,7 @@ impl MixedConfig {
             } else {
                 GPU_RT_RATE_HZ
             },
+            dtype: Dtype::F32,
             rt_size: 4096,
             batch_size: if adapter.software { 8 << 20 } else { 256 << 20 },
             cold_starts: 8,
@@ -222,23 +234,61 @@ impl RoundRatios {
     }
 }
 
+/// A result as bits, to compare with the reference's.
+fn bits(r: &Reduction<Scalar>) -> Vec<Option<u64>> {
+    r.values
+        .iter()
+        .map(|v| {
+            v.map(|s| match s {
+                Scalar::F32(x) => u64::from(x.to_bits()),
+                Scalar::F64(x) => x.to_bits(),
+                Scalar::I32(x) => x as u32 as u64,
+                Scalar::U32(x) => u64::from(x),
+                Scalar::I64(x) => x as u64,
+            })
+        })
+        .collect()
+}
+
+/// The batch jobs' device-resident column and the real-time request (a
+/// sum over `cfg.rt_size` values), of `cfg.dtype`: small integers, scaled
+/// by a quarter for the float types.
+fn workload(engine: &Engine, cfg: &MixedConfig) -> Result<(Arc<DeviceArray>, Request<Scalar>)> {
+    fn of<E: Element>(
+        engine: &Engine,
+        cfg: &MixedConfig,
+        value: impl Fn(i32) -> E,
+    ) -> Result<(Arc<DeviceArray>, Request<Scalar>)> {
+        let batch: Vec<E> = (0..cfg.batch_size)
+            .map(|i| value((i % 4099) as i32 - 2048))
+            .collect();
+        let array = Arc::new(engine.upload(&batch)?);
+        let rt: Arc<[E]> = (0..cfg.rt_size).map(|i| value((i % 97) as i32)).collect();
+        Ok((array, Request::host_typed(rt, Op::Sum)))
+    }
+    match cfg.dtype {
+        Dtype::F32 => of(engine, cfg, |v| v as f32 * 0.25),
+        Dtype::F64 => of(engine, cfg, |v| f64::from(v) * 0.25),
+        Dtype::I32 => of(engine, cfg, |v| v),
+        Dtype::U32 => of(engine, cfg, |v| v.unsigned_abs()),
+        Dtype::I64 => of(engine, cfg, i64::from),
+    }
+}
+
+/// Bytes of a device-resident column's values.
+fn array_bytes(array: &DeviceArray) -> u64 {
+    array.len() * array.dtype().size()
+}
+
 /// Runs the three phases; `progress` is told each phase's name as it starts.
 pub fn run(
     engine: &Engine,
     cfg: MixedConfig,
     mut progress: impl FnMut(&str),
 ) -> Result<MixedReport> {
-    let batch_data: Vec<f32> = (0..cfg.batch_size)
-        .map(|i| ((i % 4099) as f32) * 0.25 - 512.0)
-        .collect();
-    let array = Arc::new(engine.upload(&batch_data)?);
-    drop(batch_data);
-    let rt_data: Arc<[f32]> = (0..cfg.rt_size)
-        .map(|i| (i % 97) as f32 * 0.5)
-        .collect::<Vec<_>>()
-        .into();
+    let (array, rt_data) = workload(engine, &cfg)?;
     let reference =
-        engine.reduce_device(&array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
+        engine.reduce_device_typed(&array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
     let mut identical = true;
     let clock = Instant::now();
     let mut trace = Vec::new();
@@ -259,12 +309,10 @@ pub fn run(
 
     // Warm-up: pipelines, pools and the throughput estimate.
     for _ in 0..20 {
-        lanes
-            .realtime(Request::host(rt_data.clone(), Op::Sum))?
-            .wait()?;
+        lanes.realtime(rt_data.clone())?.wait()?;
     }
     lanes
-        .batch(Request::device(array.clone(), Op::Sum))?
+        .batch(Request::device_typed(array.clone(), Op::Sum))?
         .wait()?;
 
     let rounds = cfg.rounds.max(1);
@@ -396,9 +444,9 @@ fn phase(
     lanes: &Arc<Lanes>,
     cfg: &MixedConfig,
     duration: Duration,
-    rt: Option<&Arc<[f32]>>,
+    rt: Option<&Request<Scalar>>,
     batch: Option<&Arc<DeviceArray>>,
-    reference: &Reduction,
+    reference: &Reduction<Scalar>,
     clock: Instant,
 ) -> Result<(PhaseRun, PhaseTrace)> {
     lanes.wait_idle();
@@ -451,7 +499,7 @@ fn phase(
                 break;
             }
         }
-        let Some(data) = rt.filter(|_| now >= next) else {
+        let Some(request) = rt.filter(|_| now >= next) else {
             // In short steps, to see the phase end and the batch driver
             // finish.
             let until_end = end.saturating_duration_since(now);
@@ -465,7 +513,7 @@ fn phase(
         };
         next += period;
         let sent_at = Instant::now();
-        let h = lanes.realtime(Request::host(data.clone(), Op::Sum))?;
+        let h = lanes.realtime(request.clone())?;
         handles.push(rt_trace.watch(h, sent_at));
         sent += 1;
         // Collect finished ones so memory stays flat on long runs.
@@ -483,7 +531,7 @@ fn phase(
         end_s: clock.elapsed().as_secs_f64(),
         rt_sent_s,
         rt_latency_us,
-        batch_job_bytes: batch.map_or(0, |a| a.len() * 4),
+        batch_job_bytes: batch.map_or(0, |a| array_bytes(a)),
         ..Default::default()
     };
     let mut run = PhaseRun {
@@ -525,8 +573,8 @@ impl Wake for Stamp {
 /// A handle polled once with a [`Stamp`]'s waker: still pending (the
 /// stamp is set when it settles), or already settled at that poll.
 enum Watched {
-    Pending(Handle<Reduction>),
-    Ready(Result<Reduction>),
+    Pending(Handle<Reduction<Scalar>>),
+    Ready(Result<Reduction<Scalar>>),
 }
 
 impl Watched {
@@ -537,7 +585,7 @@ impl Watched {
         }
     }
 
-    fn wait(self) -> Result<Reduction> {
+    fn wait(self) -> Result<Reduction<Scalar>> {
         match self {
             Watched::Pending(h) => h.wait(),
             Watched::Ready(r) => r,
@@ -547,7 +595,7 @@ impl Watched {
 
 impl RtTrace {
     /// Polls `handle` once with a waker that stamps its completion.
-    fn watch(&mut self, mut handle: Handle<Reduction>, sent: Instant) -> Watched {
+    fn watch(&mut self, mut handle: Handle<Reduction<Scalar>>, sent: Instant) -> Watched {
         let stamp = Arc::new(Stamp::default());
         let waker = Waker::from(stamp.clone());
         let polled = std::pin::Pin::new(&mut handle).poll(&mut Context::from_waker(&waker));
@@ -585,8 +633,8 @@ fn cold_start(
     engine: &Engine,
     cfg: &MixedConfig,
     array: &Arc<DeviceArray>,
-    rt_data: &Arc<[f32]>,
-    reference: &Reduction,
+    rt_data: &Request<Scalar>,
+    reference: &Reduction<Scalar>,
     clock: Instant,
     trace: &mut Vec<PhaseTrace>,
 ) -> Result<(ColdStartReport, bool)> {
@@ -597,7 +645,7 @@ fn cold_start(
     for scheduler in 1..=cfg.cold_starts {
         let start = Instant::now();
         let lanes = Lanes::new(engine, cfg.lanes.clone())?;
-        let job = lanes.batch(Request::device(array.clone(), Op::Sum))?;
+        let job = lanes.batch(Request::device_typed(array.clone(), Op::Sum))?;
         let mut rt_trace = RtTrace::default();
         let mut handles = Vec::new();
         let mut next = Instant::now();
@@ -609,7 +657,7 @@ fn cold_start(
             }
             next += period;
             let sent_at = Instant::now();
-            let h = lanes.realtime(Request::host(rt_data.clone(), Op::Sum))?;
+            let h = lanes.realtime(rt_data.clone())?;
             handles.push(rt_trace.watch(h, sent_at));
         }
         sent += handles.len() as u64;
@@ -627,14 +675,10 @@ fn cold_start(
             rt_sent_s,
             rt_latency_us,
             batch_done_s: vec![(done - clock).as_secs_f64()],
-            batch_job_bytes: array.len() * 4,
+            batch_job_bytes: array_bytes(array),
             batch_chunks: vec![lanes.metrics().batch.submits],
         });
-        same &= r
-            .values
-            .iter()
-            .map(|v| v.map(f32::to_bits))
-            .eq(reference.values.iter().map(|v| v.map(f32::to_bits)));
+        same &= bits(&r) == bits(reference);
         let (rt, _) = lanes.take_lane_metrics();
         merged.merge(&rt);
     }
@@ -666,7 +710,7 @@ fn drive_batch(
     lanes: &Lanes,
     array: &Arc<DeviceArray>,
     stop: &AtomicBool,
-    reference: &Reduction,
+    reference: &Reduction<Scalar>,
     start: Instant,
     clock: Instant,
 ) -> Result<(BatchDriven, Vec<f64>, Vec<u64>)> {
@@ -678,19 +722,15 @@ fn drive_batch(
     let mut submits = 0u64;
     while !stop.load(Ordering::Relaxed) || !pending.is_empty() {
         if !stop.load(Ordering::Relaxed) && pending.len() < 2 {
-            pending.push_back(lanes.batch(Request::device(array.clone(), Op::Sum))?);
+            pending.push_back(lanes.batch(Request::device_typed(array.clone(), Op::Sum))?);
             continue;
         }
-        let h: Handle<Reduction> = pending.pop_front().expect("non-empty");
+        let h: Handle<Reduction<Scalar>> = pending.pop_front().expect("non-empty");
         let r = h.wait()?;
-        same &= r
-            .values
-            .iter()
-            .map(|v| v.map(f32::to_bits))
-            .eq(reference.values.iter().map(|v| v.map(f32::to_bits)));
+        same &= bits(&r) == bits(reference);
         // Jobs finishing after the stop flag ran inside the phase too; the
         // span ends at the last completion.
-        bytes += array.len() * 4;
+        bytes += array_bytes(array);
         last = Instant::now();
         let now_submits = lanes.metrics().batch.submits;
         done_s.push((last - clock).as_secs_f64());

@@ -58,10 +58,13 @@ enum Command {
         /// about 100-150 us of fixed costs).
         #[arg(long)]
         rt_rate: Option<f64>,
-        /// Floats per real-time request.
+        /// Element type of both lanes' values: float32 (default), float64, int32, uint32 or int64.
+        #[arg(long)]
+        dtype: Option<String>,
+        /// Values per real-time request (default 4096).
         #[arg(long)]
         rt_size: Option<usize>,
-        /// Floats per batch job.
+        /// Values per batch job (default 256M on a GPU, 8M on a software adapter).
         #[arg(long)]
         batch_size: Option<usize>,
         /// Batch chunk quantum in microseconds of GPU time (default: the
@@ -188,6 +191,7 @@ fn main() -> ExitCode {
             rounds,
             rt_in_flight,
             rt_rate,
+            dtype,
             rt_size,
             batch_size,
             quantum_us,
@@ -201,6 +205,7 @@ fn main() -> ExitCode {
             rounds,
             rt_in_flight,
             rt_rate,
+            dtype,
             rt_size,
             batch_size,
             quantum_us,

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::experiment::{self, MIN_RT_RATE_HZ, MixedConfig, MixedReport, PhaseReport};
-use gpulanes::Engine;
 use gpulanes::lanes::LaneSnapshot;
+use gpulanes::{Dtype, Engine};
 
 use crate::Failure;
 
@@ -15,6 +15,7 @@ pub struct Args {
     pub rounds: Option<usize>,
     pub rt_in_flight: Option<usize>,
     pub rt_rate: Option<f64>,
+    pub dtype: Option<String>,
     pub rt_size: Option<usize>,
     pub batch_size: Option<usize>,
     pub quantum_us: Option<u64>,
@@ -25,9 +26,18 @@ pub struct Args {
     pub plot: Option<std::path::PathBuf>,
 }
 
+/// The `--dtype` flag's element type (float32 when absent).
+fn dtype_flag(args: &Args) -> Result<Dtype, Failure> {
+    args.dtype.as_deref().map_or(Ok(Dtype::F32), |name| {
+        name.parse()
+            .map_err(|e: gpulanes::Error| Failure::Input(format!("--dtype: {e}")))
+    })
+}
+
 /// Checks the flags before a device is opened, so bad input fails fast
 /// with one line.
 fn validate(args: &Args) -> Result<(), Failure> {
+    dtype_flag(args)?;
     for (flag, v, what) in [
         ("--duration", args.duration, "a positive number of seconds"),
         ("--rt-rate", args.rt_rate, "positive"),
@@ -86,6 +96,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         cfg.duration = duration_flag(d)?;
     }
     cfg.rt_rate_hz = args.rt_rate.unwrap_or(cfg.rt_rate_hz);
+    cfg.dtype = dtype_flag(&args)?;
     cfg.rt_size = args.rt_size.unwrap_or(cfg.rt_size);
     cfg.batch_size = args.batch_size.unwrap_or(cfg.batch_size);
     cfg.rounds = args.rounds.unwrap_or(cfg.rounds);
@@ -144,11 +155,12 @@ fn print_table(r: &MixedReport) {
         }
     );
     println!(
-        "real-time: {} floats at {} Hz; batch: {} floats ({} MiB) per job, device-resident; {:.1} s per phase in {} interleaved rounds",
+        "real-time: {} {} values at {} Hz; batch: {} values ({} MiB) per job, device-resident; {:.1} s per phase in {} interleaved rounds",
         r.config.rt_size,
+        r.config.dtype,
         r.config.rt_rate_hz,
         r.config.batch_size,
-        (r.config.batch_size * 4) >> 20,
+        (r.config.batch_size as u64 * r.config.dtype.size()) >> 20,
         r.config.duration.as_secs_f64(),
         r.config.rounds
     );

@@ -35,10 +35,11 @@ pub fn mixed(report: &MixedReport, dir: &Path) -> Result<Vec<PathBuf>, Failure> 
     let sub = subtitle(&report.adapter, &today());
     let c = &report.config;
     let setup = format!(
-        "real-time {} floats at {} Hz, batch jobs of {} MiB",
+        "real-time {} {} values at {} Hz, batch jobs of {} MiB",
         c.rt_size,
+        c.dtype,
         c.rt_rate_hz,
-        (c.batch_size * 4) >> 20
+        (c.batch_size as u64 * c.dtype.size()) >> 20
     );
     let cdf = svg(
         dir,
