@@ -96,6 +96,22 @@ pub(super) struct KeyInput<'a> {
     decode: Decode<'a>,
 }
 
+/// Whether any of `rows` of a float column holds NaN (false for columns of
+/// other types).
+fn any_nan(values: &dyn Array, mut rows: impl Iterator<Item = usize>) -> bool {
+    match values.data_type() {
+        DataType::Float64 => {
+            let v = values.as_primitive::<Float64Type>();
+            rows.any(|i| v.value(i).is_nan())
+        }
+        DataType::Float32 => {
+            let v = values.as_primitive::<Float32Type>();
+            rows.any(|i| v.value(i).is_nan())
+        }
+        _ => false,
+    }
+}
+
 /// An integer that orders as float64 `v` does (-0.0 as 0.0), and back.
 fn f64_order(v: f64) -> i64 {
     let bits = (v + 0.0).to_bits() as i64;
@@ -235,19 +251,16 @@ impl<'a> KeyInput<'a> {
                 "key column {name:?} holds NaN: NaN keys are not grouped; drop or fill them"
             ))
         };
+        if strict && any_nan(array, 0..array.len()) {
+            return Err(nan_keys());
+        }
         if let Some(a) = array.as_primitive_opt::<Float64Type>() {
-            if strict && a.values().iter().any(|v| v.is_nan()) {
-                return Err(nan_keys());
-            }
             return Ok(KeyInput {
                 keys: Keys::I64(widened(a, f64_order)),
                 decode: Decode::Float(data_type),
             });
         }
         if let Some(a) = array.as_primitive_opt::<Float32Type>() {
-            if strict && a.values().iter().any(|v| v.is_nan()) {
-                return Err(nan_keys());
-            }
             return Ok(KeyInput {
                 keys: Keys::I32(widened(a, f32_order)),
                 decode: Decode::Float(data_type),
@@ -281,18 +294,7 @@ impl<'a> KeyInput<'a> {
                     return Err(null_keys(named, array.len()));
                 }
             }
-            let nan_named = match values.data_type() {
-                DataType::Float64 => {
-                    let v = values.as_primitive::<Float64Type>();
-                    codes.iter().any(|&c| v.value(c).is_nan())
-                }
-                DataType::Float32 => {
-                    let v = values.as_primitive::<Float32Type>();
-                    codes.iter().any(|&c| v.value(c).is_nan())
-                }
-                _ => false,
-            };
-            if nan_named {
+            if any_nan(values, codes.iter().copied()) {
                 return Err(nan_keys());
             }
             let entries = KeyInput::read_entries(name, values, false)?;
