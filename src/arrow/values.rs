@@ -20,9 +20,8 @@ use arrow_array::types::{
     UInt32Type, UInt64Type,
 };
 use arrow_array::{
-    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, Float32Array, Float64Array, Int8Array,
-    Int16Array, Int32Array, Int64Array, PrimitiveArray, UInt8Array, UInt16Array, UInt32Array,
-    UInt64Array,
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int8Array, Int16Array, Int32Array,
+    Int64Array, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow_schema::DataType;
 
@@ -46,18 +45,6 @@ pub(super) struct ValueColumn {
     own_type: DataType,
 }
 
-/// `a`'s values mapped by `f`, with `a`'s nulls (null slots map whatever
-/// they hold; the engine never reads them).
-fn widened<T: ArrowPrimitiveType, U: ArrowPrimitiveType>(
-    a: &PrimitiveArray<T>,
-    f: impl Fn(T::Native) -> U::Native,
-) -> PrimitiveArray<U> {
-    PrimitiveArray::<U>::new(
-        a.values().iter().map(|&v| f(v)).collect(),
-        a.nulls().cloned(),
-    )
-}
-
 impl ValueColumn {
     /// Value column `name` (`array`), widened where its type is narrower
     /// than the engine's.
@@ -74,13 +61,13 @@ impl ValueColumn {
         } else if let Some(a) = array.as_primitive_opt::<Int64Type>() {
             Values::I64(a.clone())
         } else if let Some(a) = array.as_primitive_opt::<Int8Type>() {
-            Values::I32(widened(a, i32::from))
+            Values::I32(a.unary(i32::from))
         } else if let Some(a) = array.as_primitive_opt::<Int16Type>() {
-            Values::I32(widened(a, i32::from))
+            Values::I32(a.unary(i32::from))
         } else if let Some(a) = array.as_primitive_opt::<UInt8Type>() {
-            Values::U32(widened(a, u32::from))
+            Values::U32(a.unary(u32::from))
         } else if let Some(a) = array.as_primitive_opt::<UInt16Type>() {
-            Values::U32(widened(a, u32::from))
+            Values::U32(a.unary(u32::from))
         } else if let Some(a) = array.as_primitive_opt::<UInt64Type>() {
             let big = (0..a.len()).find(|&i| a.is_valid(i) && a.value(i) > i64::MAX as u64);
             if let Some(i) = big {
@@ -89,7 +76,7 @@ impl ValueColumn {
                     a.value(i)
                 )));
             }
-            Values::I64(widened(a, |v| v as i64))
+            Values::I64(a.unary(|v| v as i64))
         } else if let Some(a) = array.as_boolean_opt() {
             Values::U32(UInt32Array::new(
                 a.values().iter().map(u32::from).collect(),
