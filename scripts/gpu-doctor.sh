@@ -207,7 +207,7 @@ fi
 # 6b. The two lanes with float64 values (shorter).
 if [[ $skip != *" mixed64 "* ]]; then
   step "gpulanes mixed --dtype float64"
-  timeout 90 "$bin" mixed --json --dtype float64 --duration 2 --rounds 2 --cold-starts 2 \
+  timeout 90 "$bin" mixed --json --dtype float64 --batch-size 33554432 --duration 2 --rounds 2 --cold-starts 2 \
     > "$logs/mixed-float64.json" 2> "$logs/mixed-float64-stderr.txt"
   echo "mixed (float64) exited $?"
   python3 - "$logs/mixed-float64.json" <<'PY' 2>/dev/null | tee "$logs/mixed-float64-summary.txt"

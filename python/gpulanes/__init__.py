@@ -1295,8 +1295,11 @@ class Lanes:
         runs its kernels once when it is first submitted, within its own
         latency (and deadline). ``warm_dtypes`` (NumPy dtypes or their
         names) are run here instead: name the types submitted with tight
-        timeouts."""
+        timeouts. (Keyed requests use other kernels: the first ``groupby``
+        of a kind builds them itself.)"""
         self.engine = engine if engine is not None else default_engine()
+        if isinstance(warm_dtypes, (str, np.dtype, type)):
+            warm_dtypes = [warm_dtypes]
         names = [_engine_dtype(np.dtype(d)).name for d in warm_dtypes]
         self._native = _gpulanes.Lanes(self.engine._native, warm_dtypes=names, **settings)
 
@@ -1317,6 +1320,11 @@ class Lanes:
         """The batch quantum in use, in seconds: the GPU time of batch work
         a real-time request may find ahead of it."""
         return self._native.quantum
+
+    @property
+    def submit_lead(self) -> float:
+        """The just-in-time submission lead in use, in seconds."""
+        return self._native.submit_lead
 
     def wait_idle(self) -> None:
         """Blocks until both queues are empty and nothing is on the GPU."""

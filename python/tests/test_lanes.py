@@ -250,7 +250,7 @@ def test_settings_metrics_and_a_full_queue(engine):
     assert rt["bytes"] == 800 and rt["latency"]["count"] == 1
     assert 0 < rt["latency"]["p50"] <= rt["latency"]["max"] < 30
     assert m["batch"]["completed"] == 0
-    assert lanes.quantum > 0
+    assert lanes.quantum > 0 and 0 < lanes.submit_lead <= lanes.quantum
     lanes.reset_metrics()
     assert lanes.metrics()["realtime"]["completed"] == 0
 
@@ -267,3 +267,5 @@ def test_bad_settings_are_refused_by_name(engine):
             gpulanes.Lanes(engine, **settings)
     with pytest.raises(TypeError):
         gpulanes.Lanes(engine, quantum_us=5)
+    # One dtype need not be a list.
+    assert gpulanes.Lanes(engine, warm_dtypes="float64").realtime(np.ones(3), "sum").result(timeout=30) == 3.0

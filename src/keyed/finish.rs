@@ -17,6 +17,7 @@ use crate::kernels::{BindingKind, kernel_layouts};
 use crate::options::KernelBuild;
 use crate::pool::PooledBuffer;
 use crate::state::ExactValue;
+use crate::sync::lock;
 
 use super::limbs::Limbs;
 
@@ -177,29 +178,35 @@ impl FinishKernels {
         sum: bool,
         mean: bool,
     ) -> wgpu::ComputePipeline {
-        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .entry((dtype, limbs.len, sum, mean))
-            .or_insert_with(|| {
-                let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-                let module = modules.entry((dtype, limbs.len)).or_insert_with(|| {
-                    self.build.module(
-                        device,
-                        "finish groups",
-                        // Base 0: the base is a uniform, not compiled in.
-                        finish_shader_source(dtype, Limbs { base: 0, ..limbs }),
-                    )
-                });
-                let flag = |b: bool| if b { 1.0 } else { 0.0 };
-                self.build.pipeline(
-                    device,
-                    &self.pipeline_layout,
-                    module,
-                    "finish_groups",
-                    &[("WANT_SUM", flag(sum)), ("WANT_MEAN", flag(mean))],
-                )
-            })
-            .clone()
+        let key = (dtype, limbs.len, sum, mean);
+        if let Some(p) = lock(&self.pipelines).get(&key) {
+            return p.clone();
+        }
+        // Built outside the caches' locks, as the group pipelines are (see
+        // `GroupKernels::pipeline`).
+        let module_key = (dtype, limbs.len);
+        let module = lock(&self.modules).get(&module_key).cloned();
+        let module = module.unwrap_or_else(|| {
+            let built = self.build.module(
+                device,
+                "finish groups",
+                // Base 0: the base is a uniform, not compiled in.
+                finish_shader_source(dtype, Limbs { base: 0, ..limbs }),
+            );
+            lock(&self.modules)
+                .entry(module_key)
+                .or_insert(built)
+                .clone()
+        });
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let built = self.build.pipeline(
+            device,
+            &self.pipeline_layout,
+            &module,
+            "finish_groups",
+            &[("WANT_SUM", flag(sum)), ("WANT_MEAN", flag(mean))],
+        );
+        lock(&self.pipelines).entry(key).or_insert(built).clone()
     }
 }
 

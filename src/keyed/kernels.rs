@@ -2,6 +2,7 @@
 //! dtype, built on first use, and one pipeline per combination of group
 //! mode, wanted accumulators and key phase, built on first use and reused.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -399,43 +400,50 @@ impl GroupKernels {
         limbs: Limbs,
         kind: PassKind,
     ) -> wgpu::ComputePipeline {
-        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .entry((dtype, limbs.len, kind))
-            .or_insert_with(|| {
-                let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-                let module = modules
-                    .entry((dtype, limbs.len, kind.local))
-                    .or_insert_with(|| {
-                        self.build.module(
-                            device,
-                            "reduce groups",
-                            group_shader_source(
-                                dtype,
-                                // Base 0: the base is a uniform, not compiled in.
-                                Limbs { base: 0, ..limbs },
-                                self.shape,
-                                kind.local,
-                                self.workgroup_bytes,
-                            ),
-                        )
-                    });
-                let flag = |b: bool| if b { 1.0 } else { 0.0 };
-                self.build.pipeline(
-                    device,
-                    &self.pipeline_layout,
-                    module,
-                    "reduce_groups",
-                    &[
-                        ("MODE", kind.mode as u32 as f64),
-                        ("WANT_SUM", flag(kind.sum)),
-                        ("WANT_MAX", flag(kind.max)),
-                        ("WANT_MIN", flag(kind.min)),
-                        ("PHASE", kind.phase as f64),
-                        ("DIRECT", flag(kind.direct)),
-                    ],
-                )
-            })
-            .clone()
+        let key = (dtype, limbs.len, kind);
+        if let Some(p) = lock(&self.pipelines).get(&key) {
+            return p.clone();
+        }
+        // Built outside the caches' locks: a build can take long (about
+        // 100 ms on lavapipe), and a thread that wants a pipeline already
+        // built (the lanes' dispatcher, say) must not wait for another
+        // thread's build. Two threads may build the same pipeline; the
+        // first one kept is used.
+        let module_key = (dtype, limbs.len, kind.local);
+        let module = lock(&self.modules).get(&module_key).cloned();
+        let module = module.unwrap_or_else(|| {
+            let built = self.build.module(
+                device,
+                "reduce groups",
+                group_shader_source(
+                    dtype,
+                    // Base 0: the base is a uniform, not compiled in.
+                    Limbs { base: 0, ..limbs },
+                    self.shape,
+                    kind.local,
+                    self.workgroup_bytes,
+                ),
+            );
+            lock(&self.modules)
+                .entry(module_key)
+                .or_insert(built)
+                .clone()
+        });
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let built = self.build.pipeline(
+            device,
+            &self.pipeline_layout,
+            &module,
+            "reduce_groups",
+            &[
+                ("MODE", kind.mode as u32 as f64),
+                ("WANT_SUM", flag(kind.sum)),
+                ("WANT_MAX", flag(kind.max)),
+                ("WANT_MIN", flag(kind.min)),
+                ("PHASE", kind.phase as f64),
+                ("DIRECT", flag(kind.direct)),
+            ],
+        );
+        lock(&self.pipelines).entry(key).or_insert(built).clone()
     }
 }

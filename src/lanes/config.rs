@@ -122,12 +122,14 @@ pub struct LanesConfig {
     /// that when woken they preempt CPU-bound work promptly (Linux 6.12+,
     /// no privilege needed; elsewhere ignored). `None` leaves them alone.
     pub thread_slice: Option<Duration>,
-    /// Dtypes whose kernels [`Lanes::new`](super::Lanes::new) runs once
-    /// besides float32's (always run). A reduction of a dtype not run yet
-    /// runs them on its submitting thread before it is queued (some
+    /// Dtypes whose reduction kernels [`Lanes::new`](super::Lanes::new)
+    /// runs once besides float32's (always run). A reduction of a dtype not
+    /// run yet runs them on its submitting thread before it is queued (some
     /// drivers build a pipeline on its first dispatch), so its own latency,
     /// and its deadline, pay for them: name the dtypes an app submits with
-    /// tight deadlines here to pay that at start instead.
+    /// tight deadlines here to pay that at start instead. Keyed requests
+    /// use other kernels, not run here: the first keyed request of a kind
+    /// builds them itself.
     pub warm_dtypes: Vec<Dtype>,
 }
 

@@ -7,8 +7,9 @@
 //!   [`Request::device_typed`], each result in its op's result type). The
 //!   first reduction of a dtype other than float32 runs its kernels once on
 //!   the submitting thread, and real-time keyed requests are recorded
-//!   there, so building a new kind of request's pipelines never holds the
-//!   dispatcher.
+//!   there, so building a new kind of reduction's or real-time keyed
+//!   request's pipelines does not hold the dispatcher (a keyed batch job's
+//!   are still built when the dispatcher reaches its first step).
 //! * Real-time requests that arrive together are coalesced: one upload, one
 //!   segmented dispatch per kernel and dtype, one submit, whatever their
 //!   number. Each
