@@ -17,7 +17,7 @@ use crate::kernels::{BindingKind, kernel_layouts};
 use crate::options::KernelBuild;
 use crate::pool::PooledBuffer;
 use crate::state::ExactValue;
-use crate::sync::lock;
+use crate::sync::cached;
 
 use super::limbs::Limbs;
 
@@ -178,35 +178,25 @@ impl FinishKernels {
         sum: bool,
         mean: bool,
     ) -> wgpu::ComputePipeline {
-        let key = (dtype, limbs.len, sum, mean);
-        if let Some(p) = lock(&self.pipelines).get(&key) {
-            return p.clone();
-        }
-        // Built outside the caches' locks, as the group pipelines are (see
-        // `GroupKernels::pipeline`).
-        let module_key = (dtype, limbs.len);
-        let module = lock(&self.modules).get(&module_key).cloned();
-        let module = module.unwrap_or_else(|| {
-            let built = self.build.module(
+        // Built outside the caches' locks, as the group pipelines are.
+        cached(&self.pipelines, (dtype, limbs.len, sum, mean), || {
+            let module = cached(&self.modules, (dtype, limbs.len), || {
+                self.build.module(
+                    device,
+                    "finish groups",
+                    // Base 0: the base is a uniform, not compiled in.
+                    finish_shader_source(dtype, Limbs { base: 0, ..limbs }),
+                )
+            });
+            let flag = |b: bool| if b { 1.0 } else { 0.0 };
+            self.build.pipeline(
                 device,
-                "finish groups",
-                // Base 0: the base is a uniform, not compiled in.
-                finish_shader_source(dtype, Limbs { base: 0, ..limbs }),
-            );
-            lock(&self.modules)
-                .entry(module_key)
-                .or_insert(built)
-                .clone()
-        });
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        let built = self.build.pipeline(
-            device,
-            &self.pipeline_layout,
-            &module,
-            "finish_groups",
-            &[("WANT_SUM", flag(sum)), ("WANT_MEAN", flag(mean))],
-        );
-        lock(&self.pipelines).entry(key).or_insert(built).clone()
+                &self.pipeline_layout,
+                &module,
+                "finish_groups",
+                &[("WANT_SUM", flag(sum)), ("WANT_MEAN", flag(mean))],
+            )
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! dtype, built on first use, and one pipeline per combination of group
 //! mode, wanted accumulators and key phase, built on first use and reused.
 
-use crate::sync::lock;
+use crate::sync::cached;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -400,50 +400,40 @@ impl GroupKernels {
         limbs: Limbs,
         kind: PassKind,
     ) -> wgpu::ComputePipeline {
-        let key = (dtype, limbs.len, kind);
-        if let Some(p) = lock(&self.pipelines).get(&key) {
-            return p.clone();
-        }
-        // Built outside the caches' locks: a build can take long (about
-        // 100 ms on lavapipe), and a thread that wants a pipeline already
-        // built (the lanes' dispatcher, say) must not wait for another
-        // thread's build. Two threads may build the same pipeline; the
-        // first one kept is used.
-        let module_key = (dtype, limbs.len, kind.local);
-        let module = lock(&self.modules).get(&module_key).cloned();
-        let module = module.unwrap_or_else(|| {
-            let built = self.build.module(
+        // Built outside the caches' locks (see `cached`): a build can take
+        // long (about 100 ms on lavapipe), and a thread that wants a
+        // pipeline already built (the lanes' dispatcher, say) must not wait
+        // for another thread's build.
+        cached(&self.pipelines, (dtype, limbs.len, kind), || {
+            let module = cached(&self.modules, (dtype, limbs.len, kind.local), || {
+                self.build.module(
+                    device,
+                    "reduce groups",
+                    group_shader_source(
+                        dtype,
+                        // Base 0: the base is a uniform, not compiled in.
+                        Limbs { base: 0, ..limbs },
+                        self.shape,
+                        kind.local,
+                        self.workgroup_bytes,
+                    ),
+                )
+            });
+            let flag = |b: bool| if b { 1.0 } else { 0.0 };
+            self.build.pipeline(
                 device,
-                "reduce groups",
-                group_shader_source(
-                    dtype,
-                    // Base 0: the base is a uniform, not compiled in.
-                    Limbs { base: 0, ..limbs },
-                    self.shape,
-                    kind.local,
-                    self.workgroup_bytes,
-                ),
-            );
-            lock(&self.modules)
-                .entry(module_key)
-                .or_insert(built)
-                .clone()
-        });
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        let built = self.build.pipeline(
-            device,
-            &self.pipeline_layout,
-            &module,
-            "reduce_groups",
-            &[
-                ("MODE", kind.mode as u32 as f64),
-                ("WANT_SUM", flag(kind.sum)),
-                ("WANT_MAX", flag(kind.max)),
-                ("WANT_MIN", flag(kind.min)),
-                ("PHASE", kind.phase as f64),
-                ("DIRECT", flag(kind.direct)),
-            ],
-        );
-        lock(&self.pipelines).entry(key).or_insert(built).clone()
+                &self.pipeline_layout,
+                &module,
+                "reduce_groups",
+                &[
+                    ("MODE", kind.mode as u32 as f64),
+                    ("WANT_SUM", flag(kind.sum)),
+                    ("WANT_MAX", flag(kind.max)),
+                    ("WANT_MIN", flag(kind.min)),
+                    ("PHASE", kind.phase as f64),
+                    ("DIRECT", flag(kind.direct)),
+                ],
+            )
+        })
     }
 }

@@ -393,6 +393,7 @@ impl Lanes {
                 && st.batch.is_empty()
                 && !st.batch_taken
                 && st.batch_reserved == 0
+                && st.rt_reserved == 0
                 && st.rt_in_flight == 0
                 && st.batch_in_flight == 0
         };

@@ -67,6 +67,11 @@ pub(super) struct State {
     pub(super) batch_taken: bool,
     /// Batch jobs given queue space and being prepared by their submitters.
     pub(super) batch_reserved: usize,
+    /// Real-time keyed requests given queue space and being recorded by
+    /// their submitters, and their bytes (held apart from `rt_bytes`,
+    /// which the dispatcher recounts from the queue).
+    pub(super) rt_reserved: usize,
+    pub(super) rt_reserved_bytes: u64,
     pub(super) rt_in_flight: usize,
     pub(super) batch_in_flight: usize,
     /// Set once, by the shutdown sequence (see `shutdown`).

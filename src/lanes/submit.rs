@@ -169,10 +169,23 @@ impl Lanes {
                 }
                 // Checked, planned and recorded now, on this thread: a
                 // real-time request is small, and the dispatcher only
-                // submits.
+                // submits. Recorded once it has queue space (held
+                // meanwhile), so a request refused for a full queue costs
+                // no recording, and one recording is within the queue's
+                // bounds.
                 let mut entry = request.plan(slot.clone(), lane)?;
-                entry.encode_now(sh);
                 let mut st = self.wait_for_space(lane, bytes, wait)?;
+                st.rt_reserved += 1;
+                st.rt_reserved_bytes += bytes;
+                drop(st);
+                entry.encode_now(sh);
+                st = lock(&sh.state);
+                st.rt_reserved -= 1;
+                st.rt_reserved_bytes -= bytes;
+                if st.shutdown {
+                    // The dispatcher has failed the queue and left.
+                    return Err(Error::Shutdown);
+                }
                 st.rt_bytes += bytes;
                 if let Some(d) = entry.deadline.filter(|_| sh.cfg.reject_late) {
                     st.deadlines.note(d);
@@ -259,8 +272,11 @@ impl Lanes {
             }
             let full = match lane {
                 Lane::RealTime => {
-                    st.rt.len() >= cfg.realtime_queue_len
-                        || (!st.rt.is_empty() && st.rt_bytes + bytes > cfg.realtime_queue_bytes)
+                    let queued = st.rt.len() + st.rt_reserved;
+                    queued >= cfg.realtime_queue_len
+                        || (queued > 0
+                            && st.rt_bytes + st.rt_reserved_bytes + bytes
+                                > cfg.realtime_queue_bytes)
                 }
                 Lane::Batch => st.batch_jobs() >= cfg.batch_queue_len,
             };
