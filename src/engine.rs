@@ -841,7 +841,6 @@ impl Engine {
         array.check_owner(&self.ctx)?;
         self.ctx.health.check()?;
         let offsets = partitions.offsets(array.len())?;
-        let w = array.dtype().words();
         let inputs = array.buffers();
         let spans = array.spans();
         let groups = PartitionGroups::new(
@@ -849,9 +848,8 @@ impl Engine {
             exec::max_partitions_for(&self.ctx, array.dtype()),
         );
         for i in 0..groups.count() {
-            // Offsets stay absolute, in words.
-            let words: Vec<u64> = groups.offsets(&offsets, i).iter().map(|o| o * w).collect();
-            let plan = Plan::new(&words)?;
+            // Offsets stay absolute.
+            let plan = Plan::of_values(groups.offsets(&offsets, i), array.dtype())?;
             crate::fit::check_dtype(&self.ctx, &plan, array.dtype())?;
             let scope = ErrorScopes::push(&self.ctx);
             let job = exec::Job::prepare(
@@ -1057,13 +1055,11 @@ impl Engine {
         op: Op,
     ) -> Result<Vec<exec::Job>> {
         let ctx = &*self.ctx;
-        let w = dtype.words();
         let groups = PartitionGroups::new(offsets.len() - 1, exec::max_partitions_for(ctx, dtype));
         let jobs = (0..groups.count())
             .map(|i| {
-                // Offsets stay absolute, in words.
-                let words: Vec<u64> = groups.offsets(offsets, i).iter().map(|o| o * w).collect();
-                let plan = Plan::new(&words)?;
+                // Offsets stay absolute.
+                let plan = Plan::of_values(groups.offsets(offsets, i), dtype)?;
                 crate::fit::check_dtype(ctx, &plan, dtype)?;
                 let kernel = kernel_of(StateKind::for_op(op));
                 exec::Job::prepare(ctx, dtype, kernel, plan, inputs, spans, None)

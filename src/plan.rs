@@ -13,6 +13,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::kernels::{BLOCK, GROUP, Pass};
 
@@ -132,6 +133,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// [`Plan::new`] for partitions of `dtype` values given by k+1 checked
+    /// offsets in values (plans count 32-bit words: two a value for the
+    /// 64-bit dtypes).
+    pub fn of_values(offsets: &[u64], dtype: Dtype) -> Result<Self> {
+        let w = dtype.words();
+        let words: Vec<u64> = offsets.iter().map(|o| o * w).collect();
+        Plan::new(&words)
+    }
+
     /// Builds the levels for partitions given by k+1 checked offsets.
     pub fn new(offsets: &[u64]) -> Result<Self> {
         let partition_lens: Vec<u64> = offsets.windows(2).map(|w| w[1] - w[0]).collect();

@@ -143,15 +143,7 @@ fn spawn_waiter<R: Send + 'static>(
 
 /// A deadline in seconds as a `Duration`.
 fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
-    timeout
-        .map(|t| {
-            Duration::try_from_secs_f64(t).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "timeout must be a finite, non-negative number of seconds under 2^64, got {t}"
-                ))
-            })
-        })
-        .transpose()
+    timeout.map(|t| seconds("timeout", t)).transpose()
 }
 
 /// Completes `future` with `(values, valid)` through its `_deliver`, or
@@ -199,7 +191,7 @@ fn deliver(
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
         PyValueError::new_err(format!(
-            "{name} must be a finite, non-negative number of seconds, got {value}"
+            "{name} must be a finite, non-negative number of seconds under 2^64, got {value}"
         ))
     })
 }

@@ -349,14 +349,7 @@ fn activate(sh: &Shared, entry: &mut BatchEntry) -> Result<ActiveGroup> {
     let ctx = &sh.ctx;
     let index = entry.next_group;
     let dtype = entry.input.dtype();
-    let w = dtype.words();
-    let words: Vec<u64> = entry
-        .groups
-        .offsets(&entry.offsets, index)
-        .iter()
-        .map(|o| o * w)
-        .collect();
-    let plan = Plan::new(&words)?;
+    let plan = Plan::of_values(entry.groups.offsets(&entry.offsets, index), dtype)?;
     crate::fit::check_dtype(ctx, &plan, dtype)?;
     // The quantum bounds the batch work queued ahead of a real-time
     // request: one chunk plus at most the lead of the next one. (A chunk

@@ -79,9 +79,7 @@ impl RtEntry {
 /// request alone). Returns what sizes the request's share of a group's
 /// buffers.
 pub(super) fn check_realtime_plan(sh: &Shared, offsets: &[u64], dtype: Dtype) -> Result<Footprint> {
-    let w = dtype.words();
-    let words: Vec<u64> = offsets.iter().map(|o| o * w).collect();
-    let plan = Plan::new(&words)?;
+    let plan = Plan::of_values(offsets, dtype)?;
     let partitions = offsets.len() as u64 - 1;
     let limit = max_partitions_for(&sh.ctx, dtype);
     if !plan.levels.is_empty() && partitions > limit {
