@@ -170,7 +170,13 @@ impl FinishKernels {
         }
     }
 
-    fn pipeline(
+    /// Pipelines built so far (tests check what recording builds).
+    #[cfg(test)]
+    pub(crate) fn pipelines_built(&self) -> usize {
+        crate::sync::lock(&self.pipelines).len()
+    }
+
+    pub(crate) fn pipeline(
         &self,
         device: &wgpu::Device,
         dtype: Dtype,

@@ -391,6 +391,12 @@ impl GroupKernels {
         self.shape
     }
 
+    /// Pipelines built so far (tests check what recording builds).
+    #[cfg(test)]
+    pub fn pipelines_built(&self) -> usize {
+        crate::sync::lock(&self.pipelines).len()
+    }
+
     /// The pipeline for `dtype`, accumulators of `limbs.len` limbs a side
     /// and `kind`, built on first use.
     pub fn pipeline(

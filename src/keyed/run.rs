@@ -587,6 +587,94 @@ impl WindowBuffers {
     }
 }
 
+/// The kind of pass (its pipeline) that phase `phase` of a window of
+/// `count` groups runs, accumulating into `limbs`; `direct` where rows
+/// would be added one by one (see [`keys_change_often`]).
+#[allow(clippy::too_many_arguments)]
+fn pass_kind(
+    ctx: &Context,
+    dtype: Dtype,
+    by: &RowGroups<'_>,
+    wanted: Wanted,
+    count: u64,
+    phase: u32,
+    direct: bool,
+    limbs: Limbs,
+) -> PassKind {
+    let kernels = &ctx.group_kernels;
+    // Few keyed groups: each workgroup accumulates privately first, so rows
+    // of the same group do not contend for the same global words (CPU
+    // drivers also check every global access's bounds); rows added one by
+    // one use the compact layout, which holds more groups.
+    let direct = direct && by.key_words() > 0;
+    let compact_fits = direct && count <= kernels.compact_groups(dtype) as u64;
+    let private_fits = count <= kernels.private_groups(limbs) as u64;
+    let local = match kernels.strategy.local {
+        _ if by.key_words() == 0 || phase != 0 => Local::Global,
+        Some(Local::Global) => Local::Global,
+        Some(Local::Private) if private_fits => Local::Private,
+        Some(Local::Compact) if compact_fits => Local::Compact,
+        _ if compact_fits => Local::Compact,
+        _ if private_fits => Local::Private,
+        _ => Local::Global,
+    };
+    PassKind {
+        mode: by.mode(),
+        sum: wanted.sum,
+        max: wanted.max,
+        min: wanted.min,
+        phase,
+        local,
+        direct,
+    }
+}
+
+/// Builds every pipeline that the passes of `shape` over `groups` groups
+/// will record (each phase of a full window and of the last, and the
+/// finishing kernel where `finish` finishes on the device), so that
+/// recording them later finds them built. Pipelines are built on first
+/// use, which can take about 100 ms on a CPU driver: a caller that records
+/// on a thread others wait for (the lanes' dispatcher) builds them first
+/// on its own.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_pass_pipelines(
+    ctx: &Context,
+    dtype: Dtype,
+    by: &RowGroups<'_>,
+    wanted: Wanted,
+    finish: Finish,
+    shape: &PassShape,
+    groups: u64,
+) {
+    let kernels = &ctx.group_kernels;
+    let mut counts = vec![shape.window.min(groups)];
+    if groups > shape.window && !groups.is_multiple_of(shape.window) {
+        counts.push(groups % shape.window);
+    }
+    for count in counts.into_iter().filter(|&c| c > 0) {
+        for phase in 0..shape.phases {
+            let kind = pass_kind(
+                ctx,
+                dtype,
+                by,
+                wanted,
+                count,
+                phase,
+                shape.direct,
+                shape.limbs,
+            );
+            kernels.pipeline(&ctx.device, dtype, shape.limbs, kind);
+        }
+    }
+    if let Finish::OnDevice { mean } = finish
+        && groups > 0
+    {
+        kernels
+            .finish
+            .pipeline(&ctx.device, dtype, shape.limbs, wanted.sum, mean);
+    }
+}
+
 /// Encodes phase `phase` of the pass over `chunks` (every one that holds
 /// rows of the window's groups) into the accumulators of the window of
 /// `count` groups from `g0`. Returns the uniform buffers the dispatches
@@ -606,22 +694,8 @@ pub(crate) fn encode_window_phase(
     window: &WindowBuffers,
 ) -> Vec<PooledBuffer> {
     let kernels = &ctx.group_kernels;
-    // Few keyed groups: each workgroup accumulates privately first, so rows
-    // of the same group do not contend for the same global words (CPU
-    // drivers also check every global access's bounds); rows added one by
-    // one use the compact layout, which holds more groups.
-    let direct = direct && by.key_words() > 0;
-    let compact_fits = direct && count <= kernels.compact_groups(dtype) as u64;
-    let private_fits = count <= kernels.private_groups(window.limbs) as u64;
-    let local = match kernels.strategy.local {
-        _ if by.key_words() == 0 || phase != 0 => Local::Global,
-        Some(Local::Global) => Local::Global,
-        Some(Local::Private) if private_fits => Local::Private,
-        Some(Local::Compact) if compact_fits => Local::Compact,
-        _ if compact_fits => Local::Compact,
-        _ if private_fits => Local::Private,
-        _ => Local::Global,
-    };
+    let kind = pass_kind(ctx, dtype, by, wanted, count, phase, direct, window.limbs);
+    let (local, direct) = (kind.local, kind.direct);
     let private = local != Local::Global;
     log::debug!(
         "group pass: {dtype}, {count} groups, phase {phase}, {local:?} accumulation, rows {}",
@@ -629,20 +703,7 @@ pub(crate) fn encode_window_phase(
     );
     let wg = group_workgroup_size(kernels.shape(), local) as u64;
     let per_unit = wg * rows_per_invocation(kernels.shape()) as u64;
-    let pipeline = kernels.pipeline(
-        &ctx.device,
-        dtype,
-        window.limbs,
-        PassKind {
-            mode: by.mode(),
-            sum: wanted.sum,
-            max: wanted.max,
-            min: wanted.min,
-            phase,
-            local,
-            direct,
-        },
-    );
+    let pipeline = kernels.pipeline(&ctx.device, dtype, window.limbs, kind);
     let rows = chunks.last().map_or(0, |c| c.rows.end);
     let row_range = by.rows_of(&(g0..g0 + count), rows);
     let align = row_alignment(ctx);
@@ -1094,4 +1155,129 @@ pub(crate) fn read_mapped<R>(
     };
     readback.unmap();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Engine;
+    use crate::test_rng::xorshift;
+
+    fn built(ctx: &Context) -> (usize, usize) {
+        let kernels = &ctx.group_kernels;
+        (kernels.pipelines_built(), kernels.finish.pipelines_built())
+    }
+
+    /// Recording a pass after [`build_pass_pipelines`] builds no pipeline:
+    /// the lanes build a keyed batch job's pipelines when it is planned so
+    /// that recording its steps on the dispatcher never builds one. Covers
+    /// few groups (private and compact accumulation), many (global), rows
+    /// in runs and one by one, 64-bit keys, two-phase 64-bit max/min, and
+    /// finishing on the host and on the device.
+    #[test]
+    fn recording_after_building_a_pass_builds_no_pipeline() {
+        let engine = Engine::new().expect("engine");
+        let ctx = engine.context();
+        let mut next = xorshift(0x005e_ed0f_9a55);
+        let rows = 5000u64;
+        let random = |groups: u64, next: &mut dyn FnMut() -> u64| -> Vec<u32> {
+            (0..rows).map(|_| (next() % groups) as u32).collect()
+        };
+        let all = Wanted {
+            sum: true,
+            max: true,
+            min: true,
+        };
+        let extremes = Wanted {
+            sum: false,
+            max: true,
+            min: true,
+        };
+        let sorted: Vec<u32> = (0..rows).map(|r| (r * 7 / rows) as u32).collect();
+        let cases: Vec<(Dtype, Vec<u32>, u64, Wanted, Finish, bool)> = vec![
+            (
+                Dtype::F32,
+                random(7, &mut next),
+                7,
+                all,
+                Finish::OnHost,
+                false,
+            ),
+            (
+                Dtype::F32,
+                sorted,
+                7,
+                all,
+                Finish::OnDevice { mean: true },
+                false,
+            ),
+            (
+                Dtype::F64,
+                random(3000, &mut next),
+                3000,
+                extremes,
+                Finish::OnDevice { mean: false },
+                false,
+            ),
+            (
+                Dtype::I64,
+                random(50, &mut next),
+                50,
+                all,
+                Finish::OnDevice { mean: true },
+                true,
+            ),
+            (
+                Dtype::I32,
+                random(20_000, &mut next),
+                20_000,
+                all,
+                Finish::OnHost,
+                false,
+            ),
+        ];
+        for (dtype, groups_of_rows, groups, wanted, finish, wide) in cases {
+            let values: Vec<u32> = (0..rows * dtype.words())
+                .map(|_| next() as u32 & 0x3f80_ffff)
+                .collect();
+            // 64-bit keys are the group ids plus a base past 32 bits.
+            let base = 1u64 << 40;
+            let wide_keys: Vec<u32> = groups_of_rows
+                .iter()
+                .flat_map(|&g| {
+                    let k = base + g as u64;
+                    [k as u32, (k >> 32) as u32]
+                })
+                .collect();
+            let by = if wide {
+                RowGroups::Keys64 {
+                    keys: Words::Host(&wide_keys),
+                    base,
+                }
+            } else {
+                RowGroups::Keys32 {
+                    keys: Words::Host(&groups_of_rows),
+                    base: 0,
+                }
+            };
+            let words = Words::Host(&values);
+            let limbs = |direct| pass_limbs(ctx, dtype, words, wanted.sum, groups, direct);
+            let shape = PassShape::new(ctx, dtype, limbs, &by, wanted);
+            build_pass_pipelines(ctx, dtype, &by, wanted, finish, &shape, groups);
+            let before = built(ctx);
+            let mut windows = 0;
+            reduce_groups(ctx, dtype, words, by, groups, wanted, finish, |_, _| {
+                windows += 1;
+                Ok(())
+            })
+            .expect("reduce");
+            assert!(windows > 0, "{dtype}: no window was reduced");
+            assert_eq!(
+                built(ctx),
+                before,
+                "{dtype}, {groups} groups: recording built a pipeline"
+            );
+        }
+        assert!(built(ctx).0 >= 5, "{:?}", built(ctx));
+    }
 }

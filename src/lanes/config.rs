@@ -83,13 +83,15 @@ pub struct LanesConfig {
     /// requests, p50 142 us with no delay, 259 us with a 20 us delay, since
     /// the OS sleeps longer than asked; the direct blocking path took 127 us).
     pub coalesce_delay: Duration,
-    /// Most requests in one coalesced submission. (A group also stays
+    /// Most requests in one coalesced submission (at least 1; 1 turns
+    /// coalescing off). (A group also stays
     /// within the device's partition limit per reduction, so a request
     /// never fails for the partitions of the others; one real-time request
     /// over that limit is refused when submitted; batch jobs take any
     /// number.)
     pub max_coalesced_requests: usize,
-    /// Most input bytes in one coalesced submission.
+    /// Most input bytes in one coalesced submission (at least 1; a request
+    /// bigger than this still goes, alone).
     pub max_coalesced_bytes: u64,
     /// Largest real-time request; bigger ones belong in the batch lane.
     pub max_realtime_request_bytes: u64,
@@ -114,7 +116,8 @@ pub struct LanesConfig {
     /// `false`, such requests run and their results are delivered late.
     /// Either way each one counts in the lane's `deadline_misses`.
     pub reject_late: bool,
-    /// Smallest batch chunk, in units of 8192 floats.
+    /// Smallest batch chunk, in units of 8192 floats (at least 1, at most
+    /// `max_chunk_units`).
     pub min_chunk_units: u64,
     /// Largest batch chunk, in units of 8192 floats.
     pub max_chunk_units: u64,
@@ -327,6 +330,27 @@ impl LanesConfig {
                 self.realtime_queue_len, self.batch_queue_len
             )));
         }
+        // Zero would mean "nothing per submission"; every submission still
+        // takes one request, so a zero is a mistake, not a setting.
+        if self.max_coalesced_requests == 0 || self.max_coalesced_bytes == 0 {
+            return Err(Error::InvalidInput(format!(
+                "coalescing bounds must be at least 1 (max_coalesced_requests {}, \
+                 max_coalesced_bytes {}); 1 request means no coalescing",
+                self.max_coalesced_requests, self.max_coalesced_bytes
+            )));
+        }
+        if self.min_chunk_units == 0 || self.min_chunk_units > self.max_chunk_units {
+            return Err(Error::InvalidInput(format!(
+                "batch chunk bounds must satisfy 1 <= min_chunk_units <= max_chunk_units \
+                 (got {} and {})",
+                self.min_chunk_units, self.max_chunk_units
+            )));
+        }
+        if self.thread_slice == Some(Duration::ZERO) {
+            return Err(Error::InvalidInput(
+                "thread_slice must be positive (None leaves the threads' slice to the OS)".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -354,5 +378,70 @@ impl LanesConfig {
             lead,
             rt_fixed: calibration.round_trip / 2,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each setting the scheduler cannot run with is refused, naming it.
+    #[test]
+    fn validate_refuses_settings_that_cannot_run_naming_them() {
+        let refused = [
+            (
+                LanesConfig::default().batch_min_share(1.0),
+                "batch_min_share",
+            ),
+            (
+                LanesConfig::default().batch_min_share(f64::NAN),
+                "batch_min_share",
+            ),
+            (LanesConfig::default().max_batch_in_flight(0), "in-flight"),
+            (
+                LanesConfig::default().max_realtime_in_flight(0),
+                "in-flight",
+            ),
+            (
+                LanesConfig::default().realtime_queue_len(0),
+                "realtime_queue_len",
+            ),
+            (LanesConfig::default().batch_queue_len(0), "batch_queue_len"),
+            (
+                LanesConfig::default().max_coalesced_requests(0),
+                "max_coalesced_requests",
+            ),
+            (
+                LanesConfig::default().max_coalesced_bytes(0),
+                "max_coalesced_bytes",
+            ),
+            (LanesConfig::default().min_chunk_units(0), "min_chunk_units"),
+            (
+                LanesConfig::default().min_chunk_units(9).max_chunk_units(8),
+                "max_chunk_units",
+            ),
+            (
+                LanesConfig::default().thread_slice(Duration::ZERO),
+                "thread_slice",
+            ),
+        ];
+        for (cfg, named) in refused {
+            match cfg.validate() {
+                Err(Error::InvalidInput(msg)) => assert!(msg.contains(named), "{named}: {msg}"),
+                other => panic!("{named}: expected a refusal, got {other:?}"),
+            }
+        }
+        let accepted = [
+            LanesConfig::default(),
+            LanesConfig::default().min_chunk_units(8).max_chunk_units(8),
+            LanesConfig::default().max_coalesced_requests(1),
+            // Every batch chunk at its smallest.
+            LanesConfig::default().quantum(Duration::ZERO),
+            LanesConfig::default().thread_slice(None),
+            LanesConfig::default().batch_min_share(0.0),
+        ];
+        for cfg in accepted {
+            assert!(cfg.validate().is_ok(), "{cfg:?}");
+        }
     }
 }

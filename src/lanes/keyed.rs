@@ -38,8 +38,8 @@ use crate::keyed::index::GroupIndex;
 use crate::keyed::limbs::Limbs;
 use crate::keyed::nulls::{check_validity, split};
 use crate::keyed::run::{
-    Chunk, PassShape, RowGroups, Staging, Wanted, WindowBuffers, Words, encode_window_phase,
-    limbs_for, make_chunks,
+    Chunk, PassShape, RowGroups, Staging, Wanted, WindowBuffers, Words, build_pass_pipelines,
+    encode_window_phase, limbs_for, make_chunks,
 };
 use crate::keyed::{
     Grouped, Key, KeyPlan, WindowKeys, check_request, finish_on_device, finish_window, plan_keys,
@@ -878,7 +878,11 @@ struct Step {
 
 impl KeyedBatch {
     /// Cuts `entry` into steps whose bytes match a batch chunk's at the
-    /// current quantum (as `batch` sizes its chunks).
+    /// current quantum (as `batch` sizes its chunks), and builds the
+    /// pipelines its steps will record. This runs on the submitting thread:
+    /// on the dispatcher, a job of a kind not seen before would hold every
+    /// real-time request behind its pipelines' builds (about 100 ms on a
+    /// CPU driver).
     pub fn new(sh: &Shared, entry: KeyedEntry) -> Self {
         let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
         let units = lock(&sh.throughput).units_for(
@@ -887,6 +891,15 @@ impl KeyedBatch {
             sh.cfg.max_chunk_units,
         );
         let shape = entry.shape(sh);
+        build_pass_pipelines(
+            &sh.ctx,
+            entry.dtype,
+            &entry.row_groups(),
+            entry.wanted,
+            entry.finish,
+            &shape,
+            entry.groups,
+        );
         let rows = (units.saturating_mul(UNIT_BYTES) / entry.row_bytes).max(1);
         let step_rows = (rows / shape.align * shape.align).max(shape.align);
         let windows = entry.groups.div_ceil(shape.window) as usize;

@@ -6,14 +6,13 @@
 //!   or values of any element type ([`Request::host_typed`],
 //!   [`Request::device_typed`], each result in its op's result type). The
 //!   first reduction of a dtype other than float32 runs its kernels once on
-//!   the submitting thread, and real-time keyed requests are recorded
-//!   there, so building a new kind of reduction's or real-time keyed
-//!   request's pipelines does not hold the dispatcher (a keyed batch job's
-//!   are still built when the dispatcher reaches its first step).
+//!   the submitting thread, real-time keyed requests are recorded there,
+//!   and a keyed batch job's pipelines are built there when it is planned,
+//!   so building a new kind of request's pipelines never holds the
+//!   dispatcher (and the real-time requests behind it).
 //! * Real-time requests that arrive together are coalesced: one upload, one
 //!   segmented dispatch per kernel and dtype, one submit, whatever their
-//!   number. Each
-//!   request's partitions keep their own reduction tree (the tree depends
+//!   number. Each request's partitions keep their own reduction tree (the tree depends
 //!   only on positions inside a partition), so a coalesced result has the
 //!   same bits as the request run alone. A group shape seen before reuses
 //!   the job prepared for it (buffers, tables, bind groups; see
