@@ -1314,6 +1314,38 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
     assert!(jobs > 2, "only {jobs} batch jobs under load in 0.5 s");
     assert!(r["batch_throughput_ratio"].as_f64().unwrap_or(0.0) > 0.0);
 
+    // Group-by batch jobs: keyed results checked bit for bit against the
+    // engine's own reduce_by_key, their bytes counting keys and values.
+    let out = run(&[
+        "mixed",
+        "--json",
+        "--duration",
+        "0.5",
+        "--rounds",
+        "1",
+        "--batch-groups",
+        "100",
+        "--batch-size",
+        "200000",
+        "--cold-starts",
+        "1",
+    ]);
+    assert!(out.status.success(), "mixed failed: {}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["config"]["batch_groups"], 100);
+    assert_eq!(r["batch_results_identical"], true);
+    assert_eq!(r["together"]["realtime"]["failed"], 0);
+    assert_eq!(r["together"]["batch"]["failed"], 0);
+    let jobs = r["together"]["batch"]["completed"].as_u64().unwrap_or(0);
+    assert!(jobs >= 2, "only {jobs} group-by jobs under load");
+    let cold = &r["trace"][0];
+    assert_eq!(cold["phase"], "cold start", "{cold}");
+    assert_eq!(
+        cold["batch_job_bytes"].as_u64(),
+        Some(200_000 * 8),
+        "{cold}"
+    );
+
     assert_bad_input(
         &["mixed", "--quantum-us", "100", "--lead-us", "200"],
         "mixed",
@@ -1329,6 +1361,8 @@ fn mixed_json_reports_merged_rounds_and_rejects_bad_flags() {
         ("--rt-rate", "0"),
         ("--rt-rate", "1e-6"),
         ("--dtype", "complex64"),
+        ("--batch-groups", "0"),
+        ("--batch-groups", "4294967296"),
     ] {
         let arg = format!("{flag}={value}");
         assert_bad_input(&["mixed", &arg], "mixed", &[flag]);

@@ -34,7 +34,7 @@ use crate::plan::{Plan, Span};
 use crate::pool::PooledBuffer;
 
 /// Batch chunks per chunk timed with GPU timestamps.
-const TIMED_EVERY: u64 = 4;
+pub(super) const TIMED_EVERY: u64 = 4;
 
 /// Timed chunks that may be in flight at once (slots of the lanes' GPU
 /// timer, two stamps each): more than are ever in flight, so a chunk that

@@ -21,13 +21,16 @@
 //!   behave as for the lane's other requests.
 
 use std::ops::Range;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::batch::TIMED_EVERY;
 use super::handle::{AnySlot, Slot};
 use super::poller::track;
+use super::quantum::Throughput;
 use super::request::{HostWords, Lane, Request};
-use super::shared::{Shared, busy_for, lock, mark_done, release_slot};
+use super::shared::{Shared, busy_at, lock, mark_done, release_slot};
 use crate::context::ErrorScopes;
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
@@ -49,9 +52,6 @@ use crate::op::{NanPolicy, Op};
 use crate::pool::PooledBuffer;
 use crate::readback::map_read;
 use crate::validity::Validity;
-
-/// Bytes of input in one unit of a batch chunk (8192 floats).
-const UNIT_BYTES: u64 = BLOCK * 4;
 
 /// Results of more groups than this are finished on a thread of their own,
 /// not on the poller, whose other completions would wait meanwhile
@@ -762,7 +762,10 @@ pub(super) fn run_keyed_realtime(sh: &Arc<Shared>, mut entry: KeyedEntry) {
         release_slot(sh, lane, Duration::ZERO);
         return;
     }
-    let busy = sh.rt_fixed.saturating_add(busy_for(sh, entry.bytes));
+    let busy = sh.rt_fixed.saturating_add(busy_at(
+        entry.bytes,
+        lock(&sh.keyed_throughput).bytes_per_s(),
+    ));
     lock(&sh.state).pred.predict(submitted, busy);
     lock(&sh.metrics).rt.on_submit(entry.bytes, submitted);
     let gather = Gather::new(windows.len());
@@ -855,16 +858,29 @@ fn encode_all(sh: &Shared, entry: &KeyedEntry) -> Result<Encoded> {
 pub(super) struct KeyedBatch {
     pub entry: KeyedEntry,
     shape: PassShape,
-    /// Rows per step (a multiple of the shape's alignment).
-    step_rows: u64,
-    /// The next step.
-    next: u64,
+    /// Where the next step starts.
+    at: Cursor,
+    /// This job's throughput (input bytes a second of GPU time): the
+    /// lanes' keyed estimate when it was planned, refined by its own steps
+    /// (group passes run at rates that depend on the groups, the keys'
+    /// order and the dtype, far from a plain reduction's).
+    rate: Arc<Mutex<Throughput>>,
     /// The accumulators of the window being filled.
     window: Option<WindowBuffers>,
     gather: Arc<Mutex<Gather>>,
 }
 
+/// A position in a keyed batch job: a window, a phase and a row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Cursor {
+    /// The window's first group.
+    g0: u64,
+    phase: u32,
+    row: u64,
+}
+
 /// One step of a keyed batch job.
+#[derive(Debug, PartialEq, Eq)]
 struct Step {
     g0: u64,
     count: u64,
@@ -876,20 +892,63 @@ struct Step {
     last: bool,
 }
 
+/// Steps through `rows` rows of `groups` groups in windows of `window`
+/// groups and `phases` phases, `step_rows` rows at a time from `at`
+/// (`step_rows` at least 1); `None` when nothing is left.
+fn step_at(
+    at: Cursor,
+    rows: u64,
+    groups: u64,
+    window: u64,
+    phases: u32,
+    step_rows: u64,
+) -> Option<Step> {
+    if at.g0 >= groups || rows == 0 {
+        return None;
+    }
+    let end = at.row.saturating_add(step_rows).min(rows);
+    Some(Step {
+        g0: at.g0,
+        count: window.min(groups - at.g0),
+        phase: at.phase,
+        rows: at.row..end,
+        first: at.phase == 0 && at.row == 0,
+        last: at.phase + 1 == phases && end == rows,
+    })
+}
+
+/// Where the step after `step` starts.
+fn after(step: &Step, rows: u64, phases: u32) -> Cursor {
+    if step.rows.end < rows {
+        Cursor {
+            row: step.rows.end,
+            ..Cursor {
+                g0: step.g0,
+                phase: step.phase,
+                row: 0,
+            }
+        }
+    } else if step.phase + 1 < phases {
+        Cursor {
+            g0: step.g0,
+            phase: step.phase + 1,
+            row: 0,
+        }
+    } else {
+        Cursor {
+            g0: step.g0 + step.count,
+            phase: 0,
+            row: 0,
+        }
+    }
+}
+
 impl KeyedBatch {
-    /// Cuts `entry` into steps whose bytes match a batch chunk's at the
-    /// current quantum (as `batch` sizes its chunks), and builds the
-    /// pipelines its steps will record. This runs on the submitting thread:
-    /// on the dispatcher, a job of a kind not seen before would hold every
-    /// real-time request behind its pipelines' builds (about 100 ms on a
-    /// CPU driver).
+    /// Plans `entry`'s steps and builds the pipelines they will record.
+    /// This runs on the submitting thread: on the dispatcher, a job of a
+    /// kind not seen before would hold every real-time request behind its
+    /// pipelines' builds (about 100 ms on a CPU driver).
     pub fn new(sh: &Shared, entry: KeyedEntry) -> Self {
-        let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
-        let units = lock(&sh.throughput).units_for(
-            chunk_time,
-            sh.cfg.min_chunk_units,
-            sh.cfg.max_chunk_units,
-        );
         let shape = entry.shape(sh);
         build_pass_pipelines(
             &sh.ctx,
@@ -900,45 +959,47 @@ impl KeyedBatch {
             &shape,
             entry.groups,
         );
-        let rows = (units.saturating_mul(UNIT_BYTES) / entry.row_bytes).max(1);
-        let step_rows = (rows / shape.align * shape.align).max(shape.align);
         let windows = entry.groups.div_ceil(shape.window) as usize;
         KeyedBatch {
             entry,
             shape,
-            step_rows,
-            next: 0,
+            at: Cursor::default(),
+            rate: Arc::new(Mutex::new(lock(&sh.keyed_throughput).fresh())),
             window: None,
             gather: Gather::new(windows),
         }
     }
 
-    fn row_steps(&self) -> u64 {
-        self.entry.rows.div_ceil(self.step_rows)
+    /// Rows of the next step: a batch chunk's share of the quantum (as
+    /// `batch` sizes its chunks) at this job's throughput, within the
+    /// configured chunk bounds (units of 8192 floats of values, each row's
+    /// key besides), a multiple of the shape's alignment. Each step also
+    /// has costs its rows do not (a submission, bindings, the private
+    /// accumulators' flush: about half a millisecond on a CPU driver), so
+    /// where the quantum is shorter than those the bounds decide.
+    fn step_rows(&self, sh: &Shared) -> u64 {
+        let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
+        let bytes = lock(&self.rate).bytes_for(chunk_time);
+        let rows_per_unit = BLOCK / self.entry.dtype.words();
+        let min_rows = sh.cfg.min_chunk_units.saturating_mul(rows_per_unit).max(1);
+        let max_rows = sh
+            .cfg
+            .max_chunk_units
+            .saturating_mul(rows_per_unit)
+            .max(min_rows);
+        let rows = ((bytes / self.entry.row_bytes as f64) as u64).clamp(min_rows, max_rows);
+        (rows / self.shape.align * self.shape.align).max(self.shape.align)
     }
 
-    fn steps_per_window(&self) -> u64 {
-        self.row_steps() * self.shape.phases as u64
-    }
-
-    fn total_steps(&self) -> u64 {
-        self.entry.groups.div_ceil(self.shape.window) * self.steps_per_window()
-    }
-
-    fn step(&self, i: u64) -> Step {
-        let per_window = self.steps_per_window();
-        let (window, within) = (i / per_window, i % per_window);
-        let row_steps = self.row_steps();
-        let g0 = window * self.shape.window;
-        let r0 = (within % row_steps) * self.step_rows;
-        Step {
-            g0,
-            count: self.shape.window.min(self.entry.groups - g0),
-            phase: (within / row_steps) as u32,
-            rows: r0..(r0 + self.step_rows).min(self.entry.rows),
-            first: within == 0,
-            last: within + 1 == per_window,
-        }
+    fn next_step(&self, sh: &Shared) -> Option<Step> {
+        step_at(
+            self.at,
+            self.entry.rows,
+            self.entry.groups,
+            self.shape.window,
+            self.shape.phases,
+            self.step_rows(sh),
+        )
     }
 
     fn fail(&self, sh: &Arc<Shared>, e: Error) {
@@ -957,14 +1018,12 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
         job.fail(sh, lost);
         return None;
     }
-    let total = job.total_steps();
-    if total == 0 {
+    let Some(step) = job.next_step(sh) else {
         // No rows, no groups: the result is ready now.
         job.entry.finish(sh, Lane::Batch, Ok(Vec::new()));
         return None;
-    }
+    };
     let ctx = &sh.ctx;
-    let step = job.step(job.next);
     let dtype = job.entry.dtype;
     let scope = ErrorScopes::push(ctx);
     if step.first {
@@ -1011,6 +1070,18 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
     if step.first {
         window.encode_clear(&mut encoder);
     }
+    // The group passes' GPU time, from timestamps around them where the
+    // device has them: every step until this job's rate has been observed
+    // once, then one step in TIMED_EVERY, as batch chunks are.
+    let chunk_no = sh.chunks.fetch_add(1, Ordering::Relaxed);
+    let timed = if !lock(&job.rate).is_observed() || chunk_no.is_multiple_of(TIMED_EVERY) {
+        sh.timer.as_ref().and_then(|t| t.claim())
+    } else {
+        None
+    };
+    if let Some(t) = &timed {
+        t.begin(&mut encoder);
+    }
     let mut params = encode_window_phase(
         ctx,
         &mut encoder,
@@ -1024,6 +1095,9 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
         job.shape.direct,
         window,
     );
+    if let Some(t) = &timed {
+        t.end(&mut encoder);
+    }
     if step.last {
         params.extend(window.encode_read(ctx, &mut encoder, job.entry.wanted));
     }
@@ -1034,22 +1108,40 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
         return None;
     }
     let step_bytes = (step.rows.end - step.rows.start) * job.entry.row_bytes;
-    let predicted = busy_for(sh, step_bytes);
+    let predicted = busy_at(step_bytes, lock(&job.rate).bytes_per_s());
     {
         let mut st = lock(&sh.state);
         st.batch_in_flight += 1;
         st.pred.predict(submitted, predicted);
     }
     lock(&sh.metrics).batch.on_submit(step_bytes, submitted);
+    // The step's GPU time refines this job's rate and the lanes' keyed
+    // estimate (the next job's start); it says nothing of the plain
+    // reduction's throughput, which is left alone. The GPU's last
+    // completion is still noted, so the next chunk's busy time does not
+    // include this one.
+    let observe = {
+        let (sh, rate) = (sh.clone(), job.rate.clone());
+        move |busy: Duration, timed: bool| {
+            lock(&rate).observe(step_bytes, busy, timed);
+            lock(&sh.keyed_throughput).observe(step_bytes, busy, timed);
+        }
+    };
+    let wall_clock_observation = sh.timer.is_none();
+    if let Some(t) = timed {
+        let observe = observe.clone();
+        t.read(move |gpu_ns| {
+            if let Some(&ns) = gpu_ns.as_ref().and_then(|v| v.first()) {
+                observe(Duration::from_nanos(ns as u64), true);
+            }
+        });
+    }
     let sh2 = sh.clone();
     let keep: Keep = (chunks, params);
-    // The group kernel's time says nothing of the float reduction's
-    // throughput, so it is not observed; the GPU's last completion is still
-    // noted, so the next chunk's busy time does not include this one.
     let on_done = Box::new(move || {
         drop(keep);
-        if sh2.timer.is_none() {
-            mark_done(&sh2, submitted);
+        if wall_clock_observation {
+            observe(mark_done(&sh2, submitted), false);
         }
         release_slot(&sh2, Lane::Batch, predicted);
     });
@@ -1064,7 +1156,77 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
             }
         });
     }
-    job.next += 1;
+    job.at = after(&step, job.entry.rows, job.shape.phases);
     track(sh, index, Some(on_done));
-    (job.next < total).then_some(job)
+    let finished = step_at(
+        job.at,
+        job.entry.rows,
+        job.entry.groups,
+        job.shape.window,
+        job.shape.phases,
+        1,
+    )
+    .is_none();
+    (!finished).then_some(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every (window, phase) visits every row once, in order, whatever the
+    /// step sizes, with `first` and `last` on each window's first and last
+    /// step.
+    #[test]
+    fn steps_cover_every_row_of_every_window_and_phase_once() {
+        for (rows, groups, window, phases) in [
+            (10, 3, 3, 1),
+            (10, 7, 3, 2),
+            (1, 1, 1, 1),
+            (100, 5, 2, 2),
+            (7, 9, 4, 1),
+        ] {
+            for sizes in [vec![1u64], vec![3], vec![1000], vec![2, 5, 1, 9]] {
+                let mut at = Cursor::default();
+                let mut seen = Vec::new();
+                let mut i = 0;
+                while let Some(step) =
+                    step_at(at, rows, groups, window, phases, sizes[i % sizes.len()])
+                {
+                    seen.push((
+                        step.g0,
+                        step.phase,
+                        step.rows.clone(),
+                        step.first,
+                        step.last,
+                    ));
+                    at = after(&step, rows, phases);
+                    i += 1;
+                    assert!(i < 10_000, "no progress");
+                }
+                let mut want = Vec::new();
+                for g0 in (0..groups).step_by(window as usize) {
+                    for phase in 0..phases {
+                        let covered: Vec<_> =
+                            seen.iter().filter(|s| s.0 == g0 && s.1 == phase).collect();
+                        let mut next = 0;
+                        for (k, s) in covered.iter().enumerate() {
+                            assert_eq!(s.2.start, next, "{rows} {groups} {window} {phases}");
+                            assert!(s.2.end > s.2.start);
+                            next = s.2.end;
+                            assert_eq!(s.3, phase == 0 && k == 0);
+                            assert_eq!(s.4, phase + 1 == phases && k + 1 == covered.len());
+                        }
+                        assert_eq!(next, rows);
+                        want.push((g0, phase));
+                    }
+                }
+                let mut visited: Vec<_> = seen.iter().map(|s| (s.0, s.1)).collect();
+                visited.dedup();
+                assert_eq!(visited, want, "windows and phases in order");
+            }
+        }
+        assert!(step_at(Cursor::default(), 0, 3, 3, 1, 5).is_none());
+        assert!(step_at(Cursor::default(), 5, 0, 3, 1, 5).is_none());
+    }
 }

@@ -130,6 +130,14 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::timing::GpuTimer;
 
+/// How much slower than a plain reduction's the keyed estimate assumes a
+/// keyed pass's input bytes (keys and values) are until a keyed step has
+/// been observed. Group passes ran at about half the reduction's bytes per
+/// second on a CPU driver with a thousand groups, and slower with more
+/// groups or wider values; the first steps are kept short rather than
+/// long, and the estimate follows the steps that run.
+const KEYED_SEED_SLOWDOWN: f64 = 4.0;
+
 /// The scheduler. Dropping it fails queued work with [`Error::Shutdown`],
 /// lets work already on the GPU finish, and joins its threads (in the order
 /// `shutdown` documents).
@@ -184,6 +192,10 @@ impl Lanes {
             inflight_cv: Condvar::new(),
             metrics: Mutex::new(Metrics::default()),
             throughput: Mutex::new(Throughput::new(seed, calibration.cold_factor)),
+            keyed_throughput: Mutex::new(Throughput::new(
+                seed / KEYED_SEED_SLOWDOWN,
+                calibration.cold_factor,
+            )),
             timer: GpuTimer::new(
                 &engine.context().device,
                 &engine.context().queue,

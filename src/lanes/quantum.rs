@@ -67,19 +67,39 @@ impl Throughput {
         self.bytes_per_s
     }
 
+    /// True once an observation has been taken in.
+    pub fn is_observed(&self) -> bool {
+        self.observed
+    }
+
+    /// A new estimate for work like this one's but not the same (another
+    /// keyed job): seeded at this rate, with its cold factor, and sized
+    /// as cold until one of its own chunks is observed.
+    pub fn fresh(&self) -> Throughput {
+        Throughput::new(self.bytes_per_s, self.cold_factor)
+    }
+
     /// Units per chunk so one chunk takes about `quantum` of GPU time: at
     /// the estimate once a chunk has been observed, and until then at the
     /// seed slowed by the cold factor (a fresh scheduler's first job must
     /// not hold real-time work longer than a quantum because its chunks ran
     /// slower than the calibration's warm ones).
     pub fn units_for(&self, quantum: Duration, min_units: u64, max_units: u64) -> u64 {
+        let units = (self.bytes_for(quantum) / UNIT_BYTES) as u64;
+        units.clamp(min_units.max(1), max_units.max(min_units.max(1)))
+    }
+
+    /// Bytes that take about `quantum` of GPU time, as [`units_for`]
+    /// counts them (cold until observed), unbounded.
+    ///
+    /// [`units_for`]: Throughput::units_for
+    pub fn bytes_for(&self, quantum: Duration) -> f64 {
         let rate = if self.observed {
             self.bytes_per_s
         } else {
             self.bytes_per_s / self.cold_factor
         };
-        let units = (quantum.as_secs_f64() * rate / UNIT_BYTES) as u64;
-        units.clamp(min_units.max(1), max_units.max(min_units.max(1)))
+        quantum.as_secs_f64() * rate
     }
 }
 

@@ -149,6 +149,10 @@ pub(super) struct Shared {
     pub(super) inflight_cv: Condvar,
     pub(super) metrics: Mutex<Metrics>,
     pub(super) throughput: Mutex<Throughput>,
+    /// Keyed batch steps' throughput (input bytes, keys and values, a
+    /// second), learnt from every keyed job's steps: where the next keyed
+    /// job's own estimate starts.
+    pub(super) keyed_throughput: Mutex<Throughput>,
     /// GPU timestamps around batch chunks (`None` without TIMESTAMP_QUERY).
     pub(super) timer: Option<GpuTimer>,
     /// Batch chunks submitted so far (picks the timed ones).
@@ -222,6 +226,10 @@ pub(super) fn mark_done(sh: &Shared, submitted: Instant) -> Duration {
 
 /// Predicted GPU time to reduce `bytes` at the observed throughput.
 pub(super) fn busy_for(sh: &Shared, bytes: u64) -> Duration {
-    let rate = lock(&sh.throughput).bytes_per_s();
-    Duration::try_from_secs_f64(bytes as f64 / rate).unwrap_or(MAX_PREDICTION)
+    busy_at(bytes, lock(&sh.throughput).bytes_per_s())
+}
+
+/// GPU time of `bytes` at `bytes_per_s`.
+pub(super) fn busy_at(bytes: u64, bytes_per_s: f64) -> Duration {
+    Duration::try_from_secs_f64(bytes as f64 / bytes_per_s).unwrap_or(MAX_PREDICTION)
 }

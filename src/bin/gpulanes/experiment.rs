@@ -10,7 +10,10 @@
 //! The real-time stream is open-loop (a request every 1/rate seconds,
 //! whatever the latency), so queueing shows up in the latency. Batch jobs
 //! reduce a device-resident array, two jobs kept in flight, so the batch
-//! figure is GPU throughput rather than PCIe upload speed. Under load the
+//! figure is GPU throughput rather than PCIe upload speed; or, with
+//! `batch_groups`, they are group-by sums over host keys and values (the
+//! analytics workload: each step uploads its rows, so the figure includes
+//! the upload). Under load the
 //! stream goes on until the last batch job of the phase is done, so every
 //! batch byte counted there was reduced under the stream.
 //!
@@ -49,10 +52,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use gpulanes::lanes::{Handle, LaneMetrics, LaneSnapshot, Lanes, LanesConfig, Request};
+use gpulanes::lanes::{
+    Handle, KeyedRequest, LaneMetrics, LaneSnapshot, Lanes, LanesConfig, Request,
+};
 use gpulanes::{
-    AdapterSummary, DeviceArray, Dtype, Element, Engine, NanPolicy, Op, Partitions, Reduction,
-    Result, Scalar,
+    AdapterSummary, DeviceArray, Dtype, Element, Engine, Grouped, NanPolicy, Op, Partitions,
+    Reduction, Result, Scalar,
 };
 
 /// The lowest real-time rate: one request per 1000 s (a lower one would
@@ -77,6 +82,10 @@ pub struct MixedConfig {
     pub rt_size: usize,
     /// Values per batch job.
     pub batch_size: usize,
+    /// Batch jobs group by this many distinct int32 keys, scattered over
+    /// the rows (a sum per key, keys and values held on the host), instead
+    /// of summing a device-resident column.
+    pub batch_groups: Option<u64>,
     /// Fresh schedulers in the cold-start phase (0 skips it).
     pub cold_starts: usize,
     /// Scheduler settings used for all three phases.
@@ -121,6 +130,7 @@ impl MixedConfig {
             dtype: Dtype::F32,
             rt_size: 4096,
             batch_size: if adapter.software { 8 << 20 } else { 256 << 20 },
+            batch_groups: None,
             cold_starts: 8,
             lanes: LanesConfig::default(),
         }
@@ -250,21 +260,122 @@ fn bits(r: &Reduction<Scalar>) -> Vec<Option<u64>> {
         .collect()
 }
 
-/// The batch jobs' device-resident column and the real-time request (a
-/// sum over `cfg.rt_size` values), of `cfg.dtype`: small integers, scaled
-/// by a quarter for the float types.
-fn workload(engine: &Engine, cfg: &MixedConfig) -> Result<(Arc<DeviceArray>, Request<Scalar>)> {
+/// What every batch job of the experiment computes, and the bits each run
+/// of it must give (the engine's own reduction of the same input).
+#[derive(Clone)]
+struct BatchWork {
+    job: BatchJob,
+    /// Input bytes of one job (values, and keys).
+    bytes: u64,
+}
+
+#[derive(Clone)]
+enum BatchJob {
+    /// A sum over a device-resident column.
+    Sum {
+        array: Arc<DeviceArray>,
+        reference: Reduction<Scalar>,
+    },
+    /// A group-by sum over host keys and values.
+    GroupBy {
+        request: KeyedRequest<i32>,
+        reference: Arc<Grouped<i32>>,
+    },
+}
+
+/// A submitted batch job.
+enum PendingJob {
+    Sum(Handle<Reduction<Scalar>>),
+    GroupBy(Handle<Grouped<i32>>),
+}
+
+impl BatchWork {
+    fn submit(&self, lanes: &Lanes) -> Result<PendingJob> {
+        Ok(match &self.job {
+            BatchJob::Sum { array, .. } => {
+                PendingJob::Sum(lanes.batch(Request::device_typed(array.clone(), Op::Sum))?)
+            }
+            BatchJob::GroupBy { request, .. } => PendingJob::GroupBy(lanes.batch(request.clone())?),
+        })
+    }
+}
+
+impl PendingJob {
+    fn is_finished(&self) -> bool {
+        match self {
+            PendingJob::Sum(h) => h.is_finished(),
+            PendingJob::GroupBy(h) => h.is_finished(),
+        }
+    }
+
+    /// Waits for the job; true when its result has `work`'s reference
+    /// bits.
+    fn wait_same(self, work: &BatchWork) -> Result<bool> {
+        Ok(match (self, &work.job) {
+            (PendingJob::Sum(h), BatchJob::Sum { reference, .. }) => {
+                bits(&h.wait()?) == bits(reference)
+            }
+            (PendingJob::GroupBy(h), BatchJob::GroupBy { reference, .. }) => {
+                let got = h.wait()?;
+                got.keys == reference.keys
+                    && got.reductions.len() == reference.reductions.len()
+                    && got
+                        .reductions
+                        .iter()
+                        .zip(&reference.reductions)
+                        .all(|(g, r)| bits(g) == bits(r) && g.counts == r.counts)
+            }
+            _ => false,
+        })
+    }
+}
+
+/// The batch jobs' work and the real-time request (a sum over
+/// `cfg.rt_size` values), of `cfg.dtype`: small integers, scaled by a
+/// quarter for the float types.
+fn workload(engine: &Engine, cfg: &MixedConfig) -> Result<(BatchWork, Request<Scalar>)> {
     fn of<E: Element>(
         engine: &Engine,
         cfg: &MixedConfig,
         value: impl Fn(i32) -> E,
-    ) -> Result<(Arc<DeviceArray>, Request<Scalar>)> {
+    ) -> Result<(BatchWork, Request<Scalar>)> {
         let batch: Vec<E> = (0..cfg.batch_size)
             .map(|i| value((i % 4099) as i32 - 2048))
             .collect();
-        let array = Arc::new(engine.upload(&batch)?);
         let rt: Arc<[E]> = (0..cfg.rt_size).map(|i| value((i % 97) as i32)).collect();
-        Ok((array, Request::host_typed(rt, Op::Sum)))
+        let values_bytes = batch.len() as u64 * E::DTYPE.size();
+        let work = match cfg.batch_groups {
+            None => {
+                let array = Arc::new(engine.upload(&batch)?);
+                let reference = engine.reduce_device_typed(
+                    &array,
+                    Op::Sum,
+                    &Partitions::Whole,
+                    NanPolicy::Propagate,
+                )?;
+                BatchWork {
+                    job: BatchJob::Sum { array, reference },
+                    bytes: values_bytes,
+                }
+            }
+            Some(groups) => {
+                // Scattered: consecutive rows fall in far-apart groups.
+                let keys: Arc<[i32]> = (0..cfg.batch_size as u64)
+                    .map(|i| (i.wrapping_mul(2_654_435_761) % groups) as i32)
+                    .collect();
+                let reference =
+                    engine.reduce_by_key(&keys, &batch, &[Op::Sum], NanPolicy::Propagate)?;
+                let keys_bytes = keys.len() as u64 * 4;
+                BatchWork {
+                    job: BatchJob::GroupBy {
+                        request: Request::keyed(keys, batch, &[Op::Sum], NanPolicy::Propagate),
+                        reference: Arc::new(reference),
+                    },
+                    bytes: values_bytes + keys_bytes,
+                }
+            }
+        };
+        Ok((work, Request::host_typed(rt, Op::Sum)))
     }
     match cfg.dtype {
         Dtype::F32 => of(engine, cfg, |v| v as f32 * 0.25),
@@ -275,20 +386,13 @@ fn workload(engine: &Engine, cfg: &MixedConfig) -> Result<(Arc<DeviceArray>, Req
     }
 }
 
-/// Bytes of a device-resident column's values.
-fn array_bytes(array: &DeviceArray) -> u64 {
-    array.len() * array.dtype().size()
-}
-
 /// Runs the three phases; `progress` is told each phase's name as it starts.
 pub fn run(
     engine: &Engine,
     cfg: MixedConfig,
     mut progress: impl FnMut(&str),
 ) -> Result<MixedReport> {
-    let (array, rt_data) = workload(engine, &cfg)?;
-    let reference =
-        engine.reduce_device_typed(&array, Op::Sum, &Partitions::Whole, NanPolicy::Propagate)?;
+    let (work, rt_data) = workload(engine, &cfg)?;
     let mut identical = true;
     let clock = Instant::now();
     let mut trace = Vec::new();
@@ -297,9 +401,7 @@ pub fn run(
             "cold start ({} fresh schedulers)",
             cfg.cold_starts
         ));
-        let (report, same) = cold_start(
-            engine, &cfg, &array, &rt_data, &reference, clock, &mut trace,
-        )?;
+        let (report, same) = cold_start(engine, &cfg, &work, &rt_data, clock, &mut trace)?;
         identical &= same;
         Some(report)
     } else {
@@ -311,9 +413,7 @@ pub fn run(
     for _ in 0..20 {
         lanes.realtime(rt_data.clone())?.wait()?;
     }
-    lanes
-        .batch(Request::device_typed(array.clone(), Op::Sum))?
-        .wait()?;
+    work.submit(&lanes)?.wait_same(&work)?;
 
     let rounds = cfg.rounds.max(1);
     let slice = cfg.duration / u32::try_from(rounds).unwrap_or(u32::MAX);
@@ -328,8 +428,8 @@ pub fn run(
                 name.to_string()
             });
             let rt = (i != 1).then_some(&rt_data);
-            let batch = (i != 0).then_some(&array);
-            let (run, mut t) = phase(&lanes, &cfg, slice, rt, batch, &reference, clock)?;
+            let batch = (i != 0).then_some(&work);
+            let (run, mut t) = phase(&lanes, &cfg, slice, rt, batch, clock)?;
             (t.phase, t.round) = (name, round);
             trace.push(t);
             round_runs[i] = run;
@@ -445,8 +545,7 @@ fn phase(
     cfg: &MixedConfig,
     duration: Duration,
     rt: Option<&Request<Scalar>>,
-    batch: Option<&Arc<DeviceArray>>,
-    reference: &Reduction<Scalar>,
+    batch: Option<&BatchWork>,
     clock: Instant,
 ) -> Result<(PhaseRun, PhaseTrace)> {
     lanes.wait_idle();
@@ -460,18 +559,17 @@ fn phase(
     // Batch driver: two jobs in flight until the phase ends, then the jobs
     // in flight finish. `batch_done` says the driver has returned.
     let batch_done = Arc::new(AtomicBool::new(batch.is_none()));
-    let batch_thread = batch.map(|array| {
-        let (lanes, array, stop, done, reference) = (
+    let batch_thread = batch.map(|work| {
+        let (lanes, work, stop, done) = (
             lanes.clone(),
-            array.clone(),
+            work.clone(),
             stop.clone(),
             batch_done.clone(),
-            reference.clone(),
         );
         std::thread::spawn(move || -> Result<(BatchDriven, Vec<f64>, Vec<u64>)> {
             // Set however the driver returns, a panic included.
             let _done = SetOnDrop(done);
-            drive_batch(&lanes, &array, &stop, &reference, start, clock)
+            drive_batch(&lanes, &work, &stop, start, clock)
         })
     });
 
@@ -531,7 +629,7 @@ fn phase(
         end_s: clock.elapsed().as_secs_f64(),
         rt_sent_s,
         rt_latency_us,
-        batch_job_bytes: batch.map_or(0, |a| array_bytes(a)),
+        batch_job_bytes: batch.map_or(0, |w| w.bytes),
         ..Default::default()
     };
     let mut run = PhaseRun {
@@ -632,9 +730,8 @@ impl RtTrace {
 fn cold_start(
     engine: &Engine,
     cfg: &MixedConfig,
-    array: &Arc<DeviceArray>,
+    work: &BatchWork,
     rt_data: &Request<Scalar>,
-    reference: &Reduction<Scalar>,
     clock: Instant,
     trace: &mut Vec<PhaseTrace>,
 ) -> Result<(ColdStartReport, bool)> {
@@ -645,7 +742,7 @@ fn cold_start(
     for scheduler in 1..=cfg.cold_starts {
         let start = Instant::now();
         let lanes = Lanes::new(engine, cfg.lanes.clone())?;
-        let job = lanes.batch(Request::device_typed(array.clone(), Op::Sum))?;
+        let job = work.submit(&lanes)?;
         let mut rt_trace = RtTrace::default();
         let mut handles = Vec::new();
         let mut next = Instant::now();
@@ -664,7 +761,7 @@ fn cold_start(
         for h in handles {
             h.wait()?;
         }
-        let r = job.wait()?;
+        same &= job.wait_same(work)?;
         let done = Instant::now();
         let (rt_sent_s, rt_latency_us) = rt_trace.finish(clock);
         trace.push(PhaseTrace {
@@ -675,10 +772,9 @@ fn cold_start(
             rt_sent_s,
             rt_latency_us,
             batch_done_s: vec![(done - clock).as_secs_f64()],
-            batch_job_bytes: array_bytes(array),
+            batch_job_bytes: work.bytes,
             batch_chunks: vec![lanes.metrics().batch.submits],
         });
-        same &= bits(&r) == bits(reference);
         let (rt, _) = lanes.take_lane_metrics();
         merged.merge(&rt);
     }
@@ -702,15 +798,14 @@ struct BatchDriven {
     same: bool,
 }
 
-/// Keeps two batch jobs over `array` in flight until `stop`, then lets the
+/// Keeps two batch jobs of `work` in flight until `stop`, then lets the
 /// last ones finish. Returns what it did, and for each job the time its
 /// result was taken (seconds from `clock`) and the batch lane's
 /// submissions since the previous one (see [`PhaseTrace::batch_chunks`]).
 fn drive_batch(
     lanes: &Lanes,
-    array: &Arc<DeviceArray>,
+    work: &BatchWork,
     stop: &AtomicBool,
-    reference: &Reduction<Scalar>,
     start: Instant,
     clock: Instant,
 ) -> Result<(BatchDriven, Vec<f64>, Vec<u64>)> {
@@ -722,15 +817,14 @@ fn drive_batch(
     let mut submits = 0u64;
     while !stop.load(Ordering::Relaxed) || !pending.is_empty() {
         if !stop.load(Ordering::Relaxed) && pending.len() < 2 {
-            pending.push_back(lanes.batch(Request::device_typed(array.clone(), Op::Sum))?);
+            pending.push_back(work.submit(lanes)?);
             continue;
         }
-        let h: Handle<Reduction<Scalar>> = pending.pop_front().expect("non-empty");
-        let r = h.wait()?;
-        same &= bits(&r) == bits(reference);
+        let job = pending.pop_front().expect("non-empty");
+        same &= job.wait_same(work)?;
         // Jobs finishing after the stop flag ran inside the phase too; the
         // span ends at the last completion.
-        bytes += array_bytes(array);
+        bytes += work.bytes;
         last = Instant::now();
         let now_submits = lanes.metrics().batch.submits;
         done_s.push((last - clock).as_secs_f64());

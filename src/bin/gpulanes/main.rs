@@ -67,6 +67,11 @@ enum Command {
         /// Values per batch job (default 256M on a GPU, 8M on a software adapter).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// Batch jobs are group-by sums over this many distinct int32 keys
+        /// scattered over the rows (keys and values held on the host)
+        /// instead of sums over a device-resident column.
+        #[arg(long)]
+        batch_groups: Option<u64>,
         /// Batch chunk quantum in microseconds of GPU time (default: the
         /// measured round trip, 3x where the driver's submit blocks, within
         /// 200..=4000 us).
@@ -194,6 +199,7 @@ fn main() -> ExitCode {
             dtype,
             rt_size,
             batch_size,
+            batch_groups,
             quantum_us,
             lead_us,
             batch_in_flight,
@@ -208,6 +214,7 @@ fn main() -> ExitCode {
             dtype,
             rt_size,
             batch_size,
+            batch_groups,
             quantum_us,
             lead_us,
             batch_in_flight,

@@ -18,6 +18,7 @@ pub struct Args {
     pub dtype: Option<String>,
     pub rt_size: Option<usize>,
     pub batch_size: Option<usize>,
+    pub batch_groups: Option<u64>,
     pub quantum_us: Option<u64>,
     pub lead_us: Option<u64>,
     pub batch_in_flight: Option<usize>,
@@ -69,6 +70,13 @@ fn validate(args: &Args) -> Result<(), Failure> {
             return Err(Failure::Input(format!("{flag} must be at least 1")));
         }
     }
+    if let Some(g) = args.batch_groups
+        && !(1..=1 << 31).contains(&g)
+    {
+        return Err(Failure::Input(format!(
+            "--batch-groups must be in 1..=2147483648 (int32 keys), got {g}"
+        )));
+    }
     if let (Some(q), Some(l)) = (args.quantum_us, args.lead_us)
         && l > q
     {
@@ -99,6 +107,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     cfg.dtype = dtype_flag(&args)?;
     cfg.rt_size = args.rt_size.unwrap_or(cfg.rt_size);
     cfg.batch_size = args.batch_size.unwrap_or(cfg.batch_size);
+    cfg.batch_groups = args.batch_groups;
     cfg.rounds = args.rounds.unwrap_or(cfg.rounds);
     cfg.cold_starts = args.cold_starts.unwrap_or(cfg.cold_starts);
     if let Some(n) = args.batch_in_flight {
@@ -155,12 +164,16 @@ fn print_table(r: &MixedReport) {
         }
     );
     println!(
-        "real-time: {} {} values at {} Hz; batch: {} values ({} MiB) per job, device-resident; {:.1} s per phase in {} interleaved rounds",
+        "real-time: {} {} values at {} Hz; batch: {} values ({} MiB) per job, {}; {:.1} s per phase in {} interleaved rounds",
         r.config.rt_size,
         r.config.dtype,
         r.config.rt_rate_hz,
         r.config.batch_size,
         (r.config.batch_size as u64 * r.config.dtype.size()) >> 20,
+        match r.config.batch_groups {
+            None => "device-resident, summed".to_string(),
+            Some(g) => format!("host-held, summed by {g} int32 keys"),
+        },
         r.config.duration.as_secs_f64(),
         r.config.rounds
     );
