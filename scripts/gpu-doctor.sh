@@ -25,13 +25,15 @@
 #      planned, values scanned, rows uploaded, passes, results);
 #   6. `gpulanes mixed` (the two lanes under a saturating batch stream),
 #      and 6b. the same, shorter, with float64 values;
-#   7. the correctness test binaries (t_*) where they were carried.
+#   7. the correctness test binaries (t_*) where they were carried;
+#   8. `gpulanes mixed --batch-groups 1000` (group-by batch jobs beside the
+#      real-time stream; last, as the step most easily left out).
 #
 #   OUT=/tmp/out scripts/gpu-doctor.sh [--quick]
 #
 # --quick: fewer runs and sizes (a rehearsal, e.g. on lavapipe). Set
 # GPULANES_BIN to use another binary, DOCTOR_ARGS to add doctor arguments,
-# SKIP="peers cuda bench groups criterion stages mixed mixed64 tests" (any of them) to skip
+# SKIP="peers cuda bench groups criterion stages mixed mixed64 tests mixedgroups" (any of them) to skip
 # steps.
 set -uo pipefail
 
@@ -227,6 +229,21 @@ if [[ $skip != *" tests "* ]] && compgen -G "$devbin/t_*" >/dev/null; then
     timeout 240 "$t" --test-threads=4 > "$logs/$name.log" 2>&1
     echo "$name exited $?: $(grep -E '^test result' "$logs/$name.log" | tail -1)"
   done
+fi
+
+# 8. The two lanes with group-by batch jobs (keys and values from host
+# memory, so each step uploads its rows).
+if [[ $skip != *" mixedgroups "* ]]; then
+  step "gpulanes mixed --batch-groups 1000"
+  timeout 90 "$bin" mixed --json --batch-groups 1000 --batch-size 33554432 --duration 2 --rounds 2 --cold-starts 2 \
+    > "$logs/mixed-groups.json" 2> "$logs/mixed-groups-stderr.txt"
+  echo "mixed (group-by) exited $?"
+  python3 - "$logs/mixed-groups.json" <<'PY' 2>/dev/null | tee "$logs/mixed-groups-summary.txt"
+import json, sys
+r = json.load(open(sys.argv[1]))
+for k in ("rt_p99_ratio", "batch_throughput_ratio", "cold_rt_p99_ratio", "batch_results_identical"):
+    print(f"{k}: {r.get(k)}")
+PY
 fi
 
 if [ $have_smi = 1 ]; then

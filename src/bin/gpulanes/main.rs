@@ -163,7 +163,9 @@ fn quiet_device_select_layer() {
 fn main() -> ExitCode {
     quiet_device_select_layer();
     die_quietly_on_closed_pipe();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_micros()
+        .init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
