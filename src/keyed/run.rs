@@ -1172,12 +1172,28 @@ mod tests {
     /// the lanes build a keyed batch job's pipelines when it is planned so
     /// that recording its steps on the dispatcher never builds one. Covers
     /// few groups (private and compact accumulation), many (global), rows
-    /// in runs and one by one, 64-bit keys, two-phase 64-bit max/min, and
-    /// finishing on the host and on the device.
+    /// in runs and one by one, 64-bit keys, two-phase 64-bit max/min,
+    /// finishing on the host and on the device, and (with 64 KiB bindings)
+    /// several windows with a shorter last one.
     #[test]
     fn recording_after_building_a_pass_builds_no_pipeline() {
         let engine = Engine::new().expect("engine");
+        build_then_record(&engine);
+        let small =
+            Engine::with_options(crate::EngineOptions::default().max_binding_bytes(64 << 10))
+                .expect("engine with 64 KiB bindings");
+        assert!(
+            build_then_record(&small) > 0,
+            "no case had a shorter last window"
+        );
+    }
+
+    /// Builds, then records, each case on `engine`, checking that recording
+    /// built nothing; returns the cases whose last window was shorter than
+    /// the others.
+    fn build_then_record(engine: &Engine) -> usize {
         let ctx = engine.context();
+        let mut partial_windows = 0;
         let mut next = xorshift(0x005e_ed0f_9a55);
         let rows = 5000u64;
         let random = |groups: u64, next: &mut dyn FnMut() -> u64| -> Vec<u32> {
@@ -1194,7 +1210,8 @@ mod tests {
             min: true,
         };
         let sorted: Vec<u32> = (0..rows).map(|r| (r * 7 / rows) as u32).collect();
-        let cases: Vec<(Dtype, Vec<u32>, u64, Wanted, Finish, bool)> = vec![
+        type Case = (Dtype, Vec<u32>, u64, Wanted, Finish, bool);
+        let cases: Vec<Case> = vec![
             (
                 Dtype::F32,
                 random(7, &mut next),
@@ -1236,9 +1253,10 @@ mod tests {
                 false,
             ),
         ];
-        for (dtype, groups_of_rows, groups, wanted, finish, wide) in cases {
+        let mut check = |(dtype, groups_of_rows, groups, wanted, finish, wide): Case| {
+            let mut next_value = xorshift(0x9e37_79b9 ^ groups);
             let values: Vec<u32> = (0..rows * dtype.words())
-                .map(|_| next() as u32 & 0x3f80_ffff)
+                .map(|_| next_value() as u32 & 0x3f80_ffff)
                 .collect();
             // 64-bit keys are the group ids plus a base past 32 bits.
             let base = 1u64 << 40;
@@ -1277,7 +1295,28 @@ mod tests {
                 before,
                 "{dtype}, {groups} groups: recording built a pipeline"
             );
+            partial_windows += usize::from(windows > 1 && !groups.is_multiple_of(shape.window));
+            shape.window
+        };
+        let windows: Vec<u64> = cases.into_iter().map(&mut check).collect();
+        // A few groups past a whole window of the float64 max/min case's
+        // layout: the last window's are few enough to accumulate
+        // privately, where a whole one's are not.
+        let window = windows[2];
+        if window < 3000 {
+            let groups = window + 3;
+            let keys = random(groups, &mut next);
+            let f64_case = (
+                Dtype::F64,
+                keys,
+                groups,
+                extremes,
+                Finish::OnDevice { mean: false },
+                false,
+            );
+            check(f64_case);
         }
         assert!(built(ctx).0 >= 5, "{:?}", built(ctx));
+        partial_windows
     }
 }

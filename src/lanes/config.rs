@@ -117,9 +117,11 @@ pub struct LanesConfig {
     /// Either way each one counts in the lane's `deadline_misses`.
     pub reject_late: bool,
     /// Smallest batch chunk, in units of 8192 floats (at least 1, at most
-    /// `max_chunk_units`).
+    /// `max_chunk_units`). A keyed batch job's steps count 8192 value words
+    /// a unit (4096 64-bit values), each row's key on top.
     pub min_chunk_units: u64,
-    /// Largest batch chunk, in units of 8192 floats.
+    /// Largest batch chunk, in units of 8192 floats (counted as for
+    /// `min_chunk_units`).
     pub max_chunk_units: u64,
     /// CPU time slice the dispatcher and poller threads ask the OS for, so
     /// that when woken they preempt CPU-bound work promptly (Linux 6.12+,

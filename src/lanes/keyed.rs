@@ -2,17 +2,20 @@
 //! lanes' form of [`Engine::reduce_by_key`](crate::Engine::reduce_by_key),
 //! and its handle yields the same [`Grouped`] result, bit for bit.
 //!
-//! * The keys are planned (dense or sparse, see [`crate::keyed`]) and the
-//!   request checked on the submitting thread, so that the dispatcher only
-//!   uploads and submits.
+//! * The keys are planned (dense or sparse, see [`crate::keyed`]), the
+//!   request checked and the pipelines of its passes built on the
+//!   submitting thread, so that the dispatcher only uploads, records and
+//!   submits.
 //! * A real-time keyed request is one submission of its own (it is not
 //!   coalesced with other real-time requests): every window of groups,
 //!   then one readback per window.
 //! * A batch keyed job is submitted a step at a time: each step is a range
-//!   of rows whose bytes (values and keys) match a batch chunk's, sized to
-//!   the quantum, folded into the same device accumulators as the steps
-//!   before it; after a window's last step its groups are finished on the
-//!   device and their records read back.
+//!   of rows sized, when it is submitted, to a batch chunk's share of the
+//!   quantum at the job's own measured throughput (group passes run at
+//!   rates that depend on the groups, the keys' order and the dtype), within
+//!   the chunk bounds counted in values, folded into the same device
+//!   accumulators as the steps before it; after a window's last step its
+//!   groups are finished on the device and their records read back.
 //!   The accumulators are exact integers updated with atomics, which
 //!   commute, so how the rows are cut into steps changes no bit of the
 //!   result.
@@ -52,6 +55,11 @@ use crate::op::{NanPolicy, Op};
 use crate::pool::PooledBuffer;
 use crate::readback::map_read;
 use crate::validity::Validity;
+
+/// A keyed batch job times each of its first steps (at most this many)
+/// until one has been observed, so its steps are sized from its own rate
+/// soon after it starts.
+const COLD_TIMED_STEPS: u32 = 4;
 
 /// Results of more groups than this are finished on a thread of their own,
 /// not on the poller, whose other completions would wait meanwhile
@@ -745,6 +753,7 @@ pub(super) fn run_keyed_realtime(sh: &Arc<Shared>, mut entry: KeyedEntry) {
         commands,
         windows,
         keep,
+        pass_bytes,
     } = match encoded {
         Ok(encoded) => encoded,
         Err(e) => {
@@ -763,7 +772,7 @@ pub(super) fn run_keyed_realtime(sh: &Arc<Shared>, mut entry: KeyedEntry) {
         return;
     }
     let busy = sh.rt_fixed.saturating_add(busy_at(
-        entry.bytes,
+        pass_bytes,
         lock(&sh.keyed_throughput).bytes_per_s(),
     ));
     lock(&sh.state).pred.predict(submitted, busy);
@@ -796,6 +805,10 @@ struct Encoded {
     /// Each window's first group and buffers.
     windows: Vec<(u64, WindowBuffers)>,
     keep: Keep,
+    /// Bytes the passes read in all, as a keyed batch step counts them
+    /// (its rows' bytes, once per window and phase), to predict its GPU
+    /// time at the keyed throughput.
+    pass_bytes: u64,
 }
 
 /// Uploads a real-time request's rows and encodes every window of its
@@ -846,10 +859,12 @@ fn encode_all(sh: &Shared, entry: &KeyedEntry) -> Result<Encoded> {
         windows.push((g0, window));
         g0 += count;
     }
+    let passes = windows.len() as u64 * u64::from(shape.phases);
     Ok(Encoded {
         commands: encoder.finish(),
         windows,
         keep: (chunks, params),
+        pass_bytes: (entry.rows * entry.row_bytes).saturating_mul(passes),
     })
 }
 
@@ -865,6 +880,8 @@ pub(super) struct KeyedBatch {
     /// (group passes run at rates that depend on the groups, the keys'
     /// order and the dtype, far from a plain reduction's).
     rate: Arc<Mutex<Throughput>>,
+    /// Steps submitted with GPU timestamps so far.
+    timed_steps: u32,
     /// The accumulators of the window being filled.
     window: Option<WindowBuffers>,
     gather: Arc<Mutex<Gather>>,
@@ -917,6 +934,17 @@ fn step_at(
     })
 }
 
+/// Rows of a step that should read `bytes` (at least one alignment's
+/// worth; `row_bytes` a row), within `units` (least and most chunk units of
+/// `rows_per_unit` rows each), a multiple of `align` (at least 1).
+fn rows_for(bytes: f64, row_bytes: u64, rows_per_unit: u64, units: (u64, u64), align: u64) -> u64 {
+    let min_rows = units.0.saturating_mul(rows_per_unit).max(1);
+    let max_rows = units.1.saturating_mul(rows_per_unit).max(min_rows);
+    // A NaN rate casts to 0 and an infinite one to u64::MAX: both clamped.
+    let rows = ((bytes / row_bytes.max(1) as f64) as u64).clamp(min_rows, max_rows);
+    (rows / align * align).max(align)
+}
+
 /// Where the step after `step` starts.
 fn after(step: &Step, rows: u64, phases: u32) -> Cursor {
     if step.rows.end < rows {
@@ -944,30 +972,36 @@ fn after(step: &Step, rows: u64, phases: u32) -> Cursor {
 }
 
 impl KeyedBatch {
-    /// Plans `entry`'s steps and builds the pipelines they will record.
-    /// This runs on the submitting thread: on the dispatcher, a job of a
-    /// kind not seen before would hold every real-time request behind its
-    /// pipelines' builds (about 100 ms on a CPU driver).
-    pub fn new(sh: &Shared, entry: KeyedEntry) -> Self {
+    /// Plans `entry`'s steps and builds the pipelines they will record
+    /// (in error scopes of its own: a build the device refuses fails the
+    /// submission). This runs on the submitting thread: on the dispatcher,
+    /// a job of a kind not seen before would hold every real-time request
+    /// behind its pipelines' builds (about 100 ms on a CPU driver).
+    pub fn new(sh: &Shared, entry: KeyedEntry) -> Result<Self> {
         let shape = entry.shape(sh);
-        build_pass_pipelines(
-            &sh.ctx,
-            entry.dtype,
-            &entry.row_groups(),
-            entry.wanted,
-            entry.finish,
-            &shape,
-            entry.groups,
-        );
+        if entry.rows > 0 && entry.groups > 0 {
+            let scope = ErrorScopes::push(&sh.ctx);
+            build_pass_pipelines(
+                &sh.ctx,
+                entry.dtype,
+                &entry.row_groups(),
+                entry.wanted,
+                entry.finish,
+                &shape,
+                entry.groups,
+            );
+            scope.check()?;
+        }
         let windows = entry.groups.div_ceil(shape.window) as usize;
-        KeyedBatch {
+        Ok(KeyedBatch {
             entry,
             shape,
             at: Cursor::default(),
             rate: Arc::new(Mutex::new(lock(&sh.keyed_throughput).fresh())),
+            timed_steps: 0,
             window: None,
             gather: Gather::new(windows),
-        }
+        })
     }
 
     /// Rows of the next step: a batch chunk's share of the quantum (as
@@ -979,16 +1013,13 @@ impl KeyedBatch {
     /// where the quantum is shorter than those the bounds decide.
     fn step_rows(&self, sh: &Shared) -> u64 {
         let chunk_time = sh.quantum.saturating_sub(sh.lead).max(sh.quantum / 2);
-        let bytes = lock(&self.rate).bytes_for(chunk_time);
-        let rows_per_unit = BLOCK / self.entry.dtype.words();
-        let min_rows = sh.cfg.min_chunk_units.saturating_mul(rows_per_unit).max(1);
-        let max_rows = sh
-            .cfg
-            .max_chunk_units
-            .saturating_mul(rows_per_unit)
-            .max(min_rows);
-        let rows = ((bytes / self.entry.row_bytes as f64) as u64).clamp(min_rows, max_rows);
-        (rows / self.shape.align * self.shape.align).max(self.shape.align)
+        rows_for(
+            lock(&self.rate).bytes_for(chunk_time),
+            self.entry.row_bytes,
+            BLOCK / self.entry.dtype.words(),
+            (sh.cfg.min_chunk_units, sh.cfg.max_chunk_units),
+            self.shape.align,
+        )
     }
 
     fn next_step(&self, sh: &Shared) -> Option<Step> {
@@ -1071,14 +1102,18 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
         window.encode_clear(&mut encoder);
     }
     // The group passes' GPU time, from timestamps around them where the
-    // device has them: every step until this job's rate has been observed
-    // once, then one step in TIMED_EVERY, as batch chunks are.
+    // device has them: each of a job's first steps until one has been
+    // observed (at most COLD_TIMED_STEPS: a pass too short to observe, or
+    // unusable timestamps, would otherwise time every step), then one step
+    // in TIMED_EVERY, as batch chunks are.
     let chunk_no = sh.chunks.fetch_add(1, Ordering::Relaxed);
-    let timed = if !lock(&job.rate).is_observed() || chunk_no.is_multiple_of(TIMED_EVERY) {
+    let cold = job.timed_steps < COLD_TIMED_STEPS && !lock(&job.rate).is_observed();
+    let timed = if cold || chunk_no.is_multiple_of(TIMED_EVERY) {
         sh.timer.as_ref().and_then(|t| t.claim())
     } else {
         None
     };
+    job.timed_steps += u32::from(timed.is_some());
     if let Some(t) = &timed {
         t.begin(&mut encoder);
     }
@@ -1228,5 +1263,27 @@ mod tests {
         }
         assert!(step_at(Cursor::default(), 0, 3, 3, 1, 5).is_none());
         assert!(step_at(Cursor::default(), 5, 0, 3, 1, 5).is_none());
+    }
+
+    /// Step rows follow the bytes wanted, within the unit bounds, aligned,
+    /// whatever the rate (zero, NaN, infinite, huge bounds).
+    #[test]
+    fn step_rows_follow_the_rate_within_the_bounds() {
+        // 8-byte rows, 8192 rows a unit, 1..=4 units, aligned to 16.
+        let rows = |bytes| rows_for(bytes, 8, 8192, (1, 4), 16);
+        assert_eq!(rows(8.0 * 10_000.0), 10_000);
+        assert_eq!(rows(8.0 * 10_007.0), 10_000, "aligned down");
+        assert_eq!(rows(1.0), 8192, "at least one unit");
+        assert_eq!(rows(0.0), 8192);
+        assert_eq!(rows(f64::NAN), 8192);
+        assert_eq!(rows(f64::INFINITY), 4 * 8192, "at most four units");
+        assert_eq!(rows(1e300), 4 * 8192);
+        // Bounds past u64 saturate; alignment above the bounds wins.
+        assert_eq!(
+            rows_for(f64::INFINITY, 12, 4096, (1, u64::MAX), 16),
+            u64::MAX / 16 * 16
+        );
+        assert_eq!(rows_for(1.0, 8, 1, (1, 1), 64), 64);
+        assert_eq!(rows_for(1.0, 0, 1, (0, 0), 1), 1);
     }
 }

@@ -42,8 +42,9 @@
 //! * Keyed reductions (group-by, [`Request::keyed`]) run in both lanes
 //!   with the bits of [`Engine::reduce_by_key`](crate::Engine::reduce_by_key)
 //!   alone: a real-time one as a submission of its own (not coalesced), a
-//!   batch one in steps of rows sized like batch chunks, all adding into
-//!   the same exact accumulators (see `keyed`).
+//!   batch one in steps of rows sized to the quantum at the job's own
+//!   measured throughput, all adding into the same exact accumulators (see
+//!   `keyed`).
 //! * Real-time goes first, but the batch lane is guaranteed a share of GPU
 //!   time (`batch_min_share`) under a real-time flood.
 //! * Deadlines (a request still queued at its deadline leaves the queue
@@ -271,7 +272,10 @@ impl Lanes {
     /// the calling thread, before it is queued: some drivers build a
     /// pipeline on its first dispatch (a first float64 reduction took
     /// 100 ms on lavapipe), and that wait is the new dtype's submitter's,
-    /// not the queue's.
+    /// not the queue's. For the same reason a keyed batch job builds the
+    /// pipelines of its passes here, before it is queued: a job of a kind
+    /// not seen before waits for those builds (about 100 ms each on
+    /// lavapipe) in this call, `try_batch` included.
     ///
     /// # Errors
     /// [`Error::InvalidPartitions`] or [`Error::InvalidInput`] for a request

@@ -23,10 +23,11 @@
 //! * `state` and `metrics` are never held together: code that changes
 //!   both releases one before it takes the other.
 //! * Every other lock is a leaf, taken with nothing else held and released
-//!   before any other is taken: `inflight`, `throughput`, `last_done`, the
-//!   job cache's, the chunk timer's, a batch job's `results`, a keyed
-//!   request's gathered windows and its hand-over to a finishing thread
-//!   (see `keyed`), and a `Slot` taken on its own.
+//!   before any other is taken: `inflight`, `throughput`,
+//!   `keyed_throughput`, `last_done`, the job cache's, the chunk timer's, a
+//!   batch job's `results`, a keyed batch job's `rate`, a keyed request's
+//!   gathered windows and its hand-over to a finishing thread (see
+//!   `keyed`), and a `Slot` taken on its own.
 //!
 //! No lock is held while an `.await`ing task's waker runs (it is the
 //! caller's code, and may call back into the scheduler: see

@@ -200,13 +200,14 @@ impl Lanes {
                 }
                 // Planned here once it has queue space (held meanwhile, so
                 // a rejected job costs nothing), as a batch reduction is
-                // prepared; its steps are sized to the quantum now.
+                // prepared, and its passes' pipelines built (its steps are
+                // sized when each is submitted).
                 let mut st = self.wait_for_space(lane, bytes, wait)?;
                 st.batch_reserved += 1;
                 drop(st);
                 let planned = request
                     .plan(slot.clone(), lane)
-                    .map(|entry| KeyedBatch::new(sh, entry));
+                    .and_then(|entry| KeyedBatch::new(sh, entry));
                 st = lock(&sh.state);
                 st.batch_reserved -= 1;
                 if st.shutdown {
