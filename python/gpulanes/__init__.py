@@ -1337,13 +1337,21 @@ class Lanes:
         *,
         nan: str = "propagate",
         timeout: Optional[float] = None,
+        partition_size: Optional[int] = None,
+        offsets: Any = None,
     ) -> LaneFuture:
-        """``op`` over ``x`` on the real-time lane. ``timeout`` (seconds) is
-        a deadline: a result not ready by then fails with ``TimeoutError``."""
+        """``op`` over ``x`` (or its partitions, as :meth:`Engine.reduce`
+        takes them) on the real-time lane. ``timeout`` (seconds) is a
+        deadline: a result not ready by then fails with ``TimeoutError``.
+        A request with more partitions than one reduction may have on this
+        device belongs in the batch lane and raises ``ValueError``."""
+        whole = partition_size is None and offsets is None
         x, own = _engine_values(x)
-        fut = LaneFuture(whole=True, own=own, op=op)
+        fut = LaneFuture(whole=whole, own=own, op=op)
         fut._lanes = self
-        fut._token = self._native.realtime(x, op, fut, nan, timeout)
+        fut._token = self._native.realtime(
+            x, op, fut, nan, timeout, _size(partition_size), _offsets(offsets)
+        )
         return fut
 
     def groupby(

@@ -64,7 +64,8 @@ class Lanes:
         future: Any,
         nan: str = "propagate",
         timeout: Optional[float] = None,
-        composite: bool = False,
+        partition_size: Optional[int] = None,
+        offsets: Optional[npt.NDArray[np.int64]] = None,
     ) -> CancelToken: ...
     def batch(
         self,

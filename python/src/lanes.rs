@@ -364,8 +364,10 @@ impl Lanes {
         py.detach(move || lanes.wait_idle());
     }
 
-    /// Submits to the real-time lane; `timeout` (seconds) is its deadline.
-    #[pyo3(signature = (x, op, future, nan = "propagate", timeout = None))]
+    /// Submits to the real-time lane, over the whole input or its
+    /// partitions; `timeout` (seconds) is its deadline.
+    #[pyo3(signature = (x, op, future, nan = "propagate", timeout = None, partition_size = None, offsets = None))]
+    #[allow(clippy::too_many_arguments)]
     fn realtime(
         &self,
         py: Python<'_>,
@@ -374,10 +376,13 @@ impl Lanes {
         future: Py<PyAny>,
         nan: &str,
         timeout: Option<f64>,
+        partition_size: Option<u64>,
+        offsets: Option<PyReadonlyArray1<'_, i64>>,
     ) -> PyResult<CancelToken> {
         let op = parse_op(op)?;
         let nan = parse_nan(nan)?;
         let timeout = parse_timeout(timeout)?;
+        let parts = partitions(partition_size, offsets)?;
         self.submit(
             py,
             x,
@@ -390,7 +395,7 @@ impl Lanes {
                     None => r,
                 }
             },
-            Partitions::Whole,
+            parts,
             future,
         )
     }

@@ -160,3 +160,26 @@ def test_an_int64_sum_past_int64_fails_its_own_future_only(lanes):
     assert c == np.int64(2**63 - 1)
     with pytest.raises(OverflowError):
         lanes.batch(over, "sum", partition_size=2).result(timeout=60)
+
+
+def test_realtime_partitions_have_the_bits_of_engine_reduce(engine, lanes):
+    """Partitioned real-time requests (equal partitions and offsets with
+    empty partitions), submitted together so they are coalesced across
+    dtypes, each get the bits of ``Engine.reduce`` with the same
+    partitions."""
+    rng = np.random.default_rng(11)
+    offsets = [0, 0, 1, 33, 33, 5000, 10_001]
+    futures = []
+    for dtype in ("float32", "float64", "int64", "uint32"):
+        x = values(dtype, 10_001, rng)
+        for op in OPS:
+            for nan in ("propagate", "ignore"):
+                for parts in ({"partition_size": 64}, {"partition_size": 1}, {"offsets": offsets}):
+                    futures.append((x, op, nan, parts, lanes.realtime(x, op, nan=nan, **parts)))
+    for x, op, nan, parts, fut in futures:
+        same(fut.result(timeout=120), engine.reduce(x, op, nan=nan, **parts), (x.dtype, op, nan, parts))
+    x = values("float32", 10, rng)
+    with pytest.raises(ValueError, match="offsets|partition"):
+        lanes.realtime(x, "sum", offsets=[0, 5])
+    with pytest.raises(ValueError, match="partition_size"):
+        lanes.realtime(x, "sum", partition_size=-1)
