@@ -206,18 +206,26 @@ for k in keys:
 PY
 fi
 
-# 6b. The two lanes with float64 values (shorter).
-if [[ $skip != *" mixed64 "* ]]; then
-  step "gpulanes mixed --dtype float64"
-  timeout 90 "$bin" mixed --json --dtype float64 --batch-size 33554432 --duration 2 --rounds 2 --cold-starts 2 \
-    > "$logs/mixed-float64.json" 2> "$logs/mixed-float64-stderr.txt"
-  echo "mixed (float64) exited $?"
-  python3 - "$logs/mixed-float64.json" <<'PY' 2>/dev/null | tee "$logs/mixed-float64-summary.txt"
+# A shorter run of the two lanes (32Mi-value batch jobs, 2 rounds of 1 s,
+# 2 cold starts) with the extra flags given, into $logs/mixed-NAME.*.
+short_mixed() {
+  local name=$1
+  shift
+  timeout 90 "$bin" mixed --json --batch-size 33554432 --duration 2 --rounds 2 --cold-starts 2 "$@" \
+    > "$logs/mixed-$name.json" 2> "$logs/mixed-$name-stderr.txt"
+  echo "mixed ($name) exited $?"
+  python3 - "$logs/mixed-$name.json" <<'PY' 2>/dev/null | tee "$logs/mixed-$name-summary.txt"
 import json, sys
 r = json.load(open(sys.argv[1]))
 for k in ("rt_p99_ratio", "batch_throughput_ratio", "cold_rt_p99_ratio", "batch_results_identical"):
     print(f"{k}: {r.get(k)}")
 PY
+}
+
+# 6b. The two lanes with float64 values (shorter).
+if [[ $skip != *" mixed64 "* ]]; then
+  step "gpulanes mixed --dtype float64"
+  short_mixed float64 --dtype float64
 fi
 
 # 7. Correctness on this GPU.
@@ -235,15 +243,7 @@ fi
 # memory, so each step uploads its rows).
 if [[ $skip != *" mixedgroups "* ]]; then
   step "gpulanes mixed --batch-groups 1000"
-  timeout 90 "$bin" mixed --json --batch-groups 1000 --batch-size 33554432 --duration 2 --rounds 2 --cold-starts 2 \
-    > "$logs/mixed-groups.json" 2> "$logs/mixed-groups-stderr.txt"
-  echo "mixed (group-by) exited $?"
-  python3 - "$logs/mixed-groups.json" <<'PY' 2>/dev/null | tee "$logs/mixed-groups-summary.txt"
-import json, sys
-r = json.load(open(sys.argv[1]))
-for k in ("rt_p99_ratio", "batch_throughput_ratio", "cold_rt_p99_ratio", "batch_results_identical"):
-    print(f"{k}: {r.get(k)}")
-PY
+  short_mixed groups --batch-groups 1000
 fi
 
 if [ $have_smi = 1 ]; then
