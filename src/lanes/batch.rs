@@ -32,9 +32,35 @@ use crate::kernels::BLOCK;
 use crate::op::{NanPolicy, Op};
 use crate::plan::{Plan, Span};
 use crate::pool::PooledBuffer;
+use crate::timing::TimerSlot;
 
 /// Batch chunks per chunk timed with GPU timestamps.
-pub(super) const TIMED_EVERY: u64 = 4;
+const TIMED_EVERY: u64 = 4;
+
+/// A slot of the lanes' GPU timer for the next batch submission (a chunk
+/// or a keyed step), where it is to carry timestamps: one submission in
+/// [`TIMED_EVERY`] (enough observations for the throughput averages; on
+/// lavapipe each timed submission's extra passes, resolve and readback cost
+/// as much as a small chunk's work), or this one where `wanted`. `None`
+/// without a timer or a free slot.
+pub(super) fn claim_batch_timer(sh: &Shared, wanted: bool) -> Option<TimerSlot> {
+    let chunk_no = sh.chunks.fetch_add(1, Ordering::Relaxed);
+    if wanted || chunk_no.is_multiple_of(TIMED_EVERY) {
+        sh.timer.as_ref().and_then(|t| t.claim())
+    } else {
+        None
+    }
+}
+
+/// Hands the GPU time between `slot`'s two stamps to `then` once they are
+/// read (never where they cannot be).
+pub(super) fn read_gpu_time(slot: TimerSlot, then: impl FnOnce(Duration) + Send + 'static) {
+    slot.read(move |gpu_ns| {
+        if let Some(&ns) = gpu_ns.as_ref().and_then(|v| v.first()) {
+            then(Duration::from_nanos(ns as u64));
+        }
+    });
+}
 
 /// Timed chunks that may be in flight at once (slots of the lanes' GPU
 /// timer, two stamps each): more than are ever in flight, so a chunk that
@@ -239,15 +265,7 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gpulanes batch chunk"),
         });
-    // One chunk in TIMED_EVERY carries timestamps: enough observations for
-    // the throughput average, and on lavapipe each timed chunk's extra
-    // passes, resolve and readback cost as much as a small chunk's work.
-    let chunk_no = sh.chunks.fetch_add(1, Ordering::Relaxed);
-    let timed = if chunk_no.is_multiple_of(TIMED_EVERY) {
-        sh.timer.as_ref().and_then(|t| t.claim())
-    } else {
-        None
-    };
+    let timed = claim_batch_timer(sh, false);
     if let Some(t) = &timed {
         t.begin(&mut encoder);
     }
@@ -279,11 +297,8 @@ pub(super) fn run_batch_chunk(sh: &Arc<Shared>, mut entry: BatchEntry) -> Option
     let wall_clock_observation = sh.timer.is_none();
     if let Some(t) = timed {
         let sh3 = sh.clone();
-        t.read(move |gpu_ns| {
-            if let Some(&ns) = gpu_ns.as_ref().and_then(|v| v.first()) {
-                let d = Duration::from_nanos(ns as u64);
-                lock(&sh3.throughput).observe(chunk_bytes, d, true);
-            }
+        read_gpu_time(t, move |d| {
+            lock(&sh3.throughput).observe(chunk_bytes, d, true)
         });
     }
     let on_done = Box::new(move || {

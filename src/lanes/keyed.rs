@@ -24,11 +24,10 @@
 //!   behave as for the lane's other requests.
 
 use std::ops::Range;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::batch::TIMED_EVERY;
+use super::batch::{claim_batch_timer, read_gpu_time};
 use super::handle::{AnySlot, Slot};
 use super::poller::track;
 use super::quantum::Throughput;
@@ -949,12 +948,9 @@ fn rows_for(bytes: f64, row_bytes: u64, rows_per_unit: u64, units: (u64, u64), a
 fn after(step: &Step, rows: u64, phases: u32) -> Cursor {
     if step.rows.end < rows {
         Cursor {
+            g0: step.g0,
+            phase: step.phase,
             row: step.rows.end,
-            ..Cursor {
-                g0: step.g0,
-                phase: step.phase,
-                row: 0,
-            }
         }
     } else if step.phase + 1 < phases {
         Cursor {
@@ -1104,15 +1100,10 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
     // The group passes' GPU time, from timestamps around them where the
     // device has them: each of a job's first steps until one has been
     // observed (at most COLD_TIMED_STEPS: a pass too short to observe, or
-    // unusable timestamps, would otherwise time every step), then one step
-    // in TIMED_EVERY, as batch chunks are.
-    let chunk_no = sh.chunks.fetch_add(1, Ordering::Relaxed);
+    // unusable timestamps, would otherwise time every step), then as batch
+    // chunks are.
     let cold = job.timed_steps < COLD_TIMED_STEPS && !lock(&job.rate).is_observed();
-    let timed = if cold || chunk_no.is_multiple_of(TIMED_EVERY) {
-        sh.timer.as_ref().and_then(|t| t.claim())
-    } else {
-        None
-    };
+    let timed = claim_batch_timer(sh, cold);
     job.timed_steps += u32::from(timed.is_some());
     if let Some(t) = &timed {
         t.begin(&mut encoder);
@@ -1165,11 +1156,7 @@ pub(super) fn run_keyed_step(sh: &Arc<Shared>, mut job: KeyedBatch) -> Option<Ke
     let wall_clock_observation = sh.timer.is_none();
     if let Some(t) = timed {
         let observe = observe.clone();
-        t.read(move |gpu_ns| {
-            if let Some(&ns) = gpu_ns.as_ref().and_then(|v| v.first()) {
-                observe(Duration::from_nanos(ns as u64), true);
-            }
-        });
+        read_gpu_time(t, move |d| observe(d, true));
     }
     let sh2 = sh.clone();
     let keep: Keep = (chunks, params);
